@@ -1,0 +1,112 @@
+"""Reading the config file: YAML in, a validated LabopsConfig out, or one line per problem."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from labops.config.model import LabopsConfig
+from labops.config.secrets import _check_ref, resolve_secret
+from labops.errors import ConfigError, SecretError
+
+DEFAULT_PATHS = (Path("labops.yaml"), Path(".labops/sandbox/labops.yaml"))
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The config to use: ``--config``, else ``LABOPS_CONFIG``, else ./labops.yaml."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("LABOPS_CONFIG")
+    if env:
+        return Path(env)
+    for candidate in DEFAULT_PATHS:
+        if candidate.exists():
+            return candidate
+    raise ConfigError("no config file: pass --config FILE or set LABOPS_CONFIG")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, check_secrets: bool = True
+) -> LabopsConfig:
+    """Load and validate the config; with ``check_secrets`` every secret reference must resolve."""
+    file = config_path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the config file: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{file}:{where}: not valid YAML: {problem}") from None
+    config = parse_config(raw if raw is not None else {}, source=str(file))
+    if check_secrets:
+        problems = []
+        for where, ref in secret_refs(config):
+            try:
+                resolve_secret(ref, where)
+            except SecretError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise ConfigError(problems)
+    return config
+
+
+def parse_config(raw: Any, source: str = "config") -> LabopsConfig:
+    """Validate already-parsed data; errors name the key path and what was expected."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    try:
+        return LabopsConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError([_describe(err) for err in exc.errors()]) from None
+
+
+def _describe(err: Any) -> str:
+    path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind = err["type"]
+    got = err.get("input")
+    if kind == "extra_forbidden":
+        return f"{path}: unknown key (check the spelling; see config.example.yaml)"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    shown = _short(got)
+    return f"{path}: {msg} (got {shown})" if shown is not None else f"{path}: {msg}"
+
+
+def _short(value: Any) -> str | None:
+    if isinstance(value, dict | list):
+        return None
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def secret_refs(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Every (key path, reference) of a SecretRef field set in ``model``."""
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        where = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            yield from secret_refs(value, where + ".")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    yield from secret_refs(item, f"{where}.{i}.")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, BaseModel):
+                    yield from secret_refs(item, f"{where}.{key}.")
+        elif isinstance(value, str) and _is_secret_field(field):
+            yield where, value
+
+
+def _is_secret_field(field: Any) -> bool:
+    return any(getattr(m, "func", None) is _check_ref for m in field.metadata)

@@ -1,0 +1,41 @@
+"""The one labops config file, validated as a whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from labops.config.inventory import Inventory
+from labops.config.policies.backups import BackupPolicy
+from labops.config.policies.certificates import CertificatePolicy
+from labops.config.policies.digest import DigestPolicy
+from labops.config.policies.docs import DocsPolicy
+from labops.config.policies.patching import PatchPolicy
+from labops.config.policies.platform import PlatformPolicy
+from labops.config.systems import Strict, Systems
+
+
+class Lab(Strict):
+    name: str = Field("homelab", description="Shown in reports and notifications.")
+    timezone: str = Field("UTC", description="IANA zone for schedules and windows.")
+    ui_url: str = Field(
+        "http://127.0.0.1:4200", description="Prefect UI base URL, for links in notifications."
+    )
+    state_dir: Path = Field(
+        Path(".labops/state"), description="Where flows keep what they compare run to run."
+    )
+
+
+class LabopsConfig(Strict):
+    """Root of the config file."""
+
+    lab: Lab = Lab()
+    systems: Systems = Systems()
+    inventory: Inventory = Inventory()
+    backups: BackupPolicy = BackupPolicy()
+    certificates: CertificatePolicy = CertificatePolicy()
+    patching: PatchPolicy = PatchPolicy()
+    digest: DigestPolicy = DigestPolicy()
+    docs: DocsPolicy = DocsPolicy()
+    platform: PlatformPolicy = PlatformPolicy()

@@ -1,0 +1,218 @@
+"""The one HTTP policy: timeouts, retries with exponential backoff and jitter, fail-fast on auth.
+
+Retried: connection errors, timeouts, 5xx and 429 (``Retry-After`` honoured). Never retried: 401 and
+403 (``AuthFailed``) and other 4xx (``ApiError``), whose message names the system and what to fix.
+The same policy wraps non-httpx clients (proxmoxer) through :func:`call_with_retry`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import httpx
+
+from labops.config.systems import HttpRetry, TlsOptions
+from labops.errors import ApiError, AuthFailed, Unreachable
+
+T = TypeVar("T")
+log = logging.getLogger("labops.http")
+
+AUTH_HINT = "check the token/credentials and their permissions in the config"
+
+
+class RetryableStatus(Exception):
+    """An HTTP answer worth another try (5xx, 429); carries the server's wait hint."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+def backoff_delays(policy: HttpRetry, rng: random.Random | None = None) -> list[float]:
+    """Delays between tries: base * 2**n, capped, plus up to ``jitter`` of random extra."""
+    rng = rng or random.Random()
+    delays = []
+    for n in range(policy.attempts - 1):
+        base = min(policy.backoff_s * (2**n), policy.backoff_max_s)
+        delays.append(base + base * policy.jitter * rng.random())
+    return delays
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parsed = email.utils.parsedate_to_datetime(value)
+    return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def call_with_retry(
+    system: str,
+    fn: Callable[[], T],
+    policy: HttpRetry,
+    classify: Callable[[BaseException], BaseException | None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call ``fn`` under the retry policy.
+
+    ``classify(exc)`` maps a client's exception to ``RetryableStatus`` or ``Unreachable``
+    (retried) or to a final labops error (raised at once), or None to re-raise ``exc``.
+    """
+    delays = backoff_delays(policy)
+    last: BaseException | None = None
+    for attempt in range(policy.attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            mapped = classify(exc)
+            if mapped is None:
+                raise
+            if not isinstance(mapped, RetryableStatus | Unreachable):
+                raise mapped from None
+            last = mapped
+            if attempt >= len(delays):
+                break
+            wait = delays[attempt]
+            if isinstance(mapped, RetryableStatus) and mapped.retry_after is not None:
+                wait = min(max(wait, mapped.retry_after), 120.0)
+            log.debug("%s: %s; retry %d in %.2fs", system, mapped, attempt + 1, wait)
+            sleep(wait)
+    if isinstance(last, RetryableStatus):
+        raise ApiError(
+            system, f"{last.message} (HTTP {last.status}, after {policy.attempts} tries)",
+            last.status,
+        )
+    assert last is not None
+    raise Unreachable(system, f"{last} (after {policy.attempts} tries)")
+
+
+def _describe_transport(exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def classify_httpx(system: str) -> Callable[[BaseException], BaseException | None]:
+    def classify(exc: BaseException) -> BaseException | None:
+        if isinstance(exc, RetryableStatus):
+            return exc
+        if isinstance(exc, httpx.TransportError):
+            return Unreachable(system, _describe_transport(exc))
+        return None
+
+    return classify
+
+
+class HttpClient:
+    """An httpx client bound to one system, applying the retry policy to every request."""
+
+    def __init__(
+        self,
+        system: str,
+        base_url: str,
+        *,
+        retry: HttpRetry | None = None,
+        tls: TlsOptions | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | tuple[str, str] | None = None,
+    ) -> None:
+        self.system = system
+        self.retry = retry or HttpRetry()
+        tls = tls or TlsOptions()
+        verify: Any = True
+        if not tls.verify:
+            verify = False
+        elif tls.ca_bundle:
+            import ssl
+
+            ctx = ssl.create_default_context(cafile=str(tls.ca_bundle))
+            verify = ctx
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers=dict(headers or {}),
+            auth=auth,
+            verify=verify,
+            timeout=httpx.Timeout(self.retry.timeout_s),
+            follow_redirects=False,
+        )
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        content: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        ok: tuple[int, ...] = (200, 201, 202, 204),
+    ) -> httpx.Response:
+        """Send one request under the policy; return the response when its status is in ``ok``."""
+
+        def once() -> httpx.Response:
+            resp = self._client.request(
+                method, path, params=params, json=json, data=data, content=content,
+                headers=headers,
+            )
+            if resp.status_code in ok:
+                return resp
+            message = _message(resp)
+            if resp.status_code == 429 or resp.status_code >= 500:
+                raise RetryableStatus(
+                    resp.status_code, message, parse_retry_after(resp.headers.get("Retry-After"))
+                )
+            if resp.status_code in (401, 403):
+                raise AuthFailed(
+                    self.system, f"{method} {path} refused ({resp.status_code} {message}): "
+                    f"{AUTH_HINT}"
+                )
+            raise ApiError(
+                self.system, f"{method} {path} failed: {resp.status_code} {message}",
+                resp.status_code,
+            )
+
+        return call_with_retry(self.system, once, self.retry, classify_httpx(self.system))
+
+    def get_json(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw).json()
+
+    def post_json(self, path: str, **kw: Any) -> Any:
+        resp = self.request("POST", path, **kw)
+        return resp.json() if resp.content else None
+
+
+def _message(resp: httpx.Response) -> str:
+    text = resp.reason_phrase or ""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        for key in ("message", "description", "error", "errorMessage", "detail"):
+            if isinstance(body.get(key), str) and body[key]:
+                return body[key].strip()
+    elif resp.text and len(resp.text) < 300:
+        return resp.text.strip()
+    return text
