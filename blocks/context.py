@@ -2,27 +2,40 @@
 
 A flow's first line is ``ctx = LabContext.load(config)``. Blocks come from the config's inline
 values (secrets resolved at run time) or, when a system names ``block: NAME``, from the saved block.
+Tasks take blocks (``ctx.block("proxmox")``) and build their client inside; flow-level code that
+needs a client directly uses ``ctx.pve()``, ``ctx.pbs()``, ``ctx.ssh()`` or ``ctx.http(system)``.
+Each accessor raises ``ConfigError`` naming the system when the config leaves it out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from labops.config import LabopsConfig, load_config
 from labops.redact import install_log_filter
 from labops.state import StateStore
 
 if TYPE_CHECKING:
-    from labops.notify import Notifier
+    from prefect.blocks.core import Block
+
+    from blocks.endpoint import HttpEndpointBlock
+    from blocks.proxmox import PbsCredentials, ProxmoxCredentials
+    from blocks.ssh import SshCredentials
+    from labops.http import HttpClient
+    from labops.notify import MultiNotifier
+    from labops.proxmox import PbsClient, PveClient
+    from labops.ssh import SshRunner
 
 
 @dataclass
 class LabContext:
+    """What a flow works with: the config, its blocks (built once, lazily) and the state store."""
+
     config: LabopsConfig
     config_file: str | None = None
-    _cache: dict[str, object] = field(default_factory=dict)
+    _cache: dict[str, object] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, config: str | None = None) -> LabContext:
@@ -35,7 +48,65 @@ class LabContext:
     def state(self) -> StateStore:
         return StateStore(self.config.lab.state_dir)
 
-    def notifier(self) -> Notifier:
+    # -- blocks (what tasks take) ---------------------------------------------------------------
+
+    def configured(self, system: str) -> bool:
+        """Whether the config sets ``system`` up (names as in ``blocks.factory.BLOCK_TYPES``)."""
+        from blocks.factory import system_config
+
+        return system_config(self.config, system) is not None
+
+    def block(self, system: str) -> Block:
+        """The block of ``system`` (``proxmox``, ``pbs``, ``ssh``, ``traefik``, ``wazuh_api``...).
+
+        Raises:
+            ConfigError: naming the system when it is not configured or its secret cannot resolve.
+        """
+        from blocks.factory import block_for, normalise
+
+        name = normalise(system)
+        if name not in self._cache:
+            self._cache[name] = block_for(self.config, name)
+        return cast("Block", self._cache[name])
+
+    def pve_block(self) -> ProxmoxCredentials:
+        return cast("ProxmoxCredentials", self.block("proxmox"))
+
+    def pbs_block(self) -> PbsCredentials:
+        return cast("PbsCredentials", self.block("pbs"))
+
+    def ssh_block(self) -> SshCredentials:
+        return cast("SshCredentials", self.block("ssh"))
+
+    def http_block(self, system: str) -> HttpEndpointBlock:
+        from blocks.factory import HTTP_SYSTEMS, normalise
+        from labops.errors import ConfigError
+
+        if normalise(system) not in HTTP_SYSTEMS:
+            raise ConfigError(
+                f"{system!r} is not an HTTP system (known: {', '.join(HTTP_SYSTEMS)})"
+            )
+        return cast("HttpEndpointBlock", self.block(system))
+
+    # -- clients (for flow-level code; tasks build their own from the block) ---------------------
+
+    def pve(self) -> PveClient:
+        """A Proxmox VE client (``labops.proxmox.PveClient``)."""
+        return self.pve_block().get_client()
+
+    def pbs(self) -> PbsClient:
+        """A Proxmox Backup Server client (``labops.proxmox.PbsClient``)."""
+        return self.pbs_block().get_client()
+
+    def ssh(self) -> SshRunner:
+        """The SSH runner (``labops.ssh.SshRunner``)."""
+        return self.ssh_block().get_client()
+
+    def http(self, system: str) -> HttpClient:
+        """An authenticated ``HttpClient`` for an HTTP system (``traefik``, ``loki``...)."""
+        return self.http_block(system).get_client()
+
+    def notifier(self) -> MultiNotifier:
         """Every configured channel (Telegram, MQTT) behind one MultiNotifier."""
         from blocks.factory import notifier_for
 
@@ -43,8 +114,4 @@ class LabContext:
 
     def skipped(self, *systems: str) -> list[str]:
         """'<system>: not configured' for each named system that the config leaves out."""
-        out = []
-        for name in systems:
-            if getattr(self.config.systems, name) is None:
-                out.append(f"{name}: not configured")
-        return out
+        return [f"{name}: not configured" for name in systems if not self.configured(name)]

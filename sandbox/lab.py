@@ -17,8 +17,8 @@ OsName = Literal["debian12", "debian13", "ubuntu2404", "alpine320"]
 
 # Names of a real-looking homelab; CT ids follow the usual "100s infra, 200s apps" habit.
 _INFRA = [
-    "dns-primary", "dns-secondary", "traefik", "step-ca", "authentik", "wazuh", "crowdsec",
-    "victoriametrics", "loki", "grafana", "beszel", "uptime-kuma", "semaphore", "pbs-proxy",
+    "dns-primary", "dns-secondary", "step-ca", "authentik", "wazuh", "crowdsec", "headscale",
+    "victoriametrics", "grafana", "beszel", "traefik", "uptime-kuma", "semaphore", "pbs-proxy",
     "mqtt", "vaultwarden", "gitea", "postgres", "redis", "ntfy",
 ]
 _APPS = [
@@ -96,7 +96,10 @@ def generate_lab(containers: int = 52, vms: int = 3, seed: int = 42) -> Lab:
         Node("pve3", "192.168.1.13", on_demand=True, maxcpu=4, maxmem=16 * 1024**3),
         Node("pve4", "192.168.1.14", maxcpu=8),
     ]
-    oses: list[OsName] = ["debian12"] * 5 + ["debian13"] * 3 + ["ubuntu2404"] + ["alpine320"]
+    weights: list[tuple[OsName, int]] = [
+        ("debian12", 5), ("debian13", 3), ("ubuntu2404", 1), ("alpine320", 1)
+    ]
+    oses: list[OsName] = [name for name, count in weights for _ in range(count)]
     guests: list[Guest] = []
     names = _INFRA + _APPS
     for i in range(containers):
@@ -104,7 +107,7 @@ def generate_lab(containers: int = 52, vms: int = 3, seed: int = 42) -> Lab:
         name = base if i < len(names) else f"{base}-{i // len(names) + 1}"
         vmid = 100 + i if i < 20 else 200 + (i - 20)
         if i < 20:
-            node = "pve1" if i % 3 == 0 else ("pve4" if i % 3 == 1 else "pve2")
+            node = ("pve1", "pve2", "pve4")[i % 3]
         else:
             node = "pve2" if i % 4 else "pve4"
         if containers > 60:  # large labs spread evenly

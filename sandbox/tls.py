@@ -286,3 +286,23 @@ def _oneline(name: x509.Name) -> str:
         label = _SHORT.get(attr.oid, attr.oid.dotted_string)
         parts.append(f"/{label}={attr.value!s}")
     return "".join(parts)
+
+
+def self_signed_server_cert(names: list[str], days: float = 365) -> IssuedCert:
+    """A leaf that signs itself (no CA), as appliances and forgotten test hosts serve."""
+    key = _new_key("ec")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    start = _now() - dt.timedelta(hours=1)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return IssuedCert(cert=cert, key=key, chain_pem=cert.public_bytes(serialization.Encoding.PEM))

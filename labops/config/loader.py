@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -13,6 +13,11 @@ from pydantic import BaseModel, ValidationError
 from labops.config.model import LabopsConfig
 from labops.config.secrets import _check_ref, resolve_secret
 from labops.errors import ConfigError, SecretError
+
+M = TypeVar("M", bound=BaseModel)
+
+PATTERN_HINTS = {r"^[^@!]+@[^@!]+![A-Za-z0-9_.-]+$": "an API token id USER@REALM!TOKENID"}
+"""Readable names of the regular expressions config fields must match."""
 
 DEFAULT_PATHS = (Path("labops.yaml"), Path(".labops/sandbox/labops.yaml"))
 
@@ -47,6 +52,7 @@ def load_config(
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{file}:{where}: not valid YAML: {problem}") from None
     config = parse_config(raw if raw is not None else {}, source=str(file))
+    config = rebase_paths(config, file.resolve().parent)
     if check_secrets:
         problems = []
         for where, ref in secret_refs(config):
@@ -78,6 +84,11 @@ def _describe(err: Any) -> str:
     if kind == "missing":
         return f"{path}: required key is missing"
     msg = err["msg"].removeprefix("Value error, ")
+    if msg.startswith("a secret must be a reference"):
+        return f"{path}: {msg}"  # never echo what may be the secret itself
+    if kind == "string_pattern_mismatch":
+        pattern = (err.get("ctx") or {}).get("pattern", "")
+        msg = f"expected {PATTERN_HINTS[pattern]}" if pattern in PATTERN_HINTS else msg
     shown = _short(got)
     return f"{path}: {msg} (got {shown})" if shown is not None else f"{path}: {msg}"
 
@@ -87,6 +98,38 @@ def _short(value: Any) -> str | None:
         return None
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def rebase_paths(model: M, base: Path) -> M:
+    """Relative paths (and ``file:`` secret references) taken against ``base``, the config's dir.
+
+    A config works the same whatever the working directory of the flow run or worker is.
+    """
+    updates: dict[str, Any] = {}
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        new = _rebase_value(value, base, _is_secret_field(field))
+        if new is not value:
+            updates[name] = new
+    return model.model_copy(update=updates) if updates else model
+
+
+def _rebase_value(value: Any, base: Path, secret: bool) -> Any:
+    if isinstance(value, Path):
+        expanded = value.expanduser()
+        return expanded if expanded.is_absolute() else base / expanded
+    if isinstance(value, BaseModel):
+        return rebase_paths(value, base)
+    if secret and isinstance(value, str) and value.startswith("file:"):
+        target = Path(value.removeprefix("file:")).expanduser()
+        return value if target.is_absolute() else f"file:{base / target}"
+    if isinstance(value, list):
+        items = [_rebase_value(v, base, secret) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    if isinstance(value, dict):
+        mapped = {k: _rebase_value(v, base, secret) for k, v in value.items()}
+        return mapped if any(mapped[k] is not value[k] for k in value) else value
+    return value
 
 
 def secret_refs(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, str]]:

@@ -20,7 +20,8 @@ PVE_OWNER = "root@pam!pve"
 
 def pbs_escape(text: str) -> str:
     """systemd-style escaping PBS applies to a UPID's worker id."""
-    return text.replace("\\", "\\x5c").replace(":", "\\x3a").replace("-", "\\x2d")
+    out = text.replace("\\", "\\x5c").replace("-", "\\x2d").replace(":", "\\x3a")
+    return out.replace("/", "-")
 
 
 _task_counter = itertools.count(1)

@@ -1,9 +1,234 @@
-"""Policy of the backups operation (owned by its flow)."""
+"""Policy of the backups operation (owned by its flow): what is backed up, how often, where, how
+fast, what counts as verified, and how the weekly restore drill runs."""
 
 from __future__ import annotations
 
+import re
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+
 from labops.config.systems import Strict
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 
-class BackupPolicy(Strict):
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``"26h"``, ``"7d"``, ``"90m"``, ``"2w"`` or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 24h, 7d, 90m")
+    if isinstance(value, int | float):
+        if value <= 0:
+            raise ValueError("a duration must be positive")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            seconds = float(match.group(1)) * _UNITS[match.group(2)]
+            if seconds > 0:
+                return seconds
+    raise ValueError("expected a duration like 24h, 7d, 90m (or seconds)")
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact form: 86400 -> "1d", 93600 -> "26h", 90 -> "90s"."""
+    for unit in ("w", "d", "h", "m"):
+        size = _UNITS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+
+BackupMode = Literal["snapshot", "suspend", "stop"]
+Compress = Literal["0", "1", "gzip", "lzo", "zstd"]
+
+
+class _Policy(Strict):
+    # Defaults are written as "2d"/"60s" for readability, so they must go through the parser too.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class Selection(_Policy):
+    """Which guests the flow looks after. Empty lists mean "no filter" on that criterion; a guest
+    must match every non-empty filter. Exclusions win over inclusions."""
+
+    nodes: list[str] = Field(default_factory=list, description="Only guests on these nodes.")
+    pools: list[str] = Field(default_factory=list, description="Only guests in these pools.")
+    tags: list[str] = Field(
+        default_factory=list, description="Only guests carrying at least one of these tags."
+    )
+    vmids: list[int] = Field(default_factory=list, description="Only these guests.")
+    exclude_tags: list[str] = Field(
+        default_factory=lambda: ["nobackup"],
+        description="Guests with any of these tags are skipped.",
+    )
+    exclude_vmids: list[int] = Field(default_factory=list, description="Never these guests.")
+    templates: bool = Field(
+        False,
+        description="Back up templates too (otherwise they are only checked for coverage).",
+    )
+
+
+class RpoTier(_Policy):
+    """One recovery point objective: the oldest a guest's last good backup may be."""
+
+    rpo: Duration = Field(..., description="Maximum age of the last good backup, e.g. 26h, 7d.")
+    refresh_after: Duration | None = Field(
+        None,
+        description=(
+            "Age from which the flow takes a new backup (default: 90% of the RPO, so that a "
+            "nightly run does not skip a backup that would go stale before the next night)."
+        ),
+    )
+    storage: str | None = Field(
+        None, description="Storage for this tier (default: backups.storage)."
+    )
+    mode: BackupMode | None = Field(None, description="vzdump mode for this tier.")
+
+    @property
+    def refresh_after_s(self) -> float:
+        return self.refresh_after if self.refresh_after is not None else self.rpo * 0.9
+
+
+class GuestOverride(_Policy):
+    """Per-guest exceptions, keyed by vmid."""
+
+    tier: str | None = None
+    storage: str | None = None
+    mode: BackupMode | None = None
+    exclude: bool = False
+
+
+class Retention(_Policy):
+    """Retention as a prune would apply it (reported as a dry run; the flow never prunes)."""
+
+    keep_last: int | None = Field(None, ge=0)
+    keep_hourly: int | None = Field(None, ge=0)
+    keep_daily: int | None = Field(7, ge=0)
+    keep_weekly: int | None = Field(4, ge=0)
+    keep_monthly: int | None = Field(6, ge=0)
+    keep_yearly: int | None = Field(None, ge=0)
+
+    def options(self) -> dict[str, int]:
+        """The keep-* options that are set, in PBS's own spelling."""
+        return {
+            name.replace("_", "-"): value
+            for name, value in self.model_dump().items()
+            if value is not None and value > 0
+        }
+
+
+class PbsJobAges(_Policy):
+    """How recently PBS's own maintenance must have run (unknown counts as too old)."""
+
+    prune: Duration = Field(172800, description="Last prune (job or task) at most this old.")
+    gc: Duration = Field(691200, description="Last garbage collection at most this old.")
+    verify: Duration = Field(691200, description="Last verify job run at most this old.")
+
+
+class RestoreDrillPolicy(_Policy):
+    """Restore drill: the latest backup restored as a scratch guest, checked, then destroyed."""
+
+    scratch_vmid_min: int = Field(9900, ge=100, description="First vmid the drill may use.")
+    scratch_vmid_max: int = Field(9999, ge=100, description="Last vmid the drill may use.")
+    node: str | None = Field(None, description="Node to restore on (default: the guest's node).")
+    storage: str = Field("local-lvm", description="Storage for the scratch guest's disks.")
+    guests: list[int] = Field(
+        default_factory=list,
+        description="Guests drilled in turn (empty: every selected guest with a backup).",
+    )
+    check_command: str | None = Field(
+        None, description="Command run in a restored container (pct exec); must exit 0."
+    )
+    check_host: str | None = Field(
+        None, description="Address the restored guest answers on, for check_port."
+    )
+    check_port: int | None = Field(None, ge=1, le=65535, description="TCP port that must accept.")
+    start_wait: Duration = Field(60, description="How long the scratch guest may take to run.")
+    timeout: Duration = Field(1800, description="Restore task timeout.")
+
+    @model_validator(mode="after")
+    def _range(self) -> RestoreDrillPolicy:
+        if self.scratch_vmid_max < self.scratch_vmid_min:
+            raise ValueError("scratch_vmid_max must not be below scratch_vmid_min")
+        return self
+
+
+def _default_tiers() -> dict[str, RpoTier]:
+    return {"24h": RpoTier(rpo=26 * 3600), "7d": RpoTier(rpo=7 * 86400 + 2 * 3600)}
+
+
+class BackupPolicy(_Policy):
     """What the backups flow does and its limits."""
+
+    selection: Selection = Selection()
+    tiers: dict[str, RpoTier] = Field(
+        default_factory=_default_tiers, description="RPO tiers by name."
+    )
+    default_tier: str = Field("24h", description="Tier of a guest no tag or override places.")
+    tier_tags: dict[str, str] = Field(
+        default_factory=lambda: {"rpo-7d": "7d", "rpo-24h": "24h"},
+        description="Guest tag -> tier name; the first matching tag in this order wins.",
+    )
+    guests: dict[int, GuestOverride] = Field(
+        default_factory=dict, description="Per-guest overrides by vmid."
+    )
+    storage: str | None = Field(
+        None, description="Backup storage (default: systems.pbs.pve_storage)."
+    )
+    scan_storages: list[str] = Field(
+        default_factory=list,
+        description="Further storages whose backups count as recovery points.",
+    )
+    mode: BackupMode = "snapshot"
+    compress: Compress = "zstd"
+    notes_template: str = Field("{{guestname}} ({{node}})", max_length=1024)
+    protected: bool = Field(False, description="Mark new backups protected.")
+    per_node_limit: int = Field(1, ge=1, le=16, description="Backups at once on one node.")
+    per_storage_limit: int = Field(2, ge=1, le=64, description="Backups at once to one storage.")
+    task_timeout: Duration = Field(7200, description="Longest one vzdump may run.")
+    poll_interval: Duration = Field(2, description="Longest pause between task polls.")
+    lock_wait: Duration = Field(600, description="How long to wait for a locked guest.")
+    lock_retry: Duration = Field(15, description="Pause between looks at a locked guest.")
+    slot_wait: Duration | None = Field(
+        None, description="Longest wait for a concurrency slot (default: task_timeout)."
+    )
+    lease: Duration = Field(
+        60,
+        ge=60,
+        description=(
+            "Lease of a concurrency slot; a crashed run's slots free themselves after this "
+            "(Prefect's minimum is 60s)."
+        ),
+    )
+    min_size_bytes: int = Field(
+        1024 * 1024, ge=0, description="A new backup smaller than this is implausible."
+    )
+    min_size_ratio: float = Field(
+        0.1, ge=0, le=1, description="... or smaller than this fraction of the previous one."
+    )
+    verification_max_age: Duration = Field(
+        30 * 86400, description="A last good backup verified longer ago than this is flagged."
+    )
+    retention: Retention = Retention()
+    pbs_jobs: PbsJobAges = PbsJobAges()
+    restore_drill: RestoreDrillPolicy = RestoreDrillPolicy()
+
+    @model_validator(mode="after")
+    def _tiers_exist(self) -> BackupPolicy:
+        if self.default_tier not in self.tiers:
+            raise ValueError(f"default_tier {self.default_tier!r} is not one of the tiers")
+        for tag, tier in self.tier_tags.items():
+            if tier not in self.tiers:
+                raise ValueError(f"tier_tags.{tag}: tier {tier!r} is not one of the tiers")
+        for vmid, override in self.guests.items():
+            if override.tier is not None and override.tier not in self.tiers:
+                raise ValueError(f"guests.{vmid}.tier: {override.tier!r} is not one of the tiers")
+        return self

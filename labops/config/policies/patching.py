@@ -1,9 +1,141 @@
-"""Policy of the patching operation (owned by its flow)."""
+"""Policy of the patching operation (owned by its flow): what is checked, how it is reached, when
+and how changes are rolled out, and what makes a host healthy afterwards."""
 
 from __future__ import annotations
 
+import re
+from datetime import time
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator, model_validator
+
 from labops.config.systems import Strict
+
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ALL_DAYS: list[Day] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class MaintenanceWindow(Strict):
+    """When apply mode may change hosts. ``end`` before ``start`` means the window runs past
+    midnight (sat 23:00-03:00 ends on Sunday)."""
+
+    days: list[Day] = Field(
+        default_factory=lambda: list(ALL_DAYS),
+        min_length=1,
+        description="Days the window opens on.",
+    )
+    start: str = Field("02:00", description="HH:MM local time the window opens.")
+    end: str = Field("05:00", description="HH:MM local time the window closes.")
+    timezone: str = Field("UTC", description="IANA zone, e.g. Europe/Paris.")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not _HHMM.match(value):
+            raise ValueError("expected HH:MM (24 h)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    def start_time(self) -> time:
+        return time.fromisoformat(self.start)
+
+    def end_time(self) -> time:
+        return time.fromisoformat(self.end)
+
+
+class Exclusions(Strict):
+    """Hosts and packages never touched (checked still, unless the host is excluded)."""
+
+    vmids: list[int] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list, description="PVE tags, e.g. nopatch.")
+    hosts: list[str] = Field(default_factory=list, description="Host or guest names.")
+    packages: list[str] = Field(
+        default_factory=list, description="Packages kept back (apt-mark hold during apply)."
+    )
+
+
+class HealthCheck(Strict):
+    """What must answer after a host is patched (besides its configured services)."""
+
+    command: str | None = Field(None, description="Run on the host; exit 0 means healthy.")
+    url: str | None = Field(None, description="Fetched from the controller; 2xx/3xx is healthy.")
+    services: list[str] = Field(
+        default_factory=list, description="systemd units (or OpenRC services) that must be active."
+    )
+    timeout_s: float = Field(30.0, gt=0)
 
 
 class PatchPolicy(Strict):
     """What the patching flow does and its limits."""
+
+    refresh: bool = Field(True, description="Refresh package lists (apt-get update) first.")
+    exclusions: Exclusions = Exclusions()
+    stopped_containers: Literal["skip", "start-check-stop"] = Field(
+        "skip", description="Stopped containers: report as skipped, or start, check, stop again."
+    )
+    access: Literal["ssh", "pct"] | None = Field(
+        None,
+        description="How containers are reached when the host list does not say "
+        "(None: inventory.container_access).",
+    )
+    windows: list[MaintenanceWindow] = Field(
+        default_factory=lambda: [MaintenanceWindow()],
+        description="Apply mode refuses to run outside every window.",
+    )
+    canaries: list[str] = Field(
+        default_factory=list, description="Hosts patched first; the rollout stops if one fails."
+    )
+    canary_count: int = Field(
+        1, ge=0, description="When no canary is named: this many hosts of the plan go first."
+    )
+    batch_size: int = Field(5, ge=1, description="Hosts per batch after the canaries.")
+    per_node_parallel: int = Field(
+        2, ge=1, description="Containers of one node patched at the same time."
+    )
+    max_failures: int = Field(1, ge=0, description="Stop the rollout after more failures.")
+    max_fail_ratio: float = Field(
+        0.2, ge=0, le=1, description="Stop when failed/done passes this (max_fail_percentage)."
+    )
+    snapshot_before: bool = Field(True, description="LXC snapshot before changing a container.")
+    rollback_on_failure: bool = Field(True, description="Roll back to the snapshot on failure.")
+    delete_snapshots_after_h: float = Field(
+        24.0, ge=0, description="Snapshots of healthy hosts are deleted after this (0: at once)."
+    )
+    reboot: Literal["never", "when-required"] = Field("when-required")
+    security_only: bool = Field(False, description="Apply only security updates by default.")
+    preapproved_scheduled: bool = Field(
+        False, description="Scheduled (deployment) runs apply without waiting for approval."
+    )
+    approval_timeout_s: float = Field(3600.0, gt=0, description="Pause before giving up.")
+    health: HealthCheck = HealthCheck()
+    health_by_host: dict[str, HealthCheck] = Field(
+        default_factory=dict, description="Per-host health checks (replace the default)."
+    )
+    check_timeout_s: float = Field(120.0, gt=0, description="Timeout of the check command.")
+    refresh_timeout_s: float = Field(300.0, gt=0, description="Timeout of apt-get/apk update.")
+    upgrade_timeout_s: float = Field(1800.0, gt=0, description="Timeout of one upgrade.")
+    lock_wait_s: float = Field(
+        120.0, ge=0, description="How long to wait for a held dpkg/apt lock before failing."
+    )
+    node_boot_timeout_s: float = Field(600.0, gt=0, description="Wait for a rebooted node.")
+    parallel: int = Field(50, ge=1, le=1000, description="Hosts checked at once.")
+
+    @model_validator(mode="after")
+    def _canaries_not_excluded(self) -> PatchPolicy:
+        both = set(self.canaries) & set(self.exclusions.hosts)
+        if both:
+            raise ValueError(f"canaries also excluded: {', '.join(sorted(both))}")
+        return self
+
+    def health_for(self, host: str) -> HealthCheck:
+        return self.health_by_host.get(host, self.health)

@@ -1,0 +1,105 @@
+"""Blocks for the lab's edge: Traefik's API, the step-ca certificate authority, Technitium DNS."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field, SecretStr
+
+from blocks.endpoint import HttpEndpointBlock, bearer, reveal
+from labops.http import HttpClient
+
+
+class TraefikApi(HttpEndpointBlock):
+    """Traefik's API (routers, services) and the entrypoint where HTTPS services are probed.
+
+    Example:
+        ```python
+        from blocks.edge import TraefikApi
+
+        traefik = TraefikApi.load("traefik").get_client()
+        routers = traefik.get_json("/api/http/routers")
+        ```
+    """
+
+    _block_type_name = "Traefik API"
+    _description = "Traefik API URL, optional basic-auth user and the websecure entrypoint."
+    _code_example = """
+    ```python
+    from blocks.edge import TraefikApi
+
+    routers = TraefikApi.load("traefik").get_client().get_json("/api/http/routers")
+    ```
+    """
+    system_name: ClassVar[str] = "traefik"
+
+    username: str | None = Field(None, description="Basic-auth user of the API router, if any.")
+    password: SecretStr | None = Field(None, description="Basic-auth password, if any.")
+    entrypoint: str = Field(
+        "127.0.0.1:443", description="host:port of the websecure entrypoint to probe with SNI."
+    )
+
+    def get_client(self) -> HttpClient:
+        """An ``HttpClient`` for the Traefik API (basic auth when a user is set)."""
+        password = reveal(self.password)
+        auth = (self.username, password or "") if self.username else None
+        return self._http(auth=auth)
+
+
+class StepCa(HttpEndpointBlock):
+    """The lab's step-ca certificate authority (health, roots, intermediates).
+
+    Example:
+        ```python
+        from blocks.edge import StepCa
+
+        roots = StepCa.load("step-ca").get_client().get_json("/roots", ok=(200, 201))
+        ```
+    """
+
+    _block_type_name = "Step CA"
+    _description = "URL of the lab's step-ca and the CA bundle that verifies it."
+    _code_example = """
+    ```python
+    from blocks.edge import StepCa
+
+    health = StepCa.load("step-ca").get_client().get_json("/health")
+    ```
+    """
+    system_name: ClassVar[str] = "step_ca"
+
+    def get_client(self) -> HttpClient:
+        """An ``HttpClient`` for step-ca (its read endpoints need no credentials)."""
+        return self._http()
+
+
+class TechnitiumDns(HttpEndpointBlock):
+    """The Technitium DNS server's HTTP API and the lab's internal zone.
+
+    Example:
+        ```python
+        from blocks.edge import TechnitiumDns
+
+        dns = TechnitiumDns.load("dns").get_client()
+        zones = dns.get_json("/api/zones/list")
+        ```
+    """
+
+    _block_type_name = "Technitium DNS"
+    _description = "Technitium DNS API URL, a non-expiring API token and the internal zone."
+    _code_example = """
+    ```python
+    from blocks.edge import TechnitiumDns
+
+    zones = TechnitiumDns.load("dns").get_client().get_json("/api/zones/list")
+    ```
+    """
+    system_name: ClassVar[str] = "technitium"
+
+    token: SecretStr | None = Field(None, description="API token (Settings > Sessions).")
+    zone: str = Field(..., description="The internal zone, e.g. lab.internal.")
+
+    def get_client(self) -> HttpClient:
+        """An ``HttpClient`` sending the token as ``Authorization: Bearer`` (Technitium v15+)."""
+        token = reveal(self.token)
+        return self._http(headers=bearer(token) if token else None)

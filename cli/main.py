@@ -1,0 +1,59 @@
+"""``labops`` entry point: one argparse sub-command per module in ``COMMANDS``.
+
+To add a command group, write ``cli/<name>.py`` with ``add_parser(subparsers)`` that registers its
+parser and sets ``handler=<function(args) -> int>``, then add the module to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from labops.errors import ConfigError, LabopsError
+
+COMMANDS: dict[str, str] = {
+    "run": "cli.run",
+    "config": "cli.config_cmd",
+    "server": "cli.server",
+    "sandbox": "cli.sandbox",
+    "deploy": "cli.deploy",
+    "serve": "cli.serve",
+    "bench": "cli.bench",
+}
+"""Command name -> module providing ``add_parser(subparsers)``."""
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="labops", description="Operations of a self-hosted Proxmox homelab, as Prefect flows."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in COMMANDS.values():
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except LabopsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""``labops run <flow>``: run one operation now and print its report."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import sys
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from cli.common import add_config_option, load, progress, use_local_server
+from labops.errors import ConfigError, LabopsError
+
+FLOWS: dict[str, str] = {
+    "backups": "flows.backups:backups",
+    "restore-drill": "flows.restore_drill:restore_drill",
+    "certificates": "flows.certificates:certificates",
+    "patch-check": "flows.patching:patch_check",
+    "patch-apply": "flows.patching:patch_apply",
+    "security-digest": "flows.security_digest:security_digest",
+    "doc-reconcile": "flows.doc_reconcile:doc_reconcile",
+    "housekeeping": "flows.housekeeping:housekeeping",
+}
+"""Operation name -> ``module:flow``, imported only when run."""
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "run",
+        help="run one operation now",
+        description="Run an operation as a Prefect flow and print its report. "
+        f"Operations: {', '.join(FLOWS)}.",
+    )
+    parser.add_argument("flow", metavar="FLOW", help="operation to run: " + ", ".join(FLOWS))
+    add_config_option(parser)
+    parser.add_argument("--dry-run", action="store_true", help="plan and report, change nothing")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--set",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="flow parameter (VALUE is YAML: 3, true, [a, b]); dotted keys nest: window.hours=2",
+    )
+    parser.set_defaults(handler=handle)
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """``["a=1", "b.c=[x, y]"]`` -> ``{"a": 1, "b": {"c": ["x", "y"]}}``."""
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = params
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {part} is already set to a value")
+            node = child
+        node[leaf.replace("-", "_")] = value
+    return params
+
+
+def load_flow(name: str) -> Any:
+    target = FLOWS.get(name)
+    if target is None:
+        raise ConfigError(f"unknown operation {name!r} (known: {', '.join(FLOWS)})")
+    module_name, attr = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise LabopsError(f"operation {name!r} is not available yet ({module_name})") from None
+        raise
+    return getattr(module, attr)
+
+
+def handle(args: argparse.Namespace) -> int:
+    path, _config = load(args)
+    flow = load_flow(args.flow)
+    accepted = inspect.signature(flow.fn).parameters
+    kwargs: dict[str, Any] = {"config": str(path)}
+    if args.dry_run:
+        if "dry_run" not in accepted:
+            raise ConfigError(f"--dry-run: operation {args.flow!r} changes nothing anyway")
+        kwargs["dry_run"] = True
+    for key, value in parse_params(args.params).items():
+        if key not in accepted or key in ("config", "dry_run"):
+            names = ", ".join(p for p in accepted if p not in ("config", "dry_run")) or "none"
+            raise ConfigError(f"--set {key}: not a parameter of {args.flow} (parameters: {names})")
+        kwargs[key] = value
+    api = use_local_server()
+    progress(f"labops: running {args.flow} with {path}" + (" (dry run)" if args.dry_run else ""))
+    if api is None:
+        progress("labops: PREFECT_API_URL is not set; the run goes to a temporary Prefect server")
+    state = flow(return_state=True, **kwargs)
+    result = state.result(raise_on_failure=False)
+    failed = state.is_failed() or state.is_crashed() or state.is_cancelled()
+    if isinstance(result, ConfigError):
+        for problem in result.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return 2
+    if isinstance(result, BaseModel):
+        print_report(result, as_json=args.json)
+    elif isinstance(result, BaseException):
+        print(f"{args.flow} failed: {type(result).__name__}: {result}", file=sys.stderr)
+    elif result is not None:
+        print(result)
+    why = f" ({state.message})" if failed and state.message else ""
+    progress(f"labops: {args.flow} finished: {state.name}{why}")
+    return 1 if failed else 0
+
+
+def print_report(report: BaseModel, *, as_json: bool) -> None:
+    if as_json:
+        print(report.model_dump_json(indent=2))
+        return
+    markdown = getattr(report, "markdown", None)
+    print(markdown() if callable(markdown) else report.model_dump_json(indent=2))

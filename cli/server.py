@@ -1,0 +1,67 @@
+"""``labops server start|stop|status``: the local Prefect server (API + UI)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from cli.common import progress
+from labops import prefect_server
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser("server", help="start, stop or check the local Prefect server")
+    parser.add_argument("action", choices=["start", "stop", "status"])
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="PREFECT_HOME of the server (default: ./.prefect)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=4200, help="port (default 4200)")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        default=None,
+        help="PostgreSQL URL (default: $PREFECT_API_DATABASE_CONNECTION_URL, else SQLite); "
+        "the database is created if missing",
+    )
+    parser.add_argument("--no-ui", action="store_true", help="serve the API only")
+    parser.set_defaults(handler=handle)
+
+
+def _announce(info: prefect_server.ServerInfo) -> None:
+    print(f"Prefect server running (pid {info.pid}, {info.database})")
+    print(f"  UI:   {info.ui_url}")
+    print(f"  API:  {info.api_url}")
+    print(f"  log:  {info.log_file}")
+    print(f"export PREFECT_API_URL={info.api_url}")
+
+
+def handle(args: argparse.Namespace) -> int:
+    home = args.home or prefect_server.default_home()
+    if args.action == "start":
+        database = args.postgres or prefect_server.database_url_from_env()
+        progress(f"labops: starting the Prefect server in {home} (this takes 15-30 s)...")
+        info = prefect_server.start(
+            home, host=args.host, port=args.port, database_url=database, ui=not args.no_ui
+        )
+        _announce(info)
+        return 0
+    if args.action == "stop":
+        stopped = prefect_server.stop(home)
+        print("Prefect server stopped" if stopped else f"no Prefect server running from {home}")
+        return 0
+    running = prefect_server.status(home)
+    if running is None:
+        print(f"no Prefect server running from {home}")
+        return 1
+    healthy = prefect_server.is_healthy(running.api_url)
+    _announce(running)
+    print(f"  health: {'ok' if healthy else 'not answering'}")
+    if os.environ.get("PREFECT_API_URL") not in (None, running.api_url):
+        print(f"note: PREFECT_API_URL is {os.environ['PREFECT_API_URL']}, not this server")
+    return 0 if healthy else 1

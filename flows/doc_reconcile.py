@@ -1,0 +1,141 @@
+"""Doc reconciliation: the infrastructure docs checked against the live lab.
+
+Runbook: read the docs -> extract claims (pinned sentences too) -> gather live facts from every
+configured source -> compare -> propose a patch (and, when allowed, commit it on a new branch)
+-> report, artifact, notification when drift appears or grows, metric of drifted claims.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture
+from prefect.states import State
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from blocks.context import LabContext
+from labops.docs.compare import compare, undocumented
+from labops.docs.extract import extract_claims
+from labops.docs.models import LiveFacts, Status
+from labops.docs.patch import patched_texts, unified_diff
+from labops.docs.pin import apply_pins
+from labops.docs.report import DocReport
+from labops.reports import Failure
+from labops.state import StateStore
+from tasks.docs import commit_fix, read_docs
+from tasks.live_facts import (
+    beszel_facts,
+    proxmox_facts,
+    scrape_target_facts,
+    technitium_facts,
+    traefik_facts,
+)
+from tasks.publish import publish_report
+
+_SOURCES = {
+    "proxmox": proxmox_facts,
+    "traefik": traefik_facts,
+    "technitium": technitium_facts,
+    "beszel": beszel_facts,
+    "victoriametrics": scrape_target_facts,
+}
+
+
+def gather_live_facts(ctx: LabContext) -> LiveFacts:
+    """Ask every configured source at once; a source that fails is named, not dropped."""
+    live = LiveFacts()
+    futures: dict[str, PrefectFuture[Any]] = {}
+    for source, fetch in _SOURCES.items():
+        if not ctx.configured(source):
+            live.unavailable[source] = "not configured"
+            continue
+        futures[source] = fetch.submit(ctx.block(source))  # type: ignore[attr-defined]
+    for source, future in futures.items():
+        try:
+            value = future.result()
+        except Exception as exc:  # one source down never hides the others
+            live.unavailable[source] = f"failed: {exc}"
+            continue
+        if source == "proxmox":
+            live.nodes, live.guests, live.pve_version = value
+        elif source == "traefik":
+            live.routers = value
+        elif source == "technitium":
+            live.dns_records = value
+        elif source == "beszel":
+            live.beszel_systems = value
+        elif source == "victoriametrics":
+            live.scrape_targets = value
+    return live
+
+
+@flow(
+    name="doc-reconcile",
+    task_runner=ThreadPoolTaskRunner(max_workers=6),  # type: ignore[arg-type]
+    log_prints=False,
+)
+def doc_reconcile(config: str | None = None, dry_run: bool = True) -> DocReport | State:
+    """Check the infrastructure docs against the live lab and propose a patch for what drifted.
+
+    Args:
+        config: Path of the labops config (default: LABOPS_CONFIG or ./labops.yaml).
+        dry_run: Only propose the patch (the default); with False and `docs.write` on, commit it
+            on a new branch of the docs repository (never the default branch).
+    """
+    log = get_run_logger()
+    ctx = LabContext.load(config)
+    policy = ctx.config.docs
+    report = DocReport(lab=ctx.config.lab.name, dry_run=dry_run)
+    if not policy.paths and policy.git is None:
+        report.skipped.append("docs: no docs.paths or docs.git configured")
+        return publish_report(report, ctx)
+    checkout = Path(ctx.config.lab.state_dir) / "docs-repo"
+    docs = read_docs(policy, checkout)
+    report.documents = sorted(docs.texts)
+    report.commit = docs.commit
+    claims = []
+    for name, text in docs.texts.items():
+        claims.extend(extract_claims(text, name))
+    claims = apply_pins(claims, docs.texts, policy.claims)
+    log.info("%d claims in %d documents", len(claims), len(docs.texts))
+
+    live = gather_live_facts(ctx)
+    for source, why in live.unavailable.items():
+        report.skipped.append(f"{source}: {why}")
+        if why.startswith("failed"):
+            report.failures.append(Failure(entity=source, reason=why, system=source))
+    report.verdicts = compare(claims, live)
+    report.undocumented = [
+        u
+        for u in undocumented(claims, live)
+        if not any(
+            u.entity.startswith(f"CT {v} ") or u.entity.startswith(f"VM {v} ")
+            for v in policy.ignore_guests
+        )
+    ]
+    patched = patched_texts(docs.texts, report.verdicts)
+    report.diff = unified_diff(docs.texts, patched)
+    if report.diff:
+        create_markdown_artifact(
+            f"```diff\n{report.diff}```",
+            key="doc-reconcile-patch",
+            description="Proposed patch of the drifted values",
+        )
+    if patched and policy.git is not None and policy.write and not dry_run:
+        stamp = datetime.now(UTC).strftime("%Y%m%d")
+        branch = f"{policy.git.branch_prefix}{stamp}-{(docs.commit or 'x')[:8]}"
+        report.branch = commit_fix(policy.git, checkout, docs.root, patched, branch)
+
+    store: StateStore = ctx.state
+    previous = store.load("doc-reconcile", DocReport)
+    report.previous_drift = previous.drifted if previous else None
+    store.save("doc-reconcile", report)
+    log.info("%d drifted, %d undocumented", report.drifted, len(report.undocumented))
+    return cast("DocReport | State", publish_report(report, ctx))
+
+
+__all__ = ["Status", "doc_reconcile"]

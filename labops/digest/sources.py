@@ -1,0 +1,266 @@
+"""Pure readers of each source's answers: raw API JSON in, findings out (no I/O)."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from labops.config.policies.digest import LogQuery, PromCheck
+from labops.digest.findings import MAX_EVIDENCE, Finding
+from labops.digest.redaction import users_in
+from labops.reports import Severity
+
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_GO_TIME = re.compile(r"^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(\.\d+)? ([+-]\d{4}) \w+$")
+_BAD_ROW = {"critical", "warning", "failed", "failure", "error", "stale", "expired", "expiring",
+            "overdue", "missing", "security"}
+
+
+def parse_time(value: Any) -> datetime | None:
+    """RFC 3339 / ISO 8601 (``+0000`` too), Go's ``time.String()``, epoch s/ms/ns; else None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
+        number = float(value)
+        while number > 1e11:  # ms or ns
+            number /= 1000
+        return datetime.fromtimestamp(number, UTC)
+    text = str(value).strip()
+    go = _GO_TIME.match(text)
+    if go:
+        text = f"{go.group(1)}T{go.group(2)}{go.group(3) or ''}{go.group(4)}"
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _sev(name: str) -> Severity:
+    return Severity(name)
+
+
+# -- Wazuh -------------------------------------------------------------------------------------
+
+
+def wazuh_alert_findings(hits: Iterable[dict[str, Any]], critical_level: int) -> list[Finding]:
+    """Indexer hits (``hits.hits``) aggregated by rule and agent."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for hit in hits:
+        doc = hit.get("_source", hit)
+        rule = doc.get("rule") or {}
+        agent = doc.get("agent") or {}
+        groups[(str(rule.get("id", "?")), str(agent.get("name") or agent.get("id") or "?"))].append(
+            doc)
+    out = []
+    for (rule_id, agent), docs in groups.items():
+        level = max(int((d.get("rule") or {}).get("level", 0)) for d in docs)
+        times = [t for d in docs if (t := parse_time(d.get("timestamp") or d.get("@timestamp")))]
+        ips = {str((d.get("data") or {}).get("srcip")) for d in docs
+               if (d.get("data") or {}).get("srcip")}
+        users = {str(u) for d in docs for k in ("srcuser", "dstuser")
+                 if (u := (d.get("data") or {}).get(k))}
+        evidence = [str(d["full_log"])[:300] for d in docs if d.get("full_log")]
+        first = docs[0].get("rule") or {}
+        out.append(Finding(
+            source="wazuh",
+            severity=Severity.CRITICAL if level >= critical_level else Severity.WARNING,
+            title=f"{first.get('description', 'Wazuh rule ' + rule_id)} (level {level})",
+            entity=agent, rule=rule_id, count=len(docs),
+            first_seen=min(times) if times else None, last_seen=max(times) if times else None,
+            ip=next(iter(ips)) if len(ips) == 1 else None, users=sorted(users),
+            evidence=list(dict.fromkeys(evidence))[:MAX_EVIDENCE],
+        ))
+    return out
+
+
+def wazuh_agent_findings(agents: Iterable[dict[str, Any]]) -> list[Finding]:
+    """Agents from ``GET /agents?status=...`` (disconnected / never connected / pending)."""
+    out = []
+    for a in agents:
+        if a.get("id") == "000":  # the manager itself
+            continue
+        status = str(a.get("status", "unknown"))
+        severity = Severity.WARNING if status == "disconnected" else Severity.INFO
+        name = str(a.get("name") or a.get("id"))
+        out.append(Finding(
+            source="wazuh", severity=severity,
+            title=f"Wazuh agent {status.replace('_', ' ')}", entity=name,
+            rule=f"agent-{status}", last_seen=parse_time(a.get("lastKeepAlive")),
+            evidence=[f"agent {a.get('id')} {name} ip={a.get('ip')} status={status}"],
+        ))
+    return out
+
+
+# -- CrowdSec ----------------------------------------------------------------------------------
+
+
+def active_bans(decisions: list[dict[str, Any]] | None) -> list[str]:
+    """Values of active IP/range bans (``GET /v1/decisions`` answers ``null`` when empty)."""
+    return sorted({
+        str(d["value"]) for d in (decisions or [])
+        if d.get("type") == "ban" and str(d.get("scope", "")).lower() in ("ip", "range")
+        and d.get("value") and not d.get("simulated")
+    })
+
+
+def crowdsec_findings(
+    alerts: list[dict[str, Any]] | None, banned: Iterable[str], repeat_alerts: int
+) -> list[Finding]:
+    """Alerts grouped by scenario and source; repeat offenders as a finding of their own.
+
+    An alert whose IP is banned is handled (info); one without a ban is a warning.
+    """
+    banned_set = set(banned)
+    per_ip: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    out: list[Finding] = []
+    for alert in alerts or []:
+        source = alert.get("source") or {}
+        ip = str(source.get("ip") or source.get("value") or "?")
+        per_ip[ip].append(alert)
+        when = [t for k in ("start_at", "stop_at", "created_at") if (t := parse_time(alert.get(k)))]
+        where = ", ".join(x for x in (source.get("as_name"), source.get("cn")) if x)
+        scenario = str(alert.get("scenario") or "?")
+        out.append(Finding(
+            source="crowdsec",
+            severity=Severity.INFO if ip in banned_set else Severity.WARNING,
+            title=f"{scenario}" + (f" ({where})" if where else "")
+            + (": banned" if ip in banned_set else ": not banned"),
+            entity=ip, rule=scenario, ip=ip if _IPV4.fullmatch(ip) else None,
+            count=int(alert.get("events_count") or 1),
+            first_seen=min(when) if when else None, last_seen=max(when) if when else None,
+            evidence=[str(alert.get("message", ""))[:300]] if alert.get("message") else [],
+        ))
+    for ip, items in per_ip.items():
+        if len(items) < repeat_alerts:
+            continue
+        scenarios = sorted({str(a.get("scenario")) for a in items})
+        out.append(Finding(
+            source="crowdsec", severity=Severity.WARNING,
+            title=f"Repeat offender: {len(items)} alerts ({', '.join(scenarios)})",
+            entity=ip, rule="repeat-offender", ip=ip if _IPV4.fullmatch(ip) else None,
+            count=len(items),
+        ))
+    return out
+
+
+# -- Loki --------------------------------------------------------------------------------------
+
+
+def loki_findings(query: LogQuery, body: dict[str, Any]) -> list[Finding]:
+    """A ``query_range`` streams answer: one finding per entity and source IP."""
+    data = body.get("data") or {}
+    if data.get("resultType") not in (None, "streams"):
+        raise ValueError(f"log query {query.name!r} returned {data.get('resultType')}, not streams")
+    lines: dict[tuple[str, str | None], list[tuple[datetime | None, str]]] = defaultdict(list)
+    for stream in data.get("result") or []:
+        labels = stream.get("stream") or {}
+        entity = str(labels.get(query.entity_label) or labels.get("job") or "unknown")
+        for ts, line in stream.get("values") or []:
+            ip_match = _IPV4.search(line)
+            lines[(entity, ip_match.group(0) if ip_match else None)].append(
+                (parse_time(ts), line))
+    out = []
+    for (entity, ip), items in lines.items():
+        if len(items) < query.min_count:
+            continue
+        times = [t for t, _ in items if t]
+        out.append(Finding(
+            source="loki", severity=_sev(query.severity),
+            title=query.name + (f" from {ip}" if ip else ""), entity=entity,
+            rule=query.name + (f"|{ip}" if ip else ""), ip=ip, count=len(items),
+            first_seen=min(times) if times else None, last_seen=max(times) if times else None,
+            users=sorted({u for _, line in items for u in users_in(line)}),
+            evidence=[line[:300] for _, line in sorted(items, key=lambda x: x[0] or _EPOCH)][
+                -MAX_EVIDENCE:],
+        ))
+    return out
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# -- VictoriaMetrics ---------------------------------------------------------------------------
+
+
+def prom_findings(check: PromCheck, body: dict[str, Any]) -> list[Finding]:
+    """An instant-query answer judged by one check."""
+    data = body.get("data") or {}
+    result = data.get("result") or []
+    if data.get("resultType") == "scalar":
+        result = [{"metric": {}, "value": result}] if result else []
+    if check.condition == "no_series":
+        if result:
+            return []
+        return [Finding(source="metrics", severity=_sev(check.severity), title=check.name,
+                        entity=check.name, rule=check.name,
+                        evidence=[f"no series for {check.query}"])]
+    out = []
+    for series in result:
+        labels = {k: str(v) for k, v in (series.get("metric") or {}).items()}
+        parts = [labels[k] for k in check.entity_labels if labels.get(k)]
+        entity = " ".join(parts[:2]) or labels.get("__name__", check.name)
+        value = (series.get("value") or [None, "?"])[1]
+        shown = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        out.append(Finding(
+            source="metrics", severity=_sev(check.severity), title=check.name, entity=entity,
+            rule=check.name, evidence=[f"{{{shown}}} = {value}"],
+        ))
+    return out
+
+
+# -- Proxmox -----------------------------------------------------------------------------------
+
+
+def pve_task_findings(tasks: Iterable[dict[str, Any]], since: datetime) -> list[Finding]:
+    """Failed tasks of ``/cluster/tasks`` that ended in the window, grouped by type and guest."""
+    out = []
+    for t in tasks:
+        status = str(t.get("status") or "")
+        end = parse_time(t.get("endtime"))
+        if not status or status == "OK" or status.startswith("WARNINGS") or end is None:
+            continue  # running, fine, or warnings only
+        if end < since:
+            continue
+        node = str(t.get("node") or "?")
+        guest = str(t.get("id") or "")
+        kind = str(t.get("type") or "task")
+        entity = f"guest {guest} on {node}" if guest else f"node {node}"
+        out.append(Finding(
+            source="proxmox", severity=Severity.WARNING,
+            title=f"Proxmox task {kind} failed", entity=entity, rule=kind,
+            first_seen=parse_time(t.get("starttime")), last_seen=end,
+            users=[str(t["user"]).split("@")[0]] if t.get("user") else [],
+            evidence=[f"{t.get('upid', '')}: {status}"[:300]],
+        ))
+    return out
+
+
+# -- labops' own flows -------------------------------------------------------------------------
+
+
+def labops_row_findings(flow: str, rows: Iterable[dict[str, Any]]) -> list[Finding]:
+    """Rows of another labops flow's table artifact whose status says something is wrong."""
+    out = []
+    for row in rows:
+        values = {str(k).lower(): str(v) for k, v in row.items()}
+        state_key = next((k for k in ("severity", "status", "state", "result") if k in values),
+                         None)
+        if state_key is None:
+            continue
+        state = values[state_key].lower()
+        if not any(word in state for word in _BAD_ROW):
+            continue
+        entity = next((values[k] for k in ("guest", "host", "target", "entity", "name", "vmid")
+                       if values.get(k)), "?")
+        severity = Severity.CRITICAL if any(
+            w in state for w in ("critical", "expired", "failed")) else Severity.WARNING
+        detail = values.get("reason") or values.get("detail") or values.get("message") or ""
+        out.append(Finding(
+            source="labops", severity=severity, title=f"{flow}: {state}", entity=entity,
+            rule=f"{flow}:{state}", evidence=[detail[:300]] if detail else [],
+        ))
+    return out

@@ -1,0 +1,114 @@
+"""The doc reconciliation report: the drift table, the proposed diff, what nobody documented."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from labops.docs.models import Status, Undocumented, Verdict
+from labops.metrics import Metric
+from labops.reports import Notification, OperationReport, Severity
+
+
+class DocReport(OperationReport):
+    operation: str = "doc_reconcile"
+    documents: list[str] = Field(default_factory=list)
+    commit: str | None = Field(None, description="Commit of the docs repository that was checked.")
+    verdicts: list[Verdict] = Field(default_factory=list)
+    undocumented: list[Undocumented] = Field(default_factory=list)
+    diff: str = ""
+    branch: str | None = Field(None, description="Branch holding the proposed fix, if written.")
+    previous_drift: int | None = None
+
+    def count(self, status: Status) -> int:
+        return sum(v.status == status for v in self.verdicts)
+
+    @property
+    def drifted(self) -> int:
+        return self.count(Status.DRIFTED)
+
+    def table(self) -> list[dict[str, Any]]:
+        order = {Status.DRIFTED: 0, Status.UNVERIFIABLE: 1, Status.MATCH: 2}
+        rows = sorted(self.verdicts, key=lambda v: (order[v.status], v.claim.file, v.claim.line))
+        return [
+            {
+                "claim": v.claim.text[:120],
+                "location": f"{v.claim.file}:{v.claim.line}",
+                "documented": v.documented,
+                "live": v.live or "",
+                "status": v.status.value + (f" ({v.reason})" if v.reason else ""),
+                "source": v.claim.source,
+            }
+            for v in rows
+        ]
+
+    def markdown(self) -> str:
+        lines = [
+            f"# Doc reconciliation: {self.drifted} drifted, {self.count(Status.MATCH)} match, "
+            f"{self.count(Status.UNVERIFIABLE)} unverifiable",
+            "",
+            f"Documents: {', '.join(self.documents) or 'none'}"
+            + (f" at commit `{self.commit[:12]}`" if self.commit else ""),
+        ]
+        if self.drifted:
+            lines += ["", "## Drifted", ""]
+            lines += [
+                f"- `{v.claim.file}:{v.claim.line}` {v.claim.subject}: documented "
+                f"{v.documented}, live {v.live}" + (f" ({v.reason})" if v.reason else "")
+                for v in self.verdicts
+                if v.status == Status.DRIFTED
+            ]
+        if self.undocumented:
+            lines += ["", "## Live but undocumented", ""]
+            lines += [f"- {u.entity} ({u.source})" for u in self.undocumented]
+        unverifiable = [v for v in self.verdicts if v.status == Status.UNVERIFIABLE]
+        if unverifiable:
+            lines += ["", "## Unverifiable", ""]
+            lines += [
+                f"- `{v.claim.file}:{v.claim.line}` {v.claim.subject}: {v.reason}"
+                for v in unverifiable
+            ]
+        if self.skipped:
+            lines += ["", "## Skipped", ""] + [f"- {s}" for s in self.skipped]
+        if self.diff:
+            lines += ["", "## Proposed patch", "", "```diff", self.diff.rstrip(), "```"]
+        if self.branch:
+            lines += ["", f"Committed on branch `{self.branch}`."]
+        return "\n".join(lines)
+
+    def metrics(self) -> list[Metric]:
+        labels = {"lab": self.lab}
+        return [
+            Metric(name="labops_docs_drifted_claims", value=self.drifted, labels=labels),
+            Metric(
+                name="labops_docs_unverifiable_claims",
+                value=self.count(Status.UNVERIFIABLE),
+                labels=labels,
+            ),
+            Metric(
+                name="labops_docs_undocumented_items", value=len(self.undocumented), labels=labels
+            ),
+        ]
+
+    def notification(self) -> Notification | None:
+        grew = self.previous_drift is None or self.drifted > self.previous_drift
+        if not (self.drifted and grew) and not self.failures:
+            return None
+        body = [
+            f"{v.claim.file}:{v.claim.line} {v.claim.subject}: {v.documented} -> {v.live}"
+            for v in self.verdicts
+            if v.status == Status.DRIFTED
+        ]
+        body += [f"failure: {f.entity}: {f.reason}" for f in self.failures]
+        return Notification(
+            title=f"{self.lab}: docs drifted ({self.drifted} claims)",
+            severity=Severity.WARNING,
+            body="\n".join(body),
+            topic="docs/drift",
+            payload={
+                "drifted": self.drifted,
+                "undocumented": len(self.undocumented),
+                "branch": self.branch,
+            },
+        )

@@ -1,0 +1,242 @@
+"""The patch flow's report: the compliance table of check mode, and the rollout of apply mode.
+
+One model, four views: ``--json`` prints it, the artifacts render ``table()``/``markdown()``, the
+notifier sends ``notification()`` and VictoriaMetrics gets ``metrics()``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from labops.metrics import Metric
+from labops.parsers.packages import PendingUpdate
+from labops.reports import Notification, OperationReport, Severity
+
+CheckState = Literal[
+    "up-to-date",
+    "updates",
+    "skipped",
+    "unreachable",
+    "host-key-rejected",
+    "auth-failed",
+    "timeout",
+    "error",
+]
+FAILED_STATES: frozenset[str] = frozenset(
+    {"unreachable", "host-key-rejected", "auth-failed", "timeout", "error"}
+)
+
+
+class HostCheck(BaseModel):
+    """One row of the compliance table: what is pending on one node or container."""
+
+    host: str
+    kind: Literal["node", "container", "vm", "host"] = "container"
+    node: str | None = None
+    vmid: int | None = None
+    access: Literal["ssh", "pct"] = "ssh"
+    state: CheckState
+    detail: str = ""
+    os: str = "unknown"
+    eol: bool = False
+    end_of_life: date | None = None
+    package_manager: Literal["apt", "apk"] | None = None
+    packages: list[PendingUpdate] = Field(default_factory=list)
+    held: list[str] = Field(default_factory=list)
+    reboot_required: bool = False
+    reboot_packages: list[str] = Field(default_factory=list)
+    restart_services: list[str] = Field(default_factory=list)
+    last_checked: datetime | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self.packages)
+
+    @property
+    def security(self) -> int:
+        return sum(1 for p in self.packages if p.security)
+
+    @property
+    def known(self) -> bool:
+        """The check answered: the numbers mean something (never true for unreachable hosts)."""
+        return self.state in ("up-to-date", "updates")
+
+
+ApplyOutcome = Literal[
+    "patched",
+    "already-clean",
+    "failed",
+    "rolled-back",
+    "skipped",
+    "not-run",
+    "simulated",
+]
+
+
+class HostApply(BaseModel):
+    """What apply mode did on one host."""
+
+    host: str
+    kind: Literal["node", "container", "vm", "host"] = "container"
+    node: str | None = None
+    vmid: int | None = None
+    phase: Literal["canary", "batch"] = "batch"
+    batch: int = 0
+    outcome: ApplyOutcome = "not-run"
+    detail: str = ""
+    upgraded: list[str] = Field(default_factory=list)
+    snapshot: str | None = None
+    snapshot_kept: bool = False
+    rolled_back: bool = False
+    rebooted: bool = False
+    simulation: str | None = Field(None, description="apt-get -s output (dry run).")
+    started: datetime | None = None
+    finished: datetime | None = None
+
+
+class PatchReport(OperationReport):
+    """Report of one patch run (check or apply)."""
+
+    operation: str = "patch_check"
+    mode: Literal["check", "apply"] = "check"
+    hosts: list[HostCheck] = Field(default_factory=list)
+    applied: list[HostApply] = Field(default_factory=list)
+    approval: str | None = Field(None, description="Who/what approved, narrowed or rejected.")
+    stopped: str | None = Field(None, description="Why the rollout stopped early.")
+    leftover_snapshots: list[str] = Field(
+        default_factory=list, description="labops snapshots from earlier runs still present."
+    )
+    deleted_snapshots: list[str] = Field(default_factory=list)
+
+    # -- views ------------------------------------------------------------------------------------
+
+    def table(self) -> list[dict[str, Any]]:
+        if self.mode == "apply":
+            return [
+                {
+                    "host": a.host,
+                    "phase": f"{a.phase} {a.batch}",
+                    "outcome": a.outcome,
+                    "upgraded": len(a.upgraded),
+                    "snapshot": a.snapshot or "",
+                    "rolled back": "yes" if a.rolled_back else "",
+                    "rebooted": "yes" if a.rebooted else "",
+                    "detail": a.detail,
+                }
+                for a in self.applied
+            ]
+        return [self._row(h) for h in self.hosts]
+
+    @staticmethod
+    def _row(h: HostCheck) -> dict[str, Any]:
+        known = h.known
+        return {
+            "host": h.host,
+            "os": h.os + (" (EOL)" if h.eol else ""),
+            "pending": h.pending if known else "?",
+            "security": (h.security if h.package_manager != "apk" else "n/a") if known else "?",
+            "held": ", ".join(h.held) if known else "?",
+            "reboot": ("yes" if h.reboot_required else "no") if known else "?",
+            "restart services": ", ".join(h.restart_services) if known else "?",
+            "last checked": h.last_checked.isoformat(timespec="seconds") if h.last_checked else "",
+            "state": h.state + (f": {h.detail}" if h.detail else ""),
+        }
+
+    def counts(self) -> dict[str, int]:
+        known = [h for h in self.hosts if h.known]
+        return {
+            "hosts": len(self.hosts),
+            "checked": len(known),
+            "up_to_date": sum(1 for h in known if h.state == "up-to-date"),
+            "with_updates": sum(1 for h in known if h.state == "updates"),
+            "pending": sum(h.pending for h in known),
+            "security": sum(h.security for h in known),
+            "reboot": sum(1 for h in known if h.reboot_required),
+            "eol": sum(1 for h in self.hosts if h.eol),
+            "failed": sum(1 for h in self.hosts if h.state in FAILED_STATES),
+            "skipped": sum(1 for h in self.hosts if h.state == "skipped"),
+        }
+
+    def markdown(self) -> str:
+        lines = [f"# Patch {self.mode}{' (dry run)' if self.dry_run else ''}", ""]
+        c = self.counts()
+        lines.append(
+            f"{c['checked']}/{c['hosts']} hosts checked: {c['with_updates']} with updates "
+            f"({c['pending']} packages, {c['security']} security), {c['reboot']} need a reboot, "
+            f"{c['eol']} on an end-of-life release, {c['failed']} not reachable or failed, "
+            f"{c['skipped']} skipped."
+        )
+        if self.mode == "apply":
+            done: dict[str, int] = {}
+            for a in self.applied:
+                done[a.outcome] = done.get(a.outcome, 0) + 1
+            lines += ["", "Rollout: " + ", ".join(f"{v} {k}" for k, v in sorted(done.items()))]
+            if self.approval:
+                lines.append(f"Approval: {self.approval}")
+            if self.stopped:
+                lines.append(f"**Stopped:** {self.stopped}")
+        if self.leftover_snapshots:
+            lines += ["", "Leftover snapshots: " + ", ".join(self.leftover_snapshots)]
+        if self.failures:
+            lines += ["", "## Failures", *[f"- {f.entity}: {f.reason}" for f in self.failures]]
+        if self.skipped:
+            lines += ["", "## Skipped", *[f"- {s}" for s in self.skipped]]
+        return "\n".join(lines)
+
+    def metrics(self) -> list[Metric]:
+        out: list[Metric] = []
+        for h in self.hosts:
+            labels = {"host": h.host, "lab": self.lab, "kind": h.kind}
+            out.append(
+                Metric(name="labops_patch_check_ok", value=1.0 if h.known else 0.0, labels=labels)
+            )
+            if not h.known:
+                continue  # unknown is never reported as 0 pending
+            out += [
+                Metric(name="labops_patch_pending_updates", value=float(h.pending), labels=labels),
+                Metric(
+                    name="labops_patch_reboot_required",
+                    value=float(h.reboot_required),
+                    labels=labels,
+                ),
+                Metric(name="labops_patch_eol", value=float(h.eol), labels=labels),
+            ]
+            if h.package_manager == "apt":
+                out.append(
+                    Metric(
+                        name="labops_patch_security_updates", value=float(h.security), labels=labels
+                    )
+                )
+        return out
+
+    def notification(self) -> Notification | None:
+        c = self.counts()
+        severity = Severity.OK
+        if c["with_updates"] or c["eol"]:
+            severity = Severity.INFO
+        if c["security"] or c["reboot"]:
+            severity = Severity.WARNING
+        if self.failures:
+            severity = Severity.CRITICAL
+        title = f"Patch {self.mode}: {c['pending']} pending ({c['security']} security)"
+        if self.mode == "apply":
+            patched = sum(1 for a in self.applied if a.outcome == "patched")
+            title = f"Patch apply: {patched} patched, {len(self.failures)} failed"
+        body = [self.markdown().split("\n", 2)[-1].split("\n## ")[0].strip()]
+        worst = sorted((h for h in self.hosts if h.known and h.security), key=lambda h: -h.security)
+        if worst:
+            body.append(
+                "Most security updates: " + ", ".join(f"{h.host} ({h.security})" for h in worst[:5])
+            )
+        if self.failures:
+            body.append(self.failure_summary())
+        return Notification(
+            title=title,
+            severity=severity,
+            body="\n".join(body),
+            topic=f"patch/{self.mode}",
+            payload={"counts": c, "failures": [f.model_dump() for f in self.failures]},
+        )

@@ -1,0 +1,315 @@
+"""Proxmox VE API payloads as models (what /api2/json returns, read leniently).
+
+Payload models ignore unknown keys (newer PVE versions add fields) but type the ones labops uses.
+PVE answers booleans as 0/1 and, in old versions, vmids as strings: both are accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_TAG_SPLIT = re.compile(r"[;, ]+")
+_WARNINGS = re.compile(r"^WARNINGS: (\d+)$")
+
+
+class Payload(BaseModel):
+    """Base of API payload models: unknown keys ignored, kebab-case aliases allowed."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+class PveVersion(Payload):
+    version: str
+    release: str | None = None
+    repoid: str | None = None
+
+
+class PveNode(Payload):
+    """One item of ``GET /nodes``."""
+
+    node: str
+    status: str = Field("unknown", description="online | offline | unknown")
+    cpu: float | None = None
+    maxcpu: int | None = None
+    mem: int | None = None
+    maxmem: int | None = None
+    uptime: int | None = None
+    level: str | None = None
+    ssl_fingerprint: str | None = None
+
+    @property
+    def online(self) -> bool:
+        return self.status == "online"
+
+
+class PveGuest(Payload):
+    """One guest of ``GET /cluster/resources?type=vm`` (LXC or QEMU)."""
+
+    vmid: int
+    node: str
+    type: str = Field(..., description="lxc | qemu")
+    status: str = Field("unknown", description="running | stopped | unknown")
+    name: str | None = None
+    template: bool = False
+    tags: list[str] = Field(default_factory=list)
+    lock: str | None = None
+    pool: str | None = None
+    hastate: str | None = None
+    uptime: int | None = None
+    cpu: float | None = None
+    maxcpu: float | None = None
+    mem: int | None = None
+    maxmem: int | None = None
+    disk: int | None = None
+    maxdisk: int | None = None
+
+    @field_validator("template", mode="before")
+    @classmethod
+    def _template(cls, value: Any) -> bool:
+        return _to_bool(value)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> list[str]:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [t for t in _TAG_SPLIT.split(value) if t]
+        return [str(t) for t in value]
+
+    @property
+    def label(self) -> str:
+        """``guest 101 (dns)`` — how reports name a guest."""
+        return f"guest {self.vmid} ({self.name})" if self.name else f"guest {self.vmid}"
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+class TaskStatus(Payload):
+    """``GET .../tasks/{upid}/status`` (PVE and PBS share the shape)."""
+
+    upid: str
+    node: str | None = None
+    pid: int | None = None
+    pstart: int | None = None
+    starttime: int | None = None
+    type: str | None = None
+    id: str | None = None
+    user: str | None = None
+    tokenid: str | None = None
+    status: str = Field(..., description="running | stopped")
+    exitstatus: str | None = Field(
+        None, description="Only when stopped: OK, 'WARNINGS: n' or the error message."
+    )
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id(cls, value: Any) -> str | None:
+        return None if value is None else str(value)
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def succeeded(self) -> bool:
+        """True when stopped with ``OK`` or ``WARNINGS: n``."""
+        if self.running or self.exitstatus is None:
+            return False
+        return self.exitstatus == "OK" or bool(_WARNINGS.match(self.exitstatus))
+
+    @property
+    def warnings(self) -> int:
+        match = _WARNINGS.match(self.exitstatus or "")
+        return int(match.group(1)) if match else 0
+
+    @property
+    def error(self) -> str | None:
+        """The task's error message when it stopped without success, else None."""
+        if self.running or self.succeeded:
+            return None
+        return self.exitstatus or "stopped without an exit status"
+
+
+class PveTaskStatus(TaskStatus):
+    """A PVE task's status."""
+
+
+class PveUpid(BaseModel):
+    """``UPID:node:pid:pstart:starttime:type:id:user:`` (8 fields and a trailing colon)."""
+
+    node: str
+    pid: int
+    pstart: int
+    starttime: datetime
+    type: str
+    id: str
+    user: str
+
+    @classmethod
+    def parse(cls, upid: str) -> PveUpid:
+        parts = upid.split(":")
+        if len(parts) != 9 or parts[0] != "UPID" or parts[8] != "":
+            raise ValueError(f"not a PVE UPID: {upid!r}")
+        return cls(
+            node=parts[1],
+            pid=int(parts[2], 16),
+            pstart=int(parts[3], 16),
+            starttime=datetime.fromtimestamp(int(parts[4], 16), UTC),
+            type=parts[5],
+            id=parts[6],
+            user=parts[7],
+        )
+
+
+def is_upid(value: object) -> bool:
+    """True for a UPID string (vzdump answers plain ``"OK"`` when no guest is on the node)."""
+    return isinstance(value, str) and value.startswith("UPID:")
+
+
+# -- backups (used by the backups flow and the restore drill) ----------------------------------
+
+
+class PveVerification(Payload):
+    state: str = Field(..., description="ok | failed")
+    upid: str | None = None
+
+
+class PveBackupVolume(Payload):
+    """One item of ``GET /nodes/{node}/storage/{storage}/content?content=backup``."""
+
+    volid: str
+    vmid: int | None = None
+    ctime: int | None = Field(None, description="Backup time, epoch seconds.")
+    size: int = 0
+    format: str | None = None
+    subtype: str | None = None
+    notes: str | None = None
+    protected: bool = False
+    verification: PveVerification | None = None
+    encrypted: str | None = None
+
+    @field_validator("protected", mode="before")
+    @classmethod
+    def _protected(cls, value: Any) -> bool:
+        return _to_bool(value)
+
+    @property
+    def storage(self) -> str:
+        return self.volid.split(":", 1)[0]
+
+
+class PveStorage(Payload):
+    """One item of ``GET /nodes/{node}/storage``."""
+
+    storage: str
+    type: str | None = None
+    content: str = ""
+    shared: bool = False
+    active: bool = True
+    enabled: bool = True
+
+    @field_validator("shared", "active", "enabled", mode="before")
+    @classmethod
+    def _flags(cls, value: Any) -> bool:
+        return _to_bool(value)
+
+
+class PveBackupJob(Payload):
+    """One scheduled job of ``GET /cluster/backup``."""
+
+    id: str
+    enabled: bool = True
+    schedule: str | None = None
+    storage: str | None = None
+    vmid: str | None = None
+    all: bool = False
+    exclude: str | None = None
+    pool: str | None = None
+    node: str | None = None
+    next_run: int | None = Field(None, alias="next-run")
+
+    @field_validator("enabled", "all", mode="before")
+    @classmethod
+    def _flags(cls, value: Any) -> bool:
+        return _to_bool(value)
+
+    @field_validator("vmid", mode="before")
+    @classmethod
+    def _vmid(cls, value: Any) -> str | None:
+        return None if value is None else str(value)
+
+
+class PveGuestRef(Payload):
+    """One item of ``GET /cluster/backup-info/not-backed-up``."""
+
+    vmid: int
+    type: str | None = None
+    name: str | None = None
+
+
+class PveTaskItem(Payload):
+    """One item of ``GET /nodes/{node}/tasks`` (``status`` is the exit status or RUNNING)."""
+
+    upid: str
+    node: str | None = None
+    starttime: int | None = None
+    endtime: int | None = None
+    type: str | None = None
+    id: str | None = None
+    user: str | None = None
+    status: str | None = None
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id(cls, value: Any) -> str | None:
+        return None if value is None else str(value)
+
+    @property
+    def running(self) -> bool:
+        return self.endtime is None and self.status in (None, "RUNNING", "running")
+
+
+class PveGuestState(Payload):
+    """``GET /nodes/{node}/{lxc|qemu}/{vmid}/status/current`` (what backups and drills read)."""
+
+    vmid: int | None = None
+    status: str = "unknown"
+    name: str | None = None
+    lock: str | None = None
+    template: bool = False
+
+    @field_validator("template", mode="before")
+    @classmethod
+    def _template(cls, value: Any) -> bool:
+        return _to_bool(value)
+
+
+class PveSnapshot(Payload):
+    """One item of ``GET /nodes/{node}/lxc/{vmid}/snapshot`` (the pseudo entry ``current`` is
+    dropped by ``PveClient.snapshots``)."""
+
+    name: str
+    snaptime: int | None = None
+    description: str | None = None
+    parent: str | None = None
+
+
+class PveNodeStatus(Payload):
+    """``GET /nodes/{node}/status`` (only what the patch flow reads; more keys exist)."""
+
+    uptime: int | None = None
+    pveversion: str | None = None
+    kversion: str | None = None

@@ -1,0 +1,285 @@
+"""A local Prefect server for labops: start it in the background, check it, stop it.
+
+SQLite under a project-local ``PREFECT_HOME`` by default; PostgreSQL when a database URL is given
+(``--postgres URL`` or ``PREFECT_API_DATABASE_CONNECTION_URL``), the database created if missing.
+The server runs in its own session, so stopping it ends its worker processes too; a pid file and a
+state file in ``PREFECT_HOME`` say what runs where, the log goes to ``PREFECT_HOME/server.log``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from pydantic import BaseModel
+
+from labops.errors import LabopsError
+
+PID_FILE = "labops-server.pid"
+STATE_FILE = "labops-server.json"
+LOG_FILE = "server.log"
+DB_URL_ENV = ("PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL")
+
+
+class ServerError(LabopsError):
+    """The server did not start, or a database could not be prepared."""
+
+
+class ServerInfo(BaseModel):
+    """Where a started server answers and what it runs on."""
+
+    home: Path
+    host: str = "127.0.0.1"
+    port: int = 4200
+    pid: int | None = None
+    database: str = "sqlite"
+    log_file: Path | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def default_home() -> Path:
+    """``<project>/.prefect``: the project is the working directory."""
+    return Path.cwd() / ".prefect"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def is_healthy(api_url: str, timeout_s: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{api_url}/health", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def asyncpg_url(url: str) -> str:
+    """The URL Prefect wants (``postgresql+asyncpg://``) for any ``postgres(ql)://`` spelling."""
+    scheme, rest = url.split("://", 1)
+    if scheme not in ("postgres", "postgresql", "postgresql+asyncpg"):
+        raise ServerError(f"not a PostgreSQL URL: {scheme}://...")
+    return f"postgresql+asyncpg://{rest}"
+
+
+def _plain_pg(url: str, database: str | None = None) -> tuple[str, str]:
+    """(URL for asyncpg.connect with the given database, name of the URL's database)."""
+    parts = urlsplit(asyncpg_url(url).replace("postgresql+asyncpg://", "postgresql://", 1))
+    name = parts.path.lstrip("/") or "postgres"
+    path = "/" + (database if database is not None else name)
+    return urlunsplit(parts._replace(path=path)), name
+
+
+def ensure_postgres_database(url: str) -> str:
+    """Create the URL's database when missing; returns its name."""
+    admin, name = _plain_pg(url, "postgres")
+
+    async def create() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(admin, timeout=10)
+        try:
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            if not exists:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(create())
+    except (OSError, ImportError) as exc:
+        raise ServerError(f"PostgreSQL at {_safe(admin)}: {exc}") from None
+    except Exception as exc:  # asyncpg's errors share no useful base to name here
+        raise ServerError(f"PostgreSQL: cannot create database {name}: {exc}") from None
+    return name
+
+
+def drop_postgres_database(url: str) -> None:
+    admin, name = _plain_pg(url, "postgres")
+
+    async def drop() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(admin, timeout=10)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+def _safe(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}:{parts.port or 5432}"
+
+
+def database_url_from_env() -> str | None:
+    for name in DB_URL_ENV:
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def _prefect_executable() -> list[str]:
+    beside = Path(sys.executable).with_name("prefect")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("prefect")
+    if found:
+        return [found]
+    raise ServerError("the prefect command is not installed in this environment")
+
+
+def server_env(
+    home: Path, host: str, port: int, database_url: str | None, ui: bool
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_API_HOST=host,
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_SERVER_UI_ENABLED="true" if ui else "false",
+        PREFECT_API_URL=f"http://{host}:{port}/api",
+    )
+    if database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = asyncpg_url(database_url)
+    return env
+
+
+def start(
+    home: Path | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 4200,
+    database_url: str | None = None,
+    ui: bool = True,
+    timeout_s: float = 120.0,
+) -> ServerInfo:
+    """Start ``prefect server start`` in the background and wait for ``/api/health``.
+
+    Already running (pid file of a live server answering health): returns it unchanged.
+    """
+    home = (home or default_home()).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    running = status(home)
+    if running is not None and is_healthy(running.api_url):
+        return running
+    if is_healthy(f"http://{host}:{port}/api", timeout_s=1.0):
+        raise ServerError(f"port {port} already serves a Prefect server not started from {home}")
+    database = "sqlite"
+    if database_url:
+        ensure_postgres_database(database_url)
+        database = "postgresql " + _safe(database_url) + "/" + _plain_pg(database_url)[1]
+    log_file = home / LOG_FILE
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            [*_prefect_executable(), "server", "start", "--host", host, "--port", str(port)],
+            env=server_env(home, host, port, database_url, ui),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=home,
+            start_new_session=True,
+        )
+    info = ServerInfo(
+        home=home, host=host, port=port, pid=proc.pid, database=database, log_file=log_file
+    )
+    (home / PID_FILE).write_text(str(proc.pid))
+    (home / STATE_FILE).write_text(info.model_dump_json())
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            _forget(home)
+            raise ServerError(
+                f"prefect server exited with status {proc.returncode}; see {log_file}:\n"
+                + _tail(log_file)
+            )
+        if is_healthy(info.api_url):
+            return info
+        time.sleep(0.5)
+    stop(home)
+    raise ServerError(f"prefect server not healthy after {timeout_s:.0f}s; see {log_file}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    # a recycled pid must not be taken for our server
+    return b"prefect" in cmdline and b"server" in cmdline
+
+
+def status(home: Path | None = None) -> ServerInfo | None:
+    """The server started from ``home`` if its process still runs, else None."""
+    home = (home or default_home()).resolve()
+    try:
+        info = ServerInfo.model_validate(json.loads((home / STATE_FILE).read_text()))
+    except (OSError, ValueError):
+        return None
+    if info.pid is None or not _alive(info.pid):
+        return None
+    return info
+
+
+def _forget(home: Path) -> None:
+    for name in (PID_FILE, STATE_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            (home / name).unlink()
+
+
+def stop(home: Path | None = None, timeout_s: float = 20.0) -> bool:
+    """Stop the server started from ``home``; False when none was running."""
+    home = (home or default_home()).resolve()
+    info = status(home)
+    if info is None or info.pid is None:
+        _forget(home)
+        return False
+    pid = info.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _alive(pid):
+        _reap(pid)
+        time.sleep(0.2)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        _reap(pid)
+    _forget(home)
+    return True
+
+
+def _reap(pid: int) -> None:
+    # the server is our child when started in this process: collect it, or it stays a zombie
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)

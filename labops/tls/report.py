@@ -1,0 +1,167 @@
+"""The certificates operation's report: one row per endpoint, renewals, alerts, metrics."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from labops.metrics import Metric
+from labops.reports import Notification, OperationReport, Severity
+from labops.tls.alerts import Alert, AlertKind
+from labops.tls.classify import CertStatus, Classification, human_duration
+from labops.tls.models import CertInfo, Target
+
+
+class EndpointResult(BaseModel):
+    """One probed endpoint: what was served and the verdict."""
+
+    target: Target
+    status: CertStatus
+    reason: str
+    classification: Classification
+    chain: list[CertInfo] = Field(default_factory=list, description="As served, leaf first.")
+    anchor: CertInfo | None = Field(None, description="Trusted root of the verified path.")
+    tls_version: str | None = None
+    elapsed_ms: float = 0.0
+
+    @property
+    def leaf(self) -> CertInfo | None:
+        return self.chain[0] if self.chain else None
+
+
+class RenewalResult(BaseModel):
+    node: str
+    action: str = Field(..., description="planned (dry run), renewed, failed, skipped")
+    detail: str = ""
+    upid: str | None = None
+    old_not_after: datetime | None = None
+    new_not_after: datetime | None = None
+
+
+class CertificateReport(OperationReport):
+    """Every certificate of the lab, its status and why, sorted by time to expiry."""
+
+    operation: str = "certificates"
+    endpoints: list[EndpointResult] = Field(default_factory=list)
+    sources: dict[str, int] = Field(default_factory=dict, description="Targets per source.")
+    duplicates: int = Field(0, description="Targets named by more than one source, merged.")
+    renewals: list[RenewalResult] = Field(default_factory=list)
+    alerts: list[Alert] = Field(default_factory=list)
+    probe_seconds: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in self.endpoints:
+            out[e.status.value] = out.get(e.status.value, 0) + 1
+        return out
+
+    def by_expiry(self) -> list[EndpointResult]:
+        """Unreachable first (nothing known), then soonest expiry first."""
+        return sorted(
+            self.endpoints,
+            key=lambda e: (
+                e.classification.seconds_left is not None,
+                e.classification.seconds_left or 0.0,
+                e.target.label,
+            ),
+        )
+
+    def table(self) -> list[dict[str, Any]]:
+        rows = []
+        for e in self.by_expiry():
+            leaf = e.leaf
+            c = e.classification
+            rows.append({
+                "target": e.target.label,
+                "status": e.status.value,
+                "expires": f"{c.expires:%Y-%m-%d %H:%M}" if c.expires else "",
+                "left": human_duration(c.seconds_left) if c.seconds_left is not None else "",
+                "reason": e.reason,
+                "issuer": leaf.issuer if leaf else "",
+                "key": f"{leaf.key_type} {leaf.key_bits}" if leaf else "",
+                "sources": ", ".join(e.target.sources),
+            })
+        return rows
+
+    def markdown(self) -> str:
+        counts = self.counts()
+        lines = [
+            f"# Certificates: {len(self.endpoints)} endpoints",
+            "",
+            " · ".join(f"**{k}**: {v}" for k, v in sorted(counts.items())) or "nothing found",
+            "",
+        ]
+        bad = [e for e in self.by_expiry() if e.status is not CertStatus.OK]
+        if bad:
+            lines += ["| target | status | left | reason |", "|---|---|---|---|"]
+            for e in bad:
+                left = e.classification.seconds_left
+                lines.append(
+                    f"| {e.target.label} | {e.status.value} | "
+                    f"{human_duration(left) if left is not None else '-'} | "
+                    f"{e.reason.replace('|', '/')} |"
+                )
+            lines.append("")
+        if self.renewals:
+            lines.append("## Renewals")
+            lines += [f"- {r.node}: {r.action} {r.detail}".rstrip() for r in self.renewals]
+            lines.append("")
+        if self.skipped:
+            lines.append("Skipped: " + "; ".join(self.skipped))
+        if self.failures:
+            lines.append("Failures: " + self.failure_summary())
+        return "\n".join(lines)
+
+    def metrics(self) -> list[Metric]:
+        out: list[Metric] = []
+        for e in self.endpoints:
+            labels = {"target": e.target.label, "name": e.target.name, "kind": e.target.kind}
+            out.append(Metric(
+                name="labops_cert_probe_error",
+                value=1.0 if e.status is CertStatus.UNREACHABLE else 0.0, labels=labels,
+            ))
+            out.append(Metric(
+                name="labops_cert_status_rank", value=float(e.status.rank),
+                labels={**labels, "status": e.status.value},
+            ))
+            certs = [("leaf" if i == 0 else "intermediate", c) for i, c in enumerate(e.chain)]
+            if e.anchor is not None:
+                certs.append(("root", e.anchor))
+            for role, cert in certs:
+                out.append(Metric(
+                    name="labops_cert_not_after_timestamp_seconds",
+                    value=cert.not_after.timestamp(),
+                    labels={**labels, "role": role, "subject": cert.subject,
+                            "serial": cert.serial},
+                ))
+        return out
+
+    def notification(self) -> Notification | None:
+        if not self.alerts and not self.failures:
+            return None
+        severity = Severity.INFO
+        for a in self.alerts:
+            if a.kind is not AlertKind.RECOVERED and a.status.severity.rank > severity.rank:
+                severity = a.status.severity
+        if self.failures and severity.rank < Severity.WARNING.rank:
+            severity = Severity.WARNING
+        lines = []
+        for a in self.alerts:
+            change = f"{a.previous.value} -> " if a.previous and a.kind is not AlertKind.REMINDER \
+                else ""
+            prefix = "still " if a.kind is AlertKind.REMINDER else ""
+            lines.append(f"{a.target}: {prefix}{change}{a.status.value} ({a.reason})")
+        for f in self.failures:
+            lines.append(f"{f.entity}: {f.reason}")
+        return Notification(
+            title=f"Certificates: {len(self.alerts)} change(s) in {self.lab}",
+            severity=severity,
+            body="\n".join(lines),
+            topic="certificates/report",
+            payload={
+                "alerts": [a.model_dump(mode="json") for a in self.alerts],
+                "counts": self.counts(),
+            },
+        )

@@ -1,0 +1,96 @@
+"""Proxmox Backup Server on a port of its own, over the datastore PVE's vzdump writes to."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from sandbox.pbs.api import PbsApi
+from sandbox.pbs.store import shared_store
+from sandbox.service import Context, Service
+from sandbox.services import ca_bundle_path, write_secret
+from sandbox.tls import server_ssl_context
+
+
+class PbsService(Service):
+    name = "pbs"
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.token_secret = secrets.token_hex(16)
+        self.port = 0
+        self.api: PbsApi | None = None
+        self._runner: web.AppRunner | None = None
+        self._bg: set[asyncio.Task[Any]] = set()
+        self.token_ref = ""
+
+    def background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def start(self) -> None:
+        self.api = PbsApi(self)
+        app = web.Application(client_max_size=4 * 1024**2)
+        app.router.add_route("*", "/api2/json/{tail:.*}", self.api.handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        domain = self.ctx.lab.domain
+        cert = self.ctx.ca.issue_server_cert(["pbs", f"pbs.{domain}", "localhost"], ["127.0.0.1"],
+                                             days=730, common_name=f"pbs.{domain}")
+        self.port = self.ctx.port()
+        await web.TCPSite(self._runner, self.ctx.host, self.port,
+                          ssl_context=server_ssl_context(cert.chain_pem, cert.key_pem)).start()
+        self.token_ref = write_secret(self.ctx, "pbs_token", self.token_secret)
+
+    async def stop(self) -> None:
+        for t in list(self._bg):
+            t.cancel()
+        if self.api:
+            await self.api.tasks.close()
+        if self._runner:
+            await self._runner.cleanup()
+
+    def config_fragment(self) -> dict[str, Any]:
+        return {
+            "systems": {
+                "pbs": {
+                    "url": f"https://{self.ctx.host}:{self.port}",
+                    "token_id": "root@pam!labops",
+                    "token_secret": self.token_ref,
+                    "tls": {"ca_bundle": str(ca_bundle_path(self.ctx))},
+                    "datastore": "store1",
+                    "pve_storage": "pbs",
+                },
+            },
+        }
+
+    def state(self) -> dict[str, Any]:
+        store = shared_store(self.ctx.lab)
+        return {
+            "port": self.port,
+            "datastore": store.name,
+            "snapshots": len(store.snapshots),
+            "gc_running": store.gc_running,
+            "seed": store.seed,
+        }
+
+    def control(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        store = shared_store(self.ctx.lab)
+        if action == "corrupt":  # {"backup-type": "ct", "backup-id": "101"} (all its snapshots)
+            btype, bid = str(payload["backup-type"]), str(payload["backup-id"])
+            keys = [s.key for s in store.listing(btype, bid)]
+            if "backup-time" in payload:
+                keys = [k for k in keys if k[2] == int(payload["backup-time"])]
+            store.corrupt.update(keys)
+            return {"corrupt": len(keys)}
+        if action == "seed":
+            return dict(store.seed)
+        raise KeyError(action)
+
+
+SERVICE = PbsService

@@ -1,0 +1,544 @@
+"""The Proxmox Backup Server REST API (``/api2/json``) over the shared datastore.
+
+PBS differs from PVE where clients trip (homelab-api-facts.md §2): ``PBSAPIToken=id:secret``,
+plain-text error bodies, real JSON booleans, 9-field UPIDs, kebab-case fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from sandbox.pbs.store import DAY, PBS_NODE, Datastore, Snapshot, pbs_upid, shared_store
+from sandbox.pve.http import ApiError, Dropped, Result, Router, inject_faults, read_args
+from sandbox.pve.tasks import Task, TaskError, TaskManager
+
+if TYPE_CHECKING:
+    from sandbox.pbs import PbsService
+
+router = Router()
+route = router.route
+VERSION = {"version": "4.0.18", "release": "4.0", "repoid": "3f2c8a5b"}
+_TRUE = {"1", "on", "yes", "true"}
+_FALSE = {"0", "off", "no", "false"}
+
+
+def pbs_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ApiError(400, f"parameter verification errors\n\nparameter '{name}': "
+                   f"unable to parse boolean '{value}'")
+
+
+class Req:
+    def __init__(self, params: dict[str, str], args: dict[str, Any], authid: str) -> None:
+        self.params = params
+        self.args = args
+        self.authid = authid
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.args.get(name, default)
+
+    def bool(self, name: str, default: bool = False) -> bool:
+        value = self.args.get(name)
+        return default if value is None else pbs_bool(value, name)
+
+    def int(self, name: str, default: int | None = None) -> int | None:
+        value = self.args.get(name)
+        if value is None or value == "":
+            return default
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ApiError(400, f"parameter verification errors\n\nparameter '{name}': "
+                           f"value '{value}' is not an integer") from None
+
+
+class PbsApi:
+    def __init__(self, service: PbsService) -> None:
+        self.svc = service
+        self.ctx = service.ctx
+        self.token_id = "root@pam!labops"
+        self.token_secret = service.token_secret
+        self.store: Datastore = shared_store(self.ctx.lab)
+        self.tasks = TaskManager(lambda t: pbs_upid(t.type, t.id, t.authid, t.starttime))
+
+    @property
+    def faults(self) -> Any:
+        return self.ctx.faults_for("pbs")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds * self.ctx.time_scale)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        tail = request.match_info.get("tail", "").strip("/")
+        path = "/" + tail
+        try:
+            injected = await inject_faults(request, self.faults, self.ctx.rng, path)
+            if injected:
+                raise injected
+            authid = await self._authenticate(request)
+            args = await read_args(request)
+            found = router.match(request.method, path)
+            if found is None:
+                if any(router.match(m, path) for m in ("GET", "POST", "PUT", "DELETE")):
+                    raise ApiError(405, "Method not allowed")
+                raise ApiError(404, f"Path '/api2/json{path}' not found.")
+            r, params = found
+            store = params.get("store")
+            if store is not None and store != self.store.name:
+                raise ApiError(400, f"datastore '{store}' does not exist")
+            result = await r.handler(self, Req(params, args, authid))
+        except Dropped:
+            return web.Response(status=500)
+        except ApiError as err:
+            # PBS sends the bare message as the body, with a JSON content type all the same.
+            return web.Response(status=err.status, text=err.message,
+                                content_type="application/json")
+        body = {"data": result.data, **result.extra} if isinstance(result, Result) \
+            else {"data": result}
+        return web.Response(text=json.dumps(body), content_type="application/json")
+
+    async def _authenticate(self, request: web.Request) -> str:
+        header = request.headers.get("Authorization", "")
+        m = re.match(r"^PBSAPIToken[= ](.+)$", header.strip())
+        if m:
+            tokenid, _, secret = m.group(1).partition(":")
+            if tokenid == self.token_id and hmac.compare_digest(secret, self.token_secret):
+                return tokenid
+        await asyncio.sleep(max(0.3, 3.0 * self.ctx.time_scale))
+        raise ApiError(401, "authentication failed")
+
+    def find(self, req: Req) -> Snapshot:
+        btype, bid, btime = req.get("backup-type"), req.get("backup-id"), req.int("backup-time")
+        if btype is None or bid is None or btime is None:
+            raise ApiError(400, "parameter verification errors\n\nparameter 'backup-time': "
+                           "parameter is missing and it is not optional")
+        snap = self.store.snapshots.get((str(btype), str(bid), btime))
+        if snap is None:
+            raise ApiError(404, f"no such snapshot {btype}/{bid}/"
+                           f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(btime))}")
+        return snap
+
+    def verify_fails(self, snap: Snapshot) -> bool:
+        if snap.key in self.store.corrupt:
+            return True
+        fail = self.faults.extra.get("verify_fail")
+        if fail is True:
+            return True
+        if isinstance(fail, list):
+            names = {str(x) for x in fail}
+            return snap.bid in names or f"{snap.btype}/{snap.bid}" in names
+        return False
+
+    def gc_item(self) -> dict[str, Any]:
+        out = {"store": self.store.name, **self.store.gc}
+        now = time.time()
+        nxt = int(now // DAY * DAY + DAY + 3 * 3600)
+        out["next-run"] = nxt
+        if self.store.gc_running:
+            out["upid"] = self.store.gc_running
+        return out
+
+
+# ---- datastores -------------------------------------------------------------------------
+
+
+@route("GET", "/version")
+async def version(api: PbsApi, req: Req) -> Any:
+    return dict(VERSION)
+
+
+@route("GET", "/admin/datastore")
+async def datastores(api: PbsApi, req: Req) -> Any:
+    return [{"store": api.store.name, "comment": "lab backups", "mount-status": "nonremovable",
+             "backend-type": "filesystem"}]
+
+
+@route("GET", "/admin/datastore/{store}/status")
+async def ds_status(api: PbsApi, req: Req) -> Any:
+    st = api.store
+    out: dict[str, Any] = {"total": st.total, "used": st.used, "avail": st.total - st.used}
+    if req.bool("verbose"):
+        out["gc-status"] = {k: v for k, v in st.gc.items()
+                            if k not in ("schedule", "last-run-endtime", "last-run-state",
+                                         "duration")}
+        out["counts"] = st.counts()
+    return out
+
+
+@route("GET", "/admin/datastore/{store}/snapshots")
+async def snapshots(api: PbsApi, req: Req) -> Any:
+    btype, bid = req.get("backup-type"), req.get("backup-id")
+    return [s.item() for s in api.store.listing(btype, bid)]
+
+
+@route("DELETE", "/admin/datastore/{store}/snapshots")
+async def snapshot_delete(api: PbsApi, req: Req) -> Any:
+    snap = api.find(req)
+    if snap.protected:
+        raise ApiError(400, f"cannot remove protected snapshot {snap.btype}/{snap.bid}/"
+                       f"{snap.iso()}")
+    api.store.snapshots.pop(snap.key, None)
+    return None
+
+
+@route("GET", "/admin/datastore/{store}/groups")
+async def groups(api: PbsApi, req: Req) -> Any:
+    by_group: dict[tuple[str, str], list[Snapshot]] = {}
+    for s in api.store.listing(req.get("backup-type")):
+        by_group.setdefault((s.btype, s.bid), []).append(s)
+    out = []
+    for (btype, bid), snaps in sorted(by_group.items()):
+        last = snaps[-1]
+        out.append({"backup-type": btype, "backup-id": bid, "last-backup": last.btime,
+                    "backup-count": len(snaps), "files": [f["filename"] for f in last.files],
+                    "owner": last.owner})
+    return out
+
+
+@route("GET", "/admin/datastore/{store}/protected")
+async def get_protected(api: PbsApi, req: Req) -> Any:
+    return api.find(req).protected
+
+
+@route("PUT", "/admin/datastore/{store}/protected")
+async def set_protected(api: PbsApi, req: Req) -> Any:
+    snap = api.find(req)
+    if req.get("protected") is None:
+        raise ApiError(400, "parameter verification errors\n\nparameter 'protected': "
+                       "parameter is missing and it is not optional")
+    snap.protected = req.bool("protected")
+    return None
+
+
+@route("GET", "/admin/datastore/{store}/notes")
+async def get_notes(api: PbsApi, req: Req) -> Any:
+    return api.find(req).comment or ""
+
+
+@route("PUT", "/admin/datastore/{store}/notes")
+async def set_notes(api: PbsApi, req: Req) -> Any:
+    api.find(req).comment = str(req.get("notes", ""))
+    return None
+
+
+# ---- prune ------------------------------------------------------------------------------
+
+_KEEPS = (("keep-last", None), ("keep-hourly", "%Y/%m/%d/%H"), ("keep-daily", "%Y/%m/%d"),
+          ("keep-weekly", "%G/%V"), ("keep-monthly", "%Y/%m"), ("keep-yearly", "%Y"))
+
+
+def prune_marks(snaps: list[Snapshot], keeps: dict[str, int]) -> dict[tuple[str, str, int], bool]:
+    """PBS's ``mark_selections``: rule by rule, newest first, keep the first snapshot of each
+    period not yet covered; protected snapshots are always kept; no rule keeps everything."""
+    if not any(keeps.values()):
+        return {s.key: True for s in snaps}
+    newest_first = sorted(snaps, key=lambda s: s.btime, reverse=True)
+    mark: dict[tuple[str, str, int], bool] = {}
+    for opt, fmt in _KEEPS:
+        n = keeps.get(opt) or 0
+        if n <= 0:
+            continue
+
+        def period(s: Snapshot, fmt: str | None = fmt) -> str:
+            return str(s.btime) if fmt is None else time.strftime(fmt, time.localtime(s.btime))
+
+        covered = {period(s) for s in newest_first if mark.get(s.key) is True}
+        included: set[str] = set()
+        for s in newest_first:
+            if s.key in mark:
+                continue
+            if s.protected:
+                mark[s.key] = True
+                continue
+            sel = period(s)
+            if sel in covered:
+                continue
+            if sel not in included:
+                if len(included) >= n:
+                    break
+                included.add(sel)
+                mark[s.key] = True
+            else:
+                mark[s.key] = False
+    return {s.key: mark.get(s.key, False) or s.protected for s in snaps}
+
+
+def _keeps(req: Req) -> dict[str, int]:
+    return {opt: req.int(opt) or 0 for opt, _ in _KEEPS}
+
+
+@route("POST", "/admin/datastore/{store}/prune")
+async def prune_group(api: PbsApi, req: Req) -> Any:
+    btype, bid = req.get("backup-type"), req.get("backup-id")
+    if btype is None or bid is None:
+        raise ApiError(400, "parameter verification errors\n\nparameter 'backup-id': "
+                       "parameter is missing and it is not optional")
+    snaps = api.store.listing(str(btype), str(bid))
+    marks = prune_marks(snaps, _keeps(req))
+    dry = req.bool("dry-run")
+    result = [{"backup-type": s.btype, "backup-id": s.bid, "backup-time": s.btime,
+               "keep": marks[s.key], "protected": s.protected}
+              for s in sorted(snaps, key=lambda s: s.btime, reverse=True)]
+    result.reverse()
+    if not dry:
+        for s in snaps:
+            if not marks[s.key] and not s.protected:
+                api.store.snapshots.pop(s.key, None)
+        if req.bool("use-task"):
+            t = api.tasks.new(PBS_NODE, "prune", f"{api.store.name}:{btype}/{bid}", req.authid)
+            t.log(f"Pruned {sum(not v for v in marks.values())} snapshot(s)")
+            t.finish("OK")
+            return t.upid
+    return result
+
+
+@route("POST", "/admin/datastore/{store}/prune-datastore")
+async def prune_datastore(api: PbsApi, req: Req) -> Any:
+    keeps = _keeps(req)
+    dry = req.bool("dry-run")
+
+    async def body(task: Task) -> int | None:
+        task.log(f"Starting datastore prune on datastore '{api.store.name}', root namespace")
+        groups: dict[tuple[str, str], list[Snapshot]] = {}
+        for s in api.store.listing():
+            groups.setdefault((s.btype, s.bid), []).append(s)
+        for (btype, bid), snaps in sorted(groups.items()):
+            marks = prune_marks(snaps, keeps)
+            task.log(f"Pruning group \"{btype}/{bid}\"")
+            for s in sorted(snaps, key=lambda s: s.btime, reverse=True):
+                task.log(f"{'keep' if marks[s.key] else 'remove'} {btype}/{bid}/{s.iso()}")
+                if not marks[s.key] and not s.protected and not dry:
+                    api.store.snapshots.pop(s.key, None)
+            await api.sleep(0.05)
+        return None
+
+    return api.tasks.spawn(PBS_NODE, "prune", api.store.name, req.authid, body).upid
+
+
+# ---- verify -----------------------------------------------------------------------------
+
+
+async def _verify(api: PbsApi, task: Task, snaps: list[Snapshot], ignore_verified: bool,
+                  outdated_after: int | None) -> None:
+    failed: list[str] = []
+    task.log(f"verify datastore {api.store.name}")
+    for s in snaps:
+        name = f"{s.btype}/{s.bid}/{s.iso()}"
+        if ignore_verified and s.verification and s.verification.get("state") == "ok":
+            upid = s.verification.get("upid", "")
+            parts = upid.split(":")
+            age_days = (time.time() - int(parts[5], 16)) / DAY if len(parts) > 6 else 0
+            if outdated_after is None or age_days < outdated_after:
+                task.log(f"SKIPPED: verify {api.store.name}:{name} (recently verified)")
+                continue
+        task.log(f"  verify {api.store.name}:{name}")
+        await api.sleep(0.2 + s.size / (800 * 1024**2))
+        for f in s.files:
+            task.log(f"    check {f['filename']}")
+        if api.verify_fails(s):
+            task.log(f"    can't verify chunk, load failed - store '{api.store.name}', "
+                     "unable to load chunk '6fa3c1…' - blob too small")
+            s.verification = {"state": "failed", "upid": task.upid}
+            failed.append(name)
+        else:
+            s.verification = {"state": "ok", "upid": task.upid}
+    if failed:
+        task.log("Failed to verify the following snapshots/groups:")
+        for name in failed:
+            task.log(f"\t{name}")
+        raise TaskError("verification failed - please check the log for details")
+
+
+@route("POST", "/admin/datastore/{store}/verify")
+async def verify(api: PbsApi, req: Req) -> Any:
+    btype, bid, btime = req.get("backup-type"), req.get("backup-id"), req.int("backup-time")
+    if btime is not None:
+        snaps = [api.find(req)]
+        kind, wid = "verify_snapshot", f"{api.store.name}:{btype}/{bid}/{snaps[0].iso()}"
+    elif bid is not None and btype is not None:
+        snaps = api.store.listing(str(btype), str(bid))
+        kind, wid = "verify_group", f"{api.store.name}:{btype}/{bid}"
+    else:
+        snaps = api.store.listing()
+        kind, wid = "verify", api.store.name
+    ignore = req.bool("ignore-verified", True)
+    outdated = req.int("outdated-after")
+
+    async def body(task: Task) -> int | None:
+        await _verify(api, task, snaps, ignore, outdated)
+        return None
+
+    return api.tasks.spawn(PBS_NODE, kind, wid, req.authid, body).upid
+
+
+@route("GET", "/admin/verify")
+async def verify_jobs(api: PbsApi, req: Req) -> Any:
+    store = req.get("store")
+    return [dict(j) for j in api.store.verify_jobs if store is None or j["store"] == store]
+
+
+@route("POST", "/admin/verify/{id}/run")
+async def verify_job_run(api: PbsApi, req: Req) -> Any:
+    job = next((j for j in api.store.verify_jobs if j["id"] == req.params["id"]), None)
+    if job is None:
+        raise ApiError(404, f"job '{req.params['id']}' does not exist.")
+
+    async def body(task: Task) -> int | None:
+        try:
+            await _verify(api, task, api.store.listing(), bool(job["ignore-verified"]),
+                          job.get("outdated-after"))
+        finally:
+            job["last-run-upid"] = task.upid
+            job["last-run-endtime"] = int(time.time())
+        return None
+
+    t = api.tasks.spawn(PBS_NODE, "verificationjob", f"{api.store.name}:{job['id']}",
+                        req.authid, body)
+    job["last-run-state"] = "OK"
+
+    async def record() -> None:
+        while t.status == "running":
+            await asyncio.sleep(0.02)
+        job["last-run-state"] = t.exitstatus
+
+    api.svc.background(record())
+    return t.upid
+
+
+# ---- garbage collection ------------------------------------------------------------------
+
+
+@route("GET", "/admin/datastore/{store}/gc")
+async def gc_status(api: PbsApi, req: Req) -> Any:
+    return api.gc_item()
+
+
+@route("GET", "/admin/gc")
+async def gc_all(api: PbsApi, req: Req) -> Any:
+    return [api.gc_item()]
+
+
+@route("POST", "/admin/datastore/{store}/gc")
+async def gc_start(api: PbsApi, req: Req) -> Any:
+    st = api.store
+    if st.gc_running:
+        raise ApiError(400, "garbage collection already running")
+
+    async def body(task: Task) -> int | None:
+        started = time.time()
+        try:
+            task.log(f"starting garbage collection on store {st.name}")
+            task.log("Start GC phase1 (mark used chunks)")
+            await api.sleep(3.0)
+            task.log("marked 100% (" + str(len(st.snapshots) * 2) + " of "
+                     + str(len(st.snapshots) * 2) + " index files)")
+            task.log("Start GC phase2 (sweep unused chunks)")
+            await api.sleep(3.0)
+            if api.faults.extra.get("gc_fail"):
+                raise TaskError("unable to acquire chunk store lock - EAGAIN")
+            task.log("Removed garbage: 0 B")
+            task.log(f"Original data usage: {st.gc.get('index-data-bytes', 0)} B")
+            st.gc["last-run-state"] = "OK"
+        except TaskError as exc:
+            st.gc["last-run-state"] = str(exc)
+            raise
+        finally:
+            st.gc["last-run-endtime"] = int(time.time())
+            st.gc["duration"] = int((time.time() - started) / max(api.ctx.time_scale, 1e-6))
+            st.gc["upid"] = task.upid
+            st.gc_running = None
+        return None
+
+    t = api.tasks.spawn(PBS_NODE, "garbage_collection", st.name, req.authid, body)
+    st.gc_running = t.upid
+    return t.upid
+
+
+# ---- usage, tasks -------------------------------------------------------------------------
+
+
+@route("GET", "/status/datastore-usage")
+async def usage(api: PbsApi, req: Req) -> Any:
+    st = api.store
+    now = int(time.time())
+    frac = st.used / st.total
+    history = [round(frac - 0.002 * (29 - i), 6) for i in range(30)]
+    growth_per_day = 0.002
+    days_left = (1 - frac) / growth_per_day
+    gc = {k: v for k, v in st.gc.items()
+          if k not in ("schedule", "last-run-endtime", "last-run-state", "duration")}
+    return [{
+        "store": st.name, "total": st.total, "used": st.used, "avail": st.total - st.used,
+        "history": history, "history-start": now - 30 * DAY, "history-delta": DAY,
+        "estimated-full-date": int(now + days_left * DAY), "gc-status": gc,
+        "mount-status": "nonremovable", "backend-type": "filesystem",
+    }]
+
+
+def _task(api: PbsApi, req: Req) -> Task:
+    upid = req.params["upid"]
+    task = api.tasks.tasks.get(upid)
+    if task is None:
+        if not upid.startswith("UPID:") or len(upid.split(":")) != 10:
+            raise ApiError(400, "unable to parse UPID")
+        raise ApiError(400, f"no such task: {upid}")
+    return task
+
+
+@route("GET", "/nodes/{node}/tasks/{upid}/status")
+async def task_status(api: PbsApi, req: Req) -> Any:
+    t = _task(api, req)
+    parts = t.upid.split(":")
+    out: dict[str, Any] = {
+        "upid": t.upid, "node": PBS_NODE, "pid": int(parts[2], 16), "pstart": int(parts[3], 16),
+        "starttime": t.starttime, "type": t.type, "id": t.id or None, "user": t.user,
+        "status": t.status,
+    }
+    if t.tokenid:
+        out["tokenid"] = t.tokenid
+    if t.status == "stopped":
+        out["exitstatus"] = t.exitstatus
+    return out
+
+
+@route("GET", "/nodes/{node}/tasks/{upid}/log")
+async def task_log(api: PbsApi, req: Req) -> Any:
+    t = _task(api, req)
+    start = req.int("start", 0) or 0
+    limit = req.int("limit", 50)
+    lines = t.lines[start:] if limit == 0 else t.lines[start:start + (limit or 50)]
+    return Result([{"n": start + i + 1, "t": line} for i, line in enumerate(lines)],
+                  {"total": len(t.lines)})
+
+
+@route("GET", "/nodes/{node}/tasks")
+async def task_list(api: PbsApi, req: Req) -> Any:
+    tasks = sorted(api.tasks.tasks.values(), key=lambda t: t.starttime, reverse=True)
+    running = req.bool("running")
+    out = []
+    for t in tasks:
+        if running and t.status != "running":
+            continue
+        item: dict[str, Any] = {"upid": t.upid, "node": PBS_NODE, "starttime": t.starttime,
+                                "worker_type": t.type, "worker_id": t.id or None,
+                                "user": t.authid}
+        if t.status == "stopped":
+            item["endtime"] = t.endtime
+            item["status"] = t.exitstatus
+        out.append(item)
+    limit = req.int("limit", 50) or 50
+    start = req.int("start", 0) or 0
+    return Result(out[start:start + limit], {"total": len(out)})

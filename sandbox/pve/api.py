@@ -1,0 +1,1444 @@
+"""The Proxmox VE REST API (``/api2/json``) over the shared lab state.
+
+Quirks reproduced on purpose (homelab-api-facts.md §1, §15): errors in the reason phrase,
+0/1 booleans out and only "1"/"0" in, 501 for unknown methods, delayed 401s, ``"OK"`` from a vzdump
+that has nothing to do on the node, 8-field UPIDs, task exit status from the last log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import calendar
+import copy
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from sandbox.lab import Guest, Node
+from sandbox.pbs.store import Snapshot, backup_type, shared_store, snapshot_files
+from sandbox.pve.http import (
+    ApiError,
+    Dropped,
+    Result,
+    Router,
+    inject_faults,
+    param_error,
+    parse_bool,
+    read_args,
+)
+from sandbox.pve.state import (
+    DAY,
+    LocalVolume,
+    SnapshotRec,
+    guest_stats,
+    seed_apt,
+    seed_jobs,
+    seed_local,
+)
+from sandbox.pve.tasks import Task, TaskError, TaskManager
+from sandbox.tls import cert_info
+
+if TYPE_CHECKING:
+    from sandbox.pve import PveService
+
+API = "/api2/json"
+VERSION = {"version": "9.1.1", "release": "9.1", "repoid": "42db4a6cf33dac83", "console": "xtermjs"}
+BOOL_PARAMS = {
+    "all", "protected", "remove", "force", "restore", "full", "quiet", "notify", "unique",
+    "start", "stdexcludes", "stop", "template", "purge", "errors", "download", "unprivileged",
+    "destroy-unreferenced-disks", "skiplock", "verbose", "onboot",
+}
+INT_PARAMS = {"limit", "start", "since", "until", "delay", "bwlimit", "ionice", "lockwait"}
+_CONFIGID = re.compile(r"^[a-z][a-z0-9_-]+$", re.IGNORECASE)
+_UPID = re.compile(
+    r"^UPID:(?P<node>[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?):(?P<pid>[0-9A-Fa-f]{8}):"
+    r"(?P<pstart>[0-9A-Fa-f]{8,9}):(?P<starttime>[0-9A-Fa-f]{8}):(?P<type>[^:\s]+):"
+    r"(?P<id>[^:\s]*):(?P<user>[^:\s]+):$"
+)
+
+router = Router()
+route = router.route
+
+
+def pve_upid(t: Task) -> str:
+    return (
+        f"UPID:{t.node}:{t.pid:08X}:{t.pstart:08X}:{t.starttime:08X}:{t.type}:{t.id}:{t.authid}:"
+    )
+
+
+def _fmt_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class Req:
+    """One API call: path parameters, merged arguments, who is calling."""
+
+    def __init__(self, params: dict[str, str], args: dict[str, Any], authid: str) -> None:
+        self.params = params
+        self.args = args
+        self.authid = authid
+
+    def bool(self, name: str, default: bool = False) -> bool:
+        value = self.args.get(name)
+        return default if value is None else bool(value)
+
+    def int(self, name: str, default: int | None = None) -> int | None:
+        value = self.args.get(name)
+        return default if value is None or value == "" else int(value)
+
+    def str(self, name: str, default: str | None = None) -> str | None:
+        value = self.args.get(name)
+        return default if value is None else str(value)
+
+
+class PveApi:
+    """State and handlers; :class:`sandbox.pve.PveService` owns the listeners."""
+
+    def __init__(self, service: PveService) -> None:
+        self.svc = service
+        ctx = service.ctx
+        self.ctx = ctx
+        self.lab = ctx.lab
+        self.token_id = "root@pam!labops"
+        self.token_secret = service.token_secret
+        self.password = service.password
+        self._ticket_key = secrets.token_bytes(32)
+        self.tasks = TaskManager(pve_upid)
+        now = time.time()
+        self.store = shared_store(self.lab)
+        self.jobs = seed_jobs(self.lab)
+        self.local: list[LocalVolume] = seed_local(self.lab, now)
+        self.snapshots: dict[int, list[SnapshotRec]] = {}
+        self.apt = {n.name: seed_apt(n.name, ctx.rng) for n in self.lab.nodes}
+        self.apt_checked = {n.name: int(now - 5 * 3600) for n in self.lab.nodes}
+        self.node_acme = {"pve1": "domains=pve1.lab.internal", "pve2": "domains=pve2.lab.internal"}
+        self._seed_tasks(now)
+
+    # ---- plumbing -----------------------------------------------------------------------
+
+    @property
+    def faults(self) -> Any:
+        return self.ctx.faults_for("pve")
+
+    def offline_nodes(self) -> set[str]:
+        extra = set(self.faults.extra.get("offline_nodes") or [])
+        return extra | {n.name for n in self.lab.nodes if not n.online}
+
+    def node_online(self, name: str) -> bool:
+        return name not in self.offline_nodes()
+
+    def guest_lock(self, guest: Guest) -> str | None:
+        locked = self.faults.extra.get("locked_vmids") or {}
+        if isinstance(locked, list):
+            locked = {str(v): "snapshot" for v in locked}
+        return guest.lock or locked.get(str(guest.vmid)) or locked.get(guest.vmid)  # type: ignore[call-overload]
+
+    def failing(self, vmid: int) -> str | None:
+        failing = self.faults.extra.get("failing_vmids") or []
+        if isinstance(failing, dict):
+            msg = failing.get(str(vmid)) or failing.get(vmid)  # type: ignore[call-overload]
+            return str(msg) if msg else None
+        if vmid in failing or str(vmid) in failing:
+            return (
+                "command '/usr/bin/proxmox-backup-client backup' failed: exit code 255"
+            )
+        return None
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds * self.ctx.time_scale)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.match_info.get("tail", "")
+        path = "/" + path.strip("/") if path.strip("/") else "/"
+        try:
+            injected = await inject_faults(request, self.faults, self.ctx.rng, path)
+            if injected:
+                raise injected
+            if path == "/access/ticket":
+                return await self._ticket_endpoint(request)
+            authid = await self._authenticate(request)
+            args = await read_args(request)
+            found = router.match(request.method, path)
+            if found is None:
+                raise ApiError(501, f"Method '{request.method} {path}' not implemented")
+            r, params = found
+            self._validate(params, args, r.template)
+            node = params.get("node")
+            if node is not None:
+                self._check_node(node)
+            result = await r.handler(self, Req(params, args, authid))
+        except Dropped:
+            return web.Response(status=500)  # the connection is gone; nobody reads this
+        except ApiError as err:
+            return self._error(err)
+        if isinstance(result, Result):
+            body = {"data": result.data, **result.extra}
+        else:
+            body = {"data": result}
+        return web.Response(
+            text=json.dumps(body), content_type="application/json", charset="utf-8",
+            headers={"Server": "pve-api-daemon/3.0", "Cache-Control": "max-age=0"},
+        )
+
+    def _error(self, err: ApiError) -> web.Response:
+        reason = err.message.splitlines()[0] if err.message else "error"
+        if err.status == 401:
+            return web.Response(status=401, reason=reason)
+        body: dict[str, Any] = {"data": None, "message": err.message + "\n"}
+        if err.errors:
+            body["errors"] = err.errors
+        return web.Response(
+            status=err.status, reason=reason, text=json.dumps(body),
+            content_type="application/json", charset="utf-8",
+            headers={"Server": "pve-api-daemon/3.0"},
+        )
+
+    def _validate(self, params: dict[str, str], args: dict[str, Any], template: str) -> None:
+        errors: dict[str, str] = {}
+        for name in list(args):
+            value = args[name]
+            if name in BOOL_PARAMS:
+                b = parse_bool(value)
+                if b is None:
+                    errors[name] = f"type check ('boolean') failed - got '{value}'"
+                else:
+                    args[name] = int(b)
+            elif name in INT_PARAMS or (name == "vmid" and not template.endswith("/vzdump")):
+                try:
+                    args[name] = int(value)
+                except (TypeError, ValueError):
+                    errors[name] = f"type check ('integer') failed - got '{value}'"
+        if "vmid" in params:
+            try:
+                int(params["vmid"])
+            except ValueError:
+                errors["vmid"] = f"type check ('integer') failed - got '{params['vmid']}'"
+        if errors:
+            raise ApiError(400, "Parameter verification failed.", errors)
+
+    def _check_node(self, node: str) -> None:
+        if self.lab.node(node) is None:
+            raise ApiError(
+                500,
+                f"hostname lookup '{node}' failed - failed to get address info for: {node}: "
+                "Name or service not known",
+            )
+        if not self.node_online(node):
+            # pveproxy forwards calls for another node; an unreachable one gives AnyEvent's 595.
+            raise ApiError(595, f"Connection refused - no route to host {node}")
+
+    async def _auth_delay(self) -> None:
+        await asyncio.sleep(max(0.3, 3.0 * self.ctx.time_scale))
+
+    async def _authenticate(self, request: web.Request) -> str:
+        header = request.headers.get("Authorization", "")
+        m = re.search(r"PVEAPIToken(?:=| )([^;]*)", header)
+        if m:
+            value = m.group(1).strip()
+            tokenid, sep, secret = value.rpartition("=")
+            if sep and tokenid == self.token_id and hmac.compare_digest(secret, self.token_secret):
+                return tokenid
+            await self._auth_delay()
+            raise ApiError(401, "Authentication failed!")
+        ticket = request.cookies.get("PVEAuthCookie")
+        if ticket is None:
+            m = re.search(r"PVEAuthCookie=([^;]*)", header)
+            ticket = m.group(1) if m else None
+        if ticket is None:
+            await self._auth_delay()
+            raise ApiError(401, "No ticket")
+        user = self._verify_ticket(ticket)
+        if user is None:
+            await self._auth_delay()
+            raise ApiError(401, "Authentication failed!")
+        if request.method != "GET":
+            csrf = request.headers.get("CSRFPreventionToken", "")
+            if not hmac.compare_digest(csrf, self._csrf(user, ticket.split(":")[2])):
+                await self._auth_delay()
+                raise ApiError(401, "Permission denied - invalid csrf token")
+        return user
+
+    def _sign(self, text: str) -> str:
+        digest = hmac.new(self._ticket_key, text.encode(), hashlib.sha256).digest()
+        return base64.b64encode(digest).decode().rstrip("=")
+
+    def _make_ticket(self, user: str) -> tuple[str, str]:
+        stamp = f"{int(time.time()):08X}"
+        plain = f"PVE:{user}:{stamp}"
+        return f"{plain}::{self._sign(plain)}", self._csrf(user, stamp)
+
+    def _csrf(self, user: str, stamp: str) -> str:
+        return f"{stamp}:{self._sign('csrf:' + user + ':' + stamp)}"
+
+    def _verify_ticket(self, ticket: str) -> str | None:
+        parts = ticket.split(":")
+        if len(parts) != 5 or parts[0] != "PVE" or parts[3] != "":
+            return None
+        plain = ":".join(parts[:3])
+        if not hmac.compare_digest(parts[4], self._sign(plain)):
+            return None
+        try:
+            age = time.time() - int(parts[2], 16)
+        except ValueError:
+            return None
+        return parts[1] if age < 7200 else None
+
+    async def _ticket_endpoint(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "GET":
+            return web.json_response({"data": None})
+        if request.method != "POST":
+            raise ApiError(501, f"Method '{request.method} /access/ticket' not implemented")
+        if "PVEAPIToken" in request.headers.get("Authorization", ""):
+            return self._error(ApiError(
+                403, "Permission check failed (URI '/access/ticket' not available with API "
+                "token, need proper ticket.)"))
+        args = await read_args(request)
+        username = str(args.get("username") or "")
+        password = str(args.get("password") or "")
+        realm = args.get("realm")
+        if realm and "@" not in username:
+            username = f"{username}@{realm}"
+        user: str | None = None
+        if username == "root@pam" and hmac.compare_digest(password, self.password):
+            user = username
+        elif password.startswith("PVE:"):
+            user = self._verify_ticket(password)
+            user = user if user == username else None
+        if user is None:
+            await self._auth_delay()
+            return self._error(ApiError(401, "authentication failure"))
+        ticket, csrf = self._make_ticket(user)
+        data = {
+            "username": user, "ticket": ticket, "CSRFPreventionToken": csrf,
+            "clustername": self.lab.cluster_name,
+            "cap": {"nodes": {"Sys.Audit": 1}, "vms": {"VM.Backup": 1}},
+        }
+        return web.json_response({"data": data})
+
+    # ---- helpers over the lab -----------------------------------------------------------
+
+    def guest_on(self, node: str, vmid: int, kind: str) -> Guest:
+        guest = self.lab.guest(vmid)
+        if guest is None or guest.node != node or guest.type != kind:
+            conf = f"nodes/{node}/lxc/{vmid}.conf" if kind == "lxc" else \
+                f"nodes/{node}/qemu-server/{vmid}.conf"
+            raise ApiError(500, f"Configuration file '{conf}' does not exist")
+        return guest
+
+    def guest_item(self, guest: Guest, now: float, full: bool = True) -> dict[str, Any]:
+        """A guest as /nodes/{node}/lxc|qemu list it (schema fields only)."""
+        st = guest_stats(guest, self.lab, now)
+        item: dict[str, Any] = {
+            "vmid": guest.vmid, "status": guest.status, "name": guest.name,
+            "cpus": st["cpus"], "cpu": st["cpu"], "maxmem": guest.maxmem, "mem": st["mem"],
+            "maxdisk": guest.maxdisk, "disk": guest.disk_used if guest.type == "lxc" else 0,
+            "netin": st["netin"], "netout": st["netout"], "diskread": st["diskread"],
+            "diskwrite": st["diskwrite"], "uptime": st["uptime"],
+        }
+        if guest.type == "lxc":
+            item["maxswap"] = 512 * 1024**2
+        else:
+            item["memhost"] = st["mem"]
+            if guest.status == "running":
+                item["pid"] = 10000 + guest.vmid
+                item["qmpstatus"] = "running"
+        if guest.tags:
+            item["tags"] = ";".join(guest.tags)
+        lock = self.guest_lock(guest)
+        if lock:
+            item["lock"] = lock
+        if guest.template:
+            item["template"] = 1
+        return item
+
+    def resource_item(self, guest: Guest, now: float) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "id": f"{guest.type}/{guest.vmid}", "vmid": guest.vmid, "node": guest.node,
+            "type": guest.type, "name": guest.name, "template": int(guest.template),
+        }
+        if self.node_online(guest.node):
+            st = guest_stats(guest, self.lab, now)
+            item.update({
+                "status": guest.status, "uptime": st["uptime"], "maxcpu": st["cpus"],
+                "cpu": st["cpu"], "maxmem": guest.maxmem, "mem": st["mem"],
+                "maxdisk": guest.maxdisk, "disk": guest.disk_used if guest.type == "lxc" else 0,
+                "netin": st["netin"], "netout": st["netout"], "diskread": st["diskread"],
+                "diskwrite": st["diskwrite"],
+            })
+            if guest.type == "qemu":
+                item["memhost"] = st["mem"]
+        else:
+            item["status"] = "unknown"
+        if guest.tags:
+            item["tags"] = ";".join(guest.tags)
+        lock = self.guest_lock(guest)
+        if lock:
+            item["lock"] = lock
+        if guest.pool:
+            item["pool"] = guest.pool
+        return item
+
+    def node_stats(self, node: Node, now: float) -> dict[str, Any]:
+        used = [g for g in self.lab.guests if g.node == node.name and g.status == "running"]
+        mem = 2 * 1024**3 + sum(guest_stats(g, self.lab, now)["mem"] for g in used)
+        return {
+            "cpu": round(0.02 + 0.01 * len(used) / max(node.maxcpu, 1), 4),
+            "maxcpu": node.maxcpu, "mem": min(mem, node.maxmem), "maxmem": node.maxmem,
+            "uptime": int(now - self.lab.created) + 86400 * (3 + int(node.name[-1])),
+        }
+
+    def fingerprint(self, node: str) -> str:
+        info = cert_info(self.svc.certs[node].effective.cert)
+        return str(info["fingerprint"])
+
+    def storages(self, node: str) -> list[dict[str, Any]]:
+        local_used = sum(v.size for v in self.local if v.node == node) + 18 * 1024**3
+        return [
+            {"storage": "local", "type": "dir", "content": "backup,iso,vztmpl", "shared": 0,
+             "total": 100 * 1024**3, "used": local_used, "avail": 100 * 1024**3 - local_used},
+            {"storage": "local-lvm", "type": "lvmthin", "content": "images,rootdir",
+             "shared": 0, "total": 800 * 1024**3, "used": 310 * 1024**3,
+             "avail": 490 * 1024**3},
+            {"storage": "pbs", "type": "pbs", "content": "backup", "shared": 1,
+             "total": self.store.total, "used": self.store.used,
+             "avail": self.store.total - self.store.used},
+        ]
+
+    def storage_conf(self, node: str, storage: str) -> dict[str, Any]:
+        for s in self.storages(node):
+            if s["storage"] == storage:
+                return s
+        raise ApiError(500, f"storage '{storage}' does not exist")
+
+    def backup_volumes(self, node: str, storage: str, vmid: int | None) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if storage == "local":
+            for v in self.local:
+                if v.node != node or (vmid is not None and v.vmid != vmid):
+                    continue
+                item: dict[str, Any] = {
+                    "volid": v.volid, "content": "backup", "subtype": v.subtype,
+                    "format": v.format, "vmid": v.vmid, "ctime": v.ctime, "size": v.size,
+                }
+                if v.notes:
+                    item["notes"] = v.notes
+                if v.protected:
+                    item["protected"] = 1
+                out.append(item)
+        elif storage == "pbs":
+            for s in self.store.listing():
+                if s.btype not in ("ct", "vm") or not s.bid.isdigit():
+                    continue
+                if vmid is not None and int(s.bid) != vmid:
+                    continue
+                item = {
+                    "volid": f"pbs:backup/{s.btype}/{s.bid}/{s.iso()}", "content": "backup",
+                    "subtype": "lxc" if s.btype == "ct" else "qemu",
+                    "format": f"pbs-{s.btype}", "vmid": int(s.bid), "ctime": s.btime,
+                    "size": s.size or 1,
+                }
+                if s.comment:
+                    item["notes"] = s.comment.splitlines()[0]
+                if s.protected:
+                    item["protected"] = 1
+                if s.verification:
+                    item["verification"] = dict(s.verification)
+                out.append(item)
+        return sorted(out, key=lambda i: str(i["volid"]).lower())
+
+    def find_volume(self, volid: str) -> tuple[str, Any] | None:
+        if volid.startswith("pbs:backup/"):
+            m = re.match(r"^pbs:backup/(ct|vm)/(\d+)/(\S+Z)$", volid)
+            if not m:
+                return None
+            try:
+                btime = calendar.timegm(time.strptime(m.group(3), "%Y-%m-%dT%H:%M:%SZ"))
+            except ValueError:
+                return None
+            snap = self.store.snapshots.get((m.group(1), m.group(2), btime))
+            return ("pbs", snap) if snap else None
+        for v in self.local:
+            if v.volid == volid:
+                return ("local", v)
+        return None
+
+    def _seed_tasks(self, now: float) -> None:
+        """Last nights' finished vzdump runs, so task history is not empty at start."""
+        night0 = int(now // DAY * DAY + 2 * 3600)
+        if night0 > now:
+            night0 -= DAY
+        for back in range(3):
+            for node in self.lab.nodes:
+                vmids = [g.vmid for g in self.lab.guests if g.node == node.name
+                         and not g.template and "nobackup" not in g.tags]
+                if not vmids:
+                    continue
+                start = night0 - back * DAY
+                t = self.tasks.new(node.name, "vzdump", "", "root@pam", starttime=start,
+                                   vmids=vmids)
+                t.log(f"INFO: starting new backup job: vzdump {' '.join(map(str, vmids))} "
+                      "--storage pbs --mode snapshot --node " + node.name)
+                for v in vmids:
+                    t.log(f"INFO: Starting Backup of VM {v} ({self.lab.guest(v).type})")  # type: ignore[union-attr]
+                    t.log(f"INFO: Finished Backup of VM {v} (00:00:{10 + v % 40:02d})")
+                t.log("INFO: Backup job finished successfully")
+                t.finish("OK")
+                t.endtime = start + 60 * len(vmids)
+
+
+# ---- version, nodes, cluster ----------------------------------------------------------------
+
+
+@route("GET", "/version")
+async def version(api: PveApi, req: Req) -> Any:
+    return dict(VERSION)
+
+
+@route("GET", "/nodes")
+async def nodes(api: PveApi, req: Req) -> Any:
+    now = time.time()
+    out = []
+    for n in api.lab.nodes:
+        if api.node_online(n.name):
+            out.append({"node": n.name, "status": "online", **api.node_stats(n, now),
+                        "level": "", "ssl_fingerprint": api.fingerprint(n.name)})
+        else:
+            out.append({"node": n.name, "status": "offline", "level": "",
+                        "ssl_fingerprint": api.fingerprint(n.name)})
+    return out
+
+
+@route("GET", "/nodes/{node}")
+async def node_index(api: PveApi, req: Req) -> Any:
+    return [{"name": n} for n in ("apt", "certificates", "config", "lxc", "qemu", "status",
+                                  "storage", "tasks", "version", "vzdump")]
+
+
+@route("GET", "/nodes/{node}/status")
+async def node_status(api: PveApi, req: Req) -> Any:
+    node = api.lab.node(req.params["node"])
+    assert node is not None
+    st = api.node_stats(node, time.time())
+    return {
+        "cpu": st["cpu"], "uptime": st["uptime"], "loadavg": ["0.42", "0.51", "0.48"],
+        "memory": {"total": node.maxmem, "used": st["mem"], "free": node.maxmem - st["mem"],
+                   "available": node.maxmem - st["mem"]},
+        "swap": {"total": 8 * 1024**3, "used": 0, "free": 8 * 1024**3},
+        "rootfs": {"total": 100 * 1024**3, "used": 21 * 1024**3, "free": 79 * 1024**3,
+                   "avail": 74 * 1024**3},
+        "cpuinfo": {"model": "Intel(R) Core(TM) i5-12500T", "cores": node.maxcpu // 2,
+                    "cpus": node.maxcpu, "sockets": 1, "mhz": "2000.000"},
+        "pveversion": f"pve-manager/{VERSION['version']}/{VERSION['repoid'][:8]}",
+        "kversion": "Linux 6.17.2-1-pve #1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1",
+        "current-kernel": {"sysname": "Linux", "release": "6.17.2-1-pve",
+                           "version": "#1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1",
+                           "machine": "x86_64"},
+        "boot-info": {"mode": "efi", "secureboot": 0},
+        "ksm": {"shared": 0},
+    }
+
+
+@route("GET", "/nodes/{node}/version")
+async def node_version(api: PveApi, req: Req) -> Any:
+    return {k: VERSION[k] for k in ("version", "release", "repoid")}
+
+
+@route("GET", "/cluster/status")
+async def cluster_status(api: PveApi, req: Req) -> Any:
+    out: list[dict[str, Any]] = [{
+        "type": "cluster", "id": "cluster", "name": api.lab.cluster_name,
+        "nodes": len(api.lab.nodes), "version": 7,
+        "quorate": int(sum(api.node_online(n.name) for n in api.lab.nodes)
+                       > len(api.lab.nodes) // 2),
+    }]
+    for i, n in enumerate(api.lab.nodes, 1):
+        out.append({"type": "node", "id": f"node/{n.name}", "name": n.name, "ip": n.ip,
+                    "local": int(i == 1), "nodeid": i, "online": int(api.node_online(n.name)),
+                    "level": ""})
+    return out
+
+
+@route("GET", "/cluster/resources")
+async def cluster_resources(api: PveApi, req: Req) -> Any:
+    kind = req.str("type")
+    if kind is not None and kind not in ("vm", "storage", "node", "sdn"):
+        raise param_error("type", f"value '{kind}' does not have a value in the enumeration "
+                          "'vm, storage, node, sdn'")
+    now = time.time()
+    out: list[dict[str, Any]] = []
+    if kind in (None, "vm"):
+        # PVE walks `sort keys %$idlist`: a string sort of the vmids.
+        for g in sorted(api.lab.guests, key=lambda g: str(g.vmid)):
+            out.append(api.resource_item(g, now))
+    if kind in (None, "node"):
+        for n in api.lab.nodes:
+            item: dict[str, Any] = {"id": f"node/{n.name}", "type": "node", "node": n.name,
+                                    "level": "", "cgroup-mode": 2}
+            if api.node_online(n.name):
+                item.update(status="online", **api.node_stats(n, now),
+                            disk=21 * 1024**3, maxdisk=100 * 1024**3)
+            else:
+                item["status"] = "offline"
+            out.append(item)
+    if kind in (None, "storage"):
+        for n in api.lab.nodes:
+            for s in api.storages(n.name):
+                item = {"id": f"storage/{n.name}/{s['storage']}", "type": "storage",
+                        "storage": s["storage"], "node": n.name, "content": s["content"],
+                        "plugintype": s["type"], "shared": s["shared"]}
+                if api.node_online(n.name):
+                    item.update(status="available", disk=s["used"], maxdisk=s["total"])
+                else:
+                    item["status"] = "unknown"
+                out.append(item)
+    return out
+
+
+# ---- guests -----------------------------------------------------------------------------
+
+
+@route("GET", "/nodes/{node}/lxc")
+async def lxc_list(api: PveApi, req: Req) -> Any:
+    now = time.time()
+    node = req.params["node"]
+    return [api.guest_item(g, now) for g in api.lab.guests
+            if g.node == node and g.type == "lxc"]
+
+
+@route("GET", "/nodes/{node}/qemu")
+async def qemu_list(api: PveApi, req: Req) -> Any:
+    now = time.time()
+    node = req.params["node"]
+    return [api.guest_item(g, now) for g in api.lab.guests
+            if g.node == node and g.type == "qemu"]
+
+
+def _mac(vmid: int) -> str:
+    return f"BC:24:11:{vmid >> 16 & 0xFF:02X}:{vmid >> 8 & 0xFF:02X}:{vmid & 0xFF:02X}"
+
+
+def _gw(ip: str) -> str:
+    return ".".join(ip.split(".")[:3]) + ".1"
+
+
+@route("GET", "/nodes/{node}/lxc/{vmid}")
+async def lxc_index(api: PveApi, req: Req) -> Any:
+    api.guest_on(req.params["node"], int(req.params["vmid"]), "lxc")
+    return [{"subdir": s} for s in ("config", "status", "snapshot")]
+
+
+@route("GET", "/nodes/{node}/qemu/{vmid}")
+async def qemu_index(api: PveApi, req: Req) -> Any:
+    api.guest_on(req.params["node"], int(req.params["vmid"]), "qemu")
+    return [{"subdir": s} for s in ("config", "status")]
+
+
+def _digest(conf: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(conf, sort_keys=True).encode()).hexdigest()
+
+
+@route("GET", "/nodes/{node}/lxc/{vmid}/config")
+async def lxc_config(api: PveApi, req: Req) -> Any:
+    g = api.guest_on(req.params["node"], int(req.params["vmid"]), "lxc")
+    ostype = {"debian12": "debian", "debian13": "debian", "ubuntu2404": "ubuntu",
+              "alpine320": "alpine"}[g.os]
+    conf: dict[str, Any] = {
+        "arch": "amd64", "cores": 2, "hostname": g.name, "memory": g.maxmem // 1024**2,
+        "swap": 512, "ostype": ostype, "unprivileged": 1, "onboot": 1,
+        "features": "nesting=1",
+        "net0": f"name=eth0,bridge=vmbr0,firewall=1,gw={_gw(g.ip)},hwaddr={_mac(g.vmid)},"
+                f"ip={g.ip}/24,type=veth",
+        "rootfs": f"local-lvm:vm-{g.vmid}-disk-0,size={g.maxdisk // 1024**3}G",
+        "nameserver": "192.168.1.100", "searchdomain": api.lab.domain,
+        "description": f"{g.name} ({g.os})\n",
+    }
+    if g.tags:
+        conf["tags"] = ";".join(g.tags)
+    lock = api.guest_lock(g)
+    if lock:
+        conf["lock"] = lock
+    if g.template:
+        conf["template"] = 1
+    snaps = api.snapshots.get(g.vmid)
+    if snaps:
+        conf["parent"] = snaps[-1].name
+    conf["digest"] = _digest(conf)
+    return conf
+
+
+@route("GET", "/nodes/{node}/qemu/{vmid}/config")
+async def qemu_config(api: PveApi, req: Req) -> Any:
+    g = api.guest_on(req.params["node"], int(req.params["vmid"]), "qemu")
+    conf: dict[str, Any] = {
+        "name": g.name, "cores": 4, "sockets": 1, "memory": str(g.maxmem // 1024**2),
+        "ostype": "l26", "boot": "order=scsi0;net0", "agent": "1", "scsihw": "virtio-scsi-single",
+        "net0": f"virtio={_mac(g.vmid)},bridge=vmbr0,firewall=1",
+        "ipconfig0": f"ip={g.ip}/24,gw={_gw(g.ip)}",
+        "scsi0": f"local-lvm:vm-{g.vmid}-disk-0,iothread=1,size={g.maxdisk // 1024**3}G",
+        "vmgenid": "6b1f3f4e-0f0e-4d0b-9b59-6f2d0c3f%04d" % (g.vmid % 10000),
+        "smbios1": f"uuid=00000000-0000-4000-8000-{g.vmid:012d}",
+    }
+    if g.tags:
+        conf["tags"] = ";".join(g.tags)
+    lock = api.guest_lock(g)
+    if lock:
+        conf["lock"] = lock
+    if g.template:
+        conf["template"] = 1
+    conf["digest"] = _digest(conf)
+    return conf
+
+
+async def _status_current(api: PveApi, req: Req, kind: str) -> Any:
+    g = api.guest_on(req.params["node"], int(req.params["vmid"]), kind)
+    item = api.guest_item(g, time.time())
+    item["ha"] = {"managed": 0}
+    return item
+
+
+@route("GET", "/nodes/{node}/lxc/{vmid}/status/current")
+async def lxc_status(api: PveApi, req: Req) -> Any:
+    return await _status_current(api, req, "lxc")
+
+
+@route("GET", "/nodes/{node}/qemu/{vmid}/status/current")
+async def qemu_status(api: PveApi, req: Req) -> Any:
+    return await _status_current(api, req, "qemu")
+
+
+def _locked_error(api: PveApi, g: Guest) -> None:
+    lock = api.guest_lock(g)
+    if lock:
+        kind = "CT" if g.type == "lxc" else "VM"
+        raise TaskError(f"{kind} {g.vmid} is locked ({lock})")
+
+
+async def _power(api: PveApi, req: Req, kind: str, action: str) -> Any:
+    g = api.guest_on(req.params["node"], int(req.params["vmid"]), kind)
+    label = "CT" if kind == "lxc" else "VM"
+    if g.template:
+        raise ApiError(500, f"{label} {g.vmid} is a template - operation not allowed")
+    if action == "start" and g.status == "running":
+        raise ApiError(500, f"{label} {g.vmid} already running")
+    if action in ("stop", "shutdown") and g.status != "running":
+        raise ApiError(500, f"{label} {g.vmid} not running")
+    prefix = "vz" if kind == "lxc" else "qm"
+
+    async def body(task: Task) -> int | None:
+        _locked_error(api, g)
+        await api.sleep(2.0 if action != "stop" else 0.5)
+        g.status = "running" if action == "start" else "stopped"
+        return None
+
+    return api.tasks.spawn(g.node, f"{prefix}{action}", str(g.vmid), req.authid, body,
+                           vmids=[g.vmid]).upid
+
+
+for _kind in ("lxc", "qemu"):
+    for _action in ("start", "stop", "shutdown"):
+        async def _handler(api: PveApi, req: Req, _k: str = _kind, _a: str = _action) -> Any:
+            return await _power(api, req, _k, _a)
+
+        router.add("POST", f"/nodes/{{node}}/{_kind}/{{vmid}}/status/{_action}", _handler)
+
+
+# ---- create / restore / destroy -----------------------------------------------------------
+
+
+async def _create(api: PveApi, req: Req, kind: str) -> Any:
+    node = req.params["node"]
+    vmid = req.int("vmid")
+    if vmid is None:
+        raise param_error("vmid", "property is missing and it is not optional")
+    source = req.str("ostemplate" if kind == "lxc" else "archive")
+    if not source:
+        name = "ostemplate" if kind == "lxc" else "archive"
+        raise param_error(name, "property is missing and it is not optional")
+    existing = api.lab.guest(vmid)
+    if existing is not None and not req.bool("force"):
+        label = "CT" if existing.type == "lxc" else "VM"
+        raise ApiError(500, f"{label} {vmid} already exists on node '{existing.node}'")
+    storage = req.str("storage", "local-lvm")
+    api.storage_conf(node, storage or "local-lvm")
+    restore = kind == "qemu" or req.bool("restore")
+    vol = api.find_volume(source) if restore else None
+    if restore and vol is None:
+        raise ApiError(500, f"volume '{source}' does not exist")
+    orig: Guest | None = None
+    size = 1024**3
+    if vol is not None:
+        kind_of, obj = vol
+        orig_vmid = int(obj.bid) if kind_of == "pbs" else obj.vmid
+        orig = api.lab.guest(orig_vmid)
+        size = obj.size
+    name = req.str("hostname") or (orig.name if orig else f"restored-{vmid}")
+    guest = Guest(
+        vmid=vmid, name=name, node=node, type=kind,  # type: ignore[arg-type]
+        os=orig.os if orig else "debian12", ip=orig.ip if orig else "192.168.9.9",
+        status="stopped", tags=list(orig.tags) if orig else [], pool=orig.pool if orig else None,
+        lock="create", maxmem=orig.maxmem if orig else 1024**3,
+        maxdisk=orig.maxdisk if orig else 8 * 1024**3, disk_used=max(size, 1),
+    )
+    with api.lab.lock:
+        if existing is not None:
+            api.lab.guests.remove(existing)
+        api.lab.guests.append(guest)
+    task_type = ("vzrestore" if restore else "vzcreate") if kind == "lxc" else "qmrestore"
+
+    async def body(task: Task) -> int | None:
+        try:
+            if restore:
+                if kind == "lxc":
+                    task.log(f"recovering backed-up configuration from '{source}'")
+                task.log(f"restoring '{source}' now..")
+                await api.sleep(1.0 + size / (400 * 1024**2))
+                task.log(f"Total bytes read: {size} ({_fmt_size(size)})")
+                if kind == "lxc":
+                    task.log("merging backed-up and given configuration..")
+            else:
+                task.log(f"extracting archive '{source}'")
+                await api.sleep(3.0)
+            guest.lock = None
+            if req.bool("start"):
+                guest.status = "running"
+        except BaseException:
+            with api.lab.lock:
+                if guest in api.lab.guests:
+                    api.lab.guests.remove(guest)
+            raise
+        return None
+
+    return api.tasks.spawn(node, task_type, str(vmid), req.authid, body, vmids=[vmid]).upid
+
+
+@route("POST", "/nodes/{node}/lxc")
+async def lxc_create(api: PveApi, req: Req) -> Any:
+    return await _create(api, req, "lxc")
+
+
+@route("POST", "/nodes/{node}/qemu")
+async def qemu_create(api: PveApi, req: Req) -> Any:
+    return await _create(api, req, "qemu")
+
+
+async def _destroy(api: PveApi, req: Req, kind: str) -> Any:
+    g = api.guest_on(req.params["node"], int(req.params["vmid"]), kind)
+    if g.status == "running" and not req.bool("force"):
+        what = "container" if kind == "lxc" else "VM"
+        raise ApiError(500, f"unable to destroy {'CT' if kind == 'lxc' else 'VM'} {g.vmid} - "
+                       f"{what} is running")
+
+    async def body(task: Task) -> int | None:
+        _locked_error(api, g)
+        await api.sleep(1.5)
+        with api.lab.lock:
+            if g in api.lab.guests:
+                api.lab.guests.remove(g)
+        api.snapshots.pop(g.vmid, None)
+        if req.bool("purge"):
+            for job in api.jobs:
+                if g.vmid in job.vmids:
+                    job.vmids.remove(g.vmid)
+        task.log(f"Logical volume \"vm-{g.vmid}-disk-0\" successfully removed.")
+        return None
+
+    prefix = "vz" if kind == "lxc" else "qm"
+    return api.tasks.spawn(g.node, f"{prefix}destroy", str(g.vmid), req.authid, body,
+                           vmids=[g.vmid]).upid
+
+
+@route("DELETE", "/nodes/{node}/lxc/{vmid}")
+async def lxc_destroy(api: PveApi, req: Req) -> Any:
+    return await _destroy(api, req, "lxc")
+
+
+@route("DELETE", "/nodes/{node}/qemu/{vmid}")
+async def qemu_destroy(api: PveApi, req: Req) -> Any:
+    return await _destroy(api, req, "qemu")
+
+
+# ---- LXC snapshots -----------------------------------------------------------------------
+
+
+@route("GET", "/nodes/{node}/lxc/{vmid}/snapshot")
+async def snapshot_list(api: PveApi, req: Req) -> Any:
+    g = api.guest_on(req.params["node"], int(req.params["vmid"]), "lxc")
+    snaps = api.snapshots.get(g.vmid, [])
+    out: list[dict[str, Any]] = []
+    for s in snaps:
+        item: dict[str, Any] = {"name": s.name, "snaptime": s.snaptime,
+                                "description": s.description}
+        if s.parent:
+            item["parent"] = s.parent
+        out.append(item)
+    current: dict[str, Any] = {"name": "current", "description": "You are here!",
+                               "running": int(g.status == "running")}
+    if snaps:
+        current["parent"] = snaps[-1].name
+    out.append(current)
+    return out
+
+
+@route("POST", "/nodes/{node}/lxc/{vmid}/snapshot")
+async def snapshot_create(api: PveApi, req: Req) -> Any:
+    g = api.guest_on(req.params["node"], int(req.params["vmid"]), "lxc")
+    name = req.str("snapname") or ""
+    if not name:
+        raise param_error("snapname", "property is missing and it is not optional")
+    if not _CONFIGID.match(name) or len(name) > 40:
+        raise param_error("snapname", f"invalid format - invalid configuration ID '{name}'")
+    description = req.str("description", "") or ""
+
+    async def body(task: Task) -> int | None:
+        _locked_error(api, g)
+        snaps = api.snapshots.setdefault(g.vmid, [])
+        if any(s.name == name for s in snaps) or name == "current":
+            raise TaskError(f"snapshot name '{name}' already used")
+        g.lock = "snapshot"
+        try:
+            task.log(f"create storage snapshot '{name}'")
+            await api.sleep(1.0)
+            with api.lab.lock:
+                had = g.name in api.lab.hosts
+                state = copy.deepcopy(api.lab.hosts.get(g.name))
+            snaps.append(SnapshotRec(name, int(time.time()), description,
+                                     snaps[-1].name if snaps else None, state, had))
+        finally:
+            g.lock = None
+        return None
+
+    return api.tasks.spawn(g.node, "vzsnapshot", str(g.vmid), req.authid, body,
+                           vmids=[g.vmid]).upid
+
+
+def _find_snap(api: PveApi, g: Guest, name: str) -> SnapshotRec:
+    for s in api.snapshots.get(g.vmid, []):
+        if s.name == name:
+            return s
+    raise ApiError(500, f"snapshot '{name}' does not exist")
+
+
+@route("POST", "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/rollback")
+async def snapshot_rollback(api: PveApi, req: Req) -> Any:
+    g = api.guest_on(req.params["node"], int(req.params["vmid"]), "lxc")
+    snap = _find_snap(api, g, req.params["snapname"])
+
+    async def body(task: Task) -> int | None:
+        _locked_error(api, g)
+        g.lock = "rollback"
+        try:
+            was_running = g.status == "running"
+            await api.sleep(1.5)
+            with api.lab.lock:
+                if snap.had_state:
+                    api.lab.hosts[g.name] = copy.deepcopy(snap.host_state)
+                else:
+                    api.lab.hosts.pop(g.name, None)
+            if req.bool("start") and was_running:
+                g.status = "running"
+        finally:
+            g.lock = None
+        return None
+
+    return api.tasks.spawn(g.node, "vzrollback", str(g.vmid), req.authid, body,
+                           vmids=[g.vmid]).upid
+
+
+@route("DELETE", "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}")
+async def snapshot_delete(api: PveApi, req: Req) -> Any:
+    g = api.guest_on(req.params["node"], int(req.params["vmid"]), "lxc")
+    snap = _find_snap(api, g, req.params["snapname"])
+
+    async def body(task: Task) -> int | None:
+        if not req.bool("force"):
+            _locked_error(api, g)
+        await api.sleep(0.8)
+        snaps = api.snapshots.get(g.vmid, [])
+        for s in snaps:
+            if s.parent == snap.name:
+                s.parent = snap.parent
+        if snap in snaps:
+            snaps.remove(snap)
+        return None
+
+    return api.tasks.spawn(g.node, "vzdelsnapshot", str(g.vmid), req.authid, body,
+                           vmids=[g.vmid]).upid
+
+
+# ---- vzdump --------------------------------------------------------------------------------
+
+
+def _vzdump_targets(api: PveApi, req: Req) -> list[Guest]:
+    if req.bool("all"):
+        exclude = {int(v) for v in re.split(r"[,;\s]+", req.str("exclude", "") or "") if v}
+        return [g for g in api.lab.guests if g.vmid not in exclude]
+    if req.str("pool"):
+        return [g for g in api.lab.guests if g.pool == req.str("pool")]
+    raw = req.args.get("vmid")
+    if raw is None or raw == "":
+        raise ApiError(400, "Parameter verification failed.",
+                       {"vmid": "at least one of 'all', 'pool' or 'vmid' must be set"})
+    text = str(raw) if not isinstance(raw, list) else ",".join(map(str, raw))
+    vmids: list[int] = []
+    for part in re.split(r"[,;\s]+", text.strip()):
+        if not part:
+            continue
+        if not part.isdigit():
+            raise param_error("vmid", f"value '{part}' does not look like a valid VM ID")
+        vmids.append(int(part))
+    missing = [v for v in vmids if api.lab.guest(v) is None]
+    if missing:
+        raise ApiError(500, f"Guest(s) {', '.join(map(str, missing))} do not exist")
+    return [g for g in (api.lab.guest(v) for v in vmids) if g is not None]
+
+
+@route("POST", "/nodes/{node}/vzdump")
+async def vzdump(api: PveApi, req: Req) -> Any:
+    node = req.params["node"]
+    storage = req.str("storage", "local") or "local"
+    if storage == "local-lvm":
+        raise ApiError(500, "storage 'local-lvm' does not support backups")
+    api.storage_conf(node, storage)
+    if (req.bool("protected") or req.str("notes-template")) and "storage" not in req.args:
+        raise param_error("storage", "'storage' is required for 'protected' and 'notes-template'")
+    mode = req.str("mode", "snapshot") or "snapshot"
+    if mode not in ("snapshot", "suspend", "stop"):
+        raise param_error("mode", f"value '{mode}' does not have a value in the enumeration "
+                          "'snapshot, suspend, stop'")
+    targets = _vzdump_targets(api, req)
+    local = [g for g in targets if g.node == node]
+    if not local:
+        return "OK"
+    task_id = str(local[0].vmid) if len(local) == 1 else ""
+    cmdline = " ".join(str(g.vmid) for g in local)
+    opts = " ".join(f"--{k} {v}" for k, v in sorted(req.args.items())
+                    if k not in ("vmid", "node") and v is not None)
+
+    async def body(task: Task) -> int | None:
+        task.log(f"INFO: starting new backup job: vzdump {cmdline} {opts} --node {node}".strip())
+        errors = 0
+        for g in local:
+            errors += await _backup_one(api, task, g, storage, mode, req)
+        if errors:
+            task.log("INFO: Backup job finished with errors")
+            raise TaskError("job errors")
+        task.log("INFO: Backup job finished successfully")
+        return None
+
+    return api.tasks.spawn(node, "vzdump", task_id, req.authid, body,
+                           vmids=[g.vmid for g in local]).upid
+
+
+async def _backup_one(api: PveApi, task: Task, g: Guest, storage: str, mode: str,
+                      req: Req) -> int:
+    """One guest of a vzdump job; returns its error count (0 or 1)."""
+    label = "CT" if g.type == "lxc" else "VM"
+    task.log(f"INFO: Starting Backup of VM {g.vmid} ({g.type})")
+    task.log(f"INFO: Backup started at {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    task.log(f"INFO: status = {g.status}")
+    lock = api.guest_lock(g)
+    if lock:
+        task.log(f"ERROR: Backup of VM {g.vmid} failed - {label} {g.vmid} is locked ({lock})")
+        return 1
+    g.lock = "backup"
+    try:
+        task.log(f"INFO: {label} Name: {g.name}")
+        if g.type == "lxc":
+            task.log("INFO: including mount point rootfs ('/') in backup")
+        else:
+            task.log(f"INFO: include disk 'scsi0' 'local-lvm:vm-{g.vmid}-disk-0' "
+                     f"{g.maxdisk // 1024**3}G")
+        effective_mode = mode if g.status == "running" else "stop"
+        task.log(f"INFO: backup mode: {effective_mode}")
+        task.log("INFO: ionice priority: 7")
+        btime = int(time.time())
+        iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(btime))
+        btype = backup_type(g)
+        if storage == "pbs":
+            if g.type == "lxc" and effective_mode == "snapshot":
+                task.log("INFO: create storage snapshot 'vzdump'")
+            task.log(f"INFO: creating Proxmox Backup Server archive '{btype}/{g.vmid}/{iso}'")
+            task.log(f"INFO: Starting backup: {btype}/{g.vmid}/{iso}")
+            task.log(f"INFO: Client name: {g.node}")
+        else:
+            ext = "tar.zst" if g.type == "lxc" else "vma.zst"
+            stamp = time.strftime("%Y_%m_%d-%H_%M_%S", time.localtime(btime))
+            task.log(f"INFO: creating vzdump archive '/var/lib/vz/dump/vzdump-{g.type}-"
+                     f"{g.vmid}-{stamp}.{ext}'")
+        duration = 1.5 + g.disk_used / (150 * 1024**2)
+        failure = api.failing(g.vmid)
+        if failure:
+            await api.sleep(duration / 3)
+            task.log(f"ERROR: Backup of VM {g.vmid} failed - {failure}")
+            return 1
+        await api.sleep(duration)
+        size = int(g.disk_used * 0.62)
+        if storage == "pbs":
+            task.log(f"INFO: root.pxar: had to backup {_fmt_size(size / 9)} of "
+                     f"{_fmt_size(g.disk_used)} (compressed {_fmt_size(size / 25)}) in "
+                     f"{duration:.2f}s")
+            task.log(f"INFO: Duration: {duration:.2f}s")
+        else:
+            task.log(f"INFO: Total bytes written: {g.disk_used} ({_fmt_size(g.disk_used)}, "
+                     f"{_fmt_size(g.disk_used / duration)}/s)")
+            task.log(f"INFO: archive file size: {_fmt_size(size)}")
+        notes = _notes(api, req.str("notes-template"), g)
+        if notes:
+            task.log("INFO: adding notes to backup")
+        protected = req.bool("protected")
+        if protected:
+            task.log("INFO: marking backup as protected")
+        if storage == "pbs":
+            api.store.add(Snapshot(
+                btype=btype, bid=str(g.vmid), btime=btime, files=snapshot_files(btype, size),
+                comment=notes, protected=protected,
+            ))
+        else:
+            api.local.append(LocalVolume(node=g.node, vmid=g.vmid, subtype=g.type,
+                                         ctime=btime, size=size, notes=notes,
+                                         protected=protected))
+        if g.type == "lxc" and effective_mode == "snapshot":
+            task.log("INFO: cleanup temporary 'vzdump' snapshot")
+        # Logged durations are lab time (unscaled), like the archive sizes they go with.
+        task.log(f"INFO: Finished Backup of VM {g.vmid} ({_hms(duration + 1)})")
+        task.log(f"INFO: Backup finished at {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        return 0
+    finally:
+        if g.lock == "backup":
+            g.lock = None
+
+
+def _notes(api: PveApi, template: str | None, g: Guest) -> str | None:
+    if not template:
+        return None
+    out = template
+    for key, value in (("cluster", api.lab.cluster_name), ("guestname", g.name),
+                       ("node", g.node), ("vmid", str(g.vmid))):
+        out = out.replace("{{" + key + "}}", value)
+    return out.replace("\\n", "\n").replace("\\\\", "\\")
+
+
+# ---- tasks ---------------------------------------------------------------------------------
+
+
+def _task_item(t: Task) -> dict[str, Any]:
+    item: dict[str, Any] = {"upid": t.upid, "node": t.node, "pid": t.pid, "pstart": t.pstart,
+                            "starttime": t.starttime, "type": t.type, "id": t.id,
+                            "user": t.authid}
+    if t.status == "stopped":
+        item["endtime"] = t.endtime or t.starttime
+        item["status"] = t.exitstatus or "unknown"
+    else:
+        item["status"] = "RUNNING"
+    return item
+
+
+@route("GET", "/nodes/{node}/tasks")
+async def task_list(api: PveApi, req: Req) -> Any:
+    node = req.params["node"]
+    source = req.str("source", "archive")
+    typefilter = req.str("typefilter")
+    vmid = req.int("vmid")
+    since, until = req.int("since"), req.int("until")
+    statusfilter = {s.strip() for s in (req.str("statusfilter") or "").split(",") if s.strip()}
+    userfilter = req.str("userfilter")
+    tasks = []
+    for t in api.tasks.tasks.values():
+        if t.node != node:
+            continue
+        if source == "archive" and t.status == "running":
+            continue
+        if source == "active" and t.status != "running":
+            continue
+        if typefilter and t.type != typefilter:
+            continue
+        if vmid is not None and str(vmid) != t.id and vmid not in t.vmids:
+            continue
+        if since is not None and t.starttime < since:
+            continue
+        if until is not None and t.starttime > until:
+            continue
+        if req.bool("errors") and t.status_kind() in ("ok",):
+            continue
+        if statusfilter and t.status == "stopped" and t.status_kind() not in statusfilter:
+            continue
+        if userfilter and userfilter not in t.authid:
+            continue
+        tasks.append(t)
+    tasks.sort(key=lambda t: (t.starttime, t.pid), reverse=True)
+    start = req.int("start", 0) or 0
+    limit = req.int("limit", 50) or 50
+    page = tasks[start:start + limit]
+    return Result([_task_item(t) for t in page], {"total": len(tasks)})
+
+
+@route("GET", "/cluster/tasks")
+async def cluster_tasks(api: PveApi, req: Req) -> Any:
+    tasks = sorted(api.tasks.tasks.values(), key=lambda t: t.starttime, reverse=True)[:50]
+    return [_task_item(t) for t in tasks]
+
+
+def _task_for(api: PveApi, req: Req) -> Task:
+    upid = req.params["upid"]
+    if not _UPID.match(upid):
+        raise ApiError(400, "unable to parse worker upid", {"upid": "unable to parse worker upid"})
+    task = api.tasks.tasks.get(upid)
+    if task is None or task.node != req.params["node"]:
+        raise ApiError(400, "Parameter verification failed.", {"upid": "no such task"})
+    return task
+
+
+@route("GET", "/nodes/{node}/tasks/{upid}")
+async def task_index(api: PveApi, req: Req) -> Any:
+    _task_for(api, req)
+    return [{"name": "log"}, {"name": "status"}]
+
+
+@route("GET", "/nodes/{node}/tasks/{upid}/status")
+async def task_status(api: PveApi, req: Req) -> Any:
+    t = _task_for(api, req)
+    out: dict[str, Any] = {"upid": t.upid, "node": t.node, "pid": t.pid, "pstart": t.pstart,
+                           "starttime": t.starttime, "type": t.type, "id": t.id,
+                           "user": t.user, "status": t.status}
+    if t.tokenid:
+        out["tokenid"] = t.tokenid
+    if t.status == "stopped":
+        out["exitstatus"] = t.exitstatus
+    return out
+
+
+@route("GET", "/nodes/{node}/tasks/{upid}/log")
+async def task_log(api: PveApi, req: Req) -> Any:
+    t = _task_for(api, req)
+    lines = list(t.lines) or ["no content"]
+    start = req.int("start", 0) or 0
+    limit = req.int("limit", 50)
+    chunk = lines[start:] if limit == 0 else lines[start:start + (limit or 50)]
+    return Result([{"n": start + i + 1, "t": line} for i, line in enumerate(chunk)],
+                  {"total": len(lines)})
+
+
+@route("DELETE", "/nodes/{node}/tasks/{upid}")
+async def task_stop(api: PveApi, req: Req) -> Any:
+    t = _task_for(api, req)
+    api.tasks.cancel(t.upid)
+    return None
+
+
+# ---- storage ------------------------------------------------------------------------------
+
+
+@route("GET", "/nodes/{node}/storage")
+async def storage_list(api: PveApi, req: Req) -> Any:
+    out = []
+    content = req.str("content")
+    for s in api.storages(req.params["node"]):
+        if content and content not in s["content"].split(","):
+            continue
+        item = dict(s)
+        item.update(active=1, enabled=1, used_fraction=round(s["used"] / s["total"], 6))
+        if req.str("storage") and req.str("storage") != s["storage"]:
+            continue
+        out.append(item)
+    return out
+
+
+@route("GET", "/nodes/{node}/storage/{storage}/status")
+async def storage_status(api: PveApi, req: Req) -> Any:
+    s = api.storage_conf(req.params["node"], req.params["storage"])
+    return {"type": s["type"], "content": s["content"], "shared": s["shared"], "active": 1,
+            "enabled": 1, "total": s["total"], "used": s["used"], "avail": s["avail"]}
+
+
+@route("GET", "/nodes/{node}/storage/{storage}/content")
+async def storage_content(api: PveApi, req: Req) -> Any:
+    node, storage = req.params["node"], req.params["storage"]
+    api.storage_conf(node, storage)
+    content = req.str("content")
+    if content and content != "backup":
+        return []
+    return api.backup_volumes(node, storage, req.int("vmid"))
+
+
+@route("DELETE", "/nodes/{node}/storage/{storage}/content/{volume}")
+async def storage_delete(api: PveApi, req: Req) -> Any:
+    node, storage, volume = req.params["node"], req.params["storage"], req.params["volume"]
+    api.storage_conf(node, storage)
+    volid = volume if volume.startswith(f"{storage}:") else f"{storage}:{volume}"
+    found = api.find_volume(volid)
+    if found is None:
+        raise ApiError(500, f"volume '{volid}' does not exist")
+    kind, obj = found
+    if obj.protected:
+        raise ApiError(500, f"cannot delete protected backup '{volid}'")
+
+    async def body(task: Task) -> int | None:
+        await api.sleep(0.5)
+        if kind == "pbs":
+            api.store.snapshots.pop(obj.key, None)
+        elif obj in api.local:
+            api.local.remove(obj)
+        task.log(f"Removed volume '{volid}'")
+        return None
+
+    vmid = str(obj.bid if kind == "pbs" else obj.vmid)
+    return api.tasks.spawn(node, "imgdel", vmid, req.authid, body).upid
+
+
+# ---- backup jobs --------------------------------------------------------------------------
+
+
+def _next_run(schedule: str, now: float) -> int:
+    m = re.search(r"(\d{2}):(\d{2})$", schedule)
+    hh, mm = (int(m.group(1)), int(m.group(2))) if m else (2, 0)
+    t = int(now // DAY * DAY) + hh * 3600 + mm * 60
+    if schedule.startswith("sun"):
+        days_to_sunday = (6 - time.gmtime(now).tm_wday) % 7
+        t += days_to_sunday * DAY
+    while t <= now:
+        t += DAY if not schedule.startswith("sun") else 7 * DAY
+    return t
+
+
+@route("GET", "/cluster/backup")
+async def backup_jobs(api: PveApi, req: Req) -> Any:
+    now = time.time()
+    return [j.item(_next_run(j.schedule, now)) for j in api.jobs]
+
+
+@route("GET", "/cluster/backup/{id}")
+async def backup_job(api: PveApi, req: Req) -> Any:
+    for j in api.jobs:
+        if j.id == req.params["id"]:
+            return j.item(_next_run(j.schedule, time.time()))
+    raise ApiError(500, f"job '{req.params['id']}' does not exist")
+
+
+@route("GET", "/cluster/backup-info/not-backed-up")
+async def not_backed_up(api: PveApi, req: Req) -> Any:
+    covered = {v for j in api.jobs for v in j.vmids}
+    return [{"vmid": g.vmid, "type": g.type, "name": g.name}
+            for g in sorted(api.lab.guests, key=lambda g: g.vmid)
+            if g.vmid not in covered and not g.template]
+
+
+# ---- apt, config, certificates ------------------------------------------------------------
+
+
+@route("GET", "/nodes/{node}/apt/update")
+async def apt_list(api: PveApi, req: Req) -> Any:
+    return [dict(p) for p in api.apt[req.params["node"]]]
+
+
+@route("POST", "/nodes/{node}/apt/update")
+async def apt_refresh(api: PveApi, req: Req) -> Any:
+    node = req.params["node"]
+
+    async def body(task: Task) -> int | None:
+        for i, repo in enumerate(("http://deb.debian.org/debian trixie",
+                                  "http://security.debian.org/debian-security trixie-security",
+                                  "http://download.proxmox.com/debian/pve trixie")):
+            task.log(f"Hit:{i + 1} {repo} InRelease")
+            await api.sleep(0.4)
+        task.log("Reading package lists...")
+        api.apt_checked[node] = int(time.time())
+        return None
+
+    return api.tasks.spawn(node, "aptupdate", "", req.authid, body).upid
+
+
+@route("GET", "/nodes/{node}/config")
+async def node_config(api: PveApi, req: Req) -> Any:
+    node = req.params["node"]
+    conf: dict[str, Any] = {}
+    if node in api.node_acme:
+        conf["acme"] = api.node_acme[node]
+    conf["digest"] = _digest(conf)
+    return conf
+
+
+@route("GET", "/nodes/{node}/certificates/info")
+async def cert_info_list(api: PveApi, req: Req) -> Any:
+    node = req.params["node"]
+    certs = api.svc.certs[node]
+    out = [{"filename": "pve-root-ca.pem", **cert_info(api.ctx.ca.root.cert)},
+           {"filename": "pve-ssl.pem", **cert_info(certs.pve_ssl.cert)}]
+    if certs.pveproxy_ssl is not None:
+        out.append({"filename": "pveproxy-ssl.pem", **cert_info(certs.pveproxy_ssl.cert)})
+    return out
+
+
+async def _acme(api: PveApi, req: Req, renew: bool) -> Any:
+    node = req.params["node"]
+    if node not in api.node_acme:
+        raise ApiError(400, "ACME domain list in node configuration is missing!")
+    certs = api.svc.certs[node]
+    if renew:
+        if certs.pveproxy_ssl is None:
+            raise ApiError(400, "No current (custom) certificate found, please order a new "
+                           "certificate!")
+        left = certs.pveproxy_ssl.cert.not_valid_after_utc.timestamp() - time.time()
+        if left > 30 * DAY and not req.bool("force"):
+            raise param_error("force", "Certificate does not expire within the next 30 days, "
+                              "and 'force' is not set.")
+    elif certs.pveproxy_ssl is not None and not req.bool("force"):
+        raise ApiError(400, "Custom certificate exists but 'force' is not set.")
+    domain = api.node_acme[node].split("=", 1)[1].split(";")[0]
+
+    async def body(task: Task) -> int | None:
+        task.log("Loading ACME account details")
+        task.log("Placing ACME order")
+        await api.sleep(1.0)
+        task.log(f"Order URL: https://acme.{api.lab.domain}/acme/order/{secrets.token_hex(8)}")
+        task.log("Getting authorization details from 'https://acme." + api.lab.domain +
+                 "/acme/authz/" + secrets.token_hex(8) + "'")
+        task.log(f"The validation for {domain} is pending!")
+        task.log("Setting up webserver")
+        task.log("Triggering validation")
+        await api.sleep(2.0)
+        fail_nodes = api.faults.extra.get("acme_fail_nodes") or []
+        if node in fail_nodes:
+            task.log(f"Status is 'invalid', domain '{domain}' failed!")
+            raise TaskError(f"validating challenge 'https://acme.{api.lab.domain}/acme/chall/"
+                            f"x' failed - status: invalid")
+        task.log(f"Status is 'valid', domain '{domain}' OK!")
+        task.log("All domains validated!")
+        task.log("Creating CSR")
+        task.log("Checking order status")
+        task.log("Order is ready, finalizing order")
+        await api.sleep(1.0)
+        task.log("valid!")
+        task.log("Downloading certificate")
+        api.svc.issue_acme_cert(node, domain)
+        task.log("Setting pveproxy certificate and key")
+        task.log("Restarting pveproxy")
+        return None
+
+    kind = "acmerenew" if renew else "acmenewcert"
+    return api.tasks.spawn(node, kind, "", req.authid, body).upid
+
+
+@route("POST", "/nodes/{node}/certificates/acme/certificate")
+async def acme_order(api: PveApi, req: Req) -> Any:
+    return await _acme(api, req, renew=False)
+
+
+@route("PUT", "/nodes/{node}/certificates/acme/certificate")
+async def acme_renew(api: PveApi, req: Req) -> Any:
+    return await _acme(api, req, renew=True)

@@ -1,0 +1,174 @@
+"""PVE-only state beside the shared :class:`~sandbox.lab.Lab`: local backup files, backup jobs,
+snapshots, pending apt updates, node certificates, tickets.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandbox.lab import Guest, Lab
+
+DAY = 86400
+
+
+@dataclass
+class LocalVolume:
+    """A vzdump archive on a node's ``local`` dir storage."""
+
+    node: str
+    vmid: int
+    subtype: str  # lxc | qemu
+    ctime: int
+    size: int
+    notes: str | None = None
+    protected: bool = False
+
+    @property
+    def format(self) -> str:
+        return "tar.zst" if self.subtype == "lxc" else "vma.zst"
+
+    @property
+    def volid(self) -> str:
+        stamp = time.strftime("%Y_%m_%d-%H_%M_%S", time.localtime(self.ctime))
+        return f"local:backup/vzdump-{self.subtype}-{self.vmid}-{stamp}.{self.format}"
+
+
+@dataclass
+class SnapshotRec:
+    name: str
+    snaptime: int
+    description: str
+    parent: str | None
+    host_state: Any  # deep copy of lab.hosts[guest.name] at snapshot time (None: no state)
+    had_state: bool
+
+
+@dataclass
+class NodeCerts:
+    """PEMs of a node: pve-ssl (cluster CA) and, on ACME nodes, pveproxy-ssl."""
+
+    pve_ssl: Any  # sandbox.tls.IssuedCert
+    pveproxy_ssl: Any | None = None
+
+    @property
+    def effective(self) -> Any:
+        return self.pveproxy_ssl or self.pve_ssl
+
+
+_PKGS: list[tuple[str, str, str, str, str, str]] = [
+    # Package, Title, Origin, Section, OldVersion, Version
+    ("pve-manager", "Proxmox Virtual Environment management tools", "Proxmox", "admin",
+     "9.1.1", "9.1.2"),
+    ("proxmox-kernel-6.17", "Latest Proxmox Kernel Image", "Proxmox", "kernel",
+     "6.17.2-1", "6.17.2-2"),
+    ("libpve-common-perl", "Proxmox VE base library", "Proxmox", "perl", "9.0.11", "9.0.13"),
+    ("qemu-server", "Qemu Server Tools", "Proxmox", "admin", "9.0.26", "9.0.29"),
+    ("openssl", "Secure Sockets Layer toolkit - cryptographic utility", "Debian", "utils",
+     "3.5.1-1", "3.5.1-1+deb13u1"),
+    ("libssl3t64", "Secure Sockets Layer toolkit - shared libraries", "Debian", "libs",
+     "3.5.1-1", "3.5.1-1+deb13u1"),
+    ("tzdata", "time zone and daylight-saving time data", "Debian", "localization",
+     "2025b-4", "2025b-4+deb13u1"),
+    ("zfsutils-linux", "command-line tools to manage OpenZFS filesystems", "Proxmox", "contrib/admin",
+     "2.3.4-pve1", "2.3.5-pve1"),
+]
+
+
+def seed_apt(node: str, rng: random.Random) -> list[dict[str, Any]]:
+    """Pending updates per node: pve4 is current, the others lag by a few packages."""
+    if node == "pve4":
+        return []
+    count = {"pve1": 6, "pve2": 3, "pve3": 8}.get(node, 2)
+    out = []
+    for pkg, title, origin, section, old, new in _PKGS[:count]:
+        out.append({
+            "Package": pkg, "Title": title,
+            "Description": f"{title}. This package is part of the sandbox lab's pending updates.",
+            "Origin": origin, "OldVersion": old, "Version": new, "Arch": "amd64",
+            "Priority": "optional" if origin == "Proxmox" else "important", "Section": section,
+        })
+    if node == "pve1":  # a new dependency: no OldVersion
+        out.append({
+            "Package": "proxmox-kernel-6.17.2-2-pve-signed", "Title": "Proxmox Kernel Image (signed)",
+            "Description": "Proxmox Kernel Image (signed).", "Origin": "Proxmox",
+            "Version": "6.17.2-2", "Arch": "amd64", "Priority": "optional", "Section": "kernel",
+        })
+    rng.shuffle(out)
+    return sorted(out, key=lambda p: p["Package"])
+
+
+@dataclass
+class BackupJob:
+    id: str
+    schedule: str
+    storage: str
+    vmids: list[int] = field(default_factory=list)
+    enabled: bool = True
+    node: str | None = None
+    mode: str = "snapshot"
+    comment: str = ""
+    notes_template: str = "{{guestname}} ({{node}})"
+    prune: dict[str, int] = field(default_factory=lambda: {"keep-daily": 7, "keep-weekly": 4})
+
+    def item(self, next_run: int) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id, "type": "vzdump", "enabled": int(self.enabled),
+            "schedule": self.schedule, "storage": self.storage, "mode": self.mode,
+            "compress": "zstd", "vmid": ",".join(str(v) for v in self.vmids),
+            "notes-template": self.notes_template, "prune-backups": dict(self.prune),
+            "repeat-missed": 0, "fleecing": {"enabled": 0}, "next-run": next_run,
+        }
+        if self.node:
+            out["node"] = self.node
+        if self.comment:
+            out["comment"] = self.comment
+        return out
+
+
+def seed_jobs(lab: Lab) -> list[BackupJob]:
+    """Nightly PBS jobs covering most guests; two apps and the "nobackup" guests fall through."""
+    wanted = [g for g in lab.guests if not g.template and "nobackup" not in g.tags]
+    infra = [g.vmid for g in wanted if "infra" in g.tags]
+    apps = [g.vmid for g in wanted if "infra" not in g.tags]
+    forgotten = apps[3:5]  # added to the lab after the job was written
+    apps = [v for v in apps if v not in forgotten]
+    return [
+        BackupJob("backup-2c5f1e8a-91d3", "*-*-* 02:00", "pbs", infra, comment="infra nightly"),
+        BackupJob("backup-7a0b4d62-e5f1", "*-*-* 02:30", "pbs", apps, comment="apps nightly"),
+        BackupJob("backup-d41e9c07-3b28", "sun 01:00", "local", infra[:3], enabled=False,
+                  node="pve1", comment="old weekly local copies", notes_template="{{guestname}}"),
+    ]
+
+
+def seed_local(lab: Lab, now: float) -> list[LocalVolume]:
+    """A few old weekly archives on pve1's local storage (the disabled weekly job's leftovers)."""
+    out = []
+    night = int(now // DAY * DAY) - 3 * DAY + 3600
+    for guest in [g for g in lab.guests if g.node == "pve1" and not g.template][:3]:
+        for week in range(3):
+            out.append(LocalVolume(
+                node="pve1", vmid=guest.vmid, subtype=guest.type, ctime=night - week * 7 * DAY,
+                size=int(guest.disk_used * 0.45), notes=guest.name,
+                protected=(week == 2 and guest.vmid == 100),
+            ))
+    return out
+
+
+def guest_stats(guest: Guest, lab: Lab, now: float) -> dict[str, Any]:
+    """Deterministic, slowly moving runtime numbers for a guest."""
+    r = random.Random(guest.vmid * 31 + lab.seed)
+    running = guest.status == "running"
+    up = int(now - lab.created) + r.randint(3600, 40 * DAY) if running else 0
+    return {
+        "cpu": round(r.uniform(0.001, 0.15), 6) if running else 0,
+        "mem": int(guest.maxmem * r.uniform(0.15, 0.7)) if running else 0,
+        "uptime": up,
+        "netin": r.randint(10**6, 10**10) if running else 0,
+        "netout": r.randint(10**6, 10**10) if running else 0,
+        "diskread": r.randint(10**6, 10**9) if running else 0,
+        "diskwrite": r.randint(10**6, 10**9) if running else 0,
+        "cpus": 2 if guest.type == "lxc" else 4,
+    }

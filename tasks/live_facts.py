@@ -1,0 +1,127 @@
+"""What the live lab says, per source, for doc reconciliation (each source may be absent)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from prefect import task
+
+from blocks.edge import TechnitiumDns, TraefikApi
+from blocks.observability import BeszelHub, VictoriaMetrics
+from blocks.proxmox import ProxmoxCredentials
+from labops.docs.models import LiveGuest, LiveRecord, LiveRouter
+from labops.errors import ApiError, AuthFailed
+from labops.parsers.traefik import parse_routers, rule_hosts
+
+_NET_IP = re.compile(r"(?:^|,)ip=(?P<ip>[\d.]+)")
+
+
+def guest_ips(config: dict[str, Any]) -> list[str]:
+    """IPv4 addresses of a guest's config (LXC ``netN: ...,ip=A/B`` or QEMU ``ipconfigN``)."""
+    ips = []
+    for key in sorted(config):
+        if re.fullmatch(r"(net|ipconfig)\d+", key):
+            m = _NET_IP.search(str(config[key]))
+            if m:
+                ips.append(m.group("ip"))
+    return ips
+
+
+@task(name="live-proxmox", retries=1, tags=["proxmox"])
+def proxmox_facts(block: ProxmoxCredentials) -> tuple[list[str], list[LiveGuest], str]:
+    """Nodes, guests (id, name, node, type, status, tags, IPs) and the PVE version."""
+    pve = block.get_client()
+    nodes = [n.node for n in pve.nodes()]
+    guests = []
+    for g in pve.guests():
+        ips: list[str] = []
+        if g.status != "unknown":
+            config = pve.get(f"nodes/{g.node}/{g.type}/{g.vmid}/config")
+            ips = guest_ips(config if isinstance(config, dict) else {})
+        guests.append(
+            LiveGuest(
+                vmid=g.vmid,
+                name=g.name or f"CT{g.vmid}",
+                node=g.node,
+                type="qemu" if g.type == "qemu" else "lxc",
+                status=g.status,
+                template=g.template,
+                tags=g.tags,
+                ips=ips,
+            )
+        )
+    return nodes, guests, pve.version().version
+
+
+@task(name="live-traefik", retries=1, tags=["traefik"])
+def traefik_facts(block: TraefikApi) -> list[LiveRouter]:
+    """Every HTTP router with its host names and whether it serves TLS."""
+    client = block.get_client()
+    items: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        resp = client.request("GET", "/api/http/routers", params={"page": page, "per_page": 100})
+        items.extend(resp.json())
+        nxt = int(resp.headers.get("X-Next-Page", "1"))
+        if nxt <= page:
+            break
+        page = nxt
+    return [
+        LiveRouter(name=r.name, hosts=rule_hosts(r.rule), tls=r.probed)
+        for r in parse_routers(items)
+    ]
+
+
+def technitium_response(body: Any, path: str) -> dict[str, Any]:
+    """Technitium answers errors with HTTP 200 and a ``status`` field: check it."""
+    if not isinstance(body, dict):
+        raise ApiError("technitium", f"{path}: unexpected answer")
+    status = body.get("status")
+    if status == "invalid-token":
+        raise AuthFailed("technitium", f"{path}: {body.get('errorMessage', 'invalid token')}")
+    if status != "ok":
+        raise ApiError("technitium", f"{path}: {body.get('errorMessage', status)}")
+    response = body.get("response")
+    return response if isinstance(response, dict) else {}
+
+
+@task(name="live-technitium", retries=1, tags=["technitium"])
+def technitium_facts(block: TechnitiumDns) -> list[LiveRecord]:
+    """A/AAAA/CNAME records of the internal zone."""
+    client = block.get_client()
+    path = "/api/zones/records/get"
+    body = client.get_json(
+        path, params={"domain": block.zone, "zone": block.zone, "listZone": "true"}
+    )
+    records = []
+    for r in technitium_response(body, path).get("records", []):
+        data = r.get("rData") or {}
+        value = data.get("ipAddress") or data.get("cname") or ""
+        if r.get("type") in ("A", "AAAA", "CNAME") and value and not r.get("disabled"):
+            records.append(LiveRecord(name=r["name"], type=r["type"], value=value))
+    return records
+
+
+@task(name="live-beszel", retries=1, tags=["beszel"])
+def beszel_facts(block: BeszelHub) -> list[str]:
+    """Names of the systems (agents) the Beszel hub knows."""
+    client = block.get_client()
+    names: list[str] = []
+    page = 1
+    while True:
+        body = client.get_json(
+            "/api/collections/systems/records", params={"page": page, "perPage": 200}
+        )
+        names.extend(str(item.get("name", "")) for item in body.get("items", []))
+        if page >= int(body.get("totalPages", 1)):
+            return names
+        page += 1
+
+
+@task(name="live-scrape-targets", retries=1, tags=["victoriametrics"])
+def scrape_target_facts(block: VictoriaMetrics) -> list[str]:
+    """Active scrape targets of VictoriaMetrics (``/api/v1/targets``)."""
+    body = block.get_client().get_json("/api/v1/targets")
+    active = body.get("data", {}).get("activeTargets", []) or []
+    return [str(t.get("scrapeUrl") or t.get("labels", {}).get("instance", "")) for t in active]

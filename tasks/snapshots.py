@@ -1,0 +1,95 @@
+"""Proxmox VE tasks of the patch flow: LXC snapshots, guest locks, start/stop, node status.
+
+Each task is one API call (plus waiting for its UPID), typed in and out; those that change the
+lab say so. Task errors carry the PVE error text.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+
+from blocks.proxmox import ProxmoxCredentials
+from labops.errors import ApiError
+from labops.models.pve import PveGuest, PveNode, PveSnapshot
+
+_TASK_TIMEOUT_S = 600.0
+
+
+def _wait_ok(pve: object, node: str, upid: str, what: str, timeout_s: float) -> None:
+    from labops.proxmox import PveClient
+
+    assert isinstance(pve, PveClient)
+    status = pve.wait_task(node, upid, timeout_s=timeout_s, poll_s=0.5)
+    if not status.succeeded:
+        raise ApiError("proxmox", f"{what} failed: {status.error}")
+
+
+@task(name="pve-inventory", retries=2, retry_delay_seconds=2, tags=["proxmox"])
+def inventory(pve: ProxmoxCredentials) -> tuple[list[PveNode], list[PveGuest]]:
+    """Nodes and guests of the cluster (read-only)."""
+    client = pve.get_client()
+    return client.nodes(), client.guests()
+
+
+@task(name="pve-guest-lock", retries=2, retry_delay_seconds=2, tags=["proxmox"])
+def guest_lock(pve: ProxmoxCredentials, node: str, vmid: int) -> str | None:
+    """The lock a PVE task holds on a container (``backup``, ``snapshot``...), or None
+    (read-only)."""
+    return pve.get_client().guest_state(node, "lxc", vmid).lock
+
+
+@task(name="pve-snapshots", retries=2, retry_delay_seconds=2, tags=["proxmox"])
+def list_snapshots(pve: ProxmoxCredentials, node: str, vmid: int) -> list[PveSnapshot]:
+    """Snapshots of a container (read-only)."""
+    return pve.get_client().snapshots(node, vmid)
+
+
+@task(name="pve-snapshot-create", tags=["proxmox"])
+def create_snapshot(
+    pve: ProxmoxCredentials, node: str, vmid: int, name: str, description: str = ""
+) -> str:
+    """Snapshot a container and wait for it. CHANGES THE LAB. Idempotent: an existing snapshot of
+    that name (a re-run of the same run) is kept, not duplicated."""
+    client = pve.get_client()
+    if any(s.name == name for s in client.snapshots(node, vmid)):
+        return name
+    upid = client.snapshot_create(node, vmid, name, description)
+    _wait_ok(client, node, upid, f"snapshot {name} of {vmid}", _TASK_TIMEOUT_S)
+    return name
+
+
+@task(name="pve-snapshot-rollback", tags=["proxmox"])
+def rollback_snapshot(pve: ProxmoxCredentials, node: str, vmid: int, name: str) -> None:
+    """Roll a container back to a snapshot and wait for it. CHANGES THE LAB."""
+    client = pve.get_client()
+    upid = client.snapshot_rollback(node, vmid, name)
+    _wait_ok(client, node, upid, f"rollback of {vmid} to {name}", _TASK_TIMEOUT_S)
+
+
+@task(name="pve-snapshot-delete", retries=1, retry_delay_seconds=3, tags=["proxmox"])
+def delete_snapshot(pve: ProxmoxCredentials, node: str, vmid: int, name: str) -> bool:
+    """Delete a container snapshot and wait for it. CHANGES THE LAB. Returns False when it was
+    already gone (so a retry or a re-run does nothing twice)."""
+    client = pve.get_client()
+    if not any(s.name == name for s in client.snapshots(node, vmid)):
+        return False
+    upid = client.snapshot_delete(node, vmid, name)
+    _wait_ok(client, node, upid, f"deleting snapshot {name} of {vmid}", _TASK_TIMEOUT_S)
+    return True
+
+
+@task(name="pve-guest-power", tags=["proxmox"])
+def set_power(pve: ProxmoxCredentials, node: str, vmid: int, action: str) -> None:
+    """Start or stop a container and wait for it. CHANGES THE LAB."""
+    client = pve.get_client()
+    upid = client.power(node, "lxc", vmid, action)
+    _wait_ok(client, node, upid, f"{action} of {vmid}", _TASK_TIMEOUT_S)
+
+
+@task(name="pve-node-uptime", tags=["proxmox"])
+def node_uptime(pve: ProxmoxCredentials, node: str) -> int | None:
+    """Uptime of a node in seconds, or None when the API cannot reach it (read-only)."""
+    try:
+        return pve.get_client().node_status(node).uptime
+    except Exception:  # an offline node answers 595/500 through the cluster: "not back yet"
+        return None

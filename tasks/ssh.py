@@ -1,0 +1,286 @@
+"""SSH tasks over ``labops.ssh.SshRunner``, batched: one task runs a command on many hosts.
+
+A task run costs 10-30 ms of Prefect bookkeeping; for a sweep over hundreds of hosts that would be
+more than the work itself, so one task takes a batch and fans out on its own bounded thread pool.
+Each host keeps its own result: an unreachable host, a refused host key or a failed login is a
+row with that state, never an exception that hides the other hosts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from typing import Any, Literal
+
+from prefect import task
+from pydantic import BaseModel, Field
+
+from blocks.ssh import SshCredentials
+from labops.errors import AuthFailed, CommandTimeout, HostKeyRejected, LabopsError, Unreachable
+from labops.parsers import apt
+from labops.parsers.hostcheck import (
+    CHECK_COMMAND,
+    HostFacts,
+    parse_check_output,
+    refresh_command,
+)
+from labops.ssh import CommandResult, SshRunner, SshTarget
+
+RunState = Literal["ok", "unreachable", "host-key-rejected", "auth-failed", "timeout", "error"]
+
+
+class HostAccess(BaseModel):
+    """How to run a command on one host: SSH to ``ssh``, and inside guest ``vmid`` through
+    ``pct exec`` when it is set (``ssh`` is then the guest's node)."""
+
+    name: str
+    ssh: SshTarget
+    vmid: int | None = None
+
+
+class HostRun(BaseModel):
+    """The result of one command on one host (``result`` is None unless ``state`` is ok)."""
+
+    host: str
+    state: RunState
+    detail: str = ""
+    result: CommandResult | None = None
+    duration_s: float = 0.0
+
+
+class HostCommand(BaseModel):
+    """A host and the command to run on it (commands may differ per host)."""
+
+    access: HostAccess
+    command: str
+    timeout_s: float = Field(120.0, gt=0)
+
+
+def _state_of(exc: Exception) -> RunState:
+    if isinstance(exc, HostKeyRejected):
+        return "host-key-rejected"
+    if isinstance(exc, AuthFailed):
+        return "auth-failed"
+    if isinstance(exc, CommandTimeout):
+        return "timeout"
+    if isinstance(exc, Unreachable):
+        return "unreachable"
+    return "error"
+
+
+def run_one(runner: SshRunner, job: HostCommand) -> HostRun:
+    """Run one command on one host; every failure becomes the row's state."""
+    started = time.monotonic()
+    access = job.access
+    try:
+        with runner.session(access.ssh) as s:
+            if access.vmid is not None:
+                result = s.run_in_guest(access.vmid, job.command, timeout=job.timeout_s)
+            else:
+                result = s.run(job.command, timeout=job.timeout_s)
+    except Exception as exc:  # one host's failure must never stop the others
+        detail = (
+            exc.message
+            if isinstance(exc, LabopsError) and hasattr(exc, "message")
+            else (f"{type(exc).__name__}: {exc}")
+        )
+        return HostRun(
+            host=access.name,
+            state=_state_of(exc),
+            detail=str(detail),
+            duration_s=round(time.monotonic() - started, 3),
+        )
+    return HostRun(
+        host=access.name,
+        state="ok",
+        result=result,
+        duration_s=round(time.monotonic() - started, 3),
+    )
+
+
+def run_many(
+    runner: SshRunner,
+    jobs: Sequence[HostCommand],
+    parallel: int,
+    on_done: Callable[[HostRun], None] | None = None,
+) -> list[HostRun]:
+    """Run every job with at most ``parallel`` hosts at once; results in the jobs' order."""
+    if not jobs:
+        return []
+    workers = max(1, min(parallel, len(jobs)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="labops-ssh") as pool:
+        futures = [pool.submit(run_one, runner, job) for job in jobs]
+        results = []
+        for fut in futures:
+            run = fut.result()
+            if on_done is not None:
+                on_done(run)
+            results.append(run)
+    return results
+
+
+@task(name="ssh-run-batch", tags=["ssh"])
+def run_batch(ssh: SshCredentials, jobs: list[HostCommand], parallel: int = 50) -> list[HostRun]:
+    """Run commands on a batch of hosts over SSH (``pct exec`` for guests reached via their node).
+
+    Changes hosts only if the commands do: the patch flow passes read-only check commands in
+    check mode. At most ``parallel`` connections at once; each host gets its own row.
+
+    Args:
+        ssh: the SSH credentials block.
+        jobs: host + command + timeout for each host.
+        parallel: hosts worked on at the same time.
+
+    Returns:
+        One ``HostRun`` per job, in the jobs' order.
+    """
+    runner = ssh.get_client()
+    try:
+        return run_many(runner, jobs, parallel)
+    finally:
+        runner.close()
+
+
+@task(name="ssh-run", tags=["ssh"])
+def run_command(ssh: SshCredentials, job: HostCommand) -> HostRun:
+    """Run one command on one host (used for the steps of apply mode, one host at a time).
+
+    Whether it changes the host depends on the command; the patch flow names it in the run name.
+    """
+    runner = ssh.get_client()
+    try:
+        return run_one(runner, job)
+    finally:
+        runner.close()
+
+
+# -- patch check ---------------------------------------------------------------------------------
+
+
+class CheckOptions(BaseModel):
+    """How the check runs on each host."""
+
+    refresh: bool = False
+    lock_wait_s: float = Field(120.0, ge=0)
+    refresh_timeout_s: float = Field(300.0, gt=0)
+    check_timeout_s: float = Field(120.0, gt=0)
+
+
+def _refresh(session: Any, access: HostAccess, opts: CheckOptions) -> str:
+    """Refresh the package lists, waiting for a held apt lock; returns a note ("" when fine).
+
+    ``apt-get update`` takes ``/var/lib/apt/lists/lock``, which ``DPkg::Lock::Timeout`` does not
+    cover, so a held lock is waited for here, polling until ``lock_wait_s`` has passed.
+    """
+
+    def run(cmd: str) -> CommandResult:
+        if access.vmid is not None:
+            return session.run_in_guest(access.vmid, cmd, timeout=opts.refresh_timeout_s)
+        return session.run(cmd, timeout=opts.refresh_timeout_s)
+
+    deadline = time.monotonic() + opts.lock_wait_s
+    waited = False
+    while True:
+        r = run(refresh_command("apt", int(opts.lock_wait_s)))
+        text = r.stdout + "\n" + r.stderr
+        if r.exit_status == 127 or "not found" in r.stderr:
+            r = run(refresh_command("apk", 0))
+            return "" if r.ok else f"apk update failed: {apt.failure_reason(r.stderr or r.stdout)}"
+        if r.ok:
+            return "waited for the apt lock" if waited else ""
+        holder = apt.lock_holder(text)
+        if holder is None:
+            return f"apt-get update failed: {apt.failure_reason(text)}"
+        if time.monotonic() >= deadline:
+            return f"lists not refreshed: {holder} for more than {opts.lock_wait_s:g}s"
+        waited = True
+        time.sleep(min(2.0, max(deadline - time.monotonic(), 0.1)))
+
+
+def check_one(runner: SshRunner, access: HostAccess, opts: CheckOptions) -> tuple[HostRun, str]:
+    """Refresh (optional) and run the combined check command on one host, in one connection.
+
+    Returns the run of the check command and the refresh note.
+    """
+    started = time.monotonic()
+    note = ""
+    try:
+        with runner.session(access.ssh) as s:
+            if opts.refresh:
+                note = _refresh(s, access, opts)
+            if access.vmid is not None:
+                result = s.run_in_guest(access.vmid, CHECK_COMMAND, timeout=opts.check_timeout_s)
+            else:
+                result = s.run(CHECK_COMMAND, timeout=opts.check_timeout_s)
+    except Exception as exc:  # one host's failure must never stop the others
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        run = HostRun(host=access.name, state=_state_of(exc), detail=str(message))
+        run.duration_s = round(time.monotonic() - started, 3)
+        return run, note
+    run = HostRun(host=access.name, state="ok", result=result)
+    run.duration_s = round(time.monotonic() - started, 3)
+    return run, note
+
+
+class CheckedHost(BaseModel):
+    """The check of one host: the SSH outcome, the parsed facts (when it answered), a note."""
+
+    run: HostRun
+    facts: HostFacts | None = None
+    note: str = ""
+
+
+def check_many(
+    runner: SshRunner,
+    hosts: Sequence[HostAccess],
+    opts: CheckOptions,
+    parallel: int,
+    today: date | None = None,
+) -> list[CheckedHost]:
+    """Check every host with at most ``parallel`` at once (the core of patch check mode)."""
+    day = today or date.today()
+
+    def one(access: HostAccess) -> CheckedHost:
+        run, note = check_one(runner, access, opts)
+        facts = None
+        if run.result is not None:
+            facts = parse_check_output(run.result.stdout, day)
+            if run.result.truncated and facts.problem is None:
+                facts.problem = "output cut at max_output_bytes"
+            run.result = run.result.model_copy(
+                update={"stdout": "", "stderr": run.result.stderr[-2000:]}
+            )
+        return CheckedHost(run=run, facts=facts, note=note)
+
+    if not hosts:
+        return []
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(parallel, len(hosts))), thread_name_prefix="labops-check"
+    ) as pool:
+        return list(pool.map(one, hosts))
+
+
+@task(name="ssh-patch-check", tags=["ssh"])
+def check_hosts(
+    ssh: SshCredentials, hosts: list[HostAccess], opts: CheckOptions, parallel: int = 50
+) -> list[CheckedHost]:
+    """Check pending updates on a batch of hosts (read-only; ``apt-get update`` only refreshes
+    the package lists when ``opts.refresh`` is set).
+
+    One SSH connection and one combined command per host (plus the refresh), at most
+    ``parallel`` hosts at once. Unreachable hosts, refused host keys and failed logins come back
+    as rows with that state.
+
+    Args:
+        ssh: the SSH credentials block.
+        hosts: where and how to reach each host.
+        opts: refresh, lock wait and timeouts.
+        parallel: hosts checked at the same time.
+    """
+    runner = ssh.get_client()
+    try:
+        return check_many(runner, hosts, opts, parallel)
+    finally:
+        runner.close()
