@@ -20,7 +20,7 @@ from labops.state import StateStore
 if TYPE_CHECKING:
     from prefect.blocks.core import Block
 
-    from blocks.endpoint import HttpEndpointBlock
+    from blocks._base import HttpEndpointBlock
     from blocks.proxmox import PbsCredentials, ProxmoxCredentials
     from blocks.ssh import SshCredentials
     from labops.http import HttpClient

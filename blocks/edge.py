@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field, SecretStr
 
-from blocks.endpoint import HttpEndpointBlock, bearer, reveal
+from blocks._base import HttpEndpointBlock, bearer, reveal
 from labops.http import HttpClient
 
 

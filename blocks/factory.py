@@ -10,10 +10,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from prefect.blocks.core import Block
+from prefect.blocks.fields import SecretDict
 from pydantic import BaseModel, SecretStr
 
+from blocks._base import HttpEndpointBlock
 from blocks.edge import StepCa, TechnitiumDns, TraefikApi
-from blocks.endpoint import HttpEndpointBlock
 from blocks.llm import LlmProvider, LlmProviders
 from blocks.notify import MqttBroker, TelegramBot
 from blocks.observability import BeszelHub, Loki, VictoriaMetrics
@@ -282,15 +283,17 @@ def _mqtt(s: Any, where: str) -> Block:
 
 def _llm(s: Any, where: str) -> Block:
     models = [
-        LlmProvider(
-            model=m.model,
-            api_base=str(m.api_base) if m.api_base else None,
-            api_key=_secret(m, "api_key", f"{where}.models.{i}"),
-        )
-        for i, m in enumerate(s.models)
+        LlmProvider(model=m.model, api_base=str(m.api_base) if m.api_base else None)
+        for m in s.models
     ]
+    keys: dict[str, str] = {}
+    for i, m in enumerate(s.models):
+        key = _secret(m, "api_key", f"{where}.models.{i}")
+        if key is not None:
+            keys[m.model] = key.get_secret_value()
     return LlmProviders(
         models=models,
+        api_keys=SecretDict(keys),
         timeout_s=s.timeout_s,
         max_input_tokens=s.max_input_tokens,
         max_output_tokens=s.max_output_tokens,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from prefect.blocks.abstract import CredentialsBlock
+from prefect.blocks.fields import SecretDict
 from pydantic import BaseModel, Field, SecretStr
 
-from blocks.endpoint import reveal
+from blocks._base import reveal
 
 
 class LlmProvider(BaseModel):
@@ -15,7 +16,6 @@ class LlmProvider(BaseModel):
 
     model: str = Field(..., description="litellm model name, provider/model.")
     api_base: str | None = Field(None, description="Base URL for self-hosted or proxied models.")
-    api_key: SecretStr | None = Field(None, description="The provider's API key, if it needs one.")
 
 
 class LlmProviders(CredentialsBlock):
@@ -43,6 +43,11 @@ class LlmProviders(CredentialsBlock):
     """
 
     models: list[LlmProvider] = Field(..., min_length=1, description="Tried in this order.")
+    # keys apart from the list: Prefect masks a SecretDict, not secrets inside list items
+    api_keys: SecretDict = Field(
+        default_factory=lambda: SecretDict({}),
+        description="API key per model name, for the models that need one.",
+    )
     timeout_s: float = Field(30.0, gt=0, description="Timeout of one model call.")
     max_input_tokens: int = Field(6000, gt=0, description="Prompt budget.")
     max_output_tokens: int = Field(800, gt=0, description="Answer budget.")
@@ -60,8 +65,9 @@ class LlmProviders(CredentialsBlock):
             params: dict[str, Any] = {"model": entry.model, "timeout": self.timeout_s}
             if entry.api_base:
                 params["api_base"] = entry.api_base
-            if entry.api_key is not None:
-                params["api_key"] = reveal(entry.api_key)
+            key = self.api_keys.get_secret_value().get(entry.model)
+            if key:
+                params["api_key"] = reveal(SecretStr(str(key)))
             model_list.append({"model_name": _alias(i), "litellm_params": params})
         fallbacks = [{_alias(0): [_alias(i) for i in range(1, len(self.models))]}]
         return {

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field, SecretStr
 
-from blocks.endpoint import HttpEndpointBlock, reveal
+from blocks._base import HttpEndpointBlock, reveal
 from labops.errors import ApiError, AuthFailed
 from labops.http import HttpClient
 from labops.metrics_push import VictoriaMetricsPusher

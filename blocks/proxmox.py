@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from prefect.blocks.abstract import CredentialsBlock
 from pydantic import Field, SecretStr
 
-from blocks.endpoint import SECRET_IN_BLOCK, reveal
+from blocks._base import SECRET_IN_BLOCK, reveal
 from labops.config.systems import HttpRetry, PbsSystem, ProxmoxNode, ProxmoxSystem, TlsOptions
 
 if TYPE_CHECKING:

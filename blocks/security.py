@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
-from blocks.endpoint import HttpEndpointBlock, bearer, reveal
+from blocks._base import HttpEndpointBlock, bearer, reveal
 from labops.errors import ApiError, ConfigError
 from labops.http import HttpClient
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from prefect.blocks.abstract import CredentialsBlock
 from pydantic import Field, SecretStr
 
-from blocks.endpoint import SECRET_IN_BLOCK, reveal
+from blocks._base import SECRET_IN_BLOCK, reveal
 from labops.config.systems import SshJump, SshSystem
 
 if TYPE_CHECKING:

@@ -359,6 +359,10 @@ class PveClient(ProxmoxClient):
         )
         return [PveTaskItem.model_validate(t) for t in data or []]
 
+    def cluster_tasks(self) -> list[PveTaskItem]:
+        """Recent tasks of every node (``/cluster/tasks``; PVE keeps a short list, newest first)."""
+        return [PveTaskItem.model_validate(t) for t in self.get("cluster/tasks") or []]
+
     def vzdump(
         self,
         node: str,

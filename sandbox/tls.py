@@ -142,11 +142,15 @@ class SandboxCA:
         return self.cert_pem + self.parent.chain_pem()
 
     def issue_intermediate(
-        self, common_name: str = "Sandbox Intermediate CA", days: int = 1825,
-        key_type: KeyType = "ec",
+        self, common_name: str = "Sandbox Intermediate CA", days: float = 1825,
+        key_type: KeyType = "ec", not_before: dt.datetime | None = None,
     ) -> SandboxCA:
+        """An intermediate valid from ``not_before`` (default: a day ago) for ``days`` more
+        days from now (from ``not_before`` when it is given)."""
         key = _new_key(key_type)
         now = _now()
+        start = not_before or (now - dt.timedelta(days=1))
+        end = (start if not_before else now) + dt.timedelta(days=days)
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([
@@ -156,8 +160,8 @@ class SandboxCA:
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=days))
+            .not_valid_before(start)
+            .not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(

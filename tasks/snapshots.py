@@ -93,3 +93,34 @@ def node_uptime(pve: ProxmoxCredentials, node: str) -> int | None:
         return pve.get_client().node_status(node).uptime
     except Exception:  # an offline node answers 595/500 through the cluster: "not back yet"
         return None
+
+
+@task(name="pve-find-snapshots", retries=1, retry_delay_seconds=2, tags=["proxmox"])
+def find_snapshots(
+    pve: ProxmoxCredentials, guests: list[tuple[str, str, int]], prefix: str
+) -> list[tuple[str, int, str]]:
+    """Snapshots whose name starts with ``prefix`` on each (host, node, vmid), as
+    (host, vmid, name); guests the API cannot list are left out (read-only)."""
+    client = pve.get_client()
+    found: list[tuple[str, int, str]] = []
+    for host, node, vmid in guests:
+        try:
+            snaps = client.snapshots(node, vmid)
+        except Exception:
+            continue
+        found += [(host, vmid, s.name) for s in snaps if s.name.startswith(prefix)]
+    return found
+
+
+@task(name="http-health", tags=["health"])
+def probe_url(url: str, timeout_s: float = 10.0, ca_bundle: str | None = None) -> str:
+    """GET ``url``; returns "" when it answers 2xx/3xx, else why not (read-only)."""
+    import httpx
+
+    try:
+        resp = httpx.get(url, timeout=timeout_s, verify=ca_bundle or True)
+    except httpx.HTTPError as exc:
+        return f"{url}: {type(exc).__name__}: {exc}"
+    if resp.status_code >= 400:
+        return f"{url}: HTTP {resp.status_code}"
+    return ""

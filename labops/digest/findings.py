@@ -122,3 +122,11 @@ def group_by_source(findings: Iterable[Finding]) -> dict[str, list[Finding]]:
 def worst(findings: Iterable[Finding]) -> Severity:
     ranked = [f.severity for f in findings]
     return max(ranked, key=lambda s: s.rank) if ranked else Severity.OK
+
+
+class Collected(BaseModel):
+    """What one source's collector returns."""
+
+    findings: list[Finding] = Field(default_factory=list)
+    note: str = Field("", description="Something the operator should know (partial read, ...).")
+    banned_ips: list[str] = Field(default_factory=list, description="CrowdSec: active bans.")

@@ -18,6 +18,7 @@ from labops.models.backups import (
     BackupGuest,
     GuestPlan,
     GuestPolicy,
+    JobCheck,
     OrphanGroup,
     PlanAction,
     RetentionGroup,
@@ -410,3 +411,30 @@ _LOCK = re.compile(r"\bis locked\b|\blocked \(|can't lock file|got timeout|lock.
 def is_lock_error(text: str) -> bool:
     """True for the messages PVE gives when a guest is locked by another operation."""
     return bool(_LOCK.search(text or ""))
+
+
+def job_check(
+    job: str,
+    last_run: float | None,
+    state: str | None,
+    max_age_s: float,
+    now: float,
+    unknown: str = "",
+) -> JobCheck:
+    """Whether a PBS maintenance job ran successfully within ``max_age_s`` (unknown is not ok)."""
+    limit = format_duration(max_age_s) if max_age_s % 60 == 0 else human_age(max_age_s)
+    if last_run is None:
+        return JobCheck(
+            job=job, max_age_s=max_age_s, ok=False, state=state,
+            detail=unknown or f"no record of a {job} run",
+        )
+    age = now - last_run
+    failed = state is not None and classify_exitstatus(state) == "error"
+    ok = age <= max_age_s and not failed
+    detail = f"last run {human_age(age)} ago ({state or 'state unknown'}), limit {limit}"
+    if age > max_age_s:
+        detail = f"last run {human_age(age)} ago, older than {limit} ({state or 'state unknown'})"
+    elif failed:
+        detail = f"last run {human_age(age)} ago FAILED: {state}"
+    return JobCheck(job=job, last_run=last_run, state=state, max_age_s=max_age_s, ok=ok,
+                    detail=detail)

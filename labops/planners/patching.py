@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field
 
 from labops.config.inventory import Host
 from labops.config.policies.patching import Exclusions, MaintenanceWindow
+from labops.models.patching import HostCheck
+from labops.parsers.hostcheck import HostFacts
 
 _DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -342,3 +344,159 @@ def snapshot_name(run_key: str) -> str:
 
 def is_labops_snapshot(name: str) -> bool:
     return name.startswith("labops-patch-")
+
+
+# -- check rows -----------------------------------------------------------------------------------
+
+
+def check_row(
+    target: Target,
+    state: str,
+    detail: str,
+    facts: HostFacts | None,
+    checked_at: datetime,
+    excluded_packages: Sequence[str] = (),
+) -> HostCheck:
+    """One compliance row from a host's SSH outcome and parsed facts.
+
+    ``state`` is the SSH outcome (ok, unreachable, host-key-rejected, auth-failed, timeout,
+    error). A host whose output could not be read completely is "error", never "up-to-date".
+    """
+    row = HostCheck(
+        host=target.name,
+        kind=target.kind,
+        node=target.node,
+        vmid=target.vmid,
+        access=target.access,
+        state="error",
+        detail=detail,
+        last_checked=checked_at,
+    )
+    if state != "ok" or facts is None:
+        row.state = state if state != "ok" else "error"  # type: ignore[assignment]
+        return row
+    row.os = facts.os.label
+    row.eol = facts.eol
+    row.end_of_life = facts.end_of_life
+    row.package_manager = facts.package_manager
+    if facts.problem:
+        row.detail = "; ".join(x for x in (facts.problem, detail) if x)
+        return row
+    skip = set(excluded_packages)
+    row.packages = [p for p in facts.pending if p.name not in skip]
+    row.held = facts.held
+    nr = facts.needrestart
+    # A container's reboot is only its own /run/reboot-required: needrestart skips kernels there.
+    row.reboot_required = facts.reboot_required or (
+        target.kind == "node" and nr is not None and nr.reboot_advised
+    )
+    row.reboot_packages = facts.reboot_packages
+    if target.kind == "node" and nr is not None and nr.reboot_advised and not facts.reboot_packages:
+        row.reboot_packages = [f"kernel {nr.kernel_expected or '?'}"]
+    row.restart_services = nr.services if nr else []
+    row.state = "updates" if row.packages else "up-to-date"
+    return row
+
+
+# -- apply commands -------------------------------------------------------------------------------
+
+_APT = "DEBIAN_FRONTEND=noninteractive apt-get -y -o DPkg::Lock::Timeout={lock}"
+_KEEP_CONF = "-o Dpkg::Options::=--force-confold"
+
+
+def upgrade_command(
+    kind: str,
+    manager: Literal["apt", "apk"] | None,
+    packages: Sequence[str] | None,
+    lock_wait_s: float,
+) -> str:
+    """The upgrade command of one host. ``packages`` None means everything pending.
+
+    Nodes always get ``dist-upgrade`` (Proxmox requires it; plain ``upgrade`` can leave a node
+    half-upgraded); config files are kept (``--force-confold``), nothing asks a question.
+    """
+    lock = int(lock_wait_s)
+    if manager == "apk":
+        return "apk upgrade" if packages is None else "apk upgrade " + " ".join(packages)
+    base = f"{_APT.format(lock=lock)} {_KEEP_CONF}"
+    if kind == "node" or packages is None:
+        return f"{base} dist-upgrade"
+    return f"{base} install --only-upgrade " + " ".join(packages)
+
+
+def simulate_command(manager: Literal["apt", "apk"] | None) -> str:
+    """The dry-run command: what the upgrade would do, changing nothing."""
+    if manager == "apk":
+        return "apk upgrade -s"
+    return "apt-get -s -o Debug::NoLocking=1 dist-upgrade"
+
+
+def services_command(manager: Literal["apt", "apk"] | None, services: Sequence[str]) -> str:
+    """Exit 0 only when every service is active."""
+    if manager == "apk":
+        return " && ".join(f"rc-service {s} status" for s in services)
+    return "systemctl is-active --quiet " + " ".join(services)
+
+
+def plan_host(row: HostCheck, security_only: bool) -> PlanHost | None:
+    """The rollout entry of a checked host, or None when there is nothing to apply."""
+    if not row.known or not row.packages:
+        return None
+    security = [p.name for p in row.packages if p.security]
+    names = security if security_only and row.kind != "node" else [p.name for p in row.packages]
+    if not names:
+        return None
+    return PlanHost(
+        name=row.host,
+        kind=row.kind,
+        node=row.node,
+        vmid=row.vmid,
+        packages=names,
+        security_packages=security,
+        reboot_expected=row.reboot_required,
+    )
+
+
+class SnapshotRecord(BaseModel):
+    """A snapshot labops made, kept in the state store until it is deleted."""
+
+    host: str
+    node: str
+    vmid: int
+    name: str
+    created: datetime
+    status: Literal["in-progress", "keep-until", "rolled-back"] = "in-progress"
+    delete_after: datetime | None = None
+
+
+class SnapshotBook(BaseModel):
+    """Every labops snapshot believed to exist (state key ``patch-snapshots``)."""
+
+    records: list[SnapshotRecord] = Field(default_factory=list)
+
+    def due(self, now: datetime) -> list[SnapshotRecord]:
+        return [
+            r
+            for r in self.records
+            if r.status == "keep-until" and r.delete_after is not None and r.delete_after <= now
+        ]
+
+    def upsert(self, record: SnapshotRecord) -> None:
+        self.records = [
+            r for r in self.records if (r.vmid, r.name) != (record.vmid, record.name)
+        ] + [record]
+
+    def drop(self, vmid: int, name: str) -> None:
+        self.records = [r for r in self.records if (r.vmid, r.name) != (vmid, name)]
+
+
+def leftovers(found: Sequence[tuple[str, int, str]], book: SnapshotBook, current: str) -> list[str]:
+    """labops snapshots that exist but are neither this run's nor waiting for their planned
+    deletion: left by a killed run (``in-progress``) or unknown to the state store."""
+    planned = {(r.vmid, r.name) for r in book.records if r.status == "keep-until"}
+    out = []
+    for host, vmid, name in found:
+        if name == current or (vmid, name) in planned or not is_labops_snapshot(name):
+            continue
+        out.append(f"{host} (CT {vmid}): {name}")
+    return sorted(out)

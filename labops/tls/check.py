@@ -50,6 +50,17 @@ def judge(
     )
 
 
+def judge_ca_certificate(
+    target: Target, der: bytes, policy: CertificatePolicy, now: datetime
+) -> EndpointResult:
+    """A CA certificate published by the CA (a root from ``/roots``): its dates only."""
+    info = cert_info(der)
+    verdict = classify(target.name, [info], None, policy.thresholds_for(target.name, target.group),
+                       now, weak_rsa_bits=policy.weak_rsa_bits)
+    return EndpointResult(target=target, status=verdict.status, reason=verdict.reason,
+                          classification=verdict, chain=[info])
+
+
 def check_endpoints(
     targets: Sequence[Target], anchors: TrustAnchors, policy: CertificatePolicy,
     now: datetime | None = None,

@@ -116,7 +116,10 @@ async def probe_target(
                                  ssl_handshake_timeout=handshake_timeout_s),
                 handshake_timeout_s + 0.5,
             )
-        except TimeoutError:
+        except (TimeoutError, ConnectionAbortedError) as exc:
+            # asyncio reports its own ssl_handshake_timeout as ConnectionAbortedError.
+            if isinstance(exc, ConnectionAbortedError) and "handshake" not in str(exc):
+                return done(error=_describe(exc))
             return done(
                 error=f"TLS handshake timed out after {handshake_timeout_s:g} s "
                 "(TCP accepted, no TLS answer)"

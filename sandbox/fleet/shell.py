@@ -73,18 +73,19 @@ class Io:
     stdin: str = ""
 
 
-class ExitShell(Exception):  # noqa: N818 - control flow, not an error
+class ExitShell(Exception):
     def __init__(self, code: int) -> None:
         self.code = code
 
 
-class Rebooting(Exception):  # noqa: N818 - control flow: the host goes down now
+class Rebooting(Exception):
     pass
 
 
 # ---------------------------------------------------------------------------------------- lexer
 
 _OPS = ("&&", "||", ";", "|", "&", "\n")
+_VAR = re.compile("\x00([^\x00]*)\x00")
 
 
 @dataclass
@@ -119,14 +120,15 @@ def lex(src: str, variables: dict[str, str]) -> list[tuple[str, str, int]]:
         word, in_word = [], False
 
     def expand(j: int) -> tuple[str, int]:
-        # $NAME, ${NAME}, $? ; anything else stays literal
+        # $NAME, ${NAME}, $? become markers, expanded when the command runs (so `$?` sees the
+        # previous status); anything else stays literal.
         if j + 1 < n and src[j + 1] == "{":
             end = src.find("}", j + 2)
             if end > 0:
-                return variables.get(src[j + 2:end], ""), end + 1
+                return f"\x00{src[j + 2:end]}\x00", end + 1
         m = re.match(r"[A-Za-z_][A-Za-z0-9_]*|\?", src[j + 1:])
         if m:
-            return variables.get(m.group(0), ""), j + 1 + len(m.group(0))
+            return f"\x00{m.group(0)}\x00", j + 1 + len(m.group(0))
         return "$", j + 1
 
     while i < n:
@@ -312,7 +314,8 @@ _ALPINE_PATHS = {
     "id": "/usr/bin/id", "whoami": "/usr/bin/whoami", "grep": "/bin/grep", "head": "/usr/bin/head",
     "tail": "/usr/bin/tail", "wc": "/usr/bin/wc", "sort": "/usr/bin/sort", "date": "/bin/date",
     "uptime": "/usr/bin/uptime", "env": "/usr/bin/env", "timeout": "/usr/bin/timeout",
-    "nice": "/bin/nice", "nohup": "/usr/bin/nohup", "reboot": "/sbin/reboot", "test": "/usr/bin/test",
+    "nice": "/bin/nice", "nohup": "/usr/bin/nohup", "reboot": "/sbin/reboot",
+    "test": "/usr/bin/test",
     "[": "/usr/bin/[", "true": "/bin/true", "false": "/bin/false", "echo": "/bin/echo",
     "printf": "/usr/bin/printf", "nproc": "/usr/bin/nproc",
 }
@@ -395,8 +398,16 @@ class Shell:
             status = 0 if status else 1
         return status
 
+    def expand(self, word: str) -> str:
+        if "\x00" not in word:
+            return word
+        return _VAR.sub(lambda m: self.env.get(m.group(1), self.vars.get(m.group(1), "")), word)
+
     async def run_cmd(self, cmd: Cmd, io: Io) -> int:
         out, err, stdin = io.out, io.err, io.stdin
+        cmd = Cmd([self.expand(a) for a in cmd.argv],
+                  {k: self.expand(v) for k, v in cmd.assigns.items()},
+                  [(fd, op, self.expand(t)) for fd, op, t in cmd.redirs], cmd.line)
         st = self.state
         for fd, op, target in cmd.redirs:
             if op == "<":

@@ -20,7 +20,9 @@ from sandbox.fleet.shell import BUILTINS, ExitShell, Io, Rebooting, Shell, tool,
 from sandbox.fleet.state import HostState, os_release
 
 NEW_APT = ("debian13", "ubuntu2404")  # apt >= 2.7 adds the "N: Be aware..." lock hint
-_APT_WARNING = "\nWARNING: apt does not have a stable CLI interface. Use with caution in scripts.\n\n"
+_APT_WARNING = (
+    "\nWARNING: apt does not have a stable CLI interface. Use with caution in scripts.\n\n"
+)
 _RESTART_LIBS = {"libc6", "libssl3", "libssl3t64", "openssl", "libcurl4", "libcurl4t64",
                  "libsystemd0", "libexpat1", "musl", "libcrypto3"}
 
@@ -359,7 +361,7 @@ async def _grep(sh: Shell, argv: list[str], io: Io) -> int:
         a = args.pop(0)
         if a == "-e" and args:
             pattern = args.pop(0)
-        elif a.startswith("-") and len(a) > 1 and pattern is None or a.startswith("--"):
+        elif (a.startswith("-") and len(a) > 1 and pattern is None) or a.startswith("--"):
             flags.update(a.lstrip("-") if not a.startswith("--") else [a])
         elif pattern is None:
             pattern = a
@@ -466,8 +468,8 @@ async def _reboot(sh: Shell, argv: list[str], io: Io) -> int:
         io.err.write("shutdown: only reboots are simulated\n")
         return 1
     if argv[0] == "shutdown":
-        io.out.write("Broadcast message from root@%s on pts/0:\n\nThe system will reboot now!\n\n"
-                     % sh.host)
+        io.out.write(f"Broadcast message from root@{sh.host} on pts/0:\n\n"
+                     "The system will reboot now!\n\n")
     sh.rt.request_reboot(sh.host)
     raise Rebooting()
 
@@ -624,9 +626,11 @@ def _yes(flags: set[str], opts: dict[str, str]) -> bool:
 
 def _lock_msgs(sh: Shell, lockfile: str) -> str:
     st = sh.state
-    msg = f"E: Could not get lock {lockfile}. It is held by process {st.lock_pid} ({st.lock_holder})\n"
+    msg = (f"E: Could not get lock {lockfile}. It is held by process {st.lock_pid} "
+           f"({st.lock_holder})\n")
     if st.os in NEW_APT:
-        msg += "N: Be aware that removing the lock file is not a solution and may break your system.\n"
+        msg += ("N: Be aware that removing the lock file is not a solution and may break your "
+                "system.\n")
     return msg
 
 
@@ -754,7 +758,8 @@ async def apt_upgrade(sh: Shell, io: Io, verb: str, names: list[str], flags: set
         return 100
     st = sh.state
     out = io.out
-    out.write("Reading package lists...\nBuilding dependency tree...\nReading state information...\n")
+    out.write("Reading package lists...\nBuilding dependency tree...\n"
+              "Reading state information...\n")
     only: list[str] | None = None
     if verb == "install":
         only = []
@@ -1097,17 +1102,19 @@ def _dpkg_list(sh: Shell, patterns: list[str], io: Io) -> int:
     if not names:
         io.err.write(f"dpkg-query: no packages found matching {' '.join(patterns)}\n")
         return 1
-    nw = max(max(len(n) for n in names), 4)
-    vw = max(max(len(st.packages[n][0]) for n in names), 7)
-    aw = 12
+    # Not a tty: dpkg sizes the columns to the longest value, with 14/12/12/33 as minimums.
+    nw = max([14] + [len(n) for n in names])
+    vw = max([12] + [len(st.packages[n][0]) for n in names])
+    aw = max([12] + [len(st.packages[n][1]) for n in names])
+    dw = max([33] + [len(st.packages[n][2]) for n in names])
     out = ["Desired=Unknown/Install/Remove/Purge/Hold",
            "| Status=Not/Inst/Conf-files/Unpacked/halF-conf/Half-inst/trig-aWait/Trig-pend",
            "|/ Err?=(none)/Reinst-required (Status,Err: uppercase=bad)",
            f"||/ {'Name':<{nw}} {'Version':<{vw}} {'Architecture':<{aw}} Description",
-           f"+++-{'=' * nw}-{'=' * vw}-{'=' * aw}-{'=' * 80}"]
+           f"+++-{'=' * nw}-{'=' * vw}-{'=' * aw}-{'=' * dw}"]
     for n in names:
         ver, arch, desc = st.packages[n]
-        out.append(f"{_dpkg_status(st, n)[0]}  {n:<{nw}} {ver:<{vw}} {arch:<{aw}} {desc[:80]}")
+        out.append(f"{_dpkg_status(st, n)[0]}  {n:<{nw}} {ver:<{vw}} {arch:<{aw}} {desc}")
     io.out.write("\n".join(out) + "\n")
     return 0
 
@@ -1325,8 +1332,8 @@ async def _apk(sh: Shell, argv: list[str], io: Io) -> int:
 async def _pveversion(sh: Shell, argv: list[str], io: Io) -> int:
     st = sh.state
     mgr = st.packages.get("pve-manager", ["9.0.10"])[0]
-    io.out.write(f"pve-manager/{mgr}/{'3bf5476b8a4699e2' if mgr != '9.0.10' else 'deb1ca707ec72a89'}"
-                 f" (running kernel: {kernel_of(sh)})\n")
+    build = "3bf5476b8a4699e2" if mgr != "9.0.10" else "deb1ca707ec72a89"
+    io.out.write(f"pve-manager/{mgr}/{build} (running kernel: {kernel_of(sh)})\n")
     if "-v" in argv or "--verbose" in argv:
         io.out.write(f"proxmox-ve: {st.packages.get('proxmox-ve', ['9.0.0'])[0]} "
                      f"(running kernel: {kernel_of(sh)})\n")
@@ -1382,7 +1389,12 @@ async def _pct(sh: Shell, argv: list[str], io: Io) -> int:
         hang = fault(inner, "hanging_commands")
         if isinstance(hang, str) and hang in " ".join(cmd):
             await asyncio.Event().wait()
-        return await inner.exec_argv(cmd, io)
+        try:
+            return await inner.exec_argv(cmd, io)
+        except Rebooting:
+            return 0  # the container goes down; the node's session carries on
+        except ExitShell as e:
+            return e.code
     io.err.write(f"ERROR: unknown command 'pct {verb}'\n")
     return 255
 

@@ -45,7 +45,7 @@ def _drop(request: web.Request) -> web.StreamResponse:
 async def serve(
     ctx: Context, app: web.Application, port: int, *, tls_names: list[str] | None = None
 ) -> web.AppRunner:
-    """Start ``app`` on ``ctx.host:port``, over TLS issued by the sandbox CA when names are given."""
+    """Start ``app`` on ``ctx.host:port``; over TLS from the sandbox CA when names are given."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     ssl_context = None

@@ -11,6 +11,7 @@ services' certificates from the same CA that this one publishes.
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 from typing import Any
 
@@ -28,8 +29,10 @@ def lab_intermediate(ctx: Context) -> SandboxCA:
     with ctx.lab.lock:
         shared = ctx.lab.shared.setdefault("step_ca", {})
         if "intermediate" not in shared:
+            # Older than any leaf it signed, as a real CA's intermediate is.
             shared["intermediate"] = ctx.ca.issue_intermediate(
-                "Sandbox Homelab Intermediate CA", days=1825
+                "Sandbox Homelab Intermediate CA", days=3650,
+                not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=400),
             )
         inter: SandboxCA = shared["intermediate"]
         return inter
@@ -64,8 +67,7 @@ class StepCaService(Service):
         app.router.add_get("/provisioners", self.provisioners)
         for prefix in ("", "/2.0"):
             app.router.add_get(prefix + "/acme/{prov}/directory", self.directory)
-            app.router.add_route("HEAD", prefix + "/acme/{prov}/new-nonce", self.nonce)
-            app.router.add_get(prefix + "/acme/{prov}/new-nonce", self.nonce)
+            app.router.add_get(prefix + "/acme/{prov}/new-nonce", self.nonce)  # + HEAD
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         self.port = self.ctx.port()

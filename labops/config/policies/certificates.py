@@ -18,10 +18,11 @@ class Thresholds(Strict):
     warning_days: float = Field(21, ge=0, description="Warning when fewer days are left.")
     critical_days: float = Field(7, ge=0, description="Critical when fewer days are left.")
     warning_fraction: float = Field(
-        0.2, ge=0, le=1, description="Warning when less than this fraction of lifetime is left."
+        0.15, ge=0, le=1, description="Warning when less than this fraction of lifetime is left."
     )
     critical_fraction: float = Field(
-        0.1, ge=0, le=1, description="Critical when less than this fraction of lifetime is left."
+        0.05, ge=0, le=1,
+        description="Critical when less than this fraction of lifetime is left.",
     )
     days_max_lifetime_fraction: float = Field(
         0.5, gt=0, le=1,
@@ -70,6 +71,20 @@ class CertificateSources(Strict):
     step_ca: bool = True
 
 
+class DnsDiscovery(Strict):
+    """How records of the internal zone (Technitium) become targets."""
+
+    traefik_addresses: list[str] = Field(
+        default_factory=list,
+        description="IPs of Traefik: records pointing there are probed through the entrypoint.",
+    )
+    direct_ports: list[int] = Field(
+        default_factory=list,
+        description="Ports to probe on every other record's address (none by default: most "
+        "hosts serve no TLS, and Traefik's routers are found through its API).",
+    )
+
+
 class CertificatePolicy(Strict):
     """What the certificates flow does and its limits."""
 
@@ -93,6 +108,10 @@ class CertificatePolicy(Strict):
     )
     renewal: RenewalPolicy = RenewalPolicy()
     sources: CertificateSources = CertificateSources()
+    dns: DnsDiscovery = DnsDiscovery()
+    batch_size: int = Field(
+        2000, ge=1, description="Endpoints per probing task run (each batch probes concurrently)."
+    )
     traefik_page_size: int = Field(100, ge=1, le=1000, description="per_page of router lists.")
 
     def thresholds_for(self, name: str, group: str | None) -> Thresholds:

@@ -129,6 +129,11 @@ class DigestPolicy(Strict):
     )
     llm_summary: bool = Field(False, description="Add an LLM summary (needs systems.llm).")
     source_timeout_s: float = Field(60.0, gt=0, description="Time one source may take.")
+    source_timeouts: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-source overrides: wazuh-alerts, wazuh-agents, crowdsec, loki, metrics, "
+        "proxmox, labops.",
+    )
     max_findings_shown: int = Field(50, ge=1, description="Findings listed; the rest are counted.")
 
     @property

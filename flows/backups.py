@@ -1,0 +1,250 @@
+"""Backups: every selected guest gets a recovery point inside its RPO, verified and audited.
+
+Runbook: discover guests, nodes and existing backups -> plan each guest (skip when its last good
+backup is inside its window: this is what makes re-runs and retries safe) -> run one vzdump per
+guest, at most N per node and M per storage (Prefect concurrency limits) -> confirm each new
+backup on its storage -> audit verification, coverage, retention and PBS maintenance -> report.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable, Sequence
+
+from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture
+from prefect.states import State
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from blocks.context import LabContext
+from blocks.proxmox import ProxmoxCredentials
+from labops.config.policies.backups import BackupPolicy
+from labops.errors import ConfigError, LabopsError
+from labops.limits import ensure_limit, limit_name
+from labops.models.backups import BackupCopy, BackupOutcome, GuestPlan, PlanAction
+from labops.planners.backup_audit import guest_rows, templates_without_backup
+from labops.planners.backups import lanes, orphans, plan_backups, retention_dry_run
+from labops.reports import Failure
+from labops.reports_backups import BackupReport, GuestStatus
+from tasks.pbs import maintenance_checks
+from tasks.publish import publish_report
+from tasks.pve import (
+    VzdumpSettings,
+    backup_guest,
+    guests_without_job,
+    list_backups,
+    list_guests,
+    list_nodes,
+    list_storages,
+)
+
+MAX_LANES = 16
+
+
+def default_storage(ctx: LabContext) -> str:
+    policy = ctx.config.backups
+    pbs = ctx.config.systems.pbs
+    storage = policy.storage or (pbs.pve_storage if pbs else None)
+    if not storage:
+        raise ConfigError(
+            "backups.storage: not set, and systems.pbs.pve_storage does not name one either"
+        )
+    return storage
+
+
+def scan_backups(
+    block: ProxmoxCredentials,
+    storages: Sequence[str],
+    online: Sequence[str],
+    report: BackupReport,
+) -> list[BackupCopy]:
+    """Every backup on the storages the policy uses; a shared storage is listed once."""
+    if not online:
+        report.failures.append(Failure(entity="cluster", reason="no node online", system="proxmox"))
+        return []
+    shared = {s.storage: s.shared for s in list_storages(block, online[0])}
+    copies: list[BackupCopy] = []
+    for storage in storages:
+        if storage not in shared:
+            report.failures.append(Failure(
+                entity=f"storage {storage}", system="proxmox",
+                reason=f"not a backup storage on {online[0]} (check backups.storage)",
+            ))
+            continue
+        for node in online[:1] if shared[storage] else online:
+            try:
+                copies += list_backups(block, node, storage)
+            except LabopsError as exc:
+                report.failures.append(
+                    Failure(entity=f"storage {storage}", reason=str(exc), system="proxmox")
+                )
+    return copies
+
+
+def run_lanes(
+    plan_lanes: list[list[GuestPlan]],
+    submit: Callable[[GuestPlan], PrefectFuture[BackupOutcome]],
+) -> dict[int, BackupOutcome]:
+    """Run each lane's backups one after another, all lanes at once.
+
+    A lane's next backup is submitted the moment its previous one ends, so no task sits in a
+    concurrency-limit queue behind its own lane and the node is never idle between guests.
+    """
+    finished: queue.Queue[tuple[int, GuestPlan, PrefectFuture[BackupOutcome]]] = queue.Queue()
+    pending = [iter(lane) for lane in plan_lanes]
+    outcomes: dict[int, BackupOutcome] = {}
+
+    def start(lane: int) -> bool:
+        plan = next(pending[lane], None)
+        if plan is None:
+            return False
+        future = submit(plan)
+
+        def done(f: PrefectFuture[BackupOutcome], lane: int = lane, plan: GuestPlan = plan) -> None:
+            finished.put((lane, plan, f))
+
+        future.add_done_callback(done)
+        return True
+
+    active = sum(start(i) for i in range(len(plan_lanes)))
+    while active:
+        lane, plan, future = finished.get()
+        active -= 1
+        result = future.result(raise_on_failure=False)
+        if isinstance(result, BackupOutcome):
+            outcomes[plan.guest.vmid] = result
+        else:
+            outcomes[plan.guest.vmid] = BackupOutcome(
+                vmid=plan.guest.vmid, status="failed", reason=f"backup task crashed: {result}"
+            )
+        active += start(lane)
+    return outcomes
+
+
+def settings_for(plan: GuestPlan, policy: BackupPolicy, planned_at: float) -> VzdumpSettings:
+    assert plan.policy is not None
+    done_after = plan.last_good.ctime + 1 if plan.last_good else planned_at - 600
+    return VzdumpSettings(
+        storage=plan.policy.storage, mode=plan.policy.mode, compress=policy.compress,
+        notes_template=policy.notes_template or None, protected=policy.protected,
+        task_timeout_s=policy.task_timeout, poll_s=policy.poll_interval,
+        lock_wait_s=policy.lock_wait, lock_retry_s=policy.lock_retry, done_after=done_after,
+    )
+
+
+@flow(
+    name="backups",
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_LANES),  # type: ignore[arg-type]
+    log_prints=False,
+)
+def backups(
+    config: str | None = None,
+    dry_run: bool = False,
+    vmids: list[int] | None = None,
+) -> BackupReport | State:
+    """Back up every selected guest whose last good backup is older than its tier allows, then
+    audit all recovery points.
+
+    Guests with a good backup inside their window are skipped, so a re-run (or a retry after a
+    crash) never backs a guest up twice. Fails when any guest's backup failed.
+
+    Args:
+        config: Path of the labops config (default: LABOPS_CONFIG or ./labops.yaml).
+        dry_run: Show which guests would be backed up and why; change nothing.
+        vmids: Limit this run to these guests (on top of the policy's selection).
+    """
+    log = get_run_logger()
+    ctx = LabContext.load(config)
+    report = BackupReport(dry_run=dry_run, lab=ctx.config.lab.name)
+    policy = ctx.config.backups
+    if vmids:
+        wanted = sorted(set(vmids) | set(policy.selection.vmids)) if policy.selection.vmids \
+            else sorted(set(vmids))
+        policy = policy.model_copy(
+            update={"selection": policy.selection.model_copy(update={"vmids": wanted})}
+        )
+    report.skipped += ctx.skipped("proxmox", "pbs")
+    if not ctx.configured("proxmox"):
+        return publish_report(report, ctx)
+    block = ctx.pve_block()
+    storage = default_storage(ctx)
+
+    # -- discover ------------------------------------------------------------------------------
+    nodes = list_nodes(block)
+    online = sorted(n.node for n in nodes if n.online)
+    report.offline_nodes = sorted(n.node for n in nodes if not n.online)
+    guests = list_guests(block)
+    storages = sorted(
+        {storage, *policy.scan_storages}
+        | {t.storage for t in policy.tiers.values() if t.storage}
+        | {o.storage for o in policy.guests.values() if o.storage}
+    )
+    copies = scan_backups(block, storages, online, report)
+    planned_at = time.time()
+
+    # -- plan ----------------------------------------------------------------------------------
+    plans = plan_backups(guests, copies, policy, storage, planned_at, report.offline_nodes)
+    todo = [p for p in plans if p.action is PlanAction.BACKUP]
+    log.info(
+        "%d guests: %d to back up, %d fresh, %d excluded, %d on offline nodes",
+        len(plans), len(todo), sum(p.action is PlanAction.SKIP for p in plans),
+        sum(p.action is PlanAction.EXCLUDED for p in plans),
+        sum(p.action is PlanAction.NODE_OFFLINE for p in plans),
+    )
+
+    # -- act -----------------------------------------------------------------------------------
+    outcomes: dict[int, BackupOutcome] = {}
+    if todo and not dry_run:
+        for node in {p.guest.node for p in todo}:
+            ensure_limit(limit_name("node", node), policy.per_node_limit)
+        for st in {p.policy.storage for p in todo if p.policy}:
+            ensure_limit(limit_name("storage", st), policy.per_storage_limit)
+
+        def submit(plan: GuestPlan) -> PrefectFuture[BackupOutcome]:
+            assert plan.policy is not None
+            return backup_guest.submit(
+                block, plan.guest, settings_for(plan, policy, planned_at),
+                [limit_name("node", plan.guest.node), limit_name("storage", plan.policy.storage)],
+                lease_s=policy.lease, slot_wait_s=policy.slot_wait or policy.task_timeout,
+            )
+
+        outcomes = run_lanes(lanes(todo, policy.per_node_limit), submit)
+        report.vzdump_started = sum(o.attempts > 0 and not o.adopted for o in outcomes.values())
+        copies = scan_backups(block, storages, online, BackupReport(lab=report.lab))
+
+    # -- verify and audit ----------------------------------------------------------------------
+    now = time.time()
+    report.guests = guest_rows(plans, outcomes, copies, policy, now, dry_run)
+    for row in report.rows(GuestStatus.FAILED):
+        report.failures.append(Failure(entity=row.label, reason=row.reason, system="proxmox"))
+    for node in report.offline_nodes:
+        missed = [r for r in report.guests if r.node == node and
+                  r.status is GuestStatus.NOT_BACKED_UP]
+        if missed:
+            names = ", ".join(f"{r.vmid} ({r.name})" for r in missed)
+            report.failures.append(Failure(
+                entity=f"node {node}", system="proxmox",
+                reason=f"offline: {len(missed)} guest(s) not backed up: {names}",
+            ))
+        else:
+            report.warnings.append(f"node {node} is offline (its guests' backups are fresh)")
+    watched = {r.vmid for r in report.guests if r.watched}
+    try:
+        report.not_in_job = [
+            f"guest {g.vmid} ({g.name})" if g.name else f"guest {g.vmid}"
+            for g in guests_without_job(block)
+            if g.vmid in watched
+        ]
+    except LabopsError as exc:
+        report.warnings.append(f"not-backed-up list unreadable: {exc}")
+    report.orphans = orphans(copies, [g.vmid for g in guests])
+    report.templates_unprotected = templates_without_backup(report.guests)
+    report.retention_options = policy.retention.options()
+    report.retention = retention_dry_run(copies, policy.retention)
+    if ctx.configured("pbs"):
+        try:
+            report.pbs_jobs = maintenance_checks(ctx.pbs_block(), policy.pbs_jobs)
+        except LabopsError as exc:
+            report.warnings.append(f"PBS maintenance state unreadable: {exc}")
+    return publish_report(report, ctx)

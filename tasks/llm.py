@@ -1,0 +1,48 @@
+"""The LLM summary task: redact, check the budget, ask the failover chain, map names back."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+from blocks.llm import LlmProviders
+from labops.digest.findings import Finding
+from labops.digest.redaction import llm_payload, redactor_for
+from labops.digest.render import as_text
+from labops.digest.report import LlmOutcome
+
+
+@task(name="llm-summary", tags=["llm"])
+def llm_summary(
+    providers: LlmProviders, findings: list[Finding], period: str, hosts: list[str]
+) -> LlmOutcome:
+    """Summarise the findings with the configured models; never raises.
+
+    Sends only allow-listed fields with IPs, host names, user names and e-mails replaced by
+    placeholders; the answer is mapped back and returned as inert text. Changes nothing.
+    """
+    log = get_run_logger()
+    try:
+        from labops import llm
+    except ImportError as exc:  # litellm missing from this install
+        return LlmOutcome(note=f"litellm is not available ({exc})")
+    redactor = redactor_for(findings, hosts)
+    messages = llm.build_messages(llm_payload(findings, redactor), period)
+    leaked = redactor.leaked(messages[1]["content"])
+    if leaked:  # a placeholder pass missed a value it knows: do not send
+        return LlmOutcome(note=f"redaction incomplete ({len(leaked)} value(s)); not sent")
+    budget = llm.Budget(
+        timeout_s=providers.timeout_s, max_input_tokens=providers.max_input_tokens,
+        max_output_tokens=providers.max_output_tokens, max_cost_usd=providers.max_cost_usd,
+    )
+    try:
+        answer = llm.complete(providers.router_config(), providers.primary, messages, budget)
+    except llm.NoSummary as exc:
+        log.warning("no LLM summary: %s", exc)
+        return LlmOutcome(note=str(exc))
+    log.info("LLM summary by %s: %d+%d tokens, $%.4f, %.1fs", answer.model,
+             answer.prompt_tokens, answer.completion_tokens, answer.cost_usd, answer.seconds)
+    return LlmOutcome(
+        summary=as_text(redactor.restore(answer.text)), model=answer.model,
+        prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
+        cost_usd=answer.cost_usd,
+    )

@@ -1,0 +1,355 @@
+"""Proxmox VE tasks: thin, typed wrappers over ``labops.proxmox.PveClient``.
+
+Reads are retried by the client's HTTP policy; a task that changes the lab says so in its
+docstring and is never retried by Prefect (a retried vzdump could back a guest up twice): where a
+start is ambiguous, the task looks at the node's task list instead of starting again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from prefect import get_run_logger, task
+from pydantic import BaseModel, Field
+
+from blocks.proxmox import ProxmoxCredentials
+from labops.errors import LabopsError
+from labops.models.backups import BackupCopy, BackupGuest, BackupOutcome, TaskResult
+from labops.models.pve import PveBackupVolume, PveGuestRef, PveNode, PveStorage, PveTaskItem
+from labops.planners.backups import classify_exitstatus, is_lock_error, parse_tags
+from labops.proxmox import PveClient, TaskTimeout
+
+_local = threading.local()
+
+
+def client(block: ProxmoxCredentials) -> PveClient:
+    """One client per thread and block: task runs of a sweep reuse the TLS session."""
+    cache: dict[int, tuple[ProxmoxCredentials, PveClient]] = getattr(_local, "pve", None) or {}
+    _local.pve = cache
+    hit = cache.get(id(block))
+    if hit is None or hit[0] is not block:
+        hit = (block, block.get_client())
+        cache[id(block)] = hit
+    return hit[1]
+
+
+# -- discovery ----------------------------------------------------------------------------------
+
+
+@task(name="pve-nodes", tags=["proxmox"])
+def list_nodes(block: ProxmoxCredentials) -> list[PveNode]:
+    """The cluster's nodes and whether each is online. Reads only."""
+    return client(block).nodes()
+
+
+@task(name="pve-guests", tags=["proxmox"])
+def list_guests(block: ProxmoxCredentials) -> list[BackupGuest]:
+    """Every guest of ``/cluster/resources`` (templates included). Reads only."""
+    return [
+        BackupGuest(
+            vmid=g.vmid, name=g.name or "", node=g.node,
+            type="lxc" if g.type == "lxc" else "qemu", status=g.status,
+            template=g.template, tags=parse_tags(g.tags), pool=g.pool, lock=g.lock,
+        )
+        for g in client(block).guests()
+    ]
+
+
+@task(name="pve-storages", tags=["proxmox"])
+def list_storages(block: ProxmoxCredentials, node: str) -> list[PveStorage]:
+    """Storages ``node`` sees that hold backups. Reads only."""
+    return client(block).storages(node, content="backup")
+
+
+def to_copy(volume: PveBackupVolume) -> BackupCopy | None:
+    if volume.vmid is None or volume.ctime is None:
+        return None
+    return BackupCopy(
+        volid=volume.volid, storage=volume.storage, vmid=volume.vmid,
+        ctime=float(volume.ctime), size=volume.size, format=volume.format,
+        notes=volume.notes, protected=volume.protected,
+        verify_state=volume.verification.state if volume.verification else None,
+        verify_upid=volume.verification.upid if volume.verification else None,
+    )
+
+
+@task(name="pve-backups", tags=["proxmox"], task_run_name="backups-{storage}-via-{node}")
+def list_backups(block: ProxmoxCredentials, node: str, storage: str) -> list[BackupCopy]:
+    """Backups on ``storage`` as ``node`` lists them (content=backup). Reads only."""
+    copies = (to_copy(v) for v in client(block).backup_volumes(node, storage))
+    return [c for c in copies if c is not None]
+
+
+@task(name="pve-not-backed-up", tags=["proxmox"])
+def guests_without_job(block: ProxmoxCredentials) -> list[PveGuestRef]:
+    """Guests no scheduled backup job covers (``/cluster/backup-info/not-backed-up``)."""
+    return client(block).not_backed_up()
+
+
+# -- one guest's backup -------------------------------------------------------------------------
+
+
+class VzdumpSettings(BaseModel):
+    """How one vzdump runs and how long the task waits around it."""
+
+    storage: str
+    mode: str = "snapshot"
+    compress: str | None = "zstd"
+    notes_template: str | None = None
+    protected: bool = False
+    task_timeout_s: float = 7200
+    poll_s: float = 2.0
+    lock_wait_s: float = 600
+    lock_retry_s: float = 15
+    start_attempts: int = Field(3, ge=1, description="Starts tried after a lost answer.")
+    done_after: float | None = Field(
+        None,
+        description=(
+            "A vzdump of this guest that succeeded after this time (epoch) already made the "
+            "backup this run wants (a killed run's task finished meanwhile): do not start another."
+        ),
+    )
+
+
+def _failure_line(lines: list[str], vmid: int) -> str | None:
+    for line in lines:
+        if line.startswith("ERROR:") and str(vmid) in line:
+            return line.removeprefix("ERROR:").strip()
+    errors = [ln.removeprefix("ERROR:").strip() for ln in lines if ln.startswith("ERROR:")]
+    return errors[0] if errors else None
+
+
+def _wait_unlocked(
+    pve: PveClient, guest: BackupGuest, deadline: float, retry_s: float,
+    sleep: Callable[[float], None],
+) -> str | None:
+    """Wait until the guest has no lock; return the lock still held at ``deadline``, else None."""
+    while True:
+        lock = pve.guest_state(guest.node, guest.type, guest.vmid).lock
+        if not lock:
+            return None
+        if time.time() + retry_s > deadline:
+            return lock
+        sleep(retry_s)
+
+
+def run_backup(
+    pve: PveClient,
+    guest: BackupGuest,
+    settings: VzdumpSettings,
+    sleep: Callable[[float], None] = time.sleep,
+    log: Callable[[str], None] = lambda _m: None,
+) -> BackupOutcome:
+    """Back up one guest and follow its task to the end (the body of :func:`backup_guest`)."""
+    out = BackupOutcome(vmid=guest.vmid, status="failed")
+    lock_deadline = time.time() + settings.lock_wait_s
+    if guest.lock:
+        out.lock_waits += 1
+        still = _wait_unlocked(pve, guest, lock_deadline, settings.lock_retry_s, sleep)
+        if still:
+            out.reason = f"locked ({still}) for longer than {settings.lock_wait_s:g}s"
+            return out
+    while True:
+        upid = _start_or_adopt(pve, guest, settings, out, log)
+        if upid is None:
+            return out
+        try:
+            status = pve.wait_task(guest.node, upid, settings.task_timeout_s, settings.poll_s)
+        except TaskTimeout:
+            out.upid = upid
+            out.reason = (
+                f"vzdump still running after {settings.task_timeout_s:g}s (left running; a "
+                "re-run waits for it instead of starting another)"
+            )
+            return out
+        out.upid, out.exitstatus = upid, status.exitstatus
+        out.started = float(status.starttime) if status.starttime else out.started
+        out.ended = time.time()
+        if status.succeeded:
+            out.status = "warning" if status.warnings else "ok"
+            out.reason = status.exitstatus or ""
+            return out
+        detail = _failure_line(pve.task_log(guest.node, upid), guest.vmid) or status.error or ""
+        if is_lock_error(detail) and time.time() + settings.lock_retry_s <= lock_deadline:
+            out.lock_waits += 1
+            log(f"{guest.label}: {detail}; waiting for the lock")
+            sleep(settings.lock_retry_s)
+            still = _wait_unlocked(pve, guest, lock_deadline, settings.lock_retry_s, sleep)
+            if still is None:
+                continue
+            detail = f"{detail} (still locked after {settings.lock_wait_s:g}s)"
+        out.reason = detail or "vzdump failed"
+        return out
+
+
+def _start_or_adopt(
+    pve: PveClient, guest: BackupGuest, settings: VzdumpSettings, out: BackupOutcome,
+    log: Callable[[str], None],
+) -> str | None:
+    """The UPID to follow: a running vzdump of this guest, else a new one. None when the
+    outcome is already decided (``out`` filled in)."""
+    since = int(settings.done_after) if settings.done_after else None
+    known = pve.tasks(guest.node, vmid=guest.vmid, typefilter="vzdump", source="all", since=since)
+    mine = [t for t in known if t.id in (None, "", str(guest.vmid))]
+    running = [t for t in mine if t.running]
+    if running:
+        out.adopted = True
+        log(f"{guest.label}: a vzdump is already running ({running[0].upid}); waiting for it")
+        return running[0].upid
+    if settings.done_after is not None:
+        done = [t for t in mine if t.status and classify_exitstatus(t.status) != "error"]
+        if done:
+            out.status, out.upid, out.adopted = "fresh", done[0].upid, True
+            out.reason = "backed up meanwhile by an earlier run's vzdump"
+            return None
+    seen = {t.upid for t in known}
+    last_error: LabopsError | None = None
+    for _ in range(settings.start_attempts):
+        out.attempts += 1
+        t0 = time.time()
+        try:
+            upid = pve.vzdump(
+                guest.node, guest.vmid, settings.storage, mode=settings.mode,
+                compress=settings.compress, notes_template=settings.notes_template,
+                protected=settings.protected or None,
+            )
+        except LabopsError as exc:
+            # The answer was lost or the server failed: a task may exist all the same.
+            last_error = exc
+            new = _new_task(pve, guest, seen, t0)
+            if new is not None:
+                return new.upid
+            continue
+        if not upid.startswith("UPID:"):
+            out.reason = f"vzdump answered {upid!r}: the guest is not on node {guest.node}"
+            return None
+        out.started = t0
+        return upid
+    out.reason = f"vzdump could not be started: {last_error}"
+    return None
+
+
+def _new_task(pve: PveClient, guest: BackupGuest, seen: set[str], t0: float) -> PveTaskItem | None:
+    try:
+        tasks = pve.tasks(
+            guest.node, vmid=guest.vmid, typefilter="vzdump", source="all", since=int(t0) - 60
+        )
+    except LabopsError:
+        return None
+    fresh = [t for t in tasks if t.upid not in seen]
+    return fresh[0] if fresh else None
+
+
+@task(
+    name="backup-guest",
+    tags=["proxmox", "vzdump"],
+    task_run_name="backup-{guest.vmid}-{guest.name}",
+)
+def backup_guest(
+    block: ProxmoxCredentials,
+    guest: BackupGuest,
+    settings: VzdumpSettings,
+    limits: list[str],
+    lease_s: float = 60.0,
+    slot_wait_s: float | None = None,
+) -> BackupOutcome:
+    """Back up one guest with vzdump (CHANGES THE LAB: writes a backup) and wait for its task.
+
+    Holds one slot of each concurrency limit in ``limits`` (its node's and its storage's) while
+    the vzdump runs; slots are leases, so a crashed run frees them after ``lease_s``. A locked
+    guest is waited for; an error fails this guest only (returned, not raised).
+    """
+    from prefect.concurrency.sync import concurrency
+
+    logger = get_run_logger()
+    pve = client(block)
+    try:
+        with concurrency(
+            limits, occupy=1, strict=True, lease_duration=max(60.0, lease_s),
+            timeout_seconds=slot_wait_s,
+        ):
+            outcome = run_backup(pve, guest, settings, log=logger.info)
+    except LabopsError as exc:
+        outcome = BackupOutcome(vmid=guest.vmid, status="failed", reason=str(exc))
+    except TimeoutError:
+        outcome = BackupOutcome(
+            vmid=guest.vmid, status="failed",
+            reason=f"no backup slot ({', '.join(limits)}) within {slot_wait_s:g}s",
+        )
+    if outcome.status == "failed":
+        logger.warning("%s: %s", guest.label, outcome.reason)
+    return outcome
+
+
+# -- restore drill ------------------------------------------------------------------------------
+
+
+def wait_result(
+    pve: PveClient, node: str, upid: str, timeout_s: float, poll_s: float
+) -> TaskResult:
+    status = pve.wait_task(node, upid, timeout_s, poll_s)
+    exitstatus = status.exitstatus or "unknown"
+    kind = classify_exitstatus(exitstatus)
+    return TaskResult(
+        upid=upid, status=kind,  # type: ignore[arg-type]
+        exitstatus=exitstatus,
+        started=float(status.starttime) if status.starttime else None, ended=time.time(),
+    )
+
+
+@task(name="pve-vmids", tags=["proxmox"])
+def used_vmids(block: ProxmoxCredentials) -> list[int]:
+    """Every vmid the cluster uses (guests and templates). Reads only."""
+    return sorted(g.vmid for g in client(block).guests())
+
+
+@task(name="pve-restore", tags=["proxmox"], task_run_name="restore-{volid}-as-{vmid}")
+def restore_backup(
+    block: ProxmoxCredentials, node: str, kind: str, vmid: int, volid: str, storage: str,
+    timeout_s: float, poll_s: float = 2.0,
+) -> TaskResult:
+    """Restore ``volid`` as the NEW guest ``vmid`` (CHANGES THE LAB) and wait for the task.
+    PVE refuses an existing vmid, so an original guest is never overwritten."""
+    pve = client(block)
+    upid = pve.restore(node, kind, vmid, volid, storage, unique=True)
+    return wait_result(pve, node, upid, timeout_s, poll_s)
+
+
+@task(name="pve-power", tags=["proxmox"], task_run_name="{action}-{vmid}")
+def power_guest(
+    block: ProxmoxCredentials, node: str, kind: str, vmid: int, action: str,
+    timeout_s: float = 120.0, poll_s: float = 1.0,
+) -> TaskResult:
+    """start | stop a guest (CHANGES THE LAB) and wait for the task."""
+    pve = client(block)
+    upid = pve.power(node, kind, vmid, action)
+    return wait_result(pve, node, upid, timeout_s, poll_s)
+
+
+@task(name="pve-guest-state", tags=["proxmox"])
+def guest_running(
+    block: ProxmoxCredentials, node: str, kind: str, vmid: int, wait_s: float
+) -> str:
+    """Wait up to ``wait_s`` for the guest to report ``running``; return its last status."""
+    pve = client(block)
+    deadline = time.time() + wait_s
+    while True:
+        status = pve.guest_state(node, kind, vmid).status
+        if status == "running" or time.time() >= deadline:
+            return status
+        time.sleep(min(1.0, max(0.05, deadline - time.time())))
+
+
+@task(name="pve-destroy", tags=["proxmox"], task_run_name="destroy-{vmid}")
+def destroy_guest(
+    block: ProxmoxCredentials, node: str, kind: str, vmid: int, timeout_s: float = 300.0,
+    poll_s: float = 1.0,
+) -> TaskResult:
+    """Destroy the scratch guest ``vmid`` (CHANGES THE LAB; stops it first when running).
+    Callers pass only a vmid the drill itself created."""
+    pve = client(block)
+    if pve.guest_state(node, kind, vmid).status == "running":
+        wait_result(pve, node, pve.power(node, kind, vmid, "stop"), timeout_s, poll_s)
+    return wait_result(pve, node, pve.destroy(node, kind, vmid, purge=True), timeout_s, poll_s)

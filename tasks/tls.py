@@ -1,0 +1,129 @@
+"""TLS tasks of the certificates flow: probing in batches, Proxmox node certificates, renewal.
+
+One task run probes a whole batch (thousands of endpoints, ``policy.concurrency`` at once):
+a task run costs 10-30 ms, more than a TLS handshake on a LAN, so per-endpoint task runs would
+make the flow slower than the probing itself. Per-endpoint results travel in the returned models.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from datetime import UTC, datetime
+
+from prefect import get_run_logger, task
+from pydantic import BaseModel, Field
+
+from blocks.proxmox import ProxmoxCredentials
+from labops.config.policies.certificates import CertificatePolicy
+from labops.errors import LabopsError
+from labops.models.certificates import PveCertificateInfo
+from labops.tls.chain import TrustAnchors
+from labops.tls.check import check_endpoints, judge
+from labops.tls.models import Target
+from labops.tls.probe import RawProbe
+from labops.tls.report import EndpointResult
+
+
+def _anchors(roots_pem: list[str], intermediates_pem: list[str],
+             policy: CertificatePolicy) -> TrustAnchors:
+    roots = [p.encode() for p in roots_pem]
+    roots += [path.read_bytes() for path in policy.trusted_roots if path.is_file()]
+    return TrustAnchors.from_pem(roots, [p.encode() for p in intermediates_pem],
+                                 use_system_store=policy.use_system_store)
+
+
+@task(name="tls-probe-batch")
+def probe_batch(
+    targets: list[Target],
+    roots_pem: list[str],
+    intermediates_pem: list[str],
+    policy: CertificatePolicy,
+) -> list[EndpointResult]:
+    """Probe and classify a batch of endpoints concurrently (bounded). Reads only.
+
+    Never raises for an endpoint: one that cannot be reached is classified "unreachable".
+    """
+    started = time.perf_counter()
+    results = check_endpoints(targets, _anchors(roots_pem, intermediates_pem, policy), policy)
+    get_run_logger().info(
+        "probed %d endpoints in %.2f s (%d at once)", len(targets),
+        time.perf_counter() - started, policy.concurrency,
+    )
+    return results
+
+
+def _pem_to_der(pem: str) -> bytes:
+    body = "".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))
+    return base64.b64decode(body)
+
+
+@task(name="tls-judge-api-certificate")
+def judge_api_certificate(
+    target: Target, pem: str, roots_pem: list[str], intermediates_pem: list[str],
+    policy: CertificatePolicy,
+) -> EndpointResult:
+    """Classify a certificate read from an API (a node without a probe URL). Reads only."""
+    raw = RawProbe(target=target, chain_der=[_pem_to_der(pem)], chain_complete=False)
+    anchors = _anchors(roots_pem, intermediates_pem, policy)
+    return judge(raw, anchors, policy, datetime.now(UTC))
+
+
+class NodeCertificates(BaseModel):
+    node: str
+    online: bool
+    url: str | None = Field(None, description="The node's own API URL (probed).")
+    acme: bool = Field(False, description="ACME domains configured: renewal possible.")
+    certificates: list[PveCertificateInfo] = Field(default_factory=list)
+    error: str | None = None
+
+
+@task(name="pve-node-certificates", retries=1, tags=["proxmox"])
+def node_certificates(block: ProxmoxCredentials) -> list[NodeCertificates]:
+    """Each node's certificate files and ACME setup (``certificates/info``, node config).
+
+    A node that does not answer is listed with its error; the others go on. Reads only.
+    """
+    pve = block.get_client()
+    out = []
+    for n in pve.nodes():
+        override = block.nodes.get(n.node)
+        url = str(override.url) if override and override.url else None
+        item = NodeCertificates(node=n.node, online=n.online, url=url)
+        if n.online:
+            try:
+                item.certificates = pve.certificates_info(n.node)
+                item.acme = pve.acme_domains_configured(n.node)
+            except LabopsError as exc:
+                item.error = str(exc)
+        out.append(item)
+    return out
+
+
+class RenewalOutcome(BaseModel):
+    node: str
+    upid: str | None = None
+    ok: bool
+    detail: str = ""
+
+
+@task(name="pve-renew-acme-certificate", tags=["proxmox"])
+def renew_node_certificate(
+    block: ProxmoxCredentials, node: str, force: bool, timeout_s: float
+) -> RenewalOutcome:
+    """Order the renewal of a node's ACME certificate and wait for the task. CHANGES THE NODE.
+
+    Not retried by Prefect: a second order would be a second renewal.
+    """
+    pve = block.get_client()
+    try:
+        upid = pve.renew_acme_certificate(node, force=force)
+    except LabopsError as exc:
+        return RenewalOutcome(node=node, ok=False, detail=f"refused: {exc}")
+    try:
+        status = pve.wait_task(node, upid, timeout_s=timeout_s, poll_s=1.0)
+    except LabopsError as exc:
+        return RenewalOutcome(node=node, upid=upid, ok=False, detail=str(exc))
+    if status.succeeded:
+        return RenewalOutcome(node=node, upid=upid, ok=True, detail="task OK")
+    return RenewalOutcome(node=node, upid=upid, ok=False, detail=f"task failed: {status.error}")

@@ -1,0 +1,102 @@
+"""The sandbox's Proxmox Backup Server API through proxmoxer (service="PBS")."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from proxmoxer import ProxmoxAPI, ResourceException
+
+from tests.fixtures.sandbox import SandboxHandle, wait_task
+
+
+def test_snapshot_listing(sandbox: SandboxHandle) -> None:
+    pbs = sandbox.pbs()
+    assert pbs.admin.datastore.get()[0]["store"] == "store1"
+    snaps = pbs.admin.datastore("store1").snapshots.get()
+    assert len(snaps) > 400
+    for s in snaps[:50]:
+        assert {"backup-type", "backup-id", "backup-time", "files", "size", "owner",
+                "protected"} <= set(s)
+        assert isinstance(s["protected"], bool)
+        if "verification" in s:
+            assert s["verification"]["state"] in ("ok", "failed")
+    assert any("verification" not in s for s in snaps)
+    seed = sandbox.state()["seed"]
+    orphan = [s for s in snaps if s["backup-id"] == str(seed["orphan_vmid"])]
+    assert orphan
+    assert sum(s["protected"] for s in snaps) >= 1
+    newest: dict[str, int] = {}
+    for s in snaps:
+        newest[s["backup-id"]] = max(newest.get(s["backup-id"], 0), s["backup-time"])
+    for vmid in seed["stale_vmids"]:
+        assert time.time() - newest[str(vmid)] > 9.5 * 86400
+
+
+def test_wrong_token(sandbox: SandboxHandle) -> None:
+    bad = ProxmoxAPI("127.0.0.1", port=sandbox.port("pbs"), service="PBS", user="root@pam",
+                     token_name="labops", token_value="wrong", verify_ssl=str(sandbox.ca_path))
+    with pytest.raises(ResourceException) as exc:
+        bad.admin.datastore.get()
+    assert exc.value.status_code == 401
+    assert exc.value.errors == {"errors": b"authentication failed"}
+
+
+def test_status_usage_gc_verify_jobs(sandbox: SandboxHandle) -> None:
+    pbs = sandbox.pbs()
+    st = pbs.admin.datastore("store1").status.get(verbose=1)
+    assert st["total"] > st["used"] > 0 and "counts" in st
+    usage = pbs("status/datastore-usage").get()[0]
+    assert usage["store"] == "store1" and len(usage["history"]) == 30
+    gc = pbs.admin.datastore("store1").gc.get()
+    assert 0 < time.time() - gc["last-run-endtime"] < 2 * 86400
+    jobs = pbs.admin.verify.get()
+    assert time.time() - jobs[0]["last-run-endtime"] > 8 * 86400
+
+
+def test_gc_task_and_second_start(sandbox: SandboxHandle) -> None:
+    pbs = sandbox.pbs()
+    upid = pbs.admin.datastore("store1").gc.post()
+    assert len(upid.split(":")) == 10
+    with pytest.raises(ResourceException) as exc:
+        pbs.admin.datastore("store1").gc.post()
+    assert exc.value.errors == {"errors": b"garbage collection already running"}
+    assert wait_task(pbs, "localhost", upid)["exitstatus"] == "OK"
+    assert pbs.admin.datastore("store1").gc.get()["upid"] == upid
+
+
+def test_prune_dry_run_and_protected(sandbox: SandboxHandle) -> None:
+    pbs = sandbox.pbs()
+    ds = pbs.admin.datastore("store1")
+    result = ds.prune.post(**{"backup-type": "ct", "backup-id": "100", "dry-run": 1,
+                              "keep-last": 2})
+    assert result == sorted(result, key=lambda r: r["backup-time"])
+    kept = [r for r in result if r["keep"]]
+    assert len([r for r in kept if not r["protected"]]) == 2
+    assert any(r["protected"] and r["keep"] for r in result)
+    protected = next(r for r in result if r["protected"])
+    with pytest.raises(ResourceException):
+        ds.snapshots.delete(**{"backup-type": "ct", "backup-id": "100",
+                               "backup-time": protected["backup-time"]})
+    upid = ds("prune-datastore").post(**{"dry-run": 1, "keep-daily": 7})
+    assert wait_task(pbs, "localhost", upid)["exitstatus"] == "OK"
+
+
+def test_verify_snapshot_and_delete(sandbox: SandboxHandle) -> None:
+    pbs = sandbox.pbs()
+    ds = pbs.admin.datastore("store1")
+    snap = ds.snapshots.get(**{"backup-type": "ct", "backup-id": "101"})[-1]
+    key = {"backup-type": "ct", "backup-id": "101", "backup-time": snap["backup-time"]}
+    upid = ds.verify.post(**key)
+    assert ":verify_snapshot:" in upid
+    assert wait_task(pbs, "localhost", upid)["exitstatus"] == "OK"
+    after = next(s for s in ds.snapshots.get(**{"backup-type": "ct", "backup-id": "101"})
+                 if s["backup-time"] == snap["backup-time"])
+    assert after["verification"] == {"state": "ok", "upid": upid}
+    # Shared state: what PVE lists on storage "pbs" is what PBS holds.
+    pve_vols = sandbox.pve().nodes("pve1").storage("pbs").content.get(vmid=101)
+    assert any(v["ctime"] == snap["backup-time"] and v["verification"]["upid"] == upid
+               for v in pve_vols)
+    ds.snapshots.delete(**key)
+    assert snap["backup-time"] not in {
+        s["backup-time"] for s in ds.snapshots.get(**{"backup-type": "ct", "backup-id": "101"})}

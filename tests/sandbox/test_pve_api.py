@@ -1,0 +1,234 @@
+"""The sandbox's Proxmox VE API through proxmoxer, unchanged, over real TLS connections."""
+
+from __future__ import annotations
+
+import ssl
+import time
+
+import pytest
+import requests
+from proxmoxer import ProxmoxAPI, ResourceException
+from proxmoxer.tools import Tasks
+
+from tests.fixtures.sandbox import SandboxHandle, wait_task
+
+
+def test_token_auth_lists_guests(sandbox: SandboxHandle) -> None:
+    pve = sandbox.pve()
+    assert pve.version.get()["release"] == "9.1"
+    nodes = {n["node"]: n for n in pve.nodes.get()}
+    assert set(nodes) == {"pve1", "pve2", "pve3", "pve4"}
+    guests = pve.cluster.resources.get(type="vm")
+    lxc = [g for g in guests if g["type"] == "lxc"]
+    qemu = [g for g in guests if g["type"] == "qemu"]
+    assert len(lxc) >= 53 and len(qemu) == 4
+    assert all(isinstance(g["vmid"], int) for g in guests)
+    tpl = next(g for g in guests if g["vmid"] == 9000)
+    assert tpl["template"] == 1
+    assert [str(g["vmid"]) for g in guests] == sorted(str(g["vmid"]) for g in guests)
+    tagged = next(g for g in guests if "tags" in g and ";" in g["tags"])
+    assert ";" in tagged["tags"]
+    per_node = pve.nodes("pve1").lxc.get()
+    assert per_node and all(g["vmid"] in {x["vmid"] for x in lxc} for g in per_node)
+
+
+def test_guest_config_has_network(sandbox: SandboxHandle) -> None:
+    conf = sandbox.pve().nodes("pve1").lxc(100).config.get()
+    assert conf["hostname"] == "dns-primary"
+    assert conf["net0"].startswith("name=eth0,bridge=vmbr0,")
+    assert "ip=192.168.1.100/24" in conf["net0"] and "hwaddr=" in conf["net0"]
+
+
+def test_vzdump_task_to_pbs(sandbox: SandboxHandle) -> None:
+    pve = sandbox.pve()
+    upid = pve.nodes("pve1").vzdump.post(vmid="103", storage="pbs", mode="snapshot",
+                                         protected=1, **{"notes-template": "{{guestname}}"})
+    assert upid.startswith("UPID:pve1:") and ":vzdump:103:root@pam!labops:" in upid
+    assert len(upid.split(":")) == 9
+    # The guest holds the backup lock while the job runs.
+    assert pve.nodes("pve1").lxc(103).status.current.get().get("lock") == "backup"
+    status = Tasks.blocking_status(pve, upid, timeout=20, polling_interval=0.05)
+    assert status is not None and status["exitstatus"] == "OK"
+    assert status["user"] == "root@pam" and status["tokenid"] == "labops"
+    log = pve.nodes("pve1").tasks(upid).log.get(limit=0)
+    text = Tasks.decode_log(log)
+    assert "INFO: Starting Backup of VM 103 (lxc)" in text
+    assert text.endswith("TASK OK")
+    content = pve.nodes("pve2").storage("pbs").content.get(content="backup", vmid=103)
+    newest = max(content, key=lambda c: c["ctime"])
+    assert newest["volid"].startswith("pbs:backup/ct/103/")
+    assert newest["notes"] == "authentik" and newest["protected"] == 1
+    snaps = sandbox.pbs().admin.datastore("store1").snapshots.get(
+        **{"backup-type": "ct", "backup-id": "103"})
+    assert any(s["backup-time"] == newest["ctime"] and s["protected"] for s in snaps)
+    assert "lock" not in pve.nodes("pve1").lxc(103).status.current.get()
+
+
+def test_vzdump_local_and_ok_elsewhere(sandbox: SandboxHandle) -> None:
+    pve = sandbox.pve()
+    assert pve.nodes("pve3").vzdump.post(vmid="100", storage="local") == "OK"
+    upid = pve.nodes("pve1").vzdump.post(vmid="100,103", storage="local")
+    assert ":vzdump::" in upid  # more than one guest: no id in the UPID
+    status = Tasks.blocking_status(pve, upid, timeout=20, polling_interval=0.05)
+    assert status["exitstatus"] == "OK"
+    vols = pve.nodes("pve1").storage("local").content.get(content="backup")
+    assert any(v["volid"].startswith("local:backup/vzdump-lxc-103-") for v in vols)
+    assert vols == sorted(vols, key=lambda v: v["volid"].lower())
+
+
+def test_task_log_paging(sandbox: SandboxHandle) -> None:
+    pve = sandbox.pve()
+    upid = pve.nodes("pve1").vzdump.post(vmid="100,103,106", storage="pbs")
+    Tasks.blocking_status(pve, upid, timeout=20, polling_interval=0.05)
+    resp = requests.get(
+        f"https://127.0.0.1:{sandbox.port('pve')}/api2/json/nodes/pve1/tasks/{upid}/log",
+        headers={"Authorization": f"PVEAPIToken=root@pam!labops={sandbox.secret('pve_token')}"},
+        verify=str(sandbox.ca_path), timeout=5,
+    ).json()
+    assert len(resp["data"]) == 50 and resp["total"] > 50
+    assert resp["data"][0]["n"] == 1
+    tasks = pve.nodes("pve1").tasks.get(typefilter="vzdump")
+    assert tasks[0]["starttime"] >= tasks[-1]["starttime"]
+
+
+def test_wrong_token_is_401(sandbox: SandboxHandle) -> None:
+    bad = ProxmoxAPI("127.0.0.1", port=sandbox.port("pve"), user="root@pam",
+                     token_name="labops", token_value="00000000-0000-0000-0000-000000000000",
+                     verify_ssl=str(sandbox.ca_path), timeout=10)
+    t0 = time.monotonic()
+    with pytest.raises(ResourceException) as exc:
+        bad.nodes.get()
+    assert exc.value.status_code == 401
+    assert exc.value.content == "Authentication failed!"
+    assert time.monotonic() - t0 >= 0.29
+    r = requests.get(f"https://127.0.0.1:{sandbox.port('pve')}/api2/json/nodes",
+                     verify=str(sandbox.ca_path), timeout=10)
+    assert r.status_code == 401 and r.reason == "No ticket"
+
+
+def test_ticket_auth_and_csrf(sandbox: SandboxHandle) -> None:
+    password = sandbox.secret("pve_password")
+    pve = ProxmoxAPI("127.0.0.1", port=sandbox.port("pve"), user="root@pam",
+                     password=password, verify_ssl=str(sandbox.ca_path), timeout=10)
+    assert pve.nodes.get()
+    ticket, csrf = pve.get_tokens()
+    assert ticket.startswith("PVE:root@pam:") and csrf
+    upid = pve.nodes("pve4").apt.update.post()  # proxmoxer sends the CSRF header itself
+    assert upid.startswith("UPID:pve4:")
+    base = f"https://127.0.0.1:{sandbox.port('pve')}/api2/json"
+    r = requests.post(f"{base}/nodes/pve4/apt/update", cookies={"PVEAuthCookie": ticket},
+                      verify=str(sandbox.ca_path), timeout=10)
+    assert r.status_code == 401  # a write without CSRFPreventionToken
+    r = requests.post(f"{base}/access/ticket", data={"username": "root@pam", "password": "x"},
+                      headers={"Authorization": "PVEAPIToken=root@pam!labops=x"},
+                      verify=str(sandbox.ca_path), timeout=10)
+    assert r.status_code == 403
+
+
+def test_errors_in_reason_phrase(sandbox: SandboxHandle) -> None:
+    pve = sandbox.pve()
+    with pytest.raises(ResourceException) as exc:
+        pve.nodes("pve1").lxc(999).config.get()
+    assert exc.value.status_code == 500
+    assert exc.value.content == "Configuration file 'nodes/pve1/lxc/999.conf' does not exist"
+    with pytest.raises(ResourceException) as exc:
+        pve.nodes("pve1").vzdump.post(vmid="100", storage="pbs", protected="true")
+    assert exc.value.status_code == 400
+    assert "protected" in exc.value.errors
+    with pytest.raises(ResourceException) as exc:
+        pve.nodes("pve1").nonsense.get()
+    assert exc.value.status_code == 501
+    assert exc.value.content == "Method 'GET /nodes/pve1/nonsense' not implemented"
+
+
+def test_locked_guest_conflict(sandbox: SandboxHandle) -> None:
+    pve = sandbox.pve()
+    first = pve.nodes("pve2").vzdump.post(vmid="800", storage="pbs")
+    second = pve.nodes("pve2").vzdump.post(vmid="800", storage="pbs")
+    s2 = wait_task(pve, "pve2", second)
+    assert s2["exitstatus"] == "job errors"
+    log = Tasks.decode_log(pve.nodes("pve2").tasks(second).log.get(limit=0))
+    assert "ERROR: Backup of VM 800 failed - VM 800 is locked (backup)" in log
+    assert wait_task(pve, "pve2", first)["exitstatus"] == "OK"
+
+
+def test_snapshot_rollback_restores_host_state(sandbox: SandboxHandle) -> None:
+    pve = sandbox.pve()
+    node, vmid = "pve1", 103
+    sandbox.control("pve", "guest", vmid=vmid)  # touch: the guest exists
+    upid = pve.nodes(node).lxc(vmid).snapshot.post(snapname="pre-upgrade",
+                                                    description="before apt")
+    assert wait_task(pve, node, upid)["exitstatus"] == "OK"
+    names = [s["name"] for s in pve.nodes(node).lxc(vmid).snapshot.get()]
+    assert names == ["pre-upgrade", "current"]
+    upid = pve.nodes(node).lxc(vmid).snapshot("pre-upgrade").rollback.post()
+    assert wait_task(pve, node, upid)["exitstatus"] == "OK"
+    upid = pve.nodes(node).lxc(vmid).snapshot("pre-upgrade").delete()
+    assert wait_task(pve, node, upid)["exitstatus"] == "OK"
+    with pytest.raises(ResourceException) as exc:
+        pve.nodes(node).lxc(vmid).snapshot.post(snapname="1bad")
+    assert exc.value.status_code == 400
+
+
+def test_restore_and_destroy(sandbox: SandboxHandle) -> None:
+    pve = sandbox.pve()
+    vol = pve.nodes("pve1").storage("pbs").content.get(content="backup", vmid=101)[-1]["volid"]
+    with pytest.raises(ResourceException) as exc:
+        pve.nodes("pve1").lxc.post(vmid=101, ostemplate=vol, restore=1, storage="local-lvm")
+    assert "CT 101 already exists on node" in exc.value.content
+    upid = pve.nodes("pve1").lxc.post(vmid=990, ostemplate=vol, restore=1, storage="local-lvm")
+    assert wait_task(pve, "pve1", upid)["exitstatus"] == "OK"
+    assert pve.nodes("pve1").lxc(990).status.current.get()["status"] == "stopped"
+    upid = pve.nodes("pve1").lxc(990).delete()
+    assert wait_task(pve, "pve1", upid)["exitstatus"] == "OK"
+    assert 990 not in {g["vmid"] for g in pve.cluster.resources.get(type="vm")}
+
+
+def test_backup_jobs_and_not_backed_up(sandbox: SandboxHandle) -> None:
+    pve = sandbox.pve()
+    jobs = pve.cluster.backup.get()
+    assert len(jobs) >= 2 and all(j["type"] == "vzdump" for j in jobs)
+    assert isinstance(jobs[0]["prune-backups"], dict)
+    missing = pve("cluster/backup-info/not-backed-up").get()
+    assert missing and all({"vmid", "type"} <= set(m) for m in missing)
+    covered = {int(v) for j in jobs for v in j["vmid"].split(",") if v}
+    assert not covered & {m["vmid"] for m in missing}
+
+
+def test_apt_and_certificates(sandbox: SandboxHandle) -> None:
+    pve = sandbox.pve()
+    pkgs = pve.nodes("pve1").apt.update.get()
+    assert any(p["Package"] == "pve-manager" and p["OldVersion"] for p in pkgs)
+    assert pve.nodes("pve4").apt.update.get() == []
+    info = pve.nodes("pve2").certificates.info.get()
+    assert [i["filename"] for i in info] == ["pve-root-ca.pem", "pve-ssl.pem",
+                                            "pveproxy-ssl.pem"]
+    proxy = info[2]
+    assert proxy["notafter"] - time.time() < 30 * 86400
+    assert "pve2.lab.internal" in proxy["san"]
+    assert pve.nodes("pve2").config.get()["acme"].startswith("domains=")
+
+
+def test_node_port_serves_node_cert_and_acme_renewal(sandbox_clean: SandboxHandle) -> None:
+    sb = sandbox_clean
+    ctx = ssl.create_default_context(cafile=str(sb.ca_path))
+    port = sb._node_port("pve2")
+
+    def served_notafter() -> float:
+        import socket
+
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname="pve2.lab.internal") as tls:
+            cert = tls.getpeercert()
+        return ssl.cert_time_to_seconds(cert["notAfter"])
+
+    before = served_notafter()
+    assert before - time.time() < 30 * 86400
+    pve = sb.pve()
+    upid = pve.nodes("pve2").certificates.acme.certificate.put()
+    assert wait_task(pve, "pve2", upid)["exitstatus"] == "OK"
+    assert served_notafter() - time.time() > 80 * 86400
+    sb.set_faults("pve", extra={"acme_fail_nodes": ["pve1"]})
+    upid = pve.nodes("pve1").certificates.acme.certificate.put(force=1)
+    status = wait_task(pve, "pve1", upid)
+    assert status["exitstatus"].startswith("validating challenge")
