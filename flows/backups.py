@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
@@ -18,13 +18,18 @@ from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.context import LabContext
-from blocks.proxmox import ProxmoxCredentials
 from labops.config.policies.backups import BackupPolicy
-from labops.errors import ConfigError, LabopsError
+from labops.errors import LabopsError
 from labops.limits import ensure_limit, limit_name
-from labops.models.backups import BackupCopy, BackupOutcome, GuestPlan, PlanAction
+from labops.models.backups import BackupOutcome, GuestPlan, PlanAction
 from labops.planners.backup_audit import guest_rows, templates_without_backup
-from labops.planners.backups import lanes, orphans, plan_backups, retention_dry_run
+from labops.planners.backups import (
+    default_storage,
+    lanes,
+    orphans,
+    plan_backups,
+    retention_dry_run,
+)
 from labops.reports import Failure
 from labops.reports_backups import BackupReport, GuestStatus
 from tasks.pbs import maintenance_checks
@@ -33,53 +38,12 @@ from tasks.pve import (
     VzdumpSettings,
     backup_guest,
     guests_without_job,
-    list_backups,
     list_guests,
     list_nodes,
-    list_storages,
+    scan_backups,
 )
 
 MAX_LANES = 16
-
-
-def default_storage(ctx: LabContext) -> str:
-    policy = ctx.config.backups
-    pbs = ctx.config.systems.pbs
-    storage = policy.storage or (pbs.pve_storage if pbs else None)
-    if not storage:
-        raise ConfigError(
-            "backups.storage: not set, and systems.pbs.pve_storage does not name one either"
-        )
-    return storage
-
-
-def scan_backups(
-    block: ProxmoxCredentials,
-    storages: Sequence[str],
-    online: Sequence[str],
-    report: BackupReport,
-) -> list[BackupCopy]:
-    """Every backup on the storages the policy uses; a shared storage is listed once."""
-    if not online:
-        report.failures.append(Failure(entity="cluster", reason="no node online", system="proxmox"))
-        return []
-    shared = {s.storage: s.shared for s in list_storages(block, online[0])}
-    copies: list[BackupCopy] = []
-    for storage in storages:
-        if storage not in shared:
-            report.failures.append(Failure(
-                entity=f"storage {storage}", system="proxmox",
-                reason=f"not a backup storage on {online[0]} (check backups.storage)",
-            ))
-            continue
-        for node in online[:1] if shared[storage] else online:
-            try:
-                copies += list_backups(block, node, storage)
-            except LabopsError as exc:
-                report.failures.append(
-                    Failure(entity=f"storage {storage}", reason=str(exc), system="proxmox")
-                )
-    return copies
 
 
 def run_lanes(
@@ -122,14 +86,13 @@ def run_lanes(
     return outcomes
 
 
-def settings_for(plan: GuestPlan, policy: BackupPolicy, planned_at: float) -> VzdumpSettings:
+def settings_for(plan: GuestPlan, policy: BackupPolicy, listed_at: float) -> VzdumpSettings:
     assert plan.policy is not None
-    done_after = plan.last_good.ctime + 1 if plan.last_good else planned_at - 600
     return VzdumpSettings(
         storage=plan.policy.storage, mode=plan.policy.mode, compress=policy.compress,
         notes_template=policy.notes_template or None, protected=policy.protected,
         task_timeout_s=policy.task_timeout, poll_s=policy.poll_interval,
-        lock_wait_s=policy.lock_wait, lock_retry_s=policy.lock_retry, done_after=done_after,
+        lock_wait_s=policy.lock_wait, lock_retry_s=policy.lock_retry, listed_at=listed_at,
     )
 
 
@@ -168,7 +131,7 @@ def backups(
     if not ctx.configured("proxmox"):
         return publish_report(report, ctx)
     block = ctx.pve_block()
-    storage = default_storage(ctx)
+    storage = default_storage(policy, ctx.config.systems.pbs)
 
     # -- discover ------------------------------------------------------------------------------
     nodes = list_nodes(block)
@@ -180,11 +143,12 @@ def backups(
         | {t.storage for t in policy.tiers.values() if t.storage}
         | {o.storage for o in policy.guests.values() if o.storage}
     )
-    copies = scan_backups(block, storages, online, report)
-    planned_at = time.time()
+    listed_at = time.time()
+    copies, problems = scan_backups(block, storages, online)
+    report.failures += problems
 
     # -- plan ----------------------------------------------------------------------------------
-    plans = plan_backups(guests, copies, policy, storage, planned_at, report.offline_nodes)
+    plans = plan_backups(guests, copies, policy, storage, listed_at, report.offline_nodes)
     todo = [p for p in plans if p.action is PlanAction.BACKUP]
     log.info(
         "%d guests: %d to back up, %d fresh, %d excluded, %d on offline nodes",
@@ -204,14 +168,14 @@ def backups(
         def submit(plan: GuestPlan) -> PrefectFuture[BackupOutcome]:
             assert plan.policy is not None
             return backup_guest.submit(
-                block, plan.guest, settings_for(plan, policy, planned_at),
+                block, plan.guest, settings_for(plan, policy, listed_at),
                 [limit_name("node", plan.guest.node), limit_name("storage", plan.policy.storage)],
                 lease_s=policy.lease, slot_wait_s=policy.slot_wait or policy.task_timeout,
             )
 
         outcomes = run_lanes(lanes(todo, policy.per_node_limit), submit)
         report.vzdump_started = sum(o.attempts > 0 and not o.adopted for o in outcomes.values())
-        copies = scan_backups(block, storages, online, BackupReport(lab=report.lab))
+        copies, _ = scan_backups(block, storages, online)
 
     # -- verify and audit ----------------------------------------------------------------------
     now = time.time()

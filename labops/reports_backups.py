@@ -71,7 +71,7 @@ class GuestRow(BaseModel):
 
     @property
     def stale(self) -> bool:
-        if not self.watched or self.status is GuestStatus.WOULD_BACK_UP:
+        if not self.watched:
             return False
         return self.age_s is None or (self.rpo_s is not None and self.age_s > self.rpo_s)
 
@@ -176,7 +176,8 @@ class BackupReport(OperationReport):
         if self.stale:
             lines += ["## Stale (last good backup older than its RPO)", ""]
             lines += [
-                f"- {r.label}: last good {human_age(r.age_s)} ago, tier {r.tier}" for r in self.stale
+                f"- {r.label}: last good {human_age(r.age_s)} ago, tier {r.tier}"
+                for r in self.stale
             ]
             lines.append("")
         if self.verification_problems:
@@ -313,7 +314,8 @@ class RestoreDrillReport(OperationReport):
             f"# Restore drill: {result}", "",
             f"- guest: {self.vmid} {self.name}",
             f"- backup: {self.volid or '-'} ({_when(self.backup_time)})",
-            f"- restored as: {self.scratch_vmid or '-'} on {self.node or '-'} / {self.storage or '-'}",
+            f"- restored as: {self.scratch_vmid or '-'} on {self.node or '-'}"
+            f" / {self.storage or '-'}",
             f"- duration: {human_age(self.duration_s)}",
             f"- why: {self.reason}" if self.reason else "",
             "",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 from prefect import get_run_logger, task
+from prefect.exceptions import MissingContextError
 
 from blocks.llm import LlmProviders
 from labops.digest.findings import Finding
@@ -20,7 +23,10 @@ def llm_summary(
     Sends only allow-listed fields with IPs, host names, user names and e-mails replaced by
     placeholders; the answer is mapped back and returned as inert text. Changes nothing.
     """
-    log = get_run_logger()
+    try:
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger] = get_run_logger()
+    except MissingContextError:  # called as .fn outside a run
+        log = logging.getLogger("labops.digest")
     try:
         from labops import llm
     except ImportError as exc:  # litellm missing from this install

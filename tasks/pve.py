@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prefect import get_run_logger, task
 from pydantic import BaseModel, Field
@@ -20,6 +20,7 @@ from labops.models.backups import BackupCopy, BackupGuest, BackupOutcome, TaskRe
 from labops.models.pve import PveBackupVolume, PveGuestRef, PveNode, PveStorage, PveTaskItem
 from labops.planners.backups import classify_exitstatus, is_lock_error, parse_tags
 from labops.proxmox import PveClient, TaskTimeout
+from labops.reports import Failure
 
 _local = threading.local()
 
@@ -82,6 +83,33 @@ def list_backups(block: ProxmoxCredentials, node: str, storage: str) -> list[Bac
     return [c for c in copies if c is not None]
 
 
+def scan_backups(
+    block: ProxmoxCredentials, storages: Sequence[str], online: Sequence[str]
+) -> tuple[list[BackupCopy], list[Failure]]:
+    """Every backup on ``storages`` (a shared storage is listed once, a local one on each
+    online node), and a failure for each storage that could not be listed."""
+    if not online:
+        return [], [Failure(entity="cluster", reason="no node online", system="proxmox")]
+    problems: list[Failure] = []
+    shared = {s.storage: s.shared for s in list_storages(block, online[0])}
+    copies: list[BackupCopy] = []
+    for storage in storages:
+        if storage not in shared:
+            problems.append(Failure(
+                entity=f"storage {storage}", system="proxmox",
+                reason=f"not a backup storage on {online[0]} (check backups.storage)",
+            ))
+            continue
+        for node in online[:1] if shared[storage] else online:
+            try:
+                copies += list_backups(block, node, storage)
+            except LabopsError as exc:
+                problems.append(
+                    Failure(entity=f"storage {storage}", reason=str(exc), system="proxmox")
+                )
+    return copies, problems
+
+
 @task(name="pve-not-backed-up", tags=["proxmox"])
 def guests_without_job(block: ProxmoxCredentials) -> list[PveGuestRef]:
     """Guests no scheduled backup job covers (``/cluster/backup-info/not-backed-up``)."""
@@ -104,11 +132,12 @@ class VzdumpSettings(BaseModel):
     lock_wait_s: float = 600
     lock_retry_s: float = 15
     start_attempts: int = Field(3, ge=1, description="Starts tried after a lost answer.")
-    done_after: float | None = Field(
+    listed_at: float | None = Field(
         None,
         description=(
-            "A vzdump of this guest that succeeded after this time (epoch) already made the "
-            "backup this run wants (a killed run's task finished meanwhile): do not start another."
+            "When the flow listed the existing backups (epoch). A vzdump of this guest that "
+            "ended OK after that made a backup the plan could not see (a killed run's task "
+            "finished meanwhile): no other is started."
         ),
     )
 
@@ -190,7 +219,7 @@ def _start_or_adopt(
 ) -> str | None:
     """The UPID to follow: a running vzdump of this guest, else a new one. None when the
     outcome is already decided (``out`` filled in)."""
-    since = int(settings.done_after) if settings.done_after else None
+    since = int(settings.listed_at - settings.task_timeout_s) if settings.listed_at else None
     known = pve.tasks(guest.node, vmid=guest.vmid, typefilter="vzdump", source="all", since=since)
     mine = [t for t in known if t.id in (None, "", str(guest.vmid))]
     running = [t for t in mine if t.running]
@@ -198,11 +227,15 @@ def _start_or_adopt(
         out.adopted = True
         log(f"{guest.label}: a vzdump is already running ({running[0].upid}); waiting for it")
         return running[0].upid
-    if settings.done_after is not None:
-        done = [t for t in mine if t.status and classify_exitstatus(t.status) != "error"]
+    if settings.listed_at is not None:
+        done = [
+            t for t in mine
+            if t.endtime is not None and t.endtime >= settings.listed_at - 1
+            and t.status and classify_exitstatus(t.status) != "error"
+        ]
         if done:
             out.status, out.upid, out.adopted = "fresh", done[0].upid, True
-            out.reason = "backed up meanwhile by an earlier run's vzdump"
+            out.reason = "backed up meanwhile by a vzdump that ended after the plan was made"
             return None
     seen = {t.upid for t in known}
     last_error: LabopsError | None = None

@@ -17,12 +17,22 @@ from labops.errors import LabopsError
 from labops.http import HttpClient
 from labops.notify.base import Delivery, Notifier
 from labops.notify.format import TELEGRAM_LIMIT, render_html, split_message
-from labops.redact import MASK, redact, register_secret
+from labops.redact import MASK, RedactingFilter, redact, register_secret
 from labops.reports import Notification
 
 log = logging.getLogger("labops.notify.telegram")
 
 DEFAULT_API = "https://api.telegram.org"
+
+_httpx_filter_installed = False
+
+
+def _mask_httpx_request_log() -> None:
+    """httpx logs every request URL at INFO, and ours carry the token: mask it at the source."""
+    global _httpx_filter_installed
+    if not _httpx_filter_installed:
+        logging.getLogger("httpx").addFilter(RedactingFilter())
+        _httpx_filter_installed = True
 
 
 class TelegramNotifier(Notifier):
@@ -43,6 +53,7 @@ class TelegramNotifier(Notifier):
         self.api_url = (api_url or DEFAULT_API).rstrip("/")
         self._token = bot_token
         register_secret(bot_token.get_secret_value())
+        _mask_httpx_request_log()
         self.chat_id = chat_id
         self.client = client or HttpClient("telegram", self.api_url)
         self.max_flood_waits = max_flood_waits

@@ -13,6 +13,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
 from labops.config.policies.backups import BackupPolicy, Retention, Selection, format_duration
+from labops.config.systems import PbsSystem
+from labops.errors import ConfigError
 from labops.models.backups import (
     BackupCopy,
     BackupGuest,
@@ -102,6 +104,16 @@ def policy_for(guest: BackupGuest, policy: BackupPolicy, default_storage: str) -
         storage=storage,
         mode=mode,
     )
+
+
+def default_storage(policy: BackupPolicy, pbs: PbsSystem | None) -> str:
+    """``backups.storage``, else the PVE storage that points at the configured PBS."""
+    storage = policy.storage or (pbs.pve_storage if pbs else None)
+    if not storage:
+        raise ConfigError(
+            "backups.storage: not set, and systems.pbs.pve_storage does not name one either"
+        )
+    return storage
 
 
 # --- recovery points ------------------------------------------------------------------------
@@ -422,7 +434,7 @@ def job_check(
     unknown: str = "",
 ) -> JobCheck:
     """Whether a PBS maintenance job ran successfully within ``max_age_s`` (unknown is not ok)."""
-    limit = format_duration(max_age_s) if max_age_s % 60 == 0 else human_age(max_age_s)
+    limit = format_duration(max_age_s) if max_age_s % 3600 == 0 else human_age(max_age_s)
     if last_run is None:
         return JobCheck(
             job=job, max_age_s=max_age_s, ok=False, state=state,

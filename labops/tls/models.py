@@ -33,7 +33,9 @@ class Target(BaseModel):
     def label(self) -> str:
         """How reports name it: ``grafana.lab:443`` (plus ``via`` when connected elsewhere)."""
         base = f"{self.name}:{self.port}"
-        return base if self.address.lower() == self.name.lower() else f"{base} via {self.address}"
+        if self.address.lower() != self.name.lower():
+            base = f"{base} via {self.address}"
+        return f"node {self.node} ({base})" if self.node else base
 
 
 class CertInfo(BaseModel):

@@ -159,10 +159,10 @@ class FleetService(Service):
         return key
 
     async def stop(self) -> None:
-        if self._reconciler:
-            self._reconciler.cancel()
-        for t in list(self._bg):
+        tasks = [t for t in [self._reconciler, *self._bg] if t is not None]
+        for t in tasks:
             t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for name in list(self._servers):
             self._close_listener(name)
         for conns in self._conns.values():

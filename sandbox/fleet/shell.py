@@ -445,6 +445,11 @@ class Shell:
         """Run one simple command (after redirections): wrappers, builtins, tools."""
         while argv:
             name = argv[0]
+            if re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", name):  # `sudo LANG=C cmd`
+                k, _, v = name.partition("=")
+                self.env[k] = v
+                argv = argv[1:]
+                continue
             if name == "sudo" and self.state.family != "alpine":
                 rest = argv[1:]
                 while rest and rest[0].startswith("-"):

@@ -385,19 +385,26 @@ async def _grep(sh: Shell, argv: list[str], io: Io) -> int:
 
 @tool("head", "tail")
 async def _headtail(sh: Shell, argv: list[str], io: Io) -> int:
-    n, files = 10, []
+    n, files, from_start = 10, [], False
     args = argv[1:]
     while args:
         a = args.pop(0)
         if a == "-n" and args:
-            n = int(args.pop(0).lstrip("+"))
+            val = args.pop(0)
+            from_start = val.startswith("+")  # tail -n +N: from line N on
+            n = int(val.lstrip("+"))
         elif re.match(r"^-n?\d+$", a):
             n = int(a.lstrip("-n"))
         else:
             files.append(a)
     text = "".join(virtual_file(sh, f) or "" for f in files) if files else io.stdin
     lines = text.splitlines(keepends=True)
-    io.out.write("".join(lines[:n] if argv[0] == "head" else lines[-n:] if n else []))
+    if argv[0] == "head":
+        io.out.write("".join(lines[:n]))
+    elif from_start:
+        io.out.write("".join(lines[max(n - 1, 0):]))
+    else:
+        io.out.write("".join(lines[-n:] if n else []))
     return 0
 
 

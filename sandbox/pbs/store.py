@@ -142,7 +142,7 @@ def shared_store(lab: Lab) -> Datastore:
 
 
 def seed_info(lab: Lab) -> dict[str, Any]:
-    """Which guests the seed made special, so tests and flows can find them (see /_sandbox/state)."""
+    """Which guests the seed made special, for tests and flows (see /_sandbox/state)."""
     return dict(shared_store(lab).seed)
 
 

@@ -5,6 +5,7 @@ certificate, closed while the node is offline), all serving the same cluster API
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import secrets
 import ssl
@@ -123,10 +124,8 @@ class PveService(Service):
         # Node.online may also be flipped directly in the lab (by the fleet or a test).
         while True:
             await asyncio.sleep(0.25)
-            try:
+            with contextlib.suppress(OSError):
                 await self.sync_nodes()
-            except OSError:
-                pass
 
     async def stop(self) -> None:
         if self._watch:

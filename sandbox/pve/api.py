@@ -347,11 +347,12 @@ class PveApi:
         item: dict[str, Any] = {
             "vmid": guest.vmid, "status": guest.status, "name": guest.name,
             "cpus": st["cpus"], "cpu": st["cpu"], "maxmem": guest.maxmem, "mem": st["mem"],
-            "maxdisk": guest.maxdisk, "disk": guest.disk_used if guest.type == "lxc" else 0,
+            "maxdisk": guest.maxdisk,
             "netin": st["netin"], "netout": st["netout"], "diskread": st["diskread"],
             "diskwrite": st["diskwrite"], "uptime": st["uptime"],
         }
         if guest.type == "lxc":
+            item["disk"] = guest.disk_used
             item["maxswap"] = 512 * 1024**2
         else:
             item["memhost"] = st["mem"]
@@ -691,7 +692,7 @@ async def qemu_config(api: PveApi, req: Req) -> Any:
         "net0": f"virtio={_mac(g.vmid)},bridge=vmbr0,firewall=1",
         "ipconfig0": f"ip={g.ip}/24,gw={_gw(g.ip)}",
         "scsi0": f"local-lvm:vm-{g.vmid}-disk-0,iothread=1,size={g.maxdisk // 1024**3}G",
-        "vmgenid": "6b1f3f4e-0f0e-4d0b-9b59-6f2d0c3f%04d" % (g.vmid % 10000),
+        "vmgenid": f"6b1f3f4e-0f0e-4d0b-9b59-6f2d0c3f{g.vmid % 10000:04d}",
         "smbios1": f"uuid=00000000-0000-4000-8000-{g.vmid:012d}",
     }
     if g.tags:

@@ -72,8 +72,8 @@ _PKGS: list[tuple[str, str, str, str, str, str]] = [
      "3.5.1-1", "3.5.1-1+deb13u1"),
     ("tzdata", "time zone and daylight-saving time data", "Debian", "localization",
      "2025b-4", "2025b-4+deb13u1"),
-    ("zfsutils-linux", "command-line tools to manage OpenZFS filesystems", "Proxmox", "contrib/admin",
-     "2.3.4-pve1", "2.3.5-pve1"),
+    ("zfsutils-linux", "command-line tools to manage OpenZFS filesystems", "Proxmox",
+     "contrib/admin", "2.3.4-pve1", "2.3.5-pve1"),
 ]
 
 
@@ -92,7 +92,8 @@ def seed_apt(node: str, rng: random.Random) -> list[dict[str, Any]]:
         })
     if node == "pve1":  # a new dependency: no OldVersion
         out.append({
-            "Package": "proxmox-kernel-6.17.2-2-pve-signed", "Title": "Proxmox Kernel Image (signed)",
+            "Package": "proxmox-kernel-6.17.2-2-pve-signed",
+            "Title": "Proxmox Kernel Image (signed)",
             "Description": "Proxmox Kernel Image (signed).", "Origin": "Proxmox",
             "Version": "6.17.2-2", "Arch": "amd64", "Priority": "optional", "Section": "kernel",
         })

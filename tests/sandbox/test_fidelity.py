@@ -22,8 +22,10 @@ SCHEMA_FILE = REFERENCE / "pve-api-schema.json"
 
 # Fields real PVE returns beyond its own schema (homelab-api-facts.md):
 # storage content adds content/subtype (pve-storage Storage.pm volume_list, §1.8);
-# task status adds tokenid for token-owned tasks (pve-manager Tasks.pm $convert_token_task, §1.2).
+# task status adds tokenid for token-owned tasks (pve-manager Tasks.pm $convert_token_task, §1.2);
+# backup jobs carry type "vzdump" from jobs.cfg (pve-manager API2/Backup.pm, §1.9).
 IMPLEMENTATION_EXTRAS = {
+    "/cluster/backup": {"type"},
     "/nodes/{node}/storage/{storage}/content": {"content", "subtype"},
     "/nodes/{node}/tasks/{upid}/status": {"tokenid"},
 }

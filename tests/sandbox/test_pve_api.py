@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 import ssl
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from proxmoxer import ProxmoxAPI, ResourceException
 from proxmoxer.tools import Tasks
 
-from tests.fixtures.sandbox import SandboxHandle, wait_task
+from sandbox.lab import generate_lab
+from sandbox.pve import PveService
+from sandbox.pve import api as pve_api
+from sandbox.pve.tasks import Task
+from sandbox.service import Context
+from sandbox.tls import SandboxCA
+from tests.fixtures.sandbox import SandboxHandle, free_port_range, wait_task
 
 
 def test_token_auth_lists_guests(sandbox: SandboxHandle) -> None:
@@ -232,3 +242,56 @@ def test_node_port_serves_node_cert_and_acme_renewal(sandbox_clean: SandboxHandl
     upid = pve.nodes("pve1").certificates.acme.certificate.put(force=1)
     status = wait_task(pve, "pve1", upid)
     assert status["exitstatus"].startswith("validating challenge")
+
+
+def test_volume_delete_and_qemu_restore(sandbox: SandboxHandle) -> None:
+    pve = sandbox.pve()
+    vols = pve.nodes("pve2").storage("pbs").content.get(content="backup", vmid=801)
+    upid = pve.nodes("pve2").qemu.post(vmid=991, archive=vols[-1]["volid"], storage="local-lvm")
+    assert ":qmrestore:991:" in upid
+    assert wait_task(pve, "pve2", upid)["exitstatus"] == "OK"
+    assert pve.nodes("pve2").qemu(991).config.get()["name"] == "win11"
+    upid = pve.nodes("pve2").qemu(991).delete()
+    assert wait_task(pve, "pve2", upid)["exitstatus"] == "OK"
+    oldest = vols[0]["volid"]
+    upid = pve.nodes("pve2").storage("pbs").content(oldest).delete()
+    assert wait_task(pve, "pve2", upid)["exitstatus"] == "OK"
+    after = {v["volid"] for v in pve.nodes("pve2").storage("pbs").content.get(vmid=801)}
+    assert oldest not in after and len(after) == len(vols) - 1
+
+
+def test_snapshot_copies_and_rollback_restores_lab_hosts(tmp_path: Path) -> None:
+    """In process: the snapshot keeps a deep copy of lab.hosts[name]; rollback puts it back."""
+
+    async def scenario() -> None:
+        state = tmp_path / "state"
+        state.mkdir()
+        ctx = Context(lab=generate_lab(), state_dir=state, host="127.0.0.1",
+                      ca=SandboxCA.create(), faults={}, rng=random.Random(1), time_scale=0.01,
+                      base_port=free_port_range())
+        svc = PveService(ctx)
+        await svc.start()
+        try:
+            api = svc.api
+            assert api is not None
+            ctx.lab.hosts["authentik"] = {"packages": {"openssl": "3.5.1-1"}}
+            where = {"node": "pve1", "vmid": "103"}
+
+            async def run(coro: Any) -> Task:
+                task = api.tasks.tasks[await coro]
+                while task.status == "running":
+                    await asyncio.sleep(0.01)
+                return task
+
+            t = await run(pve_api.snapshot_create(api, pve_api.Req(
+                where, {"snapname": "pre"}, "root@pam")))
+            assert t.exitstatus == "OK"
+            ctx.lab.hosts["authentik"]["packages"]["openssl"] = "3.5.1-1+deb13u1"
+            t = await run(pve_api.snapshot_rollback(api, pve_api.Req(
+                {**where, "snapname": "pre"}, {}, "root@pam")))
+            assert t.exitstatus == "OK"
+            assert ctx.lab.hosts["authentik"] == {"packages": {"openssl": "3.5.1-1"}}
+        finally:
+            await svc.stop()
+
+    asyncio.run(scenario())

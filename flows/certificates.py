@@ -1,0 +1,261 @@
+"""Certificates: every certificate of the lab found, validated and renewed before it can expire.
+
+Runbook: discover targets (config endpoints, Traefik routers, DNS records, Proxmox nodes, PBS, the
+CA) -> each endpoint once -> probe in batches (TLS handshake with SNI, the chain as served) ->
+validate against the lab's roots and the system store -> classify with reasons (thresholds in
+days and in lifetime fraction, renewal lag) -> renew ACME node certificates when enabled ->
+report, table artifact by time to expiry, notification on changes only, metrics.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture
+from prefect.states import State
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from blocks.context import LabContext
+from blocks.edge import StepCa, TechnitiumDns, TraefikApi
+from labops.config.policies.certificates import CertificatePolicy
+from labops.models.certificates import effective_certificate
+from labops.reports import Failure
+from labops.tls.alerts import CertStates, plan_alerts
+from labops.tls.check import judge_ca_certificate
+from labops.tls.discover import (
+    config_targets,
+    dns_targets,
+    traefik_targets,
+    url_target,
+)
+from labops.tls.models import Target
+from labops.tls.renewal import renewal_candidates
+from labops.tls.report import CertificateReport, EndpointResult, RenewalResult
+from labops.tls.targets import merge_targets
+from tasks.publish import publish_report
+from tasks.stepca import CaBundle, ca_certificates
+from tasks.technitium import zone_records
+from tasks.tls import (
+    NodeCertificates,
+    judge_api_certificate,
+    node_certificates,
+    probe_batch,
+    renew_node_certificate,
+)
+from tasks.traefik import http_routers
+
+STATE_KEY = "certificates"
+NODE_GROUP = "nodes"
+
+
+def _pem_der(pem: str) -> bytes:
+    body = "".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))
+    return base64.b64decode(body)
+
+
+def _discover(ctx: LabContext, report: CertificateReport) -> dict[str, Any]:
+    """Ask every configured source at once; a source that fails is a failure, not a stop."""
+    policy = ctx.config.certificates
+    wanted: dict[str, tuple[bool, Callable[[], PrefectFuture[Any]]]] = {
+        "traefik": (policy.sources.traefik, lambda: http_routers.submit(
+            cast(TraefikApi, ctx.block("traefik")), policy.traefik_page_size)),
+        "technitium": (policy.sources.technitium,
+                       lambda: zone_records.submit(cast(TechnitiumDns, ctx.block("technitium")))),
+        "proxmox": (policy.sources.proxmox,
+                    lambda: node_certificates.submit(ctx.pve_block())),
+        "step_ca": (policy.sources.step_ca,
+                    lambda: ca_certificates.submit(cast(StepCa, ctx.block("step_ca")))),
+    }
+    futures: dict[str, PrefectFuture[Any]] = {}
+    for name, (enabled, submit) in wanted.items():
+        if not enabled:
+            report.skipped.append(f"{name}: disabled in certificates.sources")
+        elif not ctx.configured(name):
+            report.skipped.append(f"{name}: not configured")
+        else:
+            futures[name] = submit()
+    found: dict[str, Any] = {}
+    for name, future in futures.items():
+        try:
+            found[name] = future.result()
+        except Exception as exc:
+            report.failures.append(Failure(entity=name, reason=f"discovery failed: {exc}",
+                                           system=name))
+    return found
+
+
+def _targets(ctx: LabContext, found: dict[str, Any], report: CertificateReport) -> list[Target]:
+    policy = ctx.config.certificates
+    targets: list[Target] = []
+    if policy.sources.config:
+        targets += config_targets(ctx.config.inventory.endpoints)
+    entrypoint = None
+    if "traefik" in found:
+        block = ctx.block("traefik")
+        assert isinstance(block, TraefikApi)
+        entrypoint = block.entrypoint
+        targets += traefik_targets(found["traefik"], entrypoint)
+    if "technitium" in found:
+        records = [(r.name, r.value) for r in found["technitium"]
+                   if r.type in ("A", "AAAA") and not r.disabled]
+        targets += dns_targets(records, policy.dns.traefik_addresses, entrypoint,
+                               policy.dns.direct_ports)
+    for node in found.get("proxmox", []):
+        if not node.online:
+            report.skipped.append(f"node {node.node}: offline, certificate not checked")
+        elif node.url:
+            targets.append(url_target(node.url, "node", "proxmox", node=node.node,
+                                      group=NODE_GROUP, default_port=8006))
+    if policy.sources.pbs and ctx.config.systems.pbs is not None:
+        pbs_url = ctx.config.systems.pbs.url
+        if pbs_url is not None:
+            targets.append(url_target(str(pbs_url), "pbs", "pbs", default_port=8007))
+    if "step_ca" in found and ctx.config.systems.step_ca and ctx.config.systems.step_ca.url:
+        targets.append(url_target(str(ctx.config.systems.step_ca.url), "ca", "step_ca"))
+    for t in targets:
+        for s in t.sources:
+            source = s.split(":", 1)[0]
+            report.sources[source] = report.sources.get(source, 0) + 1
+    merged, report.duplicates = merge_targets(targets)
+    return merged
+
+
+def _probe(
+    targets: list[Target], ca: CaBundle | None, policy: CertificatePolicy
+) -> list[EndpointResult]:
+    roots = ca.roots if ca else []
+    inter = ca.intermediates if ca else []
+    size = policy.batch_size
+    futures = [
+        probe_batch.submit(targets[i:i + size], roots, inter, policy)
+        for i in range(0, len(targets), size)
+    ]
+    return [r for f in futures for r in f.result()]
+
+
+def _api_only_nodes(
+    nodes: list[NodeCertificates], ca: CaBundle | None, policy: CertificatePolicy
+) -> list[EndpointResult]:
+    """Nodes without a probe URL: judge the certificate the API says pveproxy serves."""
+    out = []
+    for node in nodes:
+        eff = effective_certificate(node.certificates)
+        if node.url or not node.online or eff is None or not eff.pem:
+            continue
+        target = Target(name=f"{node.node}", address=node.node, port=8006, kind="node",
+                        node=node.node, group=NODE_GROUP, sources=("proxmox-api",))
+        out.append(judge_api_certificate(target, eff.pem, ca.roots if ca else [],
+                                         ca.intermediates if ca else [], policy))
+    return out
+
+
+def _ca_roots(ca: CaBundle, policy: CertificatePolicy) -> list[EndpointResult]:
+    now = datetime.now(UTC)
+    out = []
+    for i, pem in enumerate(ca.roots):
+        target = Target(name=f"step-ca root {i + 1}", address="step-ca", port=443, kind="ca",
+                        sources=("step_ca:/roots",))
+        out.append(judge_ca_certificate(target, _pem_der(pem), policy, now))
+    return out
+
+
+def _renew(
+    ctx: LabContext, report: CertificateReport, nodes: list[NodeCertificates],
+    ca: CaBundle | None, dry_run: bool,
+) -> None:
+    policy = ctx.config.certificates
+    acme = {n.node for n in nodes if n.acme}
+    for result in renewal_candidates(report.endpoints, acme, policy.renewal.only_when):
+        node = result.target.node or ""
+        leaf = result.leaf
+        old = leaf.not_after if leaf else None
+        if dry_run:
+            report.renewals.append(RenewalResult(
+                node=node, action="planned", old_not_after=old,
+                detail=f"would renew ({result.status.value}: {result.reason})",
+            ))
+            continue
+        outcome = renew_node_certificate(
+            ctx.pve_block(), node, policy.renewal.force, policy.renewal.task_timeout_s
+        )
+        if not outcome.ok:
+            report.renewals.append(RenewalResult(node=node, action="failed", upid=outcome.upid,
+                                                 detail=outcome.detail, old_not_after=old))
+            report.failures.append(Failure(entity=f"node {node}", system="proxmox",
+                                           reason=f"certificate renewal failed: {outcome.detail}"))
+            continue
+        # Check what the node serves now, not what the API says it stored.
+        fresh = _probe([result.target], ca, policy)[0]
+        new = fresh.leaf.not_after if fresh.leaf else None
+        if new is None or (old is not None and new <= old):
+            report.renewals.append(RenewalResult(
+                node=node, action="failed", upid=outcome.upid, old_not_after=old,
+                new_not_after=new, detail="task OK but the node still serves the old certificate",
+            ))
+            report.failures.append(Failure(entity=f"node {node}", system="proxmox",
+                                           reason="renewed certificate not served"))
+            continue
+        report.renewals.append(RenewalResult(
+            node=node, action="renewed", upid=outcome.upid, old_not_after=old,
+            new_not_after=new, detail=f"now {fresh.status.value}",
+        ))
+        report.endpoints = [fresh if e.target.key == result.target.key else e
+                            for e in report.endpoints]
+
+
+@flow(
+    name="certificates",
+    task_runner=ThreadPoolTaskRunner(max_workers=8),  # type: ignore[arg-type]
+)
+def certificates(
+    config: str | None = None, dry_run: bool = False, renew: bool | None = None
+) -> CertificateReport | State:
+    """Find every certificate of the lab, validate and classify it, renew what may be renewed.
+
+    Args:
+        config: Path of the labops config (default: ``LABOPS_CONFIG`` or ./labops.yaml).
+        dry_run: Plan renewals without ordering them.
+        renew: Override ``certificates.renewal.enabled`` for this run.
+
+    Returns:
+        The ``CertificateReport`` (or a Failed state carrying it when a step failed).
+    """
+    ctx = LabContext.load(config)
+    log = get_run_logger()
+    policy = ctx.config.certificates
+    report = CertificateReport(dry_run=dry_run)
+
+    found = _discover(ctx, report)
+    ca: CaBundle | None = found.get("step_ca")
+    targets = _targets(ctx, found, report)
+    log.info("%d targets (%d duplicates merged) from %s", len(targets), report.duplicates,
+             report.sources)
+
+    started = datetime.now(UTC)
+    report.endpoints = _probe(targets, ca, policy)
+    report.probe_seconds = (datetime.now(UTC) - started).total_seconds()
+    nodes: list[NodeCertificates] = found.get("proxmox", [])
+    report.endpoints += _api_only_nodes(nodes, ca, policy)
+    if ca is not None:
+        report.endpoints += _ca_roots(ca, policy)
+    for node in nodes:
+        if node.error:
+            report.failures.append(Failure(entity=f"node {node.node}", system="proxmox",
+                                           reason=f"certificates/info: {node.error}"))
+
+    if policy.renewal.enabled if renew is None else renew:
+        _renew(ctx, report, nodes, ca, dry_run)
+    else:
+        report.skipped.append("renewal: disabled (certificates.renewal.enabled)")
+
+    previous = ctx.state.load(STATE_KEY, CertStates)
+    current = {e.target.key: (e.target.label, e.status, e.reason) for e in report.endpoints}
+    report.alerts, states = plan_alerts(previous, current, datetime.now(UTC),
+                                        policy.reminder_hours)
+    ctx.state.save(STATE_KEY, states)
+    log.info("certificates: %s", report.counts())
+    return publish_report(report, ctx)

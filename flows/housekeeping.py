@@ -1,0 +1,43 @@
+"""Housekeeping of the Prefect server labops runs on.
+
+Runbook: prune flow runs (with their artifacts and logs) older than the retention period ->
+release concurrency slots that no running flow holds -> make sure the zombie-run automation
+exists (a run whose heartbeats stop is marked Crashed, so a dead worker never leaves runs
+Running forever).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+from prefect import flow
+from prefect.states import State
+
+from blocks.context import LabContext
+from labops.reports_platform import HousekeepingReport
+from tasks.prefect_admin import ensure_zombie_automation, prune_flow_runs, release_orphan_slots
+from tasks.publish import publish_report
+
+
+@flow(name="housekeeping", log_prints=False)
+def housekeeping(
+    config: str | None = None, dry_run: bool = False, retention_days: int | None = None
+) -> HousekeepingReport | State:
+    """Prune old runs, release orphan concurrency slots, ensure the zombie-run automation.
+
+    Args:
+        config: Path of the labops config (default: LABOPS_CONFIG or ./labops.yaml).
+        dry_run: Count what would be pruned or released; change nothing.
+        retention_days: Override `platform.retention_days` for this run.
+    """
+    ctx = LabContext.load(config)
+    policy = ctx.config.platform
+    days = retention_days or policy.retention_days
+    report = HousekeepingReport(lab=ctx.config.lab.name, dry_run=dry_run, retention_days=days)
+    pruned = prune_flow_runs(datetime.now(UTC) - timedelta(days=days), dry_run)
+    report.flow_runs_pruned = pruned.flow_runs
+    report.artifacts_pruned = pruned.artifacts
+    report.slots_released = release_orphan_slots(dry_run=dry_run)
+    report.zombie_automation = ensure_zombie_automation(policy.zombie_after_seconds, dry_run)
+    return cast("HousekeepingReport | State", publish_report(report, ctx))

@@ -1,0 +1,134 @@
+"""Tasks that keep the Prefect server itself healthy: pruning, slots, the zombie-run automation."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from prefect import task
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from pydantic import BaseModel
+
+ZOMBIE_AUTOMATION = "labops: crash zombie flow runs"
+TERMINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
+
+
+class PruneResult(BaseModel):
+    flow_runs: int = 0
+    artifacts: int = 0
+    oldest_kept: datetime | None = None
+
+
+@task(name="prune-flow-runs")
+def prune_flow_runs(cutoff: datetime, dry_run: bool, batch: int = 200) -> PruneResult:
+    """CHANGES the Prefect database: delete finished flow runs (and their artifacts; the server
+    drops their logs) that started before ``cutoff``. Running, paused and scheduled runs are
+    never touched."""
+    result = PruneResult()
+    run_filter = FlowRunFilter(
+        start_time=FlowRunFilterStartTime(before_=cutoff),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=TERMINAL)),
+    )
+    with get_client(sync_client=True) as client:
+        offset = 0
+        while True:
+            runs = client.read_flow_runs(
+                flow_run_filter=run_filter, limit=batch, offset=offset if dry_run else 0
+            )
+            if not runs:
+                break
+            ids: list[UUID] = [r.id for r in runs]
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))
+            )
+            result.flow_runs += len(ids)
+            result.artifacts += len(artifacts)
+            if dry_run:
+                offset += len(runs)
+                continue
+            for artifact in artifacts:
+                client.delete_artifact(artifact.id)
+            for run_id in ids:
+                client.delete_flow_run(run_id)
+    return result
+
+
+@task(name="release-orphan-slots")
+def release_orphan_slots(prefix: str = "labops-", dry_run: bool = False) -> list[str]:
+    """CHANGES concurrency limits: free the slots of labops limits while no flow run is running
+    (a killed process may hold them until its lease expires)."""
+    released: list[str] = []
+    with get_client(sync_client=True) as client:
+        running = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
+                )
+            ),
+            limit=1,
+        )
+        if running:
+            return released
+        from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+        for limit in client.read_global_concurrency_limits(limit=200):
+            if limit.name.startswith(prefix) and limit.active_slots > 0:
+                released.append(f"{limit.name} ({limit.active_slots} slot(s))")
+                if not dry_run:
+                    client.update_global_concurrency_limit(
+                        limit.name, GlobalConcurrencyLimitUpdate(active_slots=0)
+                    )
+    return released
+
+
+@task(name="ensure-zombie-automation")
+def ensure_zombie_automation(after_seconds: int, dry_run: bool = False) -> str:
+    """CHANGES automations: create the rule Prefect Cloud ships and a self-hosted server lacks —
+    a Running flow run whose heartbeats stop for ``after_seconds`` is marked Crashed."""
+    from prefect.automations import Automation, EventTrigger, Posture
+    from prefect.events.actions import ChangeFlowRunState
+
+    with get_client(sync_client=True) as client:
+        existing = client.read_automations_by_name(ZOMBIE_AUTOMATION)
+    wanted = timedelta(seconds=after_seconds)
+    if existing and existing[0].trigger.within == wanted:  # type: ignore[union-attr]
+        return "present"
+    if dry_run:
+        return "would create" if not existing else "would update"
+    with get_client(sync_client=True) as client:
+        for old in existing:
+            client.delete_automation(old.id)
+    Automation(
+        name=ZOMBIE_AUTOMATION,
+        description="Marks a flow run Crashed when its heartbeats stop (dead worker or host).",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match={"prefect.resource.id": ["prefect.flow-run.*"]},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=wanted,
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED, message="No heartbeat: the process running it died"
+            )
+        ],
+    ).create()
+    return "created" if not existing else "updated"

@@ -1,0 +1,280 @@
+"""The sandbox SSH fleet over real SSH: paramiko and the OpenSSH client against the simulated hosts.
+
+Each test drives one behaviour a labops flow depends on (strict host keys, auth failures, locks,
+upgrades, reboots, pct exec, Alpine) and checks the output has the real tools' format.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import paramiko
+import pytest
+
+from tests.sandbox.fleet_harness import FleetHarness
+
+APT_LIST_RE = re.compile(r"^(\S+)/(\S+) (\S+) (\S+) \[upgradable from: ([^\]]+)\]$")
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[FleetHarness]:
+    h = FleetHarness(time_scale=0.05)
+    yield h
+    h.close()
+
+
+@pytest.fixture(autouse=True)
+def _clean_faults(fleet: FleetHarness) -> Iterator[None]:
+    yield
+    fleet.control("clear_faults")
+
+
+def _wait(pred: object, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _ssh_cmd(fleet: FleetHarness, host: str, command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={fleet.known_hosts}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+         "-F", "/dev/null", "-i", fleet.key_file, "-p", str(fleet.port(host)), "root@127.0.0.1",
+         command],
+        capture_output=True, text=True, timeout=30,
+    )
+
+
+def test_config_fragment_matches_labops_schema(fleet: FleetHarness) -> None:
+    from labops.config.inventory import Host
+    from labops.config.systems import SshSystem
+
+    frag = fleet.svc.config_fragment()
+    SshSystem(**frag["systems"]["ssh"])
+    hosts = [Host(**h) for h in frag["inventory"]["hosts"]]
+    kinds = {h.kind for h in hosts}
+    assert kinds == {"node", "container"}
+    assert any(h.access == "pct" for h in hosts) and any(h.access == "ssh" for h in hosts)
+    lines = open(fleet.known_hosts).read().splitlines()
+    assert all(re.match(r"^\[127\.0\.0\.1\]:\d+ ssh-ed25519 \S+$", ln) for ln in lines)
+    assert len(lines) == sum(1 for h in hosts if h.access == "ssh")
+
+
+def test_paramiko_reject_policy_os_release_and_apt_list(fleet: FleetHarness) -> None:
+    rc, out, _ = fleet.run("pve1", "cat /etc/os-release")
+    assert rc == 0 and 'VERSION_CODENAME=trixie' in out
+    host = next(h for h in fleet.hosts(os="debian12", sshd=True, kind="container")
+                if fleet.lab.hosts[h].pending)
+    rc, out, err = fleet.run(host, "apt list --upgradable")
+    assert rc == 0
+    assert err.strip() == ("WARNING: apt does not have a stable CLI interface. "
+                           "Use with caution in scripts.")
+    lines = out.splitlines()
+    assert lines[0] == "Listing..."
+    assert lines[1:] and all(APT_LIST_RE.match(ln) for ln in lines[1:])
+    assert any("-security " in ln for ln in lines[1:]) or any(
+        "-security," in ln or "-security " in ln for ln in lines)
+
+
+def test_openssh_client_strict_host_keys(fleet: FleetHarness) -> None:
+    if not shutil.which("ssh"):
+        pytest.skip("no ssh client")
+    host = fleet.hosts(os="ubuntu2404", sshd=True)[0]
+    res = _ssh_cmd(fleet, host, "LANG=C apt list --upgradable 2>/dev/null; echo rc=$?")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("Listing...\n") and res.stdout.rstrip().endswith("rc=0")
+    res = _ssh_cmd(fleet, host, "/usr/lib/update-notifier/apt-check")
+    assert res.returncode == 0 and re.fullmatch(r"\d+;\d+", res.stderr)
+
+
+def test_changed_host_key_refused_by_both_clients(fleet: FleetHarness) -> None:
+    host = "pve2"
+    fleet.control("set_faults", {"changed_host_keys": [host]})
+    assert _wait(lambda: _port_open(fleet.port(host)))
+    with pytest.raises(paramiko.BadHostKeyException):
+        fleet.client(host)
+    if shutil.which("ssh"):
+        res = _ssh_cmd(fleet, host, "true")
+        assert res.returncode == 255
+        assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in res.stderr or \
+            "Host key verification failed" in res.stderr
+    fleet.control("clear_faults")
+    assert _wait(lambda: fleet.svc._servers.get(host, (None, ""))[1] == "main")
+    assert fleet.run(host, "hostname")[1] == "pve2\n"
+
+
+def test_unreachable_host_closes_its_port(fleet: FleetHarness) -> None:
+    host = fleet.hosts(kind="container", sshd=True)[3]
+    port = fleet.port(host)
+    fleet.control("set_faults", {"unreachable_hosts": [host]})
+    assert not _port_open(port)
+    with pytest.raises((paramiko.SSHException, OSError)):
+        fleet.client(host, timeout=2)
+    fleet.control("clear_faults")
+    assert _wait(lambda: _port_open(port))
+
+
+def test_auth_failure_and_no_password_auth(fleet: FleetHarness) -> None:
+    host = fleet.hosts(kind="container", sshd=True)[4]
+    fleet.control("set_faults", {"auth_fail_hosts": [host]})
+    with pytest.raises(paramiko.AuthenticationException):
+        fleet.client(host)
+    if shutil.which("ssh"):
+        res = _ssh_cmd(fleet, host, "true")
+        assert res.returncode == 255 and "Permission denied (publickey)" in res.stderr
+    fleet.control("clear_faults")
+    c = paramiko.SSHClient()
+    c.load_host_keys(fleet.known_hosts)
+    c.set_missing_host_key_policy(paramiko.RejectPolicy())
+    with pytest.raises(paramiko.AuthenticationException):
+        c.connect("127.0.0.1", port=fleet.port(host), username="root", password="root",
+                  allow_agent=False, look_for_keys=False, timeout=5)
+    c.close()
+
+
+def test_dpkg_lock_fails_or_waits_like_apt(fleet: FleetHarness) -> None:
+    host = next(h for h in fleet.hosts(os="debian12", sshd=True, kind="container")
+                if fleet.lab.hosts[h].pending and not fleet.lab.hosts[h].held)
+    fleet.control("set_faults", {"dpkg_locked_hosts": {host: 2}})
+    pid = fleet.lab.hosts[host].lock_pid
+    rc, out, err = fleet.run(host, "apt-get -y dist-upgrade")
+    assert rc == 100 and out == ""
+    assert err == (f"E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process "
+                   f"{pid} (apt-get)\nE: Unable to acquire the dpkg frontend lock "
+                   "(/var/lib/dpkg/lock-frontend), is another process using it?\n")
+    rc, out, err = fleet.run(host, "apt-get update")
+    assert rc == 100 and "E: Unable to lock directory /var/lib/apt/lists/" in err
+    t0 = time.monotonic()
+    rc, out, err = fleet.run(
+        host, "DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=30 -y "
+              "-o Dpkg::Options::=--force-confold dist-upgrade")
+    assert rc == 0, err
+    assert time.monotonic() - t0 >= 1.0
+    assert out.startswith("Waiting for cache lock: Could not get lock /var/lib/dpkg/lock-frontend")
+    assert not fleet.lab.hosts[host].pending
+
+
+def test_dist_upgrade_on_node_sets_reboot_required_then_reboot(fleet: FleetHarness) -> None:
+    node = next(n for n in ("pve1", "pve2", "pve4")
+                if "proxmox-kernel-6.14" in fleet.lab.hosts[n].pending)
+    rc, out, _ = fleet.run(node, "apt-get -s upgrade")
+    assert "The following packages have been kept back:\n  proxmox-kernel-6.14" in out
+    rc, out, _ = fleet.run(node, "apt-get -s dist-upgrade")
+    assert re.search(r"^Inst proxmox-kernel-6\.14\.11-4-pve-signed \(6\.14\.11-4 ", out, re.M)
+    assert re.search(r"^\d+ upgraded, 1 newly installed, 0 to remove and \d+ not upgraded\.$",
+                     out, re.M)
+    rc, out, err = fleet.run(node, "DEBIAN_FRONTEND=noninteractive apt-get -y -o "
+                                   "Dpkg::Options::=--force-confold dist-upgrade")
+    assert rc == 0, err
+    assert "Setting up proxmox-kernel-6.14.11-4-pve-signed (6.14.11-4) ..." in out
+    rc, out, _ = fleet.run(node, "test -f /run/reboot-required && cat /run/reboot-required.pkgs;"
+                                 " needrestart -b")
+    assert "proxmox-kernel-6.14.11-4-pve-signed\n" in out
+    assert "NEEDRESTART-KSTA: 3" in out and "NEEDRESTART-KEXP: 6.14.11-4-pve" in out
+    boot_id = fleet.run(node, "cat /proc/sys/kernel/random/boot_id")[1]
+    c = fleet.client(node)
+    _, stdout, _ = c.exec_command("reboot", timeout=10)
+    assert stdout.channel.recv_exit_status() == -1  # the connection drops, no exit status
+    c.close()
+    assert _wait(lambda: not fleet.lab.node(node).online, 2)  # type: ignore[union-attr]
+    assert _wait(lambda: fleet.lab.node(node).online and _port_open(fleet.port(node)), 10)  # type: ignore[union-attr]
+    rc, out, _ = fleet.run(node, "uname -r; test -e /run/reboot-required || echo clear; "
+                                 "cat /proc/sys/kernel/random/boot_id")
+    assert out.startswith("6.14.11-4-pve\nclear\n") and boot_id not in out
+
+
+def test_pct_exec_reaches_container_without_sshd(fleet: FleetHarness) -> None:
+    st = next(fleet.lab.hosts[h] for h in fleet.hosts(sshd=False)
+              if fleet.lab.guest(fleet.lab.hosts[h].vmid).status == "running")  # type: ignore[union-attr]
+    assert st.name not in {s.name for s in fleet.svc.specs.values() if s.port}
+    rc, out, _ = fleet.run(st.node, f"pct exec {st.vmid} -- cat /etc/hostname")
+    assert rc == 0 and out == f"{st.name}\n"
+    rc, out, _ = fleet.run(st.node, f"pct exec {st.vmid} -- sh -c 'hostname && nosuch'")
+    assert rc == 127 and out == f"{st.name}\n"
+    rc, _, err = fleet.run(st.node, "pct exec 99999 -- true")
+    assert rc == 255 and err == f"Configuration file 'nodes/{st.node}/lxc/99999.conf' does not exist\n"
+    stopped = next(g for g in fleet.lab.guests if g.type == "lxc" and g.status == "stopped")
+    rc, _, err = fleet.run(stopped.node, f"pct exec {stopped.vmid} -- true")
+    assert rc == 255 and err == f"CT {stopped.vmid} not running\n"
+    rc, out, _ = fleet.run(st.node, "pct list")
+    assert out.splitlines()[0].split() == ["VMID", "Status", "Lock", "Name"]
+
+
+def test_alpine_apk(fleet: FleetHarness) -> None:
+    host = next(h for h in fleet.hosts(os="alpine320", sshd=True) if fleet.lab.hosts[h].pending)
+    rc, out, _ = fleet.run(host, "cat /etc/os-release; apk update >/dev/null 2>&1 && "
+                                 "apk version -l '<'")
+    assert rc == 0 and "ID=alpine" in out
+    ver = out[out.index("Installed:"):].splitlines()
+    assert re.fullmatch(r"Installed:\s+Available:", ver[0])
+    assert all(re.fullmatch(r"\S+-\S+-r\d+\s+< \S+ ", ln) for ln in ver[1:]) and ver[1:]
+    rc, out, _ = fleet.run(host, "apk list -u | wc -l; apk upgrade")
+    assert rc == 0 and out.rstrip().endswith("packages") and "Upgrading" in out
+    rc, out, _ = fleet.run(host, "apk version -l '<' | tail -n +2 | wc -l; systemctl is-active x")
+    assert rc == 127 and out == "0\n"
+
+
+def test_shell_subset_and_unknown_commands(fleet: FleetHarness) -> None:
+    host = fleet.hosts(os="debian13", sshd=True, kind="container")[0]
+    rc, out, err = fleet.run(host, "nosuch; echo $?; sh -c 'nosuch' 2>/dev/null || echo dash=$?")
+    assert out == "127\ndash=127\n" and err == "bash: line 1: nosuch: command not found\n"
+    rc, out, _ = fleet.run(host, 'sudo LANG=C id -u && [ -f /etc/os-release ] && '
+                                 'command -v apt-get >/dev/null && echo ok; false || echo "b $HOME"')
+    assert out == "0\nok\nb /root\n"
+    rc, out, _ = fleet.run(host, "systemctl is-active ssh; systemctl is-active nosuch; echo $?")
+    assert out == "active\ninactive\n3\n"
+
+
+def test_failing_hanging_and_broken_upgrades(fleet: FleetHarness) -> None:
+    cands = [h for h in fleet.hosts(os="debian12", sshd=True, kind="container")
+             if fleet.lab.hosts[h].pending and not fleet.lab.hosts[h].held]
+    fail, hang, broken = cands[1], cands[2], cands[3]
+    fleet.control("set_faults", {
+        "failing_upgrade_hosts": [fail], "hanging_commands": {hang: "dist-upgrade"},
+        "broken_after_upgrade_hosts": [broken],
+    })
+    rc, out, err = fleet.run(fail, "apt-get -y dist-upgrade")
+    assert rc == 100 and "Errors were encountered while processing:" in out
+    assert err.endswith("E: Sub-process /usr/bin/dpkg returned an error code (1)\n")
+    rc, out, _ = fleet.run(fail, "dpkg -l | grep -c '^iF'")
+    assert out == "1\n"
+    c = fleet.client(hang)
+    _, stdout, _ = c.exec_command("apt-get -y dist-upgrade", timeout=1)
+    with pytest.raises(TimeoutError):
+        stdout.read()
+    c.close()
+    assert fleet.run(hang, "echo alive")[1] == "alive\n"
+    main = fleet.lab.hosts[broken].main_service
+    assert fleet.run(broken, f"systemctl is-active {main}")[0] == 0
+    assert fleet.run(broken, "apt-get -y dist-upgrade")[0] == 0
+    assert fleet.run(broken, f"systemctl is-active {main}") == (3, "failed\n", "")
+
+
+def test_control_set_pending_and_state(fleet: FleetHarness) -> None:
+    host = fleet.hosts(os="debian13", sshd=True, kind="container")[1]
+    fleet.control("set_pending", {"host": host, "packages": [
+        {"name": "openssl", "version": "3.5.9-1~deb13u1", "security": True},
+        {"name": "tzdata", "version": "2026a-0+deb13u1"},
+    ], "held": ["tzdata"]})
+    rc, out, _ = fleet.run(host, "apt list --upgradable 2>/dev/null; apt-mark showhold")
+    assert "openssl/stable-security 3.5.9-1~deb13u1 amd64 [upgradable from: " in out
+    assert out.rstrip().endswith("tzdata")
+    rc, out, _ = fleet.run(host, "apt-get -s dist-upgrade | grep -E 'kept back|upgraded,'")
+    assert "1 upgraded, 0 newly installed, 0 to remove and 1 not upgraded." in out
+    state = fleet.control("state", {"host": host})
+    assert state["os"] == "debian13" and state["listening"] and sorted(state["pending"]) == [
+        "openssl", "tzdata"]

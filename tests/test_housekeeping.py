@@ -1,0 +1,74 @@
+"""Housekeeping against a real Prefect server: only what is older than the cutoff goes."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
+
+from tasks.prefect_admin import (
+    ZOMBIE_AUTOMATION,
+    ensure_zombie_automation,
+    prune_flow_runs,
+    release_orphan_slots,
+)
+
+
+@flow(name="housekeeping-probe")
+def probe(tag: str) -> str:
+    create_markdown_artifact(f"probe {tag}", key=f"probe-{tag}")
+    return tag
+
+
+def run_ids(name: str) -> set[str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=200)
+    return {str(r.id) for r in runs if str(r.parameters.get("tag", "")).startswith(name)}
+
+
+def test_prune_keeps_recent_runs_and_deletes_old_ones(prefect_server: object) -> None:
+    old = [probe(return_state=True, tag="old-1"), probe(return_state=True, tag="old-2")]
+    time.sleep(1.5)
+    cutoff = datetime.now(UTC)
+    time.sleep(0.5)
+    new = probe(return_state=True, tag="new-1")
+    assert all(s.is_completed() for s in [*old, new])
+
+    dry = prune_flow_runs.fn(cutoff, dry_run=True)
+    assert dry.flow_runs >= 2 and dry.artifacts >= 2
+    assert run_ids("old") and run_ids("new")  # the dry run deleted nothing
+
+    done = prune_flow_runs.fn(cutoff, dry_run=False)
+    assert done.flow_runs == dry.flow_runs
+    assert not run_ids("old")
+    assert len(run_ids("new")) == 1
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts(limit=200)}
+    assert "probe-new-1" in keys and "probe-old-1" not in keys
+
+
+def test_zombie_automation_is_created_once(prefect_server: object) -> None:
+    assert ensure_zombie_automation.fn(600) in {"created", "present", "updated"}
+    assert ensure_zombie_automation.fn(600) == "present"
+    with get_client(sync_client=True) as client:
+        (automation,) = client.read_automations_by_name(ZOMBIE_AUTOMATION)
+    assert automation.trigger.within.total_seconds() == 600  # type: ignore[union-attr]
+    assert automation.actions[0].type == "change-flow-run-state"
+
+
+def test_orphan_slots_are_released_when_nothing_runs(prefect_server: object) -> None:
+    from labops.limits import ensure_limit
+
+    ensure_limit("labops-test-orphan", 2)
+    with get_client(sync_client=True) as client:
+        from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+        client.update_global_concurrency_limit(
+            "labops-test-orphan", GlobalConcurrencyLimitUpdate(active_slots=2)
+        )
+        assert release_orphan_slots.fn(dry_run=True) == ["labops-test-orphan (2 slot(s))"]
+        release_orphan_slots.fn()
+        assert client.read_global_concurrency_limit_by_name("labops-test-orphan").active_slots == 0

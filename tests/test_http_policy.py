@@ -1,0 +1,100 @@
+"""labops.http (HttpClient + call_with_retry) against a real local HTTP server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from labops.config.systems import HttpRetry
+from labops.errors import ApiError, AuthFailed, Unreachable
+from labops.http import HttpClient
+from tests.fixtures.scripted_http import Reply, ScriptedServer
+from tests.fixtures.sshd import free_port
+
+FAST = HttpRetry(attempts=4, backoff_s=0.05, backoff_max_s=0.2, jitter=0.0, timeout_s=2)
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    with ScriptedServer() as s:
+        yield s
+
+
+def client(server: ScriptedServer, retry: HttpRetry = FAST) -> HttpClient:
+    return HttpClient("wazuh", server.url, retry=retry)
+
+
+def test_server_errors_are_retried_until_success(server: ScriptedServer) -> None:
+    server.script = [Reply(500, {"message": "boom"}), Reply(502), Reply(503)]
+    server.default = Reply(200, {"ok": True})
+    with client(server) as c:
+        assert c.get_json("/status") == {"ok": True}
+    assert len(server.requests) == 4
+    gaps = [b.at - a.at for a, b in zip(server.requests, server.requests[1:], strict=False)]
+    assert gaps[0] >= 0.05 and gaps[1] >= 0.1  # exponential backoff
+
+
+def test_server_errors_give_up_after_the_attempts(server: ScriptedServer) -> None:
+    server.default = Reply(500, {"message": "database locked"})
+    with client(server) as c, pytest.raises(ApiError) as err:
+        c.get_json("/agents")
+    assert len(server.requests) == 4
+    assert err.value.system == "wazuh"
+    assert "database locked" in str(err.value) and "after 4 tries" in str(err.value)
+
+
+def test_401_is_not_retried_and_names_the_system(server: ScriptedServer) -> None:
+    server.default = Reply(401, {"detail": "Invalid credentials"})
+    with client(server) as c, pytest.raises(AuthFailed) as err:
+        c.get_json("/security/user/authenticate")
+    assert len(server.requests) == 1
+    assert err.value.system == "wazuh"
+    assert "401" in str(err.value) and "Invalid credentials" in str(err.value)
+    assert str(err.value).startswith("wazuh: ")
+
+
+def test_other_4xx_is_an_api_error_at_once(server: ScriptedServer) -> None:
+    server.default = Reply(404, {"error": "no such agent"})
+    with client(server) as c, pytest.raises(ApiError) as err:
+        c.get_json("/agents/999")
+    assert len(server.requests) == 1
+    assert err.value.status == 404 and "no such agent" in str(err.value)
+
+
+def test_429_retry_after_is_waited(server: ScriptedServer) -> None:
+    server.script = [Reply(429, {"message": "slow down"}, headers={"Retry-After": "1"})]
+    server.default = Reply(200, {"ok": 1})
+    with client(server) as c:
+        started = time.monotonic()
+        assert c.get_json("/x") == {"ok": 1}
+    assert time.monotonic() - started >= 1.0
+    assert server.requests[1].at - server.requests[0].at >= 1.0
+
+
+def test_stalled_server_times_out_as_unreachable(server: ScriptedServer) -> None:
+    server.default = Reply(200, {"late": True}, delay_s=1.5)
+    retry = HttpRetry(attempts=2, backoff_s=0.01, jitter=0.0, timeout_s=0.3)
+    started = time.monotonic()
+    with client(server, retry) as c, pytest.raises(Unreachable) as err:
+        c.get_json("/slow")
+    assert "timed out" in str(err.value) and "after 2 tries" in str(err.value)
+    assert len(server.requests) == 2
+    assert time.monotonic() - started < 1.5
+
+
+def test_connection_refused_is_unreachable() -> None:
+    retry = HttpRetry(attempts=3, backoff_s=0.01, jitter=0.0, timeout_s=1)
+    c = HttpClient("loki", f"http://127.0.0.1:{free_port()}", retry=retry)
+    with c, pytest.raises(Unreachable) as err:
+        c.get_json("/ready")
+    assert err.value.system == "loki"
+
+
+def test_dropped_connection_is_retried(server: ScriptedServer) -> None:
+    server.script = [Reply(drop=True)]
+    server.default = Reply(200, {"ok": 2})
+    with client(server) as c:
+        assert c.get_json("/x") == {"ok": 2}
+    assert len(server.requests) == 2

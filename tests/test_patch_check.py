@@ -1,0 +1,92 @@
+"""Patch check mode on the sandbox fleet (real SSH, real PVE API, real Prefect server)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.patch_helpers import derived_config, report_of
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def test_check_mode_whole_lab(sandbox: Any, tmp_path: Path) -> None:
+    from flows.patching import patch_check
+    from labops.models.patching import PatchReport
+
+    cfg = derived_config(sandbox, tmp_path, refresh=True)
+    report = report_of(patch_check(config=cfg, return_state=True))
+    assert isinstance(report, PatchReport)
+    rows = {h.host: h for h in report.hosts}
+    assert not report.failures, report.failures
+    # every node and every running container is checked; stopped ones reported as skipped
+    nodes = [h for h in report.hosts if h.kind == "node"]
+    assert {h.host for h in nodes} == {"pve1", "pve2", "pve3", "pve4"}
+    assert all(h.known for h in nodes)
+    stopped = [h for h in report.hosts if h.state == "skipped" and h.detail == "stopped"]
+    assert stopped and all(h.kind == "container" for h in stopped)
+    # pct-reached containers (no sshd) are checked through their node
+    pct = [h for h in report.hosts if h.access == "pct" and h.known]
+    assert pct, "containers without sshd must be reached with pct exec"
+    # security by suite; apk has no security flag (n/a), EOL releases flagged
+    apt_rows = [h for h in report.hosts if h.known and h.package_manager == "apt"]
+    assert sum(h.security for h in apt_rows) > 0
+    assert any(p.security is False for h in apt_rows for p in h.packages)
+    alpine = [h for h in report.hosts if h.package_manager == "apk"]
+    assert alpine and all(report._row(h)["security"] == "n/a" for h in alpine)
+    assert any(h.eol for h in report.hosts)
+    assert any(h.held for h in report.hosts)
+    # views: JSON, table, metrics (no sample for unknown hosts), notification
+    again = PatchReport.model_validate_json(report.model_dump_json())
+    assert len(again.hosts) == len(report.hosts)
+    table = report.table()
+    assert set(table[0]) == {"host", "os", "pending", "security", "held", "reboot",
+                             "restart services", "last checked", "state"}
+    names = {m.name for m in report.metrics()}
+    assert {"labops_patch_pending_updates", "labops_patch_security_updates",
+            "labops_patch_reboot_required"} <= names
+    note = report.notification()
+    assert note is not None and "pending" in note.title
+    assert rows["pve1"].last_checked is not None
+
+
+def test_check_faults_are_reported_never_up_to_date(sandbox_clean: Any, tmp_path: Path) -> None:
+    """Unreachable, changed host key (refused, known_hosts untouched), auth failure, a held
+    dpkg lock (waited for) and a hanging command (timed out), in one run."""
+    from flows.patching import patch_check
+
+    sb = sandbox_clean
+    cfg = derived_config(sb, tmp_path, check_timeout_s=3, lock_wait_s=15, refresh_timeout_s=30)
+    sb.set_faults("fleet", extra={
+        "unreachable_hosts": ["gitea"], "changed_host_keys": ["grafana"],
+        "auth_fail_hosts": ["jellyfin"], "dpkg_locked_hosts": {"minio": 2},
+        "hanging_commands": {"ollama": "apt list"},
+    })
+    import yaml
+
+    known_hosts = Path(yaml.safe_load(Path(cfg).read_text())["systems"]["ssh"]["known_hosts"])
+    before = known_hosts.read_bytes()
+    hosts = ["gitea", "grafana", "jellyfin", "minio", "ollama", "postgres"]
+    started = time.monotonic()
+    state = patch_check(config=cfg, refresh=True, hosts=hosts, return_state=True)
+    elapsed = time.monotonic() - started
+    assert state.is_failed()
+    report = report_of(state)
+    rows = {h.host: h for h in report.hosts}
+    assert rows["gitea"].state == "unreachable"
+    assert rows["grafana"].state == "host-key-rejected" and "CHANGED" in rows["grafana"].detail
+    assert rows["jellyfin"].state == "auth-failed"
+    assert rows["ollama"].state == "timeout"
+    assert rows["minio"].known and rows["postgres"].known
+    assert known_hosts.read_bytes() == before, "a changed host key must never be written"
+    failed = {f.entity for f in report.failures}
+    assert failed == {"host gitea", "host grafana", "host jellyfin", "host ollama"}
+    # unknown is never "up to date": no pending metric for them, "?" in the table
+    pending = {m.labels["host"] for m in report.metrics()
+               if m.name == "labops_patch_pending_updates"}
+    assert not pending & {"gitea", "grafana", "jellyfin", "ollama"}
+    assert report._row(rows["gitea"])["pending"] == "?"
+    assert elapsed < 60
