@@ -10,13 +10,14 @@ import httpx
 from prefect.blocks.abstract import CredentialsBlock
 from pydantic import Field, SecretStr
 
+from labops.config.secrets import HELD_BY_BLOCK
 from labops.config.systems import HttpRetry, TlsOptions
 from labops.http import HttpClient
 from labops.redact import register_secret
 
 # A config model needs a secret *reference*; a block carries the secret itself, so the model it
 # builds for a client gets this placeholder, which nothing ever resolves.
-SECRET_IN_BLOCK = "env:LABOPS_SECRET_HELD_BY_BLOCK"
+SECRET_IN_BLOCK = HELD_BY_BLOCK
 
 
 def reveal(secret: SecretStr | None) -> str | None:

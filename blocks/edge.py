@@ -24,11 +24,14 @@ class TraefikApi(HttpEndpointBlock):
 
     _block_type_name = "Traefik API"
     _description = "Traefik API URL, optional basic-auth user and the websecure entrypoint."
+    _documentation_url = "https://doc.traefik.io/traefik/operations/api/"  # type: ignore[assignment]
     _code_example = """
     ```python
     from blocks.edge import TraefikApi
 
-    routers = TraefikApi.load("traefik").get_client().get_json("/api/http/routers")
+    block = TraefikApi.load("BLOCK_NAME")
+    traefik = block.get_client()
+    traefik.get_json("/api/http/routers")
     ```
     """
     system_name: ClassVar[str] = "traefik"
@@ -59,11 +62,14 @@ class StepCa(HttpEndpointBlock):
 
     _block_type_name = "Step CA"
     _description = "URL of the lab's step-ca and the CA bundle that verifies it."
+    _documentation_url = "https://smallstep.com/docs/step-ca/"  # type: ignore[assignment]
     _code_example = """
     ```python
     from blocks.edge import StepCa
 
-    health = StepCa.load("step-ca").get_client().get_json("/health")
+    block = StepCa.load("BLOCK_NAME")
+    ca = block.get_client()
+    ca.get_json("/health")
     ```
     """
     system_name: ClassVar[str] = "step_ca"
@@ -87,11 +93,14 @@ class TechnitiumDns(HttpEndpointBlock):
 
     _block_type_name = "Technitium DNS"
     _description = "Technitium DNS API URL, a non-expiring API token and the internal zone."
+    _documentation_url = "https://github.com/TechnitiumSoftware/DnsServer/blob/master/APIDOCS.md"  # type: ignore[assignment]
     _code_example = """
     ```python
     from blocks.edge import TechnitiumDns
 
-    zones = TechnitiumDns.load("dns").get_client().get_json("/api/zones/list")
+    block = TechnitiumDns.load("BLOCK_NAME")
+    dns = block.get_client()
+    dns.get_json("/api/zones/list")
     ```
     """
     system_name: ClassVar[str] = "technitium"

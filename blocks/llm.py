@@ -33,11 +33,12 @@ class LlmProviders(CredentialsBlock):
 
     _block_type_name = "LLM Providers"
     _description = "Ordered LLM failover chain (litellm) and the limits of one summary."
+    _documentation_url = "https://docs.litellm.ai/docs/routing"  # type: ignore[assignment]
     _code_example = """
     ```python
     from blocks.llm import LlmProviders
 
-    llm = LlmProviders.load("llm")
+    llm = LlmProviders.load("BLOCK_NAME")
     router = llm.get_client()
     ```
     """

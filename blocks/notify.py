@@ -31,11 +31,14 @@ class TelegramBot(CredentialsBlock):
 
     _block_type_name = "Telegram Bot"
     _description = "Telegram bot token and chat id for labops notifications."
+    _documentation_url = "https://core.telegram.org/bots/api"  # type: ignore[assignment]
     _code_example = """
     ```python
     from blocks.notify import TelegramBot
 
-    TelegramBot.load("telegram").get_client().send(notification)
+    block = TelegramBot.load("BLOCK_NAME")
+    telegram = block.get_client()
+    telegram.send(notification)
     ```
     """
 
@@ -67,11 +70,14 @@ class MqttBroker(CredentialsBlock):
 
     _block_type_name = "MQTT Broker"
     _description = "MQTT broker address, optional login and TLS, and the topic prefix."
+    _documentation_url = "https://mosquitto.org/documentation/"  # type: ignore[assignment]
     _code_example = """
     ```python
     from blocks.notify import MqttBroker
 
-    MqttBroker.load("mqtt").get_client().send(notification)
+    block = MqttBroker.load("BLOCK_NAME")
+    mqtt = block.get_client()
+    mqtt.send(notification)
     ```
     """
 

@@ -26,11 +26,14 @@ class VictoriaMetrics(HttpEndpointBlock):
 
     _block_type_name = "VictoriaMetrics"
     _description = "VictoriaMetrics URL (:8428), for pushing labops metrics and querying."
+    _documentation_url = "https://docs.victoriametrics.com/"  # type: ignore[assignment]
     _code_example = """
     ```python
     from blocks.observability import VictoriaMetrics
 
-    VictoriaMetrics.load("vm").pusher().push(metrics)
+    block = VictoriaMetrics.load("BLOCK_NAME")
+    vm = block.get_client()
+    vm.get_json("/api/v1/query", params={"query": "up"})
     ```
     """
     system_name: ClassVar[str] = "victoriametrics"
@@ -58,11 +61,14 @@ class Loki(HttpEndpointBlock):
 
     _block_type_name = "Loki"
     _description = "Loki URL (:3100) and, for multi-tenant setups, the tenant (X-Scope-OrgID)."
+    _documentation_url = "https://grafana.com/docs/loki/latest/reference/loki-http-api/"  # type: ignore[assignment]
     _code_example = """
     ```python
     from blocks.observability import Loki
 
-    ready = Loki.load("loki").get_client().request("GET", "/ready")
+    block = Loki.load("BLOCK_NAME")
+    loki = block.get_client()
+    loki.request("GET", "/ready")
     ```
     """
     system_name: ClassVar[str] = "loki"
@@ -88,11 +94,14 @@ class BeszelHub(HttpEndpointBlock):
 
     _block_type_name = "Beszel Hub"
     _description = "Beszel hub URL (:8090) and a user (e-mail) with its password."
+    _documentation_url = "https://beszel.dev/"  # type: ignore[assignment]
     _code_example = """
     ```python
     from blocks.observability import BeszelHub
 
-    systems = BeszelHub.load("beszel").get_client().get_json("/api/collections/systems/records")
+    block = BeszelHub.load("BLOCK_NAME")
+    hub = block.get_client()
+    hub.get_json("/api/collections/systems/records")
     ```
     """
     system_name: ClassVar[str] = "beszel"

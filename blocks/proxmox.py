@@ -29,18 +29,20 @@ class ProxmoxCredentials(CredentialsBlock):
     """
 
     _block_type_name = "Proxmox Credentials"
-    _logo_url = "https://www.proxmox.com/images/proxmox/Proxmox_symbol_standard_hex_400px.png"  # type: ignore[assignment]
     _description = "Proxmox VE API token (USER@REALM!TOKENID + secret), API URL and TLS options."
+    _documentation_url = "https://pve.proxmox.com/pve-docs/api-viewer/"  # type: ignore[assignment]
     _code_example = """
     ```python
     from blocks.proxmox import ProxmoxCredentials
 
-    pve = ProxmoxCredentials.load("pve").get_client()
+    block = ProxmoxCredentials.load("BLOCK_NAME")
+    pve = block.get_client()
+    pve.version()
     ```
     """
 
     url: str = Field(..., description="Any node's API, e.g. https://pve1.lab:8006.")
-    token_id: str = Field(..., pattern=_TOKEN_ID, description="USER@REALM!TOKENID")
+    token_id: str = Field(..., pattern=_TOKEN_ID, description="API token id: USER@REALM!TOKENID.")
     token_secret: SecretStr = Field(..., description="The token's UUID secret.")
     nodes: dict[str, ProxmoxNode] = Field(
         default_factory=dict, description="Per-node API URL and SSH address overrides."
@@ -81,16 +83,19 @@ class PbsCredentials(CredentialsBlock):
 
     _block_type_name = "PBS Credentials"
     _description = "Proxmox Backup Server API token, API URL, datastore and TLS options."
+    _documentation_url = "https://pbs.proxmox.com/docs/api-viewer/"  # type: ignore[assignment]
     _code_example = """
     ```python
     from blocks.proxmox import PbsCredentials
 
-    pbs = PbsCredentials.load("pbs").get_client()
+    block = PbsCredentials.load("BLOCK_NAME")
+    pbs = block.get_client()
+    pbs.version()
     ```
     """
 
     url: str = Field(..., description="The PBS API, e.g. https://pbs.lab:8007.")
-    token_id: str = Field(..., pattern=_TOKEN_ID, description="USER@REALM!TOKENID")
+    token_id: str = Field(..., pattern=_TOKEN_ID, description="API token id: USER@REALM!TOKENID.")
     token_secret: SecretStr = Field(..., description="The token's UUID secret.")
     datastore: str = Field("store1", description="Datastore holding the lab's backups.")
     pve_storage: str | None = Field(

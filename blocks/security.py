@@ -25,11 +25,14 @@ class WazuhApi(HttpEndpointBlock):
 
     _block_type_name = "Wazuh API"
     _description = "Wazuh manager API URL (:55000) and an API user."
+    _documentation_url = "https://documentation.wazuh.com/current/user-manual/api/index.html"  # type: ignore[assignment]
     _code_example = """
     ```python
     from blocks.security import WazuhApi
 
-    agents = WazuhApi.load("wazuh-api").get_client().get_json("/agents")
+    block = WazuhApi.load("BLOCK_NAME")
+    wazuh = block.get_client()
+    wazuh.get_json("/agents")
     ```
     """
     system_name: ClassVar[str] = "wazuh_api"
@@ -67,11 +70,14 @@ class WazuhIndexer(HttpEndpointBlock):
 
     _block_type_name = "Wazuh Indexer"
     _description = "Wazuh indexer URL (:9200) and a user allowed to read wazuh-alerts-*."
+    _documentation_url = "https://documentation.wazuh.com/current/user-manual/wazuh-indexer/index.html"  # type: ignore[assignment]
     _code_example = """
     ```python
     from blocks.security import WazuhIndexer
 
-    info = WazuhIndexer.load("wazuh-indexer").get_client().get_json("/")
+    block = WazuhIndexer.load("BLOCK_NAME")
+    indexer = block.get_client()
+    indexer.get_json("/")
     ```
     """
     system_name: ClassVar[str] = "wazuh_indexer"
@@ -99,11 +105,14 @@ class CrowdsecLapi(HttpEndpointBlock):
 
     _block_type_name = "CrowdSec LAPI"
     _description = "CrowdSec Local API URL, a machine login and a bouncer API key."
+    _documentation_url = "https://docs.crowdsec.net/docs/local_api/intro"  # type: ignore[assignment]
     _code_example = """
     ```python
     from blocks.security import CrowdsecLapi
 
-    decisions = CrowdsecLapi.load("crowdsec").get_client("bouncer").get_json("/v1/decisions")
+    block = CrowdsecLapi.load("BLOCK_NAME")
+    lapi = block.get_client()
+    lapi.get_json("/v1/decisions")
     ```
     """
     system_name: ClassVar[str] = "crowdsec"

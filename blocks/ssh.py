@@ -30,11 +30,14 @@ class SshCredentials(CredentialsBlock):
 
     _block_type_name = "SSH Credentials"
     _description = "SSH user, private key file, known_hosts file and timeouts for the lab's hosts."
+    _documentation_url = "https://docs.paramiko.org/"  # type: ignore[assignment]
     _code_example = """
     ```python
     from blocks.ssh import SshCredentials
+    from labops.ssh import SshTarget
 
-    runner = SshCredentials.load("lab-ssh").get_client()
+    ssh = SshCredentials.load("BLOCK_NAME")
+    result = ssh.get_client().run(SshTarget(name="pve1", address="10.0.0.11"), "uptime")
     ```
     """
 

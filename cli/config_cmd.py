@@ -1,4 +1,4 @@
-"""``labops config check``: validate the config, then test reach and auth of every system."""
+"""``labops config check|example``: validate the config and test every system; show every key."""
 
 from __future__ import annotations
 
@@ -27,6 +27,19 @@ def add_parser(sub: Any) -> None:
         "--timeout", type=float, default=10.0, help="seconds per system (default 10)"
     )
     check.set_defaults(handler=handle_check)
+    example = actions.add_parser(
+        "example",
+        help="print a commented example documenting every key",
+        description="Generated from the config models: labops config example > labops.yaml",
+    )
+    example.set_defaults(handler=handle_example)
+
+
+def handle_example(args: argparse.Namespace) -> int:
+    from labops.config.example import render_example
+
+    print(render_example(), end="")
+    return 0
 
 
 def handle_check(args: argparse.Namespace) -> int:

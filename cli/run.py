@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import yaml
+from prefect.exceptions import ParameterTypeError
 from pydantic import BaseModel
 
 from cli.common import add_config_option, load, progress, use_local_server
@@ -110,6 +111,9 @@ def handle(args: argparse.Namespace) -> int:
     if isinstance(result, ConfigError):
         for problem in result.problems:
             print(f"config error: {problem}", file=sys.stderr)
+        return 2
+    if isinstance(result, ParameterTypeError):
+        print(f"--set: {args.flow} refused its parameters: {result}", file=sys.stderr)
         return 2
     if isinstance(result, BaseModel):
         print_report(result, as_json=args.json)

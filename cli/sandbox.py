@@ -18,9 +18,15 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument("action", choices=["start", "stop", "status"])
     parser.add_argument("--dir", default=DEFAULT_DIR, help=f"sandbox directory ({DEFAULT_DIR})")
+    parser.add_argument(
+        "extra",
+        nargs=argparse.REMAINDER,
+        help="options for python -m sandbox, e.g. -- --time-scale 0.05 --scenario NAME",
+    )
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    command = [sys.executable, "-m", "sandbox", args.action, "--dir", args.dir]
+    extra = [a for a in args.extra if a != "--"]
+    command = [sys.executable, "-m", "sandbox", args.action, "--dir", args.dir, *extra]
     return subprocess.call(command)

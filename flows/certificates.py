@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from blocks.context import LabContext
 from blocks.edge import StepCa, TechnitiumDns, TraefikApi
@@ -130,8 +131,11 @@ def _probe(
     roots = ca.roots if ca else []
     inter = ca.intermediates if ca else []
     size = policy.batch_size
+    # quote(): Prefect would otherwise walk every field of every target looking for futures.
     futures = [
-        probe_batch.submit(targets[i:i + size], roots, inter, policy)
+        probe_batch.submit(
+            quote(targets[i:i + size]), roots, inter, policy  # type: ignore[call-overload]
+        )
         for i in range(0, len(targets), size)
     ]
     return [r for f in futures for r in f.result()]
@@ -235,8 +239,15 @@ def certificates(
     log.info("%d targets (%d duplicates merged) from %s", len(targets), report.duplicates,
              report.sources)
 
+    for path in policy.trusted_roots:
+        if not path.is_file():
+            report.failures.append(Failure(entity="certificates.trusted_roots",
+                                           reason=f"{path}: no such file (root not trusted)"))
     started = datetime.now(UTC)
-    report.endpoints = _probe(targets, ca, policy)
+    try:
+        report.endpoints = _probe(targets, ca, policy)
+    except Exception as exc:  # the report still goes out, saying what could not be checked
+        report.failures.append(Failure(entity="probing", reason=f"{type(exc).__name__}: {exc}"))
     report.probe_seconds = (datetime.now(UTC) - started).total_seconds()
     nodes: list[NodeCertificates] = found.get("proxmox", [])
     report.endpoints += _api_only_nodes(nodes, ca, policy)
@@ -248,7 +259,11 @@ def certificates(
                                            reason=f"certificates/info: {node.error}"))
 
     if policy.renewal.enabled if renew is None else renew:
-        _renew(ctx, report, nodes, ca, dry_run)
+        try:
+            _renew(ctx, report, nodes, ca, dry_run)
+        except Exception as exc:
+            report.failures.append(Failure(entity="renewal", system="proxmox",
+                                           reason=f"{type(exc).__name__}: {exc}"))
     else:
         report.skipped.append("renewal: disabled (certificates.renewal.enabled)")
 
@@ -256,6 +271,11 @@ def certificates(
     current = {e.target.key: (e.target.label, e.status, e.reason) for e in report.endpoints}
     report.alerts, states = plan_alerts(previous, current, datetime.now(UTC),
                                         policy.reminder_hours)
+    if report.failed and previous is not None:
+        # A source that failed this time hid its targets: remember their last states, or they
+        # would all be "new" (and notified again) when the source answers next time.
+        kept = {k: v for k, v in previous.targets.items() if k not in current}
+        states.targets = {**kept, **states.targets}
     ctx.state.save(STATE_KEY, states)
     log.info("certificates: %s", report.counts())
     return publish_report(report, ctx)

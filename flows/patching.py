@@ -380,29 +380,31 @@ def _reboot_container(ctx: LabContext, r: HostApply) -> None:
 
 
 def _reboot_node(ctx: LabContext, r: HostApply, access: HostAccess) -> str:
-    """Reboot a node and wait until it answers SSH again and its running guests are back."""
+    """Reboot a node; wait until it is back (a new boot id over SSH, online in PVE) and every
+    guest that ran on it runs again. Returns "" or why not."""
     policy = ctx.config.patching
+    ssh = ctx.ssh_block()
     pve = ctx.pve_block() if ctx.configured("proxmox") else None
-    before = pve_tasks.node_uptime(pve, r.host) if pve else None
-    running = []
+    boot_id = HostCommand(
+        access=access, command="cat /proc/sys/kernel/random/boot_id", timeout_s=15
+    )
+    first = run_command(ssh, boot_id)
+    before = first.result.stdout.strip() if first.result else ""
+    running: list[int] = []
     if pve:
         _, guests = pve_tasks.inventory(pve)
         running = [g.vmid for g in guests if g.node == r.host and g.status == "running"]
-    run_command(ctx.ssh_block(), HostCommand(access=access, command="reboot", timeout_s=30))
+    run_command(ssh, HostCommand(access=access, command="reboot", timeout_s=30))
     deadline = time.monotonic() + policy.node_boot_timeout_s
     while time.monotonic() < deadline:
-        time.sleep(1.0)
-        if pve:
-            up = pve_tasks.node_uptime(pve, r.host)
-            if up is None or (before is not None and up >= before):
-                continue
-        probe = run_command(
-            ctx.ssh_block(), HostCommand(access=access, command="true", timeout_s=10)
-        )
-        if probe.state != "ok":
+        time.sleep(0.5)
+        probe = run_command(ssh, boot_id)
+        if probe.result is None or not probe.result.ok or probe.result.stdout.strip() == before:
             continue
         if pve:
-            _, guests = pve_tasks.inventory(pve)
+            nodes, guests = pve_tasks.inventory(pve)
+            if not any(n.node == r.host and n.online for n in nodes):
+                continue
             status = {g.vmid: g.status for g in guests}
             if any(status.get(v) != "running" for v in running):
                 continue
@@ -487,13 +489,19 @@ def patch_apply(
             f"## Patch plan ({'security only' if sec_only else 'all updates'})\n\n```\n"
             f"{rollout.describe()}\n```\nApprove, narrow (exclude hosts, security only) or reject."
         )
-        answer = pause_flow_run(
-            wait_for_input=PatchApproval.with_initial_data(
-                description=description, security_only=sec_only
-            ),
-            timeout=int(policy.approval_timeout_s),
-            poll_interval=2,
-        )
+        try:
+            answer = pause_flow_run(
+                wait_for_input=PatchApproval.with_initial_data(
+                    description=description, security_only=sec_only
+                ),
+                timeout=int(policy.approval_timeout_s),
+                poll_interval=2,
+            )
+        except Exception as exc:  # not answered in time (or an invalid answer): nothing applied
+            report.failures.append(
+                Failure(entity="patch apply", reason=f"no approval: {type(exc).__name__}: {exc}")
+            )
+            return publish_report(report, ctx)
         if not answer.approve:
             report.approval = f"rejected{': ' + answer.note if answer.note else ''}"
             report.skipped.append("apply: rejected by the operator")
@@ -684,6 +692,7 @@ def _maybe_reboot(
             _reboot_container(ctx, r)
     except Exception as exc:
         report.failures.append(Failure(entity=f"host {r.host}", reason=f"reboot: {exc}"))
+    r.finished = datetime.now(UTC)  # the host's turn ends when it is back
 
 
 def _settle_snapshots(ctx: LabContext, report: PatchReport, patched: list[HostApply]) -> None:

@@ -51,7 +51,7 @@ class Source:
 
 
 def _with_timeout(block: Any, timeout_s: float) -> Any:
-    """The block with its per-request timeout capped at the source's time budget."""
+    """The block with no single request allowed to outlast the source's time budget."""
     retry = getattr(block, "retry", None)
     if retry is None or retry.timeout_s <= timeout_s:
         return block
@@ -133,6 +133,9 @@ def collect(
         if isinstance(value, BaseException) or not state.is_completed():
             error = value if isinstance(value, BaseException) else RuntimeError(state.message)
             status.state, status.detail = "failed", _describe(error)
+            if isinstance(error, Unreachable) and "timed out" in error.message:
+                # the request's own timeout is the budget: say it the same way as the deadline
+                status.detail = f"did not answer within {timeout:g} s"
             continue
         collected = cast(Collected, value)
         results[name] = collected

@@ -81,6 +81,14 @@ def asyncpg_url(url: str) -> str:
     return f"postgresql+asyncpg://{rest}"
 
 
+def with_database(url: str, default: str = "labops") -> str:
+    """``url`` naming ``default`` as its database when it names none."""
+    parts = urlsplit(url)
+    if parts.path.strip("/"):
+        return url
+    return urlunsplit(parts._replace(path=f"/{default}"))
+
+
 def _plain_pg(url: str, database: str | None = None) -> tuple[str, str]:
     """(URL for asyncpg.connect with the given database, name of the URL's database)."""
     parts = urlsplit(asyncpg_url(url).replace("postgresql+asyncpg://", "postgresql://", 1))
@@ -190,6 +198,7 @@ def start(
         raise ServerError(f"port {port} already serves a Prefect server not started from {home}")
     database = "sqlite"
     if database_url:
+        database_url = with_database(database_url)
         ensure_postgres_database(database_url)
         database = "postgresql " + _safe(database_url) + "/" + _plain_pg(database_url)[1]
     log_file = home / LOG_FILE

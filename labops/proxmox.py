@@ -22,10 +22,11 @@ models from labops/models/pve.py or pbs.py; put them in the matching section of 
     pbs.task_status(upid) -> PbsTaskStatus ; pbs.wait_task(upid, timeout_s, poll_s)
     pbs.task_log(upid) -> list[str]      (PBS UPIDs have 9 fields; proxmoxer's decode_upid fails)
 
-Retries: reads (GET/PUT/DELETE) are retried on connection errors, timeouts, 5xx and 429. A POST
-starts something (a backup, a snapshot), so it is retried only when the server cannot have acted
-on it: the connection was never made, or the server answered 5xx/429. A POST whose answer was lost
-after sending (read timeout, reset) raises at once rather than risk doing the work twice.
+Retries: reads (GET) are retried on connection errors, timeouts, 5xx and 429. POST, PUT and
+DELETE start something in PVE/PBS (a backup, an ACME renewal, a snapshot removal), so they are
+retried only when the server cannot have acted on them: the connection was never made, or the
+server answered 5xx/429. One whose answer was lost after sending (read timeout, reset) raises
+ApiError at once rather than risk doing the work twice.
 Booleans in parameters are sent as 1/0 (PVE rejects "True").
 """
 
@@ -191,9 +192,11 @@ class ProxmoxClient:
         return self._call("POST", path, params)
 
     def put(self, path: str, **params: Any) -> Any:
+        """PUT ``path``; retried only when the server surely did not act on it."""
         return self._call("PUT", path, params)
 
     def delete(self, path: str, **params: Any) -> Any:
+        """DELETE ``path``; retried only when the server surely did not act on it."""
         return self._call("DELETE", path, params)
 
     def _call(self, method: str, path: str, params: dict[str, Any]) -> Any:
@@ -227,7 +230,7 @@ class ProxmoxClient:
                     f"systems.{self.name}.tls.ca_bundle to the CA that signed its certificate",
                 )
             if isinstance(exc, requests.RequestException):
-                if method == "POST" and not _never_sent(exc):
+                if method != "GET" and not _never_sent(exc):
                     return ApiError(
                         self.name,
                         f"{what}: {_describe(exc)} after the request was sent; it may have been "
@@ -460,9 +463,11 @@ class PveClient(ProxmoxClient):
             f"nodes/{node}/lxc/{vmid}/snapshot", snapname=name, description=description
         ))
 
-    def snapshot_rollback(self, node: str, vmid: int, name: str) -> str:
-        """Roll container ``vmid`` back to snapshot ``name``. Changes the lab; returns the UPID."""
-        return str(self.post(f"nodes/{node}/lxc/{vmid}/snapshot/{name}/rollback"))
+    def snapshot_rollback(self, node: str, vmid: int, name: str, *, start: bool = False) -> str:
+        """Roll container ``vmid`` back to snapshot ``name`` (PVE stops a running container for
+        it; ``start`` starts it again). Changes the lab; returns the UPID."""
+        params = {"start": True} if start else {}
+        return str(self.post(f"nodes/{node}/lxc/{vmid}/snapshot/{name}/rollback", **params))
 
     def snapshot_delete(self, node: str, vmid: int, name: str) -> str:
         """Delete snapshot ``name`` of container ``vmid``. Changes the lab; returns the UPID."""

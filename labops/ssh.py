@@ -29,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import paramiko
 from pydantic import BaseModel, Field, SecretStr
@@ -193,12 +194,14 @@ class SshRunner:
 
     def _load_key(self) -> paramiko.PKey:
         path = Path(self.settings.key_file).expanduser()
-        password = self._passphrase.get_secret_value() if self._passphrase else None
+        # from_path hands the passphrase to cryptography, which wants bytes (despite the hint).
+        password: Any = self._passphrase.get_secret_value().encode() if self._passphrase else None
         try:
             return paramiko.PKey.from_path(path, password)
         except FileNotFoundError:
             raise ConfigError(f"systems.ssh.key_file: {path} does not exist") from None
-        except paramiko.PasswordRequiredException:
+        except (paramiko.PasswordRequiredException, TypeError):
+            # paramiko >= 3.2 lets cryptography's TypeError through for a missing passphrase
             raise ConfigError(
                 f"systems.ssh.key_file: {path} is encrypted; set systems.ssh.key_passphrase"
             ) from None
@@ -423,6 +426,9 @@ class SshSession:
             if chan.eof_received or chan.closed:
                 break
             select.select([chan], [], [], remaining)
+        # Data that arrived between the last check and EOF is already buffered: take it too.
+        while chan.recv_ready():
+            take(out, chan.recv(_READ_CHUNK))
         while chan.recv_stderr_ready():
             take(err, chan.recv_stderr(_READ_CHUNK))
         if not chan.status_event.wait(max(deadline - time.monotonic(), 0.0)):

@@ -99,7 +99,8 @@ class ControlServer:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
+                                     shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.ctx.host, self.ctx.base_port).start()
 

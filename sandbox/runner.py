@@ -162,9 +162,18 @@ class Sandbox:
 
     async def stop(self) -> None:
         (self.dir / "ready").unlink(missing_ok=True)
-        for svc in reversed(list(self.services.values())):
-            with contextlib.suppress(Exception):
+        # Concurrently: shutdown time is the slowest service's, not the sum.
+        async def stop_one(svc: Service) -> None:
+            t0 = time.monotonic()
+            try:
                 await asyncio.wait_for(svc.stop(), 5)
+            except Exception as exc:
+                print(f"stopping {svc.name}: {type(exc).__name__}: {exc}", flush=True)
+            spent = time.monotonic() - t0
+            if spent > 1:
+                print(f"stopping {svc.name} took {spent:.1f}s", flush=True)
+
+        await asyncio.gather(*(stop_one(s) for s in self.services.values()))
         if self.control:
             await self.control.stop()
 
@@ -181,7 +190,9 @@ async def _serve(opts: argparse.Namespace) -> int:
               flush=True)
         await stop.wait()
     finally:
+        t0 = time.monotonic()
         await sandbox.stop()
+        print(f"sandbox stopped in {time.monotonic() - t0:.2f}s", flush=True)
     return 0
 
 

@@ -35,6 +35,7 @@ def llm_summary(
     messages = llm.build_messages(llm_payload(findings, redactor), period)
     leaked = redactor.leaked(messages[1]["content"])
     if leaked:  # a placeholder pass missed a value it knows: do not send
+        log.warning("redaction left %d value(s) in the prompt; not sent", len(leaked))
         return LlmOutcome(note=f"redaction incomplete ({len(leaked)} value(s)); not sent")
     budget = llm.Budget(
         timeout_s=providers.timeout_s, max_input_tokens=providers.max_input_tokens,

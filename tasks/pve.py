@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field
 from blocks.proxmox import ProxmoxCredentials
 from labops.errors import LabopsError
 from labops.models.backups import BackupCopy, BackupGuest, BackupOutcome, TaskResult
-from labops.models.pve import PveBackupVolume, PveGuestRef, PveNode, PveStorage, PveTaskItem
-from labops.planners.backups import classify_exitstatus, is_lock_error, parse_tags
+from labops.models.pve import PveGuestRef, PveNode, PveStorage, PveTaskItem
+from labops.planners.backups import classify_exitstatus, is_lock_error
 from labops.proxmox import PveClient, TaskTimeout
 from labops.reports import Failure
 
@@ -48,14 +48,7 @@ def list_nodes(block: ProxmoxCredentials) -> list[PveNode]:
 @task(name="pve-guests", tags=["proxmox"])
 def list_guests(block: ProxmoxCredentials) -> list[BackupGuest]:
     """Every guest of ``/cluster/resources`` (templates included). Reads only."""
-    return [
-        BackupGuest(
-            vmid=g.vmid, name=g.name or "", node=g.node,
-            type="lxc" if g.type == "lxc" else "qemu", status=g.status,
-            template=g.template, tags=parse_tags(g.tags), pool=g.pool, lock=g.lock,
-        )
-        for g in client(block).guests()
-    ]
+    return [BackupGuest.from_pve(g) for g in client(block).guests()]
 
 
 @task(name="pve-storages", tags=["proxmox"])
@@ -64,22 +57,10 @@ def list_storages(block: ProxmoxCredentials, node: str) -> list[PveStorage]:
     return client(block).storages(node, content="backup")
 
 
-def to_copy(volume: PveBackupVolume) -> BackupCopy | None:
-    if volume.vmid is None or volume.ctime is None:
-        return None
-    return BackupCopy(
-        volid=volume.volid, storage=volume.storage, vmid=volume.vmid,
-        ctime=float(volume.ctime), size=volume.size, format=volume.format,
-        notes=volume.notes, protected=volume.protected,
-        verify_state=volume.verification.state if volume.verification else None,
-        verify_upid=volume.verification.upid if volume.verification else None,
-    )
-
-
 @task(name="pve-backups", tags=["proxmox"], task_run_name="backups-{storage}-via-{node}")
 def list_backups(block: ProxmoxCredentials, node: str, storage: str) -> list[BackupCopy]:
     """Backups on ``storage`` as ``node`` lists them (content=backup). Reads only."""
-    copies = (to_copy(v) for v in client(block).backup_volumes(node, storage))
+    copies = (BackupCopy.from_volume(v) for v in client(block).backup_volumes(node, storage))
     return [c for c in copies if c is not None]
 
 
@@ -281,36 +262,19 @@ def _new_task(pve: PveClient, guest: BackupGuest, seen: set[str], t0: float) -> 
     task_run_name="backup-{guest.vmid}-{guest.name}",
 )
 def backup_guest(
-    block: ProxmoxCredentials,
-    guest: BackupGuest,
-    settings: VzdumpSettings,
-    limits: list[str],
-    lease_s: float = 60.0,
-    slot_wait_s: float | None = None,
+    block: ProxmoxCredentials, guest: BackupGuest, settings: VzdumpSettings
 ) -> BackupOutcome:
     """Back up one guest with vzdump (CHANGES THE LAB: writes a backup) and wait for its task.
 
-    Holds one slot of each concurrency limit in ``limits`` (its node's and its storage's) while
-    the vzdump runs; slots are leases, so a crashed run frees them after ``lease_s``. A locked
-    guest is waited for; an error fails this guest only (returned, not raised).
+    Run while the flow holds the guest's node and storage concurrency slots. Never retried by
+    Prefect: a running or just-finished vzdump of the guest is adopted instead of starting
+    another. A locked guest is waited for; an error fails this guest only (returned).
     """
-    from prefect.concurrency.sync import concurrency
-
     logger = get_run_logger()
-    pve = client(block)
     try:
-        with concurrency(
-            limits, occupy=1, strict=True, lease_duration=max(60.0, lease_s),
-            timeout_seconds=slot_wait_s,
-        ):
-            outcome = run_backup(pve, guest, settings, log=logger.info)
+        outcome = run_backup(client(block), guest, settings, log=logger.info)
     except LabopsError as exc:
         outcome = BackupOutcome(vmid=guest.vmid, status="failed", reason=str(exc))
-    except TimeoutError:
-        outcome = BackupOutcome(
-            vmid=guest.vmid, status="failed",
-            reason=f"no backup slot ({', '.join(limits)}) within {slot_wait_s:g}s",
-        )
     if outcome.status == "failed":
         logger.warning("%s: %s", guest.label, outcome.reason)
     return outcome

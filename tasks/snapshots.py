@@ -60,9 +60,11 @@ def create_snapshot(
 
 @task(name="pve-snapshot-rollback", tags=["proxmox"])
 def rollback_snapshot(pve: ProxmoxCredentials, node: str, vmid: int, name: str) -> None:
-    """Roll a container back to a snapshot and wait for it. CHANGES THE LAB."""
+    """Roll a container back to a snapshot and wait for it; a container that was running is
+    started again. CHANGES THE LAB."""
     client = pve.get_client()
-    upid = client.snapshot_rollback(node, vmid, name)
+    running = client.guest_state(node, "lxc", vmid).status == "running"
+    upid = client.snapshot_rollback(node, vmid, name, start=running)
     _wait_ok(client, node, upid, f"rollback of {vmid} to {name}", _TASK_TIMEOUT_S)
 
 

@@ -70,6 +70,12 @@ def _state_of(exc: Exception) -> RunState:
     return "error"
 
 
+def _describe(exc: Exception) -> str:
+    """labops errors carry a message naming the host and the fix; others get their type."""
+    message = getattr(exc, "message", None) if isinstance(exc, LabopsError) else None
+    return str(message or f"{type(exc).__name__}: {exc}")
+
+
 def run_one(runner: SshRunner, job: HostCommand) -> HostRun:
     """Run one command on one host; every failure becomes the row's state."""
     started = time.monotonic()
@@ -81,15 +87,10 @@ def run_one(runner: SshRunner, job: HostCommand) -> HostRun:
             else:
                 result = s.run(job.command, timeout=job.timeout_s)
     except Exception as exc:  # one host's failure must never stop the others
-        detail = (
-            exc.message
-            if isinstance(exc, LabopsError) and hasattr(exc, "message")
-            else (f"{type(exc).__name__}: {exc}")
-        )
         return HostRun(
             host=access.name,
             state=_state_of(exc),
-            detail=str(detail),
+            detail=_describe(exc),
             duration_s=round(time.monotonic() - started, 3),
         )
     return HostRun(
@@ -215,8 +216,7 @@ def check_one(runner: SshRunner, access: HostAccess, opts: CheckOptions) -> tupl
             else:
                 result = s.run(CHECK_COMMAND, timeout=opts.check_timeout_s)
     except Exception as exc:  # one host's failure must never stop the others
-        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        run = HostRun(host=access.name, state=_state_of(exc), detail=str(message))
+        run = HostRun(host=access.name, state=_state_of(exc), detail=_describe(exc))
         run.duration_s = round(time.monotonic() - started, 3)
         return run, note
     run = HostRun(host=access.name, state="ok", result=result)

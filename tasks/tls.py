@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from blocks.proxmox import ProxmoxCredentials
@@ -33,7 +34,7 @@ def _anchors(roots_pem: list[str], intermediates_pem: list[str],
                                  use_system_store=policy.use_system_store)
 
 
-@task(name="tls-probe-batch")
+@task(name="tls-probe-batch", cache_policy=NO_CACHE)  # a probe is never served from a cache
 def probe_batch(
     targets: list[Target],
     roots_pem: list[str],
@@ -58,7 +59,7 @@ def _pem_to_der(pem: str) -> bytes:
     return base64.b64decode(body)
 
 
-@task(name="tls-judge-api-certificate")
+@task(name="tls-judge-api-certificate", cache_policy=NO_CACHE)
 def judge_api_certificate(
     target: Target, pem: str, roots_pem: list[str], intermediates_pem: list[str],
     policy: CertificatePolicy,

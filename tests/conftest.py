@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.mqtt",
     "tests.fixtures.victoriametrics",
     "tests.fixtures.crowdsec",
+    "tests.fixtures.caddy",
 ]

@@ -141,7 +141,7 @@ def test_blocks_round_trip_with_secrets_masked_on_the_server(
 
 
 def test_config_naming_a_saved_block_loads_it(
-    prefect_server: Any, secrets_env: dict[str, str]
+    prefect_server: Any, secrets_env: dict[str, str], tmp_path: Path
 ) -> None:
     from blocks.edge import TraefikApi
 
@@ -152,6 +152,20 @@ def test_config_naming_a_saved_block_loads_it(
     block = http_block(config, "traefik")
     assert isinstance(block, TraefikApi)
     assert block.url == "http://127.0.0.1:9999" and block.username == "saved-user"
+
+    from blocks.proxmox import ProxmoxCredentials
+
+    ProxmoxCredentials(
+        url="https://127.0.0.1:8006", token_id="ops@pve!saved", token_secret="saved-0013"
+    ).save("pve-saved", overwrite=True)
+    path = tmp_path / "labops.yaml"
+    path.write_text("systems:\n  proxmox:\n    block: pve-saved\n  ssh:\n    block: ssh-x\n")
+    only_blocks = load_config(path)  # no token keys needed, no secret resolved
+    pve = LabContext(config=only_blocks).pve_block()
+    assert pve.token_id == "ops@pve!saved"
+    assert pve.token_secret.get_secret_value() == "saved-0013"
+    with pytest.raises(ConfigError, match=r"systems\.ssh\.block: no saved SSH Credentials"):
+        LabContext(config=only_blocks).ssh_block()
 
     missing = parse_config({"systems": {"traefik": {"block": "no-such-block"}}})
     with pytest.raises(ConfigError, match=r"systems\.traefik\.block: no saved Traefik API block"):
@@ -195,3 +209,16 @@ def test_pve_and_ssh_clients_are_built(secrets_env: dict[str, str]) -> None:
     assert isinstance(ctx.pve(), PveClient)
     assert isinstance(ctx.ssh(), SshRunner)
     assert ctx.ssh_block().key_file == DATA / "keys" / "id_ed25519"
+
+
+def test_metrics_pusher_reaches_victoriametrics(victoriametrics: Any) -> None:
+    from blocks.factory import metrics_pusher
+    from labops.metrics import Metric
+
+    assert metrics_pusher(parse_config({})) is None
+    config = parse_config({"systems": {"victoriametrics": {"url": victoriametrics.url}}})
+    pusher = metrics_pusher(config)
+    assert pusher is not None
+    pusher.push([Metric(name="labops_blocks_test", value=7, labels={"via": "factory"})])
+    series = victoriametrics.wait_for('labops_blocks_test{via="factory"}')
+    assert series[0]["value"][1] == "7"

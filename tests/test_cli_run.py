@@ -98,3 +98,13 @@ def test_operation_not_written_yet(
     code = main(["run", "future", "--config", str(empty_config)])
     _, err = capsys.readouterr()
     assert code == 1 and "not available yet" in err
+
+
+def test_parameter_of_the_wrong_type_exits_2(
+    prefect_server: Any, demo_flows: None, empty_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", "demo", "--config", str(empty_config), "--set", "count=lots"])
+    _, err = capsys.readouterr()
+    assert code == 2, err
+    assert "--set: demo refused its parameters" in err and "count" in err
+    assert "Traceback" not in err

@@ -128,7 +128,12 @@ def test_flood_limit_retry_after_is_honoured(api: TelegramApi) -> None:
     api.control("flood", count=2, retry_after=1)
     notifier = api.notifier()
     waits: list[float] = []
-    notifier.sleep = lambda s: (waits.append(s), time.sleep(s))  # type: ignore[func-returns-value]
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(seconds)
+
+    notifier.sleep = sleep
     started = time.monotonic()
     delivery = notifier.send(Notification(title="after a flood"))
     assert delivery.ok, delivery.detail

@@ -33,8 +33,10 @@ def test_upgrade_simulation() -> None:
 
 @pytest.mark.parametrize(
     ("pkg", "name", "version"),
-    [("libcrypto3-3.3.2-r0", "libcrypto3", "3.3.2-r0"), ("py3-foo-bar-1.0_rc1-r2", "py3-foo-bar",
-                                                          "1.0_rc1-r2")],
+    [
+        ("libcrypto3-3.3.2-r0", "libcrypto3", "3.3.2-r0"),
+        ("py3-foo-bar-1.0_rc1-r2", "py3-foo-bar", "1.0_rc1-r2"),
+    ],
 )
 def test_split_name_version(pkg: str, name: str, version: str) -> None:
     assert apk.split_name_version(pkg) == (name, version)

@@ -56,7 +56,10 @@ def test_simulation_lines_and_summary() -> None:
 
 
 def test_showhold() -> None:
-    assert apt.parse_showhold("pve-manager\nzfsutils-linux\n\n") == ["pve-manager", "zfsutils-linux"]
+    assert apt.parse_showhold("pve-manager\nzfsutils-linux\n\n") == [
+        "pve-manager",
+        "zfsutils-linux",
+    ]
     assert apt.parse_showhold("") == []
 
 
@@ -77,7 +80,9 @@ def test_failure_reason_names_the_broken_package() -> None:
     text = read("dpkg-postinst-error.txt")
     assert apt.failure_reason(text) == "dpkg failed on crowdsec"
     assert apt.lock_holder(text) is None
-    assert apt.failure_reason("E: Unable to locate package nope\n") == "Unable to locate package nope"
+    assert (
+        apt.failure_reason("E: Unable to locate package nope\n") == "Unable to locate package nope"
+    )
 
 
 def test_this_machine_through_real_sshd(sshd) -> None:  # type: ignore[no-untyped-def]

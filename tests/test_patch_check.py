@@ -13,11 +13,13 @@ from tests.patch_helpers import derived_config, report_of
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-def test_check_mode_whole_lab(sandbox: Any, tmp_path: Path) -> None:
+def test_check_mode_whole_lab(sandbox: Any, tmp_path: Path, victoriametrics: Any) -> None:
     from flows.patching import patch_check
     from labops.models.patching import PatchReport
 
-    cfg = derived_config(sandbox, tmp_path, refresh=True)
+    cfg = derived_config(
+        sandbox, tmp_path, systems={"victoriametrics": {"url": victoriametrics.url}}, refresh=True
+    )
     report = report_of(patch_check(config=cfg, return_state=True))
     assert isinstance(report, PatchReport)
     rows = {h.host: h for h in report.hosts}
@@ -43,14 +45,32 @@ def test_check_mode_whole_lab(sandbox: Any, tmp_path: Path) -> None:
     again = PatchReport.model_validate_json(report.model_dump_json())
     assert len(again.hosts) == len(report.hosts)
     table = report.table()
-    assert set(table[0]) == {"host", "os", "pending", "security", "held", "reboot",
-                             "restart services", "last checked", "state"}
+    assert set(table[0]) == {
+        "host",
+        "os",
+        "pending",
+        "security",
+        "held",
+        "reboot",
+        "restart services",
+        "last checked",
+        "state",
+    }
     names = {m.name for m in report.metrics()}
-    assert {"labops_patch_pending_updates", "labops_patch_security_updates",
-            "labops_patch_reboot_required"} <= names
+    assert {
+        "labops_patch_pending_updates",
+        "labops_patch_security_updates",
+        "labops_patch_reboot_required",
+    } <= names
     note = report.notification()
     assert note is not None and "pending" in note.title
     assert rows["pve1"].last_checked is not None
+    # the same numbers reached VictoriaMetrics, with the flow's heartbeat
+    known = [h for h in report.hosts if h.known]
+    series = victoriametrics.wait_for("labops_patch_pending_updates", len(known))
+    got = {s["metric"]["host"]: float(s["value"][1]) for s in series}
+    assert all(got[h.host] == h.pending for h in known)
+    assert victoriametrics.wait_for('labops_flow_up{flow="patch_check"}')
 
 
 def test_check_faults_are_reported_never_up_to_date(sandbox_clean: Any, tmp_path: Path) -> None:
@@ -60,11 +80,16 @@ def test_check_faults_are_reported_never_up_to_date(sandbox_clean: Any, tmp_path
 
     sb = sandbox_clean
     cfg = derived_config(sb, tmp_path, check_timeout_s=3, lock_wait_s=15, refresh_timeout_s=30)
-    sb.set_faults("fleet", extra={
-        "unreachable_hosts": ["gitea"], "changed_host_keys": ["grafana"],
-        "auth_fail_hosts": ["jellyfin"], "dpkg_locked_hosts": {"minio": 2},
-        "hanging_commands": {"ollama": "apt list"},
-    })
+    sb.set_faults(
+        "fleet",
+        extra={
+            "unreachable_hosts": ["gitea"],
+            "changed_host_keys": ["grafana"],
+            "auth_fail_hosts": ["jellyfin"],
+            "dpkg_locked_hosts": {"minio": 4},
+            "hanging_commands": {"ollama": "apt list"},
+        },
+    )
     import yaml
 
     known_hosts = Path(yaml.safe_load(Path(cfg).read_text())["systems"]["ssh"]["known_hosts"])
@@ -81,12 +106,32 @@ def test_check_faults_are_reported_never_up_to_date(sandbox_clean: Any, tmp_path
     assert rows["jellyfin"].state == "auth-failed"
     assert rows["ollama"].state == "timeout"
     assert rows["minio"].known and rows["postgres"].known
+    assert "waited for the apt lock" in rows["minio"].detail  # waited, did not fail
     assert known_hosts.read_bytes() == before, "a changed host key must never be written"
     failed = {f.entity for f in report.failures}
     assert failed == {"host gitea", "host grafana", "host jellyfin", "host ollama"}
     # unknown is never "up to date": no pending metric for them, "?" in the table
-    pending = {m.labels["host"] for m in report.metrics()
-               if m.name == "labops_patch_pending_updates"}
+    pending = {
+        m.labels["host"] for m in report.metrics() if m.name == "labops_patch_pending_updates"
+    }
     assert not pending & {"gitea", "grafana", "jellyfin", "ollama"}
     assert report._row(rows["gitea"])["pending"] == "?"
     assert elapsed < 60
+
+
+def test_stopped_container_started_checked_and_stopped_again(sandbox: Any, tmp_path: Path) -> None:
+    from flows.patching import patch_check
+
+    stopped = [
+        g
+        for g in sandbox.pve().cluster.resources.get(type="vm")
+        if g["type"] == "lxc" and g["status"] == "stopped" and not g.get("template")
+    ]
+    assert stopped
+    name = stopped[0]["name"]
+    cfg = derived_config(sandbox, tmp_path, refresh=False, stopped_containers="start-check-stop")
+    report = report_of(patch_check(config=cfg, hosts=[name], return_state=True))
+    row = next(h for h in report.hosts if h.host == name)
+    assert row.known, row
+    status = sandbox.pve().nodes(stopped[0]["node"]).lxc(stopped[0]["vmid"]).status.current.get()
+    assert status["status"] == "stopped"

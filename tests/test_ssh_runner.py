@@ -179,3 +179,30 @@ def test_many_concurrent_sessions(sshd: Sshd) -> None:
         t.join(30)
     assert not errors
     assert sorted(results, key=int) == [str(i) for i in range(20)]
+
+
+def test_encrypted_key_needs_its_passphrase(sshd: Sshd, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from pydantic import SecretStr
+
+    from labops.errors import ConfigError
+
+    key = serialization.load_ssh_private_key(sshd.client_key.read_bytes(), None)
+    encrypted = tmp_path / "encrypted_key"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            # one bcrypt round keeps the test fast; the format is the same as ssh-keygen's
+            serialization.PrivateFormat.OpenSSH.encryption_builder()
+            .kdf_rounds(1)
+            .build(b"correct horse"),
+        )
+    )
+    settings = sshd.settings(key_file=encrypted)
+    runner = SshRunner(settings, key_passphrase=SecretStr("correct horse"))
+    assert runner.run(sshd.target(), "echo unlocked").stdout == "unlocked\n"
+    with pytest.raises(ConfigError, match="key_passphrase"):
+        SshRunner(settings).run(sshd.target(), "true")
+    with pytest.raises(ConfigError, match="wrong passphrase"):
+        SshRunner(settings, key_passphrase=SecretStr("wrong")).run(sshd.target(), "true")

@@ -13,15 +13,19 @@ class Host(Strict):
     """A host labops reaches: a Proxmox node, a container, a VM or any other machine."""
 
     name: str = Field(..., description="The name the operator uses (hostname or guest name).")
-    kind: Literal["node", "container", "vm", "host"] = "host"
+    kind: Literal["node", "container", "vm", "host"] = Field(
+        "host", description="node (Proxmox), container (LXC), vm (QEMU) or host (anything else)."
+    )
     address: str | None = Field(None, description="SSH address; defaults to the name.")
-    port: int = Field(22, ge=1, le=65535)
-    vmid: int | None = Field(None, ge=100, le=999_999_999)
+    port: int = Field(22, ge=1, le=65535, description="SSH port.")
+    vmid: int | None = Field(None, ge=100, le=999_999_999, description="Proxmox id of a guest.")
     node: str | None = Field(None, description="Proxmox node of a guest.")
     access: Literal["ssh", "pct"] = Field(
         "ssh", description="ssh: direct; pct: `pct exec` through the guest's node."
     )
-    tags: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(
+        default_factory=list, description="Free labels (policies select hosts by tag)."
+    )
 
 
 class HttpsEndpoint(Strict):
@@ -42,5 +46,7 @@ class Inventory(Strict):
     container_access: Literal["ssh", "pct"] = Field(
         "ssh", description="Default way to reach containers that the host list does not name."
     )
-    hosts: list[Host] = Field(default_factory=list)
-    endpoints: list[HttpsEndpoint] = Field(default_factory=list)
+    hosts: list[Host] = Field(default_factory=list, description="Hosts reached over SSH.")
+    endpoints: list[HttpsEndpoint] = Field(
+        default_factory=list, description="TLS endpoints whose certificates are watched."
+    )

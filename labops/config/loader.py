@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from labops.config.model import LabopsConfig
-from labops.config.secrets import _check_ref, resolve_secret
+from labops.config.secrets import is_secret_field, resolve_secret
 from labops.errors import ConfigError, SecretError
 
 M = TypeVar("M", bound=BaseModel)
@@ -133,7 +133,12 @@ def _rebase_value(value: Any, base: Path, secret: bool) -> Any:
 
 
 def secret_refs(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, str]]:
-    """Every (key path, reference) of a SecretRef field set in ``model``."""
+    """Every (key path, reference) of a SecretRef field set in ``model``.
+
+    A section naming a saved block is skipped: its secrets live in the block.
+    """
+    if getattr(model, "block", None):
+        return
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
         where = f"{prefix}{name}"
@@ -152,4 +157,4 @@ def secret_refs(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, str]]
 
 
 def _is_secret_field(field: Any) -> bool:
-    return any(getattr(m, "func", None) is _check_ref for m in field.metadata)
+    return is_secret_field(field)

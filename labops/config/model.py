@@ -17,6 +17,8 @@ from labops.config.systems import Strict, Systems
 
 
 class Lab(Strict):
+    """The lab as a whole: its name, time zone, UI link and state directory."""
+
     name: str = Field("homelab", description="Shown in reports and notifications.")
     timezone: str = Field("UTC", description="IANA zone for schedules and windows.")
     ui_url: str = Field(

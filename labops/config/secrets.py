@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 from pydantic import AfterValidator, SecretStr
 
@@ -30,6 +30,14 @@ def _check_ref(value: str) -> str:
 
 SecretRef = Annotated[str, AfterValidator(_check_ref)]
 """A config field that holds a reference to a secret, never the secret."""
+
+HELD_BY_BLOCK = "env:LABOPS_SECRET_HELD_BY_BLOCK"
+"""The reference a secret key holds when its system's secret lives in a saved block instead."""
+
+
+def is_secret_field(field: Any) -> bool:
+    """Whether a pydantic field holds a :data:`SecretRef`."""
+    return any(getattr(m, "func", None) is _check_ref for m in getattr(field, "metadata", ()))
 
 
 def resolve_secret(ref: str, where: str = "secret") -> SecretStr:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
-from labops.config.secrets import SecretRef
+from labops.config.secrets import HELD_BY_BLOCK, SecretRef, is_secret_field
 
 
 class Strict(BaseModel):
@@ -37,7 +38,33 @@ class HttpRetry(Strict):
     jitter: float = Field(0.3, ge=0, le=1, description="Random fraction added to each backoff.")
 
 
-class Endpoint(Strict):
+IN_BLOCK = "(in the saved block)"
+"""What a key the config leaves out holds when the system names a saved block."""
+
+
+class SavedBlockOk(Strict):
+    """A system that may name a saved labops block: its other required keys may then be left
+    out (they hold placeholders; ``blocks.factory`` loads the block and never reads them)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _block_stands_for_the_rest(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("block"):
+            return data
+        filled = dict(data)
+        for name, field in cls.model_fields.items():
+            if name in filled or not field.is_required():
+                continue
+            if is_secret_field(field):
+                filled[name] = HELD_BY_BLOCK
+            elif name == "token_id":
+                filled[name] = "saved@block!block"
+            else:
+                filled[name] = IN_BLOCK
+        return filled
+
+
+class Endpoint(SavedBlockOk):
     """An HTTP(S) system: URL, TLS options, retry policy, or a saved Prefect block."""
 
     url: AnyHttpUrl | None = Field(None, description="Base URL of the system's API.")
@@ -51,7 +78,7 @@ class ProxmoxNode(Strict):
 
     url: AnyHttpUrl | None = Field(None, description="This node's own API URL (:8006).")
     ssh_host: str | None = Field(None, description="Address for SSH to this node.")
-    ssh_port: int = Field(22, ge=1, le=65535)
+    ssh_port: int = Field(22, ge=1, le=65535, description="SSH port of this node.")
 
 
 class ProxmoxSystem(Endpoint):
@@ -67,8 +94,10 @@ class ProxmoxSystem(Endpoint):
 class PbsSystem(Endpoint):
     """Proxmox Backup Server API (https://host:8007)."""
 
-    token_id: str = Field(..., pattern=r"^[^@!]+@[^@!]+![A-Za-z0-9_.-]+$")
-    token_secret: SecretRef
+    token_id: str = Field(
+        ..., pattern=r"^[^@!]+@[^@!]+![A-Za-z0-9_.-]+$", description="USER@REALM!TOKENID"
+    )
+    token_secret: SecretRef = Field(..., description="The token's secret (a reference).")
     datastore: str = Field("store1", description="Datastore holding the lab's backups.")
     pve_storage: str | None = Field(
         None, description="Name of the PVE storage that points at this datastore."
@@ -76,37 +105,46 @@ class PbsSystem(Endpoint):
 
 
 class SshJump(Strict):
-    host: str
-    port: int = Field(22, ge=1, le=65535)
-    user: str = "root"
+    """A bastion every SSH connection goes through."""
+
+    host: str = Field(..., description="Address of the jump host.")
+    port: int = Field(22, ge=1, le=65535, description="Its SSH port.")
+    user: str = Field("root", description="Login user on the jump host.")
 
 
-class SshSystem(Strict):
+class SshSystem(SavedBlockOk):
     """How labops reaches hosts over SSH (keys only, strict host keys by default)."""
 
     user: str = Field("root", description="Login user.")
     key_file: Path = Field(..., description="Private key (OpenSSH format).")
-    key_passphrase: SecretRef | None = None
+    key_passphrase: SecretRef | None = Field(
+        None, description="Passphrase of the key, if it has one (a reference)."
+    )
     known_hosts: Path = Field(..., description="known_hosts file checked strictly.")
     trust_on_first_use: bool = Field(
         False, description="Accept and record unknown keys (changed keys are always refused)."
     )
-    connect_timeout_s: float = Field(10.0, gt=0)
-    command_timeout_s: float = Field(120.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0, description="TCP + SSH handshake timeout.")
+    command_timeout_s: float = Field(
+        120.0, gt=0, description="Default timeout of one remote command."
+    )
     max_output_bytes: int = Field(1_000_000, gt=0, description="Output beyond this is cut.")
-    jump_host: SshJump | None = None
+    jump_host: SshJump | None = Field(None, description="Bastion to go through, if any.")
     parallel: int = Field(50, ge=1, le=1000, description="Hosts worked on at once.")
+    block: str | None = Field(None, description="Name of a saved SSH Credentials block instead.")
 
 
 class TokenEndpoint(Endpoint):
     """An HTTP API with one bearer-style token (Technitium, Traefik behind auth...)."""
 
-    token: SecretRef | None = None
+    token: SecretRef | None = Field(None, description="API token (a reference).")
 
 
 class UserPasswordEndpoint(Endpoint):
-    username: str | None = None
-    password: SecretRef | None = None
+    """An HTTP API with a user and password (basic auth or a login call)."""
+
+    username: str | None = Field(None, description="API user.")
+    password: SecretRef | None = Field(None, description="The user's password (a reference).")
 
 
 class TraefikSystem(UserPasswordEndpoint):
@@ -118,56 +156,76 @@ class TraefikSystem(UserPasswordEndpoint):
 
 
 class TechnitiumSystem(TokenEndpoint):
+    """Technitium DNS server API (:5380) with a non-expiring API token."""
+
     zone: str = Field(..., description="The internal zone, e.g. lab.internal.")
 
 
 class WazuhSystem(Strict):
-    api: UserPasswordEndpoint | None = None
-    indexer: UserPasswordEndpoint | None = None
+    """Wazuh: the manager API (agents) and the indexer (alerts)."""
+
+    api: UserPasswordEndpoint | None = Field(
+        None, description="Manager API (https://host:55000), an API user."
+    )
+    indexer: UserPasswordEndpoint | None = Field(
+        None, description="Indexer (https://host:9200), a user allowed to read wazuh-alerts-*."
+    )
 
 
 class CrowdsecSystem(Endpoint):
-    machine_id: str | None = None
-    machine_password: SecretRef | None = None
-    bouncer_key: SecretRef | None = None
+    """CrowdSec Local API (:8080): a machine login for alerts, a bouncer key for decisions."""
+
+    machine_id: str | None = Field(None, description="Machine (watcher) id: cscli machines add.")
+    machine_password: SecretRef | None = Field(
+        None, description="The machine's password (a reference)."
+    )
+    bouncer_key: SecretRef | None = Field(
+        None, description="Bouncer API key: cscli bouncers add (a reference)."
+    )
 
 
 class BeszelSystem(UserPasswordEndpoint):
-    pass
+    """Beszel hub (PocketBase, :8090): a user's e-mail as username and its password."""
 
 
 class TelegramSystem(Endpoint):
     """Telegram Bot API (url defaults to the public API; the sandbox serves its own)."""
 
-    bot_token: SecretRef
-    chat_id: str
+    bot_token: SecretRef = Field(..., description="The bot's token (a reference).")
+    chat_id: str = Field(..., description="Chat or @channel that receives the messages.")
 
 
 class MqttSystem(Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    username: str | None = None
-    password: SecretRef | None = None
-    tls: bool = False
-    ca_bundle: Path | None = None
+    """An MQTT broker where reports are published (Home Assistant, Node-RED...)."""
+
+    host: str = Field("127.0.0.1", description="Broker address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 with TLS).")
+    username: str | None = Field(None, description="Login user, if the broker wants one.")
+    password: SecretRef | None = Field(None, description="Login password (a reference).")
+    tls: bool = Field(False, description="Connect with TLS.")
+    ca_bundle: Path | None = Field(None, description="CA file verifying the broker (TLS).")
     topic_prefix: str = Field("labops", description="Root of every topic labops publishes.")
-    qos: int = Field(1, ge=0, le=2)
-    block: str | None = None
+    qos: int = Field(1, ge=0, le=2, description="MQTT quality of service of the messages.")
+    block: str | None = Field(None, description="Name of a saved MQTT Broker block instead.")
 
 
 class LlmModel(Strict):
     """One model in the LLM failover chain (litellm names, e.g. openai/gpt-4o-mini)."""
 
-    model: str
-    api_base: AnyHttpUrl | None = None
-    api_key: SecretRef | None = None
+    model: str = Field(..., description="litellm model name, provider/model.")
+    api_base: AnyHttpUrl | None = Field(
+        None, description="Base URL for self-hosted or proxied models (Ollama, LiteLLM proxy)."
+    )
+    api_key: SecretRef | None = Field(None, description="The provider's API key (a reference).")
 
 
 class LlmSystem(Strict):
+    """The optional LLM failover chain for summaries (never sees secrets or raw logs)."""
+
     models: list[LlmModel] = Field(..., min_length=1, description="Tried in order.")
-    timeout_s: float = Field(30.0, gt=0)
-    max_input_tokens: int = Field(6000, gt=0)
-    max_output_tokens: int = Field(800, gt=0)
+    timeout_s: float = Field(30.0, gt=0, description="Timeout of one model call.")
+    max_input_tokens: int = Field(6000, gt=0, description="Prompt budget in tokens.")
+    max_output_tokens: int = Field(800, gt=0, description="Answer budget in tokens.")
     max_cost_usd: float = Field(0.05, ge=0, description="Budget for one summary.")
 
 

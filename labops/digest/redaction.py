@@ -39,6 +39,10 @@ _USER_PATTERNS = [
     re.compile(r"\bsudo(?:\[\d+\])?:\s+(?P<u>[^\s;]+) :"),
     re.compile(r"\bsession (?:opened|closed) for user (?P<u>[^\s;(]+)"),
 ]
+# The host field of a syslog line: "<host> sshd[811]:" (with or without the timestamp before it).
+_SYSLOG_HOST = re.compile(
+    r"(?:^|(?<=\s))(?P<h>[A-Za-z0-9][\w.-]*) (?=[\w.-]+(?:\[\d+\])?: )"
+)
 _PLACEHOLDER = re.compile(r"\b(IP|EMAIL|HOST|USER)_(\d+)\b")
 
 
@@ -76,7 +80,14 @@ class Redactor:
             text = _word(user).sub(lambda m: self._placeholder("USER", m.group(0)), text)
         for host in self._hosts:
             text = _word(host).sub(lambda m: self._placeholder("HOST", m.group(0)), text)
-        return _FQDN.sub(lambda m: self._placeholder("HOST", m.group(0)), text)
+        text = _FQDN.sub(lambda m: self._placeholder("HOST", m.group(0)), text)
+        return _SYSLOG_HOST.sub(self._syslog_host, text)
+
+    def _syslog_host(self, match: re.Match[str]) -> str:
+        host = match.group("h")
+        if _PLACEHOLDER.fullmatch(host) or host.isdigit() or re.fullmatch(r"[\d:]+", host):
+            return match.group(0)
+        return self._placeholder("HOST", host) + " "
 
     def _ipv6(self, match: re.Match[str]) -> str:
         value = match.group(0)
@@ -101,8 +112,8 @@ class Redactor:
         return _PLACEHOLDER.sub(lambda m: self._back.get(m.group(0), m.group(0)), text)
 
     def leaked(self, text: str) -> list[str]:
-        """Real values still present in ``text`` (a check before sending)."""
-        return sorted(v for v in self._back.values() if v in text)
+        """Real values still standing as words in ``text`` (a check before sending)."""
+        return sorted(v for v in set(self._back.values()) if _word(v).search(text))
 
 
 def _word(value: str) -> re.Pattern[str]:
@@ -137,6 +148,8 @@ def redactor_for(findings: Iterable[Finding], hosts: Iterable[str] = ()) -> Reda
     for f in findings:
         if f.entity and not _IPV4.fullmatch(f.entity):
             known_hosts.add(f.entity)
+    # "nextcloud.lab.internal" shows up as plain "nextcloud" in its own log lines
+    known_hosts |= {h.split(".")[0] for h in known_hosts if "." in h}
     users = {u for f in findings for u in f.users}
     return Redactor(hosts=known_hosts, users=users)
 

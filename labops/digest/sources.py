@@ -16,7 +16,7 @@ from labops.reports import Severity
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _GO_TIME = re.compile(r"^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(\.\d+)? ([+-]\d{4}) \w+$")
 _BAD_ROW = {"critical", "warning", "failed", "failure", "error", "stale", "expired", "expiring",
-            "overdue", "missing", "security"}
+            "overdue", "missing", "not-backed-up", "unreachable"}
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -243,24 +243,34 @@ def pve_task_findings(tasks: Iterable[dict[str, Any]], since: datetime) -> list[
 
 
 def labops_row_findings(flow: str, rows: Iterable[dict[str, Any]]) -> list[Finding]:
-    """Rows of another labops flow's table artifact whose status says something is wrong."""
+    """Rows of another labops flow's table artifact that say something is wrong: a bad
+    status/state (failed or stale backup, expiring certificate, unreachable host) or pending
+    security updates (the patch check's ``security`` column)."""
     out = []
     for row in rows:
         values = {str(k).lower(): str(v) for k, v in row.items()}
-        state_key = next((k for k in ("severity", "status", "state", "result") if k in values),
-                         None)
+        entity = next((values[k] for k in ("guest", "host", "target", "entity", "name", "vmid")
+                       if values.get(k)), "?")
+        security = values.get("security", "")
+        if security.isdigit() and int(security) > 0:
+            out.append(Finding(
+                source="labops", severity=Severity.WARNING,
+                title=f"{flow}: {security} security update(s) pending", entity=entity,
+                rule=f"{flow}:security-updates", count=int(security),
+            ))
+        state_key = next((k for k in ("severity", "status", "state", "result", "outcome")
+                          if k in values), None)
         if state_key is None:
             continue
         state = values[state_key].lower()
         if not any(word in state for word in _BAD_ROW):
             continue
-        entity = next((values[k] for k in ("guest", "host", "target", "entity", "name", "vmid")
-                       if values.get(k)), "?")
         severity = Severity.CRITICAL if any(
             w in state for w in ("critical", "expired", "failed")) else Severity.WARNING
         detail = values.get("reason") or values.get("detail") or values.get("message") or ""
+        short = state.split(":")[0].strip()
         out.append(Finding(
-            source="labops", severity=severity, title=f"{flow}: {state}", entity=entity,
-            rule=f"{flow}:{state}", evidence=[detail[:300]] if detail else [],
+            source="labops", severity=severity, title=f"{flow}: {short}", entity=entity,
+            rule=f"{flow}:{short}", evidence=[(detail or state)[:300]],
         ))
     return out

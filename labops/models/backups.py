@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from labops.models.pve import PveBackupVolume, PveGuest
+
 GuestType = Literal["lxc", "qemu"]
 
 
@@ -28,6 +30,15 @@ class BackupGuest(BaseModel):
     def label(self) -> str:
         return f"guest {self.vmid} ({self.name})" if self.name else f"guest {self.vmid}"
 
+    @classmethod
+    def from_pve(cls, guest: PveGuest) -> BackupGuest:
+        return cls(
+            vmid=guest.vmid, name=guest.name or "", node=guest.node,
+            type="lxc" if guest.type == "lxc" else "qemu", status=guest.status,
+            template=guest.template, tags=[t.lower() for t in guest.tags], pool=guest.pool,
+            lock=guest.lock,
+        )
+
 
 class BackupCopy(BaseModel):
     """One backup of one guest on one storage (PVE storage content, or a PBS snapshot)."""
@@ -42,6 +53,19 @@ class BackupCopy(BaseModel):
     protected: bool = False
     verify_state: str | None = Field(None, description="ok | failed | None (never verified)")
     verify_upid: str | None = None
+
+    @classmethod
+    def from_volume(cls, volume: PveBackupVolume) -> BackupCopy | None:
+        """None for an item that names no guest or time (not a guest backup)."""
+        if volume.vmid is None or volume.ctime is None:
+            return None
+        return cls(
+            volid=volume.volid, storage=volume.storage, vmid=volume.vmid,
+            ctime=float(volume.ctime), size=volume.size, format=volume.format,
+            notes=volume.notes, protected=volume.protected,
+            verify_state=volume.verification.state if volume.verification else None,
+            verify_upid=volume.verification.upid if volume.verification else None,
+        )
 
     @property
     def good(self) -> bool:

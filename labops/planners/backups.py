@@ -235,7 +235,10 @@ def lanes(
             i = loads.index(min(loads))
             buckets[i].append(plan)
             loads[i] += weigh(plan) or 1.0
-        node_lanes.append([b for b in buckets if b])
+        # Guests of one storage run back to back, so a lane takes each storage's slot once.
+        node_lanes.append([
+            sorted(b, key=lambda p: p.policy.storage if p.policy else "") for b in buckets if b
+        ])
     out: list[list[GuestPlan]] = []
     depth = max((len(n) for n in node_lanes), default=0)
     for i in range(depth):

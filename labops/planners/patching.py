@@ -442,8 +442,11 @@ def plan_host(row: HostCheck, security_only: bool) -> PlanHost | None:
     """The rollout entry of a checked host, or None when there is nothing to apply."""
     if not row.known or not row.packages:
         return None
-    security = [p.name for p in row.packages if p.security]
-    names = security if security_only and row.kind != "node" else [p.name for p in row.packages]
+    # held packages stay held: apt refuses to upgrade them by name, dist-upgrade skips them
+    held = set(row.held)
+    security = [p.name for p in row.packages if p.security and p.name not in held]
+    everything = [p.name for p in row.packages if p.name not in held]
+    names = security if security_only and row.kind != "node" else everything
     if not names:
         return None
     return PlanHost(

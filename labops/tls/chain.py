@@ -192,19 +192,20 @@ class TrustAnchors:
         return name in self._subjects
 
     def verify(
-        self, leaf: x509.Certificate, intermediates: list[x509.Certificate], at: dt.datetime
+        self, leaf: x509.Certificate, intermediates: list[x509.Certificate], at: dt.datetime,
+        facts: CertInfo | None = None,
     ) -> list[x509.Certificate]:
         """The verified path (leaf ... root); raises ``VerificationError``."""
         if self._store is None:
             raise VerificationError("no trusted roots configured")
         builder = PolicyBuilder().store(self._store).time(at)
-        subject = _subject_of(leaf)
+        subject = _subject_of(facts or cert_info(leaf.public_bytes(serialization.Encoding.DER)))
         verifier = builder.build_server_verifier(subject)
         return list(verifier.verify(leaf, intermediates))
 
 
-def _subject_of(leaf: x509.Certificate) -> x509.verification.Subject:
-    dns, ips = _sans(leaf)
+def _subject_of(leaf: CertInfo) -> x509.verification.Subject:
+    dns, ips = leaf.dns_names, leaf.ip_addresses
     if dns:
         # A wildcard SAN is matched by any name in its domain.
         return x509.DNSName(dns[0].replace("*", "wildcard", 1))
@@ -233,12 +234,12 @@ def check_chain(
     now = now or dt.datetime.now(dt.UTC)
     certs = [load_der(d) for d in chain_der]
     leaf = certs[0]
-    dns, ips = _sans(leaf)
-    hostname_ok = hostname_matches(name, dns, ips)
+    facts = cert_info(chain_der[0])  # cached: SANs parsed once per certificate
+    hostname_ok = hostname_matches(name, facts.dns_names, facts.ip_addresses)
     at = _check_time(certs, now)
     served = certs[1:]
     try:
-        path = anchors.verify(leaf, served, at)
+        path = anchors.verify(leaf, served, at, facts)
         return ChainCheck(
             verdict=ChainVerdict.TRUSTED, hostname_ok=hostname_ok, anchor=_anchor(path, certs)
         )
@@ -256,7 +257,7 @@ def check_chain(
     # Can the lab CA's published intermediates complete it? Then the server sends too little.
     if anchors.intermediates:
         try:
-            path = anchors.verify(leaf, served + anchors.intermediates, at)
+            path = anchors.verify(leaf, served + anchors.intermediates, at, facts)
             sent = {c.fingerprint(hashes.SHA256()) for c in certs}
             missing = [
                 _name(c.subject) for c in path[1:]

@@ -66,8 +66,8 @@ def check_endpoints(
     now: datetime | None = None,
 ) -> list[EndpointResult]:
     """Probe ``targets`` (at most ``policy.concurrency`` at once) and judge each."""
-    raws = probe_all(
-        targets, policy.concurrency, policy.connect_timeout_s, policy.handshake_timeout_s
+    at = now or datetime.now(UTC)
+    return probe_all(
+        targets, policy.concurrency, policy.connect_timeout_s, policy.handshake_timeout_s,
+        then=lambda raw: judge(raw, anchors, policy, at),
     )
-    now = now or datetime.now(UTC)
-    return [judge(r, anchors, policy, now) for r in raws]

@@ -78,16 +78,3 @@ class ChainCheck(BaseModel):
         default_factory=list, description="Known intermediates the server should have sent."
     )
     anchor: CertInfo | None = Field(None, description="The trusted root the path ends at.")
-
-
-class ProbeResult(BaseModel):
-    """What one probe saw: the chain as served (leaf first) or why there is none."""
-
-    target: Target
-    ok: bool
-    error: str | None = Field(None, description="Why no certificate was read (unreachable).")
-    tls_version: str | None = None
-    chain: list[CertInfo] = Field(default_factory=list, description="As served, leaf first.")
-    chain_der: list[bytes] = Field(default_factory=list, exclude=True, repr=False)
-    check: ChainCheck | None = None
-    elapsed_ms: float = 0.0

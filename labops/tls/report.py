@@ -76,6 +76,8 @@ class CertificateReport(OperationReport):
             rows.append({
                 "target": e.target.label,
                 "status": e.status.value,
+                # ok / warning / critical: what the security digest ranks rows by.
+                "severity": e.status.severity.value,
                 "expires": f"{c.expires:%Y-%m-%d %H:%M}" if c.expires else "",
                 "left": human_duration(c.seconds_left) if c.seconds_left is not None else "",
                 "reason": e.reason,
@@ -133,8 +135,9 @@ class CertificateReport(OperationReport):
                 out.append(Metric(
                     name="labops_cert_not_after_timestamp_seconds",
                     value=cert.not_after.timestamp(),
-                    labels={**labels, "role": role, "subject": cert.subject,
-                            "serial": cert.serial},
+                    # No serial label: a renewed certificate keeps its series (24 h step-ca
+                    # certificates would otherwise start a new series every day).
+                    labels={**labels, "role": role, "subject": cert.subject},
                 ))
         return out
 

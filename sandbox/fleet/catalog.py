@@ -3,13 +3,15 @@
 Versions follow each distribution's real numbering (``+deb12uN``, ``ubuntuN``, ``-rN``), so the
 product's version handling meets the real shapes. Suites are the Release ``Suite`` (archive) names
 that ``apt list`` prints: on this date trixie is ``stable`` and bookworm ``oldstable`` (captured
-from a Debian 12 machine, see ``data/captured/``).
+from a Debian 12 machine, see ``data/captured/``). Sources point at the lab's own package mirror
+(``mirror.lab.internal``), as a homelab behind an apt cache would; nothing ever contacts it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -54,15 +56,15 @@ PVE_KERNEL_NEW = "6.14.11-4-pve"
 
 # Release facts per OS: suites (regular, security, both), the "Label:Version/Archive" apt-get -s
 # prints, the sources apt-get update fetches, needrestart's version.
-RELEASES: dict[str, dict[str, object]] = {
+RELEASES: dict[str, dict[str, Any]] = {
     "debian12": {
         "codename": "bookworm", "regular": ["oldstable"], "security": ["oldstable-security"],
         "both": ["oldstable", "oldstable-security"],
         "inst": {"oldstable": "Debian:12.12/oldstable",
                  "oldstable-security": "Debian-Security:12/oldstable-security"},
-        "sources": [("http://deb.debian.org/debian", "bookworm", 151),
-                    ("http://deb.debian.org/debian", "bookworm-updates", 55.4),
-                    ("http://deb.debian.org/debian-security", "bookworm-security", 48.0)],
+        "sources": [("http://mirror.lab.internal/debian", "bookworm", 151),
+                    ("http://mirror.lab.internal/debian", "bookworm-updates", 55.4),
+                    ("http://mirror.lab.internal/debian-security", "bookworm-security", 48.0)],
         "needrestart": "3.6", "apt": "2.6.1", "debian_version": "12.12",
     },
     "debian13": {
@@ -71,16 +73,17 @@ RELEASES: dict[str, dict[str, object]] = {
         "inst": {"stable": "Debian:13.2/stable",
                  "stable-security": "Debian-Security:13/stable-security",
                  "pve": "Proxmox:13/stable"},
-        "sources": [("http://deb.debian.org/debian", "trixie", 140),
-                    ("http://deb.debian.org/debian", "trixie-updates", 47.3),
-                    ("http://security.debian.org/debian-security", "trixie-security", 43.4)],
+        "sources": [("http://mirror.lab.internal/debian", "trixie", 140),
+                    ("http://mirror.lab.internal/debian", "trixie-updates", 47.3),
+                    ("http://mirror.lab.internal/debian-security", "trixie-security", 43.4)],
         "needrestart": "3.8", "apt": "3.0.3", "debian_version": "13.2",
     },
     "debian10": {
         "codename": "buster", "regular": ["oldoldoldstable"], "security": [], "both": [],
         "inst": {},
-        "sources": [("http://archive.debian.org/debian", "buster", 118),
-                    ("http://archive.debian.org/debian-security", "buster/updates", 34.8)],
+        "sources": [("http://mirror.lab.internal/debian-archive/debian", "buster", 118),
+                    ("http://mirror.lab.internal/debian-archive/debian-security",
+                     "buster/updates", 34.8)],
         "needrestart": "3.4", "apt": "1.8.2.3", "debian_version": "10.13",
     },
     "ubuntu2404": {
@@ -88,12 +91,12 @@ RELEASES: dict[str, dict[str, object]] = {
         "both": ["noble-updates", "noble-security"],
         "inst": {"noble-updates": "Ubuntu:24.04/noble-updates",
                  "noble-security": "Ubuntu:24.04/noble-security"},
-        "sources": [("http://archive.ubuntu.com/ubuntu", "noble", 256),
-                    ("http://archive.ubuntu.com/ubuntu", "noble-updates", 126),
-                    ("http://archive.ubuntu.com/ubuntu", "noble-backports", 126),
-                    ("http://security.ubuntu.com/ubuntu", "noble-security", 126)],
+        "sources": [("http://mirror.lab.internal/ubuntu", "noble", 256),
+                    ("http://mirror.lab.internal/ubuntu", "noble-updates", 126),
+                    ("http://mirror.lab.internal/ubuntu", "noble-backports", 126),
+                    ("http://mirror.lab.internal/ubuntu", "noble-security", 126)],
         "needrestart": "3.6", "apt": "2.8.3", "debian_version": "trixie/sid",
     },
     "alpine320": {"codename": "v3.20", "needrestart": None, "apt": None},
 }
-PVE_SOURCE = ("http://download.proxmox.com/debian/pve", "trixie", 2.3)
+PVE_SOURCE = ("http://mirror.lab.internal/proxmox/debian/pve", "trixie", 2.3)

@@ -100,6 +100,7 @@ class FleetService(Service):
         self._conns: dict[str, dict[asyncssh.SSHServerConnection, set[asyncio.Task[Any]]]] = {}
         self._down_until: dict[str, float] = {}
         self._applied_locks: dict[str, float] = {}
+        self._was_powered: dict[str, bool] = {}
         self._kick: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -115,8 +116,8 @@ class FleetService(Service):
         return self.ctx.faults_for("fleet")
 
     def in_fault(self, key: str, host: str) -> bool:
-        val = self.faults().extra.get(key)
-        return bool(val) and host in val
+        val = self.faults().extra.get(key) or ()
+        return host in val  # a list of names, or a dict keyed by name
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -187,10 +188,34 @@ class FleetService(Service):
         node = self.lab.node(guest.node)
         return bool(node and node.online) and self._down_until.get(guest.node, 0) <= now
 
+    def _powered(self, name: str) -> bool:
+        """Whether the host is up at all (node online; container running on an online node)."""
+        spec = self.specs[name]
+        node = self.lab.node(spec.node or name)
+        if node is None or not node.online:
+            return False
+        if spec.kind == "node":
+            return True
+        guest = self.lab.guest(spec.vmid or 0)
+        return guest is not None and guest.status == "running"
+
+    def _track_power(self) -> None:
+        # A container started again through the PVE API, or a node powered back on, has booted:
+        # reboot-required clears, the newest kernel runs, services needing a restart are fresh.
+        with self.lab.lock:
+            for name in self.specs:
+                up = self._powered(name)
+                if up and self._was_powered.get(name) is False:
+                    st = self.lab.hosts.get(name)
+                    if isinstance(st, HostState):
+                        new_boot(st)
+                self._was_powered[name] = up
+
     async def _reconcile(self) -> None:
         assert self._loop is not None
         now = self._loop.time()
         self._apply_locks()
+        self._track_power()
         opens = []
         for name in self.specs:
             want = self._should_listen(name, now)
@@ -293,9 +318,16 @@ class FleetService(Service):
                 conn.abort()
                 return
             hang = (faults.extra.get("hanging_commands") or {}).get(name)
-            if hang and hang in command:
+            hangs = [hang] if isinstance(hang, str) else list(hang or [])
+            if any(h and h in command for h in hangs):
                 await asyncio.Event().wait()  # never returns; cancelled with the connection
-            io = Io(CallbackSink(process.stdout.write), CallbackSink(process.stderr.write))
+            if process.get_terminal_type():
+                # With a pty (ssh -tt, Ansible raw) stderr goes to the same tty as stdout;
+                # asyncssh's line editor already turns "\n" into "\r\n" as a tty would.
+                sink = CallbackSink(process.stdout.write)
+                io = Io(sink, sink)
+            else:
+                io = Io(CallbackSink(process.stdout.write), CallbackSink(process.stderr.write))
             try:
                 status = await Shell(self, name).run_script(command, io)
             except Rebooting:
@@ -382,6 +414,22 @@ class FleetService(Service):
         self.kick()
         return result
 
+    def on_faults_changed(self) -> None:
+        """Called by the runner's control API after ``POST /_sandbox/faults/fleet``."""
+        self._apply_locks()
+        self._enforce_now()
+        self.kick()
+
+    def state(self) -> dict[str, Any]:
+        """Summary for ``GET /_sandbox/state``."""
+        return {
+            "hosts": len(self.specs),
+            "listening": len(self._servers),
+            "no_sshd": sorted(s.name for s in self.specs.values() if s.port is None),
+            "rebooting": sorted(self._down_until),
+            "connections": sum(len(c) for c in self._conns.values()),
+        }
+
     def _enforce_now(self) -> None:
         """Close what must be closed at once, so a test sees the fault on its next connect."""
         if self._loop is None or threading.get_ident() != self._loop_thread:
@@ -409,7 +457,7 @@ class FleetService(Service):
         return {"extra": faults.extra, "latency_ms": faults.latency_ms}
 
     def _c_clear_faults(self, payload: dict[str, Any]) -> dict[str, Any]:
-        self.ctx.faults["fleet"] = Faults()
+        _reset_in_place(self.faults())
         return {"extra": {}}
 
     def _c_set_pending(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -420,7 +468,7 @@ class FleetService(Service):
                 if isinstance(item, str):
                     item = {"name": item}
                 name = item["name"]
-                old = item.get("from") or (st.packages.get(name) or [None])[0] or "1.0-1"
+                old = item.get("from") or (st.packages.get(name) or ["1.0-1"])[0]
                 arch = item.get("arch") or (st.packages.get(name) or ["", "amd64"])[1]
                 security = bool(item.get("security", False))
                 suites = item.get("suites") or _default_suites(st, security)
@@ -455,7 +503,7 @@ class FleetService(Service):
                                                            _name in no_sshd,
                                                            _is_eol(self.lab, _name))
         if not payload.get("keep_faults"):
-            self.ctx.faults["fleet"] = Faults()
+            _reset_in_place(self.faults())
             self._applied_locks.clear()
         return {"reset": len(names)}
 
@@ -491,3 +539,12 @@ def _is_eol(lab: Any, name: str) -> bool:
     from sandbox.fleet.state import eol_name
 
     return eol_name(lab) == name
+
+
+def _reset_in_place(faults: Faults) -> None:
+    # The runner's control API holds the same Faults object: change it, never replace it.
+    default = Faults()
+    faults.error_rate, faults.reset_rate = default.error_rate, default.reset_rate
+    faults.latency_ms, faults.stall_rate, faults.stall_s = (
+        default.latency_ms, default.stall_rate, default.stall_s)
+    faults.extra.clear()

@@ -320,7 +320,7 @@ _ALPINE_PATHS = {
     "printf": "/usr/bin/printf", "nproc": "/usr/bin/nproc",
 }
 BUILTINS = {"echo", "printf", "true", "false", ":", "test", "[", "exit", "export", "cd", "command",
-            "set", "type", "unset"}
+            "set", "type", "unset", "exec"}
 
 
 def tool_paths(st: HostState) -> dict[str, str]:

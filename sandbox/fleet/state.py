@@ -183,8 +183,9 @@ def new_host_state(lab: Lab, name: str, kind: str, guest: Guest | None, no_sshd:
         else:
             st.services = {u: "started" for u in units}  # OpenRC
             st.needrestart = False
-    # A few hosts hold one pending package back with `apt-mark hold`.
-    if st.family == "debian" and st.pending and rng.random() < 0.25:
+    # A few hosts hold one pending package back (`apt-mark hold`; on Alpine a pin in the world
+    # file, `name=version`).
+    if st.pending and rng.random() < 0.25:
         st.held = [rng.choice(sorted(st.pending))]
     return st
 

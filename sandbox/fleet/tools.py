@@ -16,7 +16,16 @@ import zlib
 from typing import Any
 
 from sandbox.fleet.catalog import PVE_KERNEL_NEW, RELEASES
-from sandbox.fleet.shell import BUILTINS, ExitShell, Io, Rebooting, Shell, tool, tool_paths
+from sandbox.fleet.shell import (
+    BUILTINS,
+    ExitShell,
+    Io,
+    Rebooting,
+    Shell,
+    Sink,
+    tool,
+    tool_paths,
+)
 from sandbox.fleet.state import HostState, os_release
 
 NEW_APT = ("debian13", "ubuntu2404")  # apt >= 2.7 adds the "N: Be aware..." lock hint
@@ -90,6 +99,11 @@ def virtual_file(sh: Shell, path: str) -> str | None:
         return str(RELEASES[st.os]["debian_version"]) + "\n"
     if path == "/etc/alpine-release" and st.family == "alpine":
         return "3.20.3\n"
+    if path == "/etc/apk/world" and st.family == "alpine":
+        top = ["alpine-base"] + [n for n in ("curl", "openssh-server") if n in st.packages]
+        world = [n for n in top if n not in st.held]
+        world += [f"{n}={st.packages[n][0]}" for n in st.held if n in st.packages]
+        return "".join(w + "\n" for w in sorted(world))
     if path == "/run/reboot-required" and st.reboot_required:
         return "*** System restart required ***\n" if st.os.startswith("ubuntu") else ""
     if path == "/run/reboot-required.pkgs" and st.reboot_required:
@@ -152,12 +166,32 @@ async def _printf(sh: Shell, argv: list[str], io: Io) -> int:
     if len(argv) < 2:
         io.err.write("printf: usage: printf format [arguments]\n")
         return 2
-    fmt = argv[1].encode().decode("unicode_escape")
+    fmt = argv[1].replace("\\n", "\n").replace("\\t", "\t")
     args = argv[2:]
-    try:
-        io.out.write(fmt % tuple(args) if args else fmt.replace("%%", "%"))
-    except (TypeError, ValueError):
-        io.out.write(fmt + " ".join(args))
+    conv = re.compile(r"%(%|[-0-9.]*[sdiu])")
+    uses = len([m for m in conv.finditer(fmt) if m.group(1) != "%"])
+
+    def render(chunk: list[str]) -> str:
+        it = iter(chunk)
+
+        def one(m: re.Match[str]) -> str:
+            if m.group(1) == "%":
+                return "%"
+            val = next(it, "")
+            spec = m.group(1)
+            if spec[-1] in "diu":
+                return ("%" + spec[:-1] + "d") % int(val or 0)
+            return ("%" + spec) % val
+
+        return conv.sub(one, fmt)
+
+    # The shell's printf reuses the format until the arguments run out.
+    out = render(args[:uses])
+    rest = args[uses:] if uses else []
+    while rest:
+        out += render(rest[:uses])
+        rest = rest[uses:]
+    io.out.write(out)
     return 0
 
 
@@ -174,6 +208,11 @@ async def _export(sh: Shell, argv: list[str], io: Io) -> int:
             k, _, v = a.partition("=")
             sh.vars[k] = v
     return 0
+
+
+@tool("exec")
+async def _exec(sh: Shell, argv: list[str], io: Io) -> int:
+    return await sh.exec_argv(argv[1:], io) if len(argv) > 1 else 0
 
 
 @tool("command", "type")
@@ -544,15 +583,15 @@ async def _systemctl(sh: Shell, argv: list[str], io: Io) -> int:
     if verb == "status":
         status = 0
         for u in units:
-            state = st.services.get(u)
-            if state is None:
+            unit_state = st.services.get(u)
+            if unit_state is None:
                 io.err.write(f"Unit {u} could not be found.\n")
                 status = 4
                 continue
-            sub = {"active": "running", "failed": "failed", "inactive": "dead"}[state]
+            sub = {"active": "running", "failed": "failed", "inactive": "dead"}[unit_state]
             io.out.write(f"● {u}\n     Loaded: loaded (/usr/lib/systemd/system/{u}; enabled; "
-                         f"preset: enabled)\n     Active: {state} ({sub})\n")
-            status = status or (0 if state == "active" else 3)
+                         f"preset: enabled)\n     Active: {unit_state} ({sub})\n")
+            status = status or (0 if unit_state == "active" else 3)
         return status
     if verb == "list-units" or verb == "--failed":
         for u, s in sorted(st.services.items()):
@@ -586,7 +625,7 @@ async def _rc_service(sh: Shell, argv: list[str], io: Io) -> int:
     if verb == "status":
         state = st.services[name]
         io.out.write(f" * status: {state}\n")
-        return 0 if state == "started" else 3
+        return {"started": 0, "crashed": 32}.get(state, 3)  # OpenRC's exit codes
     if verb in ("restart", "start"):
         st.services[name] = "started"
         io.err.write(f" * Starting {name} ...\n [ ok ]\n")
@@ -681,7 +720,7 @@ def _get_source(st: HostState, p: dict[str, Any]) -> tuple[str, str]:
     sources = rel["sources"]
     assert isinstance(sources, list)
     if p.get("pve"):
-        return "http://download.proxmox.com/debian/pve", "trixie/pve-no-subscription"
+        return "http://mirror.lab.internal/proxmox/debian/pve", "trixie/pve-no-subscription"
     want_sec = p.get("security") and not any(
         s in p["suites"] for s in rel.get("regular", []))  # type: ignore[operator]
     for url, dist, _ in sources:
@@ -801,10 +840,12 @@ async def apt_upgrade(sh: Shell, io: Io, verb: str, names: list[str], flags: set
             p = st.pending[name]
             old = st.packages.get(name, ["?"])[0]
             desc = f"({p['version']} {_origin(st, p)} [{p['arch']}])"
+            for pull in p.get("pulls") or []:  # dependencies are unpacked first
+                if pull[0] not in st.packages:
+                    out.write(f"Inst {pull[0]} ({pull[1]} {_origin(st, p)} [{pull[2]}])\n")
             out.write(f"Inst {name} [{old}] {desc}\n")
             for pull in p.get("pulls") or []:
                 if pull[0] not in st.packages:
-                    out.write(f"Inst {pull[0]} ({pull[1]} {_origin(st, p)} [{pull[2]}])\n")
                     out.write(f"Conf {pull[0]} ({pull[1]} {_origin(st, p)} [{pull[2]}])\n")
             out.write(f"Conf {name} {desc}\n")
         return 0
@@ -925,8 +966,46 @@ def _set_reboot(st: HostState, pkg: str) -> None:
         st.reboot_pkgs.append(pkg)
 
 
+def _quiet(args: list[str]) -> int:
+    """apt's quiet level: -q, -qq, -q=2, --quiet, --quiet=2, -o quiet=N."""
+    level = 0
+    for a in args:
+        m = re.match(r"^-(q+)$", a)
+        if m:
+            level += len(m.group(1))
+        elif a.startswith(("-q=", "--quiet=")):
+            level = int(a.split("=", 1)[1] or 1)
+        elif a == "--quiet":
+            level += 1
+    return level
+
+
+_KEEP_QUIET = ("Inst ", "Conf ", "Remv ", "E: ", "W: ", "dpkg: ", " ", "Preparing to unpack",
+               "Unpacking ", "Setting up ", "Selecting previously", "Processing triggers",
+               "(Reading database", "Errors were encountered", "Examining ", "run-parts:",
+               "update-initramfs:")
+
+
+class _QuietSink(Sink):
+    """-qq: apt drops its own progress and summary lines; Inst/Conf lines, errors and dpkg's
+    output (which apt does not filter) still come through."""
+
+    def __init__(self, inner: Sink) -> None:
+        self.inner, self.buf = inner, ""
+
+    def write(self, text: str) -> None:
+        self.buf += text
+        *lines, self.buf = self.buf.split("\n")
+        for ln in lines:
+            # apt's package lists are indented by two spaces; dpkg's error details by one.
+            if ln.startswith(_KEEP_QUIET) and not ln.startswith("  "):
+                self.inner.write(ln + "\n")
+
+
 @tool("apt-get")
 async def _apt_get(sh: Shell, argv: list[str], io: Io) -> int:
+    if _quiet(argv[1:]) >= 2:
+        io = Io(_QuietSink(io.out), io.err, io.stdin)
     pos, flags, opts = _apt_options(argv[1:])
     if not pos:
         io.err.write("E: Invalid operation \n" if False else "apt 2.6.1 (amd64)\nUsage: apt-get "
@@ -1053,7 +1132,7 @@ def _dpkg_status(st: HostState, name: str) -> tuple[str, str]:
 def _match(names: list[str], patterns: list[str]) -> list[str]:
     if not patterns:
         return names
-    out = []
+    out: list[str] = []
     for pat in patterns:
         rx = re.compile("^" + re.escape(pat).replace(r"\*", ".*").replace(r"\?", ".") + "$")
         out.extend(n for n in names if rx.match(n) and n not in out)
@@ -1236,6 +1315,11 @@ async def _apt_check(sh: Shell, argv: list[str], io: Io) -> int:
 
 # ---------------------------------------------------------------------------------------- apk
 
+class _NullOut(Sink):
+    def write(self, text: str) -> None:
+        pass
+
+
 def _apk_locked(sh: Shell, io: Io) -> bool:
     if sh.state.lock_held():
         io.err.write("ERROR: Unable to lock database: temporary error (try again later)\n"
@@ -1254,11 +1338,13 @@ async def _apk(sh: Shell, argv: list[str], io: Io) -> int:
         io.out.write("apk-tools 2.14.4, compiled for x86_64.\n")
         return 1
     verb = pos[0]
+    if flags & {"-q", "--quiet"}:  # verbosity 0: apk prints nothing but errors
+        io = Io(_NullOut(), io.err, io.stdin)
     if verb == "update" or (flags & {"-U", "--update-cache"} and verb in ("upgrade", "add")):
         if _apk_locked(sh, io):
             return 99
         await sh.sleep(sh.scaled(1.0))
-        base = "https://dl-cdn.alpinelinux.org/alpine/v3.20"
+        base = "http://mirror.lab.internal/alpine/v3.20"
         if verb == "update" or "-q" not in flags:
             io.out.write(f"fetch {base}/main/x86_64/APKINDEX.tar.gz\n"
                          f"fetch {base}/community/x86_64/APKINDEX.tar.gz\n")
@@ -1302,7 +1388,9 @@ async def _apk(sh: Shell, argv: list[str], io: Io) -> int:
         simulate = bool(flags & {"-s", "--simulate"})
         if not simulate and _apk_locked(sh, io):
             return 99
-        names = sorted(st.pending)
+        wanted = set(pos[1:])  # `apk upgrade pkg...` upgrades just those
+        names = [n for n in sorted(st.pending)
+                 if n not in st.held and (not wanted or n in wanted)]  # held: pinned in world
         for k, n in enumerate(names, 1):
             p = st.pending[n]
             io.out.write(f"({k}/{len(names)}) Upgrading {n} ({st.packages[n][0]} -> "
@@ -1394,7 +1482,8 @@ async def _pct(sh: Shell, argv: list[str], io: Io) -> int:
             return 255
         inner = Shell(sh.rt, guest.name, "lxc")
         hang = fault(inner, "hanging_commands")
-        if isinstance(hang, str) and hang in " ".join(cmd):
+        hangs = [hang] if isinstance(hang, str) else list(hang or [])
+        if any(h and h in " ".join(cmd) for h in hangs):
             await asyncio.Event().wait()
         try:
             return await inner.exec_argv(cmd, io)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import ssl
 from collections.abc import Coroutine
 from typing import Any
 
@@ -22,11 +23,14 @@ class PbsService(Service):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.token_secret = secrets.token_hex(16)
+        self.password = secrets.token_urlsafe(18)
         self.port = 0
         self.api: PbsApi | None = None
         self._runner: web.AppRunner | None = None
         self._bg: set[asyncio.Task[Any]] = set()
         self.token_ref = ""
+        self._site: web.TCPSite | None = None
+        self._ssl: ssl.SSLContext | None = None
 
     def background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -37,15 +41,30 @@ class PbsService(Service):
         self.api = PbsApi(self)
         app = web.Application(client_max_size=4 * 1024**2)
         app.router.add_route("*", "/api2/json/{tail:.*}", self.api.handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                       shutdown_timeout=1.0)
         await self._runner.setup()
         domain = self.ctx.lab.domain
         cert = self.ctx.ca.issue_server_cert(["pbs", f"pbs.{domain}", "localhost"], ["127.0.0.1"],
                                              days=730, common_name=f"pbs.{domain}")
         self.port = self.ctx.port()
-        await web.TCPSite(self._runner, self.ctx.host, self.port,
-                          ssl_context=server_ssl_context(cert.chain_pem, cert.key_pem)).start()
+        self._ssl = server_ssl_context(cert.chain_pem, cert.key_pem)
+        await self.on_faults_changed()
         self.token_ref = write_secret(self.ctx, "pbs_token", self.token_secret)
+        write_secret(self.ctx, "pbs_password", self.password)
+
+    async def on_faults_changed(self) -> None:
+        """Fault ``extra.offline`` of system pbs: the port refuses connections (PVE's storage
+        ``pbs`` turns inactive and backups to it fail)."""
+        assert self._runner is not None
+        offline = bool(self.ctx.faults_for("pbs").extra.get("offline"))
+        if offline and self._site is not None:
+            site, self._site = self._site, None
+            await site.stop()
+        elif not offline and self._site is None:
+            self._site = web.TCPSite(self._runner, self.ctx.host, self.port,
+                                     ssl_context=self._ssl)
+            await self._site.start()
 
     async def stop(self) -> None:
         for t in list(self._bg):

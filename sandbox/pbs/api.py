@@ -7,15 +7,26 @@ plain-text error bodies, real JSON booleans, 9-field UPIDs, kebab-case fields.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import re
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from sandbox.pbs.store import DAY, PBS_NODE, Datastore, Snapshot, pbs_upid, shared_store
+from sandbox.pbs.store import (
+    DAY,
+    KEEP_RULES,
+    PBS_NODE,
+    Datastore,
+    Snapshot,
+    pbs_upid,
+    prune_marks,
+    shared_store,
+)
 from sandbox.pve.http import ApiError, Dropped, Result, Router, inject_faults, read_args
 from sandbox.pve.tasks import Task, TaskError, TaskManager
 
@@ -73,6 +84,11 @@ class PbsApi:
         self.token_secret = service.token_secret
         self.store: Datastore = shared_store(self.ctx.lab)
         self.tasks = TaskManager(lambda t: pbs_upid(t.type, t.id, t.authid, t.starttime))
+        self._key = secrets.token_bytes(32)
+        for upid, kind, wid, start, end, exitstatus, lines in self.store.history:
+            self.tasks.add_finished(upid, PBS_NODE, kind, wid, "root@pam", start, end,
+                                    exitstatus, lines)
+        self._started = time.time()
 
     @property
     def faults(self) -> Any:
@@ -88,6 +104,8 @@ class PbsApi:
             injected = await inject_faults(request, self.faults, self.ctx.rng, path)
             if injected:
                 raise injected
+            if path == "/access/ticket" and request.method == "POST":
+                return await self.ticket(request)
             authid = await self._authenticate(request)
             args = await read_args(request)
             found = router.match(request.method, path)
@@ -117,8 +135,50 @@ class PbsApi:
             tokenid, _, secret = m.group(1).partition(":")
             if tokenid == self.token_id and hmac.compare_digest(secret, self.token_secret):
                 return tokenid
+        else:
+            ticket = request.cookies.get("PBSAuthCookie") or request.cookies.get(
+                "__Host-PBSAuthCookie")
+            user = self._verify_ticket(ticket) if ticket else None
+            if user is not None:
+                csrf = request.headers.get("CSRFPreventionToken", "")
+                if request.method == "GET" or hmac.compare_digest(csrf, self._csrf(user)):
+                    return user
         await asyncio.sleep(max(0.3, 3.0 * self.ctx.time_scale))
         raise ApiError(401, "authentication failed")
+
+    def _sign(self, text: str) -> str:
+        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
+
+    def _csrf(self, user: str) -> str:
+        return f"{int(self._started):08X}:{self._sign('csrf:' + user)[:43]}"
+
+    def _verify_ticket(self, ticket: str) -> str | None:
+        parts = ticket.split(":")
+        if len(parts) != 5 or parts[0] != "PBS" or parts[3] != "":
+            return None
+        if not hmac.compare_digest(parts[4], self._sign(":".join(parts[:3]))):
+            return None
+        try:
+            fresh = time.time() - int(parts[2], 16) < 7200
+        except ValueError:
+            return None
+        return parts[1] if fresh else None
+
+    async def ticket(self, request: web.Request) -> web.StreamResponse:
+        """``POST /access/ticket`` (username/password, or a valid ticket as password)."""
+        args = await read_args(request)
+        username, password = str(args.get("username", "")), str(args.get("password", ""))
+        ok = username == "root@pam" and hmac.compare_digest(password, self.svc.password)
+        if not ok and password.startswith("PBS:"):
+            ok = self._verify_ticket(password) == username
+        if not ok:
+            await asyncio.sleep(max(0.3, 3.0 * self.ctx.time_scale))
+            return web.Response(status=401, text="authentication failed",
+                                content_type="application/json")
+        plain = f"PBS:{username}:{int(time.time()):08X}"
+        data = {"username": username, "ticket": f"{plain}::{self._sign(plain)}",
+                "CSRFPreventionToken": self._csrf(username)}
+        return web.json_response({"data": data})
 
     def find(self, req: Req) -> Snapshot:
         btype, bid, btime = req.get("backup-type"), req.get("backup-id"), req.int("backup-time")
@@ -236,48 +296,8 @@ async def set_notes(api: PbsApi, req: Req) -> Any:
 
 # ---- prune ------------------------------------------------------------------------------
 
-_KEEPS = (("keep-last", None), ("keep-hourly", "%Y/%m/%d/%H"), ("keep-daily", "%Y/%m/%d"),
-          ("keep-weekly", "%G/%V"), ("keep-monthly", "%Y/%m"), ("keep-yearly", "%Y"))
-
-
-def prune_marks(snaps: list[Snapshot], keeps: dict[str, int]) -> dict[tuple[str, str, int], bool]:
-    """PBS's ``mark_selections``: rule by rule, newest first, keep the first snapshot of each
-    period not yet covered; protected snapshots are always kept; no rule keeps everything."""
-    if not any(keeps.values()):
-        return {s.key: True for s in snaps}
-    newest_first = sorted(snaps, key=lambda s: s.btime, reverse=True)
-    mark: dict[tuple[str, str, int], bool] = {}
-    for opt, fmt in _KEEPS:
-        n = keeps.get(opt) or 0
-        if n <= 0:
-            continue
-
-        def period(s: Snapshot, fmt: str | None = fmt) -> str:
-            return str(s.btime) if fmt is None else time.strftime(fmt, time.localtime(s.btime))
-
-        covered = {period(s) for s in newest_first if mark.get(s.key) is True}
-        included: set[str] = set()
-        for s in newest_first:
-            if s.key in mark:
-                continue
-            if s.protected:
-                mark[s.key] = True
-                continue
-            sel = period(s)
-            if sel in covered:
-                continue
-            if sel not in included:
-                if len(included) >= n:
-                    break
-                included.add(sel)
-                mark[s.key] = True
-            else:
-                mark[s.key] = False
-    return {s.key: mark.get(s.key, False) or s.protected for s in snaps}
-
-
 def _keeps(req: Req) -> dict[str, int]:
-    return {opt: req.int(opt) or 0 for opt, _ in _KEEPS}
+    return {opt: req.int(opt) or 0 for opt, _ in KEEP_RULES}
 
 
 @route("POST", "/admin/datastore/{store}/prune")
@@ -382,6 +402,12 @@ async def verify(api: PbsApi, req: Req) -> Any:
         return None
 
     return api.tasks.spawn(PBS_NODE, kind, wid, req.authid, body).upid
+
+
+@route("GET", "/admin/prune")
+async def prune_jobs(api: PbsApi, req: Req) -> Any:
+    store = req.get("store")
+    return [dict(j) for j in api.store.prune_jobs if store is None or j["store"] == store]
 
 
 @route("GET", "/admin/verify")
@@ -528,9 +554,14 @@ async def task_log(api: PbsApi, req: Req) -> Any:
 async def task_list(api: PbsApi, req: Req) -> Any:
     tasks = sorted(api.tasks.tasks.values(), key=lambda t: t.starttime, reverse=True)
     running = req.bool("running")
+    typefilter, since = req.get("typefilter"), req.int("since")
     out = []
     for t in tasks:
         if running and t.status != "running":
+            continue
+        if typefilter and not t.type.startswith(str(typefilter)):
+            continue
+        if since is not None and t.starttime < since:
             continue
         item: dict[str, Any] = {"upid": t.upid, "node": PBS_NODE, "starttime": t.starttime,
                                 "worker_type": t.type, "worker_id": t.id or None,

@@ -8,8 +8,9 @@ import itertools
 import os
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sandbox.lab import Guest, Lab
 
@@ -102,6 +103,9 @@ class Datastore:
     # Snapshots whose next verification fails (the `verify_fail` fault of system pbs adds more).
     corrupt: set[tuple[str, str, int]] = field(default_factory=set)
     seed: dict[str, Any] = field(default_factory=dict)  # what the seed made special
+    prune_jobs: list[dict[str, Any]] = field(default_factory=list)
+    # Finished tasks of the seeded history: (upid, type, id, start, end, exitstatus, lines).
+    history: list[tuple[str, str, str, int, int, str, list[str]]] = field(default_factory=list)
 
     def add(self, snap: Snapshot) -> None:
         self.snapshots[snap.key] = snap
@@ -240,6 +244,26 @@ def seed_store(lab: Lab, now: float | None = None) -> Datastore:
             "recently_verified_vmids": sorted(recently_verified),
             "verify_job_last_run": verify_job_run,
     }
+    prune_start = night0 + 2 * 3600 - DAY
+    prune_upid = pbs_upid("prunejob", "store1:p-daily", "root@pam", prune_start)
+    store.prune_jobs = [{
+        "id": "p-daily", "store": store.name, "schedule": "daily", "keep-last": 3,
+        "keep-daily": 7, "keep-weekly": 4, "keep-monthly": 6, "comment": "nightly prune",
+        "last-run-upid": prune_upid, "last-run-state": "OK",
+        "last-run-endtime": prune_start + 95, "next-run": night0 + DAY + 2 * 3600,
+    }]
+    store.history = [
+        (old_upid, "verificationjob", "store1:v-daily", verify_job_run, verify_job_run + 1800,
+         "OK", ["Starting datastore verify job 'store1:v-daily'", "verify datastore store1"]),
+        (new_upid, "verify_group", "store1:manual", yesterday_verify, yesterday_verify + 600,
+         "verification failed - please check the log for details" if failed_vmid else "OK",
+         ["verify datastore store1"]),
+        (gc_upid, "garbage_collection", "store1", gc_start, gc_start + 754, "OK",
+         ["starting garbage collection on store store1", "Start GC phase1 (mark used chunks)",
+          "Start GC phase2 (sweep unused chunks)", "Removed garbage: 3.0 GiB"]),
+        (prune_upid, "prunejob", "store1:p-daily", prune_start, prune_start + 95, "OK",
+         ["Starting datastore prune on datastore 'store1', root namespace"]),
+    ]
     store.verify_jobs = [{
         "id": "v-daily",
         "store": store.name,
@@ -253,3 +277,54 @@ def seed_store(lab: Lab, now: float | None = None) -> Datastore:
         "next-run": night0 + DAY + 2 * 3600,
     }]
     return store
+
+
+# ---- prune selection (shared by PBS prune and PVE's prunebackups preview) ----
+
+KEEP_RULES = (("keep-last", None), ("keep-hourly", "%Y/%m/%d/%H"), ("keep-daily", "%Y/%m/%d"),
+          ("keep-weekly", "%G/%V"), ("keep-monthly", "%Y/%m"), ("keep-yearly", "%Y"))
+
+
+class Prunable(Protocol):
+    @property
+    def key(self) -> Any: ...
+    @property
+    def btime(self) -> int: ...
+    @property
+    def protected(self) -> bool: ...
+
+
+def prune_marks(snaps: Sequence[Prunable], keeps: dict[str, int]) -> dict[Any, bool]:
+    """PBS's ``mark_selections``: rule by rule, newest first, keep the first snapshot of each
+    period not yet covered; protected snapshots are always kept; no rule keeps everything."""
+    if not any(keeps.values()):
+        return {s.key: True for s in snaps}
+    newest_first = sorted(snaps, key=lambda s: s.btime, reverse=True)
+    mark: dict[Any, bool] = {}
+    for opt, fmt in KEEP_RULES:
+        n = keeps.get(opt) or 0
+        if n <= 0:
+            continue
+
+        def period(s: Prunable, fmt: str | None = fmt) -> str:
+            return str(s.btime) if fmt is None else time.strftime(fmt, time.localtime(s.btime))
+
+        covered = {period(s) for s in newest_first if mark.get(s.key) is True}
+        included: set[str] = set()
+        for s in newest_first:
+            if s.key in mark:
+                continue
+            if s.protected:
+                mark[s.key] = True
+                continue
+            sel = period(s)
+            if sel in covered:
+                continue
+            if sel not in included:
+                if len(included) >= n:
+                    break
+                included.add(sel)
+                mark[s.key] = True
+            else:
+                mark[s.key] = False
+    return {s.key: mark.get(s.key, False) or s.protected for s in snaps}

@@ -30,7 +30,7 @@ class PveService(Service):
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        self.token_secret = str(uuid.UUID(int=ctx.rng.getrandbits(128), version=4))
+        self.token_secret = str(uuid.uuid4())
         self.password = secrets.token_urlsafe(18)
         self.certs: dict[str, NodeCerts] = {}
         self._contexts: dict[str, ssl.SSLContext] = {}
@@ -84,7 +84,8 @@ class PveService(Service):
         app = web.Application(client_max_size=4 * 1024**2)
         app.router.add_route("*", "/api2/json/{tail:.*}", self.api.handle)
         app.router.add_route("*", "/api2/json", self.api.handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                       shutdown_timeout=1.0)
         await self._runner.setup()
         names = [n for node in lab.nodes for n in node_names(node.name, lab.domain)]
         cluster = self.ctx.ca.issue_server_cert(sorted(set(names)), ["127.0.0.1"],

@@ -17,12 +17,19 @@ import json
 import re
 import secrets
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from sandbox.lab import Guest, Node
-from sandbox.pbs.store import Snapshot, backup_type, shared_store, snapshot_files
+from sandbox.pbs.store import (
+    Snapshot,
+    backup_type,
+    prune_marks,
+    shared_store,
+    snapshot_files,
+)
 from sandbox.pve.http import (
     ApiError,
     Dropped,
@@ -33,6 +40,7 @@ from sandbox.pve.http import (
     parse_bool,
     read_args,
 )
+from sandbox.pve.params import check as check_params
 from sandbox.pve.state import (
     DAY,
     LocalVolume,
@@ -50,12 +58,6 @@ if TYPE_CHECKING:
 
 API = "/api2/json"
 VERSION = {"version": "9.1.1", "release": "9.1", "repoid": "42db4a6cf33dac83", "console": "xtermjs"}
-BOOL_PARAMS = {
-    "all", "protected", "remove", "force", "restore", "full", "quiet", "notify", "unique",
-    "start", "stdexcludes", "stop", "template", "purge", "errors", "download", "unprivileged",
-    "destroy-unreferenced-disks", "skiplock", "verbose", "onboot",
-}
-INT_PARAMS = {"limit", "start", "since", "until", "delay", "bwlimit", "ionice", "lockwait"}
 _CONFIGID = re.compile(r"^[a-z][a-z0-9_-]+$", re.IGNORECASE)
 _UPID = re.compile(
     r"^UPID:(?P<node>[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?):(?P<pid>[0-9A-Fa-f]{8}):"
@@ -96,7 +98,7 @@ class Req:
 
     def bool(self, name: str, default: bool = False) -> bool:
         value = self.args.get(name)
-        return default if value is None else bool(value)
+        return default if value is None else bool(parse_bool(value))
 
     def int(self, name: str, default: int | None = None) -> int | None:
         value = self.args.get(name)
@@ -149,6 +151,18 @@ class PveApi:
             locked = {str(v): "snapshot" for v in locked}
         return guest.lock or locked.get(str(guest.vmid)) or locked.get(guest.vmid)  # type: ignore[call-overload]
 
+    def pbs_down(self) -> str | None:
+        """Why PBS cannot be reached (fault ``offline`` of system pbs), or None."""
+        if not self.ctx.faults_for("pbs").extra.get("offline"):
+            return None
+        return "error fetching datastores - 500 Can't connect to pbs.lab.internal:8007 " \
+            "(Connection refused)"
+
+    def warns(self, vmid: int) -> bool:
+        """Fault ``warning_vmids``: the backup succeeds with a WARN: line (``WARNINGS: n``)."""
+        listed = self.faults.extra.get("warning_vmids") or []
+        return vmid in listed or str(vmid) in listed
+
     def failing(self, vmid: int) -> str | None:
         failing = self.faults.extra.get("failing_vmids") or []
         if isinstance(failing, dict):
@@ -178,7 +192,7 @@ class PveApi:
             if found is None:
                 raise ApiError(501, f"Method '{request.method} {path}' not implemented")
             r, params = found
-            self._validate(params, args, r.template)
+            self._validate(request.method, params, args, r.template)
             node = params.get("node")
             if node is not None:
                 self._check_node(node)
@@ -209,21 +223,9 @@ class PveApi:
             headers={"Server": "pve-api-daemon/3.0"},
         )
 
-    def _validate(self, params: dict[str, str], args: dict[str, Any], template: str) -> None:
-        errors: dict[str, str] = {}
-        for name in list(args):
-            value = args[name]
-            if name in BOOL_PARAMS:
-                b = parse_bool(value)
-                if b is None:
-                    errors[name] = f"type check ('boolean') failed - got '{value}'"
-                else:
-                    args[name] = int(b)
-            elif name in INT_PARAMS or (name == "vmid" and not template.endswith("/vzdump")):
-                try:
-                    args[name] = int(value)
-                except (TypeError, ValueError):
-                    errors[name] = f"type check ('integer') failed - got '{value}'"
+    def _validate(self, method: str, params: dict[str, str], args: dict[str, Any],
+                  template: str) -> None:
+        errors = check_params(method, template, params, args)
         if "vmid" in params:
             try:
                 int(params["vmid"])
@@ -1040,7 +1042,8 @@ async def vzdump(api: PveApi, req: Req) -> Any:
             task.log("INFO: Backup job finished with errors")
             raise TaskError("job errors")
         task.log("INFO: Backup job finished successfully")
-        return None
+        # PVE counts the WARN: lines of the log for "TASK WARNINGS: n".
+        return sum(line.startswith("WARN: ") for line in task.lines) or None
 
     return api.tasks.spawn(node, "vzdump", task_id, req.authid, body,
                            vmids=[g.vmid for g in local]).upid
@@ -1084,11 +1087,17 @@ async def _backup_one(api: PveApi, task: Task, g: Guest, storage: str, mode: str
                      f"{g.vmid}-{stamp}.{ext}'")
         duration = 1.5 + g.disk_used / (150 * 1024**2)
         failure = api.failing(g.vmid)
+        if storage == "pbs" and api.pbs_down():
+            failure = "could not activate storage 'pbs': pbs: " + str(api.pbs_down())
         if failure:
             await api.sleep(duration / 3)
             task.log(f"ERROR: Backup of VM {g.vmid} failed - {failure}")
             return 1
         await api.sleep(duration)
+        if api.warns(g.vmid):
+            task.log("WARN: some files changed while reading - archive may be inconsistent "
+                     "(/var/log/journal/system.journal)" if g.type == "lxc" else
+                     "WARN: unable to freeze guest filesystems - guest-agent not running")
         size = int(g.disk_used * 0.62)
         if storage == "pbs":
             task.log(f"INFO: root.pxar: had to backup {_fmt_size(size / 9)} of "
@@ -1254,6 +1263,9 @@ async def storage_list(api: PveApi, req: Req) -> Any:
             continue
         item = dict(s)
         item.update(active=1, enabled=1, used_fraction=round(s["used"] / s["total"], 6))
+        if s["storage"] == "pbs" and api.pbs_down():
+            item = {k: item[k] for k in ("storage", "type", "content", "shared", "enabled")}
+            item["active"] = 0
         if req.str("storage") and req.str("storage") != s["storage"]:
             continue
         out.append(item)
@@ -1271,6 +1283,8 @@ async def storage_status(api: PveApi, req: Req) -> Any:
 async def storage_content(api: PveApi, req: Req) -> Any:
     node, storage = req.params["node"], req.params["storage"]
     api.storage_conf(node, storage)
+    if storage == "pbs" and api.pbs_down():
+        raise ApiError(500, f"pbs: {api.pbs_down()}")
     content = req.str("content")
     if content and content != "backup":
         return []
@@ -1300,6 +1314,49 @@ async def storage_delete(api: PveApi, req: Req) -> Any:
 
     vmid = str(obj.bid if kind == "pbs" else obj.vmid)
     return api.tasks.spawn(node, "imgdel", vmid, req.authid, body).upid
+
+
+@dataclass
+class _Prunable:
+    key: str
+    btime: int
+    protected: bool
+    vmid: int
+    subtype: str
+
+
+_DEFAULT_PRUNE = {"pbs": "keep-daily=7,keep-weekly=4,keep-monthly=3", "local": "keep-last=3"}
+
+
+@route("GET", "/nodes/{node}/storage/{storage}/prunebackups")
+async def prune_preview(api: PveApi, req: Req) -> Any:
+    """What pruning would do (``mark`` keep/remove/protected), per guest, like pvesm prune."""
+    node, storage = req.params["node"], req.params["storage"]
+    api.storage_conf(node, storage)
+    spec = req.str("prune-backups") or _DEFAULT_PRUNE.get(storage, "keep-all=1")
+    keeps: dict[str, int] = {}
+    for part in spec.split(","):
+        name, _, value = part.partition("=")
+        if not name.startswith("keep-") or not value.isdigit():
+            raise param_error("prune-backups", f"invalid format - '{part}'")
+        keeps[name] = int(value)
+    if keeps.pop("keep-all", 0):
+        keeps = {}
+    kind = req.str("type")
+    vols = [v for v in api.backup_volumes(node, storage, req.int("vmid"))
+            if kind is None or v["subtype"] == kind]
+    groups: dict[int, list[_Prunable]] = {}
+    for v in vols:
+        groups.setdefault(v["vmid"], []).append(_Prunable(
+            v["volid"], v["ctime"], bool(v.get("protected")), v["vmid"], v["subtype"]))
+    out = []
+    for items in groups.values():
+        marks = prune_marks(items, keeps)
+        for it in sorted(items, key=lambda i: i.btime, reverse=True):
+            mark = "protected" if it.protected else ("keep" if marks[it.key] else "remove")
+            out.append({"volid": it.key, "ctime": it.btime, "mark": mark, "type": it.subtype,
+                        "vmid": it.vmid})
+    return out
 
 
 # ---- backup jobs --------------------------------------------------------------------------

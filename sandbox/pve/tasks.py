@@ -92,6 +92,16 @@ class TaskManager:
         self.tasks[task.upid] = task
         return task
 
+    def add_finished(self, upid: str, node: str, type_: str, id_: str, authid: str,
+                     starttime: int, endtime: int, exitstatus: str, lines: list[str]) -> Task:
+        """A task from before the sandbox started (seeded history under a known UPID)."""
+        task = Task(upid=upid, node=node, pid=0, pstart=0, starttime=starttime, type=type_,
+                    id=id_, authid=authid, lines=list(lines))
+        task.finish(exitstatus)
+        task.endtime = endtime
+        self.tasks[upid] = task
+        return task
+
     def spawn(self, node: str, type_: str, id_: str, authid: str, body: TaskBody,
               vmids: list[int] | None = None) -> Task:
         task = self.new(node, type_, id_, authid, vmids=vmids)

@@ -142,22 +142,23 @@ class LokiService(Service):
             g.name for g in self.ctx.lab.guests if g.type == "lxc" and g.status == "running"][:6]
         attackers = ["203.0.113.7", "198.51.100.23", "192.0.2.45"]
         for i in range(400):
-            host = hosts[i % len(hosts)]
+            kind = i % 10
+            # sudo trouble on one host, SSH noise everywhere
+            host = hosts[1] if kind in (4, 5) else hosts[i % len(hosts)]
             ts = now - rng.randint(60, 30 * 3600) * NS
             stamp = datetime.fromtimestamp(ts / NS, UTC).strftime("%b %d %H:%M:%S")
             auth = {"job": "auth", "host": host, "filename": "/var/log/auth.log"}
-            kind = i % 10
             if kind < 4 and host in hosts[:3]:
                 ip = attackers[i % len(attackers)]
                 user = ["root", "admin", "ubuntu", "deploy"][i % 4]
                 line = (f"{stamp} {host} sshd[{2000 + i}]: Failed password for "
                         f"{'invalid user ' if user != 'root' else ''}{user} from {ip} "
                         f"port {40000 + i} ssh2")
-            elif kind == 4 and host == hosts[1]:
+            elif kind == 4:
                 line = (f"{stamp} {host} sudo: pam_unix(sudo:auth): authentication failure; "
                         f"logname=alice uid=1000 euid=0 tty=/dev/pts/0 ruser=alice rhost=  "
                         f"user=alice")
-            elif kind == 5 and host == hosts[1]:
+            elif kind == 5:
                 line = (f"{stamp} {host} sudo:    alice : 3 incorrect password attempts ; "
                         f"TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/systemctl")
             elif kind < 8:

@@ -8,6 +8,7 @@ declared types, booleans as 0/1.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from proxmoxer.tools import Tasks
 
 from sandbox.pve.api import router
+from sandbox.pve.params import PARAMS_FILE, extract
 from tests.fixtures.sandbox import SandboxHandle
 
 REFERENCE = (Path(__file__).resolve().parents[2] / "../shared/reference").resolve()
@@ -34,6 +36,16 @@ pytestmark = pytest.mark.skipif(not SCHEMA_FILE.exists(),
                                 reason=f"PVE API schema not found at {SCHEMA_FILE}")
 
 
+@pytest.fixture
+def sb(private_sandbox: SandboxHandle) -> Iterator[SandboxHandle]:
+    """This module's own lab (it changes the lab); faults reset after each test."""
+    try:
+        yield private_sandbox
+    finally:
+        private_sandbox.reset_faults()
+
+
+
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
     data: dict[str, Any] = json.loads(SCHEMA_FILE.read_text())
@@ -45,6 +57,14 @@ def test_every_route_is_in_the_schema(schema: dict[str, Any]) -> None:
     assert len(routes) > 40
     missing = [f"{m} {p}" for m, p in routes if m not in schema.get(p, {})]
     assert not missing, f"served but not in the PVE API schema: {missing}"
+
+
+def test_param_table_in_sync_with_schema(schema: dict[str, Any]) -> None:
+    """sandbox/pve/params.json is generated from the schema for exactly the served routes."""
+    expected = extract(schema, router.routes())
+    assert set(expected) == {f"{m} {p}" for m, p in router.routes()}
+    assert json.loads(PARAMS_FILE.read_text()) == expected, \
+        "regenerate: python -m sb.pve.params <pve-api-schema.json>"
 
 
 def _check_type(value: Any, decl: dict[str, Any]) -> bool:
@@ -87,8 +107,8 @@ def _assert_matches(schema: dict[str, Any], path: str, data: Any) -> None:
         assert required <= set(item), f"{path}: missing required {required - set(item)}"
 
 
-def test_responses_match_schema(sandbox: SandboxHandle, schema: dict[str, Any]) -> None:
-    pve = sandbox.pve()
+def test_responses_match_schema(sb: SandboxHandle, schema: dict[str, Any]) -> None:
+    pve = sb.pve()
     _assert_matches(schema, "/nodes", pve.nodes.get())
     _assert_matches(schema, "/nodes/{node}/lxc", pve.nodes("pve1").lxc.get())
     _assert_matches(schema, "/nodes/{node}/qemu", pve.nodes("pve1").qemu.get()

@@ -69,7 +69,8 @@ def test_config_fragment_matches_labops_schema(fleet: FleetHarness) -> None:
     kinds = {h.kind for h in hosts}
     assert kinds == {"node", "container"}
     assert any(h.access == "pct" for h in hosts) and any(h.access == "ssh" for h in hosts)
-    lines = open(fleet.known_hosts).read().splitlines()
+    with open(fleet.known_hosts) as f:
+        lines = f.read().splitlines()
     assert all(re.match(r"^\[127\.0\.0\.1\]:\d+ ssh-ed25519 \S+$", ln) for ln in lines)
     assert len(lines) == sum(1 for h in hosts if h.access == "ssh")
 
@@ -206,7 +207,8 @@ def test_pct_exec_reaches_container_without_sshd(fleet: FleetHarness) -> None:
     rc, out, _ = fleet.run(st.node, f"pct exec {st.vmid} -- sh -c 'hostname && nosuch'")
     assert rc == 127 and out == f"{st.name}\n"
     rc, _, err = fleet.run(st.node, "pct exec 99999 -- true")
-    assert rc == 255 and err == f"Configuration file 'nodes/{st.node}/lxc/99999.conf' does not exist\n"
+    assert rc == 255
+    assert err == f"Configuration file 'nodes/{st.node}/lxc/99999.conf' does not exist\n"
     stopped = next(g for g in fleet.lab.guests if g.type == "lxc" and g.status == "stopped")
     rc, _, err = fleet.run(stopped.node, f"pct exec {stopped.vmid} -- true")
     assert rc == 255 and err == f"CT {stopped.vmid} not running\n"
@@ -230,12 +232,12 @@ def test_alpine_apk(fleet: FleetHarness) -> None:
 
 def test_shell_subset_and_unknown_commands(fleet: FleetHarness) -> None:
     host = fleet.hosts(os="debian13", sshd=True, kind="container")[0]
-    rc, out, err = fleet.run(host, "nosuch; echo $?; sh -c 'nosuch' 2>/dev/null || echo dash=$?")
-    assert out == "127\ndash=127\n" and err == "bash: line 1: nosuch: command not found\n"
-    rc, out, _ = fleet.run(host, 'sudo LANG=C id -u && [ -f /etc/os-release ] && '
-                                 'command -v apt-get >/dev/null && echo ok; false || echo "b $HOME"')
+    rc, out, err = fleet.run(host, "nosuch; echo $?; sh -c 'nosuch' 2>/dev/null || echo d=$?")
+    assert rc == 0 and out == "127\nd=127\n" and err == "bash: line 1: nosuch: command not found\n"
+    _, out, _ = fleet.run(host, 'sudo LANG=C id -u && [ -f /etc/os-release ] && '
+                                'command -v apt-get >/dev/null && echo ok; false || echo "b $HOME"')
     assert out == "0\nok\nb /root\n"
-    rc, out, _ = fleet.run(host, "systemctl is-active ssh; systemctl is-active nosuch; echo $?")
+    _rc, out, _ = fleet.run(host, "systemctl is-active ssh; systemctl is-active nosuch; echo $?")
     assert out == "active\ninactive\n3\n"
 
 
@@ -270,11 +272,85 @@ def test_control_set_pending_and_state(fleet: FleetHarness) -> None:
         {"name": "openssl", "version": "3.5.9-1~deb13u1", "security": True},
         {"name": "tzdata", "version": "2026a-0+deb13u1"},
     ], "held": ["tzdata"]})
-    rc, out, _ = fleet.run(host, "apt list --upgradable 2>/dev/null; apt-mark showhold")
+    _, out, _ = fleet.run(host, "apt list --upgradable 2>/dev/null; apt-mark showhold")
     assert "openssl/stable-security 3.5.9-1~deb13u1 amd64 [upgradable from: " in out
     assert out.rstrip().endswith("tzdata")
-    rc, out, _ = fleet.run(host, "apt-get -s dist-upgrade | grep -E 'kept back|upgraded,'")
+    _rc, out, _ = fleet.run(host, "apt-get -s dist-upgrade | grep -E 'kept back|upgraded,'")
     assert "1 upgraded, 0 newly installed, 0 to remove and 1 not upgraded." in out
     state = fleet.control("state", {"host": host})
     assert state["os"] == "debian13" and state["listening"] and sorted(state["pending"]) == [
         "openssl", "tzdata"]
+
+
+def test_product_check_command_parses_on_every_os(fleet: FleetHarness) -> None:
+    """labops' own one-round-trip check command, parsed by labops' parsers, on each OS kind."""
+    from datetime import date
+
+    from labops.parsers.hostcheck import CHECK_COMMAND, parse_check_output
+
+    picks = {"pve1"}
+    for os_name in ("debian12", "debian13", "ubuntu2404", "alpine320", "debian10"):
+        picks.add(next(h for h in fleet.hosts(os=os_name, sshd=True)
+                       if fleet.lab.hosts[h].pending or os_name == "debian10"))
+    for host in sorted(picks):
+        st = fleet.lab.hosts[host]
+        _, out, _ = fleet.run(host, CHECK_COMMAND)
+        facts = parse_check_output(out, date(2026, 11, 27))
+        assert facts.problem is None, (host, facts.problem)
+        assert {p.name for p in facts.pending} == set(st.pending), host
+        assert facts.held == sorted(st.held), host
+        assert facts.reboot_required == st.reboot_required, host
+        assert (facts.needrestart is not None) == st.needrestart, host
+        # Alpine 3.20 reached its end of life in April 2026, so it counts as EOL here too.
+        assert facts.eol == (st.os in ("debian10", "alpine320")), host
+        if st.family == "debian" and any(p["security"] for p in st.pending.values()):
+            assert facts.security_count > 0, host
+
+
+def test_labops_ssh_runner_against_the_fleet(fleet: FleetHarness) -> None:
+    """The product's SshRunner meets the fleet's keys, errors and `pct exec` as on a real lab."""
+    from labops.config.systems import SshSystem
+    from labops.errors import AuthFailed, HostKeyRejected, Unreachable
+    from labops.ssh import SshRunner, SshTarget
+
+    runner = SshRunner(SshSystem(**fleet.svc.config_fragment()["systems"]["ssh"],
+                                 connect_timeout_s=3, command_timeout_s=10))
+
+    def target(host: str) -> SshTarget:
+        return SshTarget(name=host, address="127.0.0.1", port=fleet.port(host))
+
+    hidden = next(fleet.lab.hosts[h] for h in fleet.hosts(sshd=False)
+                  if fleet.lab.guest(fleet.lab.hosts[h].vmid).status == "running")  # type: ignore[union-attr]
+    with runner.session(target(hidden.node)) as s:  # type: ignore[arg-type]
+        assert s.run("hostname").stdout == f"{hidden.node}\n"
+        r = s.run_in_guest(vmid=hidden.vmid, command="cat /etc/hostname; exit 3")  # type: ignore[arg-type]
+        assert (r.exit_status, r.stdout) == (3, f"{hidden.name}\n")
+    a, b, c = fleet.hosts(kind="container", sshd=True)[5:8]
+    fleet.control("set_faults", {"changed_host_keys": [a], "auth_fail_hosts": [b],
+                                 "unreachable_hosts": [c]})
+    assert _wait(lambda: _port_open(fleet.port(a)))
+    with pytest.raises(HostKeyRejected):
+        runner.run(target(a), "true")
+    with pytest.raises(AuthFailed):
+        runner.run(target(b), "true")
+    with pytest.raises(Unreachable):
+        runner.run(target(c), "true")
+    runner.close()
+
+
+def test_container_stopped_and_started_through_the_lab(fleet: FleetHarness) -> None:
+    """What the PVE API does to a guest shows on the fleet: stopped closes the port, started
+    boots the host (reboot-required cleared)."""
+    name = fleet.hosts(os="ubuntu2404", sshd=True)[0]
+    guest = fleet.lab.guest(fleet.lab.hosts[name].vmid)  # type: ignore[arg-type]
+    assert guest is not None
+    fleet.control("patch_state", {"host": name, "set": {"reboot_required": True,
+                                                       "reboot_pkgs": ["libc6"]}})
+    assert fleet.run(name, "cat /run/reboot-required")[1] == "*** System restart required ***\n"
+    with fleet.lab.lock:
+        guest.status = "stopped"
+    assert _wait(lambda: not _port_open(fleet.port(name)))
+    with fleet.lab.lock:
+        guest.status = "running"
+    assert _wait(lambda: _port_open(fleet.port(name)))
+    assert fleet.run(name, "test -e /run/reboot-required; echo $?")[1] == "1\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 from proxmoxer import ProxmoxAPI, ResourceException
@@ -10,8 +11,18 @@ from proxmoxer import ProxmoxAPI, ResourceException
 from tests.fixtures.sandbox import SandboxHandle, wait_task
 
 
-def test_snapshot_listing(sandbox: SandboxHandle) -> None:
-    pbs = sandbox.pbs()
+@pytest.fixture
+def sb(private_sandbox: SandboxHandle) -> Iterator[SandboxHandle]:
+    """This module's own lab (it changes the lab); faults reset after each test."""
+    try:
+        yield private_sandbox
+    finally:
+        private_sandbox.reset_faults()
+
+
+
+def test_snapshot_listing(sb: SandboxHandle) -> None:
+    pbs = sb.pbs()
     assert pbs.admin.datastore.get()[0]["store"] == "store1"
     snaps = pbs.admin.datastore("store1").snapshots.get()
     assert len(snaps) > 400
@@ -22,7 +33,7 @@ def test_snapshot_listing(sandbox: SandboxHandle) -> None:
         if "verification" in s:
             assert s["verification"]["state"] in ("ok", "failed")
     assert any("verification" not in s for s in snaps)
-    seed = sandbox.state()["seed"]
+    seed = sb.state()["seed"]
     orphan = [s for s in snaps if s["backup-id"] == str(seed["orphan_vmid"])]
     assert orphan
     assert sum(s["protected"] for s in snaps) >= 1
@@ -33,17 +44,17 @@ def test_snapshot_listing(sandbox: SandboxHandle) -> None:
         assert time.time() - newest[str(vmid)] > 9.5 * 86400
 
 
-def test_wrong_token(sandbox: SandboxHandle) -> None:
-    bad = ProxmoxAPI("127.0.0.1", port=sandbox.port("pbs"), service="PBS", user="root@pam",
-                     token_name="labops", token_value="wrong", verify_ssl=str(sandbox.ca_path))
+def test_wrong_token(sb: SandboxHandle) -> None:
+    bad = ProxmoxAPI("127.0.0.1", port=sb.port("pbs"), service="PBS", user="root@pam",
+                     token_name="labops", token_value="wrong", verify_ssl=str(sb.ca_path))
     with pytest.raises(ResourceException) as exc:
         bad.admin.datastore.get()
     assert exc.value.status_code == 401
     assert exc.value.errors == {"errors": b"authentication failed"}
 
 
-def test_status_usage_gc_verify_jobs(sandbox: SandboxHandle) -> None:
-    pbs = sandbox.pbs()
+def test_status_usage_gc_verify_jobs(sb: SandboxHandle) -> None:
+    pbs = sb.pbs()
     st = pbs.admin.datastore("store1").status.get(verbose=1)
     assert st["total"] > st["used"] > 0 and "counts" in st
     usage = pbs("status/datastore-usage").get()[0]
@@ -54,8 +65,8 @@ def test_status_usage_gc_verify_jobs(sandbox: SandboxHandle) -> None:
     assert time.time() - jobs[0]["last-run-endtime"] > 8 * 86400
 
 
-def test_gc_task_and_second_start(sandbox: SandboxHandle) -> None:
-    pbs = sandbox.pbs()
+def test_gc_task_and_second_start(sb: SandboxHandle) -> None:
+    pbs = sb.pbs()
     upid = pbs.admin.datastore("store1").gc.post()
     assert len(upid.split(":")) == 10
     with pytest.raises(ResourceException) as exc:
@@ -65,8 +76,8 @@ def test_gc_task_and_second_start(sandbox: SandboxHandle) -> None:
     assert pbs.admin.datastore("store1").gc.get()["upid"] == upid
 
 
-def test_prune_dry_run_and_protected(sandbox: SandboxHandle) -> None:
-    pbs = sandbox.pbs()
+def test_prune_dry_run_and_protected(sb: SandboxHandle) -> None:
+    pbs = sb.pbs()
     ds = pbs.admin.datastore("store1")
     result = ds.prune.post(**{"backup-type": "ct", "backup-id": "100", "dry-run": 1,
                               "keep-last": 2})
@@ -82,8 +93,8 @@ def test_prune_dry_run_and_protected(sandbox: SandboxHandle) -> None:
     assert wait_task(pbs, "localhost", upid)["exitstatus"] == "OK"
 
 
-def test_verify_snapshot_and_delete(sandbox: SandboxHandle) -> None:
-    pbs = sandbox.pbs()
+def test_verify_snapshot_and_delete(sb: SandboxHandle) -> None:
+    pbs = sb.pbs()
     ds = pbs.admin.datastore("store1")
     snap = ds.snapshots.get(**{"backup-type": "ct", "backup-id": "101"})[-1]
     key = {"backup-type": "ct", "backup-id": "101", "backup-time": snap["backup-time"]}
@@ -94,9 +105,29 @@ def test_verify_snapshot_and_delete(sandbox: SandboxHandle) -> None:
                  if s["backup-time"] == snap["backup-time"])
     assert after["verification"] == {"state": "ok", "upid": upid}
     # Shared state: what PVE lists on storage "pbs" is what PBS holds.
-    pve_vols = sandbox.pve().nodes("pve1").storage("pbs").content.get(vmid=101)
+    pve_vols = sb.pve().nodes("pve1").storage("pbs").content.get(vmid=101)
     assert any(v["ctime"] == snap["backup-time"] and v["verification"]["upid"] == upid
                for v in pve_vols)
     ds.snapshots.delete(**key)
     assert snap["backup-time"] not in {
         s["backup-time"] for s in ds.snapshots.get(**{"backup-type": "ct", "backup-id": "101"})}
+
+
+def test_ticket_auth(sb: SandboxHandle) -> None:
+    pbs = ProxmoxAPI("127.0.0.1", port=sb.port("pbs"), service="PBS", user="root@pam",
+                     password=sb.secret("pbs_password"), verify_ssl=str(sb.ca_path))
+    assert pbs.admin.datastore.get()[0]["store"] == "store1"
+    upid = pbs.admin.datastore("store1").verify.post(
+        **{"backup-type": "vm", "backup-id": "800"})
+    assert wait_task(pbs, "localhost", upid)["status"] == "stopped"
+
+
+def test_prune_jobs_and_task_history(sb: SandboxHandle) -> None:
+    pbs = sb.pbs()
+    jobs = pbs.admin.prune.get(store="store1")
+    assert jobs and jobs[0]["keep-daily"] == 7
+    gc_tasks = pbs.nodes("localhost").tasks.get(typefilter="garbage_collection")
+    assert gc_tasks and gc_tasks[-1]["status"] == "OK"
+    verify_upid = pbs.admin.verify.get()[0]["last-run-upid"]
+    status = pbs.nodes("localhost").tasks(verify_upid).status.get()
+    assert status["status"] == "stopped" and status["type"] == "verificationjob"

@@ -6,6 +6,7 @@ import asyncio
 import random
 import ssl
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,18 @@ from sandbox.tls import SandboxCA
 from tests.fixtures.sandbox import SandboxHandle, free_port_range, wait_task
 
 
-def test_token_auth_lists_guests(sandbox: SandboxHandle) -> None:
-    pve = sandbox.pve()
+@pytest.fixture
+def sb(private_sandbox: SandboxHandle) -> Iterator[SandboxHandle]:
+    """This module's own lab (it changes the lab); faults reset after each test."""
+    try:
+        yield private_sandbox
+    finally:
+        private_sandbox.reset_faults()
+
+
+
+def test_token_auth_lists_guests(sb: SandboxHandle) -> None:
+    pve = sb.pve()
     assert pve.version.get()["release"] == "9.1"
     nodes = {n["node"]: n for n in pve.nodes.get()}
     assert set(nodes) == {"pve1", "pve2", "pve3", "pve4"}
@@ -42,15 +53,15 @@ def test_token_auth_lists_guests(sandbox: SandboxHandle) -> None:
     assert per_node and all(g["vmid"] in {x["vmid"] for x in lxc} for g in per_node)
 
 
-def test_guest_config_has_network(sandbox: SandboxHandle) -> None:
-    conf = sandbox.pve().nodes("pve1").lxc(100).config.get()
+def test_guest_config_has_network(sb: SandboxHandle) -> None:
+    conf = sb.pve().nodes("pve1").lxc(100).config.get()
     assert conf["hostname"] == "dns-primary"
     assert conf["net0"].startswith("name=eth0,bridge=vmbr0,")
     assert "ip=192.168.1.100/24" in conf["net0"] and "hwaddr=" in conf["net0"]
 
 
-def test_vzdump_task_to_pbs(sandbox: SandboxHandle) -> None:
-    pve = sandbox.pve()
+def test_vzdump_task_to_pbs(sb: SandboxHandle) -> None:
+    pve = sb.pve()
     upid = pve.nodes("pve1").vzdump.post(vmid="103", storage="pbs", mode="snapshot",
                                          protected=1, **{"notes-template": "{{guestname}}"})
     assert upid.startswith("UPID:pve1:") and ":vzdump:103:root@pam!labops:" in upid
@@ -68,14 +79,14 @@ def test_vzdump_task_to_pbs(sandbox: SandboxHandle) -> None:
     newest = max(content, key=lambda c: c["ctime"])
     assert newest["volid"].startswith("pbs:backup/ct/103/")
     assert newest["notes"] == "authentik" and newest["protected"] == 1
-    snaps = sandbox.pbs().admin.datastore("store1").snapshots.get(
+    snaps = sb.pbs().admin.datastore("store1").snapshots.get(
         **{"backup-type": "ct", "backup-id": "103"})
     assert any(s["backup-time"] == newest["ctime"] and s["protected"] for s in snaps)
     assert "lock" not in pve.nodes("pve1").lxc(103).status.current.get()
 
 
-def test_vzdump_local_and_ok_elsewhere(sandbox: SandboxHandle) -> None:
-    pve = sandbox.pve()
+def test_vzdump_local_and_ok_elsewhere(sb: SandboxHandle) -> None:
+    pve = sb.pve()
     assert pve.nodes("pve3").vzdump.post(vmid="100", storage="local") == "OK"
     upid = pve.nodes("pve1").vzdump.post(vmid="100,103", storage="local")
     assert ":vzdump::" in upid  # more than one guest: no id in the UPID
@@ -86,14 +97,14 @@ def test_vzdump_local_and_ok_elsewhere(sandbox: SandboxHandle) -> None:
     assert vols == sorted(vols, key=lambda v: v["volid"].lower())
 
 
-def test_task_log_paging(sandbox: SandboxHandle) -> None:
-    pve = sandbox.pve()
+def test_task_log_paging(sb: SandboxHandle) -> None:
+    pve = sb.pve()
     upid = pve.nodes("pve1").vzdump.post(vmid="100,103,106", storage="pbs")
     Tasks.blocking_status(pve, upid, timeout=20, polling_interval=0.05)
     resp = requests.get(
-        f"https://127.0.0.1:{sandbox.port('pve')}/api2/json/nodes/pve1/tasks/{upid}/log",
-        headers={"Authorization": f"PVEAPIToken=root@pam!labops={sandbox.secret('pve_token')}"},
-        verify=str(sandbox.ca_path), timeout=5,
+        f"https://127.0.0.1:{sb.port('pve')}/api2/json/nodes/pve1/tasks/{upid}/log",
+        headers={"Authorization": f"PVEAPIToken=root@pam!labops={sb.secret('pve_token')}"},
+        verify=str(sb.ca_path), timeout=5,
     ).json()
     assert len(resp["data"]) == 50 and resp["total"] > 50
     assert resp["data"][0]["n"] == 1
@@ -101,42 +112,42 @@ def test_task_log_paging(sandbox: SandboxHandle) -> None:
     assert tasks[0]["starttime"] >= tasks[-1]["starttime"]
 
 
-def test_wrong_token_is_401(sandbox: SandboxHandle) -> None:
-    bad = ProxmoxAPI("127.0.0.1", port=sandbox.port("pve"), user="root@pam",
+def test_wrong_token_is_401(sb: SandboxHandle) -> None:
+    bad = ProxmoxAPI("127.0.0.1", port=sb.port("pve"), user="root@pam",
                      token_name="labops", token_value="00000000-0000-0000-0000-000000000000",
-                     verify_ssl=str(sandbox.ca_path), timeout=10)
+                     verify_ssl=str(sb.ca_path), timeout=10)
     t0 = time.monotonic()
     with pytest.raises(ResourceException) as exc:
         bad.nodes.get()
     assert exc.value.status_code == 401
     assert exc.value.content == "Authentication failed!"
     assert time.monotonic() - t0 >= 0.29
-    r = requests.get(f"https://127.0.0.1:{sandbox.port('pve')}/api2/json/nodes",
-                     verify=str(sandbox.ca_path), timeout=10)
+    r = requests.get(f"https://127.0.0.1:{sb.port('pve')}/api2/json/nodes",
+                     verify=str(sb.ca_path), timeout=10)
     assert r.status_code == 401 and r.reason == "No ticket"
 
 
-def test_ticket_auth_and_csrf(sandbox: SandboxHandle) -> None:
-    password = sandbox.secret("pve_password")
-    pve = ProxmoxAPI("127.0.0.1", port=sandbox.port("pve"), user="root@pam",
-                     password=password, verify_ssl=str(sandbox.ca_path), timeout=10)
+def test_ticket_auth_and_csrf(sb: SandboxHandle) -> None:
+    password = sb.secret("pve_password")
+    pve = ProxmoxAPI("127.0.0.1", port=sb.port("pve"), user="root@pam",
+                     password=password, verify_ssl=str(sb.ca_path), timeout=10)
     assert pve.nodes.get()
     ticket, csrf = pve.get_tokens()
     assert ticket.startswith("PVE:root@pam:") and csrf
     upid = pve.nodes("pve4").apt.update.post()  # proxmoxer sends the CSRF header itself
     assert upid.startswith("UPID:pve4:")
-    base = f"https://127.0.0.1:{sandbox.port('pve')}/api2/json"
+    base = f"https://127.0.0.1:{sb.port('pve')}/api2/json"
     r = requests.post(f"{base}/nodes/pve4/apt/update", cookies={"PVEAuthCookie": ticket},
-                      verify=str(sandbox.ca_path), timeout=10)
+                      verify=str(sb.ca_path), timeout=10)
     assert r.status_code == 401  # a write without CSRFPreventionToken
     r = requests.post(f"{base}/access/ticket", data={"username": "root@pam", "password": "x"},
                       headers={"Authorization": "PVEAPIToken=root@pam!labops=x"},
-                      verify=str(sandbox.ca_path), timeout=10)
+                      verify=str(sb.ca_path), timeout=10)
     assert r.status_code == 403
 
 
-def test_errors_in_reason_phrase(sandbox: SandboxHandle) -> None:
-    pve = sandbox.pve()
+def test_errors_in_reason_phrase(sb: SandboxHandle) -> None:
+    pve = sb.pve()
     with pytest.raises(ResourceException) as exc:
         pve.nodes("pve1").lxc(999).config.get()
     assert exc.value.status_code == 500
@@ -151,8 +162,8 @@ def test_errors_in_reason_phrase(sandbox: SandboxHandle) -> None:
     assert exc.value.content == "Method 'GET /nodes/pve1/nonsense' not implemented"
 
 
-def test_locked_guest_conflict(sandbox: SandboxHandle) -> None:
-    pve = sandbox.pve()
+def test_locked_guest_conflict(sb: SandboxHandle) -> None:
+    pve = sb.pve()
     first = pve.nodes("pve2").vzdump.post(vmid="800", storage="pbs")
     second = pve.nodes("pve2").vzdump.post(vmid="800", storage="pbs")
     s2 = wait_task(pve, "pve2", second)
@@ -162,10 +173,10 @@ def test_locked_guest_conflict(sandbox: SandboxHandle) -> None:
     assert wait_task(pve, "pve2", first)["exitstatus"] == "OK"
 
 
-def test_snapshot_rollback_restores_host_state(sandbox: SandboxHandle) -> None:
-    pve = sandbox.pve()
+def test_snapshot_rollback_restores_host_state(sb: SandboxHandle) -> None:
+    pve = sb.pve()
     node, vmid = "pve1", 103
-    sandbox.control("pve", "guest", vmid=vmid)  # touch: the guest exists
+    sb.control("pve", "guest", vmid=vmid)  # touch: the guest exists
     upid = pve.nodes(node).lxc(vmid).snapshot.post(snapname="pre-upgrade",
                                                     description="before apt")
     assert wait_task(pve, node, upid)["exitstatus"] == "OK"
@@ -180,8 +191,8 @@ def test_snapshot_rollback_restores_host_state(sandbox: SandboxHandle) -> None:
     assert exc.value.status_code == 400
 
 
-def test_restore_and_destroy(sandbox: SandboxHandle) -> None:
-    pve = sandbox.pve()
+def test_restore_and_destroy(sb: SandboxHandle) -> None:
+    pve = sb.pve()
     vol = pve.nodes("pve1").storage("pbs").content.get(content="backup", vmid=101)[-1]["volid"]
     with pytest.raises(ResourceException) as exc:
         pve.nodes("pve1").lxc.post(vmid=101, ostemplate=vol, restore=1, storage="local-lvm")
@@ -194,8 +205,8 @@ def test_restore_and_destroy(sandbox: SandboxHandle) -> None:
     assert 990 not in {g["vmid"] for g in pve.cluster.resources.get(type="vm")}
 
 
-def test_backup_jobs_and_not_backed_up(sandbox: SandboxHandle) -> None:
-    pve = sandbox.pve()
+def test_backup_jobs_and_not_backed_up(sb: SandboxHandle) -> None:
+    pve = sb.pve()
     jobs = pve.cluster.backup.get()
     assert len(jobs) >= 2 and all(j["type"] == "vzdump" for j in jobs)
     assert isinstance(jobs[0]["prune-backups"], dict)
@@ -205,8 +216,8 @@ def test_backup_jobs_and_not_backed_up(sandbox: SandboxHandle) -> None:
     assert not covered & {m["vmid"] for m in missing}
 
 
-def test_apt_and_certificates(sandbox: SandboxHandle) -> None:
-    pve = sandbox.pve()
+def test_apt_and_certificates(sb: SandboxHandle) -> None:
+    pve = sb.pve()
     pkgs = pve.nodes("pve1").apt.update.get()
     assert any(p["Package"] == "pve-manager" and p["OldVersion"] for p in pkgs)
     assert pve.nodes("pve4").apt.update.get() == []
@@ -219,10 +230,9 @@ def test_apt_and_certificates(sandbox: SandboxHandle) -> None:
     assert pve.nodes("pve2").config.get()["acme"].startswith("domains=")
 
 
-def test_node_port_serves_node_cert_and_acme_renewal(sandbox_clean: SandboxHandle) -> None:
-    sb = sandbox_clean
+def test_node_port_serves_node_cert_and_acme_renewal(sb: SandboxHandle) -> None:
     ctx = ssl.create_default_context(cafile=str(sb.ca_path))
-    port = sb._node_port("pve2")
+    port = sb.node_port("pve2")
 
     def served_notafter() -> float:
         import socket
@@ -230,7 +240,8 @@ def test_node_port_serves_node_cert_and_acme_renewal(sandbox_clean: SandboxHandl
         with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
                 ctx.wrap_socket(raw, server_hostname="pve2.lab.internal") as tls:
             cert = tls.getpeercert()
-        return ssl.cert_time_to_seconds(cert["notAfter"])
+        assert cert is not None
+        return ssl.cert_time_to_seconds(str(cert["notAfter"]))
 
     before = served_notafter()
     assert before - time.time() < 30 * 86400
@@ -244,8 +255,8 @@ def test_node_port_serves_node_cert_and_acme_renewal(sandbox_clean: SandboxHandl
     assert status["exitstatus"].startswith("validating challenge")
 
 
-def test_volume_delete_and_qemu_restore(sandbox: SandboxHandle) -> None:
-    pve = sandbox.pve()
+def test_volume_delete_and_qemu_restore(sb: SandboxHandle) -> None:
+    pve = sb.pve()
     vols = pve.nodes("pve2").storage("pbs").content.get(content="backup", vmid=801)
     upid = pve.nodes("pve2").qemu.post(vmid=991, archive=vols[-1]["volid"], storage="local-lvm")
     assert ":qmrestore:991:" in upid
@@ -295,3 +306,26 @@ def test_snapshot_copies_and_rollback_restores_lab_hosts(tmp_path: Path) -> None
             await svc.stop()
 
     asyncio.run(scenario())
+
+
+def test_prune_preview(sb: SandboxHandle) -> None:
+    marks = sb.pve().nodes("pve1").storage("pbs").prunebackups.get(
+        vmid=101, **{"prune-backups": "keep-last=3"})
+    assert [m["mark"] for m in marks].count("keep") == 3
+    assert {m["mark"] for m in marks} <= {"keep", "remove", "protected"}
+    assert all(m["type"] == "lxc" and m["vmid"] == 101 for m in marks)
+
+
+def test_undeclared_and_missing_parameters_rejected(sb: SandboxHandle) -> None:
+    pve = sb.pve()
+    with pytest.raises(ResourceException) as exc:
+        pve.nodes("pve1").lxc.get(full=1)  # `full` exists for qemu lists only
+    assert exc.value.status_code == 400
+    assert exc.value.errors == {"full": "property is not defined in schema and the schema "
+                                        "does not allow additional properties"}
+    with pytest.raises(ResourceException) as exc:
+        pve.nodes("pve1").lxc(100).snapshot.post()
+    assert exc.value.errors == {"snapname": "property is missing and it is not optional"}
+    with pytest.raises(ResourceException) as exc:
+        pve.cluster.resources.get(type="guest")
+    assert "enumeration" in exc.value.errors["type"]

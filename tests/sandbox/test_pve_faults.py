@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -13,45 +14,54 @@ from proxmoxer.tools import Tasks
 from tests.fixtures.sandbox import SandboxHandle, wait_task
 
 
-def test_error_rate_gives_500(sandbox_clean: SandboxHandle) -> None:
-    sandbox_clean.set_faults("pve", error_rate=1.0)
+@pytest.fixture
+def sb(private_sandbox: SandboxHandle) -> Iterator[SandboxHandle]:
+    """This module's own lab (it changes the lab); faults reset after each test."""
+    try:
+        yield private_sandbox
+    finally:
+        private_sandbox.reset_faults()
+
+
+
+def test_error_rate_gives_500(sb: SandboxHandle) -> None:
+    sb.set_faults("pve", error_rate=1.0)
     with pytest.raises(ResourceException) as exc:
-        sandbox_clean.pve().nodes.get()
+        sb.pve().nodes.get()
     assert exc.value.status_code == 500
-    sandbox_clean.reset_faults()
-    assert sandbox_clean.pve().nodes.get()
+    sb.reset_faults()
+    assert sb.pve().nodes.get()
 
 
-def test_reset_rate_drops_connection(sandbox_clean: SandboxHandle) -> None:
-    sandbox_clean.set_faults("pve", reset_rate=1.0)
+def test_reset_rate_drops_connection(sb: SandboxHandle) -> None:
+    sb.set_faults("pve", reset_rate=1.0)
     with pytest.raises(requests.exceptions.ConnectionError):
-        sandbox_clean.pve().nodes.get()
+        sb.pve().nodes.get()
 
 
-def test_latency(sandbox_clean: SandboxHandle) -> None:
-    pve = sandbox_clean.pve()
-    sandbox_clean.set_faults("pve", latency_ms=300)
+def test_latency(sb: SandboxHandle) -> None:
+    pve = sb.pve()
+    sb.set_faults("pve", latency_ms=300)
     t0 = time.monotonic()
     pve.version.get()
     assert time.monotonic() - t0 >= 0.3
 
 
-def test_stall_times_out_client(sandbox_clean: SandboxHandle) -> None:
-    sandbox_clean.set_faults("pve", stall_rate=1.0, stall_s=5)
+def test_stall_times_out_client(sb: SandboxHandle) -> None:
+    sb.set_faults("pve", stall_rate=1.0, stall_s=5)
     with pytest.raises(requests.exceptions.Timeout):
-        sandbox_clean.pve(timeout=0.5).version.get()
+        sb.pve(timeout=0.5).version.get()
 
 
-def test_stalled_scenario_hits_one_class(sandbox_clean: SandboxHandle) -> None:
-    sandbox_clean.scenario("stalled")
-    pve = sandbox_clean.pve(timeout=0.5)
+def test_stalled_scenario_hits_one_class(sb: SandboxHandle) -> None:
+    sb.scenario("stalled")
+    pve = sb.pve(timeout=0.5)
     assert pve.nodes.get()  # other calls answer
     with pytest.raises(requests.exceptions.Timeout):
         pve.nodes("pve1").storage("pbs").content.get(content="backup")
 
 
-def test_offline_node(sandbox_clean: SandboxHandle) -> None:
-    sb = sandbox_clean
+def test_offline_node(sb: SandboxHandle) -> None:
     sb.set_faults("pve", extra={"offline_nodes": ["pve3"]})
     pve = sb.pve()
     nodes = {n["node"]: n["status"] for n in pve.nodes.get()}
@@ -62,14 +72,13 @@ def test_offline_node(sandbox_clean: SandboxHandle) -> None:
         pve.nodes("pve3").lxc.get()
     assert exc.value.status_code == 595
     with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", sb._node_port("pve3")), timeout=2).close()
+        socket.create_connection(("127.0.0.1", sb.node_port("pve3")), timeout=2).close()
     sb.reset_faults()
-    socket.create_connection(("127.0.0.1", sb._node_port("pve3")), timeout=2).close()
+    socket.create_connection(("127.0.0.1", sb.node_port("pve3")), timeout=2).close()
     assert {n["status"] for n in pve.nodes.get()} == {"online"}
 
 
-def test_failing_vmids(sandbox_clean: SandboxHandle) -> None:
-    sb = sandbox_clean
+def test_failing_vmids(sb: SandboxHandle) -> None:
     sb.set_faults("pve", extra={"failing_vmids": [106]})
     pve = sb.pve()
     upid = pve.nodes("pve1").vzdump.post(vmid="103,106", storage="pbs")
@@ -81,8 +90,7 @@ def test_failing_vmids(sandbox_clean: SandboxHandle) -> None:
     assert log.endswith("TASK ERROR: job errors")
 
 
-def test_locked_vmids(sandbox_clean: SandboxHandle) -> None:
-    sb = sandbox_clean
+def test_locked_vmids(sb: SandboxHandle) -> None:
     sb.set_faults("pve", extra={"locked_vmids": {"103": "snapshot"}})
     pve = sb.pve()
     assert pve.nodes("pve1").lxc(103).status.current.get()["lock"] == "snapshot"
@@ -92,8 +100,7 @@ def test_locked_vmids(sandbox_clean: SandboxHandle) -> None:
     assert "CT 103 is locked (snapshot)" in log
 
 
-def test_scenarios_apply(sandbox_clean: SandboxHandle) -> None:
-    sb = sandbox_clean
+def test_scenarios_apply(sb: SandboxHandle) -> None:
     for name in ("flaky", "node-offline", "backup-failures", "locked-guest", "default"):
         result = sb.scenario(name)
         assert result["scenario"] == name
@@ -103,8 +110,7 @@ def test_scenarios_apply(sandbox_clean: SandboxHandle) -> None:
     assert state["seed"]["orphan_vmid"] == 199
 
 
-def test_pbs_faults_and_verify_failure(sandbox_clean: SandboxHandle) -> None:
-    sb = sandbox_clean
+def test_pbs_faults_and_verify_failure(sb: SandboxHandle) -> None:
     sb.set_faults("pbs", error_rate=1.0)
     with pytest.raises(ResourceException) as exc:
         sb.pbs().admin.datastore.get()
@@ -119,3 +125,28 @@ def test_pbs_faults_and_verify_failure(sandbox_clean: SandboxHandle) -> None:
     snaps = pbs.admin.datastore("store1").snapshots.get(
         **{"backup-type": "ct", "backup-id": "104"})
     assert all(s["verification"]["state"] == "failed" for s in snaps)
+
+
+def test_pbs_offline(sb: SandboxHandle) -> None:
+    sb.set_faults("pbs", extra={"offline": True})
+    with pytest.raises(requests.exceptions.ConnectionError):
+        sb.pbs().admin.datastore.get()
+    pve = sb.pve()
+    storages = {s["storage"]: s for s in pve.nodes("pve1").storage.get()}
+    assert storages["pbs"]["active"] == 0
+    with pytest.raises(ResourceException) as exc:
+        pve.nodes("pve1").storage("pbs").content.get()
+    assert exc.value.status_code == 500 and exc.value.content.startswith("pbs: ")
+    upid = pve.nodes("pve1").vzdump.post(vmid="103", storage="pbs")
+    assert wait_task(pve, "pve1", upid)["exitstatus"] == "job errors"
+    sb.reset_faults()
+    assert sb.pbs().admin.datastore.get()
+
+
+def test_warning_vmids(sb: SandboxHandle) -> None:
+    sb.set_faults("pve", extra={"warning_vmids": [103]})
+    pve = sb.pve()
+    upid = pve.nodes("pve1").vzdump.post(vmid="100,103", storage="local")
+    assert wait_task(pve, "pve1", upid)["exitstatus"] == "WARNINGS: 1"
+    log = Tasks.decode_log(pve.nodes("pve1").tasks(upid).log.get(limit=0))
+    assert log.endswith("TASK WARNINGS: 1")

@@ -208,6 +208,18 @@ class BackupPolicy(_Policy):
             "(Prefect's minimum is 60s)."
         ),
     )
+    limits_scope: str = Field(
+        "labops",
+        pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description=(
+            "Prefix of the Prefect concurrency-limit names (<scope>-node-<node>, "
+            "<scope>-storage-<storage>); give each lab sharing one Prefect server its own."
+        ),
+    )
+    start_attempts: int = Field(
+        5, ge=1, le=10,
+        description="vzdump starts tried when an answer is lost (after checking none began).",
+    )
     min_size_bytes: int = Field(
         1024 * 1024, ge=0, description="A new backup smaller than this is implausible."
     )

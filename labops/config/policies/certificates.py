@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -50,8 +51,8 @@ class RenewalPolicy(Strict):
     """Ordering renewals where the API allows it (Proxmox nodes with ACME). Off by default."""
 
     enabled: bool = Field(False, description="Order renewals at all (dry-run still only plans).")
-    only_when: str = Field(
-        "critical", pattern="^(critical|warning)$",
+    only_when: Literal["critical", "warning"] = Field(
+        "critical",
         description="Renew only certificates at this level or worse (default: critical).",
     )
     force: bool = Field(

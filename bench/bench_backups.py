@@ -1,0 +1,197 @@
+"""Benchmark of the backups flow against the sandbox: ratios measured in one run.
+
+    .venv/bin/python bench/bench_backups.py [--time-scale 0.1] [--big 500] [--big-scale 0.002]
+
+1. The 53-guest lab, per-node limit 1: the flow's wall time against the ideal schedule, i.e. the
+   longest node's sum of vzdump durations (the sandbox's own vzdump timing, read from each
+   task's log, scaled; the task list's whole-second start/end times are shown as a cross-check).
+   Goal: wall <= 1.1 x ideal + a few seconds of fixed cost (flow start, discovery, audit,
+   artifacts). The fixed cost is measured in the same run: a flow run with nothing to back up.
+2. A 500-guest lab (vzdumps of a few milliseconds): orchestration overhead per guest,
+   (wall - fixed cost - ideal) / guests. Goal: < 30 ms.
+
+Both runs use a Prefect server started for the benchmark (SQLite, like the test fixture), or
+the one PREFECT_API_URL names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+_DURATION = re.compile(r"Duration: ([0-9.]+)s|Finished Backup of VM \d+ \((\d+):(\d+):(\d+)\)")
+
+
+def start_sandbox(directory: Path, containers: int, time_scale: float) -> dict[str, Any]:
+    from tests.fixtures.sandbox import free_port_range
+
+    args = [sys.executable, "-m", "sandbox", "start", "--dir", str(directory),
+            "--base-port", str(free_port_range(containers + 80)), "--time-scale",
+            str(time_scale), "--containers", str(containers), "--timeout", "120"]
+    subprocess.run(args, cwd=REPO, check=True, capture_output=True, timeout=180)
+    ready: dict[str, Any] = json.loads((directory / "ready").read_text())
+    return ready
+
+
+def stop_sandbox(directory: Path) -> None:
+    subprocess.run([sys.executable, "-m", "sandbox", "stop", "--dir", str(directory)],
+                   cwd=REPO, check=False, capture_output=True, timeout=60)
+
+
+def write_config(ready: dict[str, Any], directory: Path, scope: str, rpo: str) -> str:
+    cfg = yaml.safe_load(Path(ready["config"]).read_text())
+    cfg["backups"] = {
+        "tiers": {"bench": {"rpo": rpo}}, "default_tier": "bench", "tier_tags": {},
+        "per_node_limit": 1, "per_storage_limit": 8, "poll_interval": 0.05,
+        "task_timeout": 600, "limits_scope": scope,
+    }
+    cfg["lab"]["state_dir"] = str(directory / "state")
+    path = directory / f"{scope}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def pve(ready: dict[str, Any], directory: Path) -> Any:
+    from proxmoxer import ProxmoxAPI
+
+    return ProxmoxAPI("127.0.0.1", port=ready["ports"]["pve"][0], user="root@pam",
+                      token_name="labops",
+                      token_value=(directory / "secrets" / "pve_token").read_text().strip(),
+                      verify_ssl=str(directory / "ca.pem"), timeout=30)
+
+
+def ideal_schedule(
+    client: Any, since: float, time_scale: float
+) -> tuple[dict[str, float], dict[str, float], int]:
+    """Per node: the sum of vzdump durations (task logs, scaled) and of (end - start) as the
+    task list reports them (whole seconds)."""
+    by_log: dict[str, float] = defaultdict(float)
+    by_list: dict[str, float] = defaultdict(float)
+    count = 0
+    for node in ("pve1", "pve2", "pve3", "pve4"):
+        try:
+            tasks = client.nodes(node).tasks.get(typefilter="vzdump", since=int(since),
+                                                 source="all", limit=100000)
+        except Exception:  # an offline node has no tasks of this run
+            continue
+        for t in tasks:
+            count += 1
+            by_list[node] += float(t.get("endtime", t["starttime"]) - t["starttime"])
+            lines = client.nodes(node).tasks(t["upid"]).log.get(limit=0)
+            for line in lines:
+                m = _DURATION.search(line["t"])
+                if m and m.group(1):
+                    by_log[node] += float(m.group(1)) * time_scale
+                    break
+    return dict(by_log), dict(by_list), count
+
+
+def run_flow(config: str, **kw: Any) -> tuple[float, Any]:
+    from flows.backups import backups
+
+    t0 = time.perf_counter()
+    state = backups(config=config, return_state=True, **kw)
+    wall = time.perf_counter() - t0
+    return wall, state.result(raise_on_failure=False)
+
+
+def scenario(directory: Path, containers: int, time_scale: float, label: str) -> dict[str, Any]:
+    ready = start_sandbox(directory, containers, time_scale)
+    try:
+        client = pve(ready, directory)
+        # Fixed cost: the same flow with nothing due (RPO of a year).
+        fixed_wall, fixed = run_flow(write_config(ready, directory, f"{label}-f", "365d"))
+        assert fixed.vzdump_started == 0, fixed.headline()
+        since = time.time() - 1
+        wall, report = run_flow(write_config(ready, directory, f"{label}-b", "1s"))
+        by_log, by_list, count = ideal_schedule(client, since, time_scale)
+        return {"wall": wall, "fixed": fixed_wall, "report": report, "by_log": by_log,
+                "by_list": by_list, "tasks": count}
+    finally:
+        stop_sandbox(directory)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--time-scale", type=float, default=0.1,
+                        help="sandbox time scale of the 53-guest run (vzdumps of 0.2-8 s)")
+    parser.add_argument("--big", type=int, default=500, help="containers of the large lab")
+    parser.add_argument("--big-scale", type=float, default=0.002)
+    parser.add_argument("--no-big", action="store_true")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-backups-"))
+    home = tmp / "prefect"
+    started_server = False
+    if not os.environ.get("PREFECT_API_URL"):
+        from labops import prefect_server
+
+        home.mkdir()
+        info = prefect_server.start(home, port=prefect_server.free_port(), ui=False,
+                                    timeout_s=180)
+        os.environ["PREFECT_API_URL"] = info.api_url
+        started_server = True
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    try:
+        small = scenario(tmp / "lab53", 52, args.time_scale, f"b{os.getpid()}s")
+        ideal = max(small["by_log"].values())
+        ideal_list = max(small["by_list"].values())
+        report = small["report"]
+        print(f"53-guest lab (time scale {args.time_scale}, per-node limit 1)")
+        print(f"  guests backed up:   {report.counts()['backed-up']} "
+              f"({small['tasks']} vzdump tasks, {len(report.failures)} failures)")
+        print("  per node (s, log):  " + ", ".join(
+            f"{n} {v:.1f}" for n, v in sorted(small["by_log"].items())))
+        print(f"  ideal schedule:     {ideal:.2f} s (task list, whole seconds: {ideal_list:.0f} s)")
+        print(f"  fixed cost:         {small['fixed']:.2f} s (same flow, nothing due)")
+        print(f"  flow wall time:     {small['wall']:.2f} s")
+        ratio = (small["wall"] - small["fixed"]) / ideal
+        print(f"  ratio (wall - fixed) / ideal = {ratio:.3f}   (goal <= 1.1)")
+        print(f"  ratio wall / (1.1 x ideal + fixed) = "
+              f"{small['wall'] / (1.1 * ideal + small['fixed']):.3f}   (goal <= 1.0)")
+        if not args.no_big:
+            big = scenario(tmp / "lab500", args.big, args.big_scale, f"b{os.getpid()}l")
+            report = big["report"]
+            guests = report.counts()["backed-up"]
+            ideal = max(big["by_log"].values())
+            overhead = big["wall"] - big["fixed"] - ideal
+            lanes = len(big["by_log"])
+            print(f"{args.big}-guest lab (time scale {args.big_scale}, per-node limit 1, "
+                  f"{lanes} node lanes)")
+            print(f"  guests backed up:   {guests} ({big['tasks']} vzdump tasks, "
+                  f"{len(report.failures)} failures)")
+            print(f"  ideal schedule:     {ideal:.2f} s; fixed cost {big['fixed']:.2f} s; "
+                  f"wall {big['wall']:.2f} s")
+            print(f"  orchestration overhead per guest = (wall - fixed - ideal) / guests = "
+                  f"{overhead / max(1, guests) * 1000:.1f} ms   (goal < 30 ms)")
+            busiest = max(big["by_log"], key=lambda n: big["by_log"][n])
+            per_lane = sum(1 for r in report.guests if r.node == busiest and r.upid)
+            print(f"  gap between two backups on the busiest lane ({busiest}, {per_lane} "
+                  f"guests) = {overhead / max(1, per_lane) * 1000:.1f} ms")
+    finally:
+        if started_server:
+            from labops import prefect_server
+
+            prefect_server.stop(home)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,355 @@
+"""Benchmark: patch check mode over N sandbox hosts on real SSH, three contenders, one run.
+
+    .venv/bin/python bench/bench_patch.py [--hosts 50|200|500] [--parallel 50] [--delay 2]
+
+Every contender checks the same hosts of the same sandbox (one asyncssh listener per host, a 2 s
+remote command delay through the fleet's ``command_delay_s`` knob), 50 hosts at once, with the
+same combined check command (``labops.parsers.hostcheck.CHECK_COMMAND``) and strict host-key
+checking against the sandbox's known_hosts:
+
+- labops: the check-mode core, i.e. the batched task ``tasks.ssh.check_hosts`` (SSH + parsing of
+  every host into HostFacts) run inside a Prefect flow against a local Prefect server; the flow's
+  own fixed cost (~1 s) is included;
+- Ansible ad-hoc: ``ansible all -i <inventory> -m raw -a '<command>' -f 50``;
+- a bare paramiko thread pool (the floor): connect, check the host key, exec, read; no parsing.
+
+Each contender runs in its own subprocess; the parent measures the process tree: wall time, CPU
+(``resource.getrusage(RUSAGE_CHILDREN)`` before/after), and peak memory (sum of the tree's RSS,
+sampled with psutil every 50 ms). Goals (issue #6): labops wall >= 2x faster than Ansible and
+within 1.3x of the floor; labops CPU/host <= 1/5 of Ansible's; peak memory under 400 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+# -- the contenders (run in child processes) ---------------------------------------------------
+
+
+def contender_paramiko(spec: dict[str, Any]) -> dict[str, Any]:
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    import paramiko
+
+    known = paramiko.HostKeys(spec["known_hosts"])
+    key = paramiko.PKey.from_path(spec["key_file"])
+    command = spec["command"]
+
+    def one(host: dict[str, Any]) -> int:
+        name = f"[{host['address']}]:{host['port']}"
+        sock = socket.create_connection((host["address"], host["port"]), timeout=10)
+        t = paramiko.Transport(sock)
+        try:
+            t.start_client(timeout=10)
+            server_key = t.get_remote_server_key()
+            ours: Any = known.lookup(name) or {}
+            if ours.get(server_key.get_name()) != server_key:
+                raise RuntimeError(f"host key mismatch for {name}")
+            t.auth_publickey("root", key)
+            chan = t.open_session()
+            chan.exec_command(command)
+            out = b""
+            while True:
+                data = chan.recv(65536)
+                if not data:
+                    break
+                out += data
+            chan.recv_exit_status()
+            return len(out)
+        finally:
+            t.close()
+
+    with ThreadPoolExecutor(max_workers=spec["parallel"]) as pool:
+        sizes = list(pool.map(one, spec["hosts"]))
+    return {"ok": sum(1 for s in sizes if s > 0)}
+
+
+def contender_labops(spec: dict[str, Any]) -> dict[str, Any]:
+    started = time.perf_counter()
+    from prefect import flow
+
+    from blocks.ssh import SshCredentials
+    from labops.ssh import SshTarget
+    from tasks.ssh import CheckOptions, HostAccess, check_hosts
+
+    imported = time.perf_counter()
+    creds = SshCredentials(
+        user="root",
+        key_file=spec["key_file"],
+        known_hosts=spec["known_hosts"],
+        parallel=spec["parallel"],
+    )
+    hosts = [
+        HostAccess(
+            name=h["name"], ssh=SshTarget(name=h["name"], address=h["address"], port=h["port"])
+        )
+        for h in spec["hosts"]
+    ]
+    sweep: dict[str, float] = {}
+
+    @flow(name="bench-patch-check")
+    def bench_check() -> int:
+        t = time.perf_counter()
+        checked = check_hosts(creds, hosts, CheckOptions(), spec["parallel"])
+        sweep["s"] = time.perf_counter() - t
+        return sum(1 for c in checked if c.run.state == "ok" and c.facts and not c.facts.problem)
+
+    ok = bench_check()
+    return {
+        "ok": ok,
+        "import_s": imported - started,
+        "task_s": sweep.get("s", 0.0),
+        "flow_s": time.perf_counter() - imported,
+    }
+
+
+def run_child(kind: str, spec_file: str) -> None:
+    spec = json.loads(Path(spec_file).read_text())
+    started = time.perf_counter()
+    result = {"paramiko": contender_paramiko, "labops": contender_labops}[kind](spec)
+    result["inner_wall_s"] = time.perf_counter() - started
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# -- measuring (parent) ------------------------------------------------------------------------
+
+
+def measure(argv: list[str], env: dict[str, str], n: int) -> dict[str, Any]:
+    import psutil
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        try:
+            root = psutil.Process(proc.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not stop.is_set():
+            try:
+                rss = root.memory_info().rss + sum(
+                    c.memory_info().rss for c in root.children(recursive=True)
+                )
+                peak = max(peak, rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - started
+    stop.set()
+    sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result: dict[str, Any] = {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "cpu_ms_per_host": cpu / n * 1000,
+        "peak_mb": peak / 1024**2,
+        "rc": proc.returncode,
+    }
+    for line in out.splitlines():
+        if line.startswith("RESULT "):
+            result.update(json.loads(line[7:]))
+    if proc.returncode != 0:
+        result["error"] = (err or out)[-800:]
+    result["stdout"] = out
+    return result
+
+
+def orphan_cpu(marker: str) -> float:
+    """CPU seconds of still-running processes whose command line contains ``marker`` (ssh
+    ControlPersist masters started by Ansible), which are then terminated."""
+    import psutil
+
+    total = 0.0
+    me = os.getpid()
+    for p in psutil.process_iter(["cmdline", "name"]):
+        try:
+            if p.pid == me or p.info["name"] != "ssh":
+                continue
+            if any(marker in part for part in p.info["cmdline"] or []):
+                t = p.cpu_times()
+                total += t.user + t.system
+                p.terminate()
+        except psutil.Error:
+            continue
+    return total
+
+
+def ansible_ok(stdout: str) -> int:
+    return sum(
+        1
+        for line in stdout.splitlines()
+        if " | CHANGED | rc=0" in line or " | SUCCESS | rc=0" in line
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--hosts", type=int, default=200)
+    ap.add_argument("--parallel", type=int, default=50)
+    ap.add_argument("--delay", type=float, default=2.0, help="remote command delay (s)")
+    ap.add_argument("--child", choices=["paramiko", "labops"])
+    ap.add_argument("--spec")
+    args = ap.parse_args()
+    if args.child:
+        run_child(args.child, args.spec)
+        return 0
+
+    from labops.parsers.hostcheck import CHECK_COMMAND
+    from labops.prefect_server import free_port, start, stop
+    from tests.fixtures.sandbox import start_sandbox
+
+    n = args.hosts
+    work = Path(tempfile.mkdtemp(prefix="bench-patch-"))
+    print(f"starting a sandbox for {n} SSH hosts and a Prefect server in {work} ...", flush=True)
+    sandbox = start_sandbox(
+        work / "sandbox", containers=int(n * 1.25) + 8, vms=0, time_scale=1.0, timeout=120
+    )
+    prefect_home = work / "prefect"
+    info = start(prefect_home, port=free_port(), ui=False, timeout_s=180)
+    try:
+        import yaml
+
+        cfg = yaml.safe_load(Path(sandbox.config_path).read_text())
+        ssh = cfg["systems"]["ssh"]
+        hosts = [
+            {"name": h["name"], "address": h["address"], "port": h["port"]}
+            for h in cfg["inventory"]["hosts"]
+            if h.get("access", "ssh") == "ssh" and h.get("port")
+        ]
+        listening = {
+            h["name"] for h in sandbox.control("fleet", "hosts")["hosts"] if h["listening"]
+        }
+        hosts = [h for h in hosts if h["name"] in listening][:n]
+        if len(hosts) < n:
+            print(f"only {len(hosts)} SSH hosts are up; measuring those")
+            n = len(hosts)
+        sandbox.set_faults("fleet", extra={"command_delay_s": args.delay})
+        spec = {
+            "hosts": hosts,
+            "known_hosts": ssh["known_hosts"],
+            "key_file": ssh["key_file"],
+            "parallel": args.parallel,
+            "command": CHECK_COMMAND,
+        }
+        spec_file = work / "spec.json"
+        spec_file.write_text(json.dumps(spec))
+        inventory = work / "inventory.ini"
+        inventory.write_text(
+            "[all]\n"
+            + "".join(
+                f"{h['name']} ansible_host={h['address']} ansible_port={h['port']}\n" for h in hosts
+            )
+            + "[all:vars]\nansible_user=root\n"
+            f"ansible_ssh_private_key_file={ssh['key_file']}\n"
+            f"ansible_ssh_common_args='-o UserKnownHostsFile={ssh['known_hosts']} "
+            "-o StrictHostKeyChecking=yes'\n"
+        )
+        env = dict(
+            os.environ,
+            PYTHONPATH=str(REPO),
+            PREFECT_API_URL=info.api_url,
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            PREFECT_LOGGING_LEVEL="WARNING",
+            ANSIBLE_HOST_KEY_CHECKING="True",
+            ANSIBLE_LOCAL_TEMP=str(work / "ansible"),
+            ANSIBLE_SSH_CONTROL_PATH_DIR=str(work / "cp"),
+            ANSIBLE_NOCOLOR="1",
+        )
+        py = sys.executable
+        me = str(Path(__file__).resolve())
+        ansible = str(Path(sys.executable).parent / "ansible")
+        runs = {
+            "paramiko": [py, me, "--child", "paramiko", "--spec", str(spec_file)],
+            "labops": [py, me, "--child", "labops", "--spec", str(spec_file)],
+            "ansible": [
+                ansible,
+                "all",
+                "-i",
+                str(inventory),
+                "-m",
+                "raw",
+                "-a",
+                CHECK_COMMAND,
+                "-f",
+                str(args.parallel),
+            ],
+        }
+        results: dict[str, dict[str, Any]] = {}
+        for name, argv in runs.items():
+            print(f"running {name} ...", flush=True)
+            r = measure(argv, env, n)
+            if name == "ansible":
+                r["ok"] = ansible_ok(r.get("stdout", ""))
+                # ssh ControlPersist masters detach from the tree (their CPU escapes
+                # RUSAGE_CHILDREN): add their CPU, then stop them
+                extra = orphan_cpu(str(work / "cp"))
+                r["cpu_s"] += extra
+                r["cpu_ms_per_host"] = r["cpu_s"] / n * 1000
+                r["orphan_cpu_s"] = extra
+            r.pop("stdout", None)
+            results[name] = r
+    finally:
+        stop(prefect_home)
+        sandbox.stop()
+
+    print(
+        f"\npatch check over {n} hosts, {args.parallel} at once, remote delay {args.delay:g}s"
+        " (labops = tasks.ssh.check_hosts inside a flow, parsing included)"
+    )
+    print(f"{'contender':<10} {'wall s':>8} {'CPU ms/host':>12} {'peak MB':>8} {'hosts ok':>9}")
+    for name, r in results.items():
+        print(
+            f"{name:<10} {r['wall_s']:8.2f} {r['cpu_ms_per_host']:12.1f} {r['peak_mb']:8.1f}"
+            f" {r.get('ok', '?'):>9}" + (f"   ERROR {r['error']}" if "error" in r else "")
+        )
+    lab, ans, floor = results["labops"], results["ansible"], results["paramiko"]
+    speed = ans["wall_s"] / lab["wall_s"]
+    vs_floor = lab["wall_s"] / floor["wall_s"]
+    cpu = lab["cpu_ms_per_host"] / ans["cpu_ms_per_host"] if ans["cpu_ms_per_host"] else 0
+    print("\nwhole processes (start-up, imports and exit included):")
+    print(f"  labops vs Ansible wall: {speed:.2f}x faster (goal >= 2)")
+    print(f"  labops vs floor wall:   {vs_floor:.2f}x (goal <= 1.3)")
+    print(f"  labops CPU/host vs Ansible: {cpu:.3f} (goal <= 0.2)")
+    print(f"  labops peak memory: {lab['peak_mb']:.0f} MB (goal < 400)")
+    if "import_s" in lab:
+        print(
+            f"inside the labops process: imports {lab['import_s']:.2f}s, flow run"
+            f" {lab['flow_s']:.2f}s (the check task {lab['task_s']:.2f}s);"
+            f" the paramiko pool's own sweep {floor.get('inner_wall_s', 0):.2f}s"
+        )
+        print(
+            f"  sweep only: labops flow run vs floor {lab['flow_s'] / floor['inner_wall_s']:.2f}x,"
+            f" check task vs floor {lab['task_s'] / floor['inner_wall_s']:.2f}x,"
+            f" Ansible process vs labops flow run {ans['wall_s'] / lab['flow_s']:.2f}x"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""The MQTT bridge: the lab's bus starts flows, hears every state change, and gets alerts.
+
+- ``<run topic>/<flow>`` (e.g. ``labops/run/backups``) with a JSON object of parameters starts
+  that flow's deployment; anything malformed is logged and ignored.
+- every flow-run state change (Prefect events) is published as JSON on
+  ``<events topic>/<flow>/<state>``.
+- a Failed, Crashed or TimedOut run notifies Telegram and MQTT once, with a link to the run; a
+  run that stays Late or Pending past ``platform.late_after_minutes`` is reported once too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import json
+import logging
+import ssl
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import BaseModel, Field
+
+from blocks.context import LabContext
+from deployments.catalog import FLOWS, load_flow
+from labops.config.secrets import resolve_secret
+from labops.reports import Notification, Severity
+
+log = logging.getLogger("labops.bridge")
+
+ALERT_STATES = {"Failed", "Crashed", "TimedOut"}
+
+
+class RunRequest(BaseModel):
+    """A validated request to start a flow from MQTT."""
+
+    flow: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class BadRequest(ValueError):
+    """A message on the run topic that starts nothing (logged, never raised further)."""
+
+
+def parse_run_request(prefix: str, topic: str, payload: bytes) -> RunRequest:
+    """Check the topic names a known flow and the payload fits its parameters."""
+    name = topic.removeprefix(prefix.rstrip("/") + "/")
+    if name not in FLOWS or "/" in name:
+        raise BadRequest(f"{topic}: unknown flow {name!r} (known: {', '.join(FLOWS)})")
+    try:
+        params = json.loads(payload.decode("utf-8") or "{}")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"{topic}: payload is not JSON ({exc})") from None
+    if not isinstance(params, dict):
+        raise BadRequest(f"{topic}: payload must be a JSON object of flow parameters")
+    flow = load_flow(name)
+    accepted = set(inspect.signature(flow.fn).parameters)
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise BadRequest(f"{topic}: unknown parameter(s) {', '.join(unknown)}")
+    if "config" in params:
+        # The bus never chooses which config (and so which secrets) a run uses.
+        raise BadRequest(f"{topic}: 'config' cannot be set from MQTT")
+    try:
+        flow.validate_parameters(params)
+    except Exception as exc:  # prefect raises ParameterTypeError with pydantic's details
+        raise BadRequest(f"{topic}: invalid parameters: {str(exc).splitlines()[0]}") from None
+    return RunRequest(flow=name, parameters=params)
+
+
+class StateEvent(BaseModel):
+    """A flow-run state change, as published on MQTT."""
+
+    flow_run_id: str
+    flow_run_name: str | None = None
+    flow: str | None = None
+    deployment: str | None = None
+    state: str
+    message: str | None = None
+    occurred: datetime
+    url: str
+
+
+def state_event(event: Any, ui_url: str) -> StateEvent | None:
+    """Map a Prefect ``prefect.flow-run.<State>`` event onto the bus message."""
+    name = getattr(event, "event", "")
+    if not name.startswith("prefect.flow-run.") or name.endswith(".heartbeat"):
+        return None
+    run_id = str(event.resource.get("prefect.resource.id", "")).removeprefix("prefect.flow-run.")
+    related = {r.get("prefect.resource.role"): r for r in getattr(event, "related", [])}
+    flow = related.get("flow")
+    deployment = related.get("deployment")
+    payload = getattr(event, "payload", {}) or {}
+    validated = payload.get("validated_state") or {}
+    return StateEvent(
+        flow_run_id=run_id,
+        flow_run_name=event.resource.get("prefect.resource.name"),
+        flow=flow.get("prefect.resource.name") if flow else None,
+        deployment=deployment.get("prefect.resource.name") if deployment else None,
+        state=name.removeprefix("prefect.flow-run."),
+        message=validated.get("message") or event.resource.get("prefect.state-message") or None,
+        occurred=event.occurred,
+        url=f"{ui_url.rstrip('/')}/runs/flow-run/{run_id}",
+    )
+
+
+class Seen(BaseModel):
+    keys: list[str] = Field(default_factory=list)
+
+
+class AlertBook:
+    """Remembers which runs were alerted, so each failure notifies exactly once."""
+
+    def __init__(self, ctx: LabContext) -> None:
+        self.ctx = ctx
+        self.lock = threading.Lock()
+
+    def first_time(self, key: str) -> bool:
+        with self.lock:
+            seen = self.ctx.state.load("bridge-alerts", Seen) or Seen()
+            if key in seen.keys:
+                return False
+            seen.keys = [*seen.keys[-4999:], key]
+            self.ctx.state.save("bridge-alerts", seen)
+            return True
+
+
+class Bridge:
+    """Runs until stopped: MQTT in, Prefect events out, alerts once."""
+
+    def __init__(self, ctx: LabContext) -> None:
+        if ctx.config.systems.mqtt is None:
+            from labops.errors import ConfigError
+
+            raise ConfigError("systems.mqtt: the MQTT bridge needs an MQTT broker")
+        self.ctx = ctx
+        self.policy = ctx.config.platform
+        self.alerts = AlertBook(ctx)
+        self.stopping = threading.Event()
+        self.started: list[str] = []
+        # Prefect's settings live in context variables, which threads (paho's network loop, the
+        # event stream) do not inherit: every callback runs in a copy of the creator's context.
+        self._context = contextvars.copy_context()
+        self.client = self._mqtt_client()
+        # Import every flow now: payloads are then checked without importing on the MQTT thread,
+        # and Prefect's one-time logging setup happens before the bridge logs anything.
+        for name in FLOWS:
+            try:
+                load_flow(name)
+            except (ImportError, AttributeError) as exc:
+                log.warning("flow %s unavailable: %s", name, exc)
+
+    def _in_context(self, fn: Any, *args: Any) -> Any:
+        return self._context.copy().run(fn, *args)
+
+    # -- MQTT ------------------------------------------------------------------------------
+
+    def _mqtt_client(self) -> mqtt.Client:
+        s = self.ctx.config.systems.mqtt
+        assert s is not None
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"labops-bridge-{uuid.uuid4().hex[:8]}"
+        )
+        if s.username:
+            pw = resolve_secret(s.password, "systems.mqtt.password") if s.password else None
+            client.username_pw_set(s.username, pw.get_secret_value() if pw else None)
+        if s.tls:
+            client.tls_set(
+                ca_certs=str(s.ca_bundle) if s.ca_bundle else None, cert_reqs=ssl.CERT_REQUIRED
+            )
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("MQTT broker refused the bridge: %s", reason)
+            return
+        # Subscriptions do not survive a reconnect: renew them every time.
+        client.subscribe(f"{self.policy.mqtt_run_topic.rstrip('/')}/+", qos=1)
+        log.info("bridge connected; listening on %s/+", self.policy.mqtt_run_topic)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._in_context(self._handle_message, msg)
+
+    def _handle_message(self, msg: mqtt.MQTTMessage) -> None:
+        try:
+            request = parse_run_request(self.policy.mqtt_run_topic, msg.topic, bytes(msg.payload))
+        except BadRequest as exc:
+            log.warning("ignored MQTT message: %s", exc)
+            return
+        try:
+            run_id = self.start(request)
+        except Exception as exc:
+            log.error("could not start %s: %s", request.flow, exc)
+            return
+        self.started.append(run_id)
+        self.publish(
+            "bridge/started",
+            {"flow": request.flow, "flow_run_id": run_id, "parameters": request.parameters},
+        )
+
+    def publish(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None:
+        full = f"{self.policy.mqtt_events_topic.rstrip('/')}/{topic}"
+        self.client.publish(full, json.dumps(payload, default=str), qos=1, retain=retain)
+
+    # -- Prefect ---------------------------------------------------------------------------
+
+    def start(self, request: RunRequest) -> str:
+        """Create a flow run of the flow's deployment (named after the flow)."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+        with get_client(sync_client=True) as client:
+            found = client.read_deployments(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[request.flow]))
+            )
+            if not found:
+                raise LookupError(f"no deployment named {request.flow!r}: run `labops deploy`")
+            run = client.create_flow_run_from_deployment(
+                found[0].id, parameters=request.parameters, tags=["mqtt"]
+            )
+        log.info("started %s as flow run %s", request.flow, run.id)
+        return str(run.id)
+
+    def handle_event(self, event: Any) -> None:
+        change = state_event(event, self.ctx.config.lab.ui_url)
+        if change is None:
+            return
+        flow = change.flow or "unknown"
+        self.publish(f"{flow}/{change.state.lower()}", change.model_dump(mode="json"))
+        if change.state in ALERT_STATES and self.alerts.first_time(f"{change.flow_run_id}"):
+            self.alert(change)
+
+    def alert(self, change: StateEvent) -> None:
+        note = Notification(
+            title=f"{self.ctx.config.lab.name}: {change.flow} {change.state.lower()}",
+            severity=Severity.CRITICAL,
+            body=f"Flow run {change.flow_run_name or change.flow_run_id} ended "
+            f"{change.state}: {change.message or 'no message'}",
+            topic="alerts/flow-run",
+            payload=change.model_dump(mode="json"),
+            link=change.url,
+        )
+        delivery = self.ctx.notifier().send(note)
+        log.warning("alert for %s: %s", change.flow_run_id, delivery.detail)
+
+    async def _events(self) -> None:
+        from prefect.events.clients import get_events_subscriber
+        from prefect.events.filters import EventFilter, EventNameFilter
+
+        event_filter = EventFilter(event=EventNameFilter(prefix=["prefect.flow-run."]))
+        while not self.stopping.is_set():
+            try:
+                async with get_events_subscriber(filter=event_filter) as events:
+                    async for event in events:
+                        self.handle_event(event)
+                        if self.stopping.is_set():
+                            return
+            except Exception as exc:  # server restarts: reconnect
+                log.warning("event stream lost (%s); reconnecting", exc)
+                await asyncio.sleep(2)
+
+    def check_late_runs(self) -> list[str]:
+        """Alert once for runs Late or Pending past the limit; return their ids."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateName,
+        )
+
+        limit = timedelta(minutes=self.policy.late_after_minutes)
+        now = datetime.now(UTC)
+        late: list[str] = []
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Late", "Pending"]))
+                ),
+                limit=200,
+            )
+        for run in runs:
+            since = run.expected_start_time or run.created
+            if since is None or now - since < limit:
+                continue
+            late.append(str(run.id))
+            minutes = (now - since).total_seconds() // 60
+            if self.alerts.first_time(f"late:{run.id}"):
+                state = run.state.name if run.state else "Late"
+                self.alert(
+                    StateEvent(
+                        flow_run_id=str(run.id),
+                        flow_run_name=run.name,
+                        state=state,
+                        message=f"still {state} after {minutes:.0f} min",
+                        occurred=now,
+                        url=f"{self.ctx.config.lab.ui_url.rstrip('/')}/runs/flow-run/{run.id}",
+                    )
+                )
+        return late
+
+    def run(self, late_check_every_s: float = 60.0) -> None:
+        """Serve until ``stop()``; reconnects to MQTT and to the event stream by itself."""
+        s = self.ctx.config.systems.mqtt
+        assert s is not None
+        self.client.connect_async(s.host, s.port, keepalive=30)
+        self.client.loop_start()
+        thread = threading.Thread(
+            target=lambda: self._in_context(asyncio.run, self._events()),
+            daemon=True,
+            name="labops-bridge-events",
+        )
+        thread.start()
+        next_check = 0.0
+        try:
+            while not self.stopping.is_set():
+                if time.monotonic() >= next_check:
+                    try:
+                        self.check_late_runs()
+                    except Exception as exc:
+                        log.warning("late-run check failed: %s", exc)
+                    next_check = time.monotonic() + late_check_every_s
+                self.stopping.wait(0.5)
+        finally:
+            self.client.loop_stop()
+            self.client.disconnect()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def main(config: str | None = None) -> None:
+    """Entry point of ``labops bridge`` and of the systemd unit."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    Bridge(LabContext.load(config)).run()
+
+
+__all__ = ["Bridge", "RunRequest", "StateEvent", "main", "parse_run_request", "state_event"]

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Install what the tests need (idempotent), make sure Mosquitto and PostgreSQL run, then run
+# ruff, mypy and pytest. Exits non-zero when anything fails or pytest collects no test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+
+log() { printf '== %s\n' "$*" >&2; }
+
+# -- system packages -------------------------------------------------------------------------
+PACKAGES=(openssh-server victoria-metrics caddy crowdsec)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  log "installing ${missing[*]}"
+  # refresh the package lists only when they were never fetched
+  if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
+    apt-get update
+  fi
+  # crowdsec's post-install wants systemd and fails in containers; the binaries are what we use
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" || true
+fi
+for bin in /usr/sbin/sshd /usr/bin/caddy /usr/bin/crowdsec; do
+  [ -x "$bin" ] || { echo "missing $bin after installing packages" >&2; exit 1; }
+done
+command -v victoria-metrics >/dev/null || [ -x /usr/bin/victoria-metrics ] \
+  || { echo "victoria-metrics is not installed" >&2; exit 1; }
+
+# -- Python environment ----------------------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+# (re)install when a dependency is missing or the `labops` command is not this checkout's
+if ! (cd / && "$ROOT/.venv/bin/python" -c "import labops, cli, prefect, pytest, mypy") \
+     >/dev/null 2>&1 || ! grep -q "from cli.main import" .venv/bin/labops 2>/dev/null \
+   || [ ! -x .venv/bin/ruff ]; then
+  log "installing labops[dev]"
+  .venv/bin/pip install -q -e '.[dev]'
+fi
+
+# -- services the tests use ------------------------------------------------------------------
+if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
+  log "starting Mosquitto"
+  mosquitto -d -c /etc/mosquitto/mosquitto.conf
+fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+  log "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+fi
+for port in 1883 5432; do
+  for _ in $(seq 1 50); do
+    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+    sleep 0.2
+  done
+  (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null || { echo "nothing on 127.0.0.1:$port" >&2; exit 1; }
+done
+
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export DO_NOT_TRACK=1
+# the tests start their own Prefect servers; never report to one of the operator's
+unset PREFECT_API_URL
+
+if [ -n "${LABOPS_SETUP_ONLY:-}" ]; then
+  exit 0
+fi
+
+# -- checks ----------------------------------------------------------------------------------
+status=0
+log "ruff"
+.venv/bin/ruff check . || status=1
+log "mypy"
+targets=()
+for dir in labops flows tasks blocks cli deployments; do
+  [ -d "$dir" ] && targets+=("$dir")
+done
+.venv/bin/mypy "${targets[@]}" || status=1
+log "pytest"
+set +e
+.venv/bin/pytest -q "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "pytest collected no test" >&2
+fi
+[ "$rc" -eq 0 ] || status=1
+exit "$status"

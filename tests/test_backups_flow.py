@@ -1,0 +1,249 @@
+"""The backups flow on a sandbox lab of its own, reporting to the session Prefect server.
+
+Each test changes its own copy of the seeded lab's backups, so the module starts a private
+sandbox (the session one stays as seeded for the other flows' tests). Flow runs are few: every
+scenario checks several things from one run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fixtures.sandbox import REPO, SandboxHandle, start_sandbox
+
+NODES = ("pve1", "pve2", "pve3", "pve4")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxHandle]:
+    handle = start_sandbox(tmp_path_factory.mktemp("backups-sandbox"))
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def lab_clean(lab: SandboxHandle) -> Iterator[SandboxHandle]:
+    try:
+        yield lab
+    finally:
+        lab.reset_faults()
+
+
+def config(sandbox: SandboxHandle, directory: Path, **backups: Any) -> str:
+    """The sandbox's config with a fast backups policy (every guest due: RPO 10 minutes)."""
+    cfg = yaml.safe_load(Path(sandbox.config_path).read_text())
+    policy: dict[str, Any] = {
+        "tiers": {"short": {"rpo": "10m"}, "7d": {"rpo": "7d"}},
+        "default_tier": "short",
+        "tier_tags": {},
+        "poll_interval": 0.1,
+        "lock_retry": 0.2,
+        "lock_wait": 20,
+        "task_timeout": 60,
+        "per_storage_limit": 8,
+        "limits_scope": f"t{os.getpid()}-{directory.name[-12:].lower().replace('_', '-')}",
+        "restore_drill": {"start_wait": 5, "timeout": 60},
+    }
+    policy.update(backups)
+    cfg["backups"] = policy
+    fast = {"timeout_s": 2, "attempts": 8, "backoff_s": 0.02, "backoff_max_s": 0.3}
+    cfg["systems"]["proxmox"]["retry"] = fast
+    cfg["systems"]["pbs"]["retry"] = fast
+    cfg["lab"]["state_dir"] = str(directory / "state")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "labops.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def report_of(state: Any) -> Any:
+    from labops.reports_backups import BackupReport, RestoreDrillReport
+
+    kinds = (BackupReport, RestoreDrillReport)
+    if isinstance(state, kinds):
+        return state
+    value = state.result(raise_on_failure=False)
+    assert isinstance(value, kinds), value
+    return value
+
+
+def new_snapshots(sandbox: SandboxHandle, since: float) -> Counter[int]:
+    """Backups PBS holds that were taken since ``since``, per guest."""
+    snaps = sandbox.pbs().admin.datastore("store1").snapshots.get()
+    return Counter(
+        int(s["backup-id"]) for s in snaps
+        if s["backup-time"] >= int(since) and s["backup-type"] in ("ct", "vm")
+    )
+
+
+def vzdumps_since(sandbox: SandboxHandle, since: float) -> int:
+    """vzdump tasks every node started since ``since`` (the nodes' task lists)."""
+    offline = set(sandbox.state()["services"]["pve"]["offline_nodes"])
+    total = 0
+    for node in NODES:
+        if node in offline:
+            continue
+        tasks = sandbox.pve().nodes(node).tasks.get(
+            typefilter="vzdump", since=int(since), source="all", limit=1000
+        )
+        total += len(tasks)
+    return total
+
+
+def test_dry_run_then_run_then_rerun_backs_up_once(
+    lab_clean: SandboxHandle, prefect_server: Any, tmp_path: Path
+) -> None:
+    from flows.backups import backups
+    from labops.reports_backups import GuestStatus
+
+    cfg = config(lab_clean, tmp_path)
+    t0 = time.time() - 1
+
+    dry = report_of(backups(config=cfg, dry_run=True, return_state=True))
+    due = {r.vmid for r in dry.rows(GuestStatus.WOULD_BACK_UP)}
+    assert len(due) >= 40, dry.headline()
+    assert vzdumps_since(lab_clean, t0) == 0 and not new_snapshots(lab_clean, t0)
+    assert "would be backed up (dry run)" in dry.markdown()
+    assert {r.vmid for r in dry.rows(GuestStatus.EXCLUDED)} >= {116}
+
+    state = backups(config=cfg, return_state=True)
+    first = report_of(state)
+    assert state.is_completed(), first.failure_summary()
+    backed = {r.vmid for r in first.rows(GuestStatus.BACKED_UP)}
+    assert backed == due
+    assert new_snapshots(lab_clean, t0) == Counter({v: 1 for v in due})
+    assert first.vzdump_started == len(due) == vzdumps_since(lab_clean, t0)
+    row = next(r for r in first.guests if r.vmid == min(due))
+    assert row.age_s is not None and row.age_s < 60 and row.size and row.upid
+
+    t1 = time.time()
+    again = report_of(backups(config=cfg, return_state=True))
+    assert again.vzdump_started == 0 and vzdumps_since(lab_clean, t1) == 0
+    assert {r.vmid for r in again.rows(GuestStatus.FRESH)} == due
+    assert new_snapshots(lab_clean, t0) == Counter({v: 1 for v in due})
+
+
+def test_faults_fail_only_their_guests_and_are_reported(
+    lab_clean: SandboxHandle, prefect_server: Any, victoriametrics: Any, mqtt: Any,
+    tmp_path: Path,
+) -> None:
+    from flows.backups import backups
+    from labops.reports_backups import GuestStatus
+
+    cfg_path = config(lab_clean, tmp_path, tiers={"short": {"rpo": "1s"}})
+    cfg = yaml.safe_load(Path(cfg_path).read_text())
+    cfg["systems"]["victoriametrics"] = {"url": victoriametrics.url}
+    cfg["systems"]["mqtt"] = mqtt.settings().model_dump(mode="json", exclude_none=True)
+    Path(cfg_path).write_text(yaml.safe_dump(cfg))
+    subscriber = mqtt.subscribe()
+    lab_clean.control("telegram", "clear")
+
+    failing, locked = [203, 207], 209
+    lab_clean.set_faults(
+        "pve", error_rate=0.1, reset_rate=0.1, stall_rate=0.02, stall_s=3,
+        extra={"offline_nodes": ["pve3"], "failing_vmids": failing,
+               "locked_vmids": {str(locked): "snapshot"}, "stall_paths": ["/status"]},
+    )
+    # The snapshot holding the lock ends a moment after the flow reaches the guest.
+    unlock = threading.Timer(
+        2.0, lambda: lab_clean.set_faults("pve", extra={"locked_vmids": {}})
+    )
+    unlock.start()
+    t0 = time.time() - 1
+    try:
+        state = backups(config=cfg_path, return_state=True)
+    finally:
+        unlock.cancel()
+        lab_clean.reset_faults()
+    report = report_of(state)
+
+    assert state.is_failed()
+    by_vmid = {r.vmid: r for r in report.guests}
+    for vmid in failing:
+        assert by_vmid[vmid].status is GuestStatus.FAILED
+        assert "exit code 255" in by_vmid[vmid].reason
+    assert by_vmid[150].status is GuestStatus.NOT_BACKED_UP  # PBS's own CT lives on pve3
+    assert by_vmid[locked].status is GuestStatus.BACKED_UP
+    entities = [f.entity for f in report.failures]
+    assert entities.count("node pve3") == 1
+    assert {f"guest {v} ({by_vmid[v].name})" for v in failing} <= set(entities)
+    assert len(report.failures) == 3, report.failure_summary()
+    healthy = {v for v, r in by_vmid.items() if r.status is GuestStatus.BACKED_UP}
+    assert len(healthy) >= 40
+    # every healthy guest exactly one new backup, the failed ones none, nothing twice
+    assert new_snapshots(lab_clean, t0) == Counter({v: 1 for v in healthy})
+
+    # one notification, on Telegram and MQTT
+    sent = lab_clean.control("telegram", "messages")["messages"]
+    texts = [m.get("text", "") for m in sent]
+    assert any("Backups homelab: FAILED" in t for t in texts), texts
+    assert sum("exit code 255" in t for t in texts) >= 1
+    received = subscriber.wait_for(1, timeout=10)
+    payload = next(m.json() for m in received if m.topic.endswith("backups/report"))
+    assert payload["counts"]["failed"] == 2 and payload["severity"] == "critical"
+    assert {f["entity"] for f in payload["failures"]} == set(entities)
+
+    # metrics, read back from VictoriaMetrics
+    ages = victoriametrics.wait_for("labops_backup_age_seconds", count=40)
+    assert len(ages) >= 40
+    last = victoriametrics.wait_for(
+        f'labops_backup_last_success_timestamp_seconds{{vmid="{locked}"}}'
+    )
+    assert float(last[0]["value"][1]) >= t0
+    beat = victoriametrics.wait_for('labops_flow_last_run_timestamp_seconds{flow="backups"}')
+    assert beat
+
+
+def test_killed_run_then_rerun_backs_up_each_guest_once(
+    lab_clean: SandboxHandle, prefect_server: Any, tmp_path: Path
+) -> None:
+    from flows.backups import backups
+    from labops.reports_backups import GuestStatus
+
+    # Longer vzdumps (2 s of lab time per GiB-ish) so the kill lands mid-run.
+    lab_clean.set_faults("pve", latency_ms=20)
+    killed_cfg = config(lab_clean, tmp_path / "killed", tiers={"short": {"rpo": "1s"}})
+    t0 = time.time() - 1
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-c",
+         f"from flows.backups import backups; backups(config={killed_cfg!r})"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while sum(new_snapshots(lab_clean, t0).values()) < 8:
+            assert proc.poll() is None, "the flow ended before it could be killed"
+            assert time.monotonic() < deadline, "no backups from the first run"
+            time.sleep(0.2)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    done_before = sum(new_snapshots(lab_clean, t0).values())
+
+    # The killed run's slots are leases that Prefect frees after >= 60 s; the rerun uses a
+    # scope of its own rather than wait for that (lease expiry is Prefect's, not ours to test).
+    rerun_cfg = config(lab_clean, tmp_path / "rerun", tiers={"short": {"rpo": "5m"}})
+    state = backups(config=rerun_cfg, return_state=True)
+    report = report_of(state)
+    assert state.is_completed(), report.failure_summary()
+    due = {r.vmid for r in report.guests if r.watched}
+    counts = new_snapshots(lab_clean, t0)
+    assert counts == Counter({v: 1 for v in due}), (done_before, counts)
+    assert done_before < len(due)
+    assert report.vzdump_started <= len(due) - done_before
+    assert all(r.status in (GuestStatus.BACKED_UP, GuestStatus.FRESH) for r in report.guests
+               if r.watched)

@@ -1,0 +1,50 @@
+"""A certificate issued over real ACME by Caddy's acme_server (step-ca's library), checked by
+the certificates flow: trusted through the CA's root, short-lived and judged by its lifetime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from labops.tls.classify import CertStatus
+from labops.tls.report import CertificateReport
+
+
+def test_flow_checks_a_real_acme_certificate(
+    caddy_acme: Any, prefect_server: Any, tmp_path: Path
+) -> None:
+    from flows.certificates import certificates
+
+    config = {
+        "lab": {"name": "caddy", "state_dir": str(tmp_path / "state")},
+        "inventory": {"discover_from_proxmox": False, "endpoints": [
+            {"name": caddy_acme.site_name, "address": "127.0.0.1",
+             "port": caddy_acme.site_port},
+            # The same endpoint named twice (e.g. config and DNS): probed once.
+            {"name": caddy_acme.site_name, "address": "127.0.0.1",
+             "port": caddy_acme.site_port, "group": "acme"},
+        ]},
+        "certificates": {"trusted_roots": [str(caddy_acme.root_pem)],
+                         "use_system_store": False},
+    }
+    path = tmp_path / "labops.yaml"
+    path.write_text(yaml.safe_dump(config))
+    state = certificates(config=str(path), return_state=True)
+    report = state.result(raise_on_failure=False)
+    assert isinstance(report, CertificateReport)
+    assert report.duplicates == 1 and len(report.endpoints) == 1
+    result = report.endpoints[0]
+    assert result.status is CertStatus.OK, result.reason
+    leaf = result.leaf
+    assert leaf is not None and leaf.dns_names == ["localhost"]
+    assert "labops test ACME CA" in leaf.issuer and "Intermediate" in leaf.issuer
+    lifetime_h = leaf.lifetime_s / 3600
+    assert 1 <= lifetime_h <= 24  # Caddy's ACME CA issues 12 h certificates
+    assert result.anchor is not None and result.anchor.self_signed
+    assert "Root" in result.anchor.subject
+    # Judged against its own lifetime: the renewal point is 2/3 into those hours.
+    due = result.classification.renewal_due
+    assert due is not None
+    assert abs((due - leaf.not_before).total_seconds() - leaf.lifetime_s * 2 / 3) < 2

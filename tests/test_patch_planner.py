@@ -1,0 +1,220 @@
+"""Pure decisions of the patch flow: targets, window, rollout, stop rule, rows, commands."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from labops.config.inventory import Host
+from labops.config.policies.patching import Exclusions, MaintenanceWindow, PatchPolicy
+from labops.parsers.hostcheck import HostFacts
+from labops.parsers.needrestart import NeedRestart
+from labops.parsers.osrelease import OsRelease
+from labops.parsers.packages import PendingUpdate
+from labops.planners import patching as plan
+
+NODES = [
+    plan.PveNodeInfo(name="pve1"),
+    plan.PveNodeInfo(name="pve2"),
+    plan.PveNodeInfo(name="pve3", online=False),
+]
+GUESTS = [
+    plan.PveGuestInfo(vmid=100, name="dns", node="pve1", tags=["infra"]),
+    plan.PveGuestInfo(vmid=101, name="web", node="pve2"),
+    plan.PveGuestInfo(vmid=102, name="db", node="pve2", status="stopped"),
+    plan.PveGuestInfo(vmid=103, name="nosshd", node="pve1"),
+    plan.PveGuestInfo(vmid=104, name="keep", node="pve1", tags=["nopatch"]),
+    plan.PveGuestInfo(vmid=105, name="off", node="pve3"),
+    plan.PveGuestInfo(vmid=800, name="vm", node="pve2", type="qemu"),
+    plan.PveGuestInfo(vmid=9000, name="tpl", node="pve1", type="qemu", template=True),
+]
+HOSTS = [
+    Host(name="pve1", kind="node", address="10.0.0.1"),
+    Host(name="pve2", kind="node", address="10.0.0.2"),
+    Host(name="dns", kind="container", vmid=100, address="10.0.1.100", port=2200),
+    Host(name="web-renamed", kind="container", vmid=101, address="10.0.1.101"),
+    Host(name="db", kind="container", vmid=102, address="10.0.1.102"),
+    Host(name="nosshd", kind="container", vmid=103, access="pct"),
+    Host(name="vps", kind="host", address="203.0.113.5"),
+]
+
+
+def test_select_targets() -> None:
+    sel = plan.select_targets(NODES, GUESTS, HOSTS, Exclusions(tags=["nopatch"]), "ssh")
+    names = {t.name: t for t in sel.targets}
+    assert set(names) == {"pve1", "pve2", "dns", "web-renamed", "nosshd", "vps"}
+    assert names["dns"].port == 2200 and names["web-renamed"].vmid == 101  # matched by vmid
+    assert names["nosshd"].access == "pct" and names["nosshd"].node == "pve1"
+    why = {s.name: s.reason for s in sel.skipped}
+    assert why == {
+        "pve3": "node offline",
+        "db": "stopped",
+        "keep": "excluded by tag nopatch",
+        "off": "node pve3 offline",
+        "vm": "VM without an SSH address in inventory",
+    }
+    assert "tpl" not in why  # templates are neither patched nor reported
+
+
+def test_select_start_check_stop_and_exclusions() -> None:
+    sel = plan.select_targets(
+        NODES, GUESTS, HOSTS, Exclusions(vmids=[100], hosts=["vps"]), "pct", "start-check-stop"
+    )
+    assert [t.name for t in sel.to_start] == ["db"]
+    assert "db" in {t.name for t in sel.targets}
+    why = {s.name: s.reason for s in sel.skipped}
+    assert why["dns"] == "excluded by vmid 100" and why["vps"] == "excluded by name"
+    # unknown containers go through their node when the default access is pct
+    assert next(t for t in sel.targets if t.name == "keep").access == "pct"
+
+
+@pytest.mark.parametrize(
+    ("utc", "expected"),
+    [
+        ("2026-11-28T22:30:00", True),  # Sat 23:30 in Paris
+        ("2026-11-29T01:30:00", True),  # Sun 02:30 in Paris: the Saturday window, past midnight
+        ("2026-11-29T02:30:00", False),  # Sun 03:30: closed
+        ("2026-11-27T22:30:00", False),  # Fri 23:30: not a window day
+    ],
+)
+def test_window_timezone_and_midnight(utc: str, expected: bool) -> None:
+    w = MaintenanceWindow(days=["sat"], start="23:00", end="03:00", timezone="Europe/Paris")
+    now = datetime.fromisoformat(utc).replace(tzinfo=UTC)
+    assert plan.window_open(w, now) is expected
+
+
+def test_next_opening() -> None:
+    w = MaintenanceWindow(days=["sun"], start="02:00", end="04:00", timezone="UTC")
+    now = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)  # a Friday
+    assert plan.next_opening([w], now) == datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
+
+
+def test_policy_validation_names_the_field() -> None:
+    with pytest.raises(ValidationError, match="start"):
+        MaintenanceWindow(start="25:00")
+    with pytest.raises(ValidationError, match="time zone"):
+        MaintenanceWindow(timezone="Mars/Olympus")
+    with pytest.raises(ValidationError, match="canaries also excluded"):
+        PatchPolicy(canaries=["a"], exclusions=Exclusions(hosts=["a"]))
+
+
+def _ph(name: str, node: str, kind: str = "container") -> plan.PlanHost:
+    return plan.PlanHost(name=name, kind=kind, node=node, packages=["x"])  # type: ignore[arg-type]
+
+
+def test_rollout_canaries_batches_per_node_nodes_last() -> None:
+    hosts = [_ph(f"c{i}", "pve1" if i % 2 else "pve2") for i in range(9)]
+    hosts += [_ph("pve2", "pve2", "node"), _ph("pve1", "pve1", "node")]
+    rollout = plan.plan_rollout(
+        hosts, canaries=["c3"], canary_count=1, batch_size=4, per_node_parallel=2
+    )
+    phases = [(s.phase, [h.name for h in s.hosts]) for s in rollout.steps]
+    assert phases[0] == ("canary", ["c3"])
+    for phase, names in phases[1:-2]:
+        assert phase == "batch" and len(names) <= 4
+        nodes = [
+            h.node for s in rollout.steps if [x.name for x in s.hosts] == names for h in s.hosts
+        ]
+        assert all(nodes.count(n) <= 2 for n in set(nodes))  # at most 2 per node at once
+    assert phases[-2:] == [("node", ["pve1"]), ("node", ["pve2"])]  # one node at a time, last
+    assert sorted(h.name for h in rollout.hosts) == sorted(h.name for h in hosts)
+
+
+def test_stop_rule_like_max_fail_percentage() -> None:
+    rule = plan.StopRule(max_failures=2, max_fail_ratio=0.25)
+    assert rule.verdict(0, 5) is None
+    assert rule.verdict(1, 4) is None  # 25% is not past 25%
+    assert rule.verdict(2, 6) == "2/6 failed (limit 25%)"
+    assert rule.verdict(3, 100) == "3 failures (limit 2)"
+    assert rule.verdict(1, 1, canary_failed=True) == "a canary failed"
+
+
+def test_snapshot_names_are_valid_pve_ids() -> None:
+    name = plan.snapshot_name("1f2e3D4c-0000-1111-2222-333344445555")
+    assert name.startswith("labops-patch-") and len(name) <= 40 and name[0].isalpha()
+    assert plan.is_labops_snapshot(name) and not plan.is_labops_snapshot("pre-upgrade")
+
+
+def test_leftovers() -> None:
+    book = plan.SnapshotBook(
+        records=[
+            plan.SnapshotRecord(
+                host="a",
+                node="pve1",
+                vmid=1,
+                name="labops-patch-old",
+                created=datetime.now(UTC),
+                status="keep-until",
+                delete_after=datetime.now(UTC),
+            )
+        ]
+    )
+    found = [
+        ("a", 1, "labops-patch-old"),
+        ("b", 2, "labops-patch-killed"),
+        ("c", 3, "labops-patch-now"),
+        ("d", 4, "manual"),
+    ]
+    assert plan.leftovers(found, book, "labops-patch-now") == ["b (CT 2): labops-patch-killed"]
+    assert [r.name for r in book.due(datetime.now(UTC))] == ["labops-patch-old"]
+
+
+def _facts(**kw: object) -> HostFacts:
+    base: dict[str, object] = {
+        "os": OsRelease(id="debian", version_id="12"),
+        "package_manager": "apt",
+        "pending": [
+            PendingUpdate(
+                name="openssl",
+                from_version="1",
+                to_version="2",
+                suites=["bookworm-security"],
+                security=True,
+            ),
+            PendingUpdate(
+                name="tzdata", from_version="1", to_version="2", suites=["bookworm"], security=False
+            ),
+        ],
+    }
+    base.update(kw)
+    return HostFacts(**base)  # type: ignore[arg-type]
+
+
+def test_check_rows() -> None:
+    now = datetime.now(UTC)
+    ct = plan.Target(name="web", kind="container", address="x", node="pve1", vmid=101)
+    node = plan.Target(name="pve1", kind="node", address="y", node="pve1")
+    kernel = NeedRestart(kernel_status=3, kernel_expected="6.14.11-4-pve")
+    row = plan.check_row(ct, "ok", "", _facts(needrestart=kernel), now, ["tzdata"])
+    assert row.state == "updates" and [p.name for p in row.packages] == ["openssl"]
+    assert row.security == 1 and not row.reboot_required  # a container never reboots for a kernel
+    nrow = plan.check_row(node, "ok", "", _facts(needrestart=kernel), now)
+    assert nrow.reboot_required and nrow.reboot_packages == ["kernel 6.14.11-4-pve"]
+    down = plan.check_row(ct, "unreachable", "refused", None, now)
+    assert down.state == "unreachable" and not down.known and down.pending == 0
+    broken = plan.check_row(ct, "ok", "", _facts(problem="apt list printed nothing"), now)
+    assert broken.state == "error" and not broken.known
+    clean = plan.check_row(ct, "ok", "", _facts(pending=[]), now)
+    assert clean.state == "up-to-date"
+    assert plan.plan_host(clean, False) is None
+    assert plan.plan_host(row, True).packages == ["openssl"]  # type: ignore[union-attr]
+
+
+def test_commands() -> None:
+    node = plan.upgrade_command("node", "apt", ["openssl"], 60)
+    assert node.endswith("dist-upgrade") and "--force-confold" in node
+    assert "DPkg::Lock::Timeout=60" in node and "DEBIAN_FRONTEND=noninteractive" in node
+    ct = plan.upgrade_command("container", "apt", ["openssl", "curl"], 60)
+    assert ct.endswith("install --only-upgrade openssl curl")
+    assert plan.upgrade_command("container", "apk", None, 0) == "apk upgrade"
+    assert plan.simulate_command("apt").startswith("apt-get -s")
+    assert plan.services_command("apt", ["nginx", "cron"]) == (
+        "systemctl is-active --quiet nginx cron"
+    )
+
+
+def test_eol_flag_uses_the_date() -> None:
+    os = OsRelease(id="alpine", version_id="3.20.3")
+    assert os.is_eol(date(2026, 4, 2)) and not os.is_eol(date(2026, 3, 31))
