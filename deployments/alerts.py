@@ -40,7 +40,7 @@ def alert_rules(policy: PlatformPolicy) -> dict[str, Any]:
                 "labels": {"severity": "warning", "flow": flow},
                 "annotations": {
                     "summary": f"labops {flow}: last success older than {hours:g} h",
-                    "description": "The flow runs but keeps failing; its last run's report says why.",
+                    "description": "The flow runs but keeps failing; its last report says why.",
                 },
             }
         )

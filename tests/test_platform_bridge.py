@@ -97,7 +97,7 @@ def platform(prefect_server: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "serve.log", "wb"),
+        stderr=serve_log,
     )
     listener = Listener(prefix)
     bridge = Bridge(LabContext.load(str(path)))
