@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "sandbox": "cli.sandbox",
     "deploy": "cli.deploy",
     "serve": "cli.serve",
+    "bridge": "cli.bridge",
+    "alerts": "cli.alerts",
     "bench": "cli.bench",
 }
 """Command name -> module providing ``add_parser(subparsers)``."""

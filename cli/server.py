@@ -30,7 +30,27 @@ def add_parser(sub: Any) -> None:
         "the database is created if missing",
     )
     parser.add_argument("--no-ui", action="store_true", help="serve the API only")
+    parser.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="labops config whose platform.retention_days sets how long the server keeps flow "
+        "runs (default: $LABOPS_CONFIG or ./labops.yaml when present, else 30 days)",
+    )
     parser.set_defaults(handler=handle)
+
+
+def _retention_days(args: argparse.Namespace) -> int:
+    """``platform.retention_days`` of the config; the policy default when there is none."""
+    from labops.config import config_path, load_config
+    from labops.config.policies.platform import PlatformPolicy
+    from labops.errors import ConfigError
+
+    try:
+        path = config_path(args.config)
+    except ConfigError:
+        return PlatformPolicy().retention_days
+    return load_config(path, check_secrets=False).platform.retention_days
 
 
 def _announce(info: prefect_server.ServerInfo) -> None:
@@ -46,10 +66,17 @@ def handle(args: argparse.Namespace) -> int:
     if args.action == "start":
         database = args.postgres or prefect_server.database_url_from_env()
         progress(f"labops: starting the Prefect server in {home} (this takes 15-30 s)...")
+        days = _retention_days(args)
         info = prefect_server.start(
-            home, host=args.host, port=args.port, database_url=database, ui=not args.no_ui
+            home,
+            host=args.host,
+            port=args.port,
+            database_url=database,
+            ui=not args.no_ui,
+            extra_env=prefect_server.vacuum_env(days),
         )
         _announce(info)
+        print(f"  retention: flow runs, logs and artifacts pruned after {days} days")
         return 0
     if args.action == "stop":
         stopped = prefect_server.stop(home)

@@ -156,6 +156,14 @@ def _check(
         else policy.parallel
     )
     checked: list[CheckedHost] = check_hosts(ctx.ssh_block(), accesses, opts, parallel)
+    booting = [
+        i for i, t in enumerate(targets) if t in started and checked[i].run.state == "unreachable"
+    ]
+    if booting:  # a container just started may not run its sshd yet: one more try
+        time.sleep(3)
+        again = check_hosts(ctx.ssh_block(), [accesses[i] for i in booting], opts, parallel)
+        for i, c in zip(booting, again, strict=True):
+            checked[i] = c
     _power(ctx, report, started, "stop")
     now = datetime.now(UTC)
     for target, c in zip(targets, checked, strict=True):

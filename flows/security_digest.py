@@ -51,11 +51,21 @@ class Source:
 
 
 def _with_timeout(block: Any, timeout_s: float) -> Any:
-    """The block with no single request allowed to outlast the source's time budget."""
+    """The block with its retry policy fitted into the source's time budget.
+
+    A task thread cannot be interrupted, and the flow waits for it before it ends; so the tries
+    themselves must fit: at least one retry when the policy has retries (a transient 500), and no
+    more tries than the budget holds (a stalled source).
+    """
     retry = getattr(block, "retry", None)
-    if retry is None or retry.timeout_s <= timeout_s:
+    if retry is None:
         return block
-    return block.model_copy(update={"retry": retry.model_copy(update={"timeout_s": timeout_s})})
+    per_try = min(retry.timeout_s, timeout_s if retry.attempts == 1 else timeout_s / 2)
+    attempts = max(1, min(retry.attempts, int(timeout_s // per_try)))
+    if (per_try, attempts) == (retry.timeout_s, retry.attempts):
+        return block
+    fitted = retry.model_copy(update={"timeout_s": per_try, "attempts": attempts})
+    return block.model_copy(update={"retry": fitted})
 
 
 def _describe(exc: BaseException) -> str:

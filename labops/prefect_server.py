@@ -159,8 +159,22 @@ def _prefect_executable() -> list[str]:
     raise ServerError("the prefect command is not installed in this environment")
 
 
+def vacuum_env(retention_days: int) -> dict[str, str]:
+    """Server settings that prune flow runs (with their logs and artifacts) older than
+    ``retention_days``; without them Prefect 3.9's vacuum service prunes only events."""
+    return {
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(retention_days * 86400),
+    }
+
+
 def server_env(
-    home: Path, host: str, port: int, database_url: str | None, ui: bool
+    home: Path,
+    host: str,
+    port: int,
+    database_url: str | None,
+    ui: bool,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
@@ -173,6 +187,7 @@ def server_env(
     )
     if database_url:
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = asyncpg_url(database_url)
+    env.update(extra_env or {})
     return env
 
 
@@ -184,6 +199,7 @@ def start(
     database_url: str | None = None,
     ui: bool = True,
     timeout_s: float = 120.0,
+    extra_env: dict[str, str] | None = None,
 ) -> ServerInfo:
     """Start ``prefect server start`` in the background and wait for ``/api/health``.
 
@@ -205,7 +221,7 @@ def start(
     with log_file.open("ab") as log:
         proc = subprocess.Popen(
             [*_prefect_executable(), "server", "start", "--host", host, "--port", str(port)],
-            env=server_env(home, host, port, database_url, ui),
+            env=server_env(home, host, port, database_url, ui, extra_env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

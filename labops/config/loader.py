@@ -44,6 +44,8 @@ def load_config(
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read the config file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text (bad byte at offset {exc.start})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -76,7 +78,7 @@ def parse_config(raw: Any, source: str = "config") -> LabopsConfig:
 
 
 def _describe(err: Any) -> str:
-    path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    path = ".".join(_key(p) for p in err["loc"]) or "(top level)"
     kind = err["type"]
     got = err.get("input")
     if kind == "extra_forbidden":
@@ -91,6 +93,12 @@ def _describe(err: Any) -> str:
         msg = f"expected {PATTERN_HINTS[pattern]}" if pattern in PATTERN_HINTS else msg
     shown = _short(got)
     return f"{path}: {msg} (got {shown})" if shown is not None else f"{path}: {msg}"
+
+
+def _key(part: Any) -> str:
+    text = str(part)
+    # a key with a line break or other control character would break the one-line promise
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
 
 
 def _short(value: Any) -> str | None:
@@ -116,7 +124,10 @@ def rebase_paths(model: M, base: Path) -> M:
 
 def _rebase_value(value: Any, base: Path, secret: bool) -> Any:
     if isinstance(value, Path):
-        expanded = value.expanduser()
+        try:
+            expanded = value.expanduser()
+        except RuntimeError:  # "~user" naming no user of this machine
+            raise ConfigError(f"{value}: cannot expand '~' (no such user)") from None
         return expanded if expanded.is_absolute() else base / expanded
     if isinstance(value, BaseModel):
         return rebase_paths(value, base)

@@ -51,11 +51,14 @@ def resolve_secret(ref: str, where: str = "secret") -> SecretStr:
         if value is None or value == "":
             raise SecretError(f"{where}: environment variable {target} is not set")
     elif kind == "file":
-        path = Path(target).expanduser()
+        path = Path(target)
         try:
+            path = path.expanduser()
             value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise SecretError(f"{where}: cannot read secret file {path}: {exc.strerror}") from None
+        except (ValueError, RuntimeError) as exc:  # NUL in the path, ~user unknown, not UTF-8
+            raise SecretError(f"{where}: cannot read secret file {path!r}: {exc}") from None
         if not value:
             raise SecretError(f"{where}: secret file {path} is empty")
     else:

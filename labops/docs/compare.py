@@ -230,8 +230,11 @@ def undocumented(claims: list[Claim], live: LiveFacts) -> list[Undocumented]:
                 kind="guest", entity=f"{label} {g.vmid} {g.name} on {g.node}", source="proxmox"
             )
         )
+    # A router whose host is named after a documented guest ("grafana.lab" for CT grafana) is
+    # documented through that guest.
+    names = {_norm(c.name) for c in claims if c.name}
     for r in live.routers or []:
-        if not any(h.lower() in text for h in r.hosts):
+        if not any(h.lower() in text or _norm(h.split(".")[0]) in names for h in r.hosts):
             out.append(
                 Undocumented(
                     kind="router", entity=f"{r.name} ({', '.join(r.hosts)})", source="traefik"

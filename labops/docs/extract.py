@@ -56,7 +56,9 @@ _DNS = re.compile(
     rf"(?P<name>\*?\.?[\w-]*(?:\.[\w-]+)+)\s+(?:points?|resolves?|is\s+pointed)\s+to\s+"
     rf"(?P<ip>{IPV4})|(?P<name2>\*?\.?[\w-]*(?:\.[\w-]+)+)\s*(?:->|→)\s*(?P<ip2>{IPV4})"
 )
-_LINK = re.compile(r"(?P<a>[A-Za-z][\w.-]*)\s*(?:<->|↔|<=>)\s*(?P<b>[A-Za-z][\w.-]*)")
+_LINK = re.compile(
+    r"(?P<a>[A-Za-z][\w.-]*\w)\s*(?:<->|\u2194|<=>)\s*(?P<b>[A-Za-z](?:[\w.-]*\w)?)"
+)
 _VERSION = re.compile(r"\bProxmox\s+VE\s+(?P<v>\d+\.\d+(?:\.\d+)?)\b", re.IGNORECASE)
 _ROLES = {"primary", "secondary", "master", "replica", "backup", "main", "spare", "the", "a"}
 _STOP = {"and", "or", "on", "is", "with", "to", "in", "at", "for", "runs", "hosts", "via"}

@@ -231,6 +231,9 @@ class PatchReport(OperationReport):
             body.append(
                 "Most security updates: " + ", ".join(f"{h.host} ({h.security})" for h in worst[:5])
             )
+        if self.leftover_snapshots:
+            body.append("Leftover snapshots: " + ", ".join(self.leftover_snapshots[:5]))
+            severity = max(severity, Severity.WARNING, key=lambda s: s.rank)
         if self.failures:
             body.append(self.failure_summary())
         return Notification(
