@@ -36,6 +36,10 @@ class Unreachable(SystemError_):
     """Connection refused, reset, DNS failure or timeout after every retry."""
 
 
+class TlsRejected(SystemError_):
+    """The server's certificate failed verification: retrying cannot help; fix the CA or name."""
+
+
 class ApiError(SystemError_):
     """The system answered with an error that retrying does not fix (4xx, or 5xx after retries)."""
 

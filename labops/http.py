@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import httpx
 
 from labops.config.systems import HttpRetry, TlsOptions
-from labops.errors import ApiError, AuthFailed, Unreachable
+from labops.errors import ApiError, AuthFailed, TlsRejected, Unreachable
 
 T = TypeVar("T")
 log = logging.getLogger("labops.http")
@@ -109,10 +109,30 @@ def classify_httpx(system: str) -> Callable[[BaseException], BaseException | Non
         if isinstance(exc, RetryableStatus):
             return exc
         if isinstance(exc, httpx.TransportError):
+            verify = _cert_error(exc)
+            if verify is not None:
+                return TlsRejected(
+                    system, f"certificate not trusted ({verify}): set tls.ca_bundle to the CA "
+                    "that signed it, or tls.server_name to the name it carries",
+                )
             return Unreachable(system, _describe_transport(exc))
         return None
 
     return classify
+
+
+def _cert_error(exc: BaseException) -> str | None:
+    """The verification message when ``exc`` was caused by a rejected certificate."""
+    import ssl
+
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_message or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class HttpClient:
@@ -131,6 +151,9 @@ class HttpClient:
         self.system = system
         self.retry = retry or HttpRetry()
         tls = tls or TlsOptions()
+        # Connect to the URL's address but present and verify another name (a service reached
+        # by IP, or through a proxy whose certificate carries the service's name).
+        self._extensions = {"sni_hostname": tls.server_name} if tls.server_name else None
         verify: Any = True
         if not tls.verify:
             verify = False
@@ -174,7 +197,7 @@ class HttpClient:
         def once() -> httpx.Response:
             resp = self._client.request(
                 method, path, params=params, json=json, data=data, content=content,
-                headers=headers,
+                headers=headers, extensions=self._extensions,
             )
             if resp.status_code in ok:
                 return resp

@@ -132,7 +132,10 @@ def _rebase_value(value: Any, base: Path, secret: bool) -> Any:
     if isinstance(value, BaseModel):
         return rebase_paths(value, base)
     if secret and isinstance(value, str) and value.startswith("file:"):
-        target = Path(value.removeprefix("file:")).expanduser()
+        try:
+            target = Path(value.removeprefix("file:")).expanduser()
+        except RuntimeError:
+            return value  # resolving the reference then says what is wrong with it
         return value if target.is_absolute() else f"file:{base / target}"
     if isinstance(value, list):
         items = [_rebase_value(v, base, secret) for v in value]

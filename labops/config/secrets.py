@@ -16,7 +16,7 @@ from pydantic import AfterValidator, SecretStr
 from labops.errors import SecretError
 from labops.redact import register_secret
 
-_REF = re.compile(r"^(env|file|block):(.+)$")
+_REF = re.compile(r"^(env|file|block):([^\x00-\x1f\x7f]+)\Z")  # no control characters
 
 
 def _check_ref(value: str) -> str:

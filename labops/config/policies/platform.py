@@ -71,12 +71,12 @@ class PlatformPolicy(Strict):
     )
     heartbeat_max_age_hours: dict[str, float] = Field(
         default_factory=lambda: {
-            "backups": 26,
-            "certificates": 26,
-            "patch-check": 26,
-            "security-digest": 26,
-            "doc-reconcile": 170,
-            "restore-drill": 170,
+            "backups": 26.0,
+            "certificates": 26.0,
+            "patch-check": 26.0,
+            "security-digest": 26.0,
+            "doc-reconcile": 170.0,
+            "restore-drill": 170.0,
         },
         description="Dead-man's switch: alert when a flow's last success is older than this.",
     )
