@@ -13,19 +13,8 @@ from prefect.exceptions import ParameterTypeError
 from pydantic import BaseModel
 
 from cli.common import add_config_option, load, progress, use_local_server
+from deployments.catalog import FLOWS
 from labops.errors import ConfigError, LabopsError
-
-FLOWS: dict[str, str] = {
-    "backups": "flows.backups:backups",
-    "restore-drill": "flows.restore_drill:restore_drill",
-    "certificates": "flows.certificates:certificates",
-    "patch-check": "flows.patching:patch_check",
-    "patch-apply": "flows.patching:patch_apply",
-    "security-digest": "flows.security_digest:security_digest",
-    "doc-reconcile": "flows.doc_reconcile:doc_reconcile",
-    "housekeeping": "flows.housekeeping:housekeeping",
-}
-"""Operation name -> ``module:flow``, imported only when run."""
 
 
 def add_parser(sub: Any) -> None:

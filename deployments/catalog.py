@@ -5,9 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from labops.config.policies.platform import DeploymentName
-
-FLOWS: dict[DeploymentName, str] = {
+FLOWS: dict[str, str] = {
     "backups": "flows.backups:backups",
     "restore-drill": "flows.restore_drill:restore_drill",
     "certificates": "flows.certificates:certificates",
@@ -24,7 +22,7 @@ NO_OVERLAP: set[str] = {"backups", "patch-apply", "restore-drill", "housekeeping
 
 def entrypoint(name: str) -> str:
     """``flows/backups.py:backups`` for ``backups`` (the form deployments store)."""
-    module, func = FLOWS[name].split(":")  # type: ignore[index]
+    module, func = FLOWS[name].split(":")
     return f"{module.replace('.', '/')}.py:{func}"
 
 
@@ -33,5 +31,5 @@ def load_flow(name: str) -> Any:
     if name not in FLOWS:
         known = ", ".join(FLOWS)
         raise KeyError(f"unknown flow {name!r} (known: {known})")
-    module, func = FLOWS[name].split(":")  # type: ignore[index]
+    module, func = FLOWS[name].split(":")
     return getattr(importlib.import_module(module), func)

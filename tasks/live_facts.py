@@ -11,8 +11,9 @@ from blocks.edge import TechnitiumDns, TraefikApi
 from blocks.observability import BeszelHub, VictoriaMetrics
 from blocks.proxmox import ProxmoxCredentials
 from labops.docs.models import LiveGuest, LiveRecord, LiveRouter
-from labops.errors import ApiError, AuthFailed
-from labops.parsers.traefik import parse_routers, rule_hosts
+from labops.parsers.traefik import rule_hosts
+from tasks.technitium import zone_records
+from tasks.traefik import http_routers
 
 _NET_IP = re.compile(r"(?:^|,)ip=(?P<ip>[\d.]+)")
 
@@ -57,50 +58,20 @@ def proxmox_facts(block: ProxmoxCredentials) -> tuple[list[str], list[LiveGuest]
 @task(name="live-traefik", retries=1, tags=["traefik"])
 def traefik_facts(block: TraefikApi) -> list[LiveRouter]:
     """Every HTTP router with its host names and whether it serves TLS."""
-    client = block.get_client()
-    items: list[dict[str, Any]] = []
-    page = 1
-    while True:
-        resp = client.request("GET", "/api/http/routers", params={"page": page, "per_page": 100})
-        items.extend(resp.json())
-        nxt = int(resp.headers.get("X-Next-Page", "1"))
-        if nxt <= page:
-            break
-        page = nxt
     return [
         LiveRouter(name=r.name, hosts=rule_hosts(r.rule), tls=r.probed)
-        for r in parse_routers(items)
+        for r in http_routers.fn(block)
     ]
-
-
-def technitium_response(body: Any, path: str) -> dict[str, Any]:
-    """Technitium answers errors with HTTP 200 and a ``status`` field: check it."""
-    if not isinstance(body, dict):
-        raise ApiError("technitium", f"{path}: unexpected answer")
-    status = body.get("status")
-    if status == "invalid-token":
-        raise AuthFailed("technitium", f"{path}: {body.get('errorMessage', 'invalid token')}")
-    if status != "ok":
-        raise ApiError("technitium", f"{path}: {body.get('errorMessage', status)}")
-    response = body.get("response")
-    return response if isinstance(response, dict) else {}
 
 
 @task(name="live-technitium", retries=1, tags=["technitium"])
 def technitium_facts(block: TechnitiumDns) -> list[LiveRecord]:
-    """A/AAAA/CNAME records of the internal zone."""
-    client = block.get_client()
-    path = "/api/zones/records/get"
-    body = client.get_json(
-        path, params={"domain": block.zone, "zone": block.zone, "listZone": "true"}
-    )
-    records = []
-    for r in technitium_response(body, path).get("records", []):
-        data = r.get("rData") or {}
-        value = data.get("ipAddress") or data.get("cname") or ""
-        if r.get("type") in ("A", "AAAA", "CNAME") and value and not r.get("disabled"):
-            records.append(LiveRecord(name=r["name"], type=r["type"], value=value))
-    return records
+    """Enabled A/AAAA/CNAME records of the internal zone."""
+    return [
+        LiveRecord(name=r.name, type=r.type, value=r.value)
+        for r in zone_records.fn(block)
+        if not r.disabled
+    ]
 
 
 @task(name="live-beszel", retries=1, tags=["beszel"])

@@ -15,6 +15,7 @@ from datetime import date
 from typing import Any, Literal
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from blocks.ssh import SshCredentials
@@ -122,7 +123,7 @@ def run_many(
     return results
 
 
-@task(name="ssh-run-batch", tags=["ssh"])
+@task(name="ssh-run-batch", tags=["ssh"], cache_policy=NO_CACHE)
 def run_batch(ssh: SshCredentials, jobs: list[HostCommand], parallel: int = 50) -> list[HostRun]:
     """Run commands on a batch of hosts over SSH (``pct exec`` for guests reached via their node).
 
@@ -144,7 +145,7 @@ def run_batch(ssh: SshCredentials, jobs: list[HostCommand], parallel: int = 50) 
         runner.close()
 
 
-@task(name="ssh-run", tags=["ssh"])
+@task(name="ssh-run", tags=["ssh"], cache_policy=NO_CACHE)
 def run_command(ssh: SshCredentials, job: HostCommand) -> HostRun:
     """Run one command on one host (used for the steps of apply mode, one host at a time).
 
@@ -262,7 +263,7 @@ def check_many(
         return list(pool.map(one, hosts))
 
 
-@task(name="ssh-patch-check", tags=["ssh"])
+@task(name="ssh-patch-check", tags=["ssh"], cache_policy=NO_CACHE)
 def check_hosts(
     ssh: SshCredentials, hosts: list[HostAccess], opts: CheckOptions, parallel: int = 50
 ) -> list[CheckedHost]:

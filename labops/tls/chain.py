@@ -204,6 +204,7 @@ class TrustAnchors:
         return list(verifier.verify(leaf, intermediates))
 
 
+
 def _subject_of(leaf: CertInfo) -> x509.verification.Subject:
     dns, ips = leaf.dns_names, leaf.ip_addresses
     if dns:

@@ -32,7 +32,7 @@ class CertStatus(StrEnum):
     @property
     def rank(self) -> int:
         """Higher is worse (the order of the members)."""
-        return list(CertStatus).index(self)
+        return _RANK[self]
 
     @property
     def severity(self) -> Severity:
@@ -41,6 +41,9 @@ class CertStatus(StrEnum):
         if self in (CertStatus.WARNING, CertStatus.RENEWAL_OVERDUE):
             return Severity.WARNING
         return Severity.CRITICAL
+
+
+_RANK = {status: i for i, status in enumerate(CertStatus)}
 
 
 class Finding(BaseModel):
