@@ -45,6 +45,9 @@ def start_sandbox(directory: Path, containers: int, time_scale: float) -> dict[s
             str(time_scale), "--containers", str(containers), "--timeout", "120"]
     subprocess.run(args, cwd=REPO, check=True, capture_output=True, timeout=180)
     ready: dict[str, Any] = json.loads((directory / "ready").read_text())
+    if ready.get("failed"):
+        stop_sandbox(directory)
+        raise SystemExit(f"sandbox services failed to start: {ready['failed']}")
     return ready
 
 

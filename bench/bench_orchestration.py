@@ -41,7 +41,6 @@ from bench.common import (
     client_env,
     compare,
     emit,
-    goal_met,
     tree_cpu_seconds,
 )
 

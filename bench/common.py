@@ -358,8 +358,16 @@ def markdown_table(results: Iterable[BenchResult]) -> str:
             if r.ratio_label != "contender / baseline":
                 ratio += f" ({r.ratio_label})"
         met = {True: "yes", False: "**no**", None: "-"}[r.met]
-        cells = [r.benchmark, r.name, r.size, contender, baseline, ratio, r.goal or "-", met,
-                 r.notes]
+        cells = [
+            r.benchmark,
+            r.name,
+            r.size,
+            contender,
+            baseline,
+            ratio,
+            r.goal or "-",
+            met,
+            r.notes,
+        ]
         rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(rows)
-

@@ -8,8 +8,11 @@ poll, on this host or others with the same checkout.
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from cli.common import add_config_option, load, progress
 from deployments.catalog import FLOWS
@@ -131,15 +134,18 @@ def vacuum_warning(retention_days: int) -> str | None:
     vacuum = settings.get("server", {}).get("services", {}).get("db_vacuum", {})
     enabled = vacuum.get("enabled")
     kinds = set(enabled) if isinstance(enabled, list) else {"flow_runs"} if enabled else set()
-    retention = vacuum.get("retention_period")
+    try:  # the server sends an ISO 8601 duration ("P30D")
+        retention = TypeAdapter(timedelta).validate_python(vacuum.get("retention_period"))
+    except ValidationError:
+        retention = None
     if "flow_runs" not in kinds:
         return (
             "note: the server does not prune old flow runs; set "
             "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED=events,flow_runs on it"
         )
-    if isinstance(retention, int | float) and int(retention) != retention_days * 86400:
+    if retention is not None and retention != timedelta(days=retention_days):
         return (
-            f"note: the server keeps flow runs {int(retention) // 86400} days, the config says "
+            f"note: the server keeps flow runs {retention.days} days, the config says "
             f"{retention_days}: set PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD="
             f"{retention_days * 86400}"
         )

@@ -10,7 +10,7 @@ import pytest
 from labops.config.loader import parse_config
 from labops.config.policies.backups import BackupPolicy, Retention
 from labops.errors import ConfigError
-from labops.models.backups import BackupCopy, BackupGuest, BackupOutcome, PlanAction
+from labops.models.backups import BackupCopy, BackupGuest, BackupOutcome, GuestPlan, PlanAction
 from labops.models.pve import PveBackupVolume, PveGuest
 from labops.planners.backup_audit import guest_rows, verification_status
 from labops.planners.backups import (
@@ -34,6 +34,7 @@ from labops.reports_backups import GuestStatus
 
 DATA = Path(__file__).parent / "data" / "backups"
 DAY = 86400.0
+Lab = tuple[float, list[BackupGuest], list[BackupCopy]]
 
 
 def load(name: str) -> tuple[float, list[dict[str, object]]]:
@@ -42,7 +43,7 @@ def load(name: str) -> tuple[float, list[dict[str, object]]]:
 
 
 @pytest.fixture(scope="module")
-def lab() -> tuple[float, list[BackupGuest], list[BackupCopy]]:
+def lab() -> Lab:
     now, resources = load("cluster_resources.json")
     _, content = load("storage_content_pbs.json")
     guests = [BackupGuest.from_pve(PveGuest.model_validate(r)) for r in resources]
@@ -50,7 +51,7 @@ def lab() -> tuple[float, list[BackupGuest], list[BackupCopy]]:
     return now, guests, [c for c in copies if c is not None]
 
 
-def by(plans: list, vmid: int):  # type: ignore[no-untyped-def]
+def by(plans: list[GuestPlan], vmid: int) -> GuestPlan:
     return next(p for p in plans if p.guest.vmid == vmid)
 
 
@@ -60,7 +61,7 @@ def test_tags_parse_every_separator() -> None:
     assert parse_tags(None) == []
 
 
-def test_default_policy_plan_of_the_seeded_lab(lab) -> None:  # type: ignore[no-untyped-def]
+def test_default_policy_plan_of_the_seeded_lab(lab: Lab) -> None:
     now, guests, copies = lab
     plans = plan_backups(guests, copies, BackupPolicy(), "pbs", now)
     # The seed's two stale guests are due; everyone with last night's backup is fresh.
@@ -73,10 +74,11 @@ def test_default_policy_plan_of_the_seeded_lab(lab) -> None:  # type: ignore[no-
     assert "nobackup" in by(plans, 116).reason
     assert by(plans, 9000).action is PlanAction.TEMPLATE
     # rpo-7d tag places the guest in the 7d tier
-    assert by(plans, 105).policy.tier == "7d"
+    gp = by(plans, 105).policy
+    assert gp is not None and gp.tier == "7d"
 
 
-def test_offline_node_guests_are_not_backed_up(lab) -> None:  # type: ignore[no-untyped-def]
+def test_offline_node_guests_are_not_backed_up(lab: Lab) -> None:
     now, guests, copies = lab
     # Two days later every 24h guest is due; pve2's ones cannot be reached.
     plans = plan_backups(guests, copies, BackupPolicy(), "pbs", now + 2 * DAY, ["pve2"])
@@ -85,8 +87,8 @@ def test_offline_node_guests_are_not_backed_up(lab) -> None:  # type: ignore[no-
     assert by(plans, 102).action is PlanAction.BACKUP
 
 
-def test_selection_filters_and_overrides(lab) -> None:  # type: ignore[no-untyped-def]
-    now, guests, copies = lab
+def test_selection_filters_and_overrides(lab: Lab) -> None:
+    _, guests, _ = lab
     policy = BackupPolicy.model_validate({
         "selection": {"pools": ["infra"], "exclude_vmids": [102]},
         "guests": {101: {"tier": "7d", "storage": "local"}, 100: {"exclude": True}},
@@ -118,7 +120,7 @@ def test_failed_verification_is_not_a_good_backup() -> None:
     assert plans[0].reason == "no good backup yet (1 failed verification)"
 
 
-def test_lanes_keep_each_node_busy(lab) -> None:  # type: ignore[no-untyped-def]
+def test_lanes_keep_each_node_busy(lab: Lab) -> None:
     now, guests, copies = lab
     plans = [p for p in plan_backups(guests, copies, BackupPolicy(), "pbs", now + 2 * DAY)
              if p.action is PlanAction.BACKUP]
@@ -160,7 +162,7 @@ def test_prune_marks_follow_pbs_rules() -> None:
     ]
 
 
-def test_retention_report_and_orphans(lab) -> None:  # type: ignore[no-untyped-def]
+def test_retention_report_and_orphans(lab: Lab) -> None:
     _, guests, copies = lab
     groups = retention_dry_run(copies, Retention())
     g100 = next(g for g in groups if g.vmid == 100)
@@ -169,7 +171,7 @@ def test_retention_report_and_orphans(lab) -> None:  # type: ignore[no-untyped-d
     assert [(o.vmid, o.count) for o in found] == [(199, 2)]
 
 
-def test_verification_state(lab) -> None:  # type: ignore[no-untyped-def]
+def test_verification_state(lab: Lab) -> None:
     now, _, copies = lab
     groups: dict[int, list[BackupCopy]] = {}
     for c in copies:
@@ -210,7 +212,7 @@ def test_new_backup_must_exist_with_a_plausible_size() -> None:
     assert "below" in (size_problem(new, None, 10**9, 0.1) or "")
 
 
-def test_rows_after_a_run(lab) -> None:  # type: ignore[no-untyped-def]
+def test_rows_after_a_run(lab: Lab) -> None:
     now, guests, copies = lab
     policy = BackupPolicy()
     plans = plan_backups(guests, copies, policy, "pbs", now)

@@ -343,3 +343,42 @@ def test_container_restarted_only_when_its_own_packages_ask(sandbox: Any, tmp_pa
     node, vmid = guest(sandbox, "traefik")
     assert sandbox.pve().nodes(node).lxc(vmid).status.current.get()["status"] == "running"
     assert not sandbox.control("fleet", "state", host="traefik")["reboot_required"]
+
+
+def test_scheduled_run_preapproved_by_policy(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run the scheduler created applies without pausing when the policy pre-approves it.
+    (Whether a run is scheduled comes from the flow run's ``auto_scheduled``; faked here, as a
+    deployment schedule would take minutes to fire.)"""
+    import flows.patching as patching
+
+    monkeypatch.setattr(patching, "_is_scheduled", lambda: True)
+    sandbox.control("fleet", "set_pending", host="it-tools", packages=[{"name": "tzdata"}], held=[])
+    cfg = derived_config(
+        sandbox,
+        tmp_path,
+        windows=OPEN,
+        refresh=False,
+        canary_count=0,
+        preapproved_scheduled=True,
+        delete_snapshots_after_h=0,
+    )
+    state, paused = run_paused_flow(
+        lambda: patching.patch_apply(config=cfg, hosts=["it-tools"], return_state=True), cfg, None
+    )
+    report = report_of(state)
+    assert paused is None and report.approval and report.approval.startswith("pre-approved")
+    assert [a.outcome for a in report.applied] == ["patched"]
+    assert pending_of(sandbox, "it-tools") == []
+
+
+def test_unanswered_approval_applies_nothing(sandbox: Any, tmp_path: Path) -> None:
+    from flows.patching import patch_apply
+
+    before = pending_of(sandbox, "ollama")
+    cfg = derived_config(sandbox, tmp_path, windows=OPEN, refresh=False, approval_timeout_s=3)
+    state = patch_apply(config=cfg, hosts=["ollama"], return_state=True)
+    # Prefect fails a run whose pause times out ("never resumed"); nothing was applied
+    assert state.is_failed()
+    assert pending_of(sandbox, "ollama") == before

@@ -79,14 +79,14 @@ def test_check_faults_are_reported_never_up_to_date(sandbox_clean: Any, tmp_path
     from flows.patching import patch_check
 
     sb = sandbox_clean
-    cfg = derived_config(sb, tmp_path, check_timeout_s=3, lock_wait_s=15, refresh_timeout_s=30)
+    cfg = derived_config(sb, tmp_path, check_timeout_s=3, lock_wait_s=30, refresh_timeout_s=30)
     sb.set_faults(
         "fleet",
         extra={
             "unreachable_hosts": ["gitea"],
             "changed_host_keys": ["grafana"],
             "auth_fail_hosts": ["jellyfin"],
-            "dpkg_locked_hosts": {"minio": 4},
+            "dpkg_locked_hosts": {"minio": 8},
             "hanging_commands": {"ollama": "apt list"},
         },
     )

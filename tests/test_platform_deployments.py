@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from pydantic import TypeAdapter
 
 from cli.main import main as labops
 from deployments.catalog import FLOWS, NO_OVERLAP
@@ -50,7 +51,7 @@ def write_config(tmp_path: Path, **platform: Any) -> Path:
 def expected_cron(name: str) -> str | None:
     from labops.config.policies.platform import PlatformPolicy
 
-    schedule = PlatformPolicy(schedules=SCHEDULES).schedules[name]  # type: ignore[arg-type]
+    schedule = PlatformPolicy(schedules=SCHEDULES).schedules[name]  # type: ignore[arg-type,index]
     return schedule.cron if schedule.enabled else None
 
 
@@ -223,7 +224,8 @@ def test_server_start_prunes_flow_runs_after_retention(tmp_path: Path) -> None:
         settings = httpx.get(f"http://127.0.0.1:{port}/api/admin/settings", timeout=10).json()
         vacuum = settings["server"]["services"]["db_vacuum"]
         assert set(vacuum["enabled"]) == {"events", "flow_runs"}
-        assert float(vacuum["retention_period"]) == 7 * 86400
+        retention = TypeAdapter(timedelta).validate_python(vacuum["retention_period"])
+        assert retention == timedelta(days=7)  # served as ISO 8601, "P7D"
     finally:
         prefect_server.stop(home)
 

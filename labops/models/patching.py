@@ -178,6 +178,18 @@ class PatchReport(OperationReport):
                 lines.append(f"Approval: {self.approval}")
             if self.stopped:
                 lines.append(f"**Stopped:** {self.stopped}")
+            lines += ["", "## Rollout"]
+            for a in self.applied:
+                n = len(a.upgraded)
+                sim = ""
+                if a.simulation:
+                    inst = sum(
+                        1 for line in a.simulation.splitlines() if line.startswith(("Inst ", "("))
+                    )
+                    sim = f", would upgrade {inst}"
+                extra = f" ({n} upgraded)" if n else ""
+                detail = f" - {a.detail}" if a.detail else ""
+                lines.append(f"- {a.phase} {a.batch}: {a.host}: {a.outcome}{extra}{sim}{detail}")
         if self.leftover_snapshots:
             lines += ["", "Leftover snapshots: " + ", ".join(self.leftover_snapshots)]
         if self.failures:

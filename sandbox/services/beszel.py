@@ -42,7 +42,7 @@ class BeszelService(Service):
         app.router.add_get("/api/collections/systems/records", self.systems)
         app.router.add_get("/api/health", self.health)
         self.port = self.ctx.port()
-        self._runner = await serve(app, self.ctx.host, self.port)
+        self._runner = await serve(self.ctx, app, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from sandbox.service import Context, Service
 from sandbox.services import write_secret
-from sandbox.services._http import serve
+from sandbox.web import serve
 
 MODELS = ["sandbox-primary", "sandbox-fallback"]
 _PLACEHOLDER = re.compile(r"\b(?:IP|HOST|USER|EMAIL)_\d+\b")

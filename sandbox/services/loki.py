@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from sandbox.service import Context, Service
-from sandbox.services._http import fault_middleware, serve
+from sandbox.web import fault_middleware, serve
 
 _SELECTOR = re.compile(r'\s*(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*')
 _FILTER = re.compile(r'\s*(\|=|!=|\|~|!~)\s*"((?:[^"\\]|\\.)*)"')

@@ -35,7 +35,7 @@ class TechnitiumService(Service):
         app.router.add_route("*", "/api/user/login", self.login)
         app.router.add_route("*", "/api/{tail:.*}", self.not_found)
         self.port = self.ctx.port()
-        self._runner = await serve(app, self.ctx.host, self.port)
+        self._runner = await serve(self.ctx, app, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from sandbox.service import Context, Service
 from sandbox.services import ca_bundle_path, write_secret
-from sandbox.services._http import fault_middleware, serve
+from sandbox.web import fault_middleware, serve
 
 TOKEN_TTL_S = 900
 # (rule id, level, description, groups, decoder, log template); {ip} {user} {host} filled in.

@@ -100,21 +100,21 @@ class RpoTier(_Policy):
 class GuestOverride(_Policy):
     """Per-guest exceptions, keyed by vmid."""
 
-    tier: str | None = None
-    storage: str | None = None
-    mode: BackupMode | None = None
-    exclude: bool = False
+    tier: str | None = Field(None, description="Tier of this guest (a name of backups.tiers).")
+    storage: str | None = Field(None, description="Storage for this guest's backups.")
+    mode: BackupMode | None = Field(None, description="vzdump mode for this guest.")
+    exclude: bool = Field(False, description="Never back this guest up.")
 
 
 class Retention(_Policy):
     """Retention as a prune would apply it (reported as a dry run; the flow never prunes)."""
 
-    keep_last: int | None = Field(None, ge=0)
-    keep_hourly: int | None = Field(None, ge=0)
-    keep_daily: int | None = Field(7, ge=0)
-    keep_weekly: int | None = Field(4, ge=0)
-    keep_monthly: int | None = Field(6, ge=0)
-    keep_yearly: int | None = Field(None, ge=0)
+    keep_last: int | None = Field(None, ge=0, description="Keep the newest N backups.")
+    keep_hourly: int | None = Field(None, ge=0, description="Keep one per hour for N hours.")
+    keep_daily: int | None = Field(7, ge=0, description="Keep one per day for N days.")
+    keep_weekly: int | None = Field(4, ge=0, description="Keep one per ISO week for N weeks.")
+    keep_monthly: int | None = Field(6, ge=0, description="Keep one per month for N months.")
+    keep_yearly: int | None = Field(None, ge=0, description="Keep one per year for N years.")
 
     def options(self) -> dict[str, int]:
         """The keep-* options that are set, in PBS's own spelling."""
@@ -187,9 +187,12 @@ class BackupPolicy(_Policy):
         default_factory=list,
         description="Further storages whose backups count as recovery points.",
     )
-    mode: BackupMode = "snapshot"
-    compress: Compress = "zstd"
-    notes_template: str = Field("{{guestname}} ({{node}})", max_length=1024)
+    mode: BackupMode = Field("snapshot", description="vzdump mode: snapshot, suspend or stop.")
+    compress: Compress = Field("zstd", description="vzdump compression (ignored by PBS).")
+    notes_template: str = Field(
+        "{{guestname}} ({{node}})", max_length=1024,
+        description="Notes of each backup; {{cluster}} {{guestname}} {{node}} {{vmid}}.",
+    )
     protected: bool = Field(False, description="Mark new backups protected.")
     per_node_limit: int = Field(1, ge=1, le=16, description="Backups at once on one node.")
     per_storage_limit: int = Field(2, ge=1, le=64, description="Backups at once to one storage.")
