@@ -187,14 +187,16 @@ def idle_cpu_rate(pid: int, seconds: float = 3.0) -> float:
     return (tree_cpu_seconds(pid) - cpu0) / seconds
 
 
-def measure_database(database: str, sizes: list[int], work: Path) -> list[Measurement]:
+def measure_database(
+    database: str, sizes: list[int], work: Path, idle_s: float = 3.0
+) -> list[Measurement]:
     results: list[Measurement] = []
     with bench_server(work / f"prefect-{database}", database) as info:
         pid: int = info.pid  # type: ignore[attr-defined]
         with PeakRss({"server": pid}) as peak:
             # the first flow run on a fresh server pays for registering the flow: not measured
             measure(info, database, 1, peak, 0.0)
-            idle = idle_cpu_rate(pid)
+            idle = idle_cpu_rate(pid, idle_s)
             print(f"[{database}] server idle CPU: {idle * 100:.1f}% of a core", flush=True)
             for tasks in sizes:
                 m = measure(info, database, tasks, peak, idle)
@@ -326,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="labops-bench-orch-") as tmp:
         for database in databases:
             print(f"starting a Prefect server on {database} ...", flush=True)
-            by_db[database] = measure_database(database, sizes, Path(tmp))
+            by_db[database] = measure_database(
+                database, sizes, Path(tmp), 1.0 if args.quick else 3.0
+            )
     results = [r for db in databases for r in results_for(by_db[db])]
     across = compare_databases(by_db)
     if across is not None:

@@ -18,9 +18,10 @@ from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.context import LabContext
+from blocks.llm import LlmProviders
 from labops.docs.compare import compare, undocumented
 from labops.docs.extract import extract_claims
-from labops.docs.models import LiveFacts, Status
+from labops.docs.models import Claim, LiveFacts, Status
 from labops.docs.patch import patched_texts, unified_diff
 from labops.docs.pin import apply_pins
 from labops.docs.report import DocReport
@@ -34,6 +35,7 @@ from tasks.live_facts import (
     technitium_facts,
     traefik_facts,
 )
+from tasks.llm import llm_doc_claims
 from tasks.publish import publish_report
 
 _SOURCES = {
@@ -73,6 +75,23 @@ def gather_live_facts(ctx: LabContext) -> LiveFacts:
     return live
 
 
+def propose_with_llm(
+    ctx: LabContext,
+    texts: dict[str, str],
+    claims: list[Claim],
+    live: LiveFacts,
+    report: DocReport,
+) -> list[Claim]:
+    """The optional LLM pass: claims from free prose, listed as proposals, never applied."""
+    if not ctx.configured("llm"):
+        report.skipped.append("llm pass: systems.llm not configured")
+        return []
+    names = [g.name for g in live.guests or []] + list(live.nodes or [])
+    outcome = llm_doc_claims(cast("LlmProviders", ctx.block("llm")), texts, claims, names)
+    report.llm_note = outcome.note
+    return outcome.claims
+
+
 @flow(
     name="doc-reconcile",
     task_runner=ThreadPoolTaskRunner(max_workers=6),  # type: ignore[arg-type]
@@ -97,13 +116,15 @@ def doc_reconcile(config: str | None = None, dry_run: bool = True) -> DocReport 
     docs = read_docs(policy, checkout)
     report.documents = sorted(docs.texts)
     report.commit = docs.commit
-    claims = []
+    claims: list[Claim] = []
     for name, text in docs.texts.items():
         claims.extend(extract_claims(text, name))
     claims = apply_pins(claims, docs.texts, policy.claims)
     log.info("%d claims in %d documents", len(claims), len(docs.texts))
 
     live = gather_live_facts(ctx)
+    if policy.llm_pass:
+        claims += propose_with_llm(ctx, docs.texts, claims, live, report)
     for source, why in live.unavailable.items():
         report.skipped.append(f"{source}: {why}")
         if why.startswith("failed"):

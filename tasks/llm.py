@@ -6,12 +6,17 @@ import logging
 
 from prefect import get_run_logger, task
 from prefect.exceptions import MissingContextError
+from pydantic import BaseModel, Field
 
 from blocks.llm import LlmProviders
 from labops.digest.findings import Finding
-from labops.digest.redaction import llm_payload, redactor_for
+from labops.digest.redaction import Redactor, llm_payload, redactor_for
 from labops.digest.render import as_text
 from labops.digest.report import LlmOutcome
+from labops.docs.llm_claims import build_messages as doc_messages
+from labops.docs.llm_claims import candidates as doc_candidates
+from labops.docs.llm_claims import parse_proposals
+from labops.docs.models import Claim
 
 
 @task(name="llm-summary", tags=["llm"])
@@ -38,18 +43,71 @@ def llm_summary(
         log.warning("redaction left %d value(s) in the prompt; not sent", len(leaked))
         return LlmOutcome(note=f"redaction incomplete ({len(leaked)} value(s)); not sent")
     budget = llm.Budget(
-        timeout_s=providers.timeout_s, max_input_tokens=providers.max_input_tokens,
-        max_output_tokens=providers.max_output_tokens, max_cost_usd=providers.max_cost_usd,
+        timeout_s=providers.timeout_s,
+        max_input_tokens=providers.max_input_tokens,
+        max_output_tokens=providers.max_output_tokens,
+        max_cost_usd=providers.max_cost_usd,
     )
     try:
         answer = llm.complete(providers.router_config(), providers.primary, messages, budget)
     except llm.NoSummary as exc:
         log.warning("no LLM summary: %s", exc)
         return LlmOutcome(note=str(exc))
-    log.info("LLM summary by %s: %d+%d tokens, $%.4f, %.1fs", answer.model,
-             answer.prompt_tokens, answer.completion_tokens, answer.cost_usd, answer.seconds)
+    log.info(
+        "LLM summary by %s: %d+%d tokens, $%.4f, %.1fs",
+        answer.model,
+        answer.prompt_tokens,
+        answer.completion_tokens,
+        answer.cost_usd,
+        answer.seconds,
+    )
     return LlmOutcome(
-        summary=as_text(redactor.restore(answer.text)), model=answer.model,
-        prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
+        summary=as_text(redactor.restore(answer.text)),
+        model=answer.model,
+        prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens,
         cost_usd=answer.cost_usd,
+    )
+
+
+class DocClaimsOutcome(BaseModel):
+    """Claims the LLM proposed from doc prose, or why there are none."""
+
+    claims: list[Claim] = Field(default_factory=list)
+    note: str = ""
+
+
+@task(name="llm-doc-claims", tags=["llm"])
+def llm_doc_claims(
+    providers: LlmProviders, texts: dict[str, str], found: list[Claim], hosts: list[str]
+) -> DocClaimsOutcome:
+    """Ask the models for claims the extractor missed; never raises, changes nothing.
+
+    Same rules as the digest summary: only candidate lines leave, with identifying values
+    replaced by placeholders; proposals are listed as unverifiable, never applied.
+    """
+    try:
+        from labops import llm
+    except ImportError as exc:
+        return DocClaimsOutcome(note=f"litellm is not available ({exc})")
+    lines = doc_candidates(texts, found)
+    if not lines:
+        return DocClaimsOutcome(note="no prose left for the LLM pass")
+    redactor = Redactor(hosts=hosts)
+    messages = doc_messages(lines, redactor)
+    if redactor.leaked(messages[1]["content"]):
+        return DocClaimsOutcome(note="redaction incomplete; not sent")
+    budget = llm.Budget(
+        timeout_s=providers.timeout_s,
+        max_input_tokens=providers.max_input_tokens,
+        max_output_tokens=providers.max_output_tokens,
+        max_cost_usd=providers.max_cost_usd,
+    )
+    try:
+        answer = llm.complete(providers.router_config(), providers.primary, messages, budget)
+    except llm.NoSummary as exc:
+        return DocClaimsOutcome(note=f"LLM pass skipped: {exc}")
+    proposals = parse_proposals(answer.text, lines, redactor)
+    return DocClaimsOutcome(
+        claims=proposals, note=f"{len(proposals)} claim(s) proposed by {answer.model}"
     )

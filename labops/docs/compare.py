@@ -54,6 +54,8 @@ def _documented(claim: Claim) -> str:
 
 
 def _judge(claim: Claim, live: LiveFacts) -> Verdict:
+    if claim.source == "llm":
+        return _unverifiable(claim, "proposed by the LLM pass: pin it in docs.claims to check it")
     if claim.fact is None:
         return _unverifiable(claim, "no live source for this kind of claim (pin it in docs.claims)")
     source = _SOURCE.get(claim.fact, claim.fact)

@@ -44,6 +44,7 @@ class ClaimKind(StrEnum):
     DNS = "dns"
     LINK = "link"
     VERSION = "version"
+    PROSE = "prose"  # proposed by the LLM pass from free prose: listed, never applied
 
 
 class Claim(BaseModel):

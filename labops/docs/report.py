@@ -20,6 +20,7 @@ class DocReport(OperationReport):
     diff: str = ""
     branch: str | None = Field(None, description="Branch holding the proposed fix, if written.")
     previous_drift: int | None = None
+    llm_note: str = Field("", description="What the optional LLM pass did, or why it did not.")
 
     def count(self, status: Status) -> int:
         return sum(v.status == status for v in self.verdicts)
@@ -69,6 +70,8 @@ class DocReport(OperationReport):
                 f"- `{v.claim.file}:{v.claim.line}` {v.claim.subject}: {v.reason}"
                 for v in unverifiable
             ]
+        if self.llm_note:
+            lines += ["", f"LLM pass: {self.llm_note} (proposals are listed, never applied)."]
         if self.skipped:
             lines += ["", "## Skipped", ""] + [f"- {s}" for s in self.skipped]
         if self.diff:

