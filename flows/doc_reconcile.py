@@ -34,6 +34,7 @@ from tasks.live_facts import (
     scrape_target_facts,
     technitium_facts,
     traefik_facts,
+    wazuh_agent_facts,
 )
 from tasks.llm import llm_doc_claims
 from tasks.publish import publish_report
@@ -44,6 +45,7 @@ _SOURCES = {
     "technitium": technitium_facts,
     "beszel": beszel_facts,
     "victoriametrics": scrape_target_facts,
+    "wazuh_api": wazuh_agent_facts,
 }
 
 
@@ -72,6 +74,8 @@ def gather_live_facts(ctx: LabContext) -> LiveFacts:
             live.beszel_systems = value
         elif source == "victoriametrics":
             live.scrape_targets = value
+        elif source == "wazuh_api":
+            live.wazuh_agents = value
     return live
 
 

@@ -10,6 +10,7 @@ from prefect import task
 from blocks.edge import TechnitiumDns, TraefikApi
 from blocks.observability import BeszelHub, VictoriaMetrics
 from blocks.proxmox import ProxmoxCredentials
+from blocks.security import WazuhApi
 from labops.docs.models import LiveGuest, LiveRecord, LiveRouter
 from labops.parsers.traefik import rule_hosts
 from tasks.technitium import zone_records
@@ -96,3 +97,12 @@ def scrape_target_facts(block: VictoriaMetrics) -> list[str]:
     body = block.get_client().get_json("/api/v1/targets")
     active = body.get("data", {}).get("activeTargets", []) or []
     return [str(t.get("scrapeUrl") or t.get("labels", {}).get("instance", "")) for t in active]
+
+
+@task(name="live-wazuh-agents", retries=1, tags=["wazuh"])
+def wazuh_agent_facts(block: WazuhApi) -> list[str]:
+    """Names of the Wazuh agents (the manager itself, agent 000, is not an agent)."""
+    with block.get_client() as client:
+        body = client.get_json("/agents", params={"limit": 100000, "select": "id,name"})
+    items = ((body or {}).get("data") or {}).get("affected_items") or []
+    return [str(a.get("name")) for a in items if str(a.get("id")) != "000"]

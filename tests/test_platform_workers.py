@@ -46,26 +46,14 @@ def workers(prefect_server: prefect_server.ServerInfo, tmp_path: Path) -> Iterat
         for name in names:
             log = (tmp_path / f"{name}.log").open("wb")
             logs.append(log)
+            command = [
+                str(Path(sys.executable).with_name("prefect")), "worker", "start",
+                "--pool", pool, "--type", "process", "--name", name, "--limit", "1",
+            ]  # fmt: skip
             procs.append(
                 subprocess.Popen(
-                    [
-                        str(Path(sys.executable).with_name("prefect")),
-                        "worker",
-                        "start",
-                        "--pool",
-                        pool,
-                        "--type",
-                        "process",
-                        "--name",
-                        name,
-                        "--limit",
-                        "1",
-                    ],
-                    cwd=tmp_path,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )  # fmt: skip
+                    command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+                )
             )
         yield {"pool": pool, "names": names, "tmp": tmp_path, "procs": procs}
     finally:
@@ -88,11 +76,13 @@ def test_two_workers_share_one_pool(workers: dict[str, Any]) -> None:
     config.write_text(yaml.safe_dump({"lab": {"name": "poollab", "state_dir": str(tmp / "st")}}))
     # The pool may already exist: the workers create it when they start first (--type process).
     ensure_process_pool(workers["pool"])
-    spec = next(
-        s for s in deployment_specs(load_config(config), config) if s.name == "housekeeping"
-    )
+    specs = deployment_specs(load_config(config), config)
+    spec = next(s for s in specs if s.name == "housekeeping")
+    # Housekeeping never overlaps itself in production (a second run is cancelled); here the
+    # same flow runs six times at once so that both workers get some.
     spec = spec.model_copy(
         update={
+            "no_overlap": False,
             "name": f"housekeeping-{workers['pool']}",
             "cron": None,
             "parameters": {**spec.parameters, "dry_run": True},

@@ -24,7 +24,7 @@ _SOURCE = {
     "dns_records": "technitium",
     "beszel_agents": "beszel",
     "scrape_targets": "victoriametrics",
-    "wazuh_agents": "wazuh",
+    "wazuh_agents": "wazuh_api",
 }
 
 
