@@ -8,6 +8,8 @@ poll, on this host or others with the same checkout.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -167,7 +169,9 @@ def handle(args: argparse.Namespace) -> int:
         if pool is not None:
             created = ensure_process_pool(pool)
             progress(f"labops: work pool {pool!r} " + ("created" if created else "exists"))
-            pool_ids = deploy_to_pool(specs, pool, PROJECT_DIR)
+            # Prefect prints a table per deployment; the summary below says the same once.
+            with contextlib.redirect_stdout(io.StringIO()):
+                pool_ids = deploy_to_pool(specs, pool, PROJECT_DIR)
             ids = dict(zip([s.name for s in specs], pool_ids, strict=True))
             missing: list[str] = []
         else:

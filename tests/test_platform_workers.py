@@ -26,7 +26,7 @@ from labops import prefect_server
 from labops.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = 6
+RUNS = 4
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_two_workers_share_one_pool(workers: dict[str, Any]) -> None:
     specs = deployment_specs(load_config(config), config)
     spec = next(s for s in specs if s.name == "housekeeping")
     # Housekeeping never overlaps itself in production (a second run is cancelled); here the
-    # same flow runs six times at once so that both workers get some.
+    # same flow runs four times at once so that both workers get some.
     spec = spec.model_copy(
         update={
             "no_overlap": False,

@@ -172,6 +172,8 @@ def _scalar(value: Any) -> str:
         value = value.model_dump(mode="json")
     if isinstance(value, tuple | set | frozenset):
         value = list(value)
+    if isinstance(value, float):
+        value = round(value, 4)  # 2/3 reads better as 0.6667
     dumped = yaml.safe_dump(value, default_flow_style=True, width=10_000, allow_unicode=True)
     return dumped.strip().removesuffix("...").strip()
 

@@ -85,6 +85,10 @@ class PveGuest(Payload):
             return []
         if isinstance(value, str):
             return [t for t in _TAG_SPLIT.split(value) if t]
+        if isinstance(value, int | float):  # Perl's JSON writes a numeric-looking tag bare
+            return [str(value)]
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"tags: expected a string or a list, got {type(value).__name__}")
         return [str(t) for t in value]
 
     @property

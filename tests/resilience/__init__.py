@@ -1,0 +1,1 @@
+"""Resilience drills: break the lab and the platform on purpose, check labops keeps its promises."""
