@@ -21,7 +21,7 @@ def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "alerts",
         help="print or write the vmalert rules that alert when a flow stops succeeding",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", "`"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_option(parser)

@@ -19,7 +19,7 @@ def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "bridge",
         help="connect the MQTT bus to Prefect: runs in, state changes and alerts out",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", "`"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_option(parser)

@@ -30,7 +30,7 @@ def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "deploy",
         help="create or update every deployment (schedules, parameters) on the Prefect server",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", "`"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_option(parser)
@@ -42,6 +42,14 @@ def add_parser(sub: Any) -> None:
         metavar="NAME",
         help="deploy to this process work pool (created if missing); --pool alone uses "
         "platform.work_pool. Without --pool: serve mode",
+    )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=PROJECT_DIR,
+        metavar="DIR",
+        help="with --pool: the directory workers run the flows from; every worker host needs it "
+        f"at the same path (default: where labops is installed, {PROJECT_DIR})",
     )
     parser.add_argument(
         "--only",
@@ -171,7 +179,7 @@ def handle(args: argparse.Namespace) -> int:
             progress(f"labops: work pool {pool!r} " + ("created" if created else "exists"))
             # Prefect prints a table per deployment; the summary below says the same once.
             with contextlib.redirect_stdout(io.StringIO()):
-                pool_ids = deploy_to_pool(specs, pool, PROJECT_DIR)
+                pool_ids = deploy_to_pool(specs, pool, args.source.resolve())
             ids = dict(zip([s.name for s in specs], pool_ids, strict=True))
             missing: list[str] = []
         else:
@@ -189,7 +197,7 @@ def handle(args: argparse.Namespace) -> int:
     if note:
         progress(note)
     if pool is not None:
-        print(f"\nStart one or more workers (same checkout at {PROJECT_DIR}):")
+        print(f"\nStart one or more workers (each with {args.source.resolve()}):")
         print(f"  PREFECT_API_URL={api} prefect worker start --pool {pool}")
     else:
         print("\nRun them (schedules, UI, API and MQTT runs) with one process:")

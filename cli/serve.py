@@ -20,7 +20,7 @@ def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "serve",
         help="run every deployment's flow runs in this process (until stopped)",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", "`"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_option(parser)

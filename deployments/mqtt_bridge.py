@@ -143,6 +143,9 @@ class Bridge:
         self.alerts = AlertBook(ctx)
         self.stopping = threading.Event()
         self.started: list[str] = []
+        # Prefect's event subscriber replays the minute before it connects; state changes from
+        # before the bridge started were published by its predecessor (or are stale): skip them.
+        self.since = datetime.now(UTC)
         # Prefect's settings live in context variables, which threads (paho's network loop, the
         # event stream) do not inherit: every callback runs in a copy of the creator's context.
         self._context = contextvars.copy_context()
@@ -233,7 +236,7 @@ class Bridge:
 
     def handle_event(self, event: Any) -> None:
         change = state_event(event, self.ctx.config.lab.ui_url)
-        if change is None:
+        if change is None or change.occurred < self.since:
             return
         flow = change.flow or "unknown"
         self.publish(f"{flow}/{change.state.lower()}", change.model_dump(mode="json"))
@@ -341,6 +344,7 @@ class Bridge:
 def main(config: str | None = None) -> None:
     """Entry point of ``labops bridge`` and of the systemd unit."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call drowns the log
     Bridge(LabContext.load(config)).run()
 
 

@@ -23,7 +23,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.context import LabContext
 from labops.config.policies.backups import BackupPolicy
-from labops.errors import LabopsError
+from labops.errors import ConfigError, LabopsError
 from labops.limits import ensure_limit, limit_name
 from labops.models.backups import BackupOutcome, GuestPlan, PlanAction
 from labops.planners.backup_audit import guest_rows, templates_without_backup
@@ -155,7 +155,11 @@ def backups(
     if not ctx.configured("proxmox"):
         return publish_report(report, ctx)
     block = ctx.pve_block()
-    storage = default_storage(policy, ctx.config.systems.pbs)
+    try:
+        storage = default_storage(policy, ctx.config.systems.pbs)
+    except ConfigError as exc:
+        report.failures.append(Failure(entity="config", reason=str(exc)))
+        return publish_report(report, ctx)
 
     # -- discover ------------------------------------------------------------------------------
     nodes = list_nodes(block)

@@ -20,7 +20,7 @@ from prefect.states import State
 from blocks.context import LabContext
 from blocks.proxmox import ProxmoxCredentials
 from labops.config.systems import ProxmoxNode
-from labops.errors import LabopsError
+from labops.errors import ConfigError, LabopsError
 from labops.planners.backups import default_storage
 from labops.planners.restore_drill import DrillRefused, choose_guest, choose_scratch_vmid
 from labops.reports import Failure
@@ -102,9 +102,12 @@ def restore_drill(
     nodes = list_nodes(block)
     online = sorted(n.node for n in nodes if n.online)
     guests = list_guests(block)
-    copies, problems = scan_backups(
-        block, [default_storage(policy, ctx.config.systems.pbs)], online
-    )
+    try:
+        storage_name = default_storage(policy, ctx.config.systems.pbs)
+    except ConfigError as exc:
+        report.failures.append(Failure(entity="config", reason=str(exc)))
+        return publish_report(report, ctx)
+    copies, problems = scan_backups(block, [storage_name, *policy.scan_storages], online)
     report.failures += problems
     target = node or drill.node
     try:

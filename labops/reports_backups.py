@@ -144,12 +144,13 @@ class BackupReport(OperationReport):
 
     def headline(self) -> str:
         c = self.counts()
-        parts = [
-            f"{c['backed-up'] + c['backed-up-with-warnings']} backed up",
-            f"{c['fresh']} fresh",
-        ]
         if self.dry_run:
-            parts.insert(0, f"{c['would-back-up']} would be backed up (dry run)")
+            parts = [f"{c['would-back-up']} would be backed up (dry run)", f"{c['fresh']} fresh"]
+        else:
+            parts = [
+                f"{c['backed-up'] + c['backed-up-with-warnings']} backed up",
+                f"{c['fresh']} fresh",
+            ]
         if c["failed"]:
             parts.append(f"{c['failed']} failed")
         if c["not-backed-up"]:

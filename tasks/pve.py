@@ -18,6 +18,7 @@ from blocks.proxmox import ProxmoxCredentials
 from labops.errors import LabopsError
 from labops.models.backups import BackupCopy, BackupGuest, BackupOutcome, TaskResult
 from labops.models.pve import PveGuestRef, PveNode, PveStorage, PveTaskItem, PveTaskStatus
+from labops.parsers.vzdump import vzdump_failure
 from labops.planners.backups import classify_exitstatus, is_lock_error
 from labops.proxmox import PveClient, TaskTimeout
 from labops.reports import Failure
@@ -123,14 +124,6 @@ class VzdumpSettings(BaseModel):
     )
 
 
-def _failure_line(lines: list[str], vmid: int) -> str | None:
-    for line in lines:
-        if line.startswith("ERROR:") and str(vmid) in line:
-            return line.removeprefix("ERROR:").strip()
-    errors = [ln.removeprefix("ERROR:").strip() for ln in lines if ln.startswith("ERROR:")]
-    return errors[0] if errors else None
-
-
 def _wait_unlocked(
     pve: PveClient, guest: BackupGuest, deadline: float, retry_s: float,
     sleep: Callable[[float], None],
@@ -205,7 +198,7 @@ def run_backup(
             out.status = "warning" if status.warnings else "ok"
             out.reason = status.exitstatus or ""
             return out
-        detail = _failure_line(pve.task_log(guest.node, upid), guest.vmid) or status.error or ""
+        detail = vzdump_failure(pve.task_log(guest.node, upid), guest.vmid) or status.error or ""
         if is_lock_error(detail) and time.time() + settings.lock_retry_s <= lock_deadline:
             out.lock_waits += 1
             log(f"{guest.label}: {detail}; waiting for the lock")

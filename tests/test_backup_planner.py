@@ -255,3 +255,21 @@ def test_policy_errors_name_the_key() -> None:
     policy = parse_config({"backups": {"tiers": {"1h": {"rpo": "1h"}}, "default_tier": "1h",
                                        "tier_tags": {}}}).backups
     assert policy.tiers["1h"].rpo == 3600 and policy.tiers["1h"].refresh_after_s == 3240
+
+
+@pytest.mark.parametrize("name", ["vzdump-failed", "vzdump-locked", "vzdump-ok"])
+def test_vzdump_logs(name: str) -> None:
+    from labops.parsers.vzdump import vzdump_failure
+
+    case = json.loads((DATA / f"{name}.json").read_text())
+    reason = vzdump_failure(case["log"], case["vmid"])
+    expected = {
+        "vzdump-failed": "command '/usr/bin/proxmox-backup-client backup' failed: exit code 255",
+        "vzdump-locked": f"CT {case['vmid']} is locked (snapshot)",
+        "vzdump-ok": None,
+    }[name]
+    assert reason == expected
+    assert classify_exitstatus(case["exitstatus"]) == ("ok" if expected is None else "error")
+    assert is_lock_error(reason or "") == (name == "vzdump-locked")
+    job_error = ["ERROR: storage 'pbs' is not online"]
+    assert vzdump_failure(job_error, 1) == "storage 'pbs' is not online"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bench import bench_orchestration as orch
+from bench import bench_trigger as trig
 from bench.common import RESULT_PREFIX, BenchResult, compare, emit, markdown_table, parse_results
 from bench.run_all import discover, select
 from cli.main import build_parser
@@ -58,6 +60,52 @@ def test_discovery_finds_every_benchmark_module_and_rejects_unknown_names() -> N
 def test_the_bench_command_takes_its_options() -> None:
     args = build_parser().parse_args(["bench", "--quick", "--only", "orchestration", "trigger"])
     assert args.quick and args.only == ["orchestration", "trigger"]
+
+
+def _orchestration(tasks: int, end_to_end_s: float | None) -> orch.Measurement:
+    child = orch.ChildReport(
+        tasks=tasks,
+        floor_s_per_task=0.00001,
+        flow_wall_s=1.0 + tasks * 0.003,
+        tasks_wall_s=tasks * 0.003,
+        tasks_cpu_s=tasks * 0.002,
+        flow_run_id="run",
+        catch_up_s=None if end_to_end_s is None else 1.0,
+        end_to_end_s=end_to_end_s,
+        child_maxrss_mb=90,
+    )
+    return orch.Measurement(
+        database="sqlite",
+        tasks=tasks,
+        child=child,
+        flow_peak_mb=95,
+        server_peak_mb=230,
+        server_cpu_s=tasks * 0.02,
+    )
+
+
+def test_orchestration_growth_is_judged_on_the_cost_until_recorded() -> None:
+    linear = orch.results_for([_orchestration(100, 2.5), _orchestration(1000, 25.0)])
+    growth = next(r for r in linear if r.name.startswith("growth"))
+    assert growth.ratio == pytest.approx(1.0) and growth.met is True
+    worse = orch.results_for([_orchestration(100, 2.5), _orchestration(1000, 80.0)])
+    assert next(r for r in worse if r.name.startswith("growth")).met is False
+    # a server that never recorded every task run fails the per-task goal however fast the flow
+    lagging = orch.results_for([_orchestration(100, 2.5), _orchestration(1000, None)])
+    per_task = [r for r in lagging if r.name == "per task run, wall"]
+    assert [r.met for r in per_task] == [True, False]
+    assert not any(r.name.startswith("growth") for r in lagging)
+
+
+def test_trigger_result_splits_the_median_run() -> None:
+    trials = [
+        trig.Trial(latency_s=latency, picked_up_s=latency - 2.0, running_s=latency - 0.1)
+        for latency in (9.0, 3.0, 5.0)
+    ]
+    result = trig.results_for(trig.Series(runner="worker", poll_s=10.0, trials=trials), 1.0)
+    assert result.contender == 5.0 and result.ratio == 5.0
+    assert "QUERY_SECONDS=10 (default)" in result.size
+    assert "3.0 s until picked up" in result.notes and "max 9.0 s" in result.notes
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,14 +47,23 @@ def served(prefect_server: prefect_server.ServerInfo, tmp_path: Path) -> Iterato
         log.close()
 
 
+def post(url: str, body: dict[str, Any]) -> httpx.Response:
+    """POST like `curl --retry 5`: a 503 (server busy, e.g. SQLite locked) is retried; with an
+    idempotency key the retry cannot start a second run."""
+    for _ in range(5):
+        response = httpx.post(url, json=body, timeout=10)
+        if response.status_code != 503:
+            break
+        time.sleep(1)
+    return response
+
+
 def deployment_id(api: str, name: str, config: Path, timeout: float = 90) -> str:
     """The id, as `curl -X POST $API/deployments/filter` finds it, once serve registered it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = httpx.post(
-            f"{api}/deployments/filter",
-            json={"deployments": {"name": {"any_": [name]}}, "limit": 1},
-            timeout=10,
+        found = post(
+            f"{api}/deployments/filter", {"deployments": {"name": {"any_": [name]}}, "limit": 1}
         )
         found.raise_for_status()
         if found.json() and found.json()[0]["parameters"].get("config") == str(config):
@@ -68,28 +78,23 @@ def test_rest_api_run_completes(
     api = prefect_server.api_url
     dep = deployment_id(api, "housekeeping", served["config"])
 
-    refused = httpx.post(
-        f"{api}/deployments/{dep}/create_flow_run",
-        json={"parameters": {"dry_run": "maybe"}},
-        timeout=10,
-    )
+    refused = post(f"{api}/deployments/{dep}/create_flow_run", {"parameters": {"dry_run": "maybe"}})
     # Parameters are checked against the flow signature: 409 Conflict naming the field.
     assert refused.status_code == 409 and "dry_run" in refused.text, refused.text
 
+    key = f"api-test-{uuid.uuid4().hex}"
     started = time.monotonic()
-    created = httpx.post(
+    created = post(
         f"{api}/deployments/{dep}/create_flow_run",
-        json={"parameters": {"dry_run": True}, "tags": ["api"], "idempotency_key": "api-test-1"},
-        timeout=10,
+        {"parameters": {"dry_run": True}, "tags": ["api"], "idempotency_key": key},
     )
     assert created.status_code == 201, created.text
     run = created.json()
     assert run["state"]["type"] == "SCHEDULED"
     assert run["parameters"] == {"config": str(served["config"]), "dry_run": True}
-    again = httpx.post(
+    again = post(
         f"{api}/deployments/{dep}/create_flow_run",
-        json={"parameters": {"dry_run": True}, "idempotency_key": "api-test-1"},
-        timeout=10,
+        {"parameters": {"dry_run": True}, "idempotency_key": key},
     )
     assert again.json()["id"] == run["id"]  # a retried POST starts nothing new
 

@@ -95,9 +95,16 @@ def test_deploy_serve_mode_sqlite(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     config = write_config(tmp_path)
+    # doc-reconcile scheduled first, then switched to manual only: its schedule must go away.
+    before = tmp_path / "before.yaml"
+    before.write_text(config.read_text().replace("enabled: false", "enabled: true"))
+    assert labops(["deploy", "--config", str(before), "--only", "doc-reconcile"]) == 0
+    assert read_labops_deployments({"doc-reconcile"})["doc-reconcile"].schedules
     assert labops(["deploy", "--config", str(config)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "labops serve --config" in out and "10 1 * * * (Europe/Berlin)" in out
+    # The session server runs with Prefect's default vacuum (events only): deploy says so.
+    assert "does not prune old flow runs" in err
     check_deployed(config, pool=None)
     first = {n: d.id for n, d in read_labops_deployments(set(FLOWS)).items()}
 

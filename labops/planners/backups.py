@@ -160,11 +160,7 @@ def plan_guest(
             guest=guest, action=PlanAction.EXCLUDED, reason=excluded, last_good=best, age_s=age
         )
     gp = policy_for(guest, policy, default_storage)
-    window = (
-        format_duration(gp.refresh_after_s)
-        if gp.refresh_after_s % 60 == 0
-        else human_age(gp.refresh_after_s)
-    )
+    window = human_age(gp.refresh_after_s)
     if best is None:
         failed = [c for c in copies if c.verify_state == "failed"]
         why = "no good backup yet" + (f" ({len(failed)} failed verification)" if failed else "")

@@ -57,6 +57,16 @@ def run_state(api_url: str, run_id: str) -> tuple[str | None, str | None]:
     return state.get("type"), state.get("name")
 
 
+def task_states(api_url: str, run_id: str) -> list[str]:
+    """State types of the flow run's task runs as the server knows them (events are async)."""
+    try:
+        runs = httpx.post(f"{api_url}/task_runs/filter", timeout=10, json={
+            "flow_runs": {"id": {"any_": [run_id]}}, "limit": 200}).json()
+    except (httpx.HTTPError, ValueError):
+        return []
+    return sorted((r.get("state") or {}).get("type") or "NONE" for r in runs)
+
+
 def start_slow_flow(api_url: str, work: Path, steps: int, step_s: float) -> subprocess.Popen[bytes]:
     log = (work / "flow.log").open("wb")
     return subprocess.Popen(

@@ -21,6 +21,7 @@ from tests.resilience.platform import (
     PG_BIN,
     PostgresCluster,
     run_state,
+    task_states,
     start_slow_flow,
     wait_for,
 )
@@ -46,6 +47,13 @@ def _drill(api_url: str, work: Path, outage: Callable[[], None]) -> tuple[str | 
         # the server may still be applying the last state the client sent
         state = wait_for(lambda: (s := run_state(api_url, run_id)[0]) in FINAL and s, 60,
                          f"run {run_id} still not final: {run_state(api_url, run_id)}")
+        if state == "COMPLETED":
+            # task states travel as events: after the outage none may be left Running (#19594)
+            try:
+                wait_for(lambda: task_states(api_url, run_id) == ["COMPLETED"] * STEPS, 45,
+                         "task runs")
+            except AssertionError:
+                pytest.fail(f"run Completed but its task runs are {task_states(api_url, run_id)}")
         return state, (work / "flow.log").read_text(errors="replace")
     finally:
         if proc.poll() is None:
@@ -65,6 +73,7 @@ def test_prefect_server_restarted_mid_run(tmp_path: Path) -> None:
         state, output = _drill(info.api_url, tmp_path, restart)
     finally:
         server.stop(home)
+    print(f"run ended {state}; flow said: {output.strip().splitlines()[-1:]}")
     assert state in ("COMPLETED", "CRASHED"), f"ended {state}; flow output:\n{output[-3000:]}"
 
 
@@ -97,4 +106,5 @@ def test_postgres_restarted_under_running_flow(
         assert server.is_healthy(info.api_url), "the server did not survive its database restart"
     finally:
         server.stop(home)
+    print(f"run ended {state}; flow said: {output.strip().splitlines()[-1:]}")
     assert state in ("COMPLETED", "CRASHED"), f"ended {state}; flow output:\n{output[-3000:]}"
