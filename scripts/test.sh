@@ -8,25 +8,34 @@ ROOT="$(pwd)"
 log() { printf '== %s\n' "$*" >&2; }
 
 # -- system packages -------------------------------------------------------------------------
-PACKAGES=(openssh-server victoria-metrics caddy crowdsec)
+PACKAGES=(openssh-server victoria-metrics caddy crowdsec needrestart)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
+BINARIES=(/usr/sbin/sshd /usr/bin/caddy /usr/bin/crowdsec /usr/sbin/needrestart /usr/bin/victoria-metrics /usr/bin/vmalert)
+install_missing() {
+  # crowdsec's post-install wants systemd and fails in containers (the binaries are what we use);
+  # NEEDRESTART_MODE=l: list only, never restart the machine's services (PostgreSQL, Mosquitto)
+  NEEDRESTART_MODE=l DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" || true
+}
+binaries_present() {
+  for bin in "${BINARIES[@]}"; do [ -x "$bin" ] || return 1; done
+}
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
-  # refresh the package lists only when they were never fetched
   if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
     apt-get update
   fi
-  # crowdsec's post-install wants systemd and fails in containers; the binaries are what we use
-  DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" || true
+  install_missing "${missing[@]}"
+  if ! binaries_present; then  # stale package lists: refresh once and try again
+    apt-get update
+    install_missing "${missing[@]}"
+  fi
 fi
-for bin in /usr/sbin/sshd /usr/bin/caddy /usr/bin/crowdsec; do
+for bin in "${BINARIES[@]}"; do
   [ -x "$bin" ] || { echo "missing $bin after installing packages" >&2; exit 1; }
 done
-command -v victoria-metrics >/dev/null || [ -x /usr/bin/victoria-metrics ] \
-  || { echo "victoria-metrics is not installed" >&2; exit 1; }
 
 # -- Python environment ----------------------------------------------------------------------
 if [ ! -x .venv/bin/python ]; then
