@@ -167,7 +167,8 @@ def main() -> int:
                   f"({small['tasks']} vzdump tasks, {len(report.failures)} failures)")
             print("  per node (s, log):  " + ", ".join(
                 f"{n} {v:.1f}" for n, v in sorted(small["by_log"].items())))
-            print(f"  ideal schedule:     {ideal:.2f} s (task list, whole seconds: {ideal_list:.0f} s)")
+            print(f"  ideal schedule:     {ideal:.2f} s "
+                  f"(task list, whole seconds: {ideal_list:.0f} s)")
             print(f"  fixed cost:         {small['fixed']:.2f} s (same flow, nothing due)")
             print(f"  flow wall time:     {small['wall']:.2f} s")
             ratio = (small["wall"] - small["fixed"]) / ideal

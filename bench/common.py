@@ -30,7 +30,6 @@ import contextlib
 import datetime
 import os
 import platform
-import socket
 import statistics
 import threading
 import time
@@ -240,12 +239,6 @@ def median_max(values: Sequence[float]) -> tuple[float, float]:
 
 
 # --- a Prefect server of the benchmark's own -----------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
