@@ -8,14 +8,16 @@ Against a Prefect server of its own (SQLite, temporary PREFECT_HOME), for
 - a process worker (``prefect worker start --pool P --type process``; the flow deployed to the
   pool with ``Flow.from_source(source=<bench dir>, entrypoint="trigger_flow.py:triggered")``),
 
-each first with Prefect's default poll interval and then with a shortened one
-(``PREFECT_RUNNER_POLL_FREQUENCY`` for serve, ``PREFECT_WORKER_QUERY_SECONDS`` for the worker),
-a few runs each, one after the other. The flow's first task writes ``time.time()`` to a file
-named by a parameter; latency = that stamp - the moment before the POST. The run's state
-history splits it into: waiting to be picked up (SCHEDULED -> PENDING: the poll interval),
-starting the flow process (PENDING -> RUNNING: interpreter, imports, loading the flow) and
-running -> first task. The floor is what any runner starting a fresh process pays: a Python
-process that imports prefect and the flow module and writes the stamp.
+each with Prefect's default poll interval and with a shortened one
+(``PREFECT_RUNNER_POLL_FREQUENCY`` for serve, ``PREFECT_WORKER_QUERY_SECONDS`` for the worker;
+a pool per worker). All runners are
+started at once - their idle CPU and the server's, polling, is measured - then runs are triggered
+one at a time, round-robin over the runners, a few each. The flow's first task writes
+``time.time()`` to a file named by a parameter; latency = that stamp - the moment before the
+POST. The run's state history splits it: waiting to be picked up (SCHEDULED -> PENDING: the poll
+interval), starting the flow process (PENDING -> RUNNING: interpreter, imports, loading the flow)
+and running -> first task. The baseline is the floor any runner that starts a fresh process
+pays: a Python process importing prefect and the flow module and writing the stamp.
 """
 
 from __future__ import annotations

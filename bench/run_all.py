@@ -89,17 +89,23 @@ def run_module(name: str, quick: bool, timeout_s: float, log_path: Path) -> Modu
             stdin=subprocess.DEVNULL,
             text=True,
             start_new_session=True,  # so a time-out ends the servers and sandboxes it started
+            # a shell starts background jobs with SIGINT ignored and children inherit that; the
+            # module must get KeyboardInterrupt from SIGINT to clean up
+            preexec_fn=_default_sigint,
         )
         timed_out = threading.Event()
 
-        def expire() -> None:
-            timed_out.set()
+        def stop() -> None:
             _signal_group(proc, signal.SIGINT)  # lets the module clean up
             if _wait(proc, 30):
                 return
             _signal_group(proc, signal.SIGTERM)
             if not _wait(proc, 15):
                 _signal_group(proc, signal.SIGKILL)
+
+        def expire() -> None:
+            timed_out.set()
+            stop()
 
         timer = threading.Timer(timeout_s, expire)
         timer.start()
@@ -110,6 +116,10 @@ def run_module(name: str, quick: bool, timeout_s: float, log_path: Path) -> Modu
                 log.write(line)
                 print(f"[{name}] {line}", end="", flush=True)
             proc.wait()
+        except KeyboardInterrupt:
+            # the module runs in its own session, so Ctrl-C did not reach it: pass it on
+            stop()
+            raise
         finally:
             timer.cancel()
     return ModuleRun(
@@ -119,6 +129,14 @@ def run_module(name: str, quick: bool, timeout_s: float, log_path: Path) -> Modu
         timed_out=timed_out.is_set(),
         results=parse_results("".join(captured)),
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _wait(proc: subprocess.Popen[str], seconds: float) -> bool:
@@ -161,14 +179,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per benchmark module"
     )
     args = parser.parse_args(argv)
+    # SIGTERM, and SIGINT even when started in the background, stop the running module cleanly
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     names = select(discover(), args.only)
     machine = Machine.here()
     output: Path = args.output.resolve()
     started = time.monotonic()
     runs: list[ModuleRun] = []
-    for name in names:
-        print(f"== {name} ==", flush=True)
-        runs.append(run_module(name, args.quick, args.timeout, output.parent / f"{name}.log"))
+    try:
+        for name in names:
+            print(f"== {name} ==", flush=True)
+            runs.append(run_module(name, args.quick, args.timeout, output.parent / f"{name}.log"))
+    except KeyboardInterrupt:
+        print("interrupted; the running benchmark was stopped, no table written", flush=True)
+        return 130
     text = render(runs, machine, args.quick, time.monotonic() - started)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)

@@ -207,12 +207,28 @@ def test_faults_fail_only_their_guests_and_are_reported(
     assert beat
 
 
+def newest_backup(sandbox: SandboxHandle) -> float:
+    snaps = sandbox.pbs().admin.datastore("store1").snapshots.get()
+    return max((float(s["backup-time"]) for s in snaps), default=0.0)
+
+
+# The rerun treats a backup younger than (time since the kill started + MARGIN) as fresh: MARGIN
+# covers the rerun's own start-up (seconds under load) before it lists the backups.
+MARGIN = 45.0
+
+
 def test_killed_run_then_rerun_backs_up_each_guest_once(
-    lab_clean: SandboxHandle, prefect_server: Any, tmp_path: Path
+    make_sandbox: Any, prefect_server: Any, tmp_path: Path
 ) -> None:
     from flows.backups import backups
     from labops.reports_backups import GuestStatus
 
+    lab_clean = make_sandbox()  # a lab of its own: no backup of this module's other tests
+    # Every earlier backup must be older than the rerun's window (seeded nightly ones at 02:00
+    # UTC can be minutes old when the suite runs just after 02:00).
+    wait = newest_backup(lab_clean) + MARGIN + 1 - time.time()
+    if wait > 0:
+        time.sleep(wait)
     # Longer vzdumps (2 s of lab time per GiB-ish) so the kill lands mid-run.
     lab_clean.set_faults("pve", latency_ms=20)
     killed_cfg = config(lab_clean, tmp_path / "killed", tiers={"short": {"rpo": "1s"}})
@@ -236,8 +252,8 @@ def test_killed_run_then_rerun_backs_up_each_guest_once(
 
     # The killed run's slots are leases that Prefect frees after >= 60 s; the rerun uses a
     # scope of its own rather than wait for that (lease expiry is Prefect's, not ours to test).
-    # Due again: every guest not backed up since t0 (older tests of this module backed them up).
-    window = f"{int(time.time() - t0) + 1}s"
+    # Due again: every guest not backed up since t0.
+    window = f"{int(time.time() - t0 + MARGIN)}s"
     rerun_cfg = config(lab_clean, tmp_path / "rerun",
                        tiers={"short": {"rpo": window, "refresh_after": window}})
     state = backups(config=rerun_cfg, return_state=True)

@@ -59,8 +59,33 @@ def test_zombie_automation_is_created_once(prefect_server: object) -> None:
     assert automation.actions[0].type == "change-flow-run-state"
 
 
+def crash_leftover_runs() -> None:
+    """Runs that earlier tests killed on purpose stay Running (a zombie): mark them Crashed, as
+    the zombie-run automation would after its heartbeat window."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
+                )
+            )
+        )
+        for run in runs:
+            client.set_flow_run_state(run.id, Crashed(message="test: killed earlier"), force=True)
+
+
 def test_orphan_slots_are_released_when_nothing_runs(prefect_server: object) -> None:
     from labops.limits import ensure_limit
+
+    crash_leftover_runs()
 
     ensure_limit("labops-test-orphan", 2)
     with get_client(sync_client=True) as client:

@@ -52,13 +52,18 @@ _NAME_AFTER = re.compile(r"^\s*[:\u2013-]?\s*(?P<name>[a-z][\w.-]*[a-z0-9])\b")
 _ON_NODE = re.compile(r"\bon\s+(?P<node>[a-z][\w-]*\d)\b")
 _NODE_LIKE = re.compile(r"^[a-z][\w-]*\d$")
 _IP_OWNER = re.compile(rf"(?P<ip>{IPV4})(?:/\d+)?\s*\((?P<owner>[A-Za-z][^)]{{0,40}})\)")
+# Both start only where a token starts (the look-behinds) and only run on lines holding their
+# keyword: one long token (a URL, an inline image) must not make the scan quadratic.
 _DNS = re.compile(
-    rf"(?P<name>\*?\.?[\w-]*(?:\.[\w-]+)+)\s+(?:points?|resolves?|is\s+pointed)\s+to\s+"
-    rf"(?P<ip>{IPV4})|(?P<name2>\*?\.?[\w-]*(?:\.[\w-]+)+)\s*(?:->|→)\s*(?P<ip2>{IPV4})"
+    rf"(?<![\w.*-])(?P<name>\*?\.?[\w-]*(?:\.[\w-]+)+)\s+(?:points?|resolves?|is\s+pointed)"
+    rf"\s+to\s+(?P<ip>{IPV4})"
+    rf"|(?<![\w.*-])(?P<name2>\*?\.?[\w-]*(?:\.[\w-]+)+)\s*(?:->|\u2192)\s*(?P<ip2>{IPV4})"
 )
+_DNS_HINT = re.compile(r"point|resolv|->|\u2192", re.IGNORECASE)
 _LINK = re.compile(
-    r"(?P<a>[A-Za-z][\w.-]*\w)\s*(?:<->|\u2194|<=>)\s*(?P<b>[A-Za-z](?:[\w.-]*\w)?)"
+    r"(?<![\w.-])(?P<a>[A-Za-z][\w.-]*\w)\s*(?:<->|\u2194|<=>)\s*(?P<b>[A-Za-z](?:[\w.-]*\w)?)"
 )
+_LINK_HINT = re.compile(r"<->|\u2194|<=>")
 _VERSION = re.compile(r"\bProxmox\s+VE\s+(?P<v>\d+\.\d+(?:\.\d+)?)\b", re.IGNORECASE)
 _ROLES = {"primary", "secondary", "master", "replica", "backup", "main", "spare", "the", "a"}
 _STOP = {"and", "or", "on", "is", "with", "to", "in", "at", "for", "runs", "hosts", "via"}
@@ -254,6 +259,8 @@ def _ip_owners(line: str, number: int, file: str) -> Iterator[Claim]:
 
 
 def _dns(line: str, number: int, file: str) -> Iterator[Claim]:
+    if not _DNS_HINT.search(line):
+        return
     for m in _DNS.finditer(line):
         name = m.group("name") or m.group("name2")
         ip_group = "ip" if m.group("ip") else "ip2"
@@ -273,6 +280,8 @@ def _dns(line: str, number: int, file: str) -> Iterator[Claim]:
 
 
 def _links(line: str, number: int, file: str) -> Iterator[Claim]:
+    if not _LINK_HINT.search(line):
+        return
     for m in _LINK.finditer(line):
         yield Claim(
             kind=ClaimKind.LINK,

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from labops.models.pve import Payload, TaskStatus
+from labops.models.pve import Payload, TaskStatus, upid_time
 
 
 class PbsVersion(Payload):
@@ -99,7 +99,7 @@ class PbsUpid(BaseModel):
             pid=int(parts[2], 16),
             pstart=int(parts[3], 16),
             task_id=int(parts[4], 16),
-            starttime=datetime.fromtimestamp(int(parts[5], 16), UTC),
+            starttime=upid_time(parts[5], upid),
             worker_type=parts[6],
             worker_id=_unescape(parts[7]),
             authid=parts[8],

@@ -171,11 +171,18 @@ class PveUpid(BaseModel):
             node=parts[1],
             pid=int(parts[2], 16),
             pstart=int(parts[3], 16),
-            starttime=datetime.fromtimestamp(int(parts[4], 16), UTC),
+            starttime=upid_time(parts[4], upid),
             type=parts[5],
             id=parts[6],
             user=parts[7],
         )
+
+
+def upid_time(hex_seconds: str, upid: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(hex_seconds, 16), UTC)
+    except (OverflowError, OSError) as exc:  # a start time no clock can hold
+        raise ValueError(f"not a UPID: {upid!r} (start time {hex_seconds}: {exc})") from None
 
 
 def is_upid(value: object) -> bool:

@@ -109,13 +109,30 @@ def test_load_config_arbitrary_bytes(content: bytes) -> None:
     "raw",
     [
         {"lab\nname": 1},  # a key with a line break must not break the one-line promise
-        {"systems": {"proxmox": {"url": "https://x", "token_id": "a@b!c",
-                                 "token_secret": "file:/tmp/\x00nul"}}},
+        {
+            "systems": {
+                "proxmox": {
+                    "url": "https://x",
+                    "token_id": "a@b!c",
+                    "token_secret": "file:/tmp/\x00nul",
+                }
+            }
+        },
         {"lab": {"state_dir": "~no_such_user_labops/state"}},
-        {"systems": {"telegram": {"url": "http://x", "bot_token": "file:/tmp/a\rb",
-                                  "chat_id": "1"}}},
-        {"systems": {"telegram": {"url": "http://x", "bot_token": "file:~nobody_labops/t",
-                                  "chat_id": "1"}}},
+        {
+            "systems": {
+                "telegram": {"url": "http://x", "bot_token": "file:/tmp/a\rb", "chat_id": "1"}
+            }
+        },
+        {
+            "systems": {
+                "telegram": {
+                    "url": "http://x",
+                    "bot_token": "file:~nobody_labops/t",
+                    "chat_id": "1",
+                }
+            }
+        },
         {"systems": {"telegram": {"url": "http://x", "bot_token": "env:A\n", "chat_id": "1"}}},
     ],
 )

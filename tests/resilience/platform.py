@@ -57,11 +57,25 @@ def run_state(api_url: str, run_id: str) -> tuple[str | None, str | None]:
     return state.get("type"), state.get("name")
 
 
+def wait_state(api_url: str, run_id: str, done: set[str], timeout: float, what: str) -> str:
+    """Wait until the run's state type is one of ``done``; returns it."""
+
+    def reached() -> str | None:
+        state = run_state(api_url, run_id)[0]
+        return state if state in done else None
+
+    result: str = wait_for(reached, timeout, f"{what} (last: {run_state(api_url, run_id)})")
+    return result
+
+
 def task_states(api_url: str, run_id: str) -> list[str]:
     """State types of the flow run's task runs as the server knows them (events are async)."""
     try:
-        runs = httpx.post(f"{api_url}/task_runs/filter", timeout=10, json={
-            "flow_runs": {"id": {"any_": [run_id]}}, "limit": 200}).json()
+        runs = httpx.post(
+            f"{api_url}/task_runs/filter",
+            timeout=10,
+            json={"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200},
+        ).json()
     except (httpx.HTTPError, ValueError):
         return []
     return sorted((r.get("state") or {}).get("type") or "NONE" for r in runs)
@@ -70,9 +84,20 @@ def task_states(api_url: str, run_id: str) -> list[str]:
 def start_slow_flow(api_url: str, work: Path, steps: int, step_s: float) -> subprocess.Popen[bytes]:
     log = (work / "flow.log").open("wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.resilience.slow_flow", "--steps", str(steps),
-         "--step-s", str(step_s), "--id-file", str(work / "run-id")],
-        cwd=ROOT, env=client_env(api_url, work / "client-home"), stdout=log,
+        [
+            sys.executable,
+            "-m",
+            "tests.resilience.slow_flow",
+            "--steps",
+            str(steps),
+            "--step-s",
+            str(step_s),
+            "--id-file",
+            str(work / "run-id"),
+        ],
+        cwd=ROOT,
+        env=client_env(api_url, work / "client-home"),
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
 
@@ -90,15 +115,30 @@ class PostgresCluster:
 
     def _pg_ctl(self, *args: str, check: bool = True) -> None:
         subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D",
-             str(self.dir / "data"), *args],
-            check=check, capture_output=True, timeout=60,
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.dir / "data"),
+                *args,
+            ],
+            check=check,
+            capture_output=True,
+            timeout=60,
         )
 
     def start(self) -> None:
-        self._pg_ctl("-l", str(self.dir / "postgres.log"), "-w", "-o",
-                     f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
-                     "start")
+        self._pg_ctl(
+            "-l",
+            str(self.dir / "postgres.log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._pg_ctl("-m", mode, "-w", "stop", check=False)
@@ -109,9 +149,23 @@ class PostgresCluster:
         directory = Path(tempfile.mkdtemp(prefix="labops-pg-", dir="/tmp"))
         shutil.chown(directory, "postgres", "postgres")
         subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D",
-             str(directory / "data"), "-A", "trust", "-U", "postgres", "--no-sync"],
-            check=True, capture_output=True, timeout=120,
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(directory / "data"),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         return cls(dir=directory, port=server.free_port())
 
@@ -121,7 +175,7 @@ class PostgresCluster:
 
 
 class Mosquitto:
-    """A private ``mosquitto -p PORT`` (anonymous, loopback only) that can be stopped and started."""
+    """A private mosquitto (anonymous, loopback only) that can be stopped and started."""
 
     def __init__(self, work: Path) -> None:
         from tests.fixtures.sandbox import free_port_range
@@ -138,8 +192,9 @@ class Mosquitto:
         import socket
 
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([str(MOSQUITTO), "-c", str(self.conf)], stdout=log,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [str(MOSQUITTO), "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
+            )
 
         def up() -> bool:
             with socket.socket() as sock:

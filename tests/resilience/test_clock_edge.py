@@ -12,12 +12,13 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from prefect import flow
+from prefect.deployments.runner import RunnerDeployment
 
 from deployments.definitions import _deploy_kwargs, deployment_specs
 from labops.config.loader import parse_config
@@ -38,10 +39,14 @@ def _runs_per_local_day(api_url: str, deployment_id: str, around: date) -> Count
     with httpx.Client(base_url=api_url, timeout=30) as http:
         http.post(
             f"/deployments/{deployment_id}/schedule",
-            json={"start_time": start.astimezone(UTC).isoformat(),
-                  "end_time": end.astimezone(UTC).isoformat(),
-                  # the server stops at 3 runs / 1 hour unless asked for the whole window
-                  "min_runs": 50, "max_runs": 50, "min_time": (end - start).total_seconds()},
+            json={
+                "start_time": start.astimezone(UTC).isoformat(),
+                "end_time": end.astimezone(UTC).isoformat(),
+                # the server stops at 3 runs / 1 hour unless asked for the whole window
+                "min_runs": 50,
+                "max_runs": 50,
+                "min_time": (end - start).total_seconds(),
+            },
         ).raise_for_status()
         runs = http.post(
             "/flow_runs/filter",
@@ -53,16 +58,20 @@ def _runs_per_local_day(api_url: str, deployment_id: str, around: date) -> Count
 
 @pytest.mark.parametrize("cron", ["30 2 * * *", "0 2 * * *"])
 def test_daily_run_happens_once_on_both_dst_nights(prefect_server: Any, cron: str) -> None:
-    config = parse_config({
-        "lab": {"timezone": "Europe/Berlin"},
-        "platform": {"schedules": {"backups": {"cron": cron}}},
-    })
-    spec = next(s for s in deployment_specs(config, "/nonexistent/labops.yaml")
-                if s.name == "backups")
+    config = parse_config(
+        {
+            "lab": {"timezone": "Europe/Berlin"},
+            "platform": {"schedules": {"backups": {"cron": cron}}},
+        }
+    )
+    spec = next(
+        s for s in deployment_specs(config, "/nonexistent/labops.yaml") if s.name == "backups"
+    )
     kwargs = _deploy_kwargs(spec)
     kwargs["name"] = f"dst-{uuid.uuid4().hex[:8]}"
     kwargs.pop("concurrency_limit", None)
-    deployment_id = str(dst_probe.to_deployment(**kwargs).apply())
+    deployment = cast(RunnerDeployment, dst_probe.to_deployment(**kwargs))
+    deployment_id = str(deployment.apply())
     try:
         for night in (SPRING, AUTUMN):
             per_day = _runs_per_local_day(prefect_server.api_url, deployment_id, night)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import logging
 import threading
 import time
 import uuid
@@ -31,12 +32,21 @@ from tests.patch_helpers import run_paused_flow
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
-OPEN = [{"start": "00:00", "end": "23:59",
-         "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}]
+OPEN = [
+    {"start": "00:00", "end": "23:59", "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}
+]
 PATCHED_HOSTS = ["gitea", "actual"]
 FAULTS = {"error_rate": 0.1, "reset_rate": 0.05}
-FLOWS = ["certificates", "patch-check", "backups", "restore-drill", "patch-apply",
-         "security-digest", "doc-reconcile", "housekeeping"]
+FLOWS = [
+    "certificates",
+    "patch-check",
+    "backups",
+    "restore-drill",
+    "patch-apply",
+    "security-digest",
+    "doc-reconcile",
+    "housekeeping",
+]
 
 
 class Bus:
@@ -75,11 +85,19 @@ def lab_config(sandbox: SandboxHandle, work: Path, prefix: str) -> str:
         "task_timeout": 60,
         "per_storage_limit": 8,
         "limits_scope": f"res-{uuid.uuid4().hex[:8]}",
-        "restore_drill": {"start_wait": 5, "timeout": 60, "scratch_vmid_min": 9900,
-                          "scratch_vmid_max": 9909},
+        "restore_drill": {
+            "start_wait": 5,
+            "timeout": 60,
+            "scratch_vmid_min": 9900,
+            "scratch_vmid_max": 9909,
+        },
     }
-    cfg["patching"] = {"windows": OPEN, "refresh": False, "canary_count": 0,
-                       "delete_snapshots_after_h": 0}
+    cfg["patching"] = {
+        "windows": OPEN,
+        "refresh": False,
+        "canary_count": 0,
+        "delete_snapshots_after_h": 0,
+    }
     cfg["certificates"] = {"handshake_timeout_s": 2.0, "connect_timeout_s": 2.0}
     work.mkdir(parents=True, exist_ok=True)
     path = work / "labops.yaml"
@@ -138,7 +156,10 @@ def run_every_flow(runs: LabRuns) -> None:
         "restore-drill": lambda: restore_drill(config=cfg, return_state=True),
         "patch-apply": lambda: run_paused_flow(
             lambda: patch_apply(config=cfg, hosts=PATCHED_HOSTS, return_state=True),
-            cfg, {"approve": True}, timeout=120)[0],
+            cfg,
+            {"approve": True},
+            timeout=120,
+        )[0],
         "security-digest": lambda: security_digest(config=cfg, return_state=True),
         "doc-reconcile": lambda: doc_reconcile(config=cfg, return_state=True),
         "housekeeping": lambda: housekeeping(config=cfg, return_state=True),
@@ -159,17 +180,50 @@ def bus() -> Iterator[Bus]:
         bus.close()
 
 
+class LogCapture(logging.Handler):
+    """Every log line this process writes while the flows run (console and run logs alike)."""
+
+    LOGGERS = ("", "prefect", "labops", "httpx", "paramiko", "proxmoxer", "urllib3", "LiteLLM")
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(record.getMessage())
+        except Exception:  # a bad format string is not this test's business
+            self.lines.append(str(record.msg))
+
+
+@pytest.fixture(scope="module")
+def process_logs() -> Iterator[LogCapture]:
+    capture = LogCapture()
+    for name in LogCapture.LOGGERS:
+        logging.getLogger(name).addHandler(capture)
+    try:
+        yield capture
+    finally:
+        for name in LogCapture.LOGGERS:
+            logging.getLogger(name).removeHandler(capture)
+
+
 @pytest.fixture(scope="module")
 def both_labs(
-    prefect_server: Any, bus: Bus, tmp_path_factory: pytest.TempPathFactory
+    prefect_server: Any,
+    bus: Bus,
+    process_logs: LogCapture,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[LabRuns, LabRuns]]:
     """A healthy and a faulty lab (same seed), every flow run on each, at the same time."""
     dirs = [tmp_path_factory.mktemp("lab-healthy"), tmp_path_factory.mktemp("lab-faulty")]
     with ThreadPoolExecutor(2) as pool:
         labs = list(pool.map(lambda d: start_sandbox(d / "lab"), dirs))
     try:
-        healthy, faulty = (LabRuns(lab, lab_config(lab, d / "work", bus.prefix))
-                           for lab, d in zip(labs, dirs, strict=True))
+        healthy, faulty = (
+            LabRuns(lab, lab_config(lab, d / "work", bus.prefix))
+            for lab, d in zip(labs, dirs, strict=True)
+        )
         for system in ("pve", "pbs"):
             faulty.sandbox.set_faults(system, **FAULTS)
         threads = []
@@ -202,8 +256,9 @@ def vzdumps_per_guest(sandbox: SandboxHandle, since: float) -> Counter[str]:
     pve = sandbox.pve()
     counts: Counter[str] = Counter()
     for node in ("pve1", "pve2", "pve3", "pve4"):
-        for task in pve.nodes(node).tasks.get(typefilter="vzdump", since=int(since),
-                                              source="all", limit=1000):
+        for task in pve.nodes(node).tasks.get(
+            typefilter="vzdump", since=int(since), source="all", limit=1000
+        ):
             counts[str(task.get("id"))] += 1
     return counts
 
@@ -244,7 +299,7 @@ def test_no_guest_backed_up_twice_under_api_faults(both_labs: tuple[LabRuns, Lab
 
 
 def test_no_secret_leaks_anywhere(
-    both_labs: tuple[LabRuns, LabRuns], bus: Bus, prefect_server: Any
+    both_labs: tuple[LabRuns, LabRuns], bus: Bus, prefect_server: Any, process_logs: LogCapture
 ) -> None:
     from tests.fixtures.prefect import drain_prefect_workers
 
@@ -270,6 +325,7 @@ def test_no_secret_leaks_anywhere(
         messages = runs.sandbox.control("telegram", "messages")["messages"]
         places[f"telegram of {runs.sandbox.dir.parent.name}"] = json.dumps(messages).encode()
     places["mqtt messages"] = b"\n".join(t.encode() + b" " + p for t, p in bus.messages)
+    places["this process's log lines"] = "\n".join(process_logs.lines).encode()
     # results persisted by cached tasks (pickles of task returns) in this process's PREFECT_HOME
     from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH
 
@@ -280,8 +336,11 @@ def test_no_secret_leaks_anywhere(
             if file.is_file() and file.stat().st_mtime >= started:
                 places[f"persisted result {file.name}"] = file.read_bytes()
 
+    # the search must be able to find things: the runs' own parameters are in the database
     assert bus.messages, "no MQTT message was seen: the drill would prove nothing"
-    assert any("prefect database" in p for p in places)
+    database = b"".join(blob for where, blob in places.items() if "prefect database" in where)
+    assert all(r.config.encode() in database for r in both_labs), "the runs are not in the DB"
+    assert len(process_logs.lines) > 100
     leaks = [
         f"{name} in {where}"
         for name, value in secrets.items()

@@ -14,14 +14,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
+from prefect.deployments.runner import RunnerDeployment
 
+from labops.docs.report import DocReport
 from tests.fixtures.sandbox import SandboxHandle
 from tests.resilience.platform import MOSQUITTO, Mosquitto, wait_for
 
@@ -42,8 +44,10 @@ def drill_config(sandbox: SandboxHandle, work: Path, mqtt_port: int) -> tuple[Pa
     config["lab"].update(name=lab, state_dir=str(work / "state"))
     config["systems"]["mqtt"] = {"host": "127.0.0.1", "port": mqtt_port, "topic_prefix": prefix}
     config["docs"] = {"paths": [str(work / "docs")], "write": False}
-    config["platform"] = {"mqtt_run_topic": f"{prefix}/run",
-                          "mqtt_events_topic": f"{prefix}/events"}
+    config["platform"] = {
+        "mqtt_run_topic": f"{prefix}/run",
+        "mqtt_events_topic": f"{prefix}/events",
+    }
     path = work / "labops.yaml"
     path.write_text(yaml.safe_dump(config))
     return path, lab, prefix
@@ -85,8 +89,9 @@ def test_mosquitto_down_telegram_gets_it_and_bridge_reconnects(
 
     path, lab, prefix = drill_config(sandbox, tmp_path, broker.port)
     bridge = Bridge(LabContext.load(str(path)))
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(bridge.run, 3600),
-                              daemon=True)
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(bridge.run, 3600), daemon=True
+    )
     thread.start()
     probe_deployment: str | None = None
     try:
@@ -98,7 +103,7 @@ def test_mosquitto_down_telegram_gets_it_and_bridge_reconnects(
         state = doc_reconcile(config=str(path), return_state=True)
         took = time.monotonic() - started
         assert state.is_completed(), f"doc-reconcile ended {state.type}: {state.message}"
-        report = state.result()
+        report = cast(DocReport, state.result())
         assert report.drifted >= 1, report.markdown()
         texts = wait_for(lambda: telegram_texts(sandbox, lab), 10, "no Telegram message")
         assert any("docs drifted" in t for t in texts), texts
@@ -107,8 +112,11 @@ def test_mosquitto_down_telegram_gets_it_and_bridge_reconnects(
         broker.start()  # same port: the bridge's own reconnect loop must find it
         wait_for(bridge.client.is_connected, 45, "the bridge did not reconnect")
         # a deployment the bridge can start (named after a flow, as `labops deploy` names them)
-        probe_deployment = str(housekeeping.to_deployment(
-            name="housekeeping", parameters={"config": str(path)}).apply())
+        deployment = cast(
+            RunnerDeployment,
+            housekeeping.to_deployment(name="housekeeping", parameters={"config": str(path)}),
+        )
+        probe_deployment = str(deployment.apply())
         request = f"{prefix}/run/housekeeping"
 
         def started_one() -> bool:

@@ -21,9 +21,10 @@ from tests.resilience.platform import (
     PG_BIN,
     PostgresCluster,
     run_state,
-    task_states,
     start_slow_flow,
+    task_states,
     wait_for,
+    wait_state,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -35,23 +36,28 @@ def _drill(api_url: str, work: Path, outage: Callable[[], None]) -> tuple[str | 
     """Run the slow flow, cause ``outage`` 3 s in, return (final state type, flow output)."""
     proc = start_slow_flow(api_url, work, STEPS, STEP_S)
     try:
-        run_id = wait_for(lambda: (work / "run-id").exists() and (work / "run-id").read_text(),
-                          60, "the flow run never started")
+        run_id = wait_for(
+            lambda: (work / "run-id").exists() and (work / "run-id").read_text(),
+            60,
+            "the flow run never started",
+        )
         wait_for(lambda: run_state(api_url, run_id)[0] == "RUNNING", 30, "run never Running")
         time.sleep(3)
         outage()
         try:
             proc.wait(FLOW_EXIT_S)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"the flow process hung after the outage: {(work / 'flow.log').read_text()}")
+            pytest.fail(
+                f"the flow process hung after the outage: {(work / 'flow.log').read_text()}"
+            )
         # the server may still be applying the last state the client sent
-        state = wait_for(lambda: (s := run_state(api_url, run_id)[0]) in FINAL and s, 60,
-                         f"run {run_id} still not final: {run_state(api_url, run_id)}")
+        state = wait_state(api_url, run_id, FINAL, 60, f"run {run_id} still not final")
         if state == "COMPLETED":
             # task states travel as events: after the outage none may be left Running (#19594)
             try:
-                wait_for(lambda: task_states(api_url, run_id) == ["COMPLETED"] * STEPS, 45,
-                         "task runs")
+                wait_for(
+                    lambda: task_states(api_url, run_id) == ["COMPLETED"] * STEPS, 45, "task runs"
+                )
             except AssertionError:
                 pytest.fail(f"run Completed but its task runs are {task_states(api_url, run_id)}")
         return state, (work / "flow.log").read_text(errors="replace")
@@ -65,6 +71,7 @@ def test_prefect_server_restarted_mid_run(tmp_path: Path) -> None:
     home, port = tmp_path / "server-home", server.free_port()
     info = server.start(home, port=port, ui=False, timeout_s=180)
     try:
+
         def restart() -> None:
             server.stop(home)
             time.sleep(2)  # an outage, not a blip
@@ -94,9 +101,11 @@ def test_postgres_restarted_under_running_flow(
     tmp_path: Path, postgres_cluster: PostgresCluster
 ) -> None:
     home = tmp_path / "server-home"
-    info = server.start(home, port=server.free_port(), database_url=postgres_cluster.url,
-                        ui=False, timeout_s=180)
+    info = server.start(
+        home, port=server.free_port(), database_url=postgres_cluster.url, ui=False, timeout_s=180
+    )
     try:
+
         def restart_database() -> None:
             postgres_cluster.stop("immediate")  # as if the database host lost power
             time.sleep(3)

@@ -1,0 +1,313 @@
+"""kill -9 of the serve process (and the flow processes it started, as when the host dies) in the
+middle of a backup run and of a patch-apply run; serve started again; both run again.
+
+Promises checked on the sandbox: no guest backed up twice, no host snapshotted/upgraded twice,
+the snapshot the killed patch run left behind is named in the next run's report, no guest left
+locked, and the killed runs end Crashed: marked by the zombie-run automation labops' housekeeping
+installs (heartbeats every 30 s here, the automation's window at its 90 s minimum), since
+neither Prefect's server nor a restarted serve process marks them by itself.
+
+Runs on a private Prefect server (the zombie automation and the stuck runs must not touch the
+session server) and a private sandbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+import yaml
+
+from labops import prefect_server as server
+from tests.fixtures.sandbox import SandboxHandle
+from tests.resilience.platform import ROOT, client_env, run_state, wait_for, wait_state
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+PATCH_HOSTS = ["gitea", "actual", "agent-sec"]
+HANGING = "agent-sec"
+ZOMBIE_AFTER_S = 90  # the smallest window the config allows (3 heartbeats of 30 s)
+ENDED = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def drill_config(sandbox: SandboxHandle, work: Path) -> str:
+    cfg = yaml.safe_load(sandbox.config_path.read_text())
+    cfg["lab"]["state_dir"] = str(work / "state")
+    retry = {"timeout_s": 3, "attempts": 6, "backoff_s": 0.05, "backoff_max_s": 0.5}
+    cfg["systems"]["proxmox"]["retry"] = retry
+    cfg["systems"]["pbs"]["retry"] = retry
+    cfg["backups"] = {
+        "tiers": {"short": {"rpo": "10m"}, "7d": {"rpo": "7d"}},
+        "default_tier": "short",
+        "tier_tags": {},
+        "poll_interval": 0.1,
+        "lock_retry": 0.2,
+        "lock_wait": 30,
+        "task_timeout": 60,
+        # the killed run's slots are leases: the rerun waits for them to lapse (>= 60 s)
+        "slot_wait": 180,
+        "per_storage_limit": 8,
+        "limits_scope": f"kill-{os.getpid()}",
+    }
+    cfg["patching"] = {
+        "windows": [
+            {
+                "start": "00:00",
+                "end": "23:59",
+                "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+            }
+        ],
+        "refresh": False,
+        "canary_count": 0,
+        "batch_size": 3,
+        "per_node_parallel": 3,
+        "delete_snapshots_after_h": 0,
+    }
+    cfg["platform"] = {
+        "zombie_after_seconds": ZOMBIE_AFTER_S,
+        # the default patch-apply schedule passes apply=True, which patch_apply() does not take
+        # (see test_scheduled_parameters.py): without this every run of it crashes at start
+        "schedules": {"patch-apply": {"cron": "0 3 * * 3"}},
+    }
+    path = work / "labops.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+class Serve:
+    """``python -m deployments.serve`` for backups and patch-apply, in its own session."""
+
+    def __init__(self, api_url: str, config: str, work: Path) -> None:
+        self.args = [
+            sys.executable,
+            "-m",
+            "deployments.serve",
+            "--config",
+            config,
+            "--only",
+            "backups",
+            "patch-apply",
+        ]
+        self.env = client_env(api_url, work / "serve-home", PREFECT_FLOWS_HEARTBEAT_FREQUENCY="30")
+        self.log = work / "serve.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.args,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill_hard(self) -> list[int]:
+        """SIGKILL serve and every process it started: nothing gets to say goodbye."""
+        assert self.proc is not None
+        family = [self.proc.pid]
+        with contextlib.suppress(psutil.NoSuchProcess):
+            family += [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(10)
+        return family
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+class Api:
+    def __init__(self, api_url: str) -> None:
+        self.http = httpx.Client(base_url=api_url, timeout=30)
+
+    def deployment_id(self, name: str) -> str | None:
+        found = self.http.post(
+            "/deployments/filter", json={"deployments": {"name": {"any_": [name]}}}
+        ).json()
+        return found[0]["id"] if found else None
+
+    def run(self, deployment: str, parameters: dict[str, Any]) -> str:
+        dep = self.deployment_id(deployment)
+        assert dep, f"no deployment {deployment}"
+        resp = self.http.post(
+            f"/deployments/{dep}/create_flow_run", json={"parameters": parameters}
+        )
+        resp.raise_for_status()
+        return str(resp.json()["id"])
+
+    def approve_when_paused(self, run_id: str, timeout: float = 90) -> None:
+        wait_for(
+            lambda: run_state(str(self.http.base_url).rstrip("/"), run_id)[0] == "PAUSED",
+            timeout,
+            f"patch run {run_id} never paused",
+        )
+        self.http.post(
+            f"/flow_runs/{run_id}/resume", json={"run_input": {"approve": True}}
+        ).raise_for_status()
+
+    def artifacts_text(self, run_id: str) -> str:
+        arts = self.http.post(
+            "/artifacts/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}
+        ).json()
+        return "\n".join(str(a.get("data")) for a in arts)
+
+
+def pbs_backups_since(sandbox: SandboxHandle, since: float) -> Counter[int]:
+    snaps = sandbox.pbs().admin.datastore("store1").snapshots.get()
+    return Counter(
+        int(s["backup-id"])
+        for s in snaps
+        if s["backup-time"] >= int(since) and s["backup-type"] in ("ct", "vm")
+    )
+
+
+def pve_tasks_per_guest(sandbox: SandboxHandle, kind: str, since: float) -> Counter[str]:
+    pve = sandbox.pve()
+    counts: Counter[str] = Counter()
+    for node in ("pve1", "pve2", "pve3", "pve4"):
+        for task in pve.nodes(node).tasks.get(
+            typefilter=kind, since=int(since), source="all", limit=1000
+        ):
+            counts[str(task.get("id"))] += 1
+    return counts
+
+
+def pending(sandbox: SandboxHandle, host: str) -> list[str]:
+    return sorted(sandbox.control("fleet", "state", host=host)["pending"])
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[server.ServerInfo]:
+    home = tmp_path / "server-home"
+    info = server.start(home, port=server.free_port(), ui=False, timeout_s=180)
+    try:
+        yield info
+    finally:
+        server.stop(home)
+
+
+def test_serve_killed_mid_backup_and_patch_then_rerun(
+    private_sandbox: SandboxHandle, platform: server.ServerInfo, tmp_path: Path
+) -> None:
+    from tasks.prefect_admin import ensure_zombie_automation
+    from tests.fixtures.prefect import pointing_at
+
+    sb = private_sandbox
+    cfg = drill_config(sb, tmp_path)
+    with pointing_at(platform):  # what `labops housekeeping` installs on a self-hosted server
+        assert ensure_zombie_automation.fn(ZOMBIE_AFTER_S) in ("created", "updated", "present")
+    api = Api(platform.api_url)
+    serve = Serve(platform.api_url, cfg, tmp_path)
+    for host in PATCH_HOSTS:
+        assert pending(sb, host), f"{host} has nothing to upgrade in the seeded lab"
+    vmid_of = {
+        g["name"]: str(g["vmid"])
+        for g in sb.pve().cluster.resources.get(type="vm")
+        if g.get("name") in PATCH_HOSTS
+    }
+    t0 = time.time() - 1
+    serve.start()
+    try:
+        wait_for(
+            lambda: api.deployment_id("backups") and api.deployment_id("patch-apply"),
+            90,
+            "serve never registered its deployments",
+        )
+        sb.set_faults("fleet", extra={"hanging_commands": {HANGING: "dist-upgrade"}})
+        sb.set_faults("pve", latency_ms=20)  # vzdumps slow enough to kill one mid-run
+        patch_run = api.run("patch-apply", {"hosts": PATCH_HOSTS})
+        api.approve_when_paused(patch_run)
+        wait_for(
+            lambda: not pending(sb, "gitea") and not pending(sb, "actual"),
+            90,
+            "the patch run upgraded nothing before the kill",
+        )
+        backup_run = api.run("backups", {})
+        wait_for(
+            lambda: sum(pbs_backups_since(sb, t0).values()) >= 8,
+            90,
+            "the backup run backed nothing up before the kill",
+        )
+        killed_at = time.monotonic()
+        serve.kill_hard()
+        assert pending(sb, HANGING), "the hanging host must not have been upgraded"
+        states = {r: run_state(platform.api_url, r)[0] for r in (patch_run, backup_run)}
+        assert set(states.values()) == {"RUNNING"}, states  # nobody told the server
+
+        sb.reset_faults()
+        serve.start()  # "start it again"
+        # Backups and patch-apply never overlap (deployment limit 1, CANCEL_NEW): while the
+        # killed run still looks Running, a new run is refused rather than run beside it.
+        early = api.run("backups", {})
+        early_state = wait_state(platform.api_url, early, ENDED, 90, "the early rerun never ended")
+        crashed = {}
+        for run in (patch_run, backup_run):
+            left = max(10.0, ZOMBIE_AFTER_S + 60 - (time.monotonic() - killed_at))
+            crashed[run] = wait_state(
+                platform.api_url,
+                run,
+                ENDED,
+                left,
+                f"killed run {run} still Running long after the kill",
+            )
+        crashed_after = time.monotonic() - killed_at
+        # "run again", once the killed runs are known dead
+        rerun_patch = api.run("patch-apply", {"hosts": PATCH_HOSTS})
+        rerun_backup = api.run("backups", {})
+        api.approve_when_paused(rerun_patch)
+        final = {
+            run: wait_state(platform.api_url, run, ENDED, 200, f"rerun {run} did not end")
+            for run in (rerun_patch, rerun_backup)
+        }
+    finally:
+        serve.stop()
+        sb.reset_faults()
+
+    assert final == {rerun_patch: "COMPLETED", rerun_backup: "COMPLETED"}, (
+        final,
+        api.artifacts_text(rerun_patch)[-2000:],
+        serve.log.read_text()[-3000:],
+    )
+    assert set(crashed.values()) == {"CRASHED"}, crashed
+    assert early_state == "CANCELLED", f"a run beside the killed one ended {early_state}"
+    print(f"killed runs marked Crashed {crashed_after:.0f}s after the kill")
+
+    backups_per_guest = pbs_backups_since(sb, t0)
+    assert backups_per_guest and max(backups_per_guest.values()) == 1, backups_per_guest
+    vzdumps = pve_tasks_per_guest(sb, "vzdump", t0)
+    assert {k: n for k, n in vzdumps.items() if n > 1} == {}, vzdumps
+    snapshots = pve_tasks_per_guest(sb, "vzsnapshot", t0)
+    # a host is snapshotted right before its upgrade: the hosts the killed run finished are
+    # not touched again; the one it left hanging is snapshotted anew and upgraded by the rerun
+    done_first = [h for h in PATCH_HOSTS if h != HANGING]
+    assert {h: snapshots[vmid_of[h]] for h in done_first} == dict.fromkeys(done_first, 1), (
+        "a host the killed run had upgraded was upgraded again",
+        snapshots,
+    )
+    assert snapshots[vmid_of[HANGING]] == 2, snapshots
+    assert all(not pending(sb, h) for h in PATCH_HOSTS)
+    report = api.artifacts_text(rerun_patch)
+    assert HANGING in report and "labops-patch-" in report, report[-2000:]
+    locked = {
+        g["vmid"]: g["lock"] for g in sb.pve().cluster.resources.get(type="vm") if g.get("lock")
+    }
+    assert locked == {}, f"guests left locked: {locked}"
