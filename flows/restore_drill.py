@@ -68,7 +68,7 @@ def port_answers(host: str, port: int, timeout_s: float) -> bool:
         return False
 
 
-@flow(name="restore_drill", log_prints=False)
+@flow(name="restore-drill", log_prints=False)
 def restore_drill(
     config: str | None = None,
     dry_run: bool = False,

@@ -155,7 +155,7 @@ def collect(
 
 
 @flow(
-    name="security_digest",
+    name="security-digest",
     task_runner=ThreadPoolTaskRunner(max_workers=8),  # type: ignore[arg-type]
 )
 def security_digest(

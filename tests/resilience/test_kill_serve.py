@@ -139,35 +139,53 @@ class Api:
     def __init__(self, api_url: str) -> None:
         self.http = httpx.Client(base_url=api_url, timeout=30)
 
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST, retried while the SQLite-backed server answers 503 under load (as Prefect's
+        own client does); only for requests safe to repeat."""
+        for _ in range(10):
+            resp = self.http.post(path, json=body)
+            if resp.status_code != 503:
+                break
+            time.sleep(0.5)
+        resp.raise_for_status()
+        return resp.json() if resp.content else None
+
     def deployment_id(self, name: str) -> str | None:
-        found = self.http.post(
-            "/deployments/filter", json={"deployments": {"name": {"any_": [name]}}}
-        ).json()
+        found = self.post("/deployments/filter", {"deployments": {"name": {"any_": [name]}}})
         return found[0]["id"] if found else None
 
     def run(self, deployment: str, parameters: dict[str, Any]) -> str:
         dep = self.deployment_id(deployment)
         assert dep, f"no deployment {deployment}"
-        resp = self.http.post(
-            f"/deployments/{dep}/create_flow_run", json={"parameters": parameters}
+        # the idempotency key makes a retried create return the same run
+        key = f"drill-{deployment}-{time.monotonic_ns()}"
+        created = self.post(
+            f"/deployments/{dep}/create_flow_run",
+            {"parameters": parameters, "idempotency_key": key},
         )
-        resp.raise_for_status()
-        return str(resp.json()["id"])
+        return str(created["id"])
 
     def approve_when_paused(self, run_id: str, timeout: float = 90) -> None:
+        api_url = str(self.http.base_url).rstrip("/")
         wait_for(
-            lambda: run_state(str(self.http.base_url).rstrip("/"), run_id)[0] == "PAUSED",
+            lambda: run_state(api_url, run_id)[0] == "PAUSED",
             timeout,
             f"patch run {run_id} never paused",
         )
-        self.http.post(
-            f"/flow_runs/{run_id}/resume", json={"run_input": {"approve": True}}
-        ).raise_for_status()
+        for _ in range(10):
+            resp = self.http.post(
+                f"/flow_runs/{run_id}/resume", json={"run_input": {"approve": True}}
+            )
+            if resp.status_code != 503:
+                resp.raise_for_status()
+                return
+            if run_state(api_url, run_id)[0] != "PAUSED":
+                return  # the busy server took it after all
+            time.sleep(0.5)
+        raise AssertionError(f"the server kept answering 503 to resuming {run_id}")
 
     def artifacts_text(self, run_id: str) -> str:
-        arts = self.http.post(
-            "/artifacts/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}
-        ).json()
+        arts = self.post("/artifacts/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
         return "\n".join(str(a.get("data")) for a in arts)
 
 
