@@ -70,7 +70,9 @@ class WazuhIndexer(HttpEndpointBlock):
 
     _block_type_name = "Wazuh Indexer"
     _description = "Wazuh indexer URL (:9200) and a user allowed to read wazuh-alerts-*."
-    _documentation_url = "https://documentation.wazuh.com/current/user-manual/wazuh-indexer/index.html"  # type: ignore[assignment]
+    _documentation_url = (
+        "https://documentation.wazuh.com/current/user-manual/wazuh-indexer/index.html"  # type: ignore[assignment]
+    )
     _code_example = """
     ```python
     from blocks.security import WazuhIndexer

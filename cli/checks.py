@@ -270,8 +270,10 @@ def check_system(system: str, ctx: CheckContext) -> CheckResult:
     except Exception as exc:  # a check must report, not crash the table
         status, detail = Status.FAILED, f"{type(exc).__name__}: {exc}"
     return CheckResult(
-        system=system, endpoint=endpoint, status=status, detail=redact(detail.splitlines()[0])
-        if detail else ""
+        system=system,
+        endpoint=endpoint,
+        status=status,
+        detail=redact(detail.splitlines()[0]) if detail else "",
     )
 
 

@@ -85,17 +85,22 @@ def run_lanes(
                         result = submit(plan).result(raise_on_failure=False)
                         if not isinstance(result, BackupOutcome):
                             result = BackupOutcome(
-                                vmid=plan.guest.vmid, status="failed",
+                                vmid=plan.guest.vmid,
+                                status="failed",
                                 reason=f"backup task crashed: {result}",
                             )
                         record(plan, result)
         except Exception as exc:  # no slot in time, or the Prefect API gone
             for plan in lane:
                 if plan.guest.vmid not in outcomes:
-                    record(plan, BackupOutcome(
-                        vmid=plan.guest.vmid, status="failed",
-                        reason=f"not run: {type(exc).__name__}: {exc}",
-                    ))
+                    record(
+                        plan,
+                        BackupOutcome(
+                            vmid=plan.guest.vmid,
+                            status="failed",
+                            reason=f"not run: {type(exc).__name__}: {exc}",
+                        ),
+                    )
 
     # Each thread runs in a copy of the flow's context, so its task submissions belong to it.
     threads = [
@@ -112,10 +117,16 @@ def run_lanes(
 def settings_for(plan: GuestPlan, policy: BackupPolicy, listed_at: float) -> VzdumpSettings:
     assert plan.policy is not None
     return VzdumpSettings(
-        storage=plan.policy.storage, mode=plan.policy.mode, compress=policy.compress,
-        notes_template=policy.notes_template or None, protected=policy.protected,
-        task_timeout_s=policy.task_timeout, poll_s=policy.poll_interval,
-        lock_wait_s=policy.lock_wait, lock_retry_s=policy.lock_retry, listed_at=listed_at,
+        storage=plan.policy.storage,
+        mode=plan.policy.mode,
+        compress=policy.compress,
+        notes_template=policy.notes_template or None,
+        protected=policy.protected,
+        task_timeout_s=policy.task_timeout,
+        poll_s=policy.poll_interval,
+        lock_wait_s=policy.lock_wait,
+        lock_retry_s=policy.lock_retry,
+        listed_at=listed_at,
         start_attempts=policy.start_attempts,
     )
 
@@ -146,8 +157,11 @@ def backups(
     report = BackupReport(dry_run=dry_run, lab=ctx.config.lab.name)
     policy = ctx.config.backups
     if vmids:
-        wanted = sorted(set(vmids) | set(policy.selection.vmids)) if policy.selection.vmids \
+        wanted = (
+            sorted(set(vmids) | set(policy.selection.vmids))
+            if policy.selection.vmids
             else sorted(set(vmids))
+        )
         policy = policy.model_copy(
             update={"selection": policy.selection.model_copy(update={"vmids": wanted})}
         )
@@ -180,7 +194,9 @@ def backups(
     todo = [p for p in plans if p.action is PlanAction.BACKUP]
     log.info(
         "%d guests: %d to back up, %d fresh, %d excluded, %d on offline nodes",
-        len(plans), len(todo), sum(p.action is PlanAction.SKIP for p in plans),
+        len(plans),
+        len(todo),
+        sum(p.action is PlanAction.SKIP for p in plans),
         sum(p.action is PlanAction.EXCLUDED for p in plans),
         sum(p.action is PlanAction.NODE_OFFLINE for p in plans),
     )
@@ -200,8 +216,11 @@ def backups(
 
         def hold(names: list[str]) -> AbstractContextManager[object]:
             return concurrency(
-                names, occupy=1, strict=True,
-                lease_duration=max(60.0, policy.lease), timeout_seconds=slot_wait,
+                names,
+                occupy=1,
+                strict=True,
+                lease_duration=max(60.0, policy.lease),
+                timeout_seconds=slot_wait,
             )
 
         def slot_of(kind: str, key: str) -> str:
@@ -217,14 +236,18 @@ def backups(
     for row in report.rows(GuestStatus.FAILED):
         report.failures.append(Failure(entity=row.label, reason=row.reason, system="proxmox"))
     for node in report.offline_nodes:
-        missed = [r for r in report.guests if r.node == node and
-                  r.status is GuestStatus.NOT_BACKED_UP]
+        missed = [
+            r for r in report.guests if r.node == node and r.status is GuestStatus.NOT_BACKED_UP
+        ]
         if missed:
             names = ", ".join(f"{r.vmid} ({r.name})" for r in missed)
-            report.failures.append(Failure(
-                entity=f"node {node}", system="proxmox",
-                reason=f"offline: {len(missed)} guest(s) not backed up: {names}",
-            ))
+            report.failures.append(
+                Failure(
+                    entity=f"node {node}",
+                    system="proxmox",
+                    reason=f"offline: {len(missed)} guest(s) not backed up: {names}",
+                )
+            )
         else:
             report.warnings.append(f"node {node} is offline (its guests' backups are fresh)")
     watched = {r.vmid for r in report.guests if r.watched}

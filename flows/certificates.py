@@ -62,14 +62,21 @@ def _discover(ctx: LabContext, report: CertificateReport) -> dict[str, Any]:
     """Ask every configured source at once; a source that fails is a failure, not a stop."""
     policy = ctx.config.certificates
     wanted: dict[str, tuple[bool, Callable[[], PrefectFuture[Any]]]] = {
-        "traefik": (policy.sources.traefik, lambda: http_routers.submit(
-            cast(TraefikApi, ctx.block("traefik")), policy.traefik_page_size)),
-        "technitium": (policy.sources.technitium,
-                       lambda: zone_records.submit(cast(TechnitiumDns, ctx.block("technitium")))),
-        "proxmox": (policy.sources.proxmox,
-                    lambda: node_certificates.submit(ctx.pve_block())),
-        "step_ca": (policy.sources.step_ca,
-                    lambda: ca_certificates.submit(cast(StepCa, ctx.block("step_ca")))),
+        "traefik": (
+            policy.sources.traefik,
+            lambda: http_routers.submit(
+                cast(TraefikApi, ctx.block("traefik")), policy.traefik_page_size
+            ),
+        ),
+        "technitium": (
+            policy.sources.technitium,
+            lambda: zone_records.submit(cast(TechnitiumDns, ctx.block("technitium"))),
+        ),
+        "proxmox": (policy.sources.proxmox, lambda: node_certificates.submit(ctx.pve_block())),
+        "step_ca": (
+            policy.sources.step_ca,
+            lambda: ca_certificates.submit(cast(StepCa, ctx.block("step_ca"))),
+        ),
     }
     futures: dict[str, PrefectFuture[Any]] = {}
     for name, (enabled, submit) in wanted.items():
@@ -84,8 +91,9 @@ def _discover(ctx: LabContext, report: CertificateReport) -> dict[str, Any]:
         try:
             found[name] = future.result()
         except Exception as exc:
-            report.failures.append(Failure(entity=name, reason=f"discovery failed: {exc}",
-                                           system=name))
+            report.failures.append(
+                Failure(entity=name, reason=f"discovery failed: {exc}", system=name)
+            )
     return found
 
 
@@ -101,16 +109,23 @@ def _targets(ctx: LabContext, found: dict[str, Any], report: CertificateReport) 
         entrypoint = block.entrypoint
         targets += traefik_targets(found["traefik"], entrypoint)
     if "technitium" in found:
-        records = [(r.name, r.value) for r in found["technitium"]
-                   if r.type in ("A", "AAAA") and not r.disabled]
-        targets += dns_targets(records, policy.dns.traefik_addresses, entrypoint,
-                               policy.dns.direct_ports)
+        records = [
+            (r.name, r.value)
+            for r in found["technitium"]
+            if r.type in ("A", "AAAA") and not r.disabled
+        ]
+        targets += dns_targets(
+            records, policy.dns.traefik_addresses, entrypoint, policy.dns.direct_ports
+        )
     for node in found.get("proxmox", []):
         if not node.online:
             report.skipped.append(f"node {node.node}: offline, certificate not checked")
         elif node.url:
-            targets.append(url_target(node.url, "node", "proxmox", node=node.node,
-                                      group=NODE_GROUP, default_port=8006))
+            targets.append(
+                url_target(
+                    node.url, "node", "proxmox", node=node.node, group=NODE_GROUP, default_port=8006
+                )
+            )
     if policy.sources.pbs and ctx.config.systems.pbs is not None:
         pbs_url = ctx.config.systems.pbs.url
         if pbs_url is not None:
@@ -134,7 +149,10 @@ def _probe(
     # quote(): Prefect would otherwise walk every field of every target looking for futures.
     futures = [
         probe_batch.submit(
-            quote(targets[i:i + size]), roots, inter, policy  # type: ignore[call-overload]
+            quote(targets[i : i + size]),
+            roots,
+            inter,
+            policy,  # type: ignore[call-overload]
         )
         for i in range(0, len(targets), size)
     ]
@@ -150,10 +168,20 @@ def _api_only_nodes(
         eff = effective_certificate(node.certificates)
         if node.url or not node.online or eff is None or not eff.pem:
             continue
-        target = Target(name=f"{node.node}", address=node.node, port=8006, kind="node",
-                        node=node.node, group=NODE_GROUP, sources=("proxmox-api",))
-        out.append(judge_api_certificate(target, eff.pem, ca.roots if ca else [],
-                                         ca.intermediates if ca else [], policy))
+        target = Target(
+            name=f"{node.node}",
+            address=node.node,
+            port=8006,
+            kind="node",
+            node=node.node,
+            group=NODE_GROUP,
+            sources=("proxmox-api",),
+        )
+        out.append(
+            judge_api_certificate(
+                target, eff.pem, ca.roots if ca else [], ca.intermediates if ca else [], policy
+            )
+        )
     return out
 
 
@@ -161,15 +189,23 @@ def _ca_roots(ca: CaBundle, policy: CertificatePolicy) -> list[EndpointResult]:
     now = datetime.now(UTC)
     out = []
     for i, pem in enumerate(ca.roots):
-        target = Target(name=f"step-ca root {i + 1}", address="step-ca", port=443, kind="ca",
-                        sources=("step_ca:/roots",))
+        target = Target(
+            name=f"step-ca root {i + 1}",
+            address="step-ca",
+            port=443,
+            kind="ca",
+            sources=("step_ca:/roots",),
+        )
         out.append(judge_ca_certificate(target, _pem_der(pem), policy, now))
     return out
 
 
 def _renew(
-    ctx: LabContext, report: CertificateReport, nodes: list[NodeCertificates],
-    ca: CaBundle | None, dry_run: bool,
+    ctx: LabContext,
+    report: CertificateReport,
+    nodes: list[NodeCertificates],
+    ca: CaBundle | None,
+    dry_run: bool,
 ) -> None:
     policy = ctx.config.certificates
     acme = {n.node for n in nodes if n.acme}
@@ -178,37 +214,69 @@ def _renew(
         leaf = result.leaf
         old = leaf.not_after if leaf else None
         if dry_run:
-            report.renewals.append(RenewalResult(
-                node=node, action="planned", old_not_after=old,
-                detail=f"would renew ({result.status.value}: {result.reason})",
-            ))
+            report.renewals.append(
+                RenewalResult(
+                    node=node,
+                    action="planned",
+                    old_not_after=old,
+                    detail=f"would renew ({result.status.value}: {result.reason})",
+                )
+            )
             continue
         outcome = renew_node_certificate(
             ctx.pve_block(), node, policy.renewal.force, policy.renewal.task_timeout_s
         )
         if not outcome.ok:
-            report.renewals.append(RenewalResult(node=node, action="failed", upid=outcome.upid,
-                                                 detail=outcome.detail, old_not_after=old))
-            report.failures.append(Failure(entity=f"node {node}", system="proxmox",
-                                           reason=f"certificate renewal failed: {outcome.detail}"))
+            report.renewals.append(
+                RenewalResult(
+                    node=node,
+                    action="failed",
+                    upid=outcome.upid,
+                    detail=outcome.detail,
+                    old_not_after=old,
+                )
+            )
+            report.failures.append(
+                Failure(
+                    entity=f"node {node}",
+                    system="proxmox",
+                    reason=f"certificate renewal failed: {outcome.detail}",
+                )
+            )
             continue
         # Check what the node serves now, not what the API says it stored.
         fresh = _probe([result.target], ca, policy)[0]
         new = fresh.leaf.not_after if fresh.leaf else None
         if new is None or (old is not None and new <= old):
-            report.renewals.append(RenewalResult(
-                node=node, action="failed", upid=outcome.upid, old_not_after=old,
-                new_not_after=new, detail="task OK but the node still serves the old certificate",
-            ))
-            report.failures.append(Failure(entity=f"node {node}", system="proxmox",
-                                           reason="renewed certificate not served"))
+            report.renewals.append(
+                RenewalResult(
+                    node=node,
+                    action="failed",
+                    upid=outcome.upid,
+                    old_not_after=old,
+                    new_not_after=new,
+                    detail="task OK but the node still serves the old certificate",
+                )
+            )
+            report.failures.append(
+                Failure(
+                    entity=f"node {node}", system="proxmox", reason="renewed certificate not served"
+                )
+            )
             continue
-        report.renewals.append(RenewalResult(
-            node=node, action="renewed", upid=outcome.upid, old_not_after=old,
-            new_not_after=new, detail=f"now {fresh.status.value}",
-        ))
-        report.endpoints = [fresh if e.target.key == result.target.key else e
-                            for e in report.endpoints]
+        report.renewals.append(
+            RenewalResult(
+                node=node,
+                action="renewed",
+                upid=outcome.upid,
+                old_not_after=old,
+                new_not_after=new,
+                detail=f"now {fresh.status.value}",
+            )
+        )
+        report.endpoints = [
+            fresh if e.target.key == result.target.key else e for e in report.endpoints
+        ]
 
 
 @flow(
@@ -236,13 +304,18 @@ def certificates(
     found = _discover(ctx, report)
     ca: CaBundle | None = found.get("step_ca")
     targets = _targets(ctx, found, report)
-    log.info("%d targets (%d duplicates merged) from %s", len(targets), report.duplicates,
-             report.sources)
+    log.info(
+        "%d targets (%d duplicates merged) from %s", len(targets), report.duplicates, report.sources
+    )
 
     for path in policy.trusted_roots:
         if not path.is_file():
-            report.failures.append(Failure(entity="certificates.trusted_roots",
-                                           reason=f"{path}: no such file (root not trusted)"))
+            report.failures.append(
+                Failure(
+                    entity="certificates.trusted_roots",
+                    reason=f"{path}: no such file (root not trusted)",
+                )
+            )
     started = datetime.now(UTC)
     try:
         report.endpoints = _probe(targets, ca, policy)
@@ -255,22 +328,27 @@ def certificates(
         report.endpoints += _ca_roots(ca, policy)
     for node in nodes:
         if node.error:
-            report.failures.append(Failure(entity=f"node {node.node}", system="proxmox",
-                                           reason=f"certificates/info: {node.error}"))
+            report.failures.append(
+                Failure(
+                    entity=f"node {node.node}",
+                    system="proxmox",
+                    reason=f"certificates/info: {node.error}",
+                )
+            )
 
     if policy.renewal.enabled if renew is None else renew:
         try:
             _renew(ctx, report, nodes, ca, dry_run)
         except Exception as exc:
-            report.failures.append(Failure(entity="renewal", system="proxmox",
-                                           reason=f"{type(exc).__name__}: {exc}"))
+            report.failures.append(
+                Failure(entity="renewal", system="proxmox", reason=f"{type(exc).__name__}: {exc}")
+            )
     else:
         report.skipped.append("renewal: disabled (certificates.renewal.enabled)")
 
     previous = ctx.state.load(STATE_KEY, CertStates)
     current = {e.target.key: (e.target.label, e.status, e.reason) for e in report.endpoints}
-    report.alerts, states = plan_alerts(previous, current, datetime.now(UTC),
-                                        policy.reminder_hours)
+    report.alerts, states = plan_alerts(previous, current, datetime.now(UTC), policy.reminder_hours)
     if report.failed and previous is not None:
         # A source that failed this time hid its targets: remember their last states, or they
         # would all be "new" (and notified again) when the source answers next time.

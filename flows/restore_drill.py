@@ -166,8 +166,12 @@ def restore_drill(
     report.duration_s = time.monotonic() - started
     report.ok = not report.failures
     history.last[guest.vmid] = DrillResult(
-        vmid=guest.vmid, name=guest.name, ok=report.ok, when=time.time(),
-        duration_s=report.duration_s, volid=backup.volid,
+        vmid=guest.vmid,
+        name=guest.name,
+        ok=report.ok,
+        when=time.time(),
+        duration_s=report.duration_s,
+        volid=backup.volid,
         reason="; ".join(f.reason for f in report.failures),
     )
     ctx.state.save(STATE_KEY, history)
@@ -187,8 +191,9 @@ def _run_checks(
             from tasks.ssh import HostAccess, HostCommand, run_command
 
             job = HostCommand(
-                access=HostAccess(name=f"scratch {scratch}", ssh=node_target(ctx, node),
-                                  vmid=scratch),
+                access=HostAccess(
+                    name=f"scratch {scratch}", ssh=node_target(ctx, node), vmid=scratch
+                ),
                 command=drill.check_command,
                 timeout_s=max(5.0, drill.start_wait),
             )
@@ -222,13 +227,18 @@ def _clean_up(
         result = destroy_guest(block, node, kind, scratch)
         report.steps.append(f"destroy {scratch}: {result.exitstatus}")
         if result.status == "error":
-            report.failures.append(Failure(
-                entity=f"scratch guest {scratch}", system="proxmox",
-                reason=f"not destroyed ({result.exitstatus}): remove it by hand",
-            ))
+            report.failures.append(
+                Failure(
+                    entity=f"scratch guest {scratch}",
+                    system="proxmox",
+                    reason=f"not destroyed ({result.exitstatus}): remove it by hand",
+                )
+            )
     except LabopsError as exc:
-        report.failures.append(Failure(
-            entity=f"scratch guest {scratch}", system="proxmox",
-            reason=f"not destroyed ({exc}): remove it by hand",
-        ))
-
+        report.failures.append(
+            Failure(
+                entity=f"scratch guest {scratch}",
+                system="proxmox",
+                reason=f"not destroyed ({exc}): remove it by hand",
+            )
+        )

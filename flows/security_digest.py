@@ -80,31 +80,69 @@ def _describe(exc: BaseException) -> str:
     return f"failed ({type(exc).__name__}: {str(exc)[:200]})"
 
 
-def _sources(ctx: LabContext, policy: DigestPolicy, since: datetime, until: datetime) -> list[
-        Source]:
+def _sources(
+    ctx: LabContext, policy: DigestPolicy, since: datetime, until: datetime
+) -> list[Source]:
     hours = max(1, round((until - since).total_seconds() / 3600))
     w, cs = policy.wazuh, policy.crowdsec
     return [
-        Source("wazuh-alerts", "Wazuh indexer", "Wazuh alerts", "wazuh_indexer",
-               lambda b: wazuh_alerts.submit(b, since, until, w.min_level, w.critical_level,
-                                             w.max_alerts)),
-        Source("wazuh-agents", "Wazuh manager API", "Wazuh agent status", "wazuh_api",
-               lambda b: wazuh_agents.submit(b, list(w.agent_statuses))),
-        Source("crowdsec", "CrowdSec LAPI", "CrowdSec alerts or bans", "crowdsec",
-               lambda b: crowdsec_activity.submit(b, hours, cs.max_alerts, cs.include_capi,
-                                                  cs.repeat_offender_alerts)),
-        Source("loki", "Loki", "log findings (SSH, sudo, LogQL queries)", "loki",
-               lambda b: loki_queries.submit(b, list(policy.log_queries), since, until),
-               enabled=bool(policy.log_queries)),
-        Source("metrics", "VictoriaMetrics", "metric checks", "victoriametrics",
-               lambda b: promql_checks.submit(b, list(policy.prom_checks), until),
-               enabled=bool(policy.prom_checks)),
-        Source("proxmox", "Proxmox VE API", "failed Proxmox tasks", "proxmox",
-               lambda b: pve_failed_tasks.submit(b, since),
-               enabled=policy.proxmox_failed_tasks),
-        Source("labops", "Prefect API", "backup, certificate and patch results", None,
-               lambda _: labops_results.submit(hours * 2, until),
-               enabled=policy.labops_results),
+        Source(
+            "wazuh-alerts",
+            "Wazuh indexer",
+            "Wazuh alerts",
+            "wazuh_indexer",
+            lambda b: wazuh_alerts.submit(
+                b, since, until, w.min_level, w.critical_level, w.max_alerts
+            ),
+        ),
+        Source(
+            "wazuh-agents",
+            "Wazuh manager API",
+            "Wazuh agent status",
+            "wazuh_api",
+            lambda b: wazuh_agents.submit(b, list(w.agent_statuses)),
+        ),
+        Source(
+            "crowdsec",
+            "CrowdSec LAPI",
+            "CrowdSec alerts or bans",
+            "crowdsec",
+            lambda b: crowdsec_activity.submit(
+                b, hours, cs.max_alerts, cs.include_capi, cs.repeat_offender_alerts
+            ),
+        ),
+        Source(
+            "loki",
+            "Loki",
+            "log findings (SSH, sudo, LogQL queries)",
+            "loki",
+            lambda b: loki_queries.submit(b, list(policy.log_queries), since, until),
+            enabled=bool(policy.log_queries),
+        ),
+        Source(
+            "metrics",
+            "VictoriaMetrics",
+            "metric checks",
+            "victoriametrics",
+            lambda b: promql_checks.submit(b, list(policy.prom_checks), until),
+            enabled=bool(policy.prom_checks),
+        ),
+        Source(
+            "proxmox",
+            "Proxmox VE API",
+            "failed Proxmox tasks",
+            "proxmox",
+            lambda b: pve_failed_tasks.submit(b, since),
+            enabled=policy.proxmox_failed_tasks,
+        ),
+        Source(
+            "labops",
+            "Prefect API",
+            "backup, certificate and patch results",
+            None,
+            lambda _: labops_results.submit(hours * 2, until),
+            enabled=policy.labops_results,
+        ),
     ]
 
 
@@ -198,10 +236,19 @@ def security_digest(
     fresh_bans = new_bans(banned, previous) if "crowdsec" in results else []
 
     report = SecurityDigest(
-        period=period, window_start=since, window_end=until, findings=ranked,
-        resolved=changes.resolved, unknown=changes.unknown, suppressed=hidden,
-        sources=statuses, new_bans=fresh_bans, banned_ips=banned, dry_run=dry_run,
-        mqtt_topic=policy.mqtt_topic, lab=ctx.config.lab.name,
+        period=period,
+        window_start=since,
+        window_end=until,
+        findings=ranked,
+        resolved=changes.resolved,
+        unknown=changes.unknown,
+        suppressed=hidden,
+        sources=statuses,
+        new_bans=fresh_bans,
+        banned_ips=banned,
+        dry_run=dry_run,
+        mqtt_topic=policy.mqtt_topic,
+        lab=ctx.config.lab.name,
     )
     report.failures = [Failure(entity=s.label, reason=s.problem(), system=s.name) for s in failed]
     report.skipped = [f"{s.name}: {s.detail}" for s in statuses if s.state == "skipped"]
@@ -211,23 +258,41 @@ def security_digest(
         report.llm = summarize(ctx, ranked[: policy.max_findings_shown], period)
 
     report.rendered = render_markdown(
-        load_template(policy.template), lab=ctx.config.lab.name, period=period,
-        window_start=since, window_end=until, findings=ranked, resolved=changes.resolved,
+        load_template(policy.template),
+        lab=ctx.config.lab.name,
+        period=period,
+        window_start=since,
+        window_end=until,
+        findings=ranked,
+        resolved=changes.resolved,
         problems=report.problems,
-        sources_ok=[s.label for s in statuses if s.state == "ok"], new_bans=fresh_bans,
-        suppressed_count=len(hidden), summary=report.llm.summary, summary_note=report.llm.note,
+        sources_ok=[s.label for s in statuses if s.state == "ok"],
+        new_bans=fresh_bans,
+        suppressed_count=len(hidden),
+        summary=report.llm.summary,
+        summary_note=report.llm.note,
         max_shown=policy.max_findings_shown,
     )
-    log.info("digest: %d finding(s), %d new, %d resolved, %d source(s) failed",
-             len(ranked), len(changes.new), len(changes.resolved), len(failed))
+    log.info(
+        "digest: %d finding(s), %d new, %d resolved, %d source(s) failed",
+        len(ranked),
+        len(changes.new),
+        len(changes.resolved),
+        len(failed),
+    )
 
     if not dry_run:
         # A failed source's previous findings are carried over: they are not known to be gone.
-        ctx.state.save(state_key, PreviousDigest(
-            window_end=until, findings=[*ranked, *changes.unknown],
-            banned_ips=banned if "crowdsec" in results else (
-                previous.banned_ips if previous else []),
-        ))
+        ctx.state.save(
+            state_key,
+            PreviousDigest(
+                window_end=until,
+                findings=[*ranked, *changes.unknown],
+                banned_ips=banned
+                if "crowdsec" in results
+                else (previous.banned_ips if previous else []),
+            ),
+        )
     if ctx.configured("mqtt"):
         try:
             publish_latest(ctx.block("mqtt"), policy.mqtt_topic, report.payload())

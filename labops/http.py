@@ -90,7 +90,8 @@ def call_with_retry(
             sleep(wait)
     if isinstance(last, RetryableStatus):
         raise ApiError(
-            system, f"{last.message} (HTTP {last.status}, after {policy.attempts} tries)",
+            system,
+            f"{last.message} (HTTP {last.status}, after {policy.attempts} tries)",
             last.status,
         )
     assert last is not None
@@ -112,7 +113,8 @@ def classify_httpx(system: str) -> Callable[[BaseException], BaseException | Non
             verify = _cert_error(exc)
             if verify is not None:
                 return TlsRejected(
-                    system, f"certificate not trusted ({verify}): set tls.ca_bundle to the CA "
+                    system,
+                    f"certificate not trusted ({verify}): set tls.ca_bundle to the CA "
                     "that signed it, or tls.server_name to the name it carries",
                 )
             return Unreachable(system, _describe_transport(exc))
@@ -196,8 +198,14 @@ class HttpClient:
 
         def once() -> httpx.Response:
             resp = self._client.request(
-                method, path, params=params, json=json, data=data, content=content,
-                headers=headers, extensions=self._extensions,
+                method,
+                path,
+                params=params,
+                json=json,
+                data=data,
+                content=content,
+                headers=headers,
+                extensions=self._extensions,
             )
             if resp.status_code in ok:
                 return resp
@@ -208,11 +216,12 @@ class HttpClient:
                 )
             if resp.status_code in (401, 403):
                 raise AuthFailed(
-                    self.system, f"{method} {path} refused ({resp.status_code} {message}): "
-                    f"{AUTH_HINT}"
+                    self.system,
+                    f"{method} {path} refused ({resp.status_code} {message}): {AUTH_HINT}",
                 )
             raise ApiError(
-                self.system, f"{method} {path} failed: {resp.status_code} {message}",
+                self.system,
+                f"{method} {path} failed: {resp.status_code} {message}",
                 resp.status_code,
             )
 

@@ -127,8 +127,11 @@ def complete(
     started = time.monotonic()
     try:
         response = router.completion(
-            model=primary, messages=messages, max_tokens=budget.max_output_tokens,
-            timeout=budget.timeout_s, temperature=0,
+            model=primary,
+            messages=messages,
+            max_tokens=budget.max_output_tokens,
+            timeout=budget.timeout_s,
+            temperature=0,
         )
     except Exception as exc:
         raise NoSummary(f"every model failed ({_short(exc)})") from None
@@ -143,11 +146,15 @@ def complete(
     model = str(getattr(response, "model", "") or primary)
     cost = price(model, prompt_tokens, completion_tokens)
     if completion_tokens > budget.max_output_tokens or cost > budget.max_cost_usd:
-        raise NoSummary(
-            f"over budget after answering: {completion_tokens} tokens out, ${cost:.4f}"
-        )
-    return Answer(text=text, model=model, prompt_tokens=prompt_tokens,
-                  completion_tokens=completion_tokens, cost_usd=cost, seconds=elapsed)
+        raise NoSummary(f"over budget after answering: {completion_tokens} tokens out, ${cost:.4f}")
+    return Answer(
+        text=text,
+        model=model,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost_usd=cost,
+        seconds=elapsed,
+    )
 
 
 def _short(exc: BaseException) -> str:

@@ -357,8 +357,12 @@ class PveClient(ProxmoxClient):
     ) -> list[PveTaskItem]:
         """Tasks of one node, newest first (``source``: archive | active | all)."""
         data = self.get(
-            f"nodes/{node}/tasks", vmid=vmid, typefilter=typefilter, source=source,
-            since=since, limit=limit,
+            f"nodes/{node}/tasks",
+            vmid=vmid,
+            typefilter=typefilter,
+            source=source,
+            since=since,
+            limit=limit,
         )
         return [PveTaskItem.model_validate(t) for t in data or []]
 
@@ -379,10 +383,17 @@ class PveClient(ProxmoxClient):
     ) -> str:
         """Start a backup of one guest; returns the UPID, or ``"OK"`` when the guest is not on
         ``node``. Changes the lab. Never retried once sent (see the module docstring)."""
-        return str(self.post(
-            f"nodes/{node}/vzdump", vmid=str(vmid), storage=storage, mode=mode,
-            compress=compress, protected=protected, **{"notes-template": notes_template},
-        ))
+        return str(
+            self.post(
+                f"nodes/{node}/vzdump",
+                vmid=str(vmid),
+                storage=storage,
+                mode=mode,
+                compress=compress,
+                protected=protected,
+                **{"notes-template": notes_template},
+            )
+        )
 
     def storages(self, node: str, content: str | None = None) -> list[PveStorage]:
         return [
@@ -415,13 +426,21 @@ class PveClient(ProxmoxClient):
         """Restore backup ``volid`` as a NEW guest ``vmid`` (refused by PVE when it exists).
         Changes the lab; returns the UPID."""
         if kind == "lxc":
-            return str(self.post(
-                f"nodes/{node}/lxc", vmid=vmid, ostemplate=volid, restore=True,
-                storage=storage, unique=unique,
-            ))
-        return str(self.post(
-            f"nodes/{node}/qemu", vmid=vmid, archive=volid, storage=storage, unique=unique
-        ))
+            return str(
+                self.post(
+                    f"nodes/{node}/lxc",
+                    vmid=vmid,
+                    ostemplate=volid,
+                    restore=True,
+                    storage=storage,
+                    unique=unique,
+                )
+            )
+        return str(
+            self.post(
+                f"nodes/{node}/qemu", vmid=vmid, archive=volid, storage=storage, unique=unique
+            )
+        )
 
     def power(self, node: str, kind: str, vmid: int, action: str) -> str:
         """start | stop | shutdown a guest. Changes the lab; returns the UPID."""
@@ -435,8 +454,10 @@ class PveClient(ProxmoxClient):
 
     def certificates_info(self, node: str) -> list[PveCertificateInfo]:
         """The node's certificate files (root CA, pve-ssl, pveproxy-ssl) with notafter."""
-        return [PveCertificateInfo.model_validate(c)
-                for c in self.get(f"nodes/{node}/certificates/info")]
+        return [
+            PveCertificateInfo.model_validate(c)
+            for c in self.get(f"nodes/{node}/certificates/info")
+        ]
 
     def acme_domains_configured(self, node: str) -> bool:
         """True when the node config has an ACME domain list (``acme``/``acmedomainN``)."""
@@ -459,9 +480,9 @@ class PveClient(ProxmoxClient):
 
     def snapshot_create(self, node: str, vmid: int, name: str, description: str = "") -> str:
         """Snapshot container ``vmid`` as ``name``. Changes the lab; returns the UPID."""
-        return str(self.post(
-            f"nodes/{node}/lxc/{vmid}/snapshot", snapname=name, description=description
-        ))
+        return str(
+            self.post(f"nodes/{node}/lxc/{vmid}/snapshot", snapname=name, description=description)
+        )
 
     def snapshot_rollback(self, node: str, vmid: int, name: str, *, start: bool = False) -> str:
         """Roll container ``vmid`` back to snapshot ``name`` (PVE stops a running container for
@@ -540,17 +561,22 @@ class PbsClient(ProxmoxClient):
     def tasks(
         self, typefilter: str | None = None, since: int | None = None, limit: int = 500
     ) -> list[PbsTaskItem]:
-        data = self.get(
-            f"nodes/{self.node}/tasks", typefilter=typefilter, since=since, limit=limit
-        )
+        data = self.get(f"nodes/{self.node}/tasks", typefilter=typefilter, since=since, limit=limit)
         return [PbsTaskItem.model_validate(t) for t in data or []]
 
     def prune_dry_run(
         self, backup_type: str, backup_id: str, keep: dict[str, int], store: str | None = None
     ) -> list[dict[str, Any]]:
         """What a prune of one group would keep and remove; changes nothing."""
-        return list(self.post(
-            f"admin/datastore/{store or self.datastore}/prune", **{
-                "backup-type": backup_type, "backup-id": backup_id, "dry-run": True, **keep,
-            },
-        ) or [])
+        return list(
+            self.post(
+                f"admin/datastore/{store or self.datastore}/prune",
+                **{
+                    "backup-type": backup_type,
+                    "backup-id": backup_id,
+                    "dry-run": True,
+                    **keep,
+                },
+            )
+            or []
+        )

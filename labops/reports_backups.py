@@ -170,8 +170,7 @@ class BackupReport(OperationReport):
         if self.dry_run:
             lines += ["## Would back up", ""]
             lines += [
-                f"- {r.label} on {r.node}: {r.reason}"
-                for r in self.rows(GuestStatus.WOULD_BACK_UP)
+                f"- {r.label} on {r.node}: {r.reason}" for r in self.rows(GuestStatus.WOULD_BACK_UP)
             ] or ["- nothing"]
             lines.append("")
         if self.stale:
@@ -197,9 +196,11 @@ class BackupReport(OperationReport):
             removable = sum(g.remove for g in self.retention)
             opts = ", ".join(f"{k}={v}" for k, v in self.retention_options.items()) or "keep all"
             lines += [
-                "## Retention (dry run)", "",
+                "## Retention (dry run)",
+                "",
                 f"A prune with {opts} would remove {removable} backup(s) of "
-                f"{sum(1 for g in self.retention if g.remove)} guest(s).", "",
+                f"{sum(1 for g in self.retention if g.remove)} guest(s).",
+                "",
             ]
         if self.skipped:
             lines += ["## Skipped", ""] + [f"- {s}" for s in self.skipped] + [""]
@@ -215,19 +216,25 @@ class BackupReport(OperationReport):
                 continue
             labels = {"vmid": str(r.vmid), "guest": r.name, "node": r.node, "tier": r.tier or ""}
             if r.last_good is not None:
-                out.append(Metric(
-                    name="labops_backup_last_success_timestamp_seconds", value=r.last_good,
-                    labels=labels,
-                ))
-                out.append(Metric(name="labops_backup_size_bytes", value=float(r.size or 0),
-                                  labels=labels))
+                out.append(
+                    Metric(
+                        name="labops_backup_last_success_timestamp_seconds",
+                        value=r.last_good,
+                        labels=labels,
+                    )
+                )
+                out.append(
+                    Metric(name="labops_backup_size_bytes", value=float(r.size or 0), labels=labels)
+                )
             if r.age_s is not None:
                 out.append(Metric(name="labops_backup_age_seconds", value=r.age_s, labels=labels))
-            out.append(Metric(name="labops_backup_stale", value=1.0 if r.stale else 0.0,
-                              labels=labels))
+            out.append(
+                Metric(name="labops_backup_stale", value=1.0 if r.stale else 0.0, labels=labels)
+            )
         for status, n in self.counts().items():
-            out.append(Metric(name="labops_backup_guests", value=float(n),
-                              labels={"status": status}))
+            out.append(
+                Metric(name="labops_backup_guests", value=float(n), labels={"status": status})
+            )
         out.append(Metric(name="labops_backup_coverage_gaps", value=float(len(self.gaps))))
         return out
 
@@ -299,20 +306,23 @@ class RestoreDrillReport(OperationReport):
     reason: str = Field("", description="Why this guest was chosen, or why the drill failed.")
 
     def table(self) -> list[dict[str, Any]]:
-        return [{
-            "guest": f"{self.vmid} {self.name}".strip() if self.vmid else "-",
-            "backup": self.volid or "-",
-            "backup time": _when(self.backup_time),
-            "scratch vmid": self.scratch_vmid or "-",
-            "node": self.node or "-",
-            "result": "dry run" if self.dry_run else ("ok" if self.ok else "FAILED"),
-            "duration": human_age(self.duration_s),
-        }]
+        return [
+            {
+                "guest": f"{self.vmid} {self.name}".strip() if self.vmid else "-",
+                "backup": self.volid or "-",
+                "backup time": _when(self.backup_time),
+                "scratch vmid": self.scratch_vmid or "-",
+                "node": self.node or "-",
+                "result": "dry run" if self.dry_run else ("ok" if self.ok else "FAILED"),
+                "duration": human_age(self.duration_s),
+            }
+        ]
 
     def markdown(self) -> str:
         result = "dry run" if self.dry_run else ("passed" if self.ok else "FAILED")
         lines = [
-            f"# Restore drill: {result}", "",
+            f"# Restore drill: {result}",
+            "",
             f"- guest: {self.vmid} {self.name}",
             f"- backup: {self.volid or '-'} ({_when(self.backup_time)})",
             f"- restored as: {self.scratch_vmid or '-'} on {self.node or '-'}"
@@ -320,7 +330,8 @@ class RestoreDrillReport(OperationReport):
             f"- duration: {human_age(self.duration_s)}",
             f"- why: {self.reason}" if self.reason else "",
             "",
-            "## Steps", "",
+            "## Steps",
+            "",
         ]
         lines += [f"1. {s}" for s in self.steps] or ["nothing done"]
         if self.checks:
@@ -334,14 +345,27 @@ class RestoreDrillReport(OperationReport):
         if self.dry_run or self.vmid is None:
             return []
         labels = {"vmid": str(self.vmid), "guest": self.name}
-        out = [Metric(name="labops_restore_drill_success", value=1.0 if self.ok else 0.0,
-                      labels=labels)]
+        out = [
+            Metric(
+                name="labops_restore_drill_success", value=1.0 if self.ok else 0.0, labels=labels
+            )
+        ]
         if self.ok:
-            out.append(Metric(name="labops_restore_drill_last_success_timestamp_seconds",
-                              value=time.time(), labels=labels))
+            out.append(
+                Metric(
+                    name="labops_restore_drill_last_success_timestamp_seconds",
+                    value=time.time(),
+                    labels=labels,
+                )
+            )
         if self.duration_s is not None:
-            out.append(Metric(name="labops_restore_drill_duration_seconds",
-                              value=self.duration_s, labels=labels))
+            out.append(
+                Metric(
+                    name="labops_restore_drill_duration_seconds",
+                    value=self.duration_s,
+                    labels=labels,
+                )
+            )
         return out
 
     def notification(self) -> Notification | None:
@@ -355,6 +379,10 @@ class RestoreDrillReport(OperationReport):
                 + [f"- {f.entity}: {f.reason}" for f in self.failures]
             ),
             topic="backups/restore-drill",
-            payload={"vmid": self.vmid, "ok": self.ok, "scratch_vmid": self.scratch_vmid,
-                     "failures": [f.model_dump() for f in self.failures]},
+            payload={
+                "vmid": self.vmid,
+                "ok": self.ok,
+                "scratch_vmid": self.scratch_vmid,
+                "failures": [f.model_dump() for f in self.failures],
+            },
         )

@@ -43,15 +43,24 @@ def reset_faults(faults: Faults) -> None:
 
 
 def _first_two_backed_up(ctx: Context) -> list[int]:
-    picks = [g.vmid for g in ctx.lab.guests
-             if g.type == "lxc" and not g.template and "nobackup" not in g.tags
-             and g.vmid not in (100, 150) and g.node in ("pve1", "pve2")]
+    picks = [
+        g.vmid
+        for g in ctx.lab.guests
+        if g.type == "lxc"
+        and not g.template
+        and "nobackup" not in g.tags
+        and g.vmid not in (100, 150)
+        and g.node in ("pve1", "pve2")
+    ]
     return picks[2:3] + picks[-1:]
 
 
 def _locked_guest(ctx: Context) -> int:
-    picks = [g.vmid for g in ctx.lab.guests if g.type == "lxc" and g.status == "running"
-             and "nobackup" not in g.tags and g.vmid >= 200]
+    picks = [
+        g.vmid
+        for g in ctx.lab.guests
+        if g.type == "lxc" and g.status == "running" and "nobackup" not in g.tags and g.vmid >= 200
+    ]
     return picks[1] if len(picks) > 1 else ctx.lab.guests[0].vmid
 
 
@@ -72,15 +81,22 @@ SCENARIOS: dict[str, Scenario] = {
     },
     # One class of responses hangs: PBS-backed storage listings, which are slow in real life.
     "stalled": lambda ctx: {
-        "pve": {"stall_rate": 1.0, "stall_s": 30.0,
-                "extra": {"stall_paths": ["/storage/pbs/content"]}},
+        "pve": {
+            "stall_rate": 1.0,
+            "stall_s": 30.0,
+            "extra": {"stall_paths": ["/storage/pbs/content"]},
+        },
     },
 }
 
 
 class ControlServer:
-    def __init__(self, ctx: Context, services: dict[str, Service],
-                 info: Callable[[], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        services: dict[str, Service],
+        info: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.services = services
         self.info = info or (lambda: {})
@@ -99,8 +115,9 @@ class ControlServer:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
-                                     shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         await web.TCPSite(self._runner, self.ctx.host, self.ctx.base_port).start()
 
@@ -128,8 +145,9 @@ class ControlServer:
         await self._notify()
 
     async def health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "pid": os.getpid(),
-                                  "services": sorted(self.services)})
+        return web.json_response(
+            {"status": "ok", "pid": os.getpid(), "services": sorted(self.services)}
+        )
 
     async def state(self, request: web.Request) -> web.Response:
         lab = self.ctx.lab
@@ -182,10 +200,14 @@ class ControlServer:
             await self.apply_scenario(name)
         except KeyError:
             return web.json_response(
-                {"error": f"unknown scenario {name!r}", "known": sorted(SCENARIOS)}, status=404)
-        return web.json_response({"scenario": name,
-                                  "faults": {k: dataclasses.asdict(v)
-                                             for k, v in self.ctx.faults.items()}})
+                {"error": f"unknown scenario {name!r}", "known": sorted(SCENARIOS)}, status=404
+            )
+        return web.json_response(
+            {
+                "scenario": name,
+                "faults": {k: dataclasses.asdict(v) for k, v in self.ctx.faults.items()},
+            }
+        )
 
     async def post_action(self, request: web.Request) -> web.Response:
         name, action = request.match_info["service"], request.match_info["action"]
@@ -198,8 +220,7 @@ class ControlServer:
             if inspect.isawaitable(result):
                 result = await result
         except KeyError as exc:
-            return web.json_response({"error": f"{name}: unknown action or key {exc}"},
-                                     status=404)
+            return web.json_response({"error": f"{name}: unknown action or key {exc}"}, status=404)
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         await self._notify()

@@ -17,16 +17,61 @@ OsName = Literal["debian12", "debian13", "ubuntu2404", "alpine320"]
 
 # Names of a real-looking homelab; CT ids follow the usual "100s infra, 200s apps" habit.
 _INFRA = [
-    "dns-primary", "dns-secondary", "step-ca", "authentik", "wazuh", "crowdsec", "headscale",
-    "victoriametrics", "grafana", "beszel", "traefik", "uptime-kuma", "semaphore", "pbs-proxy",
-    "mqtt", "vaultwarden", "gitea", "postgres", "redis", "ntfy",
+    "dns-primary",
+    "dns-secondary",
+    "step-ca",
+    "authentik",
+    "wazuh",
+    "crowdsec",
+    "headscale",
+    "victoriametrics",
+    "grafana",
+    "beszel",
+    "traefik",
+    "uptime-kuma",
+    "semaphore",
+    "pbs-proxy",
+    "mqtt",
+    "vaultwarden",
+    "gitea",
+    "postgres",
+    "redis",
+    "ntfy",
 ]
 _APPS = [
-    "nextcloud", "immich", "jellyfin", "paperless", "homeassistant", "n8n", "mealie", "linkwarden",
-    "freshrss", "actual", "audiobookshelf", "calibre-web", "stirling-pdf", "it-tools", "searxng",
-    "changedetection", "homepage", "glance", "ollama", "open-webui", "litellm", "agent-ops",
-    "agent-sec", "agent-docs", "syncthing", "minio", "docmost", "wikijs", "excalidraw", "umami",
-    "plausible", "listmonk", "kuma-status",
+    "nextcloud",
+    "immich",
+    "jellyfin",
+    "paperless",
+    "homeassistant",
+    "n8n",
+    "mealie",
+    "linkwarden",
+    "freshrss",
+    "actual",
+    "audiobookshelf",
+    "calibre-web",
+    "stirling-pdf",
+    "it-tools",
+    "searxng",
+    "changedetection",
+    "homepage",
+    "glance",
+    "ollama",
+    "open-webui",
+    "litellm",
+    "agent-ops",
+    "agent-sec",
+    "agent-docs",
+    "syncthing",
+    "minio",
+    "docmost",
+    "wikijs",
+    "excalidraw",
+    "umami",
+    "plausible",
+    "listmonk",
+    "kuma-status",
 ]
 
 
@@ -97,7 +142,10 @@ def generate_lab(containers: int = 52, vms: int = 3, seed: int = 42) -> Lab:
         Node("pve4", "192.168.1.14", maxcpu=8),
     ]
     weights: list[tuple[OsName, int]] = [
-        ("debian12", 5), ("debian13", 3), ("ubuntu2404", 1), ("alpine320", 1)
+        ("debian12", 5),
+        ("debian13", 3),
+        ("ubuntu2404", 1),
+        ("alpine320", 1),
     ]
     oses: list[OsName] = [name for name, count in weights for _ in range(count)]
     guests: list[Guest] = []
@@ -106,10 +154,8 @@ def generate_lab(containers: int = 52, vms: int = 3, seed: int = 42) -> Lab:
         base = names[i % len(names)]
         name = base if i < len(names) else f"{base}-{i // len(names) + 1}"
         vmid = 100 + i if i < 20 else 200 + (i - 20)
-        if i < 20:
-            node = ("pve1", "pve2", "pve4")[i % 3]
-        else:
-            node = "pve2" if i % 4 else "pve4"
+        # Infra containers rotate over the three always-on nodes; apps favour the big pve2.
+        node = ("pve1", "pve2", "pve4")[i % 3] if i < 20 else ("pve2" if i % 4 else "pve4")
         if containers > 60:  # large labs spread evenly
             node = nodes[i % len(nodes)].name if nodes[i % len(nodes)].name != "pve3" else "pve2"
         tags = ["infra"] if i < 20 else ["app"]
@@ -120,8 +166,14 @@ def generate_lab(containers: int = 52, vms: int = 3, seed: int = 42) -> Lab:
         status: Literal["running", "stopped"] = "stopped" if i % 19 == 18 else "running"
         guests.append(
             Guest(
-                vmid=vmid, name=name, node=node, type="lxc", os=rng.choice(oses),
-                ip=_ip(vmid), tags=tags, status=status,
+                vmid=vmid,
+                name=name,
+                node=node,
+                type="lxc",
+                os=rng.choice(oses),
+                ip=_ip(vmid),
+                tags=tags,
+                status=status,
                 pool="infra" if i < 20 else "apps",
                 disk_used=rng.randint(1, 12) * 256 * 1024**2,
             )
@@ -130,19 +182,43 @@ def generate_lab(containers: int = 52, vms: int = 3, seed: int = 42) -> Lab:
         vmid = 800 + j
         guests.append(
             Guest(
-                vmid=vmid, name=["haos", "win11", "opnsense-lab"][j % 3] + ("" if j < 3 else f"-{j}"),
-                node="pve2", type="qemu", os="debian12", ip=_ip(vmid), tags=["vm"],
-                maxmem=4 * 1024**3, maxdisk=32 * 1024**3, disk_used=12 * 1024**3,
+                vmid=vmid,
+                name=["haos", "win11", "opnsense-lab"][j % 3] + ("" if j < 3 else f"-{j}"),
+                node="pve2",
+                type="qemu",
+                os="debian12",
+                ip=_ip(vmid),
+                tags=["vm"],
+                maxmem=4 * 1024**3,
+                maxdisk=32 * 1024**3,
+                disk_used=12 * 1024**3,
             )
         )
     guests.append(  # a template, so template handling is exercised
-        Guest(vmid=9000, name="debian12-tpl", node="pve1", type="qemu", os="debian12",
-              ip=_ip(9000), status="stopped", template=True, tags=["template"])
+        Guest(
+            vmid=9000,
+            name="debian12-tpl",
+            node="pve1",
+            type="qemu",
+            os="debian12",
+            ip=_ip(9000),
+            status="stopped",
+            template=True,
+            tags=["template"],
+        )
     )
     # The on-demand backup node hosts PBS itself.
     guests.append(
-        Guest(vmid=150, name="pbs", node="pve3", type="lxc", os="debian12", ip=_ip(150),
-              tags=["infra", "backup"], pool="infra")
+        Guest(
+            vmid=150,
+            name="pbs",
+            node="pve3",
+            type="lxc",
+            os="debian12",
+            ip=_ip(150),
+            tags=["infra", "backup"],
+            pool="infra",
+        )
     )
     return Lab(seed=seed, nodes=nodes, guests=guests)
 

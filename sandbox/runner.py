@@ -100,8 +100,13 @@ class Sandbox:
         _atomic_write(state / "ca-key.pem", ca.key_pem.decode(), 0o600)
         lab = generate_lab(self.opts.containers, self.opts.vms, self.opts.seed)
         self.ctx = ctx = Context(
-            lab=lab, state_dir=state, host="127.0.0.1", ca=ca, faults={},
-            rng=random.Random(self.opts.seed), time_scale=self.opts.time_scale,
+            lab=lab,
+            state_dir=state,
+            host="127.0.0.1",
+            ca=ca,
+            faults={},
+            rng=random.Random(self.opts.seed),
+            time_scale=self.opts.time_scale,
             base_port=self.opts.base_port,
         )
         self.control = ControlServer(ctx, self.services, info=self._info)
@@ -131,8 +136,9 @@ class Sandbox:
         header = (
             "# Written by the labops sandbox (python -m sandbox); points at local simulators.\n"
         )
-        _atomic_write(self.dir / "labops.yaml",
-                      header + yaml.safe_dump(config, sort_keys=False), 0o600)
+        _atomic_write(
+            self.dir / "labops.yaml", header + yaml.safe_dump(config, sort_keys=False), 0o600
+        )
         if self.opts.scenario and self.opts.scenario != "default":
             await self.control.apply_scenario(self.opts.scenario)
         self.startup_s = time.monotonic() - self.t0
@@ -152,8 +158,11 @@ class Sandbox:
         _atomic_write(self.dir / "ready", json.dumps(ready, indent=2))
 
     def _info(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"ports": self.ports, "failed": self.failed,
-                                "startup_s": round(self.startup_s, 3)}
+        info: dict[str, Any] = {
+            "ports": self.ports,
+            "failed": self.failed,
+            "startup_s": round(self.startup_s, 3),
+        }
         if self.ctx is not None:
             from sandbox.pbs.store import seed_info
 
@@ -162,6 +171,7 @@ class Sandbox:
 
     async def stop(self) -> None:
         (self.dir / "ready").unlink(missing_ok=True)
+
         # Concurrently: shutdown time is the slowest service's, not the sum.
         async def stop_one(svc: Service) -> None:
             t0 = time.monotonic()
@@ -186,8 +196,9 @@ async def _serve(opts: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await sandbox.start()
-        print(f"sandbox ready in {sandbox.startup_s:.2f}s: {sandbox.dir / 'labops.yaml'}",
-              flush=True)
+        print(
+            f"sandbox ready in {sandbox.startup_s:.2f}s: {sandbox.dir / 'labops.yaml'}", flush=True
+        )
         await stop.wait()
     finally:
         t0 = time.monotonic()
@@ -239,18 +250,39 @@ def cmd_start(opts: argparse.Namespace) -> int:
         print(f"sandbox already running in {directory}", file=sys.stderr)
         return 1
     (directory / "ready").unlink(missing_ok=True)
-    args = [sys.executable, "-m", "sandbox", "run", "--dir", str(directory),
-            "--containers", str(opts.containers), "--vms", str(opts.vms),
-            "--seed", str(opts.seed), "--base-port", str(opts.base_port),
-            "--time-scale", str(opts.time_scale)]
+    args = [
+        sys.executable,
+        "-m",
+        "sandbox",
+        "run",
+        "--dir",
+        str(directory),
+        "--containers",
+        str(opts.containers),
+        "--vms",
+        str(opts.vms),
+        "--seed",
+        str(opts.seed),
+        "--base-port",
+        str(opts.base_port),
+        "--time-scale",
+        str(opts.time_scale),
+    ]
     if opts.scenario:
         args += ["--scenario", opts.scenario]
     log = open(directory / "sandbox.log", "ab")  # noqa: SIM115 - handed to the child
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                            start_new_session=True, cwd=root, env=env)
+    proc = subprocess.Popen(
+        args,
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=root,
+        env=env,
+    )
     log.close()
     deadline = time.monotonic() + opts.timeout
     ready_file = directory / "ready"
@@ -264,8 +296,10 @@ def cmd_start(opts: argparse.Namespace) -> int:
                 ready = json.loads(ready_file.read_text())
             except ValueError:
                 ready = None
-            if ready and ready.get("pid") == proc.pid and all(
-                _port_open(p) for p in ready.get("check_ports", [])
+            if (
+                ready
+                and ready.get("pid") == proc.pid
+                and all(_port_open(p) for p in ready.get("check_ports", []))
             ):
                 print(ready["config"])
                 return 0
@@ -334,5 +368,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     opts = build_parser().parse_args(argv)
-    return {"run": cmd_run, "start": cmd_start, "stop": cmd_stop, "status": cmd_status}[
-        opts.cmd](opts)
+    return {"run": cmd_run, "start": cmd_start, "stop": cmd_stop, "status": cmd_status}[opts.cmd](
+        opts
+    )

@@ -1,9 +1,9 @@
 """The contract every sandbox service follows, so the runner can start them all the same way.
 
 A service module lives in ``sandbox/services/`` (or a package like ``sandbox/pve``) and exposes
-``SERVICE: type[Service]``. The runner (``sandbox/runner.py``) builds a :class:`Context`, starts every
-service in one asyncio loop, merges each service's ``config_fragment()`` into the labops config it
-writes, and serves the control API (``/_sandbox/...``) that tests use to inject faults.
+``SERVICE: type[Service]``. The runner (``sandbox/runner.py``) builds a :class:`Context`, starts
+every service in one asyncio loop, merges each service's ``config_fragment()`` into the labops
+config it writes, and serves the control API (``/_sandbox/...``) that tests use to inject faults.
 """
 
 from __future__ import annotations

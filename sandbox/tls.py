@@ -81,14 +81,18 @@ class SandboxCA:
 
     @classmethod
     def create(
-        cls, common_name: str = "Sandbox Homelab Root CA", days: int = 3650,
+        cls,
+        common_name: str = "Sandbox Homelab Root CA",
+        days: int = 3650,
         key_type: KeyType = "ec",
     ) -> SandboxCA:
         key = _new_key(key_type)
-        name = x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "labops sandbox"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ])
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "labops sandbox"),
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            ]
+        )
         now = _now()
         cert = (
             x509.CertificateBuilder()
@@ -101,9 +105,15 @@ class SandboxCA:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -142,8 +152,11 @@ class SandboxCA:
         return self.cert_pem + self.parent.chain_pem()
 
     def issue_intermediate(
-        self, common_name: str = "Sandbox Intermediate CA", days: float = 1825,
-        key_type: KeyType = "ec", not_before: dt.datetime | None = None,
+        self,
+        common_name: str = "Sandbox Intermediate CA",
+        days: float = 1825,
+        key_type: KeyType = "ec",
+        not_before: dt.datetime | None = None,
     ) -> SandboxCA:
         """An intermediate valid from ``not_before`` (default: a day ago) for ``days`` more
         days from now (from ``not_before`` when it is given)."""
@@ -153,10 +166,14 @@ class SandboxCA:
         end = (start if not_before else now) + dt.timedelta(days=days)
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "labops sandbox"),
-                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-            ]))
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "labops sandbox"),
+                        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                    ]
+                )
+            )
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -165,9 +182,15 @@ class SandboxCA:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -216,9 +239,7 @@ class SandboxCA:
             .not_valid_after(end)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.key.public_key()), False
             )
@@ -265,7 +286,7 @@ def cert_info(cert: x509.Certificate) -> dict[str, object]:
         key_type, bits = "unknown", 0
     fp = cert.fingerprint(hashes.SHA256()).hex().upper()
     return {
-        "fingerprint": ":".join(fp[i:i + 2] for i in range(0, len(fp), 2)),
+        "fingerprint": ":".join(fp[i : i + 2] for i in range(0, len(fp), 2)),
         "subject": _oneline(cert.subject),
         "issuer": _oneline(cert.issuer),
         "notbefore": int(cert.not_valid_before_utc.timestamp()),
@@ -278,8 +299,11 @@ def cert_info(cert: x509.Certificate) -> dict[str, object]:
 
 
 _SHORT = {
-    NameOID.COMMON_NAME: "CN", NameOID.ORGANIZATION_NAME: "O", NameOID.COUNTRY_NAME: "C",
-    NameOID.ORGANIZATIONAL_UNIT_NAME: "OU", NameOID.LOCALITY_NAME: "L",
+    NameOID.COMMON_NAME: "CN",
+    NameOID.ORGANIZATION_NAME: "O",
+    NameOID.COUNTRY_NAME: "C",
+    NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
+    NameOID.LOCALITY_NAME: "L",
     NameOID.STATE_OR_PROVINCE_NAME: "ST",
 }
 

@@ -16,7 +16,10 @@ def since_param(hours: int) -> str:
 
 @task(name="crowdsec-activity", tags=["crowdsec"])
 def crowdsec_activity(
-    lapi: CrowdsecLapi, window_hours: int, max_alerts: int, include_capi: bool,
+    lapi: CrowdsecLapi,
+    window_hours: int,
+    max_alerts: int,
+    include_capi: bool,
     repeat_alerts: int,
 ) -> Collected:
     """Alerts of the window (scenario, source IP, AS, country, events) and the active bans.

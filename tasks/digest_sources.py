@@ -61,11 +61,16 @@ def labops_results(stale_after_hours: int, now: datetime) -> Collected:
         rows, created = found
         findings.extend(labops_row_findings(flow, rows))
         if created is not None and (now - created).total_seconds() > stale_after_hours * 3600:
-            findings.append(Finding(
-                source="labops", severity=Severity.WARNING,
-                title=f"{flow} flow has not reported since {created:%Y-%m-%d %H:%M} UTC",
-                entity=f"{flow} flow", rule=f"{flow}:silent", last_seen=created,
-            ))
+            findings.append(
+                Finding(
+                    source="labops",
+                    severity=Severity.WARNING,
+                    title=f"{flow} flow has not reported since {created:%Y-%m-%d %H:%M} UTC",
+                    entity=f"{flow} flow",
+                    rule=f"{flow}:silent",
+                    last_seen=created,
+                )
+            )
     note = f"no report yet from: {', '.join(missing)}" if missing else ""
     return Collected(findings=findings, note=note)
 

@@ -29,13 +29,21 @@ def loki_queries(
     notes = []
     with loki.get_client() as client:
         for q in queries:
-            body = client.get_json("/loki/api/v1/query_range", params={
-                "query": q.query, "start": _ns(since), "end": _ns(until), "limit": q.limit,
-                "direction": "backward",
-            })
+            body = client.get_json(
+                "/loki/api/v1/query_range",
+                params={
+                    "query": q.query,
+                    "start": _ns(since),
+                    "end": _ns(until),
+                    "limit": q.limit,
+                    "direction": "backward",
+                },
+            )
             found = loki_findings(q, body or {})
-            lines = sum(len(s.get("values") or []) for s in
-                        ((body or {}).get("data") or {}).get("result") or [])
+            lines = sum(
+                len(s.get("values") or [])
+                for s in ((body or {}).get("data") or {}).get("result") or []
+            )
             if lines >= q.limit:
                 notes.append(f"{q.name}: only the newest {q.limit} lines read")
             findings.extend(found)

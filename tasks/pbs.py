@@ -25,9 +25,7 @@ def _prune_from_tasks(pbs: PbsClient, max_age: float, now: float) -> JobCheck:
         tasks = pbs.tasks(limit=1000)
     except LabopsError as exc:
         return job_check("prune", None, None, max_age, now, f"task list unreadable: {exc}")
-    prunes = [
-        t for t in tasks if t.worker_type in ("prune", "prunejob") and t.endtime is not None
-    ]
+    prunes = [t for t in tasks if t.worker_type in ("prune", "prunejob") and t.endtime is not None]
     if not prunes:
         return job_check("prune", None, None, max_age, now, "no prune job or prune task on record")
     newest = max(prunes, key=lambda t: t.endtime or 0)
@@ -71,7 +69,9 @@ def maintenance_checks(block: PbsCredentials, ages: PbsJobAges) -> list[JobCheck
             what = "configured" if not jobs else "that has run"
             checks.append(job_check(job, None, None, max_age, now, f"no {job} job {what}"))
             continue
-        checks.append(job_check(
-            f"{job} ({newest.id})", newest.last_run_endtime, newest.last_run_state, max_age, now
-        ))
+        checks.append(
+            job_check(
+                f"{job} ({newest.id})", newest.last_run_endtime, newest.last_run_state, max_age, now
+            )
+        )
     return checks

@@ -77,10 +77,13 @@ def scan_backups(
     copies: list[BackupCopy] = []
     for storage in storages:
         if storage not in shared:
-            problems.append(Failure(
-                entity=f"storage {storage}", system="proxmox",
-                reason=f"not a backup storage on {online[0]} (check backups.storage)",
-            ))
+            problems.append(
+                Failure(
+                    entity=f"storage {storage}",
+                    system="proxmox",
+                    reason=f"not a backup storage on {online[0]} (check backups.storage)",
+                )
+            )
             continue
         for node in online[:1] if shared[storage] else online:
             try:
@@ -125,7 +128,10 @@ class VzdumpSettings(BaseModel):
 
 
 def _wait_unlocked(
-    pve: PveClient, guest: BackupGuest, deadline: float, retry_s: float,
+    pve: PveClient,
+    guest: BackupGuest,
+    deadline: float,
+    retry_s: float,
     sleep: Callable[[float], None],
 ) -> str | None:
     """Wait until the guest has no lock; return the lock still held at ``deadline``, else None."""
@@ -139,7 +145,11 @@ def _wait_unlocked(
 
 
 def follow_task(
-    pve: PveClient, node: str, upid: str, timeout_s: float, poll_s: float,
+    pve: PveClient,
+    node: str,
+    upid: str,
+    timeout_s: float,
+    poll_s: float,
     sleep: Callable[[float], None] = time.sleep,
 ) -> PveTaskStatus:
     """Poll a task to its end: first after 20 ms, then 1.5x longer each time up to ``poll_s``.
@@ -182,8 +192,9 @@ def run_backup(
         if upid is None:
             return out
         try:
-            status = follow_task(pve, guest.node, upid, settings.task_timeout_s, settings.poll_s,
-                                 sleep)
+            status = follow_task(
+                pve, guest.node, upid, settings.task_timeout_s, settings.poll_s, sleep
+            )
         except TaskTimeout:
             out.upid = upid
             out.reason = (
@@ -212,7 +223,10 @@ def run_backup(
 
 
 def _start_or_adopt(
-    pve: PveClient, guest: BackupGuest, settings: VzdumpSettings, out: BackupOutcome,
+    pve: PveClient,
+    guest: BackupGuest,
+    settings: VzdumpSettings,
+    out: BackupOutcome,
     log: Callable[[str], None],
 ) -> str | None:
     """The UPID to follow: a running vzdump of this guest, else a new one. None when the
@@ -227,9 +241,12 @@ def _start_or_adopt(
         return running[0].upid
     if settings.listed_at is not None:
         done = [
-            t for t in mine
-            if t.endtime is not None and t.endtime >= settings.listed_at - 1
-            and t.status and classify_exitstatus(t.status) != "error"
+            t
+            for t in mine
+            if t.endtime is not None
+            and t.endtime >= settings.listed_at - 1
+            and t.status
+            and classify_exitstatus(t.status) != "error"
         ]
         if done:
             out.status, out.upid, out.adopted = "fresh", done[0].upid, True
@@ -242,8 +259,12 @@ def _start_or_adopt(
         t0 = time.time()
         try:
             upid = pve.vzdump(
-                guest.node, guest.vmid, settings.storage, mode=settings.mode,
-                compress=settings.compress, notes_template=settings.notes_template,
+                guest.node,
+                guest.vmid,
+                settings.storage,
+                mode=settings.mode,
+                compress=settings.compress,
+                notes_template=settings.notes_template,
                 protected=settings.protected or None,
             )
         except LabopsError as exc:
@@ -306,9 +327,11 @@ def wait_result(
     exitstatus = status.exitstatus or "unknown"
     kind = classify_exitstatus(exitstatus)
     return TaskResult(
-        upid=upid, status=kind,  # type: ignore[arg-type]
+        upid=upid,
+        status=kind,  # type: ignore[arg-type]
         exitstatus=exitstatus,
-        started=float(status.starttime) if status.starttime else None, ended=time.time(),
+        started=float(status.starttime) if status.starttime else None,
+        ended=time.time(),
     )
 
 
@@ -320,8 +343,14 @@ def used_vmids(block: ProxmoxCredentials) -> list[int]:
 
 @task(name="pve-restore", tags=["proxmox"], task_run_name="restore-{volid}-as-{vmid}")
 def restore_backup(
-    block: ProxmoxCredentials, node: str, kind: str, vmid: int, volid: str, storage: str,
-    timeout_s: float, poll_s: float = 2.0,
+    block: ProxmoxCredentials,
+    node: str,
+    kind: str,
+    vmid: int,
+    volid: str,
+    storage: str,
+    timeout_s: float,
+    poll_s: float = 2.0,
 ) -> TaskResult:
     """Restore ``volid`` as the NEW guest ``vmid`` (CHANGES THE LAB) and wait for the task.
     PVE refuses an existing vmid, so an original guest is never overwritten."""
@@ -332,8 +361,13 @@ def restore_backup(
 
 @task(name="pve-power", tags=["proxmox"], task_run_name="{action}-{vmid}")
 def power_guest(
-    block: ProxmoxCredentials, node: str, kind: str, vmid: int, action: str,
-    timeout_s: float = 120.0, poll_s: float = 1.0,
+    block: ProxmoxCredentials,
+    node: str,
+    kind: str,
+    vmid: int,
+    action: str,
+    timeout_s: float = 120.0,
+    poll_s: float = 1.0,
 ) -> TaskResult:
     """start | stop a guest (CHANGES THE LAB) and wait for the task."""
     pve = client(block)
@@ -342,9 +376,7 @@ def power_guest(
 
 
 @task(name="pve-guest-state", tags=["proxmox"])
-def guest_running(
-    block: ProxmoxCredentials, node: str, kind: str, vmid: int, wait_s: float
-) -> str:
+def guest_running(block: ProxmoxCredentials, node: str, kind: str, vmid: int, wait_s: float) -> str:
     """Wait up to ``wait_s`` for the guest to report ``running``; return its last status."""
     pve = client(block)
     deadline = time.time() + wait_s
@@ -357,7 +389,11 @@ def guest_running(
 
 @task(name="pve-destroy", tags=["proxmox"], task_run_name="destroy-{vmid}")
 def destroy_guest(
-    block: ProxmoxCredentials, node: str, kind: str, vmid: int, timeout_s: float = 300.0,
+    block: ProxmoxCredentials,
+    node: str,
+    kind: str,
+    vmid: int,
+    timeout_s: float = 300.0,
     poll_s: float = 1.0,
 ) -> TaskResult:
     """Destroy the scratch guest ``vmid`` (CHANGES THE LAB; stops it first when running).

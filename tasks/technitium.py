@@ -47,6 +47,12 @@ def zone_records(block: TechnitiumDns) -> list[DnsRecord]:
         data = r.get("rData") or {}
         value = data.get("ipAddress") or data.get("cname") or ""
         if r.get("type") in ("A", "AAAA", "CNAME") and value:
-            out.append(DnsRecord(name=str(r["name"]).lower().rstrip("."), type=r["type"],
-                                 value=str(value), disabled=bool(r.get("disabled"))))
+            out.append(
+                DnsRecord(
+                    name=str(r["name"]).lower().rstrip("."),
+                    type=r["type"],
+                    value=str(value),
+                    disabled=bool(r.get("disabled")),
+                )
+            )
     return out

@@ -26,12 +26,14 @@ from labops.tls.probe import RawProbe
 from labops.tls.report import EndpointResult
 
 
-def _anchors(roots_pem: list[str], intermediates_pem: list[str],
-             policy: CertificatePolicy) -> TrustAnchors:
+def _anchors(
+    roots_pem: list[str], intermediates_pem: list[str], policy: CertificatePolicy
+) -> TrustAnchors:
     roots = [p.encode() for p in roots_pem]
     roots += [path.read_bytes() for path in policy.trusted_roots if path.is_file()]
-    return TrustAnchors.from_pem(roots, [p.encode() for p in intermediates_pem],
-                                 use_system_store=policy.use_system_store)
+    return TrustAnchors.from_pem(
+        roots, [p.encode() for p in intermediates_pem], use_system_store=policy.use_system_store
+    )
 
 
 @task(name="tls-probe-batch", cache_policy=NO_CACHE)  # a probe is never served from a cache
@@ -48,8 +50,10 @@ def probe_batch(
     started = time.perf_counter()
     results = check_endpoints(targets, _anchors(roots_pem, intermediates_pem, policy), policy)
     get_run_logger().info(
-        "probed %d endpoints in %.2f s (%d at once)", len(targets),
-        time.perf_counter() - started, policy.concurrency,
+        "probed %d endpoints in %.2f s (%d at once)",
+        len(targets),
+        time.perf_counter() - started,
+        policy.concurrency,
     )
     return results
 
@@ -61,7 +65,10 @@ def _pem_to_der(pem: str) -> bytes:
 
 @task(name="tls-judge-api-certificate", cache_policy=NO_CACHE)
 def judge_api_certificate(
-    target: Target, pem: str, roots_pem: list[str], intermediates_pem: list[str],
+    target: Target,
+    pem: str,
+    roots_pem: list[str],
+    intermediates_pem: list[str],
     policy: CertificatePolicy,
 ) -> EndpointResult:
     """Classify a certificate read from an API (a node without a probe URL). Reads only."""

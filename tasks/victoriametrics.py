@@ -25,9 +25,13 @@ def promql_checks(vm: VictoriaMetrics, checks: list[PromCheck], at: datetime) ->
     with vm.get_client() as client:
         for check in checks:
             try:
-                body = client.get_json("/api/v1/query", params={
-                    "query": check.query, "time": f"{at.timestamp():.3f}",
-                })
+                body = client.get_json(
+                    "/api/v1/query",
+                    params={
+                        "query": check.query,
+                        "time": f"{at.timestamp():.3f}",
+                    },
+                )
             except ApiError as exc:
                 if exc.status in (400, 422):
                     bad.append(f"check {check.name!r} rejected: {exc.message}")

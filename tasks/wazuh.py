@@ -19,13 +19,29 @@ def alert_query(since: datetime, until: datetime, min_level: int, size: int) -> 
         "size": size,
         "sort": [{"timestamp": {"order": "desc"}}],
         "track_total_hits": True,
-        "query": {"bool": {"filter": [
-            {"range": {"timestamp": {"gte": since.isoformat(), "lt": until.isoformat()}}},
-            {"range": {"rule.level": {"gte": min_level}}},
-        ]}},
-        "_source": ["timestamp", "@timestamp", "rule.id", "rule.level", "rule.description",
-                    "rule.groups", "agent.id", "agent.name", "data.srcip", "data.srcuser",
-                    "data.dstuser", "full_log", "id"],
+        "query": {
+            "bool": {
+                "filter": [
+                    {"range": {"timestamp": {"gte": since.isoformat(), "lt": until.isoformat()}}},
+                    {"range": {"rule.level": {"gte": min_level}}},
+                ]
+            }
+        },
+        "_source": [
+            "timestamp",
+            "@timestamp",
+            "rule.id",
+            "rule.level",
+            "rule.description",
+            "rule.groups",
+            "agent.id",
+            "agent.name",
+            "data.srcip",
+            "data.srcuser",
+            "data.dstuser",
+            "full_log",
+            "id",
+        ],
     }
 
 
@@ -63,9 +79,13 @@ def wazuh_agents(api: WazuhApi, statuses: list[str]) -> Collected:
     if not statuses:
         return Collected()
     with api.get_client() as client:
-        body = client.get_json("/agents", params={
-            "status": ",".join(statuses), "limit": 100000,
-            "select": "id,name,ip,status,lastKeepAlive,node_name",
-        })
+        body = client.get_json(
+            "/agents",
+            params={
+                "status": ",".join(statuses),
+                "limit": 100000,
+                "select": "id,name,ip,status,lastKeepAlive,node_name",
+            },
+        )
     items = ((body or {}).get("data") or {}).get("affected_items") or []
     return Collected(findings=wazuh_agent_findings(items))

@@ -89,10 +89,12 @@ def test_offline_node_guests_are_not_backed_up(lab: Lab) -> None:
 
 def test_selection_filters_and_overrides(lab: Lab) -> None:
     _, guests, _ = lab
-    policy = BackupPolicy.model_validate({
-        "selection": {"pools": ["infra"], "exclude_vmids": [102]},
-        "guests": {101: {"tier": "7d", "storage": "local"}, 100: {"exclude": True}},
-    })
+    policy = BackupPolicy.model_validate(
+        {
+            "selection": {"pools": ["infra"], "exclude_vmids": [102]},
+            "guests": {101: {"tier": "7d", "storage": "local"}, 100: {"exclude": True}},
+        }
+    )
     g = {x.vmid: x for x in guests}
     assert exclusion_reason(g[205], policy.selection, policy) == "pool apps not in selection.pools"
     assert "exclude_vmids" in (exclusion_reason(g[102], policy.selection, policy) or "")
@@ -103,15 +105,19 @@ def test_selection_filters_and_overrides(lab: Lab) -> None:
     nodes = BackupPolicy.model_validate({"selection": {"nodes": ["pve4"], "tags": ["app"]}})
     assert exclusion_reason(g[216], nodes.selection, nodes) is None
     assert exclusion_reason(g[102], nodes.selection, nodes) == "no tag of selection.tags"
-    assert "selection.vmids" in (exclusion_reason(
-        g[101], BackupPolicy.model_validate({"selection": {"vmids": [100]}}).selection, policy
-    ) or "")
+    assert "selection.vmids" in (
+        exclusion_reason(
+            g[101], BackupPolicy.model_validate({"selection": {"vmids": [100]}}).selection, policy
+        )
+        or ""
+    )
 
 
 def test_failed_verification_is_not_a_good_backup() -> None:
     ok = BackupCopy(volid="pbs:a", storage="pbs", vmid=1, ctime=100, size=10, verify_state="ok")
-    bad = BackupCopy(volid="pbs:b", storage="pbs", vmid=1, ctime=200, size=10,
-                     verify_state="failed")
+    bad = BackupCopy(
+        volid="pbs:b", storage="pbs", vmid=1, ctime=200, size=10, verify_state="failed"
+    )
     empty = BackupCopy(volid="pbs:c", storage="pbs", vmid=1, ctime=300, size=0)
     assert last_good([ok, bad, empty]) == ok
     guest = BackupGuest(vmid=1, name="x", node="pve1", type="lxc")
@@ -122,8 +128,11 @@ def test_failed_verification_is_not_a_good_backup() -> None:
 
 def test_lanes_keep_each_node_busy(lab: Lab) -> None:
     now, guests, copies = lab
-    plans = [p for p in plan_backups(guests, copies, BackupPolicy(), "pbs", now + 2 * DAY)
-             if p.action is PlanAction.BACKUP]
+    plans = [
+        p
+        for p in plan_backups(guests, copies, BackupPolicy(), "pbs", now + 2 * DAY)
+        if p.action is PlanAction.BACKUP
+    ]
     one = lanes(plans, per_node=1)
     assert sorted(len(lane) for lane in one) == sorted(
         [sum(p.guest.node == n for p in plans) for n in {p.guest.node for p in plans}]
@@ -145,20 +154,28 @@ def test_prune_marks_follow_pbs_rules() -> None:
         BackupCopy(volid=f"v{i}", storage="pbs", vmid=1, ctime=1_700_000_000 + i * DAY, size=1)
         for i in range(10)
     ]
-    copies.append(BackupCopy(volid="v9b", storage="pbs", vmid=1,
-                             ctime=1_700_000_000 + 9 * DAY + 60, size=1))
+    copies.append(
+        BackupCopy(volid="v9b", storage="pbs", vmid=1, ctime=1_700_000_000 + 9 * DAY + 60, size=1)
+    )
     copies[0] = copies[0].model_copy(update={"protected": True})
     marks = prune_marks(copies, Retention(keep_daily=3, keep_weekly=None, keep_monthly=None))
     assert marks["v9b"] == "keep" and marks["v9"] == "remove"  # newest of the day wins
     assert [marks[f"v{i}"] for i in (8, 7)] == ["keep", "keep"]
     assert marks["v0"] == "protected"
     assert sum(m == "remove" for m in marks.values()) == 7
-    assert set(prune_marks(copies, Retention(keep_daily=None, keep_weekly=None,
-                                             keep_monthly=None)).values()) == {"keep"}
-    last2 = prune_marks(copies, Retention(keep_last=2, keep_daily=1, keep_weekly=None,
-                                          keep_monthly=None))
+    assert set(
+        prune_marks(
+            copies, Retention(keep_daily=None, keep_weekly=None, keep_monthly=None)
+        ).values()
+    ) == {"keep"}
+    last2 = prune_marks(
+        copies, Retention(keep_last=2, keep_daily=1, keep_weekly=None, keep_monthly=None)
+    )
     assert [last2["v9b"], last2["v9"], last2["v8"], last2["v7"]] == [
-        "keep", "keep", "keep", "remove"
+        "keep",
+        "keep",
+        "keep",
+        "remove",
     ]
 
 
@@ -184,8 +201,9 @@ def test_verification_state(lab: Lab) -> None:
     assert "too old" in shown and problem and problem.startswith("last verified")
     fresh = [BackupCopy(volid="pbs:x", storage="pbs", vmid=5, ctime=now, size=1, format="pbs-ct")]
     assert verification_status(fresh, now, DAY) == ("never", "never verified")
-    local = [BackupCopy(volid="local:x", storage="local", vmid=5, ctime=now, size=1,
-                        format="tar.zst")]
+    local = [
+        BackupCopy(volid="local:x", storage="local", vmid=5, ctime=now, size=1, format="tar.zst")
+    ]
     assert verification_status(local, now, DAY) == ("n/a (not on PBS)", None)
 
 
@@ -196,7 +214,9 @@ def test_upids_and_exit_statuses() -> None:
     assert upid_start_time(pbs) == 0x66500123
     assert upid_start_time("OK") is None
     assert [classify_exitstatus(s) for s in ("OK", "WARNINGS: 2", "job errors")] == [
-        "ok", "warning", "error"
+        "ok",
+        "warning",
+        "error",
     ]
     assert is_lock_error("Backup of VM 105 failed - CT 105 is locked (snapshot)")
     assert not is_lock_error("command 'proxmox-backup-client backup' failed: exit code 255")
@@ -216,15 +236,24 @@ def test_rows_after_a_run(lab: Lab) -> None:
     now, guests, copies = lab
     policy = BackupPolicy()
     plans = plan_backups(guests, copies, policy, "pbs", now)
-    new = BackupCopy(volid="pbs:backup/ct/205/new", storage="pbs", vmid=205, ctime=now + 5,
-                     size=900 * 2**20, format="pbs-ct")
+    new = BackupCopy(
+        volid="pbs:backup/ct/205/new",
+        storage="pbs",
+        vmid=205,
+        ctime=now + 5,
+        size=900 * 2**20,
+        format="pbs-ct",
+    )
     outcomes = {
-        205: BackupOutcome(vmid=205, status="ok", started=now + 1, ended=now + 9,
-                           exitstatus="OK", upid="UPID:x"),
+        205: BackupOutcome(
+            vmid=205, status="ok", started=now + 1, ended=now + 9, exitstatus="OK", upid="UPID:x"
+        ),
         211: BackupOutcome(vmid=211, status="failed", reason="exit code 255"),
     }
-    rows = {r.vmid: r for r in guest_rows(plans, outcomes, [*copies, new], policy, now + 10,
-                                          dry_run=False)}
+    rows = {
+        r.vmid: r
+        for r in guest_rows(plans, outcomes, [*copies, new], policy, now + 10, dry_run=False)
+    }
     assert rows[205].status is GuestStatus.BACKED_UP and not rows[205].stale
     assert rows[205].last_good_volid == new.volid
     assert rows[211].status is GuestStatus.FAILED and rows[211].stale
@@ -252,8 +281,9 @@ def test_policy_errors_name_the_key() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config({"backups": {"per_node_limit": 0}})
     assert "backups.per_node_limit" in str(err.value)
-    policy = parse_config({"backups": {"tiers": {"1h": {"rpo": "1h"}}, "default_tier": "1h",
-                                       "tier_tags": {}}}).backups
+    policy = parse_config(
+        {"backups": {"tiers": {"1h": {"rpo": "1h"}}, "default_tier": "1h", "tier_tags": {}}}
+    ).backups
     assert policy.tiers["1h"].rpo == 3600 and policy.tiers["1h"].refresh_after_s == 3240
 
 

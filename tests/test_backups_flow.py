@@ -84,7 +84,8 @@ def new_snapshots(sandbox: SandboxHandle, since: float) -> Counter[int]:
     """Backups PBS holds that were taken since ``since``, per guest."""
     snaps = sandbox.pbs().admin.datastore("store1").snapshots.get()
     return Counter(
-        int(s["backup-id"]) for s in snaps
+        int(s["backup-id"])
+        for s in snaps
         if s["backup-time"] >= int(since) and s["backup-type"] in ("ct", "vm")
     )
 
@@ -96,8 +97,10 @@ def vzdumps_since(sandbox: SandboxHandle, since: float) -> int:
     for node in NODES:
         if node in offline:
             continue
-        tasks = sandbox.pve().nodes(node).tasks.get(
-            typefilter="vzdump", since=int(since), source="all", limit=1000
+        tasks = (
+            sandbox.pve()
+            .nodes(node)
+            .tasks.get(typefilter="vzdump", since=int(since), source="all", limit=1000)
         )
         total += len(tasks)
     return total
@@ -137,7 +140,10 @@ def test_dry_run_then_run_then_rerun_backs_up_once(
 
 
 def test_faults_fail_only_their_guests_and_are_reported(
-    lab_clean: SandboxHandle, prefect_server: Any, victoriametrics: Any, mqtt: Any,
+    lab_clean: SandboxHandle,
+    prefect_server: Any,
+    victoriametrics: Any,
+    mqtt: Any,
     tmp_path: Path,
 ) -> None:
     from flows.backups import backups
@@ -153,14 +159,20 @@ def test_faults_fail_only_their_guests_and_are_reported(
 
     failing, locked = [203, 207], 209
     lab_clean.set_faults(
-        "pve", error_rate=0.1, reset_rate=0.1, stall_rate=0.02, stall_s=3,
-        extra={"offline_nodes": ["pve3"], "failing_vmids": failing,
-               "locked_vmids": {str(locked): "snapshot"}, "stall_paths": ["/status"]},
+        "pve",
+        error_rate=0.1,
+        reset_rate=0.1,
+        stall_rate=0.02,
+        stall_s=3,
+        extra={
+            "offline_nodes": ["pve3"],
+            "failing_vmids": failing,
+            "locked_vmids": {str(locked): "snapshot"},
+            "stall_paths": ["/status"],
+        },
     )
     # The snapshot holding the lock ends a moment after the flow reaches the guest.
-    unlock = threading.Timer(
-        2.0, lambda: lab_clean.set_faults("pve", extra={"locked_vmids": {}})
-    )
+    unlock = threading.Timer(2.0, lambda: lab_clean.set_faults("pve", extra={"locked_vmids": {}}))
     unlock.start()
     t0 = time.time() - 1
     try:
@@ -235,9 +247,15 @@ def test_killed_run_then_rerun_backs_up_each_guest_once(
     t0 = time.time() - 1
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        [sys.executable, "-c",
-         f"from flows.backups import backups; backups(config={killed_cfg!r})"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-c",
+            f"from flows.backups import backups; backups(config={killed_cfg!r})",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 90
@@ -254,8 +272,9 @@ def test_killed_run_then_rerun_backs_up_each_guest_once(
     # scope of its own rather than wait for that (lease expiry is Prefect's, not ours to test).
     # Due again: every guest not backed up since t0.
     window = f"{int(time.time() - t0 + MARGIN)}s"
-    rerun_cfg = config(lab_clean, tmp_path / "rerun",
-                       tiers={"short": {"rpo": window, "refresh_after": window}})
+    rerun_cfg = config(
+        lab_clean, tmp_path / "rerun", tiers={"short": {"rpo": window, "refresh_after": window}}
+    )
     state = backups(config=rerun_cfg, return_state=True)
     report = report_of(state)
     assert state.is_completed(), report.failure_summary()
@@ -264,5 +283,6 @@ def test_killed_run_then_rerun_backs_up_each_guest_once(
     assert counts == Counter({v: 1 for v in due}), (done_before, counts)
     assert done_before < len(due)
     assert report.vzdump_started <= len(due) - done_before
-    assert all(r.status in (GuestStatus.BACKED_UP, GuestStatus.FRESH) for r in report.guests
-               if r.watched)
+    assert all(
+        r.status in (GuestStatus.BACKED_UP, GuestStatus.FRESH) for r in report.guests if r.watched
+    )

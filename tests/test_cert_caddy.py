@@ -19,15 +19,24 @@ def test_flow_checks_a_real_acme_certificate(
 
     config = {
         "lab": {"name": "caddy", "state_dir": str(tmp_path / "state")},
-        "inventory": {"discover_from_proxmox": False, "endpoints": [
-            {"name": caddy_acme.site_name, "address": "127.0.0.1",
-             "port": caddy_acme.site_port},
-            # The same endpoint named twice (e.g. config and DNS): probed once.
-            {"name": caddy_acme.site_name, "address": "127.0.0.1",
-             "port": caddy_acme.site_port, "group": "acme"},
-        ]},
-        "certificates": {"trusted_roots": [str(caddy_acme.root_pem)],
-                         "use_system_store": False},
+        "inventory": {
+            "discover_from_proxmox": False,
+            "endpoints": [
+                {
+                    "name": caddy_acme.site_name,
+                    "address": "127.0.0.1",
+                    "port": caddy_acme.site_port,
+                },
+                # The same endpoint named twice (e.g. config and DNS): probed once.
+                {
+                    "name": caddy_acme.site_name,
+                    "address": "127.0.0.1",
+                    "port": caddy_acme.site_port,
+                    "group": "acme",
+                },
+            ],
+        },
+        "certificates": {"trusted_roots": [str(caddy_acme.root_pem)], "use_system_store": False},
     }
     path = tmp_path / "labops.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -21,8 +21,9 @@ def der_chain(pem: bytes) -> list[bytes]:
 
 
 def anchors(with_intermediates: bool = False) -> TrustAnchors:
-    return TrustAnchors([ROOT.cert], [INTER.cert] if with_intermediates else [],
-                        use_system_store=False)
+    return TrustAnchors(
+        [ROOT.cert], [INTER.cert] if with_intermediates else [], use_system_store=False
+    )
 
 
 def test_trusted_chain_reports_its_root() -> None:
@@ -39,8 +40,9 @@ def test_wrong_name_is_still_trusted_but_mismatched() -> None:
 
 
 def test_expired_leaf_keeps_its_trust() -> None:
-    leaf = ROOT.issue_server_cert(["a.lab"], issuer=INTER,
-                                  not_before=NOW - dt.timedelta(days=100), days=10)
+    leaf = ROOT.issue_server_cert(
+        ["a.lab"], issuer=INTER, not_before=NOW - dt.timedelta(days=100), days=10
+    )
     check = check_chain("a.lab", der_chain(leaf.chain_pem), anchors())
     assert check.verdict is ChainVerdict.TRUSTED
 

@@ -113,12 +113,17 @@ def test_dedup_keeps_every_source_and_the_node_kind() -> None:
     found = [
         Target(name="Grafana.lab", address="10.0.0.2", port=443, sources=("traefik:grafana",)),
         Target(name="grafana.lab", address="10.0.0.2", port=443, sources=("traefik:api",)),
-        Target(name="grafana.lab", address="10.0.0.2", port=443, sources=("config",),
-               group="web"),
+        Target(name="grafana.lab", address="10.0.0.2", port=443, sources=("config",), group="web"),
         Target(name="grafana.lab", address="10.0.0.3", port=443, sources=("dns",)),
         Target(name="pve1.lab", address="pve1.lab", port=8006, sources=("config",)),
-        Target(name="pve1.lab", address="pve1.lab", port=8006, sources=("proxmox",),
-               kind="node", node="pve1"),
+        Target(
+            name="pve1.lab",
+            address="pve1.lab",
+            port=8006,
+            sources=("proxmox",),
+            kind="node",
+            node="pve1",
+        ),
     ]
     merged, dupes = merge_targets(found)
     assert dupes == 3 and len(merged) == 3
@@ -136,8 +141,12 @@ def test_discovery_helpers() -> None:
     routers = parse_routers(json.loads((DATA / "traefik_routers.json").read_text())["routers"])
     targets = traefik_targets(routers, "10.0.0.2:443")
     assert {t.address for t in targets} == {"10.0.0.2"}
-    dns = dns_targets([("app.lab", "10.0.0.2"), ("db.lab", "10.0.0.9"), ("*.lab", "10.0.0.2")],
-                      ["10.0.0.2"], "10.0.0.2:443", [])
+    dns = dns_targets(
+        [("app.lab", "10.0.0.2"), ("db.lab", "10.0.0.9"), ("*.lab", "10.0.0.2")],
+        ["10.0.0.2"],
+        "10.0.0.2:443",
+        [],
+    )
     assert [(t.name, t.address) for t in dns] == [("app.lab", "10.0.0.2")]
     dns = dns_targets([("db.lab", "10.0.0.9")], [], None, [8443])
     assert [(t.address, t.port) for t in dns] == [("10.0.0.9", 8443)]
@@ -145,8 +154,11 @@ def test_discovery_helpers() -> None:
 
 def test_alerts_only_on_change_and_daily_for_critical() -> None:
     t0 = datetime(2026, 6, 1, tzinfo=UTC)
-    run1 = {"a": ("a", CertStatus.OK, "ok"), "b": ("b", CertStatus.WARNING, "w"),
-            "c": ("c", CertStatus.CRITICAL, "c")}
+    run1 = {
+        "a": ("a", CertStatus.OK, "ok"),
+        "b": ("b", CertStatus.WARNING, "w"),
+        "c": ("c", CertStatus.CRITICAL, "c"),
+    }
     alerts, state = plan_alerts(None, run1, t0)
     assert sorted(a.key for a in alerts) == ["b", "c"]
     assert all(a.kind is AlertKind.NEW for a in alerts)
@@ -158,8 +170,11 @@ def test_alerts_only_on_change_and_daily_for_critical() -> None:
     assert [(a.key, a.kind) for a in alerts] == [("c", AlertKind.REMINDER)]
     # b crosses into critical, c recovers.
     run2 = {**run1, "b": ("b", CertStatus.CRITICAL, "c"), "c": ("c", CertStatus.OK, "ok")}
-    alerts, state = plan_alerts(CertStates.model_validate(state.model_dump()), run2,
-                                t0 + timedelta(hours=26))
+    alerts, state = plan_alerts(
+        CertStates.model_validate(state.model_dump()), run2, t0 + timedelta(hours=26)
+    )
     kinds = {a.key: (a.kind, a.previous) for a in alerts}
-    assert kinds == {"b": (AlertKind.CHANGED, CertStatus.WARNING),
-                     "c": (AlertKind.RECOVERED, CertStatus.CRITICAL)}
+    assert kinds == {
+        "b": (AlertKind.CHANGED, CertStatus.WARNING),
+        "c": (AlertKind.RECOVERED, CertStatus.CRITICAL),
+    }

@@ -46,8 +46,9 @@ REASONS = {
 
 
 @pytest.fixture(scope="module")
-def cert_config(sandbox: Any, victoriametrics: Any, tmp_path_factory: pytest.TempPathFactory
-                ) -> Iterator[Path]:
+def cert_config(
+    sandbox: Any, victoriametrics: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
     cfg = yaml.safe_load(sandbox.config_path.read_text())
     tmp = tmp_path_factory.mktemp("certs")
     cfg["lab"]["state_dir"] = str(tmp / "state")
@@ -75,20 +76,23 @@ def _case(name: str) -> str:
     return name.split(".", 1)[0]
 
 
-def test_every_sandbox_case_is_classified_with_its_reason(sandbox: Any, cert_config: Path
-                                                          ) -> None:
+def test_every_sandbox_case_is_classified_with_its_reason(sandbox: Any, cert_config: Path) -> None:
     cases = sandbox.control("traefik", "cases")
     config = load_config(str(cert_config))
     assert config.systems.step_ca is not None and config.systems.step_ca.url is not None
-    ca = ca_certificates.fn(StepCa(url=str(config.systems.step_ca.url),
-                                   tls=config.systems.step_ca.tls))
+    ca = ca_certificates.fn(
+        StepCa(url=str(config.systems.step_ca.url), tls=config.systems.step_ca.tls)
+    )
     assert ca.healthy and len(ca.roots) == 1 and len(ca.intermediates) == 1
     host, port = cases["entrypoint"].split(":")
     targets = [Target(name=h, address=host, port=int(port)) for h in cases["routers"]]
-    targets += [Target(name=e.name, address=e.address or e.name, port=e.port)
-                for e in config.inventory.endpoints]
-    anchors = TrustAnchors.from_pem([r.encode() for r in ca.roots],
-                                    [i.encode() for i in ca.intermediates])
+    targets += [
+        Target(name=e.name, address=e.address or e.name, port=e.port)
+        for e in config.inventory.endpoints
+    ]
+    anchors = TrustAnchors.from_pem(
+        [r.encode() for r in ca.roots], [i.encode() for i in ca.intermediates]
+    )
     results = check_endpoints(targets, anchors, config.certificates)
     expected = {**cases["routers"], **cases["direct"]}
     assert len(results) == len(expected) == len(REASONS)
@@ -115,9 +119,13 @@ def test_proxmox_node_discovery(sandbox: Any, cert_config: Path) -> None:
     config = load_config(str(cert_config))
     pve = config.systems.proxmox
     assert pve is not None
-    block = ProxmoxCredentials(url=str(pve.url), token_id=pve.token_id,
-                               token_secret=sandbox.secret("pve_token"), nodes=pve.nodes,
-                               tls=pve.tls)
+    block = ProxmoxCredentials(
+        url=str(pve.url),
+        token_id=pve.token_id,
+        token_secret=sandbox.secret("pve_token"),
+        nodes=pve.nodes,
+        tls=pve.tls,
+    )
     nodes = {n.node: n for n in node_certificates.fn(block)}
     assert set(nodes) == {"pve1", "pve2", "pve3", "pve4"}
     assert nodes["pve1"].acme and nodes["pve2"].acme and not nodes["pve4"].acme
@@ -158,8 +166,11 @@ def test_flow_reports_alerts_once_and_pushes_metrics(
     assert len(first.alerts) == len(bad) == 12  # 9 router cases, 2 direct, pve2
     rows = first.table()
     assert rows[0]["status"] == "unreachable"  # nothing known sorts first, then by expiry
-    lefts = [e.classification.seconds_left for e in first.by_expiry()
-             if e.classification.seconds_left is not None]
+    lefts = [
+        e.classification.seconds_left
+        for e in first.by_expiry()
+        if e.classification.seconds_left is not None
+    ]
     assert lefts == sorted(lefts)
     assert len(_cert_messages(sandbox)) == before + 1
 
@@ -179,11 +190,11 @@ def test_flow_reports_alerts_once_and_pushes_metrics(
     assert len(_cert_messages(sandbox)) == before + 1
 
     # "Traefik renews" the 3-day certificate: exactly one change, one message.
-    sandbox.control("traefik", "reissue", host="expiring-3d.lab.internal", lifetime_h=24,
-                    left_h=20)
+    sandbox.control("traefik", "reissue", host="expiring-3d.lab.internal", lifetime_h=24, left_h=20)
     third = _run(cert_config)
-    assert [(a.target.split(":")[0], a.kind.value, a.previous, a.status) for a in third.alerts] \
-        == [("expiring-3d.lab.internal", "recovered", CertStatus.CRITICAL, CertStatus.OK)]
+    assert [(a.target.split(":")[0], a.kind.value, a.previous, a.status) for a in third.alerts] == [
+        ("expiring-3d.lab.internal", "recovered", CertStatus.CRITICAL, CertStatus.OK)
+    ]
     assert len(_cert_messages(sandbox)) == before + 2
 
 
@@ -193,8 +204,11 @@ def test_node_renewal_dry_run_failure_success(
     sandbox, cert_config = sandbox_clean, node_config
     dry = _run(cert_config, dry_run=True, renew=True)
     assert [(r.node, r.action) for r in dry.renewals] == [("pve2", "planned")]
-    again = {e.target.node: e for e in _run(cert_config, renew=False).endpoints
-             if e.target.kind == "node"}
+    again = {
+        e.target.node: e
+        for e in _run(cert_config, renew=False).endpoints
+        if e.target.kind == "node"
+    }
     assert again["pve2"].status is CertStatus.CRITICAL  # the dry run changed nothing
 
     sandbox.set_faults("pve", extra={"acme_fail_nodes": ["pve2"]})
@@ -213,8 +227,7 @@ def test_node_renewal_dry_run_failure_success(
     assert node.status is CertStatus.OK and left is not None and left > 80 * 86400
 
 
-def test_technitium_records_become_targets_through_traefik(sandbox: Any, cert_config: Path
-                                                          ) -> None:
+def test_technitium_records_become_targets_through_traefik(sandbox: Any, cert_config: Path) -> None:
     from blocks.factory import block_for
     from labops.tls.discover import dns_targets
     from tasks.technitium import zone_records
@@ -234,8 +247,9 @@ def test_technitium_records_become_targets_through_traefik(sandbox: Any, cert_co
     assert not any(t.name.startswith("*") for t in targets)
 
 
-def test_sandbox_traefik_and_step_ca_answer_like_the_products(sandbox: Any,
-                                                              cert_config: Path) -> None:
+def test_sandbox_traefik_and_step_ca_answer_like_the_products(
+    sandbox: Any, cert_config: Path
+) -> None:
     import httpx
 
     config = load_config(str(cert_config))

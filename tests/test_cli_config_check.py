@@ -69,7 +69,9 @@ def test_cli_table_and_exit_status(tmp_path: Path) -> None:
     )
     proc = subprocess.run(
         [*LABOPS, "config", "check", "--config", str(path), "--timeout", "3"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -96,7 +98,10 @@ def sandbox_config(request: pytest.FixtureRequest) -> Path:
 def _check_json(config: Path, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
     proc = subprocess.run(
         [*LABOPS, "config", "check", "--config", str(config), "--json"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
     )
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.returncode, {r["system"]: r for r in json.loads(proc.stdout)}

@@ -44,8 +44,9 @@ def test_parse_params() -> None:
 def test_run_prints_the_report_as_json(
     prefect_server: Any, demo_flows: None, empty_config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["run", "demo", "--config", str(empty_config), "--json", "--set", "count=3",
-                 "--dry-run"])
+    code = main(
+        ["run", "demo", "--config", str(empty_config), "--json", "--set", "count=3", "--dry-run"]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     report = json.loads(out)
@@ -83,7 +84,10 @@ def test_config_problems_exit_2_before_running(
     ],
 )
 def test_bad_arguments_exit_2(
-    argv: list[str], message: str, demo_flows: None, empty_config: Path,
+    argv: list[str],
+    message: str,
+    demo_flows: None,
+    empty_config: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code = main([*argv, "--config", str(empty_config)])

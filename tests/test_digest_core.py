@@ -40,15 +40,24 @@ def load(name: str) -> Any:
 
 
 def f(title: str, entity: str, sev: Severity = Severity.WARNING, **kw: Any) -> Finding:
-    return Finding(source=kw.pop("source", "wazuh"), severity=sev, title=title, entity=entity,
-                   **kw)
+    return Finding(source=kw.pop("source", "wazuh"), severity=sev, title=title, entity=entity, **kw)
 
 
 def render(findings: list[Finding], **kw: Any) -> str:
     args: dict[str, Any] = dict(
-        lab="homelab", period="daily", window_start=T0 - timedelta(days=1), window_end=T0,
-        findings=findings, resolved=[], problems=[], sources_ok=["Wazuh indexer"], new_bans=[],
-        suppressed_count=0, summary=None, summary_note=None, max_shown=50,
+        lab="homelab",
+        period="daily",
+        window_start=T0 - timedelta(days=1),
+        window_end=T0,
+        findings=findings,
+        resolved=[],
+        problems=[],
+        sources_ok=["Wazuh indexer"],
+        new_bans=[],
+        suppressed_count=0,
+        summary=None,
+        summary_note=None,
+        max_shown=50,
     )
     args.update(kw)
     return render_markdown(load_template(None), **args)
@@ -59,9 +68,11 @@ def render(findings: list[Finding], **kw: Any) -> str:
 
 def test_time_formats_of_every_source() -> None:
     assert parse_time("2026-11-27T07:12:19.905+0000") == datetime(
-        2026, 11, 27, 7, 12, 19, 905000, tzinfo=UTC)
+        2026, 11, 27, 7, 12, 19, 905000, tzinfo=UTC
+    )
     assert parse_time("2026-11-27 08:35:19 +0000 UTC") == datetime(
-        2026, 11, 27, 8, 35, 19, tzinfo=UTC)  # CrowdSec 1.4's Go time.String()
+        2026, 11, 27, 8, 35, 19, tzinfo=UTC
+    )  # CrowdSec 1.4's Go time.String()
     assert parse_time("1764227539000000000") == datetime.fromtimestamp(1764227539, UTC)
     assert parse_time(1764227539) == datetime.fromtimestamp(1764227539, UTC)
     assert parse_time("garbage") is None
@@ -118,11 +129,12 @@ def test_loki_groups_by_host_and_source_ip() -> None:
     assert found[("nextcloud", None)].users == ["alice", "root"]
     strict = LogQuery(name="x", query='{job="auth"}', min_count=2)
     assert [(x.entity, x.count) for x in loki_findings(strict, load("loki_auth.json"))] == [
-        ("pve1", 2)]
+        ("pve1", 2)
+    ]
 
 
 def test_loki_refuses_a_metric_answer() -> None:
-    query = LogQuery(name="rate", query="rate({job=\"auth\"}[5m])")
+    query = LogQuery(name="rate", query='rate({job="auth"}[5m])')
     with pytest.raises(ValueError, match="not streams"):
         loki_findings(query, {"data": {"resultType": "matrix", "result": []}})
 
@@ -131,7 +143,9 @@ def test_promql_checks() -> None:
     check = PromCheck(name="Scrape target down", query="up == 0")
     found = prom_findings(check, load("vm_up.json"))
     assert [x.entity for x in found] == [
-        "192.168.1.111:9100 node", "grafana.lab.internal:3000 grafana"]
+        "192.168.1.111:9100 node",
+        "grafana.lab.internal:3000 grafana",
+    ]
     absent = PromCheck(name="Backups heartbeat missing", query="absent(x)", condition="no_series")
     assert prom_findings(absent, load("vm_up.json")) == []
     empty = {"status": "success", "data": {"resultType": "vector", "result": []}}
@@ -143,7 +157,8 @@ def test_failed_proxmox_tasks_in_the_window_only() -> None:
     since = datetime.fromtimestamp(1764200000, UTC)
     found = pve_task_findings(load("pve_cluster_tasks.json"), since)
     assert [(x.entity, x.title) for x in found] == [
-        ("guest 203 on pve2", "Proxmox task vzdump failed")]
+        ("guest 203 on pve2", "Proxmox task vzdump failed")
+    ]
     assert found[0].evidence[0].endswith("job errors")
 
 
@@ -151,10 +166,25 @@ def test_failed_proxmox_tasks_in_the_window_only() -> None:
 
 
 def test_dedupe_merges_one_key() -> None:
-    a = f("brute force", "pve1", count=2, first_seen=T0 - timedelta(hours=3),
-          last_seen=T0 - timedelta(hours=2), evidence=["l1"], rule="5712")
-    b = f("brute force", "pve1", Severity.CRITICAL, count=3, first_seen=T0 - timedelta(hours=5),
-          last_seen=T0 - timedelta(hours=1), evidence=["l1", "l2"], rule="5712")
+    a = f(
+        "brute force",
+        "pve1",
+        count=2,
+        first_seen=T0 - timedelta(hours=3),
+        last_seen=T0 - timedelta(hours=2),
+        evidence=["l1"],
+        rule="5712",
+    )
+    b = f(
+        "brute force",
+        "pve1",
+        Severity.CRITICAL,
+        count=3,
+        first_seen=T0 - timedelta(hours=5),
+        last_seen=T0 - timedelta(hours=1),
+        evidence=["l1", "l2"],
+        rule="5712",
+    )
     c = f("brute force", "pve2", rule="5712")
     merged = dedupe([a, b, c])
     assert len(merged) == 2
@@ -172,7 +202,12 @@ def test_rank_worst_first_then_new_then_count() -> None:
         f("crit", "e", Severity.CRITICAL),
     ]
     assert [x.title for x in rank(items)] == [
-        "crit", "warn new big", "warn new small", "warn old", "info"]
+        "crit",
+        "warn new big",
+        "warn new small",
+        "warn old",
+        "info",
+    ]
 
 
 def test_suppression_by_rule_and_by_banned_ip() -> None:
@@ -186,7 +221,9 @@ def test_suppression_by_rule_and_by_banned_ip() -> None:
     kept, hidden = suppress(items, rules, banned_ips=["203.0.113.7"])
     assert [x.title for x in kept] == ["ssh failures", "ssh-bf"]
     assert [h.reason for h in hidden] == [
-        "known benign: rootcheck false positive on PVE", "203.0.113.7 already banned by CrowdSec"]
+        "known benign: rootcheck false positive on PVE",
+        "203.0.113.7 already banned by CrowdSec",
+    ]
 
 
 def test_a_suppression_must_say_what_it_matches() -> None:
@@ -199,15 +236,17 @@ def test_a_suppression_must_say_what_it_matches() -> None:
 
 
 def test_compare_with_the_previous_digest() -> None:
-    prev = PreviousDigest(window_end=T0 - timedelta(days=1), findings=[
-        f("brute force", "pve1", rule="5712"),
-        f("target down", "grafana", source="metrics"),
-        f("agent disconnected", "jellyfin", rule="agent-disconnected"),
-    ])
+    prev = PreviousDigest(
+        window_end=T0 - timedelta(days=1),
+        findings=[
+            f("brute force", "pve1", rule="5712"),
+            f("target down", "grafana", source="metrics"),
+            f("agent disconnected", "jellyfin", rule="agent-disconnected"),
+        ],
+    )
     now = [f("brute force", "pve1", rule="5712"), f("reverse shell", "nextcloud", rule="100210")]
     changes = compare(now, prev, failed_sources=["metrics"])
-    assert {x.entity: x.status for x in changes.findings} == {"pve1": "ongoing",
-                                                               "nextcloud": "new"}
+    assert {x.entity: x.status for x in changes.findings} == {"pve1": "ongoing", "nextcloud": "new"}
     assert [x.entity for x in changes.resolved] == ["jellyfin"]
     assert [x.entity for x in changes.unknown] == ["grafana"]  # its source failed: unknown
     assert all(x.status == "new" for x in compare(now, None).findings)
@@ -228,24 +267,40 @@ def test_quiet_day_digest_still_says_something() -> None:
 
 
 def test_failed_source_is_named_in_the_digest() -> None:
-    status = SourceStatus(name="wazuh-alerts", label="Wazuh indexer", covers="Wazuh alerts",
-                          state="failed", detail="unreachable (connection refused)")
+    status = SourceStatus(
+        name="wazuh-alerts",
+        label="Wazuh indexer",
+        covers="Wazuh alerts",
+        state="failed",
+        detail="unreachable (connection refused)",
+    )
     text = render([], problems=[status.problem()])
-    assert ("- Wazuh indexer unreachable (connection refused): no Wazuh alerts in this digest"
-            in text)
+    assert (
+        "- Wazuh indexer unreachable (connection refused): no Wazuh alerts in this digest" in text
+    )
     assert "1 source(s) failed" in text.splitlines()[0]
 
 
 def test_digest_lists_ranked_findings_grouped_by_source() -> None:
-    items = rank([
-        f("brute force", "pve1", count=12, last_seen=T0),
-        f("reverse shell", "nextcloud", Severity.CRITICAL),
-        f("ssh-bf: banned", "203.0.113.7", Severity.INFO, source="crowdsec", status="ongoing"),
-    ])
-    text = render(items, new_bans=["198.51.100.200"],
-                  resolved=[f("agent disconnected", "jellyfin")], suppressed_count=3)
-    assert text == render(items, new_bans=["198.51.100.200"],
-                          resolved=[f("agent disconnected", "jellyfin")], suppressed_count=3)
+    items = rank(
+        [
+            f("brute force", "pve1", count=12, last_seen=T0),
+            f("reverse shell", "nextcloud", Severity.CRITICAL),
+            f("ssh-bf: banned", "203.0.113.7", Severity.INFO, source="crowdsec", status="ongoing"),
+        ]
+    )
+    text = render(
+        items,
+        new_bans=["198.51.100.200"],
+        resolved=[f("agent disconnected", "jellyfin")],
+        suppressed_count=3,
+    )
+    assert text == render(
+        items,
+        new_bans=["198.51.100.200"],
+        resolved=[f("agent disconnected", "jellyfin")],
+        suppressed_count=3,
+    )
     lines = text.splitlines()
     assert "## Findings: 1 critical, 1 warning, 1 info (2 new)" in lines
     wazuh = lines.index("### Wazuh")
@@ -260,22 +315,58 @@ def test_custom_template_and_a_broken_one(tmp_path: Path) -> None:
     custom = tmp_path / "digest.md.j2"
     custom.write_text("{{ lab }}: {{ findings | length }} finding(s)\n")
     text = render_markdown(
-        load_template(custom), lab="homelab", period="daily", window_start=T0, window_end=T0,
-        findings=[f("x", "y")], resolved=[], problems=[], sources_ok=[], new_bans=[],
-        suppressed_count=0, summary=None, summary_note=None, max_shown=5)
+        load_template(custom),
+        lab="homelab",
+        period="daily",
+        window_start=T0,
+        window_end=T0,
+        findings=[f("x", "y")],
+        resolved=[],
+        problems=[],
+        sources_ok=[],
+        new_bans=[],
+        suppressed_count=0,
+        summary=None,
+        summary_note=None,
+        max_shown=5,
+    )
     assert text == "homelab: 1 finding(s)\n"
     custom.write_text("{{ no_such_name }}")
     with pytest.raises(ConfigError, match=r"digest\.template"):
-        render_markdown(load_template(custom), lab="h", period="daily", window_start=T0,
-                        window_end=T0, findings=[], resolved=[], problems=[], sources_ok=[],
-                        new_bans=[], suppressed_count=0, summary=None, summary_note=None,
-                        max_shown=5)
+        render_markdown(
+            load_template(custom),
+            lab="h",
+            period="daily",
+            window_start=T0,
+            window_end=T0,
+            findings=[],
+            resolved=[],
+            problems=[],
+            sources_ok=[],
+            new_bans=[],
+            suppressed_count=0,
+            summary=None,
+            summary_note=None,
+            max_shown=5,
+        )
     custom.write_text("{{ ''.__class__.__mro__ }}")  # the sandbox refuses Python internals
     with pytest.raises(ConfigError):
-        render_markdown(load_template(custom), lab="h", period="daily", window_start=T0,
-                        window_end=T0, findings=[], resolved=[], problems=[], sources_ok=[],
-                        new_bans=[], suppressed_count=0, summary=None, summary_note=None,
-                        max_shown=5)
+        render_markdown(
+            load_template(custom),
+            lab="h",
+            period="daily",
+            window_start=T0,
+            window_end=T0,
+            findings=[],
+            resolved=[],
+            problems=[],
+            sources_ok=[],
+            new_bans=[],
+            suppressed_count=0,
+            summary=None,
+            summary_note=None,
+            max_shown=5,
+        )
     with pytest.raises(ConfigError, match="cannot read"):
         load_template(tmp_path / "missing.j2")
 
@@ -305,13 +396,23 @@ def test_a_10000_character_digest_is_split_on_line_boundaries() -> None:
 
 def test_redaction_replaces_identifiers_with_stable_placeholders() -> None:
     r = Redactor(hosts=["pve1", "nextcloud"], users=["alice"])
-    line = ("Nov 27 pve1 sshd[811]: Failed password for invalid user oracle from 203.0.113.7 "
-            "port 40112 ssh2; mail alice@example.com; sudo: alice : 3 incorrect password "
-            "attempts ; USER=root ; host grafana.lab.internal 2001:db8::7 at 07:12:19 "
-            "/var/log/auth.log nextcloud 203.0.113.7")
+    line = (
+        "Nov 27 pve1 sshd[811]: Failed password for invalid user oracle from 203.0.113.7 "
+        "port 40112 ssh2; mail alice@example.com; sudo: alice : 3 incorrect password "
+        "attempts ; USER=root ; host grafana.lab.internal 2001:db8::7 at 07:12:19 "
+        "/var/log/auth.log nextcloud 203.0.113.7"
+    )
     out = r.redact(line)
-    for raw in ("pve1", "oracle", "203.0.113.7", "alice", "root", "grafana.lab.internal",
-                "2001:db8::7", "nextcloud"):
+    for raw in (
+        "pve1",
+        "oracle",
+        "203.0.113.7",
+        "alice",
+        "root",
+        "grafana.lab.internal",
+        "2001:db8::7",
+        "nextcloud",
+    ):
         assert raw not in out, raw
     assert "07:12:19" in out and "auth.log" in out and "sshd[811]" in out
     assert out.count(r.redact("203.0.113.7")) == 2  # stable: one value, one placeholder
@@ -319,13 +420,27 @@ def test_redaction_replaces_identifiers_with_stable_placeholders() -> None:
 
 
 def test_only_allow_listed_fields_leave() -> None:
-    finding = f("brute force from 203.0.113.7", "pve1", ip="203.0.113.7", users=["oracle"],
-                evidence=["Failed password for invalid user oracle from 203.0.113.7"] * 4,
-                first_seen=T0, rule="5712")
+    finding = f(
+        "brute force from 203.0.113.7",
+        "pve1",
+        ip="203.0.113.7",
+        users=["oracle"],
+        evidence=["Failed password for invalid user oracle from 203.0.113.7"] * 4,
+        first_seen=T0,
+        rule="5712",
+    )
     r = redactor_for([finding])
     payload = llm_payload([finding], r)
-    assert set(payload[0]) == {"severity", "status", "source", "title", "entity", "rule",
-                               "count", "evidence"}
+    assert set(payload[0]) == {
+        "severity",
+        "status",
+        "source",
+        "title",
+        "entity",
+        "rule",
+        "count",
+        "evidence",
+    }
     dumped = json.dumps(payload)
     assert "203.0.113.7" not in dumped and "pve1" not in dumped and "oracle" not in dumped
     assert len(payload[0]["evidence"]) == 2
@@ -338,7 +453,8 @@ def test_labops_flow_tables() -> None:
     tables = load("labops_tables.json")
     got = sorted(
         (x.title, x.entity, x.severity.value)
-        for flow, rows in tables.items() for x in labops_row_findings(flow, rows)
+        for flow, rows in tables.items()
+        for x in labops_row_findings(flow, rows)
     )
     assert got == [
         ("backups: failed (stale)", "203 paperless", "critical"),

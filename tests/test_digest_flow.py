@@ -13,31 +13,48 @@ from labops.digest.report import SecurityDigest
 from tests.fixtures.crowdsec import CrowdsecLapi
 
 
-def write_config(sandbox: Any, tmp: Path, *, lapi: CrowdsecLapi | None = None,
-                 vm_url: str | None = None, mqtt: Any = None,
-                 digest: dict[str, Any] | None = None, fast: bool = True) -> str:
+def write_config(
+    sandbox: Any,
+    tmp: Path,
+    *,
+    lapi: CrowdsecLapi | None = None,
+    vm_url: str | None = None,
+    mqtt: Any = None,
+    digest: dict[str, Any] | None = None,
+    fast: bool = True,
+) -> str:
     cfg = yaml.safe_load(sandbox.config_path.read_text())
     cfg["lab"]["state_dir"] = str(tmp / "state")
     systems = cfg["systems"]
     if lapi is not None:
         (tmp / "cs-pass").write_text(lapi.machine_password)
         (tmp / "cs-key").write_text(lapi.bouncer_key)
-        systems["crowdsec"] = {"url": lapi.url, "machine_id": lapi.machine_id,
-                               "machine_password": f"file:{tmp / 'cs-pass'}",
-                               "bouncer_key": f"file:{tmp / 'cs-key'}"}
+        systems["crowdsec"] = {
+            "url": lapi.url,
+            "machine_id": lapi.machine_id,
+            "machine_password": f"file:{tmp / 'cs-pass'}",
+            "bouncer_key": f"file:{tmp / 'cs-key'}",
+        }
     if vm_url:
         systems["victoriametrics"] = {"url": vm_url}
     if mqtt is not None:
         systems["mqtt"] = {"host": mqtt.host, "port": mqtt.port, "topic_prefix": mqtt.prefix}
     if fast:
         retry = {"timeout_s": 5, "attempts": 1}
-        for section in (systems.get("loki"), systems.get("crowdsec"),
-                        systems.get("victoriametrics"), systems["wazuh"]["indexer"],
-                        systems["wazuh"]["api"], systems["proxmox"]):
+        for section in (
+            systems.get("loki"),
+            systems.get("crowdsec"),
+            systems.get("victoriametrics"),
+            systems["wazuh"]["indexer"],
+            systems["wazuh"]["api"],
+            systems["proxmox"],
+        ):
             if section is not None:
                 section["retry"] = retry
     policy: dict[str, Any] = {
-        "llm_summary": True, "source_timeout_s": 20, "mqtt_topic": "security/digest",
+        "llm_summary": True,
+        "source_timeout_s": 20,
+        "mqtt_topic": "security/digest",
         "prom_checks": [{"name": "Scrape target down", "query": 'up{digest_flow="1"} == 0'}],
         "suppressions": [{"rule": "550", "reason": "config files change on deploys"}],
     }
@@ -60,21 +77,29 @@ def telegram_texts(sandbox: Any, since: int) -> list[str]:
 
 
 def test_digest_collects_ranks_delivers_and_remembers(
-    sandbox_clean: Any, crowdsec: CrowdsecLapi, victoriametrics: Any, mqtt: Any,
-    prefect_server: Any, tmp_path: Path,
+    sandbox_clean: Any,
+    crowdsec: CrowdsecLapi,
+    victoriametrics: Any,
+    mqtt: Any,
+    prefect_server: Any,
+    tmp_path: Path,
 ) -> None:
     import httpx
     from prefect.artifacts import Artifact
 
     from flows.security_digest import security_digest
 
-    httpx.post(f"{victoriametrics.url}/api/v1/import/prometheus",
-               content=f'up{{instance="ct-grafana:3000",job="grafana",digest_flow="1"}} 0 '
-                       f'{int(time.time() * 1000)}\n', timeout=5).raise_for_status()
+    httpx.post(
+        f"{victoriametrics.url}/api/v1/import/prometheus",
+        content=f'up{{instance="ct-grafana:3000",job="grafana",digest_flow="1"}} 0 '
+        f"{int(time.time() * 1000)}\n",
+        timeout=5,
+    ).raise_for_status()
     victoriametrics.wait_for('up{digest_flow="1"}')
     time.sleep(1.5)  # searchable at an explicit time a moment after import
-    cfg = write_config(sandbox_clean, tmp_path, lapi=crowdsec, vm_url=victoriametrics.url,
-                       mqtt=mqtt)
+    cfg = write_config(
+        sandbox_clean, tmp_path, lapi=crowdsec, vm_url=victoriametrics.url, mqtt=mqtt
+    )
     sub = mqtt.subscribe()
     sent_before = len(sandbox_clean.control("telegram", "messages")["messages"])
 
@@ -84,8 +109,15 @@ def test_digest_collects_ranks_delivers_and_remembers(
     first = report_of(state)
     assert state.is_completed(), first.failure_summary()
     sources = {s.name: s.state for s in first.sources}
-    assert sources == {"wazuh-alerts": "ok", "wazuh-agents": "ok", "crowdsec": "ok",
-                       "loki": "ok", "metrics": "ok", "proxmox": "ok", "labops": "ok"}
+    assert sources == {
+        "wazuh-alerts": "ok",
+        "wazuh-agents": "ok",
+        "crowdsec": "ok",
+        "loki": "ok",
+        "metrics": "ok",
+        "proxmox": "ok",
+        "labops": "ok",
+    }
     found = {f.source for f in first.findings}
     assert {"wazuh", "crowdsec", "loki", "metrics"} <= found
     assert all(f.status == "new" for f in first.findings)
@@ -116,8 +148,9 @@ def test_digest_collects_ranks_delivers_and_remembers(
 
     up = victoriametrics.wait_for('labops_digest_source_up{source="crowdsec"}')
     assert up and up[0]["value"][1] == "1"
-    assert victoriametrics.wait_for('labops_flow_last_success_timestamp_seconds'
-                                    '{flow="security_digest"}')
+    assert victoriametrics.wait_for(
+        'labops_flow_last_success_timestamp_seconds{flow="security_digest"}'
+    )
 
     second = report_of(security_digest(config=cfg, return_state=True))
     statuses = {f.key: f.status for f in second.findings}
@@ -135,18 +168,27 @@ def test_failing_and_stalling_sources_are_named(
     sandbox_clean.set_faults("wazuh_indexer", error_rate=1.0)
     sandbox_clean.set_faults("loki", stall_rate=1.0, stall_s=6)
     # the default retry policy (4 tries of 15 s): the source's budget must still cut it short
-    cfg = write_config(sandbox_clean, tmp_path, fast=False, digest={
-        "llm_summary": False, "source_timeouts": {"loki": 1.5}, "prom_checks": []})
+    cfg = write_config(
+        sandbox_clean,
+        tmp_path,
+        fast=False,
+        digest={"llm_summary": False, "source_timeouts": {"loki": 1.5}, "prom_checks": []},
+    )
     started = time.monotonic()
     state = security_digest(config=cfg, return_state=True)
     elapsed = time.monotonic() - started
     report = report_of(state)
     assert state.is_failed()
     problems = report.problems
-    assert any(p.startswith("Wazuh indexer answered with an error") and
-               p.endswith("no Wazuh alerts in this digest") for p in problems), problems
-    assert "Loki did not answer within 1.5 s: no log findings (SSH, sudo, LogQL queries) in " \
-           "this digest" in problems
+    assert any(
+        p.startswith("Wazuh indexer answered with an error")
+        and p.endswith("no Wazuh alerts in this digest")
+        for p in problems
+    ), problems
+    assert (
+        "Loki did not answer within 1.5 s: no log findings (SSH, sudo, LogQL queries) in "
+        "this digest" in problems
+    )
     assert {s.name: s.state for s in report.sources}["wazuh-agents"] == "ok"
     assert "## Sources that did not answer" in report.rendered
     assert any(f.entity == "Wazuh indexer" for f in report.failures)
@@ -159,11 +201,19 @@ def test_quiet_day_digest_is_sent(
 ) -> None:
     from flows.security_digest import security_digest
 
-    cfg = write_config(sandbox_clean, tmp_path, mqtt=mqtt, digest={
-        "llm_summary": False, "prom_checks": [], "proxmox_failed_tasks": False,
-        "labops_results": False, "wazuh": {"min_level": 16, "agent_statuses": []},
-        "log_queries": [{"name": "nothing", "query": '{job="auth"} |= "no-such-line-xyz"'}],
-    })
+    cfg = write_config(
+        sandbox_clean,
+        tmp_path,
+        mqtt=mqtt,
+        digest={
+            "llm_summary": False,
+            "prom_checks": [],
+            "proxmox_failed_tasks": False,
+            "labops_results": False,
+            "wazuh": {"min_level": 16, "agent_statuses": []},
+            "log_queries": [{"name": "nothing", "query": '{job="auth"} |= "no-such-line-xyz"'}],
+        },
+    )
     sub = mqtt.subscribe()
     sent_before = len(sandbox_clean.control("telegram", "messages")["messages"])
     report = report_of(security_digest(config=cfg, period="weekly", return_state=True))
@@ -218,13 +268,32 @@ def test_a_10000_character_digest_reaches_telegram_in_parts(
     from labops.reports import Severity
 
     now = datetime.now(UTC)
-    findings = [Finding(source="wazuh", severity=Severity.WARNING, entity=f"ct-{i:03d}",
-                        title=f"rule {i:03d} <script> & " + "y" * 60, count=i + 1)
-                for i in range(120)]
+    findings = [
+        Finding(
+            source="wazuh",
+            severity=Severity.WARNING,
+            entity=f"ct-{i:03d}",
+            title=f"rule {i:03d} <script> & " + "y" * 60,
+            count=i + 1,
+        )
+        for i in range(120)
+    ]
     text = render_markdown(
-        load_template(None), lab="homelab", period="daily", window_start=now, window_end=now,
-        findings=findings, resolved=[], problems=[], sources_ok=[], new_bans=[],
-        suppressed_count=0, summary=None, summary_note=None, max_shown=500)
+        load_template(None),
+        lab="homelab",
+        period="daily",
+        window_start=now,
+        window_end=now,
+        findings=findings,
+        resolved=[],
+        problems=[],
+        sources_ok=[],
+        new_bans=[],
+        suppressed_count=0,
+        summary=None,
+        summary_note=None,
+        max_shown=500,
+    )
     assert len(text) > 10_000
     report = SecurityDigest(window_start=now, window_end=now, findings=findings, rendered=text)
     sandbox_clean.control("telegram", "flood", count=1, retry_after=1)  # one 429 first

@@ -37,8 +37,14 @@ def block(sandbox: Any, system: str) -> Any:
 
 
 def test_wazuh_alerts_at_or_above_the_level(sandbox: Any) -> None:
-    collected = wazuh_alerts.fn(block(sandbox, "wazuh_indexer"), DAY_AGO, NOW + timedelta(
-        minutes=1), min_level=10, critical_level=12, max_alerts=5000)
+    collected = wazuh_alerts.fn(
+        block(sandbox, "wazuh_indexer"),
+        DAY_AGO,
+        NOW + timedelta(minutes=1),
+        min_level=10,
+        critical_level=12,
+        max_alerts=5000,
+    )
     assert collected.findings
     assert {f.source for f in collected.findings} == {"wazuh"}
     assert all(int(f.title.rsplit("level ", 1)[1].rstrip(")")) >= 10 for f in collected.findings)
@@ -52,8 +58,9 @@ def test_wazuh_alerts_at_or_above_the_level(sandbox: Any) -> None:
 
 
 def test_wazuh_alert_cap_is_said(sandbox: Any) -> None:
-    collected = wazuh_alerts.fn(block(sandbox, "wazuh_indexer"), DAY_AGO, NOW, min_level=0,
-                                critical_level=12, max_alerts=5)
+    collected = wazuh_alerts.fn(
+        block(sandbox, "wazuh_indexer"), DAY_AGO, NOW, min_level=0, critical_level=12, max_alerts=5
+    )
     assert collected.note.startswith("read the newest 5 of ")
 
 
@@ -67,7 +74,8 @@ def test_wazuh_agents_disconnected_and_never_connected(sandbox: Any) -> None:
 
 def test_wazuh_wrong_password_is_refused(sandbox: Any) -> None:
     indexer = block(sandbox, "wazuh_indexer").model_copy(
-        update={"password": SecretStr("wrong-password")})
+        update={"password": SecretStr("wrong-password")}
+    )
     with pytest.raises(AuthFailed, match="wazuh_indexer"):
         wazuh_alerts.fn(indexer, DAY_AGO, NOW, 7, 12, 10)
     api = block(sandbox, "wazuh_api").model_copy(update={"password": SecretStr("nope-nope")})
@@ -96,8 +104,12 @@ def test_loki_window_is_respected(sandbox: Any) -> None:
     old = int((NOW - timedelta(days=3)).timestamp() * 1e9)
     fresh = int((NOW - timedelta(minutes=5)).timestamp() * 1e9)
     line = f"{host} sshd[1]: Failed password for root from 192.0.2.77 port 1 ssh2"
-    sandbox.control("loki", "add_lines", stream={"job": "auth", "host": host},
-                    lines=[[old, line], [fresh, line]])
+    sandbox.control(
+        "loki",
+        "add_lines",
+        stream={"job": "auth", "host": host},
+        lines=[[old, line], [fresh, line]],
+    )
     query = LogQuery(name="probe", query=f'{{host="{host}"}} |= "Failed password"')
     collected = loki_queries.fn(block(sandbox, "loki"), [query], DAY_AGO, NOW)
     assert [(f.entity, f.count, f.ip) for f in collected.findings] == [(host, 1, "192.0.2.77")]
@@ -108,7 +120,8 @@ def test_loki_window_is_respected(sandbox: Any) -> None:
 
 def lapi_block(lapi: Lapi, **kw: Any) -> CrowdsecLapi:
     values: dict[str, Any] = dict(
-        url=lapi.url, machine_id=lapi.machine_id,
+        url=lapi.url,
+        machine_id=lapi.machine_id,
         machine_password=SecretStr(lapi.machine_password),
         bouncer_key=SecretStr(lapi.bouncer_key),
     )
@@ -130,15 +143,21 @@ def test_crowdsec_alerts_bans_and_repeat_offenders(crowdsec: Lapi) -> None:
 
 
 def test_crowdsec_no_match_is_null_and_bad_key_is_refused(crowdsec: Lapi) -> None:
-    resp = httpx.get(f"{crowdsec.url}/v1/decisions", params={"ip": "192.0.2.250"},
-                     headers={"X-Api-Key": crowdsec.bouncer_key}, timeout=5)
+    resp = httpx.get(
+        f"{crowdsec.url}/v1/decisions",
+        params={"ip": "192.0.2.250"},
+        headers={"X-Api-Key": crowdsec.bouncer_key},
+        timeout=5,
+    )
     assert resp.status_code == 200 and resp.text.strip() == "null"
     with pytest.raises(AuthFailed, match="crowdsec"):
-        crowdsec_activity.fn(lapi_block(crowdsec, bouncer_key=SecretStr("0" * 32)), 24, 10,
-                             False, 2)
+        crowdsec_activity.fn(
+            lapi_block(crowdsec, bouncer_key=SecretStr("0" * 32)), 24, 10, False, 2
+        )
     with pytest.raises(AuthFailed, match="crowdsec"):
-        crowdsec_activity.fn(lapi_block(crowdsec, machine_password=SecretStr("bad-password")),
-                             24, 10, False, 2)
+        crowdsec_activity.fn(
+            lapi_block(crowdsec, machine_password=SecretStr("bad-password")), 24, 10, False, 2
+        )
 
 
 def test_crowdsec_down_is_unreachable(crowdsec: Lapi) -> None:
@@ -166,9 +185,11 @@ def seed_metrics(vm: Any) -> None:
         avail = 15 * 1024**3 - 2 * 1024**3 * step / 3600
         lines.append(
             f'node_filesystem_avail_bytes{{instance="nextcloud:9100",mountpoint="/data",'
-            f'fstype="ext4",digest_test="1"}} {avail:.0f} {min(ts, now_ms)}')
-    httpx.post(f"{vm.url}/api/v1/import/prometheus", content="\n".join(lines) + "\n",
-               timeout=10).raise_for_status()
+            f'fstype="ext4",digest_test="1"}} {avail:.0f} {min(ts, now_ms)}'
+        )
+    httpx.post(
+        f"{vm.url}/api/v1/import/prometheus", content="\n".join(lines) + "\n", timeout=10
+    ).raise_for_status()
     httpx.get(f"{vm.url}/internal/force_flush", timeout=10)
 
 
@@ -177,12 +198,17 @@ def test_promql_checks_against_victoriametrics(victoriametrics: Any) -> None:
     victoriametrics.wait_for('up{digest_test="1"}', count=2)
     checks = [
         PromCheck(name="Scrape target down", query='up{digest_test="1"} == 0'),
-        PromCheck(name="Failed systemd unit",
-                  query='node_systemd_unit_state{state="failed",digest_test="1"} == 1',
-                  entity_labels=["name", "instance"]),
-        PromCheck(name="Disk fills within 24 h", severity="critical",
-                  query='predict_linear(node_filesystem_avail_bytes{digest_test="1"}[6h], 86400)'
-                        " < 0", entity_labels=["instance", "mountpoint"]),
+        PromCheck(
+            name="Failed systemd unit",
+            query='node_systemd_unit_state{state="failed",digest_test="1"} == 1',
+            entity_labels=["name", "instance"],
+        ),
+        PromCheck(
+            name="Disk fills within 24 h",
+            severity="critical",
+            query='predict_linear(node_filesystem_avail_bytes{digest_test="1"}[6h], 86400) < 0',
+            entity_labels=["instance", "mountpoint"],
+        ),
         PromCheck(name="Never there", query='absent(up{job="nope",digest_test="1"})'),
         PromCheck(name="Broken", query="up{{"),
     ]

@@ -105,8 +105,13 @@ def platform(prefect_server: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     thread = threading.Thread(target=context.run, args=(bridge.run, 5), daemon=True)
     thread.start()
     try:
-        yield {"prefix": prefix, "bridge": bridge, "listener": listener, "serve": server,
-               "serve_log": tmp_path / "serve.log"}
+        yield {
+            "prefix": prefix,
+            "bridge": bridge,
+            "listener": listener,
+            "serve": server,
+            "serve_log": tmp_path / "serve.log",
+        }
     finally:
         bridge.stop()
         thread.join(10)

@@ -56,7 +56,9 @@ def test_flow_run_recorded_on_postgres(prefect_postgres: Any, tmp_path: Path) ->
 
 
 def test_postgres_urls() -> None:
-    assert prefect_server.asyncpg_url("postgres://u@h:5432/db") == "postgresql+asyncpg://u@h:5432/db"
+    assert (
+        prefect_server.asyncpg_url("postgres://u@h:5432/db") == "postgresql+asyncpg://u@h:5432/db"
+    )
     assert prefect_server.asyncpg_url("postgresql+asyncpg://h/db") == "postgresql+asyncpg://h/db"
     with pytest.raises(prefect_server.ServerError):
         prefect_server.asyncpg_url("mysql://h/db")

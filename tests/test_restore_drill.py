@@ -20,8 +20,12 @@ NODES = ("pve1", "pve2", "pve3", "pve4")
 
 def config(sandbox: SandboxHandle, directory: Path, **drill: Any) -> str:
     cfg = yaml.safe_load(Path(sandbox.config_path).read_text())
-    settings: dict[str, Any] = {"start_wait": 5, "timeout": 60, "scratch_vmid_min": 9900,
-                                "scratch_vmid_max": 9909}
+    settings: dict[str, Any] = {
+        "start_wait": 5,
+        "timeout": 60,
+        "scratch_vmid_min": 9900,
+        "scratch_vmid_max": 9909,
+    }
     settings.update(drill)
     cfg["backups"] = {"restore_drill": settings, "poll_interval": 0.1}
     fast = {"timeout_s": 2, "attempts": 4, "backoff_s": 0.02, "backoff_max_s": 0.3}
@@ -46,8 +50,9 @@ def vmids(sandbox: SandboxHandle) -> set[int]:
 
 def restores_since(sandbox: SandboxHandle, since: float) -> int:
     return sum(
-        len(sandbox.pve().nodes(n).tasks.get(typefilter="vzrestore", since=int(since),
-                                             source="all"))
+        len(
+            sandbox.pve().nodes(n).tasks.get(typefilter="vzrestore", since=int(since), source="all")
+        )
         for n in NODES
     )
 
@@ -60,8 +65,11 @@ def test_drill_restores_checks_and_destroys_then_picks_the_next_guest(
     cfg = config(sandbox_clean, tmp_path, check_command="cat /etc/os-release")
     before = vmids(sandbox_clean)
     dry = report_of(restore_drill(config=cfg, dry_run=True, return_state=True))
-    assert dry.scratch_vmid == 9900 and dry.vmid is not None and dry.steps[0].startswith(
-        "would restore")
+    assert (
+        dry.scratch_vmid == 9900
+        and dry.vmid is not None
+        and dry.steps[0].startswith("would restore")
+    )
     assert vmids(sandbox_clean) == before
 
     state = restore_drill(config=cfg, return_state=True)
@@ -75,8 +83,9 @@ def test_drill_restores_checks_and_destroys_then_picks_the_next_guest(
     first = report.vmid
 
     # The next drill takes a guest never drilled, and a failed start still cleans up.
-    sandbox_clean.set_faults("pve", stall_rate=1.0, stall_s=0.2,
-                             extra={"stall_paths": ["/status/start"]})
+    sandbox_clean.set_faults(
+        "pve", stall_rate=1.0, stall_s=0.2, extra={"stall_paths": ["/status/start"]}
+    )
     state = restore_drill(config=cfg, return_state=True)
     failed = report_of(state)
     assert state.is_failed()
@@ -87,8 +96,10 @@ def test_drill_restores_checks_and_destroys_then_picks_the_next_guest(
     assert vmids(sandbox_clean) == before
 
     history = yaml.safe_load((tmp_path / "state" / "restore-drills.json").read_text())
-    assert {int(k): v["ok"] for k, v in history["last"].items()} == {first: True,
-                                                                     failed.vmid: False}
+    assert {int(k): v["ok"] for k, v in history["last"].items()} == {
+        first: True,
+        failed.vmid: False,
+    }
 
 
 def test_drill_refuses_a_scratch_vmid_that_exists(
@@ -100,8 +111,9 @@ def test_drill_refuses_a_scratch_vmid_that_exists(
     # of the tests just before this one.
     restores_before = restores_since(sandbox, 0)
     before = vmids(sandbox)
-    state = restore_drill(config=config(sandbox, tmp_path), vmid=101, scratch_vmid=100,
-                          return_state=True)
+    state = restore_drill(
+        config=config(sandbox, tmp_path), vmid=101, scratch_vmid=100, return_state=True
+    )
     report = report_of(state)
     assert state.is_failed()
     assert report.failures[0].reason == "scratch vmid 100 exists: refusing to touch it"
@@ -114,12 +126,16 @@ def test_choice_of_guest_and_scratch_vmid() -> None:
 
     guests = [BackupGuest(vmid=v, name=f"g{v}", node="pve1", type="lxc") for v in (101, 102, 103)]
     guests.append(BackupGuest(vmid=104, name="t", node="pve1", type="qemu", template=True))
-    copies = [BackupCopy(volid=f"pbs:{v}", storage="pbs", vmid=v, ctime=100.0, size=5)
-              for v in (101, 102, 104)]
-    history = DrillHistory(last={
-        101: DrillResult(vmid=101, ok=True, when=500.0),
-        102: DrillResult(vmid=102, ok=False, when=400.0),
-    })
+    copies = [
+        BackupCopy(volid=f"pbs:{v}", storage="pbs", vmid=v, ctime=100.0, size=5)
+        for v in (101, 102, 104)
+    ]
+    history = DrillHistory(
+        last={
+            101: DrillResult(vmid=101, ok=True, when=500.0),
+            102: DrillResult(vmid=102, ok=False, when=400.0),
+        }
+    )
     assert choose_guest(guests, copies, BackupPolicy(), history).guest.vmid == 102
     assert choose_guest(guests, copies, BackupPolicy(), DrillHistory()).reason == "never drilled"
     with pytest.raises(DrillRefused, match="no good backup"):

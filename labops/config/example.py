@@ -215,8 +215,14 @@ def _render_model(
             for i, item in enumerate(items):
                 # the first item shows every key; the others only what they set
                 _render_model(
-                    nested, item, f"{key_path}.*.", indent + 4, lines, f"{pad}  - ",
-                    comments and i == 0, only_given=i > 0,
+                    nested,
+                    item,
+                    f"{key_path}.*.",
+                    indent + 4,
+                    lines,
+                    f"{pad}  - ",
+                    comments and i == 0,
+                    only_given=i > 0,
                 )
         elif kind == "dict" and nested is not None:
             lines.append(f"{lead}{name}:")

@@ -47,15 +47,17 @@ def merge(a: Finding, b: Finding) -> Finding:
     firsts = [t for t in (a.first_seen, b.first_seen) if t is not None]
     lasts = [t for t in (a.last_seen, b.last_seen) if t is not None]
     evidence = list(dict.fromkeys([*a.evidence, *b.evidence]))[:MAX_EVIDENCE]
-    return a.model_copy(update={
-        "severity": a.severity if a.severity.rank >= b.severity.rank else b.severity,
-        "count": a.count + b.count,
-        "first_seen": min(firsts) if firsts else None,
-        "last_seen": max(lasts) if lasts else None,
-        "users": sorted(set(a.users) | set(b.users)),
-        "evidence": evidence,
-        "ip": a.ip or b.ip,
-    })
+    return a.model_copy(
+        update={
+            "severity": a.severity if a.severity.rank >= b.severity.rank else b.severity,
+            "count": a.count + b.count,
+            "first_seen": min(firsts) if firsts else None,
+            "last_seen": max(lasts) if lasts else None,
+            "users": sorted(set(a.users) | set(b.users)),
+            "evidence": evidence,
+            "ip": a.ip or b.ip,
+        }
+    )
 
 
 def dedupe(findings: Iterable[Finding]) -> list[Finding]:
@@ -68,7 +70,10 @@ def dedupe(findings: Iterable[Finding]) -> list[Finding]:
 
 def _matches(rule: Suppression, f: Finding) -> bool:
     checks = [
-        (rule.source, f.source), (rule.rule, f.rule), (rule.entity, f.entity), (rule.ip, f.ip),
+        (rule.source, f.source),
+        (rule.rule, f.rule),
+        (rule.entity, f.entity),
+        (rule.ip, f.ip),
     ]
     if any(want is not None and want != have for want, have in checks):
         return False
@@ -105,8 +110,7 @@ def rank(findings: Iterable[Finding]) -> list[Finding]:
 
     def key(f: Finding) -> tuple[int, int, int, float, str, str]:
         last = f.last_seen.timestamp() if f.last_seen else 0.0
-        return (-f.severity.rank, 0 if f.status == "new" else 1, -f.count, -last, f.title,
-                f.entity)
+        return (-f.severity.rank, 0 if f.status == "new" else 1, -f.count, -last, f.title, f.entity)
 
     return sorted(findings, key=key)
 

@@ -40,9 +40,7 @@ _USER_PATTERNS = [
     re.compile(r"\bsession (?:opened|closed) for user (?P<u>[^\s;(]+)"),
 ]
 # The host field of a syslog line: "<host> sshd[811]:" (with or without the timestamp before it).
-_SYSLOG_HOST = re.compile(
-    r"(?:^|(?<=\s))(?P<h>[A-Za-z0-9][\w.-]*) (?=[\w.-]+(?:\[\d+\])?: )"
-)
+_SYSLOG_HOST = re.compile(r"(?:^|(?<=\s))(?P<h>[A-Za-z0-9][\w.-]*) (?=[\w.-]+(?:\[\d+\])?: )")
 _PLACEHOLDER = re.compile(r"\b(IP|EMAIL|HOST|USER)_(\d+)\b")
 
 
@@ -104,8 +102,7 @@ class Redactor:
         start, end = match.span("u")
         offset = match.start(0)
         whole = match.group(0)
-        return (whole[: start - offset] + self._placeholder("USER", user)
-                + whole[end - offset:])
+        return whole[: start - offset] + self._placeholder("USER", user) + whole[end - offset :]
 
     def restore(self, text: str) -> str:
         """Put the real values back where the placeholders stand (unknown ones stay)."""

@@ -18,8 +18,12 @@ from labops.errors import ConfigError
 
 DEFAULT_TEMPLATE = Path(__file__).with_name("templates") / "digest.md.j2"
 SOURCE_TITLES = {
-    "wazuh": "Wazuh", "crowdsec": "CrowdSec", "loki": "Logs (Loki)",
-    "metrics": "Metrics (VictoriaMetrics)", "proxmox": "Proxmox", "labops": "labops flows",
+    "wazuh": "Wazuh",
+    "crowdsec": "CrowdSec",
+    "loki": "Logs (Loki)",
+    "metrics": "Metrics (VictoriaMetrics)",
+    "proxmox": "Proxmox",
+    "labops": "labops flows",
 }
 
 
@@ -29,7 +33,10 @@ def _hhmm(value: datetime) -> str:
 
 def _environment() -> SandboxedEnvironment:
     env = SandboxedEnvironment(
-        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
         autoescape=False,
     )
     env.filters["hhmm"] = _hhmm
@@ -79,14 +86,23 @@ def render_markdown(
     if problems:
         headline += f", {len(problems)} source(s) failed"
     context: dict[str, Any] = {
-        "lab": lab, "period": period, "period_word": "day" if period == "daily" else "week",
+        "lab": lab,
+        "period": period,
+        "period_word": "day" if period == "daily" else "week",
         "window_start": window_start.strftime("%Y-%m-%d %H:%M"),
         "window_end": window_end.strftime("%Y-%m-%d %H:%M"),
-        "headline": headline, "findings": findings, "groups": shown, "counts": counts,
+        "headline": headline,
+        "findings": findings,
+        "groups": shown,
+        "counts": counts,
         "hidden_count": len(findings) - max_shown if len(findings) > max_shown else 0,
         "resolved": sorted(resolved, key=lambda f: (f.source, f.title, f.entity)),
-        "problems": problems, "sources_ok": sources_ok, "new_bans": new_bans,
-        "suppressed_count": suppressed_count, "summary": summary, "summary_note": summary_note,
+        "problems": problems,
+        "sources_ok": sources_ok,
+        "new_bans": new_bans,
+        "suppressed_count": suppressed_count,
+        "summary": summary,
+        "summary_note": summary_note,
     }
     try:
         text = _environment().from_string(template).render(context)

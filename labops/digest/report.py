@@ -68,8 +68,12 @@ class SecurityDigest(OperationReport):
     def table(self) -> list[dict[str, Any]]:
         return [
             {
-                "severity": f.severity.value, "status": f.status, "source": f.source,
-                "title": f.title, "entity": f.entity, "count": f.count,
+                "severity": f.severity.value,
+                "status": f.status,
+                "source": f.source,
+                "title": f.title,
+                "entity": f.entity,
+                "count": f.count,
                 "first_seen": f.first_seen.isoformat() if f.first_seen else "",
                 "last_seen": f.last_seen.isoformat() if f.last_seen else "",
             }
@@ -91,8 +95,11 @@ class SecurityDigest(OperationReport):
         if self.problems and severity.rank < Severity.WARNING.rank:
             severity = Severity.WARNING
         return Notification(
-            title=title, severity=severity if self.findings or self.problems else Severity.OK,
-            body=self.rendered, topic=self.mqtt_topic, payload=self.payload(),
+            title=title,
+            severity=severity if self.findings or self.problems else Severity.OK,
+            body=self.rendered,
+            topic=self.mqtt_topic,
+            payload=self.payload(),
         )
 
     def payload(self) -> dict[str, Any]:
@@ -101,18 +108,29 @@ class SecurityDigest(OperationReport):
         for f in self.findings:
             by_severity[f.severity.value] += 1
         return {
-            "lab": self.lab, "period": self.period,
+            "lab": self.lab,
+            "period": self.period,
             "window_start": self.window_start.isoformat(),
             "window_end": self.window_end.isoformat(),
-            "severity": self.severity.value, "findings": len(self.findings),
+            "severity": self.severity.value,
+            "findings": len(self.findings),
             "new": sum(1 for f in self.findings if f.status == "new"),
-            "resolved": len(self.resolved), "by_severity": by_severity,
+            "resolved": len(self.resolved),
+            "by_severity": by_severity,
             "sources": {s.name: s.state for s in self.sources},
-            "problems": self.problems, "new_bans": self.new_bans,
-            "summary": self.llm.summary, "summary_note": self.llm.note,
+            "problems": self.problems,
+            "new_bans": self.new_bans,
+            "summary": self.llm.summary,
+            "summary_note": self.llm.note,
             "top": [
-                {"severity": f.severity.value, "status": f.status, "source": f.source,
-                 "title": f.title, "entity": f.entity, "count": f.count}
+                {
+                    "severity": f.severity.value,
+                    "status": f.status,
+                    "source": f.source,
+                    "title": f.title,
+                    "entity": f.entity,
+                    "count": f.count,
+                }
                 for f in self.findings[:10]
             ],
             "flow_run_url": self.flow_run_url,
@@ -121,16 +139,27 @@ class SecurityDigest(OperationReport):
     def metrics(self) -> list[Metric]:
         labels = {"lab": self.lab, "period": self.period}
         out = [
-            Metric(name="labops_digest_findings", value=float(
-                sum(1 for f in self.findings if f.severity == sev)),
-                labels={**labels, "severity": sev.value})
+            Metric(
+                name="labops_digest_findings",
+                value=float(sum(1 for f in self.findings if f.severity == sev)),
+                labels={**labels, "severity": sev.value},
+            )
             for sev in (Severity.INFO, Severity.WARNING, Severity.CRITICAL)
         ]
-        out.append(Metric(name="labops_digest_new_findings", value=float(
-            sum(1 for f in self.findings if f.status == "new")), labels=labels))
+        out.append(
+            Metric(
+                name="labops_digest_new_findings",
+                value=float(sum(1 for f in self.findings if f.status == "new")),
+                labels=labels,
+            )
+        )
         out.extend(
-            Metric(name="labops_digest_source_up", value=1.0 if s.state == "ok" else 0.0,
-                   labels={**labels, "source": s.name})
-            for s in self.sources if s.state != "skipped"
+            Metric(
+                name="labops_digest_source_up",
+                value=1.0 if s.state == "ok" else 0.0,
+                labels={**labels, "source": s.name},
+            )
+            for s in self.sources
+            if s.state != "skipped"
         )
         return out

@@ -15,8 +15,20 @@ from labops.reports import Severity
 
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _GO_TIME = re.compile(r"^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(\.\d+)? ([+-]\d{4}) \w+$")
-_BAD_ROW = {"critical", "warning", "failed", "failure", "error", "stale", "expired", "expiring",
-            "overdue", "missing", "not-backed-up", "unreachable"}
+_BAD_ROW = {
+    "critical",
+    "warning",
+    "failed",
+    "failure",
+    "error",
+    "stale",
+    "expired",
+    "expiring",
+    "overdue",
+    "missing",
+    "not-backed-up",
+    "unreachable",
+}
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -54,26 +66,40 @@ def wazuh_alert_findings(hits: Iterable[dict[str, Any]], critical_level: int) ->
         rule = doc.get("rule") or {}
         agent = doc.get("agent") or {}
         groups[(str(rule.get("id", "?")), str(agent.get("name") or agent.get("id") or "?"))].append(
-            doc)
+            doc
+        )
     out = []
     for (rule_id, agent), docs in groups.items():
         level = max(int((d.get("rule") or {}).get("level", 0)) for d in docs)
         times = [t for d in docs if (t := parse_time(d.get("timestamp") or d.get("@timestamp")))]
-        ips = {str((d.get("data") or {}).get("srcip")) for d in docs
-               if (d.get("data") or {}).get("srcip")}
-        users = {str(u) for d in docs for k in ("srcuser", "dstuser")
-                 if (u := (d.get("data") or {}).get(k))}
+        ips = {
+            str((d.get("data") or {}).get("srcip"))
+            for d in docs
+            if (d.get("data") or {}).get("srcip")
+        }
+        users = {
+            str(u)
+            for d in docs
+            for k in ("srcuser", "dstuser")
+            if (u := (d.get("data") or {}).get(k))
+        }
         evidence = [str(d["full_log"])[:300] for d in docs if d.get("full_log")]
         first = docs[0].get("rule") or {}
-        out.append(Finding(
-            source="wazuh",
-            severity=Severity.CRITICAL if level >= critical_level else Severity.WARNING,
-            title=f"{first.get('description', 'Wazuh rule ' + rule_id)} (level {level})",
-            entity=agent, rule=rule_id, count=len(docs),
-            first_seen=min(times) if times else None, last_seen=max(times) if times else None,
-            ip=next(iter(ips)) if len(ips) == 1 else None, users=sorted(users),
-            evidence=list(dict.fromkeys(evidence))[:MAX_EVIDENCE],
-        ))
+        out.append(
+            Finding(
+                source="wazuh",
+                severity=Severity.CRITICAL if level >= critical_level else Severity.WARNING,
+                title=f"{first.get('description', 'Wazuh rule ' + rule_id)} (level {level})",
+                entity=agent,
+                rule=rule_id,
+                count=len(docs),
+                first_seen=min(times) if times else None,
+                last_seen=max(times) if times else None,
+                ip=next(iter(ips)) if len(ips) == 1 else None,
+                users=sorted(users),
+                evidence=list(dict.fromkeys(evidence))[:MAX_EVIDENCE],
+            )
+        )
     return out
 
 
@@ -86,12 +112,17 @@ def wazuh_agent_findings(agents: Iterable[dict[str, Any]]) -> list[Finding]:
         status = str(a.get("status", "unknown"))
         severity = Severity.WARNING if status == "disconnected" else Severity.INFO
         name = str(a.get("name") or a.get("id"))
-        out.append(Finding(
-            source="wazuh", severity=severity,
-            title=f"Wazuh agent {status.replace('_', ' ')}", entity=name,
-            rule=f"agent-{status}", last_seen=parse_time(a.get("lastKeepAlive")),
-            evidence=[f"agent {a.get('id')} {name} ip={a.get('ip')} status={status}"],
-        ))
+        out.append(
+            Finding(
+                source="wazuh",
+                severity=severity,
+                title=f"Wazuh agent {status.replace('_', ' ')}",
+                entity=name,
+                rule=f"agent-{status}",
+                last_seen=parse_time(a.get("lastKeepAlive")),
+                evidence=[f"agent {a.get('id')} {name} ip={a.get('ip')} status={status}"],
+            )
+        )
     return out
 
 
@@ -100,11 +131,16 @@ def wazuh_agent_findings(agents: Iterable[dict[str, Any]]) -> list[Finding]:
 
 def active_bans(decisions: list[dict[str, Any]] | None) -> list[str]:
     """Values of active IP/range bans (``GET /v1/decisions`` answers ``null`` when empty)."""
-    return sorted({
-        str(d["value"]) for d in (decisions or [])
-        if d.get("type") == "ban" and str(d.get("scope", "")).lower() in ("ip", "range")
-        and d.get("value") and not d.get("simulated")
-    })
+    return sorted(
+        {
+            str(d["value"])
+            for d in (decisions or [])
+            if d.get("type") == "ban"
+            and str(d.get("scope", "")).lower() in ("ip", "range")
+            and d.get("value")
+            and not d.get("simulated")
+        }
+    )
 
 
 def crowdsec_findings(
@@ -124,26 +160,37 @@ def crowdsec_findings(
         when = [t for k in ("start_at", "stop_at", "created_at") if (t := parse_time(alert.get(k)))]
         where = ", ".join(x for x in (source.get("as_name"), source.get("cn")) if x)
         scenario = str(alert.get("scenario") or "?")
-        out.append(Finding(
-            source="crowdsec",
-            severity=Severity.INFO if ip in banned_set else Severity.WARNING,
-            title=f"{scenario}" + (f" ({where})" if where else "")
-            + (": banned" if ip in banned_set else ": not banned"),
-            entity=ip, rule=scenario, ip=ip if _IPV4.fullmatch(ip) else None,
-            count=int(alert.get("events_count") or 1),
-            first_seen=min(when) if when else None, last_seen=max(when) if when else None,
-            evidence=[str(alert.get("message", ""))[:300]] if alert.get("message") else [],
-        ))
+        out.append(
+            Finding(
+                source="crowdsec",
+                severity=Severity.INFO if ip in banned_set else Severity.WARNING,
+                title=f"{scenario}"
+                + (f" ({where})" if where else "")
+                + (": banned" if ip in banned_set else ": not banned"),
+                entity=ip,
+                rule=scenario,
+                ip=ip if _IPV4.fullmatch(ip) else None,
+                count=int(alert.get("events_count") or 1),
+                first_seen=min(when) if when else None,
+                last_seen=max(when) if when else None,
+                evidence=[str(alert.get("message", ""))[:300]] if alert.get("message") else [],
+            )
+        )
     for ip, items in per_ip.items():
         if len(items) < repeat_alerts:
             continue
         scenarios = sorted({str(a.get("scenario")) for a in items})
-        out.append(Finding(
-            source="crowdsec", severity=Severity.WARNING,
-            title=f"Repeat offender: {len(items)} alerts ({', '.join(scenarios)})",
-            entity=ip, rule="repeat-offender", ip=ip if _IPV4.fullmatch(ip) else None,
-            count=len(items),
-        ))
+        out.append(
+            Finding(
+                source="crowdsec",
+                severity=Severity.WARNING,
+                title=f"Repeat offender: {len(items)} alerts ({', '.join(scenarios)})",
+                entity=ip,
+                rule="repeat-offender",
+                ip=ip if _IPV4.fullmatch(ip) else None,
+                count=len(items),
+            )
+        )
     return out
 
 
@@ -161,22 +208,29 @@ def loki_findings(query: LogQuery, body: dict[str, Any]) -> list[Finding]:
         entity = str(labels.get(query.entity_label) or labels.get("job") or "unknown")
         for ts, line in stream.get("values") or []:
             ip_match = _IPV4.search(line)
-            lines[(entity, ip_match.group(0) if ip_match else None)].append(
-                (parse_time(ts), line))
+            lines[(entity, ip_match.group(0) if ip_match else None)].append((parse_time(ts), line))
     out = []
     for (entity, ip), items in lines.items():
         if len(items) < query.min_count:
             continue
         times = [t for t, _ in items if t]
-        out.append(Finding(
-            source="loki", severity=_sev(query.severity),
-            title=query.name + (f" from {ip}" if ip else ""), entity=entity,
-            rule=query.name + (f"|{ip}" if ip else ""), ip=ip, count=len(items),
-            first_seen=min(times) if times else None, last_seen=max(times) if times else None,
-            users=sorted({u for _, line in items for u in users_in(line)}),
-            evidence=[line[:300] for _, line in sorted(items, key=lambda x: x[0] or _EPOCH)][
-                -MAX_EVIDENCE:],
-        ))
+        out.append(
+            Finding(
+                source="loki",
+                severity=_sev(query.severity),
+                title=query.name + (f" from {ip}" if ip else ""),
+                entity=entity,
+                rule=query.name + (f"|{ip}" if ip else ""),
+                ip=ip,
+                count=len(items),
+                first_seen=min(times) if times else None,
+                last_seen=max(times) if times else None,
+                users=sorted({u for _, line in items for u in users_in(line)}),
+                evidence=[line[:300] for _, line in sorted(items, key=lambda x: x[0] or _EPOCH)][
+                    -MAX_EVIDENCE:
+                ],
+            )
+        )
     return out
 
 
@@ -195,9 +249,16 @@ def prom_findings(check: PromCheck, body: dict[str, Any]) -> list[Finding]:
     if check.condition == "no_series":
         if result:
             return []
-        return [Finding(source="metrics", severity=_sev(check.severity), title=check.name,
-                        entity=check.name, rule=check.name,
-                        evidence=[f"no series for {check.query}"])]
+        return [
+            Finding(
+                source="metrics",
+                severity=_sev(check.severity),
+                title=check.name,
+                entity=check.name,
+                rule=check.name,
+                evidence=[f"no series for {check.query}"],
+            )
+        ]
     out = []
     for series in result:
         labels = {k: str(v) for k, v in (series.get("metric") or {}).items()}
@@ -205,10 +266,16 @@ def prom_findings(check: PromCheck, body: dict[str, Any]) -> list[Finding]:
         entity = " ".join(parts[:2]) or labels.get("__name__", check.name)
         value = (series.get("value") or [None, "?"])[1]
         shown = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        out.append(Finding(
-            source="metrics", severity=_sev(check.severity), title=check.name, entity=entity,
-            rule=check.name, evidence=[f"{{{shown}}} = {value}"],
-        ))
+        out.append(
+            Finding(
+                source="metrics",
+                severity=_sev(check.severity),
+                title=check.name,
+                entity=entity,
+                rule=check.name,
+                evidence=[f"{{{shown}}} = {value}"],
+            )
+        )
     return out
 
 
@@ -229,13 +296,19 @@ def pve_task_findings(tasks: Iterable[dict[str, Any]], since: datetime) -> list[
         guest = str(t.get("id") or "")
         kind = str(t.get("type") or "task")
         entity = f"guest {guest} on {node}" if guest else f"node {node}"
-        out.append(Finding(
-            source="proxmox", severity=Severity.WARNING,
-            title=f"Proxmox task {kind} failed", entity=entity, rule=kind,
-            first_seen=parse_time(t.get("starttime")), last_seen=end,
-            users=[str(t["user"]).split("@")[0]] if t.get("user") else [],
-            evidence=[f"{t.get('upid', '')}: {status}"[:300]],
-        ))
+        out.append(
+            Finding(
+                source="proxmox",
+                severity=Severity.WARNING,
+                title=f"Proxmox task {kind} failed",
+                entity=entity,
+                rule=kind,
+                first_seen=parse_time(t.get("starttime")),
+                last_seen=end,
+                users=[str(t["user"]).split("@")[0]] if t.get("user") else [],
+                evidence=[f"{t.get('upid', '')}: {status}"[:300]],
+            )
+        )
     return out
 
 
@@ -249,28 +322,49 @@ def labops_row_findings(flow: str, rows: Iterable[dict[str, Any]]) -> list[Findi
     out = []
     for row in rows:
         values = {str(k).lower(): str(v) for k, v in row.items()}
-        entity = next((values[k] for k in ("guest", "host", "target", "entity", "name", "vmid")
-                       if values.get(k)), "?")
+        entity = next(
+            (
+                values[k]
+                for k in ("guest", "host", "target", "entity", "name", "vmid")
+                if values.get(k)
+            ),
+            "?",
+        )
         security = values.get("security", "")
         if security.isdigit() and int(security) > 0:
-            out.append(Finding(
-                source="labops", severity=Severity.WARNING,
-                title=f"{flow}: {security} security update(s) pending", entity=entity,
-                rule=f"{flow}:security-updates", count=int(security),
-            ))
-        state_key = next((k for k in ("severity", "status", "state", "result", "outcome")
-                          if k in values), None)
+            out.append(
+                Finding(
+                    source="labops",
+                    severity=Severity.WARNING,
+                    title=f"{flow}: {security} security update(s) pending",
+                    entity=entity,
+                    rule=f"{flow}:security-updates",
+                    count=int(security),
+                )
+            )
+        state_key = next(
+            (k for k in ("severity", "status", "state", "result", "outcome") if k in values), None
+        )
         if state_key is None:
             continue
         state = values[state_key].lower()
         if not any(word in state for word in _BAD_ROW):
             continue
-        severity = Severity.CRITICAL if any(
-            w in state for w in ("critical", "expired", "failed")) else Severity.WARNING
+        severity = (
+            Severity.CRITICAL
+            if any(w in state for w in ("critical", "expired", "failed"))
+            else Severity.WARNING
+        )
         detail = values.get("reason") or values.get("detail") or values.get("message") or ""
         short = state.split(":")[0].strip()
-        out.append(Finding(
-            source="labops", severity=severity, title=f"{flow}: {short}", entity=entity,
-            rule=f"{flow}:{short}", evidence=[(detail or state)[:300]],
-        ))
+        out.append(
+            Finding(
+                source="labops",
+                severity=severity,
+                title=f"{flow}: {short}",
+                entity=entity,
+                rule=f"{flow}:{short}",
+                evidence=[(detail or state)[:300]],
+            )
+        )
     return out

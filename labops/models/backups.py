@@ -33,9 +33,14 @@ class BackupGuest(BaseModel):
     @classmethod
     def from_pve(cls, guest: PveGuest) -> BackupGuest:
         return cls(
-            vmid=guest.vmid, name=guest.name or "", node=guest.node,
-            type="lxc" if guest.type == "lxc" else "qemu", status=guest.status,
-            template=guest.template, tags=[t.lower() for t in guest.tags], pool=guest.pool,
+            vmid=guest.vmid,
+            name=guest.name or "",
+            node=guest.node,
+            type="lxc" if guest.type == "lxc" else "qemu",
+            status=guest.status,
+            template=guest.template,
+            tags=[t.lower() for t in guest.tags],
+            pool=guest.pool,
             lock=guest.lock,
         )
 
@@ -60,9 +65,14 @@ class BackupCopy(BaseModel):
         if volume.vmid is None or volume.ctime is None:
             return None
         return cls(
-            volid=volume.volid, storage=volume.storage, vmid=volume.vmid,
-            ctime=float(volume.ctime), size=volume.size, format=volume.format,
-            notes=volume.notes, protected=volume.protected,
+            volid=volume.volid,
+            storage=volume.storage,
+            vmid=volume.vmid,
+            ctime=float(volume.ctime),
+            size=volume.size,
+            format=volume.format,
+            notes=volume.notes,
+            protected=volume.protected,
             verify_state=volume.verification.state if volume.verification else None,
             verify_upid=volume.verification.upid if volume.verification else None,
         )

@@ -70,10 +70,13 @@ def guest_row(
     """One guest's line: status and reason, its recovery point after the run, verification."""
     g = plan.guest
     row = GuestRow(
-        vmid=g.vmid, name=g.name, node=g.node,
+        vmid=g.vmid,
+        name=g.name,
+        node=g.node,
         tier=plan.policy.tier if plan.policy else None,
         rpo_s=plan.policy.rpo_s if plan.policy else None,
-        status=_STATIC.get(plan.action, GuestStatus.FAILED), reason=plan.reason,
+        status=_STATIC.get(plan.action, GuestStatus.FAILED),
+        reason=plan.reason,
     )
     if plan.action is PlanAction.BACKUP:
         if dry_run:
@@ -89,7 +92,8 @@ def guest_row(
         row.problems.append(problem)
     if row.stale:
         row.problems.append(
-            "no good backup" if row.age_s is None
+            "no good backup"
+            if row.age_s is None
             else f"stale: last good backup {human_age(row.age_s)} old (tier {row.tier})"
         )
     return row
@@ -127,8 +131,9 @@ def _apply_outcome(
         row.status, row.reason = GuestStatus.FAILED, problem
         return
     row.status = GuestStatus.WARNING if outcome.status == "warning" else GuestStatus.BACKED_UP
-    row.reason = f"{outcome.exitstatus or 'OK'}" + (" (adopted a running vzdump)"
-                                                    if outcome.adopted else "")
+    row.reason = f"{outcome.exitstatus or 'OK'}" + (
+        " (adopted a running vzdump)" if outcome.adopted else ""
+    )
 
 
 def guest_rows(
@@ -141,8 +146,7 @@ def guest_rows(
 ) -> list[GuestRow]:
     groups = by_vmid(copies)
     return [
-        guest_row(p, outcomes.get(p.guest.vmid), groups.get(p.guest.vmid, []), policy, now,
-                  dry_run)
+        guest_row(p, outcomes.get(p.guest.vmid), groups.get(p.guest.vmid, []), policy, now, dry_run)
         for p in plans
     ]
 

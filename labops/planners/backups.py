@@ -232,9 +232,9 @@ def lanes(
             buckets[i].append(plan)
             loads[i] += weigh(plan) or 1.0
         # Guests of one storage run back to back, so a lane takes each storage's slot once.
-        node_lanes.append([
-            sorted(b, key=lambda p: p.policy.storage if p.policy else "") for b in buckets if b
-        ])
+        node_lanes.append(
+            [sorted(b, key=lambda p: p.policy.storage if p.policy else "") for b in buckets if b]
+        )
     out: list[list[GuestPlan]] = []
     depth = max((len(n) for n in node_lanes), default=0)
     for i in range(depth):
@@ -436,7 +436,10 @@ def job_check(
     limit = format_duration(max_age_s) if max_age_s % 3600 == 0 else human_age(max_age_s)
     if last_run is None:
         return JobCheck(
-            job=job, max_age_s=max_age_s, ok=False, state=state,
+            job=job,
+            max_age_s=max_age_s,
+            ok=False,
+            state=state,
             detail=unknown or f"no record of a {job} run",
         )
     age = now - last_run
@@ -447,5 +450,6 @@ def job_check(
         detail = f"last run {human_age(age)} ago, older than {limit} ({state or 'state unknown'})"
     elif failed:
         detail = f"last run {human_age(age)} ago FAILED: {state}"
-    return JobCheck(job=job, last_run=last_run, state=state, max_age_s=max_age_s, ok=ok,
-                    detail=detail)
+    return JobCheck(
+        job=job, last_run=last_run, state=state, max_age_s=max_age_s, ok=ok, detail=detail
+    )

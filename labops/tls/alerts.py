@@ -59,20 +59,37 @@ def plan_alerts(
         if old is None:
             state = TargetState(status=status, since=now)
             if status is not CertStatus.OK:
-                alerts.append(Alert(key=key, target=label, kind=AlertKind.NEW, status=status,
-                                    reason=reason))
+                alerts.append(
+                    Alert(key=key, target=label, kind=AlertKind.NEW, status=status, reason=reason)
+                )
                 state.notified = now
         elif old.status is not status:
             state = TargetState(status=status, since=now, notified=now)
             kind = AlertKind.RECOVERED if status is CertStatus.OK else AlertKind.CHANGED
-            alerts.append(Alert(key=key, target=label, kind=kind, status=status,
-                                previous=old.status, reason=reason))
+            alerts.append(
+                Alert(
+                    key=key,
+                    target=label,
+                    kind=kind,
+                    status=status,
+                    previous=old.status,
+                    reason=reason,
+                )
+            )
         else:
             state = old.model_copy()
             due = old.notified is None or now - old.notified >= timedelta(hours=reminder_hours)
             if status.severity is Severity.CRITICAL and due:
-                alerts.append(Alert(key=key, target=label, kind=AlertKind.REMINDER,
-                                    status=status, previous=old.status, reason=reason))
+                alerts.append(
+                    Alert(
+                        key=key,
+                        target=label,
+                        kind=AlertKind.REMINDER,
+                        status=status,
+                        previous=old.status,
+                        reason=reason,
+                    )
+                )
                 state.notified = now
         states[key] = state
     return alerts, CertStates(targets=states)

@@ -144,9 +144,7 @@ def load_pem_bundle(data: bytes) -> list[x509.Certificate]:
         try:
             with warnings.catch_warnings():  # old roots with non-positive serials
                 warnings.simplefilter("ignore")
-                out.append(
-                    x509.load_pem_x509_certificate(block.strip() + b"\n" + marker + b"\n")
-                )
+                out.append(x509.load_pem_x509_certificate(block.strip() + b"\n" + marker + b"\n"))
         except ValueError:
             continue
     return out
@@ -181,7 +179,9 @@ class TrustAnchors:
 
     @classmethod
     def from_pem(
-        cls, roots_pem: Iterable[bytes] = (), intermediates_pem: Iterable[bytes] = (),
+        cls,
+        roots_pem: Iterable[bytes] = (),
+        intermediates_pem: Iterable[bytes] = (),
         use_system_store: bool = True,
     ) -> TrustAnchors:
         roots = [c for pem in roots_pem for c in load_pem_bundle(pem)]
@@ -192,7 +192,10 @@ class TrustAnchors:
         return name in self._subjects
 
     def verify(
-        self, leaf: x509.Certificate, intermediates: list[x509.Certificate], at: dt.datetime,
+        self,
+        leaf: x509.Certificate,
+        intermediates: list[x509.Certificate],
+        at: dt.datetime,
         facts: CertInfo | None = None,
     ) -> list[x509.Certificate]:
         """The verified path (leaf ... root); raises ``VerificationError``."""
@@ -202,7 +205,6 @@ class TrustAnchors:
         subject = _subject_of(facts or cert_info(leaf.public_bytes(serialization.Encoding.DER)))
         verifier = builder.build_server_verifier(subject)
         return list(verifier.verify(leaf, intermediates))
-
 
 
 def _subject_of(leaf: CertInfo) -> x509.verification.Subject:
@@ -252,7 +254,8 @@ def check_chain(
         signed = _signed_path(certs, anchors)
         if signed is not None:
             return ChainCheck(
-                verdict=ChainVerdict.TRUSTED, hostname_ok=hostname_ok,
+                verdict=ChainVerdict.TRUSTED,
+                hostname_ok=hostname_ok,
                 anchor=_anchor(signed, certs),
             )
     # Can the lab CA's published intermediates complete it? Then the server sends too little.
@@ -261,12 +264,15 @@ def check_chain(
             path = anchors.verify(leaf, served + anchors.intermediates, at, facts)
             sent = {c.fingerprint(hashes.SHA256()) for c in certs}
             missing = [
-                _name(c.subject) for c in path[1:]
+                _name(c.subject)
+                for c in path[1:]
                 if c.fingerprint(hashes.SHA256()) not in sent
                 and c.fingerprint(hashes.SHA256()) not in anchors.root_fingerprints
             ]
             return ChainCheck(
-                verdict=ChainVerdict.INCOMPLETE, hostname_ok=hostname_ok, completed_with=missing,
+                verdict=ChainVerdict.INCOMPLETE,
+                hostname_ok=hostname_ok,
+                completed_with=missing,
                 anchor=_anchor(path, certs),
                 detail="server does not send intermediate " + ", ".join(repr(m) for m in missing),
             )
@@ -274,25 +280,29 @@ def check_chain(
             pass
     if _self_signed(leaf):
         return ChainCheck(
-            verdict=ChainVerdict.SELF_SIGNED, hostname_ok=hostname_ok,
+            verdict=ChainVerdict.SELF_SIGNED,
+            hostname_ok=hostname_ok,
             detail=f"self-signed certificate {_name(leaf.subject)!r}",
         )
     top = certs[-1]
     subjects = {c.subject for c in certs}
     if _self_signed(top) and not anchors.knows_root(top.subject):
         return ChainCheck(
-            verdict=ChainVerdict.UNKNOWN_ROOT, hostname_ok=hostname_ok,
+            verdict=ChainVerdict.UNKNOWN_ROOT,
+            hostname_ok=hostname_ok,
             detail=f"chain ends at root {_name(top.subject)!r}, which is not trusted",
         )
     if top.issuer not in subjects and not anchors.knows_root(top.issuer):
         if len(certs) == 1:
             return ChainCheck(
-                verdict=ChainVerdict.INCOMPLETE, hostname_ok=hostname_ok,
+                verdict=ChainVerdict.INCOMPLETE,
+                hostname_ok=hostname_ok,
                 detail=f"server sends only the leaf; its issuer {_name(top.issuer)!r} is "
                 "neither sent nor a trusted root",
             )
         return ChainCheck(
-            verdict=ChainVerdict.UNKNOWN_ROOT, hostname_ok=hostname_ok,
+            verdict=ChainVerdict.UNKNOWN_ROOT,
+            hostname_ok=hostname_ok,
             detail=f"chain leads to {_name(top.issuer)!r}, which is not a trusted root",
         )
     return ChainCheck(verdict=ChainVerdict.INVALID, hostname_ok=hostname_ok, detail=first_error)

@@ -31,11 +31,16 @@ def judge(
         except ValueError as exc:  # a certificate cryptography cannot read
             check = ChainCheck(verdict=ChainVerdict.INVALID, detail=str(exc))
         if not raw.chain_complete and check.verdict is not ChainVerdict.TRUSTED:
-            check = check.model_copy(update={
-                "detail": check.detail + " (this Python exposes only the leaf)"
-            })
+            check = check.model_copy(
+                update={"detail": check.detail + " (this Python exposes only the leaf)"}
+            )
     verdict = classify(
-        t.name, chain, check, thresholds, now, error=raw.error,
+        t.name,
+        chain,
+        check,
+        thresholds,
+        now,
+        error=raw.error,
         weak_rsa_bits=policy.weak_rsa_bits,
     )
     return EndpointResult(
@@ -55,19 +60,35 @@ def judge_ca_certificate(
 ) -> EndpointResult:
     """A CA certificate published by the CA (a root from ``/roots``): its dates only."""
     info = cert_info(der)
-    verdict = classify(target.name, [info], None, policy.thresholds_for(target.name, target.group),
-                       now, weak_rsa_bits=policy.weak_rsa_bits)
-    return EndpointResult(target=target, status=verdict.status, reason=verdict.reason,
-                          classification=verdict, chain=[info])
+    verdict = classify(
+        target.name,
+        [info],
+        None,
+        policy.thresholds_for(target.name, target.group),
+        now,
+        weak_rsa_bits=policy.weak_rsa_bits,
+    )
+    return EndpointResult(
+        target=target,
+        status=verdict.status,
+        reason=verdict.reason,
+        classification=verdict,
+        chain=[info],
+    )
 
 
 def check_endpoints(
-    targets: Sequence[Target], anchors: TrustAnchors, policy: CertificatePolicy,
+    targets: Sequence[Target],
+    anchors: TrustAnchors,
+    policy: CertificatePolicy,
     now: datetime | None = None,
 ) -> list[EndpointResult]:
     """Probe ``targets`` (at most ``policy.concurrency`` at once) and judge each."""
     at = now or datetime.now(UTC)
     return probe_all(
-        targets, policy.concurrency, policy.connect_timeout_s, policy.handshake_timeout_s,
+        targets,
+        policy.concurrency,
+        policy.connect_timeout_s,
+        policy.handshake_timeout_s,
         then=lambda raw: judge(raw, anchors, policy, at),
     )

@@ -96,12 +96,20 @@ def _time_findings(
 ) -> list[Finding]:
     left = (cert.not_after - now).total_seconds()
     if now < cert.not_before:
-        return [Finding(status=CertStatus.NOT_YET_VALID,
-                        reason=f"{role} not valid before {cert.not_before:%Y-%m-%d %H:%M} UTC")]
+        return [
+            Finding(
+                status=CertStatus.NOT_YET_VALID,
+                reason=f"{role} not valid before {cert.not_before:%Y-%m-%d %H:%M} UTC",
+            )
+        ]
     if left <= 0:
-        return [Finding(status=CertStatus.EXPIRED,
-                        reason=f"{role} expired {human_duration(left)} ago "
-                        f"({cert.not_after:%Y-%m-%d %H:%M} UTC)")]
+        return [
+            Finding(
+                status=CertStatus.EXPIRED,
+                reason=f"{role} expired {human_duration(left)} ago "
+                f"({cert.not_after:%Y-%m-%d %H:%M} UTC)",
+            )
+        ]
     lifetime = cert.lifetime_s
     frac = left / lifetime
     days = left / 86400
@@ -118,11 +126,13 @@ def _time_findings(
         if limit_days <= cap and days < limit_days:
             return [Finding(status=status, reason=f"{head}; {status} below {limit_days:g} days")]
         if frac < limit_frac:
-            return [Finding(
-                status=status,
-                reason=f"{head}: {frac:.0%} of its {human_duration(lifetime)} lifetime left; "
-                f"{status} below {limit_frac:.0%}",
-            )]
+            return [
+                Finding(
+                    status=status,
+                    reason=f"{head}: {frac:.0%} of its {human_duration(lifetime)} lifetime left; "
+                    f"{status} below {limit_frac:.0%}",
+                )
+            ]
     return []
 
 
@@ -143,9 +153,7 @@ def classify(
         )
     leaf = chain[0]
     findings: list[Finding] = []
-    certs: list[tuple[str, CertInfo]] = [
-        (_role(i, c, False), c) for i, c in enumerate(chain)
-    ]
+    certs: list[tuple[str, CertInfo]] = [(_role(i, c, False), c) for i, c in enumerate(chain)]
     if check is not None and check.anchor is not None:
         certs.append((_role(len(chain), check.anchor, True), check.anchor))
     for i, (role, cert) in enumerate(certs):
@@ -158,15 +166,22 @@ def classify(
     if lag is not None and leaf.lifetime_s <= thresholds.renewal_max_lifetime_days * 86400:
         renewal_due = leaf.not_before + (leaf.not_after - leaf.not_before) * lag
         if renewal_due < now < leaf.not_after:
-            findings.append(Finding(
-                status=CertStatus.RENEWAL_OVERDUE,
-                reason=f"renewal overdue: past {lag:.0%} of its {human_duration(leaf.lifetime_s)}"
-                f" lifetime since {renewal_due:%Y-%m-%d %H:%M} UTC and not renewed",
-            ))
+            findings.append(
+                Finding(
+                    status=CertStatus.RENEWAL_OVERDUE,
+                    reason=(
+                        f"renewal overdue: past {lag:.0%} of its "
+                        f"{human_duration(leaf.lifetime_s)}"
+                        f" lifetime since {renewal_due:%Y-%m-%d %H:%M} UTC and not renewed"
+                    ),
+                )
+            )
 
     if check is not None:
         if check.verdict in (
-            ChainVerdict.SELF_SIGNED, ChainVerdict.UNKNOWN_ROOT, ChainVerdict.INVALID
+            ChainVerdict.SELF_SIGNED,
+            ChainVerdict.UNKNOWN_ROOT,
+            ChainVerdict.INVALID,
         ):
             label = {
                 ChainVerdict.SELF_SIGNED: "untrusted: ",
@@ -175,23 +190,32 @@ def classify(
             }[check.verdict]
             findings.append(Finding(status=CertStatus.UNTRUSTED, reason=label + check.detail))
         elif check.verdict is ChainVerdict.INCOMPLETE:
-            findings.append(Finding(
-                status=CertStatus.INCOMPLETE_CHAIN, reason=f"incomplete chain: {check.detail}"
-            ))
+            findings.append(
+                Finding(
+                    status=CertStatus.INCOMPLETE_CHAIN, reason=f"incomplete chain: {check.detail}"
+                )
+            )
         if not check.hostname_ok:
             names = ", ".join(leaf.dns_names + leaf.ip_addresses) or leaf.subject
-            findings.append(Finding(
-                status=CertStatus.HOSTNAME_MISMATCH,
-                reason=f"hostname mismatch: certificate for {names} does not cover {name}",
-            ))
+            findings.append(
+                Finding(
+                    status=CertStatus.HOSTNAME_MISMATCH,
+                    reason=f"hostname mismatch: certificate for {names} does not cover {name}",
+                )
+            )
 
     if leaf.key_type == "RSA" and leaf.key_bits < weak_rsa_bits:
-        findings.append(Finding(status=CertStatus.WARNING,
-                                reason=f"weak key: RSA {leaf.key_bits} bits"))
-    for role, cert in certs[:len(chain)]:
+        findings.append(
+            Finding(status=CertStatus.WARNING, reason=f"weak key: RSA {leaf.key_bits} bits")
+        )
+    for role, cert in certs[: len(chain)]:
         if not cert.self_signed and any(h in cert.signature_algorithm for h in ("sha1", "md5")):
-            findings.append(Finding(status=CertStatus.WARNING,
-                                    reason=f"{role} signed with {cert.signature_algorithm}"))
+            findings.append(
+                Finding(
+                    status=CertStatus.WARNING,
+                    reason=f"{role} signed with {cert.signature_algorithm}",
+                )
+            )
 
     status = max((f.status for f in findings), key=lambda s: s.rank, default=CertStatus.OK)
     first = min((c for _, c in certs), key=lambda c: c.not_after)

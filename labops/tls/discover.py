@@ -27,8 +27,13 @@ def split_hostport(value: str, default_port: int = 443) -> tuple[str, int]:
 
 def config_targets(endpoints: Iterable[HttpsEndpoint]) -> list[Target]:
     return [
-        Target(name=e.name, address=e.address or e.name, port=e.port, group=e.group,
-               sources=("config",))
+        Target(
+            name=e.name,
+            address=e.address or e.name,
+            port=e.port,
+            group=e.group,
+            sources=("config",),
+        )
         for e in endpoints
     ]
 
@@ -64,12 +69,26 @@ def dns_targets(
     return out
 
 
-def url_target(url: str, kind: str, source: str, *, node: str | None = None,
-               group: str | None = None, default_port: int = 443) -> Target:
+def url_target(
+    url: str,
+    kind: str,
+    source: str,
+    *,
+    node: str | None = None,
+    group: str | None = None,
+    default_port: int = 443,
+) -> Target:
     """The TLS endpoint behind an https URL (a Proxmox node, PBS, the CA)."""
     parts = urlsplit(url)
     if not parts.hostname:
         raise ValueError(f"{url!r}: no host")
     host = parts.hostname
-    return Target(name=host, address=host, port=parts.port or default_port, kind=kind,
-                  sources=(source,), node=node, group=group)
+    return Target(
+        name=host,
+        address=host,
+        port=parts.port or default_port,
+        kind=kind,
+        sources=(source,),
+        node=node,
+        group=group,
+    )

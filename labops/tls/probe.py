@@ -113,8 +113,11 @@ async def probe_target(
         sni = None if _is_ip(target.name) else target.name
         try:
             await asyncio.wait_for(
-                writer.start_tls(ctx, server_hostname=sni or target.name,
-                                 ssl_handshake_timeout=handshake_timeout_s),
+                writer.start_tls(
+                    ctx,
+                    server_hostname=sni or target.name,
+                    ssl_handshake_timeout=handshake_timeout_s,
+                ),
                 handshake_timeout_s + 0.5,
             )
         except (TimeoutError, ConnectionAbortedError) as exc:
@@ -206,6 +209,6 @@ def probe_all(
     then: Callable[[RawProbe], R] | None = None,
 ) -> list[R]:
     """Sync entry point of :func:`probe_many`."""
-    return run_sync(probe_many(
-        list(targets), concurrency, connect_timeout_s, handshake_timeout_s, then
-    ))
+    return run_sync(
+        probe_many(list(targets), concurrency, connect_timeout_s, handshake_timeout_s, then)
+    )

@@ -9,8 +9,12 @@ from labops.tls.report import EndpointResult
 
 _LEVELS = {
     "critical": {CertStatus.CRITICAL, CertStatus.EXPIRED},
-    "warning": {CertStatus.CRITICAL, CertStatus.EXPIRED, CertStatus.WARNING,
-                CertStatus.RENEWAL_OVERDUE},
+    "warning": {
+        CertStatus.CRITICAL,
+        CertStatus.EXPIRED,
+        CertStatus.WARNING,
+        CertStatus.RENEWAL_OVERDUE,
+    },
 }
 
 
@@ -23,6 +27,7 @@ def renewal_candidates(
     """
     levels = _LEVELS[only_when]
     return [
-        r for r in results
+        r
+        for r in results
         if r.target.kind == "node" and r.target.node in acme_nodes and r.status in levels
     ]

@@ -73,18 +73,20 @@ class CertificateReport(OperationReport):
         for e in self.by_expiry():
             leaf = e.leaf
             c = e.classification
-            rows.append({
-                "target": e.target.label,
-                "status": e.status.value,
-                # ok / warning / critical: what the security digest ranks rows by.
-                "severity": e.status.severity.value,
-                "expires": f"{c.expires:%Y-%m-%d %H:%M}" if c.expires else "",
-                "left": human_duration(c.seconds_left) if c.seconds_left is not None else "",
-                "reason": e.reason,
-                "issuer": leaf.issuer if leaf else "",
-                "key": f"{leaf.key_type} {leaf.key_bits}" if leaf else "",
-                "sources": ", ".join(e.target.sources),
-            })
+            rows.append(
+                {
+                    "target": e.target.label,
+                    "status": e.status.value,
+                    # ok / warning / critical: what the security digest ranks rows by.
+                    "severity": e.status.severity.value,
+                    "expires": f"{c.expires:%Y-%m-%d %H:%M}" if c.expires else "",
+                    "left": human_duration(c.seconds_left) if c.seconds_left is not None else "",
+                    "reason": e.reason,
+                    "issuer": leaf.issuer if leaf else "",
+                    "key": f"{leaf.key_type} {leaf.key_bits}" if leaf else "",
+                    "sources": ", ".join(e.target.sources),
+                }
+            )
         return rows
 
     def markdown(self) -> str:
@@ -120,25 +122,33 @@ class CertificateReport(OperationReport):
         out: list[Metric] = []
         for e in self.endpoints:
             labels = {"target": e.target.label, "name": e.target.name, "kind": e.target.kind}
-            out.append(Metric(
-                name="labops_cert_probe_error",
-                value=1.0 if e.status is CertStatus.UNREACHABLE else 0.0, labels=labels,
-            ))
-            out.append(Metric(
-                name="labops_cert_status_rank", value=float(e.status.rank),
-                labels={**labels, "status": e.status.value},
-            ))
+            out.append(
+                Metric(
+                    name="labops_cert_probe_error",
+                    value=1.0 if e.status is CertStatus.UNREACHABLE else 0.0,
+                    labels=labels,
+                )
+            )
+            out.append(
+                Metric(
+                    name="labops_cert_status_rank",
+                    value=float(e.status.rank),
+                    labels={**labels, "status": e.status.value},
+                )
+            )
             certs = [("leaf" if i == 0 else "intermediate", c) for i, c in enumerate(e.chain)]
             if e.anchor is not None:
                 certs.append(("root", e.anchor))
             for role, cert in certs:
-                out.append(Metric(
-                    name="labops_cert_not_after_timestamp_seconds",
-                    value=cert.not_after.timestamp(),
-                    # No serial label: a renewed certificate keeps its series (24 h step-ca
-                    # certificates would otherwise start a new series every day).
-                    labels={**labels, "role": role, "subject": cert.subject},
-                ))
+                out.append(
+                    Metric(
+                        name="labops_cert_not_after_timestamp_seconds",
+                        value=cert.not_after.timestamp(),
+                        # No serial label: a renewed certificate keeps its series (24 h step-ca
+                        # certificates would otherwise start a new series every day).
+                        labels={**labels, "role": role, "subject": cert.subject},
+                    )
+                )
         return out
 
     def notification(self) -> Notification | None:
@@ -152,8 +162,9 @@ class CertificateReport(OperationReport):
             severity = Severity.WARNING
         lines = []
         for a in self.alerts:
-            change = f"{a.previous.value} -> " if a.previous and a.kind is not AlertKind.REMINDER \
-                else ""
+            change = (
+                f"{a.previous.value} -> " if a.previous and a.kind is not AlertKind.REMINDER else ""
+            )
             prefix = "still " if a.kind is AlertKind.REMINDER else ""
             lines.append(f"{a.target}: {prefix}{change}{a.status.value} ({a.reason})")
         for f in self.failures:

@@ -23,12 +23,16 @@ def merge_targets(found: Iterable[Target]) -> tuple[list[Target], int]:
             merged[t.key] = t
             continue
         dupes += 1
-        kind = min((seen.kind, t.kind), key=lambda k: _KIND_ORDER.index(k)
-                   if k in _KIND_ORDER else len(_KIND_ORDER))
-        merged[t.key] = seen.model_copy(update={
-            "sources": tuple(dict.fromkeys(seen.sources + t.sources)),
-            "group": seen.group or t.group,
-            "kind": kind,
-            "node": seen.node or t.node,
-        })
+        kind = min(
+            (seen.kind, t.kind),
+            key=lambda k: _KIND_ORDER.index(k) if k in _KIND_ORDER else len(_KIND_ORDER),
+        )
+        merged[t.key] = seen.model_copy(
+            update={
+                "sources": tuple(dict.fromkeys(seen.sources + t.sources)),
+                "group": seen.group or t.group,
+                "kind": kind,
+                "node": seen.node or t.node,
+            }
+        )
     return list(merged.values()), dupes

@@ -130,14 +130,19 @@ class FleetService(Service):
         for name, kind, guest in host_names(self.lab):
             port = self.ctx.port() if name not in no_sshd else None
             self.specs[name] = HostSpec(
-                name=name, kind=kind, port=port, vmid=guest.vmid if guest else None,
-                node=guest.node if guest else None, tags=list(guest.tags) if guest else ["node"],
+                name=name,
+                kind=kind,
+                port=port,
+                vmid=guest.vmid if guest else None,
+                node=guest.node if guest else None,
+                tags=list(guest.tags) if guest else ["node"],
             )
         client = self._load_or_create(self.client_key_file)
         self.client_public = client.convert_to_public()
         pub = self.client_key_file.with_suffix(".pub")
-        pub.write_text(self.client_public.export_public_key().decode().strip()
-                       + " labops-sandbox\n")
+        pub.write_text(
+            self.client_public.export_public_key().decode().strip() + " labops-sandbox\n"
+        )
         lines = []
         for name, spec in self.specs.items():
             if spec.port is None:
@@ -246,11 +251,18 @@ class FleetService(Service):
     async def _open_listener(self, name: str, variant: str) -> None:
         spec = self.specs[name]
         acceptor = await asyncssh.create_server(
-            lambda: _HostServer(self, name), self.ctx.host, spec.port,
+            lambda: _HostServer(self, name),
+            self.ctx.host,
+            spec.port,
             server_host_keys=[self.keys[name][variant]],
             process_factory=lambda proc: self._session(name, proc),
-            reuse_address=True, encoding="utf-8", allow_scp=False, agent_forwarding=False,
-            x11_forwarding=False, login_timeout=30, keepalive_interval=0,
+            reuse_address=True,
+            encoding="utf-8",
+            allow_scp=False,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            login_timeout=30,
+            keepalive_interval=0,
             server_version="OpenSSH_9.2p1",
         )
         self._servers[name] = (acceptor, variant)
@@ -395,16 +407,26 @@ class FleetService(Service):
             entry["tags"] = list(spec.tags)
             hosts.append(entry)
         return {
-            "systems": {"ssh": {"user": "root", "key_file": str(self.client_key_file),
-                                "known_hosts": str(self.known_hosts_file)}},
+            "systems": {
+                "ssh": {
+                    "user": "root",
+                    "key_file": str(self.client_key_file),
+                    "known_hosts": str(self.known_hosts_file),
+                }
+            },
             "inventory": {"hosts": hosts},
         }
 
     def control(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         handler = {
-            "set_faults": self._c_set_faults, "clear_faults": self._c_clear_faults,
-            "set_pending": self._c_set_pending, "state": self._c_state, "reset": self._c_reset,
-            "hosts": self._c_hosts, "patch_state": self._c_patch_state, "reboot": self._c_reboot,
+            "set_faults": self._c_set_faults,
+            "clear_faults": self._c_clear_faults,
+            "set_pending": self._c_set_pending,
+            "state": self._c_state,
+            "reset": self._c_reset,
+            "hosts": self._c_hosts,
+            "patch_state": self._c_patch_state,
+            "reboot": self._c_reboot,
         }.get(action)
         if handler is None:
             raise KeyError(action)
@@ -475,8 +497,11 @@ class FleetService(Service):
                 if name not in st.packages or item.get("from"):
                     st.packages[name] = [old, arch, item.get("description", name)]
                 st.pending[name] = {
-                    "version": item.get("version") or old + "+1", "arch": arch, "suites": suites,
-                    "security": security, "pve": bool(item.get("pve", False)),
+                    "version": item.get("version") or old + "+1",
+                    "arch": arch,
+                    "suites": suites,
+                    "security": security,
+                    "pve": bool(item.get("pve", False)),
                     "pulls": item.get("pulls", []),
                 }
             if "held" in payload:
@@ -499,18 +524,28 @@ class FleetService(Service):
         with self.lab.lock:
             for _name, kind, guest in host_names(self.lab):
                 if _name in names:
-                    self.lab.hosts[_name] = new_host_state(self.lab, _name, kind, guest,
-                                                           _name in no_sshd,
-                                                           _is_eol(self.lab, _name))
+                    self.lab.hosts[_name] = new_host_state(
+                        self.lab, _name, kind, guest, _name in no_sshd, _is_eol(self.lab, _name)
+                    )
         if not payload.get("keep_faults"):
             _reset_in_place(self.faults())
             self._applied_locks.clear()
         return {"reset": len(names)}
 
     def _c_hosts(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return {"hosts": [
-            {"name": s.name, "kind": s.kind, "port": s.port, "vmid": s.vmid, "node": s.node,
-             "listening": s.name in self._servers} for s in self.specs.values()]}
+        return {
+            "hosts": [
+                {
+                    "name": s.name,
+                    "kind": s.kind,
+                    "port": s.port,
+                    "vmid": s.vmid,
+                    "node": s.node,
+                    "listening": s.name in self._servers,
+                }
+                for s in self.specs.values()
+            ]
+        }
 
     def _c_patch_state(self, payload: dict[str, Any]) -> dict[str, Any]:
         st = self._host(payload)
@@ -546,5 +581,8 @@ def _reset_in_place(faults: Faults) -> None:
     default = Faults()
     faults.error_rate, faults.reset_rate = default.error_rate, default.reset_rate
     faults.latency_ms, faults.stall_rate, faults.stall_s = (
-        default.latency_ms, default.stall_rate, default.stall_s)
+        default.latency_ms,
+        default.stall_rate,
+        default.stall_s,
+    )
     faults.extra.clear()

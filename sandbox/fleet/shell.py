@@ -125,8 +125,8 @@ def lex(src: str, variables: dict[str, str]) -> list[tuple[str, str, int]]:
         if j + 1 < n and src[j + 1] == "{":
             end = src.find("}", j + 2)
             if end > 0:
-                return f"\x00{src[j + 2:end]}\x00", end + 1
-        m = re.match(r"[A-Za-z_][A-Za-z0-9_]*|\?", src[j + 1:])
+                return f"\x00{src[j + 2 : end]}\x00", end + 1
+        m = re.match(r"[A-Za-z_][A-Za-z0-9_]*|\?", src[j + 1 :])
         if m:
             return f"\x00{m.group(0)}\x00", j + 1 + len(m.group(0))
         return "$", j + 1
@@ -146,7 +146,7 @@ def lex(src: str, variables: dict[str, str]) -> list[tuple[str, str, int]]:
             end = src.find("'", i + 1)
             if end < 0:
                 raise ParseError("Unterminated quoted string")
-            word.append(src[i + 1:end])
+            word.append(src[i + 1 : end])
             in_word = True
             i = end + 1
             continue
@@ -180,7 +180,7 @@ def lex(src: str, variables: dict[str, str]) -> list[tuple[str, str, int]]:
             flush()
             i += 1
             continue
-        if c in "<>" or (c == "&" and src[i + 1:i + 2] == ">"):
+        if c in "<>" or (c == "&" and src[i + 1 : i + 2] == ">"):
             fd = ""
             if in_word and "".join(word).isdigit() and len(word) == 1:
                 fd = word[0]
@@ -190,10 +190,10 @@ def lex(src: str, variables: dict[str, str]) -> list[tuple[str, str, int]]:
             op = src[j]
             if c == "&":
                 op, j = "&>", j + 1
-            if src[j + 1:j + 2] == ">" and op == ">":
+            if src[j + 1 : j + 2] == ">" and op == ">":
                 op, j = ">>", j + 1
             j += 1
-            if src[j:j + 1] == "&" and op in (">", "<"):
+            if src[j : j + 1] == "&" and op in (">", "<"):
                 m = re.match(r"&(\d|-)", src[j:])
                 if m:
                     toks.append(("r", f"{fd}{op}&{m.group(1)}", line))
@@ -290,37 +290,98 @@ def tool(*names: str) -> Callable[[Handler], Handler]:
         for n in names:
             TOOLS[n] = fn
         return fn
+
     return deco
 
 
 # Where each tool lives, for `command -v` and absolute-path calls; per OS family.
 _DEBIAN_PATHS = {
-    "apt": "/usr/bin/apt", "apt-get": "/usr/bin/apt-get", "apt-mark": "/usr/bin/apt-mark",
-    "apt-cache": "/usr/bin/apt-cache", "dpkg": "/usr/bin/dpkg", "dpkg-query": "/usr/bin/dpkg-query",
-    "systemctl": "/usr/bin/systemctl", "sudo": "/usr/bin/sudo", "bash": "/usr/bin/bash",
-    "sh": "/usr/bin/sh", "cat": "/usr/bin/cat", "hostname": "/usr/bin/hostname",
-    "uname": "/usr/bin/uname", "sleep": "/usr/bin/sleep", "id": "/usr/bin/id",
-    "whoami": "/usr/bin/whoami", "grep": "/usr/bin/grep", "head": "/usr/bin/head",
-    "tail": "/usr/bin/tail", "wc": "/usr/bin/wc", "sort": "/usr/bin/sort", "date": "/usr/bin/date",
-    "uptime": "/usr/bin/uptime", "env": "/usr/bin/env", "timeout": "/usr/bin/timeout",
-    "nice": "/usr/bin/nice", "ionice": "/usr/bin/ionice", "nohup": "/usr/bin/nohup",
-    "reboot": "/usr/sbin/reboot", "shutdown": "/usr/sbin/shutdown", "test": "/usr/bin/test",
-    "[": "/usr/bin/[", "true": "/usr/bin/true", "false": "/usr/bin/false",
-    "echo": "/usr/bin/echo", "printf": "/usr/bin/printf", "nproc": "/usr/bin/nproc",
+    "apt": "/usr/bin/apt",
+    "apt-get": "/usr/bin/apt-get",
+    "apt-mark": "/usr/bin/apt-mark",
+    "apt-cache": "/usr/bin/apt-cache",
+    "dpkg": "/usr/bin/dpkg",
+    "dpkg-query": "/usr/bin/dpkg-query",
+    "systemctl": "/usr/bin/systemctl",
+    "sudo": "/usr/bin/sudo",
+    "bash": "/usr/bin/bash",
+    "sh": "/usr/bin/sh",
+    "cat": "/usr/bin/cat",
+    "hostname": "/usr/bin/hostname",
+    "uname": "/usr/bin/uname",
+    "sleep": "/usr/bin/sleep",
+    "id": "/usr/bin/id",
+    "whoami": "/usr/bin/whoami",
+    "grep": "/usr/bin/grep",
+    "head": "/usr/bin/head",
+    "tail": "/usr/bin/tail",
+    "wc": "/usr/bin/wc",
+    "sort": "/usr/bin/sort",
+    "date": "/usr/bin/date",
+    "uptime": "/usr/bin/uptime",
+    "env": "/usr/bin/env",
+    "timeout": "/usr/bin/timeout",
+    "nice": "/usr/bin/nice",
+    "ionice": "/usr/bin/ionice",
+    "nohup": "/usr/bin/nohup",
+    "reboot": "/usr/sbin/reboot",
+    "shutdown": "/usr/sbin/shutdown",
+    "test": "/usr/bin/test",
+    "[": "/usr/bin/[",
+    "true": "/usr/bin/true",
+    "false": "/usr/bin/false",
+    "echo": "/usr/bin/echo",
+    "printf": "/usr/bin/printf",
+    "nproc": "/usr/bin/nproc",
 }
 _ALPINE_PATHS = {
-    "apk": "/sbin/apk", "rc-service": "/sbin/rc-service", "sh": "/bin/sh", "ash": "/bin/ash",
-    "cat": "/bin/cat", "hostname": "/bin/hostname", "uname": "/bin/uname", "sleep": "/bin/sleep",
-    "id": "/usr/bin/id", "whoami": "/usr/bin/whoami", "grep": "/bin/grep", "head": "/usr/bin/head",
-    "tail": "/usr/bin/tail", "wc": "/usr/bin/wc", "sort": "/usr/bin/sort", "date": "/bin/date",
-    "uptime": "/usr/bin/uptime", "env": "/usr/bin/env", "timeout": "/usr/bin/timeout",
-    "nice": "/bin/nice", "nohup": "/usr/bin/nohup", "reboot": "/sbin/reboot",
+    "apk": "/sbin/apk",
+    "rc-service": "/sbin/rc-service",
+    "sh": "/bin/sh",
+    "ash": "/bin/ash",
+    "cat": "/bin/cat",
+    "hostname": "/bin/hostname",
+    "uname": "/bin/uname",
+    "sleep": "/bin/sleep",
+    "id": "/usr/bin/id",
+    "whoami": "/usr/bin/whoami",
+    "grep": "/bin/grep",
+    "head": "/usr/bin/head",
+    "tail": "/usr/bin/tail",
+    "wc": "/usr/bin/wc",
+    "sort": "/usr/bin/sort",
+    "date": "/bin/date",
+    "uptime": "/usr/bin/uptime",
+    "env": "/usr/bin/env",
+    "timeout": "/usr/bin/timeout",
+    "nice": "/bin/nice",
+    "nohup": "/usr/bin/nohup",
+    "reboot": "/sbin/reboot",
     "test": "/usr/bin/test",
-    "[": "/usr/bin/[", "true": "/bin/true", "false": "/bin/false", "echo": "/bin/echo",
-    "printf": "/usr/bin/printf", "nproc": "/usr/bin/nproc",
+    "[": "/usr/bin/[",
+    "true": "/bin/true",
+    "false": "/bin/false",
+    "echo": "/bin/echo",
+    "printf": "/usr/bin/printf",
+    "nproc": "/usr/bin/nproc",
 }
-BUILTINS = {"echo", "printf", "true", "false", ":", "test", "[", "exit", "export", "cd", "command",
-            "set", "type", "unset", "exec"}
+BUILTINS = {
+    "echo",
+    "printf",
+    "true",
+    "false",
+    ":",
+    "test",
+    "[",
+    "exit",
+    "export",
+    "cd",
+    "command",
+    "set",
+    "type",
+    "unset",
+    "exec",
+}
 
 
 def tool_paths(st: HostState) -> dict[str, str]:
@@ -347,9 +408,14 @@ class Shell:
         self.host = host
         st = self.state
         self.dialect = dialect or ("ash" if st.family == "alpine" else "bash")
-        self.vars: dict[str, str] = {"HOME": "/root", "USER": "root", "LOGNAME": "root",
-                                     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
-                                             ":/sbin:/bin", "SHELL": "/bin/bash", "?": "0"}
+        self.vars: dict[str, str] = {
+            "HOME": "/root",
+            "USER": "root",
+            "LOGNAME": "root",
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "SHELL": "/bin/bash",
+            "?": "0",
+        }
         self.env: dict[str, str] = {}
 
     @property
@@ -372,7 +438,8 @@ class Shell:
             items = parse(src, self.vars)
         except ParseError as exc:
             prefix = {"bash": "bash: -c: line 1", "dash": "sh: 1", "ash": "sh"}.get(
-                self.dialect, "sh")
+                self.dialect, "sh"
+            )
             io.err.write(f"{prefix}: {exc}\n")
             return 2
         status = 0
@@ -405,9 +472,12 @@ class Shell:
 
     async def run_cmd(self, cmd: Cmd, io: Io) -> int:
         out, err, stdin = io.out, io.err, io.stdin
-        cmd = Cmd([self.expand(a) for a in cmd.argv],
-                  {k: self.expand(v) for k, v in cmd.assigns.items()},
-                  [(fd, op, self.expand(t)) for fd, op, t in cmd.redirs], cmd.line)
+        cmd = Cmd(
+            [self.expand(a) for a in cmd.argv],
+            {k: self.expand(v) for k, v in cmd.assigns.items()},
+            [(fd, op, self.expand(t)) for fd, op, t in cmd.redirs],
+            cmd.line,
+        )
         st = self.state
         for fd, op, target in cmd.redirs:
             if op == "<":
@@ -423,8 +493,11 @@ class Shell:
                 elif fd == 1 and target == "2":
                     out = err
                 continue
-            sink: Sink = NullSink() if target == "/dev/null" else _FileSink(
-                st.files, target, append=op == ">>")
+            sink: Sink = (
+                NullSink()
+                if target == "/dev/null"
+                else _FileSink(st.files, target, append=op == ">>")
+            )
             if op == "&>":
                 out = err = sink
             elif fd == 2:
@@ -465,8 +538,11 @@ class Shell:
                     if v or k:
                         self.env[k] = v
                 if not rest:
-                    io.out.write("".join(f"{k}={v}\n" for k, v in {**self.vars, **self.env}.items()
-                                         if k != "?"))
+                    io.out.write(
+                        "".join(
+                            f"{k}={v}\n" for k, v in {**self.vars, **self.env}.items() if k != "?"
+                        )
+                    )
                     return 0
                 argv = rest
                 continue
@@ -486,8 +562,12 @@ class Shell:
         paths = tool_paths(self.state)
         if "/" in name:
             by_path = {p: n for n, p in paths.items()}
-            by_path.update({p.replace("/usr/bin/", "/bin/").replace("/usr/sbin/", "/sbin/"): n
-                            for n, p in paths.items()})
+            by_path.update(
+                {
+                    p.replace("/usr/bin/", "/bin/").replace("/usr/sbin/", "/sbin/"): n
+                    for n, p in paths.items()
+                }
+            )
             tool_name = by_path.get(name, "")
             if not tool_name:
                 return self._not_found(name, io, line, is_path=True)
@@ -498,13 +578,16 @@ class Shell:
 
     def _err_prefix(self, line: int) -> str:
         return {"bash": f"bash: line {line}: ", "dash": f"sh: {line}: ", "ash": "sh: "}.get(
-            self.dialect, "")
+            self.dialect, ""
+        )
 
     def _not_found(self, name: str, io: Io, line: int, is_path: bool) -> int:
         if self.dialect == "lxc":
-            io.err.write(f"lxc-attach: {self.state.vmid}: ../src/lxc/attach.c: "
-                         f"lxc_attach_run_command: 1841 No such file or directory - "
-                         f'Failed to exec "{name}"\n')
+            io.err.write(
+                f"lxc-attach: {self.state.vmid}: ../src/lxc/attach.c: "
+                f"lxc_attach_run_command: 1841 No such file or directory - "
+                f'Failed to exec "{name}"\n'
+            )
             return 255
         if self.dialect == "bash":
             msg = "No such file or directory" if is_path else "command not found"

@@ -29,9 +29,15 @@ DATA = Path(__file__).parent / "data"
 
 # Main service of a container, from its name; everything else runs a unit named like the guest.
 _SERVICE_OF = {
-    "postgres": "postgresql", "grafana": "grafana-server", "dns-primary": "dns",
-    "dns-secondary": "dns", "pbs": "proxmox-backup-proxy", "mqtt": "mosquitto",
-    "redis": "redis-server", "homeassistant": "home-assistant", "wazuh": "wazuh-manager",
+    "postgres": "postgresql",
+    "grafana": "grafana-server",
+    "dns-primary": "dns",
+    "dns-secondary": "dns",
+    "pbs": "proxmox-backup-proxy",
+    "mqtt": "mosquitto",
+    "redis": "redis-server",
+    "homeassistant": "home-assistant",
+    "wazuh": "wazuh-manager",
 }
 NODE_SERVICES = ["pveproxy", "pvedaemon", "pvestatd", "pve-cluster", "corosync", "ssh", "cron"]
 
@@ -100,16 +106,25 @@ def host_names(lab: Lab) -> list[tuple[str, str, Guest | None]]:
 
 def no_sshd_names(lab: Lab) -> set[str]:
     """Containers without sshd (every 7th container; never PBS), reached only via `pct exec`."""
-    cts = [g for g in sorted(lab.guests, key=lambda g: g.vmid)
-           if g.type == "lxc" and not g.template and g.name != "pbs"]
+    cts = [
+        g
+        for g in sorted(lab.guests, key=lambda g: g.vmid)
+        if g.type == "lxc" and not g.template and g.name != "pbs"
+    ]
     return {g.name for i, g in enumerate(cts) if i % 7 == 6}
 
 
 def eol_name(lab: Lab) -> str | None:
     """The one container left on an end-of-life release (Debian 10 buster)."""
-    cands = [g for g in sorted(lab.guests, key=lambda g: g.vmid)
-             if g.type == "lxc" and not g.template and g.os == "debian12" and g.name != "pbs"
-             and g.status == "running"]
+    cands = [
+        g
+        for g in sorted(lab.guests, key=lambda g: g.vmid)
+        if g.type == "lxc"
+        and not g.template
+        and g.os == "debian12"
+        and g.name != "pbs"
+        and g.status == "running"
+    ]
     return cands[len(cands) // 2].name if cands else None
 
 
@@ -120,12 +135,14 @@ def seed_hosts(lab: Lab) -> None:
     with lab.lock:
         for name, kind, guest in host_names(lab):
             if name not in lab.hosts:
-                lab.hosts[name] = new_host_state(lab, name, kind, guest, name in no_sshd,
-                                                 name == eol)
+                lab.hosts[name] = new_host_state(
+                    lab, name, kind, guest, name in no_sshd, name == eol
+                )
 
 
-def new_host_state(lab: Lab, name: str, kind: str, guest: Guest | None, no_sshd: bool = False,
-                   eol: bool = False) -> HostState:
+def new_host_state(
+    lab: Lab, name: str, kind: str, guest: Guest | None, no_sshd: bool = False, eol: bool = False
+) -> HostState:
     # One RNG per host, from the lab seed and the name: adding a host changes no other host.
     rng = random.Random(f"{lab.seed}:{name}")
     if kind == "node":
@@ -134,9 +151,15 @@ def new_host_state(lab: Lab, name: str, kind: str, guest: Guest | None, no_sshd:
         assert guest is not None
         os_name = "debian10" if eol else guest.os
     st = HostState(
-        name=name, kind=kind, os=os_name, vmid=guest.vmid if guest else None,
-        node=guest.node if guest else None, sshd=not no_sshd, eol=eol,
-        lock_pid=rng.randint(900, 32000), boot_id=str(uuid.UUID(int=rng.getrandbits(128))),
+        name=name,
+        kind=kind,
+        os=os_name,
+        vmid=guest.vmid if guest else None,
+        node=guest.node if guest else None,
+        sshd=not no_sshd,
+        eol=eol,
+        lock_pid=rng.randint(900, 32000),
+        boot_id=str(uuid.UUID(int=rng.getrandbits(128))),
         booted_at=time.time() - rng.randint(3600, 40 * 86400),
         db_files=rng.randint(14000, 60000) if kind == "container" else rng.randint(70000, 90000),
     )
@@ -157,8 +180,11 @@ def new_host_state(lab: Lab, name: str, kind: str, guest: Guest | None, no_sshd:
         st.needrestart = True
         if "proxmox-kernel-6.14" not in st.pending:
             # Up-to-date meta package: the new kernel is installed; some nodes not rebooted yet.
-            st.packages[PVE_NEW_KERNEL.name] = [PVE_NEW_KERNEL.new or "", "amd64",
-                                                PVE_NEW_KERNEL.description]
+            st.packages[PVE_NEW_KERNEL.name] = [
+                PVE_NEW_KERNEL.new or "",
+                "amd64",
+                PVE_NEW_KERNEL.description,
+            ]
             st.kernels.append(PVE_KERNEL_NEW)
             if rng.random() < 0.5:
                 st.reboot_required = True
@@ -171,7 +197,7 @@ def new_host_state(lab: Lab, name: str, kind: str, guest: Guest | None, no_sshd:
         assert guest is not None
         base = guest.name.rsplit("-", 1)[0] if guest.name[-1].isdigit() else guest.name
         st.main_service = _SERVICE_OF.get(base, base)
-        units = ([st.main_service, "cron"] + (["ssh"] if st.sshd else []))
+        units = [st.main_service, "cron"] + (["ssh"] if st.sshd else [])
         if st.family == "debian":
             st.services = {f"{u}.service": "active" for u in units}
             st.needrestart = os_name == "ubuntu2404" or (rng.random() < 0.75 and not eol)
@@ -207,6 +233,10 @@ def pending_entry(os_name: str, e: CatalogEntry) -> dict[str, Any]:
         n = PVE_NEW_KERNEL
         pulls.append([n.name, n.new or "", n.arch, n.description])
     return {
-        "version": e.new, "arch": e.arch, "suites": suites or ["stable"],
-        "security": e.kind in ("sec", "sec2"), "pve": e.kind in ("pve", "kern"), "pulls": pulls,
+        "version": e.new,
+        "arch": e.arch,
+        "suites": suites or ["stable"],
+        "security": e.kind in ("sec", "sec2"),
+        "pve": e.kind in ("pve", "kern"),
+        "pulls": pulls,
     }

@@ -32,11 +32,22 @@ NEW_APT = ("debian13", "ubuntu2404")  # apt >= 2.7 adds the "N: Be aware..." loc
 _APT_WARNING = (
     "\nWARNING: apt does not have a stable CLI interface. Use with caution in scripts.\n\n"
 )
-_RESTART_LIBS = {"libc6", "libssl3", "libssl3t64", "openssl", "libcurl4", "libcurl4t64",
-                 "libsystemd0", "libexpat1", "musl", "libcrypto3"}
+_RESTART_LIBS = {
+    "libc6",
+    "libssl3",
+    "libssl3t64",
+    "openssl",
+    "libcurl4",
+    "libcurl4t64",
+    "libsystemd0",
+    "libexpat1",
+    "musl",
+    "libcrypto3",
+}
 
 
 # ------------------------------------------------------------------------------------- helpers
+
 
 def fault(sh: Shell, key: str) -> Any:
     """This host's entry of a fault: the dict value, True for list membership, else None."""
@@ -88,7 +99,7 @@ def virtual_file(sh: Shell, path: str) -> str | None:
     st = sh.state
     path = re.sub(r"/+", "/", path)
     if path.startswith("/var/run/"):
-        path = "/run/" + path[len("/var/run/"):]
+        path = "/run/" + path[len("/var/run/") :]
     if path in st.files:
         return st.files[path]
     if path in ("/etc/os-release", "/usr/lib/os-release"):
@@ -120,25 +131,45 @@ def virtual_file(sh: Shell, path: str) -> str | None:
     return None
 
 
-_DIRS = {"/", "/etc", "/run", "/tmp", "/root", "/var", "/var/lib", "/var/lib/dpkg", "/proc", "/usr",
-         "/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/lib", "/dev"}
+_DIRS = {
+    "/",
+    "/etc",
+    "/run",
+    "/tmp",
+    "/root",
+    "/var",
+    "/var/lib",
+    "/var/lib/dpkg",
+    "/proc",
+    "/usr",
+    "/usr/bin",
+    "/usr/sbin",
+    "/bin",
+    "/sbin",
+    "/usr/lib",
+    "/dev",
+}
 
 
 def path_kind(sh: Shell, path: str) -> str | None:
-    """"f" file, "d" directory, "x" executable, None missing."""
+    """ "f" file, "d" directory, "x" executable, None missing."""
     if path in _DIRS or (path == "/etc/pve" and sh.state.kind == "node"):
         return "d"
     if path == "/dev/null":
         return "c"
     if path in tool_paths(sh.state).values():
         return "x"
-    if sh.state.family == "debian" and path in ("/var/lib/dpkg/lock-frontend",
-                                                 "/var/lib/dpkg/lock", "/var/lib/apt/lists/lock"):
+    if sh.state.family == "debian" and path in (
+        "/var/lib/dpkg/lock-frontend",
+        "/var/lib/dpkg/lock",
+        "/var/lib/apt/lists/lock",
+    ):
         return "f"
     return "f" if virtual_file(sh, path) is not None else None
 
 
 # ------------------------------------------------------------------------------------ builtins
+
 
 @tool("true", ":")
 async def _true(sh: Shell, argv: list[str], io: Io) -> int:
@@ -197,8 +228,9 @@ async def _printf(sh: Shell, argv: list[str], io: Io) -> int:
 
 @tool("exit")
 async def _exit(sh: Shell, argv: list[str], io: Io) -> int:
-    raise ExitShell(int(argv[1]) if len(argv) > 1 and argv[1].isdigit() else
-                    int(sh.vars.get("?", "0")))
+    raise ExitShell(
+        int(argv[1]) if len(argv) > 1 and argv[1].isdigit() else int(sh.vars.get("?", "0"))
+    )
 
 
 @tool("export", "set", "unset", "cd")
@@ -257,20 +289,37 @@ async def _test(sh: Shell, argv: list[str], io: Io) -> int:
         op, a = args
         kind = path_kind(sh, a)
         result = {
-            "-e": kind is not None, "-f": kind in ("f", "x"), "-d": kind == "d",
-            "-x": kind in ("x", "d"), "-r": kind is not None, "-w": kind is not None,
+            "-e": kind is not None,
+            "-f": kind in ("f", "x"),
+            "-d": kind == "d",
+            "-x": kind in ("x", "d"),
+            "-r": kind is not None,
+            "-w": kind is not None,
             "-s": bool(kind == "x" or (kind == "f" and virtual_file(sh, a))),
-            "-L": False, "-n": a != "", "-z": a == "", "-c": kind == "c",
+            "-L": False,
+            "-n": a != "",
+            "-z": a == "",
+            "-c": kind == "c",
         }.get(op, False)
     elif len(args) == 3:
         a, op, b = args
         try:
-            result = {
-                "=": a == b, "==": a == b, "!=": a != b,
-            }[op] if op in ("=", "==", "!=") else {
-                "-eq": int(a) == int(b), "-ne": int(a) != int(b), "-lt": int(a) < int(b),
-                "-le": int(a) <= int(b), "-gt": int(a) > int(b), "-ge": int(a) >= int(b),
-            }[op]
+            result = (
+                {
+                    "=": a == b,
+                    "==": a == b,
+                    "!=": a != b,
+                }[op]
+                if op in ("=", "==", "!=")
+                else {
+                    "-eq": int(a) == int(b),
+                    "-ne": int(a) != int(b),
+                    "-lt": int(a) < int(b),
+                    "-le": int(a) <= int(b),
+                    "-gt": int(a) > int(b),
+                    "-ge": int(a) >= int(b),
+                }[op]
+            )
         except (KeyError, ValueError):
             io.err.write(f"test: {op}: binary operator expected\n")
             return 2
@@ -278,6 +327,7 @@ async def _test(sh: Shell, argv: list[str], io: Io) -> int:
 
 
 # ------------------------------------------------------------------------------- simple tools
+
 
 @tool("hostname")
 async def _hostname(sh: Shell, argv: list[str], io: Io) -> int:
@@ -362,8 +412,10 @@ async def _uptime(sh: Shell, argv: list[str], io: Io) -> int:
     days, rem = divmod(int(up), 86400)
     hours, mins = rem // 3600, rem % 3600 // 60
     dpart = f"{days} day{'s' if days != 1 else ''}, " if days else ""
-    io.out.write(f" {time.strftime('%H:%M:%S', time.gmtime())} up {dpart}{hours:2d}:{mins:02d},"
-                 f"  0 users,  load average: 0.08, 0.03, 0.01\n")
+    io.out.write(
+        f" {time.strftime('%H:%M:%S', time.gmtime())} up {dpart}{hours:2d}:{mins:02d},"
+        f"  0 users,  load average: 0.08, 0.03, 0.01\n"
+    )
     return 0
 
 
@@ -410,9 +462,15 @@ async def _grep(sh: Shell, argv: list[str], io: Io) -> int:
         io.err.write("Usage: grep [OPTION]... PATTERNS [FILE]...\n")
         return 2
     text = "".join(virtual_file(sh, f) or "" for f in files) if files else io.stdin
-    rx_src = re.escape(pattern) if "F" in flags else (
-        pattern if "E" in flags else pattern.replace(r"\|", "|").replace(r"\(", "(")
-        .replace(r"\)", ")"))
+    rx_src = (
+        re.escape(pattern)
+        if "F" in flags
+        else (
+            pattern
+            if "E" in flags
+            else pattern.replace(r"\|", "|").replace(r"\(", "(").replace(r"\)", ")")
+        )
+    )
     rx = re.compile(rx_src, re.I if "i" in flags else 0)
     lines = [ln for ln in text.splitlines() if bool(rx.search(ln)) != ("v" in flags)]
     if "c" in flags:
@@ -441,7 +499,7 @@ async def _headtail(sh: Shell, argv: list[str], io: Io) -> int:
     if argv[0] == "head":
         io.out.write("".join(lines[:n]))
     elif from_start:
-        io.out.write("".join(lines[max(n - 1, 0):]))
+        io.out.write("".join(lines[max(n - 1, 0) :]))
     else:
         io.out.write("".join(lines[-n:] if n else []))
     return 0
@@ -501,12 +559,14 @@ async def _sh(sh: Shell, argv: list[str], io: Io) -> int:
             break
     if script is None:
         script = io.stdin  # `sh -s` / `ssh host sh < script`
-    dialect = "ash" if sh.state.family == "alpine" else ("bash" if argv[0].endswith("bash")
-                                                         else "dash")
+    dialect = (
+        "ash" if sh.state.family == "alpine" else ("bash" if argv[0].endswith("bash") else "dash")
+    )
     return await sh.child(dialect).run_script(script, io)
 
 
 # ------------------------------------------------------------------------------------ reboot
+
 
 @tool("reboot", "shutdown")
 async def _reboot(sh: Shell, argv: list[str], io: Io) -> int:
@@ -514,13 +574,15 @@ async def _reboot(sh: Shell, argv: list[str], io: Io) -> int:
         io.err.write("shutdown: only reboots are simulated\n")
         return 1
     if argv[0] == "shutdown":
-        io.out.write(f"Broadcast message from root@{sh.host} on pts/0:\n\n"
-                     "The system will reboot now!\n\n")
+        io.out.write(
+            f"Broadcast message from root@{sh.host} on pts/0:\n\nThe system will reboot now!\n\n"
+        )
     sh.rt.request_reboot(sh.host)
     raise Rebooting()
 
 
 # ----------------------------------------------------------------------------------- systemctl
+
 
 def _unit(name: str) -> str:
     return name if "." in name else name + ".service"
@@ -549,8 +611,13 @@ async def _systemctl(sh: Shell, argv: list[str], io: Io) -> int:
     if verb == "is-failed":
         failed = any(st.services.get(u) == "failed" for u in units)
         if not quiet:
-            io.out.write("".join(("failed" if st.services.get(u) == "failed" else
-                                  st.services.get(u, "inactive")) + "\n" for u in units))
+            io.out.write(
+                "".join(
+                    ("failed" if st.services.get(u) == "failed" else st.services.get(u, "inactive"))
+                    + "\n"
+                    for u in units
+                )
+            )
         return 0 if failed else 1
     if verb == "is-system-running":
         state = "degraded" if "failed" in st.services.values() else "running"
@@ -565,9 +632,11 @@ async def _systemctl(sh: Shell, argv: list[str], io: Io) -> int:
                 status = 5
                 continue
             if broken_service(sh) == u:
-                io.err.write(f"Job for {u} failed because the control process exited with error "
-                             f'code.\nSee "systemctl status {u}" and "journalctl -xeu {u}" for '
-                             "details.\n")
+                io.err.write(
+                    f"Job for {u} failed because the control process exited with error "
+                    f'code.\nSee "systemctl status {u}" and "journalctl -xeu {u}" for '
+                    "details.\n"
+                )
                 st.services[u] = "failed"
                 status = 1
                 continue
@@ -589,8 +658,10 @@ async def _systemctl(sh: Shell, argv: list[str], io: Io) -> int:
                 status = 4
                 continue
             sub = {"active": "running", "failed": "failed", "inactive": "dead"}[unit_state]
-            io.out.write(f"● {u}\n     Loaded: loaded (/usr/lib/systemd/system/{u}; enabled; "
-                         f"preset: enabled)\n     Active: {unit_state} ({sub})\n")
+            io.out.write(
+                f"● {u}\n     Loaded: loaded (/usr/lib/systemd/system/{u}; enabled; "
+                f"preset: enabled)\n     Active: {unit_state} ({sub})\n"
+            )
             status = status or (0 if unit_state == "active" else 3)
         return status
     if verb == "list-units" or verb == "--failed":
@@ -634,6 +705,7 @@ async def _rc_service(sh: Shell, argv: list[str], io: Io) -> int:
 
 # ------------------------------------------------------------------------------ apt and friends
 
+
 def _apt_options(args: list[str]) -> tuple[list[str], set[str], dict[str, str]]:
     """Split apt-get arguments into positional words, short/long flags and -o options."""
     pos: list[str] = []
@@ -667,16 +739,20 @@ def _simulate(flags: set[str]) -> bool:
 
 def _yes(flags: set[str], opts: dict[str, str]) -> bool:
     return bool(flags & {"-y", "--yes", "--assume-yes"}) or opts.get(
-        "apt::get::assume-yes", "").lower() in ("1", "true", "yes")
+        "apt::get::assume-yes", ""
+    ).lower() in ("1", "true", "yes")
 
 
 def _lock_msgs(sh: Shell, lockfile: str) -> str:
     st = sh.state
-    msg = (f"E: Could not get lock {lockfile}. It is held by process {st.lock_pid} "
-           f"({st.lock_holder})\n")
+    msg = (
+        f"E: Could not get lock {lockfile}. It is held by process {st.lock_pid} "
+        f"({st.lock_holder})\n"
+    )
     if st.os in NEW_APT:
-        msg += ("N: Be aware that removing the lock file is not a solution and may break your "
-                "system.\n")
+        msg += (
+            "N: Be aware that removing the lock file is not a solution and may break your system.\n"
+        )
     return msg
 
 
@@ -684,8 +760,10 @@ async def acquire_dpkg_lock(sh: Shell, io: Io, opts: dict[str, str]) -> bool:
     """The frontend lock: fail at once, or wait up to DPkg::Lock::Timeout seconds (real apt)."""
     if not sh.state.lock_held():
         return True
-    unable = ("E: Unable to acquire the dpkg frontend lock (/var/lib/dpkg/lock-frontend), "
-              "is another process using it?\n")
+    unable = (
+        "E: Unable to acquire the dpkg frontend lock (/var/lib/dpkg/lock-frontend), "
+        "is another process using it?\n"
+    )
     try:
         timeout = float(opts.get("dpkg::lock::timeout", "0") or 0)
     except ValueError:
@@ -701,8 +779,10 @@ async def acquire_dpkg_lock(sh: Shell, io: Io, opts: dict[str, str]) -> bool:
             io.err.write(unable)
             return False
         st = sh.state
-        io.out.write(f"Waiting for cache lock: Could not get lock /var/lib/dpkg/lock-frontend. "
-                     f"It is held by process {st.lock_pid} ({st.lock_holder})...\n")
+        io.out.write(
+            f"Waiting for cache lock: Could not get lock /var/lib/dpkg/lock-frontend. "
+            f"It is held by process {st.lock_pid} ({st.lock_holder})...\n"
+        )
         await asyncio.sleep(min(1.0, left, max(st.lock_until - time.time(), 0.01)))
     return True
 
@@ -721,19 +801,20 @@ def _get_source(st: HostState, p: dict[str, Any]) -> tuple[str, str]:
     assert isinstance(sources, list)
     if p.get("pve"):
         return "http://mirror.lab.internal/proxmox/debian/pve", "trixie/pve-no-subscription"
-    want_sec = p.get("security") and not any(
-        s in p["suites"] for s in rel.get("regular", []))  # type: ignore[operator]
+    want_sec = p.get("security") and not any(s in p["suites"] for s in rel.get("regular", []))  # type: ignore[operator]
     for url, dist, _ in sources:
         if want_sec == dist.endswith(("-security", "/updates")) and (
-                want_sec or not dist.endswith("-backports")):
+            want_sec or not dist.endswith("-backports")
+        ):
             comp = "main"
             return url, f"{dist}/{comp}"
     url, dist, _ = sources[0]
     return url, f"{dist}/main"
 
 
-def plan_upgrade(st: HostState, dist: bool, only: list[str] | None = None
-                 ) -> tuple[list[str], list[list[str]], list[str]]:
+def plan_upgrade(
+    st: HostState, dist: bool, only: list[str] | None = None
+) -> tuple[list[str], list[list[str]], list[str]]:
     """(packages to upgrade, new packages pulled in, kept back) as apt-get would decide."""
     upgrades: list[str] = []
     new: list[list[str]] = []
@@ -757,8 +838,10 @@ async def apt_update(sh: Shell, io: Io, apt_cli: bool) -> int:
     if st.lock_held():
         # The lists lock: DPkg::Lock::Timeout does not apply to update (captured behaviour).
         io.out.write("Reading package lists...\n")
-        io.err.write(_lock_msgs(sh, "/var/lib/apt/lists/lock") +
-                     "E: Unable to lock directory /var/lib/apt/lists/\n")
+        io.err.write(
+            _lock_msgs(sh, "/var/lib/apt/lists/lock")
+            + "E: Unable to lock directory /var/lib/apt/lists/\n"
+        )
         return 100
     rel = RELEASES[st.os]
     sources = list(rel["sources"])  # type: ignore[call-overload]
@@ -779,33 +862,41 @@ async def apt_update(sh: Shell, io: Io, apt_cli: bool) -> int:
     st.files["/var/lib/apt/lists/.sandbox-updated"] = str(time.time())
     io.out.write("\n".join(lines) + "\n")
     if fetched:
-        io.out.write(f"Fetched {size_to_str(fetched * 1000)}B in 1s "
-                     f"({size_to_str(fetched * 1000 * 0.8)}B/s)\n")
+        io.out.write(
+            f"Fetched {size_to_str(fetched * 1000)}B in 1s "
+            f"({size_to_str(fetched * 1000 * 0.8)}B/s)\n"
+        )
     io.out.write("Reading package lists...\n")
     if apt_cli:
         io.err.write(_APT_WARNING)
         io.out.write("Building dependency tree...\nReading state information...\n")
         n = len(st.pending)
-        io.out.write(f"{n} package{'s' if n != 1 else ''} can be upgraded. Run 'apt list "
-                     "--upgradable' to see {0}.\n".format("them" if n != 1 else "it")
-                     if n else "All packages are up to date.\n")
+        io.out.write(
+            f"{n} package{'s' if n != 1 else ''} can be upgraded. Run 'apt list "
+            "--upgradable' to see {0}.\n".format("them" if n != 1 else "it")
+            if n
+            else "All packages are up to date.\n"
+        )
     return 0
 
 
-async def apt_upgrade(sh: Shell, io: Io, verb: str, names: list[str], flags: set[str],
-                      opts: dict[str, str]) -> int:
+async def apt_upgrade(
+    sh: Shell, io: Io, verb: str, names: list[str], flags: set[str], opts: dict[str, str]
+) -> int:
     """apt-get upgrade | dist-upgrade | full-upgrade | install --only-upgrade, real or -s."""
     simulate = _simulate(flags)
-    dist = verb in ("dist-upgrade", "full-upgrade") or (verb == "upgrade" and
-                                                        "--with-new-pkgs" in flags)
+    dist = verb in ("dist-upgrade", "full-upgrade") or (
+        verb == "upgrade" and "--with-new-pkgs" in flags
+    )
     if verb == "install" and not names:
         verb, dist = "upgrade", False
     if not simulate and not await acquire_dpkg_lock(sh, io, opts):
         return 100
     st = sh.state
     out = io.out
-    out.write("Reading package lists...\nBuilding dependency tree...\n"
-              "Reading state information...\n")
+    out.write(
+        "Reading package lists...\nBuilding dependency tree...\nReading state information...\n"
+    )
     only: list[str] | None = None
     if verb == "install":
         only = []
@@ -826,13 +917,16 @@ async def apt_upgrade(sh: Shell, io: Io, verb: str, names: list[str], flags: set
     if kept:
         out.write("The following packages have been kept back:\n" + wrap_list(kept))
     if new:
-        out.write("The following NEW packages will be installed:\n" +
-                  wrap_list([p[0] for p in new]))
+        out.write(
+            "The following NEW packages will be installed:\n" + wrap_list([p[0] for p in new])
+        )
     if upgrades:
         out.write("The following packages will be upgraded:\n" + wrap_list(upgrades))
     not_upgraded = len(st.pending) - len(upgrades)
-    out.write(f"{len(upgrades)} upgraded, {len(new)} newly installed, 0 to remove and "
-              f"{not_upgraded} not upgraded.\n")
+    out.write(
+        f"{len(upgrades)} upgraded, {len(new)} newly installed, 0 to remove and "
+        f"{not_upgraded} not upgraded.\n"
+    )
     if st.half_configured:
         out.write(f"{len(st.half_configured)} not fully installed or removed.\n")
     if simulate:
@@ -854,8 +948,10 @@ async def apt_upgrade(sh: Shell, io: Io, verb: str, names: list[str], flags: set
     total = sum(pkg_size(n) for n in upgrades) + sum(pkg_size(p[0]) * 30 for p in new)
     if upgrades or new:
         out.write(f"Need to get {size_to_str(total)}B of archives.\n")
-        out.write(f"After this operation, {size_to_str(total // 40 + 1024)}B of additional "
-                  "disk space will be used.\n")
+        out.write(
+            f"After this operation, {size_to_str(total // 40 + 1024)}B of additional "
+            "disk space will be used.\n"
+        )
     if not _yes(flags, opts):
         out.write("Do you want to continue? [Y/n] Abort.\n")
         return 1
@@ -867,29 +963,39 @@ async def apt_upgrade(sh: Shell, io: Io, verb: str, names: list[str], flags: set
         p = st.pending[name]
         url, dist_comp = _get_source(st, p)
         k += 1
-        out.write(f"Get:{k} {url} {dist_comp} amd64 {name} {p['arch']} {p['version']} "
-                  f"[{size_to_str(pkg_size(name))}B]\n")
+        out.write(
+            f"Get:{k} {url} {dist_comp} amd64 {name} {p['arch']} {p['version']} "
+            f"[{size_to_str(pkg_size(name))}B]\n"
+        )
         for pull in p.get("pulls") or []:
             if pull[0] not in st.packages:
                 k += 1
-                out.write(f"Get:{k} {url} {dist_comp} amd64 {pull[0]} {pull[2]} {pull[1]} "
-                          f"[{size_to_str(pkg_size(pull[0]) * 30)}B]\n")
+                out.write(
+                    f"Get:{k} {url} {dist_comp} amd64 {pull[0]} {pull[2]} {pull[1]} "
+                    f"[{size_to_str(pkg_size(pull[0]) * 30)}B]\n"
+                )
     if k:
         await sh.sleep(sh.scaled(0.5))
         out.write(f"Fetched {size_to_str(total)}B in 1s ({size_to_str(total * 0.9)}B/s)\n")
     steps = "".join(f"(Reading database ... {pct}%" for pct in range(5, 101, 5))
-    out.write(f"(Reading database ... {steps}(Reading database ... {st.db_files} files and "
-              "directories currently installed.)\n")
+    out.write(
+        f"(Reading database ... {steps}(Reading database ... {st.db_files} files and "
+        "directories currently installed.)\n"
+    )
     for pull in new:
-        out.write(f"Selecting previously unselected package {pull[0]}.\n"
-                  f"Preparing to unpack .../{pull[0]}_{pull[1].replace(':', '%3a')}_{pull[2]}.deb"
-                  f" ...\nUnpacking {pull[0]} ({pull[1]}) ...\n")
+        out.write(
+            f"Selecting previously unselected package {pull[0]}.\n"
+            f"Preparing to unpack .../{pull[0]}_{pull[1].replace(':', '%3a')}_{pull[2]}.deb"
+            f" ...\nUnpacking {pull[0]} ({pull[1]}) ...\n"
+        )
         await sh.sleep(per_pkg)
     for name in upgrades:
         p = st.pending[name]
         old = st.packages.get(name, ["?"])[0]
-        out.write(f"Preparing to unpack .../{name}_{p['version'].replace(':', '%3a')}_{p['arch']}"
-                  f".deb ...\nUnpacking {name} ({p['version']}) over ({old}) ...\n")
+        out.write(
+            f"Preparing to unpack .../{name}_{p['version'].replace(':', '%3a')}_{p['arch']}"
+            f".deb ...\nUnpacking {name} ({p['version']}) over ({old}) ...\n"
+        )
         await sh.sleep(per_pkg)
     failing = fault(sh, "failing_upgrade_hosts")
     fail_pkg: str | None = None
@@ -921,15 +1027,19 @@ async def apt_upgrade(sh: Shell, io: Io, verb: str, names: list[str], flags: set
         out.write(f"Setting up {name} ({ver}) ...\n")
         if name.startswith("proxmox-kernel-") and name.endswith("-signed"):
             kver = PVE_KERNEL_NEW
-            out.write("Examining /etc/kernel/postinst.d.\n"
-                      f"run-parts: executing /etc/kernel/postinst.d/initramfs-tools {kver} "
-                      f"/boot/vmlinuz-{kver}\nupdate-initramfs: Generating /boot/initrd.img-{kver}"
-                      f"\nrun-parts: executing /etc/kernel/postinst.d/proxmox-auto-removal {kver} "
-                      f"/boot/vmlinuz-{kver}\nrun-parts: executing /etc/kernel/postinst.d/"
-                      f"zz-proxmox-boot {kver} /boot/vmlinuz-{kver}\n")
+            out.write(
+                "Examining /etc/kernel/postinst.d.\n"
+                f"run-parts: executing /etc/kernel/postinst.d/initramfs-tools {kver} "
+                f"/boot/vmlinuz-{kver}\nupdate-initramfs: Generating /boot/initrd.img-{kver}"
+                f"\nrun-parts: executing /etc/kernel/postinst.d/proxmox-auto-removal {kver} "
+                f"/boot/vmlinuz-{kver}\nrun-parts: executing /etc/kernel/postinst.d/"
+                f"zz-proxmox-boot {kver} /boot/vmlinuz-{kver}\n"
+            )
         if name == fail_pkg:
-            out.write(f"dpkg: error processing package {name} (--configure):\n installed {name} "
-                      "package post-installation script subprocess returned error exit status 1\n")
+            out.write(
+                f"dpkg: error processing package {name} (--configure):\n installed {name} "
+                "package post-installation script subprocess returned error exit status 1\n"
+            )
             errors.append(name)
         elif name in st.half_configured:
             st.half_configured.remove(name)
@@ -947,8 +1057,9 @@ async def apt_upgrade(sh: Shell, io: Io, verb: str, names: list[str], flags: set
     if broken and upgrades:
         st.services[broken] = "failed"
     if errors:
-        out.write("Errors were encountered while processing:\n" +
-                  "".join(f" {e}\n" for e in errors))
+        out.write(
+            "Errors were encountered while processing:\n" + "".join(f" {e}\n" for e in errors)
+        )
         io.err.write("E: Sub-process /usr/bin/dpkg returned an error code (1)\n")
         return 100
     return 0
@@ -980,10 +1091,25 @@ def _quiet(args: list[str]) -> int:
     return level
 
 
-_KEEP_QUIET = ("Inst ", "Conf ", "Remv ", "E: ", "W: ", "dpkg: ", " ", "Preparing to unpack",
-               "Unpacking ", "Setting up ", "Selecting previously", "Processing triggers",
-               "(Reading database", "Errors were encountered", "Examining ", "run-parts:",
-               "update-initramfs:")
+_KEEP_QUIET = (
+    "Inst ",
+    "Conf ",
+    "Remv ",
+    "E: ",
+    "W: ",
+    "dpkg: ",
+    " ",
+    "Preparing to unpack",
+    "Unpacking ",
+    "Setting up ",
+    "Selecting previously",
+    "Processing triggers",
+    "(Reading database",
+    "Errors were encountered",
+    "Examining ",
+    "run-parts:",
+    "update-initramfs:",
+)
 
 
 class _QuietSink(Sink):
@@ -1008,26 +1134,34 @@ async def _apt_get(sh: Shell, argv: list[str], io: Io) -> int:
         io = Io(_QuietSink(io.out), io.err, io.stdin)
     pos, flags, opts = _apt_options(argv[1:])
     if not pos:
-        io.err.write("E: Invalid operation \n" if False else "apt 2.6.1 (amd64)\nUsage: apt-get "
-                     "[options] command\n")
+        io.err.write(
+            "E: Invalid operation \n"
+            if False
+            else "apt 2.6.1 (amd64)\nUsage: apt-get [options] command\n"
+        )
         return 1
     verb, names = pos[0], pos[1:]
     if verb == "update":
         return await apt_update(sh, io, apt_cli=False)
     if verb in ("upgrade", "dist-upgrade", "full-upgrade", "install"):
-        return await apt_upgrade(sh, io, "dist-upgrade" if verb == "full-upgrade" else verb,
-                                 names, flags, opts)
+        return await apt_upgrade(
+            sh, io, "dist-upgrade" if verb == "full-upgrade" else verb, names, flags, opts
+        )
     if verb in ("clean", "autoclean", "check"):
         if verb == "check":
-            io.out.write("Reading package lists...\nBuilding dependency tree...\n"
-                         "Reading state information...\n")
+            io.out.write(
+                "Reading package lists...\nBuilding dependency tree...\n"
+                "Reading state information...\n"
+            )
         return 0
     if verb in ("autoremove", "autopurge"):
         if not _simulate(flags) and not await acquire_dpkg_lock(sh, io, opts):
             return 100
-        io.out.write("Reading package lists...\nBuilding dependency tree...\n"
-                     f"Reading state information...\n0 upgraded, 0 newly installed, 0 to remove "
-                     f"and {len(sh.state.pending)} not upgraded.\n")
+        io.out.write(
+            "Reading package lists...\nBuilding dependency tree...\n"
+            f"Reading state information...\n0 upgraded, 0 newly installed, 0 to remove "
+            f"and {len(sh.state.pending)} not upgraded.\n"
+        )
         return 0
     io.err.write(f"E: Invalid operation {verb}\n")
     return 100
@@ -1048,8 +1182,10 @@ async def _apt(sh: Shell, argv: list[str], io: Io) -> int:
             for name in sorted(st.pending):
                 p = st.pending[name]
                 old = st.packages.get(name, ["?"])[0]
-                io.out.write(f"{name}/{','.join(p['suites'])} {p['version']} {p['arch']} "
-                             f"[upgradable from: {old}]\n")
+                io.out.write(
+                    f"{name}/{','.join(p['suites'])} {p['version']} {p['arch']} "
+                    f"[upgradable from: {old}]\n"
+                )
         else:
             regular = ",".join(RELEASES[st.os].get("regular") or ["now"])  # type: ignore[call-overload]
             for name in sorted(st.packages):
@@ -1066,8 +1202,9 @@ async def _apt(sh: Shell, argv: list[str], io: Io) -> int:
         # `apt upgrade` installs new dependencies, unlike `apt-get upgrade`.
         if verb == "upgrade":
             flags.add("--with-new-pkgs")
-        return await apt_upgrade(sh, io, "dist-upgrade" if verb == "full-upgrade" else verb,
-                                 pos[1:], flags, opts)
+        return await apt_upgrade(
+            sh, io, "dist-upgrade" if verb == "full-upgrade" else verb, pos[1:], flags, opts
+        )
     io.err.write(f"E: Invalid operation {verb}\n")
     return 100
 
@@ -1152,13 +1289,16 @@ async def _dpkg(sh: Shell, argv: list[str], io: Io) -> int:
         status = 0
         for n in args[1:]:
             if n not in st.packages:
-                io.err.write(f"dpkg-query: package '{n}' is not installed and no information is "
-                             "available\n")
+                io.err.write(
+                    f"dpkg-query: package '{n}' is not installed and no information is available\n"
+                )
                 status = 1
                 continue
             ver, arch, desc = st.packages[n]
-            io.out.write(f"Package: {n}\nStatus: {_dpkg_status(st, n)[1]}\nPriority: optional\n"
-                         f"Architecture: {arch}\nVersion: {ver}\nDescription: {desc}\n\n")
+            io.out.write(
+                f"Package: {n}\nStatus: {_dpkg_status(st, n)[1]}\nPriority: optional\n"
+                f"Architecture: {arch}\nVersion: {ver}\nDescription: {desc}\n\n"
+            )
         return status
     if args[0] == "--print-architecture":
         io.out.write("amd64\n")
@@ -1170,9 +1310,11 @@ async def _dpkg(sh: Shell, argv: list[str], io: Io) -> int:
         for name in list(st.half_configured):
             io.out.write(f"Setting up {name} ({st.packages[name][0]}) ...\n")
             if failing is not None:
-                io.out.write(f"dpkg: error processing package {name} (--configure):\n installed "
-                             f"{name} package post-installation script subprocess returned error "
-                             f"exit status 1\nErrors were encountered while processing:\n {name}\n")
+                io.out.write(
+                    f"dpkg: error processing package {name} (--configure):\n installed "
+                    f"{name} package post-installation script subprocess returned error "
+                    f"exit status 1\nErrors were encountered while processing:\n {name}\n"
+                )
                 return 1
             st.half_configured.remove(name)
         return 0
@@ -1193,11 +1335,13 @@ def _dpkg_list(sh: Shell, patterns: list[str], io: Io) -> int:
     vw = max([12] + [len(st.packages[n][0]) for n in names])
     aw = max([12] + [len(st.packages[n][1]) for n in names])
     dw = max([33] + [len(st.packages[n][2]) for n in names])
-    out = ["Desired=Unknown/Install/Remove/Purge/Hold",
-           "| Status=Not/Inst/Conf-files/Unpacked/halF-conf/Half-inst/trig-aWait/Trig-pend",
-           "|/ Err?=(none)/Reinst-required (Status,Err: uppercase=bad)",
-           f"||/ {'Name':<{nw}} {'Version':<{vw}} {'Architecture':<{aw}} Description",
-           f"+++-{'=' * nw}-{'=' * vw}-{'=' * aw}-{'=' * dw}"]
+    out = [
+        "Desired=Unknown/Install/Remove/Purge/Hold",
+        "| Status=Not/Inst/Conf-files/Unpacked/halF-conf/Half-inst/trig-aWait/Trig-pend",
+        "|/ Err?=(none)/Reinst-required (Status,Err: uppercase=bad)",
+        f"||/ {'Name':<{nw}} {'Version':<{vw}} {'Architecture':<{aw}} Description",
+        f"+++-{'=' * nw}-{'=' * vw}-{'=' * aw}-{'=' * dw}",
+    ]
     for n in names:
         ver, arch, desc = st.packages[n]
         out.append(f"{_dpkg_status(st, n)[0]}  {n:<{nw}} {ver:<{vw}} {arch:<{aw}} {desc}")
@@ -1235,9 +1379,17 @@ async def _dpkg_query(sh: Shell, argv: list[str], io: Io) -> int:
     for n in names:
         ver, arch, desc = st.packages[n]
         abbrev, status = _dpkg_status(st, n)
-        fields = {"Package": n, "binary:Package": n, "Version": ver, "Architecture": arch,
-                  "Status": status, "db:Status-Abbrev": abbrev + " ", "Description": desc,
-                  "binary:Summary": desc, "Installed-Size": str(pkg_size(n) // 300)}
+        fields = {
+            "Package": n,
+            "binary:Package": n,
+            "Version": ver,
+            "Architecture": arch,
+            "Status": status,
+            "db:Status-Abbrev": abbrev + " ",
+            "Description": desc,
+            "binary:Summary": desc,
+            "Installed-Size": str(pkg_size(n) // 300),
+        }
 
         def sub(m: re.Match[str], fields: dict[str, str] = fields) -> str:
             val = fields.get(m.group(1), "")
@@ -1254,12 +1406,14 @@ async def _dpkg_query(sh: Shell, argv: list[str], io: Io) -> int:
 
 # ------------------------------------------------------------------------- needrestart, apt-check
 
+
 @tool("needrestart")
 async def _needrestart(sh: Shell, argv: list[str], io: Io) -> int:
     st = sh.state
     ver = RELEASES[st.os].get("needrestart") or "3.6"
-    batch = "-b" in argv or any(a.startswith("-") and not a.startswith("--") and "b" in a
-                                for a in argv[1:])
+    batch = "-b" in argv or any(
+        a.startswith("-") and not a.startswith("--") and "b" in a for a in argv[1:]
+    )
     only_kernel, only_libs = "-k" in argv, "-l" in argv
     kcur = kernel_of(sh)
     newest = max(st.kernels, key=_kver) if st.kernels else kcur
@@ -1267,9 +1421,14 @@ async def _needrestart(sh: Shell, argv: list[str], io: Io) -> int:
     if batch:
         lines = [f"NEEDRESTART-VER: {ver}"]
         if st.kind == "node" and not only_libs:  # inside containers kernel checks are skipped
-            lines += [f"NEEDRESTART-KCUR: {kcur}", f"NEEDRESTART-KEXP: {newest}",
-                      f"NEEDRESTART-KSTA: {ksta}", "NEEDRESTART-UCSTA: 1",
-                      "NEEDRESTART-UCCUR: 0x000000f8", "NEEDRESTART-UCEXP: 0x000000f8"]
+            lines += [
+                f"NEEDRESTART-KCUR: {kcur}",
+                f"NEEDRESTART-KEXP: {newest}",
+                f"NEEDRESTART-KSTA: {ksta}",
+                "NEEDRESTART-UCSTA: 1",
+                "NEEDRESTART-UCCUR: 0x000000f8",
+                "NEEDRESTART-UCEXP: 0x000000f8",
+            ]
         if not only_kernel:
             lines += [f"NEEDRESTART-SVC: {s}" for s in st.needrestart_svc]
         io.out.write("\n".join(lines) + "\n")
@@ -1280,12 +1439,16 @@ async def _needrestart(sh: Shell, argv: list[str], io: Io) -> int:
         if ksta == 1:
             io.out.write("No pending kernel upgrade.\n\n")
         else:
-            io.out.write(f"Pending kernel upgrade!\nRunning kernel version:\n  {kcur}\n"
-                         f"Diagnostics:\n  The currently running kernel version is not the "
-                         f"expected kernel version {newest}.\n\n")
+            io.out.write(
+                f"Pending kernel upgrade!\nRunning kernel version:\n  {kcur}\n"
+                f"Diagnostics:\n  The currently running kernel version is not the "
+                f"expected kernel version {newest}.\n\n"
+            )
     if st.needrestart_svc:
-        io.out.write("Services to be restarted:\n" +
-                     "".join(f" systemctl restart {s}\n" for s in st.needrestart_svc))
+        io.out.write(
+            "Services to be restarted:\n"
+            + "".join(f" systemctl restart {s}\n" for s in st.needrestart_svc)
+        )
     else:
         io.out.write("No services need to be restarted.\n")
     return 0
@@ -1315,6 +1478,7 @@ async def _apt_check(sh: Shell, argv: list[str], io: Io) -> int:
 
 # ---------------------------------------------------------------------------------------- apk
 
+
 class _NullOut(Sink):
     def write(self, text: str) -> None:
         pass
@@ -1322,8 +1486,10 @@ class _NullOut(Sink):
 
 def _apk_locked(sh: Shell, io: Io) -> bool:
     if sh.state.lock_held():
-        io.err.write("ERROR: Unable to lock database: temporary error (try again later)\n"
-                     "ERROR: Failed to open apk database: temporary error (try again later)\n")
+        io.err.write(
+            "ERROR: Unable to lock database: temporary error (try again later)\n"
+            "ERROR: Failed to open apk database: temporary error (try again later)\n"
+        )
         return True
     return False
 
@@ -1346,16 +1512,20 @@ async def _apk(sh: Shell, argv: list[str], io: Io) -> int:
         await sh.sleep(sh.scaled(1.0))
         base = "http://mirror.lab.internal/alpine/v3.20"
         if verb == "update" or "-q" not in flags:
-            io.out.write(f"fetch {base}/main/x86_64/APKINDEX.tar.gz\n"
-                         f"fetch {base}/community/x86_64/APKINDEX.tar.gz\n")
+            io.out.write(
+                f"fetch {base}/main/x86_64/APKINDEX.tar.gz\n"
+                f"fetch {base}/community/x86_64/APKINDEX.tar.gz\n"
+            )
         if verb == "update":
-            io.out.write(f"v3.20.3-184-g1ee5e7b8f6e [{base}/main]\n"
-                         f"v3.20.3-182-g58ec8fb7a2a [{base}/community]\n"
-                         "OK: 24172 distinct packages available\n")
+            io.out.write(
+                f"v3.20.3-184-g1ee5e7b8f6e [{base}/main]\n"
+                f"v3.20.3-182-g58ec8fb7a2a [{base}/community]\n"
+                "OK: 24172 distinct packages available\n"
+            )
             return 0
     if verb == "version":
         lim = None
-        rest = args[args.index("version") + 1:]
+        rest = args[args.index("version") + 1 :]
         for k, a in enumerate(rest):
             if a == "-l" and k + 1 < len(rest):
                 lim = rest[k + 1]
@@ -1379,8 +1549,10 @@ async def _apk(sh: Shell, argv: list[str], io: Io) -> int:
             if flags & {"-u", "--upgradable", "--upgradeable"}:
                 if n not in st.pending:
                     continue
-                io.out.write(f"{n}-{st.pending[n]['version']} {arch} {{{n}}} (MIT) "
-                             f"[upgradable from: {n}-{ver}]\n")
+                io.out.write(
+                    f"{n}-{st.pending[n]['version']} {arch} {{{n}}} (MIT) "
+                    f"[upgradable from: {n}-{ver}]\n"
+                )
             elif flags & {"-I", "--installed"} or True:
                 io.out.write(f"{n}-{ver} {arch} {{{n}}} (MIT) [installed]\n")
         return 0
@@ -1389,12 +1561,14 @@ async def _apk(sh: Shell, argv: list[str], io: Io) -> int:
         if not simulate and _apk_locked(sh, io):
             return 99
         wanted = set(pos[1:])  # `apk upgrade pkg...` upgrades just those
-        names = [n for n in sorted(st.pending)
-                 if n not in st.held and (not wanted or n in wanted)]  # held: pinned in world
+        names = [
+            n for n in sorted(st.pending) if n not in st.held and (not wanted or n in wanted)
+        ]  # held: pinned in world
         for k, n in enumerate(names, 1):
             p = st.pending[n]
-            io.out.write(f"({k}/{len(names)}) Upgrading {n} ({st.packages[n][0]} -> "
-                         f"{p['version']})\n")
+            io.out.write(
+                f"({k}/{len(names)}) Upgrading {n} ({st.packages[n][0]} -> {p['version']})\n"
+            )
             if not simulate:
                 await sh.sleep(sh.scaled(0.2))
                 if n == "busybox":
@@ -1409,19 +1583,25 @@ async def _apk(sh: Shell, argv: list[str], io: Io) -> int:
                 io.out.write(f"Executing busybox-{st.packages['busybox'][0]}.trigger\n")
             broken = fault(sh, "broken_after_upgrade_hosts")
             if broken is not None and names:
-                st.services[broken if isinstance(broken, str) else (st.main_service or "")] = \
+                st.services[broken if isinstance(broken, str) else (st.main_service or "")] = (
                     "crashed"
+                )
         io.out.write(f"OK: 9 MiB in {len(st.packages) + 8} packages\n")
         return 0
     if verb == "info":
-        io.out.write("".join(f"{n}-{st.packages[n][0]}\n" if "-v" in flags else n + "\n"
-                             for n in sorted(st.packages)))
+        io.out.write(
+            "".join(
+                f"{n}-{st.packages[n][0]}\n" if "-v" in flags else n + "\n"
+                for n in sorted(st.packages)
+            )
+        )
         return 0
     io.err.write(f"apk: unknown command '{verb}'\n")
     return 1
 
 
 # ------------------------------------------------------------------------ Proxmox node commands
+
 
 @tool("pveversion")
 async def _pveversion(sh: Shell, argv: list[str], io: Io) -> int:
@@ -1430,8 +1610,10 @@ async def _pveversion(sh: Shell, argv: list[str], io: Io) -> int:
     build = "3bf5476b8a4699e2" if mgr != "9.0.10" else "deb1ca707ec72a89"
     io.out.write(f"pve-manager/{mgr}/{build} (running kernel: {kernel_of(sh)})\n")
     if "-v" in argv or "--verbose" in argv:
-        io.out.write(f"proxmox-ve: {st.packages.get('proxmox-ve', ['9.0.0'])[0]} "
-                     f"(running kernel: {kernel_of(sh)})\n")
+        io.out.write(
+            f"proxmox-ve: {st.packages.get('proxmox-ve', ['9.0.0'])[0]} "
+            f"(running kernel: {kernel_of(sh)})\n"
+        )
         for n in sorted(st.packages):
             if n.startswith(("pve-", "proxmox-", "lxc-pve", "libpve-")) and n != "proxmox-ve":
                 io.out.write(f"{n}: {st.packages[n][0]}\n")
@@ -1447,8 +1629,11 @@ async def _pct(sh: Shell, argv: list[str], io: Io) -> int:
         return 255
     verb = args[0]
     if verb == "list":
-        rows = [g for g in sorted(lab.guests, key=lambda g: g.vmid)
-                if g.type == "lxc" and g.node == sh.host]
+        rows = [
+            g
+            for g in sorted(lab.guests, key=lambda g: g.vmid)
+            if g.type == "lxc" and g.node == sh.host
+        ]
         io.out.write(f"{'VMID':<10} {'Status':<10} {'Lock':<12} {'Name':<20}\n")
         for g in rows:
             io.out.write(f"{g.vmid:<10} {g.status:<10} {g.lock or '':<12} {g.name:<20}\n")
@@ -1466,8 +1651,10 @@ async def _pct(sh: Shell, argv: list[str], io: Io) -> int:
             io.out.write(f"status: {guest.status}\n")
             return 0
         if verb == "config":
-            io.out.write(f"arch: amd64\nhostname: {guest.name}\nmemory: {guest.maxmem // 2**20}\n"
-                         f"ostype: {'alpine' if guest.os.startswith('alpine') else 'debian'}\n")
+            io.out.write(
+                f"arch: amd64\nhostname: {guest.name}\nmemory: {guest.maxmem // 2**20}\n"
+                f"ostype: {'alpine' if guest.os.startswith('alpine') else 'debian'}\n"
+            )
             return 0
         if guest.status != "running" or guest.name not in lab.hosts:
             io.err.write(f"CT {vmid} not running\n")

@@ -41,12 +41,17 @@ class PbsService(Service):
         self.api = PbsApi(self)
         app = web.Application(client_max_size=4 * 1024**2)
         app.router.add_route("*", "/api2/json/{tail:.*}", self.api.handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                       shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         domain = self.ctx.lab.domain
-        cert = self.ctx.ca.issue_server_cert(["pbs", f"pbs.{domain}", "localhost"], ["127.0.0.1"],
-                                             days=730, common_name=f"pbs.{domain}")
+        cert = self.ctx.ca.issue_server_cert(
+            ["pbs", f"pbs.{domain}", "localhost"],
+            ["127.0.0.1"],
+            days=730,
+            common_name=f"pbs.{domain}",
+        )
         self.port = self.ctx.port()
         self._ssl = server_ssl_context(cert.chain_pem, cert.key_pem)
         await self.on_faults_changed()
@@ -62,8 +67,7 @@ class PbsService(Service):
             site, self._site = self._site, None
             await site.stop()
         elif not offline and self._site is None:
-            self._site = web.TCPSite(self._runner, self.ctx.host, self.port,
-                                     ssl_context=self._ssl)
+            self._site = web.TCPSite(self._runner, self.ctx.host, self.port, ssl_context=self._ssl)
             await self._site.start()
 
     async def stop(self) -> None:

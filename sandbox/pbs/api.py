@@ -48,8 +48,10 @@ def pbs_bool(value: Any, name: str) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise ApiError(400, f"parameter verification errors\n\nparameter '{name}': "
-                   f"unable to parse boolean '{value}'")
+    raise ApiError(
+        400,
+        f"parameter verification errors\n\nparameter '{name}': unable to parse boolean '{value}'",
+    )
 
 
 class Req:
@@ -72,8 +74,11 @@ class Req:
         try:
             return int(value)
         except (TypeError, ValueError):
-            raise ApiError(400, f"parameter verification errors\n\nparameter '{name}': "
-                           f"value '{value}' is not an integer") from None
+            raise ApiError(
+                400,
+                f"parameter verification errors\n\nparameter '{name}': "
+                f"value '{value}' is not an integer",
+            ) from None
 
 
 class PbsApi:
@@ -86,8 +91,9 @@ class PbsApi:
         self.tasks = TaskManager(lambda t: pbs_upid(t.type, t.id, t.authid, t.starttime))
         self._key = secrets.token_bytes(32)
         for upid, kind, wid, start, end, exitstatus, lines in self.store.history:
-            self.tasks.add_finished(upid, PBS_NODE, kind, wid, "root@pam", start, end,
-                                    exitstatus, lines)
+            self.tasks.add_finished(
+                upid, PBS_NODE, kind, wid, "root@pam", start, end, exitstatus, lines
+            )
         self._started = time.time()
 
     @property
@@ -122,10 +128,14 @@ class PbsApi:
             return web.Response(status=500)
         except ApiError as err:
             # PBS sends the bare message as the body, with a JSON content type all the same.
-            return web.Response(status=err.status, text=err.message,
-                                content_type="application/json")
-        body = {"data": result.data, **result.extra} if isinstance(result, Result) \
+            return web.Response(
+                status=err.status, text=err.message, content_type="application/json"
+            )
+        body = (
+            {"data": result.data, **result.extra}
+            if isinstance(result, Result)
             else {"data": result}
+        )
         return web.Response(text=json.dumps(body), content_type="application/json")
 
     async def _authenticate(self, request: web.Request) -> str:
@@ -137,7 +147,8 @@ class PbsApi:
                 return tokenid
         else:
             ticket = request.cookies.get("PBSAuthCookie") or request.cookies.get(
-                "__Host-PBSAuthCookie")
+                "__Host-PBSAuthCookie"
+            )
             user = self._verify_ticket(ticket) if ticket else None
             if user is not None:
                 csrf = request.headers.get("CSRFPreventionToken", "")
@@ -173,22 +184,32 @@ class PbsApi:
             ok = self._verify_ticket(password) == username
         if not ok:
             await asyncio.sleep(max(0.3, 3.0 * self.ctx.time_scale))
-            return web.Response(status=401, text="authentication failed",
-                                content_type="application/json")
+            return web.Response(
+                status=401, text="authentication failed", content_type="application/json"
+            )
         plain = f"PBS:{username}:{int(time.time()):08X}"
-        data = {"username": username, "ticket": f"{plain}::{self._sign(plain)}",
-                "CSRFPreventionToken": self._csrf(username)}
+        data = {
+            "username": username,
+            "ticket": f"{plain}::{self._sign(plain)}",
+            "CSRFPreventionToken": self._csrf(username),
+        }
         return web.json_response({"data": data})
 
     def find(self, req: Req) -> Snapshot:
         btype, bid, btime = req.get("backup-type"), req.get("backup-id"), req.int("backup-time")
         if btype is None or bid is None or btime is None:
-            raise ApiError(400, "parameter verification errors\n\nparameter 'backup-time': "
-                           "parameter is missing and it is not optional")
+            raise ApiError(
+                400,
+                "parameter verification errors\n\nparameter 'backup-time': "
+                "parameter is missing and it is not optional",
+            )
         snap = self.store.snapshots.get((str(btype), str(bid), btime))
         if snap is None:
-            raise ApiError(404, f"no such snapshot {btype}/{bid}/"
-                           f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(btime))}")
+            raise ApiError(
+                404,
+                f"no such snapshot {btype}/{bid}/"
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(btime))}",
+            )
         return snap
 
     def verify_fails(self, snap: Snapshot) -> bool:
@@ -222,8 +243,14 @@ async def version(api: PbsApi, req: Req) -> Any:
 
 @route("GET", "/admin/datastore")
 async def datastores(api: PbsApi, req: Req) -> Any:
-    return [{"store": api.store.name, "comment": "lab backups", "mount-status": "nonremovable",
-             "backend-type": "filesystem"}]
+    return [
+        {
+            "store": api.store.name,
+            "comment": "lab backups",
+            "mount-status": "nonremovable",
+            "backend-type": "filesystem",
+        }
+    ]
 
 
 @route("GET", "/admin/datastore/{store}/status")
@@ -231,9 +258,11 @@ async def ds_status(api: PbsApi, req: Req) -> Any:
     st = api.store
     out: dict[str, Any] = {"total": st.total, "used": st.used, "avail": st.total - st.used}
     if req.bool("verbose"):
-        out["gc-status"] = {k: v for k, v in st.gc.items()
-                            if k not in ("schedule", "last-run-endtime", "last-run-state",
-                                         "duration")}
+        out["gc-status"] = {
+            k: v
+            for k, v in st.gc.items()
+            if k not in ("schedule", "last-run-endtime", "last-run-state", "duration")
+        }
         out["counts"] = st.counts()
     return out
 
@@ -248,8 +277,9 @@ async def snapshots(api: PbsApi, req: Req) -> Any:
 async def snapshot_delete(api: PbsApi, req: Req) -> Any:
     snap = api.find(req)
     if snap.protected:
-        raise ApiError(400, f"cannot remove protected snapshot {snap.btype}/{snap.bid}/"
-                       f"{snap.iso()}")
+        raise ApiError(
+            400, f"cannot remove protected snapshot {snap.btype}/{snap.bid}/{snap.iso()}"
+        )
     api.store.snapshots.pop(snap.key, None)
     return None
 
@@ -262,9 +292,16 @@ async def groups(api: PbsApi, req: Req) -> Any:
     out = []
     for (btype, bid), snaps in sorted(by_group.items()):
         last = snaps[-1]
-        out.append({"backup-type": btype, "backup-id": bid, "last-backup": last.btime,
-                    "backup-count": len(snaps), "files": [f["filename"] for f in last.files],
-                    "owner": last.owner})
+        out.append(
+            {
+                "backup-type": btype,
+                "backup-id": bid,
+                "last-backup": last.btime,
+                "backup-count": len(snaps),
+                "files": [f["filename"] for f in last.files],
+                "owner": last.owner,
+            }
+        )
     return out
 
 
@@ -277,8 +314,11 @@ async def get_protected(api: PbsApi, req: Req) -> Any:
 async def set_protected(api: PbsApi, req: Req) -> Any:
     snap = api.find(req)
     if req.get("protected") is None:
-        raise ApiError(400, "parameter verification errors\n\nparameter 'protected': "
-                       "parameter is missing and it is not optional")
+        raise ApiError(
+            400,
+            "parameter verification errors\n\nparameter 'protected': "
+            "parameter is missing and it is not optional",
+        )
     snap.protected = req.bool("protected")
     return None
 
@@ -296,6 +336,7 @@ async def set_notes(api: PbsApi, req: Req) -> Any:
 
 # ---- prune ------------------------------------------------------------------------------
 
+
 def _keeps(req: Req) -> dict[str, int]:
     return {opt: req.int(opt) or 0 for opt, _ in KEEP_RULES}
 
@@ -304,14 +345,24 @@ def _keeps(req: Req) -> dict[str, int]:
 async def prune_group(api: PbsApi, req: Req) -> Any:
     btype, bid = req.get("backup-type"), req.get("backup-id")
     if btype is None or bid is None:
-        raise ApiError(400, "parameter verification errors\n\nparameter 'backup-id': "
-                       "parameter is missing and it is not optional")
+        raise ApiError(
+            400,
+            "parameter verification errors\n\nparameter 'backup-id': "
+            "parameter is missing and it is not optional",
+        )
     snaps = api.store.listing(str(btype), str(bid))
     marks = prune_marks(snaps, _keeps(req))
     dry = req.bool("dry-run")
-    result = [{"backup-type": s.btype, "backup-id": s.bid, "backup-time": s.btime,
-               "keep": marks[s.key], "protected": s.protected}
-              for s in sorted(snaps, key=lambda s: s.btime, reverse=True)]
+    result = [
+        {
+            "backup-type": s.btype,
+            "backup-id": s.bid,
+            "backup-time": s.btime,
+            "keep": marks[s.key],
+            "protected": s.protected,
+        }
+        for s in sorted(snaps, key=lambda s: s.btime, reverse=True)
+    ]
     result.reverse()
     if not dry:
         for s in snaps:
@@ -337,7 +388,7 @@ async def prune_datastore(api: PbsApi, req: Req) -> Any:
             groups.setdefault((s.btype, s.bid), []).append(s)
         for (btype, bid), snaps in sorted(groups.items()):
             marks = prune_marks(snaps, keeps)
-            task.log(f"Pruning group \"{btype}/{bid}\"")
+            task.log(f'Pruning group "{btype}/{bid}"')
             for s in sorted(snaps, key=lambda s: s.btime, reverse=True):
                 task.log(f"{'keep' if marks[s.key] else 'remove'} {btype}/{bid}/{s.iso()}")
                 if not marks[s.key] and not s.protected and not dry:
@@ -351,8 +402,13 @@ async def prune_datastore(api: PbsApi, req: Req) -> Any:
 # ---- verify -----------------------------------------------------------------------------
 
 
-async def _verify(api: PbsApi, task: Task, snaps: list[Snapshot], ignore_verified: bool,
-                  outdated_after: int | None) -> None:
+async def _verify(
+    api: PbsApi,
+    task: Task,
+    snaps: list[Snapshot],
+    ignore_verified: bool,
+    outdated_after: int | None,
+) -> None:
     failed: list[str] = []
     task.log(f"verify datastore {api.store.name}")
     for s in snaps:
@@ -369,8 +425,10 @@ async def _verify(api: PbsApi, task: Task, snaps: list[Snapshot], ignore_verifie
         for f in s.files:
             task.log(f"    check {f['filename']}")
         if api.verify_fails(s):
-            task.log(f"    can't verify chunk, load failed - store '{api.store.name}', "
-                     "unable to load chunk '6fa3c1…' - blob too small")
+            task.log(
+                f"    can't verify chunk, load failed - store '{api.store.name}', "
+                "unable to load chunk '6fa3c1…' - blob too small"
+            )
             s.verification = {"state": "failed", "upid": task.upid}
             failed.append(name)
         else:
@@ -424,15 +482,21 @@ async def verify_job_run(api: PbsApi, req: Req) -> Any:
 
     async def body(task: Task) -> int | None:
         try:
-            await _verify(api, task, api.store.listing(), bool(job["ignore-verified"]),
-                          job.get("outdated-after"))
+            await _verify(
+                api,
+                task,
+                api.store.listing(),
+                bool(job["ignore-verified"]),
+                job.get("outdated-after"),
+            )
         finally:
             job["last-run-upid"] = task.upid
             job["last-run-endtime"] = int(time.time())
         return None
 
-    t = api.tasks.spawn(PBS_NODE, "verificationjob", f"{api.store.name}:{job['id']}",
-                        req.authid, body)
+    t = api.tasks.spawn(
+        PBS_NODE, "verificationjob", f"{api.store.name}:{job['id']}", req.authid, body
+    )
     job["last-run-state"] = "OK"
 
     async def record() -> None:
@@ -469,8 +533,13 @@ async def gc_start(api: PbsApi, req: Req) -> Any:
             task.log(f"starting garbage collection on store {st.name}")
             task.log("Start GC phase1 (mark used chunks)")
             await api.sleep(3.0)
-            task.log("marked 100% (" + str(len(st.snapshots) * 2) + " of "
-                     + str(len(st.snapshots) * 2) + " index files)")
+            task.log(
+                "marked 100% ("
+                + str(len(st.snapshots) * 2)
+                + " of "
+                + str(len(st.snapshots) * 2)
+                + " index files)"
+            )
             task.log("Start GC phase2 (sweep unused chunks)")
             await api.sleep(3.0)
             if api.faults.extra.get("gc_fail"):
@@ -504,14 +573,26 @@ async def usage(api: PbsApi, req: Req) -> Any:
     history = [round(frac - 0.002 * (29 - i), 6) for i in range(30)]
     growth_per_day = 0.002
     days_left = (1 - frac) / growth_per_day
-    gc = {k: v for k, v in st.gc.items()
-          if k not in ("schedule", "last-run-endtime", "last-run-state", "duration")}
-    return [{
-        "store": st.name, "total": st.total, "used": st.used, "avail": st.total - st.used,
-        "history": history, "history-start": now - 30 * DAY, "history-delta": DAY,
-        "estimated-full-date": int(now + days_left * DAY), "gc-status": gc,
-        "mount-status": "nonremovable", "backend-type": "filesystem",
-    }]
+    gc = {
+        k: v
+        for k, v in st.gc.items()
+        if k not in ("schedule", "last-run-endtime", "last-run-state", "duration")
+    }
+    return [
+        {
+            "store": st.name,
+            "total": st.total,
+            "used": st.used,
+            "avail": st.total - st.used,
+            "history": history,
+            "history-start": now - 30 * DAY,
+            "history-delta": DAY,
+            "estimated-full-date": int(now + days_left * DAY),
+            "gc-status": gc,
+            "mount-status": "nonremovable",
+            "backend-type": "filesystem",
+        }
+    ]
 
 
 def _task(api: PbsApi, req: Req) -> Task:
@@ -529,8 +610,14 @@ async def task_status(api: PbsApi, req: Req) -> Any:
     t = _task(api, req)
     parts = t.upid.split(":")
     out: dict[str, Any] = {
-        "upid": t.upid, "node": PBS_NODE, "pid": int(parts[2], 16), "pstart": int(parts[3], 16),
-        "starttime": t.starttime, "type": t.type, "id": t.id or None, "user": t.user,
+        "upid": t.upid,
+        "node": PBS_NODE,
+        "pid": int(parts[2], 16),
+        "pstart": int(parts[3], 16),
+        "starttime": t.starttime,
+        "type": t.type,
+        "id": t.id or None,
+        "user": t.user,
         "status": t.status,
     }
     if t.tokenid:
@@ -545,9 +632,10 @@ async def task_log(api: PbsApi, req: Req) -> Any:
     t = _task(api, req)
     start = req.int("start", 0) or 0
     limit = req.int("limit", 50)
-    lines = t.lines[start:] if limit == 0 else t.lines[start:start + (limit or 50)]
-    return Result([{"n": start + i + 1, "t": line} for i, line in enumerate(lines)],
-                  {"total": len(t.lines)})
+    lines = t.lines[start:] if limit == 0 else t.lines[start : start + (limit or 50)]
+    return Result(
+        [{"n": start + i + 1, "t": line} for i, line in enumerate(lines)], {"total": len(t.lines)}
+    )
 
 
 @route("GET", "/nodes/{node}/tasks")
@@ -563,13 +651,18 @@ async def task_list(api: PbsApi, req: Req) -> Any:
             continue
         if since is not None and t.starttime < since:
             continue
-        item: dict[str, Any] = {"upid": t.upid, "node": PBS_NODE, "starttime": t.starttime,
-                                "worker_type": t.type, "worker_id": t.id or None,
-                                "user": t.authid}
+        item: dict[str, Any] = {
+            "upid": t.upid,
+            "node": PBS_NODE,
+            "starttime": t.starttime,
+            "worker_type": t.type,
+            "worker_id": t.id or None,
+            "user": t.authid,
+        }
         if t.status == "stopped":
             item["endtime"] = t.endtime
             item["status"] = t.exitstatus
         out.append(item)
     limit = req.int("limit", 50) or 50
     start = req.int("start", 0) or 0
-    return Result(out[start:start + limit], {"total": len(out)})
+    return Result(out[start : start + limit], {"total": len(out)})

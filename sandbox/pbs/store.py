@@ -79,12 +79,20 @@ class Snapshot:
 
 def snapshot_files(btype: str, data_size: int) -> list[dict[str, Any]]:
     if btype == "vm":
-        names = [("index.json.blob", 520), ("qemu-server.conf.blob", 480),
-                 ("drive-scsi0.img.fidx", data_size), ("client.log.blob", 2100)]
+        names = [
+            ("index.json.blob", 520),
+            ("qemu-server.conf.blob", 480),
+            ("drive-scsi0.img.fidx", data_size),
+            ("client.log.blob", 2100),
+        ]
     elif btype == "ct":
-        names = [("index.json.blob", 452), ("pct.conf.blob", 380),
-                 ("root.pxar.didx", data_size), ("catalog.pcat1.didx", 900_000),
-                 ("client.log.blob", 1024)]
+        names = [
+            ("index.json.blob", 452),
+            ("pct.conf.blob", 380),
+            ("root.pxar.didx", data_size),
+            ("catalog.pcat1.didx", 900_000),
+            ("client.log.blob", 1024),
+        ]
     else:
         names = [("index.json.blob", 400), ("root.pxar.didx", data_size)]
     return [{"filename": n, "size": s, "crypt-mode": "none"} for n, s in names]
@@ -112,7 +120,8 @@ class Datastore:
 
     def listing(self, btype: str | None = None, bid: str | None = None) -> list[Snapshot]:
         snaps = [
-            s for s in self.snapshots.values()
+            s
+            for s in self.snapshots.values()
             if (btype is None or s.btype == btype) and (bid is None or s.bid == bid)
         ]
         return sorted(snaps, key=lambda s: (s.btype, s.bid, s.btime))
@@ -159,10 +168,7 @@ def seed_store(lab: Lab, now: float | None = None) -> Datastore:
     night0 = int(now // DAY * DAY + 2 * 3600)
     if night0 > now:
         night0 -= DAY
-    eligible = [
-        g for g in lab.guests
-        if not g.template and "nobackup" not in g.tags
-    ]
+    eligible = [g for g in lab.guests if not g.template and "nobackup" not in g.tags]
     lxc_ids = [g.vmid for g in eligible if g.type == "lxc" and g.vmid not in (100, 150)]
     stale = sorted(rng.sample(lxc_ids, 2)) if len(lxc_ids) >= 2 else []
     recently_verified = {g.vmid for g in eligible if rng.random() < 0.45}
@@ -180,7 +186,9 @@ def seed_store(lab: Lab, now: float | None = None) -> Datastore:
                 continue
             size = int(guest.disk_used * rng.uniform(0.55, 0.7))
             snap = Snapshot(
-                btype=btype, bid=str(guest.vmid), btime=btime,
+                btype=btype,
+                bid=str(guest.vmid),
+                btime=btime,
                 files=snapshot_files(btype, size),
                 comment=f"{guest.name} ({guest.node})",
             )
@@ -207,16 +215,26 @@ def seed_store(lab: Lab, now: float | None = None) -> Datastore:
     while lab.guest(orphan_vmid) is not None:
         orphan_vmid += 1
     for night in (20, 21):
-        store.add(Snapshot(
-            btype="ct", bid=str(orphan_vmid), btime=night0 - night * DAY + 60,
-            files=snapshot_files("ct", 700 * 1024**2), comment="old-wiki (pve2)",
-            verification={"state": "ok", "upid": old_upid},
-        ))
+        store.add(
+            Snapshot(
+                btype="ct",
+                bid=str(orphan_vmid),
+                btime=night0 - night * DAY + 60,
+                files=snapshot_files("ct", 700 * 1024**2),
+                comment="old-wiki (pve2)",
+                verification={"state": "ok", "upid": old_upid},
+            )
+        )
     # A host backup, which PVE's storage view must skip.
-    store.add(Snapshot(
-        btype="host", bid="pve1", btime=night0 - DAY + 3 * 3600,
-        files=snapshot_files("host", 300 * 1024**2), owner="root@pam",
-    ))
+    store.add(
+        Snapshot(
+            btype="host",
+            bid="pve1",
+            btime=night0 - DAY + 3 * 3600,
+            files=snapshot_files("host", 300 * 1024**2),
+            owner="root@pam",
+        )
+    )
     gc_start = night0 - DAY + 3 * 3600
     gc_upid = pbs_upid("garbage_collection", "store1", "root@pam", gc_start)
     store.gc = {
@@ -237,52 +255,101 @@ def seed_store(lab: Lab, now: float | None = None) -> Datastore:
         "duration": 754,
     }
     store.seed = {
-            "stale_vmids": stale,
-            "orphan_vmid": orphan_vmid,
-            "protected": list(protected_key) if protected_key else None,
-            "failed_verification_vmid": failed_vmid,
-            "recently_verified_vmids": sorted(recently_verified),
-            "verify_job_last_run": verify_job_run,
+        "stale_vmids": stale,
+        "orphan_vmid": orphan_vmid,
+        "protected": list(protected_key) if protected_key else None,
+        "failed_verification_vmid": failed_vmid,
+        "recently_verified_vmids": sorted(recently_verified),
+        "verify_job_last_run": verify_job_run,
     }
     prune_start = night0 + 2 * 3600 - DAY
     prune_upid = pbs_upid("prunejob", "store1:p-daily", "root@pam", prune_start)
-    store.prune_jobs = [{
-        "id": "p-daily", "store": store.name, "schedule": "daily", "keep-last": 3,
-        "keep-daily": 7, "keep-weekly": 4, "keep-monthly": 6, "comment": "nightly prune",
-        "last-run-upid": prune_upid, "last-run-state": "OK",
-        "last-run-endtime": prune_start + 95, "next-run": night0 + DAY + 2 * 3600,
-    }]
-    store.history = [
-        (old_upid, "verificationjob", "store1:v-daily", verify_job_run, verify_job_run + 1800,
-         "OK", ["Starting datastore verify job 'store1:v-daily'", "verify datastore store1"]),
-        (new_upid, "verify_group", "store1:manual", yesterday_verify, yesterday_verify + 600,
-         "verification failed - please check the log for details" if failed_vmid else "OK",
-         ["verify datastore store1"]),
-        (gc_upid, "garbage_collection", "store1", gc_start, gc_start + 754, "OK",
-         ["starting garbage collection on store store1", "Start GC phase1 (mark used chunks)",
-          "Start GC phase2 (sweep unused chunks)", "Removed garbage: 3.0 GiB"]),
-        (prune_upid, "prunejob", "store1:p-daily", prune_start, prune_start + 95, "OK",
-         ["Starting datastore prune on datastore 'store1', root namespace"]),
+    store.prune_jobs = [
+        {
+            "id": "p-daily",
+            "store": store.name,
+            "schedule": "daily",
+            "keep-last": 3,
+            "keep-daily": 7,
+            "keep-weekly": 4,
+            "keep-monthly": 6,
+            "comment": "nightly prune",
+            "last-run-upid": prune_upid,
+            "last-run-state": "OK",
+            "last-run-endtime": prune_start + 95,
+            "next-run": night0 + DAY + 2 * 3600,
+        }
     ]
-    store.verify_jobs = [{
-        "id": "v-daily",
-        "store": store.name,
-        "schedule": "daily",
-        "ignore-verified": True,
-        "outdated-after": 30,
-        "comment": "nightly verification",
-        "last-run-upid": old_upid,
-        "last-run-state": "OK",
-        "last-run-endtime": verify_job_run + 1800,
-        "next-run": night0 + DAY + 2 * 3600,
-    }]
+    store.history = [
+        (
+            old_upid,
+            "verificationjob",
+            "store1:v-daily",
+            verify_job_run,
+            verify_job_run + 1800,
+            "OK",
+            ["Starting datastore verify job 'store1:v-daily'", "verify datastore store1"],
+        ),
+        (
+            new_upid,
+            "verify_group",
+            "store1:manual",
+            yesterday_verify,
+            yesterday_verify + 600,
+            "verification failed - please check the log for details" if failed_vmid else "OK",
+            ["verify datastore store1"],
+        ),
+        (
+            gc_upid,
+            "garbage_collection",
+            "store1",
+            gc_start,
+            gc_start + 754,
+            "OK",
+            [
+                "starting garbage collection on store store1",
+                "Start GC phase1 (mark used chunks)",
+                "Start GC phase2 (sweep unused chunks)",
+                "Removed garbage: 3.0 GiB",
+            ],
+        ),
+        (
+            prune_upid,
+            "prunejob",
+            "store1:p-daily",
+            prune_start,
+            prune_start + 95,
+            "OK",
+            ["Starting datastore prune on datastore 'store1', root namespace"],
+        ),
+    ]
+    store.verify_jobs = [
+        {
+            "id": "v-daily",
+            "store": store.name,
+            "schedule": "daily",
+            "ignore-verified": True,
+            "outdated-after": 30,
+            "comment": "nightly verification",
+            "last-run-upid": old_upid,
+            "last-run-state": "OK",
+            "last-run-endtime": verify_job_run + 1800,
+            "next-run": night0 + DAY + 2 * 3600,
+        }
+    ]
     return store
 
 
 # ---- prune selection (shared by PBS prune and PVE's prunebackups preview) ----
 
-KEEP_RULES = (("keep-last", None), ("keep-hourly", "%Y/%m/%d/%H"), ("keep-daily", "%Y/%m/%d"),
-          ("keep-weekly", "%G/%V"), ("keep-monthly", "%Y/%m"), ("keep-yearly", "%Y"))
+KEEP_RULES = (
+    ("keep-last", None),
+    ("keep-hourly", "%Y/%m/%d/%H"),
+    ("keep-daily", "%Y/%m/%d"),
+    ("keep-weekly", "%G/%V"),
+    ("keep-monthly", "%Y/%m"),
+    ("keep-yearly", "%Y"),
+)
 
 
 class Prunable(Protocol):

@@ -51,16 +51,21 @@ class PveService(Service):
         now = dt.datetime.now(dt.UTC)
         for node in lab.nodes:
             pve_ssl = ca.issue_server_cert(
-                node_names(node.name, lab.domain), [node.ip, "127.0.0.1"], days=730,
-                not_before=now - dt.timedelta(days=200), common_name=f"{node.name}.{lab.domain}",
+                node_names(node.name, lab.domain),
+                [node.ip, "127.0.0.1"],
+                days=730,
+                not_before=now - dt.timedelta(days=200),
+                common_name=f"{node.name}.{lab.domain}",
             )
             certs = NodeCerts(pve_ssl=pve_ssl)
             # ACME nodes carry a custom cert: pve2's is close to expiry so a cert flow flags it.
             left = {"pve1": 61, "pve2": 12}.get(node.name)
             if left is not None:
                 certs.pveproxy_ssl = ca.issue_server_cert(
-                    node_names(node.name, lab.domain), ["127.0.0.1"],
-                    not_before=now - dt.timedelta(days=90 - left), days=90,
+                    node_names(node.name, lab.domain),
+                    ["127.0.0.1"],
+                    not_before=now - dt.timedelta(days=90 - left),
+                    days=90,
                     common_name=f"{node.name}.{lab.domain}",
                 )
             self.certs[node.name] = certs
@@ -84,15 +89,21 @@ class PveService(Service):
         app = web.Application(client_max_size=4 * 1024**2)
         app.router.add_route("*", "/api2/json/{tail:.*}", self.api.handle)
         app.router.add_route("*", "/api2/json", self.api.handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                       shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         names = [n for node in lab.nodes for n in node_names(node.name, lab.domain)]
-        cluster = self.ctx.ca.issue_server_cert(sorted(set(names)), ["127.0.0.1"],
-                                                days=730, common_name=f"{lab.cluster_name}")
+        cluster = self.ctx.ca.issue_server_cert(
+            sorted(set(names)), ["127.0.0.1"], days=730, common_name=f"{lab.cluster_name}"
+        )
         self.port = self.ctx.port()
-        site = web.TCPSite(self._runner, self.ctx.host, self.port,
-                           ssl_context=server_ssl_context(cluster.chain_pem, cluster.key_pem))
+        site = web.TCPSite(
+            self._runner,
+            self.ctx.host,
+            self.port,
+            ssl_context=server_ssl_context(cluster.chain_pem, cluster.key_pem),
+        )
         await site.start()
         for node in lab.nodes:
             self.node_ports[node.name] = self.ctx.port()
@@ -110,8 +121,12 @@ class PveService(Service):
             online = self.api.node_online(node.name)
             site = self._sites.get(node.name)
             if online and site is None:
-                site = web.TCPSite(self._runner, self.ctx.host, self.node_ports[node.name],
-                                   ssl_context=self._contexts[node.name])
+                site = web.TCPSite(
+                    self._runner,
+                    self.ctx.host,
+                    self.node_ports[node.name],
+                    ssl_context=self._contexts[node.name],
+                )
                 await site.start()
                 self._sites[node.name] = site
             elif not online and site is not None:
@@ -145,8 +160,9 @@ class PveService(Service):
                     "token_id": "root@pam!labops",
                     "token_secret": self.token_ref,
                     "tls": {"ca_bundle": str(ca_bundle_path(self.ctx))},
-                    "nodes": {n: {"url": f"https://{host}:{p}"}
-                              for n, p in self.node_ports.items()},
+                    "nodes": {
+                        n: {"url": f"https://{host}:{p}"} for n, p in self.node_ports.items()
+                    },
                 },
             },
         }
@@ -182,17 +198,21 @@ class PveService(Service):
         if action == "password":
             return {"user": "root@pam", "password": self.password}
         if action == "tasks":
-            return {"tasks": [
-                {"upid": t.upid, "status": t.status, "exitstatus": t.exitstatus}
-                for t in self.api.tasks.tasks.values()
-            ]}
+            return {
+                "tasks": [
+                    {"upid": t.upid, "status": t.status, "exitstatus": t.exitstatus}
+                    for t in self.api.tasks.tasks.values()
+                ]
+            }
         if action == "expire_cert":  # {"node": "pve1", "days_left": 5}
             node = str(payload["node"])
             days_left = float(payload.get("days_left", 5))
             now = dt.datetime.now(dt.UTC)
             issued = self.ctx.ca.issue_server_cert(
-                node_names(node, lab.domain), ["127.0.0.1"],
-                not_before=now - dt.timedelta(days=90 - days_left), days=90,
+                node_names(node, lab.domain),
+                ["127.0.0.1"],
+                not_before=now - dt.timedelta(days=90 - days_left),
+                days=90,
                 common_name=f"{node}.{lab.domain}",
             )
             self.certs[node].pveproxy_ssl = issued

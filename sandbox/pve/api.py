@@ -70,9 +70,7 @@ route = router.route
 
 
 def pve_upid(t: Task) -> str:
-    return (
-        f"UPID:{t.node}:{t.pid:08X}:{t.pstart:08X}:{t.starttime:08X}:{t.type}:{t.id}:{t.authid}:"
-    )
+    return f"UPID:{t.node}:{t.pid:08X}:{t.pstart:08X}:{t.starttime:08X}:{t.type}:{t.id}:{t.authid}:"
 
 
 def _fmt_size(n: float) -> str:
@@ -155,8 +153,10 @@ class PveApi:
         """Why PBS cannot be reached (fault ``offline`` of system pbs), or None."""
         if not self.ctx.faults_for("pbs").extra.get("offline"):
             return None
-        return "error fetching datastores - 500 Can't connect to pbs.lab.internal:8007 " \
+        return (
+            "error fetching datastores - 500 Can't connect to pbs.lab.internal:8007 "
             "(Connection refused)"
+        )
 
     def warns(self, vmid: int) -> bool:
         """Fault ``warning_vmids``: the backup succeeds with a WARN: line (``WARNINGS: n``)."""
@@ -169,9 +169,7 @@ class PveApi:
             msg = failing.get(str(vmid)) or failing.get(vmid)  # type: ignore[call-overload]
             return str(msg) if msg else None
         if vmid in failing or str(vmid) in failing:
-            return (
-                "command '/usr/bin/proxmox-backup-client backup' failed: exit code 255"
-            )
+            return "command '/usr/bin/proxmox-backup-client backup' failed: exit code 255"
         return None
 
     async def sleep(self, seconds: float) -> None:
@@ -206,7 +204,9 @@ class PveApi:
         else:
             body = {"data": result}
         return web.Response(
-            text=json.dumps(body), content_type="application/json", charset="utf-8",
+            text=json.dumps(body),
+            content_type="application/json",
+            charset="utf-8",
             headers={"Server": "pve-api-daemon/3.0", "Cache-Control": "max-age=0"},
         )
 
@@ -218,13 +218,17 @@ class PveApi:
         if err.errors:
             body["errors"] = err.errors
         return web.Response(
-            status=err.status, reason=reason, text=json.dumps(body),
-            content_type="application/json", charset="utf-8",
+            status=err.status,
+            reason=reason,
+            text=json.dumps(body),
+            content_type="application/json",
+            charset="utf-8",
             headers={"Server": "pve-api-daemon/3.0"},
         )
 
-    def _validate(self, method: str, params: dict[str, str], args: dict[str, Any],
-                  template: str) -> None:
+    def _validate(
+        self, method: str, params: dict[str, str], args: dict[str, Any], template: str
+    ) -> None:
         errors = check_params(method, template, params, args)
         if "vmid" in params:
             try:
@@ -307,9 +311,13 @@ class PveApi:
         if request.method != "POST":
             raise ApiError(501, f"Method '{request.method} /access/ticket' not implemented")
         if "PVEAPIToken" in request.headers.get("Authorization", ""):
-            return self._error(ApiError(
-                403, "Permission check failed (URI '/access/ticket' not available with API "
-                "token, need proper ticket.)"))
+            return self._error(
+                ApiError(
+                    403,
+                    "Permission check failed (URI '/access/ticket' not available with API "
+                    "token, need proper ticket.)",
+                )
+            )
         args = await read_args(request)
         username = str(args.get("username") or "")
         password = str(args.get("password") or "")
@@ -327,7 +335,9 @@ class PveApi:
             return self._error(ApiError(401, "authentication failure"))
         ticket, csrf = self._make_ticket(user)
         data = {
-            "username": user, "ticket": ticket, "CSRFPreventionToken": csrf,
+            "username": user,
+            "ticket": ticket,
+            "CSRFPreventionToken": csrf,
             "clustername": self.lab.cluster_name,
             "cap": {"nodes": {"Sys.Audit": 1}, "vms": {"VM.Backup": 1}},
         }
@@ -338,8 +348,11 @@ class PveApi:
     def guest_on(self, node: str, vmid: int, kind: str) -> Guest:
         guest = self.lab.guest(vmid)
         if guest is None or guest.node != node or guest.type != kind:
-            conf = f"nodes/{node}/lxc/{vmid}.conf" if kind == "lxc" else \
-                f"nodes/{node}/qemu-server/{vmid}.conf"
+            conf = (
+                f"nodes/{node}/lxc/{vmid}.conf"
+                if kind == "lxc"
+                else f"nodes/{node}/qemu-server/{vmid}.conf"
+            )
             raise ApiError(500, f"Configuration file '{conf}' does not exist")
         return guest
 
@@ -347,11 +360,19 @@ class PveApi:
         """A guest as /nodes/{node}/lxc|qemu list it (schema fields only)."""
         st = guest_stats(guest, self.lab, now)
         item: dict[str, Any] = {
-            "vmid": guest.vmid, "status": guest.status, "name": guest.name,
-            "cpus": st["cpus"], "cpu": st["cpu"], "maxmem": guest.maxmem, "mem": st["mem"],
+            "vmid": guest.vmid,
+            "status": guest.status,
+            "name": guest.name,
+            "cpus": st["cpus"],
+            "cpu": st["cpu"],
+            "maxmem": guest.maxmem,
+            "mem": st["mem"],
             "maxdisk": guest.maxdisk,
-            "netin": st["netin"], "netout": st["netout"], "diskread": st["diskread"],
-            "diskwrite": st["diskwrite"], "uptime": st["uptime"],
+            "netin": st["netin"],
+            "netout": st["netout"],
+            "diskread": st["diskread"],
+            "diskwrite": st["diskwrite"],
+            "uptime": st["uptime"],
         }
         if guest.type == "lxc":
             item["disk"] = guest.disk_used
@@ -372,18 +393,31 @@ class PveApi:
 
     def resource_item(self, guest: Guest, now: float) -> dict[str, Any]:
         item: dict[str, Any] = {
-            "id": f"{guest.type}/{guest.vmid}", "vmid": guest.vmid, "node": guest.node,
-            "type": guest.type, "name": guest.name, "template": int(guest.template),
+            "id": f"{guest.type}/{guest.vmid}",
+            "vmid": guest.vmid,
+            "node": guest.node,
+            "type": guest.type,
+            "name": guest.name,
+            "template": int(guest.template),
         }
         if self.node_online(guest.node):
             st = guest_stats(guest, self.lab, now)
-            item.update({
-                "status": guest.status, "uptime": st["uptime"], "maxcpu": st["cpus"],
-                "cpu": st["cpu"], "maxmem": guest.maxmem, "mem": st["mem"],
-                "maxdisk": guest.maxdisk, "disk": guest.disk_used if guest.type == "lxc" else 0,
-                "netin": st["netin"], "netout": st["netout"], "diskread": st["diskread"],
-                "diskwrite": st["diskwrite"],
-            })
+            item.update(
+                {
+                    "status": guest.status,
+                    "uptime": st["uptime"],
+                    "maxcpu": st["cpus"],
+                    "cpu": st["cpu"],
+                    "maxmem": guest.maxmem,
+                    "mem": st["mem"],
+                    "maxdisk": guest.maxdisk,
+                    "disk": guest.disk_used if guest.type == "lxc" else 0,
+                    "netin": st["netin"],
+                    "netout": st["netout"],
+                    "diskread": st["diskread"],
+                    "diskwrite": st["diskwrite"],
+                }
+            )
             if guest.type == "qemu":
                 item["memhost"] = st["mem"]
         else:
@@ -402,7 +436,9 @@ class PveApi:
         mem = 2 * 1024**3 + sum(guest_stats(g, self.lab, now)["mem"] for g in used)
         return {
             "cpu": round(0.02 + 0.01 * len(used) / max(node.maxcpu, 1), 4),
-            "maxcpu": node.maxcpu, "mem": min(mem, node.maxmem), "maxmem": node.maxmem,
+            "maxcpu": node.maxcpu,
+            "mem": min(mem, node.maxmem),
+            "maxmem": node.maxmem,
             "uptime": int(now - self.lab.created) + 86400 * (3 + int(node.name[-1])),
         }
 
@@ -413,14 +449,33 @@ class PveApi:
     def storages(self, node: str) -> list[dict[str, Any]]:
         local_used = sum(v.size for v in self.local if v.node == node) + 18 * 1024**3
         return [
-            {"storage": "local", "type": "dir", "content": "backup,iso,vztmpl", "shared": 0,
-             "total": 100 * 1024**3, "used": local_used, "avail": 100 * 1024**3 - local_used},
-            {"storage": "local-lvm", "type": "lvmthin", "content": "images,rootdir",
-             "shared": 0, "total": 800 * 1024**3, "used": 310 * 1024**3,
-             "avail": 490 * 1024**3},
-            {"storage": "pbs", "type": "pbs", "content": "backup", "shared": 1,
-             "total": self.store.total, "used": self.store.used,
-             "avail": self.store.total - self.store.used},
+            {
+                "storage": "local",
+                "type": "dir",
+                "content": "backup,iso,vztmpl",
+                "shared": 0,
+                "total": 100 * 1024**3,
+                "used": local_used,
+                "avail": 100 * 1024**3 - local_used,
+            },
+            {
+                "storage": "local-lvm",
+                "type": "lvmthin",
+                "content": "images,rootdir",
+                "shared": 0,
+                "total": 800 * 1024**3,
+                "used": 310 * 1024**3,
+                "avail": 490 * 1024**3,
+            },
+            {
+                "storage": "pbs",
+                "type": "pbs",
+                "content": "backup",
+                "shared": 1,
+                "total": self.store.total,
+                "used": self.store.used,
+                "avail": self.store.total - self.store.used,
+            },
         ]
 
     def storage_conf(self, node: str, storage: str) -> dict[str, Any]:
@@ -436,8 +491,13 @@ class PveApi:
                 if v.node != node or (vmid is not None and v.vmid != vmid):
                     continue
                 item: dict[str, Any] = {
-                    "volid": v.volid, "content": "backup", "subtype": v.subtype,
-                    "format": v.format, "vmid": v.vmid, "ctime": v.ctime, "size": v.size,
+                    "volid": v.volid,
+                    "content": "backup",
+                    "subtype": v.subtype,
+                    "format": v.format,
+                    "vmid": v.vmid,
+                    "ctime": v.ctime,
+                    "size": v.size,
                 }
                 if v.notes:
                     item["notes"] = v.notes
@@ -451,9 +511,12 @@ class PveApi:
                 if vmid is not None and int(s.bid) != vmid:
                     continue
                 item = {
-                    "volid": f"pbs:backup/{s.btype}/{s.bid}/{s.iso()}", "content": "backup",
+                    "volid": f"pbs:backup/{s.btype}/{s.bid}/{s.iso()}",
+                    "content": "backup",
                     "subtype": "lxc" if s.btype == "ct" else "qemu",
-                    "format": f"pbs-{s.btype}", "vmid": int(s.bid), "ctime": s.btime,
+                    "format": f"pbs-{s.btype}",
+                    "vmid": int(s.bid),
+                    "ctime": s.btime,
                     "size": s.size or 1,
                 }
                 if s.comment:
@@ -488,15 +551,21 @@ class PveApi:
             night0 -= DAY
         for back in range(3):
             for node in self.lab.nodes:
-                vmids = [g.vmid for g in self.lab.guests if g.node == node.name
-                         and not g.template and "nobackup" not in g.tags]
+                vmids = [
+                    g.vmid
+                    for g in self.lab.guests
+                    if g.node == node.name and not g.template and "nobackup" not in g.tags
+                ]
                 if not vmids:
                     continue
                 start = night0 - back * DAY
-                t = self.tasks.new(node.name, "vzdump", "", "root@pam", starttime=start,
-                                   vmids=vmids)
-                t.log(f"INFO: starting new backup job: vzdump {' '.join(map(str, vmids))} "
-                      "--storage pbs --mode snapshot --node " + node.name)
+                t = self.tasks.new(
+                    node.name, "vzdump", "", "root@pam", starttime=start, vmids=vmids
+                )
+                t.log(
+                    f"INFO: starting new backup job: vzdump {' '.join(map(str, vmids))} "
+                    "--storage pbs --mode snapshot --node " + node.name
+                )
                 for v in vmids:
                     t.log(f"INFO: Starting Backup of VM {v} ({self.lab.guest(v).type})")  # type: ignore[union-attr]
                     t.log(f"INFO: Finished Backup of VM {v} (00:00:{10 + v % 40:02d})")
@@ -519,18 +588,44 @@ async def nodes(api: PveApi, req: Req) -> Any:
     out = []
     for n in api.lab.nodes:
         if api.node_online(n.name):
-            out.append({"node": n.name, "status": "online", **api.node_stats(n, now),
-                        "level": "", "ssl_fingerprint": api.fingerprint(n.name)})
+            out.append(
+                {
+                    "node": n.name,
+                    "status": "online",
+                    **api.node_stats(n, now),
+                    "level": "",
+                    "ssl_fingerprint": api.fingerprint(n.name),
+                }
+            )
         else:
-            out.append({"node": n.name, "status": "offline", "level": "",
-                        "ssl_fingerprint": api.fingerprint(n.name)})
+            out.append(
+                {
+                    "node": n.name,
+                    "status": "offline",
+                    "level": "",
+                    "ssl_fingerprint": api.fingerprint(n.name),
+                }
+            )
     return out
 
 
 @route("GET", "/nodes/{node}")
 async def node_index(api: PveApi, req: Req) -> Any:
-    return [{"name": n} for n in ("apt", "certificates", "config", "lxc", "qemu", "status",
-                                  "storage", "tasks", "version", "vzdump")]
+    return [
+        {"name": n}
+        for n in (
+            "apt",
+            "certificates",
+            "config",
+            "lxc",
+            "qemu",
+            "status",
+            "storage",
+            "tasks",
+            "version",
+            "vzdump",
+        )
+    ]
 
 
 @route("GET", "/nodes/{node}/status")
@@ -539,19 +634,37 @@ async def node_status(api: PveApi, req: Req) -> Any:
     assert node is not None
     st = api.node_stats(node, time.time())
     return {
-        "cpu": st["cpu"], "uptime": st["uptime"], "loadavg": ["0.42", "0.51", "0.48"],
-        "memory": {"total": node.maxmem, "used": st["mem"], "free": node.maxmem - st["mem"],
-                   "available": node.maxmem - st["mem"]},
+        "cpu": st["cpu"],
+        "uptime": st["uptime"],
+        "loadavg": ["0.42", "0.51", "0.48"],
+        "memory": {
+            "total": node.maxmem,
+            "used": st["mem"],
+            "free": node.maxmem - st["mem"],
+            "available": node.maxmem - st["mem"],
+        },
         "swap": {"total": 8 * 1024**3, "used": 0, "free": 8 * 1024**3},
-        "rootfs": {"total": 100 * 1024**3, "used": 21 * 1024**3, "free": 79 * 1024**3,
-                   "avail": 74 * 1024**3},
-        "cpuinfo": {"model": "Intel(R) Core(TM) i5-12500T", "cores": node.maxcpu // 2,
-                    "cpus": node.maxcpu, "sockets": 1, "mhz": "2000.000"},
+        "rootfs": {
+            "total": 100 * 1024**3,
+            "used": 21 * 1024**3,
+            "free": 79 * 1024**3,
+            "avail": 74 * 1024**3,
+        },
+        "cpuinfo": {
+            "model": "Intel(R) Core(TM) i5-12500T",
+            "cores": node.maxcpu // 2,
+            "cpus": node.maxcpu,
+            "sockets": 1,
+            "mhz": "2000.000",
+        },
         "pveversion": f"pve-manager/{VERSION['version']}/{VERSION['repoid'][:8]}",
         "kversion": "Linux 6.17.2-1-pve #1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1",
-        "current-kernel": {"sysname": "Linux", "release": "6.17.2-1-pve",
-                           "version": "#1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1",
-                           "machine": "x86_64"},
+        "current-kernel": {
+            "sysname": "Linux",
+            "release": "6.17.2-1-pve",
+            "version": "#1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1",
+            "machine": "x86_64",
+        },
         "boot-info": {"mode": "efi", "secureboot": 0},
         "ksm": {"shared": 0},
     }
@@ -564,16 +677,31 @@ async def node_version(api: PveApi, req: Req) -> Any:
 
 @route("GET", "/cluster/status")
 async def cluster_status(api: PveApi, req: Req) -> Any:
-    out: list[dict[str, Any]] = [{
-        "type": "cluster", "id": "cluster", "name": api.lab.cluster_name,
-        "nodes": len(api.lab.nodes), "version": 7,
-        "quorate": int(sum(api.node_online(n.name) for n in api.lab.nodes)
-                       > len(api.lab.nodes) // 2),
-    }]
+    out: list[dict[str, Any]] = [
+        {
+            "type": "cluster",
+            "id": "cluster",
+            "name": api.lab.cluster_name,
+            "nodes": len(api.lab.nodes),
+            "version": 7,
+            "quorate": int(
+                sum(api.node_online(n.name) for n in api.lab.nodes) > len(api.lab.nodes) // 2
+            ),
+        }
+    ]
     for i, n in enumerate(api.lab.nodes, 1):
-        out.append({"type": "node", "id": f"node/{n.name}", "name": n.name, "ip": n.ip,
-                    "local": int(i == 1), "nodeid": i, "online": int(api.node_online(n.name)),
-                    "level": ""})
+        out.append(
+            {
+                "type": "node",
+                "id": f"node/{n.name}",
+                "name": n.name,
+                "ip": n.ip,
+                "local": int(i == 1),
+                "nodeid": i,
+                "online": int(api.node_online(n.name)),
+                "level": "",
+            }
+        )
     return out
 
 
@@ -581,8 +709,10 @@ async def cluster_status(api: PveApi, req: Req) -> Any:
 async def cluster_resources(api: PveApi, req: Req) -> Any:
     kind = req.str("type")
     if kind is not None and kind not in ("vm", "storage", "node", "sdn"):
-        raise param_error("type", f"value '{kind}' does not have a value in the enumeration "
-                          "'vm, storage, node, sdn'")
+        raise param_error(
+            "type",
+            f"value '{kind}' does not have a value in the enumeration 'vm, storage, node, sdn'",
+        )
     now = time.time()
     out: list[dict[str, Any]] = []
     if kind in (None, "vm"):
@@ -591,20 +721,35 @@ async def cluster_resources(api: PveApi, req: Req) -> Any:
             out.append(api.resource_item(g, now))
     if kind in (None, "node"):
         for n in api.lab.nodes:
-            item: dict[str, Any] = {"id": f"node/{n.name}", "type": "node", "node": n.name,
-                                    "level": "", "cgroup-mode": 2}
+            item: dict[str, Any] = {
+                "id": f"node/{n.name}",
+                "type": "node",
+                "node": n.name,
+                "level": "",
+                "cgroup-mode": 2,
+            }
             if api.node_online(n.name):
-                item.update(status="online", **api.node_stats(n, now),
-                            disk=21 * 1024**3, maxdisk=100 * 1024**3)
+                item.update(
+                    status="online",
+                    **api.node_stats(n, now),
+                    disk=21 * 1024**3,
+                    maxdisk=100 * 1024**3,
+                )
             else:
                 item["status"] = "offline"
             out.append(item)
     if kind in (None, "storage"):
         for n in api.lab.nodes:
             for s in api.storages(n.name):
-                item = {"id": f"storage/{n.name}/{s['storage']}", "type": "storage",
-                        "storage": s["storage"], "node": n.name, "content": s["content"],
-                        "plugintype": s["type"], "shared": s["shared"]}
+                item = {
+                    "id": f"storage/{n.name}/{s['storage']}",
+                    "type": "storage",
+                    "storage": s["storage"],
+                    "node": n.name,
+                    "content": s["content"],
+                    "plugintype": s["type"],
+                    "shared": s["shared"],
+                }
                 if api.node_online(n.name):
                     item.update(status="available", disk=s["used"], maxdisk=s["total"])
                 else:
@@ -620,16 +765,14 @@ async def cluster_resources(api: PveApi, req: Req) -> Any:
 async def lxc_list(api: PveApi, req: Req) -> Any:
     now = time.time()
     node = req.params["node"]
-    return [api.guest_item(g, now) for g in api.lab.guests
-            if g.node == node and g.type == "lxc"]
+    return [api.guest_item(g, now) for g in api.lab.guests if g.node == node and g.type == "lxc"]
 
 
 @route("GET", "/nodes/{node}/qemu")
 async def qemu_list(api: PveApi, req: Req) -> Any:
     now = time.time()
     node = req.params["node"]
-    return [api.guest_item(g, now) for g in api.lab.guests
-            if g.node == node and g.type == "qemu"]
+    return [api.guest_item(g, now) for g in api.lab.guests if g.node == node and g.type == "qemu"]
 
 
 def _mac(vmid: int) -> str:
@@ -659,16 +802,27 @@ def _digest(conf: dict[str, Any]) -> str:
 @route("GET", "/nodes/{node}/lxc/{vmid}/config")
 async def lxc_config(api: PveApi, req: Req) -> Any:
     g = api.guest_on(req.params["node"], int(req.params["vmid"]), "lxc")
-    ostype = {"debian12": "debian", "debian13": "debian", "ubuntu2404": "ubuntu",
-              "alpine320": "alpine"}[g.os]
+    ostype = {
+        "debian12": "debian",
+        "debian13": "debian",
+        "ubuntu2404": "ubuntu",
+        "alpine320": "alpine",
+    }[g.os]
     conf: dict[str, Any] = {
-        "arch": "amd64", "cores": 2, "hostname": g.name, "memory": g.maxmem // 1024**2,
-        "swap": 512, "ostype": ostype, "unprivileged": 1, "onboot": 1,
+        "arch": "amd64",
+        "cores": 2,
+        "hostname": g.name,
+        "memory": g.maxmem // 1024**2,
+        "swap": 512,
+        "ostype": ostype,
+        "unprivileged": 1,
+        "onboot": 1,
         "features": "nesting=1",
         "net0": f"name=eth0,bridge=vmbr0,firewall=1,gw={_gw(g.ip)},hwaddr={_mac(g.vmid)},"
-                f"ip={g.ip}/24,type=veth",
+        f"ip={g.ip}/24,type=veth",
         "rootfs": f"local-lvm:vm-{g.vmid}-disk-0,size={g.maxdisk // 1024**3}G",
-        "nameserver": "192.168.1.100", "searchdomain": api.lab.domain,
+        "nameserver": "192.168.1.100",
+        "searchdomain": api.lab.domain,
         "description": f"{g.name} ({g.os})\n",
     }
     if g.tags:
@@ -689,8 +843,14 @@ async def lxc_config(api: PveApi, req: Req) -> Any:
 async def qemu_config(api: PveApi, req: Req) -> Any:
     g = api.guest_on(req.params["node"], int(req.params["vmid"]), "qemu")
     conf: dict[str, Any] = {
-        "name": g.name, "cores": 4, "sockets": 1, "memory": str(g.maxmem // 1024**2),
-        "ostype": "l26", "boot": "order=scsi0;net0", "agent": "1", "scsihw": "virtio-scsi-single",
+        "name": g.name,
+        "cores": 4,
+        "sockets": 1,
+        "memory": str(g.maxmem // 1024**2),
+        "ostype": "l26",
+        "boot": "order=scsi0;net0",
+        "agent": "1",
+        "scsihw": "virtio-scsi-single",
         "net0": f"virtio={_mac(g.vmid)},bridge=vmbr0,firewall=1",
         "ipconfig0": f"ip={g.ip}/24,gw={_gw(g.ip)}",
         "scsi0": f"local-lvm:vm-{g.vmid}-disk-0,iothread=1,size={g.maxdisk // 1024**3}G",
@@ -749,12 +909,14 @@ async def _power(api: PveApi, req: Req, kind: str, action: str) -> Any:
         g.status = "running" if action == "start" else "stopped"
         return None
 
-    return api.tasks.spawn(g.node, f"{prefix}{action}", str(g.vmid), req.authid, body,
-                           vmids=[g.vmid]).upid
+    return api.tasks.spawn(
+        g.node, f"{prefix}{action}", str(g.vmid), req.authid, body, vmids=[g.vmid]
+    ).upid
 
 
 for _kind in ("lxc", "qemu"):
     for _action in ("start", "stop", "shutdown"):
+
         async def _handler(api: PveApi, req: Req, _k: str = _kind, _a: str = _action) -> Any:
             return await _power(api, req, _k, _a)
 
@@ -792,11 +954,19 @@ async def _create(api: PveApi, req: Req, kind: str) -> Any:
         size = obj.size
     name = req.str("hostname") or (orig.name if orig else f"restored-{vmid}")
     guest = Guest(
-        vmid=vmid, name=name, node=node, type=kind,  # type: ignore[arg-type]
-        os=orig.os if orig else "debian12", ip=orig.ip if orig else "192.168.9.9",
-        status="stopped", tags=list(orig.tags) if orig else [], pool=orig.pool if orig else None,
-        lock="create", maxmem=orig.maxmem if orig else 1024**3,
-        maxdisk=orig.maxdisk if orig else 8 * 1024**3, disk_used=max(size, 1),
+        vmid=vmid,
+        name=name,
+        node=node,
+        type=kind,  # type: ignore[arg-type]
+        os=orig.os if orig else "debian12",
+        ip=orig.ip if orig else "192.168.9.9",
+        status="stopped",
+        tags=list(orig.tags) if orig else [],
+        pool=orig.pool if orig else None,
+        lock="create",
+        maxmem=orig.maxmem if orig else 1024**3,
+        maxdisk=orig.maxdisk if orig else 8 * 1024**3,
+        disk_used=max(size, 1),
     )
     with api.lab.lock:
         if existing is not None:
@@ -844,8 +1014,9 @@ async def _destroy(api: PveApi, req: Req, kind: str) -> Any:
     g = api.guest_on(req.params["node"], int(req.params["vmid"]), kind)
     if g.status == "running" and not req.bool("force"):
         what = "container" if kind == "lxc" else "VM"
-        raise ApiError(500, f"unable to destroy {'CT' if kind == 'lxc' else 'VM'} {g.vmid} - "
-                       f"{what} is running")
+        raise ApiError(
+            500, f"unable to destroy {'CT' if kind == 'lxc' else 'VM'} {g.vmid} - {what} is running"
+        )
 
     async def body(task: Task) -> int | None:
         _locked_error(api, g)
@@ -858,12 +1029,13 @@ async def _destroy(api: PveApi, req: Req, kind: str) -> Any:
             for job in api.jobs:
                 if g.vmid in job.vmids:
                     job.vmids.remove(g.vmid)
-        task.log(f"Logical volume \"vm-{g.vmid}-disk-0\" successfully removed.")
+        task.log(f'Logical volume "vm-{g.vmid}-disk-0" successfully removed.')
         return None
 
     prefix = "vz" if kind == "lxc" else "qm"
-    return api.tasks.spawn(g.node, f"{prefix}destroy", str(g.vmid), req.authid, body,
-                           vmids=[g.vmid]).upid
+    return api.tasks.spawn(
+        g.node, f"{prefix}destroy", str(g.vmid), req.authid, body, vmids=[g.vmid]
+    ).upid
 
 
 @route("DELETE", "/nodes/{node}/lxc/{vmid}")
@@ -885,13 +1057,19 @@ async def snapshot_list(api: PveApi, req: Req) -> Any:
     snaps = api.snapshots.get(g.vmid, [])
     out: list[dict[str, Any]] = []
     for s in snaps:
-        item: dict[str, Any] = {"name": s.name, "snaptime": s.snaptime,
-                                "description": s.description}
+        item: dict[str, Any] = {
+            "name": s.name,
+            "snaptime": s.snaptime,
+            "description": s.description,
+        }
         if s.parent:
             item["parent"] = s.parent
         out.append(item)
-    current: dict[str, Any] = {"name": "current", "description": "You are here!",
-                               "running": int(g.status == "running")}
+    current: dict[str, Any] = {
+        "name": "current",
+        "description": "You are here!",
+        "running": int(g.status == "running"),
+    }
     if snaps:
         current["parent"] = snaps[-1].name
     out.append(current)
@@ -920,14 +1098,21 @@ async def snapshot_create(api: PveApi, req: Req) -> Any:
             with api.lab.lock:
                 had = g.name in api.lab.hosts
                 state = copy.deepcopy(api.lab.hosts.get(g.name))
-            snaps.append(SnapshotRec(name, int(time.time()), description,
-                                     snaps[-1].name if snaps else None, state, had))
+            snaps.append(
+                SnapshotRec(
+                    name,
+                    int(time.time()),
+                    description,
+                    snaps[-1].name if snaps else None,
+                    state,
+                    had,
+                )
+            )
         finally:
             g.lock = None
         return None
 
-    return api.tasks.spawn(g.node, "vzsnapshot", str(g.vmid), req.authid, body,
-                           vmids=[g.vmid]).upid
+    return api.tasks.spawn(g.node, "vzsnapshot", str(g.vmid), req.authid, body, vmids=[g.vmid]).upid
 
 
 def _find_snap(api: PveApi, g: Guest, name: str) -> SnapshotRec:
@@ -959,8 +1144,7 @@ async def snapshot_rollback(api: PveApi, req: Req) -> Any:
             g.lock = None
         return None
 
-    return api.tasks.spawn(g.node, "vzrollback", str(g.vmid), req.authid, body,
-                           vmids=[g.vmid]).upid
+    return api.tasks.spawn(g.node, "vzrollback", str(g.vmid), req.authid, body, vmids=[g.vmid]).upid
 
 
 @route("DELETE", "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}")
@@ -980,8 +1164,9 @@ async def snapshot_delete(api: PveApi, req: Req) -> Any:
             snaps.remove(snap)
         return None
 
-    return api.tasks.spawn(g.node, "vzdelsnapshot", str(g.vmid), req.authid, body,
-                           vmids=[g.vmid]).upid
+    return api.tasks.spawn(
+        g.node, "vzdelsnapshot", str(g.vmid), req.authid, body, vmids=[g.vmid]
+    ).upid
 
 
 # ---- vzdump --------------------------------------------------------------------------------
@@ -995,8 +1180,11 @@ def _vzdump_targets(api: PveApi, req: Req) -> list[Guest]:
         return [g for g in api.lab.guests if g.pool == req.str("pool")]
     raw = req.args.get("vmid")
     if raw is None or raw == "":
-        raise ApiError(400, "Parameter verification failed.",
-                       {"vmid": "at least one of 'all', 'pool' or 'vmid' must be set"})
+        raise ApiError(
+            400,
+            "Parameter verification failed.",
+            {"vmid": "at least one of 'all', 'pool' or 'vmid' must be set"},
+        )
     text = str(raw) if not isinstance(raw, list) else ",".join(map(str, raw))
     vmids: list[int] = []
     for part in re.split(r"[,;\s]+", text.strip()):
@@ -1022,16 +1210,21 @@ async def vzdump(api: PveApi, req: Req) -> Any:
         raise param_error("storage", "'storage' is required for 'protected' and 'notes-template'")
     mode = req.str("mode", "snapshot") or "snapshot"
     if mode not in ("snapshot", "suspend", "stop"):
-        raise param_error("mode", f"value '{mode}' does not have a value in the enumeration "
-                          "'snapshot, suspend, stop'")
+        raise param_error(
+            "mode",
+            f"value '{mode}' does not have a value in the enumeration 'snapshot, suspend, stop'",
+        )
     targets = _vzdump_targets(api, req)
     local = [g for g in targets if g.node == node]
     if not local:
         return "OK"
     task_id = str(local[0].vmid) if len(local) == 1 else ""
     cmdline = " ".join(str(g.vmid) for g in local)
-    opts = " ".join(f"--{k} {v}" for k, v in sorted(req.args.items())
-                    if k not in ("vmid", "node") and v is not None)
+    opts = " ".join(
+        f"--{k} {v}"
+        for k, v in sorted(req.args.items())
+        if k not in ("vmid", "node") and v is not None
+    )
 
     async def body(task: Task) -> int | None:
         task.log(f"INFO: starting new backup job: vzdump {cmdline} {opts} --node {node}".strip())
@@ -1045,12 +1238,12 @@ async def vzdump(api: PveApi, req: Req) -> Any:
         # PVE counts the WARN: lines of the log for "TASK WARNINGS: n".
         return sum(line.startswith("WARN: ") for line in task.lines) or None
 
-    return api.tasks.spawn(node, "vzdump", task_id, req.authid, body,
-                           vmids=[g.vmid for g in local]).upid
+    return api.tasks.spawn(
+        node, "vzdump", task_id, req.authid, body, vmids=[g.vmid for g in local]
+    ).upid
 
 
-async def _backup_one(api: PveApi, task: Task, g: Guest, storage: str, mode: str,
-                      req: Req) -> int:
+async def _backup_one(api: PveApi, task: Task, g: Guest, storage: str, mode: str, req: Req) -> int:
     """One guest of a vzdump job; returns its error count (0 or 1)."""
     label = "CT" if g.type == "lxc" else "VM"
     task.log(f"INFO: Starting Backup of VM {g.vmid} ({g.type})")
@@ -1066,8 +1259,9 @@ async def _backup_one(api: PveApi, task: Task, g: Guest, storage: str, mode: str
         if g.type == "lxc":
             task.log("INFO: including mount point rootfs ('/') in backup")
         else:
-            task.log(f"INFO: include disk 'scsi0' 'local-lvm:vm-{g.vmid}-disk-0' "
-                     f"{g.maxdisk // 1024**3}G")
+            task.log(
+                f"INFO: include disk 'scsi0' 'local-lvm:vm-{g.vmid}-disk-0' {g.maxdisk // 1024**3}G"
+            )
         effective_mode = mode if g.status == "running" else "stop"
         task.log(f"INFO: backup mode: {effective_mode}")
         task.log("INFO: ionice priority: 7")
@@ -1083,8 +1277,10 @@ async def _backup_one(api: PveApi, task: Task, g: Guest, storage: str, mode: str
         else:
             ext = "tar.zst" if g.type == "lxc" else "vma.zst"
             stamp = time.strftime("%Y_%m_%d-%H_%M_%S", time.localtime(btime))
-            task.log(f"INFO: creating vzdump archive '/var/lib/vz/dump/vzdump-{g.type}-"
-                     f"{g.vmid}-{stamp}.{ext}'")
+            task.log(
+                f"INFO: creating vzdump archive '/var/lib/vz/dump/vzdump-{g.type}-"
+                f"{g.vmid}-{stamp}.{ext}'"
+            )
         duration = 1.5 + g.disk_used / (150 * 1024**2)
         failure = api.failing(g.vmid)
         if storage == "pbs" and api.pbs_down():
@@ -1095,18 +1291,25 @@ async def _backup_one(api: PveApi, task: Task, g: Guest, storage: str, mode: str
             return 1
         await api.sleep(duration)
         if api.warns(g.vmid):
-            task.log("WARN: some files changed while reading - archive may be inconsistent "
-                     "(/var/log/journal/system.journal)" if g.type == "lxc" else
-                     "WARN: unable to freeze guest filesystems - guest-agent not running")
+            task.log(
+                "WARN: some files changed while reading - archive may be inconsistent "
+                "(/var/log/journal/system.journal)"
+                if g.type == "lxc"
+                else "WARN: unable to freeze guest filesystems - guest-agent not running"
+            )
         size = int(g.disk_used * 0.62)
         if storage == "pbs":
-            task.log(f"INFO: root.pxar: had to backup {_fmt_size(size / 9)} of "
-                     f"{_fmt_size(g.disk_used)} (compressed {_fmt_size(size / 25)}) in "
-                     f"{duration:.2f}s")
+            task.log(
+                f"INFO: root.pxar: had to backup {_fmt_size(size / 9)} of "
+                f"{_fmt_size(g.disk_used)} (compressed {_fmt_size(size / 25)}) in "
+                f"{duration:.2f}s"
+            )
             task.log(f"INFO: Duration: {duration:.2f}s")
         else:
-            task.log(f"INFO: Total bytes written: {g.disk_used} ({_fmt_size(g.disk_used)}, "
-                     f"{_fmt_size(g.disk_used / duration)}/s)")
+            task.log(
+                f"INFO: Total bytes written: {g.disk_used} ({_fmt_size(g.disk_used)}, "
+                f"{_fmt_size(g.disk_used / duration)}/s)"
+            )
             task.log(f"INFO: archive file size: {_fmt_size(size)}")
         notes = _notes(api, req.str("notes-template"), g)
         if notes:
@@ -1115,14 +1318,28 @@ async def _backup_one(api: PveApi, task: Task, g: Guest, storage: str, mode: str
         if protected:
             task.log("INFO: marking backup as protected")
         if storage == "pbs":
-            api.store.add(Snapshot(
-                btype=btype, bid=str(g.vmid), btime=btime, files=snapshot_files(btype, size),
-                comment=notes, protected=protected,
-            ))
+            api.store.add(
+                Snapshot(
+                    btype=btype,
+                    bid=str(g.vmid),
+                    btime=btime,
+                    files=snapshot_files(btype, size),
+                    comment=notes,
+                    protected=protected,
+                )
+            )
         else:
-            api.local.append(LocalVolume(node=g.node, vmid=g.vmid, subtype=g.type,
-                                         ctime=btime, size=size, notes=notes,
-                                         protected=protected))
+            api.local.append(
+                LocalVolume(
+                    node=g.node,
+                    vmid=g.vmid,
+                    subtype=g.type,
+                    ctime=btime,
+                    size=size,
+                    notes=notes,
+                    protected=protected,
+                )
+            )
         if g.type == "lxc" and effective_mode == "snapshot":
             task.log("INFO: cleanup temporary 'vzdump' snapshot")
         # Logged durations are lab time (unscaled), like the archive sizes they go with.
@@ -1138,8 +1355,12 @@ def _notes(api: PveApi, template: str | None, g: Guest) -> str | None:
     if not template:
         return None
     out = template
-    for key, value in (("cluster", api.lab.cluster_name), ("guestname", g.name),
-                       ("node", g.node), ("vmid", str(g.vmid))):
+    for key, value in (
+        ("cluster", api.lab.cluster_name),
+        ("guestname", g.name),
+        ("node", g.node),
+        ("vmid", str(g.vmid)),
+    ):
         out = out.replace("{{" + key + "}}", value)
     return out.replace("\\n", "\n").replace("\\\\", "\\")
 
@@ -1148,9 +1369,16 @@ def _notes(api: PveApi, template: str | None, g: Guest) -> str | None:
 
 
 def _task_item(t: Task) -> dict[str, Any]:
-    item: dict[str, Any] = {"upid": t.upid, "node": t.node, "pid": t.pid, "pstart": t.pstart,
-                            "starttime": t.starttime, "type": t.type, "id": t.id,
-                            "user": t.authid}
+    item: dict[str, Any] = {
+        "upid": t.upid,
+        "node": t.node,
+        "pid": t.pid,
+        "pstart": t.pstart,
+        "starttime": t.starttime,
+        "type": t.type,
+        "id": t.id,
+        "user": t.authid,
+    }
     if t.status == "stopped":
         item["endtime"] = t.endtime or t.starttime
         item["status"] = t.exitstatus or "unknown"
@@ -1194,7 +1422,7 @@ async def task_list(api: PveApi, req: Req) -> Any:
     tasks.sort(key=lambda t: (t.starttime, t.pid), reverse=True)
     start = req.int("start", 0) or 0
     limit = req.int("limit", 50) or 50
-    page = tasks[start:start + limit]
+    page = tasks[start : start + limit]
     return Result([_task_item(t) for t in page], {"total": len(tasks)})
 
 
@@ -1223,9 +1451,17 @@ async def task_index(api: PveApi, req: Req) -> Any:
 @route("GET", "/nodes/{node}/tasks/{upid}/status")
 async def task_status(api: PveApi, req: Req) -> Any:
     t = _task_for(api, req)
-    out: dict[str, Any] = {"upid": t.upid, "node": t.node, "pid": t.pid, "pstart": t.pstart,
-                           "starttime": t.starttime, "type": t.type, "id": t.id,
-                           "user": t.user, "status": t.status}
+    out: dict[str, Any] = {
+        "upid": t.upid,
+        "node": t.node,
+        "pid": t.pid,
+        "pstart": t.pstart,
+        "starttime": t.starttime,
+        "type": t.type,
+        "id": t.id,
+        "user": t.user,
+        "status": t.status,
+    }
     if t.tokenid:
         out["tokenid"] = t.tokenid
     if t.status == "stopped":
@@ -1239,9 +1475,10 @@ async def task_log(api: PveApi, req: Req) -> Any:
     lines = list(t.lines) or ["no content"]
     start = req.int("start", 0) or 0
     limit = req.int("limit", 50)
-    chunk = lines[start:] if limit == 0 else lines[start:start + (limit or 50)]
-    return Result([{"n": start + i + 1, "t": line} for i, line in enumerate(chunk)],
-                  {"total": len(lines)})
+    chunk = lines[start:] if limit == 0 else lines[start : start + (limit or 50)]
+    return Result(
+        [{"n": start + i + 1, "t": line} for i, line in enumerate(chunk)], {"total": len(lines)}
+    )
 
 
 @route("DELETE", "/nodes/{node}/tasks/{upid}")
@@ -1275,8 +1512,16 @@ async def storage_list(api: PveApi, req: Req) -> Any:
 @route("GET", "/nodes/{node}/storage/{storage}/status")
 async def storage_status(api: PveApi, req: Req) -> Any:
     s = api.storage_conf(req.params["node"], req.params["storage"])
-    return {"type": s["type"], "content": s["content"], "shared": s["shared"], "active": 1,
-            "enabled": 1, "total": s["total"], "used": s["used"], "avail": s["avail"]}
+    return {
+        "type": s["type"],
+        "content": s["content"],
+        "shared": s["shared"],
+        "active": 1,
+        "enabled": 1,
+        "total": s["total"],
+        "used": s["used"],
+        "avail": s["avail"],
+    }
 
 
 @route("GET", "/nodes/{node}/storage/{storage}/content")
@@ -1343,19 +1588,30 @@ async def prune_preview(api: PveApi, req: Req) -> Any:
     if keeps.pop("keep-all", 0):
         keeps = {}
     kind = req.str("type")
-    vols = [v for v in api.backup_volumes(node, storage, req.int("vmid"))
-            if kind is None or v["subtype"] == kind]
+    vols = [
+        v
+        for v in api.backup_volumes(node, storage, req.int("vmid"))
+        if kind is None or v["subtype"] == kind
+    ]
     groups: dict[int, list[_Prunable]] = {}
     for v in vols:
-        groups.setdefault(v["vmid"], []).append(_Prunable(
-            v["volid"], v["ctime"], bool(v.get("protected")), v["vmid"], v["subtype"]))
+        groups.setdefault(v["vmid"], []).append(
+            _Prunable(v["volid"], v["ctime"], bool(v.get("protected")), v["vmid"], v["subtype"])
+        )
     out = []
     for items in groups.values():
         marks = prune_marks(items, keeps)
         for it in sorted(items, key=lambda i: i.btime, reverse=True):
             mark = "protected" if it.protected else ("keep" if marks[it.key] else "remove")
-            out.append({"volid": it.key, "ctime": it.btime, "mark": mark, "type": it.subtype,
-                        "vmid": it.vmid})
+            out.append(
+                {
+                    "volid": it.key,
+                    "ctime": it.btime,
+                    "mark": mark,
+                    "type": it.subtype,
+                    "vmid": it.vmid,
+                }
+            )
     return out
 
 
@@ -1391,9 +1647,11 @@ async def backup_job(api: PveApi, req: Req) -> Any:
 @route("GET", "/cluster/backup-info/not-backed-up")
 async def not_backed_up(api: PveApi, req: Req) -> Any:
     covered = {v for j in api.jobs for v in j.vmids}
-    return [{"vmid": g.vmid, "type": g.type, "name": g.name}
-            for g in sorted(api.lab.guests, key=lambda g: g.vmid)
-            if g.vmid not in covered and not g.template]
+    return [
+        {"vmid": g.vmid, "type": g.type, "name": g.name}
+        for g in sorted(api.lab.guests, key=lambda g: g.vmid)
+        if g.vmid not in covered and not g.template
+    ]
 
 
 # ---- apt, config, certificates ------------------------------------------------------------
@@ -1409,9 +1667,13 @@ async def apt_refresh(api: PveApi, req: Req) -> Any:
     node = req.params["node"]
 
     async def body(task: Task) -> int | None:
-        for i, repo in enumerate(("http://deb.debian.org/debian trixie",
-                                  "http://security.debian.org/debian-security trixie-security",
-                                  "http://download.proxmox.com/debian/pve trixie")):
+        for i, repo in enumerate(
+            (
+                "http://deb.debian.org/debian trixie",
+                "http://security.debian.org/debian-security trixie-security",
+                "http://download.proxmox.com/debian/pve trixie",
+            )
+        ):
             task.log(f"Hit:{i + 1} {repo} InRelease")
             await api.sleep(0.4)
         task.log("Reading package lists...")
@@ -1435,8 +1697,10 @@ async def node_config(api: PveApi, req: Req) -> Any:
 async def cert_info_list(api: PveApi, req: Req) -> Any:
     node = req.params["node"]
     certs = api.svc.certs[node]
-    out = [{"filename": "pve-root-ca.pem", **cert_info(api.ctx.ca.root.cert)},
-           {"filename": "pve-ssl.pem", **cert_info(certs.pve_ssl.cert)}]
+    out = [
+        {"filename": "pve-root-ca.pem", **cert_info(api.ctx.ca.root.cert)},
+        {"filename": "pve-ssl.pem", **cert_info(certs.pve_ssl.cert)},
+    ]
     if certs.pveproxy_ssl is not None:
         out.append({"filename": "pveproxy-ssl.pem", **cert_info(certs.pveproxy_ssl.cert)})
     return out
@@ -1449,12 +1713,15 @@ async def _acme(api: PveApi, req: Req, renew: bool) -> Any:
     certs = api.svc.certs[node]
     if renew:
         if certs.pveproxy_ssl is None:
-            raise ApiError(400, "No current (custom) certificate found, please order a new "
-                           "certificate!")
+            raise ApiError(
+                400, "No current (custom) certificate found, please order a new certificate!"
+            )
         left = certs.pveproxy_ssl.cert.not_valid_after_utc.timestamp() - time.time()
         if left > 30 * DAY and not req.bool("force"):
-            raise param_error("force", "Certificate does not expire within the next 30 days, "
-                              "and 'force' is not set.")
+            raise param_error(
+                "force",
+                "Certificate does not expire within the next 30 days, and 'force' is not set.",
+            )
     elif certs.pveproxy_ssl is not None and not req.bool("force"):
         raise ApiError(400, "Custom certificate exists but 'force' is not set.")
     domain = api.node_acme[node].split("=", 1)[1].split(";")[0]
@@ -1464,8 +1731,13 @@ async def _acme(api: PveApi, req: Req, renew: bool) -> Any:
         task.log("Placing ACME order")
         await api.sleep(1.0)
         task.log(f"Order URL: https://acme.{api.lab.domain}/acme/order/{secrets.token_hex(8)}")
-        task.log("Getting authorization details from 'https://acme." + api.lab.domain +
-                 "/acme/authz/" + secrets.token_hex(8) + "'")
+        task.log(
+            "Getting authorization details from 'https://acme."
+            + api.lab.domain
+            + "/acme/authz/"
+            + secrets.token_hex(8)
+            + "'"
+        )
         task.log(f"The validation for {domain} is pending!")
         task.log("Setting up webserver")
         task.log("Triggering validation")
@@ -1473,8 +1745,10 @@ async def _acme(api: PveApi, req: Req, renew: bool) -> Any:
         fail_nodes = api.faults.extra.get("acme_fail_nodes") or []
         if node in fail_nodes:
             task.log(f"Status is 'invalid', domain '{domain}' failed!")
-            raise TaskError(f"validating challenge 'https://acme.{api.lab.domain}/acme/chall/"
-                            f"x' failed - status: invalid")
+            raise TaskError(
+                f"validating challenge 'https://acme.{api.lab.domain}/acme/chall/"
+                f"x' failed - status: invalid"
+            )
         task.log(f"Status is 'valid', domain '{domain}' OK!")
         task.log("All domains validated!")
         task.log("Creating CSR")

@@ -39,8 +39,9 @@ def declared() -> dict[str, dict[str, dict[str, Any]]]:
     return data
 
 
-def check(method: str, template: str, path_params: dict[str, str],
-          args: dict[str, Any]) -> dict[str, str]:
+def check(
+    method: str, template: str, path_params: dict[str, str], args: dict[str, Any]
+) -> dict[str, str]:
     """Errors keyed by parameter, in PVE's words; converts booleans to 0/1 and integers in place.
 
     Routes absent from params.json are not checked (the file is generated, not hand-written).
@@ -53,8 +54,10 @@ def check(method: str, template: str, path_params: dict[str, str],
         decl = decls.get(name)
         if decl is None:
             if name not in path_params:
-                errors[name] = ("property is not defined in schema and the schema does not "
-                                "allow additional properties")
+                errors[name] = (
+                    "property is not defined in schema and the schema does not "
+                    "allow additional properties"
+                )
             continue
         kind = decl.get("type")
         if kind == "boolean":
@@ -76,8 +79,10 @@ def check(method: str, template: str, path_params: dict[str, str],
                 errors[name] = f"type check ('number') failed - got '{value}'"
         enum = decl.get("enum")
         if enum and name not in errors and str(args[name]) not in {str(e) for e in enum}:
-            errors[name] = (f"value '{value}' does not have a value in the enumeration "
-                            f"'{', '.join(str(e) for e in enum)}'")
+            errors[name] = (
+                f"value '{value}' does not have a value in the enumeration "
+                f"'{', '.join(str(e) for e in enum)}'"
+            )
     for name, decl in decls.items():
         if not decl.get("optional") and name not in args and name not in path_params:
             errors[name] = "property is missing and it is not optional"

@@ -60,20 +60,56 @@ class NodeCerts:
 
 _PKGS: list[tuple[str, str, str, str, str, str]] = [
     # Package, Title, Origin, Section, OldVersion, Version
-    ("pve-manager", "Proxmox Virtual Environment management tools", "Proxmox", "admin",
-     "9.1.1", "9.1.2"),
-    ("proxmox-kernel-6.17", "Latest Proxmox Kernel Image", "Proxmox", "kernel",
-     "6.17.2-1", "6.17.2-2"),
+    (
+        "pve-manager",
+        "Proxmox Virtual Environment management tools",
+        "Proxmox",
+        "admin",
+        "9.1.1",
+        "9.1.2",
+    ),
+    (
+        "proxmox-kernel-6.17",
+        "Latest Proxmox Kernel Image",
+        "Proxmox",
+        "kernel",
+        "6.17.2-1",
+        "6.17.2-2",
+    ),
     ("libpve-common-perl", "Proxmox VE base library", "Proxmox", "perl", "9.0.11", "9.0.13"),
     ("qemu-server", "Qemu Server Tools", "Proxmox", "admin", "9.0.26", "9.0.29"),
-    ("openssl", "Secure Sockets Layer toolkit - cryptographic utility", "Debian", "utils",
-     "3.5.1-1", "3.5.1-1+deb13u1"),
-    ("libssl3t64", "Secure Sockets Layer toolkit - shared libraries", "Debian", "libs",
-     "3.5.1-1", "3.5.1-1+deb13u1"),
-    ("tzdata", "time zone and daylight-saving time data", "Debian", "localization",
-     "2025b-4", "2025b-4+deb13u1"),
-    ("zfsutils-linux", "command-line tools to manage OpenZFS filesystems", "Proxmox",
-     "contrib/admin", "2.3.4-pve1", "2.3.5-pve1"),
+    (
+        "openssl",
+        "Secure Sockets Layer toolkit - cryptographic utility",
+        "Debian",
+        "utils",
+        "3.5.1-1",
+        "3.5.1-1+deb13u1",
+    ),
+    (
+        "libssl3t64",
+        "Secure Sockets Layer toolkit - shared libraries",
+        "Debian",
+        "libs",
+        "3.5.1-1",
+        "3.5.1-1+deb13u1",
+    ),
+    (
+        "tzdata",
+        "time zone and daylight-saving time data",
+        "Debian",
+        "localization",
+        "2025b-4",
+        "2025b-4+deb13u1",
+    ),
+    (
+        "zfsutils-linux",
+        "command-line tools to manage OpenZFS filesystems",
+        "Proxmox",
+        "contrib/admin",
+        "2.3.4-pve1",
+        "2.3.5-pve1",
+    ),
 ]
 
 
@@ -84,19 +120,32 @@ def seed_apt(node: str, rng: random.Random) -> list[dict[str, Any]]:
     count = {"pve1": 6, "pve2": 3, "pve3": 8}.get(node, 2)
     out = []
     for pkg, title, origin, section, old, new in _PKGS[:count]:
-        out.append({
-            "Package": pkg, "Title": title,
-            "Description": f"{title}. This package is part of the sandbox lab's pending updates.",
-            "Origin": origin, "OldVersion": old, "Version": new, "Arch": "amd64",
-            "Priority": "optional" if origin == "Proxmox" else "important", "Section": section,
-        })
+        out.append(
+            {
+                "Package": pkg,
+                "Title": title,
+                "Description": f"{title}. Part of the sandbox lab's pending updates.",
+                "Origin": origin,
+                "OldVersion": old,
+                "Version": new,
+                "Arch": "amd64",
+                "Priority": "optional" if origin == "Proxmox" else "important",
+                "Section": section,
+            }
+        )
     if node == "pve1":  # a new dependency: no OldVersion
-        out.append({
-            "Package": "proxmox-kernel-6.17.2-2-pve-signed",
-            "Title": "Proxmox Kernel Image (signed)",
-            "Description": "Proxmox Kernel Image (signed).", "Origin": "Proxmox",
-            "Version": "6.17.2-2", "Arch": "amd64", "Priority": "optional", "Section": "kernel",
-        })
+        out.append(
+            {
+                "Package": "proxmox-kernel-6.17.2-2-pve-signed",
+                "Title": "Proxmox Kernel Image (signed)",
+                "Description": "Proxmox Kernel Image (signed).",
+                "Origin": "Proxmox",
+                "Version": "6.17.2-2",
+                "Arch": "amd64",
+                "Priority": "optional",
+                "Section": "kernel",
+            }
+        )
     rng.shuffle(out)
     return sorted(out, key=lambda p: p["Package"])
 
@@ -116,11 +165,19 @@ class BackupJob:
 
     def item(self, next_run: int) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "id": self.id, "type": "vzdump", "enabled": int(self.enabled),
-            "schedule": self.schedule, "storage": self.storage, "mode": self.mode,
-            "compress": "zstd", "vmid": ",".join(str(v) for v in self.vmids),
-            "notes-template": self.notes_template, "prune-backups": dict(self.prune),
-            "repeat-missed": 0, "fleecing": {"enabled": 0}, "next-run": next_run,
+            "id": self.id,
+            "type": "vzdump",
+            "enabled": int(self.enabled),
+            "schedule": self.schedule,
+            "storage": self.storage,
+            "mode": self.mode,
+            "compress": "zstd",
+            "vmid": ",".join(str(v) for v in self.vmids),
+            "notes-template": self.notes_template,
+            "prune-backups": dict(self.prune),
+            "repeat-missed": 0,
+            "fleecing": {"enabled": 0},
+            "next-run": next_run,
         }
         if self.node:
             out["node"] = self.node
@@ -139,8 +196,16 @@ def seed_jobs(lab: Lab) -> list[BackupJob]:
     return [
         BackupJob("backup-2c5f1e8a-91d3", "*-*-* 02:00", "pbs", infra, comment="infra nightly"),
         BackupJob("backup-7a0b4d62-e5f1", "*-*-* 02:30", "pbs", apps, comment="apps nightly"),
-        BackupJob("backup-d41e9c07-3b28", "sun 01:00", "local", infra[:3], enabled=False,
-                  node="pve1", comment="old weekly local copies", notes_template="{{guestname}}"),
+        BackupJob(
+            "backup-d41e9c07-3b28",
+            "sun 01:00",
+            "local",
+            infra[:3],
+            enabled=False,
+            node="pve1",
+            comment="old weekly local copies",
+            notes_template="{{guestname}}",
+        ),
     ]
 
 
@@ -150,11 +215,17 @@ def seed_local(lab: Lab, now: float) -> list[LocalVolume]:
     night = int(now // DAY * DAY) - 3 * DAY + 3600
     for guest in [g for g in lab.guests if g.node == "pve1" and not g.template][:3]:
         for week in range(3):
-            out.append(LocalVolume(
-                node="pve1", vmid=guest.vmid, subtype=guest.type, ctime=night - week * 7 * DAY,
-                size=int(guest.disk_used * 0.45), notes=guest.name,
-                protected=(week == 2 and guest.vmid == 100),
-            ))
+            out.append(
+                LocalVolume(
+                    node="pve1",
+                    vmid=guest.vmid,
+                    subtype=guest.type,
+                    ctime=night - week * 7 * DAY,
+                    size=int(guest.disk_used * 0.45),
+                    notes=guest.name,
+                    protected=(week == 2 and guest.vmid == 100),
+                )
+            )
     return out
 
 

@@ -80,30 +80,69 @@ class TaskManager:
         self.tasks: dict[str, Task] = {}
         self._running: dict[str, asyncio.Task[Any]] = {}
 
-    def new(self, node: str, type_: str, id_: str, authid: str, starttime: int | None = None,
-            vmids: list[int] | None = None) -> Task:
+    def new(
+        self,
+        node: str,
+        type_: str,
+        id_: str,
+        authid: str,
+        starttime: int | None = None,
+        vmids: list[int] | None = None,
+    ) -> Task:
         self._pstart += 37
         task = Task(
-            upid="", node=node, pid=next(_pids), pstart=self._pstart,
+            upid="",
+            node=node,
+            pid=next(_pids),
+            pstart=self._pstart,
             starttime=int(starttime if starttime is not None else time.time()),
-            type=type_, id=id_, authid=authid, vmids=vmids or [],
+            type=type_,
+            id=id_,
+            authid=authid,
+            vmids=vmids or [],
         )
         task.upid = self._format(task)
         self.tasks[task.upid] = task
         return task
 
-    def add_finished(self, upid: str, node: str, type_: str, id_: str, authid: str,
-                     starttime: int, endtime: int, exitstatus: str, lines: list[str]) -> Task:
+    def add_finished(
+        self,
+        upid: str,
+        node: str,
+        type_: str,
+        id_: str,
+        authid: str,
+        starttime: int,
+        endtime: int,
+        exitstatus: str,
+        lines: list[str],
+    ) -> Task:
         """A task from before the sandbox started (seeded history under a known UPID)."""
-        task = Task(upid=upid, node=node, pid=0, pstart=0, starttime=starttime, type=type_,
-                    id=id_, authid=authid, lines=list(lines))
+        task = Task(
+            upid=upid,
+            node=node,
+            pid=0,
+            pstart=0,
+            starttime=starttime,
+            type=type_,
+            id=id_,
+            authid=authid,
+            lines=list(lines),
+        )
         task.finish(exitstatus)
         task.endtime = endtime
         self.tasks[upid] = task
         return task
 
-    def spawn(self, node: str, type_: str, id_: str, authid: str, body: TaskBody,
-              vmids: list[int] | None = None) -> Task:
+    def spawn(
+        self,
+        node: str,
+        type_: str,
+        id_: str,
+        authid: str,
+        body: TaskBody,
+        vmids: list[int] | None = None,
+    ) -> Task:
         task = self.new(node, type_, id_, authid, vmids=vmids)
         self._running[task.upid] = asyncio.get_running_loop().create_task(self._run(task, body))
         return task

@@ -33,7 +33,8 @@ def _error(status: int, message: str, kind: str, code: str | None = None) -> web
     headers = {"Retry-After": "1"} if status == 429 else None
     return web.json_response(
         {"error": {"message": message, "type": kind, "param": None, "code": code}},
-        status=status, headers=headers,
+        status=status,
+        headers=headers,
     )
 
 
@@ -62,11 +63,16 @@ class LlmService(Service):
     def config_fragment(self) -> dict[str, Any]:
         ref = write_secret(self.ctx, "llm_api_key", self.api_key)
         base = f"http://{self.ctx.host}:{self.port}/v1"
-        return {"systems": {"llm": {
-            "models": [{"model": f"openai/{m}", "api_base": base, "api_key": ref}
-                       for m in MODELS],
-            "timeout_s": 10.0,
-        }}}
+        return {
+            "systems": {
+                "llm": {
+                    "models": [
+                        {"model": f"openai/{m}", "api_base": base, "api_key": ref} for m in MODELS
+                    ],
+                    "timeout_s": 10.0,
+                }
+            }
+        }
 
     def control(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         if action == "prompts":
@@ -79,24 +85,39 @@ class LlmService(Service):
         raise KeyError(action)
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [
-            {"id": m, "object": "model", "created": 0, "owned_by": "sandbox"} for m in MODELS]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"id": m, "object": "model", "created": 0, "owned_by": "sandbox"}
+                    for m in MODELS
+                ],
+            }
+        )
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization", "") != f"Bearer {self.api_key}":
-            return _error(401, "Incorrect API key provided.", "invalid_request_error",
-                          "invalid_api_key")
+            return _error(
+                401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
+            )
         try:
             body = await request.json()
         except json.JSONDecodeError:
-            return _error(400, "We could not parse the JSON body of your request.",
-                          "invalid_request_error")
+            return _error(
+                400, "We could not parse the JSON body of your request.", "invalid_request_error"
+            )
         model = str(body.get("model", ""))
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return _error(400, "'messages' is a required property", "invalid_request_error")
-        self.prompts.append({"model": model, "messages": messages,
-                             "max_tokens": body.get("max_tokens"), "at": time.time()})
+        self.prompts.append(
+            {
+                "model": model,
+                "messages": messages,
+                "max_tokens": body.get("max_tokens"),
+                "at": time.time(),
+            }
+        )
         faults = self.ctx.faults_for("llm")
         extra = faults.extra
         if faults.latency_ms > 0:
@@ -110,16 +131,23 @@ class LlmService(Service):
         if model in failing:
             status = int(failing[model])
             if status == 429:
-                return _error(429, "Rate limit reached for requests", "requests",
-                              "rate_limit_exceeded")
+                return _error(
+                    429, "Rate limit reached for requests", "requests", "rate_limit_exceeded"
+                )
             if status == 401:
-                return _error(401, "Incorrect API key provided.", "invalid_request_error",
-                              "invalid_api_key")
-            return _error(status, "The server had an error while processing your request.",
-                          "server_error")
+                return _error(
+                    401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
+                )
+            return _error(
+                status, "The server had an error while processing your request.", "server_error"
+            )
         if model not in MODELS:
-            return _error(404, f"The model `{model}` does not exist", "invalid_request_error",
-                          "model_not_found")
+            return _error(
+                404,
+                f"The model `{model}` does not exist",
+                "invalid_request_error",
+                "model_not_found",
+            )
         prompt = "\n".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
         seen = list(dict.fromkeys(_PLACEHOLDER.findall(prompt)))
         titles = prompt.count('"title"')
@@ -129,14 +157,28 @@ class LlmService(Service):
         )
         prompt_tokens = max(1, len(prompt) // 4)
         completion_tokens = int(extra.get("completion_tokens") or max(1, len(answer) // 4))
-        return web.json_response({
-            "id": f"chatcmpl-{secrets.token_hex(8)}", "object": "chat.completion",
-            "created": int(time.time()), "model": model, "system_fingerprint": "fp_sandbox",
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": answer}}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        })
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{secrets.token_hex(8)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "system_fingerprint": "fp_sandbox",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                        "message": {"role": "assistant", "content": answer},
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
 
 
 SERVICE = LlmService

@@ -48,7 +48,7 @@ def parse_logql(query: str) -> tuple[list[tuple[str, str, str]], list[tuple[str,
         matchers.append((m.group(1), m.group(2), _unescape(m.group(3))))
     if not matchers:
         raise LogQLError("parse error : queries require at least one matcher")
-    rest = q[end + 1:]
+    rest = q[end + 1 :]
     filters = []
     pos = 0
     while pos < len(rest):
@@ -139,7 +139,8 @@ class LokiService(Service):
         rng = self.ctx.rng
         now = time.time_ns()
         hosts = [n.name for n in self.ctx.lab.nodes] + [
-            g.name for g in self.ctx.lab.guests if g.type == "lxc" and g.status == "running"][:6]
+            g.name for g in self.ctx.lab.guests if g.type == "lxc" and g.status == "running"
+        ][:6]
         attackers = ["203.0.113.7", "198.51.100.23", "192.0.2.45"]
         for i in range(400):
             kind = i % 10
@@ -151,19 +152,27 @@ class LokiService(Service):
             if kind < 4 and host in hosts[:3]:
                 ip = attackers[i % len(attackers)]
                 user = ["root", "admin", "ubuntu", "deploy"][i % 4]
-                line = (f"{stamp} {host} sshd[{2000 + i}]: Failed password for "
-                        f"{'invalid user ' if user != 'root' else ''}{user} from {ip} "
-                        f"port {40000 + i} ssh2")
+                line = (
+                    f"{stamp} {host} sshd[{2000 + i}]: Failed password for "
+                    f"{'invalid user ' if user != 'root' else ''}{user} from {ip} "
+                    f"port {40000 + i} ssh2"
+                )
             elif kind == 4:
-                line = (f"{stamp} {host} sudo: pam_unix(sudo:auth): authentication failure; "
-                        f"logname=alice uid=1000 euid=0 tty=/dev/pts/0 ruser=alice rhost=  "
-                        f"user=alice")
+                line = (
+                    f"{stamp} {host} sudo: pam_unix(sudo:auth): authentication failure; "
+                    f"logname=alice uid=1000 euid=0 tty=/dev/pts/0 ruser=alice rhost=  "
+                    f"user=alice"
+                )
             elif kind == 5:
-                line = (f"{stamp} {host} sudo:    alice : 3 incorrect password attempts ; "
-                        f"TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/systemctl")
+                line = (
+                    f"{stamp} {host} sudo:    alice : 3 incorrect password attempts ; "
+                    f"TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/systemctl"
+                )
             elif kind < 8:
-                line = (f"{stamp} {host} sshd[{2000 + i}]: Accepted publickey for root from "
-                        f"192.168.1.50 port {50000 + i} ssh2: ED25519 SHA256:abc")
+                line = (
+                    f"{stamp} {host} sshd[{2000 + i}]: Accepted publickey for root from "
+                    f"192.168.1.50 port {50000 + i} ssh2: ED25519 SHA256:abc"
+                )
             else:
                 line = f"{stamp} {host} CRON[{3000 + i}]: pam_unix(cron:session): session opened"
             self._add(auth, ts, line)
@@ -197,9 +206,12 @@ class LokiService(Service):
             self.streams = {}
             return {"streams": 0}
         if action == "state":
-            return {"port": self.port, "streams": len(self.streams),
-                    "lines": sum(len(v) for v in self.streams.values()),
-                    "queries": self.queries[-20:]}
+            return {
+                "port": self.port,
+                "streams": len(self.streams),
+                "lines": sum(len(v) for v in self.streams.values()),
+                "queries": self.queries[-20:],
+            }
         raise KeyError(action)
 
     async def ready(self, request: web.Request) -> web.Response:
@@ -235,11 +247,16 @@ class LokiService(Service):
         for ts, labels, line in picked:
             result.setdefault(tuple(sorted(labels.items())), []).append([str(ts), line])
         elapsed = time.monotonic() - started
-        return web.json_response({"status": "success", "data": {
-            "resultType": "streams",
-            "result": [{"stream": dict(k), "values": v} for k, v in result.items()],
-            "stats": {"summary": {"execTime": elapsed, "totalLinesProcessed": len(picked)}},
-        }})
+        return web.json_response(
+            {
+                "status": "success",
+                "data": {
+                    "resultType": "streams",
+                    "result": [{"stream": dict(k), "values": v} for k, v in result.items()],
+                    "stats": {"summary": {"execTime": elapsed, "totalLinesProcessed": len(picked)}},
+                },
+            }
+        )
 
 
 SERVICE = LokiService

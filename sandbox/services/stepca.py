@@ -31,7 +31,8 @@ def lab_intermediate(ctx: Context) -> SandboxCA:
         if "intermediate" not in shared:
             # Older than any leaf it signed, as a real CA's intermediate is.
             shared["intermediate"] = ctx.ca.issue_intermediate(
-                "Sandbox Homelab Intermediate CA", days=3650,
+                "Sandbox Homelab Intermediate CA",
+                days=3650,
                 not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=400),
             )
         inter: SandboxCA = shared["intermediate"]
@@ -54,8 +55,11 @@ class StepCaService(Service):
     async def start(self) -> None:
         self.intermediate = lab_intermediate(self.ctx)
         leaf = self.ctx.ca.issue_server_cert(
-            ["ca.lab.internal", "step-ca", "localhost"], [self.ctx.host], days=1,
-            issuer=self.intermediate, common_name="Step Online CA",
+            ["ca.lab.internal", "step-ca", "localhost"],
+            [self.ctx.host],
+            days=1,
+            issuer=self.intermediate,
+            common_name="Step Online CA",
         )
         app = web.Application()
         app.router.add_get("/health", self.health)
@@ -71,8 +75,12 @@ class StepCaService(Service):
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         self.port = self.ctx.port()
-        site = web.TCPSite(self._runner, self.ctx.host, self.port,
-                           ssl_context=server_ssl_context(leaf.chain_pem, leaf.key_pem))
+        site = web.TCPSite(
+            self._runner,
+            self.ctx.host,
+            self.port,
+            ssl_context=server_ssl_context(leaf.chain_pem, leaf.key_pem),
+        )
         await site.start()
 
     async def stop(self) -> None:
@@ -82,8 +90,13 @@ class StepCaService(Service):
     def _faulty(self) -> web.Response | None:
         faults = self.ctx.faults_for(self.name)
         if faults.roll(faults.error_rate, self.ctx.rng):
-            return web.json_response({"status": 500, "message": "The certificate authority "
-                                      "encountered an Internal Server Error."}, status=500)
+            return web.json_response(
+                {
+                    "status": 500,
+                    "message": "The certificate authority encountered an Internal Server Error.",
+                },
+                status=500,
+            )
         return None
 
     async def health(self, req: web.Request) -> web.Response:
@@ -108,43 +121,67 @@ class StepCaService(Service):
         )
 
     async def roots_pem(self, req: web.Request) -> web.Response:
-        return web.Response(body="".join(self._pems("roots")).encode(),
-                            content_type="application/x-pem-file")
+        return web.Response(
+            body="".join(self._pems("roots")).encode(), content_type="application/x-pem-file"
+        )
 
     async def intermediates_pem(self, req: web.Request) -> web.Response:
-        return web.Response(body="".join(self._pems("intermediates")).encode(),
-                            content_type="application/x-pem-file")
+        return web.Response(
+            body="".join(self._pems("intermediates")).encode(),
+            content_type="application/x-pem-file",
+        )
 
     async def provisioners(self, req: web.Request) -> web.Response:
-        return web.json_response({
-            "provisioners": [
-                {"type": "JWK", "name": "admin@lab.internal", "key": {"kty": "EC"},
-                 "encryptedKey": "eyJhbGciOi..."},
-                {"type": "ACME", "name": PROVISIONER, "forceCN": False,
-                 "claims": {"defaultTLSCertDuration": "24h0m0s"}},
-            ],
-            "nextCursor": "",
-        })
+        return web.json_response(
+            {
+                "provisioners": [
+                    {
+                        "type": "JWK",
+                        "name": "admin@lab.internal",
+                        "key": {"kty": "EC"},
+                        "encryptedKey": "eyJhbGciOi...",
+                    },
+                    {
+                        "type": "ACME",
+                        "name": PROVISIONER,
+                        "forceCN": False,
+                        "claims": {"defaultTLSCertDuration": "24h0m0s"},
+                    },
+                ],
+                "nextCursor": "",
+            }
+        )
 
     async def directory(self, req: web.Request) -> web.Response:
         prov = req.match_info["prov"]
         if prov != PROVISIONER:
             return web.json_response(
-                {"type": "urn:ietf:params:acme:error:accountDoesNotExist",
-                 "detail": f"provisioner '{prov}' not found"}, status=404,
+                {
+                    "type": "urn:ietf:params:acme:error:accountDoesNotExist",
+                    "detail": f"provisioner '{prov}' not found",
+                },
+                status=404,
             )
         base = f"{self.base}/acme/{prov}"
-        return web.json_response({
-            "newNonce": f"{base}/new-nonce", "newAccount": f"{base}/new-account",
-            "newOrder": f"{base}/new-order", "revokeCert": f"{base}/revoke-cert",
-            "keyChange": f"{base}/key-change",
-        })
+        return web.json_response(
+            {
+                "newNonce": f"{base}/new-nonce",
+                "newAccount": f"{base}/new-account",
+                "newOrder": f"{base}/new-order",
+                "revokeCert": f"{base}/revoke-cert",
+                "keyChange": f"{base}/key-change",
+            }
+        )
 
     async def nonce(self, req: web.Request) -> web.Response:
         status = 200 if req.method == "HEAD" else 204
-        return web.Response(status=status, headers={
-            "Replay-Nonce": secrets.token_urlsafe(16), "Cache-Control": "no-store",
-        })
+        return web.Response(
+            status=status,
+            headers={
+                "Replay-Nonce": secrets.token_urlsafe(16),
+                "Cache-Control": "no-store",
+            },
+        )
 
     def config_fragment(self) -> dict[str, Any]:
         ca = str(ca_bundle_path(self.ctx))

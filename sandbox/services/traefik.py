@@ -77,7 +77,7 @@ class RouterDef:
         if self.tls:
             item["tls"] = {"certResolver": "stepca"}
         if self.status == "disabled":
-            item["error"] = ["the service \"missing@docker\" does not exist"]
+            item["error"] = ['the service "missing@docker" does not exist']
         return item
 
 
@@ -103,12 +103,15 @@ class TraefikService(Service):
     def host(self, short: str) -> str:
         return f"{short}.{self.ctx.lab.domain}"
 
-    def _issue(self, host: str, lifetime_s: float, left_s: float,
-               issuer: SandboxCA | None = None) -> IssuedCert:
+    def _issue(
+        self, host: str, lifetime_s: float, left_s: float, issuer: SandboxCA | None = None
+    ) -> IssuedCert:
         now = dt.datetime.now(dt.UTC)
         start = now - dt.timedelta(seconds=lifetime_s - left_s)
         return self.ctx.ca.issue_server_cert(
-            [host], not_before=start, not_after=start + dt.timedelta(seconds=lifetime_s),
+            [host],
+            not_before=start,
+            not_after=start + dt.timedelta(seconds=lifetime_s),
             issuer=issuer or lab_intermediate(self.ctx),
         )
 
@@ -139,7 +142,8 @@ class TraefikService(Service):
         if case == "short-intermediate":
             # A 3-year intermediate in its last 5 days, signing 90-day leaves with 60 days left.
             short = self.ctx.ca.issue_intermediate(
-                "Sandbox Expiring Intermediate", days=3 * 365,
+                "Sandbox Expiring Intermediate",
+                days=3 * 365,
                 not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=3 * 365 - 5),
             )
             return self._issue(host, 90 * DAY, 60 * DAY, issuer=short)
@@ -168,22 +172,27 @@ class TraefikService(Service):
             self._set_cert(host, self._issue(host, 24 * HOUR, (9 + rng.random() * 14) * HOUR))
         # Rule shapes: two hosts in one rule, a path router sharing a host, TLS off, disabled.
         grafana, auth = self.host("grafana"), self.host("auth")
-        self.routers.append(
-            RouterDef("grafana", f"Host(`{grafana}`) || Host(`{auth}`)", grafana)
+        self.routers.append(RouterDef("grafana", f"Host(`{grafana}`) || Host(`{auth}`)", grafana))
+        self._set_cert(
+            grafana,
+            self.ctx.ca.issue_server_cert(
+                [grafana, auth],
+                days=1,
+                not_before=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2),
+                issuer=lab_intermediate(self.ctx),
+            ),
         )
-        self._set_cert(grafana, self.ctx.ca.issue_server_cert(
-            [grafana, auth], days=1, not_before=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2),
-            issuer=lab_intermediate(self.ctx),
-        ))
         self.contexts[auth] = self.contexts[grafana]
-        self.routers.append(RouterDef(
-            "grafana-api", f"Host(`{grafana}`) && PathPrefix(`/api`)", grafana
-        ))
+        self.routers.append(
+            RouterDef("grafana-api", f"Host(`{grafana}`) && PathPrefix(`/api`)", grafana)
+        )
         self.routers.append(RouterDef("dashboard", "PathPrefix(`/dashboard`)", None))
-        self.routers.append(RouterDef("legacy-http", f"Host(`{self.host('legacy')}`)", None,
-                                      tls=False))
-        self.routers.append(RouterDef("broken", f"Host(`{self.host('broken')}`)", None,
-                                      status="disabled"))
+        self.routers.append(
+            RouterDef("legacy-http", f"Host(`{self.host('legacy')}`)", None, tls=False)
+        )
+        self.routers.append(
+            RouterDef("broken", f"Host(`{self.host('broken')}`)", None, status="disabled")
+        )
         self.routers.sort(key=lambda r: r.api()["name"])
 
     # -- servers ------------------------------------------------------------------------------
@@ -205,10 +214,15 @@ class TraefikService(Service):
         self._default = server_ssl_context(default.chain_pem, default.key_pem)
         self._default.sni_callback = self._pick
         self.entry_port = self.ctx.port()
-        self._servers.append(await asyncio.start_server(
-            self._serve_https, self.ctx.host, self.entry_port, ssl=self._default,
-            ssl_handshake_timeout=10,
-        ))
+        self._servers.append(
+            await asyncio.start_server(
+                self._serve_https,
+                self.ctx.host,
+                self.entry_port,
+                ssl=self._default,
+                ssl_handshake_timeout=10,
+            )
+        )
         self.closed_port = self.ctx.port()  # never bound: "connection refused"
         self.stall_port = self.ctx.port()
         self._servers.append(
@@ -220,13 +234,15 @@ class TraefikService(Service):
         if chosen is not None:
             sslobj.context = chosen
 
-    async def _serve_https(self, reader: asyncio.StreamReader,
-                           writer: asyncio.StreamWriter) -> None:
+    async def _serve_https(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         try:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n"
-                             b"\r\nok\n")
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+                )
                 await writer.drain()
         finally:
             writer.close()
@@ -291,8 +307,9 @@ class TraefikService(Service):
         return web.json_response({"message": f"router not found: {name}"}, status=404)
 
     async def version(self, req: web.Request) -> web.Response:
-        return web.json_response({"Version": "3.3.4", "Codename": "saintnectaire",
-                                  "startDate": "2026-01-01T00:00:00Z"})
+        return web.json_response(
+            {"Version": "3.3.4", "Codename": "saintnectaire", "startDate": "2026-01-01T00:00:00Z"}
+        )
 
     async def overview(self, req: web.Request) -> web.Response:
         items = [r.api() for r in self.routers]
@@ -302,31 +319,41 @@ class TraefikService(Service):
             "errors": sum(i["status"] == "disabled" for i in items),
         }
         zero = {"total": 0, "warnings": 0, "errors": 0}
-        return web.json_response({
-            "http": {"routers": counts, "services": dict(counts), "middlewares": zero},
-            "tcp": {"routers": zero, "services": zero, "middlewares": zero},
-            "udp": {"routers": zero, "services": zero},
-            "features": {"tracing": "", "metrics": "prometheus", "accessLog": False},
-            "providers": ["Docker", "File"],
-        })
+        return web.json_response(
+            {
+                "http": {"routers": counts, "services": dict(counts), "middlewares": zero},
+                "tcp": {"routers": zero, "services": zero, "middlewares": zero},
+                "udp": {"routers": zero, "services": zero},
+                "features": {"tracing": "", "metrics": "prometheus", "accessLog": False},
+                "providers": ["Docker", "File"],
+            }
+        )
 
     async def entrypoints(self, req: web.Request) -> web.Response:
-        return web.json_response([
-            {"address": f":{self.entry_port}", "name": "websecure"},
-            {"address": ":80", "name": "web"},
-        ])
+        return web.json_response(
+            [
+                {"address": f":{self.entry_port}", "name": "websecure"},
+                {"address": ":80", "name": "web"},
+            ]
+        )
 
     # -- config and control ---------------------------------------------------------------------
 
     def config_fragment(self) -> dict[str, Any]:
         host = self.ctx.host
         return {
-            "systems": {"traefik": {"url": f"http://{host}:{self.api_port}",
-                                    "entrypoint": f"{host}:{self.entry_port}"}},
-            "inventory": {"endpoints": [
-                {"name": self.host("offline"), "address": host, "port": self.closed_port},
-                {"name": self.host("stalled"), "address": host, "port": self.stall_port},
-            ]},
+            "systems": {
+                "traefik": {
+                    "url": f"http://{host}:{self.api_port}",
+                    "entrypoint": f"{host}:{self.entry_port}",
+                }
+            },
+            "inventory": {
+                "endpoints": [
+                    {"name": self.host("offline"), "address": host, "port": self.closed_port},
+                    {"name": self.host("stalled"), "address": host, "port": self.stall_port},
+                ]
+            },
         }
 
     def control(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -53,8 +53,14 @@ class FleetHarness:
         self.thread.start()
         hosts = len(self.lab.nodes) + sum(1 for g in self.lab.guests if g.type == "lxc")
         self.ctx = Context(
-            lab=self.lab, state_dir=self.dir, host="127.0.0.1", ca=None, faults={},
-            rng=random.Random(seed), time_scale=time_scale, base_port=free_base_port(hosts),
+            lab=self.lab,
+            state_dir=self.dir,
+            host="127.0.0.1",
+            ca=None,
+            faults={},
+            rng=random.Random(seed),
+            time_scale=time_scale,
+            base_port=free_base_port(hosts),
         )
         self.svc: FleetService = SERVICE(self.ctx)
         self.call(self.svc.start())
@@ -78,16 +84,27 @@ class FleetHarness:
 
     def hosts(self, **match: Any) -> list[str]:
         """Host names whose state matches, e.g. hosts(os="alpine320", sshd=True)."""
-        return [n for n, st in self.lab.hosts.items()
-                if all(getattr(st, k) == v for k, v in match.items())]
+        return [
+            n
+            for n, st in self.lab.hosts.items()
+            if all(getattr(st, k) == v for k, v in match.items())
+        ]
 
     def client(self, host: str, timeout: float = 5) -> paramiko.SSHClient:
         c = paramiko.SSHClient()
         c.load_host_keys(self.known_hosts)
         c.set_missing_host_key_policy(paramiko.RejectPolicy())
-        c.connect("127.0.0.1", port=self.port(host), username="root", key_filename=self.key_file,
-                  allow_agent=False, look_for_keys=False, timeout=timeout,
-                  banner_timeout=timeout, auth_timeout=timeout)
+        c.connect(
+            "127.0.0.1",
+            port=self.port(host),
+            username="root",
+            key_filename=self.key_file,
+            allow_agent=False,
+            look_for_keys=False,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+        )
         return c
 
     def run(self, host: str, command: str, timeout: float = 20) -> tuple[int, str, str]:

@@ -32,8 +32,9 @@ IMPLEMENTATION_EXTRAS = {
     "/nodes/{node}/tasks/{upid}/status": {"tokenid"},
 }
 
-pytestmark = pytest.mark.skipif(not SCHEMA_FILE.exists(),
-                                reason=f"PVE API schema not found at {SCHEMA_FILE}")
+pytestmark = pytest.mark.skipif(
+    not SCHEMA_FILE.exists(), reason=f"PVE API schema not found at {SCHEMA_FILE}"
+)
 
 
 @pytest.fixture
@@ -43,7 +44,6 @@ def sb(private_sandbox: SandboxHandle) -> Iterator[SandboxHandle]:
         yield private_sandbox
     finally:
         private_sandbox.reset_faults()
-
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +63,9 @@ def test_param_table_in_sync_with_schema(schema: dict[str, Any]) -> None:
     """sandbox/pve/params.json is generated from the schema for exactly the served routes."""
     expected = extract(schema, router.routes())
     assert set(expected) == {f"{m} {p}" for m, p in router.routes()}
-    assert json.loads(PARAMS_FILE.read_text()) == expected, \
+    assert json.loads(PARAMS_FILE.read_text()) == expected, (
         "regenerate: python -m sb.pve.params <pve-api-schema.json>"
+    )
 
 
 def _check_type(value: Any, decl: dict[str, Any]) -> bool:
@@ -102,8 +103,9 @@ def _assert_matches(schema: dict[str, Any], path: str, data: Any) -> None:
         assert not undeclared, f"{path}: undeclared fields {undeclared} in {item}"
         for key, value in item.items():
             if key in props:
-                assert _check_type(value, props[key]), \
+                assert _check_type(value, props[key]), (
                     f"{path}: {key}={value!r} is not {props[key].get('type')}"
+                )
         assert required <= set(item), f"{path}: missing required {required - set(item)}"
 
 
@@ -111,27 +113,39 @@ def test_responses_match_schema(sb: SandboxHandle, schema: dict[str, Any]) -> No
     pve = sb.pve()
     _assert_matches(schema, "/nodes", pve.nodes.get())
     _assert_matches(schema, "/nodes/{node}/lxc", pve.nodes("pve1").lxc.get())
-    _assert_matches(schema, "/nodes/{node}/qemu", pve.nodes("pve1").qemu.get()
-                    + pve.nodes("pve2").qemu.get())
+    _assert_matches(
+        schema, "/nodes/{node}/qemu", pve.nodes("pve1").qemu.get() + pve.nodes("pve2").qemu.get()
+    )
     _assert_matches(schema, "/cluster/resources", pve.cluster.resources.get())
-    _assert_matches(schema, "/nodes/{node}/lxc/{vmid}/status/current",
-                    pve.nodes("pve1").lxc(100).status.current.get())
+    _assert_matches(
+        schema,
+        "/nodes/{node}/lxc/{vmid}/status/current",
+        pve.nodes("pve1").lxc(100).status.current.get(),
+    )
     _assert_matches(schema, "/nodes/{node}/storage", pve.nodes("pve1").storage.get())
     for storage in ("pbs", "local"):
-        _assert_matches(schema, "/nodes/{node}/storage/{storage}/content",
-                        pve.nodes("pve1").storage(storage).content.get(content="backup"))
+        _assert_matches(
+            schema,
+            "/nodes/{node}/storage/{storage}/content",
+            pve.nodes("pve1").storage(storage).content.get(content="backup"),
+        )
     _assert_matches(schema, "/nodes/{node}/apt/update", pve.nodes("pve1").apt.update.get())
-    _assert_matches(schema, "/nodes/{node}/certificates/info",
-                    pve.nodes("pve1").certificates.info.get())
+    _assert_matches(
+        schema, "/nodes/{node}/certificates/info", pve.nodes("pve1").certificates.info.get()
+    )
     _assert_matches(schema, "/cluster/backup", pve.cluster.backup.get())
-    _assert_matches(schema, "/cluster/backup-info/not-backed-up",
-                    pve("cluster/backup-info/not-backed-up").get())
+    _assert_matches(
+        schema, "/cluster/backup-info/not-backed-up", pve("cluster/backup-info/not-backed-up").get()
+    )
     upid = pve.nodes("pve1").vzdump.post(vmid="100", storage="pbs")
-    _assert_matches(schema, "/nodes/{node}/tasks/{upid}/status",
-                    pve.nodes("pve1").tasks(upid).status.get())  # running: no exitstatus
+    _assert_matches(
+        schema, "/nodes/{node}/tasks/{upid}/status", pve.nodes("pve1").tasks(upid).status.get()
+    )  # running: no exitstatus
     Tasks.blocking_status(pve, upid, timeout=20, polling_interval=0.05)
-    _assert_matches(schema, "/nodes/{node}/tasks/{upid}/status",
-                    pve.nodes("pve1").tasks(upid).status.get())
+    _assert_matches(
+        schema, "/nodes/{node}/tasks/{upid}/status", pve.nodes("pve1").tasks(upid).status.get()
+    )
     _assert_matches(schema, "/nodes/{node}/tasks", pve.nodes("pve1").tasks.get())
-    _assert_matches(schema, "/nodes/{node}/tasks/{upid}/log",
-                    pve.nodes("pve1").tasks(upid).log.get())
+    _assert_matches(
+        schema, "/nodes/{node}/tasks/{upid}/log", pve.nodes("pve1").tasks(upid).log.get()
+    )

@@ -51,11 +51,30 @@ def _port_open(port: int) -> bool:
 
 def _ssh_cmd(fleet: FleetHarness, host: str, command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={fleet.known_hosts}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
-         "-F", "/dev/null", "-i", fleet.key_file, "-p", str(fleet.port(host)), "root@127.0.0.1",
-         command],
-        capture_output=True, text=True, timeout=30,
+        [
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={fleet.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "LogLevel=ERROR",
+            "-F",
+            "/dev/null",
+            "-i",
+            fleet.key_file,
+            "-p",
+            str(fleet.port(host)),
+            "root@127.0.0.1",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 
@@ -77,18 +96,23 @@ def test_config_fragment_matches_labops_schema(fleet: FleetHarness) -> None:
 
 def test_paramiko_reject_policy_os_release_and_apt_list(fleet: FleetHarness) -> None:
     rc, out, _ = fleet.run("pve1", "cat /etc/os-release")
-    assert rc == 0 and 'VERSION_CODENAME=trixie' in out
-    host = next(h for h in fleet.hosts(os="debian12", sshd=True, kind="container")
-                if fleet.lab.hosts[h].pending)
+    assert rc == 0 and "VERSION_CODENAME=trixie" in out
+    host = next(
+        h
+        for h in fleet.hosts(os="debian12", sshd=True, kind="container")
+        if fleet.lab.hosts[h].pending
+    )
     rc, out, err = fleet.run(host, "apt list --upgradable")
     assert rc == 0
-    assert err.strip() == ("WARNING: apt does not have a stable CLI interface. "
-                           "Use with caution in scripts.")
+    assert err.strip() == (
+        "WARNING: apt does not have a stable CLI interface. Use with caution in scripts."
+    )
     lines = out.splitlines()
     assert lines[0] == "Listing..."
     assert lines[1:] and all(APT_LIST_RE.match(ln) for ln in lines[1:])
     assert any("-security " in ln for ln in lines[1:]) or any(
-        "-security," in ln or "-security " in ln for ln in lines)
+        "-security," in ln or "-security " in ln for ln in lines
+    )
 
 
 def test_openssh_client_strict_host_keys(fleet: FleetHarness) -> None:
@@ -111,8 +135,10 @@ def test_changed_host_key_refused_by_both_clients(fleet: FleetHarness) -> None:
     if shutil.which("ssh"):
         res = _ssh_cmd(fleet, host, "true")
         assert res.returncode == 255
-        assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in res.stderr or \
-            "Host key verification failed" in res.stderr
+        assert (
+            "REMOTE HOST IDENTIFICATION HAS CHANGED" in res.stderr
+            or "Host key verification failed" in res.stderr
+        )
     fleet.control("clear_faults")
     assert _wait(lambda: fleet.svc._servers.get(host, (None, ""))[1] == "main")
     assert fleet.run(host, "hostname")[1] == "pve2\n"
@@ -142,27 +168,41 @@ def test_auth_failure_and_no_password_auth(fleet: FleetHarness) -> None:
     c.load_host_keys(fleet.known_hosts)
     c.set_missing_host_key_policy(paramiko.RejectPolicy())
     with pytest.raises(paramiko.AuthenticationException):
-        c.connect("127.0.0.1", port=fleet.port(host), username="root", password="root",
-                  allow_agent=False, look_for_keys=False, timeout=5)
+        c.connect(
+            "127.0.0.1",
+            port=fleet.port(host),
+            username="root",
+            password="root",
+            allow_agent=False,
+            look_for_keys=False,
+            timeout=5,
+        )
     c.close()
 
 
 def test_dpkg_lock_fails_or_waits_like_apt(fleet: FleetHarness) -> None:
-    host = next(h for h in fleet.hosts(os="debian12", sshd=True, kind="container")
-                if fleet.lab.hosts[h].pending and not fleet.lab.hosts[h].held)
+    host = next(
+        h
+        for h in fleet.hosts(os="debian12", sshd=True, kind="container")
+        if fleet.lab.hosts[h].pending and not fleet.lab.hosts[h].held
+    )
     fleet.control("set_faults", {"dpkg_locked_hosts": {host: 2}})
     pid = fleet.lab.hosts[host].lock_pid
     rc, out, err = fleet.run(host, "apt-get -y dist-upgrade")
     assert rc == 100 and out == ""
-    assert err == (f"E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process "
-                   f"{pid} (apt-get)\nE: Unable to acquire the dpkg frontend lock "
-                   "(/var/lib/dpkg/lock-frontend), is another process using it?\n")
+    assert err == (
+        f"E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process "
+        f"{pid} (apt-get)\nE: Unable to acquire the dpkg frontend lock "
+        "(/var/lib/dpkg/lock-frontend), is another process using it?\n"
+    )
     rc, out, err = fleet.run(host, "apt-get update")
     assert rc == 100 and "E: Unable to lock directory /var/lib/apt/lists/" in err
     t0 = time.monotonic()
     rc, out, err = fleet.run(
-        host, "DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=30 -y "
-              "-o Dpkg::Options::=--force-confold dist-upgrade")
+        host,
+        "DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=30 -y "
+        "-o Dpkg::Options::=--force-confold dist-upgrade",
+    )
     assert rc == 0, err
     assert time.monotonic() - t0 >= 1.0
     assert out.startswith("Waiting for cache lock: Could not get lock /var/lib/dpkg/lock-frontend")
@@ -170,20 +210,25 @@ def test_dpkg_lock_fails_or_waits_like_apt(fleet: FleetHarness) -> None:
 
 
 def test_dist_upgrade_on_node_sets_reboot_required_then_reboot(fleet: FleetHarness) -> None:
-    node = next(n for n in ("pve1", "pve2", "pve4")
-                if "proxmox-kernel-6.14" in fleet.lab.hosts[n].pending)
+    node = next(
+        n for n in ("pve1", "pve2", "pve4") if "proxmox-kernel-6.14" in fleet.lab.hosts[n].pending
+    )
     rc, out, _ = fleet.run(node, "apt-get -s upgrade")
     assert "The following packages have been kept back:\n  proxmox-kernel-6.14" in out
     rc, out, _ = fleet.run(node, "apt-get -s dist-upgrade")
     assert re.search(r"^Inst proxmox-kernel-6\.14\.11-4-pve-signed \(6\.14\.11-4 ", out, re.M)
-    assert re.search(r"^\d+ upgraded, 1 newly installed, 0 to remove and \d+ not upgraded\.$",
-                     out, re.M)
-    rc, out, err = fleet.run(node, "DEBIAN_FRONTEND=noninteractive apt-get -y -o "
-                                   "Dpkg::Options::=--force-confold dist-upgrade")
+    assert re.search(
+        r"^\d+ upgraded, 1 newly installed, 0 to remove and \d+ not upgraded\.$", out, re.M
+    )
+    rc, out, err = fleet.run(
+        node,
+        "DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::=--force-confold dist-upgrade",
+    )
     assert rc == 0, err
     assert "Setting up proxmox-kernel-6.14.11-4-pve-signed (6.14.11-4) ..." in out
-    rc, out, _ = fleet.run(node, "test -f /run/reboot-required && cat /run/reboot-required.pkgs;"
-                                 " needrestart -b")
+    rc, out, _ = fleet.run(
+        node, "test -f /run/reboot-required && cat /run/reboot-required.pkgs; needrestart -b"
+    )
     assert "proxmox-kernel-6.14.11-4-pve-signed\n" in out
     assert "NEEDRESTART-KSTA: 3" in out and "NEEDRESTART-KEXP: 6.14.11-4-pve" in out
     boot_id = fleet.run(node, "cat /proc/sys/kernel/random/boot_id")[1]
@@ -193,14 +238,19 @@ def test_dist_upgrade_on_node_sets_reboot_required_then_reboot(fleet: FleetHarne
     c.close()
     assert _wait(lambda: not fleet.lab.node(node).online, 2)  # type: ignore[union-attr]
     assert _wait(lambda: fleet.lab.node(node).online and _port_open(fleet.port(node)), 10)  # type: ignore[union-attr]
-    rc, out, _ = fleet.run(node, "uname -r; test -e /run/reboot-required || echo clear; "
-                                 "cat /proc/sys/kernel/random/boot_id")
+    rc, out, _ = fleet.run(
+        node,
+        "uname -r; test -e /run/reboot-required || echo clear; cat /proc/sys/kernel/random/boot_id",
+    )
     assert out.startswith("6.14.11-4-pve\nclear\n") and boot_id not in out
 
 
 def test_pct_exec_reaches_container_without_sshd(fleet: FleetHarness) -> None:
-    st = next(fleet.lab.hosts[h] for h in fleet.hosts(sshd=False)
-              if fleet.lab.guest(fleet.lab.hosts[h].vmid).status == "running")  # type: ignore[union-attr]
+    st = next(
+        fleet.lab.hosts[h]
+        for h in fleet.hosts(sshd=False)
+        if fleet.lab.guest(fleet.lab.hosts[h].vmid).status == "running"
+    )  # type: ignore[union-attr]
     assert st.name not in {s.name for s in fleet.svc.specs.values() if s.port}
     rc, out, _ = fleet.run(st.node, f"pct exec {st.vmid} -- cat /etc/hostname")
     assert rc == 0 and out == f"{st.name}\n"
@@ -218,10 +268,11 @@ def test_pct_exec_reaches_container_without_sshd(fleet: FleetHarness) -> None:
 
 def test_alpine_apk(fleet: FleetHarness) -> None:
     host = next(h for h in fleet.hosts(os="alpine320", sshd=True) if fleet.lab.hosts[h].pending)
-    rc, out, _ = fleet.run(host, "cat /etc/os-release; apk update >/dev/null 2>&1 && "
-                                 "apk version -l '<'")
+    rc, out, _ = fleet.run(
+        host, "cat /etc/os-release; apk update >/dev/null 2>&1 && apk version -l '<'"
+    )
     assert rc == 0 and "ID=alpine" in out
-    ver = out[out.index("Installed:"):].splitlines()
+    ver = out[out.index("Installed:") :].splitlines()
     assert re.fullmatch(r"Installed:\s+Available:", ver[0])
     assert all(re.fullmatch(r"\S+-\S+-r\d+\s+< \S+ ", ln) for ln in ver[1:]) and ver[1:]
     rc, out, _ = fleet.run(host, "apk list -u | wc -l; apk upgrade")
@@ -234,21 +285,31 @@ def test_shell_subset_and_unknown_commands(fleet: FleetHarness) -> None:
     host = fleet.hosts(os="debian13", sshd=True, kind="container")[0]
     rc, out, err = fleet.run(host, "nosuch; echo $?; sh -c 'nosuch' 2>/dev/null || echo d=$?")
     assert rc == 0 and out == "127\nd=127\n" and err == "bash: line 1: nosuch: command not found\n"
-    _, out, _ = fleet.run(host, 'sudo LANG=C id -u && [ -f /etc/os-release ] && '
-                                'command -v apt-get >/dev/null && echo ok; false || echo "b $HOME"')
+    _, out, _ = fleet.run(
+        host,
+        "sudo LANG=C id -u && [ -f /etc/os-release ] && "
+        'command -v apt-get >/dev/null && echo ok; false || echo "b $HOME"',
+    )
     assert out == "0\nok\nb /root\n"
     _rc, out, _ = fleet.run(host, "systemctl is-active ssh; systemctl is-active nosuch; echo $?")
     assert out == "active\ninactive\n3\n"
 
 
 def test_failing_hanging_and_broken_upgrades(fleet: FleetHarness) -> None:
-    cands = [h for h in fleet.hosts(os="debian12", sshd=True, kind="container")
-             if fleet.lab.hosts[h].pending and not fleet.lab.hosts[h].held]
+    cands = [
+        h
+        for h in fleet.hosts(os="debian12", sshd=True, kind="container")
+        if fleet.lab.hosts[h].pending and not fleet.lab.hosts[h].held
+    ]
     fail, hang, broken = cands[1], cands[2], cands[3]
-    fleet.control("set_faults", {
-        "failing_upgrade_hosts": [fail], "hanging_commands": {hang: "dist-upgrade"},
-        "broken_after_upgrade_hosts": [broken],
-    })
+    fleet.control(
+        "set_faults",
+        {
+            "failing_upgrade_hosts": [fail],
+            "hanging_commands": {hang: "dist-upgrade"},
+            "broken_after_upgrade_hosts": [broken],
+        },
+    )
     rc, out, err = fleet.run(fail, "apt-get -y dist-upgrade")
     assert rc == 100 and "Errors were encountered while processing:" in out
     assert err.endswith("E: Sub-process /usr/bin/dpkg returned an error code (1)\n")
@@ -268,18 +329,28 @@ def test_failing_hanging_and_broken_upgrades(fleet: FleetHarness) -> None:
 
 def test_control_set_pending_and_state(fleet: FleetHarness) -> None:
     host = fleet.hosts(os="debian13", sshd=True, kind="container")[1]
-    fleet.control("set_pending", {"host": host, "packages": [
-        {"name": "openssl", "version": "3.5.9-1~deb13u1", "security": True},
-        {"name": "tzdata", "version": "2026a-0+deb13u1"},
-    ], "held": ["tzdata"]})
+    fleet.control(
+        "set_pending",
+        {
+            "host": host,
+            "packages": [
+                {"name": "openssl", "version": "3.5.9-1~deb13u1", "security": True},
+                {"name": "tzdata", "version": "2026a-0+deb13u1"},
+            ],
+            "held": ["tzdata"],
+        },
+    )
     _, out, _ = fleet.run(host, "apt list --upgradable 2>/dev/null; apt-mark showhold")
     assert "openssl/stable-security 3.5.9-1~deb13u1 amd64 [upgradable from: " in out
     assert out.rstrip().endswith("tzdata")
     _rc, out, _ = fleet.run(host, "apt-get -s dist-upgrade | grep -E 'kept back|upgraded,'")
     assert "1 upgraded, 0 newly installed, 0 to remove and 1 not upgraded." in out
     state = fleet.control("state", {"host": host})
-    assert state["os"] == "debian13" and state["listening"] and sorted(state["pending"]) == [
-        "openssl", "tzdata"]
+    assert (
+        state["os"] == "debian13"
+        and state["listening"]
+        and sorted(state["pending"]) == ["openssl", "tzdata"]
+    )
 
 
 def test_product_check_command_parses_on_every_os(fleet: FleetHarness) -> None:
@@ -290,8 +361,13 @@ def test_product_check_command_parses_on_every_os(fleet: FleetHarness) -> None:
 
     picks = {"pve1"}
     for os_name in ("debian12", "debian13", "ubuntu2404", "alpine320", "debian10"):
-        picks.add(next(h for h in fleet.hosts(os=os_name, sshd=True)
-                       if fleet.lab.hosts[h].pending or os_name == "debian10"))
+        picks.add(
+            next(
+                h
+                for h in fleet.hosts(os=os_name, sshd=True)
+                if fleet.lab.hosts[h].pending or os_name == "debian10"
+            )
+        )
     for host in sorted(picks):
         st = fleet.lab.hosts[host]
         _, out, _ = fleet.run(host, CHECK_COMMAND)
@@ -313,21 +389,30 @@ def test_labops_ssh_runner_against_the_fleet(fleet: FleetHarness) -> None:
     from labops.errors import AuthFailed, HostKeyRejected, Unreachable
     from labops.ssh import SshRunner, SshTarget
 
-    runner = SshRunner(SshSystem(**fleet.svc.config_fragment()["systems"]["ssh"],
-                                 connect_timeout_s=3, command_timeout_s=10))
+    runner = SshRunner(
+        SshSystem(
+            **fleet.svc.config_fragment()["systems"]["ssh"],
+            connect_timeout_s=3,
+            command_timeout_s=10,
+        )
+    )
 
     def target(host: str) -> SshTarget:
         return SshTarget(name=host, address="127.0.0.1", port=fleet.port(host))
 
-    hidden = next(fleet.lab.hosts[h] for h in fleet.hosts(sshd=False)
-                  if fleet.lab.guest(fleet.lab.hosts[h].vmid).status == "running")  # type: ignore[union-attr]
+    hidden = next(
+        fleet.lab.hosts[h]
+        for h in fleet.hosts(sshd=False)
+        if fleet.lab.guest(fleet.lab.hosts[h].vmid).status == "running"
+    )  # type: ignore[union-attr]
     with runner.session(target(hidden.node)) as s:  # type: ignore[arg-type]
         assert s.run("hostname").stdout == f"{hidden.node}\n"
         r = s.run_in_guest(vmid=hidden.vmid, command="cat /etc/hostname; exit 3")  # type: ignore[arg-type]
         assert (r.exit_status, r.stdout) == (3, f"{hidden.name}\n")
     a, b, c = fleet.hosts(kind="container", sshd=True)[5:8]
-    fleet.control("set_faults", {"changed_host_keys": [a], "auth_fail_hosts": [b],
-                                 "unreachable_hosts": [c]})
+    fleet.control(
+        "set_faults", {"changed_host_keys": [a], "auth_fail_hosts": [b], "unreachable_hosts": [c]}
+    )
     assert _wait(lambda: _port_open(fleet.port(a)))
     with pytest.raises(HostKeyRejected):
         runner.run(target(a), "true")
@@ -344,8 +429,9 @@ def test_container_stopped_and_started_through_the_lab(fleet: FleetHarness) -> N
     name = fleet.hosts(os="ubuntu2404", sshd=True)[0]
     guest = fleet.lab.guest(fleet.lab.hosts[name].vmid)  # type: ignore[arg-type]
     assert guest is not None
-    fleet.control("patch_state", {"host": name, "set": {"reboot_required": True,
-                                                       "reboot_pkgs": ["libc6"]}})
+    fleet.control(
+        "patch_state", {"host": name, "set": {"reboot_required": True, "reboot_pkgs": ["libc6"]}}
+    )
     assert fleet.run(name, "cat /run/reboot-required")[1] == "*** System restart required ***\n"
     with fleet.lab.lock:
         guest.status = "stopped"

@@ -32,9 +32,15 @@ def test_runner_config_reaches_fleet_and_faults_apply(sandbox_clean: SandboxHand
         c = paramiko.SSHClient()
         c.load_host_keys(str(ssh.known_hosts))
         c.set_missing_host_key_policy(paramiko.RejectPolicy())
-        c.connect(host.address or "127.0.0.1", port=host.port, username=ssh.user,
-                  key_filename=str(ssh.key_file), allow_agent=False, look_for_keys=False,
-                  timeout=5)
+        c.connect(
+            host.address or "127.0.0.1",
+            port=host.port,
+            username=ssh.user,
+            key_filename=str(ssh.key_file),
+            allow_agent=False,
+            look_for_keys=False,
+            timeout=5,
+        )
         try:
             _, out, _ = c.exec_command(command, timeout=10)
             return str(out.read().decode())

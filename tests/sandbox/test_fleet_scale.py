@@ -28,10 +28,18 @@ async def _ask_all(h: FleetHarness, hosts: list[str], parallel: int = 50) -> dic
     key = asyncssh.read_private_key(h.key_file)
 
     async def one(name: str) -> tuple[str, str]:
-        async with sem, asyncssh.connect(
-            "127.0.0.1", h.port(name), username="root", client_keys=[key], known_hosts=known,
-            agent_path=None, config=None,
-        ) as conn:
+        async with (
+            sem,
+            asyncssh.connect(
+                "127.0.0.1",
+                h.port(name),
+                username="root",
+                client_keys=[key],
+                known_hosts=known,
+                agent_path=None,
+                config=None,
+            ) as conn,
+        ):
             res = await conn.run("hostname; cat /etc/os-release | head -n 1", check=True)
             return name, str(res.stdout)
 
@@ -56,8 +64,10 @@ def test_two_hundred_hosts_start_and_answer() -> None:
         for name in listening:
             assert answers[name].startswith(f"{name}\n")
             assert "PRETTY_NAME=" in answers[name] or "NAME=" in answers[name]
-        print(f"\nfleet scale: {len(h.svc.specs)} hosts ({len(listening)} listening) "
-              f"started in {startup:.2f}s, RSS +{rss:.1f} MiB; one command on each in "
-              f"{elapsed:.2f}s wall, {cpu:.2f}s CPU (client+server, incl. SSH handshakes)")
+        print(
+            f"\nfleet scale: {len(h.svc.specs)} hosts ({len(listening)} listening) "
+            f"started in {startup:.2f}s, RSS +{rss:.1f} MiB; one command on each in "
+            f"{elapsed:.2f}s wall, {cpu:.2f}s CPU (client+server, incl. SSH handshakes)"
+        )
     finally:
         h.close()

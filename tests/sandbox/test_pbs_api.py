@@ -20,15 +20,21 @@ def sb(private_sandbox: SandboxHandle) -> Iterator[SandboxHandle]:
         private_sandbox.reset_faults()
 
 
-
 def test_snapshot_listing(sb: SandboxHandle) -> None:
     pbs = sb.pbs()
     assert pbs.admin.datastore.get()[0]["store"] == "store1"
     snaps = pbs.admin.datastore("store1").snapshots.get()
     assert len(snaps) > 400
     for s in snaps[:50]:
-        assert {"backup-type", "backup-id", "backup-time", "files", "size", "owner",
-                "protected"} <= set(s)
+        assert {
+            "backup-type",
+            "backup-id",
+            "backup-time",
+            "files",
+            "size",
+            "owner",
+            "protected",
+        } <= set(s)
         assert isinstance(s["protected"], bool)
         if "verification" in s:
             assert s["verification"]["state"] in ("ok", "failed")
@@ -45,8 +51,15 @@ def test_snapshot_listing(sb: SandboxHandle) -> None:
 
 
 def test_wrong_token(sb: SandboxHandle) -> None:
-    bad = ProxmoxAPI("127.0.0.1", port=sb.port("pbs"), service="PBS", user="root@pam",
-                     token_name="labops", token_value="wrong", verify_ssl=str(sb.ca_path))
+    bad = ProxmoxAPI(
+        "127.0.0.1",
+        port=sb.port("pbs"),
+        service="PBS",
+        user="root@pam",
+        token_name="labops",
+        token_value="wrong",
+        verify_ssl=str(sb.ca_path),
+    )
     with pytest.raises(ResourceException) as exc:
         bad.admin.datastore.get()
     assert exc.value.status_code == 401
@@ -79,16 +92,18 @@ def test_gc_task_and_second_start(sb: SandboxHandle) -> None:
 def test_prune_dry_run_and_protected(sb: SandboxHandle) -> None:
     pbs = sb.pbs()
     ds = pbs.admin.datastore("store1")
-    result = ds.prune.post(**{"backup-type": "ct", "backup-id": "100", "dry-run": 1,
-                              "keep-last": 2})
+    result = ds.prune.post(
+        **{"backup-type": "ct", "backup-id": "100", "dry-run": 1, "keep-last": 2}
+    )
     assert result == sorted(result, key=lambda r: r["backup-time"])
     kept = [r for r in result if r["keep"]]
     assert len([r for r in kept if not r["protected"]]) == 2
     assert any(r["protected"] and r["keep"] for r in result)
     protected = next(r for r in result if r["protected"])
     with pytest.raises(ResourceException):
-        ds.snapshots.delete(**{"backup-type": "ct", "backup-id": "100",
-                               "backup-time": protected["backup-time"]})
+        ds.snapshots.delete(
+            **{"backup-type": "ct", "backup-id": "100", "backup-time": protected["backup-time"]}
+        )
     upid = ds("prune-datastore").post(**{"dry-run": 1, "keep-daily": 7})
     assert wait_task(pbs, "localhost", upid)["exitstatus"] == "OK"
 
@@ -101,24 +116,34 @@ def test_verify_snapshot_and_delete(sb: SandboxHandle) -> None:
     upid = ds.verify.post(**key)
     assert ":verify_snapshot:" in upid
     assert wait_task(pbs, "localhost", upid)["exitstatus"] == "OK"
-    after = next(s for s in ds.snapshots.get(**{"backup-type": "ct", "backup-id": "101"})
-                 if s["backup-time"] == snap["backup-time"])
+    after = next(
+        s
+        for s in ds.snapshots.get(**{"backup-type": "ct", "backup-id": "101"})
+        if s["backup-time"] == snap["backup-time"]
+    )
     assert after["verification"] == {"state": "ok", "upid": upid}
     # Shared state: what PVE lists on storage "pbs" is what PBS holds.
     pve_vols = sb.pve().nodes("pve1").storage("pbs").content.get(vmid=101)
-    assert any(v["ctime"] == snap["backup-time"] and v["verification"]["upid"] == upid
-               for v in pve_vols)
+    assert any(
+        v["ctime"] == snap["backup-time"] and v["verification"]["upid"] == upid for v in pve_vols
+    )
     ds.snapshots.delete(**key)
     assert snap["backup-time"] not in {
-        s["backup-time"] for s in ds.snapshots.get(**{"backup-type": "ct", "backup-id": "101"})}
+        s["backup-time"] for s in ds.snapshots.get(**{"backup-type": "ct", "backup-id": "101"})
+    }
 
 
 def test_ticket_auth(sb: SandboxHandle) -> None:
-    pbs = ProxmoxAPI("127.0.0.1", port=sb.port("pbs"), service="PBS", user="root@pam",
-                     password=sb.secret("pbs_password"), verify_ssl=str(sb.ca_path))
+    pbs = ProxmoxAPI(
+        "127.0.0.1",
+        port=sb.port("pbs"),
+        service="PBS",
+        user="root@pam",
+        password=sb.secret("pbs_password"),
+        verify_ssl=str(sb.ca_path),
+    )
     assert pbs.admin.datastore.get()[0]["store"] == "store1"
-    upid = pbs.admin.datastore("store1").verify.post(
-        **{"backup-type": "vm", "backup-id": "800"})
+    upid = pbs.admin.datastore("store1").verify.post(**{"backup-type": "vm", "backup-id": "800"})
     assert wait_task(pbs, "localhost", upid)["status"] == "stopped"
 
 

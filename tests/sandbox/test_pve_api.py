@@ -33,7 +33,6 @@ def sb(private_sandbox: SandboxHandle) -> Iterator[SandboxHandle]:
         private_sandbox.reset_faults()
 
 
-
 def test_token_auth_lists_guests(sb: SandboxHandle) -> None:
     pve = sb.pve()
     assert pve.version.get()["release"] == "9.1"
@@ -62,8 +61,13 @@ def test_guest_config_has_network(sb: SandboxHandle) -> None:
 
 def test_vzdump_task_to_pbs(sb: SandboxHandle) -> None:
     pve = sb.pve()
-    upid = pve.nodes("pve1").vzdump.post(vmid="103", storage="pbs", mode="snapshot",
-                                         protected=1, **{"notes-template": "{{guestname}}"})
+    upid = pve.nodes("pve1").vzdump.post(
+        vmid="103",
+        storage="pbs",
+        mode="snapshot",
+        protected=1,
+        **{"notes-template": "{{guestname}}"},
+    )
     assert upid.startswith("UPID:pve1:") and ":vzdump:103:root@pam!labops:" in upid
     assert len(upid.split(":")) == 9
     # The guest holds the backup lock while the job runs.
@@ -79,8 +83,11 @@ def test_vzdump_task_to_pbs(sb: SandboxHandle) -> None:
     newest = max(content, key=lambda c: c["ctime"])
     assert newest["volid"].startswith("pbs:backup/ct/103/")
     assert newest["notes"] == "authentik" and newest["protected"] == 1
-    snaps = sb.pbs().admin.datastore("store1").snapshots.get(
-        **{"backup-type": "ct", "backup-id": "103"})
+    snaps = (
+        sb.pbs()
+        .admin.datastore("store1")
+        .snapshots.get(**{"backup-type": "ct", "backup-id": "103"})
+    )
     assert any(s["backup-time"] == newest["ctime"] and s["protected"] for s in snaps)
     assert "lock" not in pve.nodes("pve1").lxc(103).status.current.get()
 
@@ -104,7 +111,8 @@ def test_task_log_paging(sb: SandboxHandle) -> None:
     resp = requests.get(
         f"https://127.0.0.1:{sb.port('pve')}/api2/json/nodes/pve1/tasks/{upid}/log",
         headers={"Authorization": f"PVEAPIToken=root@pam!labops={sb.secret('pve_token')}"},
-        verify=str(sb.ca_path), timeout=5,
+        verify=str(sb.ca_path),
+        timeout=5,
     ).json()
     assert len(resp["data"]) == 50 and resp["total"] > 50
     assert resp["data"][0]["n"] == 1
@@ -113,36 +121,57 @@ def test_task_log_paging(sb: SandboxHandle) -> None:
 
 
 def test_wrong_token_is_401(sb: SandboxHandle) -> None:
-    bad = ProxmoxAPI("127.0.0.1", port=sb.port("pve"), user="root@pam",
-                     token_name="labops", token_value="00000000-0000-0000-0000-000000000000",
-                     verify_ssl=str(sb.ca_path), timeout=10)
+    bad = ProxmoxAPI(
+        "127.0.0.1",
+        port=sb.port("pve"),
+        user="root@pam",
+        token_name="labops",
+        token_value="00000000-0000-0000-0000-000000000000",
+        verify_ssl=str(sb.ca_path),
+        timeout=10,
+    )
     t0 = time.monotonic()
     with pytest.raises(ResourceException) as exc:
         bad.nodes.get()
     assert exc.value.status_code == 401
     assert exc.value.content == "Authentication failed!"
     assert time.monotonic() - t0 >= 0.29
-    r = requests.get(f"https://127.0.0.1:{sb.port('pve')}/api2/json/nodes",
-                     verify=str(sb.ca_path), timeout=10)
+    r = requests.get(
+        f"https://127.0.0.1:{sb.port('pve')}/api2/json/nodes", verify=str(sb.ca_path), timeout=10
+    )
     assert r.status_code == 401 and r.reason == "No ticket"
 
 
 def test_ticket_auth_and_csrf(sb: SandboxHandle) -> None:
     password = sb.secret("pve_password")
-    pve = ProxmoxAPI("127.0.0.1", port=sb.port("pve"), user="root@pam",
-                     password=password, verify_ssl=str(sb.ca_path), timeout=10)
+    pve = ProxmoxAPI(
+        "127.0.0.1",
+        port=sb.port("pve"),
+        user="root@pam",
+        password=password,
+        verify_ssl=str(sb.ca_path),
+        timeout=10,
+    )
     assert pve.nodes.get()
     ticket, csrf = pve.get_tokens()
     assert ticket.startswith("PVE:root@pam:") and csrf
     upid = pve.nodes("pve4").apt.update.post()  # proxmoxer sends the CSRF header itself
     assert upid.startswith("UPID:pve4:")
     base = f"https://127.0.0.1:{sb.port('pve')}/api2/json"
-    r = requests.post(f"{base}/nodes/pve4/apt/update", cookies={"PVEAuthCookie": ticket},
-                      verify=str(sb.ca_path), timeout=10)
+    r = requests.post(
+        f"{base}/nodes/pve4/apt/update",
+        cookies={"PVEAuthCookie": ticket},
+        verify=str(sb.ca_path),
+        timeout=10,
+    )
     assert r.status_code == 401  # a write without CSRFPreventionToken
-    r = requests.post(f"{base}/access/ticket", data={"username": "root@pam", "password": "x"},
-                      headers={"Authorization": "PVEAPIToken=root@pam!labops=x"},
-                      verify=str(sb.ca_path), timeout=10)
+    r = requests.post(
+        f"{base}/access/ticket",
+        data={"username": "root@pam", "password": "x"},
+        headers={"Authorization": "PVEAPIToken=root@pam!labops=x"},
+        verify=str(sb.ca_path),
+        timeout=10,
+    )
     assert r.status_code == 403
 
 
@@ -177,8 +206,7 @@ def test_snapshot_rollback_restores_host_state(sb: SandboxHandle) -> None:
     pve = sb.pve()
     node, vmid = "pve1", 103
     sb.control("pve", "guest", vmid=vmid)  # touch: the guest exists
-    upid = pve.nodes(node).lxc(vmid).snapshot.post(snapname="pre-upgrade",
-                                                    description="before apt")
+    upid = pve.nodes(node).lxc(vmid).snapshot.post(snapname="pre-upgrade", description="before apt")
     assert wait_task(pve, node, upid)["exitstatus"] == "OK"
     names = [s["name"] for s in pve.nodes(node).lxc(vmid).snapshot.get()]
     assert names == ["pre-upgrade", "current"]
@@ -222,8 +250,7 @@ def test_apt_and_certificates(sb: SandboxHandle) -> None:
     assert any(p["Package"] == "pve-manager" and p["OldVersion"] for p in pkgs)
     assert pve.nodes("pve4").apt.update.get() == []
     info = pve.nodes("pve2").certificates.info.get()
-    assert [i["filename"] for i in info] == ["pve-root-ca.pem", "pve-ssl.pem",
-                                            "pveproxy-ssl.pem"]
+    assert [i["filename"] for i in info] == ["pve-root-ca.pem", "pve-ssl.pem", "pveproxy-ssl.pem"]
     proxy = info[2]
     assert proxy["notafter"] - time.time() < 30 * 86400
     assert "pve2.lab.internal" in proxy["san"]
@@ -237,8 +264,10 @@ def test_node_port_serves_node_cert_and_acme_renewal(sb: SandboxHandle) -> None:
     def served_notafter() -> float:
         import socket
 
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-                ctx.wrap_socket(raw, server_hostname="pve2.lab.internal") as tls:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="pve2.lab.internal") as tls,
+        ):
             cert = tls.getpeercert()
         assert cert is not None
         return ssl.cert_time_to_seconds(str(cert["notAfter"]))
@@ -277,9 +306,16 @@ def test_snapshot_copies_and_rollback_restores_lab_hosts(tmp_path: Path) -> None
     async def scenario() -> None:
         state = tmp_path / "state"
         state.mkdir()
-        ctx = Context(lab=generate_lab(), state_dir=state, host="127.0.0.1",
-                      ca=SandboxCA.create(), faults={}, rng=random.Random(1), time_scale=0.01,
-                      base_port=free_port_range())
+        ctx = Context(
+            lab=generate_lab(),
+            state_dir=state,
+            host="127.0.0.1",
+            ca=SandboxCA.create(),
+            faults={},
+            rng=random.Random(1),
+            time_scale=0.01,
+            base_port=free_port_range(),
+        )
         svc = PveService(ctx)
         await svc.start()
         try:
@@ -294,12 +330,16 @@ def test_snapshot_copies_and_rollback_restores_lab_hosts(tmp_path: Path) -> None
                     await asyncio.sleep(0.01)
                 return task
 
-            t = await run(pve_api.snapshot_create(api, pve_api.Req(
-                where, {"snapname": "pre"}, "root@pam")))
+            t = await run(
+                pve_api.snapshot_create(api, pve_api.Req(where, {"snapname": "pre"}, "root@pam"))
+            )
             assert t.exitstatus == "OK"
             ctx.lab.hosts["authentik"]["packages"]["openssl"] = "3.5.1-1+deb13u1"
-            t = await run(pve_api.snapshot_rollback(api, pve_api.Req(
-                {**where, "snapname": "pre"}, {}, "root@pam")))
+            t = await run(
+                pve_api.snapshot_rollback(
+                    api, pve_api.Req({**where, "snapname": "pre"}, {}, "root@pam")
+                )
+            )
             assert t.exitstatus == "OK"
             assert ctx.lab.hosts["authentik"] == {"packages": {"openssl": "3.5.1-1"}}
         finally:
@@ -309,8 +349,12 @@ def test_snapshot_copies_and_rollback_restores_lab_hosts(tmp_path: Path) -> None
 
 
 def test_prune_preview(sb: SandboxHandle) -> None:
-    marks = sb.pve().nodes("pve1").storage("pbs").prunebackups.get(
-        vmid=101, **{"prune-backups": "keep-last=3"})
+    marks = (
+        sb.pve()
+        .nodes("pve1")
+        .storage("pbs")
+        .prunebackups.get(vmid=101, **{"prune-backups": "keep-last=3"})
+    )
     assert [m["mark"] for m in marks].count("keep") == 3
     assert {m["mark"] for m in marks} <= {"keep", "remove", "protected"}
     assert all(m["type"] == "lxc" and m["vmid"] == 101 for m in marks)
@@ -321,8 +365,10 @@ def test_undeclared_and_missing_parameters_rejected(sb: SandboxHandle) -> None:
     with pytest.raises(ResourceException) as exc:
         pve.nodes("pve1").lxc.get(full=1)  # `full` exists for qemu lists only
     assert exc.value.status_code == 400
-    assert exc.value.errors == {"full": "property is not defined in schema and the schema "
-                                        "does not allow additional properties"}
+    assert exc.value.errors == {
+        "full": "property is not defined in schema and the schema "
+        "does not allow additional properties"
+    }
     with pytest.raises(ResourceException) as exc:
         pve.nodes("pve1").lxc(100).snapshot.post()
     assert exc.value.errors == {"snapname": "property is missing and it is not optional"}

@@ -23,7 +23,6 @@ def sb(private_sandbox: SandboxHandle) -> Iterator[SandboxHandle]:
         private_sandbox.reset_faults()
 
 
-
 def test_error_rate_gives_500(sb: SandboxHandle) -> None:
     sb.set_faults("pve", error_rate=1.0)
     with pytest.raises(ResourceException) as exc:
@@ -119,11 +118,11 @@ def test_pbs_faults_and_verify_failure(sb: SandboxHandle) -> None:
     sb.set_faults("pbs", extra={"verify_fail": ["ct/104"]})
     pbs = sb.pbs()
     upid = pbs.admin.datastore("store1").verify.post(
-        **{"backup-type": "ct", "backup-id": "104", "ignore-verified": 0})
+        **{"backup-type": "ct", "backup-id": "104", "ignore-verified": 0}
+    )
     status = wait_task(pbs, "localhost", upid)
     assert status["exitstatus"] == "verification failed - please check the log for details"
-    snaps = pbs.admin.datastore("store1").snapshots.get(
-        **{"backup-type": "ct", "backup-id": "104"})
+    snaps = pbs.admin.datastore("store1").snapshots.get(**{"backup-type": "ct", "backup-id": "104"})
     assert all(s["verification"]["state"] == "failed" for s in snaps)
 
 

@@ -17,8 +17,13 @@ from tests.fixtures.sandbox import REPO, free_port_range
 
 
 def _cli(*args: str, timeout: float = 40) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sandbox", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _rss(pid: int) -> int:
@@ -33,8 +38,9 @@ def test_start_stop_config_time_and_memory(tmp_path: Path) -> None:
 
     base = free_port_range()
     t0 = time.monotonic()
-    started = _cli("start", "--dir", str(tmp_path), "--base-port", str(base),
-                   "--time-scale", "0.01")
+    started = _cli(
+        "start", "--dir", str(tmp_path), "--base-port", str(base), "--time-scale", "0.01"
+    )
     elapsed = time.monotonic() - t0
     assert started.returncode == 0, started.stderr
     try:
@@ -56,8 +62,10 @@ def test_start_stop_config_time_and_memory(tmp_path: Path) -> None:
         status = _cli("status", "--dir", str(tmp_path))
         assert status.returncode == 0 and json.loads(status.stdout)["pid"] == ready["pid"]
         rss = _rss(ready["pid"])
-        print(f"\nsandbox start: {elapsed:.2f}s (in-process {ready['startup_s']:.2f}s), "
-              f"RSS {rss / 1e6:.1f} MB, services: {', '.join(ready['services'])}")
+        print(
+            f"\nsandbox start: {elapsed:.2f}s (in-process {ready['startup_s']:.2f}s), "
+            f"RSS {rss / 1e6:.1f} MB, services: {', '.join(ready['services'])}"
+        )
         if ready["failed"]:
             print(f"services that failed to start: {ready['failed']}")
         assert elapsed < 10

@@ -18,13 +18,16 @@ def _handshake(ca_file: Path, chain: bytes, key: bytes, name: str) -> None:
 
     async def main() -> None:
         server = await asyncio.start_server(
-            lambda r, w: w.close(), "127.0.0.1", 0, ssl=server_ssl_context(chain, key))
+            lambda r, w: w.close(), "127.0.0.1", 0, ssl=server_ssl_context(chain, key)
+        )
         port = server.sockets[0].getsockname()[1]
         ctx = ssl.create_default_context(cafile=str(ca_file))
 
         def connect() -> None:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-                    ctx.wrap_socket(raw, server_hostname=name):
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+                ctx.wrap_socket(raw, server_hostname=name),
+            ):
                 pass
 
         try:
@@ -51,8 +54,9 @@ def test_leaf_intermediate_expired_and_wrong_host(tmp_path: Path) -> None:
         _handshake(ca_file, chain, key, "other.lab.internal")
 
     now = dt.datetime.now(dt.UTC)
-    expired = ca.issue_server_cert(["old.lab.internal"], not_before=now - dt.timedelta(days=100),
-                                   days=10)
+    expired = ca.issue_server_cert(
+        ["old.lab.internal"], not_before=now - dt.timedelta(days=100), days=10
+    )
     info = cert_info(expired.cert)
     assert int(info["notafter"]) < now.timestamp()  # type: ignore[call-overload]
     with pytest.raises(ssl.SSLCertVerificationError):

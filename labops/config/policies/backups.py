@@ -190,7 +190,8 @@ class BackupPolicy(_Policy):
     mode: BackupMode = Field("snapshot", description="vzdump mode: snapshot, suspend or stop.")
     compress: Compress = Field("zstd", description="vzdump compression (ignored by PBS).")
     notes_template: str = Field(
-        "{{guestname}} ({{node}})", max_length=1024,
+        "{{guestname}} ({{node}})",
+        max_length=1024,
         description="Notes of each backup; {{cluster}} {{guestname}} {{node}} {{vmid}}.",
     )
     protected: bool = Field(False, description="Mark new backups protected.")
@@ -220,7 +221,9 @@ class BackupPolicy(_Policy):
         ),
     )
     start_attempts: int = Field(
-        5, ge=1, le=10,
+        5,
+        ge=1,
+        le=10,
         description="vzdump starts tried when an answer is lost (after checking none began).",
     )
     min_size_bytes: int = Field(

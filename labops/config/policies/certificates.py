@@ -22,15 +22,21 @@ class Thresholds(Strict):
         0.15, ge=0, le=1, description="Warning when less than this fraction of lifetime is left."
     )
     critical_fraction: float = Field(
-        0.05, ge=0, le=1,
+        0.05,
+        ge=0,
+        le=1,
         description="Critical when less than this fraction of lifetime is left.",
     )
     days_max_lifetime_fraction: float = Field(
-        0.5, gt=0, le=1,
+        0.5,
+        gt=0,
+        le=1,
         description="Skip a days threshold longer than this fraction of the cert's lifetime.",
     )
     renewal_lag_fraction: float | None = Field(
-        2 / 3, gt=0, lt=1,
+        2 / 3,
+        gt=0,
+        lt=1,
         description="Elapsed lifetime after which an ACME client should have renewed "
         "(null: no renewal-lag check).",
     )

@@ -78,32 +78,43 @@ class Suppression(Strict):
     @model_validator(mode="after")
     def _not_empty(self) -> Suppression:
         if not any((self.source, self.rule, self.entity, self.ip, self.title_contains)):
-            raise ValueError("a suppression needs at least one of source, rule, entity, ip, "
-                             "title_contains (it would hide everything)")
+            raise ValueError(
+                "a suppression needs at least one of source, rule, entity, ip, "
+                "title_contains (it would hide everything)"
+            )
         return self
 
 
 def _default_log_queries() -> list[LogQuery]:
     return [
-        LogQuery(name="SSH authentication failures",
-                 query='{job=~".+"} |~ "sshd.*(Failed password|Invalid user|authentication '
-                       'failure)"',
-                 min_count=5),
-        LogQuery(name="sudo authentication failures",
-                 query='{job=~".+"} |~ "sudo.*(authentication failure|incorrect password)"'),
+        LogQuery(
+            name="SSH authentication failures",
+            query='{job=~".+"} |~ "sshd.*(Failed password|Invalid user|authentication failure)"',
+            min_count=5,
+        ),
+        LogQuery(
+            name="sudo authentication failures",
+            query='{job=~".+"} |~ "sudo.*(authentication failure|incorrect password)"',
+        ),
     ]
 
 
 def _default_prom_checks() -> list[PromCheck]:
     return [
         PromCheck(name="Scrape target down", query="up == 0", severity="warning"),
-        PromCheck(name="Failed systemd unit",
-                  query='node_systemd_unit_state{state="failed"} == 1', severity="warning",
-                  entity_labels=["name", "instance"]),
-        PromCheck(name="Disk fills within 24 h",
-                  query='predict_linear(node_filesystem_avail_bytes{fstype!~"tmpfs|overlay"}'
-                        "[6h], 86400) < 0",
-                  severity="critical", entity_labels=["instance", "mountpoint"]),
+        PromCheck(
+            name="Failed systemd unit",
+            query='node_systemd_unit_state{state="failed"} == 1',
+            severity="warning",
+            entity_labels=["name", "instance"],
+        ),
+        PromCheck(
+            name="Disk fills within 24 h",
+            query='predict_linear(node_filesystem_avail_bytes{fstype!~"tmpfs|overlay"}'
+            "[6h], 86400) < 0",
+            severity="critical",
+            entity_labels=["instance", "mountpoint"],
+        ),
     ]
 
 

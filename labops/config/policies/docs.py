@@ -15,7 +15,13 @@ class PinnedClaim(Strict):
 
     match: str = Field(..., description="Regular expression matched against each doc line.")
     fact: Literal[
-        "nodes", "lxc", "qemu", "guests", "https_services", "beszel_agents", "scrape_targets",
+        "nodes",
+        "lxc",
+        "qemu",
+        "guests",
+        "https_services",
+        "beszel_agents",
+        "scrape_targets",
         "wazuh_agents",
     ] = Field(..., description="The live count it states.")
 
