@@ -21,6 +21,7 @@ from deployments.catalog import FLOWS
 from deployments.definitions import DeploymentSpec, deploy_to_pool, deployment_specs
 from labops.config import LabopsConfig
 from labops.errors import ConfigError, LabopsError
+from tasks.prefect_admin import ensure_zombie_automation
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 """The checkout workers run the flows from (the pull step changes into it)."""
@@ -184,6 +185,9 @@ def handle(args: argparse.Namespace) -> int:
             missing: list[str] = []
         else:
             ids, missing = apply_served(specs)
+        # Without it a killed worker leaves its runs Running (and their no-overlap slot taken).
+        zombies = ensure_zombie_automation.fn(config.platform.zombie_after_seconds)
+        progress(f"labops: zombie-run automation {zombies}")
     except LabopsError:
         raise
     except Exception as exc:  # httpx/prefect errors: one line, the server named

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from deployments.definitions import deployment_specs, runner_deployments
 from labops.config import config_path, load_config
+from tasks.prefect_admin import ensure_zombie_automation
 
 
 def serve(config: str | None = None, only: list[str] | None = None, limit: int = 4) -> None:
@@ -21,6 +22,8 @@ def serve(config: str | None = None, only: list[str] | None = None, limit: int =
     path = config_path(config)
     cfg = load_config(path)
     specs = [s for s in deployment_specs(cfg, Path(path)) if not only or s.name in only]
+    # A killed run must not hold "Running" (and the no-overlap slot) until housekeeping first runs.
+    ensure_zombie_automation.fn(cfg.platform.zombie_after_seconds)
     # pause_on_shutdown=False: a restart (upgrade, reboot) must not silently pause schedules.
     prefect_serve(
         *runner_deployments(specs),

@@ -48,6 +48,11 @@ class ApiError(SystemError_):
         super().__init__(system, message)
 
 
+class MaybeApplied(ApiError):
+    """A change whose request was sent but whose answer was lost: it may have happened. Callers
+    look for its task before sending it again (never blindly twice)."""
+
+
 class HostKeyRejected(SystemError_):
     """An SSH host key is unknown or changed; never overwritten."""
 

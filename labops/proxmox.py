@@ -43,7 +43,7 @@ from proxmoxer import ProxmoxAPI, ResourceException
 from pydantic import SecretStr
 
 from labops.config.systems import PbsSystem, ProxmoxSystem
-from labops.errors import ApiError, AuthFailed, CommandTimeout, Unreachable
+from labops.errors import ApiError, AuthFailed, CommandTimeout, MaybeApplied, Unreachable
 from labops.http import RetryableStatus, call_with_retry
 from labops.models.certificates import PveCertificateInfo
 from labops.models.pbs import (
@@ -231,7 +231,7 @@ class ProxmoxClient:
                 )
             if isinstance(exc, requests.RequestException):
                 if method != "GET" and not _never_sent(exc):
-                    return ApiError(
+                    return MaybeApplied(
                         self.name,
                         f"{what}: {_describe(exc)} after the request was sent; it may have been "
                         "applied, so it is not repeated: check the task list before retrying",

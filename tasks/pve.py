@@ -15,7 +15,7 @@ from prefect import get_run_logger, task
 from pydantic import BaseModel, Field
 
 from blocks.proxmox import ProxmoxCredentials
-from labops.errors import LabopsError
+from labops.errors import LabopsError, MaybeApplied
 from labops.models.backups import BackupCopy, BackupGuest, BackupOutcome, TaskResult
 from labops.models.pve import PveGuestRef, PveNode, PveStorage, PveTaskItem, PveTaskStatus
 from labops.parsers.vzdump import vzdump_failure
@@ -335,6 +335,20 @@ def wait_result(
     )
 
 
+def start_once(
+    pve: PveClient, node: str, vmid: int, task_type: str, start: Callable[[], str]
+) -> str:
+    """Start a lab-changing task at most once: when the answer to the request was lost, the
+    node's task list says whether it started (its UPID is adopted) or not (sent again)."""
+    since = int(time.time()) - 5
+    try:
+        return start()
+    except MaybeApplied:
+        for item in pve.tasks(node, vmid=vmid, typefilter=task_type, since=since):
+            return item.upid  # newest first: the one this request started
+        return start()
+
+
 @task(name="pve-vmids", tags=["proxmox"])
 def used_vmids(block: ProxmoxCredentials) -> list[int]:
     """Every vmid the cluster uses (guests and templates). Reads only."""
@@ -355,7 +369,14 @@ def restore_backup(
     """Restore ``volid`` as the NEW guest ``vmid`` (CHANGES THE LAB) and wait for the task.
     PVE refuses an existing vmid, so an original guest is never overwritten."""
     pve = client(block)
-    upid = pve.restore(node, kind, vmid, volid, storage, unique=True)
+    task_type = "vzrestore" if kind == "lxc" else "qmrestore"
+    upid = start_once(
+        pve,
+        node,
+        vmid,
+        task_type,
+        lambda: pve.restore(node, kind, vmid, volid, storage, unique=True),
+    )
     return wait_result(pve, node, upid, timeout_s, poll_s)
 
 
@@ -371,7 +392,10 @@ def power_guest(
 ) -> TaskResult:
     """start | stop a guest (CHANGES THE LAB) and wait for the task."""
     pve = client(block)
-    upid = pve.power(node, kind, vmid, action)
+    prefix = "vz" if kind == "lxc" else "qm"
+    upid = start_once(
+        pve, node, vmid, f"{prefix}{action}", lambda: pve.power(node, kind, vmid, action)
+    )
     return wait_result(pve, node, upid, timeout_s, poll_s)
 
 
@@ -399,6 +423,13 @@ def destroy_guest(
     """Destroy the scratch guest ``vmid`` (CHANGES THE LAB; stops it first when running).
     Callers pass only a vmid the drill itself created."""
     pve = client(block)
+    prefix = "vz" if kind == "lxc" else "qm"
     if pve.guest_state(node, kind, vmid).status == "running":
-        wait_result(pve, node, pve.power(node, kind, vmid, "stop"), timeout_s, poll_s)
-    return wait_result(pve, node, pve.destroy(node, kind, vmid, purge=True), timeout_s, poll_s)
+        stop = start_once(
+            pve, node, vmid, f"{prefix}stop", lambda: pve.power(node, kind, vmid, "stop")
+        )
+        wait_result(pve, node, stop, timeout_s, poll_s)
+    upid = start_once(
+        pve, node, vmid, f"{prefix}destroy", lambda: pve.destroy(node, kind, vmid, purge=True)
+    )
+    return wait_result(pve, node, upid, timeout_s, poll_s)

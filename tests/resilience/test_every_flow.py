@@ -263,18 +263,9 @@ def vzdumps_per_guest(sandbox: SandboxHandle, since: float) -> Counter[str]:
     return counts
 
 
-RESTORE_DRILL_FRAGILE = pytest.mark.xfail(
-    strict=False,  # the faults are random: the drill fails in most runs, not in every one
-    reason="tasks/pve.py restore_backup/power_guest/destroy_guest: a POST whose connection is "
-    "reset (or answered 500) fails the drill ('it may have been applied, so it is not repeated') "
-    "instead of re-reading the guest/task list and carrying on as run_backup does; the scratch "
-    "guest is left behind for a human",
-)
-
-
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(n, marks=RESTORE_DRILL_FRAGILE) if n == "restore-drill" else n for n in FLOWS],
+    list(FLOWS),
 )
 def test_flow_completes_with_the_same_results_under_api_faults(
     both_labs: tuple[LabRuns, LabRuns], name: str

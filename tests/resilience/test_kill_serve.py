@@ -75,9 +75,6 @@ def drill_config(sandbox: SandboxHandle, work: Path) -> str:
     }
     cfg["platform"] = {
         "zombie_after_seconds": ZOMBIE_AFTER_S,
-        # the default patch-apply schedule passes apply=True, which patch_apply() does not take
-        # (see test_scheduled_parameters.py): without this every run of it crashes at start
-        "schedules": {"patch-apply": {"cron": "0 3 * * 3"}},
     }
     path = work / "labops.yaml"
     path.write_text(yaml.safe_dump(cfg))

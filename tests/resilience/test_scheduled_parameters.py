@@ -17,23 +17,7 @@ from labops.config.loader import parse_config
 SPECS = {s.name: s for s in deployment_specs(parse_config({}), "/etc/labops/labops.yaml")}
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="labops/config/policies/platform.py: the default patch-apply schedule "
-                "passes parameters={'apply': True}, but patch_apply() has no 'apply' parameter "
-                "(config, dry_run, security_only, hosts): every run of the deployment crashes",
-            ),
-        )
-        if name == "patch-apply"
-        else name
-        for name in FLOWS
-    ],
-)
+@pytest.mark.parametrize("name", list(FLOWS))
 def test_default_deployment_parameters_fit_the_flow(name: str) -> None:
     flow = load_flow(name)
     flow.validate_parameters(SPECS[name].parameters)

@@ -36,7 +36,8 @@ def _default_schedules() -> dict[DeploymentName, Schedule]:
         "restore-drill": Schedule(cron="0 5 * * 0"),
         "certificates": Schedule(cron="0 6 * * *"),
         "patch-check": Schedule(cron="15 6 * * *"),
-        "patch-apply": Schedule(cron="0 3 * * 3", parameters={"apply": True}),
+        # Scheduled runs still pause for approval unless patching.preapproved_scheduled is set.
+        "patch-apply": Schedule(cron="0 3 * * 3"),
         "security-digest": Schedule(cron="0 7 * * *"),
         "doc-reconcile": Schedule(cron="0 8 * * 1"),
         "housekeeping": Schedule(cron="45 4 * * *"),
