@@ -218,6 +218,31 @@ def flow_seconds(endpoints: list[tuple[str, int]], root: Path, work: Path) -> li
         prefect_server.stop(home)
 
 
+def emit_results(n: int, sample: int, seq: float, floor: float, lab: float, paired: float,
+                 flow_runs: list[float] | None) -> None:
+    """The BENCH-RESULT lines of the contract in bench/common.py (for bench/run_all.py)."""
+    from bench.common import BenchResult, emit
+
+    size = f"{n} endpoints"
+    emit(BenchResult(
+        benchmark="certs", name="probing stage vs bare asyncio/ssl loop", size=size,
+        contender=lab, contender_label="labops probing", baseline=floor,
+        baseline_label=f"asyncio/ssl, {CONCURRENCY} at once", ratio=paired,
+        ratio_label="labops / loop, median of paired rounds", goal="<= 1.5",
+        met=paired <= 1.5, notes=f"best/best {lab / floor:.2f}x",
+    ))
+    if flow_runs:
+        best = min(flow_runs)
+        emit(BenchResult(
+            benchmark="certs", name="whole flow run vs sequential openssl loop", size=size,
+            contender=best, contender_label="flow run", baseline=seq * n,
+            baseline_label="openssl s_client loop", ratio=seq * n / best,
+            ratio_label="loop / flow", goal=">= 10", met=seq * n / best >= 10,
+            notes=f"loop extrapolated from {sample} endpoints; first flow run "
+            f"{flow_runs[0]:.2f} s ({seq * n / flow_runs[0]:.1f}x)",
+        ))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoints", type=int, default=1000)
@@ -225,7 +250,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="floor/labops rounds")
     parser.add_argument("--no-flow", action="store_true")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="100 endpoints: a smoke run")
     args = parser.parse_args()
+    if args.quick:
+        args.endpoints, args.sample, args.rounds = min(args.endpoints, 100), 10, 2
     if args.serve:
         serve(args.serve, [int(p) for p in (args.serve / "ports.txt").read_text().split()])
         return 0
@@ -271,6 +299,7 @@ def main() -> int:
                   f"{', '.join(f'{r:.2f} s' for r in runs)}")
             print(f"RATIO sequential openssl / whole flow run: {seq * n / best:.1f}x "
                   f"(first run {seq * n / runs[0]:.1f}x; goal >= 10x)")
+        emit_results(n, args.sample, seq, floor, lab, paired, None if args.no_flow else runs)
         load = os.getloadavg()[0]
         print(f"(load average {load:.1f} on "
               f"{os.cpu_count()} CPUs: other work on the machine skews every number)")

@@ -208,6 +208,42 @@ def ansible_ok(stdout: str) -> int:
     )
 
 
+def emit_results(
+    n: int,
+    parallel: int,
+    delay: float,
+    lab: dict[str, Any],
+    ans: dict[str, Any],
+    floor: dict[str, Any],
+) -> None:
+    """The BENCH-RESULT lines of the contract in bench/common.py (for bench/run_all.py)."""
+    from bench.common import BenchResult, emit
+
+    size = f"{n} hosts, {parallel} at once, delay {delay:g} s"
+    speed = ans["wall_s"] / lab["wall_s"]
+    vs_floor = lab["wall_s"] / floor["wall_s"]
+    cpu = lab["cpu_ms_per_host"] / ans["cpu_ms_per_host"] if ans["cpu_ms_per_host"] else None
+    ok = f"hosts ok: labops {lab.get('ok', '?')}, ansible {ans.get('ok', '?')}"
+    emit(BenchResult(
+        benchmark="patch", name="check sweep wall vs Ansible -m raw", size=size,
+        contender=lab["wall_s"], baseline=ans["wall_s"], baseline_label="ansible",
+        ratio=speed, ratio_label="ansible / labops", goal=">= 2", met=speed >= 2,
+        notes=f"whole processes; {ok}",
+    ))
+    emit(BenchResult(
+        benchmark="patch", name="check sweep wall vs bare paramiko pool", size=size,
+        contender=lab["wall_s"], baseline=floor["wall_s"], baseline_label="paramiko pool",
+        ratio=vs_floor, goal="<= 1.3", met=vs_floor <= 1.3, notes="whole processes",
+    ))
+    emit(BenchResult(
+        benchmark="patch", name="controller CPU per host vs Ansible", size=size,
+        contender=lab["cpu_ms_per_host"], baseline=ans["cpu_ms_per_host"],
+        baseline_label="ansible", unit="ms", ratio=cpu, goal="<= 0.2",
+        met=None if cpu is None else cpu <= 0.2,
+        notes=f"peak RSS labops {lab['peak_mb']:.0f} MB, ansible {ans['peak_mb']:.0f} MB",
+    ))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hosts", type=int, default=200)
@@ -215,7 +251,10 @@ def main() -> int:
     ap.add_argument("--delay", type=float, default=2.0, help="remote command delay (s)")
     ap.add_argument("--child", choices=["paramiko", "labops"])
     ap.add_argument("--spec")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 20 hosts, 0.5 s delay")
     args = ap.parse_args()
+    if args.quick:
+        args.hosts, args.delay = min(args.hosts, 20), 0.5
     if args.child:
         run_child(args.child, args.spec)
         return 0
@@ -337,6 +376,7 @@ def main() -> int:
     print(f"  labops vs floor wall:   {vs_floor:.2f}x (goal <= 1.3)")
     print(f"  labops CPU/host vs Ansible: {cpu:.3f} (goal <= 0.2)")
     print(f"  labops peak memory: {lab['peak_mb']:.0f} MB (goal < 400)")
+    emit_results(n, args.parallel, args.delay, lab, ans, floor)
     if "import_s" in lab:
         print(
             f"inside the labops process: imports {lab['import_s']:.2f}s, flow run"

@@ -72,7 +72,8 @@ def select(available: list[str], only: Sequence[str] | None) -> list[str]:
 
 def run_module(name: str, quick: bool, timeout_s: float, log_path: Path) -> ModuleRun:
     cmd = [sys.executable, "-m", f"bench.bench_{name}", *(["--quick"] if quick else [])]
-    env = dict(os.environ)
+    # every benchmark starts servers of its own: none may report to the operator's server
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     started = time.monotonic()
