@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -356,6 +357,7 @@ def main() -> int:
     finally:
         stop(prefect_home)
         sandbox.stop()
+        shutil.rmtree(work, ignore_errors=True)  # the contract: leave nothing behind
 
     print(
         f"\npatch check over {n} hosts, {args.parallel} at once, remote delay {args.delay:g}s"
