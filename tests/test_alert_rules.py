@@ -82,7 +82,7 @@ def firing_names(url: str) -> set[tuple[str, str]]:
         return set()
     return {
         (a["name"], a["labels"].get("flow", ""))
-        for a in body.get("data", {}).get("alerts", [])
+        for a in (body.get("data") or {}).get("alerts") or []
         if a["state"] == "firing"
     }
 
