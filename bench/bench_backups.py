@@ -40,9 +40,22 @@ _DURATION = re.compile(r"Duration: ([0-9.]+)s|Finished Backup of VM \d+ \((\d+):
 def start_sandbox(directory: Path, containers: int, time_scale: float) -> dict[str, Any]:
     from tests.fixtures.sandbox import free_port_range
 
-    args = [sys.executable, "-m", "sandbox", "start", "--dir", str(directory),
-            "--base-port", str(free_port_range(containers + 80)), "--time-scale",
-            str(time_scale), "--containers", str(containers), "--timeout", "120"]
+    args = [
+        sys.executable,
+        "-m",
+        "sandbox",
+        "start",
+        "--dir",
+        str(directory),
+        "--base-port",
+        str(free_port_range(containers + 80)),
+        "--time-scale",
+        str(time_scale),
+        "--containers",
+        str(containers),
+        "--timeout",
+        "120",
+    ]
     subprocess.run(args, cwd=REPO, check=True, capture_output=True, timeout=180)
     ready: dict[str, Any] = json.loads((directory / "ready").read_text())
     if ready.get("failed"):
@@ -52,16 +65,26 @@ def start_sandbox(directory: Path, containers: int, time_scale: float) -> dict[s
 
 
 def stop_sandbox(directory: Path) -> None:
-    subprocess.run([sys.executable, "-m", "sandbox", "stop", "--dir", str(directory)],
-                   cwd=REPO, check=False, capture_output=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "sandbox", "stop", "--dir", str(directory)],
+        cwd=REPO,
+        check=False,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def write_config(ready: dict[str, Any], directory: Path, scope: str, rpo: str) -> str:
     cfg = yaml.safe_load(Path(ready["config"]).read_text())
     cfg["backups"] = {
-        "tiers": {"bench": {"rpo": rpo}}, "default_tier": "bench", "tier_tags": {},
-        "per_node_limit": 1, "per_storage_limit": 8, "poll_interval": 0.05,
-        "task_timeout": 600, "limits_scope": scope,
+        "tiers": {"bench": {"rpo": rpo}},
+        "default_tier": "bench",
+        "tier_tags": {},
+        "per_node_limit": 1,
+        "per_storage_limit": 8,
+        "poll_interval": 0.05,
+        "task_timeout": 600,
+        "limits_scope": scope,
     }
     cfg["lab"]["state_dir"] = str(directory / "state")
     path = directory / f"{scope}.yaml"
@@ -72,10 +95,15 @@ def write_config(ready: dict[str, Any], directory: Path, scope: str, rpo: str) -
 def pve(ready: dict[str, Any], directory: Path) -> Any:
     from proxmoxer import ProxmoxAPI
 
-    return ProxmoxAPI("127.0.0.1", port=ready["ports"]["pve"][0], user="root@pam",
-                      token_name="labops",
-                      token_value=(directory / "secrets" / "pve_token").read_text().strip(),
-                      verify_ssl=str(directory / "ca.pem"), timeout=30)
+    return ProxmoxAPI(
+        "127.0.0.1",
+        port=ready["ports"]["pve"][0],
+        user="root@pam",
+        token_name="labops",
+        token_value=(directory / "secrets" / "pve_token").read_text().strip(),
+        verify_ssl=str(directory / "ca.pem"),
+        timeout=30,
+    )
 
 
 def ideal_schedule(
@@ -88,8 +116,9 @@ def ideal_schedule(
     count = 0
     for node in ("pve1", "pve2", "pve3", "pve4"):
         try:
-            tasks = client.nodes(node).tasks.get(typefilter="vzdump", since=int(since),
-                                                 source="all", limit=100000)
+            tasks = client.nodes(node).tasks.get(
+                typefilter="vzdump", since=int(since), source="all", limit=100000
+            )
         except Exception:  # an offline node has no tasks of this run
             continue
         for t in tasks:
@@ -126,24 +155,40 @@ def scenario(directory: Path, containers: int, time_scale: float, label: str) ->
         since = time.time() - 1
         wall, cpu, report = run_flow(write_config(ready, directory, f"{label}-b", "1s"))
         by_log, by_list, count = ideal_schedule(client, since, time_scale)
-        return {"wall": wall, "fixed": fixed_wall, "cpu": cpu, "fixed_cpu": fixed_cpu,
-                "report": report, "by_log": by_log, "by_list": by_list, "tasks": count,
-                "load": os.getloadavg()[0]}
+        return {
+            "wall": wall,
+            "fixed": fixed_wall,
+            "cpu": cpu,
+            "fixed_cpu": fixed_cpu,
+            "report": report,
+            "by_log": by_log,
+            "by_list": by_list,
+            "tasks": count,
+            "load": os.getloadavg()[0],
+        }
     finally:
         stop_sandbox(directory)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--time-scale", type=float, default=0.1,
-                        help="sandbox time scale of the 53-guest run (vzdumps of 0.2-8 s)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=0.1,
+        help="sandbox time scale of the 53-guest run (vzdumps of 0.2-8 s)",
+    )
     parser.add_argument("--big", type=int, default=500, help="containers of the large lab")
     parser.add_argument("--big-scale", type=float, default=0.002)
     parser.add_argument("--no-big", action="store_true", help="skip the 500-guest run")
     parser.add_argument("--no-small", action="store_true", help="skip the 53-guest run")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: the 53-guest lab at time scale 0.01, no large lab")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: the 53-guest lab at time scale 0.01, no large lab",
+    )
     args = parser.parse_args()
     if args.quick:
         args.time_scale, args.no_big = 0.01, True
@@ -156,8 +201,7 @@ def main() -> int:
         from labops import prefect_server
 
         home.mkdir()
-        info = prefect_server.start(home, port=prefect_server.free_port(), ui=False,
-                                    timeout_s=180)
+        info = prefect_server.start(home, port=prefect_server.free_port(), ui=False, timeout_s=180)
         os.environ["PREFECT_API_URL"] = info.api_url
         started_server = True
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -168,26 +212,41 @@ def main() -> int:
             ideal_list = max(small["by_list"].values())
             report = small["report"]
             print(f"53-guest lab (time scale {args.time_scale}, per-node limit 1)")
-            print(f"  guests backed up:   {report.counts()['backed-up']} "
-                  f"({small['tasks']} vzdump tasks, {len(report.failures)} failures)")
-            print("  per node (s, log):  " + ", ".join(
-                f"{n} {v:.1f}" for n, v in sorted(small["by_log"].items())))
-            print(f"  ideal schedule:     {ideal:.2f} s "
-                  f"(task list, whole seconds: {ideal_list:.0f} s)")
+            print(
+                f"  guests backed up:   {report.counts()['backed-up']} "
+                f"({small['tasks']} vzdump tasks, {len(report.failures)} failures)"
+            )
+            print(
+                "  per node (s, log):  "
+                + ", ".join(f"{n} {v:.1f}" for n, v in sorted(small["by_log"].items()))
+            )
+            print(
+                f"  ideal schedule:     {ideal:.2f} s "
+                f"(task list, whole seconds: {ideal_list:.0f} s)"
+            )
             print(f"  fixed cost:         {small['fixed']:.2f} s (same flow, nothing due)")
             print(f"  flow wall time:     {small['wall']:.2f} s")
             ratio = (small["wall"] - small["fixed"]) / ideal
             print(f"  ratio (wall - fixed) / ideal = {ratio:.3f}   (goal <= 1.1)")
-            print(f"  ratio wall / (1.1 x ideal + fixed) = "
-                  f"{small['wall'] / (1.1 * ideal + small['fixed']):.3f}   (goal <= 1.0)")
-            emit(BenchResult(
-                benchmark="backups", name="wall vs ideal schedule (per-node limit 1)",
-                size=f"{report.counts()['backed-up']} guests, time scale {args.time_scale:g}",
-                contender=small["wall"] - small["fixed"], contender_label="flow - fixed cost",
-                baseline=ideal, baseline_label="ideal schedule", ratio=ratio, goal="<= 1.1",
-                met=ratio <= 1.1,
-                notes=f"fixed cost {small['fixed']:.2f} s; whole flow {small['wall']:.2f} s",
-            ))
+            print(
+                f"  ratio wall / (1.1 x ideal + fixed) = "
+                f"{small['wall'] / (1.1 * ideal + small['fixed']):.3f}   (goal <= 1.0)"
+            )
+            emit(
+                BenchResult(
+                    benchmark="backups",
+                    name="wall vs ideal schedule (per-node limit 1)",
+                    size=f"{report.counts()['backed-up']} guests, time scale {args.time_scale:g}",
+                    contender=small["wall"] - small["fixed"],
+                    contender_label="flow - fixed cost",
+                    baseline=ideal,
+                    baseline_label="ideal schedule",
+                    ratio=ratio,
+                    goal="<= 1.1",
+                    met=ratio <= 1.1,
+                    notes=f"fixed cost {small['fixed']:.2f} s; whole flow {small['wall']:.2f} s",
+                )
+            )
         if not args.no_big:
             big = scenario(tmp / "lab500", args.big, args.big_scale, f"b{os.getpid()}l")
             report = big["report"]
@@ -195,30 +254,48 @@ def main() -> int:
             ideal = max(big["by_log"].values())
             overhead = big["wall"] - big["fixed"] - ideal
             lanes = len(big["by_log"])
-            print(f"{args.big}-guest lab (time scale {args.big_scale}, per-node limit 1, "
-                  f"{lanes} node lanes)")
-            print(f"  guests backed up:   {guests} ({big['tasks']} vzdump tasks, "
-                  f"{len(report.failures)} failures)")
-            print(f"  ideal schedule:     {ideal:.2f} s; fixed cost {big['fixed']:.2f} s; "
-                  f"wall {big['wall']:.2f} s")
-            print(f"  orchestration overhead per guest = (wall - fixed - ideal) / guests = "
-                  f"{overhead / max(1, guests) * 1000:.1f} ms   (goal < 30 ms)")
+            print(
+                f"{args.big}-guest lab (time scale {args.big_scale}, per-node limit 1, "
+                f"{lanes} node lanes)"
+            )
+            print(
+                f"  guests backed up:   {guests} ({big['tasks']} vzdump tasks, "
+                f"{len(report.failures)} failures)"
+            )
+            print(
+                f"  ideal schedule:     {ideal:.2f} s; fixed cost {big['fixed']:.2f} s; "
+                f"wall {big['wall']:.2f} s"
+            )
+            print(
+                f"  orchestration overhead per guest = (wall - fixed - ideal) / guests = "
+                f"{overhead / max(1, guests) * 1000:.1f} ms   (goal < 30 ms)"
+            )
             cpu_ms = (big["cpu"] - big["fixed_cpu"]) / max(1, guests) * 1000
-            print(f"  flow process CPU per guest = {cpu_ms:.1f} ms (Prefect task runs, HTTP, "
-                  f"planning; load avg {big['load']:.1f} on {os.cpu_count()} CPUs)")
+            print(
+                f"  flow process CPU per guest = {cpu_ms:.1f} ms (Prefect task runs, HTTP, "
+                f"planning; load avg {big['load']:.1f} on {os.cpu_count()} CPUs)"
+            )
             busiest = max(big["by_log"], key=lambda n: big["by_log"][n])
             per_lane = sum(1 for r in report.guests if r.node == busiest and r.upid)
-            print(f"  gap between two backups on the busiest lane ({busiest}, {per_lane} "
-                  f"guests) = {overhead / max(1, per_lane) * 1000:.1f} ms")
+            print(
+                f"  gap between two backups on the busiest lane ({busiest}, {per_lane} "
+                f"guests) = {overhead / max(1, per_lane) * 1000:.1f} ms"
+            )
             per_guest = overhead / max(1, guests) * 1000
-            emit(BenchResult(
-                benchmark="backups", name="orchestration overhead per guest",
-                size=f"{guests} guests, time scale {args.big_scale:g}", contender=per_guest,
-                contender_label="(wall - fixed - ideal) / guests", unit="ms",
-                goal="< 30 ms", met=per_guest < 30,
-                notes=f"ideal {ideal:.2f} s, fixed {big['fixed']:.2f} s, wall "
-                f"{big['wall']:.2f} s; flow process CPU {cpu_ms:.1f} ms/guest",
-            ))
+            emit(
+                BenchResult(
+                    benchmark="backups",
+                    name="orchestration overhead per guest",
+                    size=f"{guests} guests, time scale {args.big_scale:g}",
+                    contender=per_guest,
+                    contender_label="(wall - fixed - ideal) / guests",
+                    unit="ms",
+                    goal="< 30 ms",
+                    met=per_guest < 30,
+                    notes=f"ideal {ideal:.2f} s, fixed {big['fixed']:.2f} s, wall "
+                    f"{big['wall']:.2f} s; flow process CPU {cpu_ms:.1f} ms/guest",
+                )
+            )
     finally:
         if started_server:
             from labops import prefect_server

@@ -1,6 +1,6 @@
-"""Benchmark of the certificates flow: 1,000 TLS endpoints on loopback, ratios in one run.
+"""Benchmark of the certificates flow: 100 and 1,000 TLS endpoints on loopback, ratios in one run.
 
-    .venv/bin/python bench/bench_certs.py [--endpoints 1000] [--sample 50] [--no-flow]
+    .venv/bin/python bench/bench_certs.py [--endpoints 100 1000] [--sample 50] [--no-flow]
 
 Setup: a root and an intermediate CA; one leaf per endpoint name (EC P-256, leaf + intermediate
 served), all served by a separate process on a few listeners that pick the certificate by SNI.
@@ -65,8 +65,10 @@ def serve(directory: Path, ports: list[int]) -> None:
         writer.close()
 
     async def main() -> None:
-        servers = [await asyncio.start_server(handle, "127.0.0.1", p, ssl=default, backlog=1024)
-                   for p in ports]
+        servers = [
+            await asyncio.start_server(handle, "127.0.0.1", p, ssl=default, backlog=1024)
+            for p in ports
+        ]
         (directory / "ready").write_text("ok")
         await asyncio.gather(*(s.serve_forever() for s in servers))
 
@@ -77,8 +79,9 @@ def make_endpoints(directory: Path, count: int) -> tuple[list[tuple[str, int]], 
     from sandbox.tls import SandboxCA
 
     root = SandboxCA.create("Bench Root CA")
-    inter = root.issue_intermediate("Bench Intermediate CA",
-                                    not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=30))
+    inter = root.issue_intermediate(
+        "Bench Intermediate CA", not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    )
     (directory / "root.pem").write_bytes(root.cert_pem)
     ports = [free_port() for _ in range(LISTENERS)]
     rng = random.Random(7)
@@ -115,7 +118,10 @@ def sequential_openssl(endpoints: list[tuple[str, int]], sample: int) -> float:
         out = subprocess.run(
             f"openssl s_client -connect 127.0.0.1:{port} -servername {name} </dev/null "
             "2>/dev/null | openssl x509 -noout -enddate",
-            shell=True, capture_output=True, text=True, timeout=30,
+            shell=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         if "notAfter=" not in out.stdout:
             raise RuntimeError(f"openssl loop failed for {name}: {out.stderr}")
@@ -133,8 +139,7 @@ async def bare_loop(endpoints: list[tuple[str, int]]) -> int:
 
     async def one(name: str, port: int) -> bytes:
         async with gate:
-            _r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
-                                                  server_hostname=name)
+            _r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=name)
             der = w.get_extra_info("ssl_object").getpeercert(binary_form=True)
             w.transport.abort()
             return bytes(der)
@@ -178,7 +183,10 @@ def labops_seconds(endpoints: list[tuple[str, int]], root: Path) -> tuple[float,
 # -- 4. the whole flow run ----------------------------------------------------------------------
 
 
-def flow_seconds(endpoints: list[tuple[str, int]], root: Path, work: Path) -> list[float]:
+def flow_seconds(
+    endpoints: list[tuple[str, int]], root: Path, work: Path, sizes: list[int]
+) -> dict[int, list[float]]:
+    """Three certificates flow runs per size (the first ``size`` endpoints), one server."""
     import yaml
 
     from labops import prefect_server
@@ -189,63 +197,126 @@ def flow_seconds(endpoints: list[tuple[str, int]], root: Path, work: Path) -> li
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
     try:
-        config = {
-            "lab": {"name": "bench", "state_dir": str(work / "state")},
-            "inventory": {"discover_from_proxmox": False, "endpoints": [
-                {"name": n, "address": "127.0.0.1", "port": p} for n, p in endpoints
-            ]},
-            "certificates": {"trusted_roots": [str(root)], "concurrency": CONCURRENCY},
-        }
-        path = work / "labops.yaml"
-        path.write_text(yaml.safe_dump(config))
         from flows.certificates import certificates
         from labops.tls.report import CertificateReport
 
-        times = []
-        for _ in range(3):
-            started = time.perf_counter()
-            state = certificates(config=str(path), return_state=True)
-            times.append(time.perf_counter() - started)
-            report = state.result(raise_on_failure=False)
-            if not isinstance(report, CertificateReport) or len(report.endpoints) != len(
-                endpoints
-            ):
-                raise RuntimeError(f"flow run did not report every endpoint: {state}")
-            print(f"  flow run {times[-1]:.2f} s, of which the probing task "
-                  f"{report.probe_seconds:.2f} s", flush=True)
-        return times
+        runs: dict[int, list[float]] = {}
+        for n in sizes:
+            config = {
+                "lab": {"name": "bench", "state_dir": str(work / f"state-{n}")},
+                "inventory": {
+                    "discover_from_proxmox": False,
+                    "endpoints": [
+                        {"name": name, "address": "127.0.0.1", "port": p}
+                        for name, p in endpoints[:n]
+                    ],
+                },
+                "certificates": {"trusted_roots": [str(root)], "concurrency": CONCURRENCY},
+            }
+            path = work / f"labops-{n}.yaml"
+            path.write_text(yaml.safe_dump(config))
+            times = runs.setdefault(n, [])
+            for _ in range(3):
+                started = time.perf_counter()
+                state = certificates(config=str(path), return_state=True)
+                times.append(time.perf_counter() - started)
+                report = state.result(raise_on_failure=False)
+                if not isinstance(report, CertificateReport) or len(report.endpoints) != n:
+                    raise RuntimeError(f"flow run did not report every endpoint: {state}")
+                print(
+                    f"  {n} endpoints: flow run {times[-1]:.2f} s, of which the probing task "
+                    f"{report.probe_seconds:.2f} s",
+                    flush=True,
+                )
+        return runs
     finally:
         prefect_server.stop(home)
 
 
-def emit_results(n: int, sample: int, seq: float, floor: float, lab: float, paired: float,
-                 flow_runs: list[float] | None) -> None:
+def emit_results(
+    n: int,
+    sample: int,
+    seq: float,
+    floor: float,
+    lab: float,
+    paired: float,
+    flow_runs: list[float] | None,
+) -> None:
     """The BENCH-RESULT lines of the contract in bench/common.py (for bench/run_all.py)."""
     from bench.common import BenchResult, emit
 
     size = f"{n} endpoints"
-    emit(BenchResult(
-        benchmark="certs", name="probing stage vs bare asyncio/ssl loop", size=size,
-        contender=lab, contender_label="labops probing", baseline=floor,
-        baseline_label=f"asyncio/ssl, {CONCURRENCY} at once", ratio=paired,
-        ratio_label="labops / loop, median of paired rounds", goal="<= 1.5",
-        met=paired <= 1.5, notes=f"best/best {lab / floor:.2f}x",
-    ))
+    emit(
+        BenchResult(
+            benchmark="certs",
+            name="probing stage vs bare asyncio/ssl loop",
+            size=size,
+            contender=lab,
+            contender_label="labops probing",
+            baseline=floor,
+            baseline_label=f"asyncio/ssl, {CONCURRENCY} at once",
+            ratio=paired,
+            ratio_label="labops / loop, median of paired rounds",
+            goal="<= 1.5",
+            met=paired <= 1.5,
+            notes=f"best/best {lab / floor:.2f}x",
+        )
+    )
     if flow_runs:
         best = min(flow_runs)
-        emit(BenchResult(
-            benchmark="certs", name="whole flow run vs sequential openssl loop", size=size,
-            contender=best, contender_label="flow run", baseline=seq * n,
-            baseline_label="openssl s_client loop", ratio=seq * n / best,
-            ratio_label="loop / flow", goal=">= 10", met=seq * n / best >= 10,
-            notes=f"loop extrapolated from {sample} endpoints; first flow run "
-            f"{flow_runs[0]:.2f} s ({seq * n / flow_runs[0]:.1f}x)",
-        ))
+        emit(
+            BenchResult(
+                benchmark="certs",
+                name="whole flow run vs sequential openssl loop",
+                size=size,
+                contender=best,
+                contender_label="flow run",
+                baseline=seq * n,
+                baseline_label="openssl s_client loop",
+                ratio=seq * n / best,
+                ratio_label="loop / flow",
+                goal=">= 10",
+                met=seq * n / best >= 10,
+                notes=f"loop extrapolated from {sample} endpoints; first flow run "
+                f"{flow_runs[0]:.2f} s ({seq * n / flow_runs[0]:.1f}x)",
+            )
+        )
+
+
+def probe_rounds(
+    endpoints: list[tuple[str, int]], root: Path, rounds: int
+) -> tuple[float, float, float]:
+    """(best floor, best labops, median of paired labops/floor) over interleaved rounds."""
+    floors, labs = [], []
+    counts: dict[str, int] = {}
+    n = len(endpoints)
+    # Interleaved rounds, compared pairwise: the machine is shared and its load drifts, so a
+    # round's floor and labops run see the same conditions.
+    for _ in range(rounds):
+        floors.append(floor_seconds(endpoints))
+        elapsed, counts = labops_seconds(endpoints, root)
+        labs.append(elapsed)
+    floor, lab = min(floors), min(labs)
+    paired = statistics.median(x / f for x, f in zip(labs, floors, strict=True))
+    print(
+        f"{n} endpoints: floor, bare asyncio/ssl {CONCURRENCY} at once: best {floor:.2f} s "
+        f"({floor / n * 1000:.2f} ms/endpoint; runs {', '.join(f'{f:.2f}' for f in floors)})"
+    )
+    print(
+        f"  labops probing stage (probe + chain + classify): best {lab:.2f} s "
+        f"({lab / n * 1000:.2f} ms/endpoint; runs {', '.join(f'{x:.2f}' for x in labs)})"
+    )
+    print(f"  statuses: {counts}")
+    print(
+        f"  RATIO probing stage / floor: {paired:.2f}x median of paired rounds, "
+        f"{lab / floor:.2f}x best/best (goal <= 1.5x)"
+    )
+    return floor, lab, paired
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--endpoints", type=int, default=1000)
+    parser.add_argument("--endpoints", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--sample", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5, help="floor/labops rounds")
     parser.add_argument("--no-flow", action="store_true")
@@ -253,56 +324,49 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="100 endpoints: a smoke run")
     args = parser.parse_args()
     if args.quick:
-        args.endpoints, args.sample, args.rounds = min(args.endpoints, 100), 10, 2
+        args.endpoints, args.sample, args.rounds = [min(min(args.endpoints), 100)], 10, 2
     if args.serve:
         serve(args.serve, [int(p) for p in (args.serve / "ports.txt").read_text().split()])
         return 0
+    sizes = sorted(set(args.endpoints))
     work = Path(tempfile.mkdtemp(prefix="labops-bench-certs-"))
     server = None
     try:
         t0 = time.perf_counter()
-        endpoints, root = make_endpoints(work, args.endpoints)
+        endpoints, root = make_endpoints(work, max(sizes))
         server = subprocess.Popen([sys.executable, __file__, "--serve", str(work)], cwd=REPO)
         while not (work / "ready").exists():
             if server.poll() is not None:
                 raise RuntimeError("TLS server process exited")
             time.sleep(0.1)
-        n = len(endpoints)
-        print(f"setup: {n} endpoints (one leaf + intermediate per SNI name, {LISTENERS} "
-              f"listeners in a separate process) in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"setup: {len(endpoints)} endpoints (one leaf + intermediate per SNI name, "
+            f"{LISTENERS} listeners in a separate process) in {time.perf_counter() - t0:.1f} s"
+        )
 
         seq = sequential_openssl(endpoints, args.sample)
-        print(f"sequential openssl s_client | openssl x509: {seq * 1000:.1f} ms/endpoint "
-              f"(measured on {args.sample}), extrapolated {seq * n:.1f} s for {n}")
-        floors, labs = [], []
-        counts: dict[str, int] = {}
-        # Interleaved rounds, compared pairwise: the machine is shared and its load drifts, so a
-        # round's floor and labops run see the same conditions.
-        for _ in range(args.rounds):
-            floors.append(floor_seconds(endpoints))
-            elapsed, counts = labops_seconds(endpoints, root)
-            labs.append(elapsed)
-        floor, lab = min(floors), min(labs)
-        paired = statistics.median(x / f for x, f in zip(labs, floors, strict=True))
-        print(f"floor, bare asyncio/ssl {CONCURRENCY} at once: best {floor:.2f} s "
-              f"({floor / n * 1000:.2f} ms/endpoint; runs {', '.join(f'{f:.2f}' for f in floors)})")
-        print(f"labops probing stage (probe + chain + classify): best {lab:.2f} s "
-              f"({lab / n * 1000:.2f} ms/endpoint; runs {', '.join(f'{x:.2f}' for x in labs)})")
-        print(f"  statuses: {counts}")
-        print(f"RATIO probing stage / floor: {paired:.2f}x median of paired rounds, "
-              f"{lab / floor:.2f}x best/best (goal <= 1.5x)")
-        print(f"RATIO sequential openssl / probing stage: {seq * n / lab:.1f}x")
-        if not args.no_flow:
-            runs = flow_seconds(endpoints, root, work)
-            best = min(runs)
-            print(f"whole flow run (Prefect server warm, fixed costs included): "
-                  f"{', '.join(f'{r:.2f} s' for r in runs)}")
-            print(f"RATIO sequential openssl / whole flow run: {seq * n / best:.1f}x "
-                  f"(first run {seq * n / runs[0]:.1f}x; goal >= 10x)")
-        emit_results(n, args.sample, seq, floor, lab, paired, None if args.no_flow else runs)
+        print(
+            f"sequential openssl s_client | openssl x509: {seq * 1000:.1f} ms/endpoint "
+            f"(measured on {args.sample}, the same for every size)"
+        )
+        probes = {n: probe_rounds(endpoints[:n], root, args.rounds) for n in sizes}
+        flows = {} if args.no_flow else flow_seconds(endpoints, root, work, sizes)
+        for n in sizes:
+            floor, lab, paired = probes[n]
+            runs = flows.get(n)
+            if runs:
+                print(
+                    f"{n} endpoints, whole flow run (Prefect server warm, fixed costs "
+                    f"included): {', '.join(f'{r:.2f} s' for r in runs)}; RATIO sequential "
+                    f"openssl ({seq * n:.1f} s) / best flow run: {seq * n / min(runs):.1f}x "
+                    "(goal >= 10x)"
+                )
+            emit_results(n, args.sample, seq, floor, lab, paired, runs)
         load = os.getloadavg()[0]
-        print(f"(load average {load:.1f} on "
-              f"{os.cpu_count()} CPUs: other work on the machine skews every number)")
+        print(
+            f"(load average {load:.1f} on "
+            f"{os.cpu_count()} CPUs: other work on the machine skews every number)"
+        )
         return 0
     finally:
         if server is not None:

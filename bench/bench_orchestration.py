@@ -1,7 +1,7 @@
 """Orchestration cost: flow runs of 10, 100 and 1,000 task runs on SQLite and PostgreSQL servers.
 
     .venv/bin/python -m bench.bench_orchestration [--quick] [--sizes 10 100 1000]
-                                                   [--databases sqlite postgres]
+                              [--databases sqlite postgres] [--modes sequential map]
 
 For each database a Prefect server of its own is started (temporary PREFECT_HOME, free port;
 the PostgreSQL database is dropped at the end) and one child process ("the flow process") runs
@@ -9,9 +9,12 @@ the PostgreSQL database is dropped at the end) and one child process ("the flow 
 1. the floor: the unit of work (a SHA-256 of 16 KiB) in a plain Python loop, then
 2. a warm-up flow run (the first flow and task run of a process pay for imports), then
 3. for each size, a flow calling one task per unit sequentially (the per-entity pattern of the
-   flows), timing its own body (wall, and CPU of the whole process) so that the ~1 s fixed cost
-   of a flow run (mostly the heartbeat thread's join at exit) is reported apart, and then waiting
-   until the server holds every task run as COMPLETED before the next size.
+   flows) and a flow fanning out with ``unit.map(...)`` on the default thread pool task runner,
+   each timing its own body (wall, and CPU of the whole process) so that the fixed cost of a
+   flow run is reported apart, and then waiting until the server holds every task run as
+   COMPLETED before the next size. The flows run with labops' heartbeat fix
+   (``labops.prefect_patches``), as every labops flow does; without it each flow run would
+   cost about a second more.
 
 Task states reach the server as batched events, so the server lags the flow: "until recorded"
 is the wall per task run from the first task's start until the server has them all, i.e. the
@@ -62,6 +65,7 @@ PER_TASK_GOAL_MS = 30.0
 class ChildReport(BaseModel):
     """What the child process measured about one flow run of ``tasks`` task runs."""
 
+    mode: str = "sequential"
     tasks: int
     floor_s_per_task: float
     flow_wall_s: float
@@ -75,6 +79,7 @@ class ChildReport(BaseModel):
 
 class Measurement(BaseModel):
     database: str
+    mode: str = "sequential"
     tasks: int
     child: ChildReport
     flow_peak_mb: float
@@ -85,7 +90,7 @@ class Measurement(BaseModel):
 # --- the child: one process per database, its memory sampled by the parent ------------------
 
 
-def run_child(sizes: list[int]) -> None:
+def run_child(sizes: list[int], modes: list[str]) -> None:
     """Prints ``PHASE_PREFIX n`` before and ``CHILD_PREFIX <json>`` after each size."""
     import hashlib
     import os
@@ -105,6 +110,10 @@ def run_child(sizes: list[int]) -> None:
     from prefect import flow, task
     from prefect.runtime import flow_run
 
+    from labops.prefect_patches import apply
+
+    apply()  # as in every labops flow process (flows/__init__.py)
+
     @task(name="unit-of-work")
     def unit(i: int) -> str:
         return unit_of_work(i)
@@ -113,27 +122,42 @@ def run_child(sizes: list[int]) -> None:
     watcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catch-up")
     catching_up: dict[str, Future[float | None]] = {}
 
-    @flow(name="bench-orchestration")
-    def many(count: int) -> tuple[str, float, float, float]:
-        body0, wall0, cpu0 = time.time(), time.perf_counter(), time.process_time()
-        for i in range(count):
-            unit(i)
+    def finished(
+        count: int, body0: float, wall0: float, cpu0: float
+    ) -> tuple[str, float, float, float]:
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         run_id = str(flow_run.id)
         # watched from here, not after the flow returns: the ~1 s exit of a flow run would count
         catching_up[run_id] = watcher.submit(wait_for_catch_up, api_url, run_id, count)
         return run_id, body0, wall, cpu
 
-    warm_up_id = many(1)[0]  # the first flow and task run of a process pay for imports and setup
-    catching_up[warm_up_id].result()
-    for tasks in sizes:
-        print(f"{PHASE_PREFIX}{tasks}", flush=True)
+    @flow(name="bench-orchestration")
+    def many(count: int) -> tuple[str, float, float, float]:
+        """One task per unit, one after the other: the per-entity pattern of the flows."""
+        body0, wall0, cpu0 = time.time(), time.perf_counter(), time.process_time()
+        for i in range(count):
+            unit(i)
+        return finished(count, body0, wall0, cpu0)
+
+    @flow(name="bench-orchestration-map")
+    def fanned(count: int) -> tuple[str, float, float, float]:
+        """``unit.map`` over every unit on the default thread pool task runner."""
+        body0, wall0, cpu0 = time.time(), time.perf_counter(), time.process_time()
+        unit.map(range(count)).result()
+        return finished(count, body0, wall0, cpu0)
+
+    flows = {"sequential": many, "map": fanned}
+    for mode in modes:  # the first flow and task run of a process pay for imports and setup
+        catching_up[flows[mode](1)[0]].result()
+    for mode, tasks in ((m, n) for m in modes for n in sizes):
+        print(f"{PHASE_PREFIX}{mode} {tasks}", flush=True)
         wall0 = time.perf_counter()
-        run_id, body_start, body_wall, body_cpu = many(tasks)
+        run_id, body_start, body_wall, body_cpu = flows[mode](tasks)
         wall, returned = time.perf_counter() - wall0, time.time()
         # the next size starts only when the server has digested this one
         done = catching_up[run_id].result()
         report = ChildReport(
+            mode=mode,
             tasks=tasks,
             floor_s_per_task=floor,
             flow_wall_s=wall,
@@ -173,11 +197,12 @@ def wait_for_catch_up(
 
 
 def measure_sizes(
-    info: Any, database: str, sizes: list[int], peak: PeakRss, idle_cpu: float
+    info: Any, database: str, sizes: list[int], modes: list[str], peak: PeakRss, idle_cpu: float
 ) -> list[Measurement]:
-    """One child process running a flow per size; ``idle_cpu`` in CPU-s per s."""
+    """One child process running a flow per mode and size; ``idle_cpu`` in CPU-s per s."""
     env = client_env(info.api_url)
-    cmd = [sys.executable, "-m", "bench.bench_orchestration", "--child", *map(str, sizes)]
+    cmd = [sys.executable, "-m", "bench.bench_orchestration", "--child", *map(str, sizes),
+           "--modes", *modes]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -194,6 +219,7 @@ def measure_sizes(
             own = idle_cpu * (time.monotonic() - phase_start)
             m = Measurement(
                 database=database,
+                mode=report.mode,
                 tasks=report.tasks,
                 child=report,
                 flow_peak_mb=max(peak.peak_mb("flow"), 0.0),
@@ -203,7 +229,7 @@ def measure_sizes(
             out.append(m)
             print_measurement(m)
     err = proc.stderr.read() if proc.stderr else ""
-    if proc.wait() != 0 or len(out) != len(sizes):
+    if proc.wait() != 0 or len(out) != len(sizes) * len(modes):
         raise RuntimeError(f"flow child ({database}) exited {proc.returncode}:\n{err[-3000:]}")
     return out
 
@@ -216,14 +242,14 @@ def idle_cpu_rate(pid: int, seconds: float = 3.0) -> float:
 
 
 def measure_database(
-    database: str, sizes: list[int], work: Path, idle_s: float = 3.0
+    database: str, sizes: list[int], modes: list[str], work: Path, idle_s: float = 3.0
 ) -> list[Measurement]:
     with bench_server(work / f"prefect-{database}", database) as info:
         pid: int = info.pid  # type: ignore[attr-defined]
         idle = idle_cpu_rate(pid, idle_s)
         print(f"[{database}] server idle CPU: {idle * 100:.1f}% of a core", flush=True)
         with PeakRss({"server": pid}) as peak:
-            return measure_sizes(info, database, sizes, peak, idle)
+            return measure_sizes(info, database, sizes, modes, peak, idle)
 
 
 def per_task_ms(m: Measurement) -> float:
@@ -247,7 +273,7 @@ def print_measurement(m: Measurement) -> None:
     per_task, floor = per_task_ms(m), c.floor_s_per_task * 1000
     recorded = recorded_ms(m)
     print(
-        f"[{m.database}] {m.tasks:>5} task runs: {per_task:6.2f} ms/task wall, "
+        f"[{m.database}, {m.mode}] {m.tasks:>5} task runs: {per_task:6.2f} ms/task wall, "
         f"{c.tasks_cpu_s / m.tasks * 1000:5.2f} ms/task CPU in the flow process; plain loop "
         f"{floor:.4f} ms -> Prefect overhead {per_task - floor:.2f} ms/task "
         f"({per_task / floor:,.0f}x the floor); flow run {c.flow_wall_s:.2f} s of which "
@@ -262,6 +288,8 @@ def print_measurement(m: Measurement) -> None:
 
 def results_for(measurements: list[Measurement]) -> list[BenchResult]:
     db = measurements[0].database
+    if measurements[0].mode != "sequential":
+        db += f", {measurements[0].mode}"
     out: list[BenchResult] = []
     for m in measurements:
         c = m.child
@@ -312,6 +340,8 @@ def results_for(measurements: list[Measurement]) -> list[BenchResult]:
                 ),
             )
         )
+    if measurements[0].mode != "sequential":
+        return out  # the same process and server as the sequential rows: memory is theirs
     lo, hi = by_size[min(by_size)], big
     for label, big_mb, small_mb in (
         ("peak RSS, server", hi.server_peak_mb, lo.server_peak_mb),
@@ -336,8 +366,8 @@ def compare_databases(by_db: dict[str, list[Measurement]]) -> BenchResult | None
     if "sqlite" not in by_db or "postgres" not in by_db:
         return None
     size = max(m.tasks for m in by_db["sqlite"])
-    sq = next(m for m in by_db["sqlite"] if m.tasks == size)
-    pg = next((m for m in by_db["postgres"] if m.tasks == size), None)
+    sq = next(m for m in by_db["sqlite"] if m.tasks == size and m.mode == "sequential")
+    pg = next((m for m in by_db["postgres"] if m.tasks == size and m.mode == "sequential"), None)
     if pg is None:
         return None
     return compare(
@@ -361,21 +391,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", help="task runs per flow run")
     parser.add_argument("--databases", nargs="+", choices=["sqlite", "postgres"])
+    parser.add_argument(
+        "--modes", nargs="+", choices=["sequential", "map"], help="how the flow calls its tasks"
+    )
     parser.add_argument("--child", type=int, nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        run_child(args.child)
+        run_child(args.child, args.modes or ["sequential"])
         return 0
     sizes = sorted(args.sizes or ([10, 50] if args.quick else [10, 100, 1000]))
     databases = args.databases or (["sqlite"] if args.quick else ["sqlite", "postgres"])
+    modes = args.modes or ["sequential", "map"]
     by_db: dict[str, list[Measurement]] = {}
     with tempfile.TemporaryDirectory(prefix="labops-bench-orch-") as tmp:
         for database in databases:
             print(f"starting a Prefect server on {database} ...", flush=True)
             by_db[database] = measure_database(
-                database, sizes, Path(tmp), 1.0 if args.quick else 3.0
+                database, sizes, modes, Path(tmp), 1.0 if args.quick else 3.0
             )
-    results = [r for db in databases for r in results_for(by_db[db])]
+    results = [
+        r
+        for db in databases
+        for mode in modes
+        for r in results_for([m for m in by_db[db] if m.mode == mode])
+    ]
     across = compare_databases(by_db)
     if across is not None:
         results.append(across)

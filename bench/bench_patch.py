@@ -1,6 +1,6 @@
 """Benchmark: patch check mode over N sandbox hosts on real SSH, three contenders, one run.
 
-    .venv/bin/python bench/bench_patch.py [--hosts 50|200|500] [--parallel 50] [--delay 2]
+    .venv/bin/python bench/bench_patch.py [--hosts 50 200 500] [--parallel 50] [--delay 2]
 
 Every contender checks the same hosts of the same sandbox (one asyncssh listener per host, a 2 s
 remote command delay through the fleet's ``command_delay_s`` knob), 50 hosts at once, with the
@@ -225,29 +225,162 @@ def emit_results(
     vs_floor = lab["wall_s"] / floor["wall_s"]
     cpu = lab["cpu_ms_per_host"] / ans["cpu_ms_per_host"] if ans["cpu_ms_per_host"] else None
     ok = f"hosts ok: labops {lab.get('ok', '?')}, ansible {ans.get('ok', '?')}"
-    emit(BenchResult(
-        benchmark="patch", name="check sweep wall vs Ansible -m raw", size=size,
-        contender=lab["wall_s"], baseline=ans["wall_s"], baseline_label="ansible",
-        ratio=speed, ratio_label="ansible / labops", goal=">= 2", met=speed >= 2,
-        notes=f"whole processes; {ok}",
-    ))
-    emit(BenchResult(
-        benchmark="patch", name="check sweep wall vs bare paramiko pool", size=size,
-        contender=lab["wall_s"], baseline=floor["wall_s"], baseline_label="paramiko pool",
-        ratio=vs_floor, goal="<= 1.3", met=vs_floor <= 1.3, notes="whole processes",
-    ))
-    emit(BenchResult(
-        benchmark="patch", name="controller CPU per host vs Ansible", size=size,
-        contender=lab["cpu_ms_per_host"], baseline=ans["cpu_ms_per_host"],
-        baseline_label="ansible", unit="ms", ratio=cpu, goal="<= 0.2",
-        met=None if cpu is None else cpu <= 0.2,
-        notes=f"peak RSS labops {lab['peak_mb']:.0f} MB, ansible {ans['peak_mb']:.0f} MB",
-    ))
+    emit(
+        BenchResult(
+            benchmark="patch",
+            name="check sweep wall vs Ansible -m raw",
+            size=size,
+            contender=lab["wall_s"],
+            baseline=ans["wall_s"],
+            baseline_label="ansible",
+            ratio=speed,
+            ratio_label="ansible / labops",
+            goal=">= 2",
+            met=speed >= 2,
+            notes=f"whole processes; {ok}",
+        )
+    )
+    emit(
+        BenchResult(
+            benchmark="patch",
+            name="check sweep wall vs bare paramiko pool",
+            size=size,
+            contender=lab["wall_s"],
+            baseline=floor["wall_s"],
+            baseline_label="paramiko pool",
+            ratio=vs_floor,
+            goal="<= 1.3",
+            met=vs_floor <= 1.3,
+            notes="whole processes",
+        )
+    )
+    emit(
+        BenchResult(
+            benchmark="patch",
+            name="controller CPU per host vs Ansible",
+            size=size,
+            contender=lab["cpu_ms_per_host"],
+            baseline=ans["cpu_ms_per_host"],
+            baseline_label="ansible",
+            unit="ms",
+            ratio=cpu,
+            goal="<= 0.2",
+            met=None if cpu is None else cpu <= 0.2,
+            notes=f"peak RSS labops {lab['peak_mb']:.0f} MB, ansible {ans['peak_mb']:.0f} MB",
+        )
+    )
+
+
+def write_inputs(
+    work: Path, hosts: list[dict[str, Any]], ssh: dict[str, Any], parallel: int
+) -> tuple[Path, Path]:
+    """The contenders' spec file and Ansible's inventory for these hosts."""
+    from labops.parsers.hostcheck import CHECK_COMMAND
+
+    spec = {
+        "hosts": hosts,
+        "known_hosts": ssh["known_hosts"],
+        "key_file": ssh["key_file"],
+        "parallel": parallel,
+        "command": CHECK_COMMAND,
+    }
+    spec_file = work / f"spec-{len(hosts)}.json"
+    spec_file.write_text(json.dumps(spec))
+    inventory = work / f"inventory-{len(hosts)}.ini"
+    inventory.write_text(
+        "[all]\n"
+        + "".join(
+            f"{h['name']} ansible_host={h['address']} ansible_port={h['port']}\n" for h in hosts
+        )
+        + "[all:vars]\nansible_user=root\n"
+        f"ansible_ssh_private_key_file={ssh['key_file']}\n"
+        f"ansible_ssh_common_args='-o UserKnownHostsFile={ssh['known_hosts']} "
+        "-o StrictHostKeyChecking=yes'\n"
+    )
+    return spec_file, inventory
+
+
+def measure_size(
+    work: Path,
+    hosts: list[dict[str, Any]],
+    ssh: dict[str, Any],
+    parallel: int,
+    env: dict[str, str],
+) -> dict[str, dict[str, Any]]:
+    """The three contenders, one after the other, over the same hosts."""
+    from labops.parsers.hostcheck import CHECK_COMMAND
+
+    n = len(hosts)
+    spec_file, inventory = write_inputs(work, hosts, ssh, parallel)
+    py = sys.executable
+    me = str(Path(__file__).resolve())
+    ansible = str(Path(sys.executable).parent / "ansible")
+    runs = {
+        "paramiko": [py, me, "--child", "paramiko", "--spec", str(spec_file)],
+        "labops": [py, me, "--child", "labops", "--spec", str(spec_file)],
+        "ansible": [ansible, "all", "-i", str(inventory), "-m", "raw", "-a", CHECK_COMMAND,
+                    "-f", str(parallel)],
+    }  # fmt: skip
+    results: dict[str, dict[str, Any]] = {}
+    for name, argv in runs.items():
+        print(f"{n} hosts: running {name} ...", flush=True)
+        r = measure(argv, env, n)
+        if name == "ansible":
+            r["ok"] = ansible_ok(r.get("stdout", ""))
+            # ssh ControlPersist masters detach from the tree (their CPU escapes
+            # RUSAGE_CHILDREN): add their CPU, then stop them
+            extra = orphan_cpu(str(work / "cp"))
+            r["cpu_s"] += extra
+            r["cpu_ms_per_host"] = r["cpu_s"] / n * 1000
+            r["orphan_cpu_s"] = extra
+        r.pop("stdout", None)
+        results[name] = r
+    return results
+
+
+def report_size(n: int, parallel: int, delay: float, results: dict[str, dict[str, Any]]) -> None:
+    print(
+        f"\npatch check over {n} hosts, {parallel} at once, remote delay {delay:g}s"
+        " (labops = tasks.ssh.check_hosts inside a flow, parsing included)"
+    )
+    print(f"{'contender':<10} {'wall s':>8} {'CPU ms/host':>12} {'peak MB':>8} {'hosts ok':>9}")
+    for name, r in results.items():
+        print(
+            f"{name:<10} {r['wall_s']:8.2f} {r['cpu_ms_per_host']:12.1f} {r['peak_mb']:8.1f}"
+            f" {r.get('ok', '?'):>9}" + (f"   ERROR {r['error']}" if "error" in r else "")
+        )
+    lab, ans, floor = results["labops"], results["ansible"], results["paramiko"]
+    speed = ans["wall_s"] / lab["wall_s"]
+    vs_floor = lab["wall_s"] / floor["wall_s"]
+    cpu = lab["cpu_ms_per_host"] / ans["cpu_ms_per_host"] if ans["cpu_ms_per_host"] else 0
+    waves = -(-n // parallel)
+    print("whole processes (start-up, imports and exit included):")
+    print(f"  labops vs Ansible wall: {speed:.2f}x faster (goal >= 2)")
+    print(f"  labops vs floor wall:   {vs_floor:.2f}x (goal <= 1.3)")
+    print(f"  labops CPU/host vs Ansible: {cpu:.3f} (goal <= 0.2)")
+    print(f"  labops peak memory: {lab['peak_mb']:.0f} MB (goal < 400)")
+    print(
+        f"  the remote commands alone take {waves} waves x {delay:g} s = {waves * delay:g} s at"
+        f" this parallelism: Ansible is {ans['wall_s'] / floor['wall_s']:.2f}x the floor, so"
+        f" 2x faster than Ansible needs {ans['wall_s'] / 2:.1f} s"
+    )
+    emit_results(n, parallel, delay, lab, ans, floor)
+    if "import_s" in lab:
+        print(
+            f"inside the labops process: imports {lab['import_s']:.2f}s, flow run"
+            f" {lab['flow_s']:.2f}s (the check task {lab['task_s']:.2f}s);"
+            f" the paramiko pool's own sweep {floor.get('inner_wall_s', 0):.2f}s"
+        )
+        print(
+            f"  sweep only: labops flow run vs floor {lab['flow_s'] / floor['inner_wall_s']:.2f}x,"
+            f" check task vs floor {lab['task_s'] / floor['inner_wall_s']:.2f}x,"
+            f" Ansible process vs labops flow run {ans['wall_s'] / lab['flow_s']:.2f}x"
+        )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--hosts", type=int, default=200)
+    ap.add_argument("--hosts", type=int, nargs="+", default=[50, 200, 500])
     ap.add_argument("--parallel", type=int, default=50)
     ap.add_argument("--delay", type=float, default=2.0, help="remote command delay (s)")
     ap.add_argument("--child", choices=["paramiko", "labops"])
@@ -255,23 +388,24 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: 20 hosts, 0.5 s delay")
     args = ap.parse_args()
     if args.quick:
-        args.hosts, args.delay = min(args.hosts, 20), 0.5
+        args.hosts, args.delay = [min(min(args.hosts), 20)], 0.5
     if args.child:
         run_child(args.child, args.spec)
         return 0
 
-    from labops.parsers.hostcheck import CHECK_COMMAND
     from labops.prefect_server import free_port, start, stop
     from tests.fixtures.sandbox import start_sandbox
 
-    n = args.hosts
+    sizes = sorted(set(args.hosts))
+    most = sizes[-1]
     work = Path(tempfile.mkdtemp(prefix="bench-patch-"))
-    print(f"starting a sandbox for {n} SSH hosts and a Prefect server in {work} ...", flush=True)
+    print(f"starting a sandbox for {most} SSH hosts and a Prefect server in {work} ...", flush=True)
     sandbox = start_sandbox(
-        work / "sandbox", containers=int(n * 1.25) + 8, vms=0, time_scale=1.0, timeout=120
+        work / "sandbox", containers=int(most * 1.25) + 8, vms=0, time_scale=1.0, timeout=180
     )
     prefect_home = work / "prefect"
     info = start(prefect_home, port=free_port(), ui=False, timeout_s=180)
+    measured: dict[int, dict[str, dict[str, Any]]] = {}
     try:
         import yaml
 
@@ -285,31 +419,10 @@ def main() -> int:
         listening = {
             h["name"] for h in sandbox.control("fleet", "hosts")["hosts"] if h["listening"]
         }
-        hosts = [h for h in hosts if h["name"] in listening][:n]
-        if len(hosts) < n:
-            print(f"only {len(hosts)} SSH hosts are up; measuring those")
-            n = len(hosts)
+        hosts = [h for h in hosts if h["name"] in listening]
+        if len(hosts) < most:
+            print(f"only {len(hosts)} SSH hosts are up; measuring at most those")
         sandbox.set_faults("fleet", extra={"command_delay_s": args.delay})
-        spec = {
-            "hosts": hosts,
-            "known_hosts": ssh["known_hosts"],
-            "key_file": ssh["key_file"],
-            "parallel": args.parallel,
-            "command": CHECK_COMMAND,
-        }
-        spec_file = work / "spec.json"
-        spec_file.write_text(json.dumps(spec))
-        inventory = work / "inventory.ini"
-        inventory.write_text(
-            "[all]\n"
-            + "".join(
-                f"{h['name']} ansible_host={h['address']} ansible_port={h['port']}\n" for h in hosts
-            )
-            + "[all:vars]\nansible_user=root\n"
-            f"ansible_ssh_private_key_file={ssh['key_file']}\n"
-            f"ansible_ssh_common_args='-o UserKnownHostsFile={ssh['known_hosts']} "
-            "-o StrictHostKeyChecking=yes'\n"
-        )
         env = dict(
             os.environ,
             PYTHONPATH=str(REPO),
@@ -321,75 +434,16 @@ def main() -> int:
             ANSIBLE_SSH_CONTROL_PATH_DIR=str(work / "cp"),
             ANSIBLE_NOCOLOR="1",
         )
-        py = sys.executable
-        me = str(Path(__file__).resolve())
-        ansible = str(Path(sys.executable).parent / "ansible")
-        runs = {
-            "paramiko": [py, me, "--child", "paramiko", "--spec", str(spec_file)],
-            "labops": [py, me, "--child", "labops", "--spec", str(spec_file)],
-            "ansible": [
-                ansible,
-                "all",
-                "-i",
-                str(inventory),
-                "-m",
-                "raw",
-                "-a",
-                CHECK_COMMAND,
-                "-f",
-                str(args.parallel),
-            ],
-        }
-        results: dict[str, dict[str, Any]] = {}
-        for name, argv in runs.items():
-            print(f"running {name} ...", flush=True)
-            r = measure(argv, env, n)
-            if name == "ansible":
-                r["ok"] = ansible_ok(r.get("stdout", ""))
-                # ssh ControlPersist masters detach from the tree (their CPU escapes
-                # RUSAGE_CHILDREN): add their CPU, then stop them
-                extra = orphan_cpu(str(work / "cp"))
-                r["cpu_s"] += extra
-                r["cpu_ms_per_host"] = r["cpu_s"] / n * 1000
-                r["orphan_cpu_s"] = extra
-            r.pop("stdout", None)
-            results[name] = r
+        for n in sizes:
+            chosen = hosts[:n]
+            measured[len(chosen)] = measure_size(work, chosen, ssh, args.parallel, env)
     finally:
         stop(prefect_home)
         sandbox.stop()
         shutil.rmtree(work, ignore_errors=True)  # the contract: leave nothing behind
 
-    print(
-        f"\npatch check over {n} hosts, {args.parallel} at once, remote delay {args.delay:g}s"
-        " (labops = tasks.ssh.check_hosts inside a flow, parsing included)"
-    )
-    print(f"{'contender':<10} {'wall s':>8} {'CPU ms/host':>12} {'peak MB':>8} {'hosts ok':>9}")
-    for name, r in results.items():
-        print(
-            f"{name:<10} {r['wall_s']:8.2f} {r['cpu_ms_per_host']:12.1f} {r['peak_mb']:8.1f}"
-            f" {r.get('ok', '?'):>9}" + (f"   ERROR {r['error']}" if "error" in r else "")
-        )
-    lab, ans, floor = results["labops"], results["ansible"], results["paramiko"]
-    speed = ans["wall_s"] / lab["wall_s"]
-    vs_floor = lab["wall_s"] / floor["wall_s"]
-    cpu = lab["cpu_ms_per_host"] / ans["cpu_ms_per_host"] if ans["cpu_ms_per_host"] else 0
-    print("\nwhole processes (start-up, imports and exit included):")
-    print(f"  labops vs Ansible wall: {speed:.2f}x faster (goal >= 2)")
-    print(f"  labops vs floor wall:   {vs_floor:.2f}x (goal <= 1.3)")
-    print(f"  labops CPU/host vs Ansible: {cpu:.3f} (goal <= 0.2)")
-    print(f"  labops peak memory: {lab['peak_mb']:.0f} MB (goal < 400)")
-    emit_results(n, args.parallel, args.delay, lab, ans, floor)
-    if "import_s" in lab:
-        print(
-            f"inside the labops process: imports {lab['import_s']:.2f}s, flow run"
-            f" {lab['flow_s']:.2f}s (the check task {lab['task_s']:.2f}s);"
-            f" the paramiko pool's own sweep {floor.get('inner_wall_s', 0):.2f}s"
-        )
-        print(
-            f"  sweep only: labops flow run vs floor {lab['flow_s'] / floor['inner_wall_s']:.2f}x,"
-            f" check task vs floor {lab['task_s'] / floor['inner_wall_s']:.2f}x,"
-            f" Ansible process vs labops flow run {ans['wall_s'] / lab['flow_s']:.2f}x"
-        )
+    for n, results in measured.items():
+        report_size(n, args.parallel, args.delay, results)
     return 0
 
 
