@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from labops.config import LabopsConfig, config_path, load_config
+from labops.errors import LabopsError
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -34,13 +35,18 @@ def use_local_server() -> str | None:
     """Point Prefect at the server ``labops server start`` runs, unless PREFECT_API_URL is set.
 
     Without an API URL Prefect would start a throwaway server, and the run would vanish with it.
+    A server that refuses this client's basic auth (``PREFECT_API_AUTH_STRING`` missing or not
+    the server's) is a LabopsError here, before any flow run or deployment is half-made.
     """
-    if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
     from labops import prefect_server
 
-    info = prefect_server.status()
-    if info is not None and prefect_server.is_healthy(info.api_url):
-        os.environ["PREFECT_API_URL"] = info.api_url
-        return info.api_url
-    return None
+    api: str | None = os.environ.get("PREFECT_API_URL") or None
+    if api is None:
+        info = prefect_server.status()
+        if info is None or not prefect_server.is_healthy(info.api_url):
+            return None
+        api = os.environ["PREFECT_API_URL"] = info.api_url
+    problem = prefect_server.access_problem(api)
+    if problem:
+        raise LabopsError(problem)
+    return api

@@ -58,7 +58,13 @@ def _announce(info: prefect_server.ServerInfo) -> None:
     print(f"  UI:   {info.ui_url}")
     print(f"  API:  {info.api_url}")
     print(f"  log:  {info.log_file}")
+    if info.auth:
+        print(f"  auth: basic auth ({prefect_server.SERVER_AUTH_ENV}); /api/health stays open")
     print(f"export PREFECT_API_URL={info.api_url}")
+    if info.auth:
+        # the variable's name, never its value: this output ends up in terminals and logs
+        client, server = prefect_server.CLIENT_AUTH_ENV, prefect_server.SERVER_AUTH_ENV
+        print(f'export {client}="${server}"   # clients send the same user:password')
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -74,6 +80,7 @@ def handle(args: argparse.Namespace) -> int:
             database_url=database,
             ui=not args.no_ui,
             extra_env=prefect_server.vacuum_env(days),
+            auth_string=os.environ.get(prefect_server.SERVER_AUTH_ENV) or None,
         )
         _announce(info)
         print(f"  retention: flow runs, logs and artifacts pruned after {days} days")
@@ -89,6 +96,9 @@ def handle(args: argparse.Namespace) -> int:
     healthy = prefect_server.is_healthy(running.api_url)
     _announce(running)
     print(f"  health: {'ok' if healthy else 'not answering'}")
+    if healthy and running.auth:
+        problem = prefect_server.access_problem(running.api_url)
+        print(f"  this shell: {problem}" if problem else "  this shell: credentials accepted")
     if os.environ.get("PREFECT_API_URL") not in (None, running.api_url):
         print(f"note: PREFECT_API_URL is {os.environ['PREFECT_API_URL']}, not this server")
     return 0 if healthy else 1

@@ -4,11 +4,15 @@ SQLite under a project-local ``PREFECT_HOME`` by default; PostgreSQL when a data
 (``--postgres URL`` or ``PREFECT_API_DATABASE_CONNECTION_URL``), the database created if missing.
 The server runs in its own session, so stopping it ends its worker processes too; a pid file and a
 state file in ``PREFECT_HOME`` say what runs where, the log goes to ``PREFECT_HOME/server.log``.
+With an auth string the server requires Prefect's basic auth on every API call but
+``/api/health`` and ``/api/ready``; :func:`api_headers` is how labops's own raw HTTP calls to
+the API authenticate (Prefect's client does it by itself from ``PREFECT_API_AUTH_STRING``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -30,6 +34,8 @@ PID_FILE = "labops-server.pid"
 STATE_FILE = "labops-server.json"
 LOG_FILE = "server.log"
 DB_URL_ENV = ("PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL")
+SERVER_AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"
+CLIENT_AUTH_ENV = "PREFECT_API_AUTH_STRING"
 
 
 class ServerError(LabopsError):
@@ -45,6 +51,9 @@ class ServerInfo(BaseModel):
     pid: int | None = None
     database: str = "sqlite"
     log_file: Path | None = None
+    auth: bool = False
+    """Started with ``PREFECT_SERVER_API_AUTH_STRING`` (basic auth); the string itself is never
+    stored."""
 
     @property
     def api_url(self) -> str:
@@ -67,10 +76,53 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def is_healthy(api_url: str, timeout_s: float = 2.0) -> bool:
+    """``GET /api/health`` answers 200; Prefect leaves it open when basic auth is on."""
     try:
         return httpx.get(f"{api_url}/health", timeout=timeout_s).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def client_auth_string() -> str | None:
+    """The ``user:password`` Prefect's own client sends (``PREFECT_API_AUTH_STRING`` from the
+    environment, ``.env``, ``prefect.toml`` or the profile), or None."""
+    from prefect.settings import get_current_settings
+
+    secret = get_current_settings().api.auth_string
+    return (secret.get_secret_value() or None) if secret is not None else None
+
+
+def api_headers(auth_string: str | None = None) -> dict[str, str]:
+    """Headers for a raw HTTP call to the Prefect API, as Prefect's client sends them: basic auth
+    when an auth string is configured (``auth_string`` or else :func:`client_auth_string`).
+
+    Every labops request to the API that bypasses Prefect's client must use this.
+    """
+    auth = auth_string if auth_string is not None else client_auth_string()
+    if not auth:
+        return {}
+    token = base64.b64encode(auth.encode("utf-8")).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
+
+
+def access_problem(api_url: str, timeout_s: float = 5.0) -> str | None:
+    """Why the API at ``api_url`` refuses this client's credentials, or None when it accepts
+    them (or cannot be asked: an unreachable server is reported by whoever calls it next)."""
+    try:
+        response = httpx.get(f"{api_url}/admin/version", headers=api_headers(), timeout=timeout_s)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 401:
+        return None
+    if client_auth_string() is None:
+        return (
+            f"the Prefect server at {api_url} requires basic auth (401 Unauthorized): "
+            f"set {CLIENT_AUTH_ENV} to the server's {SERVER_AUTH_ENV} (user:password)"
+        )
+    return (
+        f"the Prefect server at {api_url} refused {CLIENT_AUTH_ENV} (401 Unauthorized): "
+        f"it must equal the server's {SERVER_AUTH_ENV}"
+    )
 
 
 def asyncpg_url(url: str) -> str:
@@ -175,7 +227,11 @@ def server_env(
     database_url: str | None,
     ui: bool,
     extra_env: dict[str, str] | None = None,
+    auth_string: str | None = None,
 ) -> dict[str, str]:
+    """The server's environment: none of the caller's ``PREFECT_*`` settings (a shell pointed at
+    another server, or holding production secrets, must not shape a test server), basic auth only
+    when ``auth_string`` (or ``extra_env``) gives it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
         PREFECT_HOME=str(home),
@@ -187,7 +243,12 @@ def server_env(
     )
     if database_url:
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = asyncpg_url(database_url)
+    if auth_string:
+        env[SERVER_AUTH_ENV] = auth_string
     env.update(extra_env or {})
+    if env.get(SERVER_AUTH_ENV):
+        # the server's own client settings: anything in it calling its API authenticates too
+        env[CLIENT_AUTH_ENV] = env[SERVER_AUTH_ENV]
     return env
 
 
@@ -200,10 +261,14 @@ def start(
     ui: bool = True,
     timeout_s: float = 120.0,
     extra_env: dict[str, str] | None = None,
+    auth_string: str | None = None,
 ) -> ServerInfo:
     """Start ``prefect server start`` in the background and wait for ``/api/health``.
 
-    Already running (pid file of a live server answering health): returns it unchanged.
+    ``auth_string`` (``user:password``) turns on Prefect's basic auth
+    (``PREFECT_SERVER_API_AUTH_STRING``); ``/api/health`` stays open, so readiness needs no
+    credentials. Already running (pid file of a live server answering health): returns it
+    unchanged.
     """
     home = (home or default_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -218,10 +283,11 @@ def start(
         ensure_postgres_database(database_url)
         database = "postgresql " + _safe(database_url) + "/" + _plain_pg(database_url)[1]
     log_file = home / LOG_FILE
+    env = server_env(home, host, port, database_url, ui, extra_env, auth_string)
     with log_file.open("ab") as log:
         proc = subprocess.Popen(
             [*_prefect_executable(), "server", "start", "--host", host, "--port", str(port)],
-            env=server_env(home, host, port, database_url, ui, extra_env),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -229,7 +295,13 @@ def start(
             start_new_session=True,
         )
     info = ServerInfo(
-        home=home, host=host, port=port, pid=proc.pid, database=database, log_file=log_file
+        home=home,
+        host=host,
+        port=port,
+        pid=proc.pid,
+        database=database,
+        log_file=log_file,
+        auth=bool(env.get(SERVER_AUTH_ENV)),
     )
     (home / PID_FILE).write_text(str(proc.pid))
     (home / STATE_FILE).write_text(info.model_dump_json())
