@@ -263,9 +263,11 @@ def patch_apply(
     Checks every host, plans the rollout (canaries, then batches with at most N containers per
     node, then the nodes one at a time), pauses for approval (approve, narrow or reject; scheduled
     runs may be pre-approved by policy), then per host: skip if being backed up, LXC snapshot
-    named for the run, upgrade (nodes: dist-upgrade), post-check, roll back on failure. Stops past
-    the failure limit; reboots by policy; deletes snapshots of healthy hosts after the configured
-    time. A dry run prints the plan and ``apt-get -s`` per host and changes nothing.
+    named for the run, upgrade (nodes: dist-upgrade, with pending ``exclusions.packages`` held
+    for its duration), post-check, roll back on failure. Stops past the failure limit; reboots by
+    policy; deletes snapshots of healthy hosts after the configured time. A dry run prints the
+    plan and ``apt-get -s`` per host and changes nothing. The plan, the dry run and the report
+    name the packages held back per host.
 
     Args:
         config: labops config path.
@@ -388,6 +390,7 @@ def _simulate(
                 batch=s.index,
                 outcome="simulated" if r.state == "ok" else "failed",
                 simulation=(r.result.stdout if r.result else None),
+                held_back=h.held_back,
                 detail=r.detail,
             )
         )
@@ -438,15 +441,19 @@ def _execute(
         for h in step.hosts:
             row = rows[h.name]
             access = _access(by_name[h.name], inv_hosts)
+            # Named upgrades leave excluded packages out; a dist-upgrade (always on nodes) holds
+            # them for its duration, and the post-check makes sure they were unheld.
             full = not sec_only and not policy.exclusions.packages
+            names = None if full else h.packages
+            held = plan.upgrade_holds(h.kind, row.package_manager, names, h.hold)
             cmd = plan.upgrade_command(
-                h.kind, row.package_manager, None if full else h.packages, policy.lock_wait_s
+                h.kind, row.package_manager, names, policy.lock_wait_s, hold=h.hold
             )
             futures.append(
                 patch_host.with_options(name=f"patch-host {h.name}").submit(
                     ctx.config_file,
                     step,
-                    h,
+                    h.model_copy(update={"hold": held}),
                     access,
                     row.package_manager,
                     snap if h.kind == "container" else None,
@@ -466,6 +473,7 @@ def _execute(
                     vmid=h.vmid,
                     outcome="failed",
                     detail=f"{type(exc).__name__}: {exc}",
+                    held_back=h.held_back,
                 )
             report.applied.append(r)
             done += 1

@@ -82,7 +82,7 @@ log "ruff"
 .venv/bin/ruff check . || status=1
 log "mypy"
 targets=()
-for dir in labops flows tasks blocks cli deployments; do
+for dir in labops flows tasks blocks cli deployments sandbox bench tests; do
   [ -d "$dir" ] && targets+=("$dir")
 done
 .venv/bin/mypy "${targets[@]}" || status=1

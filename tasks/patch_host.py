@@ -55,6 +55,7 @@ def patch_host(
         phase="canary" if step.phase == "canary" else "batch",
         batch=step.index,
         started=datetime.now(UTC),
+        held_back=host.held_back,
     )
     is_ct = host.kind == "container" and host.vmid is not None and host.node is not None
     pve = ctx.pve_block() if is_ct and ctx.configured("proxmox") else None
@@ -123,6 +124,10 @@ def post_check(
     still = sorted({p.name for p in c.facts.pending} & set(host.packages))
     if still:
         return f"post-check: still pending: {', '.join(still[:10])}"
+    # the upgrade command unholds what it held; a failed unhold would keep them back for good
+    stuck = sorted(set(host.hold) & set(c.facts.held))
+    if stuck:
+        return f"post-check: still held after the upgrade (apt-mark unhold): {', '.join(stuck)}"
     health = policy.health_for(host.name)
     mgr = "apk" if manager == "apk" else "apt"
     if health.services:

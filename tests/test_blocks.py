@@ -123,6 +123,7 @@ def test_blocks_round_trip_with_secrets_masked_on_the_server(
         name = f"test-{system.replace('_', '-')}"
         block.save(name, overwrite=True)
         loaded = type(block).load(name)
+        assert isinstance(loaded, Block)
         assert loaded.model_dump(exclude={"block_type_slug"}) == block.model_dump(
             exclude={"block_type_slug"}
         ), system

@@ -38,7 +38,7 @@ def test_checks_against_local_servers(sshd: Any, tmp_path: Path) -> None:
 
     write_ed25519_key(wrong_key)
     port = closed_port()
-    body = {
+    body: dict[str, Any] = {
         "systems": {
             "ssh": {"key_file": str(sshd.client_key), "known_hosts": str(sshd.known_hosts)},
             "mqtt": {"host": "127.0.0.1", "port": 1883},

@@ -195,25 +195,50 @@ def test_failed_and_broken_hosts_rolled_back_backup_locked_skipped(
 
 
 def test_dry_run_changes_nothing(sandbox: Any, tmp_path: Path) -> None:
+    """A dry run simulates and changes nothing; it names the excluded packages held back."""
     from flows.patching import patch_apply
 
-    cfg = derived_config(sandbox, tmp_path, refresh=False)  # dry runs ignore the window
     hosts = ["paperless", "immich"]
     before = {h: pending_of(sandbox, h) for h in hosts}
+    assert len(before["immich"]) > 1
+    kept = before["immich"][-1]
+    cfg = derived_config(  # dry runs ignore the window
+        sandbox, tmp_path, refresh=False, exclusions={"packages": [kept]}
+    )
     report = report_of(patch_apply(config=cfg, dry_run=True, hosts=hosts, return_state=True))
     sims = {a.host: a for a in report.applied}
     assert {a.outcome for a in sims.values()} == {"simulated"}
     assert "Inst " in (sims["paperless"].simulation or "")
     assert "Upgrading" in (sims["immich"].simulation or "")
+    assert sims["immich"].held_back == [kept] and sims["paperless"].held_back == []
+    text = report.markdown()
+    would = len(before["immich"]) - 1  # the simulation lists the excluded package; not counted
+    assert f"immich: simulated, would upgrade {would}, held back: {kept}" in text
+    section = "## Excluded packages left pending (patching.exclusions.packages)"
+    assert f"{section}\n- immich: {kept}" in text
     assert {h: pending_of(sandbox, h) for h in hosts} == before
 
 
 def test_nodes_last_one_at_a_time_rebooted_and_waited_for(sandbox: Any, tmp_path: Path) -> None:
     """Containers first; then each node alone: dist-upgrade, reboot (new kernel), and the next
     node starts only once the previous one is back with its guests running."""
+    from prefect.input import read_flow_run_input
+    from prefect.input.run_input import keyset_from_paused_state
+
     from flows.patching import patch_apply
 
     hosts = ["pve1", "pve4", "ntfy"]
+    # pve4 gets two more updates: pve-qemu-kvm (excluded) and lxc-pve (excluded and held by the
+    # operator); its dist-upgrade must leave both at their versions and only lxc-pve held.
+    st = sandbox.control("fleet", "state", host="pve4")
+    pending = [{"name": n, **p} for n, p in st["pending"].items()]
+    pending += [
+        {"name": "pve-qemu-kvm", "from": "10.0.2-4", "version": "10.1.2-1", "pve": True},
+        {"name": "lxc-pve", "from": "6.0.5-1", "version": "6.0.5-2", "pve": True},
+    ]
+    sandbox.control("fleet", "set_pending", host="pve4", packages=pending, held=["lxc-pve"])
+    others = sorted(n for n in st["pending"] if n not in ("pve-qemu-kvm", "lxc-pve"))
+    assert others
     cfg = derived_config(
         sandbox,
         tmp_path,
@@ -223,8 +248,10 @@ def test_nodes_last_one_at_a_time_rebooted_and_waited_for(sandbox: Any, tmp_path
         reboot="when-required",
         delete_snapshots_after_h=0,
         node_boot_timeout_s=60,
+        # ceph-common is not installed: holding it would fail the upgrade
+        exclusions={"packages": ["pve-qemu-kvm", "lxc-pve", "ceph-common"]},
     )
-    state, _ = run_paused_flow(
+    state, paused = run_paused_flow(
         lambda: patch_apply(config=cfg, hosts=hosts, return_state=True),
         cfg,
         {"approve": True},
@@ -239,8 +266,26 @@ def test_nodes_last_one_at_a_time_rebooted_and_waited_for(sandbox: Any, tmp_path
     assert done["ntfy"].finished <= nodes[0].started  # containers before nodes
     assert nodes[0].finished <= nodes[1].started  # never two nodes at once
     for node in ("pve1", "pve4"):
-        st = sandbox.control("fleet", "state", host=node)
-        assert not st["pending"] and st["kernel_running"] == max(st["kernels"])
+        after = sandbox.control("fleet", "state", host=node)
+        assert after["kernel_running"] == max(after["kernels"])
+    assert not sandbox.control("fleet", "state", host="pve1")["pending"]
+    st = sandbox.control("fleet", "state", host="pve4")
+    # the excluded packages stayed back, everything else was upgraded, only the operator's hold
+    # is left
+    assert sorted(st["pending"]) == ["lxc-pve", "pve-qemu-kvm"]
+    assert st["packages"]["pve-qemu-kvm"][0] == "10.0.2-4"
+    assert st["packages"]["lxc-pve"][0] == "6.0.5-1"
+    assert sorted(done["pve4"].upgraded) == others
+    assert st["held"] == ["lxc-pve"]
+    # the plan shown for approval and the report say what stayed back where
+    shown = str(
+        read_flow_run_input(
+            keyset_from_paused_state(paused.state)["description"], flow_run_id=paused.id
+        )
+    )
+    assert "pve4 (" in shown and "; held back: lxc-pve, pve-qemu-kvm)" in shown
+    assert done["pve4"].held_back == ["lxc-pve", "pve-qemu-kvm"] and not done["pve1"].held_back
+    assert "- pve4: lxc-pve, pve-qemu-kvm" in report.markdown()
     pve = sandbox.pve()
     assert all(n["status"] == "online" for n in pve.nodes.get() if n["node"] != "pve3")
 

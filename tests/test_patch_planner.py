@@ -215,6 +215,55 @@ def test_commands() -> None:
     )
 
 
+def _upd(name: str) -> PendingUpdate:
+    return PendingUpdate(name=name, from_version="1", to_version="2", suites=["stable"])
+
+
+def test_excluded_packages_held_around_a_node_dist_upgrade() -> None:
+    """A node with excluded packages pending holds exactly those not already held by the
+    operator, for the dist-upgrade only; its plan says what stays back."""
+    now = datetime.now(UTC)
+    node = plan.Target(name="pve1", kind="node", address="y", node="pve1")
+    pending = [_upd(n) for n in ("pve-manager", "pve-qemu-kvm", "lxc-pve", "zfsutils-linux")]
+    facts = _facts(pending=pending, held=["lxc-pve", "nginx"])
+    excluded = ["pve-qemu-kvm", "lxc-pve", "ceph-common"]  # ceph-common is not pending
+    row = plan.check_row(node, "ok", "", facts, now, excluded)
+    assert row.excluded == ["lxc-pve", "pve-qemu-kvm"]
+    assert [p.name for p in row.packages] == ["pve-manager", "zfsutils-linux"]
+    ph = plan.plan_host(row, security_only=False)
+    assert ph is not None and ph.packages == ["pve-manager", "zfsutils-linux"]
+    assert ph.held_back == ["lxc-pve", "pve-qemu-kvm"]
+    assert ph.hold == ["pve-qemu-kvm"]  # the operator's hold on lxc-pve is left alone
+    rollout = plan.plan_rollout([ph], [], 0, 5, 2)
+    assert rollout.describe() == "node 1: pve1 (2 pkgs; held back: lxc-pve, pve-qemu-kvm)"
+
+    cmd = plan.upgrade_command("node", "apt", ph.packages, 60, hold=ph.hold)
+    upgrade = plan.upgrade_command("node", "apt", ph.packages, 60)
+    assert upgrade.endswith(" dist-upgrade")  # a node always gets dist-upgrade
+    assert cmd == (
+        f"apt-mark hold pve-qemu-kvm && {upgrade}; labops_rc=$?; "
+        "apt-mark unhold pve-qemu-kvm; exit $labops_rc"
+    )
+    assert plan.upgrade_holds("node", "apt", ph.packages, ph.hold) == ["pve-qemu-kvm"]
+    # a full dist-upgrade elsewhere holds too; a named upgrade leaves them out instead
+    assert plan.upgrade_command("container", "apt", None, 0, hold=["a", "b"]).startswith(
+        "apt-mark hold a b && "
+    )
+    named = plan.upgrade_command("container", "apt", ["openssl"], 0, hold=["a"])
+    assert named.endswith("install --only-upgrade openssl") and "apt-mark" not in named
+    assert plan.upgrade_holds("container", "apt", ["openssl"], ["a"]) == []
+    # apk: no undoable hold; the named list is upgraded, never everything
+    assert plan.upgrade_command("container", "apk", ["curl"], 0, hold=["zlib"]) == (
+        "apk upgrade curl"
+    )
+    assert plan.upgrade_holds("container", "apk", None, ["zlib"]) == []
+    with pytest.raises(ValueError, match="held back: zlib"):
+        plan.upgrade_command("container", "apk", None, 0, hold=["zlib"])
+    # nothing excluded pending: the plain dist-upgrade, nothing held back
+    clean = plan.plan_host(plan.check_row(node, "ok", "", _facts(pending=pending), now), False)
+    assert clean is not None and clean.hold == [] and clean.held_back == []
+
+
 def test_eol_flag_uses_the_date() -> None:
     os = OsRelease(id="alpine", version_id="3.20.3")
     assert os.is_eol(date(2026, 4, 2)) and not os.is_eol(date(2026, 3, 31))

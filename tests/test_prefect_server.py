@@ -25,7 +25,7 @@ def _run_and_read_back(tmp_path: Path, api_url: str) -> None:
     from prefect.artifacts import Artifact
     from prefect.client.orchestration import get_client
 
-    state = demo(config=_config(tmp_path), count=2, fail=True, return_state=True)
+    state: Any = demo(config=_config(tmp_path), count=2, fail=True, return_state=True)
     assert state.is_failed()
     report = state.result(raise_on_failure=False)
     assert report.count == 2 and report.failures[0].entity == "guest 101 (dns)"
@@ -39,7 +39,7 @@ def _run_and_read_back(tmp_path: Path, api_url: str) -> None:
     assert run.state is not None and run.state.is_failed()
     assert "made to fail" in (run.state.message or "")
     artifact = Artifact.get("demo-summary")
-    assert artifact is not None
+    assert isinstance(artifact, Artifact)
     assert artifact.flow_run_id == run.id
     assert "2 item(s), 1 failure(s)" in str(artifact.data)
 

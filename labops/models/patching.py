@@ -46,6 +46,10 @@ class HostCheck(BaseModel):
     package_manager: Literal["apt", "apk"] | None = None
     packages: list[PendingUpdate] = Field(default_factory=list)
     held: list[str] = Field(default_factory=list)
+    excluded: list[str] = Field(
+        default_factory=list,
+        description="Pending packages left out by patching.exclusions.packages (never upgraded).",
+    )
     reboot_required: bool = False
     reboot_packages: list[str] = Field(default_factory=list)
     restart_services: list[str] = Field(default_factory=list)
@@ -88,6 +92,10 @@ class HostApply(BaseModel):
     outcome: ApplyOutcome = "not-run"
     detail: str = ""
     upgraded: list[str] = Field(default_factory=list)
+    held_back: list[str] = Field(
+        default_factory=list,
+        description="Pending packages left at their version (held by the operator or excluded).",
+    )
     snapshot: str | None = None
     snapshot_kept: bool = False
     rolled_back: bool = False
@@ -95,6 +103,20 @@ class HostApply(BaseModel):
     simulation: str | None = Field(None, description="apt-get -s output (dry run).")
     started: datetime | None = None
     finished: datetime | None = None
+
+
+def _simulated_upgrades(simulation: str, held_back: list[str]) -> int:
+    """Packages a dry run's output would upgrade (``Inst`` of apt-get -s, ``(i/n)`` of apk -s),
+    less the held-back ones: the simulation cannot hold them without changing the host."""
+    kept = set(held_back)
+    count = 0
+    for line in simulation.splitlines():
+        words = line.split()
+        if line.startswith("Inst ") and len(words) > 1:
+            count += words[1] not in kept
+        elif line.startswith("(") and len(words) > 2:
+            count += words[2] not in kept
+    return count
 
 
 class PatchReport(OperationReport):
@@ -183,13 +205,20 @@ class PatchReport(OperationReport):
                 n = len(a.upgraded)
                 sim = ""
                 if a.simulation:
-                    inst = sum(
-                        1 for line in a.simulation.splitlines() if line.startswith(("Inst ", "("))
-                    )
-                    sim = f", would upgrade {inst}"
+                    sim = f", would upgrade {_simulated_upgrades(a.simulation, a.held_back)}"
                 extra = f" ({n} upgraded)" if n else ""
+                kept = f", held back: {', '.join(a.held_back)}" if a.held_back else ""
                 detail = f" - {a.detail}" if a.detail else ""
-                lines.append(f"- {a.phase} {a.batch}: {a.host}: {a.outcome}{extra}{sim}{detail}")
+                lines.append(
+                    f"- {a.phase} {a.batch}: {a.host}: {a.outcome}{extra}{sim}{kept}{detail}"
+                )
+        excluded = [h for h in self.hosts if h.excluded]
+        if excluded:
+            lines += [
+                "",
+                "## Excluded packages left pending (patching.exclusions.packages)",
+                *[f"- {h.host}: {', '.join(h.excluded)}" for h in excluded],
+            ]
         if self.leftover_snapshots:
             lines += ["", "Leftover snapshots: " + ", ".join(self.leftover_snapshots)]
         if self.failures:

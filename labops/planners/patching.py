@@ -6,6 +6,7 @@ targets, a rollout plan, a window verdict and a stop verdict.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Literal
@@ -242,6 +243,16 @@ class PlanHost(BaseModel):
     packages: list[str] = Field(default_factory=list)
     security_packages: list[str] = Field(default_factory=list)
     reboot_expected: bool = False
+    held_back: list[str] = Field(
+        default_factory=list,
+        description="Pending packages that stay at their version: held by the operator or in "
+        "patching.exclusions.packages.",
+    )
+    hold: list[str] = Field(
+        default_factory=list,
+        description="Excluded pending packages not held by the operator: held around a "
+        "dist-upgrade, unheld after it.",
+    )
 
 
 class Step(BaseModel):
@@ -264,7 +275,9 @@ class RolloutPlan(BaseModel):
         lines = []
         for s in self.steps:
             names = ", ".join(
-                f"{h.name} ({len(h.packages)} pkgs{', reboot' if h.reboot_expected else ''})"
+                f"{h.name} ({len(h.packages)} pkgs{', reboot' if h.reboot_expected else ''}"
+                + (f"; held back: {', '.join(h.held_back)}" if h.held_back else "")
+                + ")"
                 for h in s.hosts
             )
             lines.append(f"{s.phase} {s.index}: {names}")
@@ -384,6 +397,7 @@ def check_row(
         return row
     skip = set(excluded_packages)
     row.packages = [p for p in facts.pending if p.name not in skip]
+    row.excluded = sorted(p.name for p in facts.pending if p.name in skip)
     row.held = facts.held
     nr = facts.needrestart
     # A container's reboot is only its own /run/reboot-required: needrestart skips kernels there.
@@ -409,19 +423,61 @@ def upgrade_command(
     manager: Literal["apt", "apk"] | None,
     packages: Sequence[str] | None,
     lock_wait_s: float,
+    hold: Sequence[str] = (),
 ) -> str:
     """The upgrade command of one host. ``packages`` None means everything pending.
 
     Nodes always get ``dist-upgrade`` (Proxmox requires it; plain ``upgrade`` can leave a node
     half-upgraded); config files are kept (``--force-confold``), nothing asks a question.
+
+    ``hold``: excluded packages that are pending and not held by the operator. A dist-upgrade
+    upgrades everything, so they are held first (``apt-mark hold``; dist-upgrade keeps held
+    packages back) and unheld afterwards whether the upgrade succeeded or not; the command exits
+    with the upgrade's status (or the hold's, when holding failed and nothing was upgraded).
+    Packages held by the operator are never in ``hold``, so they stay held. A named upgrade
+    (``install --only-upgrade``) already leaves them out and needs no hold.
+
+    apk has no hold that can be undone exactly (a ``name=version`` pin in /etc/apk/world replaces
+    whatever constraint the operator wrote there), so an apk host with excluded packages pending
+    upgrades the named list instead: pass ``packages`` (pending minus excluded).
     """
     lock = int(lock_wait_s)
     if manager == "apk":
-        return "apk upgrade" if packages is None else "apk upgrade " + " ".join(packages)
+        if packages is None and hold:
+            raise ValueError(
+                "apk cannot hold packages around an upgrade: upgrade the named packages "
+                f"instead of everything (held back: {', '.join(hold)})"
+            )
+        return "apk upgrade" if packages is None else "apk upgrade " + _words(packages)
     base = f"{_APT.format(lock=lock)} {_KEEP_CONF}"
     if kind == "node" or packages is None:
-        return f"{base} dist-upgrade"
-    return f"{base} install --only-upgrade " + " ".join(packages)
+        upgrade = f"{base} dist-upgrade"
+        if not hold:
+            return upgrade
+        held = _words(hold)
+        # `a && b; rc=$?` keeps the hold's failure when b never ran; the unhold always runs
+        return (
+            f"apt-mark hold {held} && {upgrade}; labops_rc=$?; "
+            f"apt-mark unhold {held}; exit $labops_rc"
+        )
+    return f"{base} install --only-upgrade " + _words(packages)
+
+
+def upgrade_holds(
+    kind: str,
+    manager: Literal["apt", "apk"] | None,
+    packages: Sequence[str] | None,
+    hold: Sequence[str],
+) -> list[str]:
+    """The packages :func:`upgrade_command` holds for its upgrade: ``hold`` around an apt
+    dist-upgrade, none for a named upgrade (nor on apk)."""
+    if manager == "apk" or (kind != "node" and packages is not None):
+        return []
+    return list(hold)
+
+
+def _words(names: Sequence[str]) -> str:
+    return " ".join(shlex.quote(n) for n in names)
 
 
 def simulate_command(manager: Literal["apt", "apk"] | None) -> str:
@@ -457,6 +513,8 @@ def plan_host(row: HostCheck, security_only: bool) -> PlanHost | None:
         packages=names,
         security_packages=security,
         reboot_expected=row.reboot_required,
+        held_back=sorted({p.name for p in row.packages if p.name in held} | set(row.excluded)),
+        hold=[p for p in row.excluded if p not in held],
     )
 
 

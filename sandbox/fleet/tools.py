@@ -1221,22 +1221,30 @@ async def _apt_mark(sh: Shell, argv: list[str], io: Io) -> int:
         io.out.write("".join(n + "\n" for n in sorted(st.held)))
         return 0
     if verb in ("hold", "unhold"):
-        for n in names:
-            if n not in st.packages:
-                io.err.write(f"E: Unable to locate package {n}\n")
-                return 100
-            if verb == "hold":
-                if n in st.held:
-                    io.out.write(f"{n} was already set on hold.\n")
-                else:
-                    st.held.append(n)
-                    io.out.write(f"{n} set on hold.\n")
-            elif n in st.held:
+        # apt-mark's DoSelection: unknown names are errors (exit 100) but the known ones are
+        # still changed; the unchanged ones are reported first, then the changes.
+        unknown = [n for n in names if n not in st.packages]
+        known = list(dict.fromkeys(n for n in names if n in st.packages))
+        errors = [f"E: Unable to locate package {n}\n" for n in unknown]
+        if not known:
+            io.err.write("".join(errors) + "E: No packages found\n")
+            return 100
+        hold = verb == "hold"
+        done = [n for n in known if (n in st.held) == hold]
+        change = [n for n in known if (n in st.held) != hold]
+        for n in done:
+            io.out.write(
+                f"{n} was already set on hold.\n" if hold else f"{n} was already not on hold.\n"
+            )
+        for n in change:
+            if hold:
+                st.held.append(n)
+                io.out.write(f"{n} set on hold.\n")
+            else:
                 st.held.remove(n)
                 io.out.write(f"Canceled hold on {n}.\n")
-            else:
-                io.out.write(f"{n} was already not on hold.\n")
-        return 0
+        io.err.write("".join(errors))
+        return 100 if errors else 0
     if verb in ("showmanual", "showauto"):
         io.out.write("".join(n + "\n" for n in sorted(st.packages)) if verb == "showmanual" else "")
         return 0

@@ -1,11 +1,12 @@
-"""kill -9 of the serve process (and the flow processes it started, as when the host dies) in the
-middle of a backup run and of a patch-apply run; serve started again; both run again.
+"""kill -9 of the process that runs the flows (a ``labops serve`` process, or a ``prefect worker``
+of a process work pool) and of the flow processes it started, as when the host dies, in the
+middle of a backup run and of a patch-apply run; that process started again; both run again.
 
 Promises checked on the sandbox: no guest backed up twice, no host snapshotted/upgraded twice,
 the snapshot the killed patch run left behind is named in the next run's report, no guest left
 locked, and the killed runs end Crashed: marked by the zombie-run automation labops' housekeeping
 installs (heartbeats every 30 s here, the automation's window at its 90 s minimum), since
-neither Prefect's server nor a restarted serve process marks them by itself.
+neither Prefect's server nor a restarted serve process or worker marks them by itself.
 
 Runs on a private Prefect server (the zombie automation and the stuck runs must not touch the
 session server) and a private sandbox.
@@ -81,22 +82,35 @@ def drill_config(sandbox: SandboxHandle, work: Path) -> str:
     return str(path)
 
 
-class Serve:
-    """``python -m deployments.serve`` for backups and patch-apply, in its own session."""
+DRILLED = ["backups", "patch-apply"]
 
-    def __init__(self, api_url: str, config: str, work: Path) -> None:
-        self.args = [
-            sys.executable,
-            "-m",
-            "deployments.serve",
-            "--config",
-            config,
-            "--only",
-            "backups",
-            "patch-apply",
-        ]
-        self.env = client_env(api_url, work / "serve-home", PREFECT_FLOWS_HEARTBEAT_FREQUENCY="30")
-        self.log = work / "serve.log"
+
+class Runner:
+    """What runs the deployments, in its own session: ``python -m deployments.serve`` (serve
+    mode), or a process worker of a pool the deployments were deployed to (``labops deploy
+    --pool``; worker mode)."""
+
+    def __init__(self, mode: str, api_url: str, config: str, work: Path) -> None:
+        self.env = client_env(
+            api_url,
+            work / f"{mode}-home",
+            PREFECT_FLOWS_HEARTBEAT_FREQUENCY="30",
+            PREFECT_WORKER_QUERY_SECONDS="2",
+        )
+        if mode == "serve":
+            self.args = [sys.executable, "-m", "deployments.serve", "--config", config,
+                         "--only", *DRILLED]  # fmt: skip
+        else:
+            pool = f"drill-{os.getpid()}"
+            subprocess.run(
+                [sys.executable, "-m", "cli.main", "deploy", "--config", config, "--pool", pool,
+                 "--only", *DRILLED],
+                cwd=ROOT, env=self.env, check=True, capture_output=True, timeout=180,
+            )  # fmt: skip
+            prefect = str(Path(sys.executable).with_name("prefect"))
+            self.args = [prefect, "worker", "start", "--pool", pool, "--type", "process",
+                         "--name", f"{pool}-worker"]  # fmt: skip
+        self.log = work / f"{mode}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -111,7 +125,7 @@ class Serve:
             )
 
     def kill_hard(self) -> list[int]:
-        """SIGKILL serve and every process it started: nothing gets to say goodbye."""
+        """SIGKILL the runner and every process it started: nothing gets to say goodbye."""
         assert self.proc is not None
         family = [self.proc.pid]
         with contextlib.suppress(psutil.NoSuchProcess):
@@ -220,8 +234,9 @@ def platform(tmp_path: Path) -> Iterator[server.ServerInfo]:
         server.stop(home)
 
 
-def test_serve_killed_mid_backup_and_patch_then_rerun(
-    private_sandbox: SandboxHandle, platform: server.ServerInfo, tmp_path: Path
+@pytest.mark.parametrize("mode", ["serve", "worker"])
+def test_killed_mid_backup_and_patch_then_rerun(
+    private_sandbox: SandboxHandle, platform: server.ServerInfo, tmp_path: Path, mode: str
 ) -> None:
     from tasks.prefect_admin import ensure_zombie_automation
     from tests.fixtures.prefect import pointing_at
@@ -231,7 +246,7 @@ def test_serve_killed_mid_backup_and_patch_then_rerun(
     with pointing_at(platform):  # what `labops housekeeping` installs on a self-hosted server
         assert ensure_zombie_automation.fn(ZOMBIE_AFTER_S) in ("created", "updated", "present")
     api = Api(platform.api_url)
-    serve = Serve(platform.api_url, cfg, tmp_path)
+    serve = Runner(mode, platform.api_url, cfg, tmp_path)
     for host in PATCH_HOSTS:
         assert pending(sb, host), f"{host} has nothing to upgrade in the seeded lab"
     vmid_of = {
@@ -245,7 +260,7 @@ def test_serve_killed_mid_backup_and_patch_then_rerun(
         wait_for(
             lambda: api.deployment_id("backups") and api.deployment_id("patch-apply"),
             90,
-            "serve never registered its deployments",
+            f"{mode}: the deployments are not there",
         )
         sb.set_faults("fleet", extra={"hanging_commands": {HANGING: "dist-upgrade"}})
         sb.set_faults("pve", latency_ms=20)  # vzdumps slow enough to kill one mid-run

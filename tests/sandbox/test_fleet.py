@@ -249,8 +249,8 @@ def test_pct_exec_reaches_container_without_sshd(fleet: FleetHarness) -> None:
     st = next(
         fleet.lab.hosts[h]
         for h in fleet.hosts(sshd=False)
-        if fleet.lab.guest(fleet.lab.hosts[h].vmid).status == "running"
-    )  # type: ignore[union-attr]
+        if getattr(fleet.lab.guest(fleet.lab.hosts[h].vmid), "status", None) == "running"
+    )
     assert st.name not in {s.name for s in fleet.svc.specs.values() if s.port}
     rc, out, _ = fleet.run(st.node, f"pct exec {st.vmid} -- cat /etc/hostname")
     assert rc == 0 and out == f"{st.name}\n"
@@ -325,6 +325,46 @@ def test_failing_hanging_and_broken_upgrades(fleet: FleetHarness) -> None:
     assert fleet.run(broken, f"systemctl is-active {main}")[0] == 0
     assert fleet.run(broken, "apt-get -y dist-upgrade")[0] == 0
     assert fleet.run(broken, f"systemctl is-active {main}") == (3, "failed\n", "")
+
+
+def test_apt_mark_and_the_hold_around_a_failing_node_upgrade(fleet: FleetHarness) -> None:
+    """apt-mark prints like apt's DoSelection (unchanged first, unknown names an error that does
+    not stop the others); the patch flow's hold command keeps the failed upgrade's exit status,
+    leaves the held package at its version and unholds exactly what it held."""
+    from labops.planners.patching import upgrade_command
+
+    node = "pve2"
+    pending = [
+        {"name": "pve-manager", "from": "9.0.10", "version": "9.0.11", "pve": True},
+        {"name": "pve-qemu-kvm", "from": "10.0.2-4", "version": "10.1.2-1", "pve": True},
+        {"name": "lxc-pve", "from": "6.0.5-1", "version": "6.0.5-2", "pve": True},
+    ]
+    fleet.control("set_pending", {"host": node, "packages": pending, "held": ["lxc-pve"]})
+    assert fleet.run(node, "apt-mark hold lxc-pve nosuch pve-manager") == (
+        100,
+        "lxc-pve was already set on hold.\npve-manager set on hold.\n",
+        "E: Unable to locate package nosuch\n",
+    )
+    assert fleet.run(node, "apt-mark unhold pve-manager pve-qemu-kvm") == (
+        0,
+        "pve-qemu-kvm was already not on hold.\nCanceled hold on pve-manager.\n",
+        "",
+    )
+    # holding fails: nothing is upgraded, the failure is the command's status
+    rc, out, err = fleet.run(node, upgrade_command("node", "apt", None, 0, hold=["nosuch"]))
+    assert rc == 100 and "Reading package lists" not in out
+    assert err == "E: Unable to locate package nosuch\nE: No packages found\n" * 2
+    # the upgrade fails: its status is kept, the hold is undone, the operator's hold stays
+    fleet.control("set_faults", {"failing_upgrade_hosts": [node]})
+    rc, out, _ = fleet.run(node, upgrade_command("node", "apt", None, 0, hold=["pve-qemu-kvm"]))
+    assert rc == 100 and "Errors were encountered while processing:" in out
+    assert out.startswith("pve-qemu-kvm set on hold.\n")
+    assert "The following packages have been kept back:\n  lxc-pve pve-qemu-kvm\n" in out
+    assert out.endswith("Canceled hold on pve-qemu-kvm.\n")
+    assert fleet.run(node, "apt-mark showhold")[1] == "lxc-pve\n"
+    st = fleet.control("state", {"host": node})
+    assert sorted(st["pending"]) == ["lxc-pve", "pve-qemu-kvm"]
+    assert st["packages"]["pve-qemu-kvm"][0] == "10.0.2-4"
 
 
 def test_control_set_pending_and_state(fleet: FleetHarness) -> None:
@@ -403,8 +443,8 @@ def test_labops_ssh_runner_against_the_fleet(fleet: FleetHarness) -> None:
     hidden = next(
         fleet.lab.hosts[h]
         for h in fleet.hosts(sshd=False)
-        if fleet.lab.guest(fleet.lab.hosts[h].vmid).status == "running"
-    )  # type: ignore[union-attr]
+        if getattr(fleet.lab.guest(fleet.lab.hosts[h].vmid), "status", None) == "running"
+    )
     with runner.session(target(hidden.node)) as s:  # type: ignore[arg-type]
         assert s.run("hostname").stdout == f"{hidden.node}\n"
         r = s.run_in_guest(vmid=hidden.vmid, command="cat /etc/hostname; exit 3")  # type: ignore[arg-type]

@@ -60,7 +60,10 @@ class Exclusions(Strict):
     tags: list[str] = Field(default_factory=list, description="PVE tags, e.g. nopatch.")
     hosts: list[str] = Field(default_factory=list, description="Host or guest names.")
     packages: list[str] = Field(
-        default_factory=list, description="Packages kept back (apt-mark hold during apply)."
+        default_factory=list,
+        description="Packages never upgraded: left out of named upgrades; around a dist-upgrade "
+        "(always on nodes) the pending ones not already held are apt-mark held, then unheld. "
+        "apk hosts upgrade the named list instead. Reported per host as left pending.",
     )
 
 
