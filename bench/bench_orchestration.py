@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sizes = sorted(args.sizes or ([10, 50] if args.quick else [10, 100, 1000]))
     databases = args.databases or (["sqlite"] if args.quick else ["sqlite", "postgres"])
-    modes = args.modes or ["sequential", "map"]
+    modes = args.modes or (["sequential"] if args.quick else ["sequential", "map"])
     by_db: dict[str, list[Measurement]] = {}
     with tempfile.TemporaryDirectory(prefix="labops-bench-orch-") as tmp:
         for database in databases:

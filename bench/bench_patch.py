@@ -1,22 +1,26 @@
-"""Benchmark: patch check mode over N sandbox hosts on real SSH, three contenders, one run.
+"""Benchmark: patch check mode over 50, 200 and 500 sandbox hosts on real SSH, three contenders.
 
-    .venv/bin/python bench/bench_patch.py [--hosts 50 200 500] [--parallel 50] [--delay 2]
+    .venv/bin/python -m bench.bench_patch [--hosts 50 200 500] [--parallel 50] [--delay 2]
+                                          [--instant 500]
 
 Every contender checks the same hosts of the same sandbox (one asyncssh listener per host, a 2 s
-remote command delay through the fleet's ``command_delay_s`` knob), 50 hosts at once, with the
-same combined check command (``labops.parsers.hostcheck.CHECK_COMMAND``) and strict host-key
-checking against the sandbox's known_hosts:
+remote command delay through the fleet's ``command_delay_s`` knob, about what ``apt`` and
+``needrestart -b`` take on a real container), 50 hosts at once, with the same combined check
+command (``labops.parsers.hostcheck.CHECK_COMMAND``) and strict host-key checking against the
+sandbox's known_hosts:
 
 - labops: the check-mode core, i.e. the batched task ``tasks.ssh.check_hosts`` (SSH + parsing of
-  every host into HostFacts) run inside a Prefect flow against a local Prefect server; the flow's
-  own fixed cost (~1 s) is included;
+  every host into HostFacts) run inside a Prefect flow against a local Prefect server; the
+  process's imports and the flow run's fixed cost are included;
 - Ansible ad-hoc: ``ansible all -i <inventory> -m raw -a '<command>' -f 50``;
 - a bare paramiko thread pool (the floor): connect, check the host key, exec, read; no parsing.
 
-Each contender runs in its own subprocess; the parent measures the process tree: wall time, CPU
-(``resource.getrusage(RUSAGE_CHILDREN)`` before/after), and peak memory (sum of the tree's RSS,
-sampled with psutil every 50 ms). Goals (issue #6): labops wall >= 2x faster than Ansible and
-within 1.3x of the floor; labops CPU/host <= 1/5 of Ansible's; peak memory under 400 MB.
+The ``--instant`` sizes are measured again with no remote delay: what is left is each
+controller's own cost per host. Each contender runs in its own subprocess; the parent measures
+the process tree: wall time, CPU (``resource.getrusage(RUSAGE_CHILDREN)`` before/after), and
+peak memory (sum of the tree's RSS, sampled with psutil every 50 ms). Goals (issue #10): labops
+wall >= 2x faster than Ansible and within 1.3x of the floor; labops CPU/host <= 1/5 of
+Ansible's; peak memory under 400 MB.
 """
 
 from __future__ import annotations
@@ -396,12 +400,19 @@ def main() -> int:
     ap.add_argument("--hosts", type=int, nargs="+", default=[50, 200, 500])
     ap.add_argument("--parallel", type=int, default=50)
     ap.add_argument("--delay", type=float, default=2.0, help="remote command delay (s)")
+    ap.add_argument(
+        "--instant",
+        type=int,
+        nargs="*",
+        default=[500],
+        help="sizes measured again with no remote delay: the controllers' own overhead",
+    )
     ap.add_argument("--child", choices=["paramiko", "labops"])
     ap.add_argument("--spec")
     ap.add_argument("--quick", action="store_true", help="smoke run: 20 hosts, 0.5 s delay")
     args = ap.parse_args()
     if args.quick:
-        args.hosts, args.delay = [min(min(args.hosts), 20)], 0.5
+        args.hosts, args.delay, args.instant = [min(min(args.hosts), 20)], 0.5, []
     if args.child:
         run_child(args.child, args.spec)
         return 0
@@ -409,8 +420,9 @@ def main() -> int:
     from labops.prefect_server import free_port, start, stop
     from tests.fixtures.sandbox import start_sandbox
 
-    sizes = sorted(set(args.hosts))
-    most = sizes[-1]
+    cases = [(n, args.delay) for n in sorted(set(args.hosts))]
+    cases += [(n, 0.0) for n in sorted(set(args.instant)) if args.delay != 0]
+    most = max(n for n, _ in cases)
     work = Path(tempfile.mkdtemp(prefix="bench-patch-"))
     print(f"starting a sandbox for {most} SSH hosts and a Prefect server in {work} ...", flush=True)
     sandbox = start_sandbox(
@@ -418,7 +430,7 @@ def main() -> int:
     )
     prefect_home = work / "prefect"
     info = start(prefect_home, port=free_port(), ui=False, timeout_s=180)
-    measured: dict[int, dict[str, dict[str, Any]]] = {}
+    measured: dict[tuple[int, float], dict[str, dict[str, Any]]] = {}
     try:
         import yaml
 
@@ -435,7 +447,6 @@ def main() -> int:
         hosts = [h for h in hosts if h["name"] in listening]
         if len(hosts) < most:
             print(f"only {len(hosts)} SSH hosts are up; measuring at most those")
-        sandbox.set_faults("fleet", extra={"command_delay_s": args.delay})
         env = dict(
             os.environ,
             PYTHONPATH=str(REPO),
@@ -447,16 +458,17 @@ def main() -> int:
             ANSIBLE_SSH_CONTROL_PATH_DIR=str(work / "cp"),
             ANSIBLE_NOCOLOR="1",
         )
-        for n in sizes:
+        for n, delay in cases:
+            sandbox.set_faults("fleet", extra={"command_delay_s": delay})
             chosen = hosts[:n]
-            measured[len(chosen)] = measure_size(work, chosen, ssh, args.parallel, env)
+            measured[len(chosen), delay] = measure_size(work, chosen, ssh, args.parallel, env)
     finally:
         stop(prefect_home)
         sandbox.stop()
         shutil.rmtree(work, ignore_errors=True)  # the contract: leave nothing behind
 
-    for n, results in measured.items():
-        report_size(n, args.parallel, args.delay, results)
+    for (n, delay), results in measured.items():
+        report_size(n, args.parallel, delay, results)
     return 0
 
 

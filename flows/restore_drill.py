@@ -1,10 +1,14 @@
 """Restore drill: prove that a guest's latest backup restores and runs.
 
 Runbook: pick a guest (given, or the one whose restore was tested longest ago) -> restore its
-newest good backup to a scratch vmid that does not exist -> start it -> check it runs (and answers
-the configured command or port) -> destroy the scratch guest -> record the result and duration.
+newest good backup to a scratch vmid that does not exist -> take it off the production network
+(restore_drill.network, default isolate: every interface link_down=1, read back before the start)
+-> start it -> check it runs (and answers the configured command or port) -> destroy the scratch
+guest -> record the result and duration.
 The original guest is never touched: PVE refuses to restore onto an existing vmid, the drill
-refuses a scratch vmid that exists, and it destroys only the vmid it restored.
+refuses a scratch vmid that exists, and it destroys only the vmid it restored. A restore keeps the
+backed-up interfaces (bridge, VLAN, static address; only the MACs are new), so a scratch guest
+started as restored would take the original's address.
 """
 
 from __future__ import annotations
@@ -19,22 +23,34 @@ from prefect.states import State
 
 from blocks.context import LabContext
 from blocks.proxmox import ProxmoxCredentials
+from labops.config.policies.backups import RestoreDrillPolicy
 from labops.config.systems import ProxmoxNode
 from labops.errors import ConfigError, LabopsError
+from labops.models.backups import BackupGuest
 from labops.planners.backups import default_storage
-from labops.planners.restore_drill import DrillRefused, choose_guest, choose_scratch_vmid
+from labops.planners.restore_drill import (
+    DrillRefused,
+    choose_guest,
+    choose_scratch_vmid,
+    network_changes,
+    network_done,
+    network_intent,
+    network_problems,
+)
 from labops.reports import Failure
 from labops.reports_backups import DrillHistory, DrillResult, RestoreDrillReport
 from labops.ssh import SshTarget
 from tasks.publish import publish_report
 from tasks.pve import (
     destroy_guest,
+    guest_config,
     guest_running,
     list_guests,
     list_nodes,
     power_guest,
     restore_backup,
     scan_backups,
+    set_guest_network,
     used_vmids,
 )
 
@@ -131,8 +147,9 @@ def restore_drill(
         return publish_report(report, ctx)
     if dry_run:
         report.steps.append(
-            f"would restore {backup.volid} as {scratch} on {target}/{report.storage}, start it, "
-            "check it and destroy it"
+            f"would restore {backup.volid} as {scratch} on {target}/{report.storage}, "
+            f"{network_intent(drill.network, drill.replace_nets)}, start it, check it and "
+            "destroy it"
         )
         return publish_report(report, ctx)
 
@@ -148,6 +165,8 @@ def restore_drill(
         report.steps.append(f"restore {backup.volid} -> {scratch}: {result.exitstatus}")
         if result.status == "error":
             raise DrillRefused(f"restore failed: {result.exitstatus}")
+        with step("network"):
+            _prepare_network(block, report, drill, target, guest, scratch)
         with step("start"):
             result = power_guest(block, target, guest.type, scratch, "start")
         report.steps.append(f"start {scratch}: {result.exitstatus}")
@@ -176,6 +195,32 @@ def restore_drill(
     )
     ctx.state.save(STATE_KEY, history)
     return publish_report(report, ctx)
+
+
+def _prepare_network(
+    block: ProxmoxCredentials,
+    report: RestoreDrillReport,
+    drill: RestoreDrillPolicy,
+    node: str,
+    guest: BackupGuest,
+    scratch: int,
+) -> None:
+    """Give the scratch guest the network ``drill.network`` asks for; refuse to start it unless
+    the config read back shows it."""
+    conf = guest_config(block, node, guest.type, scratch)
+    changes = network_changes(conf.nets, drill.network, drill.replace_nets, guest.type)
+    if changes:
+        set_guest_network(block, node, guest.type, scratch, changes, conf.digest)
+        conf = guest_config(block, node, guest.type, scratch)
+    problems = network_problems(conf.nets, drill.network, drill.replace_nets)
+    if problems:
+        raise DrillRefused(
+            f"network {drill.network} not in place, {scratch} not started: {'; '.join(problems)}"
+        )
+    done = network_done(conf.nets, drill.network, drill.replace_nets, guest.label, conf.ipconfigs)
+    report.steps.append(done)
+    if drill.network == "keep":
+        get_run_logger().warning("%s", done)
 
 
 def _run_checks(

@@ -15,6 +15,8 @@ models from labops/models/pve.py or pbs.py; put them in the matching section of 
     pve.task_status(node, upid) -> PveTaskStatus
     pve.wait_task(node, upid, timeout_s=3600, poll_s=2) -> PveTaskStatus  (TaskTimeout, never None)
     pve.task_log(node, upid) -> list[str]
+    pve.guest_config(node, kind, vmid) -> PveGuestConfig
+    pve.set_guest_config(node, kind, vmid, values, delete=(), digest=None) -> None   (PUT, sync)
 
     pbs = PbsClient(system: PbsSystem, token_secret: SecretStr)
     pbs.get/post/put/delete ; pbs.version() ; pbs.datastores() -> list[PbsDatastore]
@@ -35,7 +37,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import requests
@@ -59,6 +61,7 @@ from labops.models.pve import (
     PveBackupJob,
     PveBackupVolume,
     PveGuest,
+    PveGuestConfig,
     PveGuestRef,
     PveGuestState,
     PveNode,
@@ -91,6 +94,10 @@ _PVE_PRIVILEGES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"/storage/[^/]+/content"), "Datastore.Audit on /storage/<storage>"),
     (re.compile(r"^cluster/backup"), "Sys.Audit on /"),
     (re.compile(r"^nodes/[^/]+/(status|tasks)"), "Sys.Audit on /nodes/<node>"),
+    (
+        re.compile(r"/(lxc|qemu)/\d+/config$"),
+        "VM.Audit (read), or VM.Config.Network on /vms/<vmid> and SDN.Use on the bridge (change)",
+    ),
     (re.compile(r"/(lxc|qemu)/"), "VM.Audit (read) or VM.PowerMgmt (start/stop) on /vms/<vmid>"),
 ]
 _PBS_PRIVILEGES: list[tuple[re.Pattern[str], str]] = [
@@ -440,6 +447,30 @@ class PveClient(ProxmoxClient):
             self.post(
                 f"nodes/{node}/qemu", vmid=vmid, archive=volid, storage=storage, unique=unique
             )
+        )
+
+    def guest_config(self, node: str, kind: str, vmid: int) -> PveGuestConfig:
+        """The guest's config (pending changes applied) with its ``digest``."""
+        return PveGuestConfig.model_validate(self.get(f"nodes/{node}/{kind}/{vmid}/config"))
+
+    def set_guest_config(
+        self,
+        node: str,
+        kind: str,
+        vmid: int,
+        values: Mapping[str, str | int],
+        *,
+        delete: Sequence[str] = (),
+        digest: str | None = None,
+    ) -> None:
+        """Set config options of guest ``vmid`` (CHANGES THE LAB) with the synchronous
+        ``PUT .../{lxc|qemu}/{vmid}/config``; ``digest`` makes PVE refuse when the config changed
+        since it was read. A running VM may keep some changes pending until it restarts."""
+        self.put(
+            f"nodes/{node}/{kind}/{vmid}/config",
+            digest=digest,
+            delete=",".join(delete) or None,
+            **values,
         )
 
     def power(self, node: str, kind: str, vmid: int, action: str) -> str:

@@ -17,7 +17,14 @@ from pydantic import BaseModel, Field
 from blocks.proxmox import ProxmoxCredentials
 from labops.errors import LabopsError, MaybeApplied
 from labops.models.backups import BackupCopy, BackupGuest, BackupOutcome, TaskResult
-from labops.models.pve import PveGuestRef, PveNode, PveStorage, PveTaskItem, PveTaskStatus
+from labops.models.pve import (
+    PveGuestConfig,
+    PveGuestRef,
+    PveNode,
+    PveStorage,
+    PveTaskItem,
+    PveTaskStatus,
+)
 from labops.parsers.vzdump import vzdump_failure
 from labops.planners.backups import classify_exitstatus, is_lock_error
 from labops.proxmox import PveClient, TaskTimeout
@@ -397,6 +404,32 @@ def power_guest(
         pve, node, vmid, f"{prefix}{action}", lambda: pve.power(node, kind, vmid, action)
     )
     return wait_result(pve, node, upid, timeout_s, poll_s)
+
+
+@task(name="pve-guest-config", tags=["proxmox"], task_run_name="config-{vmid}")
+def guest_config(block: ProxmoxCredentials, node: str, kind: str, vmid: int) -> PveGuestConfig:
+    """The config of guest ``vmid`` (network interfaces, digest). Reads only."""
+    return client(block).guest_config(node, kind, vmid)
+
+
+@task(name="pve-set-network", tags=["proxmox"], task_run_name="network-{vmid}")
+def set_guest_network(
+    block: ProxmoxCredentials,
+    node: str,
+    kind: str,
+    vmid: int,
+    nets: dict[str, str],
+    digest: str | None = None,
+) -> None:
+    """Set the ``netN`` values of guest ``vmid`` (CHANGES THE LAB); ``digest`` refuses a config
+    changed since it was read. Callers pass only a vmid the drill itself created."""
+    pve = client(block)
+    try:
+        pve.set_guest_config(node, kind, vmid, nets, digest=digest)
+    except MaybeApplied:
+        # Setting the same values again is harmless; the digest is dropped because a first
+        # PUT that did land changed it. The caller reads the config back either way.
+        pve.set_guest_config(node, kind, vmid, nets)
 
 
 @task(name="pve-guest-state", tags=["proxmox"])

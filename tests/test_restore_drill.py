@@ -1,4 +1,5 @@
-"""The restore drill on the session sandbox: success, a failed start, a scratch vmid taken.
+"""The restore drill on the session sandbox: success (network isolated), a failed start, a kept
+network, a scratch vmid taken; the network plan from fixture config strings.
 
 Every drill destroys what it restored, so the shared sandbox is left as it was found.
 """
@@ -11,7 +12,16 @@ from typing import Any
 import pytest
 import yaml
 
-from labops.planners.restore_drill import DrillRefused, choose_guest, choose_scratch_vmid
+from labops.config import parse_config
+from labops.errors import ConfigError
+from labops.parsers.pve_net import interfaces, link_is_down, net_parts, with_link_down
+from labops.planners.restore_drill import (
+    DrillRefused,
+    choose_guest,
+    choose_scratch_vmid,
+    network_changes,
+    network_problems,
+)
 from labops.reports_backups import DrillHistory, DrillResult
 from tests.fixtures.sandbox import SandboxHandle
 
@@ -48,6 +58,23 @@ def vmids(sandbox: SandboxHandle) -> set[int]:
     return {int(g["vmid"]) for g in sandbox.pve().cluster.resources.get(type="vm")}
 
 
+def guest_api(sandbox: SandboxHandle, vmid: int) -> Any:
+    """proxmoxer's handle of guest ``vmid`` (``.config.get()``, ``.config.put()``)."""
+    pve = sandbox.pve()
+    g = next(g for g in pve.cluster.resources.get(type="vm") if int(g["vmid"]) == vmid)
+    return getattr(pve.nodes(g["node"]), g["type"])(vmid)
+
+
+def starts_of(sandbox: SandboxHandle, vmid: int) -> list[dict[str, Any]]:
+    """Every start of ``vmid`` the sandbox saw, each with the config the guest started with."""
+    starts: list[dict[str, Any]] = sandbox.control("pve", "starts", vmid=vmid)["starts"]
+    return starts
+
+
+def without(value: str, *keys: str) -> list[tuple[str | None, str]]:
+    return [(k, v) for k, v in net_parts(value) if k not in keys]
+
+
 def restores_since(sandbox: SandboxHandle, since: float) -> int:
     return sum(
         len(
@@ -69,17 +96,40 @@ def test_drill_restores_checks_and_destroys_then_picks_the_next_guest(
         dry.scratch_vmid == 9900
         and dry.vmid is not None
         and dry.steps[0].startswith("would restore")
+        and "unplug every network interface (link_down=1) before starting it" in dry.steps[0]
     )
     assert vmids(sandbox_clean) == before
 
-    state = restore_drill(config=cfg, return_state=True)
+    # A second interface on the original, so that "every interface" means more than net0; the
+    # backup's config is the original's as it is (the sandbox restores it from there).
+    original = guest_api(sandbox_clean, dry.vmid)
+    original.config.put(net1="name=eth1,bridge=vmbr1,ip=10.20.0.7/24,tag=20")
+    try:
+        original_conf = original.config.get()
+        seen = len(starts_of(sandbox_clean, 9900))
+        state = restore_drill(config=cfg, return_state=True)
+        assert original.config.get() == original_conf  # the original is never touched
+    finally:
+        original.config.put(delete="net1")
     report = report_of(state)
     assert state.is_completed(), report.markdown()
     assert report.ok and report.scratch_vmid == 9900 and report.vmid == dry.vmid
     assert report.checks == {"running": True, "command 'cat /etc/os-release'": True}
-    assert [s.split(" ")[0] for s in report.steps] == ["restore", "start", "check", "destroy"]
+    steps = [s.split(" ")[0] for s in report.steps]
+    assert steps == ["restore", "network", "start", "check", "destroy"]
+    assert report.steps[1].startswith("network isolate: net0, net1 unplugged (link_down=1")
     assert report.duration_s is not None and report.duration_s > 0
     assert vmids(sandbox_clean) == before  # scratch destroyed, nothing else touched
+    # What PVE had when it started the scratch guest: every interface unplugged, nothing else
+    # of it changed (the restore made new MACs).
+    started = starts_of(sandbox_clean, 9900)[seen:]
+    assert len(started) == 1
+    nets = interfaces(started[0]["config"])
+    assert set(nets) == {"net0", "net1"} and all(link_is_down(v) for v in nets.values())
+    for key, value in nets.items():
+        assert without(value, "link_down", "hwaddr") == without(
+            original_conf[key], "link_down", "hwaddr"
+        )
     first = report.vmid
 
     # The next drill takes a guest never drilled, and a failed start still cleans up.
@@ -100,6 +150,27 @@ def test_drill_restores_checks_and_destroys_then_picks_the_next_guest(
         first: True,
         failed.vmid: False,
     }
+
+
+def test_drill_with_network_keep_starts_the_guest_as_restored(
+    sandbox: SandboxHandle, prefect_server: Any, tmp_path: Path
+) -> None:
+    from flows.restore_drill import restore_drill
+
+    vmid = 101
+    original_net0 = guest_api(sandbox, vmid).config.get()["net0"]
+    seen = len(starts_of(sandbox, 9900))
+    cfg = config(sandbox, tmp_path, network="keep")
+    report = report_of(restore_drill(config=cfg, vmid=vmid, return_state=True))
+    assert report.ok, report.markdown()
+    network = next(s for s in report.steps if s.startswith("network"))
+    assert network.startswith("network keep: WARNING starting with the backed-up interfaces")
+    assert "ip=192.168.1.101/24" in network and f"guest {vmid}" in network
+    started = starts_of(sandbox, 9900)[seen:]
+    assert len(started) == 1
+    net0 = started[0]["config"]["net0"]
+    assert not link_is_down(net0)
+    assert without(net0, "hwaddr") == without(original_net0, "hwaddr")
 
 
 def test_drill_refuses_a_scratch_vmid_that_exists(
@@ -149,3 +220,89 @@ def test_choice_of_guest_and_scratch_vmid() -> None:
         choose_scratch_vmid(range(9900, 9906), 9900, 9905)
     with pytest.raises(DrillRefused, match="exists"):
         choose_scratch_vmid({101}, 9900, 9905, requested=101)
+
+
+LXC_NET = (
+    "name=eth0,bridge=vmbr0,firewall=1,gw=192.168.1.1,hwaddr=BC:24:11:3A:11:02,"
+    "ip=192.168.1.101/24,tag=20,type=veth"
+)
+QEMU_NET = "virtio=BC:24:11:00:03:21,bridge=vmbr0,firewall=1,tag=30,trunks=30;40"
+
+
+def test_isolated_net_strings_keep_every_other_part() -> None:
+    assert with_link_down(LXC_NET) == LXC_NET + ",link_down=1"
+    assert with_link_down(QEMU_NET) == QEMU_NET + ",link_down=1"
+    assert with_link_down("e1000,link_down=0,bridge=vmbr2") == "e1000,bridge=vmbr2,link_down=1"
+    down = "name=eth1,bridge=vmbr1,link_down=1,type=veth"
+    lxc = {"net0": LXC_NET, "net1": down, "net10": "name=eth10,bridge=vmbr2"}
+    assert network_changes(lxc, "isolate", {}, "lxc") == {
+        "net0": LXC_NET + ",link_down=1",
+        "net10": "name=eth10,bridge=vmbr2,link_down=1",
+    }  # net1 is unplugged already
+    assert network_changes({"net0": QEMU_NET}, "isolate", {}, "qemu") == {
+        "net0": QEMU_NET + ",link_down=1"
+    }
+    assert network_changes(lxc, "keep", {}, "lxc") == {}
+
+    given = {"net0": "name=eth0,bridge=vmbr9,ip=10.99.0.50/24"}
+    assert network_changes(lxc, "replace", given, "lxc") == {
+        **given,
+        "net10": "name=eth10,bridge=vmbr2,link_down=1",
+    }
+    with pytest.raises(DrillRefused, match=r"replace_nets\.net0: unknown key 'virtio' for a lxc"):
+        network_changes(lxc, "replace", {"net0": "virtio=BC:24:11:00:00:01,bridge=vmbr9"}, "lxc")
+    with pytest.raises(DrillRefused, match=r"replace_nets\.net0: a container interface needs"):
+        network_changes(lxc, "replace", {"net0": "bridge=vmbr9"}, "lxc")
+
+
+def test_network_read_back_is_checked_before_the_start() -> None:
+    isolated = {"net0": LXC_NET.replace(",type", ",link_down=1,type"), "net1": QEMU_NET}
+    assert network_problems(isolated, "isolate", {}) == [
+        "net1 is still plugged in (bridge=vmbr0,tag=30,trunks=30;40)"
+    ]
+    assert network_problems({"net0": QEMU_NET + ",link_down=1"}, "isolate", {}) == []
+    assert network_problems({"net0": LXC_NET}, "keep", {}) == []
+    # PVE prints the replacement its own way (key order, a made-up MAC): still as asked
+    given = {"net0": "name=eth0,ip=10.99.0.50/24,bridge=vmbr9"}
+    read = "name=eth0,bridge=vmbr9,hwaddr=BC:24:11:00:00:09,ip=10.99.0.50/24,type=veth"
+    assert network_problems({"net0": read}, "replace", given) == []
+    assert network_problems({"net0": LXC_NET}, "replace", given) == [
+        "net0 has ip=192.168.1.101/24 instead of 10.99.0.50/24",
+        "net0 has bridge=vmbr0 instead of vmbr9",
+    ]
+
+
+def test_network_config_errors_name_the_field() -> None:
+    def error(drill: dict[str, Any]) -> str:
+        with pytest.raises(ConfigError) as exc:
+            parse_config({"backups": {"restore_drill": drill}})
+        return str(exc.value)
+
+    assert error({"check_port": 22, "check_host": "10.0.0.5"}).startswith(
+        "backups.restore_drill: check_port cannot reach a scratch guest whose interfaces are "
+        "unplugged (network: isolate)"
+    )
+    assert "backups.restore_drill.replace_nets.eth0" in error(
+        {"network": "replace", "replace_nets": {"eth0": "name=eth0"}}
+    )
+    assert error({"network": "replace", "replace_nets": {"net0": "name=eth0,brigde=vmbr1"}}) == (
+        "backups.restore_drill.replace_nets.net0: not a PVE net string: unknown key 'brigde' "
+        "for a network interface (got 'name=eth0,brigde=vmbr1')"
+    )
+    assert "needs replace_nets" in error({"network": "replace"})
+    assert "only with network: replace" in error({"replace_nets": {"net0": "name=eth0"}})
+    ok = parse_config(
+        {
+            "backups": {
+                "restore_drill": {
+                    "network": "replace",
+                    "replace_nets": {"net0": "name=eth0,bridge=vmbr9,ip=10.99.0.50/24"},
+                    "check_host": "10.99.0.50",
+                    "check_port": 22,
+                }
+            }
+        }
+    )
+    assert ok.backups.restore_drill.replace_nets == {
+        "net0": "name=eth0,bridge=vmbr9,ip=10.99.0.50/24"
+    }

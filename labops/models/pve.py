@@ -10,7 +10,9 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from labops.parsers.pve_net import interfaces
 
 _TAG_SPLIT = re.compile(r"[;, ]+")
 _WARNINGS = re.compile(r"^WARNINGS: (\d+)$")
@@ -306,6 +308,27 @@ class PveGuestState(Payload):
     @classmethod
     def _template(cls, value: Any) -> bool:
         return _to_bool(value)
+
+
+class PveGuestConfig(Payload):
+    """``GET /nodes/{node}/{lxc|qemu}/{vmid}/config``: the keys the restore drill reads."""
+
+    digest: str | None = Field(None, description="SHA1 of the config file (for PUT digest=).")
+    lock: str | None = None
+    nets: dict[str, str] = Field(
+        default_factory=dict, description="netN -> property string, in interface order."
+    )
+    ipconfigs: dict[str, str] = Field(
+        default_factory=dict, description="ipconfigN (a VM's cloud-init addresses)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "nets" in data:
+            return data
+        ipconfigs = {k: str(v) for k, v in data.items() if re.fullmatch(r"ipconfig\d+", k)}
+        return {**data, "nets": interfaces(data), "ipconfigs": dict(sorted(ipconfigs.items()))}
 
 
 class PveSnapshot(Payload):

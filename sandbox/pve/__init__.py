@@ -204,6 +204,11 @@ class PveService(Service):
                     for t in self.api.tasks.tasks.values()
                 ]
             }
+        if action == "starts":  # guest starts, each with the config it started with
+            vmid = payload.get("vmid")
+            return {
+                "starts": [s for s in self.api.starts if vmid is None or s["vmid"] == int(vmid)]
+            }
         if action == "expire_cert":  # {"node": "pve1", "days_left": 5}
             node = str(payload["node"])
             days_left = float(payload.get("days_left", 5))

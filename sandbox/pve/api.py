@@ -30,6 +30,7 @@ from sandbox.pbs.store import (
     shared_store,
     snapshot_files,
 )
+from sandbox.pve import propstring
 from sandbox.pve.http import (
     ApiError,
     Dropped,
@@ -41,6 +42,7 @@ from sandbox.pve.http import (
     read_args,
 )
 from sandbox.pve.params import check as check_params
+from sandbox.pve.params import declaration
 from sandbox.pve.state import (
     DAY,
     LocalVolume,
@@ -128,6 +130,11 @@ class PveApi:
         self.apt = {n.name: seed_apt(n.name, ctx.rng) for n in self.lab.nodes}
         self.apt_checked = {n.name: int(now - 5 * 3600) for n in self.lab.nodes}
         self.node_acme = {"pve1": "domains=pve1.lab.internal", "pve2": "domains=pve2.lab.internal"}
+        # Guest configs are made up from the lab's Guest records; what a PUT .../config set
+        # (value) or deleted (None) is kept here, by vmid, until the guest is destroyed.
+        self.config_edits: dict[int, dict[str, Any]] = {}
+        # Each guest start with the config it started with (control action "starts").
+        self.starts: list[dict[str, Any]] = []
         self._seed_tasks(now)
 
     # ---- plumbing -----------------------------------------------------------------------
@@ -799,16 +806,14 @@ def _digest(conf: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(conf, sort_keys=True).encode()).hexdigest()
 
 
-@route("GET", "/nodes/{node}/lxc/{vmid}/config")
-async def lxc_config(api: PveApi, req: Req) -> Any:
-    g = api.guest_on(req.params["node"], int(req.params["vmid"]), "lxc")
+def _lxc_base(api: PveApi, g: Guest) -> dict[str, Any]:
     ostype = {
         "debian12": "debian",
         "debian13": "debian",
         "ubuntu2404": "ubuntu",
         "alpine320": "alpine",
     }[g.os]
-    conf: dict[str, Any] = {
+    return {
         "arch": "amd64",
         "cores": 2,
         "hostname": g.name,
@@ -825,24 +830,10 @@ async def lxc_config(api: PveApi, req: Req) -> Any:
         "searchdomain": api.lab.domain,
         "description": f"{g.name} ({g.os})\n",
     }
-    if g.tags:
-        conf["tags"] = ";".join(g.tags)
-    lock = api.guest_lock(g)
-    if lock:
-        conf["lock"] = lock
-    if g.template:
-        conf["template"] = 1
-    snaps = api.snapshots.get(g.vmid)
-    if snaps:
-        conf["parent"] = snaps[-1].name
-    conf["digest"] = _digest(conf)
-    return conf
 
 
-@route("GET", "/nodes/{node}/qemu/{vmid}/config")
-async def qemu_config(api: PveApi, req: Req) -> Any:
-    g = api.guest_on(req.params["node"], int(req.params["vmid"]), "qemu")
-    conf: dict[str, Any] = {
+def _qemu_base(api: PveApi, g: Guest) -> dict[str, Any]:
+    return {
         "name": g.name,
         "cores": 4,
         "sockets": 1,
@@ -857,6 +848,16 @@ async def qemu_config(api: PveApi, req: Req) -> Any:
         "vmgenid": f"6b1f3f4e-0f0e-4d0b-9b59-6f2d0c3f{g.vmid % 10000:04d}",
         "smbios1": f"uuid=00000000-0000-4000-8000-{g.vmid:012d}",
     }
+
+
+def guest_config(api: PveApi, g: Guest) -> dict[str, Any]:
+    """The guest's config as GET .../config returns it, ``digest`` last (over the rest)."""
+    conf = _lxc_base(api, g) if g.type == "lxc" else _qemu_base(api, g)
+    for key, value in api.config_edits.get(g.vmid, {}).items():
+        if value is None:
+            conf.pop(key, None)
+        else:
+            conf[key] = value
     if g.tags:
         conf["tags"] = ";".join(g.tags)
     lock = api.guest_lock(g)
@@ -864,8 +865,115 @@ async def qemu_config(api: PveApi, req: Req) -> Any:
         conf["lock"] = lock
     if g.template:
         conf["template"] = 1
+    snaps = api.snapshots.get(g.vmid) if g.type == "lxc" else None
+    if snaps:
+        conf["parent"] = snaps[-1].name
     conf["digest"] = _digest(conf)
     return conf
+
+
+@route("GET", "/nodes/{node}/lxc/{vmid}/config")
+async def lxc_config(api: PveApi, req: Req) -> Any:
+    return guest_config(api, api.guest_on(req.params["node"], int(req.params["vmid"]), "lxc"))
+
+
+@route("GET", "/nodes/{node}/qemu/{vmid}/config")
+async def qemu_config(api: PveApi, req: Req) -> Any:
+    return guest_config(api, api.guest_on(req.params["node"], int(req.params["vmid"]), "qemu"))
+
+
+def _random_mac() -> str:
+    # datacenter.cfg's default mac_prefix, as PVE::Tools::random_ether_addr uses it
+    return "BC:24:11:" + ":".join(f"{b:02X}" for b in secrets.token_bytes(3))
+
+
+def _net_value(api: PveApi, kind: str, name: str, value: str) -> str:
+    """A netN value as PVE stores it: parsed, a MAC made up when none is given (a container
+    interface is always type veth), printed in PVE's key order."""
+    fmt = _net_format(kind)
+    net = propstring.parse(fmt, value, name)
+    if kind == "lxc":
+        net["type"] = "veth"
+        net.setdefault("hwaddr", _random_mac())
+    else:
+        net.setdefault("macaddr", _random_mac())
+    return propstring.render(fmt, net)
+
+
+def _net_format(kind: str) -> dict[str, Any]:
+    decl = declaration("PUT", f"/nodes/{{node}}/{kind}/{{vmid}}/config", "net0")
+    assert decl is not None and isinstance(decl.get("format"), dict), "regenerate params.json"
+    fmt: dict[str, Any] = decl["format"]
+    return fmt
+
+
+_CONFIG_CONTROL = {"digest", "delete", "revert", "skiplock", "force", "node", "vmid"}
+
+
+async def _set_config(api: PveApi, req: Req, kind: str) -> Any:
+    """PUT .../config: set and delete options at once; the guest is not restarted. PVE writes a
+    running VM's changes that cannot be hotplugged as pending; here every change applies at
+    once (the drill changes stopped guests only)."""
+    g = api.guest_on(req.params["node"], int(req.params["vmid"]), kind)
+    values = {k: v for k, v in req.args.items() if k not in _CONFIG_CONTROL}
+    delete = [d for d in re.split(r"[,;\s]+", req.str("delete") or "") if d]
+    if not values and not delete and not req.str("revert"):
+        raise ApiError(500, "no options specified")
+    for key in delete:
+        if key in values:
+            raise param_error(
+                "delete", f"you can't use '-{key}' and '-delete {key}' at the same time"
+            )
+    # PVE::Tools::assert_if_modified, then AbstractConfig::check_lock (qemu: unless skiplock)
+    digest = req.str("digest")
+    if digest and digest != guest_config(api, g)["digest"]:
+        raise ApiError(
+            500, "detected modified configuration - file changed by other user? Try again."
+        )
+    lock = api.guest_lock(g)
+    if lock and not (kind == "qemu" and req.bool("skiplock")):
+        raise ApiError(500, f"{'CT' if kind == 'lxc' else 'VM'} is locked ({lock})")
+    edits = api.config_edits.setdefault(g.vmid, {})
+    changes: dict[str, Any] = {**values, **dict.fromkeys(delete)}
+    for key, value in changes.items():
+        # These live on the lab's Guest record (they show in /cluster/resources too).
+        if key == "tags":
+            g.tags = [t for t in re.split(r"[;,\s]+", str(value or "")) if t]
+        elif key == "lock":
+            g.lock = str(value) if value else None
+        elif key == ("hostname" if kind == "lxc" else "name") and value:
+            g.name = str(value)
+        elif value is not None and re.fullmatch(r"net\d+", key):
+            edits[key] = _net_value(api, kind, key, str(value))
+        else:
+            edits[key] = value
+    return None
+
+
+def _restored_config(api: PveApi, orig: Guest, unique: bool) -> dict[str, Any]:
+    """The config edits a restore of ``orig``'s backup starts from: its edits and its network
+    interfaces as they are (the backup's config), with new MACs when ``unique``."""
+    edits = dict(api.config_edits.get(orig.vmid, {}))
+    for key, value in guest_config(api, orig).items():
+        if not re.fullmatch(r"net\d+", key):
+            continue
+        if unique:
+            fmt = _net_format(orig.type)
+            net = propstring.parse(fmt, value, key)
+            net["hwaddr" if orig.type == "lxc" else "macaddr"] = _random_mac()
+            value = propstring.render(fmt, net)
+        edits[key] = value
+    return edits
+
+
+@route("PUT", "/nodes/{node}/lxc/{vmid}/config")
+async def lxc_set_config(api: PveApi, req: Req) -> Any:
+    return await _set_config(api, req, "lxc")
+
+
+@route("PUT", "/nodes/{node}/qemu/{vmid}/config")
+async def qemu_set_config(api: PveApi, req: Req) -> Any:
+    return await _set_config(api, req, "qemu")
 
 
 async def _status_current(api: PveApi, req: Req, kind: str) -> Any:
@@ -905,6 +1013,9 @@ async def _power(api: PveApi, req: Req, kind: str, action: str) -> Any:
 
     async def body(task: Task) -> int | None:
         _locked_error(api, g)
+        if action == "start":
+            started = {"vmid": g.vmid, "node": g.node, "upid": task.upid, "time": time.time()}
+            api.starts.append({**started, "config": guest_config(api, g)})
         await api.sleep(2.0 if action != "stop" else 0.5)
         g.status = "running" if action == "start" else "stopped"
         return None
@@ -972,6 +1083,9 @@ async def _create(api: PveApi, req: Req, kind: str) -> Any:
         if existing is not None:
             api.lab.guests.remove(existing)
         api.lab.guests.append(guest)
+        api.config_edits.pop(vmid, None)
+        if orig is not None and orig.type == kind:
+            api.config_edits[vmid] = _restored_config(api, orig, req.bool("unique"))
     task_type = ("vzrestore" if restore else "vzcreate") if kind == "lxc" else "qmrestore"
 
     async def body(task: Task) -> int | None:
@@ -994,6 +1108,7 @@ async def _create(api: PveApi, req: Req, kind: str) -> Any:
             with api.lab.lock:
                 if guest in api.lab.guests:
                     api.lab.guests.remove(guest)
+                    api.config_edits.pop(vmid, None)
             raise
         return None
 
@@ -1024,6 +1139,7 @@ async def _destroy(api: PveApi, req: Req, kind: str) -> Any:
         with api.lab.lock:
             if g in api.lab.guests:
                 api.lab.guests.remove(g)
+                api.config_edits.pop(g.vmid, None)
         api.snapshots.pop(g.vmid, None)
         if req.bool("purge"):
             for job in api.jobs:

@@ -1,7 +1,8 @@
 """Parameter checks of the routes the sandbox serves, as PVE's JSONSchema validation does them.
 
 ``params.json`` holds, for every served ``METHOD /path``, the declared parameters (type, enum,
-optional) extracted from the PVE API schema; regenerate it with
+optional, and the key table of a property-string ``format`` such as ``net[n]``) extracted from
+the PVE API schema; regenerate it with
 ``python -m sandbox.pve.params /path/to/pve-api-schema.json`` (the fidelity test checks it is in
 sync). A client sending a parameter real PVE rejects fails here the same way.
 """
@@ -9,13 +10,39 @@ sync). A client sending a parameter real PVE rejects fails here the same way.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from sandbox.pve.propstring import FormatError, parse
+
 PARAMS_FILE = Path(__file__).with_name("params.json")
 _KEEP = ("type", "enum", "optional")
+_FORMAT_KEEP = (
+    "type",
+    "enum",
+    "optional",
+    "minimum",
+    "maximum",
+    "default_key",
+    "alias",
+    "keyAlias",
+)
+# A numbered parameter (net0, mp3) is declared once as net[n]; the schema does not carry how many
+# instances PVE registers, so any number is accepted here.
+_NUMBERED = re.compile(r"^([a-z][a-z_]*?)(\d+)$")
+
+
+def _trim(decl: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in decl.items() if k in _KEEP}
+    fmt = decl.get("format")
+    if isinstance(fmt, dict):
+        out["format"] = {
+            key: {k: v for k, v in sub.items() if k in _FORMAT_KEEP} for key, sub in fmt.items()
+        }
+    return out
 
 
 def extract(schema: dict[str, Any], routes: list[tuple[str, str]]) -> dict[str, Any]:
@@ -25,10 +52,18 @@ def extract(schema: dict[str, Any], routes: list[tuple[str, str]]) -> dict[str, 
         if spec is None:
             continue
         props = (spec.get("parameters") or {}).get("properties") or {}
-        out[f"{method} {path}"] = {
-            name: {k: v for k, v in decl.items() if k in _KEEP} for name, decl in props.items()
-        }
+        out[f"{method} {path}"] = {name: _trim(decl) for name, decl in props.items()}
     return out
+
+
+def declaration(method: str, template: str, name: str) -> dict[str, Any] | None:
+    """The schema declaration of parameter ``name`` (``net0`` finds ``net[n]``)."""
+    decls = declared().get(f"{method} {template}") or {}
+    decl = decls.get(name)
+    if decl is None:
+        m = _NUMBERED.match(name)
+        decl = decls.get(f"{m.group(1)}[n]") if m else None
+    return decl
 
 
 @cache
@@ -51,7 +86,7 @@ def check(
         return {}
     errors: dict[str, str] = {}
     for name, value in list(args.items()):
-        decl = decls.get(name)
+        decl = declaration(method, template, name)
         if decl is None:
             if name not in path_params:
                 errors[name] = (
@@ -83,7 +118,15 @@ def check(
                 f"value '{value}' does not have a value in the enumeration "
                 f"'{', '.join(str(e) for e in enum)}'"
             )
+        fmt = decl.get("format")
+        if isinstance(fmt, dict) and name not in errors:
+            try:
+                parse(fmt, str(value), name)
+            except FormatError as exc:
+                errors[name] = f"invalid format - {exc.text()}"
     for name, decl in decls.items():
+        if name.endswith("[n]"):
+            continue
         if not decl.get("optional") and name not in args and name not in path_params:
             errors[name] = "property is missing and it is not optional"
     return errors

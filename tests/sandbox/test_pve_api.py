@@ -375,3 +375,54 @@ def test_undeclared_and_missing_parameters_rejected(sb: SandboxHandle) -> None:
     with pytest.raises(ResourceException) as exc:
         pve.cluster.resources.get(type="guest")
     assert "enumeration" in exc.value.errors["type"]
+
+
+def test_guest_config_put_like_pve(sb: SandboxHandle) -> None:
+    """PUT .../config: PVE's parameter names, net[n] format checks, digest, lock, delete."""
+    pve = sb.pve()
+    ct = pve.nodes("pve1").lxc(106)
+    conf = ct.config.get()
+    net0 = conf["net0"]
+    with pytest.raises(ResourceException) as exc:
+        ct.config.put(nosuchkey="1")
+    assert exc.value.status_code == 400 and "nosuchkey" in exc.value.errors
+    with pytest.raises(ResourceException) as exc:
+        ct.config.put(net0=net0 + ",link_down=maybe")
+    assert exc.value.status_code == 400
+    assert "net0.link_down: type check ('boolean') failed" in exc.value.errors["net0"]
+    with pytest.raises(ResourceException) as exc:
+        ct.config.put(net0="virtio,bridge=vmbr0")  # a VM's model on a container
+    assert "value without key" in exc.value.errors["net0"]
+    with pytest.raises(ResourceException) as exc:
+        ct.config.put(net1="name=eth1,bridge=vmbr1", digest="0" * 40)
+    assert exc.value.status_code == 500 and "detected modified configuration" in exc.value.content
+    assert ct.config.get() == conf
+
+    ct.config.put(
+        net0=net0 + ",link_down=yes", net1="bridge=vmbr1,name=eth1", digest=conf["digest"]
+    )
+    after = ct.config.get()
+    assert after["digest"] != conf["digest"]
+    # stored as PVE prints it: name first, then the other keys sorted; a MAC made up
+    assert after["net0"] == net0.replace(",type=veth", ",link_down=1,type=veth")
+    assert after["net1"].startswith("name=eth1,bridge=vmbr1,hwaddr=BC:24:11:")
+    assert after["net1"].endswith(",type=veth")
+    ct.config.put(net0=net0, delete="net1")
+    assert ct.config.get() == conf
+
+    sb.control("pve", "guest", vmid=106, lock="backup")
+    try:
+        with pytest.raises(ResourceException) as exc:
+            ct.config.put(net0=net0)
+        assert exc.value.status_code == 500 and exc.value.content == "CT is locked (backup)"
+    finally:
+        sb.control("pve", "guest", vmid=106, lock=None)
+
+    vm = pve.nodes("pve2").qemu(801)
+    vconf = vm.config.get()
+    vm.config.put(net0=vconf["net0"] + ",link_down=1", net1="e1000,bridge=vmbr1")
+    after = vm.config.get()
+    assert after["net0"] == vconf["net0"] + ",link_down=1"
+    assert after["net1"].startswith("e1000=BC:24:11:") and after["net1"].endswith(",bridge=vmbr1")
+    vm.config.put(net0=vconf["net0"], delete="net1")
+    assert vm.config.get() == vconf

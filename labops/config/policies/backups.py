@@ -6,9 +6,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 from labops.config.systems import Strict
+from labops.parsers.pve_net import NET_ID, check_net_string
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -133,6 +141,26 @@ class PbsJobAges(_Policy):
     verify: Duration = Field(691200, description="Last verify job run at most this old.")
 
 
+def _net_id(value: str) -> str:
+    match = NET_ID.match(value)
+    # PVE numbers a guest's interfaces net0..net31 (lxc and qemu alike).
+    if match is None or int(match.group(1)) > 31:
+        raise ValueError(f"{value!r} is not an interface name (net0 .. net31)")
+    return value
+
+
+def _net_string(value: str) -> str:
+    problem = check_net_string(value)
+    if problem:
+        raise ValueError(f"not a PVE net string: {problem}")
+    return value
+
+
+NetId = Annotated[str, AfterValidator(_net_id)]
+NetString = Annotated[str, AfterValidator(_net_string)]
+NetworkMode = Literal["isolate", "keep", "replace"]
+
+
 class RestoreDrillPolicy(_Policy):
     """Restore drill: the latest backup restored as a scratch guest, checked, then destroyed."""
 
@@ -150,14 +178,60 @@ class RestoreDrillPolicy(_Policy):
     check_host: str | None = Field(
         None, description="Address the restored guest answers on, for check_port."
     )
-    check_port: int | None = Field(None, ge=1, le=65535, description="TCP port that must accept.")
+    check_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="TCP port that must accept (needs network: replace or keep).",
+    )
     start_wait: Duration = Field(60, description="How long the scratch guest may take to run.")
     timeout: Duration = Field(1800, description="Restore task timeout.")
+    network: NetworkMode = Field(
+        "isolate",
+        description=(
+            "The scratch guest's network before it starts. A restore keeps the backed-up "
+            "interfaces (the original's bridge, VLAN and static addresses; only MACs are new), "
+            "so on the same bridge it would take the production guest's address. isolate: "
+            "every netN gets link_down=1 (unplugged; command checks through pct exec still "
+            "work). replace: the interfaces of replace_nets get those values, every other one "
+            "is unplugged. keep: as backed up (address conflicts possible; the report warns)."
+        ),
+    )
+    replace_nets: dict[NetId, NetString] = Field(
+        default_factory=dict,
+        description=(
+            "For network: replace, interface -> its whole PVE net string, e.g. "
+            '{net0: "name=eth0,bridge=vmbr1,ip=10.99.0.50/24"} for a container or '
+            '{net0: "virtio,bridge=vmbr1"} for a VM (PVE makes up a MAC when none is given; a '
+            "VM's addresses stay in its cloud-init ipconfigN)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _range(self) -> RestoreDrillPolicy:
         if self.scratch_vmid_max < self.scratch_vmid_min:
             raise ValueError("scratch_vmid_max must not be below scratch_vmid_min")
+        return self
+
+    @model_validator(mode="after")
+    def _network(self) -> RestoreDrillPolicy:
+        if self.network == "replace" and not self.replace_nets:
+            raise ValueError(
+                "network: replace needs replace_nets (interface -> PVE net string, e.g. "
+                "net0: name=eth0,bridge=vmbr1,ip=10.99.0.50/24)"
+            )
+        if self.network != "replace" and self.replace_nets:
+            raise ValueError(
+                f"replace_nets is used only with network: replace (network is {self.network!r})"
+            )
+        if self.network == "isolate" and self.check_port is not None:
+            # Refused rather than skipped: a drill that silently drops a configured check would
+            # report "passed" for less than the operator asked for.
+            raise ValueError(
+                "check_port cannot reach a scratch guest whose interfaces are unplugged "
+                "(network: isolate); use network: replace with an isolated bridge labops "
+                "reaches (and check_host its address there), or remove check_port"
+            )
         return self
 
 
