@@ -3,6 +3,10 @@
 ``run`` starts every service, writes ``DIR/ca.pem``, ``DIR/labops.yaml`` and ``DIR/ready`` and
 serves until SIGTERM/SIGINT; ``start`` daemonises ``run`` and waits until it answers; ``stop`` and
 ``status`` find it through ``DIR/sandbox.pid``.
+
+``--mqtt HOST[:PORT]`` and ``--victoriametrics URL`` add real services running outside the sandbox
+(the machine's Mosquitto, a VictoriaMetrics) to the config it writes; without them the config has
+neither, so flows skip their MQTT notification and metrics push.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -69,6 +74,43 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def mqtt_broker(value: str) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); port 1883 when left out."""
+    try:
+        parts = urlsplit(f"//{value}")
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r}: {exc}") from None
+    if not host or parts.path or parts.query or parts.fragment or parts.username is not None:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST or HOST:PORT")
+    if port == 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: port 0 is not a broker port")
+    return host, 1883 if port is None else port
+
+
+def http_url(value: str) -> str:
+    """An http(s) base URL with a host, without the trailing slash."""
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def external_systems(opts: argparse.Namespace) -> dict[str, Any]:
+    """The config keys of the real services given on the command line (none by default)."""
+    systems: dict[str, Any] = {}
+    if opts.mqtt is not None:
+        host, port = opts.mqtt
+        systems["mqtt"] = {"host": host, "port": port}
+    if opts.victoriametrics is not None:
+        systems["victoriametrics"] = {"url": opts.victoriametrics}
+    return {"systems": systems} if systems else {}
 
 
 def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -133,6 +175,7 @@ class Sandbox:
                 config = deep_merge(config, svc.config_fragment())
             except Exception as exc:
                 self.failed[name] = f"config_fragment: {exc}"
+        config = deep_merge(config, external_systems(self.opts))
         header = (
             "# Written by the labops sandbox (python -m sandbox); points at local simulators.\n"
         )
@@ -243,17 +286,9 @@ def _running_pid(directory: Path) -> int | None:
     return pid if _alive(pid) else None
 
 
-def cmd_start(opts: argparse.Namespace) -> int:
-    directory = Path(opts.dir).resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    if _running_pid(directory):
-        print(f"sandbox already running in {directory}", file=sys.stderr)
-        return 1
-    (directory / "ready").unlink(missing_ok=True)
+def run_args(opts: argparse.Namespace, directory: Path) -> list[str]:
+    """The ``run`` command line that ``start`` daemonises, carrying every option of ``opts``."""
     args = [
-        sys.executable,
-        "-m",
-        "sandbox",
         "run",
         "--dir",
         str(directory),
@@ -270,6 +305,22 @@ def cmd_start(opts: argparse.Namespace) -> int:
     ]
     if opts.scenario:
         args += ["--scenario", opts.scenario]
+    if opts.mqtt is not None:
+        host, port = opts.mqtt
+        args += ["--mqtt", f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    if opts.victoriametrics is not None:
+        args += ["--victoriametrics", opts.victoriametrics]
+    return args
+
+
+def cmd_start(opts: argparse.Namespace) -> int:
+    directory = Path(opts.dir).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    if _running_pid(directory):
+        print(f"sandbox already running in {directory}", file=sys.stderr)
+        return 1
+    (directory / "ready").unlink(missing_ok=True)
+    args = [sys.executable, "-m", "sandbox", *run_args(opts, directory)]
     log = open(directory / "sandbox.log", "ab")  # noqa: SIM115 - handed to the child
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ)
@@ -355,6 +406,20 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--base-port", type=int, default=28100)
         sp.add_argument("--time-scale", type=float, default=1.0)
         sp.add_argument("--scenario", choices=sorted(SCENARIOS), default=None)
+        sp.add_argument(
+            "--mqtt",
+            type=mqtt_broker,
+            default=None,
+            metavar="HOST[:PORT]",
+            help="MQTT broker for systems.mqtt in the config (default: none, no MQTT)",
+        )
+        sp.add_argument(
+            "--victoriametrics",
+            type=http_url,
+            default=None,
+            metavar="URL",
+            help="VictoriaMetrics URL for systems.victoriametrics (default: none, no metrics)",
+        )
         if name == "start":
             sp.add_argument("--timeout", type=float, default=30.0)
     sp = sub.add_parser("stop")

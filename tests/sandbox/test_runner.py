@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sandbox.runner import build_parser, external_systems, run_args
 from tests.fixtures.sandbox import REPO, free_port_range
 
 
@@ -52,6 +53,8 @@ def test_start_stop_config_time_and_memory(tmp_path: Path) -> None:
         assert config.systems.proxmox is not None and config.systems.pbs is not None
         assert set(config.systems.proxmox.nodes) == {"pve1", "pve2", "pve3", "pve4"}
         assert config.systems.pbs.pve_storage == "pbs"
+        # real services only when asked for (--mqtt, --victoriametrics)
+        assert config.systems.mqtt is None and config.systems.victoriametrics is None
         raw = yaml.safe_load(config_path.read_text())
         secret_ref = raw["systems"]["proxmox"]["token_secret"]
         assert secret_ref.startswith("file:")
@@ -84,3 +87,41 @@ def test_scenario_flag(make_sandbox) -> None:  # type: ignore[no-untyped-def]
     nodes = {n["node"]: n["status"] for n in sb.pve().nodes.get()}
     assert nodes["pve3"] == "offline"
     assert sb.state()["scenario"] == "node-offline"
+
+
+def test_mqtt_and_victoriametrics_options_reach_the_config(tmp_path: Path) -> None:
+    from labops.config import parse_config
+
+    parser = build_parser()
+    services = ["--mqtt", "127.0.0.1:1884", "--victoriametrics", "http://127.0.0.1:8428/"]
+    started = parser.parse_args(["start", "--dir", str(tmp_path), *services])
+    # what `start` hands to the daemonised `run` carries both options
+    served = parser.parse_args(run_args(started, tmp_path))
+    config = parse_config(external_systems(served))
+    assert config.systems.mqtt is not None and config.systems.victoriametrics is not None
+    assert (config.systems.mqtt.host, config.systems.mqtt.port) == ("127.0.0.1", 1884)
+    assert config.systems.mqtt.topic_prefix == "labops"
+    assert str(config.systems.victoriametrics.url).rstrip("/") == "http://127.0.0.1:8428"
+    ipv6 = parser.parse_args(
+        run_args(parser.parse_args(["run", "--dir", "d", "--mqtt", "[::1]"]), tmp_path)
+    )
+    assert external_systems(ipv6) == {"systems": {"mqtt": {"host": "::1", "port": 1883}}}
+    assert external_systems(parser.parse_args(["run", "--dir", "d"])) == {}
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--mqtt", "broker:0", "port 0"),
+        ("--mqtt", "broker:x", "could not be cast"),
+        ("--mqtt", "broker/topic", "not HOST or HOST:PORT"),
+        ("--victoriametrics", "127.0.0.1:8428", "not an http:// or https:// URL"),
+    ],
+)
+def test_bad_service_option_names_the_option(
+    option: str, value: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["start", "--dir", "d", option, value])
+    err = capsys.readouterr().err
+    assert f"argument {option}:" in err and says in err
