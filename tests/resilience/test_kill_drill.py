@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -236,12 +236,15 @@ def platform(tmp_path: Path) -> Iterator[server.ServerInfo]:
 
 @pytest.mark.parametrize("mode", ["serve", "worker"])
 def test_killed_mid_backup_and_patch_then_rerun(
-    private_sandbox: SandboxHandle, platform: server.ServerInfo, tmp_path: Path, mode: str
+    make_sandbox: Callable[..., SandboxHandle],
+    platform: server.ServerInfo,
+    tmp_path: Path,
+    mode: str,
 ) -> None:
     from tasks.prefect_admin import ensure_zombie_automation
     from tests.fixtures.prefect import pointing_at
 
-    sb = private_sandbox
+    sb = make_sandbox()  # a seeded lab each: the other mode's drill upgraded its hosts
     cfg = drill_config(sb, tmp_path)
     with pointing_at(platform):  # what `labops housekeeping` installs on a self-hosted server
         assert ensure_zombie_automation.fn(ZOMBIE_AFTER_S) in ("created", "updated", "present")
