@@ -88,6 +88,7 @@ def contender_labops(spec: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     from prefect import flow
 
+    import flows  # noqa: F401  (what every labops flow process imports: the heartbeat fix)
     from blocks.ssh import SshCredentials
     from labops.ssh import SshTarget
     from tasks.ssh import CheckOptions, HostAccess, check_hosts

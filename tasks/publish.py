@@ -66,12 +66,13 @@ def publish_report(report: R, ctx: LabContext) -> R | State:
             report.flow_run_url = f"{ctx.config.lab.ui_url.rstrip('/')}/runs/flow-run/{flow_run.id}"
     except Exception:  # outside a run (tests calling .fn): no link
         pass
-    # quote(): otherwise Prefect walks every field of the report (thousands of rows) looking for
-    # futures, for each of these task runs: measured ~0.7 s per task with a 1,000-row report.
+    # quote(): otherwise Prefect walks every field of the report (thousands of rows) and of the
+    # config in ctx looking for futures, for each of these task runs: measured ~0.7 s per task
+    # with a 1,000-row report.
     publish_artifacts(quote(report))  # type: ignore[call-overload]
     for step in (push_report_metrics, send_notification):
         try:
-            step(quote(report), ctx)  # type: ignore[call-overload]
+            step(quote(report), quote(ctx))  # type: ignore[call-overload]
         except Exception as exc:  # delivery problems are reported, they never hide the result
             log.warning("%s failed: %s", step.name, exc)
             report.skipped.append(f"{step.name}: {exc}")
