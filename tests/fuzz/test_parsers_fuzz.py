@@ -1,5 +1,5 @@
 """Fuzz every parser of remote output: apt, apk, needrestart, os-release, the combined host check,
-Proxmox/PBS JSON models, Traefik routers and rules, and the doc claim extractor.
+Proxmox/PBS JSON models, PVE net strings, Traefik routers and rules, and the doc claim extractor.
 
 The promise under test: a parser of command output never raises (garbage lines are skipped); a
 model of an API payload raises only pydantic's ``ValidationError`` (a ``ValueError``); a UPID
@@ -383,3 +383,32 @@ def test_doc_extraction_is_fast_on_long_lines(doc: str) -> None:
     started = time.monotonic()
     extract_claims(doc, "big.md")
     assert time.monotonic() - started < 1.0
+
+
+# -- PVE net strings (a guest config's netN, as the restore drill reads them) ---------------
+
+net_part = st.one_of(
+    st.builds(
+        lambda k, v: f"{k}={v}",
+        st.sampled_from(["name", "bridge", "ip", "tag", "hwaddr", "link_down", "virtio", "x"]),
+        st.one_of(word, st.sampled_from(["1", "0", "dhcp", "10.0.0.5/24", ""])),
+    ),
+    word,
+    text,
+)
+net_string = st.one_of(st.lists(net_part, max_size=8).map(",".join), text)
+
+
+@given(net_string, st.sampled_from(["lxc", "qemu", None]))
+@example("name=eth0,bridge=vmbr0,ip=10.0.0.5/24", "lxc")
+@example("virtio=BC:24:11:00:00:01,bridge=vmbr0,link_down=0", "qemu")
+def test_net_strings_unplugged_keep_every_other_part(value: str, kind: str | None) -> None:
+    from labops.parsers import pve_net
+
+    problem = pve_net.check_net_string(value, kind)
+    assert problem is None or (isinstance(problem, str) and problem)
+    down = pve_net.with_link_down(value)
+    assert pve_net.link_is_down(down)
+    kept = [p for p in value.split(",") if p.partition("=")[0].strip() != "link_down"]
+    assert down.split(",")[:-1] == kept
+    pve_net.describe_net(value)
