@@ -28,6 +28,9 @@ class PruneResult(BaseModel):
     oldest_kept: datetime | None = None
 
 
+BULK_DELETE = 50  # the most /flow_runs/bulk_delete takes at once (Prefect 3.9)
+
+
 @task(name="prune-flow-runs")
 def prune_flow_runs(cutoff: datetime, dry_run: bool, batch: int = 200) -> PruneResult:
     """CHANGES the Prefect database: delete finished flow runs (and their artifacts; the server
@@ -57,8 +60,19 @@ def prune_flow_runs(cutoff: datetime, dry_run: bool, batch: int = 200) -> PruneR
                 continue
             for artifact in artifacts:
                 client.delete_artifact(artifact.id)
-            for run_id in ids:
-                client.delete_flow_run(run_id)
+            deleted = 0
+            for start in range(0, len(ids), BULK_DELETE):
+                chunk = [str(i) for i in ids[start : start + BULK_DELETE]]
+                # one request per 50 runs instead of one each: pruning a busy server's history
+                # run by run took minutes; Prefect's client has no method for this route
+                response = client._client.post(
+                    "/flow_runs/bulk_delete",
+                    json={"flow_runs": {"id": {"any_": chunk}}, "limit": len(chunk)},
+                )
+                response.raise_for_status()
+                deleted += len(response.json().get("deleted") or [])
+            if not deleted:  # the server deleted none of them: reading again would loop
+                raise RuntimeError(f"the server deleted none of {len(ids)} old flow runs")
     return result
 
 
