@@ -88,7 +88,7 @@ done
 .venv/bin/mypy "${targets[@]}" || status=1
 log "pytest"
 set +e
-.venv/bin/pytest -q "$@"
+.venv/bin/pytest -q --durations=10 "$@"  # the ten slowest: the suite must stay under 20 min
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
