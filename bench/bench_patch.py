@@ -223,12 +223,10 @@ def emit_results(
     floor: dict[str, Any],
 ) -> None:
     """The BENCH-RESULT lines of the contract in bench/common.py (for bench/run_all.py)."""
-    from bench.common import BenchResult, emit
+    from bench.common import BenchResult, compare, emit
 
     size = f"{n} hosts, {parallel} at once, delay {delay:g} s"
     speed = ans["wall_s"] / lab["wall_s"]
-    vs_floor = lab["wall_s"] / floor["wall_s"]
-    cpu = lab["cpu_ms_per_host"] / ans["cpu_ms_per_host"] if ans["cpu_ms_per_host"] else None
     ok = f"hosts ok: labops {lab.get('ok', '?')}, ansible {ans.get('ok', '?')}"
     waves = -(-n // parallel)
     # why 2x faster than Ansible may be out of reach: nobody beats the remote commands' time
@@ -259,31 +257,27 @@ def emit_results(
         )
     )
     emit(
-        BenchResult(
-            benchmark="patch",
-            name="check sweep wall vs bare paramiko pool",
+        compare(
+            "patch",
+            "check sweep wall vs bare paramiko pool",
+            lab["wall_s"],
+            floor["wall_s"],
+            at_most=1.3,
             size=size,
-            contender=lab["wall_s"],
-            baseline=floor["wall_s"],
             baseline_label="paramiko pool",
-            ratio=vs_floor,
-            goal="<= 1.3",
-            met=vs_floor <= 1.3,
             notes=f"whole processes; {inside}",
         )
     )
     emit(
-        BenchResult(
-            benchmark="patch",
-            name="controller CPU per host vs Ansible",
+        compare(
+            "patch",
+            "controller CPU per host vs Ansible",
+            lab["cpu_ms_per_host"],
+            ans["cpu_ms_per_host"],
+            at_most=0.2,
             size=size,
-            contender=lab["cpu_ms_per_host"],
-            baseline=ans["cpu_ms_per_host"],
             baseline_label="ansible",
             unit="ms",
-            ratio=cpu,
-            goal="<= 0.2",
-            met=None if cpu is None else cpu <= 0.2,
             notes=f"peak RSS labops {lab['peak_mb']:.0f} MB, ansible {ans['peak_mb']:.0f} MB",
         )
     )
