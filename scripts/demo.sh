@@ -154,20 +154,27 @@ declare -A BEAT
 if [ -n "$VM_URL" ]; then
   while read -r flow; do
     [ -n "$flow" ] && BEAT[$flow]="pushed"
-  done < <("$PY" - "$VM_URL" "$RUNS_START" <<'PY'
+  done < <("$PY" - "$VM_URL" "$RUNS_START" "${#OPERATIONS[@]}" <<'PY'
 import sys
+import time
 
 import httpx
 
-url, since = sys.argv[1], sys.argv[2]
-httpx.get(f"{url}/internal/force_flush", timeout=10)  # freshly pushed rows become searchable
-body = httpx.get(
-    f"{url}/api/v1/query",
-    params={"query": f"labops_flow_last_run_timestamp_seconds >= {since}", "nocache": "1"},
-    timeout=10,
-).json()
-for series in body["data"]["result"]:
-    print(series["metric"]["flow"])
+url, since, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
+flows: set[str] = set()
+# the last run's sample may take a moment to become searchable: ask a few times
+for _ in range(10):
+    httpx.get(f"{url}/internal/force_flush", timeout=10)
+    body = httpx.get(
+        f"{url}/api/v1/query",
+        params={"query": f"labops_flow_last_run_timestamp_seconds >= {since}", "nocache": "1"},
+        timeout=10,
+    ).json()
+    flows = {series["metric"]["flow"] for series in body["data"]["result"]}
+    if len(flows) >= expected:
+        break
+    time.sleep(0.5)
+print("\n".join(sorted(flows)))
 PY
   )
 fi
