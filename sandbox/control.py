@@ -108,6 +108,7 @@ class ControlServer:
         app = web.Application()
         app.router.add_get("/_sandbox/health", self.health)
         app.router.add_get("/_sandbox/state", self.state)
+        app.router.add_get("/_sandbox/journal", self.get_journal)
         app.router.add_post("/_sandbox/faults/{system}", self.post_faults)
         app.router.add_delete("/_sandbox/faults", self.delete_faults)
         app.router.add_post("/_sandbox/scenario/{name}", self.post_scenario)
@@ -176,6 +177,17 @@ class ControlServer:
             **self.info(),
         }
         return web.json_response(body, dumps=_dumps)
+
+    async def get_journal(self, request: web.Request) -> web.Response:
+        """``?since=N`` (default 0) and ``?system=pve|pbs|fleet``: the entries after mark N;
+        ``mark`` is the number of the newest entry (pass it as ``since`` next time)."""
+        try:
+            since = int(request.query.get("since", "0"))
+        except ValueError:
+            return web.json_response({"error": "since must be an integer"}, status=400)
+        journal = self.ctx.journal
+        entries = journal.since(since, request.query.get("system"))
+        return web.json_response({"mark": journal.seq, "entries": entries}, dumps=_dumps)
 
     async def post_faults(self, request: web.Request) -> web.Response:
         system = request.match_info["system"]

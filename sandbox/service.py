@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandbox.journal import Journal
 from sandbox.lab import Lab
 
 
@@ -51,6 +52,7 @@ class Context:
     rng: random.Random
     time_scale: float = 1.0  # <1 makes tasks faster (tests), 1.0 realistic
     base_port: int = 28100  # the control API listens here; services get the ports after it
+    journal: Journal = field(default_factory=Journal)  # what could change the lab, for tests
     _allocated: list[int] = field(default_factory=list)
 
     def port(self) -> int:

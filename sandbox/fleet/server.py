@@ -314,6 +314,8 @@ class FleetService(Service):
         faults = self.faults()
         try:
             command = process.command
+            if command is not None:
+                self.ctx.journal.ssh(name, command)
             if command is None:  # an interactive shell: nothing to emulate
                 process.stderr.write("This sandbox host runs commands only (ssh host CMD).\n")
                 process.exit(1)
@@ -354,6 +356,10 @@ class FleetService(Service):
                 tasks.discard(task)
 
     # ----------------------------------------------------------------------------- reboots
+
+    def record_exec(self, host: str, argv: list[str], via: str | None) -> None:
+        """Called by the shell for every simple command it runs (the journal of the sandbox)."""
+        self.ctx.journal.exec(host, argv, via)
 
     def request_reboot(self, name: str) -> None:
         assert self._loop is not None

@@ -417,6 +417,7 @@ class Shell:
             "?": "0",
         }
         self.env: dict[str, str] = {}
+        self.via: str | None = None  # the node whose `pct exec` started this shell
 
     @property
     def state(self) -> HostState:
@@ -427,6 +428,7 @@ class Shell:
 
     def child(self, dialect: str) -> Shell:
         sh = Shell(self.rt, self.host, dialect)
+        sh.via = self.via
         sh.vars.update(self.vars)
         sh.env = dict(self.env)
         return sh
@@ -557,6 +559,9 @@ class Shell:
             break
         if not argv:
             return 0
+        record = getattr(self.rt, "record_exec", None)
+        if record is not None:
+            record(self.host, list(argv), self.via)
         name = argv[0]
         tool_name = name
         paths = tool_paths(self.state)

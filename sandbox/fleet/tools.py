@@ -1676,6 +1676,7 @@ async def _pct(sh: Shell, argv: list[str], io: Io) -> int:
             io.err.write("missing command\n")
             return 255
         inner = Shell(sh.rt, guest.name, "lxc")
+        inner.via = sh.host
         hang = fault(inner, "hanging_commands")
         hangs = [hang] if isinstance(hang, str) else list(hang or [])
         if any(h and h in " ".join(cmd) for h in hangs):

@@ -123,6 +123,8 @@ class PbsApi:
             store = params.get("store")
             if store is not None and store != self.store.name:
                 raise ApiError(400, f"datastore '{store}' does not exist")
+            if request.method != "GET":
+                self.ctx.journal.http("pbs", request.method, path, args)
             result = await r.handler(self, Req(params, args, authid))
         except Dropped:
             return web.Response(status=500)

@@ -201,6 +201,8 @@ class PveApi:
             node = params.get("node")
             if node is not None:
                 self._check_node(node)
+            if request.method != "GET":
+                self.ctx.journal.http("pve", request.method, path, args)
             result = await r.handler(self, Req(params, args, authid))
         except Dropped:
             return web.Response(status=500)  # the connection is gone; nobody reads this
