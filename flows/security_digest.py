@@ -69,23 +69,18 @@ def _with_timeout(block: Any, timeout_s: float) -> Any:
     return block.model_copy(update={"retry": fitted})
 
 
-def _source_of(name: str) -> str:
-    """The findings' ``source`` of a collector (both Wazuh collectors report as "wazuh")."""
-    return "wazuh" if name.startswith("wazuh") else name
-
-
-def _date_failures(
-    failed: list[SourceStatus], previous: PreviousDigest | None, now: datetime
+def _date_unread(
+    unread: list[SourceStatus], previous: PreviousDigest | None, now: datetime
 ) -> dict[str, CouldNotCheck]:
-    """Date each failed source from the first digest in a row that could not read it, and say,
-    per findings' source, why its findings could not be checked (the earliest failure wins)."""
+    """Date each source not read this time (failed, or skipped) from the first digest in a row
+    that did not read it, and say why its findings could not be checked. Skipped is no check
+    either: its earlier findings are not resolved by it."""
     before = previous.unknown_since if previous else {}
     out: dict[str, CouldNotCheck] = {}
-    for s in failed:
+    for s in unread:
         s.since = min(before.get(s.name, now), now)
-        why = CouldNotCheck(reason=s.detail, kind=s.kind or "error", since=s.since)
-        source = _source_of(s.name)
-        out[source] = why.earlier(out[source].since) if source in out else why
+        kind = "skipped" if s.state == "skipped" else (s.kind or "error")
+        out[s.name] = CouldNotCheck(reason=s.detail, kind=kind, since=s.since)
     return out
 
 
@@ -209,6 +204,7 @@ def collect(
                 status.detail = f"did not answer within {timeout:g} s"
             continue
         collected = cast(Collected, value)
+        collected.findings = [f.model_copy(update={"collector": name}) for f in collected.findings]
         results[name] = collected
         status.findings = len(collected.findings)
         status.detail = collected.note
@@ -247,7 +243,8 @@ def security_digest(
 
     statuses, results = collect(ctx, policy, since, until)
     failed = [s for s in statuses if s.state == "failed"]
-    unknown_sources = _date_failures(failed, previous, until)
+    unread = [s for s in statuses if s.state != "ok"]
+    unknown_sources = _date_unread(unread, previous, until)
     banned = sorted({ip for c in results.values() for ip in c.banned_ips})
 
     findings = dedupe(f for c in results.values() for f in c.findings)
@@ -322,7 +319,7 @@ def security_digest(
                 banned_ips=banned
                 if "crowdsec" in results
                 else (previous.banned_ips if previous else []),
-                unknown_since={s.name: s.since for s in failed if s.since is not None},
+                unknown_since={s.name: s.since for s in unread if s.since is not None},
             ),
         )
     if ctx.configured("mqtt"):

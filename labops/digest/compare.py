@@ -60,7 +60,8 @@ def compare(
     """Mark each current finding new or ongoing; sort the previous ones not seen again into
     resolved (their check succeeded) and unknown (it could not run).
 
-    ``unknown_sources``: finding source -> why it could not be read this time.
+    ``unknown_sources``: digest source (``Finding.collector``, else ``Finding.source``) -> why
+    it was not read this time (failed, or skipped).
     ``unknown_scopes`` / ``checked_scopes``: per-entity scopes not checked / checked this time.
     A scoped finding whose scope is in neither was not looked at (not in the latest report):
     unknown too.
@@ -94,8 +95,11 @@ def _why_unknown(
     checked: set[str],
     now: datetime,
 ) -> CouldNotCheck | None:
-    if f.source in sources:
-        return sources[f.source]
+    # A finding kept by an older labops has no collector: any source of its kind counts.
+    names = [f.collector] if f.collector else [n for n in sources if n.split("-")[0] == f.source]
+    for name in names:
+        if name in sources:
+            return sources[name]
     if f.scope is None or f.scope in checked:
         return None
     return scopes.get(f.scope) or CouldNotCheck(

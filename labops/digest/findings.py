@@ -34,6 +34,11 @@ class Finding(BaseModel):
     users: list[str] = Field(default_factory=list, description="User names involved.")
     evidence: list[str] = Field(default_factory=list, description="A few raw lines, as data.")
     status: Status = "new"
+    collector: str | None = Field(
+        None,
+        description="The digest source that read it (wazuh-alerts, wazuh-agents, labops ...): "
+        "when that source is not read, the finding is unknown, not resolved.",
+    )
     scope: str | None = Field(
         None,
         description="The per-entity check that covers it ('patching|immich'): only a later "

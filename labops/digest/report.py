@@ -45,11 +45,8 @@ class SourceStatus(BaseModel):
         return CouldNotCheck(reason=self.detail, kind=self.kind or "error", since=self.since)
 
     def problem(self) -> str:
-        """'Wazuh indexer unreachable (...): no Wazuh alerts in this digest, since 11-27 06:00'."""
-        text = f"{self.label} {self.detail}: no {self.covers} in this digest"
-        return text + (
-            f" (could not check since {self.since:%Y-%m-%d %H:%M} UTC)" if self.since else ""
-        )
+        """'Wazuh indexer unreachable: no Wazuh alerts in this digest' (since when: ``line``)."""
+        return f"{self.label} {self.detail}: no {self.covers} in this digest"
 
     def line(self) -> str:
         """How the digest lists it: checked and fine, found N, could not check, skipped."""
