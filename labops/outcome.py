@@ -6,6 +6,9 @@ Two notions live here, and nowhere else:
   ``ok`` (checked, fine), ``found`` (checked, something to report) or ``unknown`` (could not
   check). ``unknown`` always carries a :class:`CouldNotCheck`: why, and since when. Unknown is
   never fine: it is never counted as ok, up to date or resolved.
+  :class:`UnknownSince` is a flow's memory of that "since" across runs; the check columns
+  (``check_columns`` / ``read_check_columns``) carry the state in every per-entity table artifact,
+  which is how the security digest reads other flows' rows (never by the words of a status).
 - :class:`Outcome`: what a whole run found. ``clean``, ``findings`` (it did its job and found
   something, with the highest severity) or ``failed`` (it could not do its job). The CLI exit
   code, the Prefect state and the metrics all derive from it.
