@@ -38,6 +38,10 @@ class Status(StrEnum):
     SKIPPED = "skipped"
 
 
+ENDPOINTS = "endpoints"
+"""The ``system`` of the rows of the TLS handshake check of ``inventory.endpoints``."""
+
+
 class CheckResult(BaseModel):
     system: str
     endpoint: str = "-"
@@ -47,6 +51,11 @@ class CheckResult(BaseModel):
     @property
     def bad(self) -> bool:
         return self.status not in (Status.OK, Status.SKIPPED)
+
+    @property
+    def name(self) -> str:
+        """How the summary names it: the system, or the endpoint that failed its handshake."""
+        return self.endpoint if self.system == ENDPOINTS and self.bad else self.system
 
 
 class CheckContext(BaseModel):
@@ -277,11 +286,62 @@ def check_system(system: str, ctx: CheckContext) -> CheckResult:
     )
 
 
+def check_tls_endpoints(config: LabopsConfig, timeout_s: float = 10.0) -> list[CheckResult]:
+    """Does each configured certificate endpoint (``inventory.endpoints``) answer a TLS
+    handshake? One row per endpoint that does not; one row for all those that do. Bounded:
+    ``timeout_s`` for the TCP connect and as much for the handshake, the certificates policy's
+    concurrency at once. The certificate itself is the certificates flow's business."""
+    from labops.tls.discover import config_targets
+    from labops.tls.probe import RawProbe, probe_all
+
+    targets = config_targets(config.inventory.endpoints)
+    if not targets:
+        return [
+            CheckResult(system=ENDPOINTS, status=Status.SKIPPED, detail="no inventory.endpoints")
+        ]
+    probes: list[RawProbe] = probe_all(
+        targets, config.certificates.concurrency, timeout_s, timeout_s
+    )
+    failed = [
+        CheckResult(
+            system=ENDPOINTS,
+            endpoint=p.target.label,
+            status=Status.UNREACHABLE,
+            detail=redact(str(p.error or "no certificate"))[:300],
+        )
+        for p in probes
+        if not p.ok
+    ]
+    answered = len(targets) - len(failed)
+    if answered:
+        failed.append(
+            CheckResult(
+                system=ENDPOINTS,
+                endpoint=f"{answered} of {len(targets)}",
+                status=Status.OK,
+                detail="answered a TLS handshake",
+            )
+        )
+    return failed
+
+
 def check_all(config: LabopsConfig, timeout_s: float = 10.0) -> list[CheckResult]:
-    """Every known system, checked concurrently, in ``BLOCK_TYPES`` order."""
+    """Every known system, checked concurrently, in ``BLOCK_TYPES`` order, then the TLS
+    handshake of every configured certificate endpoint."""
     ctx = CheckContext(config=config, timeout_s=timeout_s)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(lambda name: check_system(name, ctx), CHECKS))
+        endpoints = pool.submit(check_tls_endpoints, config, timeout_s)
+        systems = list(pool.map(lambda name: check_system(name, ctx), CHECKS))
+        return systems + endpoints.result()
 
 
-__all__ = ["CHECKS", "CheckResult", "Status", "check_all", "check_system", "config_key"]
+__all__ = [
+    "CHECKS",
+    "ENDPOINTS",
+    "CheckResult",
+    "Status",
+    "check_all",
+    "check_system",
+    "check_tls_endpoints",
+    "config_key",
+]

@@ -15,8 +15,10 @@ def add_parser(sub: Any) -> None:
     actions.required = True
     check = actions.add_parser(
         "check",
-        help="validate, then test reach + auth of every configured system",
-        description="Exit status: 0 all fine, 1 a system failed, 2 the config is invalid.",
+        help="validate, then test reach + auth of every configured system and the TLS "
+        "handshake of every configured certificate endpoint",
+        description="Exit status: 0 all fine (skipped systems are counted apart, as skipped), "
+        "1 a system or an endpoint failed, 2 the config is invalid.",
     )
     add_config_option(check)
     check.add_argument(
@@ -24,7 +26,10 @@ def add_parser(sub: Any) -> None:
     )
     check.add_argument("--json", action="store_true", help="print the results as JSON")
     check.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds per system (default 10)"
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds per system, and per endpoint for connect and for handshake (default 10)",
     )
     check.set_defaults(handler=handle_check)
     example = actions.add_parser(
@@ -43,7 +48,7 @@ def handle_example(args: argparse.Namespace) -> int:
 
 
 def handle_check(args: argparse.Namespace) -> int:
-    from cli.checks import check_all
+    from cli.checks import Status, check_all
 
     path, config = load(args)
     progress(f"labops: {path}: valid")
@@ -56,9 +61,11 @@ def handle_check(args: argparse.Namespace) -> int:
     else:
         print(render_table([[r.system, r.endpoint, r.status.value, r.detail] for r in results]))
     bad = [r for r in results if r.bad]
+    fine = sum(1 for r in results if r.status is Status.OK)
+    skipped = sum(1 for r in results if r.status is Status.SKIPPED)
     progress(
-        f"labops: {len(results) - len(bad)} fine, {len(bad)} failed"
-        + (f": {', '.join(r.system for r in bad)}" if bad else "")
+        f"labops: {fine} fine, {skipped} skipped, {len(bad)} failed"
+        + (f": {', '.join(r.name for r in bad)}" if bad else "")
     )
     return 1 if bad else 0
 

@@ -26,7 +26,8 @@ from labops.config.policies.backups import BackupPolicy
 from labops.errors import ConfigError, LabopsError
 from labops.limits import ensure_limit, limit_name
 from labops.models.backups import BackupOutcome, GuestPlan, PlanAction
-from labops.planners.backup_audit import guest_rows, templates_without_backup
+from labops.outcome import UnknownSince
+from labops.planners.backup_audit import guest_rows, templates_without_backup, unreadable_storages
 from labops.planners.backups import (
     default_storage,
     lanes,
@@ -48,6 +49,7 @@ from tasks.pve import (
 )
 
 MAX_LANES = 16
+UNKNOWN_SINCE_KEY = "backups-unknown-since"
 
 
 def slot(kind: str, key: str, policy: BackupPolicy) -> str:
@@ -188,6 +190,7 @@ def backups(
     listed_at = time.time()
     copies, problems = scan_backups(block, storages, online)
     report.failures += problems
+    unlisted = problems
 
     # -- plan ----------------------------------------------------------------------------------
     plans = plan_backups(guests, copies, policy, storage, listed_at, report.offline_nodes)
@@ -228,11 +231,17 @@ def backups(
 
         outcomes = run_lanes(lanes(todo, policy.per_node_limit), submit, hold, slot_of)
         report.vzdump_started = sum(o.attempts > 0 and not o.adopted for o in outcomes.values())
-        copies, _ = scan_backups(block, storages, online)
+        copies, unlisted = scan_backups(block, storages, online)
+        named = {f.entity for f in report.failures}
+        report.failures += [f for f in unlisted if f.entity not in named]
 
     # -- verify and audit ----------------------------------------------------------------------
     now = time.time()
-    report.guests = guest_rows(plans, outcomes, copies, policy, now, dry_run)
+    unreadable = unreadable_storages(((f.entity, f.reason) for f in unlisted), storages)
+    report.guests = guest_rows(plans, outcomes, copies, policy, now, dry_run, unreadable)
+    # "could not check since": the first run in a row that could not list a guest's backups
+    book = ctx.state.load(UNKNOWN_SINCE_KEY, UnknownSince) or UnknownSince()
+    ctx.state.save(UNKNOWN_SINCE_KEY, report.date_unknown(book))
     for row in report.rows(GuestStatus.FAILED):
         report.failures.append(Failure(entity=row.label, reason=row.reason, system="proxmox"))
     for node in report.offline_nodes:

@@ -27,9 +27,11 @@ from labops.models.certificates import effective_certificate
 from labops.reports import Failure
 from labops.tls.alerts import CertStates, plan_alerts
 from labops.tls.check import judge_ca_certificate
+from labops.tls.classify import CertStatus
 from labops.tls.discover import (
     config_targets,
     dns_targets,
+    system_bundle,
     traefik_targets,
     url_target,
 )
@@ -117,21 +119,35 @@ def _targets(ctx: LabContext, found: dict[str, Any], report: CertificateReport) 
         targets += dns_targets(
             records, policy.dns.traefik_addresses, entrypoint, policy.dns.direct_ports
         )
+    systems = ctx.config.systems
+    pve_bundle = system_bundle(systems.proxmox.tls if systems.proxmox else None)
     for node in found.get("proxmox", []):
         if not node.online:
             report.skipped.append(f"node {node.node}: offline, certificate not checked")
         elif node.url:
             targets.append(
                 url_target(
-                    node.url, "node", "proxmox", node=node.node, group=NODE_GROUP, default_port=8006
+                    node.url,
+                    "node",
+                    "proxmox",
+                    node=node.node,
+                    group=NODE_GROUP,
+                    default_port=8006,
+                    ca_bundle=pve_bundle,
                 )
             )
     if policy.sources.pbs and ctx.config.systems.pbs is not None:
         pbs_url = ctx.config.systems.pbs.url
         if pbs_url is not None:
-            targets.append(url_target(str(pbs_url), "pbs", "pbs", default_port=8007))
+            bundle = system_bundle(ctx.config.systems.pbs.tls)
+            targets.append(
+                url_target(str(pbs_url), "pbs", "pbs", default_port=8007, ca_bundle=bundle)
+            )
     if "step_ca" in found and ctx.config.systems.step_ca and ctx.config.systems.step_ca.url:
-        targets.append(url_target(str(ctx.config.systems.step_ca.url), "ca", "step_ca"))
+        step_ca = ctx.config.systems.step_ca
+        targets.append(
+            url_target(str(step_ca.url), "ca", "step_ca", ca_bundle=system_bundle(step_ca.tls))
+        )
     for t in targets:
         for s in t.sources:
             source = s.split(":", 1)[0]
@@ -160,7 +176,10 @@ def _probe(
 
 
 def _api_only_nodes(
-    nodes: list[NodeCertificates], ca: CaBundle | None, policy: CertificatePolicy
+    nodes: list[NodeCertificates],
+    ca: CaBundle | None,
+    policy: CertificatePolicy,
+    bundle: str | None,
 ) -> list[EndpointResult]:
     """Nodes without a probe URL: judge the certificate the API says pveproxy serves."""
     out = []
@@ -176,6 +195,7 @@ def _api_only_nodes(
             node=node.node,
             group=NODE_GROUP,
             sources=("proxmox-api",),
+            ca_bundle=bundle,
         )
         out.append(
             judge_api_certificate(
@@ -323,7 +343,8 @@ def certificates(
         report.failures.append(Failure(entity="probing", reason=f"{type(exc).__name__}: {exc}"))
     report.probe_seconds = (datetime.now(UTC) - started).total_seconds()
     nodes: list[NodeCertificates] = found.get("proxmox", [])
-    report.endpoints += _api_only_nodes(nodes, ca, policy)
+    pve = ctx.config.systems.proxmox
+    report.endpoints += _api_only_nodes(nodes, ca, policy, system_bundle(pve.tls if pve else None))
     if ca is not None:
         report.endpoints += _ca_roots(ca, policy)
     for node in nodes:
@@ -349,6 +370,9 @@ def certificates(
     previous = ctx.state.load(STATE_KEY, CertStates)
     current = {e.target.key: (e.target.label, e.status, e.reason) for e in report.endpoints}
     report.alerts, states = plan_alerts(previous, current, datetime.now(UTC), policy.reminder_hours)
+    for e in report.endpoints:  # unreachable since its first failed probe in a row
+        if e.status is CertStatus.UNREACHABLE and e.target.key in states.targets:
+            e.unknown_since = states.targets[e.target.key].since
     if report.failed and previous is not None:
         # A source that failed this time hid its targets: remember their last states, or they
         # would all be "new" (and notified again) when the source answers next time.

@@ -21,7 +21,8 @@ from pydantic import Field
 
 from blocks.context import LabContext
 from labops.config.inventory import Host
-from labops.models.patching import FAILED_STATES, HostApply, HostCheck, PatchReport
+from labops.models.patching import HostApply, HostCheck, PatchReport
+from labops.outcome import Checked, UnknownSince
 from labops.planners import patching as plan
 from labops.reports import Failure
 from labops.ssh import SshTarget
@@ -52,6 +53,8 @@ class PatchApproval(RunInput):
 
 
 # -- discovery and check (both modes) -------------------------------------------------------------
+
+UNKNOWN_SINCE_KEY = "patch-check-unknown-since"
 
 
 def _node_hosts(ctx: LabContext) -> list[Host]:
@@ -169,13 +172,16 @@ def _check(
         detail = "; ".join(x for x in (c.run.detail, c.note) if x)
         row = plan.check_row(target, c.run.state, detail, c.facts, now, policy.exclusions.packages)
         report.hosts.append(row)
-        if row.state in FAILED_STATES:
+        if row.check is Checked.UNKNOWN:
             report.failures.append(
                 Failure(
                     entity=f"host {row.host}", reason=f"{row.state}: {row.detail}", system="ssh"
                 )
             )
     report.hosts.sort(key=lambda h: (h.kind != "node", h.node or "", h.host))
+    # "could not check since": the first failed check in a row, remembered across runs
+    book = ctx.state.load(UNKNOWN_SINCE_KEY, UnknownSince) or UnknownSince()
+    ctx.state.save(UNKNOWN_SINCE_KEY, report.date_unknown(book))
     log.info("checked %d hosts (%d skipped)", len(checked), len(skipped))
     return targets, hosts
 

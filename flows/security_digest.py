@@ -29,6 +29,7 @@ from labops.digest.findings import Collected, dedupe, rank, suppress
 from labops.digest.render import load_template, render_markdown
 from labops.digest.report import LlmOutcome, SecurityDigest, SourceStatus
 from labops.errors import ApiError, AuthFailed, LabopsError, Unreachable
+from labops.outcome import CouldNotCheck, kind_of
 from labops.reports import Failure
 from tasks.crowdsec import crowdsec_activity
 from tasks.digest_sources import labops_results, publish_latest, pve_failed_tasks
@@ -66,6 +67,21 @@ def _with_timeout(block: Any, timeout_s: float) -> Any:
         return block
     fitted = retry.model_copy(update={"timeout_s": per_try, "attempts": attempts})
     return block.model_copy(update={"retry": fitted})
+
+
+def _date_unread(
+    unread: list[SourceStatus], previous: PreviousDigest | None, now: datetime
+) -> dict[str, CouldNotCheck]:
+    """Date each source not read this time (failed, or skipped) from the first digest in a row
+    that did not read it, and say why its findings could not be checked. Skipped is no check
+    either: its earlier findings are not resolved by it."""
+    before = previous.unknown_since if previous else {}
+    out: dict[str, CouldNotCheck] = {}
+    for s in unread:
+        s.since = min(before.get(s.name, now), now)
+        kind = "skipped" if s.state == "skipped" else (s.kind or "error")
+        out[s.name] = CouldNotCheck(reason=s.detail, kind=kind, since=s.since)
+    return out
 
 
 def _describe(exc: BaseException) -> str:
@@ -168,7 +184,7 @@ def collect(
             block = _with_timeout(ctx.block(src.system), timeout) if src.system else None
             futures[src.name] = (status, src.submit(block), timeout)
         except Exception as exc:  # a block that cannot be built (secret missing) fails alone
-            status.state, status.detail = "failed", _describe(exc)
+            status.state, status.detail, status.kind = "failed", _describe(exc), kind_of(exc)
     for name, (status, future, timeout) in futures.items():
         left = max(0.0, started + timeout - time.monotonic())
         future.wait(timeout=left)
@@ -176,16 +192,19 @@ def collect(
         state = future.state
         if not state.is_final():
             status.state, status.detail = "failed", f"did not answer within {timeout:g} s"
+            status.kind = "timeout"
             continue
         value = future.result(raise_on_failure=False)
         if isinstance(value, BaseException) or not state.is_completed():
             error = value if isinstance(value, BaseException) else RuntimeError(state.message)
             status.state, status.detail = "failed", _describe(error)
+            status.kind = kind_of(error)
             if isinstance(error, Unreachable) and "timed out" in error.message:
                 # the request's own timeout is the budget: say it the same way as the deadline
                 status.detail = f"did not answer within {timeout:g} s"
             continue
         collected = cast(Collected, value)
+        collected.findings = [f.model_copy(update={"collector": name}) for f in collected.findings]
         results[name] = collected
         status.findings = len(collected.findings)
         status.detail = collected.note
@@ -224,15 +243,23 @@ def security_digest(
 
     statuses, results = collect(ctx, policy, since, until)
     failed = [s for s in statuses if s.state == "failed"]
-    failed_sources = {"wazuh" if s.name.startswith("wazuh") else s.name for s in failed}
+    unread = [s for s in statuses if s.state != "ok"]
+    unknown_sources = _date_unread(unread, previous, until)
     banned = sorted({ip for c in results.values() for ip in c.banned_ips})
 
     findings = dedupe(f for c in results.values() for f in c.findings)
     kept, hidden = suppress(
         findings, policy.suppressions, banned if policy.suppress_banned_ips else ()
     )
-    changes = compare(kept, previous, failed_sources)
-    ranked = rank(changes.findings)
+    changes = compare(
+        kept,
+        previous,
+        now=until,
+        unknown_sources=unknown_sources,
+        unknown_scopes={k: v for c in results.values() for k, v in c.unknown.items()},
+        checked_scopes=[s for c in results.values() for s in c.checked],
+    )
+    ranked = rank([*changes.findings, *changes.unknown])
     fresh_bans = new_bans(banned, previous) if "crowdsec" in results else []
 
     report = SecurityDigest(
@@ -241,7 +268,6 @@ def security_digest(
         window_end=until,
         findings=ranked,
         resolved=changes.resolved,
-        unknown=changes.unknown,
         suppressed=hidden,
         sources=statuses,
         new_bans=fresh_bans,
@@ -267,6 +293,7 @@ def security_digest(
         resolved=changes.resolved,
         problems=report.problems,
         sources_ok=[s.label for s in statuses if s.state == "ok"],
+        sources=[s.line() for s in statuses],
         new_bans=fresh_bans,
         suppressed_count=len(hidden),
         summary=report.llm.summary,
@@ -274,23 +301,25 @@ def security_digest(
         max_shown=policy.max_findings_shown,
     )
     log.info(
-        "digest: %d finding(s), %d new, %d resolved, %d source(s) failed",
+        "digest: %d finding(s), %d new, %d unknown, %d resolved, %d source(s) failed",
         len(ranked),
         len(changes.new),
+        len(changes.unknown),
         len(changes.resolved),
         len(failed),
     )
 
     if not dry_run:
-        # A failed source's previous findings are carried over: they are not known to be gone.
+        # Unknown findings are carried over (with their first "since"): not known to be gone.
         ctx.state.save(
             state_key,
             PreviousDigest(
                 window_end=until,
-                findings=[*ranked, *changes.unknown],
+                findings=ranked,
                 banned_ips=banned
                 if "crowdsec" in results
                 else (previous.banned_ips if previous else []),
+                unknown_since={s.name: s.since for s in unread if s.since is not None},
             ),
         )
     if ctx.configured("mqtt"):

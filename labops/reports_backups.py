@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from labops.metrics import Metric
 from labops.models.backups import JobCheck, OrphanGroup, RetentionGroup
+from labops.outcome import Checked, CouldNotCheck, UnknownSince, check_columns
 from labops.planners.backups import human_age
 from labops.reports import Notification, OperationReport, Severity
 
@@ -59,6 +60,29 @@ class GuestRow(BaseModel):
     problems: list[str] = Field(default_factory=list)
     upid: str | None = None
     duration_s: float | None = None
+    unknown: CouldNotCheck | None = Field(
+        None, description="Why this guest's recovery point could not be checked, since when."
+    )
+
+    @property
+    def check(self) -> Checked | None:
+        """ok, found (failed, stale, not backed up, a verification problem) or unknown (its
+        backups could not be listed); None for guests left out (excluded, templates)."""
+        if not self.watched:
+            return None
+        if self.unknown is not None:
+            return Checked.UNKNOWN
+        if self.status in (GuestStatus.FAILED, GuestStatus.NOT_BACKED_UP):
+            return Checked.FOUND
+        return Checked.FOUND if self.stale or self.problems else Checked.OK
+
+    @property
+    def severity(self) -> Severity:
+        """What the security digest ranks a found row by: a failed backup is critical."""
+        check = self.check
+        if check is Checked.FOUND:
+            return Severity.CRITICAL if self.status is GuestStatus.FAILED else Severity.WARNING
+        return Severity.WARNING if check is Checked.UNKNOWN else Severity.OK
 
     @property
     def label(self) -> str:
@@ -71,7 +95,8 @@ class GuestRow(BaseModel):
 
     @property
     def stale(self) -> bool:
-        if not self.watched:
+        """Last good backup older than the RPO; never claimed (nor denied) for an unknown row."""
+        if not self.watched or self.unknown is not None:
             return False
         return self.age_s is None or (self.rpo_s is not None and self.age_s > self.rpo_s)
 
@@ -138,9 +163,27 @@ class BackupReport(OperationReport):
                 "size": _size(r.size),
                 "verified": r.verified,
                 "status": r.status.value + (" (stale)" if r.stale else ""),
+                "severity": r.severity.value,
+                **check_columns(r.check, r.unknown),
             }
             for r in self.guests
         ]
+
+    def date_unknown(self, book: UnknownSince) -> UnknownSince:
+        """Date every guest whose backups could not be listed from its first such run (as
+        ``book``, the previous runs' memory, knows it); returns the memory for the next run."""
+        book = book.carry(
+            {str(r.vmid): r.unknown.since for r in self.guests if r.unknown is not None},
+            [str(r.vmid) for r in self.guests if r.check in (Checked.OK, Checked.FOUND)],
+        )
+        for r in self.guests:
+            if r.unknown is not None:
+                r.unknown = r.unknown.earlier(book.since.get(str(r.vmid)))
+        return book
+
+    @property
+    def unknown(self) -> list[GuestRow]:
+        return [r for r in self.guests if r.check is Checked.UNKNOWN]
 
     def headline(self) -> str:
         c = self.counts()
@@ -157,6 +200,8 @@ class BackupReport(OperationReport):
             parts.append(f"{c['not-backed-up']} not backed up")
         if c["stale"]:
             parts.append(f"{c['stale']} stale")
+        if self.unknown:
+            parts.append(f"{len(self.unknown)} could not be checked")
         gaps = self.gaps
         if gaps:
             parts.append(f"{len(gaps)} coverage gap(s)")
@@ -172,6 +217,10 @@ class BackupReport(OperationReport):
             lines += [
                 f"- {r.label} on {r.node}: {r.reason}" for r in self.rows(GuestStatus.WOULD_BACK_UP)
             ] or ["- nothing"]
+            lines.append("")
+        if self.unknown:
+            lines += ["## Could not check", ""]
+            lines += [f"- {r.label}: {r.unknown.describe()}" for r in self.unknown if r.unknown]
             lines.append("")
         if self.stale:
             lines += ["## Stale (last good backup older than its RPO)", ""]
@@ -212,7 +261,7 @@ class BackupReport(OperationReport):
     def metrics(self) -> list[Metric]:
         out: list[Metric] = []
         for r in self.guests:
-            if not r.watched:
+            if not r.watched or r.unknown is not None:  # unknown: no series, never a 0
                 continue
             labels = {"vmid": str(r.vmid), "guest": r.name, "node": r.node, "tier": r.tier or ""}
             if r.last_good is not None:

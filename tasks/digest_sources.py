@@ -48,10 +48,12 @@ def _latest_table(key: str) -> tuple[list[dict[str, Any]], datetime | None] | No
 def labops_results(stale_after_hours: int, now: datetime) -> Collected:
     """The latest table artifacts of the backups, certificates and patch flows. Reads only.
 
-    A flow that never reported is named in the note; one whose latest report is older than
-    ``stale_after_hours`` is itself a finding (its schedule may have stopped).
+    Each row says whether its entity was checked (fine or found) or could not be checked (why,
+    since when). A flow that never reported is named in the note; one whose latest report is
+    older than ``stale_after_hours`` is itself a finding (its schedule may have stopped).
     """
-    findings: list[Finding] = []
+    out = Collected()
+    findings = out.findings
     missing = []
     for flow, key in LABOPS_TABLES.items():
         found = _latest_table(key)
@@ -59,7 +61,10 @@ def labops_results(stale_after_hours: int, now: datetime) -> Collected:
             missing.append(flow)
             continue
         rows, created = found
-        findings.extend(labops_row_findings(flow, rows))
+        rows_said = labops_row_findings(flow, rows, created or now)
+        findings.extend(rows_said.findings)
+        out.checked += rows_said.checked
+        out.unknown.update(rows_said.unknown)
         if created is not None and (now - created).total_seconds() > stale_after_hours * 3600:
             findings.append(
                 Finding(
@@ -71,8 +76,8 @@ def labops_results(stale_after_hours: int, now: datetime) -> Collected:
                     last_seen=created,
                 )
             )
-    note = f"no report yet from: {', '.join(missing)}" if missing else ""
-    return Collected(findings=findings, note=note)
+    out.note = f"no report yet from: {', '.join(missing)}" if missing else ""
+    return out
 
 
 @task(name="mqtt-retain-latest", tags=["mqtt"])

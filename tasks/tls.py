@@ -19,21 +19,10 @@ from blocks.proxmox import ProxmoxCredentials
 from labops.config.policies.certificates import CertificatePolicy
 from labops.errors import LabopsError
 from labops.models.certificates import PveCertificateInfo
-from labops.tls.chain import TrustAnchors
-from labops.tls.check import check_endpoints, judge
+from labops.tls.check import anchors_per_bundle, check_endpoints, judge, lab_anchors
 from labops.tls.models import Target
 from labops.tls.probe import RawProbe
 from labops.tls.report import EndpointResult
-
-
-def _anchors(
-    roots_pem: list[str], intermediates_pem: list[str], policy: CertificatePolicy
-) -> TrustAnchors:
-    roots = [p.encode() for p in roots_pem]
-    roots += [path.read_bytes() for path in policy.trusted_roots if path.is_file()]
-    return TrustAnchors.from_pem(
-        roots, [p.encode() for p in intermediates_pem], use_system_store=policy.use_system_store
-    )
 
 
 @task(name="tls-probe-batch", cache_policy=NO_CACHE)  # a probe is never served from a cache
@@ -48,7 +37,9 @@ def probe_batch(
     Never raises for an endpoint: one that cannot be reached is classified "unreachable".
     """
     started = time.perf_counter()
-    results = check_endpoints(targets, _anchors(roots_pem, intermediates_pem, policy), policy)
+    anchors = lab_anchors(roots_pem, intermediates_pem, policy)
+    bundles = anchors_per_bundle(targets, roots_pem, intermediates_pem, policy)
+    results = check_endpoints(targets, anchors, policy, bundles=bundles)
     get_run_logger().info(
         "probed %d endpoints in %.2f s (%d at once)",
         len(targets),
@@ -73,7 +64,7 @@ def judge_api_certificate(
 ) -> EndpointResult:
     """Classify a certificate read from an API (a node without a probe URL). Reads only."""
     raw = RawProbe(target=target, chain_der=[_pem_to_der(pem)], chain_complete=False)
-    anchors = _anchors(roots_pem, intermediates_pem, policy)
+    anchors = lab_anchors(roots_pem, intermediates_pem, policy, target.ca_bundle)
     return judge(raw, anchors, policy, datetime.now(UTC))
 
 

@@ -262,6 +262,48 @@ def test_rows_after_a_run(lab: Lab) -> None:
     assert dry[205].status is GuestStatus.WOULD_BACK_UP and dry[205].stale
 
 
+def test_guests_whose_storage_could_not_be_listed_are_unknown_not_stale(lab: Lab) -> None:
+    """A storage that does not answer hides its guests' backups: those rows are "could not
+    check (why, since when)", never stale, never fine; the first failed run is remembered."""
+    from labops.outcome import Checked, UnknownSince
+    from labops.planners.backup_audit import unreadable_storages
+    from labops.reports_backups import BackupReport
+
+    now, guests, _ = lab
+    policy = BackupPolicy()
+    plans = plan_backups(guests, [], policy, "pbs", now)  # nothing listed
+    problems = [("storage pbs", "proxmox: connection refused after 4 tries")]
+    unreadable = unreadable_storages(problems, ["pbs"])
+    assert unreadable == {"pbs": "proxmox: connection refused after 4 tries"}
+    assert unreadable_storages([("cluster", "no node online")], ["pbs", "nfs"]).keys() == {
+        "pbs",
+        "nfs",
+    }
+    book = UnknownSince()
+    for run, at in enumerate((now, now + DAY)):
+        report = BackupReport(
+            guests=guest_rows(plans, {}, [], policy, at, dry_run=False, unreadable=unreadable)
+        )
+        book = report.date_unknown(book)
+        watched = [r for r in report.guests if r.watched]
+        assert watched and all(r.check is Checked.UNKNOWN for r in watched)
+        assert not report.stale and not any(
+            "no good backup" in p for r in watched for p in r.problems
+        )
+        row = report.table()[[r.vmid for r in report.guests].index(watched[0].vmid)]
+        assert row["check"] == "unknown" and row["severity"] == "warning"
+        assert row["could not check"].startswith("error: storage pbs could not be listed")
+        first = watched[0].unknown
+        assert first is not None and first.since.timestamp() == now  # the first failed run
+        assert "could not be checked" in report.headline() and "## Could not check" in (
+            report.markdown()
+        )
+        unknown_vmids = {str(r.vmid) for r in watched}  # no series for them, never a 0
+        assert not {m.labels.get("vmid") for m in report.metrics()} & unknown_vmids, run
+    excluded = [r for r in report.guests if not r.watched]
+    assert all(r.check is None and r.unknown is None for r in excluded)
+
+
 def test_job_checks() -> None:
     assert job_check("gc", 1000.0, "OK", 8 * DAY, 1000.0 + DAY).ok
     too_old = job_check("verify", 1000.0, "OK", 8 * DAY, 1000.0 + 9 * DAY)

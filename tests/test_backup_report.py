@@ -45,7 +45,12 @@ def test_clean_report_sends_nothing_and_has_every_column() -> None:
         "size",
         "verified",
         "status",
+        "severity",
+        "check",
+        "could not check",
+        "unknown since",
     ]
+    assert report.table()[0]["check"] == "ok" and report.table()[0]["severity"] == "ok"
     assert report.table()[0]["size"] == "1.0 GiB" and report.table()[1]["age"] == "1h00m"
     restored = BackupReport.model_validate(json.loads(report.model_dump_json()))
     assert restored.guests == report.guests

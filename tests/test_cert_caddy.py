@@ -57,3 +57,26 @@ def test_flow_checks_a_real_acme_certificate(
     due = result.classification.renewal_due
     assert due is not None
     assert abs((due - leaf.not_before).total_seconds() - leaf.lifetime_s * 2 / 3) < 2
+
+
+def test_a_real_acme_chain_without_its_root_names_the_unknown_issuer(caddy_acme: Any) -> None:
+    """Caddy serves leaf + intermediate; with its root not trusted, the endpoint is untrusted
+    with that root named as the unknown issuer (not "incomplete": no path to a trusted root);
+    with the root as the endpoint's system CA bundle it is trusted."""
+    from labops.config.policies.certificates import CertificatePolicy
+    from labops.tls.check import anchors_per_bundle, check_endpoints, lab_anchors
+    from labops.tls.models import Target
+
+    policy = CertificatePolicy(use_system_store=False)
+    site = {"name": caddy_acme.site_name, "address": "127.0.0.1", "port": caddy_acme.site_port}
+    service = Target(**site)
+    own = Target(**site, kind="ca", ca_bundle=str(caddy_acme.root_pem), sources=("step_ca",))
+    base = lab_anchors([], [], policy)
+    bundles = anchors_per_bundle([service, own], [], [], policy)
+    untrusted, trusted = check_endpoints([service, own], base, policy, bundles=bundles)
+    assert untrusted.status is CertStatus.UNTRUSTED, untrusted.reason
+    head = untrusted.reason.split(")")[0]
+    assert head.startswith("untrusted (issuer 'labops test ACME CA") and "Root' unknown" in head, (
+        untrusted.reason
+    )
+    assert trusted.status is CertStatus.OK, trusted.reason

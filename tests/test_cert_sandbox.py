@@ -297,3 +297,53 @@ def test_a_failed_source_is_reported_and_the_rest_still_checked(
     sandbox_clean.reset_faults()
     back = _run(path)
     assert not back.failed and back.alerts == []
+
+
+def test_system_endpoints_are_judged_with_their_systems_ca_bundle(
+    sandbox: Any, cert_config: Path, prefect_server: Any
+) -> None:
+    """No lab-wide root at all (no trusted_roots, no step-ca roots, no system store): the PVE
+    nodes and PBS are still trusted through systems.proxmox/pbs.tls.ca_bundle, as their API
+    clients trust them. The same node certificate reached as a plain service is untrusted with
+    its issuer named (the server sends only the leaf), not an "incomplete chain". An endpoint
+    that does not answer is a could-not-check row whose "since" survives the next run."""
+    import socket
+    from urllib.parse import urlsplit
+
+    cfg = yaml.safe_load(cert_config.read_text())
+    cfg["lab"]["state_dir"] = str(cert_config.parent / "state-bundles")
+    certs = cfg["certificates"]
+    certs.update(trusted_roots=[], use_system_store=False)
+    certs["sources"] = {"traefik": False, "technitium": False, "step_ca": False}
+    node = urlsplit(cfg["systems"]["proxmox"]["nodes"]["pve1"]["url"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        gone_port = int(s.getsockname()[1])  # closed again when the socket goes
+    cfg["inventory"]["endpoints"] = [
+        {"name": "localhost", "address": node.hostname, "port": node.port},
+        {"name": "gone.lab.internal", "address": "127.0.0.1", "port": gone_port},
+    ]
+    path = cert_config.with_name("bundles.yaml")
+    path.write_text(yaml.safe_dump(cfg))
+
+    first = _run(path)
+    own = [e for e in first.endpoints if e.target.kind in ("node", "pbs")]
+    assert {e.target.kind for e in own} == {"node", "pbs"}
+    for e in own:
+        assert e.status not in (CertStatus.UNTRUSTED, CertStatus.INCOMPLETE_CHAIN), (
+            e.target.label,
+            e.reason,
+        )
+        assert e.anchor is not None and e.anchor.subject == "Sandbox Homelab Root CA"
+    service = next(e for e in first.endpoints if e.target.name == "localhost")
+    assert service.status is CertStatus.UNTRUSTED
+    assert "untrusted (issuer 'Sandbox Homelab Root CA' unknown)" in service.reason
+
+    def gone_row(report: CertificateReport) -> dict[str, Any]:
+        return next(r for r in report.table() if r["target"].startswith("gone.lab.internal"))
+
+    row = gone_row(first)
+    assert (row["status"], row["severity"], row["check"]) == ("unreachable", "warning", "unknown")
+    assert row["could not check"] == "unreachable: connection refused"
+    assert row["unknown since"]
+    assert gone_row(_run(path))["unknown since"] == row["unknown since"]  # the first failure

@@ -29,6 +29,7 @@ from labops.digest.sources import (
 )
 from labops.errors import ConfigError
 from labops.notify.format import TELEGRAM_LIMIT, render_html, split_message
+from labops.outcome import CouldNotCheck
 from labops.reports import Severity
 
 DATA = Path(__file__).parent / "data" / "digest"
@@ -245,11 +246,13 @@ def test_compare_with_the_previous_digest() -> None:
         ],
     )
     now = [f("brute force", "pve1", rule="5712"), f("reverse shell", "nextcloud", rule="100210")]
-    changes = compare(now, prev, failed_sources=["metrics"])
+    down = CouldNotCheck(reason="connection refused", kind="unreachable", since=T0)
+    changes = compare(now, prev, now=T0, unknown_sources={"metrics": down})
     assert {x.entity: x.status for x in changes.findings} == {"pve1": "ongoing", "nextcloud": "new"}
     assert [x.entity for x in changes.resolved] == ["jellyfin"]
     assert [x.entity for x in changes.unknown] == ["grafana"]  # its source failed: unknown
-    assert all(x.status == "new" for x in compare(now, None).findings)
+    assert changes.unknown[0].status == "unknown" and changes.unknown[0].unknown == down
+    assert all(x.status == "new" for x in compare(now, None, now=T0).findings)
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -448,18 +451,29 @@ def test_only_allow_listed_fields_leave() -> None:
 
 
 def test_labops_flow_tables() -> None:
+    """Rows are read by their check columns: ok, found, unknown (why, since), not checked; a row
+    without them (an older labops) is unknown, never fine."""
     from labops.digest.sources import labops_row_findings
 
     tables = load("labops_tables.json")
-    got = sorted(
-        (x.title, x.entity, x.severity.value)
-        for flow, rows in tables.items()
-        for x in labops_row_findings(flow, rows)
-    )
+    said = {flow: labops_row_findings(flow, rows, T0) for flow, rows in tables.items()}
+    got = sorted((x.title, x.entity, x.severity.value) for c in said.values() for x in c.findings)
     assert got == [
+        ("backups: could not check (error)", "206 wiki", "warning"),
         ("backups: failed (stale)", "203 paperless", "critical"),
         ("backups: not-backed-up", "205 mealie", "warning"),
-        ("certificates: critical", "https://nextcloud.lab.internal", "critical"),
+        ("certificates: could not check (unreachable)", "offline.lab.internal:443", "warning"),
+        ("certificates: critical", "nextcloud.lab.internal:443", "critical"),
         ("patching: 3 security update(s) pending", "pve1", "warning"),
-        ("patching: unreachable", "immich", "warning"),
+        ("patching: could not check (error)", "oldformat", "warning"),
+        ("patching: could not check (unreachable)", "immich", "warning"),
     ]
+    assert sorted(said["patching"].checked) == ["patching|pve1", "patching|pve2"]
+    immich = said["patching"].unknown["patching|immich"]
+    assert immich.since == datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
+    assert immich.describe() == (
+        "could not check (unreachable: connection refused) since 2026-11-27 06:00 UTC"
+    )
+    assert said["patching"].unknown["patching|oldformat"].since == T0
+    assert said["backups"].unknown["backups|900 template"].kind == "skipped"
+    assert "backups|900 template" not in said["backups"].checked

@@ -249,7 +249,7 @@ def test_labops_results_from_the_other_flows_artifacts(prefect_server: Any) -> N
     collected = labops_results.fn(48, datetime.now(UTC))
     titles = {(f.title, f.entity) for f in collected.findings}
     assert ("backups: failed (stale)", "203 paperless") in titles
-    assert ("certificates: critical", "https://nextcloud.lab.internal") in titles
+    assert ("certificates: critical", "nextcloud.lab.internal:443") in titles
     # the latest report is recent, so no "flow has not reported" finding
     assert not any(f.rule and f.rule.endswith(":silent") for f in collected.findings)
     stale = labops_results.fn(48, datetime(2030, 1, 1, tzinfo=UTC))
@@ -307,3 +307,75 @@ def test_a_10000_character_digest_reaches_telegram_in_parts(
     assert "rule 000 <script> & " in joined and "ct-119 | x120" in joined  # escaped, parsed back
     for part in parts[:-1]:
         assert part.splitlines()[-1].endswith(tuple(f"| x{i}" for i in range(1, 121)))
+
+
+def test_a_host_the_patch_check_cannot_check_stays_unknown_until_checked_again(
+    sandbox_clean: Any, prefect_server: Any, tmp_path: Path
+) -> None:
+    """Real patch checks (sshd of the sandbox fleet) and digests reading their table artifact:
+    good check -> digest -> refused host key -> hanging command (timeout) -> digest: the pending
+    security updates are unknown since the first failed check, the host is named, nothing is
+    "resolved"; then a good check that no longer finds them -> resolved."""
+    from flows.patching import patch_check
+    from flows.security_digest import security_digest
+    from tests.patch_helpers import derived_config
+    from tests.patch_helpers import report_of as patch_report
+
+    sb, host = sandbox_clean, "grafana"
+    (tmp_path / "patch").mkdir()
+    patch_cfg = derived_config(sb, tmp_path / "patch", check_timeout_s=3, refresh=False)
+    cfg = yaml.safe_load(sb.config_path.read_text())
+    cfg["lab"]["state_dir"] = str(tmp_path / "digest-state")
+    cfg["systems"] = {}  # the digest reads only labops' own results (the Prefect API)
+    cfg["digest"] = {"llm_summary": False, "proxmox_failed_tasks": False}
+    digest_cfg = tmp_path / "digest.yaml"
+    digest_cfg.write_text(yaml.safe_dump(cfg))
+    security = "patching: 2 security update(s) pending"
+
+    def check() -> Any:
+        return patch_report(patch_check(config=patch_cfg, hosts=[host], return_state=True))
+
+    def digest() -> SecurityDigest:
+        return report_of(security_digest(config=str(digest_cfg), return_state=True))
+
+    def about_host(findings: list[Any]) -> dict[str, Any]:
+        return {f.title: f for f in findings if f.entity == host}
+
+    pending = [{"name": p, "security": True} for p in ("openssl", "libssl3t64")]
+    sb.control("fleet", "set_pending", host=host, packages=pending)
+    try:
+        assert next(h for h in check().hosts if h.host == host).security == 2
+        assert about_host(digest().findings)[security].status == "new"
+
+        sb.set_faults("fleet", extra={"changed_host_keys": [host]})
+        refused = next(h for h in check().hosts if h.host == host)
+        assert refused.state == "host-key-rejected"
+        sb.reset_faults()
+        sb.set_faults("fleet", extra={"hanging_commands": {host: "apt list"}})
+        hung = next(h for h in check().hosts if h.host == host)
+        assert hung.state == "timeout"
+        sb.reset_faults()
+
+        report = digest()
+        assert security not in {f.title for f in report.resolved if f.entity == host}
+        found = about_host(report.findings)
+        assert found[security].status == "unknown", found
+        assert hung.unknown_since == refused.last_checked  # the patch flow's memory
+        first_failure = refused.last_checked.replace(microsecond=0)  # the table says seconds
+        unknown = found[security].unknown
+        assert unknown is not None and unknown.since == first_failure
+        cannot = found["patching: could not check (timeout)"]
+        assert cannot.unknown is not None and cannot.unknown.since == first_failure
+        line = next(x for x in report.rendered.splitlines() if security in x)
+        assert "UNKNOWN" in line and f"| {host} |" in line and "could not check since" in line
+
+        sb.control("fleet", "set_pending", host=host, packages=[])
+        assert next(h for h in check().hosts if h.host == host).state == "up-to-date"
+        report = digest()
+        assert not about_host(report.findings)
+        assert {f.title for f in report.resolved if f.entity == host} == {
+            security,
+            "patching: could not check (timeout)",
+        }
+    finally:
+        sb.control("fleet", "reset", hosts=[host], keep_faults=True)

@@ -55,6 +55,9 @@ def test_check_mode_whole_lab(sandbox: Any, tmp_path: Path, victoriametrics: Any
         "restart services",
         "last checked",
         "state",
+        "check",
+        "could not check",
+        "unknown since",
     }
     names = {m.name for m in report.metrics()}
     assert {
@@ -116,6 +119,16 @@ def test_check_faults_are_reported_never_up_to_date(sandbox_clean: Any, tmp_path
     }
     assert not pending & {"gitea", "grafana", "jellyfin", "ollama"}
     assert report._row(rows["gitea"])["pending"] == "?"
+    # each is a could-not-check row: why and since when (the check's time on a first failure)
+    for name, kind in (
+        ("gitea", "unreachable"),
+        ("grafana", "host-key-rejected"),
+        ("jellyfin", "auth-failed"),
+        ("ollama", "timeout"),
+    ):
+        row = report._row(rows[name])
+        assert row["check"] == "unknown" and row["could not check"].startswith(f"{kind}: "), row
+        assert row["unknown since"] == row["last checked"]
     assert elapsed < 60
 
 

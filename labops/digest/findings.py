@@ -9,9 +9,13 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from labops.config.policies.digest import Suppression
+from labops.outcome import CouldNotCheck
 from labops.reports import Severity
 
-Status = Literal["new", "ongoing"]
+# new / ongoing: seen by this digest's checks. unknown: seen before, and the check that would
+# show whether it is still there could not run (it is not "resolved"; see compare.py).
+Status = Literal["new", "ongoing", "unknown"]
+_STATUS_ORDER = {"new": 0, "unknown": 1, "ongoing": 2}
 MAX_EVIDENCE = 5
 
 
@@ -30,6 +34,19 @@ class Finding(BaseModel):
     users: list[str] = Field(default_factory=list, description="User names involved.")
     evidence: list[str] = Field(default_factory=list, description="A few raw lines, as data.")
     status: Status = "new"
+    collector: str | None = Field(
+        None,
+        description="The digest source that read it (wazuh-alerts, wazuh-agents, labops ...): "
+        "when that source is not read, the finding is unknown, not resolved.",
+    )
+    scope: str | None = Field(
+        None,
+        description="The per-entity check that covers it ('patching|immich'): only a later "
+        "successful check of this scope resolves it. None: the whole source's answer does.",
+    )
+    unknown: CouldNotCheck | None = Field(
+        None, description="Could not check: why, and since when (the first failed check)."
+    )
 
     @property
     def key(self) -> str:
@@ -106,11 +123,12 @@ def suppress(
 
 
 def rank(findings: Iterable[Finding]) -> list[Finding]:
-    """Worst first: severity, then new before ongoing, then how often, then most recent."""
+    """Worst first: severity, then new, unknown, ongoing, then how often, then most recent."""
 
     def key(f: Finding) -> tuple[int, int, int, float, str, str]:
         last = f.last_seen.timestamp() if f.last_seen else 0.0
-        return (-f.severity.rank, 0 if f.status == "new" else 1, -f.count, -last, f.title, f.entity)
+        order = _STATUS_ORDER[f.status]
+        return (-f.severity.rank, order, -f.count, -last, f.title, f.entity)
 
     return sorted(findings, key=key)
 
@@ -129,8 +147,17 @@ def worst(findings: Iterable[Finding]) -> Severity:
 
 
 class Collected(BaseModel):
-    """What one source's collector returns."""
+    """What one source's collector returns.
+
+    A source that checks entity by entity (labops' own flow results) also says which scopes it
+    checked (fine or with findings) and which it could not check, so that a finding of an entity
+    that could not be checked is never taken as resolved.
+    """
 
     findings: list[Finding] = Field(default_factory=list)
     note: str = Field("", description="Something the operator should know (partial read, ...).")
     banned_ips: list[str] = Field(default_factory=list, description="CrowdSec: active bans.")
+    checked: list[str] = Field(default_factory=list, description="Scopes checked this time.")
+    unknown: dict[str, CouldNotCheck] = Field(
+        default_factory=dict, description="Scopes not checked this time: why, since when."
+    )

@@ -31,6 +31,10 @@ def _hhmm(value: datetime) -> str:
     return value.strftime("%m-%d %H:%M")
 
 
+def _since(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC")
+
+
 def _environment() -> SandboxedEnvironment:
     env = SandboxedEnvironment(
         undefined=StrictUndefined,
@@ -40,6 +44,7 @@ def _environment() -> SandboxedEnvironment:
         autoescape=False,
     )
     env.filters["hhmm"] = _hhmm
+    env.filters["since"] = _since
     return env
 
 
@@ -68,8 +73,13 @@ def render_markdown(
     summary: str | None,
     summary_note: str | None,
     max_shown: int,
+    sources: list[str] | None = None,
 ) -> str:
-    """Render the digest; the same inputs always give the same text."""
+    """Render the digest; the same inputs always give the same text.
+
+    ``sources``: one line per source (checked and fine, found N, could not check why since when,
+    skipped). Findings with status ``unknown`` carry ``f.unknown`` (why, since).
+    """
     groups = group_by_source(findings)
     shown: list[tuple[str, list[Finding]]] = []
     budget = max_shown
@@ -82,7 +92,10 @@ def render_markdown(
     for f in findings:
         counts[f.severity.value] += 1
     counts["new"] = sum(1 for f in findings if f.status == "new")
+    counts["unknown"] = sum(1 for f in findings if f.status == "unknown")
     headline = f"{len(findings)} finding(s), {counts['new']} new" if findings else "all quiet"
+    if counts["unknown"]:
+        headline += f", {counts['unknown']} unknown"
     if problems:
         headline += f", {len(problems)} source(s) failed"
     context: dict[str, Any] = {
@@ -99,6 +112,7 @@ def render_markdown(
         "resolved": sorted(resolved, key=lambda f: (f.source, f.title, f.entity)),
         "problems": problems,
         "sources_ok": sources_ok,
+        "sources": sources or [],
         "new_bans": new_bans,
         "suppressed_count": suppressed_count,
         "summary": summary,

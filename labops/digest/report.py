@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from labops.digest.findings import Finding, Suppressed, worst
 from labops.metrics import Metric
+from labops.outcome import Checked, CouldNotCheck
 from labops.reports import Notification, OperationReport, Severity
 
 
@@ -22,10 +23,44 @@ class SourceStatus(BaseModel):
     findings: int = 0
     detail: str = ""
     seconds: float = 0.0
+    kind: str = Field("", description="failed: unreachable, timeout, auth-failed, error ...")
+    since: datetime | None = Field(
+        None, description="failed: the first digest in a row that could not read it."
+    )
+
+    @property
+    def check(self) -> Checked | None:
+        """ok (answered, nothing found), found (answered with findings) or unknown (failed);
+        None when skipped."""
+        if self.state == "skipped":
+            return None
+        if self.state == "failed":
+            return Checked.UNKNOWN
+        return Checked.FOUND if self.findings else Checked.OK
+
+    @property
+    def could_not_check(self) -> CouldNotCheck | None:
+        if self.state != "failed" or self.since is None:
+            return None
+        return CouldNotCheck(reason=self.detail, kind=self.kind or "error", since=self.since)
 
     def problem(self) -> str:
-        """'Wazuh indexer unreachable: no Wazuh alerts in this digest'."""
+        """'Wazuh indexer unreachable: no Wazuh alerts in this digest' (since when: ``line``)."""
         return f"{self.label} {self.detail}: no {self.covers} in this digest"
+
+    def line(self) -> str:
+        """How the digest lists it: checked and fine, found N, could not check, skipped."""
+        check = self.check
+        if check is None:
+            return f"{self.label}: skipped ({self.detail})"
+        if check is Checked.UNKNOWN:
+            unknown = self.could_not_check
+            return f"{self.label}: " + (
+                unknown.describe() if unknown else f"failed ({self.detail})"
+            )
+        if check is Checked.FOUND:
+            return f"{self.label}: checked, {self.findings} finding(s)"
+        return f"{self.label}: checked, fine" + (f" ({self.detail})" if self.detail else "")
 
 
 class LlmOutcome(BaseModel):
@@ -48,7 +83,6 @@ class SecurityDigest(OperationReport):
     window_end: datetime
     findings: list[Finding] = Field(default_factory=list, description="Ranked, status set.")
     resolved: list[Finding] = Field(default_factory=list)
-    unknown: list[Finding] = Field(default_factory=list)
     suppressed: list[Suppressed] = Field(default_factory=list)
     sources: list[SourceStatus] = Field(default_factory=list)
     new_bans: list[str] = Field(default_factory=list)
@@ -65,6 +99,11 @@ class SecurityDigest(OperationReport):
     def problems(self) -> list[str]:
         return [s.problem() for s in self.sources if s.state == "failed"]
 
+    @property
+    def unknown(self) -> list[Finding]:
+        """Findings whose check could not run (also in ``findings``, status 'unknown')."""
+        return [f for f in self.findings if f.status == "unknown"]
+
     def table(self) -> list[dict[str, Any]]:
         return [
             {
@@ -76,6 +115,7 @@ class SecurityDigest(OperationReport):
                 "count": f.count,
                 "first_seen": f.first_seen.isoformat() if f.first_seen else "",
                 "last_seen": f.last_seen.isoformat() if f.last_seen else "",
+                "could not check": f.unknown.describe() if f.unknown else "",
             }
             for f in self.findings
         ]
@@ -89,6 +129,8 @@ class SecurityDigest(OperationReport):
         title = f"Security digest ({self.period}): " + (
             f"{len(self.findings)} finding(s), {new} new" if self.findings else "all quiet"
         )
+        if self.unknown:
+            title += f", {len(self.unknown)} unknown"
         if self.problems:
             title += f", {len(self.problems)} source(s) failed"
         severity = self.severity
@@ -115,6 +157,7 @@ class SecurityDigest(OperationReport):
             "severity": self.severity.value,
             "findings": len(self.findings),
             "new": sum(1 for f in self.findings if f.status == "new"),
+            "unknown": len(self.unknown),
             "resolved": len(self.resolved),
             "by_severity": by_severity,
             "sources": {s.name: s.state for s in self.sources},
@@ -130,6 +173,7 @@ class SecurityDigest(OperationReport):
                     "title": f.title,
                     "entity": f.entity,
                     "count": f.count,
+                    "unknown_since": f.unknown.since.isoformat() if f.unknown else None,
                 }
                 for f in self.findings[:10]
             ],

@@ -9,26 +9,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from labops.config.policies.digest import LogQuery, PromCheck
-from labops.digest.findings import MAX_EVIDENCE, Finding
+from labops.digest.findings import MAX_EVIDENCE, Collected, Finding
 from labops.digest.redaction import users_in
+from labops.outcome import Checked, CouldNotCheck, read_check_columns
 from labops.reports import Severity
 
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _GO_TIME = re.compile(r"^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(\.\d+)? ([+-]\d{4}) \w+$")
-_BAD_ROW = {
-    "critical",
-    "warning",
-    "failed",
-    "failure",
-    "error",
-    "stale",
-    "expired",
-    "expiring",
-    "overdue",
-    "missing",
-    "not-backed-up",
-    "unreachable",
-}
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -314,57 +301,83 @@ def pve_task_findings(tasks: Iterable[dict[str, Any]], since: datetime) -> list[
 
 # -- labops' own flows -------------------------------------------------------------------------
 
+_ENTITY_COLUMNS = ("guest", "host", "target", "entity", "name", "vmid")
+_STATUS_COLUMNS = ("status", "state", "result", "outcome")
 
-def labops_row_findings(flow: str, rows: Iterable[dict[str, Any]]) -> list[Finding]:
-    """Rows of another labops flow's table artifact that say something is wrong: a bad
-    status/state (failed or stale backup, expiring certificate, unreachable host) or pending
-    security updates (the patch check's ``security`` column)."""
-    out = []
+
+def labops_row_findings(flow: str, rows: Iterable[dict[str, Any]], reported: datetime) -> Collected:
+    """What another labops flow's table artifact says, row by row, from its check columns
+    (``labops.outcome.check_columns``), never from the words of a status:
+
+    - ok: checked and fine (its scope is checked: earlier findings of it may resolve);
+    - found: a finding (the patch check's pending security updates; else the row's status with
+      its ``severity`` column);
+    - unknown: could not check, why and since when; itself a warning finding;
+    - not checked (skipped on purpose): no finding, but earlier findings of it stay unknown.
+
+    ``reported``: when the table was written (the "since" of a row that does not say).
+    """
+    out = Collected()
     for row in rows:
         values = {str(k).lower(): str(v) for k, v in row.items()}
-        entity = next(
-            (
-                values[k]
-                for k in ("guest", "host", "target", "entity", "name", "vmid")
-                if values.get(k)
-            ),
-            "?",
-        )
-        security = values.get("security", "")
-        if security.isdigit() and int(security) > 0:
-            out.append(
+        entity = next((values[k] for k in _ENTITY_COLUMNS if values.get(k)), "?")
+        scope = f"{flow}|{entity}"
+        state = read_check_columns(values, reported)
+        if state.check is None:
+            status = next((values[k] for k in _STATUS_COLUMNS if values.get(k)), "skipped")
+            out.unknown[scope] = CouldNotCheck(
+                reason=f"not checked: {status}"[:300], kind="skipped", since=reported
+            )
+            continue
+        if state.check is Checked.UNKNOWN and state.unknown is not None:
+            out.unknown[scope] = state.unknown
+            out.findings.append(
                 Finding(
                     source="labops",
                     severity=Severity.WARNING,
-                    title=f"{flow}: {security} security update(s) pending",
+                    title=f"{flow}: could not check ({state.unknown.kind})",
                     entity=entity,
-                    rule=f"{flow}:security-updates",
-                    count=int(security),
+                    rule=f"{flow}:could-not-check",
+                    scope=scope,
+                    unknown=state.unknown,
+                    evidence=[state.unknown.reason[:300]],
                 )
             )
-        state_key = next(
-            (k for k in ("severity", "status", "state", "result", "outcome") if k in values), None
-        )
-        if state_key is None:
             continue
-        state = values[state_key].lower()
-        if not any(word in state for word in _BAD_ROW):
-            continue
-        severity = (
-            Severity.CRITICAL
-            if any(w in state for w in ("critical", "expired", "failed"))
-            else Severity.WARNING
-        )
-        detail = values.get("reason") or values.get("detail") or values.get("message") or ""
-        short = state.split(":")[0].strip()
-        out.append(
+        out.checked.append(scope)
+        if state.check is Checked.FOUND:
+            out.findings += _found(flow, entity, scope, values)
+    return out
+
+
+def _found(flow: str, entity: str, scope: str, values: dict[str, str]) -> list[Finding]:
+    if "security" in values:  # the patch check: pending security updates are the finding
+        security = values["security"]
+        if not (security.isdigit() and int(security) > 0):
+            return []  # updates, none of them security: not a security finding
+        return [
             Finding(
                 source="labops",
-                severity=severity,
-                title=f"{flow}: {short}",
+                severity=Severity.WARNING,
+                title=f"{flow}: {security} security update(s) pending",
                 entity=entity,
-                rule=f"{flow}:{short}",
-                evidence=[(detail or state)[:300]],
+                rule=f"{flow}:security-updates",
+                scope=scope,
+                count=int(security),
             )
+        ]
+    status = next((values[k] for k in _STATUS_COLUMNS if values.get(k)), "found")
+    short = status.split(":")[0].strip()[:80]
+    severity = {s.value: s for s in Severity}.get(values.get("severity", ""), Severity.WARNING)
+    detail = values.get("reason") or values.get("detail") or values.get("message") or status
+    return [
+        Finding(
+            source="labops",
+            severity=severity if severity is not Severity.OK else Severity.WARNING,
+            title=f"{flow}: {short}",
+            entity=entity,
+            rule=f"{flow}:{short}",
+            scope=scope,
+            evidence=[detail[:300]],
         )
-    return out
+    ]

@@ -12,8 +12,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from labops.metrics import Metric
+from labops.outcome import Checked, CouldNotCheck, UnknownSince, check_columns
 from labops.parsers.packages import PendingUpdate
-from labops.reports import Notification, OperationReport, Severity
+from labops.reports import Notification, OperationReport, Severity, utcnow
 
 CheckState = Literal[
     "up-to-date",
@@ -25,9 +26,18 @@ CheckState = Literal[
     "timeout",
     "error",
 ]
-FAILED_STATES: frozenset[str] = frozenset(
-    {"unreachable", "host-key-rejected", "auth-failed", "timeout", "error"}
-)
+# What each state says in the shared vocabulary (labops.outcome): every state is named, so a new
+# state cannot silently count as fine. None: left out on purpose (excluded, stopped).
+CHECKED: dict[str, Checked | None] = {
+    "up-to-date": Checked.OK,
+    "updates": Checked.FOUND,
+    "skipped": None,
+    "unreachable": Checked.UNKNOWN,
+    "host-key-rejected": Checked.UNKNOWN,
+    "auth-failed": Checked.UNKNOWN,
+    "timeout": Checked.UNKNOWN,
+    "error": Checked.UNKNOWN,
+}
 
 
 class HostCheck(BaseModel):
@@ -54,6 +64,22 @@ class HostCheck(BaseModel):
     reboot_packages: list[str] = Field(default_factory=list)
     restart_services: list[str] = Field(default_factory=list)
     last_checked: datetime | None = None
+    unknown_since: datetime | None = Field(
+        None, description="When the first failed check in a row ran (kept across runs)."
+    )
+
+    @property
+    def check(self) -> Checked | None:
+        """ok, found (updates pending) or unknown (could not check); None when skipped."""
+        return CHECKED.get(self.state, Checked.UNKNOWN)
+
+    @property
+    def could_not_check(self) -> CouldNotCheck | None:
+        """Why and since when this host could not be checked (None when it was)."""
+        if self.check is not Checked.UNKNOWN:
+            return None
+        since = self.unknown_since or self.last_checked or utcnow()
+        return CouldNotCheck(reason=self.detail or self.state, kind=self.state, since=since)
 
     @property
     def pending(self) -> int:
@@ -66,7 +92,7 @@ class HostCheck(BaseModel):
     @property
     def known(self) -> bool:
         """The check answered: the numbers mean something (never true for unreachable hosts)."""
-        return self.state in ("up-to-date", "updates")
+        return self.check in (Checked.OK, Checked.FOUND)
 
 
 ApplyOutcome = Literal[
@@ -133,6 +159,19 @@ class PatchReport(OperationReport):
     )
     deleted_snapshots: list[str] = Field(default_factory=list)
 
+    def date_unknown(self, book: UnknownSince) -> UnknownSince:
+        """Date every host that could not be checked from its first failed check in a row (as
+        ``book``, the previous runs' memory, knows it); returns the memory for the next run."""
+        now = {h.host: h.last_checked or self.started for h in self.hosts}
+        book = book.carry(
+            {h.host: now[h.host] for h in self.hosts if h.check is Checked.UNKNOWN},
+            [h.host for h in self.hosts if h.check in (Checked.OK, Checked.FOUND)],
+        )
+        for h in self.hosts:
+            if h.check is Checked.UNKNOWN:
+                h.unknown_since = book.since[h.host]
+        return book
+
     # -- views ------------------------------------------------------------------------------------
 
     def table(self) -> list[dict[str, Any]]:
@@ -165,6 +204,7 @@ class PatchReport(OperationReport):
             "restart services": ", ".join(h.restart_services) if known else "?",
             "last checked": h.last_checked.isoformat(timespec="seconds") if h.last_checked else "",
             "state": h.state + (f": {h.detail}" if h.detail else ""),
+            **check_columns(h.check, h.could_not_check),
         }
 
     def counts(self) -> dict[str, int]:
@@ -178,7 +218,7 @@ class PatchReport(OperationReport):
             "security": sum(h.security for h in known),
             "reboot": sum(1 for h in known if h.reboot_required),
             "eol": sum(1 for h in self.hosts if h.eol),
-            "failed": sum(1 for h in self.hosts if h.state in FAILED_STATES),
+            "failed": sum(1 for h in self.hosts if h.check is Checked.UNKNOWN),
             "skipped": sum(1 for h in self.hosts if h.state == "skipped"),
         }
 
@@ -188,7 +228,7 @@ class PatchReport(OperationReport):
         lines.append(
             f"{c['checked']}/{c['hosts']} hosts checked: {c['with_updates']} with updates "
             f"({c['pending']} packages, {c['security']} security), {c['reboot']} need a reboot, "
-            f"{c['eol']} on an end-of-life release, {c['failed']} not reachable or failed, "
+            f"{c['eol']} on an end-of-life release, {c['failed']} could not be checked, "
             f"{c['skipped']} skipped."
         )
         if self.mode == "apply":

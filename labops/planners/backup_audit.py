@@ -4,9 +4,11 @@ coverage audit (templates without a backup, guests in no job, orphans)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 
 from labops.config.policies.backups import BackupPolicy
 from labops.models.backups import BackupCopy, BackupOutcome, GuestPlan, PlanAction
+from labops.outcome import CouldNotCheck
 from labops.planners.backups import (
     by_vmid,
     find_new_backup,
@@ -66,8 +68,13 @@ def guest_row(
     policy: BackupPolicy,
     now: float,
     dry_run: bool,
+    unreadable: Mapping[str, str] | None = None,
 ) -> GuestRow:
-    """One guest's line: status and reason, its recovery point after the run, verification."""
+    """One guest's line: status and reason, its recovery point after the run, verification.
+
+    ``unreadable``: storages whose backups could not be listed (storage -> why). A guest whose
+    backup storage is one of them could not be checked: no age, no staleness, no verdict.
+    """
     g = plan.guest
     row = GuestRow(
         vmid=g.vmid,
@@ -83,6 +90,14 @@ def guest_row(
             row.status = GuestStatus.WOULD_BACK_UP
         else:
             _apply_outcome(row, plan, outcome, copies, policy)
+    storage = plan.policy.storage if plan.policy else None
+    why = (unreadable or {}).get(storage or "")
+    if why is not None and row.watched:
+        row.unknown = CouldNotCheck(
+            reason=f"storage {storage} could not be listed: {why}",
+            kind="error",
+            since=datetime.fromtimestamp(now, UTC),
+        )
     best = last_good(copies)
     if best is not None:
         row.last_good, row.last_good_volid, row.size = best.ctime, best.volid, best.size
@@ -90,7 +105,7 @@ def guest_row(
     row.verified, problem = verification_status(copies, now, policy.verification_max_age)
     if problem and row.watched:
         row.problems.append(problem)
-    if row.stale:
+    if row.stale:  # never for an unknown row
         row.problems.append(
             "no good backup"
             if row.age_s is None
@@ -143,10 +158,19 @@ def guest_rows(
     policy: BackupPolicy,
     now: float,
     dry_run: bool,
+    unreadable: Mapping[str, str] | None = None,
 ) -> list[GuestRow]:
     groups = by_vmid(copies)
     return [
-        guest_row(p, outcomes.get(p.guest.vmid), groups.get(p.guest.vmid, []), policy, now, dry_run)
+        guest_row(
+            p,
+            outcomes.get(p.guest.vmid),
+            groups.get(p.guest.vmid, []),
+            policy,
+            now,
+            dry_run,
+            unreadable,
+        )
         for p in plans
     ]
 
@@ -154,3 +178,19 @@ def guest_rows(
 def templates_without_backup(rows: Iterable[GuestRow]) -> list[str]:
     """Templates are the base of new guests; one without any good backup is unprotected."""
     return [r.label for r in rows if r.status is GuestStatus.TEMPLATE and r.last_good is None]
+
+
+def unreadable_storages(
+    problems: Iterable[tuple[str, str]], storages: Iterable[str]
+) -> dict[str, str]:
+    """Storages whose listing failed (storage -> why), from the scan's (entity, reason) pairs:
+    ``storage <name>`` names one, ``cluster`` (no node online) all of them."""
+    out: dict[str, str] = {}
+    every = list(storages)
+    for entity, reason in problems:
+        if entity.startswith("storage "):
+            out.setdefault(entity.removeprefix("storage "), reason)
+        elif entity == "cluster":
+            for name in every:
+                out.setdefault(name, reason)
+    return out

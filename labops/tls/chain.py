@@ -258,7 +258,8 @@ def check_chain(
                 hostname_ok=hostname_ok,
                 anchor=_anchor(signed, certs),
             )
-    # Can the lab CA's published intermediates complete it? Then the server sends too little.
+    # Can known intermediates (the lab CA's published ones) complete it up to a trusted root?
+    # Then, and only then, the server sends too little: "incomplete chain".
     if anchors.intermediates:
         try:
             path = anchors.verify(leaf, served + anchors.intermediates, at, facts)
@@ -293,17 +294,12 @@ def check_chain(
             detail=f"chain ends at root {_name(top.subject)!r}, which is not trusted",
         )
     if top.issuer not in subjects and not anchors.knows_root(top.issuer):
-        if len(certs) == 1:
-            return ChainCheck(
-                verdict=ChainVerdict.INCOMPLETE,
-                hostname_ok=hostname_ok,
-                detail=f"server sends only the leaf; its issuer {_name(top.issuer)!r} is "
-                "neither sent nor a trusted root",
-            )
+        # Neither sent nor trusted: nothing says a trusted root is behind it, so this is
+        # "untrusted", not "incomplete" (that needs a known intermediate reaching a trusted root).
         return ChainCheck(
-            verdict=ChainVerdict.UNKNOWN_ROOT,
+            verdict=ChainVerdict.UNKNOWN_ISSUER,
             hostname_ok=hostname_ok,
-            detail=f"chain leads to {_name(top.issuer)!r}, which is not a trusted root",
+            detail=f"issuer {_name(top.issuer)!r} unknown",
         )
     return ChainCheck(verdict=ChainVerdict.INVALID, hostname_ok=hostname_ok, detail=first_error)
 

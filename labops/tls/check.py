@@ -6,8 +6,9 @@ itself); per-endpoint results travel in the returned models.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from labops.config.policies.certificates import CertificatePolicy
 from labops.tls.chain import TrustAnchors, cert_info, check_chain
@@ -15,6 +16,36 @@ from labops.tls.classify import classify
 from labops.tls.models import ChainCheck, ChainVerdict, Target
 from labops.tls.probe import RawProbe, probe_all
 from labops.tls.report import EndpointResult
+
+
+def lab_anchors(
+    roots_pem: Iterable[str],
+    intermediates_pem: Iterable[str],
+    policy: CertificatePolicy,
+    ca_bundle: str | None = None,
+) -> TrustAnchors:
+    """The lab's anchors (the CA's roots and intermediates, ``trusted_roots``, the system store
+    when enabled), plus ``ca_bundle``: the CA bundle of the system an endpoint belongs to, which
+    that system's API client trusts (a PVE node's cluster CA, PBS's, step-ca's root)."""
+    roots = [p.encode() for p in roots_pem]
+    roots += [path.read_bytes() for path in policy.trusted_roots if path.is_file()]
+    if ca_bundle is not None and Path(ca_bundle).is_file():
+        roots.append(Path(ca_bundle).read_bytes())
+    return TrustAnchors.from_pem(
+        roots, [p.encode() for p in intermediates_pem], use_system_store=policy.use_system_store
+    )
+
+
+def anchors_per_bundle(
+    targets: Iterable[Target],
+    roots_pem: Iterable[str],
+    intermediates_pem: Iterable[str],
+    policy: CertificatePolicy,
+) -> dict[str, TrustAnchors]:
+    """The anchors of each CA bundle the targets name (built once per bundle)."""
+    roots, inter = list(roots_pem), list(intermediates_pem)
+    wanted = sorted({t.ca_bundle for t in targets if t.ca_bundle})
+    return {b: lab_anchors(roots, inter, policy, b) for b in wanted}
 
 
 def judge(
@@ -82,13 +113,21 @@ def check_endpoints(
     anchors: TrustAnchors,
     policy: CertificatePolicy,
     now: datetime | None = None,
+    bundles: Mapping[str, TrustAnchors] | None = None,
 ) -> list[EndpointResult]:
-    """Probe ``targets`` (at most ``policy.concurrency`` at once) and judge each."""
+    """Probe ``targets`` (at most ``policy.concurrency`` at once) and judge each.
+
+    ``bundles``: the anchors of a target with ``ca_bundle`` (its system's own CA bundle on top of
+    ``anchors``), by bundle path; the others are judged against ``anchors``.
+    """
     at = now or datetime.now(UTC)
+    per_bundle = bundles or {}
     return probe_all(
         targets,
         policy.concurrency,
         policy.connect_timeout_s,
         policy.handshake_timeout_s,
-        then=lambda raw: judge(raw, anchors, policy, at),
+        then=lambda raw: judge(
+            raw, per_bundle.get(raw.target.ca_bundle or "", anchors), policy, at
+        ),
     )

@@ -36,9 +36,11 @@ class CertStatus(StrEnum):
 
     @property
     def severity(self) -> Severity:
+        """An unreachable endpoint could not be checked: a warning (as every could-not-check row
+        of labops), never "critical", which says what was found."""
         if self is CertStatus.OK:
             return Severity.OK
-        if self in (CertStatus.WARNING, CertStatus.RENEWAL_OVERDUE):
+        if self in (CertStatus.WARNING, CertStatus.RENEWAL_OVERDUE, CertStatus.UNREACHABLE):
             return Severity.WARNING
         return Severity.CRITICAL
 
@@ -178,7 +180,14 @@ def classify(
             )
 
     if check is not None:
-        if check.verdict in (
+        if check.verdict is ChainVerdict.UNKNOWN_ISSUER:
+            findings.append(
+                Finding(
+                    status=CertStatus.UNTRUSTED,
+                    reason=f"untrusted ({check.detail}): not sent by the server, not trusted",
+                )
+            )
+        elif check.verdict in (
             ChainVerdict.SELF_SIGNED,
             ChainVerdict.UNKNOWN_ROOT,
             ChainVerdict.INVALID,

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from labops.config.inventory import HttpsEndpoint
+from labops.config.systems import TlsOptions
 from labops.parsers.traefik import TraefikRouter, tls_hosts
 from labops.tls.models import Target
 
@@ -69,6 +70,13 @@ def dns_targets(
     return out
 
 
+def system_bundle(tls: TlsOptions | None) -> str | None:
+    """The CA bundle a system's API client trusts (its ``tls.ca_bundle`` when verifying)."""
+    if tls is None or not tls.verify or tls.ca_bundle is None:
+        return None
+    return str(tls.ca_bundle)
+
+
 def url_target(
     url: str,
     kind: str,
@@ -77,8 +85,10 @@ def url_target(
     node: str | None = None,
     group: str | None = None,
     default_port: int = 443,
+    ca_bundle: str | None = None,
 ) -> Target:
-    """The TLS endpoint behind an https URL (a Proxmox node, PBS, the CA)."""
+    """The TLS endpoint behind an https URL (a Proxmox node, PBS, the CA); ``ca_bundle``: the
+    system's own CA bundle, trusted for this endpoint as its API client trusts it."""
     parts = urlsplit(url)
     if not parts.hostname:
         raise ValueError(f"{url!r}: no host")
@@ -91,4 +101,5 @@ def url_target(
         sources=(source,),
         node=node,
         group=group,
+        ca_bundle=ca_bundle,
     )

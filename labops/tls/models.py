@@ -24,6 +24,11 @@ class Target(BaseModel):
     group: str | None = Field(None, description="Threshold group of the certificates policy.")
     kind: str = Field("service", description="service, node, pbs, ca: how the operator sees it.")
     node: str | None = Field(None, description="Proxmox node whose own certificate this is.")
+    ca_bundle: str | None = Field(
+        None,
+        description="PEM file also trusted for this endpoint: the tls.ca_bundle of the system "
+        "it belongs to (a PVE node, PBS, step-ca), as that system's API client trusts it.",
+    )
 
     @property
     def key(self) -> str:
@@ -66,6 +71,7 @@ class ChainVerdict(StrEnum):
     TRUSTED = "trusted"
     SELF_SIGNED = "self_signed"
     UNKNOWN_ROOT = "unknown_root"
+    UNKNOWN_ISSUER = "unknown_issuer"
     INCOMPLETE = "incomplete"
     INVALID = "invalid"
 

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from labops.metrics import Metric
+from labops.outcome import Checked, CouldNotCheck, check_columns
 from labops.reports import Notification, OperationReport, Severity
 from labops.tls.alerts import Alert, AlertKind
 from labops.tls.classify import CertStatus, Classification, human_duration
@@ -25,10 +26,28 @@ class EndpointResult(BaseModel):
     anchor: CertInfo | None = Field(None, description="Trusted root of the verified path.")
     tls_version: str | None = None
     elapsed_ms: float = 0.0
+    unknown_since: datetime | None = Field(
+        None, description="Unreachable: when the first probe in a row failed (kept across runs)."
+    )
 
     @property
     def leaf(self) -> CertInfo | None:
         return self.chain[0] if self.chain else None
+
+    @property
+    def check(self) -> Checked:
+        """ok, found (any other status) or unknown: an unreachable endpoint was not checked."""
+        if self.status is CertStatus.UNREACHABLE:
+            return Checked.UNKNOWN
+        return Checked.OK if self.status is CertStatus.OK else Checked.FOUND
+
+    def could_not_check(self, fallback: datetime) -> CouldNotCheck | None:
+        """Why and since when it could not be checked (``fallback``: this run's time)."""
+        if self.check is not Checked.UNKNOWN:
+            return None
+        return CouldNotCheck(
+            reason=self.reason, kind="unreachable", since=self.unknown_since or fallback
+        )
 
 
 class RenewalResult(BaseModel):
@@ -85,6 +104,7 @@ class CertificateReport(OperationReport):
                     "issuer": leaf.issuer if leaf else "",
                     "key": f"{leaf.key_type} {leaf.key_bits}" if leaf else "",
                     "sources": ", ".join(e.target.sources),
+                    **check_columns(e.check, e.could_not_check(self.started)),
                 }
             )
         return rows
@@ -102,10 +122,12 @@ class CertificateReport(OperationReport):
             lines += ["| target | status | left | reason |", "|---|---|---|---|"]
             for e in bad:
                 left = e.classification.seconds_left
+                unknown = e.could_not_check(self.started)
+                reason = unknown.describe() if unknown else e.reason
                 lines.append(
                     f"| {e.target.label} | {e.status.value} | "
                     f"{human_duration(left) if left is not None else '-'} | "
-                    f"{e.reason.replace('|', '/')} |"
+                    f"{reason.replace('|', '/')} |"
                 )
             lines.append("")
         if self.renewals:

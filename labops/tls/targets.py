@@ -12,8 +12,9 @@ _KIND_ORDER = ["ca", "node", "pbs", "service"]
 def merge_targets(found: Iterable[Target]) -> tuple[list[Target], int]:
     """De-duplicate by (name, address, port); returns the targets and how many were merged.
 
-    The merged target keeps every source, the first group set, and the most specific kind (a
-    node's URL also listed in the config stays a node, so renewal still applies to it).
+    The merged target keeps every source, the first group set, the most specific kind (a node's
+    URL also listed in the config stays a node, so renewal still applies to it) and its system's
+    CA bundle.
     """
     merged: dict[str, Target] = {}
     dupes = 0
@@ -33,6 +34,7 @@ def merge_targets(found: Iterable[Target]) -> tuple[list[Target], int]:
                 "group": seen.group or t.group,
                 "kind": kind,
                 "node": seen.node or t.node,
+                "ca_bundle": seen.ca_bundle or t.ca_bundle,
             }
         )
     return list(merged.values()), dupes
