@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from prefect import flow, get_run_logger
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.states import State
@@ -148,8 +149,6 @@ def _take_slot(held: ExitStack, lab: str) -> str | None:
     """Hold the lab's one restore-drill slot for the rest of the run; None when taken, else why
     the drill does not run. A second drill does not queue behind a running one (a drill can
     take the restore timeout): it reports and leaves the next scheduled run to try again."""
-    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
-
     name = limit_name("drill", lab)
     try:
         ensure_limit(name, 1)

@@ -7,7 +7,7 @@ Every drill destroys what it restored, so the shared sandbox is left as it was f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -91,7 +91,9 @@ def test_drill_restores_checks_and_destroys_then_picks_the_next_guest(
 
     cfg = config(sandbox_clean, tmp_path, check_command="cat /etc/os-release")
     before = vmids(sandbox_clean)
+    mark = sandbox_clean.journal_mark()
     dry = report_of(restore_drill(config=cfg, dry_run=True, return_state=True))
+    assert sandbox_clean.journal(mark) == []  # the dry run only reads
     assert (
         dry.scratch_vmid == 9900
         and dry.vmid is not None
@@ -568,3 +570,39 @@ def test_the_drill_fails_with_a_permission_error_without_any_one_entry(
     assert state.is_failed()
     assert any("permission" in f.reason.lower() for f in report.failures), report.markdown()
     assert not report.left and vmids(lab) == before
+
+
+def test_a_lost_restore_answer_adopts_only_a_task_of_this_token() -> None:
+    from labops.errors import MaybeApplied
+    from labops.models.pve import PveTaskItem
+    from tasks.pve import start_once
+
+    ours = "UPID:pve1:0000AA01:0B5E27C1:67000000:vzrestore:9900:labops@pve!drill:"
+    theirs = "UPID:pve1:0000AA02:0B5E27C1:67000001:vzrestore:9900:root@pam!labops:"
+
+    class Pve:
+        def __init__(self, listed: list[str]) -> None:
+            self.listed = listed
+
+        def tasks(self, node: str, **_: Any) -> list[PveTaskItem]:
+            return [PveTaskItem(upid=u) for u in self.listed]
+
+    sent: list[str] = []
+
+    def start() -> str:
+        sent.append("POST")
+        if len(sent) == 1:
+            raise MaybeApplied("proxmox", "answer lost")
+        return "UPID:new"
+
+    def adopt(listed: list[str]) -> str:
+        pve = cast(Any, Pve(listed))  # the one method start_once reads after a lost answer
+        return start_once(pve, "pve1", 9900, "vzrestore", start, "labops@pve!drill")
+
+    assert adopt([theirs, ours]) == ours
+    assert sent == ["POST"]
+    sent.clear()
+    # Only someone else's restore of that vmid: not adopted; the restore is sent again (PVE
+    # refuses it when that vmid exists now).
+    assert adopt([theirs]) == "UPID:new"
+    assert sent == ["POST", "POST"]
