@@ -319,7 +319,8 @@ def _restore(
         seen.state, seen.detail = "refused", str(exc)
         holder = _holder(block, seen.vmid)
         taken = (
-            f"; vmid {seen.vmid} is now used by {holder}, which this run did not create: left alone"
+            f"; vmid {seen.vmid} is now used by {holder}; this run has no restore task for it, "
+            "so it leaves it alone"
             if holder
             else ""
         )

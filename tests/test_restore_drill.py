@@ -445,8 +445,8 @@ def test_a_guest_that_takes_the_scratch_vmid_before_the_restore_is_left_alone(
     reason = report.failures[0].reason
     assert reason.startswith("restore refused: ") and "CT 9900 already exists" in reason
     assert reason.endswith(
-        f"vmid 9900 is now used by guest 9900 (someone-else) on {report.node}, which this run "
-        "did not create: left alone"
+        f"vmid 9900 is now used by guest 9900 (someone-else) on {report.node}; this run has no "
+        "restore task for it, so it leaves it alone"
     )
     assert report.steps[-1] == "destroy 9900: nothing to destroy, this run created no guest"
     assert 9900 in vmids(lab)
