@@ -1,14 +1,21 @@
 """Restore drill: prove that a guest's latest backup restores and runs.
 
-Runbook: pick a guest (given, or the one whose restore was tested longest ago) -> restore its
-newest good backup to a scratch vmid that does not exist -> take it off the production network
-(restore_drill.network, default isolate: every interface link_down=1, read back before the start)
--> start it -> check it runs (and answers the configured command or port) -> destroy the scratch
-guest -> record the result and duration.
-The original guest is never touched: PVE refuses to restore onto an existing vmid, the drill
-refuses a scratch vmid that exists, and it destroys only the vmid it restored. A restore keeps the
-backed-up interfaces (bridge, VLAN, static address; only the MACs are new), so a scratch guest
-started as restored would take the original's address.
+Runbook: one drill per lab at a time (a Prefect concurrency slot; a second drill does not wait,
+it reports that it could not run) -> pick a guest (given, or the one whose restore was tested
+longest ago) and a free vmid of the scratch range -> check that the token holds what the drill
+needs -> restore the guest's newest good backup to that vmid, into restore_drill.pool -> tag the
+restored guest with this run (read back) -> take it off the production network
+(restore_drill.network, default isolate: every interface link_down=1, read back before the
+start) -> start it -> check it runs (and answers the configured command or port) -> destroy it
+-> record the result and duration.
+
+The drill destroys a guest only when this run's restore task (its UPID) was seen to succeed, the
+guest carries this run's tag read back just before, and its vmid is in the scratch range; in
+every other case it destroys nothing and reports what it left and why. The original guest is
+never touched: PVE refuses to restore onto an existing vmid, and the drill refuses a scratch
+vmid outside the range or one that exists. A restore keeps the backed-up interfaces (bridge,
+VLAN, static address; only the MACs are new), so a scratch guest started as restored would take
+the original's address.
 """
 
 from __future__ import annotations
@@ -16,26 +23,37 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from prefect import flow, get_run_logger
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+from prefect.concurrency.sync import concurrency
+from prefect.runtime import flow_run
 from prefect.states import State
 
 from blocks.context import LabContext
 from blocks.proxmox import ProxmoxCredentials
 from labops.config.policies.backups import RestoreDrillPolicy
 from labops.config.systems import ProxmoxNode
-from labops.errors import ConfigError, LabopsError
-from labops.models.backups import BackupGuest
+from labops.errors import ApiError, ConfigError, LabopsError
+from labops.limits import ensure_limit, limit_name
+from labops.models.backups import BackupCopy, BackupGuest
 from labops.planners.backups import default_storage
 from labops.planners.restore_drill import (
     DrillRefused,
+    Need,
+    RestoreSeen,
     choose_guest,
     choose_scratch_vmid,
+    destroy_refusal,
+    missing_privileges,
     network_changes,
     network_done,
     network_intent,
     network_problems,
+    run_tag,
+    scratch_needs,
+    source_needs,
 )
 from labops.reports import Failure
 from labops.reports_backups import DrillHistory, DrillResult, RestoreDrillReport
@@ -48,13 +66,17 @@ from tasks.pve import (
     list_guests,
     list_nodes,
     power_guest,
-    restore_backup,
     scan_backups,
     set_guest_network,
+    set_guest_tags,
+    start_restore,
+    token_privileges,
     used_vmids,
+    wait_for_task,
 )
 
 STATE_KEY = "restore-drills"
+PRIVILEGES_DOC = "docs/production.md, section 8"
 
 
 def node_target(ctx: LabContext, node: str) -> SshTarget:
@@ -94,24 +116,68 @@ def restore_drill(
     storage: str | None = None,
 ) -> RestoreDrillReport | State:
     """Restore a guest's newest good backup to a scratch guest, start it, check it, destroy it.
+    CHANGES THE LAB (creates and destroys the scratch guest; the dry run only reads).
 
     Args:
         config: Path of the labops config (default: LABOPS_CONFIG or ./labops.yaml).
-        dry_run: Show which guest, backup, node and scratch vmid would be used; change nothing.
+        dry_run: Show which guest, backup, node, scratch vmid, tag and pool would be used and
+            whether the token holds what the drill needs; change nothing.
         vmid: The guest to drill (default: the one drilled longest ago).
-        scratch_vmid: The vmid to restore to (refused when it exists; default: the first free
-            one of backups.restore_drill's range).
+        scratch_vmid: The vmid to restore to (refused outside backups.restore_drill's scratch
+            range or when it exists; default: the first free one of the range).
         node: Node to restore on (default: restore_drill.node, else the guest's node).
         storage: Storage for the scratch guest's disks (default: restore_drill.storage).
     """
-    log = get_run_logger()
     ctx = LabContext.load(config)
-    policy = ctx.config.backups
-    drill = policy.restore_drill
-    report = RestoreDrillReport(dry_run=dry_run, lab=ctx.config.lab.name)
+    drill = ctx.config.backups.restore_drill
+    report = RestoreDrillReport(
+        dry_run=dry_run, lab=ctx.config.lab.name, tag=run_tag(str(flow_run.id)), pool=drill.pool
+    )
     report.skipped += ctx.skipped("proxmox")
     if not ctx.configured("proxmox"):
         return publish_report(report, ctx)
+    with ExitStack() as held:
+        busy = None if dry_run else _take_slot(held, ctx.config.lab.name)
+        if busy:
+            report.failures.append(Failure(entity="restore drill", reason=busy))
+        else:
+            _drill(ctx, report, vmid, scratch_vmid, node, storage)
+    return publish_report(report, ctx)
+
+
+def _take_slot(held: ExitStack, lab: str) -> str | None:
+    """Hold the lab's one restore-drill slot for the rest of the run; None when taken, else why
+    the drill does not run. A second drill does not queue behind a running one (a drill can
+    take the restore timeout): it reports and leaves the next scheduled run to try again."""
+    name = limit_name("drill", lab)
+    try:
+        ensure_limit(name, 1)
+        held.enter_context(
+            concurrency(name, occupy=1, strict=True, max_retries=0, lease_duration=300)
+        )
+    except ConcurrencySlotAcquisitionError as exc:
+        status = getattr(getattr(exc.__cause__, "response", None), "status_code", None)
+        if status == 423:
+            return (
+                f"not run: another restore drill of lab {lab} is running (concurrency limit "
+                f"{name} is full); two drills never overlap"
+            )
+        return f"not run: the concurrency slot {name} could not be taken ({exc})"
+    except (LabopsError, OSError, TimeoutError) as exc:
+        return f"not run: the concurrency slot {name} could not be taken ({exc})"
+    return None
+
+
+def _drill(
+    ctx: LabContext,
+    report: RestoreDrillReport,
+    vmid: int | None,
+    scratch_vmid: int | None,
+    node: str | None,
+    storage: str | None,
+) -> None:
+    policy = ctx.config.backups
+    drill = policy.restore_drill
     block = ctx.pve_block()
     history = ctx.state.load(STATE_KEY, DrillHistory) or DrillHistory()
 
@@ -122,7 +188,7 @@ def restore_drill(
         storage_name = default_storage(policy, ctx.config.systems.pbs)
     except ConfigError as exc:
         report.failures.append(Failure(entity="config", reason=str(exc)))
-        return publish_report(report, ctx)
+        return
     copies, problems = scan_backups(block, [storage_name, *policy.scan_storages], online)
     report.failures += problems
     target = node or drill.node
@@ -134,8 +200,11 @@ def restore_drill(
             used_vmids(block), drill.scratch_vmid_min, drill.scratch_vmid_max, scratch_vmid
         )
     except DrillRefused as exc:
-        report.failures.append(Failure(entity="restore drill", reason=str(exc)))
-        return publish_report(report, ctx)
+        # PVE hides guests and backups the token may not see: say so when that is why.
+        lacking = _lacking(block, source_needs(vmid, storage_name))
+        hint = f"; permission: {_permission_text(block, lacking)}" if lacking else ""
+        report.failures.append(Failure(entity="restore drill", reason=f"{exc}{hint}"))
+        return
     guest, backup = choice.guest, choice.backup
     target = target or guest.node
     report.vmid, report.name, report.volid = guest.vmid, guest.name, backup.volid
@@ -144,27 +213,74 @@ def restore_drill(
     report.reason = choice.reason
     if target not in online:
         report.failures.append(Failure(entity=f"node {target}", reason="offline: cannot restore"))
-        return publish_report(report, ctx)
-    if dry_run:
+        return
+    needs = source_needs(guest.vmid, storage_name)
+    needs += scratch_needs(report.storage, drill.pool, scratch, drill.network)
+    lacking = _lacking(block, needs, report)
+    if lacking:
+        reason = f"permission: {_permission_text(block, lacking)}; nothing was restored"
+        report.failures.append(Failure(entity="restore drill", reason=reason, system="proxmox"))
+        return
+    if report.dry_run:
         report.steps.append(
-            f"would restore {backup.volid} as {scratch} on {target}/{report.storage}, "
+            f"would restore {backup.volid} as {scratch} on {target}/{report.storage}"
+            f"{f' into pool {drill.pool}' if drill.pool else ''}, tag it {report.tag}, "
             f"{network_intent(drill.network, drill.replace_nets)}, start it, check it and "
             "destroy it"
         )
-        return publish_report(report, ctx)
+        return
+    _restore_and_check(ctx, report, block, guest, backup, scratch, target)
+    history.last[guest.vmid] = DrillResult(
+        vmid=guest.vmid,
+        name=guest.name,
+        ok=report.ok,
+        when=time.time(),
+        duration_s=report.duration_s,
+        volid=backup.volid,
+        reason="; ".join(f.reason for f in report.failures),
+    )
+    ctx.state.save(STATE_KEY, history)
 
-    started = time.monotonic()
-    restored = False
+
+def _lacking(
+    block: ProxmoxCredentials, needs: list[Need], report: RestoreDrillReport | None = None
+) -> list[str]:
+    """The needs the token does not meet (PVE's own dump of the token's privileges)."""
     try:
-        log.info("restoring %s (%s) as %d on %s", guest.label, backup.volid, scratch, target)
-        restored = True  # from here on the scratch vmid may exist: clean it up whatever happens
-        with step("restore"):
-            result = restore_backup(
-                block, target, guest.type, scratch, backup.volid, report.storage, drill.timeout
+        held = token_privileges(block, [p for need in needs for p in need.paths])
+    except LabopsError as exc:
+        if report is not None:
+            report.steps.append(
+                f"privileges not checked beforehand ({exc}): PVE refuses what is missing"
             )
-        report.steps.append(f"restore {backup.volid} -> {scratch}: {result.exitstatus}")
-        if result.status == "error":
-            raise DrillRefused(f"restore failed: {result.exitstatus}")
+        return []
+    return missing_privileges(needs, held)
+
+
+def _permission_text(block: ProxmoxCredentials, lacking: list[str]) -> str:
+    return f"token {block.token_id} lacks {'; '.join(lacking)}; see {PRIVILEGES_DOC}"
+
+
+def _restore_and_check(
+    ctx: LabContext,
+    report: RestoreDrillReport,
+    block: ProxmoxCredentials,
+    guest: BackupGuest,
+    backup: BackupCopy,
+    scratch: int,
+    target: str,
+) -> None:
+    drill = ctx.config.backups.restore_drill
+    seen = RestoreSeen(vmid=scratch, node=target, kind=guest.type)
+    tag = report.tag or ""
+    started = time.monotonic()
+    try:
+        get_run_logger().info(
+            "restoring %s (%s) as %d on %s", guest.label, backup.volid, scratch, target
+        )
+        _restore(block, report, seen, backup, drill)
+        with step("tag"):
+            _mark(block, report, seen, tag)
         with step("network"):
             _prepare_network(block, report, drill, target, guest, scratch)
         with step("start"):
@@ -180,21 +296,69 @@ def restore_drill(
     except (DrillRefused, LabopsError) as exc:
         report.failures.append(Failure(entity=guest.label, reason=str(exc), system="proxmox"))
     finally:
-        if restored:
-            _clean_up(block, report, target, guest.type, scratch)
+        _clean_up(block, report, seen, drill, tag)
     report.duration_s = time.monotonic() - started
     report.ok = not report.failures
-    history.last[guest.vmid] = DrillResult(
-        vmid=guest.vmid,
-        name=guest.name,
-        ok=report.ok,
-        when=time.time(),
-        duration_s=report.duration_s,
-        volid=backup.volid,
-        reason="; ".join(f.reason for f in report.failures),
-    )
-    ctx.state.save(STATE_KEY, history)
-    return publish_report(report, ctx)
+
+
+def _restore(
+    block: ProxmoxCredentials,
+    report: RestoreDrillReport,
+    seen: RestoreSeen,
+    backup: BackupCopy,
+    drill: RestoreDrillPolicy,
+) -> None:
+    """Restore ``backup`` to ``seen.vmid`` and follow the task; ``seen`` records the UPID PVE
+    answered and how the task ended (the only proof that a guest there is this run's)."""
+    storage = report.storage or drill.storage
+    try:
+        seen.upid = start_restore(
+            block, seen.node, seen.kind, seen.vmid, backup.volid, storage, drill.pool
+        )
+    except LabopsError as exc:
+        seen.state, seen.detail = "refused", str(exc)
+        holder = _holder(block, seen.vmid)
+        taken = (
+            f"; vmid {seen.vmid} is now used by {holder}; this run has no restore task for it, "
+            "so it leaves it alone"
+            if holder
+            else ""
+        )
+        raise DrillRefused(f"restore refused: {exc}{taken}") from exc
+    seen.state = "running"
+    try:
+        result = wait_for_task(block, seen.node, seen.upid, drill.timeout)
+    except LabopsError as exc:
+        seen.detail = str(exc)
+        raise DrillRefused(f"restore task {seen.upid} not seen to end: {exc}") from exc
+    report.steps.append(f"restore {backup.volid} -> {seen.vmid}: {result.exitstatus}")
+    if result.status == "error":
+        seen.state, seen.detail = "failed", result.exitstatus
+        raise DrillRefused(f"restore failed: {result.exitstatus}")
+    seen.state = "ok"
+
+
+def _holder(block: ProxmoxCredentials, vmid: int) -> str | None:
+    """Which guest uses ``vmid`` now (None: none, or the cluster could not be asked)."""
+    try:
+        found = [g for g in list_guests(block) if g.vmid == vmid]
+    except LabopsError:
+        return None
+    return f"{found[0].label} on {found[0].node}" if found else None
+
+
+def _mark(
+    block: ProxmoxCredentials, report: RestoreDrillReport, seen: RestoreSeen, tag: str
+) -> None:
+    """Tag the restored guest with this run (replacing the backed-up tags, which describe the
+    original), then read the tag back: only a guest carrying it is ever destroyed."""
+    conf = guest_config(block, seen.node, seen.kind, seen.vmid)
+    set_guest_tags(block, seen.node, seen.kind, seen.vmid, [tag], conf.digest)
+    now = guest_config(block, seen.node, seen.kind, seen.vmid).tags
+    if tag not in now:
+        raise DrillRefused(f"tag {tag} is not on {seen.vmid} after setting it (tags: {now})")
+    was = ";".join(conf.tags) or "none"
+    report.steps.append(f"tag {seen.vmid}: {tag} (backed-up tags {was} replaced; read back)")
 
 
 def _prepare_network(
@@ -262,28 +426,53 @@ def _run_checks(
 
 
 def _clean_up(
-    block: ProxmoxCredentials, report: RestoreDrillReport, node: str, kind: str, scratch: int
+    block: ProxmoxCredentials,
+    report: RestoreDrillReport,
+    seen: RestoreSeen,
+    drill: RestoreDrillPolicy,
+    tag: str,
 ) -> None:
-    """Destroy the scratch guest if it exists (only the vmid this drill restored)."""
+    """Destroy the scratch guest when it is provably this run's (see destroy_refusal); else
+    destroy nothing and report what is left, and why, for the operator."""
+    vmid = seen.vmid
+    if seen.upid is None:
+        report.steps.append(f"destroy {vmid}: nothing to destroy, this run created no guest")
+        return
+    tags: list[str] | None
     try:
-        if scratch not in used_vmids(block):
-            report.steps.append(f"scratch {scratch} gone already: nothing to destroy")
+        tags = guest_config(block, seen.node, seen.kind, vmid).tags
+    except ApiError as exc:
+        if "does not exist" in str(exc):
+            report.steps.append(f"destroy {vmid}: nothing to destroy, {vmid} does not exist")
             return
-        result = destroy_guest(block, node, kind, scratch)
-        report.steps.append(f"destroy {scratch}: {result.exitstatus}")
-        if result.status == "error":
-            report.failures.append(
-                Failure(
-                    entity=f"scratch guest {scratch}",
-                    system="proxmox",
-                    reason=f"not destroyed ({result.exitstatus}): remove it by hand",
-                )
-            )
-    except LabopsError as exc:
+        tags = None
+    except LabopsError:
+        tags = None
+    refusal = destroy_refusal(seen, tags, tag, drill.scratch_vmid_min, drill.scratch_vmid_max)
+    if refusal:
+        report.steps.append(f"destroy {vmid}: refused, {refusal}")
+        report.left.append(f"guest {vmid} on {seen.node}: not destroyed, {refusal}")
         report.failures.append(
             Failure(
-                entity=f"scratch guest {scratch}",
+                entity=f"scratch guest {vmid}",
                 system="proxmox",
-                reason=f"not destroyed ({exc}): remove it by hand",
+                reason=f"left in place: {refusal}; check it and remove it by hand if it is the "
+                "drill's",
+            )
+        )
+        return
+    try:
+        result = destroy_guest(block, seen.node, seen.kind, vmid)
+        report.steps.append(f"destroy {vmid}: {result.exitstatus}")
+        problem = None if result.status != "error" else result.exitstatus
+    except LabopsError as exc:
+        problem = str(exc)
+    if problem:
+        report.left.append(f"guest {vmid} on {seen.node} (tag {tag}): destroy failed, {problem}")
+        report.failures.append(
+            Failure(
+                entity=f"scratch guest {vmid}",
+                system="proxmox",
+                reason=f"not destroyed ({problem}): remove it by hand",
             )
         )

@@ -17,6 +17,7 @@ models from labops/models/pve.py or pbs.py; put them in the matching section of 
     pve.task_log(node, upid) -> list[str]
     pve.guest_config(node, kind, vmid) -> PveGuestConfig
     pve.set_guest_config(node, kind, vmid, values, delete=(), digest=None) -> None   (PUT, sync)
+    pve.permissions(path) -> dict[str, bool]          (this token's privileges on path)
 
     pbs = PbsClient(system: PbsSystem, token_secret: SecretStr)
     pbs.get/post/put/delete ; pbs.version() ; pbs.datastores() -> list[PbsDatastore]
@@ -88,6 +89,12 @@ class TaskTimeout(CommandTimeout):
 # Which privilege a refused call most likely lacks, by path (first match wins).
 _PVE_PRIVILEGES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"/vzdump$"), "VM.Backup on the guests and Datastore.AllocateSpace on the storage"),
+    (
+        re.compile(r"^nodes/[^/]+/(lxc|qemu)$"),
+        "VM.Allocate on /vms/<vmid> or on the pool named, Datastore.AllocateSpace on the target "
+        "storage; a restore also VM.Backup on the backed-up guest and Datastore.AllocateSpace "
+        "on its backup storage",
+    ),
     (re.compile(r"/apt/"), "Sys.Modify on /nodes/<node> (apt/update needs more than Sys.Audit)"),
     (re.compile(r"/certificates/acme"), "Sys.Modify on /nodes/<node>"),
     (re.compile(r"/snapshot"), "VM.Snapshot on /vms/<vmid>"),
@@ -96,7 +103,8 @@ _PVE_PRIVILEGES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^nodes/[^/]+/(status|tasks)"), "Sys.Audit on /nodes/<node>"),
     (
         re.compile(r"/(lxc|qemu)/\d+/config$"),
-        "VM.Audit (read), or VM.Config.Network on /vms/<vmid> and SDN.Use on the bridge (change)",
+        "VM.Audit (read), or VM.Config.Network on /vms/<vmid> and SDN.Use on the bridge, "
+        "VM.Config.Options for tags (change)",
     ),
     (re.compile(r"/(lxc|qemu)/"), "VM.Audit (read) or VM.PowerMgmt (start/stop) on /vms/<vmid>"),
 ]
@@ -428,10 +436,18 @@ class PveClient(ProxmoxClient):
         return PveGuestState.model_validate(data)
 
     def restore(
-        self, node: str, kind: str, vmid: int, volid: str, storage: str, *, unique: bool = True
+        self,
+        node: str,
+        kind: str,
+        vmid: int,
+        volid: str,
+        storage: str,
+        *,
+        unique: bool = True,
+        pool: str | None = None,
     ) -> str:
-        """Restore backup ``volid`` as a NEW guest ``vmid`` (refused by PVE when it exists).
-        Changes the lab; returns the UPID."""
+        """Restore backup ``volid`` as a NEW guest ``vmid`` (refused by PVE when it exists),
+        added to ``pool`` once restored. Changes the lab; returns the UPID."""
         if kind == "lxc":
             return str(
                 self.post(
@@ -441,13 +457,27 @@ class PveClient(ProxmoxClient):
                     restore=True,
                     storage=storage,
                     unique=unique,
+                    pool=pool,
                 )
             )
         return str(
             self.post(
-                f"nodes/{node}/qemu", vmid=vmid, archive=volid, storage=storage, unique=unique
+                f"nodes/{node}/qemu",
+                vmid=vmid,
+                archive=volid,
+                storage=storage,
+                unique=unique,
+                pool=pool,
             )
         )
+
+    def permissions(self, path: str) -> dict[str, bool]:
+        """The privileges this token holds on ``path`` (``GET /access/permissions``: every user
+        and token may read its own), each with its propagate flag."""
+        # ``path`` is also get()'s own first parameter, hence the direct call.
+        data = self._call("GET", "access/permissions", {"path": path}) or {}
+        held = data.get(path) if isinstance(data, dict) else None
+        return {str(k): bool(v) for k, v in (held or {}).items()}
 
     def guest_config(self, node: str, kind: str, vmid: int) -> PveGuestConfig:
         """The guest's config (pending changes applied) with its ``digest``."""

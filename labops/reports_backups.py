@@ -348,6 +348,12 @@ class RestoreDrillReport(OperationReport):
     scratch_vmid: int | None = None
     node: str | None = None
     storage: str | None = None
+    tag: str | None = Field(None, description="The tag marking this run's scratch guest.")
+    pool: str | None = Field(None, description="The PVE pool the scratch guest is restored into.")
+    left: list[str] = Field(
+        default_factory=list,
+        description="Guests the drill did not destroy and why: for the operator to look at.",
+    )
     steps: list[str] = Field(default_factory=list, description="What was done, in order.")
     checks: dict[str, bool] = Field(default_factory=dict)
     ok: bool = False
@@ -376,6 +382,7 @@ class RestoreDrillReport(OperationReport):
             f"- backup: {self.volid or '-'} ({_when(self.backup_time)})",
             f"- restored as: {self.scratch_vmid or '-'} on {self.node or '-'}"
             f" / {self.storage or '-'}",
+            f"- marked with: tag {self.tag or '-'}, pool {self.pool or '-'}",
             f"- duration: {human_age(self.duration_s)}",
             f"- why: {self.reason}" if self.reason else "",
             "",
@@ -386,6 +393,8 @@ class RestoreDrillReport(OperationReport):
         if self.checks:
             lines += ["", "## Checks", ""]
             lines += [f"- {k}: {'ok' if v else 'FAILED'}" for k, v in self.checks.items()]
+        if self.left:
+            lines += ["", "## Left for the operator", ""] + [f"- {x}" for x in self.left]
         if self.failures:
             lines += ["", "## Failures", ""] + [f"- {f.entity}: {f.reason}" for f in self.failures]
         return "\n".join(lines)

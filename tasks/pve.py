@@ -24,6 +24,7 @@ from labops.models.pve import (
     PveStorage,
     PveTaskItem,
     PveTaskStatus,
+    PveUpid,
 )
 from labops.parsers.vzdump import vzdump_failure
 from labops.planners.backups import classify_exitstatus, is_lock_error
@@ -343,17 +344,31 @@ def wait_result(
 
 
 def start_once(
-    pve: PveClient, node: str, vmid: int, task_type: str, start: Callable[[], str]
+    pve: PveClient,
+    node: str,
+    vmid: int,
+    task_type: str,
+    start: Callable[[], str],
+    owner: str | None = None,
 ) -> str:
     """Start a lab-changing task at most once: when the answer to the request was lost, the
-    node's task list says whether it started (its UPID is adopted) or not (sent again)."""
+    node's task list says whether it started (its UPID is adopted) or not (sent again).
+    ``owner``: adopt only a task whose UPID names this user or token."""
     since = int(time.time()) - 5
     try:
         return start()
     except MaybeApplied:
         for item in pve.tasks(node, vmid=vmid, typefilter=task_type, since=since):
-            return item.upid  # newest first: the one this request started
+            if owner is None or _upid_user(item.upid) == owner:
+                return item.upid  # newest first: the one this request started
         return start()
+
+
+def _upid_user(upid: str) -> str | None:
+    try:
+        return PveUpid.parse(upid).user
+    except ValueError:
+        return None
 
 
 @task(name="pve-vmids", tags=["proxmox"])
@@ -363,28 +378,63 @@ def used_vmids(block: ProxmoxCredentials) -> list[int]:
 
 
 @task(name="pve-restore", tags=["proxmox"], task_run_name="restore-{volid}-as-{vmid}")
-def restore_backup(
+def start_restore(
     block: ProxmoxCredentials,
     node: str,
     kind: str,
     vmid: int,
     volid: str,
     storage: str,
-    timeout_s: float,
-    poll_s: float = 2.0,
-) -> TaskResult:
-    """Restore ``volid`` as the NEW guest ``vmid`` (CHANGES THE LAB) and wait for the task.
-    PVE refuses an existing vmid, so an original guest is never overwritten."""
+    pool: str | None = None,
+) -> str:
+    """Start restoring ``volid`` as the NEW guest ``vmid`` in ``pool`` (CHANGES THE LAB);
+    returns the UPID of the restore task. PVE refuses an existing vmid, so an original guest is
+    never overwritten. After a lost answer only a restore task of this token is adopted."""
     pve = client(block)
     task_type = "vzrestore" if kind == "lxc" else "qmrestore"
-    upid = start_once(
+    return start_once(
         pve,
         node,
         vmid,
         task_type,
-        lambda: pve.restore(node, kind, vmid, volid, storage, unique=True),
+        lambda: pve.restore(node, kind, vmid, volid, storage, unique=True, pool=pool),
+        owner=pve.token_id,
     )
-    return wait_result(pve, node, upid, timeout_s, poll_s)
+
+
+@task(name="pve-wait-task", tags=["proxmox"])
+def wait_for_task(
+    block: ProxmoxCredentials, node: str, upid: str, timeout_s: float, poll_s: float = 2.0
+) -> TaskResult:
+    """Follow task ``upid`` to its end (``TaskTimeout`` when it outlives ``timeout_s``; the task
+    is left running). Reads only."""
+    return wait_result(client(block), node, upid, timeout_s, poll_s)
+
+
+@task(name="pve-token-privileges", tags=["proxmox"])
+def token_privileges(block: ProxmoxCredentials, paths: list[str]) -> dict[str, list[str]]:
+    """The privileges the configured token holds on each of ``paths``. Reads only."""
+    pve = client(block)
+    return {path: sorted(pve.permissions(path)) for path in dict.fromkeys(paths)}
+
+
+@task(name="pve-set-tags", tags=["proxmox"], task_run_name="tags-{vmid}")
+def set_guest_tags(
+    block: ProxmoxCredentials,
+    node: str,
+    kind: str,
+    vmid: int,
+    tags: list[str],
+    digest: str | None = None,
+) -> None:
+    """Replace the tags of guest ``vmid`` (CHANGES THE LAB); ``digest`` refuses a config changed
+    since it was read. Callers pass only a guest their own restore created."""
+    pve = client(block)
+    try:
+        pve.set_guest_config(node, kind, vmid, {"tags": ";".join(tags)}, digest=digest)
+    except MaybeApplied:
+        # Setting the same tags again is harmless; the caller reads them back either way.
+        pve.set_guest_config(node, kind, vmid, {"tags": ";".join(tags)})
 
 
 @task(name="pve-power", tags=["proxmox"], task_run_name="{action}-{vmid}")
@@ -454,7 +504,8 @@ def destroy_guest(
     poll_s: float = 1.0,
 ) -> TaskResult:
     """Destroy the scratch guest ``vmid`` (CHANGES THE LAB; stops it first when running).
-    Callers pass only a vmid the drill itself created."""
+    Callers pass only a guest they proved is theirs (the restore drill: its own restore task
+    succeeded, its run tag read back just before, its vmid in the scratch range)."""
     pve = client(block)
     prefix = "vz" if kind == "lxc" else "qm"
     if pve.guest_state(node, kind, vmid).status == "running":

@@ -7,7 +7,7 @@ Every drill destroys what it restored, so the shared sandbox is left as it was f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -91,7 +91,9 @@ def test_drill_restores_checks_and_destroys_then_picks_the_next_guest(
 
     cfg = config(sandbox_clean, tmp_path, check_command="cat /etc/os-release")
     before = vmids(sandbox_clean)
+    mark = sandbox_clean.journal_mark()
     dry = report_of(restore_drill(config=cfg, dry_run=True, return_state=True))
+    assert sandbox_clean.journal(mark) == []  # the dry run only reads
     assert (
         dry.scratch_vmid == 9900
         and dry.vmid is not None
@@ -116,8 +118,8 @@ def test_drill_restores_checks_and_destroys_then_picks_the_next_guest(
     assert report.ok and report.scratch_vmid == 9900 and report.vmid == dry.vmid
     assert report.checks == {"running": True, "command 'cat /etc/os-release'": True}
     steps = [s.split(" ")[0] for s in report.steps]
-    assert steps == ["restore", "network", "start", "check", "destroy"]
-    assert report.steps[1].startswith("network isolate: net0, net1 unplugged (link_down=1")
+    assert steps == ["restore", "tag", "network", "start", "check", "destroy"]
+    assert report.steps[2].startswith("network isolate: net0, net1 unplugged (link_down=1")
     assert report.duration_s is not None and report.duration_s > 0
     assert vmids(sandbox_clean) == before  # scratch destroyed, nothing else touched
     # What PVE had when it started the scratch guest: every interface unplugged, nothing else
@@ -173,7 +175,7 @@ def test_drill_with_network_keep_starts_the_guest_as_restored(
     assert without(net0, "hwaddr") == without(original_net0, "hwaddr")
 
 
-def test_drill_refuses_a_scratch_vmid_that_exists(
+def test_drill_refuses_a_scratch_vmid_outside_its_range(
     sandbox: SandboxHandle, prefect_server: Any, tmp_path: Path
 ) -> None:
     from flows.restore_drill import restore_drill
@@ -182,13 +184,17 @@ def test_drill_refuses_a_scratch_vmid_that_exists(
     # of the tests just before this one.
     restores_before = restores_since(sandbox, 0)
     before = vmids(sandbox)
+    mark = sandbox.journal_mark()
     state = restore_drill(
         config=config(sandbox, tmp_path), vmid=101, scratch_vmid=100, return_state=True
     )
     report = report_of(state)
     assert state.is_failed()
-    assert report.failures[0].reason == "scratch vmid 100 exists: refusing to touch it"
+    assert report.failures[0].reason == (
+        "scratch vmid 100 is outside restore_drill's scratch range 9900-9909: refused"
+    )
     assert restores_since(sandbox, 0) == restores_before and vmids(sandbox) == before
+    assert sandbox.journal(mark, system="pve") == []
 
 
 def test_choice_of_guest_and_scratch_vmid() -> None:
@@ -219,7 +225,11 @@ def test_choice_of_guest_and_scratch_vmid() -> None:
     with pytest.raises(DrillRefused, match="no free scratch vmid"):
         choose_scratch_vmid(range(9900, 9906), 9900, 9905)
     with pytest.raises(DrillRefused, match="exists"):
-        choose_scratch_vmid({101}, 9900, 9905, requested=101)
+        choose_scratch_vmid({9903}, 9900, 9905, requested=9903)
+    assert choose_scratch_vmid({9903}, 9900, 9905, requested=9905) == 9905
+    for outside in (101, 9899, 9906):
+        with pytest.raises(DrillRefused, match=f"{outside} is outside .* range 9900-9905"):
+            choose_scratch_vmid({101}, 9900, 9905, requested=outside)
 
 
 LXC_NET = (
@@ -306,3 +316,293 @@ def test_network_config_errors_name_the_field() -> None:
     assert ok.backups.restore_drill.replace_nets == {
         "net0": "name=eth0,bridge=vmbr9,ip=10.99.0.50/24"
     }
+
+
+# -- what the drill marks, what it destroys, and the token it needs -----------------------------
+
+
+def test_run_tag_destroy_decision_and_needed_privileges() -> None:
+    from labops.planners.restore_drill import (
+        RestoreSeen,
+        destroy_refusal,
+        missing_privileges,
+        run_tag,
+        scratch_needs,
+        source_needs,
+    )
+
+    tag = run_tag("0853EE14-9774-4f6a-b590-4231f3ae37bf")
+    assert tag == "labops-drill-0853ee14-9774-4f6a-b590-4231f3ae37bf"  # PVE stores tags lowercase
+    with pytest.raises(ValueError):
+        run_tag("a b")
+
+    ok = RestoreSeen(vmid=9900, node="pve1", kind="lxc", upid="UPID:pve1:x", state="ok")
+    assert destroy_refusal(ok, [tag], tag, 9900, 9909) is None
+    assert destroy_refusal(ok, ["other", tag], tag, 9900, 9909) is None
+    refusals = {
+        "never started": destroy_refusal(
+            RestoreSeen(vmid=9900, node="pve1", kind="lxc", state="refused"),
+            [tag],
+            tag,
+            9900,
+            9909,
+        ),
+        "failed": destroy_refusal(
+            ok.model_copy(update={"state": "failed", "detail": "zstd failed"}),
+            [tag],
+            tag,
+            9900,
+            9909,
+        ),
+        "still running": destroy_refusal(
+            ok.model_copy(update={"state": "running"}), [tag], tag, 9900, 9909
+        ),
+        "outside": destroy_refusal(ok.model_copy(update={"vmid": 100}), [tag], tag, 9900, 9909),
+        "unreadable": destroy_refusal(ok, None, tag, 9900, 9909),
+        "other tag": destroy_refusal(ok, ["labops-drill-another-run"], tag, 9900, 9909),
+        "untagged": destroy_refusal(ok, [], tag, 9900, 9909),
+    }
+    assert all(refusals.values()), refusals
+    assert "someone else" in str(refusals["never started"])
+    assert "did not succeed (failed: zstd failed)" in str(refusals["failed"])
+    assert "outside the scratch range 9900-9909" in str(refusals["outside"])
+    assert str(refusals["untagged"]).endswith("(its tags: none)")
+
+    # The scratch guest's privileges count from its own path and the pool it is restored into.
+    needs = source_needs(101, "pbs") + scratch_needs("local-lvm", "drill", 9900, "isolate")
+    held = {
+        "/vms/101": ["VM.Audit", "VM.Backup"],
+        "/vms/9900": ["VM.Audit", "VM.Backup"],
+        "/pool/drill": ["VM.Allocate", "VM.Config.Network", "VM.Config.Options", "VM.PowerMgmt"],
+        "/storage/pbs": ["Datastore.AllocateSpace"],
+        "/storage/local-lvm": ["Datastore.AllocateSpace"],
+    }
+    assert missing_privileges(needs, held) == []
+    held["/pool/drill"] = ["VM.Allocate", "VM.Config.Network", "VM.PowerMgmt"]
+    assert missing_privileges(needs, held) == [
+        "VM.Config.Options on /pool/drill (tag the scratch guest with the run)"
+    ]
+    keep = scratch_needs("local-lvm", None, 9900, "keep")
+    assert {p for n in keep for p in n.privs} == {
+        "Datastore.AllocateSpace",
+        "VM.Allocate",
+        "VM.Audit",
+        "VM.Config.Options",
+        "VM.PowerMgmt",
+    }
+    assert all(n.paths in (["/vms/9900"], ["/storage/local-lvm"]) for n in keep)
+
+
+def pve_writes(sb: SandboxHandle, mark: int) -> list[tuple[str, str]]:
+    return [(e["method"], e["path"]) for e in sb.journal(mark, system="pve")]
+
+
+def remove_guest(sb: SandboxHandle, vmid: int) -> None:
+    """Test cleanup with the sandbox's root token: stop and destroy ``vmid`` if it exists."""
+    from tests.fixtures.sandbox import wait_task
+
+    found = [g for g in sb.pve().cluster.resources.get(type="vm") if int(g["vmid"]) == vmid]
+    if not found:
+        return
+    api = guest_api(sb, vmid)
+    if api.status.current.get()["status"] == "running":
+        wait_task(sb.pve(), found[0]["node"], api.status.stop.post())
+    wait_task(sb.pve(), found[0]["node"], api.delete(purge=1))
+
+
+@pytest.fixture
+def lab(private_sandbox: SandboxHandle) -> Any:
+    """This module's own lab for the drills that leave guests or change the access config."""
+    try:
+        yield private_sandbox
+    finally:
+        private_sandbox.reset_faults()
+        remove_guest(private_sandbox, 9900)
+        private_sandbox.control("pve", "access-reset")
+
+
+def drill_with_knob(lab: SandboxHandle, directory: Path, **knob: Any) -> tuple[Any, Any, list[Any]]:
+    """Drill guest 101 while the sandbox PVE knob ``knob`` acts; the state, the report and the
+    PVE writes of the run (method, path)."""
+    from flows.restore_drill import restore_drill
+
+    lab.set_faults("pve", extra=knob)
+    mark = lab.journal_mark()
+    state = restore_drill(config=config(lab, directory), vmid=101, return_state=True)
+    return state, report_of(state), pve_writes(lab, mark)
+
+
+def test_a_guest_that_takes_the_scratch_vmid_before_the_restore_is_left_alone(
+    lab: SandboxHandle, prefect_server: Any, tmp_path: Path
+) -> None:
+    # Between the drill's choice of 9900 and its restore, another actor creates guest 9900.
+    state, report, writes = drill_with_knob(
+        lab, tmp_path, occupy_on_restore={"9900": "someone-else"}
+    )
+    assert state.is_failed() and report.scratch_vmid == 9900
+    # Only the refused restore (labops's HTTP policy retries a 500), no PUT, no DELETE.
+    assert set(writes) == {("POST", f"/nodes/{report.node}/lxc")}
+    reason = report.failures[0].reason
+    assert reason.startswith("restore refused: ") and "CT 9900 already exists" in reason
+    assert reason.endswith(
+        f"vmid 9900 is now used by guest 9900 (someone-else) on {report.node}; this run has no "
+        "restore task for it, so it leaves it alone"
+    )
+    assert report.steps[-1] == "destroy 9900: nothing to destroy, this run created no guest"
+    assert 9900 in vmids(lab)
+
+
+def test_a_scratch_guest_without_the_run_tag_is_not_destroyed(
+    lab: SandboxHandle, prefect_server: Any, tmp_path: Path
+) -> None:
+    # As the scratch guest starts, another actor replaces its tags.
+    state, report, writes = drill_with_knob(
+        lab, tmp_path, on_start={"9900": {"tags": "someone-else"}}
+    )
+    assert state.is_failed()
+    assert ("DELETE", f"/nodes/{report.node}/lxc/9900") not in writes
+    refusal = f"it does not carry this run's tag {report.tag} (its tags: someone-else)"
+    assert report.left == [f"guest 9900 on {report.node}: not destroyed, {refusal}"]
+    assert report.failures[-1].entity == "scratch guest 9900"
+    assert report.steps[-1] == f"destroy 9900: refused, {refusal}"
+    assert 9900 in vmids(lab)
+
+
+def test_a_failed_restore_destroys_nothing(
+    lab: SandboxHandle, prefect_server: Any, tmp_path: Path
+) -> None:
+    # The restore task fails and, as when its own cleanup fails too, leaves the guest behind.
+    state, report, writes = drill_with_knob(lab, tmp_path, failing_restores={"9900": "keep"})
+    assert state.is_failed()
+    assert writes == [("POST", f"/nodes/{report.node}/lxc")]
+    assert report.failures[0].reason.startswith("restore failed: unable to restore CT 9900 - ")
+    assert len(report.left) == 1 and "did not succeed (failed: unable to restore" in report.left[0]
+    assert 9900 in vmids(lab)
+
+
+def test_two_drills_never_overlap(lab: SandboxHandle, prefect_server: Any, tmp_path: Path) -> None:
+    from prefect.concurrency.sync import concurrency
+
+    from flows.restore_drill import restore_drill
+    from labops.limits import ensure_limit, limit_name
+
+    cfg = config(lab, tmp_path)
+    name = limit_name("drill", yaml.safe_load(Path(cfg).read_text())["lab"]["name"])
+    ensure_limit(name, 1)
+    mark = lab.journal_mark()
+    with concurrency(name, occupy=1, strict=True):  # a drill of the same lab is running
+        state = restore_drill(config=cfg, vmid=101, return_state=True)
+    report = report_of(state)
+    assert state.is_failed() and report.vmid is None
+    assert report.failures[0].reason.startswith("not run: another restore drill of lab ")
+    assert name in report.failures[0].reason
+    assert pve_writes(lab, mark) == []
+
+
+def drill_token_config(
+    sb: SandboxHandle, directory: Path, commands: list[list[str]], **drill: Any
+) -> str:
+    """A config whose PVE token is the drill's, holding what ``commands`` grant it."""
+    from tests.fixtures.pve_acl import apply
+
+    sb.control("pve", "access-reset")
+    root = sb.pve()
+    root.access.users.post(userid="labops@pve", comment="labops automation")
+    secrets = apply(root, commands)
+    ((token_id, secret),) = secrets.items()
+    pool = next(argv[3] for argv in commands if argv[1:3] == ["pool", "add"])
+    path = Path(config(sb, directory, pool=pool, **drill))
+    cfg = yaml.safe_load(path.read_text())
+    secret_file = directory / "drill-token"
+    secret_file.write_text(secret)
+    secret_file.chmod(0o600)
+    cfg["systems"]["proxmox"].update(token_id=token_id, token_secret=f"file:{secret_file}")
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_the_drill_completes_with_exactly_the_documented_acl(
+    lab: SandboxHandle, prefect_server: Any, tmp_path: Path
+) -> None:
+    from flows.restore_drill import restore_drill
+    from tests.fixtures.pve_acl import documented_commands
+
+    cfg = drill_token_config(lab, tmp_path, documented_commands())
+    before = vmids(lab)
+    mark = lab.journal_mark()
+    state = restore_drill(config=cfg, vmid=101, return_state=True)
+    report = report_of(state)
+    assert state.is_completed(), report.markdown()
+    assert report.ok and report.tag == f"labops-drill-{state.state_details.flow_run_id}"
+    writes = lab.journal(mark, system="pve")
+    restore = next(e for e in writes if e["path"] == f"/nodes/{report.node}/lxc")
+    assert restore["args"]["pool"] == "labops-drill" and "tags" not in restore["args"]
+    tagged = [e for e in writes if e["method"] == "PUT" and "tags" in e["args"]]
+    assert [e["args"]["tags"] for e in tagged] == [report.tag]
+    started = starts_of(lab, 9900)[-1]["config"]
+    assert started["tags"] == report.tag
+    assert [s.split(" ")[0] for s in report.steps] == [
+        "restore",
+        "tag",
+        "network",
+        "start",
+        "destroy",
+    ]
+    assert vmids(lab) == before
+
+
+def _variants() -> list[Any]:
+    from tests.fixtures.pve_acl import documented_commands, without_one
+
+    return without_one(documented_commands())
+
+
+@pytest.mark.parametrize("variant", _variants(), ids=lambda v: v.name)
+def test_the_drill_fails_with_a_permission_error_without_any_one_entry(
+    variant: Any, lab: SandboxHandle, prefect_server: Any, tmp_path: Path
+) -> None:
+    from flows.restore_drill import restore_drill
+
+    cfg = drill_token_config(lab, tmp_path, variant.commands)
+    before = vmids(lab)
+    state = restore_drill(config=cfg, vmid=101, return_state=True)
+    report = report_of(state)
+    assert state.is_failed()
+    assert any("permission" in f.reason.lower() for f in report.failures), report.markdown()
+    assert not report.left and vmids(lab) == before
+
+
+def test_a_lost_restore_answer_adopts_only_a_task_of_this_token() -> None:
+    from labops.errors import MaybeApplied
+    from labops.models.pve import PveTaskItem
+    from tasks.pve import start_once
+
+    ours = "UPID:pve1:0000AA01:0B5E27C1:67000000:vzrestore:9900:labops@pve!drill:"
+    theirs = "UPID:pve1:0000AA02:0B5E27C1:67000001:vzrestore:9900:root@pam!labops:"
+
+    class Pve:
+        def __init__(self, listed: list[str]) -> None:
+            self.listed = listed
+
+        def tasks(self, node: str, **_: Any) -> list[PveTaskItem]:
+            return [PveTaskItem(upid=u) for u in self.listed]
+
+    sent: list[str] = []
+
+    def start() -> str:
+        sent.append("POST")
+        if len(sent) == 1:
+            raise MaybeApplied("proxmox", "answer lost")
+        return "UPID:new"
+
+    def adopt(listed: list[str]) -> str:
+        pve = cast(Any, Pve(listed))  # the one method start_once reads after a lost answer
+        return start_once(pve, "pve1", 9900, "vzrestore", start, "labops@pve!drill")
+
+    assert adopt([theirs, ours]) == ours
+    assert sent == ["POST"]
+    sent.clear()
+    # Only someone else's restore of that vmid: not adopted; the restore is sent again (PVE
+    # refuses it when that vmid exists now).
+    assert adopt([theirs]) == "UPID:new"
+    assert sent == ["POST", "POST"]

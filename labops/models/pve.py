@@ -54,6 +54,19 @@ class PveNode(Payload):
         return self.status == "online"
 
 
+def tag_list(value: Any) -> list[str]:
+    """A guest's ``tags`` (``a;b``, a list, or a bare number from Perl's JSON) as a list."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [t for t in _TAG_SPLIT.split(value) if t]
+    if isinstance(value, int | float):  # Perl's JSON writes a numeric-looking tag bare
+        return [str(value)]
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"tags: expected a string or a list, got {type(value).__name__}")
+    return [str(t) for t in value]
+
+
 class PveGuest(Payload):
     """One guest of ``GET /cluster/resources?type=vm`` (LXC or QEMU)."""
 
@@ -83,15 +96,7 @@ class PveGuest(Payload):
     @field_validator("tags", mode="before")
     @classmethod
     def _tags(cls, value: Any) -> list[str]:
-        if value is None:
-            return []
-        if isinstance(value, str):
-            return [t for t in _TAG_SPLIT.split(value) if t]
-        if isinstance(value, int | float):  # Perl's JSON writes a numeric-looking tag bare
-            return [str(value)]
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"tags: expected a string or a list, got {type(value).__name__}")
-        return [str(t) for t in value]
+        return tag_list(value)
 
     @property
     def label(self) -> str:
@@ -315,6 +320,7 @@ class PveGuestConfig(Payload):
 
     digest: str | None = Field(None, description="SHA1 of the config file (for PUT digest=).")
     lock: str | None = None
+    tags: list[str] = Field(default_factory=list, description="The guest's tags, in order.")
     nets: dict[str, str] = Field(
         default_factory=dict, description="netN -> property string, in interface order."
     )
@@ -329,6 +335,11 @@ class PveGuestConfig(Payload):
             return data
         ipconfigs = {k: str(v) for k, v in data.items() if re.fullmatch(r"ipconfig\d+", k)}
         return {**data, "nets": interfaces(data), "ipconfigs": dict(sorted(ipconfigs.items()))}
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> list[str]:
+        return tag_list(value)
 
 
 class PveSnapshot(Payload):

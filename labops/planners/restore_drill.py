@@ -1,12 +1,16 @@
 """Restore drill decisions, pure: which guest to drill (given, or the one tested longest ago),
-which backup to restore, which scratch vmid to use (never one that exists), and what the scratch
-guest's network interfaces get before it starts."""
+which backup to restore, which scratch vmid to use (inside the configured range, never one that
+exists), the tag that marks the scratch guest of one run, which privileges the drill's token
+needs, whether a guest may be destroyed, and what the scratch guest's network interfaces get
+before it starts."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from labops.config.policies.backups import BackupPolicy, NetworkMode
 from labops.models.backups import BackupCopy, BackupGuest
@@ -81,9 +85,15 @@ def choose_guest(
 def choose_scratch_vmid(
     used: Iterable[int], low: int, high: int, requested: int | None = None
 ) -> int:
-    """A vmid in [low, high] no guest uses; a requested one that exists is refused."""
+    """A vmid in [low, high] no guest uses; a requested one outside the range or that exists
+    is refused (the range is the only place the drill ever destroys anything)."""
     taken = set(used)
     if requested is not None:
+        if not low <= requested <= high:
+            raise DrillRefused(
+                f"scratch vmid {requested} is outside restore_drill's scratch range "
+                f"{low}-{high}: refused"
+            )
         if requested in taken:
             raise DrillRefused(f"scratch vmid {requested} exists: refusing to touch it")
         return requested
@@ -91,6 +101,117 @@ def choose_scratch_vmid(
         if vmid not in taken:
             return vmid
     raise DrillRefused(f"no free scratch vmid in {low}-{high}")
+
+
+# -- marking, permissions and the destroy decision -------------------------------------------
+
+TAG_PREFIX = "labops-drill-"
+# pve-tag (pve-common): PVE stores tags lowercased unless datacenter.cfg makes them case-sensitive.
+_PVE_TAG = re.compile(r"^[a-z0-9_][a-z0-9_\-+.]*$")
+
+
+def run_tag(run_id: str) -> str:
+    """The tag that marks the scratch guest of one drill run: ``labops-drill-<run id>``."""
+    tag = f"{TAG_PREFIX}{run_id}".lower()
+    if not _PVE_TAG.match(tag):
+        raise ValueError(f"{tag!r} is not a PVE tag")
+    return tag
+
+
+class RestoreSeen(BaseModel):
+    """What this run knows of its own restore: the task PVE started for it (its UPID) and how
+    that task ended. Only a restore this run saw succeed made the guest at ``vmid``."""
+
+    vmid: int
+    node: str
+    kind: str
+    upid: str | None = Field(None, description="The UPID PVE answered; None: never started.")
+    state: Literal["not started", "refused", "running", "failed", "ok"] = "not started"
+    detail: str = ""
+
+
+def destroy_refusal(
+    seen: RestoreSeen, tags: Sequence[str] | None, tag: str, low: int, high: int
+) -> str | None:
+    """Why the guest at ``seen.vmid`` must not be destroyed; None when it may.
+
+    It may only when all three hold: this run's restore task was seen (its UPID) and succeeded;
+    the guest carries this run's tag as read back from its config just now (``tags``; None: not
+    readable); its vmid is in the scratch range.
+    """
+    if seen.upid is None:
+        return "this run's restore never started, so whatever is there was made by someone else"
+    if seen.state != "ok":
+        return f"this run's restore task {seen.upid} did not succeed ({seen.state}: {seen.detail})"
+    if not low <= seen.vmid <= high:
+        return f"vmid {seen.vmid} is outside the scratch range {low}-{high}"
+    if tags is None:
+        return "its config could not be read to check its tag"
+    if tag not in tags:
+        shown = ";".join(tags) or "none"
+        return f"it does not carry this run's tag {tag} (its tags: {shown})"
+    return None
+
+
+class Need(BaseModel):
+    """Privileges the drill needs, held on any of ``paths`` taken together, and why."""
+
+    paths: list[str]
+    privs: list[str]
+    why: str
+
+
+def source_needs(guest: int | None, backup_storage: str) -> list[Need]:
+    """What reading the guest and its backups takes (``guest`` None: not chosen yet, the
+    privileges are looked for on ``/vms``). Without them PVE does not refuse: it hides."""
+    source = f"/vms/{guest}" if guest is not None else "/vms"
+    return [
+        Need(paths=[source], privs=["VM.Audit"], why="see the guest to drill"),
+        Need(paths=[source], privs=["VM.Backup"], why="list and restore its backups"),
+        Need(
+            paths=[f"/storage/{backup_storage}"],
+            privs=["Datastore.AllocateSpace"],
+            why="list and restore the backups stored there",
+        ),
+    ]
+
+
+def scratch_needs(
+    target_storage: str, pool: str | None, scratch: int, network: NetworkMode
+) -> list[Need]:
+    """What restoring, marking, starting and destroying the scratch guest takes. Its privileges
+    count from ``/vms/<scratch>`` and from the pool it is restored into, as PVE derives them for
+    a pool's guests. The bridges of the restored interfaces (SDN.Use) are left to PVE's own
+    check at restore time (its message names the bridge)."""
+    own = [f"/vms/{scratch}"] + ([f"/pool/{pool}"] if pool else [])
+    needs = [
+        Need(
+            paths=[f"/storage/{target_storage}"],
+            privs=["Datastore.AllocateSpace"],
+            why="create the scratch guest's disks",
+        ),
+        Need(paths=own, privs=["VM.Allocate"], why="restore the scratch guest and destroy it"),
+        Need(paths=own, privs=["VM.Audit"], why="read the scratch guest's config and state"),
+        Need(paths=own, privs=["VM.Config.Options"], why="tag the scratch guest with the run"),
+        Need(paths=own, privs=["VM.PowerMgmt"], why="start and stop the scratch guest"),
+    ]
+    if network != "keep":
+        needs.append(
+            Need(paths=own, privs=["VM.Config.Network"], why="unplug its network before the start")
+        )
+    return needs
+
+
+def missing_privileges(needs: Sequence[Need], held: Mapping[str, Iterable[str]]) -> list[str]:
+    """One line per need the token does not meet, naming the privilege and the path to grant it
+    on (the pool when there is one); ``held`` maps each path to the privileges held there."""
+    out = []
+    for need in needs:
+        have = {p for path in need.paths for p in held.get(path, ())}
+        for priv in need.privs:
+            if priv not in have:
+                out.append(f"{priv} on {need.paths[-1]} ({need.why})")
+    return out
 
 
 # -- the scratch guest's network --------------------------------------------------------------

@@ -195,6 +195,11 @@ class PveService(Service):
                 raise KeyError(f"no node {payload['node']}")
             n.online = bool(payload.get("online", True))
             return {"node": n.name, "online": n.online}
+        if action == "access-reset":  # users, tokens, roles, ACL and pools back to root alone
+            self.api.access.reset()
+            for pool in sorted({g.pool for g in lab.guests if g.pool}):
+                self.api.access.add_pool(pool)
+            return {"pools": sorted(self.api.access.pools)}
         if action == "password":
             return {"user": "root@pam", "password": self.password}
         if action == "tasks":

@@ -31,6 +31,7 @@ from sandbox.pbs.store import (
     snapshot_files,
 )
 from sandbox.pve import propstring
+from sandbox.pve.access import ROOT, Access, AccessError, Denied, Pool, split_list
 from sandbox.pve.http import (
     ApiError,
     Dropped,
@@ -122,6 +123,11 @@ class PveApi:
         self.password = service.password
         self._ticket_key = secrets.token_bytes(32)
         self.tasks = TaskManager(pve_upid)
+        # Users, tokens, roles, ACL and pools (user.cfg); the lab's guests carry their pool.
+        self.access = Access(lambda: {g.vmid: g.pool for g in self.lab.guests if g.pool})
+        self.access.add_token(ROOT, "labops", privsep=False, secret=self.token_secret)
+        for pool in sorted({g.pool for g in self.lab.guests if g.pool}):
+            self.access.pools[pool] = Pool()
         now = time.time()
         self.store = shared_store(self.lab)
         self.jobs = seed_jobs(self.lab)
@@ -182,6 +188,84 @@ class PveApi:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds * self.ctx.time_scale)
 
+    def knob(self, name: str, vmid: int) -> Any:
+        """Take a one-shot per-vmid fault knob (``extra[name]``, a list or a vmid -> value map)."""
+        table = self.faults.extra.get(name)
+        if isinstance(table, list):
+            if vmid in table or str(vmid) in table:
+                table[:] = [v for v in table if str(v) != str(vmid)]
+                return True
+            return None
+        if isinstance(table, dict):
+            for key in (str(vmid), vmid):
+                if key in table:
+                    return table.pop(key)  # type: ignore[call-overload]
+        return None
+
+    # ---- permissions the handlers check themselves (routes declared "user": "all") ----------
+
+    def can(self, req: Req, path: str, privs: list[str], any_: bool = False) -> bool:
+        return self.access.has(req.authid, path, privs, any_)
+
+    def volume_access(self, req: Req, vmid: int | None, volid: str, owner: int | None) -> None:
+        """PVE::Storage::check_volume_access for a backup volume (the only kind served)."""
+        sid = volid.split(":", 1)[0]
+        if self.can(req, f"/storage/{sid}", ["Datastore.Allocate"]):
+            return
+        if owner is not None and vmid is not None and owner == vmid:
+            return
+        if owner:
+            self.access.check(req.authid, f"/storage/{sid}", ["Datastore.AllocateSpace"])
+            self.access.check(req.authid, f"/vms/{owner}", ["VM.Backup"])
+            return
+        raise ApiError(500, f"missing privileges to access {volid}")
+
+    def task_visible(self, req: Req, task: Task) -> bool:
+        """A token sees its own tasks, a user its own and its tokens' (pve-manager Tasks.pm)."""
+        return req.authid in (task.authid, task.user)
+
+    def check_task_access(self, req: Req, task: Task) -> None:
+        if not self.task_visible(req, task):
+            self.access.check(req.authid, f"/nodes/{task.node}", ["Sys.Audit"])
+
+    def check_bridge(self, authid: str, value: str | None) -> None:
+        """check_vnet_access: SDN.Use on the bridge, or on each VLAN of it the interface uses."""
+        if not value:
+            return
+        parts = dict(p.split("=", 1) for p in str(value).split(",") if "=" in p)
+        bridge = parts.get("bridge")
+        if not bridge:
+            return
+        base = f"/sdn/zones/localnetwork/{bridge}"
+        vlans = [parts["tag"]] if parts.get("tag") else []
+        vlans += [t for t in re.split(r"[;]", parts.get("trunks", "")) if t]
+        for vlan in vlans:
+            self.access.check(authid, f"{base}/{vlan}", ["SDN.Use"])
+        if not vlans:
+            self.access.check(authid, base, ["SDN.Use"])
+
+    def check_config_key(
+        self, authid: str, g: Guest, pool: str | None, key: str, old: Any, new: Any
+    ) -> None:
+        """The privilege one config option needs (check_ct_modify_config_perm for containers,
+        check_vm_modify_config_perm for VMs); ``pool`` only while the guest is being created."""
+        vm = g.vmid
+        if key == "tags":
+            # assert_tag_permissions: always on the guest's own path, never the pool named at
+            # create time; with the default user-tag-access (free) any tag is allowed then.
+            self.access.check_vm(authid, vm, None, ["VM.Config.Options"])
+            return
+        if re.fullmatch(r"net\d+", key):
+            self.access.check_vm(authid, vm, pool, ["VM.Config.Network"])
+            if g.type == "lxc":
+                self.check_bridge(authid, old)
+            self.check_bridge(authid, new)
+            return
+        privs, any_ = _config_privs(g.type, key)
+        if not privs:
+            raise Denied(f"only root@pam may set '{key}'")
+        self.access.check_vm(authid, vm, pool, privs, any_)
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info.get("tail", "")
         path = "/" + path.strip("/") if path.strip("/") else "/"
@@ -203,9 +287,14 @@ class PveApi:
                 self._check_node(node)
             if request.method != "GET":
                 self.ctx.journal.http("pve", request.method, path, args)
+            self.access.check_route(request.method, r.template, {**args, **params}, authid)
             result = await r.handler(self, Req(params, args, authid))
         except Dropped:
             return web.Response(status=500)  # the connection is gone; nobody reads this
+        except Denied as exc:
+            return self._error(ApiError(403, exc.message))
+        except AccessError as exc:
+            return self._error(ApiError(500, str(exc)))
         except ApiError as err:
             return self._error(err)
         if isinstance(result, Result):
@@ -267,7 +356,8 @@ class PveApi:
         if m:
             value = m.group(1).strip()
             tokenid, sep, secret = value.rpartition("=")
-            if sep and tokenid == self.token_id and hmac.compare_digest(secret, self.token_secret):
+            known = self.access.token_secret(tokenid) if sep else None
+            if known is not None and hmac.compare_digest(secret, known):
                 return tokenid
             await self._auth_delay()
             raise ApiError(401, "Authentication failed!")
@@ -596,12 +686,13 @@ async def nodes(api: PveApi, req: Req) -> Any:
     now = time.time()
     out = []
     for n in api.lab.nodes:
+        audit = api.can(req, f"/nodes/{n.name}", ["Sys.Audit"])  # else no numbers
         if api.node_online(n.name):
             out.append(
                 {
                     "node": n.name,
                     "status": "online",
-                    **api.node_stats(n, now),
+                    **(api.node_stats(n, now) if audit else {}),
                     "level": "",
                     "ssl_fingerprint": api.fingerprint(n.name),
                 }
@@ -725,9 +816,15 @@ async def cluster_resources(api: PveApi, req: Req) -> Any:
     now = time.time()
     out: list[dict[str, Any]] = []
     if kind in (None, "vm"):
-        # PVE walks `sort keys %$idlist`: a string sort of the vmids.
+        # PVE walks `sort keys %$idlist`: a string sort of the vmids; a guest is listed only
+        # with VM.Audit on it, its pool only with Pool.Audit on that pool.
         for g in sorted(api.lab.guests, key=lambda g: str(g.vmid)):
-            out.append(api.resource_item(g, now))
+            if not api.can(req, f"/vms/{g.vmid}", ["VM.Audit"]):
+                continue
+            entry = api.resource_item(g, now)
+            if "pool" in entry and not api.can(req, f"/pool/{entry['pool']}", ["Pool.Audit"]):
+                del entry["pool"]
+            out.append(entry)
     if kind in (None, "node"):
         for n in api.lab.nodes:
             item: dict[str, Any] = {
@@ -737,7 +834,9 @@ async def cluster_resources(api: PveApi, req: Req) -> Any:
                 "level": "",
                 "cgroup-mode": 2,
             }
-            if api.node_online(n.name):
+            if not api.can(req, f"/nodes/{n.name}", ["Sys.Audit"]):
+                item["status"] = "online" if api.node_online(n.name) else "offline"
+            elif api.node_online(n.name):
                 item.update(
                     status="online",
                     **api.node_stats(n, now),
@@ -750,6 +849,8 @@ async def cluster_resources(api: PveApi, req: Req) -> Any:
     if kind in (None, "storage"):
         for n in api.lab.nodes:
             for s in api.storages(n.name):
+                if not api.can(req, f"/storage/{s['storage']}", ["Datastore.Audit"]):
+                    continue
                 item = {
                     "id": f"storage/{n.name}/{s['storage']}",
                     "type": "storage",
@@ -774,14 +875,22 @@ async def cluster_resources(api: PveApi, req: Req) -> Any:
 async def lxc_list(api: PveApi, req: Req) -> Any:
     now = time.time()
     node = req.params["node"]
-    return [api.guest_item(g, now) for g in api.lab.guests if g.node == node and g.type == "lxc"]
+    return [
+        api.guest_item(g, now)
+        for g in api.lab.guests
+        if g.node == node and g.type == "lxc" and api.can(req, f"/vms/{g.vmid}", ["VM.Audit"])
+    ]
 
 
 @route("GET", "/nodes/{node}/qemu")
 async def qemu_list(api: PveApi, req: Req) -> Any:
     now = time.time()
     node = req.params["node"]
-    return [api.guest_item(g, now) for g in api.lab.guests if g.node == node and g.type == "qemu"]
+    return [
+        api.guest_item(g, now)
+        for g in api.lab.guests
+        if g.node == node and g.type == "qemu" and api.can(req, f"/vms/{g.vmid}", ["VM.Audit"])
+    ]
 
 
 def _mac(vmid: int) -> str:
@@ -910,6 +1019,39 @@ def _net_format(kind: str) -> dict[str, Any]:
 
 
 _CONFIG_CONTROL = {"digest", "delete", "revert", "skiplock", "force", "node", "vmid"}
+_CT_CPU = {"cores", "cpuunits", "cpulimit"}
+_QM_CPU = {"cores", "sockets", "cpu", "cpulimit", "cpuunits", "vcpus", "affinity", "numa"}
+_QM_CLOUDINIT = {"ciuser", "cipassword", "citype", "ciupgrade", "nameserver", "searchdomain"}
+
+
+def _config_privs(kind: str, key: str) -> tuple[list[str], bool]:
+    """(privileges, any of them) an option needs; nothing: only root may set it."""
+    disk = re.fullmatch(
+        r"(rootfs|mp\d+|unused\d+|(ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0)", key
+    )
+    if disk:
+        return ["VM.Config.Disk"], False
+    if kind == "lxc":
+        if key in _CT_CPU:
+            return ["VM.Config.CPU"], False
+        if key in ("memory", "swap"):
+            return ["VM.Config.Memory"], False
+        if key in ("nameserver", "searchdomain", "hostname"):
+            return ["VM.Config.Network"], False
+        if re.fullmatch(r"dev\d+|hookscript|lxc", key):
+            return [], False
+        if key == "features":
+            return ["VM.Allocate"], False
+        return ["VM.Config.Options"], False
+    if key in _QM_CPU or re.fullmatch(r"numa\d+", key):
+        return ["VM.Config.CPU"], False
+    if key in ("memory", "balloon", "shares"):
+        return ["VM.Config.Memory"], False
+    if key in _QM_CLOUDINIT or key == "sshkeys" or re.fullmatch(r"ipconfig\d+", key):
+        return ["VM.Config.Cloudinit", "VM.Config.Network"], True
+    if re.fullmatch(r"(serial|usb|hostpci|virtiofs)\d+|args|hookscript", key):
+        return [], False
+    return ["VM.Config.Options"], False
 
 
 async def _set_config(api: PveApi, req: Req, kind: str) -> Any:
@@ -935,8 +1077,13 @@ async def _set_config(api: PveApi, req: Req, kind: str) -> Any:
     lock = api.guest_lock(g)
     if lock and not (kind == "qemu" and req.bool("skiplock")):
         raise ApiError(500, f"{'CT' if kind == 'lxc' else 'VM'} is locked ({lock})")
-    edits = api.config_edits.setdefault(g.vmid, {})
     changes: dict[str, Any] = {**values, **dict.fromkeys(delete)}
+    current = guest_config(api, g)
+    for key, value in changes.items():
+        if key == "tags" and value:
+            _check_tags(str(value))
+        api.check_config_key(req.authid, g, None, key, current.get(key), value)
+    edits = api.config_edits.setdefault(g.vmid, {})
     for key, value in changes.items():
         # These live on the lab's Guest record (they show in /cluster/resources too).
         if key == "tags":
@@ -950,6 +1097,16 @@ async def _set_config(api: PveApi, req: Req, kind: str) -> Any:
         else:
             edits[key] = value
     return None
+
+
+_TAG = re.compile(r"^[a-z0-9_][a-z0-9_\-+.]*$", re.IGNORECASE)
+
+
+def _check_tags(value: str) -> None:
+    """The pve-tag-list format: tags split on ``;``, ``,`` or spaces, each a pve-tag."""
+    for tag in split_list(value):
+        if not _TAG.match(tag):
+            raise param_error("tags", f"invalid format - invalid tag '{tag}'")
 
 
 def _restored_config(api: PveApi, orig: Guest, unique: bool) -> dict[str, Any]:
@@ -1018,6 +1175,14 @@ async def _power(api: PveApi, req: Req, kind: str, action: str) -> Any:
         if action == "start":
             started = {"vmid": g.vmid, "node": g.node, "upid": task.upid, "time": time.time()}
             api.starts.append({**started, "config": guest_config(api, g)})
+            # Fault on_start: another actor edits the guest as it starts ({"tags": "x"}).
+            edits = api.knob("on_start", g.vmid)
+            if isinstance(edits, dict):
+                for key, value in edits.items():
+                    if key == "tags":
+                        g.tags = split_list(str(value))
+                    else:
+                        api.config_edits.setdefault(g.vmid, {})[key] = value
         await api.sleep(2.0 if action != "stop" else 0.5)
         g.status = "running" if action == "start" else "stopped"
         return None
@@ -1039,6 +1204,116 @@ for _kind in ("lxc", "qemu"):
 # ---- create / restore / destroy -----------------------------------------------------------
 
 
+# Parameters the create handlers take out before the remaining ones are checked as config
+# options (pve-container's and qemu-server's create_vm).
+_CREATE_EXTRACTED = {
+    "lxc": {
+        "node",
+        "vmid",
+        "ostemplate",
+        "storage",
+        "force",
+        "restore",
+        "unique",
+        "pool",
+        "password",
+        "ssh-public-keys",
+        "ignore-unpack-errors",
+        "bwlimit",
+        "start",
+        "ha-managed",
+        "unprivileged",
+    },
+    "qemu": {
+        "node",
+        "vmid",
+        "archive",
+        "storage",
+        "force",
+        "unique",
+        "pool",
+        "bwlimit",
+        "start",
+        "ha-managed",
+        "live-restore",
+        "import-working-storage",
+    },
+}
+
+
+def _create_checks(
+    api: PveApi, req: Req, kind: str, vmid: int, source: str, restore: bool
+) -> tuple[Guest | None, str | None]:
+    """What create_vm checks before it forks its worker, in its order; the guest at ``vmid``
+    (force) and the pool to add the new guest to."""
+    node, force, pool = req.params["node"], req.bool("force"), req.str("pool")
+    existing = api.lab.guest(vmid)
+
+    def unused() -> None:
+        if existing is not None and not (restore and force):
+            label = "CT" if existing.type == "lxc" else "VM"
+            raise ApiError(500, f"{label} {vmid} already exists on node '{existing.node}'")
+
+    if kind == "lxc":
+        unused()  # PVE::Cluster::check_vmid_unused comes first for containers
+    if pool is not None and pool not in api.access.pools:
+        raise Denied(f"pool '{pool}' does not exist")
+    storage = req.str("storage")
+    if kind == "qemu" and storage is not None:
+        api.access.check(req.authid, f"/storage/{storage}", ["Datastore.AllocateSpace"])
+    if not (
+        api.can(req, f"/vms/{vmid}", ["VM.Allocate"])
+        or (pool and api.can(req, f"/pool/{pool}", ["VM.Allocate"]))
+        or (restore and force and existing and api.can(req, f"/vms/{vmid}", ["VM.Backup"]))
+    ):
+        raise Denied()
+    probe = Guest(vmid=vmid, name="", node=node, type=kind, os="debian12", ip="")  # type: ignore[arg-type]
+    if kind == "lxc":
+        for key, value in req.args.items():
+            if key not in _CREATE_EXTRACTED[kind]:
+                api.check_config_key(req.authid, probe, pool, key, None, value)
+    if restore:
+        vol = api.find_volume(source)
+        owner = (int(vol[1].bid) if vol[0] == "pbs" else vol[1].vmid) if vol else None
+        api.volume_access(req, vmid, source, owner)
+    if kind == "lxc":
+        api.access.check(
+            req.authid, f"/storage/{storage or 'local-lvm'}", ["Datastore.AllocateSpace"]
+        )
+    else:
+        for key, value in req.args.items():
+            if key not in _CREATE_EXTRACTED[kind] and key != "tags":
+                api.check_config_key(req.authid, probe, pool, key, None, value)
+        if existing is not None and not force:
+            label = "CT" if existing.type == "lxc" else "VM"
+            raise ApiError(
+                500,
+                f"unable to restore VM {vmid} - {label} {vmid} already exists on node "
+                f"'{existing.node}'",
+            )
+    return existing, pool
+
+
+def _occupy(api: PveApi, node: str, kind: str, vmid: int) -> None:
+    """Fault ``occupy_on_restore``: another actor creates a guest at ``vmid`` just before this
+    create request is handled (the race between choosing a free vmid and using it)."""
+    name = api.knob("occupy_on_restore", vmid)
+    if not name or api.lab.guest(vmid) is not None:
+        return
+    with api.lab.lock:
+        api.lab.guests.append(
+            Guest(
+                vmid=vmid,
+                name=name if isinstance(name, str) else f"someone-else-{vmid}",
+                node=node,
+                type=kind,  # type: ignore[arg-type]
+                os="debian12",
+                ip="192.168.9.99",
+                status="stopped",
+            )
+        )
+
+
 async def _create(api: PveApi, req: Req, kind: str) -> Any:
     node = req.params["node"]
     vmid = req.int("vmid")
@@ -1048,13 +1323,13 @@ async def _create(api: PveApi, req: Req, kind: str) -> Any:
     if not source:
         name = "ostemplate" if kind == "lxc" else "archive"
         raise param_error(name, "property is missing and it is not optional")
-    existing = api.lab.guest(vmid)
-    if existing is not None and not req.bool("force"):
-        label = "CT" if existing.type == "lxc" else "VM"
-        raise ApiError(500, f"{label} {vmid} already exists on node '{existing.node}'")
+    if req.str("tags"):
+        _check_tags(req.str("tags") or "")
+    _occupy(api, node, kind, vmid)
+    restore = kind == "qemu" or req.bool("restore")
+    existing, pool = _create_checks(api, req, kind, vmid, source, restore)
     storage = req.str("storage", "local-lvm")
     api.storage_conf(node, storage or "local-lvm")
-    restore = kind == "qemu" or req.bool("restore")
     vol = api.find_volume(source) if restore else None
     if restore and vol is None:
         raise ApiError(500, f"volume '{source}' does not exist")
@@ -1066,6 +1341,7 @@ async def _create(api: PveApi, req: Req, kind: str) -> Any:
         orig = api.lab.guest(orig_vmid)
         size = obj.size
     name = req.str("hostname") or (orig.name if orig else f"restored-{vmid}")
+    given_tags = req.str("tags")
     guest = Guest(
         vmid=vmid,
         name=name,
@@ -1074,8 +1350,12 @@ async def _create(api: PveApi, req: Req, kind: str) -> Any:
         os=orig.os if orig else "debian12",
         ip=orig.ip if orig else "192.168.9.9",
         status="stopped",
-        tags=list(orig.tags) if orig else [],
-        pool=orig.pool if orig else None,
+        # Tags are config (a restore brings the backed-up ones unless given); the pool is not:
+        # pools live in user.cfg and the new guest joins only the one named here.
+        tags=split_list(given_tags)
+        if given_tags is not None
+        else (list(orig.tags) if orig else []),
+        pool=None,
         lock="create",
         maxmem=orig.maxmem if orig else 1024**3,
         maxdisk=orig.maxdisk if orig else 8 * 1024**3,
@@ -1089,14 +1369,33 @@ async def _create(api: PveApi, req: Req, kind: str) -> Any:
         if orig is not None and orig.type == kind:
             api.config_edits[vmid] = _restored_config(api, orig, req.bool("unique"))
     task_type = ("vzrestore" if restore else "vzcreate") if kind == "lxc" else "qmrestore"
+    label = "CT" if kind == "lxc" else "VM"
+    authid = req.authid
 
     async def body(task: Task) -> int | None:
+        leave = False
         try:
             if restore:
                 if kind == "lxc":
                     task.log(f"recovering backed-up configuration from '{source}'")
+                # The backed-up interfaces need SDN.Use on their bridges (VLANs) unless given.
+                for key, value in guest_config(api, guest).items():
+                    if re.fullmatch(r"net\d+", key) and key not in req.args:
+                        try:
+                            api.check_bridge(authid, str(value))
+                        except Denied as exc:
+                            raise TaskError(
+                                f"unable to restore {label} {vmid} - {exc.message}"
+                            ) from None
                 task.log(f"restoring '{source}' now..")
                 await api.sleep(1.0 + size / (400 * 1024**2))
+                failing = api.knob("failing_restores", vmid)
+                if failing:
+                    leave = failing == "keep"
+                    raise TaskError(
+                        f"unable to restore {label} {vmid} - command 'zstd -q -d -c' failed: "
+                        "exit code 1"
+                    )
                 task.log(f"Total bytes read: {size} ({_fmt_size(size)})")
                 if kind == "lxc":
                     task.log("merging backed-up and given configuration..")
@@ -1104,9 +1403,14 @@ async def _create(api: PveApi, req: Req, kind: str) -> Any:
                 task.log(f"extracting archive '{source}'")
                 await api.sleep(3.0)
             guest.lock = None
+            if pool:
+                guest.pool = pool  # add_vm_to_pool, once the guest exists
             if req.bool("start"):
                 guest.status = "running"
         except BaseException:
+            if leave:  # a failed restore whose own cleanup failed too: its config stays
+                guest.lock = None
+                raise
             with api.lab.lock:
                 if guest in api.lab.guests:
                     api.lab.guests.remove(guest)
@@ -1143,6 +1447,7 @@ async def _destroy(api: PveApi, req: Req, kind: str) -> Any:
                 api.lab.guests.remove(g)
                 api.config_edits.pop(g.vmid, None)
         api.snapshots.pop(g.vmid, None)
+        api.access.remove_vm_access(g.vmid)  # its ACL entries go, purge or not
         if req.bool("purge"):
             for job in api.jobs:
                 if g.vmid in job.vmids:
@@ -1514,9 +1819,12 @@ async def task_list(api: PveApi, req: Req) -> Any:
     since, until = req.int("since"), req.int("until")
     statusfilter = {s.strip() for s in (req.str("statusfilter") or "").split(",") if s.strip()}
     userfilter = req.str("userfilter")
+    auditor = api.can(req, f"/nodes/{node}", ["Sys.Audit"])
     tasks = []
     for t in api.tasks.tasks.values():
         if t.node != node:
+            continue
+        if not auditor and not api.task_visible(req, t):
             continue
         if source == "archive" and t.status == "running":
             continue
@@ -1569,6 +1877,7 @@ async def task_index(api: PveApi, req: Req) -> Any:
 @route("GET", "/nodes/{node}/tasks/{upid}/status")
 async def task_status(api: PveApi, req: Req) -> Any:
     t = _task_for(api, req)
+    api.check_task_access(req, t)
     out: dict[str, Any] = {
         "upid": t.upid,
         "node": t.node,
@@ -1590,6 +1899,7 @@ async def task_status(api: PveApi, req: Req) -> Any:
 @route("GET", "/nodes/{node}/tasks/{upid}/log")
 async def task_log(api: PveApi, req: Req) -> Any:
     t = _task_for(api, req)
+    api.check_task_access(req, t)
     lines = list(t.lines) or ["no content"]
     start = req.int("start", 0) or 0
     limit = req.int("limit", 50)
@@ -1615,6 +1925,10 @@ async def storage_list(api: PveApi, req: Req) -> Any:
     content = req.str("content")
     for s in api.storages(req.params["node"]):
         if content and content not in s["content"].split(","):
+            continue
+        if not api.can(
+            req, f"/storage/{s['storage']}", ["Datastore.Audit", "Datastore.AllocateSpace"], True
+        ):
             continue
         item = dict(s)
         item.update(active=1, enabled=1, used_fraction=round(s["used"] / s["total"], 6))
@@ -1651,7 +1965,14 @@ async def storage_content(api: PveApi, req: Req) -> Any:
     content = req.str("content")
     if content and content != "backup":
         return []
-    return api.backup_volumes(node, storage, req.int("vmid"))
+    out = []
+    for item in api.backup_volumes(node, storage, req.int("vmid")):
+        try:  # each volume is listed only to whom check_volume_access lets use it
+            api.volume_access(req, None, str(item["volid"]), int(item["vmid"]))
+        except (Denied, ApiError):
+            continue
+        out.append(item)
+    return out
 
 
 @route("DELETE", "/nodes/{node}/storage/{storage}/content/{volume}")
@@ -1892,3 +2213,88 @@ async def acme_order(api: PveApi, req: Req) -> Any:
 @route("PUT", "/nodes/{node}/certificates/acme/certificate")
 async def acme_renew(api: PveApi, req: Req) -> Any:
     return await _acme(api, req, renew=True)
+
+
+# ---- access control (pveum's API: users, tokens, roles, ACL, pools) ------------------------
+
+
+@route("POST", "/access/users")
+async def user_create(api: PveApi, req: Req) -> Any:
+    api.access.add_user(
+        req.str("userid") or "",
+        enable=req.bool("enable", True),
+        comment=req.str("comment", "") or "",
+    )
+    return None
+
+
+@route("POST", "/access/users/{userid}/token/{tokenid}")
+async def token_create(api: PveApi, req: Req) -> Any:
+    userid, name = req.params["userid"], req.params["tokenid"]
+    token = api.access.add_token(userid, name, privsep=req.bool("privsep", True))
+    token.comment = req.str("comment", "") or ""
+    token.expire = req.int("expire", 0) or 0
+    info: dict[str, Any] = {"privsep": int(token.privsep), "expire": token.expire}
+    if token.comment:
+        info["comment"] = token.comment
+    return {"full-tokenid": f"{userid}!{name}", "info": info, "value": token.secret}
+
+
+@route("POST", "/access/roles")
+async def role_create(api: PveApi, req: Req) -> Any:
+    api.access.add_role(req.str("roleid") or "", split_list(req.str("privs")))
+    return None
+
+
+@route("PUT", "/access/acl")
+async def acl_update(api: PveApi, req: Req) -> Any:
+    api.access.update_acl(
+        req.str("path") or "",
+        split_list(req.str("roles")),
+        users=split_list(req.str("users")),
+        groups=split_list(req.str("groups")),
+        tokens=split_list(req.str("tokens")),
+        propagate=req.bool("propagate", True),
+        delete=req.bool("delete"),
+    )
+    return None
+
+
+@route("POST", "/pools")
+async def pool_create(api: PveApi, req: Req) -> Any:
+    api.access.add_pool(req.str("poolid") or "", req.str("comment", "") or "")
+    return None
+
+
+_PERMISSION_PATHS = (
+    "/",
+    "/access",
+    "/access/groups",
+    "/nodes",
+    "/pool",
+    "/sdn",
+    "/storage",
+    "/vms",
+)
+
+
+@route("GET", "/access/permissions")
+async def permissions_dump(api: PveApi, req: Req) -> Any:
+    """A user or token sees its own privileges (a user also its tokens'); anyone else's need
+    Sys.Audit on /access. With ``path``: that path; else every path that matters."""
+    who = req.str("userid") or req.authid
+    owner = who.partition("!")[0]
+    if who != req.authid and owner != req.authid:
+        api.access.check(req.authid, "/access", ["Sys.Audit"])
+    path = req.str("path")
+    if path is not None:
+        privs = api.access.permissions(who, path)
+        return {path: {p: int(v) for p, v in sorted(privs.items())}}
+    paths = set(_PERMISSION_PATHS) | set(api.access.acl)
+    paths |= {f"/vms/{g.vmid}" for g in api.lab.guests if g.pool in api.access.pools}
+    out = {}
+    for p in sorted(paths):
+        privs = api.access.permissions(who, p)
+        if privs:
+            out[p] = {k: int(v) for k, v in sorted(privs.items())}
+    return out

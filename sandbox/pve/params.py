@@ -2,7 +2,8 @@
 
 ``params.json`` holds, for every served ``METHOD /path``, the declared parameters (type, enum,
 optional, and the key table of a property-string ``format`` such as ``net[n]``) extracted from
-the PVE API schema; regenerate it with
+the PVE API schema (and ``permissions.json``, each route's ``permissions``, beside it); regenerate
+them with
 ``python -m sandbox.pve.params /path/to/pve-api-schema.json`` (the fidelity test checks it is in
 sync). A client sending a parameter real PVE rejects fails here the same way.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -45,15 +47,27 @@ def _trim(decl: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def extract(schema: dict[str, Any], routes: list[tuple[str, str]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _specs(
+    schema: dict[str, Any], routes: list[tuple[str, str]]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(``METHOD path``, its schema entry) of every served route the schema has."""
     for method, path in sorted(routes, key=lambda r: (r[1], r[0])):
         spec = schema.get(path, {}).get(method)
-        if spec is None:
-            continue
+        if spec is not None:
+            yield f"{method} {path}", spec
+
+
+def extract(schema: dict[str, Any], routes: list[tuple[str, str]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, spec in _specs(schema, routes):
         props = (spec.get("parameters") or {}).get("properties") or {}
-        out[f"{method} {path}"] = {name: _trim(decl) for name, decl in props.items()}
+        out[key] = {name: _trim(decl) for name, decl in props.items()}
     return out
+
+
+def extract_permissions(schema: dict[str, Any], routes: list[tuple[str, str]]) -> dict[str, Any]:
+    """``METHOD path`` -> the schema's ``permissions`` object (sandbox/pve/access.py)."""
+    return {key: spec.get("permissions") for key, spec in _specs(schema, routes)}
 
 
 def declaration(method: str, template: str, name: str) -> dict[str, Any] | None:
@@ -133,12 +147,15 @@ def check(
 
 
 def main(argv: list[str]) -> int:
+    from sandbox.pve import access
     from sandbox.pve.api import router
 
     schema = json.loads(Path(argv[0]).read_text())
     data = extract(schema, router.routes())
     PARAMS_FILE.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {PARAMS_FILE} ({len(data)} routes)")
+    perms = extract_permissions(schema, router.routes())
+    access.PERMISSIONS_FILE.write_text(json.dumps(perms, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {PARAMS_FILE} and {access.PERMISSIONS_FILE} ({len(data)} routes)")
     return 0
 
 

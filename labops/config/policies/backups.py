@@ -164,8 +164,28 @@ NetworkMode = Literal["isolate", "keep", "replace"]
 class RestoreDrillPolicy(_Policy):
     """Restore drill: the latest backup restored as a scratch guest, checked, then destroyed."""
 
-    scratch_vmid_min: int = Field(9900, ge=100, description="First vmid the drill may use.")
-    scratch_vmid_max: int = Field(9999, ge=100, description="Last vmid the drill may use.")
+    scratch_vmid_min: int = Field(
+        9900,
+        ge=100,
+        le=999_999_999,
+        description=(
+            "First vmid the drill may use. It restores only into this range, and destroys a "
+            "guest only inside it (and only one it restored and tagged in the same run)."
+        ),
+    )
+    scratch_vmid_max: int = Field(
+        9999, ge=100, le=999_999_999, description="Last vmid the drill may use."
+    )
+    pool: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9.\-_]+$",
+        description=(
+            "PVE pool the scratch guest is restored into (it must exist: pveum pool add). The "
+            "drill's token then holds its privileges to create, change, start and destroy "
+            "guests on /pool/<pool> only (docs/production.md, section 8). Without a pool it "
+            "needs them on /vms, i.e. on every guest."
+        ),
+    )
     node: str | None = Field(None, description="Node to restore on (default: the guest's node).")
     storage: str = Field("local-lvm", description="Storage for the scratch guest's disks.")
     guests: list[int] = Field(
