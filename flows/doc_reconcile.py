@@ -175,7 +175,10 @@ def doc_reconcile(config: str | None = None, dry_run: bool = True) -> DocReport 
     if patched and policy.git is not None and policy.write and not dry_run:
         stamp = datetime.now(UTC).strftime("%Y%m%d")
         branch = f"{policy.git.branch_prefix}{stamp}-{(docs.commit or 'x')[:8]}"
-        report.branch = commit_fix(policy.git, checkout, docs.commit or "", patched, branch)
+        try:
+            report.branch = commit_fix(policy.git, checkout, docs.commit or "", patched, branch)
+        except LabopsError as exc:  # e.g. a file became a link: the fix is refused, named
+            report.failures.append(Failure(entity="fix branch", reason=str(exc)))
 
     store: StateStore = ctx.state
     previous = store.load("doc-reconcile", DocReport)
