@@ -25,6 +25,8 @@ from labops.docs.models import Claim, LiveFacts, Status
 from labops.docs.patch import patched_texts, unified_diff
 from labops.docs.pin import apply_pins
 from labops.docs.report import DocReport
+from labops.errors import LabopsError
+from labops.redact import contains_secret
 from labops.reports import Failure
 from labops.state import StateStore
 from tasks.docs import commit_fix, read_docs
@@ -93,6 +95,8 @@ def propose_with_llm(
     names = [g.name for g in live.guests or []] + list(live.nodes or [])
     outcome = llm_doc_claims(cast("LlmProviders", ctx.block("llm")), texts, claims, names)
     report.llm_note = outcome.note
+    if outcome.refused:
+        report.failures.append(Failure(entity="llm pass", reason=outcome.note))
     return outcome.claims
 
 
@@ -103,6 +107,10 @@ def propose_with_llm(
 )
 def doc_reconcile(config: str | None = None, dry_run: bool = True) -> DocReport | State:
     """Check the infrastructure docs against the live lab and propose a patch for what drifted.
+
+    Reads only, unless `dry_run` is False and `docs.write` is on: then it CHANGES the docs
+    repository (a commit on a new branch). Only regular files inside the docs folder or
+    repository are read or written; symlinks are listed as not read.
 
     Args:
         config: Path of the labops config (default: LABOPS_CONFIG or ./labops.yaml).
@@ -117,8 +125,13 @@ def doc_reconcile(config: str | None = None, dry_run: bool = True) -> DocReport 
         report.skipped.append("docs: no docs.paths or docs.git configured")
         return publish_report(report, ctx)
     checkout = Path(ctx.config.lab.state_dir) / "docs-repo"
-    docs = read_docs(policy, checkout)
+    try:
+        docs = read_docs(policy, checkout)
+    except LabopsError as exc:
+        report.failures.append(Failure(entity="docs", reason=str(exc)))
+        return cast("DocReport | State", publish_report(report, ctx))
     report.documents = sorted(docs.texts)
+    report.not_read = docs.skipped
     report.commit = docs.commit
     claims: list[Claim] = []
     for name, text in docs.texts.items():
@@ -144,6 +157,15 @@ def doc_reconcile(config: str | None = None, dry_run: bool = True) -> DocReport 
     ]
     patched = patched_texts(docs.texts, report.verdicts)
     report.diff = unified_diff(docs.texts, patched)
+    if contains_secret(report.diff):  # a token pasted into a doc: it must not reach the UI
+        report.diff, patched = "", {}
+        report.failures.append(
+            Failure(
+                entity="proposed patch",
+                reason="refused: it holds a registered secret (take it out of the docs); "
+                "no diff published, nothing committed",
+            )
+        )
     if report.diff:
         create_markdown_artifact(
             f"```diff\n{report.diff}```",
@@ -153,7 +175,10 @@ def doc_reconcile(config: str | None = None, dry_run: bool = True) -> DocReport 
     if patched and policy.git is not None and policy.write and not dry_run:
         stamp = datetime.now(UTC).strftime("%Y%m%d")
         branch = f"{policy.git.branch_prefix}{stamp}-{(docs.commit or 'x')[:8]}"
-        report.branch = commit_fix(policy.git, checkout, docs.root, patched, branch)
+        try:
+            report.branch = commit_fix(policy.git, checkout, docs.commit or "", patched, branch)
+        except LabopsError as exc:  # e.g. a file became a link: the fix is refused, named
+            report.failures.append(Failure(entity="fix branch", reason=str(exc)))
 
     store: StateStore = ctx.state
     previous = store.load("doc-reconcile", DocReport)

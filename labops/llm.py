@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from labops.redact import contains_secret
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("LITELLM_TELEMETRY", "False")
 
@@ -60,6 +62,10 @@ class Answer(BaseModel):
 
 class NoSummary(Exception):
     """The summary cannot be had; the message says why in the operator's words."""
+
+
+class SecretInPrompt(NoSummary):
+    """The prompt holds a registered secret: nothing was sent."""
 
 
 def build_messages(findings: list[dict[str, Any]], period: str) -> list[dict[str, str]]:
@@ -120,7 +126,13 @@ def complete(
     messages: list[dict[str, str]],
     budget: Budget,
 ) -> Answer:
-    """Ask the chain (first model, then its fallbacks) within the budget; raise NoSummary."""
+    """Ask the chain (first model, then its fallbacks) within the budget; raise NoSummary.
+
+    Every message is checked against the registered secrets first (a resolved token pasted into
+    a doc or a log line): one present refuses the whole request (``SecretInPrompt``).
+    """
+    if any(contains_secret(str(m.get("content", ""))) for m in messages):
+        raise SecretInPrompt("refused: the prompt holds a registered secret; nothing sent")
     models = [str(e["litellm_params"]["model"]) for e in router_kwargs.get("model_list", [])]
     check_budget(models, messages, budget)
     router = make_router(router_kwargs)

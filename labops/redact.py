@@ -27,6 +27,14 @@ def redact(text: str) -> str:
     return text
 
 
+def contains_secret(text: str) -> bool:
+    """Whether ``text`` holds a registered secret: checked before text leaves the process whole
+    (an LLM prompt, a diff artifact), where masking would corrupt it and refusing is safer."""
+    with _lock:
+        values = list(_secrets)
+    return any(value in text for value in values)
+
+
 class RedactingFilter(logging.Filter):
     """A logging filter that masks registered secrets in the formatted message."""
 

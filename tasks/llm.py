@@ -75,6 +75,7 @@ class DocClaimsOutcome(BaseModel):
 
     claims: list[Claim] = Field(default_factory=list)
     note: str = ""
+    refused: bool = Field(False, description="Not sent: the input held a registered secret.")
 
 
 @task(name="llm-doc-claims", tags=["llm"])
@@ -105,6 +106,8 @@ def llm_doc_claims(
     )
     try:
         answer = llm.complete(providers.router_config(), providers.primary, messages, budget)
+    except llm.SecretInPrompt as exc:
+        return DocClaimsOutcome(note=f"LLM pass {exc}", refused=True)
     except llm.NoSummary as exc:
         return DocClaimsOutcome(note=f"LLM pass skipped: {exc}")
     proposals = parse_proposals(answer.text, lines, redactor)

@@ -78,8 +78,11 @@ def prune_flow_runs(cutoff: datetime, dry_run: bool, batch: int = 200) -> PruneR
 
 @task(name="release-orphan-slots")
 def release_orphan_slots(prefix: str = "labops-", dry_run: bool = False) -> list[str]:
-    """CHANGES concurrency limits: free the slots of labops limits while no flow run is running
-    (a killed process may hold them until its lease expires)."""
+    """CHANGES concurrency limits: free the slots of labops limits while no other flow run is
+    running (a killed process may hold them until its lease expires). With ``dry_run`` it only
+    lists them."""
+    from prefect.runtime import flow_run
+
     released: list[str] = []
     with get_client(sync_client=True) as client:
         running = client.read_flow_runs(
@@ -88,9 +91,10 @@ def release_orphan_slots(prefix: str = "labops-", dry_run: bool = False) -> list
                     type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
                 )
             ),
-            limit=1,
+            limit=2,
         )
-        if running:
+        # The housekeeping run calling this is running itself: it holds no labops slot.
+        if any(str(r.id) != str(flow_run.id) for r in running):
             return released
         from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 

@@ -7,9 +7,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from flows.doc_reconcile import doc_reconcile
+from labops.config.policies.docs import DocsPolicy
 from labops.docs.models import Status
 from labops.docs.report import DocReport
 
@@ -132,3 +134,126 @@ def test_llm_pass_proposes_redacted_claims_never_applied(
     assert proposed[0].status == Status.UNVERIFIABLE and proposed[0].claim.line == 4
     assert report.diff == ""  # proposals are never applied
     assert "1 claim(s) proposed" in report.llm_note
+
+
+# -- the docs stay inside their repository -------------------------------------------------------
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _config(sandbox: Any, tmp_path: Path, docs: dict[str, Any]) -> Path:
+    config = yaml.safe_load(sandbox.config_path.read_text())
+    config["docs"] = docs
+    config["lab"]["state_dir"] = str(tmp_path / "state")
+    path = tmp_path / "labops.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_symlinks_are_never_read_sent_or_rewritten(
+    sandbox: Any, prefect_server: Any, tmp_path: Path
+) -> None:
+    """A docs repository whose file and folder links point outside it: neither is read, sent to
+    the LLM pass nor rewritten by a write run; both are listed as not read."""
+    outside = tmp_path / "outside"
+    (outside / "ops").mkdir(parents=True)
+    private = {
+        outside / "notes.md": "# Notes\n\n7 Proxmox nodes, 40 LXC containers.\n"
+        "The vault in rack 4 holds 12 private keys of the backup server.\n",
+        outside / "ops" / "runbook.md": "# Runbook\n\n9 Proxmox nodes.\n"
+        "Step 3 of the private recovery runbook restores the 2 NAS volumes.\n",
+    }
+    for path, text in private.items():
+        path.write_text(text)
+    stamps = {path: path.stat().st_mtime_ns for path in private}
+    repo = tmp_path / "docs"
+    repo.mkdir()
+    (repo / "infrastructure.md").write_text(
+        "# Lab\n\n4 Proxmox nodes, 40 LXC containers.\n"
+        "Our monitoring box keeps twelve months of history for 14 dashboards.\n"
+    )
+    (repo / "notes.md").symlink_to(outside / "notes.md")
+    (repo / "ops").symlink_to(outside / "ops")
+    _git(repo.parent, "init", "-q", "-b", "main", str(repo))
+    _git(repo, "add", "--all")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "docs")
+    path = _config(
+        sandbox,
+        tmp_path,
+        {"git": {"url": str(repo)}, "write": True, "llm_pass": True},
+    )
+    sandbox.control("llm", "clear")
+
+    _, report = run(path, dry_run=False)
+
+    assert report.documents == ["infrastructure.md"]
+    assert report.not_read == ["notes.md: symlink, not followed", "ops: symlink, not followed"]
+    assert {v.claim.file for v in report.verdicts} == {"infrastructure.md"}
+    prompts = json.dumps(sandbox.control("llm", "prompts"))
+    assert "twelve months" in prompts  # the pass ran on the repository's own file
+    assert "private" not in prompts
+    assert {path: path.read_text() for path in private} == {
+        path: text for path, text in private.items()
+    }
+    assert {path: path.stat().st_mtime_ns for path in private} == stamps
+    assert report.branch
+    clone = Path(tmp_path / "state" / "docs-repo")
+    assert _git(clone, "diff", "--name-only", report.commit or "", report.branch) == (
+        "infrastructure.md"
+    )
+    assert "## Not read\n\n- notes.md: symlink, not followed" in report.markdown()
+
+    # A linked folder named as the docs folder is refused too, not read through.
+    from labops.errors import ConfigError
+    from tasks.docs import read_docs
+
+    policy = DocsPolicy.model_validate({"git": {"url": str(repo), "subdir": "ops"}})
+    with pytest.raises(ConfigError, match=r"docs\.git\.subdir: ops: symlink, not followed"):
+        read_docs.fn(policy, tmp_path / "state" / "docs-repo")
+
+
+def test_a_url_starting_with_a_dash_is_not_an_option(
+    sandbox: Any, prefect_server: Any, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    url = f"--upload-pack=touch {marker}; git-upload-pack"
+    state, report = run(_config(sandbox, tmp_path, {"git": {"url": url}}), dry_run=True)
+    assert state.is_failed()
+    (failure,) = report.failures
+    assert failure.entity == "docs"
+    assert f"repository '{url}' does not exist" in failure.reason  # taken as the repository
+    assert not marker.exists()
+
+
+def test_a_secret_in_a_doc_reaches_neither_the_artifact_nor_the_llm(
+    sandbox: Any, prefect_server: Any, tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    secret = sandbox.secret("pve_token")  # registered when the flow resolves the config
+    doc = tmp_path / "lab.md"
+    doc.write_text(
+        "# Lab\n\n4 Proxmox nodes, 40 LXC containers.\n"
+        f"The API token of the 2 backup jobs is {secret} until rotation.\n"
+    )
+    sandbox.control("llm", "clear")
+    state, report = run(_config(sandbox, tmp_path, {"paths": [str(doc)], "llm_pass": True}))
+
+    assert report.drifted == 1  # there was a patch to show
+    assert report.diff == ""
+    reasons = {f.entity: f.reason for f in report.failures}
+    assert "holds a registered secret" in reasons["proposed patch"]
+    assert "registered secret" in reasons["llm pass"]
+    assert sandbox.control("llm", "prompts")["prompts"] == []
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    assert artifacts and "doc-reconcile-patch" not in {a.key for a in artifacts}
+    assert not any(secret in json.dumps(a.data) for a in artifacts)

@@ -14,6 +14,10 @@ from labops.reports import Notification, OperationReport, Severity
 class DocReport(OperationReport):
     operation: str = "doc_reconcile"
     documents: list[str] = Field(default_factory=list)
+    not_read: list[str] = Field(
+        default_factory=list,
+        description="Files skipped with why: symlinks and submodules are never followed.",
+    )
     commit: str | None = Field(None, description="Commit of the docs repository that was checked.")
     verdicts: list[Verdict] = Field(default_factory=list)
     undocumented: list[Undocumented] = Field(default_factory=list)
@@ -52,6 +56,8 @@ class DocReport(OperationReport):
             f"Documents: {', '.join(self.documents) or 'none'}"
             + (f" at commit `{self.commit[:12]}`" if self.commit else ""),
         ]
+        if self.not_read:
+            lines += ["", "## Not read", ""] + [f"- {n}" for n in self.not_read]
         if self.drifted:
             lines += ["", "## Drifted", ""]
             lines += [

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from labops.config.systems import Strict
 
@@ -26,21 +27,35 @@ class PinnedClaim(Strict):
     ] = Field(..., description="The live count it states.")
 
 
+# What git refuses in a ref name (and "-" first, which a command line would take for an option).
+_REF_REFUSED = re.compile(r"^-|\.\.|@\{|//|[\s~^:?*\[\\\x00-\x1f\x7f]")
+
+
 class DocsGit(Strict):
     """A git repository holding the docs (pulled read-only; drift fixes go on a new branch)."""
 
     url: str = Field(..., description="Clone URL or local path of the docs repository.")
     branch: str = Field("main", description="The default branch (never committed to).")
-    subdir: str = Field("", description="Folder of the docs inside the repository.")
+    subdir: str = Field(
+        "", description="Folder of the docs inside the repository (all of it when empty)."
+    )
     push: bool = Field(False, description="Push the drift branch (off: commit locally only).")
     branch_prefix: str = Field("labops/doc-drift-", description="Name prefix of drift branches.")
+
+    @field_validator("branch", "branch_prefix")
+    @classmethod
+    def _ref_name(cls, value: str) -> str:
+        if not value or _REF_REFUSED.search(value):
+            raise ValueError(f"{value!r} is not a usable git branch name")
+        return value
 
 
 class DocsPolicy(Strict):
     """What the doc reconciliation reads and what it may write."""
 
     paths: list[Path] = Field(
-        default_factory=list, description="Markdown files or folders to check (*.md inside)."
+        default_factory=list,
+        description="Markdown files or folders on disk to check (*.md inside; not with git).",
     )
     git: DocsGit | None = Field(None, description="Read the docs from a git repository instead.")
     claims: list[PinnedClaim] = Field(
@@ -55,3 +70,11 @@ class DocsPolicy(Strict):
     ignore_guests: list[int] = Field(
         default_factory=list, description="vmids never reported as undocumented."
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DocsPolicy:
+        # paths are rebased on the config's folder, so with git they would name files on disk,
+        # outside the repository: the folder inside it is docs.git.subdir.
+        if self.paths and self.git is not None:
+            raise ValueError("docs.paths and docs.git exclude each other (use docs.git.subdir)")
+        return self
