@@ -692,19 +692,21 @@ async def _systemd_run(sh: Shell, argv: list[str], io: Io) -> int:
         proc = sh.child("dash")  # systemd execs argv itself; stdout and stderr go to the journal
         proc.vars["$"] = str(pid)
         quiet_io = Io(_NullOut(), _NullOut(), "")
+        rc = 1  # killed (by a signal): the unit fails
         try:
             rc = await proc.exec_argv(command, quiet_io)
         except ExitShell as e:
             rc = e.code
         except Exception:
             rc = 1
-        now = sh.rt.lab.hosts.get(host)
-        if isinstance(now, HostState) and name in now.transient:
-            if collect or rc == 0:
-                now.services.pop(name, None)
-                now.transient.remove(name)
-            else:
-                now.services[name] = "failed"
+        finally:
+            now = sh.rt.lab.hosts.get(host)
+            if isinstance(now, HostState) and name in now.transient:
+                if collect or rc == 0:
+                    now.services.pop(name, None)
+                    now.transient.remove(name)
+                else:
+                    now.services[name] = "failed"
         return rc
 
     sh.rt.start_job(host, service)
