@@ -403,34 +403,22 @@ def test_node_upgrade_detached_adopted_and_never_killed(sandbox: Any, tmp_path: 
 
 
 class FleetSsh:
-    """Runs a command on a sandbox host over SSH with the sandbox's key (as another run would)."""
+    """Runs a command on a sandbox host over SSH (labops' runner, the sandbox's key), as another
+    run of labops would."""
 
     def __init__(self, sandbox: Any) -> None:
-        cfg = yaml.safe_load(Path(sandbox.config_path).read_text())
-        self.ssh = cfg["systems"]["ssh"]
-        self.hosts = {h["name"]: h for h in cfg["inventory"]["hosts"]}
+        from blocks.context import LabContext
+
+        ctx = LabContext.load(str(sandbox.config_path))
+        self.runner = ctx.ssh_block().get_client()
+        self.hosts = {h.name: h for h in ctx.config.inventory.hosts}
 
     def run(self, host: str, command: str) -> str:
-        import paramiko
+        from labops.ssh import SshTarget
 
         h = self.hosts[host]
-        c = paramiko.SSHClient()
-        c.load_host_keys(self.ssh["known_hosts"])
-        c.set_missing_host_key_policy(paramiko.RejectPolicy())
-        c.connect(
-            h["address"],
-            port=h["port"],
-            username="root",
-            key_filename=self.ssh["key_file"],
-            allow_agent=False,
-            look_for_keys=False,
-            timeout=20,
-        )
-        try:
-            _, out, _ = c.exec_command(command, timeout=60)
-            return str(out.read().decode())
-        finally:
-            c.close()
+        target = SshTarget(name=host, address=h.address or host, port=h.port)
+        return self.runner.run(target, command, timeout=60).stdout
 
 
 def test_plan_shown_while_paused_and_applied_as_approved(
@@ -446,7 +434,7 @@ def test_plan_shown_while_paused_and_applied_as_approved(
 
     from flows.patching import patch_apply
 
-    plan_pkgs = {
+    plan_pkgs: dict[str, list[dict[str, Any]]] = {
         "listmonk": [{"name": "libc6", "security": True}, {"name": "tzdata"}],
         "plausible": [{"name": "openssl", "security": True}],
         "changedetection": [{"name": "curl", "security": True}],
@@ -472,6 +460,7 @@ def test_plan_shown_while_paused_and_applied_as_approved(
             )
             seen["artifacts"] = {a.key: a for a in arts}
             paused = client.read_flow_run(run.id)
+        assert paused.state is not None
         keys = keyset_from_paused_state(paused.state)
         seen["form"] = str(read_flow_run_input(keys["description"], flow_run_id=run.id))
         # between the plan and the approval a new update appears on plausible
