@@ -167,6 +167,14 @@ def patch_apply(
         if closed:
             steps.window_stop(report, rollout.steps, f"approved after the end: {closed}")
             return publish_report(report, ctx)
+        needs = plan.plan_length(rollout, policy.step_estimate_s)
+        if window.end is not None and now() + needs > window.end:  # approved late: say so
+            late = (
+                f"window: closes at {window.end:%H:%M}, the plan needs about "
+                f"{needs.total_seconds() / 60:.0f} min: the steps past it will not run"
+            )
+            report.plan_changes.append(late)
+            log.warning("%s", late)
         rollout = steps.recheck_approved(ctx, report, rollout, by_name, inv_hosts)
     # 4. apply, step by step
     log.info("rollout:\n%s", rollout.describe())
@@ -189,11 +197,6 @@ def _ask_approval(
     table = plan.plan_table(rollout, report.hosts, guards, sec_only)
     summary = plan.approval_summary(rollout, report.hosts, guards, sec_only, window.end, needs)
     link = steps.publish_plan(table, summary, ctx.config.lab.ui_url)
-    if window.end is not None and now() + needs > window.end:
-        report.skipped.append(
-            f"plan: needs about {needs.total_seconds() / 60:.0f} min, the window closes at "
-            f"{window.end:%H:%M}: steps past it will not run"
-        )
     description = (
         plan.approval_summary(rollout, report.hosts, guards, sec_only, window.end, needs, link)
         + f"\n\n```\n{rollout.describe()}\n```\nApprove, narrow (exclude hosts, security only) "

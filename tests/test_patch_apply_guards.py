@@ -450,6 +450,7 @@ def test_plan_shown_while_paused_and_applied_as_approved(
         canaries=["listmonk"],
         delete_snapshots_after_h=0,
         reboot="never",
+        step_estimate_s=86400,  # longer than any window: the approval must say so
     )
     seen: dict[str, Any] = {}
 
@@ -491,12 +492,14 @@ def test_plan_shown_while_paused_and_applied_as_approved(
     form = seen["form"]
     assert "3 hosts (0 nodes), 4 packages, 3 security updates, 0 reboots expected" in form
     assert "Hosts without a rollback point: 0" in form and "the window closes at 23:59" in form
+    assert "the plan needs about 2880 min (2 steps)" in form
     assert f"/artifacts/artifact/{table.id})" in form
     report = report_of(state)
     done = {a.host: a for a in report.applied}
     assert done["plausible"].outcome == "patched" and done["plausible"].upgraded == ["openssl"]
     assert pending_of(sandbox, "plausible") == ["libxml2"]  # never silently added
-    assert report.plan_changes == ["plausible: new since the plan, not applied: libxml2"]
+    assert report.plan_changes[1:] == ["plausible: new since the plan, not applied: libxml2"]
+    assert report.plan_changes[0].startswith("window: closes at 23:59, the plan needs about 2880")
     assert "changedetection" not in done and pending_of(sandbox, "changedetection") == ["curl"]
     assert report.narrowed == ["hosts excluded: changedetection"]
     text = report.markdown()

@@ -146,8 +146,8 @@ class PatchReport(OperationReport):
     )
     plan_changes: list[str] = Field(
         default_factory=list,
-        description="What changed on hosts between the plan shown and its approval (re-checked "
-        "then): never applied.",
+        description="What changed between the plan shown and its approval: host changes "
+        "(re-checked then; never applied) and a window too short for what is left.",
     )
     leftover_snapshots: list[str] = Field(
         default_factory=list, description="labops snapshots from earlier runs still present."
@@ -224,7 +224,7 @@ class PatchReport(OperationReport):
             if self.stopped:
                 lines.append(f"**Stopped:** {self.stopped}")
             if self.plan_changes:
-                lines += ["", "## Changed since the plan (not applied)"]
+                lines += ["", "## Changed since the plan"]
                 lines += [f"- {c}" for c in self.plan_changes]
             lines += ["", "## Rollout"]
             for a in self.applied:
