@@ -9,12 +9,20 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from prefect import task
+from pydantic import BaseModel, Field
 
 from blocks.context import LabContext
 from labops.models.patching import HostApply
+from labops.parsers.detached import (
+    POLL_COMMAND,
+    Detached,
+    parse_poll,
+    start_command,
+    where_to_look,
+)
 from labops.planners import patching as plan
 from tasks import snapshots as pve_tasks
 from tasks.ssh import CheckOptions, HostAccess, HostCommand, HostRun, check_hosts, run_command
@@ -32,6 +40,19 @@ def failure_of(run: HostRun) -> str:
     return f"exit {run.result.exit_status}: {failure_reason(text)}"
 
 
+class Detach(BaseModel):
+    """A node's upgrade runs detached on the host (see ``labops.parsers.detached``)."""
+
+    job: str = Field(..., description="The run starting it (kept on the host).")
+    systemd: bool = Field(False, description="Start it as a transient unit (else nohup).")
+
+
+class DetachedRun(BaseModel):
+    state: Literal["ok", "failed", "still-running"]
+    detail: str = ""
+    adopted: str | None = Field(None, description="The earlier run whose upgrade was adopted.")
+
+
 @task(name="patch-host")
 def patch_host(
     ctx_config: str | None,
@@ -41,9 +62,12 @@ def patch_host(
     manager: str | None,
     snapshot: str | None,
     upgrade: str,
+    detach: Detach | None = None,
 ) -> HostApply:
     """Patch one host: snapshot (containers), upgrade, post-check, roll back on failure.
-    CHANGES THE HOST. A container being backed up is skipped for now."""
+    CHANGES THE HOST. A container being backed up is skipped for now; a node is upgraded only
+    while no backup, restore or migration runs on it and none of its guests is locked, and its
+    upgrade runs detached (``detach``): a poll timeout reports it still running, never kills it."""
     ctx = LabContext.load(ctx_config)
     policy = ctx.config.patching
     ssh = ctx.ssh_block()
@@ -85,16 +109,32 @@ def patch_host(
                 f"labops patch run before: {', '.join(host.packages[:8])}",
             )
             result.snapshot = snapshot
-    run = run_command(
-        ssh, HostCommand(access=access, command=upgrade, timeout_s=policy.upgrade_timeout_s)
-    )
-    problem = "" if run.state == "ok" and run.result and run.result.ok else failure_of(run)
+    if host.kind == "node" and host.node:
+        busy = wait_until_idle(ctx, host.node)
+        if busy:
+            result.outcome, result.detail = "skipped", f"node busy: {'; '.join(busy)}"
+            return result
+    if detach is not None:
+        done = run_detached(ctx, access, upgrade, detach)
+        if done.state == "still-running":
+            result.outcome, result.detail = "still-running", done.detail
+            result.finished = datetime.now(UTC)
+            return result
+        problem = done.detail if done.state == "failed" else ""
+        if done.adopted:
+            result.detail = f"adopted the running upgrade of {done.adopted}"
+    else:
+        run = run_command(
+            ssh, HostCommand(access=access, command=upgrade, timeout_s=policy.upgrade_timeout_s)
+        )
+        problem = "" if run.state == "ok" and run.result and run.result.ok else failure_of(run)
     if not problem:
         problem = post_check(ctx, ssh, host, access, manager)
     if not problem:
         result.outcome, result.upgraded = "patched", list(host.packages)
     else:
-        result.outcome, result.detail = "failed", problem
+        result.outcome = "failed"
+        result.detail = "; ".join(x for x in (result.detail, problem) if x)
         if (
             pve is not None
             and snapshot
@@ -110,6 +150,94 @@ def patch_host(
                 result.detail = f"{problem}; ROLLBACK FAILED: {exc}"
     result.finished = datetime.now(UTC)
     return result
+
+
+def wait_until_idle(ctx: LabContext, node: str) -> list[str]:
+    """Why ``node`` is busy, after waiting up to ``patching.busy_wait_s`` for it to become idle
+    ([] when it is idle). A node whose activity cannot be read counts as busy: unknown is never
+    idle."""
+    policy = ctx.config.patching
+    if not ctx.configured("proxmox"):
+        return ["cannot tell whether it is busy: proxmox is not configured"]
+    pve = ctx.pve_block()
+    deadline = time.monotonic() + policy.busy_wait_s
+    while True:
+        try:
+            tasks, guests = pve_tasks.node_activity(pve, node)
+            why = plan.node_busy(node, tasks, [plan.PveGuestInfo.of(g) for g in guests])
+        except Exception as exc:
+            why = [f"cannot tell whether it is busy: {exc}"]
+        left = deadline - time.monotonic()
+        if not why or left <= 0:
+            return why
+        time.sleep(min(policy.busy_poll_s, left))
+
+
+def _poll(ssh: Any, access: HostAccess) -> Detached | None:
+    run = run_command.fn(ssh, HostCommand(access=access, command=POLL_COMMAND, timeout_s=30))
+    if run.state != "ok" or run.result is None:
+        return None
+    state = parse_poll(run.result.stdout)
+    return state if state.complete else None
+
+
+def _wait_detached(ssh: Any, access: HostAccess, deadline: float, poll_s: float) -> Detached | None:
+    """Poll until the detached command ended (finished or lost) or ``deadline`` passes; returns
+    the last state seen (None: no poll answered)."""
+    last = None
+    while True:
+        state = _poll(ssh, access)
+        last = state or last
+        if state is not None and (state.finished or state.lost):
+            return state
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return last
+        time.sleep(min(poll_s, left))
+
+
+def run_detached(ctx: LabContext, access: HostAccess, command: str, detach: Detach) -> DetachedRun:
+    """Run ``command`` detached on the host and poll it until it ends (CHANGES THE HOST).
+
+    An upgrade already running there (a killed run's, or this task's before a retry) is adopted:
+    waited for, never doubled; then this run's upgrade starts. Past ``upgrade_timeout_s`` the
+    result is "still running" with where to look; nothing is ever killed."""
+    policy = ctx.config.patching
+    ssh = ctx.ssh_block()
+    deadline = time.monotonic() + policy.upgrade_timeout_s
+    look = where_to_look(detach.systemd)
+    still = f"still running after {policy.upgrade_timeout_s:g}s (not stopped): {look}"
+    adopted = None
+    first = _poll(ssh, access)
+    if first is not None and first.running:
+        adopted = first.job or "an earlier run"
+        state = _wait_detached(ssh, access, deadline, policy.upgrade_poll_s)
+        if state is None or not (state.finished or state.lost):
+            why = f"the upgrade started by {adopted} is {still}"
+            return DetachedRun(state="still-running", detail=why, adopted=adopted)
+        adopted += f" (ended with status {state.status})" if state.finished else " (ended)"
+    start = run_command.fn(
+        ssh,
+        HostCommand(
+            access=access,
+            command=start_command(detach.job, command, detach.systemd),
+            timeout_s=60,
+        ),
+    )
+    if start.state != "ok" or start.result is None or not start.result.ok:
+        return DetachedRun(state="failed", detail=f"start: {failure_of(start)}", adopted=adopted)
+    state = _wait_detached(ssh, access, deadline, policy.upgrade_poll_s)
+    if state is None or not (state.finished or state.lost):
+        return DetachedRun(state="still-running", detail=f"upgrade {still}", adopted=adopted)
+    if state.status == 0:
+        return DetachedRun(state="ok", adopted=adopted)
+    if state.status is None:
+        why = f"the upgrade ended without an exit status (killed, or a reboot): see {look}"
+    else:
+        from labops.parsers.apt import failure_reason
+
+        why = f"exit {state.status}: {failure_reason(state.log_tail)}"
+    return DetachedRun(state="failed", detail=why, adopted=adopted)
 
 
 def post_check(

@@ -10,7 +10,7 @@ from prefect import task
 
 from blocks.proxmox import ProxmoxCredentials
 from labops.errors import ApiError
-from labops.models.pve import PveGuest, PveNode, PveSnapshot
+from labops.models.pve import PveGuest, PveNode, PveSnapshot, PveTaskItem
 
 _TASK_TIMEOUT_S = 600.0
 
@@ -36,6 +36,14 @@ def guest_lock(pve: ProxmoxCredentials, node: str, vmid: int) -> str | None:
     """The lock a PVE task holds on a container (``backup``, ``snapshot``...), or None
     (read-only)."""
     return pve.get_client().guest_state(node, "lxc", vmid).lock
+
+
+@task(name="pve-node-activity", retries=2, retry_delay_seconds=2, tags=["proxmox"])
+def node_activity(pve: ProxmoxCredentials, node: str) -> tuple[list[PveTaskItem], list[PveGuest]]:
+    """The tasks running on ``node`` (``/nodes/{node}/tasks?source=active``) and the cluster's
+    guests with their locks: what says a node is busy (read-only)."""
+    client = pve.get_client()
+    return client.tasks(node, source="active"), client.guests()
 
 
 @task(name="pve-snapshots", retries=2, retry_delay_seconds=2, tags=["proxmox"])

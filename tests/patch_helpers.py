@@ -38,10 +38,15 @@ def report_of(state: Any) -> Any:
 
 
 def run_paused_flow(
-    flow_call: Any, config: str, answer: dict[str, Any] | None, timeout: float = 60.0
+    flow_call: Any,
+    config: str,
+    answer: dict[str, Any] | None,
+    timeout: float = 60.0,
+    on_pause: Any = None,
 ) -> tuple[Any, Any]:
     """Run ``flow_call()`` in a thread; when its run pauses for approval, resume it through the
     Prefect API with ``answer`` as the UI's form would (``None``: expect no pause).
+    ``on_pause(flow_run)`` runs while the run is paused, before the answer is sent.
 
     Returns (the flow's returned state, the paused flow run or None).
     """
@@ -82,6 +87,8 @@ def run_paused_flow(
             mine = [r for r in runs if r.parameters.get("config") == config]
             if mine:
                 paused = mine[0]
+                if on_pause is not None:
+                    on_pause(paused)
                 resume_flow_run(paused.id, run_input=answer)
                 break
             time.sleep(0.3)

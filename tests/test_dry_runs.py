@@ -14,7 +14,6 @@ what it could have touched:
 from __future__ import annotations
 
 import hashlib
-import re
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -25,44 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-# What a dry run may make a host run: argv joined by spaces, matched whole. Anything else counts
-# as mutating. Keep it tight: a pattern here is a promise that the command changes nothing.
-READ_ONLY_COMMANDS = [
-    # Wrappers: the sandbox journals the commands they run as entries of their own (inside the
-    # container for `pct exec`), and those are judged by this list.
-    r"sh -c .+",
-    r"pct exec \d+ -- .+",
-    # The host check (labops/parsers/hostcheck.py): section markers and reads.
-    r"echo @@labops:[a-z-]+",
-    r"echo yes",  # `test -e /run/reboot-required && echo yes`
-    r"test -e /run/reboot-required",
-    r"cat /etc/os-release",
-    r"cat /etc/apk/world",
-    r"cat /run/reboot-required\.pkgs",
-    r"apt list --upgradable",
-    r"apt-mark showhold",
-    r"apk version -l <",
-    r"needrestart -b",
-    # The simulation a patch dry run shows: apt-get -s (never `update`), apk's --simulate.
-    r"apt-get (-o \S+ |-q )*-s( -o \S+| -q)* (upgrade|dist-upgrade|full-upgrade|install)( \S+)*",
-    r"apk upgrade (-s|--simulate)( \S+)*",
-]
-_READ_ONLY = [re.compile(p) for p in READ_ONLY_COMMANDS]
-
-
-def mutating(entries: list[dict[str, Any]]) -> list[str]:
-    """The journal entries that could have changed the lab, one line each."""
-    out = []
-    for e in entries:
-        if e["kind"] == "http":  # the journal holds every PVE/PBS request but reads and logins
-            out.append(f"{e['system']} {e['method']} {e['path']} {e['args']}")
-        elif e["kind"] == "exec":
-            line = " ".join(e["argv"])
-            if not any(p.fullmatch(line) for p in _READ_ONLY):
-                out.append(f"{e['host']}: {line}")
-        # kind "ssh" is the command line as sent; what the host's shell ran of it is journaled
-        # as "exec" entries, judged above.
-    return out
+from tests.journal_rules import mutating
 
 
 def test_the_read_only_list_is_tight() -> None:
@@ -281,18 +243,9 @@ OPERATIONS: dict[str, Callable[[Path], Any]] = {
     "housekeeping": housekeeping,
     "patch-apply": patch_apply,
 }
-PATCH_XFAIL = pytest.mark.xfail(
-    strict=True, reason="patch-apply dry run fixed on the patchapply branch"
-)
 
 
-@pytest.mark.parametrize(
-    "operation",
-    [
-        pytest.param(name, marks=PATCH_XFAIL) if name == "patch-apply" else name
-        for name in OPERATIONS
-    ],
-)
+@pytest.mark.parametrize("operation", list(OPERATIONS))
 def test_dry_run_changes_nothing(
     operation: str, sandbox: Any, prefect_server: Any, dry_config: Path
 ) -> None:

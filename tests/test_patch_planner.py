@@ -12,7 +12,7 @@ from labops.config.policies.patching import Exclusions, MaintenanceWindow, Patch
 from labops.parsers.hostcheck import HostFacts
 from labops.parsers.needrestart import NeedRestart
 from labops.parsers.osrelease import OsRelease
-from labops.parsers.packages import PendingUpdate
+from labops.parsers.packages import PendingUpdate, valid_package_name
 from labops.planners import patching as plan
 
 NODES = [
@@ -209,10 +209,88 @@ def test_commands() -> None:
     ct = plan.upgrade_command("container", "apt", ["openssl", "curl"], 60)
     assert ct.endswith("install --only-upgrade openssl curl")
     assert plan.upgrade_command("container", "apk", None, 0) == "apk upgrade"
-    assert plan.simulate_command("apt").startswith("apt-get -s")
     assert plan.services_command("apt", ["nginx", "cron"]) == (
         "systemctl is-active --quiet nginx cron"
     )
+
+
+def test_apply_and_dry_run_come_from_one_decision() -> None:
+    """The dry run simulates exactly what apply would run: the same verb and named packages
+    (security only, exclusions), and a hold simulated by pinning the installed version instead
+    of apt-mark (which writes)."""
+    now = datetime.now(UTC)
+    ct = plan.Target(name="web", kind="container", address="x", node="pve1", vmid=101)
+    pending = [
+        PendingUpdate(
+            name="openssl", from_version="3.0.15-1", to_version="3.0.16-1", security=True
+        ),
+        PendingUpdate(name="tzdata", from_version="2025a-0", to_version="2025b-0", security=False),
+        PendingUpdate(name="nginx", from_version="1.22-1", to_version="1.22-2", security=True),
+    ]
+    row = plan.check_row(ct, "ok", "", _facts(pending=pending), now, ["nginx"])
+    ph = plan.plan_host(row, security_only=True)
+    assert ph is not None and ph.packages == ["openssl"]
+    up = ph.upgrade("apt", ph.packages)
+    assert up.command(60).endswith(" install --only-upgrade openssl")
+    assert up.simulation() == "apt-get -s -o Debug::NoLocking=1 install --only-upgrade openssl"
+    # a node: dist-upgrade with the excluded package held; the dry run pins it instead
+    node = plan.Target(name="pve1", kind="node", address="y", node="pve1")
+    nrow = plan.check_row(node, "ok", "", _facts(pending=pending), now, ["nginx"])
+    nph = plan.plan_host(nrow, security_only=True)
+    assert nph is not None and nph.hold == ["nginx"]
+    nup = nph.upgrade("apt", None)
+    assert nup.command(60).startswith("apt-mark hold nginx && ")
+    assert nup.simulation() == "apt-get -s -o Debug::NoLocking=1 dist-upgrade nginx=1.22-1"
+    assert "apt-mark" not in nup.simulation()
+    # apk: the named list, simulated with -s
+    assert plan.decide_upgrade("container", "apk", ["curl"]).simulation() == "apk upgrade -s curl"
+
+
+HOSTILE = [
+    "foo;reboot",
+    "$(reboot)",
+    "`id`",
+    "-oAPT::Get::Trivial-Only=1",
+    "Upper",
+    "a",
+    "x y",
+    "pkg\nrm",
+    "naïve",
+]
+
+
+def test_hostile_package_names_are_refused_and_never_planned() -> None:
+    """Package names from a host's output are used only when they fit the package-name grammar;
+    the others are reported on the host (quoted) and never reach a command."""
+    now = datetime.now(UTC)
+    ct = plan.Target(name="web", kind="container", address="x", node="pve1", vmid=101)
+    pending = [_upd(n) for n in [*HOSTILE, "libc6", "g++-12", "libstdc++6", "python3.11"]]
+    pending.append(PendingUpdate(name="curl", from_version="1;reboot", to_version="2"))
+    row = plan.check_row(ct, "ok", "", _facts(pending=pending, held=["$(x)"]), now)
+    assert [p.name for p in row.packages] == ["libc6", "g++-12", "libstdc++6", "python3.11"]
+    assert row.refused == [
+        *(repr(n) for n in HOSTILE),
+        "'curl' (version)",
+        "'$(x)'",
+    ]
+    assert row.held == []
+    ph = plan.plan_host(row, security_only=False)
+    assert ph is not None
+    cmd = ph.upgrade("apt", ph.packages).command(0)
+    assert cmd.endswith("install --only-upgrade libc6 g++-12 libstdc++6 python3.11")
+    # apk's grammar (underscores, a few capitals) is its own
+    assert valid_package_name("apk", "py3-setuptools_scm") and valid_package_name("apk", "R")
+    assert not valid_package_name("apt", "py3-setuptools_scm")
+    assert not valid_package_name("apk", "-rf") and not valid_package_name("apk", "a;b")
+
+
+def test_config_values_reaching_a_shell_are_quoted() -> None:
+    assert plan.services_command("apt", ["nginx", "x; reboot"]) == (
+        "systemctl is-active --quiet nginx 'x; reboot'"
+    )
+    assert plan.services_command("apk", ["$(reboot)"]) == "rc-service '$(reboot)' status"
+    with pytest.raises(ValidationError, match="package-name grammar"):
+        Exclusions(packages=["ok", "bad;name"])
 
 
 def _upd(name: str) -> PendingUpdate:

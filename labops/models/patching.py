@@ -60,9 +60,18 @@ class HostCheck(BaseModel):
         default_factory=list,
         description="Pending packages left out by patching.exclusions.packages (never upgraded).",
     )
+    installed: dict[str, str] = Field(
+        default_factory=dict, description="Installed version of each pending package."
+    )
+    refused: list[str] = Field(
+        default_factory=list,
+        description="Package names or versions from the host's output outside the package-name "
+        "grammar (shown quoted): never used in a command.",
+    )
     reboot_required: bool = False
     reboot_packages: list[str] = Field(default_factory=list)
     restart_services: list[str] = Field(default_factory=list)
+    systemd: bool = Field(False, description="systemd runs on the host (/run/systemd/system).")
     last_checked: datetime | None = None
     unknown_since: datetime | None = Field(
         None, description="When the first failed check in a row ran (kept across runs)."
@@ -103,6 +112,7 @@ ApplyOutcome = Literal[
     "skipped",
     "not-run",
     "simulated",
+    "still-running",
 ]
 
 
@@ -126,6 +136,8 @@ class HostApply(BaseModel):
     snapshot_kept: bool = False
     rolled_back: bool = False
     rebooted: bool = False
+    command: str | None = Field(None, description="The upgrade command apply runs (dry run).")
+    simulated: str | None = Field(None, description="The command the dry run ran instead.")
     simulation: str | None = Field(None, description="apt-get -s output (dry run).")
     started: datetime | None = None
     finished: datetime | None = None
@@ -154,6 +166,15 @@ class PatchReport(OperationReport):
     applied: list[HostApply] = Field(default_factory=list)
     approval: str | None = Field(None, description="Who/what approved, narrowed or rejected.")
     stopped: str | None = Field(None, description="Why the rollout stopped early.")
+    narrowed: list[str] = Field(
+        default_factory=list,
+        description="How the approval narrowed the plan (hosts excluded, security only).",
+    )
+    plan_changes: list[str] = Field(
+        default_factory=list,
+        description="What changed between the plan shown and its approval: host changes "
+        "(re-checked then; never applied) and a window too short for what is left.",
+    )
     leftover_snapshots: list[str] = Field(
         default_factory=list, description="labops snapshots from earlier runs still present."
     )
@@ -238,8 +259,13 @@ class PatchReport(OperationReport):
             lines += ["", "Rollout: " + ", ".join(f"{v} {k}" for k, v in sorted(done.items()))]
             if self.approval:
                 lines.append(f"Approval: {self.approval}")
+            if self.narrowed:
+                lines.append(f"Narrowed at approval: {'; '.join(self.narrowed)}")
             if self.stopped:
                 lines.append(f"**Stopped:** {self.stopped}")
+            if self.plan_changes:
+                lines += ["", "## Changed since the plan"]
+                lines += [f"- {c}" for c in self.plan_changes]
             lines += ["", "## Rollout"]
             for a in self.applied:
                 n = len(a.upgraded)
@@ -258,6 +284,13 @@ class PatchReport(OperationReport):
                 "",
                 "## Excluded packages left pending (patching.exclusions.packages)",
                 *[f"- {h.host}: {', '.join(h.excluded)}" for h in excluded],
+            ]
+        refused = [h for h in self.hosts if h.refused]
+        if refused:
+            lines += [
+                "",
+                "## Package names refused (outside the package-name grammar, never used)",
+                *[f"- {h.host}: {', '.join(h.refused)}" for h in refused],
             ]
         if self.leftover_snapshots:
             lines += ["", "Leftover snapshots: " + ", ".join(self.leftover_snapshots)]

@@ -29,6 +29,8 @@ _SECTIONS: list[tuple[str, str]] = [
     ("reboot-required", "test -e /run/reboot-required && echo yes"),
     ("reboot-pkgs", "cat /run/reboot-required.pkgs 2>/dev/null"),
     ("needrestart", "needrestart -b 2>/dev/null"),
+    # sd_booted(3): systemd is the init system. Long node upgrades then run as a transient unit.
+    ("systemd", "test -d /run/systemd/system && echo yes"),
 ]
 
 CHECK_COMMAND = "; ".join(f"echo {MARK}{name}; {cmd}" for name, cmd in _SECTIONS) + (
@@ -54,6 +56,7 @@ class HostFacts(BaseModel):
     reboot_required: bool = False
     reboot_packages: list[str] = Field(default_factory=list)
     needrestart: NeedRestart | None = Field(None, description="None: needrestart not installed.")
+    systemd: bool = Field(False, description="systemd is the init system (/run/systemd/system).")
     eol: bool = False
     end_of_life: date | None = None
     problem: str | None = Field(
@@ -109,6 +112,7 @@ def parse_check_output(stdout: str, today: date) -> HostFacts:
     facts.reboot_packages = sorted(
         {p.strip() for p in sections.get("reboot-pkgs", "").splitlines() if p.strip()}
     )
+    facts.systemd = bool(sections.get("systemd", "").strip())
     nr_text = sections.get("needrestart", "")
     if "NEEDRESTART-" in nr_text:
         facts.needrestart = parse_needrestart(nr_text)

@@ -7,7 +7,7 @@ targets, a rollout plan, a window verdict and a stop verdict.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -17,7 +17,9 @@ from pydantic import BaseModel, Field
 from labops.config.inventory import Host
 from labops.config.policies.patching import Exclusions, MaintenanceWindow
 from labops.models.patching import HostCheck
+from labops.models.pve import PveGuest, PveTaskItem
 from labops.parsers.hostcheck import HostFacts
+from labops.parsers.packages import PendingUpdate, shown, valid_package_name, valid_version
 
 _DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -36,6 +38,20 @@ class PveGuestInfo(BaseModel):
     template: bool = False
     tags: list[str] = Field(default_factory=list)
     lock: str | None = None
+
+    @classmethod
+    def of(cls, g: PveGuest) -> PveGuestInfo:
+        """From an item of ``/cluster/resources``."""
+        return cls(
+            vmid=g.vmid,
+            name=g.name or f"CT{g.vmid}",
+            node=g.node,
+            type="lxc" if g.type == "lxc" else "qemu",
+            status=g.status,
+            template=g.template,
+            tags=g.tags,
+            lock=g.lock,
+        )
 
 
 class Target(BaseModel):
@@ -230,6 +246,50 @@ def next_opening(windows: Sequence[MaintenanceWindow], now: datetime) -> datetim
     return None
 
 
+def window_end(window: MaintenanceWindow, now: datetime) -> datetime | None:
+    """When ``window`` closes, if it is open at ``now`` (None: it is not)."""
+    if not window_open(window, now):
+        return None
+    zone = ZoneInfo(window.timezone)
+    local = now.astimezone(zone)
+    day = local.date()
+    if window.start_time() > window.end_time() and local.time() >= window.start_time():
+        day += timedelta(days=1)  # the evening part of a window that runs past midnight
+    return datetime.combine(day, window.end_time(), tzinfo=zone)
+
+
+def open_until(windows: Sequence[MaintenanceWindow], now: datetime) -> datetime | None:
+    """When the open windows close (the latest end of those open at ``now``), or None."""
+    ends = [e for w in windows if (e := window_end(w, now)) is not None]
+    return max(ends) if ends else None
+
+
+class WindowGuard:
+    """The maintenance window, asked again before every step: after approval, before each
+    batch and before each reboot. Time comes from ``clock`` (injectable; tests pass a fake)."""
+
+    def __init__(self, windows: Sequence[MaintenanceWindow], clock: Callable[[], datetime]) -> None:
+        self.windows = list(windows)
+        self.clock = clock
+        self.end: datetime | None = None  # the end of the window last seen open
+
+    def closed(self) -> str:
+        """ "" while a window is open, else why not ("window closed at 04:00")."""
+        end = open_until(self.windows, self.clock())
+        if end is not None:
+            self.end = end
+            return ""
+        if self.end is None:
+            return "outside the maintenance window"
+        return f"window closed at {self.end:%H:%M}"
+
+
+def plan_length(rollout: RolloutPlan, step_s: float) -> timedelta:
+    """How long the rollout is expected to take: ``step_s`` per step (a batch, or one node with
+    its reboot)."""
+    return timedelta(seconds=step_s * len(rollout.steps))
+
+
 # -- rollout ---------------------------------------------------------------------------------------
 
 
@@ -253,6 +313,24 @@ class PlanHost(BaseModel):
         description="Excluded pending packages not held by the operator: held around a "
         "dist-upgrade, unheld after it.",
     )
+    installed: dict[str, str] = Field(
+        default_factory=dict,
+        description="Installed versions of the planned and excluded packages (a dry run keeps "
+        "the held ones at theirs).",
+    )
+    named: bool = Field(
+        False,
+        description="Upgrade exactly ``packages`` by name, never everything pending (set when "
+        "the host changed between the plan and its approval).",
+    )
+
+    def upgrade(
+        self, manager: Literal["apt", "apk"] | None, names: Sequence[str] | None
+    ) -> Upgrade:
+        """This host's :class:`Upgrade`: ``names`` (None: everything pending), holding
+        :attr:`hold` around a dist-upgrade."""
+        holds = upgrade_holds(self.kind, manager, names, self.hold)
+        return decide_upgrade(self.kind, manager, names, {h: self.installed.get(h) for h in holds})
 
 
 class Step(BaseModel):
@@ -396,9 +474,18 @@ def check_row(
         row.detail = "; ".join(x for x in (facts.problem, detail) if x)
         return row
     skip = set(excluded_packages)
-    row.packages = [p for p in facts.pending if p.name not in skip]
-    row.excluded = sorted(p.name for p in facts.pending if p.name in skip)
-    row.held = facts.held
+    mgr = facts.package_manager
+    usable = [p for p in facts.pending if _usable(mgr, p)]
+    row.refused = [
+        shown(p.name) if not valid_package_name(mgr, p.name) else f"{shown(p.name)} (version)"
+        for p in facts.pending
+        if not _usable(mgr, p)
+    ] + [shown(h) for h in facts.held if not valid_package_name(mgr, h)]
+    row.packages = [p for p in usable if p.name not in skip]
+    row.excluded = sorted(p.name for p in usable if p.name in skip)
+    row.held = [h for h in facts.held if valid_package_name(mgr, h)]
+    row.installed = {p.name: p.from_version for p in usable if p.from_version}
+    row.systemd = facts.systemd
     nr = facts.needrestart
     # A container's reboot is only its own /run/reboot-required: needrestart skips kernels there.
     row.reboot_required = facts.reboot_required or (
@@ -412,10 +499,95 @@ def check_row(
     return row
 
 
+def _usable(manager: str | None, update: PendingUpdate) -> bool:
+    """A pending update whose name and versions may reach a command line."""
+    versions = [v for v in (update.from_version, update.to_version) if v is not None]
+    return valid_package_name(manager, update.name) and all(valid_version(v) for v in versions)
+
+
 # -- apply commands -------------------------------------------------------------------------------
 
 _APT = "DEBIAN_FRONTEND=noninteractive apt-get -y -o DPkg::Lock::Timeout={lock}"
 _KEEP_CONF = "-o Dpkg::Options::=--force-confold"
+# A simulation as root: -s changes nothing, and Debug::NoLocking keeps it off the dpkg lock that a
+# running upgrade holds.
+_APT_SIMULATE = "apt-get -s -o Debug::NoLocking=1"
+
+
+class Upgrade(BaseModel):
+    """One host's upgrade, decided once (:func:`decide_upgrade`). :meth:`command` is what apply
+    runs and :meth:`simulation` what a dry run runs instead: the same verb, the same named
+    packages, the same packages kept at their version."""
+
+    manager: Literal["apt", "apk"]
+    verb: Literal["dist-upgrade", "install --only-upgrade", "upgrade"]
+    packages: list[str] = Field(default_factory=list, description="Named packages (empty: all).")
+    hold: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="Packages kept at their installed version (name -> that version) for the "
+        "length of a dist-upgrade.",
+    )
+
+    def command(self, lock_wait_s: float) -> str:
+        """The command that upgrades the host (CHANGES IT).
+
+        A held package is ``apt-mark hold``-ed before the dist-upgrade and unheld after it,
+        whether it succeeded or not; the command exits with the upgrade's status (or the
+        hold's, when holding failed and nothing was upgraded)."""
+        if self.manager == "apk":
+            return _line("apk upgrade", *self.packages)
+        base = f"{_APT.format(lock=int(lock_wait_s))} {_KEEP_CONF} {self.verb}"
+        upgrade = _line(base, *self.packages)
+        if not self.hold:
+            return upgrade
+        held = _words(self.hold)
+        # `a && b; rc=$?` keeps the hold's failure when b never ran; the unhold always runs
+        return (
+            f"apt-mark hold {held} && {upgrade}; labops_rc=$?; "
+            f"apt-mark unhold {held}; exit $labops_rc"
+        )
+
+    def simulation(self) -> str:
+        """What :meth:`command` would do, changing nothing. A hold is simulated without
+        ``apt-mark`` (which writes): ``name=<installed version>`` on the dist-upgrade's command
+        line keeps that package where it is, as the hold would."""
+        if self.manager == "apk":
+            return _line("apk upgrade -s", *self.packages)
+        pins = [f"{n}={v}" for n, v in self.hold.items() if v]
+        return _line(f"{_APT_SIMULATE} {self.verb}", *self.packages, *pins)
+
+
+def decide_upgrade(
+    kind: str,
+    manager: Literal["apt", "apk"] | None,
+    packages: Sequence[str] | None,
+    hold: Mapping[str, str | None] | Sequence[str] = (),
+) -> Upgrade:
+    """How one host is upgraded. ``packages`` None means everything pending.
+
+    Nodes always get ``dist-upgrade`` (Proxmox requires it; plain ``upgrade`` can leave a node
+    half-upgraded); config files are kept (``--force-confold``), nothing asks a question.
+
+    ``hold``: excluded packages that are pending and not held by the operator (with their
+    installed versions when known). A dist-upgrade upgrades everything, so they are held for
+    it; packages held by the operator are never in ``hold``, so they stay held. A named upgrade
+    (``install --only-upgrade``) already leaves them out and needs no hold.
+
+    apk has no hold that can be undone exactly (a ``name=version`` pin in /etc/apk/world replaces
+    whatever constraint the operator wrote there), so an apk host with excluded packages pending
+    upgrades the named list instead: pass ``packages`` (pending minus excluded).
+    """
+    versions = dict(hold) if isinstance(hold, Mapping) else dict.fromkeys(hold)
+    if manager == "apk":
+        if packages is None and versions:
+            raise ValueError(
+                "apk cannot hold packages around an upgrade: upgrade the named packages "
+                f"instead of everything (held back: {', '.join(versions)})"
+            )
+        return Upgrade(manager="apk", verb="upgrade", packages=list(packages or []))
+    if kind == "node" or packages is None:
+        return Upgrade(manager="apt", verb="dist-upgrade", hold=versions)
+    return Upgrade(manager="apt", verb="install --only-upgrade", packages=list(packages))
 
 
 def upgrade_command(
@@ -425,42 +597,8 @@ def upgrade_command(
     lock_wait_s: float,
     hold: Sequence[str] = (),
 ) -> str:
-    """The upgrade command of one host. ``packages`` None means everything pending.
-
-    Nodes always get ``dist-upgrade`` (Proxmox requires it; plain ``upgrade`` can leave a node
-    half-upgraded); config files are kept (``--force-confold``), nothing asks a question.
-
-    ``hold``: excluded packages that are pending and not held by the operator. A dist-upgrade
-    upgrades everything, so they are held first (``apt-mark hold``; dist-upgrade keeps held
-    packages back) and unheld afterwards whether the upgrade succeeded or not; the command exits
-    with the upgrade's status (or the hold's, when holding failed and nothing was upgraded).
-    Packages held by the operator are never in ``hold``, so they stay held. A named upgrade
-    (``install --only-upgrade``) already leaves them out and needs no hold.
-
-    apk has no hold that can be undone exactly (a ``name=version`` pin in /etc/apk/world replaces
-    whatever constraint the operator wrote there), so an apk host with excluded packages pending
-    upgrades the named list instead: pass ``packages`` (pending minus excluded).
-    """
-    lock = int(lock_wait_s)
-    if manager == "apk":
-        if packages is None and hold:
-            raise ValueError(
-                "apk cannot hold packages around an upgrade: upgrade the named packages "
-                f"instead of everything (held back: {', '.join(hold)})"
-            )
-        return "apk upgrade" if packages is None else "apk upgrade " + _words(packages)
-    base = f"{_APT.format(lock=lock)} {_KEEP_CONF}"
-    if kind == "node" or packages is None:
-        upgrade = f"{base} dist-upgrade"
-        if not hold:
-            return upgrade
-        held = _words(hold)
-        # `a && b; rc=$?` keeps the hold's failure when b never ran; the unhold always runs
-        return (
-            f"apt-mark hold {held} && {upgrade}; labops_rc=$?; "
-            f"apt-mark unhold {held}; exit $labops_rc"
-        )
-    return f"{base} install --only-upgrade " + _words(packages)
+    """The upgrade command of one host (see :func:`decide_upgrade`)."""
+    return decide_upgrade(kind, manager, packages, hold).command(lock_wait_s)
 
 
 def upgrade_holds(
@@ -476,22 +614,20 @@ def upgrade_holds(
     return list(hold)
 
 
-def _words(names: Sequence[str]) -> str:
+def _words(names: Iterable[str]) -> str:
     return " ".join(shlex.quote(n) for n in names)
 
 
-def simulate_command(manager: Literal["apt", "apk"] | None) -> str:
-    """The dry-run command: what the upgrade would do, changing nothing."""
-    if manager == "apk":
-        return "apk upgrade -s"
-    return "apt-get -s -o Debug::NoLocking=1 dist-upgrade"
+def _line(command: str, *args: str) -> str:
+    """``command`` (fixed text, a verb) followed by values, each quoted for the shell."""
+    return " ".join([command, *(shlex.quote(a) for a in args)])
 
 
 def services_command(manager: Literal["apt", "apk"] | None, services: Sequence[str]) -> str:
-    """Exit 0 only when every service is active."""
+    """Exit 0 only when every service is active (names quoted: they come from the config)."""
     if manager == "apk":
-        return " && ".join(f"rc-service {s} status" for s in services)
-    return "systemctl is-active --quiet " + " ".join(services)
+        return " && ".join(f"rc-service {shlex.quote(s)} status" for s in services)
+    return "systemctl is-active --quiet " + _words(services)
 
 
 def plan_host(row: HostCheck, security_only: bool) -> PlanHost | None:
@@ -515,7 +651,178 @@ def plan_host(row: HostCheck, security_only: bool) -> PlanHost | None:
         reboot_expected=row.reboot_required,
         held_back=sorted({p.name for p in row.packages if p.name in held} | set(row.excluded)),
         hold=[p for p in row.excluded if p not in held],
+        installed={n: v for n, v in row.installed.items() if n in set(names) | set(row.excluded)},
     )
+
+
+# -- busy nodes -----------------------------------------------------------------------------------
+
+# PVE worker task types during which a node must not be upgraded or rebooted (pve-manager,
+# pve-container, qemu-server, pve-ha-manager): backups, restores, migrations.
+BUSY_TASKS = {
+    "vzdump": "backup",
+    "vzrestore": "restore",
+    "qmrestore": "restore",
+    "vzmigrate": "migration",
+    "qmigrate": "migration",
+    "hamigrate": "HA migration",
+}
+
+
+def node_busy(node: str, tasks: Iterable[PveTaskItem], guests: Iterable[PveGuestInfo]) -> list[str]:
+    """Why ``node`` is busy: running backup/restore/migration tasks on it (``/nodes/{node}/tasks
+    ?source=active``) and its locked guests (a lock is PVE's own "something runs on me")."""
+    why = [
+        f"{BUSY_TASKS[t.type]} running ({t.type}{' ' + t.id if t.id else ''}, {t.upid})"
+        for t in tasks
+        if t.running and t.type in BUSY_TASKS and t.node in (None, node)
+    ]
+    why += [
+        f"{'CT' if g.type == 'lxc' else 'VM'} {g.vmid} ({g.name}) locked: {g.lock}"
+        for g in guests
+        if g.node == node and g.lock
+    ]
+    return why
+
+
+# -- what the operator approves -------------------------------------------------------------------
+
+
+def recheck_at_approval(
+    planned: PlanHost, shown: HostCheck, now: HostCheck
+) -> tuple[PlanHost | None, str]:
+    """What may still be applied on a host re-checked when the approval arrived.
+
+    Only what the plan showed is applied: planned packages still pending at the version shown.
+    Packages that appeared since (or whose version changed) are never added silently: a named
+    upgrade leaves them out, a dist-upgrade holds them. Returns the host to apply (None: nothing
+    left) and what changed ("" when nothing did)."""
+    if not now.known:
+        return None, f"re-check at approval failed: {now.state}: {now.detail}".rstrip(": ")
+    before = {p.name: p.to_version for p in shown.packages}
+    current = {p.name: p.to_version for p in now.packages}
+    pending_now = set(current) | set(now.excluded)
+    keep = [n for n in planned.packages if n in current and current[n] == before.get(n)]
+    gone = [n for n in planned.packages if n not in pending_now]
+    changed = sorted(n for n in current.keys() & before.keys() if current[n] != before[n])
+    new = sorted(pending_now - set(before) - set(shown.excluded) - set(now.held))
+    notes = []
+    if new:
+        notes.append(f"new since the plan, not applied: {', '.join(new)}")
+    if changed:
+        notes.append(f"other version than planned, not applied: {', '.join(changed)}")
+    if gone:
+        notes.append(f"no longer pending: {', '.join(gone)}")
+    if not notes:
+        return planned, ""
+    if not keep:
+        return None, "; ".join([*notes, "nothing approved is left to apply"])
+    unapproved = [n for n in [*new, *changed] if n not in planned.hold]
+    return planned.model_copy(
+        update={
+            "packages": keep,
+            "named": True,
+            "hold": [*planned.hold, *unapproved],
+            "installed": {**planned.installed, **now.installed},
+        }
+    ), "; ".join(notes)
+
+
+def protection(host: PlanHost, snapshot: bool, backup_age_h: float | None, fresh_h: float) -> str:
+    """How a host can be rolled back: an LXC snapshot taken before its upgrade, a backup younger
+    than ``fresh_h`` hours, or nothing."""
+    if snapshot and host.kind == "container" and host.vmid is not None:
+        return "snapshot"
+    if backup_age_h is not None and backup_age_h <= fresh_h:
+        return f"fresh backup ({backup_age_h:.0f} h old)"
+    return "none"
+
+
+def left_out(row: HostCheck, security_only: bool) -> str:
+    """Why a checked host is not in the plan."""
+    if row.state == "skipped":
+        return row.detail or "skipped"
+    if not row.known:
+        return f"not checked: {row.state}" + (f": {row.detail}" if row.detail else "")
+    if not row.packages:
+        return "up to date" + (" (pending but excluded or held)" if row.excluded else "")
+    if security_only and row.kind != "node" and not any(p.security for p in row.packages):
+        return "no security updates (security only)"
+    return "only held packages pending"
+
+
+def _marked(host: PlanHost) -> str:
+    sec = set(host.security_packages)
+    return ", ".join(f"{n} (security)" if n in sec else n for n in host.packages)
+
+
+def plan_table(
+    rollout: RolloutPlan,
+    rows: Sequence[HostCheck],
+    protections: Mapping[str, str],
+    security_only: bool,
+) -> list[dict[str, str]]:
+    """The plan as a table: one row per host, planned or left out (with why)."""
+    phase = {h.name: f"{s.phase} {s.index}" for s in rollout.steps for h in s.hosts}
+    planned = {h.name: h for h in rollout.hosts}
+    out = []
+    for row in rows:
+        h = planned.get(row.host)
+        kept = [*(h.held_back if h else [*row.held, *row.excluded])]
+        kept += [f"refused {r}" for r in row.refused]
+        out.append(
+            {
+                "host": row.host,
+                "phase": phase.get(row.host, "left out"),
+                "node": row.node or "",
+                "packages": _marked(h) if h else "",
+                "security": str(len(h.security_packages)) if h else "",
+                "cve/kev": "not checked" if h else "",
+                "held/excluded": ", ".join(kept),
+                "reboot expected": ("yes" if h.reboot_expected else "no") if h else "",
+                "protection": protections.get(row.host, "none") if h else "",
+                "left out because": "" if h else left_out(row, security_only),
+            }
+        )
+    return sorted(out, key=lambda r: (r["phase"] == "left out", r["phase"], r["host"]))
+
+
+def approval_summary(
+    rollout: RolloutPlan,
+    rows: Sequence[HostCheck],
+    protections: Mapping[str, str],
+    security_only: bool,
+    window_end: datetime | None,
+    needs: timedelta,
+    link: str | None = None,
+) -> str:
+    """The text an operator judges the plan by (the Resume form, and the phone approval):
+    totals, what has no way back, when the window closes, and where the full table is."""
+    hosts = rollout.hosts
+    packages = sum(len(h.packages) for h in hosts)
+    security = sum(len(h.security_packages) for h in hosts)
+    reboots = [h.name for h in hosts if h.reboot_expected]
+    bare = [h.name for h in hosts if protections.get(h.name, "none") == "none"]
+    nodes = sum(1 for h in hosts if h.kind == "node")
+    left = len(rows) - len(hosts)
+    if window_end is None:
+        window = "no maintenance window is open"
+    else:
+        window = f"the window closes at {window_end:%H:%M} ({window_end.tzname()})"
+    lines = [
+        f"**Patch plan** ({'security updates only' if security_only else 'all updates'}): "
+        f"{len(hosts)} hosts ({nodes} nodes), {packages} packages, {security} security updates, "
+        f"{len(reboots)} reboots expected.",
+        f"- Hosts without a rollback point: {len(bare)}"
+        + (f" ({', '.join(bare[:10])}{', ...' if len(bare) > 10 else ''})" if bare else ""),
+        f"- Reboots: {', '.join(reboots) if reboots else 'none'}",
+        f"- Timing: {window}; the plan needs about {needs.total_seconds() / 60:.0f} min "
+        f"({len(rollout.steps)} steps).",
+        f"- Left out: {left} hosts (why: in the table).",
+    ]
+    if link:
+        lines.append(f"- Every host, package and protection: [plan table]({link})")
+    return "\n".join(lines)
 
 
 class SnapshotRecord(BaseModel):

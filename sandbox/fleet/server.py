@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,9 @@ class FleetService(Service):
         self._loop_thread: int | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[Any]] = set()
+        # background processes of each host (`cmd &`, systemd-run): pid -> task
+        self._jobs: dict[str, dict[int, asyncio.Task[Any]]] = {}
+        self._pids = itertools.count(4000)
         self.client_key_file = self.dir / "id_ed25519"
         self.known_hosts_file = self.dir / "known_hosts"
         self.client_public: asyncssh.SSHKey
@@ -166,6 +171,8 @@ class FleetService(Service):
 
     async def stop(self) -> None:
         tasks = [t for t in [self._reconciler, *self._bg] if t is not None]
+        for host in list(self._jobs):
+            self._end_jobs(host)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -214,6 +221,8 @@ class FleetService(Service):
                     st = self.lab.hosts.get(name)
                     if isinstance(st, HostState):
                         new_boot(st)
+                if not up and self._was_powered.get(name):
+                    self._end_jobs(name)  # a stopped container's processes are gone
                 self._was_powered[name] = up
 
     async def _reconcile(self) -> None:
@@ -361,6 +370,32 @@ class FleetService(Service):
         """Called by the shell for every simple command it runs (the journal of the sandbox)."""
         self.ctx.journal.exec(host, argv, via)
 
+    def session_pid(self, host: str) -> int:
+        return next(self._pids)
+
+    def start_job(self, host: str, run: Callable[[int], Awaitable[int]]) -> int:
+        """A background process of ``host``: it outlives the SSH session that started it and
+        ends with the host (reboot, stop) or when ``run`` returns."""
+        pid = next(self._pids)
+        jobs = self._jobs.setdefault(host, {})
+        task = asyncio.ensure_future(run(pid))
+        jobs[pid] = task
+        task.add_done_callback(lambda _t: jobs.pop(pid, None))
+        return pid
+
+    def job_alive(self, host: str, pid: int) -> bool:
+        task = self._jobs.get(host, {}).get(pid)
+        return task is not None and not task.done()
+
+    def stop_job(self, host: str, pid: int) -> None:
+        task = self._jobs.get(host, {}).get(pid)
+        if task is not None:
+            task.cancel()
+
+    def _end_jobs(self, host: str) -> None:
+        for task in list(self._jobs.get(host, {}).values()):
+            task.cancel()
+
     def request_reboot(self, name: str) -> None:
         assert self._loop is not None
         spec = self.specs.get(name)
@@ -383,6 +418,7 @@ class FleetService(Service):
         await asyncio.sleep(0.1)  # let the command's output reach the client first
         for h in affected:
             self._abort_connections(h)
+            self._end_jobs(h)
         self._close_listener(name)
         self.kick()
         await asyncio.sleep(down)

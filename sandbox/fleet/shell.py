@@ -4,14 +4,18 @@ Nothing is spawned: the SSH server hands the exec request's command string to :c
 lexes, parses and runs it with Python handlers (``sandbox.fleet.tools``). That keeps the per-command
 server cost to microseconds, so hundreds of hosts fit one process and benchmarks measure clients.
 
-Supported: ``;``, ``&&``, ``||``, ``|``, newlines, ``!``, quoting and backslashes, ``$VAR``, env
-prefixes (``LANG=C cmd``), ``sudo``/``env``/``nice``/``timeout`` wrappers, ``sh -c``/``bash -c``,
-redirections (``>/dev/null``, ``2>&1``, ``&>``, ``> file``, ``< file``), ``exit``.
+Supported: ``;``, ``&&``, ``||``, ``|``, newlines, ``!``, quoting and backslashes, ``$VAR``,
+``$$``/``$!``, env prefixes (``LANG=C cmd``), ``sudo``/``env``/``nice``/``timeout`` wrappers,
+``sh -c``/``bash -c``/``sh FILE``, redirections (``>/dev/null``, ``2>&1``, ``&>``, ``> file``,
+``< file``), ``exit``, and ``&``: the and-or list before it runs as a background job of the host
+(a pid in ``$!``; it outlives the SSH session, as under ``nohup``, and ends with a reboot). Unlike
+sshd, a session does not wait for a background job that still writes to it: redirect its output.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,6 +36,18 @@ class Runtime(Protocol):
     def faults(self) -> Faults: ...
 
     def request_reboot(self, name: str) -> None: ...
+
+    def start_job(self, host: str, run: Callable[[int], Awaitable[int]]) -> int:
+        """Run ``run(pid)`` as a background process of ``host``; returns its pid."""
+        ...
+
+    def job_alive(self, host: str, pid: int) -> bool: ...
+
+    def stop_job(self, host: str, pid: int) -> None: ...
+
+    def session_pid(self, host: str) -> int:
+        """A pid for a new shell of ``host`` (what ``$$`` prints)."""
+        ...
 
 
 class Sink:
@@ -126,7 +142,7 @@ def lex(src: str, variables: dict[str, str]) -> list[tuple[str, str, int]]:
             end = src.find("}", j + 2)
             if end > 0:
                 return f"\x00{src[j + 2 : end]}\x00", end + 1
-        m = re.match(r"[A-Za-z_][A-Za-z0-9_]*|\?", src[j + 1 :])
+        m = re.match(r"[A-Za-z_][A-Za-z0-9_]*|[?$!]", src[j + 1 :])
         if m:
             return f"\x00{m.group(0)}\x00", j + 1 + len(m.group(0))
         return "$", j + 1
@@ -205,7 +221,7 @@ def lex(src: str, variables: dict[str, str]) -> list[tuple[str, str, int]]:
         matched = next((op for op in _OPS if src.startswith(op, i)), None)
         if matched:
             flush()
-            toks.append(("op", ";" if matched in ("\n", "&") else matched, line))
+            toks.append(("op", ";" if matched == "\n" else matched, line))
             if matched == "\n":
                 line += 1
             i += len(matched)
@@ -217,10 +233,15 @@ def lex(src: str, variables: dict[str, str]) -> list[tuple[str, str, int]]:
     return toks
 
 
-def parse(src: str, variables: dict[str, str]) -> list[tuple[str, Pipeline]]:
-    """[(connector, pipeline)], connector one of ";", "&&", "||" (the first is ";")."""
+AndOr = list[tuple[str, "Pipeline"]]
+
+
+def parse(src: str, variables: dict[str, str]) -> list[tuple[AndOr, bool]]:
+    """And-or lists, each with whether it runs in the background (ended by ``&``): a list is
+    [(connector, pipeline)], connector one of ";", "&&", "||" (the first is ";")."""
     toks = lex(src, variables)
-    out: list[tuple[str, Pipeline]] = []
+    lists: list[tuple[AndOr, bool]] = []
+    out: AndOr = []
     conn = ";"
     cmds: list[Cmd] = []
     cur = Cmd()
@@ -266,17 +287,23 @@ def parse(src: str, variables: dict[str, str]) -> list[tuple[str, Pipeline]]:
                 end_cmd()
                 if cmds:
                     out.append((conn, Pipeline(cmds, negate)))
-                elif text in ("&&", "||"):
+                elif text in ("&&", "||", "&"):
                     raise ParseError(f"syntax error near unexpected token `{text}'")
                 cmds, negate = [], False
                 conn = text
+                if text in (";", "&"):
+                    if out:
+                        lists.append((out, text == "&"))
+                    out, conn = [], ";"
         i += 1
     end_cmd()
     if cmds:
         out.append((conn, Pipeline(cmds, negate)))
     elif conn in ("&&", "||", "|"):
         raise ParseError("syntax error: unexpected end of file")
-    return out
+    if out:
+        lists.append((out, False))
+    return lists
 
 
 # ----------------------------------------------------------------------------------- executor
@@ -324,6 +351,10 @@ _DEBIAN_PATHS = {
     "nice": "/usr/bin/nice",
     "ionice": "/usr/bin/ionice",
     "nohup": "/usr/bin/nohup",
+    "systemd-run": "/usr/bin/systemd-run",
+    "mkdir": "/usr/bin/mkdir",
+    "rm": "/usr/bin/rm",
+    "mv": "/usr/bin/mv",
     "reboot": "/usr/sbin/reboot",
     "shutdown": "/usr/sbin/shutdown",
     "test": "/usr/bin/test",
@@ -356,6 +387,9 @@ _ALPINE_PATHS = {
     "timeout": "/usr/bin/timeout",
     "nice": "/bin/nice",
     "nohup": "/usr/bin/nohup",
+    "mkdir": "/bin/mkdir",
+    "rm": "/bin/rm",
+    "mv": "/bin/mv",
     "reboot": "/sbin/reboot",
     "test": "/usr/bin/test",
     "[": "/usr/bin/[",
@@ -381,6 +415,8 @@ BUILTINS = {
     "type",
     "unset",
     "exec",
+    "kill",
+    "read",
 }
 
 
@@ -415,6 +451,7 @@ class Shell:
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "SHELL": "/bin/bash",
             "?": "0",
+            "$": str(rt.session_pid(host)),
         }
         self.env: dict[str, str] = {}
         self.via: str | None = None  # the node whose `pct exec` started this shell
@@ -446,14 +483,38 @@ class Shell:
             return 2
         status = 0
         try:
-            for conn, pipe in items:
-                if (conn == "&&" and status != 0) or (conn == "||" and status == 0):
-                    continue
-                status = await self.run_pipeline(pipe, io)
-                self.vars["?"] = str(status)
+            for and_or, background in items:
+                if background:
+                    self.vars["!"] = str(self.background(and_or, io))
+                    status = 0
+                else:
+                    status = await self.run_and_or(and_or, io)
         except ExitShell as e:
             return e.code
         return status
+
+    async def run_and_or(self, and_or: AndOr, io: Io) -> int:
+        status = 0
+        for conn, pipe in and_or:
+            if (conn == "&&" and status != 0) or (conn == "||" and status == 0):
+                continue
+            status = await self.run_pipeline(pipe, io)
+            self.vars["?"] = str(status)
+        return status
+
+    def background(self, and_or: AndOr, io: Io) -> int:
+        """``list &``: a job of the host with a pid of its own (``$$`` inside it, ``$!`` here)."""
+        detached = Io(_Detached(io.out), _Detached(io.err), "")
+
+        async def job(pid: int) -> int:
+            sh = self.child(self.dialect)
+            sh.vars["$"] = str(pid)
+            try:
+                return await sh.run_and_or(and_or, detached)
+            except ExitShell as e:
+                return e.code
+
+        return self.rt.start_job(self.host, job)
 
     async def run_pipeline(self, pipe: Pipeline, io: Io) -> int:
         stdin = io.stdin
@@ -483,7 +544,7 @@ class Shell:
         st = self.state
         for fd, op, target in cmd.redirs:
             if op == "<":
-                content = self.read_file(target)
+                content = "" if target == "/dev/null" else self.read_file(target)
                 if content is None:
                     err.write(self._err_prefix(cmd.line) + f"{target}: No such file or directory\n")
                     return 1
@@ -614,6 +675,18 @@ class Shell:
 
     def scaled(self, seconds: float) -> float:
         return seconds * self.rt.time_scale
+
+
+class _Detached(Sink):
+    """A background job's view of its session's output: dropped once the session is gone."""
+
+    def __init__(self, inner: Sink) -> None:
+        self.inner = inner
+
+    def write(self, text: str) -> None:
+        # the channel closed: a real job would get EPIPE and go on
+        with contextlib.suppress(Exception):
+            self.inner.write(text)
 
 
 class _FileSink(Sink):

@@ -73,6 +73,7 @@ class HostState:
     booted_at: float = 0.0
     db_files: int = 20000  # "(Reading database ... N files and directories currently installed.)"
     files: dict[str, str] = field(default_factory=dict)  # files written by commands (> redirects)
+    transient: list[str] = field(default_factory=list)  # units systemd-run started (gone at boot)
     eol: bool = False
 
     def to_json(self) -> dict[str, Any]:

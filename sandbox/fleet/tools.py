@@ -155,6 +155,8 @@ def path_kind(sh: Shell, path: str) -> str | None:
     """ "f" file, "d" directory, "x" executable, None missing."""
     if path in _DIRS or (path == "/etc/pve" and sh.state.kind == "node"):
         return "d"
+    if path == "/run/systemd/system" and sh.state.family == "debian":
+        return "d"  # systemd is PID 1 on Debian and Ubuntu (sd_booted); Alpine runs OpenRC
     if path == "/dev/null":
         return "c"
     if path in tool_paths(sh.state).values():
@@ -549,6 +551,9 @@ async def _timeout(sh: Shell, argv: list[str], io: Io) -> int:
 async def _sh(sh: Shell, argv: list[str], io: Io) -> int:
     args = argv[1:]
     script: str | None = None
+    dialect = (
+        "ash" if sh.state.family == "alpine" else ("bash" if argv[0].endswith("bash") else "dash")
+    )
     while args:
         a = args.pop(0)
         if a == "-c" and args:
@@ -557,12 +562,158 @@ async def _sh(sh: Shell, argv: list[str], io: Io) -> int:
         if a.startswith("-") and "c" in a and args:  # -ec, -lc
             script = args.pop(0)
             break
+        if not a.startswith("-"):  # `sh FILE`: run the file
+            script = virtual_file(sh, a)
+            if script is None:
+                io.err.write(
+                    f"bash: {a}: No such file or directory\n"
+                    if dialect == "bash"
+                    else f"{argv[0]}: 0: cannot open {a}: No such file\n"
+                    if dialect == "dash"
+                    else f"{argv[0]}: can't open '{a}': No such file or directory\n"
+                )
+                return 127 if dialect == "bash" else 2
+            break
     if script is None:
         script = io.stdin  # `sh -s` / `ssh host sh < script`
-    dialect = (
-        "ash" if sh.state.family == "alpine" else ("bash" if argv[0].endswith("bash") else "dash")
-    )
     return await sh.child(dialect).run_script(script, io)
+
+
+# ------------------------------------------------------------------------ files and processes
+
+
+@tool("mkdir")
+async def _mkdir(sh: Shell, argv: list[str], io: Io) -> int:
+    # directories are not modelled: files may be written anywhere; only the errors matter
+    if not [a for a in argv[1:] if not a.startswith("-")]:
+        io.err.write("mkdir: missing operand\n")
+        return 1
+    return 0
+
+
+@tool("rm")
+async def _rm(sh: Shell, argv: list[str], io: Io) -> int:
+    force = any(a.startswith("-") and "f" in a for a in argv[1:])
+    status = 0
+    for path in (a for a in argv[1:] if not a.startswith("-")):
+        if sh.state.files.pop(path, None) is None and not force:
+            io.err.write(f"rm: cannot remove '{path}': No such file or directory\n")
+            status = 1
+    return status
+
+
+@tool("mv")
+async def _mv(sh: Shell, argv: list[str], io: Io) -> int:
+    paths = [a for a in argv[1:] if not a.startswith("-")]
+    if len(paths) != 2:
+        io.err.write("mv: missing destination file operand\n")
+        return 1
+    content = sh.state.files.pop(paths[0], None)
+    if content is None:
+        io.err.write(f"mv: cannot stat '{paths[0]}': No such file or directory\n")
+        return 1
+    sh.state.files[paths[1]] = content
+    return 0
+
+
+@tool("read")
+async def _read(sh: Shell, argv: list[str], io: Io) -> int:
+    names = [a for a in argv[1:] if not a.startswith("-")] or ["REPLY"]
+    line, newline, _ = io.stdin.partition("\n")
+    words = line.split(None, len(names) - 1)
+    for k, name in enumerate(names):
+        sh.vars[name] = words[k] if k < len(words) else ""
+    return 0 if newline or line else 1  # end of file before a line: status 1
+
+
+@tool("kill")
+async def _kill(sh: Shell, argv: list[str], io: Io) -> int:
+    args = argv[1:]
+    probe = bool(args) and args[0] == "-0"
+    if args and args[0].startswith("-"):
+        args = args[1:]
+    status = 0
+    for a in args:
+        pid = int(a) if a.isdigit() else -1
+        if pid < 0 or not sh.rt.job_alive(sh.host, pid):
+            io.err.write(
+                f"bash: kill: ({a}) - No such process\n"
+                if sh.dialect == "bash"
+                else "sh: 1: kill: No such process\n\n"
+                if sh.dialect == "dash"
+                else f"sh: can't kill pid {a}: No such process\n"
+            )
+            status = 1
+        elif not probe:
+            sh.rt.stop_job(sh.host, pid)
+    return status
+
+
+@tool("systemd-run")
+async def _systemd_run(sh: Shell, argv: list[str], io: Io) -> int:
+    """A transient service: the command runs as a background process of the host, the unit is
+    active while it runs; ``--collect`` unloads it afterwards even when it failed."""
+    args, unit, collect, quiet = argv[1:], None, False, False
+    with_value = ("-p", "--property", "--description", "--slice", "-E", "--setenv")
+    while args and args[0].startswith("-"):
+        a = args.pop(0)
+        if a == "--":
+            break
+        if a.startswith("--unit="):
+            unit = a.split("=", 1)[1]
+        elif a in ("-u", "--unit") and args:
+            unit = args.pop(0)
+        elif a in ("-G", "--collect"):
+            collect = True
+        elif a in ("-q", "--quiet"):
+            quiet = True
+        elif a in with_value and args:
+            args.pop(0)
+        elif not a.startswith(tuple(f"{w}=" for w in with_value if w.startswith("--"))):
+            io.err.write(f"systemd-run: unrecognized option '{a}'\n")
+            return 1
+    if not args:
+        io.err.write("Command line to execute required.\n")
+        return 1
+    name = unit or f"run-r{uuid.uuid4().hex}"
+    name = name if "." in name else name + ".service"
+    st = sh.state
+    if name in st.services:
+        io.err.write(
+            "Failed to start transient service unit: "
+            f"Unit {name} was already loaded or has a fragment file.\n"
+        )
+        return 1
+    st.services[name] = "active"
+    st.transient.append(name)
+    host, command = sh.host, list(args)
+
+    async def service(pid: int) -> int:
+        proc = sh.child("dash")  # systemd execs argv itself; stdout and stderr go to the journal
+        proc.vars["$"] = str(pid)
+        quiet_io = Io(_NullOut(), _NullOut(), "")
+        rc = 1  # killed (by a signal): the unit fails
+        try:
+            rc = await proc.exec_argv(command, quiet_io)
+        except ExitShell as e:
+            rc = e.code
+        except Exception:
+            rc = 1
+        finally:
+            now = sh.rt.lab.hosts.get(host)
+            if isinstance(now, HostState) and name in now.transient:
+                if collect or rc == 0:
+                    now.services.pop(name, None)
+                    now.transient.remove(name)
+                else:
+                    now.services[name] = "failed"
+        return rc
+
+    sh.rt.start_job(host, service)
+    if not quiet:
+        invocation = f"; invocation ID: {uuid.uuid4().hex}" if st.os == "debian13" else ""
+        io.err.write(f"Running as unit: {name}{invocation}\n")  # systemd >= 256 names it
+    return 0
 
 
 # ------------------------------------------------------------------------------------ reboot
@@ -813,14 +964,15 @@ def _get_source(st: HostState, p: dict[str, Any]) -> tuple[str, str]:
 
 
 def plan_upgrade(
-    st: HostState, dist: bool, only: list[str] | None = None
+    st: HostState, dist: bool, only: list[str] | None = None, keep: list[str] | None = None
 ) -> tuple[list[str], list[list[str]], list[str]]:
-    """(packages to upgrade, new packages pulled in, kept back) as apt-get would decide."""
+    """(packages to upgrade, new packages pulled in, kept back) as apt-get would decide;
+    ``keep``: packages the command line pins at their installed version."""
     upgrades: list[str] = []
     new: list[list[str]] = []
     kept: list[str] = []
     for name in sorted(st.pending):
-        if only is not None and name not in only:
+        if (only is not None and name not in only) or name in (keep or ()):
             continue
         p = st.pending[name]
         if name in st.held or (p.get("pulls") and not dist and only is None):
@@ -898,6 +1050,7 @@ async def apt_upgrade(
         "Reading package lists...\nBuilding dependency tree...\nReading state information...\n"
     )
     only: list[str] | None = None
+    pinned: list[str] = []
     if verb == "install":
         only = []
         for n in names:
@@ -912,8 +1065,23 @@ async def apt_upgrade(
                 io.err.write(f"E: Unable to locate package {n}\n")
                 return 100
     else:
+        # `dist-upgrade name=version`: apt takes the named packages first (a version equal to
+        # the installed one keeps the package there for this run), then upgrades the rest.
+        for n in names:
+            name, _, ver = n.partition("=")
+            if name not in st.packages:
+                io.err.write(f"E: Unable to locate package {name}\n")
+                return 100
+            installed = st.packages[name][0]
+            if ver and ver not in (installed, st.pending.get(name, {}).get("version")):
+                io.err.write(f"E: Version '{ver}' for '{name}' was not found\n")
+                return 100
+            if ver == installed or (not ver and name not in st.pending):
+                out.write(f"{name} is already the newest version ({installed}).\n")
+                out.write(f"{name} set to manually installed.\n")
+                pinned.append(name)
         out.write("Calculating upgrade...\n")
-    upgrades, new, kept = plan_upgrade(st, dist, only)
+    upgrades, new, kept = plan_upgrade(st, dist, only, keep=pinned)
     if kept:
         out.write("The following packages have been kept back:\n" + wrap_list(kept))
     if new:
@@ -922,7 +1090,7 @@ async def apt_upgrade(
         )
     if upgrades:
         out.write("The following packages will be upgraded:\n" + wrap_list(upgrades))
-    not_upgraded = len(st.pending) - len(upgrades)
+    not_upgraded = len(st.pending) - len(upgrades) - len(set(pinned) & set(st.pending))
     out.write(
         f"{len(upgrades)} upgraded, {len(new)} newly installed, 0 to remove and "
         f"{not_upgraded} not upgraded.\n"
@@ -1701,6 +1869,10 @@ def new_boot(st: HostState) -> None:
     st.boot_id = str(uuid.uuid4())
     st.booted_at = time.time()
     st.lock_until = 0.0
+    for unit in st.transient:  # transient units do not survive a boot, nor does /run
+        st.services.pop(unit, None)
+    st.transient = []
+    st.files = {p: c for p, c in st.files.items() if not p.startswith("/run/")}
     for u, s in st.services.items():
         if s == "inactive":
             st.services[u] = "active" if st.family == "debian" else "started"

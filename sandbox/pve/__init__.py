@@ -41,6 +41,7 @@ class PveService(Service):
         self._watch: asyncio.Task[None] | None = None
         self.api: PveApi | None = None
         self.token_ref = ""
+        self._held: dict[str, asyncio.Event] = {}  # control "task": runs until "end_task"
         self.password_ref = ""
 
     # The router is module level so tests can introspect it without starting anything.
@@ -209,6 +210,29 @@ class PveService(Service):
                     for t in self.api.tasks.tasks.values()
                 ]
             }
+        if action == "task":  # a worker task that runs until "end_task": {"node", "type", ...}
+            release = asyncio.Event()
+
+            async def body(task: Any) -> int | None:
+                for vmid in task.vmids:
+                    task.log(f"INFO: Starting Backup of VM {vmid} (lxc)")
+                await release.wait()
+                return None
+
+            vmids = [int(v) for v in payload.get("vmids", [])]
+            task = self.api.tasks.spawn(
+                str(payload["node"]),
+                str(payload.get("type", "vzdump")),
+                str(payload.get("id", "")),
+                "root@pam",
+                body,
+                vmids=vmids,
+            )
+            self._held[task.upid] = release
+            return {"upid": task.upid}
+        if action == "end_task":  # {"upid"}
+            self._held.pop(str(payload["upid"]), asyncio.Event()).set()
+            return {"upid": payload["upid"]}
         if action == "starts":  # guest starts, each with the config it started with
             vmid = payload.get("vmid")
             return {

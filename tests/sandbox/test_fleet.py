@@ -480,3 +480,114 @@ def test_container_stopped_and_started_through_the_lab(fleet: FleetHarness) -> N
         guest.status = "running"
     assert _wait(lambda: _port_open(fleet.port(name)))
     assert fleet.run(name, "test -e /run/reboot-required; echo $?")[1] == "1\n"
+
+
+def test_background_jobs_pids_kill_and_read(fleet: FleetHarness) -> None:
+    """`list &` runs as a process of the host that outlives its SSH session: `$!` names it,
+    `kill -0` sees it until it ends, `read` takes a line from a file; a reboot ends it."""
+    host = fleet.hosts(os="debian12", sshd=True, kind="container")[2]
+    rc, out, _ = fleet.run(
+        host,
+        "sh -c 'echo $$ > /run/job.pid; sleep 60; echo done > /tmp/x' > /dev/null 2>&1 & echo $!",
+    )
+    pid = out.strip()
+    assert rc == 0 and pid.isdigit()
+    assert fleet.run(host, 'read p < /run/job.pid && kill -0 "$p" && echo $p') == (0, out, "")
+    assert fleet.run(host, "cat /tmp/x") == (1, "", "cat: /tmp/x: No such file or directory\n")
+    fleet.control("reboot", {"host": host})
+    assert _wait(lambda: _port_open(fleet.port(host)) and host not in fleet.svc._down_until, 10)
+    assert fleet.run(host, f"kill -0 {pid}") == (1, "", f"bash: kill: ({pid}) - No such process\n")
+    rc, _, err = fleet.run(host, "read p < /run/job.pid")  # /run is empty after the boot
+    assert rc == 1 and "No such file or directory" in err
+    rc, out, _ = fleet.run(host, "sh -c 'echo late > /tmp/y' & sleep 0.5; cat /tmp/y; read a b")
+    assert out == "late\n" and rc == 1  # read at end of input: status 1
+
+
+def test_systemd_run_transient_unit(fleet: FleetHarness) -> None:
+    """A transient unit is active while its command runs; the name cannot be taken twice; with
+    --collect it is gone afterwards, without it a failed unit stays failed."""
+    node = "pve2"
+    rc, _, err = fleet.run(node, "systemd-run --unit=demo --collect sleep 30")
+    assert rc == 0 and re.fullmatch(
+        r"Running as unit: demo\.service; invocation ID: [0-9a-f]{32}\n", err
+    )
+    assert fleet.run(node, "systemctl is-active demo") == (0, "active\n", "")
+    assert fleet.run(node, "systemd-run -u demo --quiet true") == (
+        1,
+        "",
+        "Failed to start transient service unit: Unit demo.service was already loaded or has "
+        "a fragment file.\n",
+    )
+    assert fleet.run(node, "systemd-run --unit=bad --quiet false") == (0, "", "")
+    assert _wait(lambda: fleet.run(node, "systemctl is-active bad")[1] == "failed\n", 5)
+    assert fleet.run(node, "test -d /run/systemd/system && echo systemd")[1] == "systemd\n"
+    alpine = fleet.hosts(os="alpine320", sshd=True)[0]
+    assert fleet.run(alpine, "test -d /run/systemd/system || echo openrc")[1] == "openrc\n"
+
+
+def test_detached_upgrade_started_polled_and_adopted(fleet: FleetHarness) -> None:
+    """The product's detached upgrade: started as a transient unit on a node (nohup on Alpine),
+    polled until it ends with its status and log; a second start meets the running one."""
+    from labops.parsers.detached import POLL_COMMAND, parse_poll, start_command
+    from labops.planners.patching import upgrade_command
+
+    node = "pve4"
+    fleet.control("set_pending", {"host": node, "packages": ["pve-manager", "libc6"]})
+    fleet.control("set_faults", {"command_delay_s": 0})
+    upgrade = upgrade_command("node", "apt", None, 10)
+    start = start_command("run-1", upgrade, systemd=True)
+    assert fleet.run(node, start) == (0, "", "")
+    first = parse_poll(fleet.run(node, POLL_COMMAND)[1])
+    assert first.job == "run-1" and first.complete
+    # a second start while it runs is refused by systemd (the caller polls and adopts first)
+    if first.running:
+        rc, _, err = fleet.run(node, start_command("run-2", upgrade, systemd=True))
+        assert rc == 1 and "labops-upgrade.service was already loaded" in err
+    assert _wait(lambda: parse_poll(fleet.run(node, POLL_COMMAND)[1]).finished, 15)
+    done = parse_poll(fleet.run(node, POLL_COMMAND)[1])
+    assert done.status == 0 and "Setting up pve-manager" in done.log_tail
+    assert not fleet.control("state", {"host": node})["pending"]
+    assert fleet.run(node, "systemctl is-active labops-upgrade")[0] == 3  # collected
+    alpine = next(
+        h
+        for h in fleet.hosts(os="alpine320", sshd=True)
+        if set(fleet.lab.hosts[h].pending) - set(fleet.lab.hosts[h].held)
+    )
+    assert fleet.run(alpine, start_command("run-3", "apk upgrade", systemd=False))[0] == 0
+    assert _wait(lambda: parse_poll(fleet.run(alpine, POLL_COMMAND)[1]).finished, 15)
+    done = parse_poll(fleet.run(alpine, POLL_COMMAND)[1])
+    assert done.status == 0 and done.job == "run-3" and "Upgrading" in done.log_tail
+    st = fleet.control("state", {"host": alpine})
+    assert set(st["pending"]) <= set(st["held"])  # what is pinned in the world file stays
+
+
+def test_dist_upgrade_with_a_package_pinned_on_the_command_line(fleet: FleetHarness) -> None:
+    """`apt-get -s dist-upgrade name=<installed>` (the dry run's stand-in for a hold) keeps that
+    package and says so as apt does; an unknown version is an error."""
+    from labops.planners.patching import decide_upgrade
+
+    node = "pve1"
+    pending = [
+        {"name": "pve-manager", "from": "9.0.10", "version": "9.0.11", "pve": True},
+        {"name": "pve-qemu-kvm", "from": "10.0.2-4", "version": "10.1.2-1", "pve": True},
+    ]
+    fleet.control("set_pending", {"host": node, "packages": pending, "held": []})
+    sim = decide_upgrade("node", "apt", None, {"pve-qemu-kvm": "10.0.2-4"}).simulation()
+    assert sim == "apt-get -s -o Debug::NoLocking=1 dist-upgrade pve-qemu-kvm=10.0.2-4"
+    rc, out, _ = fleet.run(node, sim)
+    assert (
+        rc == 0
+        and (
+            "pve-qemu-kvm is already the newest version (10.0.2-4).\n"
+            "pve-qemu-kvm set to manually installed.\nCalculating upgrade...\n"
+        )
+        in out
+    )
+    assert re.findall(r"^Inst (\S+)", out, re.M) == ["pve-manager"]
+    assert "1 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n" in out
+    rc, _, err = fleet.run(node, "apt-get -s dist-upgrade pve-qemu-kvm=9.9")
+    assert rc == 100 and err == "E: Version '9.9' for 'pve-qemu-kvm' was not found\n"
+    assert sorted(fleet.control("state", {"host": node})["pending"]) == [
+        "pve-manager",
+        "pve-qemu-kvm",
+    ]

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 
 from labops.config.systems import Strict
+from labops.parsers.packages import valid_package_name
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 ALL_DAYS: list[Day] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -65,6 +66,16 @@ class Exclusions(Strict):
         "(always on nodes) the pending ones not already held are apt-mark held, then unheld. "
         "apk hosts upgrade the named list instead. Reported per host as left pending.",
     )
+
+    @field_validator("packages")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        bad = [
+            n for n in value if not (valid_package_name("apt", n) or valid_package_name("apk", n))
+        ]
+        if bad:
+            raise ValueError(f"not in the package-name grammar: {', '.join(map(repr, bad))}")
+        return value
 
 
 class HealthCheck(Strict):
@@ -126,7 +137,34 @@ class PatchPolicy(Strict):
     )
     check_timeout_s: float = Field(120.0, gt=0, description="Timeout of the check command.")
     refresh_timeout_s: float = Field(300.0, gt=0, description="Timeout of apt-get/apk update.")
-    upgrade_timeout_s: float = Field(1800.0, gt=0, description="Timeout of one upgrade.")
+    upgrade_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="Longest wait for one upgrade. A node's upgrade runs detached on the node and "
+        "is left running past it (reported still running, never killed).",
+    )
+    upgrade_poll_s: float = Field(
+        10.0, gt=0, description="Pause between polls of a node's detached upgrade."
+    )
+    busy_wait_s: float = Field(
+        900.0,
+        ge=0,
+        description="How long a node busy with a backup, restore or migration (or with a locked "
+        "guest) is waited for before its upgrade or reboot is skipped (0: skip at once).",
+    )
+    busy_poll_s: float = Field(15.0, gt=0, description="Pause between looks at a busy node.")
+    step_estimate_s: float = Field(
+        600.0,
+        gt=0,
+        description="Expected length of one rollout step (a batch, or a node with its reboot): "
+        "the plan's length, shown against the window's end.",
+    )
+    fresh_backup_h: float = Field(
+        26.0,
+        gt=0,
+        description="A guest with a backup this recent counts as protected in the plan (when no "
+        "snapshot is taken before its upgrade).",
+    )
     lock_wait_s: float = Field(
         120.0, ge=0, description="How long to wait for a held dpkg/apt lock before failing."
     )

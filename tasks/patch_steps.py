@@ -1,0 +1,581 @@
+"""The steps of a patch run, each over the tasks of ``tasks.ssh``, ``tasks.snapshots`` and
+``tasks.patch_host``: check, simulate, show the plan, re-check at approval, execute, reboot, settle
+snapshots. ``flows/patching.py`` calls them in runbook order; decisions stay in
+``labops/planners/patching.py``.
+
+Which steps change the lab: :func:`check` only when ``stopped_containers: start-check-stop`` and
+not a dry run (it starts and stops containers); :func:`execute` and what it calls; snapshot
+deletion in :func:`housekeep_snapshots` and :func:`settle_snapshots` (never in a dry run).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import wait
+
+from blocks.context import LabContext
+from labops.config.inventory import Host
+from labops.models.patching import HostApply, HostCheck, PatchReport
+from labops.outcome import Checked, UnknownSince
+from labops.planners import patching as plan
+from labops.redact import redact
+from labops.reports import Failure
+from labops.ssh import SshTarget
+from tasks import snapshots as pve_tasks
+from tasks.patch_host import (
+    SNAPSHOT_BOOK,
+    Detach,
+    patch_host,
+    reboot_container,
+    reboot_node,
+    wait_until_idle,
+)
+from tasks.ssh import CheckedHost, CheckOptions, HostAccess, HostCommand, check_hosts, run_batch
+
+PLAN_KEY = "patch-plan"
+UNKNOWN_SINCE_KEY = "patch-check-unknown-since"
+
+
+# -- discovery and check -------------------------------------------------------------------------
+
+
+def node_hosts(ctx: LabContext) -> list[Host]:
+    """Inventory hosts plus the nodes' SSH addresses from ``systems.proxmox.nodes``."""
+    hosts = list(ctx.config.inventory.hosts)
+    names = {h.name for h in hosts}
+    pve = ctx.config.systems.proxmox
+    for name, node in (pve.nodes if pve else {}).items():
+        if name not in names and node.ssh_host:
+            hosts.append(Host(name=name, kind="node", address=node.ssh_host, port=node.ssh_port))
+    return hosts
+
+
+def access_of(target: plan.Target, hosts: list[Host]) -> HostAccess:
+    if target.access == "pct" and target.node:
+        node = next(h for h in hosts if h.name == target.node)
+        ssh = SshTarget(name=target.node, address=node.address or node.name, port=node.port)
+        return HostAccess(name=target.name, ssh=ssh, vmid=target.vmid)
+    return HostAccess(
+        name=target.name, ssh=SshTarget(name=target.name, address=target.address, port=target.port)
+    )
+
+
+def _parallel(ctx: LabContext) -> int:
+    policy = ctx.config.patching
+    ssh = ctx.config.systems.ssh
+    return min(policy.parallel, ssh.parallel) if ssh else policy.parallel
+
+
+def _inventory(
+    ctx: LabContext, report: PatchReport
+) -> tuple[list[plan.PveNodeInfo], list[plan.PveGuestInfo]]:
+    if not (ctx.configured("proxmox") and ctx.config.inventory.discover_from_proxmox):
+        report.skipped.append("proxmox: not configured (config hosts only)")
+        return [], []
+    try:
+        pve_nodes, pve_guests = pve_tasks.inventory(ctx.pve_block())
+    except Exception as exc:
+        report.failures.append(
+            Failure(entity="proxmox", reason=f"inventory: {exc}", system="proxmox")
+        )
+        return [], []
+    nodes = [plan.PveNodeInfo(name=n.node, online=n.online) for n in pve_nodes]
+    return nodes, [plan.PveGuestInfo.of(g) for g in pve_guests]
+
+
+def check(
+    ctx: LabContext,
+    report: PatchReport,
+    refresh: bool,
+    only_hosts: list[str] | None,
+    dry_run: bool = False,
+) -> tuple[list[plan.Target], list[Host]]:
+    """Discover targets, check them all, fill ``report.hosts``; returns the targets.
+
+    In a dry run nothing is started: a stopped container that ``start-check-stop`` would start
+    is reported as not checked, and the caller passes ``refresh=False``."""
+    log = get_run_logger()
+    policy = ctx.config.patching
+    hosts = node_hosts(ctx)
+    nodes, guests = _inventory(ctx, report)
+    selection = plan.select_targets(
+        nodes,
+        guests,
+        hosts,
+        policy.exclusions,
+        policy.access or ctx.config.inventory.container_access,
+        policy.stopped_containers,
+    )
+    targets, skipped = selection.targets, selection.skipped
+    to_start = [t for t in selection.to_start if t in targets]
+    if dry_run and to_start:  # starting it would change the lab: say it was not checked, and why
+        targets = [t for t in targets if t not in to_start]
+        skipped += [
+            plan.Skip(
+                name=t.name,
+                kind=t.kind,
+                node=t.node,
+                vmid=t.vmid,
+                reason=f"not checked: {t.status}; a dry run does not start it (start-check-stop)",
+            )
+            for t in to_start
+        ]
+        to_start = []
+    if only_hosts:
+        wanted = set(only_hosts)
+        targets = [t for t in targets if t.name in wanted]
+        skipped = [s for s in skipped if s.name in wanted]
+        to_start = [t for t in to_start if t.name in wanted]
+    now = datetime.now(UTC)
+    report.hosts = [
+        HostCheck(
+            host=s.name,
+            kind=s.kind,
+            node=s.node,
+            vmid=s.vmid,
+            state="skipped",
+            detail=s.reason,
+            last_checked=now,
+        )
+        for s in skipped
+    ]
+    if not ctx.configured("ssh"):
+        report.failures.append(Failure(entity="ssh", reason="not configured: no host checked"))
+        return [], hosts
+    started = power(ctx, report, to_start, "start")
+    accesses = [access_of(t, hosts) for t in targets]
+    opts = CheckOptions(
+        refresh=refresh,
+        lock_wait_s=policy.lock_wait_s,
+        refresh_timeout_s=policy.refresh_timeout_s,
+        check_timeout_s=policy.check_timeout_s,
+    )
+    checked: list[CheckedHost] = check_hosts(ctx.ssh_block(), accesses, opts, _parallel(ctx))
+    booting = [
+        i for i, t in enumerate(targets) if t in started and checked[i].run.state == "unreachable"
+    ]
+    if booting:  # a container just started may not run its sshd yet: one more try
+        time.sleep(3)
+        again = check_hosts(ctx.ssh_block(), [accesses[i] for i in booting], opts, _parallel(ctx))
+        for i, c in zip(booting, again, strict=True):
+            checked[i] = c
+    power(ctx, report, started, "stop")
+    now = datetime.now(UTC)
+    for target, c in zip(targets, checked, strict=True):
+        detail = "; ".join(x for x in (c.run.detail, c.note) if x)
+        row = plan.check_row(target, c.run.state, detail, c.facts, now, policy.exclusions.packages)
+        report.hosts.append(row)
+        if row.check is Checked.UNKNOWN:
+            report.failures.append(
+                Failure(
+                    entity=f"host {row.host}", reason=f"{row.state}: {row.detail}", system="ssh"
+                )
+            )
+        elif row.refused:
+            report.failures.append(
+                Failure(
+                    entity=f"host {row.host}",
+                    reason="package names outside the package-name grammar, never used: "
+                    + ", ".join(row.refused[:5]),
+                    system="ssh",
+                )
+            )
+    report.hosts.sort(key=lambda h: (h.kind != "node", h.node or "", h.host))
+    # "could not check since": the first failed check in a row, remembered across runs (a dry
+    # run reads the memory but leaves it as it was)
+    book = ctx.state.load(UNKNOWN_SINCE_KEY, UnknownSince) or UnknownSince()
+    carried = report.date_unknown(book)
+    if not dry_run:
+        ctx.state.save(UNKNOWN_SINCE_KEY, carried)
+    log.info("checked %d hosts (%d skipped)", len(checked), len(skipped))
+    return targets, hosts
+
+
+def power(
+    ctx: LabContext, report: PatchReport, targets: list[plan.Target], action: str
+) -> list[plan.Target]:
+    """Start or stop containers for their check (CHANGES THE LAB; never in a dry run)."""
+    done = []
+    for t in targets:
+        if t.node is None or t.vmid is None:
+            continue
+        try:
+            pve_tasks.set_power(ctx.pve_block(), t.node, t.vmid, action)
+            done.append(t)
+        except Exception as exc:
+            report.failures.append(
+                Failure(entity=f"host {t.name}", reason=f"{action} for the check failed: {exc}")
+            )
+    return done
+
+
+# -- the plan --------------------------------------------------------------------------------------
+
+
+def build_rollout(
+    ctx: LabContext, rows: list[HostCheck], security_only: bool, excluded: set[str]
+) -> plan.RolloutPlan:
+    policy = ctx.config.patching
+    planned = [
+        p
+        for h in rows
+        if h.host not in excluded and (p := plan.plan_host(h, security_only)) is not None
+    ]
+    return plan.plan_rollout(
+        planned, policy.canaries, policy.canary_count, policy.batch_size, policy.per_node_parallel
+    )
+
+
+def upgrade_of(
+    ctx: LabContext, h: plan.PlanHost, row: HostCheck, security_only: bool
+) -> plan.Upgrade:
+    """The one decision both apply and the dry run use for a host: named packages (security only,
+    exclusions, a host changed since the plan) or everything, with its holds."""
+    full = not security_only and not ctx.config.patching.exclusions.packages and not h.named
+    return h.upgrade(row.package_manager, None if full else h.packages)
+
+
+def protections(ctx: LabContext, rollout: plan.RolloutPlan, report: PatchReport) -> dict[str, str]:
+    """How each planned host can be rolled back: its snapshot, a fresh backup, or nothing."""
+    from labops.planners.backups import default_storage
+    from tasks.pve import scan_backups
+
+    policy = ctx.config.patching
+    snapshot = policy.snapshot_before and ctx.configured("proxmox")
+    need = [
+        h
+        for h in rollout.hosts
+        if h.vmid is not None and plan.protection(h, snapshot, None, 0) == "none"
+    ]
+    ages: dict[int, float] = {}
+    if need and ctx.configured("proxmox"):
+        try:
+            storage = default_storage(ctx.config.backups, ctx.config.systems.pbs)
+            online = sorted({h.node for h in need if h.node})
+            copies, _ = scan_backups(
+                ctx.pve_block(), [storage, *ctx.config.backups.scan_storages], online
+            )
+            now = time.time()
+            for c in copies:
+                age = (now - c.ctime) / 3600
+                ages[c.vmid] = min(age, ages.get(c.vmid, age))
+        except Exception as exc:  # no backup storage known: those hosts show "none"
+            report.skipped.append(f"plan: backups not looked up ({exc})")
+    return {
+        h.name: plan.protection(
+            h, snapshot, ages.get(h.vmid) if h.vmid is not None else None, policy.fresh_backup_h
+        )
+        for h in rollout.hosts
+    }
+
+
+@task(name="publish-patch-plan")
+def publish_plan(rows: list[dict[str, str]], summary: str, ui_url: str) -> str | None:
+    """Publish the plan awaiting approval: a table artifact (one row per host) and the markdown
+    summary (read-only for the lab). Returns the table's URL in the Prefect UI."""
+    clean = [{k: redact(v) for k, v in r.items()} for r in rows]
+    table = create_table_artifact(clean, key=PLAN_KEY, description="Patch plan awaiting approval")
+    create_markdown_artifact(redact(summary), key=f"{PLAN_KEY}-summary")
+    return f"{ui_url.rstrip('/')}/artifacts/artifact/{table}" if table else None
+
+
+def row_of(h: plan.PlanHost, step: plan.Step | None = None, **kw: Any) -> HostApply:
+    """A report row for a planned host (``kw``: outcome, detail, ...)."""
+    phase = "canary" if step is not None and step.phase == "canary" else "batch"
+    return HostApply(
+        host=h.name,
+        kind=h.kind,
+        node=h.node,
+        vmid=h.vmid,
+        phase=phase,  # type: ignore[arg-type]
+        batch=step.index if step is not None else 0,
+        held_back=h.held_back,
+        **kw,
+    )
+
+
+# -- dry run ---------------------------------------------------------------------------------------
+
+
+def simulate(
+    ctx: LabContext,
+    report: PatchReport,
+    rollout: plan.RolloutPlan,
+    by_name: dict[str, plan.Target],
+    inv_hosts: list[Host],
+    security_only: bool,
+) -> None:
+    """Run each host's simulation: the very upgrade apply would run (named packages, security
+    only, exclusions, holds), as ``apt-get -s`` / ``apk upgrade -s``. Read-only."""
+    rows = {h.host: h for h in report.hosts}
+    upgrades = {h.name: upgrade_of(ctx, h, rows[h.name], security_only) for h in rollout.hosts}
+    jobs = [
+        HostCommand(
+            access=access_of(by_name[h.name], inv_hosts),
+            command=upgrades[h.name].simulation(),
+            timeout_s=ctx.config.patching.check_timeout_s,
+        )
+        for h in rollout.hosts
+    ]
+    runs = run_batch(ctx.ssh_block(), jobs, ctx.config.patching.parallel)
+    steps = {h.name: s for s in rollout.steps for h in s.hosts}
+    lock = ctx.config.patching.lock_wait_s
+    for h, r, job in zip(rollout.hosts, runs, jobs, strict=True):
+        s = steps[h.name]
+        ok = r.state == "ok" and r.result is not None and r.result.ok
+        report.applied.append(
+            row_of(
+                h,
+                s,
+                outcome="simulated" if ok else "failed",
+                command=upgrades[h.name].command(lock),
+                simulated=job.command,
+                simulation=(r.result.stdout if r.result else None),
+                detail=r.detail if r.state != "ok" else ("" if ok else "simulation failed"),
+            )
+        )
+        if not ok:
+            report.failures.append(
+                Failure(entity=f"host {h.name}", reason=f"simulation: {r.state} {r.detail}")
+            )
+    report.approval = "dry run: nothing changed"
+
+
+# -- approval --------------------------------------------------------------------------------------
+
+
+def recheck_approved(
+    ctx: LabContext,
+    report: PatchReport,
+    rollout: plan.RolloutPlan,
+    by_name: dict[str, plan.Target],
+    inv_hosts: list[Host],
+) -> plan.RolloutPlan:
+    """Check the approved hosts again (read-only, no refresh) and keep only what the plan showed:
+    a host whose pending packages changed applies the approved ones that are still pending, new
+    ones are never added; every change is said in the report."""
+    rows = {h.host: h for h in report.hosts}
+    names = [h.name for h in rollout.hosts]
+    accesses = [access_of(by_name[n], inv_hosts) for n in names]
+    policy = ctx.config.patching
+    opts = CheckOptions(check_timeout_s=policy.check_timeout_s)
+    checked = check_hosts(ctx.ssh_block(), accesses, opts, _parallel(ctx))
+    now = datetime.now(UTC)
+    approved: dict[str, plan.PlanHost | None] = {}
+    for h, c in zip(rollout.hosts, checked, strict=True):
+        detail = "; ".join(x for x in (c.run.detail, c.note) if x)
+        row = plan.check_row(
+            by_name[h.name], c.run.state, detail, c.facts, now, policy.exclusions.packages
+        )
+        keep, change = plan.recheck_at_approval(h, rows[h.name], row)
+        approved[h.name] = keep
+        if change:
+            report.plan_changes.append(f"{h.name}: {change}")
+            get_run_logger().warning("%s changed since the plan: %s", h.name, change)
+        if keep is None:
+            report.applied.append(row_of(h, outcome="not-run", detail=change))
+            if not row.known:
+                report.failures.append(Failure(entity=f"host {h.name}", reason=change))
+    steps = []
+    for s in rollout.steps:
+        hosts = [k for h in s.hosts if (k := approved[h.name]) is not None]
+        if hosts:
+            steps.append(s.model_copy(update={"hosts": hosts}))
+    return plan.RolloutPlan(steps=steps)
+
+
+# -- apply -----------------------------------------------------------------------------------------
+
+
+def _not_run(report: PatchReport, steps: list[plan.Step], why: str) -> None:
+    for later in steps:
+        report.applied += [row_of(h, later, outcome="not-run", detail=why) for h in later.hosts]
+
+
+def window_stop(report: PatchReport, steps: list[plan.Step], why: str) -> None:
+    """The window closed: what was left is reported as not run, and the run says so."""
+    report.stopped = why
+    _not_run(report, steps, why)
+    left = sum(len(s.hosts) for s in steps)
+    report.failures.append(Failure(entity="patch apply", reason=f"{why}: {left} hosts not run"))
+
+
+def execute(
+    ctx: LabContext,
+    report: PatchReport,
+    rollout: plan.RolloutPlan,
+    by_name: dict[str, plan.Target],
+    inv_hosts: list[Host],
+    snap: str | None,
+    security_only: bool,
+    window: plan.WindowGuard,
+    job: str,
+) -> None:
+    """Apply the rollout step by step (CHANGES THE LAB): the window is asked before every step
+    and every reboot; the stop rule after every step; snapshots are settled at the end."""
+    log = get_run_logger()
+    policy = ctx.config.patching
+    rows = {h.host: h for h in report.hosts}
+    rule = plan.StopRule(max_failures=policy.max_failures, max_fail_ratio=policy.max_fail_ratio)
+    done = failed = 0
+    book_changed: list[HostApply] = []
+    for index, step in enumerate(rollout.steps):
+        closed = window.closed()
+        if closed:
+            log.warning("rollout stopped before %s %d: %s", step.phase, step.index, closed)
+            window_stop(report, rollout.steps[index:], closed)
+            break
+        futures = []
+        for h in step.hosts:
+            row = rows[h.name]
+            upgrade = upgrade_of(ctx, h, row, security_only)
+            detach = Detach(job=job, systemd=row.systemd) if h.kind == "node" else None
+            futures.append(
+                patch_host.with_options(name=f"patch-host {h.name}").submit(
+                    ctx.config_file,
+                    step,
+                    h.model_copy(update={"hold": list(upgrade.hold)}),
+                    access_of(by_name[h.name], inv_hosts),
+                    row.package_manager,
+                    snap if h.kind == "container" else None,
+                    upgrade.command(policy.lock_wait_s),
+                    detach,
+                )
+            )
+        wait(futures)
+        canary_failed = False
+        for h, fut in zip(step.hosts, futures, strict=True):
+            try:
+                r: HostApply = fut.result()
+            except Exception as exc:
+                r = row_of(h, step, outcome="failed", detail=f"{type(exc).__name__}: {exc}")
+            report.applied.append(r)
+            done += 1
+            if r.outcome in ("failed", "rolled-back", "still-running"):
+                failed += 1
+                canary_failed |= step.phase == "canary"
+                report.failures.append(Failure(entity=f"host {r.host}", reason=r.detail))
+            elif r.outcome == "skipped" and r.kind == "node":
+                report.skipped.append(f"{r.host}: {r.detail}")
+            elif r.outcome == "patched":
+                book_changed.append(r)
+                maybe_reboot(ctx, report, r, by_name, inv_hosts, window)
+        verdict = rule.verdict(failed, done, canary_failed)
+        if verdict:
+            report.stopped = f"after {step.phase} {step.index}: {verdict}"
+            log.warning("rollout stopped: %s", report.stopped)
+            _not_run(report, rollout.steps[index + 1 :], "rollout stopped")
+            break
+    settle_snapshots(ctx, report, book_changed)
+
+
+def maybe_reboot(
+    ctx: LabContext,
+    report: PatchReport,
+    r: HostApply,
+    by_name: dict[str, plan.Target],
+    inv_hosts: list[Host],
+    window: plan.WindowGuard,
+) -> None:
+    """Reboot a patched host that asks for it (CHANGES THE LAB), inside the window, and a node
+    only while it is not busy; a reboot left out is said on the host and in the report."""
+    if ctx.config.patching.reboot == "never":
+        return
+    access = access_of(by_name[r.host], inv_hosts)
+    after = check_hosts(ctx.ssh_block(), [access], CheckOptions(), 1)[0]
+    facts = after.facts
+    if facts is None:
+        return
+    needs = facts.reboot_required
+    if r.kind == "node" and facts.needrestart is not None:
+        needs = needs or facts.needrestart.reboot_advised
+    if not needs:
+        return
+    why = window.closed()
+    if not why and r.kind == "node":
+        busy = wait_until_idle(ctx, r.host)
+        why = f"node busy: {'; '.join(busy)}" if busy else ""
+    if why:
+        r.detail = "; ".join(x for x in (r.detail, f"reboot left for later: {why}") if x)
+        report.skipped.append(f"{r.host}: reboot left for later ({why})")
+        return
+    try:
+        if r.kind == "node":
+            problem = reboot_node(ctx, r, access)
+            if problem:
+                report.failures.append(Failure(entity=f"node {r.host}", reason=problem))
+        elif r.kind == "container":
+            reboot_container(ctx, r)
+    except Exception as exc:
+        report.failures.append(Failure(entity=f"host {r.host}", reason=f"reboot: {exc}"))
+    r.finished = datetime.now(UTC)  # the host's turn ends when it is back
+
+
+# -- snapshots -------------------------------------------------------------------------------------
+
+
+def housekeep_snapshots(ctx: LabContext, report: PatchReport, current: str, dry_run: bool) -> None:
+    """Delete snapshots whose keep time is over (CHANGES THE LAB; not in a dry run); report
+    labops snapshots nobody planned for."""
+    if not ctx.configured("proxmox"):
+        return
+    pve = ctx.pve_block()
+    book = ctx.state.load(SNAPSHOT_BOOK, plan.SnapshotBook) or plan.SnapshotBook()
+    if not dry_run:
+        for rec in book.due(datetime.now(UTC)):
+            try:
+                pve_tasks.delete_snapshot(pve, rec.node, rec.vmid, rec.name)
+                book.drop(rec.vmid, rec.name)
+                report.deleted_snapshots.append(f"{rec.host}: {rec.name}")
+            except Exception as exc:
+                report.skipped.append(f"snapshot {rec.name} of {rec.host} not deleted: {exc}")
+        ctx.state.save(SNAPSHOT_BOOK, book)
+    cts = [
+        (h.host, h.node, h.vmid)
+        for h in report.hosts
+        if h.kind == "container" and h.node and h.vmid is not None and h.state != "skipped"
+    ]
+    found = pve_tasks.find_snapshots(pve, cts, "labops-patch-")  # type: ignore[arg-type]
+    report.leftover_snapshots = plan.leftovers(found, book, current)
+
+
+def settle_snapshots(ctx: LabContext, report: PatchReport, patched: list[HostApply]) -> None:
+    """Healthy hosts' snapshots: deleted now (keep time 0) or booked for later deletion.
+    Rolled-back hosts keep theirs (the operator looks at them), reported as kept."""
+    if not ctx.configured("proxmox"):
+        return
+    policy = ctx.config.patching
+    book = ctx.state.load(SNAPSHOT_BOOK, plan.SnapshotBook) or plan.SnapshotBook()
+    keep = timedelta(hours=policy.delete_snapshots_after_h)
+    for r in report.applied:
+        if not r.snapshot or r.vmid is None or r.node is None:
+            continue
+        if r in patched and keep.total_seconds() == 0:
+            try:
+                pve_tasks.delete_snapshot(ctx.pve_block(), r.node, r.vmid, r.snapshot)
+                book.drop(r.vmid, r.snapshot)
+                report.deleted_snapshots.append(f"{r.host}: {r.snapshot}")
+            except Exception as exc:
+                report.skipped.append(f"snapshot {r.snapshot} of {r.host} not deleted: {exc}")
+                r.snapshot_kept = True
+            continue
+        now = datetime.now(UTC)
+        status = "keep-until" if r in patched else "rolled-back"
+        book.upsert(
+            plan.SnapshotRecord(
+                host=r.host,
+                node=r.node,
+                vmid=r.vmid,
+                name=r.snapshot,
+                created=now,
+                status=status,  # type: ignore[arg-type]
+                delete_after=now + keep if r in patched else None,
+            )
+        )
+        r.snapshot_kept = True
+    ctx.state.save(SNAPSHOT_BOOK, book)
