@@ -240,19 +240,22 @@ def test_labops_results_from_the_other_flows_artifacts(prefect_server: Any) -> N
 
     tables = json.loads((Path(__file__).parent / "data/digest/labops_tables.json").read_text())
 
+    from labops.scope import artifact_key
+
     @flow(name="digest-test-seed-reports")
-    def seed() -> None:  # what the backups and certificates flows leave behind
-        create_table_artifact(tables["backups"], key="backups-table")
-        create_table_artifact(tables["certificates"], key="certificates-table")
+    def seed() -> None:  # what the backups and certificates flows of lab "homelab" leave behind
+        for operation in ("backups", "certificates"):
+            key = artifact_key("homelab", operation, "table")
+            create_table_artifact(tables[operation], key=key)
 
     seed()
-    collected = labops_results.fn(48, datetime.now(UTC))
+    collected = labops_results.fn("homelab", 48, datetime.now(UTC))
     titles = {(f.title, f.entity) for f in collected.findings}
     assert ("backups: failed (stale)", "203 paperless") in titles
     assert ("certificates: critical", "https://nextcloud.lab.internal") in titles
     # the latest report is recent, so no "flow has not reported" finding
     assert not any(f.rule and f.rule.endswith(":silent") for f in collected.findings)
-    stale = labops_results.fn(48, datetime(2030, 1, 1, tzinfo=UTC))
+    stale = labops_results.fn("homelab", 48, datetime(2030, 1, 1, tzinfo=UTC))
     assert any(f.rule == "backups:silent" for f in stale.findings)
 
 
