@@ -88,6 +88,7 @@ def test_digest_collects_ranks_delivers_and_remembers(
     from prefect.artifacts import Artifact
 
     from flows.security_digest import security_digest
+    from labops.scope import artifact_key
 
     httpx.post(
         f"{victoriametrics.url}/api/v1/import/prometheus",
@@ -134,10 +135,10 @@ def test_digest_collects_ranks_delivers_and_remembers(
     assert "## Summary (LLM, read as text)" in first.rendered
     assert first.rendered.splitlines()[0].startswith("# Security digest homelab (daily):")
 
-    artifact: Any = Artifact.get("security-digest-summary")
+    artifact: Any = Artifact.get(artifact_key("homelab", "security_digest", "summary"))
     assert artifact is not None and "Security digest" in str(artifact.data)
     got = {m.topic: m for m in sub.wait_for(2, timeout=10)}
-    topic = f"{mqtt.prefix}/security/digest"
+    topic = f"{mqtt.prefix}/homelab/security/digest"  # under the lab's own topic level
     assert got[topic].json()["findings"] == len(first.findings)
     assert got[f"{topic}/latest"].retain is False  # live delivery; retained on later subscribe
     late = mqtt.subscribe(f"{topic}/latest").wait_for(1, timeout=10)
