@@ -128,8 +128,8 @@ def handle(args: argparse.Namespace) -> int:
         print(f"{args.flow} failed: {type(result).__name__}: {result}", file=sys.stderr)
     elif result is not None:
         print(result)
-    why = f" ({state.message})" if state.message and (failed or not state.is_completed()) else ""
-    if isinstance(result, OperationReport):
+    why = f" ({state.message})" if failed and state.message else ""
+    if isinstance(result, OperationReport):  # the outcome in one line: failures, else findings
         outcome = result.result()
         why = f" ({outcome.detail})" if outcome.outcome is not Outcome.CLEAN else ""
     progress(f"labops: {args.flow} finished: {state.name}{why}")
