@@ -48,6 +48,24 @@ class LabContext:
     def state(self) -> StateStore:
         return StateStore(self.config.lab.state_dir)
 
+    # -- links ------------------------------------------------------------------------------------
+
+    def ui_url(self) -> str | None:
+        """Base URL of the Prefect UI for links: ``lab.ui_url`` when the operator set it, else
+        the server this process reports to (``PREFECT_UI_URL``, which Prefect derives from
+        ``PREFECT_API_URL`` when unset). None without either (a throwaway server)."""
+        if self.config.lab.ui_url:
+            return self.config.lab.ui_url.rstrip("/")
+        from prefect.settings import PREFECT_UI_URL
+
+        value = PREFECT_UI_URL.value()
+        return str(value).rstrip("/") if value else None
+
+    def flow_run_url(self, flow_run_id: object) -> str | None:
+        """The UI page of one flow run (None when no UI is known)."""
+        base = self.ui_url()
+        return f"{base}/runs/flow-run/{flow_run_id}" if base else None
+
     # -- blocks (what tasks take) ---------------------------------------------------------------
 
     def configured(self, system: str) -> bool:

@@ -132,7 +132,7 @@ def notifier_for(config: LabopsConfig) -> MultiNotifier:
     if config.systems.telegram is not None:
         channels.append(telegram_block(config).get_client())
     if config.systems.mqtt is not None:
-        channels.append(mqtt_block(config).get_client())
+        channels.append(mqtt_block(config).get_client(lab=config.lab.name))
     return MultiNotifier(channels)
 
 

@@ -102,9 +102,10 @@ class MqttBroker(CredentialsBlock):
             qos=self.qos,
         )
 
-    def get_client(self) -> MqttNotifier:
-        """A ``labops.notify.mqtt.MqttNotifier`` publishing under ``topic_prefix``."""
+    def get_client(self, lab: str | None = None) -> MqttNotifier:
+        """A ``labops.notify.mqtt.MqttNotifier`` publishing under ``topic_prefix`` (and under
+        ``lab``, one topic level, when given: the flows always give theirs)."""
         from labops.notify.mqtt import MqttNotifier
 
         reveal(self.password)
-        return MqttNotifier(self.system(), self.password)
+        return MqttNotifier(self.system(), self.password, lab=lab)

@@ -1,7 +1,8 @@
 """``labops alerts``: the vmalert/Prometheus rules of the dead-man's switch, from the config.
 
 Two rules per flow in ``platform.heartbeat_max_age_hours``: LabopsFlowSilent (no heartbeat at all
-in the window) and LabopsFlowStale (last success too old). Load the file into vmalert
+in the window) and LabopsFlowStale (last success too old), for the config's lab only (``lab``
+label). Load the file into vmalert
 (``-rule=/etc/vmalert/labops-rules.yml``) or Prometheus (``rule_files``).
 """
 
@@ -36,7 +37,7 @@ def handle(args: argparse.Namespace) -> int:
 
     # Rules need no secrets: they can be rendered on the monitoring host, without the env file.
     config = load_config(config_path(args.config), check_secrets=False)
-    text = render(config.platform)
+    text = render(config.platform, config.lab.name)
     if args.output is None:
         sys.stdout.write(text)
         return 0

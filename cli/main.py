@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from labops.errors import ConfigError, LabopsError
+from labops.outcome import EXIT_CONFIG, EXIT_FAILED
 
 COMMANDS: dict[str, str] = {
     "run": "cli.run",
@@ -25,9 +26,6 @@ COMMANDS: dict[str, str] = {
     "bench": "cli.bench",
 }
 """Command name -> module providing ``add_parser(subparsers)``."""
-
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
 
 
 def build_parser() -> argparse.ArgumentParser:

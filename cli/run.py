@@ -15,6 +15,15 @@ from pydantic import BaseModel
 from cli.common import add_config_option, load, progress, use_local_server
 from deployments.catalog import FLOWS
 from labops.errors import ConfigError, LabopsError
+from labops.outcome import EXIT_CLEAN, EXIT_CONFIG, EXIT_FAILED, EXIT_FINDINGS, FailOn, Outcome
+from labops.reports import OperationReport
+
+EXIT_CODES = f"""exit codes:
+  {EXIT_CLEAN}  clean: the run did its job and found nothing at or above --fail-on
+  {EXIT_FAILED}  failed: the run could not do its job (a failure, something it could not check)
+  {EXIT_CONFIG}  config or argument error: nothing ran
+  {EXIT_FINDINGS}  findings at or above --fail-on (default critical); the Prefect state is
+     "Findings", the report names the highest severity"""
 
 
 def add_parser(sub: Any) -> None:
@@ -23,6 +32,8 @@ def add_parser(sub: Any) -> None:
         help="run one operation now",
         description="Run an operation as a Prefect flow and print its report. "
         f"Operations: {', '.join(FLOWS)}.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("flow", metavar="FLOW", help="operation to run: " + ", ".join(FLOWS))
     add_config_option(parser)
@@ -35,6 +46,13 @@ def add_parser(sub: Any) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="flow parameter (VALUE is YAML: 3, true, [a, b]); dotted keys nest: window.hours=2",
+    )
+    parser.add_argument(
+        "--fail-on",
+        choices=[f.value for f in FailOn],
+        default=FailOn.CRITICAL.value,
+        help="lowest finding severity that exits 3 (default: critical; never: exit 0 when the "
+        "run completed, whatever it found)",
     )
     parser.set_defaults(handler=handle)
 
@@ -100,10 +118,10 @@ def handle(args: argparse.Namespace) -> int:
     if isinstance(result, ConfigError):
         for problem in result.problems:
             print(f"config error: {problem}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     if isinstance(result, ParameterTypeError):
         print(f"--set: {args.flow} refused its parameters: {result}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     if isinstance(result, BaseModel):
         print_report(result, as_json=args.json)
     elif isinstance(result, BaseException):
@@ -111,8 +129,21 @@ def handle(args: argparse.Namespace) -> int:
     elif result is not None:
         print(result)
     why = f" ({state.message})" if failed and state.message else ""
+    if isinstance(result, OperationReport):  # the outcome in one line: failures, else findings
+        outcome = result.result()
+        why = f" ({outcome.detail})" if outcome.outcome is not Outcome.CLEAN else ""
     progress(f"labops: {args.flow} finished: {state.name}{why}")
-    return 1 if failed else 0
+    return exit_code(state, result, FailOn(args.fail_on))
+
+
+def exit_code(state: Any, result: Any, fail_on: FailOn) -> int:
+    """The run's exit code: 1 when its state is not a completed one (failed, crashed,
+    cancelled), else the report's outcome against ``--fail-on`` (0 or 3; 1 when failed)."""
+    if not state.is_completed():
+        return EXIT_FAILED
+    if isinstance(result, OperationReport):
+        return result.result().exit_code(fail_on)
+    return EXIT_CLEAN
 
 
 def print_report(report: BaseModel, *, as_json: bool) -> None:

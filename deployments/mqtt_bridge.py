@@ -83,10 +83,10 @@ class StateEvent(BaseModel):
     state: str
     message: str | None = None
     occurred: datetime
-    url: str
+    url: str | None = None
 
 
-def state_event(event: Any, ui_url: str) -> StateEvent | None:
+def state_event(event: Any, ui_url: str | None) -> StateEvent | None:
     """Map a Prefect ``prefect.flow-run.<State>`` event onto the bus message."""
     name = getattr(event, "event", "")
     if not name.startswith("prefect.flow-run.") or name.endswith(".heartbeat"):
@@ -105,7 +105,7 @@ def state_event(event: Any, ui_url: str) -> StateEvent | None:
         state=name.removeprefix("prefect.flow-run."),
         message=validated.get("message") or event.resource.get("prefect.state-message") or None,
         occurred=event.occurred,
-        url=f"{ui_url.rstrip('/')}/runs/flow-run/{run_id}",
+        url=f"{ui_url.rstrip('/')}/runs/flow-run/{run_id}" if ui_url else None,
     )
 
 
@@ -235,7 +235,7 @@ class Bridge:
         return str(run.id)
 
     def handle_event(self, event: Any) -> None:
-        change = state_event(event, self.ctx.config.lab.ui_url)
+        change = state_event(event, self.ctx.ui_url())
         if change is None or change.occurred < self.since:
             return
         flow = change.flow or "unknown"
@@ -306,7 +306,7 @@ class Bridge:
                         state=state,
                         message=f"still {state} after {minutes:.0f} min",
                         occurred=now,
-                        url=f"{self.ctx.config.lab.ui_url.rstrip('/')}/runs/flow-run/{run.id}",
+                        url=self.ctx.flow_run_url(run.id),
                     )
                 )
         return late

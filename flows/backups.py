@@ -52,9 +52,9 @@ MAX_LANES = 16
 UNKNOWN_SINCE_KEY = "backups-unknown-since"
 
 
-def slot(kind: str, key: str, policy: BackupPolicy) -> str:
-    """The concurrency-limit name of a node or storage, in the policy's scope."""
-    return limit_name(kind, key).replace("labops-", f"{policy.limits_scope}-", 1)
+def slot(kind: str, key: str, policy: BackupPolicy, lab: str) -> str:
+    """The concurrency-limit name of a node or storage of this lab, in the policy's scope."""
+    return limit_name(kind, key, lab=lab, scope=policy.limits_scope)
 
 
 def run_lanes(
@@ -156,7 +156,8 @@ def backups(
     """
     log = get_run_logger()
     ctx = LabContext.load(config)
-    report = BackupReport(dry_run=dry_run, lab=ctx.config.lab.name)
+    lab = ctx.config.lab.name
+    report = BackupReport(dry_run=dry_run, lab=lab)
     policy = ctx.config.backups
     if vmids:
         wanted = (
@@ -208,9 +209,9 @@ def backups(
     outcomes: dict[int, BackupOutcome] = {}
     if todo and not dry_run:
         for node in {p.guest.node for p in todo}:
-            ensure_limit(slot("node", node, policy), policy.per_node_limit)
+            ensure_limit(slot("node", node, policy, lab), policy.per_node_limit)
         for st in {p.policy.storage for p in todo if p.policy}:
-            ensure_limit(slot("storage", st, policy), policy.per_storage_limit)
+            ensure_limit(slot("storage", st, policy, lab), policy.per_storage_limit)
 
         slot_wait = policy.slot_wait or policy.task_timeout
 
@@ -227,7 +228,7 @@ def backups(
             )
 
         def slot_of(kind: str, key: str) -> str:
-            return slot(kind, key, policy)
+            return slot(kind, key, policy, lab)
 
         outcomes = run_lanes(lanes(todo, policy.per_node_limit), submit, hold, slot_of)
         report.vzdump_started = sum(o.attempts > 0 and not o.adopted for o in outcomes.values())
@@ -266,8 +267,10 @@ def backups(
             for g in guests_without_job(block)
             if g.vmid in watched
         ]
-    except LabopsError as exc:
-        report.warnings.append(f"not-backed-up list unreadable: {exc}")
+    except LabopsError as exc:  # could not check: a failure, never "every guest in a job"
+        report.failures.append(
+            Failure(entity="backup jobs", reason=f"not-backed-up list unreadable: {exc}")
+        )
     report.orphans = orphans(copies, [g.vmid for g in guests])
     report.templates_unprotected = templates_without_backup(report.guests)
     report.retention_options = policy.retention.options()
@@ -275,6 +278,8 @@ def backups(
     if ctx.configured("pbs"):
         try:
             report.pbs_jobs = maintenance_checks(ctx.pbs_block(), policy.pbs_jobs)
-        except LabopsError as exc:
-            report.warnings.append(f"PBS maintenance state unreadable: {exc}")
+        except LabopsError as exc:  # could not check: a failure, not a note
+            report.failures.append(
+                Failure(entity="PBS maintenance", reason=f"state unreadable: {exc}", system="pbs")
+            )
     return publish_report(report, ctx)

@@ -28,6 +28,7 @@ from labops.docs.report import DocReport
 from labops.errors import LabopsError
 from labops.redact import contains_secret
 from labops.reports import Failure
+from labops.scope import artifact_key
 from labops.state import StateStore
 from tasks.docs import commit_fix, read_docs
 from tasks.live_facts import (
@@ -169,7 +170,7 @@ def doc_reconcile(config: str | None = None, dry_run: bool = True) -> DocReport 
     if report.diff:
         create_markdown_artifact(
             f"```diff\n{report.diff}```",
-            key="doc-reconcile-patch",
+            key=artifact_key(ctx.config.lab.name, "doc_reconcile", "patch"),
             description="Proposed patch of the drifted values",
         )
     if patched and policy.git is not None and policy.write and not dry_run:

@@ -103,9 +103,9 @@ def patch_apply(
     """Apply pending updates after approval, inside a maintenance window (CHANGES HOSTS).
 
     Checks every host, plans the rollout (canaries, then batches with at most N containers per
-    node, then the nodes one at a time), publishes the plan (table artifact ``patch-plan`` and a
-    summary) and pauses for approval (approve, narrow or reject; scheduled runs may be
-    pre-approved by policy). On approval the hosts are checked again and only what the plan showed
+    node, then the nodes one at a time), publishes the plan (table artifact
+    ``labops-<lab>-patch-plan-table`` and a summary) and pauses for approval (approve, narrow or
+    reject; scheduled runs may be pre-approved by policy). On approval the hosts are checked again and only what the plan showed
     is applied. The window is asked again after approval and before every step and reboot. Per
     host: skip if being backed up (containers) or busy (nodes: backup, restore, migration, a
     locked guest), LXC snapshot named for the run, upgrade (nodes: dist-upgrade, detached on the
@@ -196,7 +196,7 @@ def _ask_approval(
     needs = plan.plan_length(rollout, policy.step_estimate_s)
     table = plan.plan_table(rollout, report.hosts, guards, sec_only)
     summary = plan.approval_summary(rollout, report.hosts, guards, sec_only, window.end, needs)
-    link = steps.publish_plan(table, summary, ctx.config.lab.ui_url)
+    link = steps.publish_plan(table, summary, ctx.config.lab.name, ctx.ui_url())
     description = (
         plan.approval_summary(rollout, report.hosts, guards, sec_only, window.end, needs, link)
         + f"\n\n```\n{rollout.describe()}\n```\nApprove, narrow (exclude hosts, security only) "

@@ -149,7 +149,7 @@ def _take_slot(held: ExitStack, lab: str) -> str | None:
     """Hold the lab's one restore-drill slot for the rest of the run; None when taken, else why
     the drill does not run. A second drill does not queue behind a running one (a drill can
     take the restore timeout): it reports and leaves the next scheduled run to try again."""
-    name = limit_name("drill", lab)
+    name = limit_name("drill", "slot", lab=lab)
     try:
         ensure_limit(name, 1)
         held.enter_context(

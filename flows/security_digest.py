@@ -156,7 +156,7 @@ def _sources(
             "Prefect API",
             "backup, certificate and patch results",
             None,
-            lambda _: labops_results.submit(hours * 2, until),
+            lambda _: labops_results.submit(ctx.config.lab.name, hours * 2, until),
             enabled=policy.labops_results,
         ),
     ]
@@ -324,9 +324,11 @@ def security_digest(
         )
     if ctx.configured("mqtt"):
         try:
-            publish_latest(ctx.block("mqtt"), policy.mqtt_topic, report.payload())
-        except Exception as exc:  # delivery trouble is reported, never hides the digest
-            report.skipped.append(f"mqtt latest: {exc}")
+            publish_latest(
+                ctx.block("mqtt"), ctx.config.lab.name, policy.mqtt_topic, report.payload()
+            )
+        except Exception as exc:  # a failed delivery step: named once, never hides the digest
+            report.failures.append(Failure(entity=publish_latest.name, reason=str(exc)))
     return publish_report(report, ctx)
 
 

@@ -95,7 +95,9 @@ def call_with_retry(
             last.status,
         )
     assert last is not None
-    raise Unreachable(system, f"{last} (after {policy.attempts} tries)")
+    # The last error already names the system: keep only its message (no "vm: vm: ...").
+    why = last.message if isinstance(last, Unreachable) else str(last)
+    raise Unreachable(system, f"{why} (after {policy.attempts} tries)")
 
 
 def _describe_transport(exc: httpx.TransportError) -> str:

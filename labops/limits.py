@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 
+from labops.scope import PREFIX, scoped_name
+
 log = logging.getLogger("labops.limits")
 
 
-def limit_name(kind: str, key: str) -> str:
-    """``labops-node-pve1``, ``labops-storage-pbs``: names must stay stable across runs."""
-    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in key.lower())
-    return f"labops-{kind}-{safe}"
+def limit_name(kind: str, key: str, *, lab: str, scope: str = PREFIX) -> str:
+    """``labops-homelab-node-pve1``, ``labops-homelab-storage-pbs``: one lab's limit, named the
+    same in every run (``scope`` replaces the ``labops`` prefix, e.g. for tests)."""
+    return scoped_name(lab, kind, key, prefix=scope)
 
 
 def ensure_limit(name: str, limit: int) -> None:

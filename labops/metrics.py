@@ -7,6 +7,8 @@ import time
 
 from pydantic import BaseModel, Field
 
+from labops.outcome import RunResult
+
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
@@ -47,3 +49,19 @@ def heartbeat(operation: str, lab: str, success: bool) -> list[Metric]:
         )
     samples.append(Metric(name="labops_flow_up", value=1.0 if success else 0.0, labels=labels))
     return samples
+
+
+def outcome_samples(operation: str, lab: str, result: RunResult) -> list[Metric]:
+    """The run's outcome as values (never as a label that would change from run to run):
+    ``labops_flow_outcome`` 0 clean / 1 findings / 2 failed and ``labops_flow_severity``, the
+    rank of the highest severity found (0 ok, 1 info, 2 warning, 3 critical)."""
+    labels = {"flow": operation, "lab": lab}
+    return [
+        Metric(name="labops_flow_outcome", value=float(result.outcome.code), labels=labels),
+        Metric(name="labops_flow_severity", value=float(result.severity.rank), labels=labels),
+    ]
+
+
+def with_lab(metrics: list[Metric], lab: str) -> list[Metric]:
+    """Every sample labelled with its lab (``lab`` set here wins over a report's own)."""
+    return [m.model_copy(update={"labels": {**m.labels, "lab": lab}}) for m in metrics]

@@ -11,7 +11,11 @@ Two notions live here, and nowhere else:
   which is how the security digest reads other flows' rows (never by the words of a status).
 - :class:`Outcome`: what a whole run found. ``clean``, ``findings`` (it did its job and found
   something, with the highest severity) or ``failed`` (it could not do its job). The CLI exit
-  code, the Prefect state and the metrics all derive from it.
+  code, the Prefect state and the metrics all derive from it, through :class:`RunResult`.
+
+Each report says what it found (:class:`Found`, with a :class:`Severity`) and what it could not
+do (failures, endpoints it could not reach...); :func:`judge` turns both into one
+:class:`RunResult`.
 """
 
 from __future__ import annotations
@@ -164,7 +168,130 @@ def kind_of(exc: BaseException) -> str:
     return "error"
 
 
+class Severity(StrEnum):
+    """How bad a finding is (``ok``: nothing found). Ordered: compare with :attr:`rank`."""
+
+    OK = "ok"
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}
+
+
 class Outcome(StrEnum):
     CLEAN = "clean"
     FINDINGS = "findings"
     FAILED = "failed"
+
+    @property
+    def code(self) -> int:
+        """The value of the ``labops_flow_outcome`` metric: 0 clean, 1 findings, 2 failed."""
+        return _OUTCOME_CODE[self]
+
+
+_OUTCOME_CODE = {Outcome.CLEAN: 0, Outcome.FINDINGS: 1, Outcome.FAILED: 2}
+
+
+class FailOn(StrEnum):
+    """``labops run --fail-on``: the lowest finding severity that makes the exit code 3."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    NEVER = "never"
+
+
+# Exit codes of ``labops run`` (the CLI's other commands use 0, 1 and 2 the same way).
+EXIT_CLEAN = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_FINDINGS = 3
+
+# The Prefect state name of each outcome: ``Findings`` is a COMPLETED-type state with its own
+# name, so the UI's run list (which shows the state's name) tells it apart from ``Completed``.
+STATE_NAMES = {Outcome.CLEAN: "Completed", Outcome.FINDINGS: "Findings", Outcome.FAILED: "Failed"}
+
+
+class Found(BaseModel):
+    """One kind of finding of a run, e.g. ``critical: 2 guest(s) past their RPO: 101, 102``."""
+
+    severity: Severity
+    what: str
+
+    def line(self) -> str:
+        return f"{self.severity.value}: {self.what}"
+
+    @classmethod
+    def of(cls, severity: Severity, what: str, names: Iterable[str], shown: int = 5) -> list[Found]:
+        """``[Found(severity, "<n> <what>: a, b and 3 more")]``, or ``[]`` when ``names`` is
+        empty: how a report lists one kind of finding."""
+        names = list(names)
+        if not names:
+            return []
+        return [cls(severity=severity, what=f"{len(names)} {what}: {listed(names, shown)}")]
+
+
+class RunResult(BaseModel):
+    """The verdict on one run: its outcome, the highest severity it found, and why, in one line."""
+
+    outcome: Outcome
+    severity: Severity = Field(
+        Severity.OK, description="Highest severity among the findings (ok: none)."
+    )
+    detail: str = Field("", description="One line: the failures, else the findings, else 'clean'.")
+    found: list[Found] = Field(default_factory=list)
+    problems: list[str] = Field(
+        default_factory=list, description="What kept the run from doing its job, one per item."
+    )
+
+    @property
+    def state_name(self) -> str:
+        return STATE_NAMES[self.outcome]
+
+    def exit_code(self, fail_on: FailOn = FailOn.CRITICAL) -> int:
+        """0 clean (or findings below ``fail_on``), 1 failed, 3 findings at or above it."""
+        if self.outcome is Outcome.FAILED:
+            return EXIT_FAILED
+        if fail_on is FailOn.NEVER or self.outcome is Outcome.CLEAN:
+            return EXIT_CLEAN
+        return EXIT_FINDINGS if self.severity.rank >= Severity(fail_on.value).rank else EXIT_CLEAN
+
+
+def _shorten(items: list[str], shown: int) -> str:
+    more = len(items) - shown
+    return "; ".join(items[:shown]) + (f"; and {more} more" if more > 0 else "")
+
+
+def judge(problems: Iterable[str], found: Iterable[Found], shown: int = 5) -> RunResult:
+    """The run's result: failed when anything kept it from its job (``problems``: failures,
+    things it could not check), else findings when it found anything above ``ok``, else clean.
+    The highest severity is kept even for a failed run (the metrics and the JSON show it)."""
+    problems = list(problems)
+    found = sorted(
+        (f for f in found if f.severity is not Severity.OK), key=lambda f: -f.severity.rank
+    )
+    severity = found[0].severity if found else Severity.OK
+    if problems:
+        outcome = Outcome.FAILED
+        detail = f"{len(problems)} failure(s): {_shorten(problems, shown)}"
+    elif found:
+        outcome = Outcome.FINDINGS
+        detail = _shorten([f.line() for f in found], shown)
+    else:
+        outcome, detail = Outcome.CLEAN, "clean"
+    return RunResult(
+        outcome=outcome, severity=severity, detail=detail, found=found, problems=problems
+    )
+
+
+def listed(items: Iterable[str], shown: int = 5) -> str:
+    """``a, b, c and 4 more``: a bounded list of names for one finding's line."""
+    items = list(items)
+    more = len(items) - shown
+    return ", ".join(items[:shown]) + (f" and {more} more" if more > 0 else "")

@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import abc
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
-from labops.metrics import Metric
+from labops.metrics import Metric, heartbeat, outcome_samples, with_lab
+from labops.outcome import Found, Outcome, RunResult, Severity, judge
+
+__all__ = ["Failure", "Found", "Notification", "OperationReport", "Severity", "utcnow"]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class Severity(StrEnum):
-    OK = "ok"
-    INFO = "info"
-    WARNING = "warning"
-    CRITICAL = "critical"
-
-    @property
-    def rank(self) -> int:
-        return ["ok", "info", "warning", "critical"].index(self.value)
 
 
 class Failure(BaseModel):
@@ -60,10 +51,47 @@ class OperationReport(BaseModel, abc.ABC):
     failures: list[Failure] = Field(default_factory=list)
     flow_run_url: str | None = None
 
+    # -- the outcome: what the run found (see labops.outcome) ---------------------------------
+
+    def found(self) -> list[Found]:
+        """What this run found, one line per kind of finding, each with its severity.
+
+        A finding is about the lab (an expired certificate, a stale backup); it never makes the
+        run failed. Subclasses say what counts; the base finds nothing."""
+        return []
+
+    def unchecked(self) -> list[str]:
+        """Things the run had to check and could not (beyond ``failures``), e.g. an endpoint
+        that did not answer: each makes the run failed. Subclasses say what counts."""
+        return []
+
+    def result(self) -> RunResult:
+        """The run's outcome, highest severity and one-line detail (CLI, Prefect, metrics)."""
+        problems = [f"{f.entity}: {f.reason}" for f in self.failures] + self.unchecked()
+        return judge(problems, self.found())
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def outcome(self) -> Outcome:
+        """clean, findings or failed (printed by ``--json``)."""
+        return self.result().outcome
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def highest_severity(self) -> Severity:
+        """The highest severity this run found (ok: nothing), even when it failed."""
+        return self.result().severity
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def outcome_detail(self) -> str:
+        """One line: the failures, else the findings by severity, else 'clean'."""
+        return self.result().detail
+
     @property
     def failed(self) -> bool:
-        """True when the run must end Failed (any failure)."""
-        return bool(self.failures)
+        """True when the run must end Failed (a failure, or something it could not check)."""
+        return self.outcome is Outcome.FAILED
 
     @abc.abstractmethod
     def table(self) -> list[dict[str, Any]]:
@@ -74,8 +102,19 @@ class OperationReport(BaseModel, abc.ABC):
         """The markdown summary artifact."""
 
     def metrics(self) -> list[Metric]:
-        """Metrics pushed to VictoriaMetrics (the heartbeat is added by publish)."""
+        """The report's own metrics (``pushed_metrics`` adds the heartbeat, outcome and lab)."""
         return []
+
+    def pushed_metrics(self) -> list[Metric]:
+        """Everything a run pushes to VictoriaMetrics: the report's metrics, the heartbeat and
+        the outcome, each series labelled with the lab (docs/metrics.md lists them all)."""
+        result = self.result()
+        samples = (
+            self.metrics()
+            + heartbeat(self.operation, self.lab, result.outcome is not Outcome.FAILED)
+            + outcome_samples(self.operation, self.lab, result)
+        )
+        return with_lab(samples, self.lab)
 
     def notification(self) -> Notification | None:
         """The message to send, or None when there is nothing worth a message."""

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from labops.metrics import Metric
 from labops.models.backups import JobCheck, OrphanGroup, RetentionGroup
-from labops.outcome import Checked, CouldNotCheck, UnknownSince, check_columns
+from labops.outcome import Checked, CouldNotCheck, Found, UnknownSince, check_columns
 from labops.planners.backups import human_age
 from labops.reports import Notification, OperationReport, Severity
 
@@ -94,6 +94,11 @@ class GuestRow(BaseModel):
         return self.status not in (GuestStatus.EXCLUDED, GuestStatus.TEMPLATE)
 
     @property
+    def verify_failed(self) -> bool:
+        """The latest PBS verification of this guest's backups failed (see backup_audit)."""
+        return self.verified.startswith("FAILED")
+
+    @property
     def stale(self) -> bool:
         """Last good backup older than the RPO; never claimed (nor denied) for an unknown row."""
         if not self.watched or self.unknown is not None:
@@ -142,6 +147,33 @@ class BackupReport(OperationReport):
         out += [f"template without a backup: {t}" for t in self.templates_unprotected]
         out += [f"PBS {j.job}: {j.detail}" for j in self.pbs_jobs if not j.ok]
         return out
+
+    def found(self) -> list[Found]:
+        """Critical: a guest past its RPO, a failed verification. Warning: no recent
+        verification, a coverage gap (no job, orphans, unprotected template, PBS maintenance
+        too old), a backup that ended with warnings. Info: the notes. A guest whose backup
+        failed, or that an offline node kept from its backup, is a failure, not a finding."""
+        verification = self.verification_problems
+        return [
+            *Found.of(Severity.CRITICAL, "guest(s) past their RPO", [r.label for r in self.stale]),
+            *Found.of(
+                Severity.CRITICAL,
+                "guest(s) whose latest verification failed",
+                [r.label for r in verification if r.verify_failed],
+            ),
+            *Found.of(
+                Severity.WARNING,
+                "guest(s) without a recent verification",
+                [r.label for r in verification if not r.verify_failed],
+            ),
+            *Found.of(Severity.WARNING, "coverage gap(s)", self.gaps, shown=3),
+            *Found.of(
+                Severity.WARNING,
+                "guest(s) backed up with warnings",
+                [r.label for r in self.rows(GuestStatus.WARNING)],
+            ),
+            *Found.of(Severity.INFO, "note(s)", self.warnings, shown=3),
+        ]
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {s.value: 0 for s in GuestStatus}

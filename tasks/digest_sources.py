@@ -11,12 +11,14 @@ from blocks.proxmox import ProxmoxCredentials
 from labops.digest.findings import Collected, Finding
 from labops.digest.sources import labops_row_findings, pve_task_findings
 from labops.reports import Severity
+from labops.scope import artifact_key
 
-# Table artifacts of the other flows (tasks/publish.py keys them "<operation>-table").
+# The other flows' operations whose table artifacts the digest reads (tasks/publish.py keys them
+# with labops.scope.artifact_key: this lab's only).
 LABOPS_TABLES = {
-    "backups": "backups-table",
-    "certificates": "certificates-table",
-    "patching": "patch-check-table",
+    "backups": "backups",
+    "certificates": "certificates",
+    "patching": "patch_check",
 }
 
 
@@ -45,8 +47,9 @@ def _latest_table(key: str) -> tuple[list[dict[str, Any]], datetime | None] | No
 
 
 @task(name="labops-results", tags=["prefect"])
-def labops_results(stale_after_hours: int, now: datetime) -> Collected:
-    """The latest table artifacts of the backups, certificates and patch flows. Reads only.
+def labops_results(lab: str, stale_after_hours: int, now: datetime) -> Collected:
+    """The latest table artifacts of the backups, certificates and patch flows of ``lab`` (never
+    another lab's on the same server). Reads only.
 
     Each row says whether its entity was checked (fine or found) or could not be checked (why,
     since when). A flow that never reported is named in the note; one whose latest report is
@@ -55,8 +58,8 @@ def labops_results(stale_after_hours: int, now: datetime) -> Collected:
     out = Collected()
     findings = out.findings
     missing = []
-    for flow, key in LABOPS_TABLES.items():
-        found = _latest_table(key)
+    for flow, operation in LABOPS_TABLES.items():
+        found = _latest_table(artifact_key(lab, operation, "table"))
         if found is None:
             missing.append(flow)
             continue
@@ -81,14 +84,12 @@ def labops_results(stale_after_hours: int, now: datetime) -> Collected:
 
 
 @task(name="mqtt-retain-latest", tags=["mqtt"])
-def publish_latest(broker: Any, topic: str, payload: dict[str, Any]) -> str:
-    """Publish ``payload`` retained on ``<prefix>/<topic>/latest`` (QoS from config), so a
+def publish_latest(broker: Any, lab: str, topic: str, payload: dict[str, Any]) -> str:
+    """Publish ``payload`` retained on ``<prefix>/<lab>/<topic>/latest`` (QoS from config), so a
     dashboard that subscribes later still gets the last digest. Returns the full topic."""
     import json
 
-    from labops.notify.mqtt import topic_for
-
-    notifier = broker.get_client()
-    full = topic_for(notifier.settings.topic_prefix, f"{topic.strip('/')}/latest")
+    notifier = broker.get_client(lab=lab)
+    full = notifier.topic(f"{topic.strip('/')}/latest")
     notifier.publish(full, json.dumps(payload, default=str), retain=True)
     return str(full)

@@ -25,6 +25,7 @@ from labops.outcome import Checked, UnknownSince
 from labops.planners import patching as plan
 from labops.redact import redact
 from labops.reports import Failure
+from labops.scope import artifact_key
 from labops.ssh import SshTarget
 from tasks import snapshots as pve_tasks
 from tasks.patch_host import (
@@ -275,13 +276,18 @@ def protections(ctx: LabContext, rollout: plan.RolloutPlan, report: PatchReport)
 
 
 @task(name="publish-patch-plan")
-def publish_plan(rows: list[dict[str, str]], summary: str, ui_url: str) -> str | None:
+def publish_plan(
+    rows: list[dict[str, str]], summary: str, lab: str, ui_url: str | None
+) -> str | None:
     """Publish the plan awaiting approval: a table artifact (one row per host) and the markdown
-    summary (read-only for the lab). Returns the table's URL in the Prefect UI."""
+    summary, keyed for this lab (read-only for the lab). Returns the table's URL in the Prefect
+    UI (None when no UI is known)."""
     clean = [{k: redact(v) for k, v in r.items()} for r in rows]
-    table = create_table_artifact(clean, key=PLAN_KEY, description="Patch plan awaiting approval")
-    create_markdown_artifact(redact(summary), key=f"{PLAN_KEY}-summary")
-    return f"{ui_url.rstrip('/')}/artifacts/artifact/{table}" if table else None
+    table = create_table_artifact(
+        clean, key=artifact_key(lab, PLAN_KEY, "table"), description="Patch plan awaiting approval"
+    )
+    create_markdown_artifact(redact(summary), key=artifact_key(lab, PLAN_KEY, "summary"))
+    return f"{ui_url}/artifacts/artifact/{table}" if table and ui_url else None
 
 
 def row_of(h: plan.PlanHost, step: plan.Step | None = None, **kw: Any) -> HostApply:

@@ -1,61 +1,91 @@
-"""Delivering a report: artifacts in the Prefect UI, a notification, metrics and the heartbeat."""
+"""Delivering a report: a notification, metrics and the heartbeat, artifacts in the Prefect UI, and
+the run's final state (Completed, Findings or Failed: see labops.outcome)."""
 
 from __future__ import annotations
 
 import logging
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect import task
 from prefect.context import get_run_context
-from prefect.states import Failed, State
+from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
 from blocks.context import LabContext
-from labops.metrics import heartbeat
+from labops.errors import LabopsError
+from labops.outcome import Outcome
 from labops.redact import redact
-from labops.reports import OperationReport, utcnow
+from labops.reports import Failure, OperationReport, utcnow
+from labops.scope import artifact_key
 
 R = TypeVar("R", bound=OperationReport)
 
 
 @task(name="publish-artifacts")
 def publish_artifacts(report: OperationReport) -> None:
-    """Create the table and markdown artifacts of a report (keys stay stable run to run)."""
-    key = report.operation.replace("_", "-")
+    """Create the table and markdown artifacts of a report, keyed by lab and operation (the keys
+    stay the same run to run; another lab's never collide). Reads the lab, changes nothing."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
     rows = [{k: redact(str(v)) for k, v in row.items()} for row in report.table()]
     if rows:
-        create_table_artifact(rows, key=f"{key}-table", description=f"{report.operation} report")
-    create_markdown_artifact(redact(report.markdown()), key=f"{key}-summary")
+        create_table_artifact(
+            rows,
+            key=artifact_key(report.lab, report.operation, "table"),
+            description=f"{report.operation} report of {report.lab}",
+        )
+    result = report.result()
+    head = f"**Outcome: {result.outcome.value}** ({result.detail})\n\n"
+    create_markdown_artifact(
+        redact(head + report.markdown()), key=artifact_key(report.lab, report.operation, "summary")
+    )
 
 
-@task(name="push-metrics", retries=1)
-def push_report_metrics(report: OperationReport, ctx: LabContext) -> None:
-    """Push the report's metrics and the flow heartbeat to VictoriaMetrics (if configured)."""
+@task(name="push-metrics")
+def push_report_metrics(report: OperationReport, ctx: LabContext) -> State | None:
+    """Push the report's metrics, the run's outcome and the flow heartbeat to VictoriaMetrics
+    (if configured), every series labelled with the lab. Changes nothing in the lab.
+
+    The HTTP policy retries; a push that still fails ends this task Failed, naming why."""
     from blocks.factory import metrics_pusher
 
     pusher = metrics_pusher(ctx.config)
     if pusher is None:
-        return
-    samples = report.metrics() + heartbeat(report.operation, report.lab, not report.failed)
-    pusher.push(samples)
+        return None
+    try:
+        pusher.push(report.pushed_metrics())
+    except LabopsError as exc:  # expected (VictoriaMetrics down): one line, no traceback
+        return Failed(message=redact(str(exc)))
+    return None
 
 
 @task(name="notify")
-def send_notification(report: OperationReport, ctx: LabContext) -> None:
-    """Send the report's notification, if it has one, to every configured channel."""
+def send_notification(report: OperationReport, ctx: LabContext) -> State | None:
+    """Send the report's notification, if it has one, to every configured channel. A channel
+    that did not deliver ends this task Failed, naming it. Changes nothing in the lab."""
     message = report.notification()
     if message is None:
-        return
+        return None
     if report.flow_run_url and not message.link:
         message.link = report.flow_run_url
-    delivery = ctx.notifier().send(message)
-    if not delivery.ok:
-        get_run_logger().warning("notification not delivered: %s", delivery.detail)
+    failed = [d for d in ctx.notifier().send_all(message) if not d.ok]
+    if failed:
+        return Failed(message=redact("; ".join(f"{d.channel}: {d.detail}" for d in failed)))
+    return None
+
+
+def _step_failure(step: Any, state: State) -> str:
+    """Why a delivery step failed: its Failed state's message, or its exception's text."""
+    value = state.result(raise_on_failure=False) if state.data is not None else None
+    if isinstance(value, BaseException):
+        return str(value) or type(value).__name__
+    return state.message or f"{step.name} failed"
 
 
 def publish_report(report: R, ctx: LabContext) -> R | State:
-    """End of every flow: deliver the report, then return it (or Failed carrying it)."""
+    """End of every flow: deliver the report, then return its outcome as the run's state:
+    the report (Completed) when clean, a ``Findings`` state (COMPLETED type) carrying it when it
+    found something, a ``Failed`` state carrying it when it could not do its job."""
     log = logging.getLogger("labops.publish")
     report.finished = utcnow()
     report.lab = ctx.config.lab.name
@@ -63,19 +93,27 @@ def publish_report(report: R, ctx: LabContext) -> R | State:
         run = get_run_context()
         flow_run = getattr(run, "flow_run", None)
         if flow_run is not None:
-            report.flow_run_url = f"{ctx.config.lab.ui_url.rstrip('/')}/runs/flow-run/{flow_run.id}"
+            report.flow_run_url = ctx.flow_run_url(flow_run.id)
     except Exception:  # outside a run (tests calling .fn): no link
         pass
     # quote(): otherwise Prefect walks every field of the report (thousands of rows) and of the
     # config in ctx looking for futures, for each of these task runs: measured ~0.7 s per task
     # with a 1,000-row report.
-    publish_artifacts(quote(report))  # type: ignore[call-overload]
-    for step in (push_report_metrics, send_notification):
-        try:
-            step(quote(report), quote(ctx))  # type: ignore[call-overload]
-        except Exception as exc:  # delivery problems are reported, they never hide the result
-            log.warning("%s failed: %s", step.name, exc)
-            report.skipped.append(f"{step.name}: {exc}")
-    if report.failed:
-        return Failed(message=redact(report.failure_summary()), data=report)
+    # Notification first, metrics next (they then count a failed notification), artifacts last
+    # (they show every delivery failure). A failed step is a failure of the run, named once.
+    for step, args in (
+        (send_notification, (quote(report), quote(ctx))),
+        (push_report_metrics, (quote(report), quote(ctx))),
+        (publish_artifacts, (quote(report),)),
+    ):
+        state = step(*args, return_state=True)  # type: ignore[operator]
+        if not state.is_completed():
+            reason = redact(_step_failure(step, state))
+            log.warning("%s: %s", step.name, reason)
+            report.failures.append(Failure(entity=step.name, reason=reason))
+    result = report.result()
+    if result.outcome is Outcome.FAILED:
+        return Failed(message=redact(result.detail), data=report)
+    if result.outcome is Outcome.FINDINGS:
+        return Completed(name=result.state_name, message=redact(result.detail), data=report)
     return report

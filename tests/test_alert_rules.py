@@ -27,7 +27,7 @@ SHIPPED = Path(__file__).resolve().parents[1] / "deployments" / "alerts" / "labo
 
 
 def test_shipped_rules_match_the_default_policy() -> None:
-    assert SHIPPED.read_text() == render(PlatformPolicy())
+    assert SHIPPED.read_text() == render(PlatformPolicy(), "homelab")
 
 
 class Alertmanager(BaseHTTPRequestHandler):
@@ -51,7 +51,7 @@ def vmalert(victoriametrics: VictoriaMetrics, tmp_path: Path) -> Iterator[str]:
         pytest.skip(f"{VMALERT} not installed")
     policy = PlatformPolicy(heartbeat_max_age_hours={"backups": 1, "certificates": 1})
     rules = tmp_path / "rules.yml"
-    rules.write_text(render(policy).replace("interval: 1m", "interval: 1s"))
+    rules.write_text(render(policy, "test").replace("interval: 1m", "interval: 1s"))
     am = ThreadingHTTPServer(("127.0.0.1", free_port()), Alertmanager)
     threading.Thread(target=am.serve_forever, daemon=True).start()
     port = free_port()
@@ -115,7 +115,13 @@ def test_stale_and_silent_flows_fire_and_a_fresh_one_does_not(
             value=now - 3 * 3600,
             labels={"flow": "backups", "lab": "test"},
         ),
-        # certificates never pushed anything: silent.
+        # certificates of lab "test" never pushed anything: silent, even though another lab
+        # on the same VictoriaMetrics runs its certificates flow.
+        Metric(
+            name="labops_flow_last_run_timestamp_seconds",
+            value=now,
+            labels={"flow": "certificates", "lab": "other"},
+        ),
     ]
     httpx.post(
         f"{victoriametrics.url}/api/v1/import/prometheus",

@@ -88,6 +88,7 @@ def test_digest_collects_ranks_delivers_and_remembers(
     from prefect.artifacts import Artifact
 
     from flows.security_digest import security_digest
+    from labops.scope import artifact_key
 
     httpx.post(
         f"{victoriametrics.url}/api/v1/import/prometheus",
@@ -134,10 +135,10 @@ def test_digest_collects_ranks_delivers_and_remembers(
     assert "## Summary (LLM, read as text)" in first.rendered
     assert first.rendered.splitlines()[0].startswith("# Security digest homelab (daily):")
 
-    artifact: Any = Artifact.get("security-digest-summary")
+    artifact: Any = Artifact.get(artifact_key("homelab", "security_digest", "summary"))
     assert artifact is not None and "Security digest" in str(artifact.data)
     got = {m.topic: m for m in sub.wait_for(2, timeout=10)}
-    topic = f"{mqtt.prefix}/security/digest"
+    topic = f"{mqtt.prefix}/homelab/security/digest"  # under the lab's own topic level
     assert got[topic].json()["findings"] == len(first.findings)
     assert got[f"{topic}/latest"].retain is False  # live delivery; retained on later subscribe
     late = mqtt.subscribe(f"{topic}/latest").wait_for(1, timeout=10)
@@ -240,19 +241,22 @@ def test_labops_results_from_the_other_flows_artifacts(prefect_server: Any) -> N
 
     tables = json.loads((Path(__file__).parent / "data/digest/labops_tables.json").read_text())
 
+    from labops.scope import artifact_key
+
     @flow(name="digest-test-seed-reports")
-    def seed() -> None:  # what the backups and certificates flows leave behind
-        create_table_artifact(tables["backups"], key="backups-table")
-        create_table_artifact(tables["certificates"], key="certificates-table")
+    def seed() -> None:  # what the backups and certificates flows of lab "homelab" leave behind
+        for operation in ("backups", "certificates"):
+            key = artifact_key("homelab", operation, "table")
+            create_table_artifact(tables[operation], key=key)
 
     seed()
-    collected = labops_results.fn(48, datetime.now(UTC))
+    collected = labops_results.fn("homelab", 48, datetime.now(UTC))
     titles = {(f.title, f.entity) for f in collected.findings}
     assert ("backups: failed (stale)", "203 paperless") in titles
     assert ("certificates: critical", "nextcloud.lab.internal:443") in titles
     # the latest report is recent, so no "flow has not reported" finding
     assert not any(f.rule and f.rule.endswith(":silent") for f in collected.findings)
-    stale = labops_results.fn(48, datetime(2030, 1, 1, tzinfo=UTC))
+    stale = labops_results.fn("homelab", 48, datetime(2030, 1, 1, tzinfo=UTC))
     assert any(f.rule == "backups:silent" for f in stale.findings)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from labops.errors import ApiError, Unreachable
 from labops.http import HttpClient
 from labops.metrics import Metric, heartbeat
 from labops.metrics_push import VictoriaMetricsPusher
+from labops.tls.report import CertificateReport
 from tests.fixtures.sshd import free_port
 from tests.fixtures.victoriametrics import VictoriaMetrics
 
@@ -65,3 +67,61 @@ def test_victoriametrics_down_is_unreachable() -> None:
     client = HttpClient("victoriametrics", f"http://127.0.0.1:{free_port()}", retry=retry)
     with client, pytest.raises(Unreachable, match="after 2 tries"):
         VictoriaMetricsPusher(client).push([Metric(name="x", value=1)])
+
+
+def _pushed_through_publish(report: Any, url: str) -> None:
+    """What a flow's push-metrics step sends, to this VictoriaMetrics."""
+    from blocks.context import LabContext
+    from labops.config import LabopsConfig
+    from tasks.publish import push_report_metrics
+
+    config = LabopsConfig.model_validate(
+        {"lab": {"name": report.lab}, "systems": {"victoriametrics": {"url": url}}}
+    )
+    assert push_report_metrics.fn(report, LabContext(config=config)) is None
+
+
+def test_a_status_change_leaves_one_series_per_target_and_every_series_has_lab(
+    victoriametrics: VictoriaMetrics,
+) -> None:
+    from labops.tls.classify import CertStatus
+    from tests.test_outcome import endpoint, sample_reports
+
+    lab = f"lab-{uuid.uuid4().hex[:8]}"
+    report = CertificateReport(
+        lab=lab,
+        endpoints=[endpoint("a.lab", CertStatus.OK), endpoint("b.lab", CertStatus.WARNING)],
+    )
+    _pushed_through_publish(report, victoriametrics.url)
+    query = f'labops_cert_status_rank{{lab="{lab}"}}'
+    assert len(victoriametrics.wait_for(query, 2)) == 2
+    # a.lab expires: its status changes; an instant query still sees one series per target
+    report.endpoints[0] = endpoint("a.lab", CertStatus.EXPIRED)
+    _pushed_through_publish(report, victoriametrics.url)
+    expired = float(CertStatus.EXPIRED.rank)
+    deadline = time.monotonic() + 20
+    while True:
+        series = victoriametrics.wait_for(query, 2)
+        values = {r["metric"]["name"]: float(r["value"][1]) for r in series}
+        if values.get("a.lab") == expired or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert values == {"a.lab": expired, "b.lab": float(CertStatus.WARNING.rank)}
+    assert len(series) == 2, series  # not a third series left behind by the old status
+    outcome = victoriametrics.wait_for(f'labops_flow_outcome{{lab="{lab}"}}')
+    assert [(r["metric"]["flow"], r["value"][1]) for r in outcome] == [("certificates", "1")]
+
+    # every series of every operation's report reaches VictoriaMetrics with its lab
+    every = f"lab-{uuid.uuid4().hex[:8]}"
+    expected = set()
+    for sample in sample_reports(every):
+        _pushed_through_publish(sample, victoriametrics.url)
+        expected |= {(m.name, tuple(sorted(m.labels.items()))) for m in sample.pushed_metrics()}
+    found = victoriametrics.wait_for(f'{{lab="{every}"}}', len(expected))
+    assert {
+        (
+            r["metric"]["__name__"],
+            tuple(sorted((k, v) for k, v in r["metric"].items() if k != "__name__")),
+        )
+        for r in found
+    } == expected

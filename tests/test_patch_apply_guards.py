@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from labops.scope import artifact_key
 from tests.journal_rules import is_mutating
 from tests.patch_helpers import derived_config, report_of, run_paused_flow
 
@@ -446,7 +447,8 @@ def test_plan_shown_while_paused_and_applied_as_approved(
         on_pause=while_paused,
     )
     assert paused is not None
-    table = seen["artifacts"]["patch-plan"]
+    lab = yaml.safe_load(Path(cfg).read_text())["lab"]["name"]
+    table = seen["artifacts"][artifact_key(lab, "patch-plan", "table")]
     assert table.type == "table"
     data = json.loads(table.data) if isinstance(table.data, str) else table.data
     rows = {r["host"]: r for r in data}
@@ -455,7 +457,7 @@ def test_plan_shown_while_paused_and_applied_as_approved(
     assert rows["listmonk"]["protection"] == "snapshot"
     assert rows["mealie"]["left out because"] == "up to date"
     assert rows["glance"]["left out because"] == "stopped"
-    assert "patch-plan-summary" in seen["artifacts"]
+    assert artifact_key(lab, "patch-plan", "summary") in seen["artifacts"]
     form = seen["form"]
     assert "3 hosts (0 nodes), 4 packages, 3 security updates, 0 reboots expected" in form
     assert "Hosts without a rollback point: 0" in form and "the window closes at 23:59" in form

@@ -174,11 +174,11 @@ def test_mqtt_runs_events_malformed_and_one_alert(
     publish(f"{prefix}/run/doc-reconcile", "{}")
     failed = listener.wait(lambda t, m: t == f"{prefix}/events/doc-reconcile/failed")
     assert failed, "the failing flow never reported Failed"
-    alert = listener.wait(lambda t, m: t == f"{prefix}/alerts/flow-run")
+    alert = listener.wait(lambda t, m: t == f"{prefix}/testlab/alerts/flow-run")
     assert alert and alert[0][1]["flow"] == "doc-reconcile"
     assert alert[0][1]["link"].endswith(failed[0][1]["flow_run_id"])
     time.sleep(3)
-    alerts = [m for t, m in listener.messages if t == f"{prefix}/alerts/flow-run"]
+    alerts = [m for t, m in listener.messages if t == f"{prefix}/testlab/alerts/flow-run"]
     assert len(alerts) == 1
 
 

@@ -196,7 +196,7 @@ def test_late_run_reported_once(
             time.sleep(0.5)
         assert states == {"Late"}
 
-    alerts = mqtt.subscribe(f"{mqtt.prefix}/alerts/#")
+    alerts = mqtt.subscribe(f"{mqtt.prefix}/latelab/alerts/#")  # the lab's own topic level
     bridge = Bridge(LabContext.load(str(path)))
     first = bridge.check_late_runs()
     second = bridge.check_late_runs()

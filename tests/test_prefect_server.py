@@ -38,7 +38,7 @@ def _run_and_read_back(tmp_path: Path, api_url: str) -> None:
     run = asyncio.run(recorded())
     assert run.state is not None and run.state.is_failed()
     assert "made to fail" in (run.state.message or "")
-    artifact: Any = Artifact.get("demo-summary")
+    artifact: Any = Artifact.get("labops-servertest-demo-summary")
     assert artifact is not None
     assert artifact.flow_run_id == run.id
     assert "2 item(s), 1 failure(s)" in str(artifact.data)

@@ -487,7 +487,7 @@ def test_two_drills_never_overlap(lab: SandboxHandle, prefect_server: Any, tmp_p
     from labops.limits import ensure_limit, limit_name
 
     cfg = config(lab, tmp_path)
-    name = limit_name("drill", yaml.safe_load(Path(cfg).read_text())["lab"]["name"])
+    name = limit_name("drill", "slot", lab=yaml.safe_load(Path(cfg).read_text())["lab"]["name"])
     ensure_limit(name, 1)
     mark = lab.journal_mark()
     with concurrency(name, occupy=1, strict=True):  # a drill of the same lab is running

@@ -19,10 +19,19 @@ from labops.config.systems import Strict, Systems
 class Lab(Strict):
     """The lab as a whole: its name, time zone, UI link and state directory."""
 
-    name: str = Field("homelab", description="Shown in reports and notifications.")
+    name: str = Field(
+        "homelab",
+        min_length=1,
+        description="Shown in reports and notifications; every artifact key, concurrency limit, "
+        "metric (label lab) and MQTT topic of the lab carries it, so labs sharing one Prefect "
+        "server, VictoriaMetrics or broker never see each other's results.",
+    )
     timezone: str = Field("UTC", description="IANA zone for schedules and windows.")
-    ui_url: str = Field(
-        "http://127.0.0.1:4200", description="Prefect UI base URL, for links in notifications."
+    ui_url: str | None = Field(
+        None,
+        description="Prefect UI base URL for links in reports and notifications, when the "
+        "operator reaches the UI elsewhere than PREFECT_UI_URL (or the UI of PREFECT_API_URL) "
+        "says, e.g. through a reverse proxy. Unset: the server the run reports to.",
     )
     state_dir: Path = Field(
         Path(".labops/state"), description="Where flows keep what they compare run to run."

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from labops.digest.findings import Finding, Suppressed, worst
 from labops.metrics import Metric
-from labops.outcome import Checked, CouldNotCheck
+from labops.outcome import Checked, CouldNotCheck, Found
 from labops.reports import Notification, OperationReport, Severity
 
 
@@ -94,6 +94,24 @@ class SecurityDigest(OperationReport):
     @property
     def severity(self) -> Severity:
         return worst(self.findings)
+
+    def found(self) -> list[Found]:
+        """The digest's findings at their own severities; a source that could not be read is a
+        failure of the run (in ``failures``), not a finding."""
+        return [
+            found
+            for sev in (Severity.CRITICAL, Severity.WARNING, Severity.INFO)
+            for found in Found.of(
+                sev,
+                "finding(s)",
+                [
+                    f.title + (f" ({f.entity})" if f.entity else "")
+                    for f in self.findings
+                    if f.severity is sev
+                ],
+                shown=3,
+            )
+        ]
 
     @property
     def problems(self) -> list[str]:

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from labops.docs.models import Status, Undocumented, Verdict
 from labops.metrics import Metric
+from labops.outcome import Found
 from labops.reports import Notification, OperationReport, Severity
 
 
@@ -32,6 +33,29 @@ class DocReport(OperationReport):
     @property
     def drifted(self) -> int:
         return self.count(Status.DRIFTED)
+
+    def found(self) -> list[Found]:
+        """Warning: a documented value that no longer matches the lab. Info: what is live but
+        undocumented, and claims nothing live can confirm. A source that could not be read is a
+        failure (in ``failures``)."""
+
+        def claims(status: Status) -> list[str]:
+            return [
+                f"{v.claim.file}:{v.claim.line} {v.claim.subject}"
+                for v in self.verdicts
+                if v.status == status
+            ]
+
+        return [
+            *Found.of(Severity.WARNING, "claim(s) drifted", claims(Status.DRIFTED), shown=3),
+            *Found.of(
+                Severity.INFO,
+                "item(s) live but undocumented",
+                [u.entity for u in self.undocumented],
+                shown=3,
+            ),
+            *Found.of(Severity.INFO, "claim(s) unverifiable", claims(Status.UNVERIFIABLE), shown=3),
+        ]
 
     def table(self) -> list[dict[str, Any]]:
         order = {Status.DRIFTED: 0, Status.UNVERIFIABLE: 1, Status.MATCH: 2}

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from labops.metrics import Metric
-from labops.outcome import Checked, CouldNotCheck, UnknownSince, check_columns
+from labops.outcome import Checked, CouldNotCheck, Found, UnknownSince, check_columns
 from labops.parsers.packages import PendingUpdate
 from labops.reports import Notification, OperationReport, Severity, utcnow
 
@@ -242,6 +242,48 @@ class PatchReport(OperationReport):
             "failed": sum(1 for h in self.hosts if h.check is Checked.UNKNOWN),
             "skipped": sum(1 for h in self.hosts if h.state == "skipped"),
         }
+
+    def found(self) -> list[Found]:
+        """Critical: a host on an end-of-life release. Warning: pending security updates, a
+        reboot required, labops snapshots left behind. Info: other pending updates, excluded or
+        held-back packages. Apply mode leaves out what it was there to patch (the check before
+        it). A host that could not be checked or patched is a failure, not a finding."""
+        known = [h for h in self.hosts if h.known]
+        out = Found.of(
+            Severity.CRITICAL,
+            "host(s) on an end-of-life release",
+            [h.host for h in self.hosts if h.eol],
+        )
+        if self.mode == "check":
+            out += Found.of(
+                Severity.WARNING,
+                "host(s) with security updates",
+                [h.host for h in known if h.security],
+            )
+            out += Found.of(
+                Severity.WARNING,
+                "host(s) needing a reboot",
+                [h.host for h in known if h.reboot_required],
+            )
+            out += Found.of(
+                Severity.INFO,
+                "host(s) with other pending updates",
+                [h.host for h in known if h.pending and not h.security],
+            )
+            out += Found.of(
+                Severity.INFO,
+                "host(s) with excluded packages pending",
+                [h.host for h in self.hosts if h.excluded],
+            )
+        else:
+            out += Found.of(
+                Severity.INFO,
+                "host(s) with packages held back",
+                [a.host for a in self.applied if a.held_back],
+            )
+        return out + Found.of(
+            Severity.WARNING, "labops snapshot(s) left behind", self.leftover_snapshots
+        )
 
     def markdown(self) -> str:
         lines = [f"# Patch {self.mode}{' (dry run)' if self.dry_run else ''}", ""]

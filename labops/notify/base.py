@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import abc
-import logging
 
 from pydantic import BaseModel
 
 from labops.reports import Notification
-
-log = logging.getLogger("labops.notify")
 
 
 class Delivery(BaseModel):
@@ -35,11 +32,9 @@ class MultiNotifier(Notifier):
         self.notifiers = notifiers
 
     def send_all(self, notification: Notification) -> list[Delivery]:
-        results = [n.send(notification) for n in self.notifiers]
-        for r in results:
-            if not r.ok:
-                log.warning("notification via %s failed: %s", r.channel, r.detail)
-        return results
+        """One Delivery per channel. Not logged here: the caller names each failed channel once
+        (``tasks.publish`` as a failure of the run's notify step)."""
+        return [n.send(notification) for n in self.notifiers]
 
     def send(self, notification: Notification) -> Delivery:
         results = self.send_all(notification)

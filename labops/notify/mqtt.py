@@ -21,11 +21,14 @@ from labops.config.systems import MqttSystem
 from labops.notify.base import Delivery, Notifier
 from labops.redact import redact
 from labops.reports import Notification
+from labops.scope import lab_slug
 
 
-def topic_for(prefix: str, topic: str) -> str:
-    """``<prefix>/<topic>`` without doubled or dangling slashes (empty topic: notifications)."""
-    return f"{prefix.strip('/')}/{topic.strip('/') or 'notifications'}"
+def topic_for(prefix: str, topic: str, lab: str | None = None) -> str:
+    """``<prefix>/<lab>/<topic>`` (the lab slugged as one topic level; no lab: ``<prefix>/
+    <topic>``) without doubled or dangling slashes (empty topic: notifications)."""
+    scope = f"{lab_slug(lab)}/" if lab is not None else ""
+    return f"{prefix.strip('/')}/{scope}{topic.strip('/') or 'notifications'}"
 
 
 def message_payload(notification: Notification) -> dict[str, Any]:
@@ -51,14 +54,20 @@ class MqttNotifier(Notifier):
         *,
         retain: bool = False,
         timeout_s: float = 5.0,
+        lab: str | None = None,
     ) -> None:
         self.settings = settings
         self._password = password
         self.retain = retain
         self.timeout_s = timeout_s
+        self.lab = lab
+
+    def topic(self, suffix: str) -> str:
+        """The full topic of ``suffix``: under the prefix, and under the lab when one is set."""
+        return topic_for(self.settings.topic_prefix, suffix, self.lab)
 
     def send(self, notification: Notification) -> Delivery:
-        topic = topic_for(self.settings.topic_prefix, notification.topic)
+        topic = self.topic(notification.topic)
         body = json.dumps(message_payload(notification), default=str)
         try:
             self.publish(topic, body)

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from labops.metrics import Metric
-from labops.outcome import Checked, CouldNotCheck, check_columns
+from labops.outcome import Checked, CouldNotCheck, Found, check_columns
 from labops.reports import Notification, OperationReport, Severity
 from labops.tls.alerts import Alert, AlertKind
 from labops.tls.classify import CertStatus, Classification, human_duration
@@ -75,6 +75,26 @@ class CertificateReport(OperationReport):
         for e in self.endpoints:
             out[e.status.value] = out.get(e.status.value, 0) + 1
         return out
+
+    def unchecked(self) -> list[str]:
+        """An endpoint that did not answer could not be checked: the run failed for it."""
+        return [
+            f"{e.target.label}: {e.reason}"
+            for e in self.endpoints
+            if e.status is CertStatus.UNREACHABLE
+        ]
+
+    def found(self) -> list[Found]:
+        """Each status other than ok and unreachable, at its severity (expired, untrusted,
+        hostname mismatch... critical; warning and renewal overdue: warning)."""
+        by_status: dict[CertStatus, list[str]] = {}
+        for e in self.by_expiry():
+            if e.status not in (CertStatus.OK, CertStatus.UNREACHABLE):
+                by_status.setdefault(e.status, []).append(e.target.label)
+        worst_first = sorted(by_status.items(), key=lambda kv: -kv[0].rank)
+        return [
+            f for status, names in worst_first for f in Found.of(status.severity, status, names)
+        ]
 
     def by_expiry(self) -> list[EndpointResult]:
         """Unreachable first (nothing known), then soonest expiry first."""
@@ -151,12 +171,10 @@ class CertificateReport(OperationReport):
                     labels=labels,
                 )
             )
+            # The status is the value (docs/metrics.md lists the ranks), never a label: a label
+            # that changes would leave the old status's series behind for every query.
             out.append(
-                Metric(
-                    name="labops_cert_status_rank",
-                    value=float(e.status.rank),
-                    labels={**labels, "status": e.status.value},
-                )
+                Metric(name="labops_cert_status_rank", value=float(e.status.rank), labels=labels)
             )
             certs = [("leaf" if i == 0 else "intermediate", c) for i, c in enumerate(e.chain)]
             if e.anchor is not None:

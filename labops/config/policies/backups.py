@@ -310,8 +310,8 @@ class BackupPolicy(_Policy):
         "labops",
         pattern=r"^[a-z0-9][a-z0-9-]*$",
         description=(
-            "Prefix of the Prefect concurrency-limit names (<scope>-node-<node>, "
-            "<scope>-storage-<storage>); give each lab sharing one Prefect server its own."
+            "Prefix of the Prefect concurrency-limit names (<scope>-<lab>-node-<node>, "
+            "<scope>-<lab>-storage-<storage>); the lab's name already keeps labs apart."
         ),
     )
     start_attempts: int = Field(

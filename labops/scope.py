@@ -1,0 +1,46 @@
+"""One lab's names on a Prefect server, a VictoriaMetrics and an MQTT bus shared with other labs.
+
+Everything a run leaves where another lab could see it is named through :func:`scoped_name`
+(Prefect artifact keys, variables, global concurrency limits) or :func:`lab_slug` (an MQTT topic
+level); metrics carry the lab's own name as the ``lab`` label. Two labs never share a name, so
+they never read each other's results or hold each other's slots.
+
+The slug is what all of them accept (Prefect keys and variable names: lowercase letters, digits
+and dashes; an MQTT topic level without ``/``, ``+`` or ``#``). A lab name that is already a
+slug is used as it is; any other gets a short hash of the exact name appended, so two names
+that slug the same ("Home Lab", "home-lab") still never collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+PREFIX = "labops"
+
+
+def lab_slug(lab: str) -> str:
+    """``homelab`` -> ``homelab``; ``Home Lab`` -> ``home-lab-<6 hex>``; at most 47 characters."""
+    if _SLUG.match(lab):
+        return lab
+    base = _NOT_SLUG.sub("-", lab.lower()).strip("-")[:40].strip("-") or "lab"
+    digest = hashlib.sha256(lab.encode()).hexdigest()[:6]
+    return f"{base}-{digest}"
+
+
+def _part(text: str) -> str:
+    return _NOT_SLUG.sub("-", text.lower()).strip("-") or "x"
+
+
+def scoped_name(lab: str, *parts: str, prefix: str = PREFIX) -> str:
+    """``labops-<lab>-<part>-...``: an artifact key, variable or concurrency-limit name of one
+    lab. ``scoped_name("homelab", "backups", "table")`` -> ``labops-homelab-backups-table``."""
+    return "-".join([_part(prefix), lab_slug(lab), *(_part(p) for p in parts)])
+
+
+def artifact_key(lab: str, operation: str, view: str) -> str:
+    """The key of one view of an operation's report (``table``, ``summary``): what
+    ``tasks.publish`` writes and the security digest reads back, for this lab only."""
+    return scoped_name(lab, operation, view)
