@@ -102,16 +102,16 @@ def patch_apply(
 ) -> PatchReport | State:
     """Apply pending updates after approval, inside a maintenance window (CHANGES HOSTS).
 
-    Checks every host, plans the rollout (canaries, then batches with at most N containers per
-    node, then the nodes one at a time), publishes the plan (table artifact
-    ``labops-<lab>-patch-plan-table`` and a summary) and pauses for approval (approve, narrow or
-    reject; scheduled runs may be pre-approved by policy). On approval the hosts are checked again and only what the plan showed
-    is applied. The window is asked again after approval and before every step and reboot. Per
-    host: skip if being backed up (containers) or busy (nodes: backup, restore, migration, a
-    locked guest), LXC snapshot named for the run, upgrade (nodes: dist-upgrade, detached on the
-    node and polled, with pending ``exclusions.packages`` held for its duration), post-check, roll
-    back on failure. Stops past the failure limit; reboots by policy; deletes snapshots of healthy
-    hosts after the configured time.
+    Checks every host, plans the rollout (canaries, then batches with at most N containers per node,
+    then the nodes one at a time), publishes the plan (table artifact ``labops-<lab>-patch-plan-
+    table`` and a summary) and pauses for approval (approve, narrow or reject; scheduled runs may be
+    pre-approved by policy). On approval the hosts are checked again and only what the plan showed
+    is applied. The window is asked again after approval and before every step and reboot. Per host:
+    skip if being backed up (containers) or busy (nodes: backup, restore, migration, a locked
+    guest), LXC snapshot named for the run, upgrade (nodes: dist-upgrade, detached on the node and
+    polled, with pending ``exclusions.packages`` held for its duration), post-check, roll back on
+    failure. Stops past the failure limit; reboots by policy; deletes snapshots of healthy hosts
+    after the configured time.
 
     A dry run changes nothing: no package-list refresh, no start of a stopped container, no
     snapshot, no deletion; each host runs the simulation of the very command apply would run
