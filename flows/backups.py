@@ -24,6 +24,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from blocks.context import LabContext
 from labops.config.policies.backups import BackupPolicy
 from labops.errors import ConfigError, LabopsError
+from labops.flow_params import ConfigPath, VmidList
 from labops.limits import ensure_limit, limit_name
 from labops.models.backups import BackupOutcome, GuestPlan, PlanAction
 from labops.planners.backup_audit import guest_rows, templates_without_backup
@@ -137,9 +138,9 @@ def settings_for(plan: GuestPlan, policy: BackupPolicy, listed_at: float) -> Vzd
     log_prints=False,
 )
 def backups(
-    config: str | None = None,
+    config: ConfigPath | None = None,
     dry_run: bool = False,
-    vmids: list[int] | None = None,
+    vmids: VmidList | None = None,
 ) -> BackupReport | State:
     """Back up every selected guest whose last good backup is older than its tier allows, then
     audit all recovery points.

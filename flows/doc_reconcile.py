@@ -25,6 +25,7 @@ from labops.docs.models import Claim, LiveFacts, Status
 from labops.docs.patch import patched_texts, unified_diff
 from labops.docs.pin import apply_pins
 from labops.docs.report import DocReport
+from labops.flow_params import ConfigPath
 from labops.reports import Failure
 from labops.state import StateStore
 from tasks.docs import commit_fix, read_docs
@@ -101,7 +102,7 @@ def propose_with_llm(
     task_runner=ThreadPoolTaskRunner(max_workers=6),  # type: ignore[arg-type]
     log_prints=False,
 )
-def doc_reconcile(config: str | None = None, dry_run: bool = True) -> DocReport | State:
+def doc_reconcile(config: ConfigPath | None = None, dry_run: bool = True) -> DocReport | State:
     """Check the infrastructure docs against the live lab and propose a patch for what drifted.
 
     Args:

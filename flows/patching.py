@@ -21,6 +21,7 @@ from pydantic import Field
 
 from blocks.context import LabContext
 from labops.config.inventory import Host
+from labops.flow_params import ConfigPath, HostList
 from labops.models.patching import FAILED_STATES, HostApply, HostCheck, PatchReport
 from labops.planners import patching as plan
 from labops.reports import Failure
@@ -202,9 +203,9 @@ def _power(
     task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
 )
 def patch_check(
-    config: str | None = None,
+    config: ConfigPath | None = None,
     refresh: bool | None = None,
-    hosts: list[str] | None = None,
+    hosts: HostList | None = None,
 ) -> PatchReport | State:
     """Check pending updates on every Proxmox node and running container (read-only).
 
@@ -253,10 +254,10 @@ def _is_scheduled() -> bool:
     task_runner=ThreadPoolTaskRunner(max_workers=16),  # type: ignore[arg-type]
 )
 def patch_apply(
-    config: str | None = None,
+    config: ConfigPath | None = None,
     dry_run: bool = False,
     security_only: bool | None = None,
-    hosts: list[str] | None = None,
+    hosts: HostList | None = None,
 ) -> PatchReport | State:
     """Apply pending updates after approval, inside a maintenance window (CHANGES HOSTS).
 

@@ -26,6 +26,7 @@ from blocks.proxmox import ProxmoxCredentials
 from labops.config.policies.backups import RestoreDrillPolicy
 from labops.config.systems import ProxmoxNode
 from labops.errors import ConfigError, LabopsError
+from labops.flow_params import ConfigPath, NodeName, StorageId, Vmid
 from labops.models.backups import BackupGuest
 from labops.planners.backups import default_storage
 from labops.planners.restore_drill import (
@@ -86,12 +87,12 @@ def port_answers(host: str, port: int, timeout_s: float) -> bool:
 
 @flow(name="restore-drill", log_prints=False)
 def restore_drill(
-    config: str | None = None,
+    config: ConfigPath | None = None,
     dry_run: bool = False,
-    vmid: int | None = None,
-    scratch_vmid: int | None = None,
-    node: str | None = None,
-    storage: str | None = None,
+    vmid: Vmid | None = None,
+    scratch_vmid: Vmid | None = None,
+    node: NodeName | None = None,
+    storage: StorageId | None = None,
 ) -> RestoreDrillReport | State:
     """Restore a guest's newest good backup to a scratch guest, start it, check it, destroy it.
 
