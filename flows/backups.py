@@ -25,7 +25,7 @@ from blocks.context import LabContext
 from labops.config.policies.backups import BackupPolicy
 from labops.errors import ConfigError, LabopsError
 from labops.flow_params import ConfigPath, VmidList
-from labops.limits import ensure_limit, limit_name
+from labops.limits import SlotBusy, ensure_limit, limit_name, maintenance_slot
 from labops.models.backups import BackupOutcome, GuestPlan, PlanAction
 from labops.planners.backup_audit import guest_rows, templates_without_backup
 from labops.planners.backups import (
@@ -227,7 +227,15 @@ def backups(
         def slot_of(kind: str, key: str) -> str:
             return slot(kind, key, policy)
 
-        outcomes = run_lanes(lanes(todo, policy.per_node_limit), submit, hold, slot_of)
+        wait = ctx.config.platform.maintenance_wait_minutes
+        try:  # never while patch apply changes the lab (one maintenance slot per lab)
+            with maintenance_slot(ctx.config.lab.name, wait, "backups", log):
+                outcomes = run_lanes(lanes(todo, policy.per_node_limit), submit, hold, slot_of)
+        except SlotBusy as exc:  # each guest's row says why it was not backed up
+            outcomes = {
+                p.guest.vmid: BackupOutcome(vmid=p.guest.vmid, status="failed", reason=str(exc))
+                for p in todo
+            }
         report.vzdump_started = sum(o.attempts > 0 and not o.adopted for o in outcomes.values())
         copies, _ = scan_backups(block, storages, online)
 

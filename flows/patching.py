@@ -22,6 +22,7 @@ from pydantic import Field
 from blocks.context import LabContext
 from labops.config.inventory import Host
 from labops.flow_params import ConfigPath, HostList
+from labops.limits import SlotBusy, maintenance_slot
 from labops.models.patching import FAILED_STATES, HostApply, HostCheck, PatchReport
 from labops.planners import patching as plan
 from labops.reports import Failure
@@ -355,7 +356,12 @@ def patch_apply(
         for name in answer.exclude_hosts:
             report.skipped.append(f"{name}: excluded at approval")
     log.info("rollout:\n%s", rollout.describe())
-    _execute(ctx, report, rollout, by_name, rows, inv_hosts, snap, sec_only)
+    wait = ctx.config.platform.maintenance_wait_minutes
+    try:  # never while backups run (one maintenance slot per lab)
+        with maintenance_slot(ctx.config.lab.name, wait, "patch apply", log):
+            _execute(ctx, report, rollout, by_name, rows, inv_hosts, snap, sec_only)
+    except SlotBusy as exc:
+        report.failures.append(Failure(entity="patch apply", reason=str(exc)))
     return publish_report(report, ctx)
 
 

@@ -117,8 +117,9 @@ class PlatformPolicy(Strict):
     )
     triggers: dict[DeploymentName, TriggerRule] = Field(
         default_factory=_default_triggers,
-        description="What MQTT messages may start, per flow (missing ones use the defaults: "
-        "read-only flows, lab-changing ones only with dry_run true).",
+        description="What MQTT messages may start, per flow; a flow not named keeps its "
+        "default: read-only flows as asked, flows that change anything only with dry_run true, "
+        "no operator switch (renew, llm_summary, refresh) settable. See docs/triggers.md.",
     )
     assumed_run_minutes: dict[DeploymentName, int] = Field(
         default_factory=_default_run_minutes,
