@@ -210,9 +210,9 @@ def test_retained_and_repeated_requests_start_nothing(
     bridge._handle_message(message(topic, {"dry_run": False, "request_id": "a3"}))
     bridge._handle_message(message(f"{bridge.policy.mqtt_run_topic}/certificates", {"renew": True}))
     assert len(starts) == 2
-    refusals = [r.getMessage() for r in caplog.records if "refused MQTT" in r.getMessage()]
-    assert len(refusals) == 2, refusals  # each refused message logged once
-    assert "dry_run must be true" in refusals[0] and "renew cannot be set" in refusals[1]
+    lines = [r.getMessage() for r in caplog.records if "refused MQTT" in r.getMessage()]
+    assert len(lines) == 2, lines  # each refused message logged once
+    assert "dry_run must be true" in lines[0] and "renew cannot be set" in lines[1]
 
 
 # -- the bridge's alert memory ------------------------------------------------------------
