@@ -1,8 +1,8 @@
 """The bridge on a broker that authenticates and authorises, as docs/production.md sets it up: a
 Mosquitto of the test's own with a TLS listener, a password file made with `mosquitto_passwd`
-and an ACL. An anonymous client, a wrong password and an authenticated client without the ACL
-start nothing; the allowed operator starts one run, once per request id; a retained request
-starts nothing."""
+and the documented ACL file. An anonymous client, a wrong password and an authenticated client
+without the ACL start nothing; the allowed operator starts one run, once per request id; a
+retained request starts nothing."""
 
 from __future__ import annotations
 
@@ -31,21 +31,16 @@ from labops import prefect_server
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 PASSWD = shutil.which("mosquitto_passwd")
-USERS = {"labops-bridge": "bridge-secret-1", "operator": "op-secret-2", "intruder": "in-secret-3"}
-# The ACL of docs/production.md (section "The MQTT broker"), with the test's topic prefix.
-ACL = """\
-user labops-bridge
-topic read labops/run/#
-topic write labops/events/#
-topic write labops/alerts/#
+ROOT = Path(__file__).resolve().parents[1]
+USERS = {"labops": "labops-secret-1", "operator": "op-secret-2", "dashboard": "dash-secret-3"}
+MARK = "<!-- acl: tests/test_platform_broker_acl.py"
 
-user operator
-topic write labops/run/#
-topic read labops/events/#
 
-user intruder
-topic read labops/events/#
-"""
+def documented_acl() -> str:
+    """The ACL file of docs/production.md, exactly (the fenced block after its marker)."""
+    text = (ROOT / "docs" / "production.md").read_text()
+    block = text[text.index(MARK) :].split("```", 2)[1]
+    return block.removeprefix("\n")
 
 
 @dataclass
@@ -70,7 +65,7 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     for i, (user, password) in enumerate(USERS.items()):
         create = ["-c"] if i == 0 else []
         subprocess.run([PASSWD, *create, "-b", str(passwd), user, password], check=True)
-    (tmp_path / "acl").write_text(ACL)
+    (tmp_path / "acl").write_text(documented_acl())
     port = prefect_server.free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(
@@ -175,7 +170,7 @@ def test_only_the_allowed_client_starts_a_run(
     from deployments.definitions import deployment_specs, runner_deployments
     from labops.config import load_config
 
-    monkeypatch.setenv("LABOPS_TEST_BRIDGE_PW", USERS["labops-bridge"])
+    monkeypatch.setenv("LABOPS_TEST_BRIDGE_PW", USERS["labops"])
     config = {
         "lab": {"name": f"acl-{uuid.uuid4().hex[:6]}", "state_dir": str(tmp_path / "state")},
         "systems": {
@@ -184,7 +179,7 @@ def test_only_the_allowed_client_starts_a_run(
                 "port": broker.port,
                 "tls": True,
                 "ca_bundle": str(broker.ca),
-                "username": "labops-bridge",
+                "username": "labops",
                 "password": "env:LABOPS_TEST_BRIDGE_PW",
             }
         },
@@ -212,8 +207,9 @@ def test_only_the_allowed_client_starts_a_run(
 
         assert publish_as(broker, None, None, run, {"period": "daily"}) == "refused"
         assert publish_as(broker, "operator", "wrong", run, {"period": "daily"}) == "refused"
-        intruder = {"period": "daily", "request_id": "in-1"}
-        assert publish_as(broker, "intruder", USERS["intruder"], run, intruder) == "sent"
+        # authenticated, but the ACL gives it no write on labops/run/#: dropped by the broker
+        other = {"period": "daily", "request_id": "in-1"}
+        assert publish_as(broker, "dashboard", USERS["dashboard"], run, other) == "sent"
         wanted = {"period": "weekly", "request_id": "op-1"}
         for _ in range(2):  # a QoS 1 message delivered twice
             assert publish_as(broker, "operator", USERS["operator"], run, wanted) == "sent"
