@@ -35,7 +35,9 @@ class Schedule(Strict):
     cron: str = Field(..., description="Five-field cron, e.g. '30 2 * * *'.")
     enabled: bool = True
     parameters: dict[str, object] = Field(
-        default_factory=dict, description="Extra flow parameters for scheduled runs."
+        default_factory=dict,
+        description="Extra flow parameters for scheduled runs (checked against the flow's "
+        "parameters and their bounds when the config loads; see docs/triggers.md).",
     )
 
 
