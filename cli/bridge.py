@@ -1,7 +1,8 @@
 """``labops bridge``: the MQTT bridge between the lab's bus and Prefect (until stopped).
 
 - ``<platform.mqtt_run_topic>/<flow>`` with a JSON object of parameters starts that deployment
-  (anything malformed is logged and ignored);
+  when ``platform.triggers`` allows it (anything else, and every retained message, is refused
+  with one warning line; a ``request_id`` starts at most one run);
 - every flow-run state change goes to ``<platform.mqtt_events_topic>/<flow>/<state>`` as JSON;
 - failed, crashed and timed-out runs, and runs Late or Pending past
   ``platform.late_after_minutes``, are alerted once (Telegram and MQTT).

@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from cli.common import add_config_option, load, progress
 from deployments.catalog import FLOWS
 from deployments.definitions import DeploymentSpec, deploy_to_pool, deployment_specs
+from deployments.overlaps import schedule_warnings
 from labops.config import LabopsConfig
 from labops.errors import ConfigError, LabopsError
 from tasks.prefect_admin import ensure_zombie_automation
@@ -174,6 +175,8 @@ def handle(args: argparse.Namespace) -> int:
     mode = "serve" if args.pool is None else "pool"
     pool = (args.pool or config.platform.work_pool) if mode == "pool" else None
     progress(f"labops: deploying {len(specs)} flow(s) from {path} to {api}")
+    for line in schedule_warnings(config):
+        progress(line)
     try:
         if pool is not None:
             created = ensure_process_pool(pool)

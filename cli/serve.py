@@ -34,6 +34,7 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from deployments.overlaps import schedule_warnings
     from deployments.serve import serve
 
     path, config = load(args)  # a bad config exits 2 before anything is registered
@@ -44,5 +45,7 @@ def handle(args: argparse.Namespace) -> int:
         raise ConfigError("--limit: must be at least 1")
     api = require_server()
     progress(f"labops: serving {len(specs)} deployment(s) from {path} against {api}")
+    for line in schedule_warnings(config):
+        progress(line)
     serve(str(path), [s.name for s in specs], args.limit)
     return 0

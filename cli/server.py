@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from cli.common import progress
 from labops import prefect_server
+from labops.errors import ConfigError
 
 
 def add_parser(sub: Any) -> None:
@@ -30,6 +32,12 @@ def add_parser(sub: Any) -> None:
         "the database is created if missing",
     )
     parser.add_argument("--no-ui", action="store_true", help="serve the API only")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help=f"allow a non-loopback --host without {prefect_server.SERVER_AUTH_ENV} (warned "
+        "about on stderr and in the server log); without it such a start is refused",
+    )
     parser.add_argument(
         "--config",
         "-c",
@@ -70,6 +78,14 @@ def _announce(info: prefect_server.ServerInfo) -> None:
 def handle(args: argparse.Namespace) -> int:
     home = args.home or prefect_server.default_home()
     if args.action == "start":
+        auth = os.environ.get(prefect_server.SERVER_AUTH_ENV) or None
+        refusal = prefect_server.bind_refusal(args.host, auth is not None)
+        note = None
+        if refusal and not args.insecure:
+            raise ConfigError(refusal)
+        if refusal:
+            note = prefect_server.insecure_warning(args.host, args.port)
+            print(note, file=sys.stderr, flush=True)
         database = args.postgres or prefect_server.database_url_from_env()
         progress(f"labops: starting the Prefect server in {home} (this takes 15-30 s)...")
         days = _retention_days(args)
@@ -80,7 +96,8 @@ def handle(args: argparse.Namespace) -> int:
             database_url=database,
             ui=not args.no_ui,
             extra_env=prefect_server.vacuum_env(days),
-            auth_string=os.environ.get(prefect_server.SERVER_AUTH_ENV) or None,
+            auth_string=auth,
+            log_note=note,
         )
         _announce(info)
         print(f"  retention: flow runs, logs and artifacts pruned after {days} days")

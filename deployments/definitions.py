@@ -57,6 +57,8 @@ def _deploy_kwargs(spec: DeploymentSpec) -> dict[str, Any]:
         "parameters": spec.parameters,
         "description": spec.description,
         "tags": ["labops"],
+        # the server checks every run's parameters against the flow's bounded signature (409)
+        "enforce_parameter_schema": True,
     }
     if spec.cron:
         kwargs["schedules"] = [Cron(spec.cron, timezone=spec.timezone)]

@@ -1,7 +1,9 @@
 """The MQTT bridge: the lab's bus starts flows, hears every state change, and gets alerts.
 
 - ``<run topic>/<flow>`` (e.g. ``labops/run/backups``) with a JSON object of parameters starts
-  that flow's deployment; anything malformed is logged and ignored.
+  that flow's deployment when ``platform.triggers`` allows it (:mod:`labops.triggers`); anything
+  else is refused with one escaped warning line. Retained messages are ignored (a reconnect
+  must not start runs again) and a ``request_id`` starts at most one run.
 - every flow-run state change (Prefect events) is published as JSON on
   ``<events topic>/<flow>/<state>``.
 - a Failed, Crashed or TimedOut run notifies Telegram and MQTT once, with a link to the run; a
@@ -12,14 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 import json
 import logging
 import ssl
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -30,47 +33,18 @@ from blocks.context import LabContext
 from deployments.catalog import FLOWS, load_flow
 from labops.config.secrets import resolve_secret
 from labops.reports import Notification, Severity
+from labops.triggers import Refused, RunRequest, parse_run_request, shown
 
 log = logging.getLogger("labops.bridge")
 
 ALERT_STATES = {"Failed", "Crashed", "TimedOut"}
 
 
-class RunRequest(BaseModel):
-    """A validated request to start a flow from MQTT."""
+BadRequest = Refused
+"""A message on the run topic that starts nothing (logged once, never raised further)."""
 
-    flow: str
-    parameters: dict[str, Any] = Field(default_factory=dict)
-
-
-class BadRequest(ValueError):
-    """A message on the run topic that starts nothing (logged, never raised further)."""
-
-
-def parse_run_request(prefix: str, topic: str, payload: bytes) -> RunRequest:
-    """Check the topic names a known flow and the payload fits its parameters."""
-    name = topic.removeprefix(prefix.rstrip("/") + "/")
-    if name not in FLOWS or "/" in name:
-        raise BadRequest(f"{topic}: unknown flow {name!r} (known: {', '.join(FLOWS)})")
-    try:
-        params = json.loads(payload.decode("utf-8") or "{}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"{topic}: payload is not JSON ({exc})") from None
-    if not isinstance(params, dict):
-        raise BadRequest(f"{topic}: payload must be a JSON object of flow parameters")
-    flow = load_flow(name)
-    accepted = set(inspect.signature(flow.fn).parameters)
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise BadRequest(f"{topic}: unknown parameter(s) {', '.join(unknown)}")
-    if "config" in params:
-        # The bus never chooses which config (and so which secrets) a run uses.
-        raise BadRequest(f"{topic}: 'config' cannot be set from MQTT")
-    try:
-        flow.validate_parameters(params)
-    except Exception as exc:  # prefect raises ParameterTypeError with pydantic's details
-        raise BadRequest(f"{topic}: invalid parameters: {str(exc).splitlines()[0]}") from None
-    return RunRequest(flow=name, parameters=params)
+SEEN_IDS = 4096
+"""Request ids remembered in memory (Prefect's idempotency key covers a restarted bridge)."""
 
 
 class StateEvent(BaseModel):
@@ -114,19 +88,67 @@ class Seen(BaseModel):
 
 
 class AlertBook:
-    """Remembers which runs were alerted, so each failure notifies exactly once."""
+    """Remembers which runs were alerted, so each failure notifies exactly once.
+
+    The memory is ``bridge-alerts.json`` in ``lab.state_dir``. A file that cannot be read (cut
+    short, not JSON, the wrong shape) is reported once (a warning line and a notification), kept
+    beside as ``.corrupt`` and rebuilt: an alert may then be sent twice, never not at all.
+    """
+
+    KEY = "bridge-alerts"
 
     def __init__(self, ctx: LabContext) -> None:
         self.ctx = ctx
         self.lock = threading.Lock()
 
+    @property
+    def path(self) -> Path:
+        return Path(self.ctx.state.directory) / f"{self.KEY}.json"
+
+    def _load(self) -> Seen:
+        try:
+            return self.ctx.state.load(self.KEY, Seen) or Seen()
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8, not JSON, wrong shape
+            self._rebuild(exc)
+            return Seen()
+
+    def _rebuild(self, exc: Exception) -> None:
+        why = shown(f"{type(exc).__name__}: {exc}".splitlines()[0], 120)
+        kept = self.path.with_name(self.path.name + ".corrupt")
+        try:
+            self.path.replace(kept)
+        except OSError:
+            kept = self.path
+        log.warning(
+            "bridge state %s unreadable (%s): rebuilt empty, kept as %s; "
+            "alerts already sent may be sent again",
+            self.path,
+            why,
+            kept.name,
+        )
+        note = Notification(
+            title=f"{self.ctx.config.lab.name}: bridge state rebuilt",
+            severity=Severity.WARNING,
+            body=f"The MQTT bridge could not read {self.path} ({why}). It started a new one "
+            f"(the old one is kept as {kept.name}); an alert already sent may come again.",
+            topic="alerts/bridge-state",
+            payload={"file": str(self.path), "kept_as": str(kept), "error": why},
+        )
+        try:
+            self.ctx.notifier().send(note)
+        except Exception as send_exc:  # the warning line above already names the problem
+            log.warning("could not notify about the bridge state: %s", shown(str(send_exc)))
+
     def first_time(self, key: str) -> bool:
         with self.lock:
-            seen = self.ctx.state.load("bridge-alerts", Seen) or Seen()
+            seen = self._load()
             if key in seen.keys:
                 return False
             seen.keys = [*seen.keys[-4999:], key]
-            self.ctx.state.save("bridge-alerts", seen)
+            try:
+                self.ctx.state.save(self.KEY, seen)
+            except OSError as exc:  # alert anyway: a repeated alert beats a lost one
+                log.warning("could not save the bridge state %s: %s", self.path, exc)
             return True
 
 
@@ -143,6 +165,7 @@ class Bridge:
         self.alerts = AlertBook(ctx)
         self.stopping = threading.Event()
         self.started: list[str] = []
+        self.seen_ids: OrderedDict[tuple[str, str], str] = OrderedDict()
         # Prefect's event subscriber replays the minute before it connects; state changes from
         # before the bridge started were published by its predecessor (or are stale): skip them.
         self.since = datetime.now(UTC)
@@ -195,20 +218,52 @@ class Bridge:
         self._in_context(self._handle_message, msg)
 
     def _handle_message(self, msg: mqtt.MQTTMessage) -> None:
-        try:
-            request = parse_run_request(self.policy.mqtt_run_topic, msg.topic, bytes(msg.payload))
-        except BadRequest as exc:
-            log.warning("ignored MQTT message: %s", exc)
+        if msg.retain:
+            # A retained message is an old one the broker replays on every (re)subscribe.
+            log.warning(
+                "refused MQTT message on %s: retained (run requests are never)", shown(msg.topic)
+            )
             return
+        try:
+            request = parse_run_request(
+                self.policy.mqtt_run_topic,
+                msg.topic,
+                bytes(msg.payload),
+                self.policy.triggers,
+            )
+        except Refused as exc:
+            log.warning("refused MQTT message: %s", exc)
+            return
+        if request.request_id is not None:
+            earlier = self.seen_ids.get((request.flow, request.request_id))
+            if earlier is not None:
+                log.warning(
+                    "refused MQTT message: %s request_id %s already started flow run %s",
+                    request.flow,
+                    request.request_id,
+                    earlier,
+                )
+                return
         try:
             run_id = self.start(request)
         except Exception as exc:
-            log.error("could not start %s: %s", request.flow, exc)
+            log.error("could not start %s: %s", request.flow, shown(str(exc), 200))
             return
+        if request.request_id is not None:
+            self.seen_ids[(request.flow, request.request_id)] = run_id
+            while len(self.seen_ids) > SEEN_IDS:
+                self.seen_ids.popitem(last=False)
+        if run_id in self.started:
+            return  # Prefect's idempotency key found the run of an earlier delivery
         self.started.append(run_id)
         self.publish(
             "bridge/started",
-            {"flow": request.flow, "flow_run_id": run_id, "parameters": request.parameters},
+            {
+                "flow": request.flow,
+                "flow_run_id": run_id,
+                "parameters": request.parameters,
+                "request_id": request.request_id,
+            },
         )
 
     def publish(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None:
@@ -228,8 +283,12 @@ class Bridge:
             )
             if not found:
                 raise LookupError(f"no deployment named {request.flow!r}: run `labops deploy`")
+            key = None
+            if request.request_id is not None:
+                # the same id returns the same run, also after a restart of the bridge
+                key = f"mqtt:{self.ctx.config.lab.name}:{request.flow}:{request.request_id}"
             run = client.create_flow_run_from_deployment(
-                found[0].id, parameters=request.parameters, tags=["mqtt"]
+                found[0].id, parameters=request.parameters, tags=["mqtt"], idempotency_key=key
             )
         log.info("started %s as flow run %s", request.flow, run.id)
         return str(run.id)

@@ -24,7 +24,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from blocks.context import LabContext
 from labops.config.policies.backups import BackupPolicy
 from labops.errors import ConfigError, LabopsError
-from labops.limits import ensure_limit, limit_name
+from labops.flow_params import ConfigPath, VmidList
+from labops.limits import SlotBusy, ensure_limit, limit_name, maintenance_slot
 from labops.models.backups import BackupOutcome, GuestPlan, PlanAction
 from labops.outcome import UnknownSince
 from labops.planners.backup_audit import guest_rows, templates_without_backup, unreadable_storages
@@ -139,9 +140,9 @@ def settings_for(plan: GuestPlan, policy: BackupPolicy, listed_at: float) -> Vzd
     log_prints=False,
 )
 def backups(
-    config: str | None = None,
+    config: ConfigPath | None = None,
     dry_run: bool = False,
-    vmids: list[int] | None = None,
+    vmids: VmidList | None = None,
 ) -> BackupReport | State:
     """Back up every selected guest whose last good backup is older than its tier allows, then
     audit all recovery points.
@@ -230,7 +231,15 @@ def backups(
         def slot_of(kind: str, key: str) -> str:
             return slot(kind, key, policy, lab)
 
-        outcomes = run_lanes(lanes(todo, policy.per_node_limit), submit, hold, slot_of)
+        wait = ctx.config.platform.maintenance_wait_minutes
+        try:  # never while patch apply changes the lab (one maintenance slot per lab)
+            with maintenance_slot(ctx.config.lab.name, wait, "backups", log):
+                outcomes = run_lanes(lanes(todo, policy.per_node_limit), submit, hold, slot_of)
+        except SlotBusy as exc:  # each guest's row says why it was not backed up
+            outcomes = {
+                p.guest.vmid: BackupOutcome(vmid=p.guest.vmid, status="failed", reason=str(exc))
+                for p in todo
+            }
         report.vzdump_started = sum(o.attempts > 0 and not o.adopted for o in outcomes.values())
         copies, unlisted = scan_backups(block, storages, online)
         named = {f.entity for f in report.failures}

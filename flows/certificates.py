@@ -23,6 +23,7 @@ from prefect.utilities.annotations import quote
 from blocks.context import LabContext
 from blocks.edge import StepCa, TechnitiumDns, TraefikApi
 from labops.config.policies.certificates import CertificatePolicy
+from labops.flow_params import ConfigPath
 from labops.models.certificates import effective_certificate
 from labops.reports import Failure
 from labops.tls.alerts import CertStates, plan_alerts
@@ -304,7 +305,7 @@ def _renew(
     task_runner=ThreadPoolTaskRunner(max_workers=8),  # type: ignore[arg-type]
 )
 def certificates(
-    config: str | None = None, dry_run: bool = False, renew: bool | None = None
+    config: ConfigPath | None = None, dry_run: bool = False, renew: bool | None = None
 ) -> CertificateReport | State:
     """Find every certificate of the lab, validate and classify it, renew what may be renewed.
 

@@ -26,6 +26,7 @@ from labops.docs.patch import patched_texts, unified_diff
 from labops.docs.pin import apply_pins
 from labops.docs.report import DocReport
 from labops.errors import LabopsError
+from labops.flow_params import ConfigPath
 from labops.redact import contains_secret
 from labops.reports import Failure
 from labops.scope import artifact_key
@@ -106,7 +107,7 @@ def propose_with_llm(
     task_runner=ThreadPoolTaskRunner(max_workers=6),  # type: ignore[arg-type]
     log_prints=False,
 )
-def doc_reconcile(config: str | None = None, dry_run: bool = True) -> DocReport | State:
+def doc_reconcile(config: ConfigPath | None = None, dry_run: bool = True) -> DocReport | State:
     """Check the infrastructure docs against the live lab and propose a patch for what drifted.
 
     Reads only, unless `dry_run` is False and `docs.write` is on: then it CHANGES the docs

@@ -15,6 +15,7 @@ from prefect import flow
 from prefect.states import State
 
 from blocks.context import LabContext
+from labops.flow_params import ConfigPath, RetentionDays
 from labops.reports_platform import HousekeepingReport
 from tasks.prefect_admin import ensure_zombie_automation, prune_flow_runs, release_orphan_slots
 from tasks.publish import publish_report
@@ -22,7 +23,9 @@ from tasks.publish import publish_report
 
 @flow(name="housekeeping", log_prints=False)
 def housekeeping(
-    config: str | None = None, dry_run: bool = False, retention_days: int | None = None
+    config: ConfigPath | None = None,
+    dry_run: bool = False,
+    retention_days: RetentionDays | None = None,
 ) -> HousekeepingReport | State:
     """Prune old runs, release orphan concurrency slots, ensure the zombie-run automation.
 

@@ -18,6 +18,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from blocks.context import LabContext
+from labops.flow_params import ConfigPath, HostList
+from labops.limits import SlotBusy, maintenance_slot
 from labops.models.patching import PatchReport
 from labops.planners import patching as plan
 from labops.reports import Failure
@@ -39,9 +41,9 @@ class PatchApproval(RunInput):
     task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
 )
 def patch_check(
-    config: str | None = None,
+    config: ConfigPath | None = None,
     refresh: bool | None = None,
-    hosts: list[str] | None = None,
+    hosts: HostList | None = None,
 ) -> PatchReport | State:
     """Check pending updates on every Proxmox node and running container (read-only).
 
@@ -95,10 +97,10 @@ def now() -> datetime:
     task_runner=ThreadPoolTaskRunner(max_workers=16),  # type: ignore[arg-type]
 )
 def patch_apply(
-    config: str | None = None,
+    config: ConfigPath | None = None,
     dry_run: bool = False,
     security_only: bool | None = None,
-    hosts: list[str] | None = None,
+    hosts: HostList | None = None,
 ) -> PatchReport | State:
     """Apply pending updates after approval, inside a maintenance window (CHANGES HOSTS).
 
@@ -178,7 +180,12 @@ def patch_apply(
         rollout = steps.recheck_approved(ctx, report, rollout, by_name, inv_hosts)
     # 4. apply, step by step
     log.info("rollout:\n%s", rollout.describe())
-    steps.execute(ctx, report, rollout, by_name, inv_hosts, snap, sec_only, window, run_key)
+    wait = ctx.config.platform.maintenance_wait_minutes
+    try:  # never while backups run (one maintenance slot per lab)
+        with maintenance_slot(ctx.config.lab.name, wait, "patch apply", log):
+            steps.execute(ctx, report, rollout, by_name, inv_hosts, snap, sec_only, window, run_key)
+    except SlotBusy as exc:
+        report.failures.append(Failure(entity="patch apply", reason=str(exc)))
     return publish_report(report, ctx)
 
 

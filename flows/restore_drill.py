@@ -36,6 +36,7 @@ from blocks.proxmox import ProxmoxCredentials
 from labops.config.policies.backups import RestoreDrillPolicy
 from labops.config.systems import ProxmoxNode
 from labops.errors import ApiError, ConfigError, LabopsError
+from labops.flow_params import ConfigPath, NodeName, StorageId, Vmid
 from labops.limits import ensure_limit, limit_name
 from labops.models.backups import BackupCopy, BackupGuest
 from labops.planners.backups import default_storage
@@ -108,12 +109,12 @@ def port_answers(host: str, port: int, timeout_s: float) -> bool:
 
 @flow(name="restore-drill", log_prints=False)
 def restore_drill(
-    config: str | None = None,
+    config: ConfigPath | None = None,
     dry_run: bool = False,
-    vmid: int | None = None,
-    scratch_vmid: int | None = None,
-    node: str | None = None,
-    storage: str | None = None,
+    vmid: Vmid | None = None,
+    scratch_vmid: Vmid | None = None,
+    node: NodeName | None = None,
+    storage: StorageId | None = None,
 ) -> RestoreDrillReport | State:
     """Restore a guest's newest good backup to a scratch guest, start it, check it, destroy it.
     CHANGES THE LAB (creates and destroys the scratch guest; the dry run only reads).

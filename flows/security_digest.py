@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
@@ -29,6 +29,7 @@ from labops.digest.findings import Collected, dedupe, rank, suppress
 from labops.digest.render import load_template, render_markdown
 from labops.digest.report import LlmOutcome, SecurityDigest, SourceStatus
 from labops.errors import ApiError, AuthFailed, LabopsError, Unreachable
+from labops.flow_params import ConfigPath, DigestPeriod
 from labops.outcome import CouldNotCheck, kind_of
 from labops.reports import Failure
 from tasks.crowdsec import crowdsec_activity
@@ -216,9 +217,9 @@ def collect(
     task_runner=ThreadPoolTaskRunner(max_workers=8),  # type: ignore[arg-type]
 )
 def security_digest(
-    config: str | None = None,
+    config: ConfigPath | None = None,
     dry_run: bool = False,
-    period: Literal["daily", "weekly"] | None = None,
+    period: DigestPeriod | None = None,
     llm_summary: bool | None = None,
 ) -> SecurityDigest | State:
     """One ranked security digest across every configured source, sent even when all is quiet.

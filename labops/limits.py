@@ -4,7 +4,11 @@ turns into no limit (``concurrency(strict=False)`` only warns when a limit does 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
 
+from labops.errors import LabopsError
 from labops.scope import PREFIX, scoped_name
 
 log = logging.getLogger("labops.limits")
@@ -38,3 +42,45 @@ def ensure_limit(name: str, limit: int) -> None:
             client.update_global_concurrency_limit(
                 name, GlobalConcurrencyLimitUpdate(limit=limit, active=True)
             )
+
+
+class SlotBusy(LabopsError):
+    """A slot stayed taken for as long as the run was willing to wait: it did not start."""
+
+
+def maintenance_limit(lab: str) -> str:
+    """``labops-<lab>-maintenance-slot``: the one slot backups and patch apply share per lab."""
+    return limit_name("maintenance", "slot", lab=lab)
+
+
+@contextmanager
+def maintenance_slot(lab: str, wait_minutes: float, who: str, logger: Any = None) -> Iterator[None]:
+    """Hold the lab's maintenance slot while changing it: backups and patch apply never change
+    the lab at the same time. Waits up to ``wait_minutes`` for the other to finish, then raises
+    :class:`SlotBusy` (nothing was started). The slot is a lease: a killed run frees it within
+    ``lease_duration`` (5 min)."""
+    from prefect.concurrency.sync import concurrency
+
+    name = maintenance_limit(lab)
+    ensure_limit(name, 1)
+    (logger or log).info(
+        "%s: taking the maintenance slot %s (waits while another run holds it)", who, name
+    )
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(
+                concurrency(
+                    name,
+                    occupy=1,
+                    strict=True,
+                    timeout_seconds=max(1.0, wait_minutes * 60),
+                    lease_duration=300,
+                )
+            )
+        except TimeoutError:
+            raise SlotBusy(
+                f"{who}: could not start: another backups or patch-apply run of {lab} kept "
+                f"the maintenance slot {name} for {wait_minutes:g} min "
+                "(platform.maintenance_wait_minutes)"
+            ) from None
+        yield

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -73,6 +74,39 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (127.0.0.0/8, ::1) or ``localhost``. Any other
+    name counts as reachable from the network: it is not resolved."""
+    if host.strip().lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_refusal(host: str, auth: bool) -> str | None:
+    """Why a server must not listen on ``host`` without basic auth, or None when it may.
+
+    Anyone who reaches an unauthenticated API can start every flow, read every run and every
+    Secret block: only a loopback address may go without ``PREFECT_SERVER_API_AUTH_STRING``."""
+    if auth or is_loopback(host):
+        return None
+    return (
+        f"--host {host}: refusing to serve the Prefect API beyond this machine without "
+        f"{SERVER_AUTH_ENV} (anyone reaching it could start any flow and read every Secret "
+        "block); set it to user:password, or pass --insecure"
+    )
+
+
+def insecure_warning(host: str, port: int) -> str:
+    """The line ``--insecure`` prints on stderr and writes into the server log."""
+    return (
+        f"WARNING: insecure: the Prefect API on {host}:{port} has no authentication "
+        f"({SERVER_AUTH_ENV} unset, --insecure): anyone who reaches it can start any flow"
+    )
 
 
 def is_healthy(api_url: str, timeout_s: float = 2.0) -> bool:
@@ -262,8 +296,12 @@ def start(
     timeout_s: float = 120.0,
     extra_env: dict[str, str] | None = None,
     auth_string: str | None = None,
+    log_note: str | None = None,
 ) -> ServerInfo:
     """Start ``prefect server start`` in the background and wait for ``/api/health``.
+
+    ``log_note``: a line written into the server log before the server's own output (the
+    ``--insecure`` warning).
 
     ``auth_string`` (``user:password``) turns on Prefect's basic auth
     (``PREFECT_SERVER_API_AUTH_STRING``); ``/api/health`` stays open, so readiness needs no
@@ -285,6 +323,9 @@ def start(
     log_file = home / LOG_FILE
     env = server_env(home, host, port, database_url, ui, extra_env, auth_string)
     with log_file.open("ab") as log:
+        if log_note:
+            log.write(f"{log_note}\n".encode())
+            log.flush()
         proc = subprocess.Popen(
             [*_prefect_executable(), "server", "start", "--host", host, "--port", str(port)],
             env=env,

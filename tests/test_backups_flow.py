@@ -269,12 +269,16 @@ def test_killed_run_then_rerun_backs_up_each_guest_once(
     done_before = sum(new_snapshots(lab_clean, t0).values())
 
     # The killed run's slots are leases that Prefect frees after >= 60 s; the rerun uses a
-    # scope of its own rather than wait for that (lease expiry is Prefect's, not ours to test).
+    # scope of its own rather than wait for that (lease expiry is Prefect's, not ours to test),
+    # and a lab name of its own for the lab's maintenance slot (labops-<lab.name>-maintenance-slot).
     # Due again: every guest not backed up since t0.
     window = f"{int(time.time() - t0 + MARGIN)}s"
     rerun_cfg = config(
         lab_clean, tmp_path / "rerun", tiers={"short": {"rpo": window, "refresh_after": window}}
     )
+    raw = yaml.safe_load(Path(rerun_cfg).read_text())
+    raw["lab"]["name"] = f"rerun-{tmp_path.name[-12:].lower().replace('_', '-')}"
+    Path(rerun_cfg).write_text(yaml.safe_dump(raw))
     state = backups(config=rerun_cfg, return_state=True)
     report = report_of(state)
     assert state.is_completed(), report.failure_summary()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.patch_helpers import derived_config, report_of, run_paused_flow
 
@@ -312,6 +313,13 @@ def test_killed_mid_batch_then_rerun(
         per_node_parallel=3,
         delete_snapshots_after_h=0,
     )
+    # The killed run runs under a lab name of its own: its maintenance slot
+    # (labops-<lab.name>-maintenance-slot) is a lease Prefect frees only minutes after the kill, and
+    # the re-run (and the tests after this one) must not wait for it.
+    killed_cfg = tmp_path / "killed.yaml"
+    raw = yaml.safe_load(Path(cfg).read_text())
+    raw["lab"]["name"] = "killed-patch-run"
+    killed_cfg.write_text(yaml.safe_dump(raw))
     sb.set_faults("fleet", extra={"hanging_commands": {"agent-sec": "dist-upgrade"}})
     script = tmp_path / "run.py"
     script.write_text(
@@ -320,7 +328,7 @@ def test_killed_mid_batch_then_rerun(
     )
     env = dict(os.environ, PREFECT_API_URL=prefect_server.api_url, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        [sys.executable, str(script), cfg, ",".join(hosts)],
+        [sys.executable, str(script), str(killed_cfg), ",".join(hosts)],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -332,7 +340,8 @@ def test_killed_mid_batch_then_rerun(
         with get_client(sync_client=True) as client:
             while time.monotonic() < deadline and not resumed:
                 for run in client.read_flow_runs():
-                    if run.parameters.get("config") == cfg and run.state and run.state.is_paused():
+                    killed = run.parameters.get("config") == str(killed_cfg)
+                    if killed and run.state and run.state.is_paused():
                         resume_flow_run(run.id, run_input={"approve": True})
                         resumed = True
                 time.sleep(0.3)

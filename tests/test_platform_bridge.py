@@ -154,7 +154,7 @@ def test_mqtt_runs_events_malformed_and_one_alert(
 
     publish(f"{prefix}/run/housekeeping", "this is not json")
     publish(f"{prefix}/run/no-such-flow", "{}")
-    publish(f"{prefix}/run/housekeeping", json.dumps({"dry_run": "maybe"}))
+    publish(f"{prefix}/run/housekeeping", json.dumps({"retention_days": 0}))
     publish(f"{prefix}/run/housekeeping", json.dumps({"dry_run": True}))
 
     done = listener.wait(lambda t, m: t == f"{prefix}/events/housekeeping/completed")

@@ -29,7 +29,7 @@ UNITS = ROOT / "deploy" / "systemd"
 SCHEDULES = {
     "backups": {"cron": "10 1 * * *"},
     "doc-reconcile": {"cron": "0 8 * * 1", "enabled": False},
-    "patch-apply": {"cron": "0 3 * * 3", "parameters": {"apply": True}},
+    "patch-apply": {"cron": "0 3 * * 3", "parameters": {"security_only": True}},
 }
 
 
@@ -86,7 +86,7 @@ def check_deployed(config: Path, pool: str | None) -> None:
             assert dep.global_concurrency_limit.limit == 1
             assert dep.concurrency_options is not None
             assert dep.concurrency_options.collision_strategy == "CANCEL_NEW"
-    assert deployed["patch-apply"].parameters["apply"] is True
+    assert deployed["patch-apply"].parameters["security_only"] is True
 
 
 def test_deploy_serve_mode_sqlite(
@@ -100,11 +100,16 @@ def test_deploy_serve_mode_sqlite(
     before.write_text(config.read_text().replace("enabled: false", "enabled: true"))
     assert labops(["deploy", "--config", str(before), "--only", "doc-reconcile"]) == 0
     assert read_labops_deployments({"doc-reconcile"})["doc-reconcile"].schedules
+    capsys.readouterr()
     assert labops(["deploy", "--config", str(config)]) == 0
     out, err = capsys.readouterr()
     assert "labops serve --config" in out and "10 1 * * * (Europe/Berlin)" in out
     # The session server runs with Prefect's default vacuum (events only): deploy says so.
     assert "does not prune old flow runs" in err
+    # backups 01:10 (~2 h) and patch-apply Wednesday 03:00 can overlap: one line says so
+    warnings = [line for line in err.splitlines() if line.startswith("warning: schedules")]
+    assert len(warnings) == 1 and "backups (10 1 * * *" in warnings[0], err
+    assert "patch-apply (0 3 * * 3" in warnings[0] and "(Europe/Berlin)" in warnings[0]
     check_deployed(config, pool=None)
     first = {n: d.id for n, d in read_labops_deployments(set(FLOWS)).items()}
 

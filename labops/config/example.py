@@ -95,6 +95,14 @@ EXAMPLES: dict[str, Any] = {
         {"reason": "the backup job's nightly root login", "source": "wazuh", "rule": "5715"}
     ],
     "docs.claims": [{"match": r"runs (\d+) containers", "fact": "lxc"}],
+    # two flows shown in full; every flow not named keeps its default rule
+    "platform.triggers": {
+        "backups": {"fixed": {"dry_run": True}, "parameters": {"vmids": {"max_items": 20}}},
+        "housekeeping": {
+            "fixed": {"dry_run": True},
+            "parameters": {"retention_days": {"min": 7}},
+        },
+    },
     "inventory.endpoints": [
         {"name": "grafana.lab.internal", "address": "10.0.0.20", "group": "apps"},
     ],
