@@ -14,7 +14,8 @@ from pydantic import BaseModel
 
 from cli.common import add_config_option, load, progress, use_local_server
 from deployments.catalog import FLOWS
-from labops.errors import ConfigError, LabopsError
+from labops.errors import ConfigError, LabopsError, one_line
+from labops.redact import redact
 
 
 def add_parser(sub: Any) -> None:
@@ -107,10 +108,13 @@ def handle(args: argparse.Namespace) -> int:
     if isinstance(result, BaseModel):
         print_report(result, as_json=args.json)
     elif isinstance(result, BaseException):
-        print(f"{args.flow} failed: {type(result).__name__}: {result}", file=sys.stderr)
+        print(
+            redact(f"{args.flow} failed: {type(result).__name__}: {one_line(result)}"),
+            file=sys.stderr,
+        )
     elif result is not None:
         print(result)
-    why = f" ({state.message})" if failed and state.message else ""
+    why = f" ({redact(one_line(state.message))})" if failed and state.message else ""
     progress(f"labops: {args.flow} finished: {state.name}{why}")
     return 1 if failed else 0
 

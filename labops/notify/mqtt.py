@@ -57,7 +57,7 @@ class MqttNotifier(Notifier):
         self.retain = retain
         self.timeout_s = timeout_s
 
-    def send(self, notification: Notification) -> Delivery:
+    def deliver(self, notification: Notification) -> Delivery:
         topic = topic_for(self.settings.topic_prefix, notification.topic)
         body = json.dumps(message_payload(notification), default=str)
         try:
