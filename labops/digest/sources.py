@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -36,10 +37,15 @@ def parse_time(value: Any) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
-        number = float(value)
-        while number > 1e11:  # ms or ns
-            number /= 1000
-        return datetime.fromtimestamp(number, UTC)
+        try:
+            number = float(value)
+            if not math.isfinite(number):
+                return None
+            while number > 1e11:  # ms or ns
+                number /= 1000
+            return datetime.fromtimestamp(number, UTC)
+        except (ValueError, OverflowError, OSError):  # before year 1, or past 9999
+            return None
     text = str(value).strip()
     go = _GO_TIME.match(text)
     if go:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
@@ -114,6 +114,9 @@ def test_labops_rows(tables: Any) -> None:
 
 
 @FUZZ
+@example(-62135596801.0)  # before year 1
+@example(float("inf"))  # divided by 1000 forever
+@example("99999999999999999999999")
 @given(st.one_of(json_like, st.from_regex(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d.*", fullmatch=True)))
 def test_times(value: Any) -> None:
     parsed = sources.parse_time(value)
