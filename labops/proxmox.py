@@ -46,13 +46,8 @@ from pydantic import SecretStr
 
 from labops.config.systems import PbsSystem, ProxmoxSystem
 from labops.errors import ApiError, AuthFailed, CommandTimeout, MaybeApplied, Unreachable
-from labops.http import (
-    CappedAdapter,
-    DeadlineExceeded,
-    ResponseTooLarge,
-    RetryableStatus,
-    call_with_retry,
-)
+from labops.http import RetryableStatus, call_with_retry
+from labops.http_limits import CappedAdapter, DeadlineExceeded, ResponseTooLarge
 from labops.models.certificates import PveCertificateInfo
 from labops.models.pbs import (
     PbsDatastore,
