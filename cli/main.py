@@ -11,8 +11,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from labops.errors import ConfigError, LabopsError
+from labops.errors import ConfigError, LabopsError, one_line
 from labops.outcome import EXIT_CONFIG, EXIT_FAILED
+from labops.redact import install_log_filter, redact
 
 COMMANDS: dict[str, str] = {
     "run": "cli.run",
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    install_log_filter()  # expected errors as one line, secrets masked, from the first record
     try:
         return int(args.handler(args))
     except ConfigError as exc:
@@ -48,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"config error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     except LabopsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(redact(f"error: {one_line(exc)}"), file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

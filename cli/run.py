@@ -14,8 +14,9 @@ from pydantic import BaseModel
 
 from cli.common import add_config_option, load, progress, use_local_server
 from deployments.catalog import FLOWS
-from labops.errors import ConfigError, LabopsError
+from labops.errors import ConfigError, LabopsError, one_line
 from labops.outcome import EXIT_CLEAN, EXIT_CONFIG, EXIT_FAILED, EXIT_FINDINGS, FailOn, Outcome
+from labops.redact import redact
 from labops.reports import OperationReport
 
 EXIT_CODES = f"""exit codes:
@@ -125,13 +126,18 @@ def handle(args: argparse.Namespace) -> int:
     if isinstance(result, BaseModel):
         print_report(result, as_json=args.json)
     elif isinstance(result, BaseException):
-        print(f"{args.flow} failed: {type(result).__name__}: {result}", file=sys.stderr)
+        print(
+            redact(f"{args.flow} failed: {type(result).__name__}: {one_line(result)}"),
+            file=sys.stderr,
+        )
     elif result is not None:
         print(result)
-    why = f" ({state.message})" if failed and state.message else ""
+    why = f" ({redact(one_line(state.message))})" if failed and state.message else ""
     if isinstance(result, OperationReport):  # the outcome in one line: failures, else findings
         outcome = result.result()
-        why = f" ({outcome.detail})" if outcome.outcome is not Outcome.CLEAN else ""
+        why = (
+            f" ({redact(one_line(outcome.detail))})" if outcome.outcome is not Outcome.CLEAN else ""
+        )
     progress(f"labops: {args.flow} finished: {state.name}{why}")
     return exit_code(state, result, FailOn(args.fail_on))
 

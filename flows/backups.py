@@ -131,6 +131,7 @@ def settings_for(plan: GuestPlan, policy: BackupPolicy, listed_at: float) -> Vzd
         lock_retry_s=policy.lock_retry,
         listed_at=listed_at,
         start_attempts=policy.start_attempts,
+        lost_answer_wait_s=policy.lost_answer_wait,
     )
 
 

@@ -3,6 +3,10 @@
 Retried: connection errors, timeouts, 5xx and 429 (``Retry-After`` honoured). Never retried: 401 and
 403 (``AuthFailed``) and other 4xx (``ApiError``), whose message names the system and what to fix.
 The same policy wraps non-httpx clients (proxmoxer) through :func:`call_with_retry`.
+
+Every try also has a deadline (``retry.deadline_s``, connect to last byte) and a size cap
+(``retry.max_response_bytes``), on httpx and on proxmoxer's requests alike: see
+:mod:`labops.http_limits`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,13 @@ import httpx
 
 from labops.config.systems import HttpRetry, TlsOptions
 from labops.errors import ApiError, AuthFailed, TlsRejected, Unreachable
+from labops.http_limits import (
+    DeadlineExceeded,
+    ResponseTooLarge,
+    deadline,
+    deadline_transport,
+    read_capped,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("labops.http")
@@ -94,10 +105,8 @@ def call_with_retry(
             f"{last.message} (HTTP {last.status}, after {policy.attempts} tries)",
             last.status,
         )
-    assert last is not None
-    # The last error already names the system: keep only its message (no "vm: vm: ...").
-    why = last.message if isinstance(last, Unreachable) else str(last)
-    raise Unreachable(system, f"{why} (after {policy.attempts} tries)")
+    assert isinstance(last, Unreachable)
+    raise Unreachable(system, f"{last.message} (after {policy.attempts} tries)")
 
 
 def _describe_transport(exc: httpx.TransportError) -> str:
@@ -111,6 +120,10 @@ def classify_httpx(system: str) -> Callable[[BaseException], BaseException | Non
     def classify(exc: BaseException) -> BaseException | None:
         if isinstance(exc, RetryableStatus):
             return exc
+        if isinstance(exc, DeadlineExceeded):
+            return Unreachable(system, str(exc))
+        if isinstance(exc, ResponseTooLarge):
+            return ApiError(system, str(exc))
         if isinstance(exc, httpx.TransportError):
             verify = _cert_error(exc)
             if verify is not None:
@@ -170,9 +183,9 @@ class HttpClient:
             base_url=base_url.rstrip("/"),
             headers=dict(headers or {}),
             auth=auth,
-            verify=verify,
             timeout=httpx.Timeout(self.retry.timeout_s),
             follow_redirects=False,
+            transport=deadline_transport(verify),
         )
 
     def __enter__(self) -> HttpClient:
@@ -199,7 +212,7 @@ class HttpClient:
         """Send one request under the policy; return the response when its status is in ``ok``."""
 
         def once() -> httpx.Response:
-            resp = self._client.request(
+            request = self._client.build_request(
                 method,
                 path,
                 params=params,
@@ -209,6 +222,7 @@ class HttpClient:
                 headers=headers,
                 extensions=self._extensions,
             )
+            resp = self._send(request)
             if resp.status_code in ok:
                 return resp
             message = _message(resp)
@@ -228,6 +242,33 @@ class HttpClient:
             )
 
         return call_with_retry(self.system, once, self.retry, classify_httpx(self.system))
+
+    def _send(self, request: httpx.Request) -> httpx.Response:
+        """One try within the deadline, its answer read up to the size cap."""
+        with deadline(self.retry.deadline_s) as limit:
+            try:
+                streamed = self._client.send(request, stream=True)
+                try:
+                    body = read_capped(streamed.iter_bytes(), self.retry)
+                finally:
+                    streamed.close()
+            except httpx.TransportError as exc:
+                if limit.fired:
+                    raise DeadlineExceeded(limit.message()) from exc
+                raise
+        # the body is decoded already: the copy must not claim an encoding or a length
+        kept = [
+            (k, v)
+            for k, v in streamed.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(
+            streamed.status_code,
+            headers=kept,
+            content=body,
+            request=request,
+            extensions=streamed.extensions,
+        )
 
     def get_json(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw).json()

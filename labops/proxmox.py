@@ -48,6 +48,7 @@ from pydantic import SecretStr
 from labops.config.systems import PbsSystem, ProxmoxSystem
 from labops.errors import ApiError, AuthFailed, CommandTimeout, MaybeApplied, Unreachable
 from labops.http import RetryableStatus, call_with_retry
+from labops.http_limits import CappedAdapter, DeadlineExceeded, ResponseTooLarge
 from labops.models.certificates import PveCertificateInfo
 from labops.models.pbs import (
     PbsDatastore,
@@ -139,7 +140,7 @@ def _error_text(exc: ResourceException) -> str:
     return content or str(exc.status_message or "")
 
 
-def _never_sent(exc: requests.RequestException) -> bool:
+def _never_sent(exc: requests.RequestException | DeadlineExceeded) -> bool:
     """True when the request cannot have reached the server (no connection was made)."""
     if isinstance(exc, requests.ConnectTimeout):
         return True
@@ -149,7 +150,9 @@ def _never_sent(exc: requests.RequestException) -> bool:
     return False
 
 
-def _describe(exc: requests.RequestException) -> str:
+def _describe(exc: requests.RequestException | DeadlineExceeded) -> str:
+    if isinstance(exc, DeadlineExceeded):
+        return str(exc)
     if isinstance(exc, requests.Timeout):
         return f"timed out ({type(exc).__name__})"
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
@@ -194,6 +197,12 @@ class ProxmoxClient:
             service=self.service,
             path_prefix=path or None,
         )
+        # Deadline and size cap of the HTTP policy on proxmoxer's requests session (it takes
+        # only a socket timeout, which a server trickling its answer never trips).
+        session: requests.Session = self._api._store["session"]
+        capped = CappedAdapter(system.retry)
+        session.mount("https://", capped)
+        session.mount("http://", capped)
         self.sleep: Callable[[float], None] = time.sleep
 
     # -- generic calls ----------------------------------------------------------------------
@@ -238,13 +247,15 @@ class ProxmoxClient:
         def classify(exc: BaseException) -> BaseException | None:
             if isinstance(exc, ResourceException):
                 return self._map_status(exc, method, path)
+            if isinstance(exc, ResponseTooLarge):
+                return ApiError(self.name, f"{what}: {exc}")
             if isinstance(exc, requests.exceptions.SSLError):
                 return ApiError(
                     self.name,
                     f"TLS to {self.system.url} failed ({_describe(exc)}); set "
                     f"systems.{self.name}.tls.ca_bundle to the CA that signed its certificate",
                 )
-            if isinstance(exc, requests.RequestException):
+            if isinstance(exc, requests.RequestException | DeadlineExceeded):
                 if method != "GET" and not _never_sent(exc):
                     return MaybeApplied(
                         self.name,

@@ -1,9 +1,18 @@
-"""Keeps resolved secrets out of logs: a registry of values and a logging filter that masks them."""
+"""Keeps resolved secrets out of logs and messages, and labops' expected errors out of tracebacks.
+
+A registry of secret values, :func:`redact` for text, and one hook on every log record the
+process creates (:func:`install_log_filter`): the record's message and its formatted traceback
+are masked, and a record carrying one of labops' own errors (``LabopsError``: auth refused,
+unreachable, host key rejected ...) loses its traceback and reads as one line. The hook sits in
+the log-record factory rather than on chosen loggers or handlers: a filter on a logger never sees
+its children's records, and Prefect replaces its handlers when it sets logging up again.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 MASK = "***"
 _lock = threading.Lock()
@@ -35,31 +44,64 @@ def contains_secret(text: str) -> bool:
     return any(value in text for value in values)
 
 
+_formatter = logging.Formatter()
+
+
+def redact_record(record: logging.LogRecord) -> None:
+    """Mask registered secrets in the record's message, traceback and stack, in place.
+
+    The traceback is formatted here, masked, and kept as ``exc_text`` (which formatters print
+    instead of formatting ``exc_info`` again); ``exc_info`` is dropped when it held a secret, so
+    a formatter that reads the exception object itself (Prefect's JSON one) finds nothing.
+    """
+    if not _secrets:
+        return
+    message = record.getMessage()
+    cleaned = redact(message)
+    if cleaned != message:
+        record.msg, record.args = cleaned, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = _formatter.formatException(record.exc_info)
+    if record.exc_text:
+        masked = redact(record.exc_text)
+        if masked != record.exc_text:
+            record.exc_text, record.exc_info = masked, None
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+
+
 class RedactingFilter(logging.Filter):
-    """A logging filter that masks registered secrets in the formatted message."""
+    """A logging filter that masks registered secrets (message and traceback)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _secrets:
-            return True
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
+        redact_record(record)
         return True
 
 
 _installed = False
+_install_lock = threading.Lock()
 
 
 def install_log_filter() -> None:
-    """Attach the filter to the root, prefect and library loggers once per process."""
+    """Clean every log record of this process from now on (once per process): expected errors
+    as one line, registered secrets masked. Called when a flow loads its context and by the
+    CLI."""
+    from labops.errors import quiet_record  # errors redact their own messages: import here
+
     global _installed
-    if _installed:
-        return
-    flt = RedactingFilter()
-    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "labops", "paramiko"):
-        logger = logging.getLogger(name)
-        logger.addFilter(flt)
-        for handler in logger.handlers:
-            handler.addFilter(flt)
-    _installed = True
+    with _install_lock:
+        if _installed:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            try:
+                quiet_record(record)
+                redact_record(record)
+            except Exception:  # a record that cannot be formatted is logging's to report
+                pass
+            return record
+
+        logging.setLogRecordFactory(factory)
+        _installed = True

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from labops.markdown import md_text
 from labops.metrics import Metric
 from labops.models.backups import JobCheck, OrphanGroup, RetentionGroup
 from labops.outcome import Checked, CouldNotCheck, Found, UnknownSince, check_columns
@@ -240,37 +241,43 @@ class BackupReport(OperationReport):
         return ", ".join(parts)
 
     def markdown(self) -> str:
-        lines = [f"# Backups: {self.lab}", "", self.headline(), ""]
+        t = md_text
+        lines = [f"# Backups: {t(self.lab)}", "", self.headline(), ""]
         if self.failures:
-            lines += ["## Failures", ""] + [f"- {f.entity}: {f.reason}" for f in self.failures]
+            lines += ["## Failures", ""]
+            lines += [f"- {t(f.entity)}: {t(f.reason)}" for f in self.failures]
             lines.append("")
         if self.dry_run:
             lines += ["## Would back up", ""]
             lines += [
-                f"- {r.label} on {r.node}: {r.reason}" for r in self.rows(GuestStatus.WOULD_BACK_UP)
+                f"- {t(r.label)} on {t(r.node)}: {t(r.reason)}"
+                for r in self.rows(GuestStatus.WOULD_BACK_UP)
             ] or ["- nothing"]
             lines.append("")
         if self.unknown:
             lines += ["## Could not check", ""]
-            lines += [f"- {r.label}: {r.unknown.describe()}" for r in self.unknown if r.unknown]
+            lines += [
+                f"- {t(r.label)}: {t(r.unknown.describe())}" for r in self.unknown if r.unknown
+            ]
             lines.append("")
         if self.stale:
             lines += ["## Stale (last good backup older than its RPO)", ""]
             lines += [
-                f"- {r.label}: last good {human_age(r.age_s)} ago, tier {r.tier}"
+                f"- {t(r.label)}: last good {human_age(r.age_s)} ago, tier {t(r.tier)}"
                 for r in self.stale
             ]
             lines.append("")
         if self.verification_problems:
             lines += ["## Verification", ""]
-            lines += [f"- {r.label}: {r.verified}" for r in self.verification_problems]
+            lines += [f"- {t(r.label)}: {t(r.verified)}" for r in self.verification_problems]
             lines.append("")
         if self.gaps:
-            lines += ["## Coverage gaps", ""] + [f"- {g}" for g in self.gaps] + [""]
+            lines += ["## Coverage gaps", ""] + [f"- {t(g)}" for g in self.gaps] + [""]
         if self.pbs_jobs:
             lines += ["## PBS maintenance", ""]
             lines += [
-                f"- {j.job}: {'ok' if j.ok else 'TOO OLD'} - {j.detail}" for j in self.pbs_jobs
+                f"- {t(j.job)}: {'ok' if j.ok else 'TOO OLD'} - {t(j.detail)}"
+                for j in self.pbs_jobs
             ]
             lines.append("")
         if self.retention:
@@ -279,14 +286,14 @@ class BackupReport(OperationReport):
             lines += [
                 "## Retention (dry run)",
                 "",
-                f"A prune with {opts} would remove {removable} backup(s) of "
+                f"A prune with {t(opts)} would remove {removable} backup(s) of "
                 f"{sum(1 for g in self.retention if g.remove)} guest(s).",
                 "",
             ]
         if self.skipped:
-            lines += ["## Skipped", ""] + [f"- {s}" for s in self.skipped] + [""]
+            lines += ["## Skipped", ""] + [f"- {t(s)}" for s in self.skipped] + [""]
         if self.warnings:
-            lines += ["## Notes", ""] + [f"- {w}" for w in self.warnings] + [""]
+            lines += ["## Notes", ""] + [f"- {t(w)}" for w in self.warnings] + [""]
         lines += [f"vzdump tasks started: {self.vzdump_started}"]
         return "\n".join(lines)
 
@@ -406,29 +413,31 @@ class RestoreDrillReport(OperationReport):
         ]
 
     def markdown(self) -> str:
+        t = md_text
         result = "dry run" if self.dry_run else ("passed" if self.ok else "FAILED")
         lines = [
             f"# Restore drill: {result}",
             "",
-            f"- guest: {self.vmid} {self.name}",
-            f"- backup: {self.volid or '-'} ({_when(self.backup_time)})",
-            f"- restored as: {self.scratch_vmid or '-'} on {self.node or '-'}"
-            f" / {self.storage or '-'}",
-            f"- marked with: tag {self.tag or '-'}, pool {self.pool or '-'}",
+            f"- guest: {self.vmid} {t(self.name)}",
+            f"- backup: {t(self.volid or '-')} ({_when(self.backup_time)})",
+            f"- restored as: {self.scratch_vmid or '-'} on {t(self.node or '-')}"
+            f" / {t(self.storage or '-')}",
+            f"- marked with: tag {t(self.tag or '-')}, pool {t(self.pool or '-')}",
             f"- duration: {human_age(self.duration_s)}",
-            f"- why: {self.reason}" if self.reason else "",
+            f"- why: {t(self.reason)}" if self.reason else "",
             "",
             "## Steps",
             "",
         ]
-        lines += [f"1. {s}" for s in self.steps] or ["nothing done"]
+        lines += [f"1. {t(s)}" for s in self.steps] or ["nothing done"]
         if self.checks:
             lines += ["", "## Checks", ""]
-            lines += [f"- {k}: {'ok' if v else 'FAILED'}" for k, v in self.checks.items()]
+            lines += [f"- {t(k)}: {'ok' if v else 'FAILED'}" for k, v in self.checks.items()]
         if self.left:
-            lines += ["", "## Left for the operator", ""] + [f"- {x}" for x in self.left]
+            lines += ["", "## Left for the operator", ""] + [f"- {t(x)}" for x in self.left]
         if self.failures:
-            lines += ["", "## Failures", ""] + [f"- {f.entity}: {f.reason}" for f in self.failures]
+            lines += ["", "## Failures", ""]
+            lines += [f"- {t(f.entity)}: {t(f.reason)}" for f in self.failures]
         return "\n".join(lines)
 
     def metrics(self) -> list[Metric]:

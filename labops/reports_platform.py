@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
+from labops.markdown import md_text
 from labops.reports import OperationReport
 
 
@@ -39,5 +40,6 @@ class HousekeepingReport(OperationReport):
             f"Zombie-run automation: {self.zombie_automation}.",
         ]
         if self.slots_released:
-            lines.append("Concurrency slots released: " + ", ".join(self.slots_released))
+            released = ", ".join(md_text(s) for s in self.slots_released)
+            lines.append("Concurrency slots released: " + released)
         return "\n".join(lines)

@@ -11,6 +11,7 @@ from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
     FlowRunFilter,
+    FlowRunFilterId,
     FlowRunFilterStartTime,
     FlowRunFilterState,
     FlowRunFilterStateType,
@@ -76,25 +77,50 @@ def prune_flow_runs(cutoff: datetime, dry_run: bool, batch: int = 200) -> PruneR
     return result
 
 
+def own_flow_runs() -> list[UUID]:
+    """The flow run this code runs in and the runs above it (a subflow's parents): they are
+    running, but hold no labops slot while housekeeping runs."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    ids: list[UUID] = []
+    task_ctx = TaskRunContext.get()
+    if task_ctx is not None:
+        ids.append(task_ctx.task_run.flow_run_id)  # type: ignore[arg-type]
+    flow_ctx = FlowRunContext.get()
+    if flow_ctx is not None and flow_ctx.flow_run is not None:
+        ids.append(flow_ctx.flow_run.id)
+    with get_client(sync_client=True) as client:
+        for run_id in list(ids):
+            seen = 0
+            run = client.read_flow_run(run_id)
+            while run.parent_task_run_id is not None and seen < 10:  # up the subflow chain
+                parent = client.read_task_run(run.parent_task_run_id).flow_run_id
+                if parent is None:
+                    break
+                ids.append(parent)
+                run = client.read_flow_run(parent)
+                seen += 1
+    return sorted(set(ids), key=str)
+
+
 @task(name="release-orphan-slots")
 def release_orphan_slots(prefix: str = "labops-", dry_run: bool = False) -> list[str]:
     """CHANGES concurrency limits: free the slots of labops limits while no other flow run is
-    running (a killed process may hold them until its lease expires). With ``dry_run`` it only
-    lists them."""
-    from prefect.runtime import flow_run
-
+    running (a killed process may hold them until its lease expires). The run doing this, and
+    the runs it is a subflow of, do not count. With ``dry_run`` it only lists them."""
     released: list[str] = []
+    mine = own_flow_runs()
     with get_client(sync_client=True) as client:
         running = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(not_any_=mine) if mine else None,
                 state=FlowRunFilterState(
                     type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
-                )
+                ),
             ),
-            limit=2,
+            limit=1,
         )
-        # The housekeeping run calling this is running itself: it holds no labops slot.
-        if any(str(r.id) != str(flow_run.id) for r in running):
+        if running:
             return released
         from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 

@@ -125,6 +125,15 @@ class VzdumpSettings(BaseModel):
     lock_wait_s: float = 600
     lock_retry_s: float = 15
     start_attempts: int = Field(3, ge=1, description="Starts tried after a lost answer.")
+    lost_answer_wait_s: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "After a start whose answer was lost, how long the node's task list is watched for "
+            "the vzdump it may have begun (a busy node acts on a request its client gave up "
+            "on) before the start is sent again."
+        ),
+    )
     listed_at: float | None = Field(
         None,
         description=(
@@ -196,7 +205,7 @@ def run_backup(
             out.reason = f"locked ({still}) for longer than {settings.lock_wait_s:g}s"
             return out
     while True:
-        upid = _start_or_adopt(pve, guest, settings, out, log)
+        upid = _start_or_adopt(pve, guest, settings, out, log, sleep)
         if upid is None:
             return out
         try:
@@ -236,6 +245,7 @@ def _start_or_adopt(
     settings: VzdumpSettings,
     out: BackupOutcome,
     log: Callable[[str], None],
+    sleep: Callable[[float], None] = time.sleep,
 ) -> str | None:
     """The UPID to follow: a running vzdump of this guest, else a new one. None when the
     outcome is already decided (``out`` filled in)."""
@@ -275,11 +285,30 @@ def _start_or_adopt(
                 notes_template=settings.notes_template,
                 protected=settings.protected or None,
             )
+        except MaybeApplied as exc:
+            # Sent, answer lost: the node may act on it now or seconds later. Watch its task
+            # list; send again only once it was read and showed nothing for the whole wait.
+            last_error = exc
+            found = _await_new_task(pve, guest, seen, t0, settings.lost_answer_wait_s, sleep)
+            if isinstance(found, PveTaskItem):
+                log(f"{guest.label}: {exc}; adopting the vzdump it started ({found.upid})")
+                return found.upid
+            if found is not None:
+                out.reason = (
+                    f"vzdump sent but its answer was lost ({exc.message}), and the task list "
+                    f"could not be read ({found}): not sent again, so it never runs twice"
+                )
+                return None
+            log(
+                f"{guest.label}: {exc}; no vzdump began within "
+                f"{settings.lost_answer_wait_s:g}s: sending it again"
+            )
+            continue
         except LabopsError as exc:
-            # The answer was lost or the server failed: a task may exist all the same.
+            # Refused with an answer (4xx, or 5xx after retries): a started task would be listed.
             last_error = exc
             new = _new_task(pve, guest, seen, t0)
-            if new is not None:
+            if isinstance(new, PveTaskItem):
                 return new.upid
             continue
         if not upid.startswith("UPID:"):
@@ -291,15 +320,39 @@ def _start_or_adopt(
     return None
 
 
-def _new_task(pve: PveClient, guest: BackupGuest, seen: set[str], t0: float) -> PveTaskItem | None:
+def _new_task(
+    pve: PveClient, guest: BackupGuest, seen: set[str], t0: float
+) -> PveTaskItem | str | None:
+    """The guest's vzdump that is not in ``seen``; None when there is none; the reason as text
+    when the task list could not be read."""
     try:
         tasks = pve.tasks(
             guest.node, vmid=guest.vmid, typefilter="vzdump", source="all", since=int(t0) - 60
         )
-    except LabopsError:
-        return None
+    except LabopsError as exc:
+        return str(exc)
     fresh = [t for t in tasks if t.upid not in seen]
     return fresh[0] if fresh else None
+
+
+def _await_new_task(
+    pve: PveClient,
+    guest: BackupGuest,
+    seen: set[str],
+    t0: float,
+    wait_s: float,
+    sleep: Callable[[float], None],
+) -> PveTaskItem | str | None:
+    """Look for the vzdump a lost start may have begun until ``wait_s`` after ``t0``: the task,
+    else None when the last look (at the end) found none, else why the list was unreadable."""
+    deadline = t0 + wait_s
+    pause = 0.2
+    while True:
+        found = _new_task(pve, guest, seen, t0)
+        if isinstance(found, PveTaskItem) or time.time() >= deadline:
+            return found
+        sleep(min(pause, max(0.0, deadline - time.time())))
+        pause = min(pause * 2, 5.0)
 
 
 # No tags: a tagged task run asks the Prefect API for tag concurrency slots when it starts,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
@@ -97,3 +99,29 @@ def test_orphan_slots_are_released_when_nothing_runs(prefect_server: object) -> 
         assert release_orphan_slots.fn(dry_run=True) == ["labops-test-orphan (2 slot(s))"]
         release_orphan_slots.fn()
         assert client.read_global_concurrency_limit_by_name("labops-test-orphan").active_slots == 0
+
+
+def test_the_housekeeping_flow_releases_a_leaked_slot(
+    prefect_server: object, tmp_path: Path
+) -> None:
+    """As a flow (not the bare function): its own run is running and must not count as a run
+    that could hold the slot."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    from flows.housekeeping import housekeeping
+    from labops.limits import ensure_limit
+
+    crash_leftover_runs()
+    ensure_limit("labops-test-leaked", 2)
+    with get_client(sync_client=True) as client:
+        client.update_global_concurrency_limit(
+            "labops-test-leaked", GlobalConcurrencyLimitUpdate(active_slots=1)
+        )
+    config = tmp_path / "labops.yaml"
+    config.write_text(f"lab:\n  name: housekeeping\n  state_dir: {tmp_path / 'state'}\n")
+
+    state: Any = housekeeping(config=str(config), return_state=True)
+    report = state.result()
+    assert "labops-test-leaked (1 slot(s))" in report.slots_released, report
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name("labops-test-leaked").active_slots == 0

@@ -98,3 +98,38 @@ def test_dropped_connection_is_retried(server: ScriptedServer) -> None:
     with client(server) as c:
         assert c.get_json("/x") == {"ok": 2}
     assert len(server.requests) == 2
+
+
+# -- deadline and size cap -------------------------------------------------------------------
+# A server trickling its answer one byte a second resets a socket timeout with every byte: with
+# only ``timeout_s`` such a request lasted as long as the answer (a minute or two here). Each try
+# must end at ``deadline_s``, with an error saying so, well before that.
+
+# A read timeout longer than the gap between two bytes: the trickle never trips it.
+SLOW = HttpRetry(attempts=1, timeout_s=5, deadline_s=2)
+TRICKLED = {"data": {"version": "8.3.0", "padding": "x" * 20}}  # 60 to 140 s at 1 byte/s
+WELL_BEFORE = 30.0
+CAPPED = HttpRetry(attempts=3, backoff_s=0.01, max_response_bytes=1000)
+BIG = {"data": ["x" * 100] * 50}  # about 5 kB
+
+
+@pytest.mark.parametrize("body_only", [False, True], ids=["trickled-head", "trickled-body"])
+def test_a_trickling_answer_is_abandoned_at_the_deadline(
+    server: ScriptedServer, body_only: bool
+) -> None:
+    server.default = Reply(200, TRICKLED, trickle_s=1.0, trickle_body_only=body_only)
+    started = time.monotonic()
+    with client(server, SLOW) as c, pytest.raises(Unreachable) as err:
+        c.get_json("/agents")
+    assert time.monotonic() - started < WELL_BEFORE
+    assert str(err.value).startswith("wazuh: no complete answer within 2s (retry.deadline_s)")
+
+
+def test_an_answer_over_the_size_cap_is_refused_not_retried(server: ScriptedServer) -> None:
+    server.default = Reply(200, BIG)
+    with client(server, CAPPED) as c, pytest.raises(ApiError) as err:
+        c.get_json("/agents")
+    assert "answer larger than 1000 bytes (retry.max_response_bytes)" in str(err.value)
+    assert len(server.requests) == 1
+    with client(server, CAPPED.model_copy(update={"max_response_bytes": 100_000})) as c:
+        assert c.get_json("/agents") == BIG  # under the cap: read as before

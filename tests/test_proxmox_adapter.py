@@ -16,12 +16,13 @@ from pydantic import SecretStr
 from labops.config import load_config
 from labops.config.secrets import resolve_secret
 from labops.config.systems import HttpRetry, PbsSystem, ProxmoxSystem
-from labops.errors import ApiError, AuthFailed, Unreachable
+from labops.errors import ApiError, AuthFailed, MaybeApplied, Unreachable
 from labops.models import PbsSnapshot, PbsUpid, PveGuest, PveTaskStatus, PveUpid, is_upid
 from labops.proxmox import PbsClient, PveClient, TaskTimeout
 from tests.fixtures.sandbox import SandboxHandle
 from tests.fixtures.scripted_http import Reply, ScriptedServer
 from tests.fixtures.sshd import free_port
+from tests.test_http_policy import BIG, CAPPED, SLOW, TRICKLED, WELL_BEFORE
 
 DATA = Path(__file__).parent / "data" / "proxmox"
 FAST = HttpRetry(attempts=3, backoff_s=0.01, backoff_max_s=0.05, jitter=0.0, timeout_s=2)
@@ -103,6 +104,41 @@ def _pve(server: ScriptedServer, retry: HttpRetry = FAST) -> PveClient:
         retry=retry,
     )
     return PveClient(system, SECRET)
+
+
+@pytest.mark.parametrize("body_only", [False, True], ids=["trickled-head", "trickled-body"])
+def test_a_trickling_answer_is_abandoned_at_the_deadline(
+    fake: ScriptedServer, body_only: bool
+) -> None:
+    """requests bounds one socket read only: the deadline of the HTTP policy holds here too."""
+    fake.default = Reply(200, TRICKLED, trickle_s=1.0, trickle_body_only=body_only)
+    started = time.monotonic()
+    with pytest.raises(Unreachable) as err:
+        _pve(fake, SLOW).version()
+    assert time.monotonic() - started < WELL_BEFORE
+    assert "GET /version: no complete answer within 2s (retry.deadline_s)" in str(err.value)
+
+
+def test_a_trickled_post_may_have_been_applied_and_is_not_sent_again(fake: ScriptedServer) -> None:
+    fake.default = Reply(200, {"data": "UPID:pve1:x"}, trickle_s=1.0, trickle_body_only=True)
+    started = time.monotonic()
+    with pytest.raises(MaybeApplied) as err:
+        _pve(fake, SLOW.model_copy(update={"attempts": 3})).vzdump("pve1", 101, "pbs")
+    assert time.monotonic() - started < WELL_BEFORE
+    assert "no complete answer within 2s" in str(err.value)
+    assert len(fake.requests) == 1
+
+
+def test_an_answer_over_the_size_cap_is_refused_not_retried(fake: ScriptedServer) -> None:
+    fake.default = Reply(200, BIG)
+    with pytest.raises(ApiError) as err:
+        _pve(fake, CAPPED).nodes()
+    assert "answer larger than 1000 bytes (retry.max_response_bytes)" in str(err.value)
+    assert len(fake.requests) == 1
+    assert (
+        _pve(fake, CAPPED.model_copy(update={"max_response_bytes": 100_000})).get("nodes")
+        == (BIG["data"])
+    )
 
 
 def test_5xx_is_retried_and_the_token_header_sent(fake: ScriptedServer) -> None:

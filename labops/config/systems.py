@@ -36,6 +36,19 @@ class HttpRetry(Strict):
     backoff_s: float = Field(0.5, ge=0, description="First backoff; doubles each retry.")
     backoff_max_s: float = Field(10.0, ge=0, description="Largest backoff between two tries.")
     jitter: float = Field(0.3, ge=0, le=1, description="Random fraction added to each backoff.")
+    deadline_s: float = Field(
+        120.0,
+        gt=0,
+        description=(
+            "Longest one try may take, connect to last byte: a server that trickles its answer "
+            "resets timeout_s with every byte, never this."
+        ),
+    )
+    max_response_bytes: int = Field(
+        64 * 1024**2,
+        gt=0,
+        description="Largest answer read (decompressed); a larger one is refused, not retried.",
+    )
 
 
 IN_BLOCK = "(in the saved block)"

@@ -15,6 +15,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from labops.digest.findings import Finding, group_by_source
 from labops.errors import ConfigError
+from labops.markdown import Inert, md_text
 
 DEFAULT_TEMPLATE = Path(__file__).with_name("templates") / "digest.md.j2"
 SOURCE_TITLES = {
@@ -35,6 +36,12 @@ def _since(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _inert(value: Any) -> Any:
+    """Every ``{{ }}`` output of a template: text made inert markdown (findings carry alert
+    titles, scenario names and hosts from outside); numbers as they are."""
+    return md_text(value) if isinstance(value, str) else value
+
+
 def _environment() -> SandboxedEnvironment:
     env = SandboxedEnvironment(
         undefined=StrictUndefined,
@@ -42,6 +49,7 @@ def _environment() -> SandboxedEnvironment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
+        finalize=_inert,
     )
     env.filters["hhmm"] = _hhmm
     env.filters["since"] = _since
@@ -115,7 +123,7 @@ def render_markdown(
         "sources": sources or [],
         "new_bans": new_bans,
         "suppressed_count": suppressed_count,
-        "summary": summary,
+        "summary": Inert(summary) if summary else summary,  # made inert by as_text
         "summary_note": summary_note,
     }
     try:
@@ -137,8 +145,5 @@ def as_text(answer: str, max_chars: int = 3000) -> str:
     reads cleanly in the markdown artifact and in a plain-text message.
     """
     cleaned = answer.replace("\r", "").strip()[:max_chars]
-    cleaned = cleaned.translate(_INERT)
-    return "\n".join("> " + line if line.strip() else ">" for line in cleaned.splitlines())
-
-
-_INERT = str.maketrans({"[": "(", "]": ")", "<": "\u2039", ">": "\u203a", "`": "'"})
+    quoted = (md_text(line) if line.strip() else "" for line in cleaned.splitlines())
+    return Inert("\n".join("> " + line if line else ">" for line in quoted))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -23,10 +24,15 @@ def parse_time(value: Any) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
-        number = float(value)
-        while number > 1e11:  # ms or ns
-            number /= 1000
-        return datetime.fromtimestamp(number, UTC)
+        try:
+            number = float(value)
+            if not math.isfinite(number):
+                return None
+            while number > 1e11:  # ms or ns
+                number /= 1000
+            return datetime.fromtimestamp(number, UTC)
+        except (ValueError, OverflowError, OSError):  # before year 1, or past 9999
+            return None
     text = str(value).strip()
     go = _GO_TIME.match(text)
     if go:
@@ -42,36 +48,49 @@ def _sev(name: str) -> Severity:
     return Severity(name)
 
 
+# Answers come from outside: an item or field of an unexpected shape is skipped or read as
+# empty, never the reason a whole source fails.
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _objs(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
 # -- Wazuh -------------------------------------------------------------------------------------
 
 
 def wazuh_alert_findings(hits: Iterable[dict[str, Any]], critical_level: int) -> list[Finding]:
     """Indexer hits (``hits.hits``) aggregated by rule and agent."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for hit in hits:
-        doc = hit.get("_source", hit)
-        rule = doc.get("rule") or {}
-        agent = doc.get("agent") or {}
-        groups[(str(rule.get("id", "?")), str(agent.get("name") or agent.get("id") or "?"))].append(
-            doc
-        )
+    for hit in _objs(hits):
+        doc = _obj(hit.get("_source", hit))
+        rule = _obj(doc.get("rule"))
+        who = _obj(doc.get("agent"))
+        groups[(str(rule.get("id", "?")), str(who.get("name") or who.get("id") or "?"))].append(doc)
     out = []
     for (rule_id, agent), docs in groups.items():
-        level = max(int((d.get("rule") or {}).get("level", 0)) for d in docs)
+        level = max(_int(_obj(d.get("rule")).get("level")) for d in docs)
         times = [t for d in docs if (t := parse_time(d.get("timestamp") or d.get("@timestamp")))]
         ips = {
-            str((d.get("data") or {}).get("srcip"))
-            for d in docs
-            if (d.get("data") or {}).get("srcip")
+            str(_obj(d.get("data")).get("srcip")) for d in docs if _obj(d.get("data")).get("srcip")
         }
         users = {
             str(u)
             for d in docs
             for k in ("srcuser", "dstuser")
-            if (u := (d.get("data") or {}).get(k))
+            if (u := _obj(d.get("data")).get(k))
         }
         evidence = [str(d["full_log"])[:300] for d in docs if d.get("full_log")]
-        first = docs[0].get("rule") or {}
+        first = _obj(docs[0].get("rule"))
         out.append(
             Finding(
                 source="wazuh",
@@ -93,7 +112,7 @@ def wazuh_alert_findings(hits: Iterable[dict[str, Any]], critical_level: int) ->
 def wazuh_agent_findings(agents: Iterable[dict[str, Any]]) -> list[Finding]:
     """Agents from ``GET /agents?status=...`` (disconnected / never connected / pending)."""
     out = []
-    for a in agents:
+    for a in _objs(agents):
         if a.get("id") == "000":  # the manager itself
             continue
         status = str(a.get("status", "unknown"))
@@ -107,7 +126,7 @@ def wazuh_agent_findings(agents: Iterable[dict[str, Any]]) -> list[Finding]:
                 entity=name,
                 rule=f"agent-{status}",
                 last_seen=parse_time(a.get("lastKeepAlive")),
-                evidence=[f"agent {a.get('id')} {name} ip={a.get('ip')} status={status}"],
+                evidence=[f"agent {a.get('id')} {name} ip={a.get('ip')} status={status}"[:300]],
             )
         )
     return out
@@ -121,7 +140,7 @@ def active_bans(decisions: list[dict[str, Any]] | None) -> list[str]:
     return sorted(
         {
             str(d["value"])
-            for d in (decisions or [])
+            for d in _objs(decisions)
             if d.get("type") == "ban"
             and str(d.get("scope", "")).lower() in ("ip", "range")
             and d.get("value")
@@ -140,12 +159,12 @@ def crowdsec_findings(
     banned_set = set(banned)
     per_ip: dict[str, list[dict[str, Any]]] = defaultdict(list)
     out: list[Finding] = []
-    for alert in alerts or []:
-        source = alert.get("source") or {}
+    for alert in _objs(alerts):
+        source = _obj(alert.get("source"))
         ip = str(source.get("ip") or source.get("value") or "?")
         per_ip[ip].append(alert)
         when = [t for k in ("start_at", "stop_at", "created_at") if (t := parse_time(alert.get(k)))]
-        where = ", ".join(x for x in (source.get("as_name"), source.get("cn")) if x)
+        where = ", ".join(str(x) for x in (source.get("as_name"), source.get("cn")) if x)
         scenario = str(alert.get("scenario") or "?")
         out.append(
             Finding(
@@ -157,7 +176,7 @@ def crowdsec_findings(
                 entity=ip,
                 rule=scenario,
                 ip=ip if _IPV4.fullmatch(ip) else None,
-                count=int(alert.get("events_count") or 1),
+                count=max(0, _int(alert.get("events_count"), 1) or 1),
                 first_seen=min(when) if when else None,
                 last_seen=max(when) if when else None,
                 evidence=[str(alert.get("message", ""))[:300]] if alert.get("message") else [],
@@ -186,14 +205,18 @@ def crowdsec_findings(
 
 def loki_findings(query: LogQuery, body: dict[str, Any]) -> list[Finding]:
     """A ``query_range`` streams answer: one finding per entity and source IP."""
-    data = body.get("data") or {}
+    data = _obj(_obj(body).get("data"))
     if data.get("resultType") not in (None, "streams"):
         raise ValueError(f"log query {query.name!r} returned {data.get('resultType')}, not streams")
     lines: dict[tuple[str, str | None], list[tuple[datetime | None, str]]] = defaultdict(list)
-    for stream in data.get("result") or []:
-        labels = stream.get("stream") or {}
+    for stream in _objs(data.get("result")):
+        labels = _obj(stream.get("stream"))
         entity = str(labels.get(query.entity_label) or labels.get("job") or "unknown")
-        for ts, line in stream.get("values") or []:
+        raw = stream.get("values")
+        for pair in raw if isinstance(raw, list) else []:
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], str)):
+                continue
+            ts, line = pair
             ip_match = _IPV4.search(line)
             lines[(entity, ip_match.group(0) if ip_match else None)].append((parse_time(ts), line))
     out = []
@@ -229,10 +252,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def prom_findings(check: PromCheck, body: dict[str, Any]) -> list[Finding]:
     """An instant-query answer judged by one check."""
-    data = body.get("data") or {}
+    data = _obj(_obj(body).get("data"))
     result = data.get("result") or []
     if data.get("resultType") == "scalar":
         result = [{"metric": {}, "value": result}] if result else []
+    result = _objs(result)
     if check.condition == "no_series":
         if result:
             return []
@@ -248,10 +272,11 @@ def prom_findings(check: PromCheck, body: dict[str, Any]) -> list[Finding]:
         ]
     out = []
     for series in result:
-        labels = {k: str(v) for k, v in (series.get("metric") or {}).items()}
+        labels = {str(k): str(v) for k, v in _obj(series.get("metric")).items()}
         parts = [labels[k] for k in check.entity_labels if labels.get(k)]
         entity = " ".join(parts[:2]) or labels.get("__name__", check.name)
-        value = (series.get("value") or [None, "?"])[1]
+        pair = series.get("value")
+        value = pair[1] if isinstance(pair, list) and len(pair) > 1 else "?"
         shown = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
         out.append(
             Finding(
@@ -272,7 +297,7 @@ def prom_findings(check: PromCheck, body: dict[str, Any]) -> list[Finding]:
 def pve_task_findings(tasks: Iterable[dict[str, Any]], since: datetime) -> list[Finding]:
     """Failed tasks of ``/cluster/tasks`` that ended in the window, grouped by type and guest."""
     out = []
-    for t in tasks:
+    for t in _objs(tasks):
         status = str(t.get("status") or "")
         end = parse_time(t.get("endtime"))
         if not status or status == "OK" or status.startswith("WARNINGS") or end is None:
@@ -318,7 +343,7 @@ def labops_row_findings(flow: str, rows: Iterable[dict[str, Any]], reported: dat
     ``reported``: when the table was written (the "since" of a row that does not say).
     """
     out = Collected()
-    for row in rows:
+    for row in _objs(rows):
         values = {str(k).lower(): str(v) for k, v in row.items()}
         entity = next((values[k] for k in _ENTITY_COLUMNS if values.get(k)), "?")
         scope = f"{flow}|{entity}"

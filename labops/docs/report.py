@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from labops.docs.models import Status, Undocumented, Verdict
+from labops.markdown import md_block, md_code, md_text
 from labops.metrics import Metric
 from labops.outcome import Found
 from labops.reports import Notification, OperationReport, Severity
@@ -73,41 +74,42 @@ class DocReport(OperationReport):
         ]
 
     def markdown(self) -> str:
+        t = md_text
         lines = [
             f"# Doc reconciliation: {self.drifted} drifted, {self.count(Status.MATCH)} match, "
             f"{self.count(Status.UNVERIFIABLE)} unverifiable",
             "",
-            f"Documents: {', '.join(self.documents) or 'none'}"
-            + (f" at commit `{self.commit[:12]}`" if self.commit else ""),
+            f"Documents: {', '.join(t(d) for d in self.documents) or 'none'}"
+            + (f" at commit {md_code(self.commit[:12])}" if self.commit else ""),
         ]
         if self.not_read:
             lines += ["", "## Not read", ""] + [f"- {n}" for n in self.not_read]
         if self.drifted:
             lines += ["", "## Drifted", ""]
             lines += [
-                f"- `{v.claim.file}:{v.claim.line}` {v.claim.subject}: documented "
-                f"{v.documented}, live {v.live}" + (f" ({v.reason})" if v.reason else "")
+                f"- {md_code(f'{v.claim.file}:{v.claim.line}')} {t(v.claim.subject)}: documented "
+                f"{t(v.documented)}, live {t(v.live)}" + (f" ({t(v.reason)})" if v.reason else "")
                 for v in self.verdicts
                 if v.status == Status.DRIFTED
             ]
         if self.undocumented:
             lines += ["", "## Live but undocumented", ""]
-            lines += [f"- {u.entity} ({u.source})" for u in self.undocumented]
+            lines += [f"- {t(u.entity)} ({t(u.source)})" for u in self.undocumented]
         unverifiable = [v for v in self.verdicts if v.status == Status.UNVERIFIABLE]
         if unverifiable:
             lines += ["", "## Unverifiable", ""]
             lines += [
-                f"- `{v.claim.file}:{v.claim.line}` {v.claim.subject}: {v.reason}"
+                f"- {md_code(f'{v.claim.file}:{v.claim.line}')} {t(v.claim.subject)}: {t(v.reason)}"
                 for v in unverifiable
             ]
         if self.llm_note:
-            lines += ["", f"LLM pass: {self.llm_note} (proposals are listed, never applied)."]
+            lines += ["", f"LLM pass: {t(self.llm_note)} (proposals are listed, never applied)."]
         if self.skipped:
-            lines += ["", "## Skipped", ""] + [f"- {s}" for s in self.skipped]
+            lines += ["", "## Skipped", ""] + [f"- {t(s)}" for s in self.skipped]
         if self.diff:
-            lines += ["", "## Proposed patch", "", "```diff", self.diff.rstrip(), "```"]
+            lines += ["", "## Proposed patch", "", md_block(self.diff, "diff")]
         if self.branch:
-            lines += ["", f"Committed on branch `{self.branch}`."]
+            lines += ["", f"Committed on branch {md_code(self.branch)}."]
         return "\n".join(lines)
 
     def metrics(self) -> list[Metric]:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from labops.markdown import md_text
 from labops.metrics import Metric
 from labops.outcome import Checked, CouldNotCheck, Found, UnknownSince, check_columns
 from labops.parsers.packages import PendingUpdate
@@ -286,6 +287,7 @@ class PatchReport(OperationReport):
         )
 
     def markdown(self) -> str:
+        t = md_text
         lines = [f"# Patch {self.mode}{' (dry run)' if self.dry_run else ''}", ""]
         c = self.counts()
         lines.append(
@@ -300,46 +302,47 @@ class PatchReport(OperationReport):
                 done[a.outcome] = done.get(a.outcome, 0) + 1
             lines += ["", "Rollout: " + ", ".join(f"{v} {k}" for k, v in sorted(done.items()))]
             if self.approval:
-                lines.append(f"Approval: {self.approval}")
+                lines.append(f"Approval: {t(self.approval)}")
             if self.narrowed:
-                lines.append(f"Narrowed at approval: {'; '.join(self.narrowed)}")
+                lines.append(f"Narrowed at approval: {t('; '.join(self.narrowed))}")
             if self.stopped:
-                lines.append(f"**Stopped:** {self.stopped}")
+                lines.append(f"**Stopped:** {t(self.stopped)}")
             if self.plan_changes:
                 lines += ["", "## Changed since the plan"]
-                lines += [f"- {c}" for c in self.plan_changes]
+                lines += [f"- {t(c)}" for c in self.plan_changes]
             lines += ["", "## Rollout"]
             for a in self.applied:
                 n = len(a.upgraded)
                 sim = ""
                 if a.simulation:
-                    sim = f", would upgrade {_simulated_upgrades(a.simulation, a.held_back)}"
+                    sim = f", would upgrade {t(_simulated_upgrades(a.simulation, a.held_back))}"
                 extra = f" ({n} upgraded)" if n else ""
-                kept = f", held back: {', '.join(a.held_back)}" if a.held_back else ""
-                detail = f" - {a.detail}" if a.detail else ""
+                kept = f", held back: {t(', '.join(a.held_back))}" if a.held_back else ""
+                detail = f" - {t(a.detail)}" if a.detail else ""
                 lines.append(
-                    f"- {a.phase} {a.batch}: {a.host}: {a.outcome}{extra}{sim}{kept}{detail}"
+                    f"- {a.phase} {a.batch}: {t(a.host)}: {a.outcome}{extra}{sim}{kept}{detail}"
                 )
         excluded = [h for h in self.hosts if h.excluded]
         if excluded:
             lines += [
                 "",
                 "## Excluded packages left pending (patching.exclusions.packages)",
-                *[f"- {h.host}: {', '.join(h.excluded)}" for h in excluded],
+                *[f"- {t(h.host)}: {t(', '.join(h.excluded))}" for h in excluded],
             ]
         refused = [h for h in self.hosts if h.refused]
         if refused:
             lines += [
                 "",
                 "## Package names refused (outside the package-name grammar, never used)",
-                *[f"- {h.host}: {', '.join(h.refused)}" for h in refused],
+                *[f"- {t(h.host)}: {t(', '.join(h.refused))}" for h in refused],
             ]
         if self.leftover_snapshots:
-            lines += ["", "Leftover snapshots: " + ", ".join(self.leftover_snapshots)]
+            lines += ["", "Leftover snapshots: " + t(", ".join(self.leftover_snapshots))]
         if self.failures:
-            lines += ["", "## Failures", *[f"- {f.entity}: {f.reason}" for f in self.failures]]
+            lines += ["", "## Failures"]
+            lines += [f"- {t(f.entity)}: {t(f.reason)}" for f in self.failures]
         if self.skipped:
-            lines += ["", "## Skipped", *[f"- {s}" for s in self.skipped]]
+            lines += ["", "## Skipped", *[f"- {t(s)}" for s in self.skipped]]
         return "\n".join(lines)
 
     def metrics(self) -> list[Metric]:

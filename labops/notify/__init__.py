@@ -1,7 +1,8 @@
 """Notifiers: one interface, Telegram and MQTT behind it.
 
 ``Notifier.send(notification)`` delivers one :class:`labops.reports.Notification` and returns a
-:class:`Delivery`; it never raises for a delivery problem. ``MultiNotifier`` sends to every
+:class:`Delivery`; it never raises for a delivery problem. It masks every registered secret
+first, then hands the notification to the channel's ``deliver``. ``MultiNotifier`` sends to every
 configured channel, so one channel down (Mosquitto stopped) never fails a flow as long as another
 delivered.
 """

@@ -1,11 +1,17 @@
-"""The notifier interface and the fan-out to every configured channel."""
+"""The notifier interface and the fan-out to every configured channel.
+
+Every notification is redacted before any channel sees it (:meth:`Notifier.send`): a failure
+reason may quote a URL or a command line holding a secret, and a chat or a broker keeps it.
+"""
 
 from __future__ import annotations
 
 import abc
+from typing import Any
 
 from pydantic import BaseModel
 
+from labops.redact import redact
 from labops.reports import Notification
 
 
@@ -15,12 +21,39 @@ class Delivery(BaseModel):
     detail: str = ""
 
 
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {_redact_value(k): _redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(v) for v in value]
+    return value
+
+
+def redacted(notification: Notification) -> Notification:
+    """A copy of ``notification`` with every registered secret masked (title, body, link and
+    every string of the payload)."""
+    return Notification(
+        title=redact(notification.title),
+        severity=notification.severity,
+        body=redact(notification.body),
+        topic=notification.topic,
+        payload=_redact_value(notification.payload),
+        link=redact(notification.link) if notification.link else notification.link,
+    )
+
+
 class Notifier(abc.ABC):
     channel: str = "notifier"
 
-    @abc.abstractmethod
     def send(self, notification: Notification) -> Delivery:
-        """Deliver one notification; report problems in the Delivery, never raise."""
+        """Deliver one notification, redacted; report problems in the Delivery, never raise."""
+        return self.deliver(redacted(notification))
+
+    @abc.abstractmethod
+    def deliver(self, notification: Notification) -> Delivery:
+        """Deliver one (already redacted) notification; never raise."""
 
 
 class MultiNotifier(Notifier):
@@ -36,7 +69,7 @@ class MultiNotifier(Notifier):
         (``tasks.publish`` as a failure of the run's notify step)."""
         return [n.send(notification) for n in self.notifiers]
 
-    def send(self, notification: Notification) -> Delivery:
+    def deliver(self, notification: Notification) -> Delivery:
         results = self.send_all(notification)
         if not results:
             return Delivery(channel=self.channel, ok=False, detail="no notifier configured")

@@ -66,7 +66,7 @@ class MqttNotifier(Notifier):
         """The full topic of ``suffix``: under the prefix, and under the lab when one is set."""
         return topic_for(self.settings.topic_prefix, suffix, self.lab)
 
-    def send(self, notification: Notification) -> Delivery:
+    def deliver(self, notification: Notification) -> Delivery:
         topic = self.topic(notification.topic)
         body = json.dumps(message_payload(notification), default=str)
         try:

@@ -63,7 +63,7 @@ class TelegramNotifier(Notifier):
     def _mask(self, text: str) -> str:
         return redact(text.replace(self._token.get_secret_value(), MASK))
 
-    def send(self, notification: Notification) -> Delivery:
+    def deliver(self, notification: Notification) -> Delivery:
         """Render, split and send; the Delivery says how many parts went out or what failed."""
         parts = split_message(render_html(notification), TELEGRAM_LIMIT)
         try:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from labops.markdown import md_text
 from labops.metrics import Metric
 from labops.outcome import Checked, CouldNotCheck, Found, check_columns
 from labops.reports import Notification, OperationReport, Severity
@@ -130,6 +131,7 @@ class CertificateReport(OperationReport):
         return rows
 
     def markdown(self) -> str:
+        t = md_text
         counts = self.counts()
         lines = [
             f"# Certificates: {len(self.endpoints)} endpoints",
@@ -145,19 +147,19 @@ class CertificateReport(OperationReport):
                 unknown = e.could_not_check(self.started)
                 reason = unknown.describe() if unknown else e.reason
                 lines.append(
-                    f"| {e.target.label} | {e.status.value} | "
+                    f"| {t(e.target.label)} | {e.status.value} | "
                     f"{human_duration(left) if left is not None else '-'} | "
-                    f"{reason.replace('|', '/')} |"
+                    f"{t(reason)} |"
                 )
             lines.append("")
         if self.renewals:
             lines.append("## Renewals")
-            lines += [f"- {r.node}: {r.action} {r.detail}".rstrip() for r in self.renewals]
+            lines += [f"- {t(r.node)}: {t(f'{r.action} {r.detail}')}" for r in self.renewals]
             lines.append("")
         if self.skipped:
-            lines.append("Skipped: " + "; ".join(self.skipped))
+            lines.append("Skipped: " + "; ".join(t(s) for s in self.skipped))
         if self.failures:
-            lines.append("Failures: " + self.failure_summary())
+            lines.append("Failures: " + t(self.failure_summary()))
         return "\n".join(lines)
 
     def metrics(self) -> list[Metric]:

@@ -40,6 +40,9 @@ class PveService(Service):
         self._runner: web.AppRunner | None = None
         self._watch: asyncio.Task[None] | None = None
         self.api: PveApi | None = None
+        # The control API (faults changed) and the watch loop both open and close node ports;
+        # unserialised, both could start the same node's site and the second fails in use.
+        self._sync_lock: asyncio.Lock | None = None
         self.token_ref = ""
         self._held: dict[str, asyncio.Event] = {}  # control "task": runs until "end_task"
         self.password_ref = ""
@@ -117,6 +120,13 @@ class PveService(Service):
 
     async def sync_nodes(self) -> None:
         """Open the ports of online nodes and close those of offline ones."""
+        assert self.api is not None and self._runner is not None
+        if self._sync_lock is None:
+            self._sync_lock = asyncio.Lock()
+        async with self._sync_lock:
+            await self._sync_nodes()
+
+    async def _sync_nodes(self) -> None:
         assert self.api is not None and self._runner is not None
         for node in self.ctx.lab.nodes:
             online = self.api.node_online(node.name)

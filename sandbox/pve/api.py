@@ -37,6 +37,7 @@ from sandbox.pve.http import (
     Dropped,
     Result,
     Router,
+    abort_connection,
     inject_faults,
     param_error,
     parse_bool,
@@ -288,7 +289,13 @@ class PveApi:
             if request.method != "GET":
                 self.ctx.journal.http("pve", request.method, path, args)
             self.access.check_route(request.method, r.template, {**args, **params}, authid)
+            late = self._matching(self.faults.extra.get("act_late"), path)
+            if late:  # a busy daemon: the request is taken now, acted on later
+                await asyncio.sleep(float(late))
             result = await r.handler(self, Req(params, args, authid))
+            if self._matching(self.faults.extra.get("drop_answer"), path):
+                abort_connection(request)  # acted on, but the answer never leaves
+                raise Dropped
         except Dropped:
             return web.Response(status=500)  # the connection is gone; nobody reads this
         except Denied as exc:
@@ -307,6 +314,16 @@ class PveApi:
             charset="utf-8",
             headers={"Server": "pve-api-daemon/3.0", "Cache-Control": "max-age=0"},
         )
+
+    @staticmethod
+    def _matching(knob: Any, path: str) -> Any:
+        """Fault knobs keyed by path substring: ``{"/vzdump": 3}`` (a value) or ``["/vzdump"]``
+        (True); the value for the first key found in ``path``, else None."""
+        if isinstance(knob, dict):
+            return next((v for k, v in knob.items() if k in path), None)
+        if isinstance(knob, list):
+            return True if any(k in path for k in knob) else None
+        return None
 
     def _error(self, err: ApiError) -> web.Response:
         reason = err.message.splitlines()[0] if err.message else "error"

@@ -320,6 +320,13 @@ class BackupPolicy(_Policy):
         le=10,
         description="vzdump starts tried when an answer is lost (after checking none began).",
     )
+    lost_answer_wait: Duration = Field(
+        30,
+        description=(
+            "After a vzdump start whose answer was lost, how long the node's task list is "
+            "watched for the backup it may have begun before it is sent again."
+        ),
+    )
     min_size_bytes: int = Field(
         1024 * 1024, ge=0, description="A new backup smaller than this is implausible."
     )
