@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import httpx
 
 from labops.config.systems import HttpRetry, TlsOptions
-from labops.errors import ApiError, AuthFailed, TlsRejected, Unreachable
+from labops.errors import ApiError, AuthFailed, MaybeApplied, TlsRejected, Unreachable
 from labops.http_limits import (
     DeadlineExceeded,
     ResponseTooLarge,
@@ -116,12 +116,30 @@ def _describe_transport(exc: httpx.TransportError) -> str:
     return text.splitlines()[0][:200]
 
 
-def classify_httpx(system: str) -> Callable[[BaseException], BaseException | None]:
+# Transport errors raised before a byte of the request left: repeating such a request cannot
+# make it happen twice.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+
+
+def classify_httpx(
+    system: str, what: str = "", once: bool = False
+) -> Callable[[BaseException], BaseException | None]:
+    """Map httpx's errors onto the policy's. ``once``: the request has an effect that must not
+    happen twice (a chat message): after it may have reached the server (a timeout or a dropped
+    connection while waiting for the answer) it is not repeated, it raises ``MaybeApplied``."""
+
+    def maybe_applied(exc: BaseException) -> MaybeApplied:
+        return MaybeApplied(
+            system,
+            f"{what}: {exc} after the request was sent; it may have been applied, so it is not "
+            "repeated",
+        )
+
     def classify(exc: BaseException) -> BaseException | None:
         if isinstance(exc, RetryableStatus):
             return exc
         if isinstance(exc, DeadlineExceeded):
-            return Unreachable(system, str(exc))
+            return maybe_applied(exc) if once else Unreachable(system, str(exc))
         if isinstance(exc, ResponseTooLarge):
             return ApiError(system, str(exc))
         if isinstance(exc, httpx.TransportError):
@@ -132,6 +150,8 @@ def classify_httpx(system: str) -> Callable[[BaseException], BaseException | Non
                     f"certificate not trusted ({verify}): set tls.ca_bundle to the CA "
                     "that signed it, or tls.server_name to the name it carries",
                 )
+            if once and not isinstance(exc, _NEVER_SENT):
+                return maybe_applied(_describe_transport(exc))
             return Unreachable(system, _describe_transport(exc))
         return None
 
@@ -208,10 +228,15 @@ class HttpClient:
         content: str | bytes | None = None,
         headers: Mapping[str, str] | None = None,
         ok: tuple[int, ...] = (200, 201, 202, 204),
+        once: bool = False,
     ) -> httpx.Response:
-        """Send one request under the policy; return the response when its status is in ``ok``."""
+        """Send one request under the policy; return the response when its status is in ``ok``.
 
-        def once() -> httpx.Response:
+        ``once``: the request has an effect that must not happen twice (it is repeated only when
+        it surely never left, or was refused with an error status); see :func:`classify_httpx`.
+        """
+
+        def send_once() -> httpx.Response:
             request = self._client.build_request(
                 method,
                 path,
@@ -241,7 +266,8 @@ class HttpClient:
                 resp.status_code,
             )
 
-        return call_with_retry(self.system, once, self.retry, classify_httpx(self.system))
+        classify = classify_httpx(self.system, f"{method} {path}", once=once)
+        return call_with_retry(self.system, send_once, self.retry, classify)
 
     def _send(self, request: httpx.Request) -> httpx.Response:
         """One try within the deadline, its answer read up to the size cap."""

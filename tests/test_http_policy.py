@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from labops.config.systems import HttpRetry
-from labops.errors import ApiError, AuthFailed, Unreachable
+from labops.errors import ApiError, AuthFailed, MaybeApplied, Unreachable
 from labops.http import HttpClient
 from tests.fixtures.scripted_http import Reply, ScriptedServer
 from tests.fixtures.sshd import free_port
@@ -98,6 +98,43 @@ def test_dropped_connection_is_retried(server: ScriptedServer) -> None:
     with client(server) as c:
         assert c.get_json("/x") == {"ok": 2}
     assert len(server.requests) == 2
+
+
+def test_a_request_with_an_effect_is_not_repeated_once_it_may_have_arrived(
+    server: ScriptedServer,
+) -> None:
+    """A chat message whose answer was lost (dropped connection, read timeout) may have been
+    posted: sent once, reported as maybe applied. Refused with an error status, it was not
+    applied and is tried again; one that never left (connection refused) is tried again too."""
+    server.script = [Reply(drop=True)]
+    server.default = Reply(200, {"ok": True})
+    with client(server) as c, pytest.raises(MaybeApplied, match="may have been applied"):
+        c.request("POST", "/sendMessage", json={"text": "hi"}, once=True)
+    assert len(server.requests) == 1
+
+    server.requests.clear()
+    server.script = [Reply(200, {"late": True}, delay_s=1.5)]
+    retry = HttpRetry(attempts=3, backoff_s=0.01, jitter=0.0, timeout_s=0.3)
+    with client(server, retry) as c, pytest.raises(MaybeApplied):
+        c.request("POST", "/sendMessage", json={"text": "hi"}, once=True)
+    assert len(server.requests) == 1
+
+    server.requests.clear()
+    server.script = [Reply(503), Reply(drop=True)]
+    with client(server) as c:  # without once, a dropped answer is retried as before
+        assert c.request("POST", "/_search", json={}).json() == {"ok": True}
+    assert len(server.requests) == 3
+
+    server.requests.clear()
+    server.script = [Reply(502)]
+    with client(server) as c:  # an error status: not applied, tried again
+        assert c.request("POST", "/sendMessage", json={"text": "hi"}, once=True).json()
+    assert len(server.requests) == 2
+
+    retry = HttpRetry(attempts=3, backoff_s=0.01, jitter=0.0, timeout_s=1)
+    gone = HttpClient("telegram", f"http://127.0.0.1:{free_port()}", retry=retry)
+    with gone, pytest.raises(Unreachable, match="after 3 tries"):
+        gone.request("POST", "/sendMessage", json={"text": "hi"}, once=True)
 
 
 # -- deadline and size cap -------------------------------------------------------------------

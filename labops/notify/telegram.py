@@ -96,7 +96,11 @@ class TelegramNotifier(Notifier):
         }
         waits = 0
         while True:
-            resp = self.client.request("POST", url, json=payload, ok=(200, 400, 403, 429))
+            # once: a message whose answer was lost may have been posted; a second one would be
+            # a duplicate in the chat, so it is reported as maybe delivered instead
+            resp = self.client.request(
+                "POST", url, json=payload, ok=(200, 400, 403, 429), once=True
+            )
             body = _json(resp)
             if resp.status_code == 200 and body.get("ok", True):
                 return None
