@@ -128,7 +128,7 @@ def classify_httpx(
     happen twice (a chat message): after it may have reached the server (a timeout or a dropped
     connection while waiting for the answer) it is not repeated, it raises ``MaybeApplied``."""
 
-    def maybe_applied(exc: BaseException) -> MaybeApplied:
+    def maybe_applied(exc: object) -> MaybeApplied:
         return MaybeApplied(
             system,
             f"{what}: {exc} after the request was sent; it may have been applied, so it is not "
