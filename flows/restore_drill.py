@@ -272,6 +272,7 @@ def _restore_and_check(
     target: str,
 ) -> None:
     drill = ctx.config.backups.restore_drill
+    wait = ctx.config.backups.lost_answer_wait  # a lost answer: watch the task list this long
     seen = RestoreSeen(vmid=scratch, node=target, kind=guest.type)
     tag = report.tag or ""
     started = time.monotonic()
@@ -279,13 +280,20 @@ def _restore_and_check(
         get_run_logger().info(
             "restoring %s (%s) as %d on %s", guest.label, backup.volid, scratch, target
         )
-        _restore(block, report, seen, backup, drill)
+        _restore(block, report, seen, backup, drill, wait)
         with step("tag"):
             _mark(block, report, seen, tag)
         with step("network"):
             _prepare_network(block, report, drill, target, guest, scratch)
         with step("start"):
-            result = power_guest(block, target, guest.type, scratch, "start")
+            result = power_guest(
+                block,
+                target,
+                guest.type,
+                scratch,
+                "start",
+                lost_answer_wait_s=wait,
+            )
         report.steps.append(f"start {scratch}: {result.exitstatus}")
         if result.status == "error":
             raise DrillRefused(f"start failed: {result.exitstatus}")
@@ -297,7 +305,7 @@ def _restore_and_check(
     except (DrillRefused, LabopsError) as exc:
         report.failures.append(Failure(entity=guest.label, reason=str(exc), system="proxmox"))
     finally:
-        _clean_up(block, report, seen, drill, tag)
+        _clean_up(block, report, seen, drill, tag, wait)
     report.duration_s = time.monotonic() - started
     report.ok = not report.failures
 
@@ -308,13 +316,21 @@ def _restore(
     seen: RestoreSeen,
     backup: BackupCopy,
     drill: RestoreDrillPolicy,
+    wait: float,
 ) -> None:
     """Restore ``backup`` to ``seen.vmid`` and follow the task; ``seen`` records the UPID PVE
     answered and how the task ended (the only proof that a guest there is this run's)."""
     storage = report.storage or drill.storage
     try:
         seen.upid = start_restore(
-            block, seen.node, seen.kind, seen.vmid, backup.volid, storage, drill.pool
+            block,
+            seen.node,
+            seen.kind,
+            seen.vmid,
+            backup.volid,
+            storage,
+            drill.pool,
+            lost_answer_wait_s=wait,
         )
     except LabopsError as exc:
         seen.state, seen.detail = "refused", str(exc)
@@ -432,6 +448,7 @@ def _clean_up(
     seen: RestoreSeen,
     drill: RestoreDrillPolicy,
     tag: str,
+    wait: float,
 ) -> None:
     """Destroy the scratch guest when it is provably this run's (see destroy_refusal); else
     destroy nothing and report what is left, and why, for the operator."""
@@ -463,7 +480,7 @@ def _clean_up(
         )
         return
     try:
-        result = destroy_guest(block, seen.node, seen.kind, vmid)
+        result = destroy_guest(block, seen.node, seen.kind, vmid, lost_answer_wait_s=wait)
         report.steps.append(f"destroy {vmid}: {result.exitstatus}")
         problem = None if result.status != "error" else result.exitstatus
     except LabopsError as exc:

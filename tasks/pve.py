@@ -403,18 +403,37 @@ def start_once(
     task_type: str,
     start: Callable[[], str],
     owner: str | None = None,
+    wait_s: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> str:
-    """Start a lab-changing task at most once: when the answer to the request was lost, the
-    node's task list says whether it started (its UPID is adopted) or not (sent again).
-    ``owner``: adopt only a task whose UPID names this user or token."""
+    """Start a lab-changing task at most once. When the answer to the request was lost, the
+    node may act on it now or seconds later (a busy pvedaemon): its task list is watched for up
+    to ``wait_s`` and the task that appears is adopted; the request is sent again only when the
+    list, read at the end, still shows none. When the list cannot be read it is never sent again
+    (``MaybeApplied`` is raised). ``owner``: adopt only a task whose UPID names this user or
+    token."""
     since = int(time.time()) - 5
     try:
         return start()
-    except MaybeApplied:
-        for item in pve.tasks(node, vmid=vmid, typefilter=task_type, since=since):
-            if owner is None or _upid_user(item.upid) == owner:
-                return item.upid  # newest first: the one this request started
-        return start()
+    except MaybeApplied as lost:
+        deadline = time.monotonic() + wait_s
+        pause = 0.2
+        while True:
+            try:
+                listed = pve.tasks(node, vmid=vmid, typefilter=task_type, since=since)
+            except LabopsError as exc:
+                raise MaybeApplied(
+                    lost.system,
+                    f"{lost.message}; the task list could not be read ({exc}), so it is not "
+                    "sent again",
+                ) from None
+            for item in listed:
+                if owner is None or _upid_user(item.upid) == owner:
+                    return item.upid  # newest first: the one this request started
+            if time.monotonic() >= deadline:
+                return start()
+            sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 5.0)
 
 
 def _upid_user(upid: str) -> str | None:
@@ -439,6 +458,7 @@ def start_restore(
     volid: str,
     storage: str,
     pool: str | None = None,
+    lost_answer_wait_s: float = 30.0,
 ) -> str:
     """Start restoring ``volid`` as the NEW guest ``vmid`` in ``pool`` (CHANGES THE LAB);
     returns the UPID of the restore task. PVE refuses an existing vmid, so an original guest is
@@ -452,6 +472,7 @@ def start_restore(
         task_type,
         lambda: pve.restore(node, kind, vmid, volid, storage, unique=True, pool=pool),
         owner=pve.token_id,
+        wait_s=lost_answer_wait_s,
     )
 
 
@@ -499,12 +520,18 @@ def power_guest(
     action: str,
     timeout_s: float = 120.0,
     poll_s: float = 1.0,
+    lost_answer_wait_s: float = 30.0,
 ) -> TaskResult:
     """start | stop a guest (CHANGES THE LAB) and wait for the task."""
     pve = client(block)
     prefix = "vz" if kind == "lxc" else "qm"
     upid = start_once(
-        pve, node, vmid, f"{prefix}{action}", lambda: pve.power(node, kind, vmid, action)
+        pve,
+        node,
+        vmid,
+        f"{prefix}{action}",
+        lambda: pve.power(node, kind, vmid, action),
+        wait_s=lost_answer_wait_s,
     )
     return wait_result(pve, node, upid, timeout_s, poll_s)
 
@@ -555,6 +582,7 @@ def destroy_guest(
     vmid: int,
     timeout_s: float = 300.0,
     poll_s: float = 1.0,
+    lost_answer_wait_s: float = 30.0,
 ) -> TaskResult:
     """Destroy the scratch guest ``vmid`` (CHANGES THE LAB; stops it first when running).
     Callers pass only a guest they proved is theirs (the restore drill: its own restore task
@@ -563,10 +591,20 @@ def destroy_guest(
     prefix = "vz" if kind == "lxc" else "qm"
     if pve.guest_state(node, kind, vmid).status == "running":
         stop = start_once(
-            pve, node, vmid, f"{prefix}stop", lambda: pve.power(node, kind, vmid, "stop")
+            pve,
+            node,
+            vmid,
+            f"{prefix}stop",
+            lambda: pve.power(node, kind, vmid, "stop"),
+            wait_s=lost_answer_wait_s,
         )
         wait_result(pve, node, stop, timeout_s, poll_s)
     upid = start_once(
-        pve, node, vmid, f"{prefix}destroy", lambda: pve.destroy(node, kind, vmid, purge=True)
+        pve,
+        node,
+        vmid,
+        f"{prefix}destroy",
+        lambda: pve.destroy(node, kind, vmid, purge=True),
+        wait_s=lost_answer_wait_s,
     )
     return wait_result(pve, node, upid, timeout_s, poll_s)

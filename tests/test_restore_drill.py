@@ -588,6 +588,7 @@ def test_a_lost_restore_answer_adopts_only_a_task_of_this_token() -> None:
             return [PveTaskItem(upid=u) for u in self.listed]
 
     sent: list[str] = []
+    naps: list[float] = []
 
     def start() -> str:
         sent.append("POST")
@@ -597,7 +598,9 @@ def test_a_lost_restore_answer_adopts_only_a_task_of_this_token() -> None:
 
     def adopt(listed: list[str]) -> str:
         pve = cast(Any, Pve(listed))  # the one method start_once reads after a lost answer
-        return start_once(pve, "pve1", 9900, "vzrestore", start, "labops@pve!drill")
+        return start_once(
+            pve, "pve1", 9900, "vzrestore", start, "labops@pve!drill", wait_s=0.5, sleep=naps.append
+        )
 
     assert adopt([theirs, ours]) == ours
     assert sent == ["POST"]
@@ -606,3 +609,42 @@ def test_a_lost_restore_answer_adopts_only_a_task_of_this_token() -> None:
     # refuses it when that vmid exists now).
     assert adopt([theirs]) == "UPID:new"
     assert sent == ["POST", "POST"]
+
+
+def test_a_lost_answer_whose_task_appears_late_is_followed_never_sent_twice() -> None:
+    """A busy node acts on the request seconds after its answer was lost: the task list is
+    watched and the late task adopted; a list that cannot be read means nothing is sent again."""
+    from labops.errors import MaybeApplied, Unreachable
+    from labops.models.pve import PveTaskItem
+    from tasks.pve import start_once
+
+    late = "UPID:pve1:0000AA03:0B5E27C1:67000002:vzstart:9900:labops@pve!drill:"
+
+    class Pve:
+        def __init__(self, appears_after: int | None) -> None:
+            self.looks = 0
+            self.appears_after = appears_after
+
+        def tasks(self, node: str, **_: Any) -> list[PveTaskItem]:
+            self.looks += 1
+            if self.appears_after is None:
+                raise Unreachable("proxmox", "connection refused")
+            return [PveTaskItem(upid=late)] if self.looks > self.appears_after else []
+
+    sent: list[str] = []
+
+    def start() -> str:
+        sent.append("POST")
+        if len(sent) == 1:
+            raise MaybeApplied("proxmox", "answer lost")
+        return "UPID:second"
+
+    pve = Pve(appears_after=3)
+    naps: list[float] = []
+    got = start_once(cast(Any, pve), "pve1", 9900, "vzstart", start, wait_s=60, sleep=naps.append)
+    assert got == late and sent == ["POST"] and pve.looks == 4 and len(naps) == 3
+
+    sent.clear()
+    with pytest.raises(MaybeApplied, match="could not be read"):
+        start_once(cast(Any, Pve(None)), "pve1", 9900, "vzstart", start, sleep=naps.append)
+    assert sent == ["POST"]

@@ -323,8 +323,8 @@ class BackupPolicy(_Policy):
     lost_answer_wait: Duration = Field(
         30,
         description=(
-            "After a vzdump start whose answer was lost, how long the node's task list is "
-            "watched for the backup it may have begun before it is sent again."
+            "After a vzdump, restore, start or destroy whose answer was lost, how long the "
+            "node's task list is watched for the task it may have begun before it is sent again."
         ),
     )
     min_size_bytes: int = Field(
