@@ -45,7 +45,10 @@ def patch_check(
     refresh: bool | None = None,
     hosts: HostList | None = None,
 ) -> PatchReport | State:
-    """Check pending updates on every Proxmox node and running container (read-only).
+    """Check pending updates on every Proxmox node and running container. Reads only, except
+    with ``patching.stopped_containers: start-check-stop``, which CHANGES THE LAB for the check:
+    a stopped container is started, checked and stopped again. ``refresh`` updates the hosts'
+    package lists (apt-get/apk update), nothing else.
 
     Per host: optionally refresh the package lists (waiting for a held apt lock), then one
     combined command: upgradable packages with versions and suites (security = a ``-security``

@@ -9,6 +9,7 @@ reports, notifications).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from labops.redact import redact
 
@@ -40,6 +41,11 @@ class SystemError_(LabopsError):
         self.message = redact(message)
         super().__init__(f"{system}: {self.message}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Prefect pickles a task's exception into its state (and a process worker's flow run
+        # hands it over): rebuild from the constructor's arguments, not from ``args``.
+        return (type(self), (self.system, self.message))
+
 
 class AuthFailed(SystemError_):
     """Credentials were refused (401/403): never retried; the message says what to fix."""
@@ -59,6 +65,9 @@ class ApiError(SystemError_):
     def __init__(self, system: str, message: str, status: int | None = None) -> None:
         self.status = status
         super().__init__(system, message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.system, self.message, self.status))
 
 
 class MaybeApplied(ApiError):

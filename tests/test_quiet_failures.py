@@ -195,3 +195,33 @@ def test_a_secret_in_an_error_or_a_notification_is_masked_everywhere(
     tracebacks = [m for m in messages if "Traceback" in m]
     assert tracebacks and all("token=*** failed" in m for m in tracebacks), messages
     assert not [m for m in messages if secret in m], "a secret reached the run logs"
+
+
+def test_labops_errors_survive_pickling() -> None:
+    """Prefect pickles a failed task's exception into its state: every labops error comes back
+    as itself, with its fields."""
+    import pickle
+
+    from labops.errors import (
+        ApiError,
+        AuthFailed,
+        CommandTimeout,
+        ConfigError,
+        HostKeyRejected,
+        MaybeApplied,
+        Unreachable,
+    )
+
+    for err in (
+        AuthFailed("proxmox", "token refused"),
+        Unreachable("ssh:pve1", "connection refused"),
+        HostKeyRejected("ssh:pve2", "changed key"),
+        CommandTimeout("ssh:pve3", "no answer in 120 s"),
+        ApiError("pbs", "datastore missing", 400),
+        MaybeApplied("proxmox", "answer lost", None),
+        ConfigError(["a: bad", "b: worse"]),
+    ):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err)
+        assert getattr(back, "status", None) == getattr(err, "status", None)
+        assert getattr(back, "system", None) == getattr(err, "system", None)
