@@ -37,7 +37,7 @@ from labops.config.policies.backups import RestoreDrillPolicy
 from labops.config.systems import ProxmoxNode
 from labops.errors import ApiError, ConfigError, LabopsError
 from labops.flow_params import ConfigPath, NodeName, StorageId, Vmid
-from labops.limits import ensure_limit, limit_name
+from labops.limits import LEASE_S, ensure_limit, limit_name
 from labops.models.backups import BackupCopy, BackupGuest
 from labops.planners.backups import default_storage
 from labops.planners.restore_drill import (
@@ -154,7 +154,7 @@ def _take_slot(held: ExitStack, lab: str) -> str | None:
     try:
         ensure_limit(name, 1)
         held.enter_context(
-            concurrency(name, occupy=1, strict=True, max_retries=0, lease_duration=300)
+            concurrency(name, occupy=1, strict=True, max_retries=0, lease_duration=LEASE_S)
         )
     except ConcurrencySlotAcquisitionError as exc:
         status = getattr(getattr(exc.__cause__, "response", None), "status_code", None)

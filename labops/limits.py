@@ -13,6 +13,11 @@ from labops.scope import PREFIX, scoped_name
 
 log = logging.getLogger("labops.limits")
 
+LEASE_S = 60.0
+"""Lease of a held slot (Prefect's minimum): the holder renews it while it runs; a killed run's
+slot frees itself this long after its last renewal, before the zombie-run automation even marks
+the run Crashed, so the re-run does not wait on it."""
+
 
 def limit_name(kind: str, key: str, *, lab: str, scope: str = PREFIX) -> str:
     """``labops-homelab-node-pve1``, ``labops-homelab-storage-pbs``: one lab's limit, named the
@@ -58,7 +63,7 @@ def maintenance_slot(lab: str, wait_minutes: float, who: str, logger: Any = None
     """Hold the lab's maintenance slot while changing it: backups and patch apply never change
     the lab at the same time. Waits up to ``wait_minutes`` for the other to finish, then raises
     :class:`SlotBusy` (nothing was started). The slot is a lease: a killed run frees it within
-    ``lease_duration`` (5 min)."""
+    :data:`LEASE_S`."""
     from prefect.concurrency.sync import concurrency
 
     name = maintenance_limit(lab)
@@ -74,7 +79,7 @@ def maintenance_slot(lab: str, wait_minutes: float, who: str, logger: Any = None
                     occupy=1,
                     strict=True,
                     timeout_seconds=max(1.0, wait_minutes * 60),
-                    lease_duration=300,
+                    lease_duration=LEASE_S,
                 )
             )
         except TimeoutError:

@@ -314,7 +314,7 @@ def test_killed_mid_batch_then_rerun(
         delete_snapshots_after_h=0,
     )
     # The killed run runs under a lab name of its own: its maintenance slot
-    # (labops-<lab.name>-maintenance-slot) is a lease Prefect frees only minutes after the kill, and
+    # (labops-<lab.name>-maintenance-slot) is a lease Prefect frees a minute after the kill, and
     # the re-run (and the tests after this one) must not wait for it.
     killed_cfg = tmp_path / "killed.yaml"
     raw = yaml.safe_load(Path(cfg).read_text())

@@ -102,9 +102,13 @@ def test_mosquitto_down_telegram_gets_it_and_bridge_reconnects(
         started = time.monotonic()
         state = doc_reconcile(config=str(path), return_state=True)
         took = time.monotonic() - started
-        assert state.is_completed(), f"doc-reconcile ended {state.type}: {state.message}"
-        report = cast(DocReport, state.result())
+        # The run did its job (the drift is found and reported to Telegram), but one of its
+        # channels failed: that is a failure of its notify step, named once (issue 15).
+        report = cast(DocReport, state.result(raise_on_failure=False))
         assert report.drifted >= 1, report.markdown()
+        assert [(f.entity, f.reason.split(":")[0]) for f in report.failures] == [
+            ("notify", "mqtt")
+        ], report.failures
         texts = wait_for(lambda: telegram_texts(sandbox, lab), 10, "no Telegram message")
         assert any("docs drifted" in t for t in texts), texts
         assert took < 60, f"a dead broker slowed the flow to {took:.0f}s"
