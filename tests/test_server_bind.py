@@ -46,6 +46,21 @@ def test_start_refuses_a_public_bind_without_auth(
     assert prefect_server.status(home) is None
 
 
+def test_the_address_from_the_environment_is_judged_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --host the server binds Prefect's own setting: the rule judges that one."""
+    monkeypatch.delenv(AUTH, raising=False)
+    monkeypatch.setenv(prefect_server.HOST_ENV, "192.0.2.7")
+    home = tmp_path / "prefect"
+    for extra in ([], ["--foreground"]):
+        assert labops(["server", "start", "--home", str(home), "--no-ui", *extra]) == 2
+        assert "--host 192.0.2.7" in capsys.readouterr().err
+    assert prefect_server.status(home) is None
+    assert prefect_server.bind_address(None, None) == ("192.0.2.7", 4200)
+    assert prefect_server.bind_address("127.0.0.1", 4300) == ("127.0.0.1", 4300)
+
+
 def _lan_address() -> str | None:
     for addrs in psutil.net_if_addrs().values():
         for addr in addrs:
@@ -112,10 +127,11 @@ def unit_commands(env: dict[str, str], tmp_path: Path) -> tuple[list[list[str]],
     return commands, Path(service["WorkingDirectory"].replace("/var/lib/labops", str(tmp_path)))
 
 
-def unit_env(tmp_path: Path, **overrides: str | None) -> dict[str, str]:
+def unit_env(tmp_path: Path, port: int, auth: bool) -> dict[str, str]:
     """The unit's environment: ``Environment=`` lines, then the shipped ``deploy/env.example``
-    as its ``EnvironmentFile=`` (which wins, as in systemd), with ``overrides`` (None: unset);
-    SQLite instead of the example's PostgreSQL; nothing of this shell's Prefect settings."""
+    as its ``EnvironmentFile=`` (which wins, as in systemd) with the address set to every
+    interface and ``port`` (the auth string left out unless ``auth``); SQLite instead of the
+    example's PostgreSQL, no UI; nothing of this shell's Prefect settings."""
     from tests.test_platform_deployments import unit
 
     service = unit(SERVER_UNIT)["Service"]
@@ -127,11 +143,13 @@ def unit_env(tmp_path: Path, **overrides: str | None) -> dict[str, str]:
     env.update(read_env_file((ROOT / "deploy" / "env.example").read_text()))
     env.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL", None)
     env.pop("LABOPS_CONFIG", None)
-    for key, value in overrides.items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
+    env.update(
+        PREFECT_SERVER_API_HOST="0.0.0.0",
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_SERVER_UI_ENABLED="false",
+    )
+    if not auth:
+        env.pop(AUTH)
     return env
 
 
@@ -180,13 +198,7 @@ def test_the_server_unit_refuses_a_public_bind_without_auth(tmp_path: Path) -> N
     auth string left out: the unit's command stops (exit 2, one line naming the variable), and
     no server ever answers."""
     port = prefect_server.free_port()
-    env = unit_env(
-        tmp_path,
-        PREFECT_SERVER_API_HOST="0.0.0.0",
-        PREFECT_SERVER_API_PORT=str(port),
-        PREFECT_SERVER_UI_ENABLED="false",
-        **{AUTH: None},
-    )
+    env = unit_env(tmp_path, port, auth=False)
     status, err, answered = run_unit(env, tmp_path, port)
     assert not answered, "the unit started a server on 0.0.0.0 without an auth string"
     assert status == 2, (status, err)
@@ -199,12 +211,7 @@ def test_the_server_unit_serves_with_auth_on_its_address(tmp_path: Path) -> None
     """With the auth string (as the shipped env file has it) the same unit serves, on the
     address of its env file, and the API wants the credentials."""
     port = prefect_server.free_port()
-    env = unit_env(
-        tmp_path,
-        PREFECT_SERVER_API_HOST="0.0.0.0",
-        PREFECT_SERVER_API_PORT=str(port),
-        PREFECT_SERVER_UI_ENABLED="false",
-    )
+    env = unit_env(tmp_path, port, auth=True)
     assert env[AUTH]  # from deploy/env.example
     checked: dict[str, int] = {}
 
