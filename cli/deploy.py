@@ -1,8 +1,11 @@
-"""``labops deploy``: create or update every labops deployment in one command.
+"""``labops deploy``: create or update every labops deployment of the config's lab in one command.
 
-Without ``--pool`` the deployments are registered for serve mode (one ``labops serve`` process
-runs them); with ``--pool`` they go to a process work pool that ``prefect worker start`` processes
-poll, on this host or others with the same checkout.
+Each deployment is named after the lab (``backups/<lab>``) and tagged ``lab:<lab>``, so labs
+sharing a Prefect server keep their own. Without ``--pool`` they are registered for serve mode
+(the lab's own ``labops serve`` process runs them); with ``--pool`` they go to a process work
+pool that ``prefect worker start`` processes poll, on this host or others with the same checkout.
+A work pool serves one lab: its workers run every deployment in it with their own config and
+secrets, so a pool that holds another lab's deployments is refused.
 """
 
 from __future__ import annotations
@@ -18,10 +21,16 @@ from pydantic import TypeAdapter, ValidationError
 
 from cli.common import add_config_option, load, progress
 from deployments.catalog import FLOWS
-from deployments.definitions import DeploymentSpec, deploy_to_pool, deployment_specs
+from deployments.definitions import (
+    DeploymentSpec,
+    deploy_to_pool,
+    deployment_specs,
+    retire_old_deployments,
+)
 from deployments.overlaps import schedule_warnings
 from labops.config import LabopsConfig
 from labops.errors import ConfigError, LabopsError
+from labops.scope import lab_slug, labs_of_tags
 from tasks.prefect_admin import ensure_zombie_automation
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -68,7 +77,7 @@ def chosen_specs(config: LabopsConfig, path: Path, only: list[str] | None) -> li
     if unknown:
         known = ", ".join(FLOWS)
         raise ConfigError(f"--only: unknown flow(s) {', '.join(unknown)} (known: {known})")
-    return [s for s in deployment_specs(config, path) if not only or s.name in only]
+    return [s for s in deployment_specs(config, path) if not only or s.flow in only]
 
 
 def require_server() -> str:
@@ -118,18 +127,36 @@ def ensure_process_pool(name: str) -> bool:
     return True
 
 
+def other_labs_in_pool(pool: str, lab: str) -> list[str]:
+    """The labs (slugs) other than ``lab`` with labops deployments in the work pool ``pool``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterTags,
+        WorkPoolFilter,
+        WorkPoolFilterName,
+    )
+
+    with get_client(sync_client=True) as client:
+        found = client.read_deployments(
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
+            deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=["labops"])),
+        )
+    return sorted({slug for d in found for slug in labs_of_tags(d.tags)} - {lab_slug(lab)})
+
+
 def apply_served(specs: list[DeploymentSpec]) -> tuple[dict[str, str], list[str]]:
-    """Register serve-mode deployments; returns ({name: id}, flows not installed here)."""
+    """Register serve-mode deployments; returns ({flow: id}, flows not installed here)."""
     from deployments.definitions import runner_deployments
 
     deployments = runner_deployments(specs)
-    by_name = {d.name: d for d in deployments}
+    by_flow = {d.flow_name: d for d in deployments}
     ids: dict[str, str] = {}
     for spec in specs:
-        deployment = by_name.get(spec.name)
+        deployment = by_flow.get(spec.flow)
         if deployment is not None:
-            ids[spec.name] = str(deployment.apply())
-    missing = [s.name for s in specs if s.name not in by_name]
+            ids[spec.flow] = str(deployment.apply())
+    missing = [s.flow for s in specs if s.flow not in by_flow]
     return ids, missing
 
 
@@ -177,17 +204,27 @@ def handle(args: argparse.Namespace) -> int:
     progress(f"labops: deploying {len(specs)} flow(s) from {path} to {api}")
     for line in schedule_warnings(config):
         progress(line)
+    lab = config.lab.name
     try:
         if pool is not None:
+            others = other_labs_in_pool(pool, lab)
+            if others:
+                raise ConfigError(
+                    f"work pool {pool!r} holds deployments of another lab ({', '.join(others)}): "
+                    "its workers would run both labs' flows with one host's config and secrets; "
+                    "give each lab its own pool (platform.work_pool, or --pool NAME)"
+                )
             created = ensure_process_pool(pool)
             progress(f"labops: work pool {pool!r} " + ("created" if created else "exists"))
             # Prefect prints a table per deployment; the summary below says the same once.
             with contextlib.redirect_stdout(io.StringIO()):
                 pool_ids = deploy_to_pool(specs, pool, args.source.resolve())
-            ids = dict(zip([s.name for s in specs], pool_ids, strict=True))
+            ids = dict(zip([s.flow for s in specs], pool_ids, strict=True))
             missing: list[str] = []
         else:
             ids, missing = apply_served(specs)
+        for old in retire_old_deployments(specs, lab):
+            progress(f"labops: deleted {old}, this lab's deployment of the old naming")
         # Without it a killed worker leaves its runs Running (and their no-overlap slot taken).
         zombies = ensure_zombie_automation.fn(config.platform.zombie_after_seconds)
         progress(f"labops: zombie-run automation {zombies}")
@@ -196,17 +233,17 @@ def handle(args: argparse.Namespace) -> int:
     except Exception as exc:  # httpx/prefect errors: one line, the server named
         raise LabopsError(f"deploy to {api} failed: {type(exc).__name__}: {exc}") from None
     for spec in specs:
-        if spec.name in ids:
-            print(f"{spec.name:16} {_schedule_text(spec):32} {ids[spec.name]}")
+        if spec.flow in ids:
+            print(f"{spec.full_name:32} {_schedule_text(spec):32} {ids[spec.flow]}")
     for name in missing:
         print(f"{name:16} skipped: its flow is not installed in this tree")
     note = vacuum_warning(config.platform.retention_days)
     if note:
         progress(note)
     if pool is not None:
-        print(f"\nStart one or more workers (each with {args.source.resolve()}):")
+        print(f"\nStart one or more workers of {lab} (each with {args.source.resolve()}):")
         print(f"  PREFECT_API_URL={api} prefect worker start --pool {pool}")
     else:
-        print("\nRun them (schedules, UI, API and MQTT runs) with one process:")
+        print(f"\nRun them (schedules, UI, API and MQTT runs) with one process for {lab}:")
         print(f"  labops serve --config {path}")
     return 1 if missing and not ids else 0

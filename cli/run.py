@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import yaml
+from prefect import tags
 from prefect.exceptions import ParameterTypeError
 from pydantic import BaseModel
 
@@ -18,6 +19,7 @@ from labops.errors import ConfigError, LabopsError, one_line
 from labops.outcome import EXIT_CLEAN, EXIT_CONFIG, EXIT_FAILED, EXIT_FINDINGS, FailOn, Outcome
 from labops.redact import redact
 from labops.reports import OperationReport
+from labops.scope import lab_tag
 
 EXIT_CODES = f"""exit codes:
   {EXIT_CLEAN}  clean: the run did its job and found nothing at or above --fail-on
@@ -96,7 +98,7 @@ def load_flow(name: str) -> Any:
 
 
 def handle(args: argparse.Namespace) -> int:
-    path, _config = load(args)
+    path, config = load(args)
     flow = load_flow(args.flow)
     accepted = inspect.signature(flow.fn).parameters
     kwargs: dict[str, Any] = {"config": str(path)}
@@ -113,7 +115,9 @@ def handle(args: argparse.Namespace) -> int:
     progress(f"labops: running {args.flow} with {path}" + (" (dry run)" if args.dry_run else ""))
     if api is None:
         progress("labops: PREFECT_API_URL is not set; the run goes to a temporary Prefect server")
-    state = flow(return_state=True, **kwargs)
+    # the lab's tag, as its deployments' runs carry it: its bridge and housekeeping find the run
+    with tags("labops", lab_tag(config.lab.name)):
+        state = flow(return_state=True, **kwargs)
     result = state.result(raise_on_failure=False)
     failed = state.is_failed() or state.is_crashed() or state.is_cancelled()
     if isinstance(result, ConfigError):

@@ -1,9 +1,10 @@
-"""``labops serve``: one process that runs every labops deployment (the small-lab way).
+"""``labops serve``: one process that runs every labops deployment of one lab (the small-lab way).
 
-It registers the deployments with their schedules (like ``labops deploy``) and executes their
-scheduled, UI, API and MQTT-started runs until stopped. Stopping it does not pause the schedules:
-runs due while it is down turn Late and start when it is back. Run it under systemd
-(deploy/systemd/labops-serve.service).
+It registers the lab's deployments (``<flow>/<lab>``) with their schedules (like ``labops
+deploy``) and executes their scheduled, UI, API and MQTT-started runs until stopped; a second
+lab on the same Prefect server runs a ``labops serve`` of its own, with its own config.
+Stopping it does not pause the schedules: runs due while it is down turn Late and start when it
+is back. Run it under systemd (deploy/systemd/labops-serve.service).
 """
 
 from __future__ import annotations
@@ -47,5 +48,5 @@ def handle(args: argparse.Namespace) -> int:
     progress(f"labops: serving {len(specs)} deployment(s) from {path} against {api}")
     for line in schedule_warnings(config):
         progress(line)
-    serve(str(path), [s.name for s in specs], args.limit)
+    serve(str(path), [s.flow for s in specs], args.limit)
     return 0

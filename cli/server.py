@@ -1,4 +1,10 @@
-"""``labops server start|stop|status``: the local Prefect server (API + UI)."""
+"""``labops server start|stop|status``: the local Prefect server (API + UI).
+
+``start`` runs the server in the background (pid and state files in its ``PREFECT_HOME``);
+``start --foreground`` becomes the server (what systemd runs: deploy/systemd/labops-server.service).
+Both refuse a non-loopback address without ``PREFECT_SERVER_API_AUTH_STRING`` unless
+``--insecure``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from cli.common import progress
 from labops import prefect_server
@@ -20,10 +26,27 @@ def add_parser(sub: Any) -> None:
         "--home",
         type=Path,
         default=None,
-        help="PREFECT_HOME of the server (default: ./.prefect)",
+        help="PREFECT_HOME of the server (default: ./.prefect; with --foreground: "
+        "$PREFECT_HOME, else ./.prefect)",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=4200, help="port (default 4200)")
+    parser.add_argument(
+        "--host",
+        default=None,
+        help=f"address to listen on (default: ${prefect_server.HOST_ENV}, else 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"port (default: ${prefect_server.PORT_ENV}, else 4200)",
+    )
+    parser.add_argument(
+        "--foreground",
+        action="store_true",
+        help="start: run the server in this process's place, with this environment (the "
+        "systemd unit's way: the database, auth string and retention come from its env file); "
+        "no pid file, stop it as its supervisor does",
+    )
     parser.add_argument(
         "--postgres",
         metavar="URL",
@@ -75,24 +98,48 @@ def _announce(info: prefect_server.ServerInfo) -> None:
         print(f'export {client}="${server}"   # clients send the same user:password')
 
 
+def _foreground(args: argparse.Namespace, host: str, port: int) -> NoReturn:
+    """Become the server (``os.execve``): systemd supervises Prefect's own process."""
+    home = args.home or Path(os.environ.get("PREFECT_HOME") or prefect_server.default_home())
+    if args.postgres:
+        prefect_server.ensure_postgres_database(prefect_server.with_database(args.postgres))
+    wanted = prefect_server.vacuum_env(0)
+    # retention from the config only where the env file does not set it
+    defaults = (
+        {}
+        if all(k in os.environ for k in wanted)
+        else prefect_server.vacuum_env(_retention_days(args))
+    )
+    database = prefect_server.with_database(args.postgres) if args.postgres else None
+    argv, env = prefect_server.foreground_command(
+        home.resolve(), host, port, ui=not args.no_ui, database_url=database, defaults=defaults
+    )
+    progress(f"labops: the Prefect server takes over this process, on {host}:{port}")
+    sys.stdout.flush()
+    os.execve(argv[0], argv, env)
+
+
 def handle(args: argparse.Namespace) -> int:
     home = args.home or prefect_server.default_home()
     if args.action == "start":
+        host, port = prefect_server.bind_address(args.host, args.port)
         auth = os.environ.get(prefect_server.SERVER_AUTH_ENV) or None
-        refusal = prefect_server.bind_refusal(args.host, auth is not None)
+        refusal = prefect_server.bind_refusal(host, auth is not None)
         note = None
         if refusal and not args.insecure:
             raise ConfigError(refusal)
         if refusal:
-            note = prefect_server.insecure_warning(args.host, args.port)
+            note = prefect_server.insecure_warning(host, port)
             print(note, file=sys.stderr, flush=True)
+        if args.foreground:
+            _foreground(args, host, port)
         database = args.postgres or prefect_server.database_url_from_env()
         progress(f"labops: starting the Prefect server in {home} (this takes 15-30 s)...")
         days = _retention_days(args)
         info = prefect_server.start(
             home,
-            host=args.host,
-            port=args.port,
+            host=host,
+            port=port,
             database_url=database,
             ui=not args.no_ui,
             extra_env=prefect_server.vacuum_env(days),

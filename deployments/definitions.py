@@ -1,5 +1,10 @@
 """The deployments of every flow, defined once: schedules in the lab's timezone, parameters from
-the config, overlap rules. Used by ``labops deploy`` (work pool) and ``labops serve``."""
+the config, overlap rules. Used by ``labops deploy`` (work pool) and ``labops serve``.
+
+Each lab has its own deployment of each flow, named after the lab (``backups/homelab``: flow
+``backups``, deployment ``homelab``) and tagged ``lab:homelab``: labs sharing a Prefect server
+never replace each other's deployments, schedules or config path.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,14 @@ from pydantic import BaseModel, Field
 
 from deployments.catalog import FLOWS, NO_OVERLAP, entrypoint, load_flow
 from labops.config import LabopsConfig
+from labops.scope import deployment_name, lab_tag
 
 
 class DeploymentSpec(BaseModel):
     """One deployment as labops wants it; the same spec feeds serve and worker modes."""
 
     name: str
+    """The deployment's name: the lab's (:func:`labops.scope.deployment_name`)."""
     flow: str
     entrypoint: str
     cron: str | None
@@ -23,6 +30,12 @@ class DeploymentSpec(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     no_overlap: bool = False
     description: str = ""
+    tags: list[str] = Field(default_factory=list)
+
+    @property
+    def full_name(self) -> str:
+        """``<flow>/<deployment>`` as Prefect's CLI, UI and ``run_deployment`` name it."""
+        return f"{self.flow}/{self.name}"
 
 
 def deployment_specs(config: LabopsConfig, config_path: str | Path) -> list[DeploymentSpec]:
@@ -35,7 +48,7 @@ def deployment_specs(config: LabopsConfig, config_path: str | Path) -> list[Depl
             params.update(schedule.parameters)
         specs.append(
             DeploymentSpec(
-                name=name,
+                name=deployment_name(config.lab.name),
                 flow=name,
                 entrypoint=entrypoint(name),
                 cron=schedule.cron if schedule is not None and schedule.enabled else None,
@@ -43,6 +56,7 @@ def deployment_specs(config: LabopsConfig, config_path: str | Path) -> list[Depl
                 parameters=params,
                 no_overlap=name in NO_OVERLAP,
                 description=f"labops {name} on {config.lab.name}",
+                tags=["labops", lab_tag(config.lab.name)],
             )
         )
     return specs
@@ -56,7 +70,7 @@ def _deploy_kwargs(spec: DeploymentSpec) -> dict[str, Any]:
         "name": spec.name,
         "parameters": spec.parameters,
         "description": spec.description,
-        "tags": ["labops"],
+        "tags": spec.tags,
         # the server checks every run's parameters against the flow's bounded signature (409)
         "enforce_parameter_schema": True,
     }
@@ -67,6 +81,32 @@ def _deploy_kwargs(spec: DeploymentSpec) -> dict[str, Any]:
             limit=1, collision_strategy="CANCEL_NEW"
         )
     return kwargs
+
+
+def retire_old_deployments(specs: list[DeploymentSpec], lab: str) -> list[str]:
+    """Delete the lab's deployments of the old naming (named after the flow: ``backups/backups``),
+    which a lab deployed before deployments carried its name; returns their names.
+
+    Left in place they keep their schedules, so every scheduled run would run twice (or turn
+    Late with nobody serving it). One is the lab's when its description is the one labops gave
+    it, ``labops <flow> on <lab.name>``; another lab's (or one someone else made) stays.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    retired = []
+    with get_client(sync_client=True) as client:
+        for spec in specs:
+            if spec.name == spec.flow:  # a lab named after the flow: that is the new one
+                continue
+            try:
+                old = client.read_deployment_by_name(f"{spec.flow}/{spec.flow}")
+            except ObjectNotFound:
+                continue
+            if old.description == f"labops {spec.flow} on {lab}" and "labops" in old.tags:
+                client.delete_deployment(old.id)
+                retired.append(f"{spec.flow}/{spec.flow}")
+    return retired
 
 
 def runner_deployments(specs: list[DeploymentSpec]) -> list[Any]:

@@ -1,13 +1,15 @@
 """The MQTT bridge: the lab's bus starts flows, hears every state change, and gets alerts.
 
 - ``<run topic>/<flow>`` (e.g. ``labops/run/backups``) with a JSON object of parameters starts
-  that flow's deployment when ``platform.triggers`` allows it (:mod:`labops.triggers`); anything
-  else is refused with one escaped warning line. Retained messages are ignored (a reconnect
-  must not start runs again) and a ``request_id`` starts at most one run.
-- every flow-run state change (Prefect events) is published as JSON on
-  ``<events topic>/<flow>/<state>``.
-- a Failed, Crashed or TimedOut run notifies Telegram and MQTT once, with a link to the run; a
-  run that stays Late or Pending past ``platform.late_after_minutes`` is reported once too.
+  the lab's deployment of that flow (``backups/<lab>``) when ``platform.triggers`` allows it
+  (:mod:`labops.triggers`); anything else is refused with one escaped warning line. Retained
+  messages are ignored (a reconnect must not start runs again) and a ``request_id`` starts at
+  most one run.
+- every state change of a flow run of the lab (Prefect events; a run is the lab's when it
+  carries the tag ``lab:<lab>``) is published as JSON on ``<events topic>/<flow>/<state>``.
+- a Failed, Crashed or TimedOut run of the lab notifies Telegram and MQTT once, with a link to
+  the run; a run of the lab that stays Late or Pending past ``platform.late_after_minutes`` is
+  reported once too. Runs of other labs sharing the Prefect server are theirs to report.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from blocks.context import LabContext
 from deployments.catalog import FLOWS, load_flow
 from labops.config.secrets import resolve_secret
 from labops.reports import Notification, Severity
+from labops.scope import deployment_name, lab_slug, lab_tag, labs_of_tags
 from labops.triggers import Refused, RunRequest, parse_run_request, shown
 
 log = logging.getLogger("labops.bridge")
@@ -58,6 +61,16 @@ class StateEvent(BaseModel):
     message: str | None = None
     occurred: datetime
     url: str | None = None
+
+
+def event_tags(event: Any) -> set[str]:
+    """The tags of an event's flow run (and its deployment and flow), from its related
+    resources (``prefect.tag.<tag>`` in the role ``tag``)."""
+    return {
+        str(r.get("prefect.resource.id", "")).removeprefix("prefect.tag.")
+        for r in getattr(event, "related", [])
+        if r.get("prefect.resource.role") == "tag"
+    }
 
 
 def state_event(event: Any, ui_url: str | None) -> StateEvent | None:
@@ -273,29 +286,34 @@ class Bridge:
     # -- Prefect ---------------------------------------------------------------------------
 
     def start(self, request: RunRequest) -> str:
-        """Create a flow run of the flow's deployment (named after the flow)."""
+        """Create a flow run of the lab's deployment of the flow (``<flow>/<lab>``)."""
         from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+        from prefect.exceptions import ObjectNotFound
 
+        name = f"{request.flow}/{deployment_name(self.ctx.config.lab.name)}"
         with get_client(sync_client=True) as client:
-            found = client.read_deployments(
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[request.flow]))
-            )
-            if not found:
-                raise LookupError(f"no deployment named {request.flow!r}: run `labops deploy`")
+            try:
+                deployment = client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                raise LookupError(f"no deployment {name}: run `labops deploy`") from None
             key = None
             if request.request_id is not None:
                 # the same id returns the same run, also after a restart of the bridge
                 key = f"mqtt:{self.ctx.config.lab.name}:{request.flow}:{request.request_id}"
+            # the server adds the deployment's tags (lab:<lab>) to the run's
             run = client.create_flow_run_from_deployment(
-                found[0].id, parameters=request.parameters, tags=["mqtt"], idempotency_key=key
+                deployment.id, parameters=request.parameters, tags=["mqtt"], idempotency_key=key
             )
         log.info("started %s as flow run %s", request.flow, run.id)
         return str(run.id)
 
+    def is_mine(self, tags: set[str] | list[str]) -> bool:
+        """Whether a run with these tags is one of this lab's (tag ``lab:<lab>``)."""
+        return lab_slug(self.ctx.config.lab.name) in labs_of_tags(tags)
+
     def handle_event(self, event: Any) -> None:
         change = state_event(event, self.ctx.ui_url())
-        if change is None or change.occurred < self.since:
+        if change is None or change.occurred < self.since or not self.is_mine(event_tags(event)):
             return
         flow = change.flow or "unknown"
         self.publish(f"{flow}/{change.state.lower()}", change.model_dump(mode="json"))
@@ -338,6 +356,7 @@ class Bridge:
             FlowRunFilter,
             FlowRunFilterState,
             FlowRunFilterStateName,
+            FlowRunFilterTags,
         )
 
         limit = timedelta(minutes=self.policy.late_after_minutes)
@@ -346,7 +365,8 @@ class Bridge:
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Late", "Pending"]))
+                    state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Late", "Pending"])),
+                    tags=FlowRunFilterTags(all_=[lab_tag(self.ctx.config.lab.name)]),
                 ),
                 limit=200,
             )

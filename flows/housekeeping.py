@@ -1,9 +1,9 @@
 """Housekeeping of the Prefect server labops runs on.
 
-Runbook: prune flow runs (with their artifacts and logs) older than the retention period ->
-release concurrency slots that no running flow holds -> make sure the zombie-run automation
-exists (a run whose heartbeats stop is marked Crashed, so a dead worker never leaves runs
-Running forever).
+Runbook: prune this lab's flow runs (with their artifacts and logs) older than the retention
+period -> release this lab's concurrency slots while none of its runs is running -> make sure
+the zombie-run automation exists (a run whose heartbeats stop is marked Crashed, so a dead worker
+never leaves runs Running forever). Other labs sharing the server keep their runs and slots.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def housekeeping(
     dry_run: bool = False,
     retention_days: RetentionDays | None = None,
 ) -> HousekeepingReport | State:
-    """Prune old runs, release orphan concurrency slots, ensure the zombie-run automation.
+    """CHANGES the Prefect server (not the lab): prune this lab's old runs, release its orphan
+    concurrency slots, ensure the zombie-run automation. Other labs' runs and slots stay.
 
     Args:
         config: Path of the labops config (default: LABOPS_CONFIG or ./labops.yaml).
@@ -38,9 +39,10 @@ def housekeeping(
     policy = ctx.config.platform
     days = retention_days or policy.retention_days
     report = HousekeepingReport(lab=ctx.config.lab.name, dry_run=dry_run, retention_days=days)
-    pruned = prune_flow_runs(datetime.now(UTC) - timedelta(days=days), dry_run)
+    lab = ctx.config.lab.name
+    pruned = prune_flow_runs(datetime.now(UTC) - timedelta(days=days), dry_run, lab)
     report.flow_runs_pruned = pruned.flow_runs
     report.artifacts_pruned = pruned.artifacts
-    report.slots_released = release_orphan_slots(dry_run=dry_run)
+    report.slots_released = release_orphan_slots(lab, dry_run=dry_run)
     report.zombie_automation = ensure_zombie_automation(policy.zombie_after_seconds, dry_run)
     return cast("HousekeepingReport | State", publish_report(report, ctx))

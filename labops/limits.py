@@ -4,12 +4,12 @@ turns into no limit (``concurrency(strict=False)`` only warns when a limit does 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from labops.errors import LabopsError
-from labops.scope import PREFIX, scoped_name
+from labops.scope import PREFIX, lab_slug, scoped_name, slug_prefix
 
 log = logging.getLogger("labops.limits")
 
@@ -23,6 +23,30 @@ def limit_name(kind: str, key: str, *, lab: str, scope: str = PREFIX) -> str:
     """``labops-homelab-node-pve1``, ``labops-homelab-storage-pbs``: one lab's limit, named the
     same in every run (``scope`` replaces the ``labops`` prefix, e.g. for tests)."""
     return scoped_name(lab, kind, key, prefix=scope)
+
+
+LIMIT_KINDS = ("node", "storage", "maintenance", "drill")
+"""The kinds of limit labops names (:func:`limit_name`'s ``kind``); a name of another kind is
+no lab's as far as housekeeping is concerned, and never released by it."""
+
+
+def _limit_of(name: str, slug: str, scope: str) -> bool:
+    head = slug_prefix(slug, scope)
+    kind, sep, key = name.removeprefix(head).partition("-")
+    return name.startswith(head) and kind in LIMIT_KINDS and bool(sep and key)
+
+
+def is_lab_limit(name: str, lab: str, other_labs: Iterable[str] = (), scope: str = PREFIX) -> bool:
+    """Whether the limit ``name`` is one of ``lab``'s: ``<scope>-<lab>-<kind>-<key>``.
+
+    A slug may contain dashes, so ``labops-home-node-x`` could also be read as the lab
+    ``home-node``'s; ``other_labs`` (the slugs of labs known to share the server) settle it for
+    the longest slug that fits, and a kind that is not one of :data:`LIMIT_KINDS` never fits
+    (``labops-home-lab-node-x`` is not the lab ``home``'s)."""
+    mine = lab_slug(lab)
+    if not _limit_of(name, mine, scope):
+        return False
+    return not any(len(other) > len(mine) and _limit_of(name, other, scope) for other in other_labs)
 
 
 def ensure_limit(name: str, limit: int) -> None:

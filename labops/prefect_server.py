@@ -286,6 +286,54 @@ def server_env(
     return env
 
 
+HOST_ENV = "PREFECT_SERVER_API_HOST"
+PORT_ENV = "PREFECT_SERVER_API_PORT"
+
+
+def bind_address(host: str | None, port: int | None) -> tuple[str, int]:
+    """Where the server will listen: ``host``/``port`` when given, else Prefect's own settings
+    from the environment (``PREFECT_SERVER_API_HOST``/``_PORT``), else 127.0.0.1:4200. The
+    server is then started with exactly this address, so the bind rule judges what is bound."""
+    chosen_host = host or os.environ.get(HOST_ENV, "").strip() or "127.0.0.1"
+    raw_port = os.environ.get(PORT_ENV, "").strip()
+    try:
+        chosen_port = port if port is not None else int(raw_port or 4200)
+    except ValueError:
+        raise ServerError(f"{PORT_ENV}={raw_port!r}: not a port number") from None
+    return chosen_host, chosen_port
+
+
+def foreground_command(
+    home: Path,
+    host: str,
+    port: int,
+    *,
+    ui: bool = True,
+    database_url: str | None = None,
+    defaults: dict[str, str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of a server that runs in this process's place (systemd's
+    ``labops server start --foreground``): this process's environment (the unit's env file:
+    database, auth string, UI URL, retention) with ``PREFECT_HOME`` and the address set, analytics
+    off, and ``defaults`` for what the environment leaves unset."""
+    env = dict(os.environ)
+    for key, value in (defaults or {}).items():
+        env.setdefault(key, value)
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        **{HOST_ENV: host, PORT_ENV: str(port)},
+    )
+    if not ui:
+        env["PREFECT_SERVER_UI_ENABLED"] = "false"
+    if database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = asyncpg_url(database_url)
+    if env.get(SERVER_AUTH_ENV):
+        env.setdefault(CLIENT_AUTH_ENV, env[SERVER_AUTH_ENV])
+    argv = [*_prefect_executable(), "server", "start", "--host", host, "--port", str(port)]
+    return argv, env
+
+
 def start(
     home: Path | None = None,
     *,

@@ -2,8 +2,9 @@
 
 Everything a run leaves where another lab could see it is named through :func:`scoped_name`
 (Prefect artifact keys, variables, global concurrency limits) or :func:`lab_slug` (an MQTT topic
-level); metrics carry the lab's own name as the ``lab`` label. Two labs never share a name, so
-they never read each other's results or hold each other's slots.
+level, a deployment's name); metrics carry the lab's own name as the ``lab`` label, and the lab's
+deployments and flow runs the tag :func:`lab_tag`. Two labs never share a name, so they never
+read each other's results, hold each other's slots or replace each other's deployments.
 
 The slug is what all of them accept (Prefect keys and variable names: lowercase letters, digits
 and dashes; an MQTT topic level without ``/``, ``+`` or ``#``). A lab name that is already a
@@ -40,7 +41,34 @@ def scoped_name(lab: str, *parts: str, prefix: str = PREFIX) -> str:
     return "-".join([_part(prefix), lab_slug(lab), *(_part(p) for p in parts)])
 
 
+def slug_prefix(slug: str, prefix: str = PREFIX) -> str:
+    """``labops-<slug>-``: how every :func:`scoped_name` of the lab with this slug begins."""
+    return f"{_part(prefix)}-{slug}-"
+
+
 def artifact_key(lab: str, operation: str, view: str) -> str:
     """The key of one view of an operation's report (``table``, ``summary``): what
     ``tasks.publish`` writes and the security digest reads back, for this lab only."""
     return scoped_name(lab, operation, view)
+
+
+def deployment_name(lab: str) -> str:
+    """The name of every deployment of one lab: ``backups/homelab`` is the lab ``homelab``'s
+    deployment of the flow ``backups``. Prefect keys a deployment by flow and name, so two labs
+    deploying to one server keep a deployment each (a slug has none of Prefect's banned
+    ``/ % & > <``)."""
+    return lab_slug(lab)
+
+
+def lab_tag(lab: str) -> str:
+    """``lab:<slug>``: the tag of the lab's deployments and of every flow run they (or
+    ``labops run``) start; the bridge and housekeeping tell the lab's runs apart by it."""
+    return f"lab:{lab_slug(lab)}"
+
+
+TAG_PREFIX = "lab:"
+
+
+def labs_of_tags(tags: list[str] | set[str]) -> set[str]:
+    """The lab slugs a run's (or deployment's) tags name; empty for a run of no lab."""
+    return {t.removeprefix(TAG_PREFIX) for t in tags if t.startswith(TAG_PREFIX)}

@@ -1,4 +1,8 @@
-"""Tasks that keep the Prefect server itself healthy: pruning, slots, the zombie-run automation."""
+"""Tasks that keep the Prefect server itself healthy: pruning, slots, the zombie-run automation.
+
+The server may be shared by several labs: pruning and releasing touch one lab's runs (those
+tagged ``lab:<slug>``, see :func:`labops.scope.lab_tag`) and limits (``labops-<slug>-...``).
+"""
 
 from __future__ import annotations
 
@@ -15,9 +19,13 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStartTime,
     FlowRunFilterState,
     FlowRunFilterStateType,
+    FlowRunFilterTags,
 )
 from prefect.client.schemas.objects import StateType
 from pydantic import BaseModel
+
+from labops.limits import is_lab_limit
+from labops.scope import lab_slug, lab_tag, labs_of_tags
 
 ZOMBIE_AUTOMATION = "labops: crash zombie flow runs"
 TERMINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
@@ -33,14 +41,15 @@ BULK_DELETE = 50  # the most /flow_runs/bulk_delete takes at once (Prefect 3.9)
 
 
 @task(name="prune-flow-runs")
-def prune_flow_runs(cutoff: datetime, dry_run: bool, batch: int = 200) -> PruneResult:
-    """CHANGES the Prefect database: delete finished flow runs (and their artifacts; the server
-    drops their logs) that started before ``cutoff``. Running, paused and scheduled runs are
-    never touched."""
+def prune_flow_runs(cutoff: datetime, dry_run: bool, lab: str, batch: int = 200) -> PruneResult:
+    """CHANGES the Prefect database: delete the lab's finished flow runs (tagged ``lab:<slug>``)
+    that started before ``cutoff``, with their artifacts (the server drops their logs). Running,
+    paused and scheduled runs, and the runs of other labs (or of no lab), are never touched."""
     result = PruneResult()
     run_filter = FlowRunFilter(
         start_time=FlowRunFilterStartTime(before_=cutoff),
         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=TERMINAL)),
+        tags=FlowRunFilterTags(all_=[lab_tag(lab)]),
     )
     with get_client(sync_client=True) as client:
         offset = 0
@@ -103,11 +112,30 @@ def own_flow_runs() -> list[UUID]:
     return sorted(set(ids), key=str)
 
 
+def may_hold_lab_slots(run_tags: list[str], lab: str) -> bool:
+    """Whether a running flow run may hold the lab's slots: a run of the lab, or a run of no lab
+    (one started before deployments carried the lab, or by hand with Prefect's own tools)."""
+    labs = labs_of_tags(run_tags)
+    return not labs or lab_slug(lab) in labs
+
+
+def known_labs() -> set[str]:
+    """The slugs of the labs whose deployments are on this server (``lab:<slug>`` tags)."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+
+    with get_client(sync_client=True) as client:
+        deployments = client.read_deployments(
+            deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=["labops"]))
+        )
+    return {slug for d in deployments for slug in labs_of_tags(d.tags)}
+
+
 @task(name="release-orphan-slots")
-def release_orphan_slots(prefix: str = "labops-", dry_run: bool = False) -> list[str]:
-    """CHANGES concurrency limits: free the slots of labops limits while no other flow run is
-    running (a killed process may hold them until its lease expires). The run doing this, and
-    the runs it is a subflow of, do not count. With ``dry_run`` it only lists them."""
+def release_orphan_slots(lab: str, dry_run: bool = False) -> list[str]:
+    """CHANGES concurrency limits: free the slots of the lab's limits (``labops-<lab>-...``)
+    while no other flow run of the lab is running (a killed process may hold them until its
+    lease expires). The run doing this, and the runs it is a subflow of, do not count; runs of
+    other labs neither, and their limits are left alone. With ``dry_run`` it only lists them."""
     released: list[str] = []
     mine = own_flow_runs()
     with get_client(sync_client=True) as client:
@@ -118,14 +146,16 @@ def release_orphan_slots(prefix: str = "labops-", dry_run: bool = False) -> list
                     type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
                 ),
             ),
-            limit=1,
+            limit=200,
         )
-        if running:
+        # more running runs than one page: some unseen one may be the lab's
+        if len(running) >= 200 or any(may_hold_lab_slots(r.tags, lab) for r in running):
             return released
         from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
+        others = known_labs() - {lab_slug(lab)}
         for limit in client.read_global_concurrency_limits(limit=200):
-            if limit.name.startswith(prefix) and limit.active_slots > 0:
+            if is_lab_limit(limit.name, lab, others) and limit.active_slots > 0:
                 released.append(f"{limit.name} ({limit.active_slots} slot(s))")
                 if not dry_run:
                     client.update_global_concurrency_limit(

@@ -57,6 +57,9 @@ def test_run_prints_the_report_as_json(
     ui = prefect_server.api_url.removesuffix("/api")
     assert report["flow_run_url"].startswith(f"{ui}/runs/flow-run/"), report["flow_run_url"]
     assert "running demo" in err and "Completed" in err
+    # tagged with its lab, like the runs of the lab's deployments (its bridge and housekeeping
+    # tell the lab's runs from other labs' by it)
+    assert {"labops", "lab:clitest"} <= set(_flow_run(report).tags)
 
 
 def test_failed_run_exits_1_and_still_prints_the_report(

@@ -99,18 +99,19 @@ def prefect_state() -> dict[str, Any]:
     return {"runs": runs, "artifacts": artifacts, "automations": automations, "limits": limits}
 
 
-ORPHAN_LIMIT = "labops-dry-run-orphan"
+ORPHAN_KIND, ORPHAN_KEY = "drill", "dry-run-orphan"
 
 
-def finished_run() -> None:
-    """A Completed flow run (created through the API, nothing executed)."""
+def finished_run(lab: str) -> None:
+    """A Completed flow run of the lab (created through the API, nothing executed)."""
     from prefect.client.orchestration import get_client
     from prefect.states import Completed, Running
 
+    from labops.scope import lab_tag
     from tests.demo_flow import demo
 
     with get_client(sync_client=True) as client:
-        run = client.create_flow_run(demo, parameters={})
+        run = client.create_flow_run(demo, parameters={}, tags=[lab_tag(lab)])
         client.set_flow_run_state(run.id, Running(), force=True)
         client.set_flow_run_state(run.id, Completed(), force=True)
 
@@ -125,8 +126,17 @@ class _TwoDaysLater(datetime):
         return datetime.now(tz) + timedelta(days=2)
 
 
+def orphan_limit(config: Path) -> str:
+    """The lab's concurrency limit that :func:`held_slot` holds."""
+    from labops.limits import limit_name
+
+    return limit_name(
+        ORPHAN_KIND, ORPHAN_KEY, lab=yaml.safe_load(config.read_text())["lab"]["name"]
+    )
+
+
 @contextmanager
-def held_slot() -> Iterator[None]:
+def held_slot(name: str) -> Iterator[None]:
     """A labops concurrency limit with slots held and no lease: an orphan housekeeping frees.
     Removed afterwards: other tests count the orphans they made."""
     from prefect.client.orchestration import get_client
@@ -134,16 +144,16 @@ def held_slot() -> Iterator[None]:
 
     from labops.limits import ensure_limit
 
-    ensure_limit(ORPHAN_LIMIT, 2)
+    ensure_limit(name, 2)
     try:
         with get_client(sync_client=True) as client:
             client.update_global_concurrency_limit(
-                ORPHAN_LIMIT, GlobalConcurrencyLimitUpdate(active_slots=2)
+                name, GlobalConcurrencyLimitUpdate(active_slots=2)
             )
         yield
     finally:
         with get_client(sync_client=True) as client:
-            client.delete_global_concurrency_limit_by_name(ORPHAN_LIMIT)
+            client.delete_global_concurrency_limit_by_name(name)
 
 
 # -- the operations -----------------------------------------------------------------------------
@@ -222,7 +232,7 @@ def housekeeping(config: Path) -> Any:
         mp.setattr(flows.housekeeping, "datetime", _TwoDaysLater)
         report = _run(flows.housekeeping.housekeeping, config)
     assert report.flow_runs_pruned >= 1  # at least the finished run made for this case
-    assert any(s.startswith(ORPHAN_LIMIT) for s in report.slots_released)  # would free it
+    assert any(s.startswith(orphan_limit(config)) for s in report.slots_released)  # would free
     assert report.zombie_automation.startswith("would")
     return report
 
@@ -263,8 +273,9 @@ def test_dry_run_changes_nothing(
         from tests.test_housekeeping import crash_leftover_runs
 
         crash_leftover_runs()  # runs killed by earlier tests would keep every slot "in use"
-        finished_run()  # one to prune at least (no run gone: checked below)
-    with held_slot() if operation == "housekeeping" else nullcontext():
+        finished_run(yaml.safe_load(dry_config.read_text())["lab"]["name"])  # one to prune
+    slot = held_slot(orphan_limit(dry_config)) if operation == "housekeeping" else nullcontext()
+    with slot:
         check_nothing_changed(operation, sandbox, dry_config, origin, clone)
 
 
@@ -289,4 +300,4 @@ def check_nothing_changed(
         assert not gone, f"the dry run deleted {len(gone)} {kind}"
     assert set(prefect_before["limits"]) <= set(after["limits"])
     if operation == "housekeeping":
-        assert after["limits"][ORPHAN_LIMIT] == 2, "the dry run freed a held slot"
+        assert after["limits"][orphan_limit(dry_config)] == 2, "the dry run freed a held slot"

@@ -66,8 +66,8 @@ def test_rest_api_refuses_out_of_bounds(prefect_server: Any, tmp_path: Any) -> N
     path = tmp_path / "labops.yaml"
     path.write_text("lab: {name: bounds}\n")
     names = sorted({name for name, _ in BAD})
-    specs = [s for s in deployment_specs(parse_config({}), path) if s.name in names]
-    ids = {d.name: str(d.apply()) for d in runner_deployments(specs)}
+    specs = [s for s in deployment_specs(parse_config({}), path) if s.flow in names]
+    ids = {d.flow_name: str(d.apply()) for d in runner_deployments(specs)}
     api = prefect_server.api_url
     created: list[str] = []
     try:

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, tags
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 
+from labops.limits import limit_name
+from labops.scope import lab_tag
 from tasks.prefect_admin import (
     ZOMBIE_AUTOMATION,
     ensure_zombie_automation,
@@ -31,19 +33,23 @@ def run_ids(name: str) -> set[str]:
     return {str(r.id) for r in runs if str(r.parameters.get("tag", "")).startswith(name)}
 
 
+LAB = "housekeeping"
+
+
 def test_prune_keeps_recent_runs_and_deletes_old_ones(prefect_server: object) -> None:
-    old = [probe(return_state=True, tag="old-1"), probe(return_state=True, tag="old-2")]
-    time.sleep(1.5)
-    cutoff = datetime.now(UTC)
-    time.sleep(0.5)
-    new = probe(return_state=True, tag="new-1")
+    with tags(lab_tag(LAB)):  # the lab's runs (tests/test_two_labs.py: other labs' stay)
+        old = [probe(return_state=True, tag="old-1"), probe(return_state=True, tag="old-2")]
+        time.sleep(1.5)
+        cutoff = datetime.now(UTC)
+        time.sleep(0.5)
+        new = probe(return_state=True, tag="new-1")
     assert all(s.is_completed() for s in [*old, new])
 
-    dry = prune_flow_runs.fn(cutoff, dry_run=True)
+    dry = prune_flow_runs.fn(cutoff, dry_run=True, lab=LAB)
     assert dry.flow_runs >= 2 and dry.artifacts >= 2
     assert run_ids("old") and run_ids("new")  # the dry run deleted nothing
 
-    done = prune_flow_runs.fn(cutoff, dry_run=False)
+    done = prune_flow_runs.fn(cutoff, dry_run=False, lab=LAB)
     assert done.flow_runs == dry.flow_runs
     assert not run_ids("old")
     assert len(run_ids("new")) == 1
@@ -89,16 +95,15 @@ def test_orphan_slots_are_released_when_nothing_runs(prefect_server: object) -> 
 
     crash_leftover_runs()
 
-    ensure_limit("labops-test-orphan", 2)
+    orphan = limit_name("drill", "orphan", lab=LAB)
+    ensure_limit(orphan, 2)
     with get_client(sync_client=True) as client:
         from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
-        client.update_global_concurrency_limit(
-            "labops-test-orphan", GlobalConcurrencyLimitUpdate(active_slots=2)
-        )
-        assert "labops-test-orphan (2 slot(s))" in release_orphan_slots.fn(dry_run=True)
-        release_orphan_slots.fn()
-        assert client.read_global_concurrency_limit_by_name("labops-test-orphan").active_slots == 0
+        client.update_global_concurrency_limit(orphan, GlobalConcurrencyLimitUpdate(active_slots=2))
+        assert release_orphan_slots.fn(LAB, dry_run=True) == [f"{orphan} (2 slot(s))"]
+        release_orphan_slots.fn(LAB)
+        assert client.read_global_concurrency_limit_by_name(orphan).active_slots == 0
 
 
 def test_the_housekeeping_flow_releases_a_leaked_slot(
@@ -112,16 +117,15 @@ def test_the_housekeeping_flow_releases_a_leaked_slot(
     from labops.limits import ensure_limit
 
     crash_leftover_runs()
-    ensure_limit("labops-test-leaked", 2)
+    leaked = limit_name("node", "leaked", lab=LAB)
+    ensure_limit(leaked, 2)
     with get_client(sync_client=True) as client:
-        client.update_global_concurrency_limit(
-            "labops-test-leaked", GlobalConcurrencyLimitUpdate(active_slots=1)
-        )
+        client.update_global_concurrency_limit(leaked, GlobalConcurrencyLimitUpdate(active_slots=1))
     config = tmp_path / "labops.yaml"
-    config.write_text(f"lab:\n  name: housekeeping\n  state_dir: {tmp_path / 'state'}\n")
+    config.write_text(f"lab:\n  name: {LAB}\n  state_dir: {tmp_path / 'state'}\n")
 
     state: Any = housekeeping(config=str(config), return_state=True)
     report = state.result()
-    assert "labops-test-leaked (1 slot(s))" in report.slots_released, report
+    assert f"{leaked} (1 slot(s))" in report.slots_released, report
     with get_client(sync_client=True) as client:
-        assert client.read_global_concurrency_limit_by_name("labops-test-leaked").active_slots == 0
+        assert client.read_global_concurrency_limit_by_name(leaked).active_slots == 0

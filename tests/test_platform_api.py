@@ -59,15 +59,12 @@ def post(url: str, body: dict[str, Any]) -> httpx.Response:
 
 
 def deployment_id(api: str, name: str, config: Path, timeout: float = 90) -> str:
-    """The id, as `curl -X POST $API/deployments/filter` finds it, once serve registered it."""
+    """The id, as `curl $API/deployments/name/<flow>/<lab>` finds it, once serve registered it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = post(
-            f"{api}/deployments/filter", {"deployments": {"name": {"any_": [name]}}, "limit": 1}
-        )
-        found.raise_for_status()
-        if found.json() and found.json()[0]["parameters"].get("config") == str(config):
-            return str(found.json()[0]["id"])
+        found = httpx.get(f"{api}/deployments/name/{name}", timeout=10)
+        if found.status_code == 200 and found.json()["parameters"].get("config") == str(config):
+            return str(found.json()["id"])
         time.sleep(0.5)
     raise AssertionError(f"serve never registered {name} with {config}")
 
@@ -76,7 +73,7 @@ def test_rest_api_run_completes(
     prefect_server: prefect_server.ServerInfo, served: dict[str, Any]
 ) -> None:
     api = prefect_server.api_url
-    dep = deployment_id(api, "housekeeping", served["config"])
+    dep = deployment_id(api, "housekeeping/apilab", served["config"])
 
     refused = post(f"{api}/deployments/{dep}/create_flow_run", {"parameters": {"dry_run": "maybe"}})
     # Parameters are checked against the flow signature: 409 Conflict naming the field.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -122,16 +123,22 @@ def platform(prefect_server: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 def wait_for_deployments(names: set[str], timeout: float = 60) -> None:
+    """Until ``<flow>/<deployment>`` exists for each of ``names``."""
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
 
     deadline = time.monotonic() + timeout
+    missing = set(names)
     while time.monotonic() < deadline:
         with get_client(sync_client=True) as client:
-            have = {d.name for d in client.read_deployments()}
-        if names <= have:
+            for name in sorted(missing):
+                with contextlib.suppress(ObjectNotFound):
+                    client.read_deployment_by_name(name)
+                    missing.discard(name)
+        if not missing:
             return
         time.sleep(0.5)
-    raise AssertionError(f"deployments {names - have} never appeared")
+    raise AssertionError(f"deployments {missing} never appeared")
 
 
 def diagnose(platform: dict[str, Any], run_ids: list[str]) -> str:
@@ -149,7 +156,7 @@ def test_mqtt_runs_events_malformed_and_one_alert(
     platform: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     prefix, bridge, listener = platform["prefix"], platform["bridge"], platform["listener"]
-    wait_for_deployments({"housekeeping", "doc-reconcile"})
+    wait_for_deployments({"housekeeping/testlab", "doc-reconcile/testlab"})
     caplog.set_level(logging.DEBUG, logger="labops.bridge")
 
     publish(f"{prefix}/run/housekeeping", "this is not json")

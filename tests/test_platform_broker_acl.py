@@ -186,7 +186,7 @@ def test_only_the_allowed_client_starts_a_run(
     }
     path = tmp_path / "labops.yaml"
     path.write_text(yaml.safe_dump(config))
-    specs = [s for s in deployment_specs(load_config(path), path) if s.name == "security-digest"]
+    specs = [s for s in deployment_specs(load_config(path), path) if s.flow == "security-digest"]
     runner_deployments(specs)[0].apply()
     run = "labops/run/security-digest"
 

@@ -4,6 +4,7 @@ server's retention settings, and the systemd units of the production install."""
 from __future__ import annotations
 
 import configparser
+import contextlib
 import itertools
 import os
 import shutil
@@ -55,21 +56,24 @@ def expected_cron(name: str) -> str | None:
     return schedule.cron if schedule.enabled else None
 
 
-def read_labops_deployments(names: set[str]) -> dict[str, Any]:
+def read_labops_deployments(names: set[str], lab: str = "deploylab") -> dict[str, Any]:
+    """The lab's deployments of these flows, by flow (``<flow>/<lab>``)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.exceptions import ObjectNotFound
 
+    found = {}
     with get_client(sync_client=True) as client:
-        found = client.read_deployments(
-            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=sorted(names)))
-        )
-    return {d.name: d for d in found}
+        for flow in sorted(names):
+            with contextlib.suppress(ObjectNotFound):
+                found[flow] = client.read_deployment_by_name(f"{flow}/{lab}")
+    return found
 
 
-def check_deployed(config: Path, pool: str | None) -> None:
-    deployed = read_labops_deployments(set(FLOWS))
+def check_deployed(config: Path, pool: str | None, lab: str = "deploylab") -> None:
+    deployed = read_labops_deployments(set(FLOWS), lab)
     assert set(deployed) == set(FLOWS)
     for name, dep in deployed.items():
+        assert dep.name == lab and f"lab:{lab}" in dep.tags, (name, dep.name, dep.tags)
         cron = expected_cron(name)
         if cron is None:
             assert dep.schedules == [], name
@@ -160,7 +164,7 @@ def test_late_run_reported_once(
     prefect_server: prefect_server.ServerInfo, tmp_path: Path, mqtt: Any
 ) -> None:
     """A run nobody serves turns Late; past the limit the bridge alerts once, a fresher one
-    is not reported yet."""
+    is not reported yet, and another lab's late run is that lab's bridge's to report."""
     import time
 
     from prefect.client.orchestration import get_client
@@ -183,19 +187,25 @@ def test_late_run_reported_once(
         )
     )
     name = f"late-{uuid.uuid4().hex[:6]}"
-    deployment_id = load_flow("housekeeping").to_deployment(name=name).apply()
+    housekeeping = load_flow("housekeeping")
+    # the bridge follows the runs of its lab: those tagged lab:latelab
+    deployment_id = housekeeping.to_deployment(name=name, tags=["lab:latelab"]).apply()
+    elsewhere = housekeeping.to_deployment(name=f"{name}-b", tags=["lab:otherlab"]).apply()
     now = datetime.now(UTC)
     with get_client(sync_client=True) as client:
-        old = client.create_flow_run_from_deployment(
-            deployment_id, state=Scheduled(scheduled_time=now - timedelta(minutes=10))
+        old, other = (
+            client.create_flow_run_from_deployment(
+                dep, state=Scheduled(scheduled_time=now - timedelta(minutes=10))
+            )
+            for dep in (deployment_id, elsewhere)
         )
         fresh = client.create_flow_run_from_deployment(
             deployment_id, state=Scheduled(scheduled_time=now - timedelta(seconds=1))
         )
-        # The server's late-runs service (not this test) marks both Late.
+        # The server's late-runs service (not this test) marks them Late.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            states = {client.read_flow_run(r.id).state_name for r in (old, fresh)}
+            states = {client.read_flow_run(r.id).state_name for r in (old, fresh, other)}
             if states == {"Late"}:
                 break
             time.sleep(0.5)
@@ -206,7 +216,7 @@ def test_late_run_reported_once(
     first = bridge.check_late_runs()
     second = bridge.check_late_runs()
     assert str(old.id) in first and str(old.id) in second
-    assert str(fresh.id) not in first
+    assert str(fresh.id) not in first and str(other.id) not in first
     received = alerts.wait_for(1, timeout=5)
     time.sleep(1)  # a duplicate would arrive within this
     mine = [m.json() for m in alerts.messages if str(old.id) in m.payload.decode()]
@@ -215,8 +225,8 @@ def test_late_run_reported_once(
     assert mine[0]["link"].endswith(f"/runs/flow-run/{old.id}")
     assert not [m for m in alerts.messages if str(fresh.id) in m.payload.decode()]
     with get_client(sync_client=True) as client:  # leave no Late runs for other tests
-        client.delete_flow_run(old.id)
-        client.delete_flow_run(fresh.id)
+        for run in (old, fresh, other):
+            client.delete_flow_run(run.id)
 
 
 def test_server_start_prunes_flow_runs_after_retention(tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ def test_two_workers_share_one_pool(workers: dict[str, Any]) -> None:
     # The pool may already exist: the workers create it when they start first (--type process).
     ensure_process_pool(workers["pool"])
     specs = deployment_specs(load_config(config), config)
-    spec = next(s for s in specs if s.name == "housekeeping")
+    spec = next(s for s in specs if s.flow == "housekeeping")
     # Housekeeping never overlaps itself in production (a second run is cancelled); here the
     # same flow runs four times at once so that both workers get some.
     spec = spec.model_copy(

@@ -219,11 +219,15 @@ def test_retained_and_repeated_requests_start_nothing(
 # -- the bridge's alert memory ------------------------------------------------------------
 
 
-def failed_event(run_id: str) -> Any:
+def failed_event(run_id: str, lab: str = "trigger-lab") -> Any:
+    """A run of the lab failed: its tags (``lab:<lab>``) come among the related resources."""
     return SimpleNamespace(
         event="prefect.flow-run.Failed",
         resource={"prefect.resource.id": f"prefect.flow-run.{run_id}"},
-        related=[{"prefect.resource.role": "flow", "prefect.resource.name": "backups"}],
+        related=[
+            {"prefect.resource.role": "flow", "prefect.resource.name": "backups"},
+            {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.lab:{lab}"},
+        ],
         payload={"validated_state": {"message": "2 guests failed"}},
         occurred=datetime.now(UTC) + timedelta(seconds=1),
     )

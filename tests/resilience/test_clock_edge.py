@@ -65,7 +65,7 @@ def test_daily_run_happens_once_on_both_dst_nights(prefect_server: Any, cron: st
         }
     )
     spec = next(
-        s for s in deployment_specs(config, "/nonexistent/labops.yaml") if s.name == "backups"
+        s for s in deployment_specs(config, "/nonexistent/labops.yaml") if s.flow == "backups"
     )
     kwargs = _deploy_kwargs(spec)
     kwargs["name"] = f"dst-{uuid.uuid4().hex[:8]}"

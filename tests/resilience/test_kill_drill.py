@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from labops import prefect_server as server
+from labops.scope import deployment_name
 from tests.fixtures.sandbox import SandboxHandle
 from tests.resilience.platform import ROOT, client_env, run_state, wait_for, wait_state
 
@@ -147,8 +148,9 @@ class Runner:
 
 
 class Api:
-    def __init__(self, api_url: str) -> None:
+    def __init__(self, api_url: str, lab: str) -> None:
         self.http = httpx.Client(base_url=api_url, timeout=30)
+        self.lab = deployment_name(lab)
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
         """POST, retried while the SQLite-backed server answers 503 under load (as Prefect's
@@ -162,8 +164,9 @@ class Api:
         return resp.json() if resp.content else None
 
     def deployment_id(self, name: str) -> str | None:
-        found = self.post("/deployments/filter", {"deployments": {"name": {"any_": [name]}}})
-        return found[0]["id"] if found else None
+        """The id of the drill lab's deployment of the flow ``name`` (``<flow>/<lab>``)."""
+        found = self.http.get(f"/deployments/name/{name}/{self.lab}")
+        return str(found.json()["id"]) if found.status_code == 200 else None
 
     def run(self, deployment: str, parameters: dict[str, Any]) -> str:
         dep = self.deployment_id(deployment)
@@ -248,7 +251,7 @@ def test_killed_mid_backup_and_patch_then_rerun(
     cfg = drill_config(sb, tmp_path)
     with pointing_at(platform):  # what `labops housekeeping` installs on a self-hosted server
         assert ensure_zombie_automation.fn(ZOMBIE_AFTER_S) in ("created", "updated", "present")
-    api = Api(platform.api_url)
+    api = Api(platform.api_url, yaml.safe_load(Path(cfg).read_text())["lab"]["name"])
     serve = Runner(mode, platform.api_url, cfg, tmp_path)
     for host in PATCH_HOSTS:
         assert pending(sb, host), f"{host} has nothing to upgrade in the seeded lab"

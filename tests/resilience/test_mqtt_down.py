@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prefect.deployments.runner import RunnerDeployment
 
 from labops.docs.report import DocReport
+from labops.scope import deployment_name, lab_tag
 from tests.fixtures.sandbox import SandboxHandle
 from tests.resilience.platform import MOSQUITTO, Mosquitto, wait_for
 
@@ -115,10 +116,12 @@ def test_mosquitto_down_telegram_gets_it_and_bridge_reconnects(
 
         broker.start()  # same port: the bridge's own reconnect loop must find it
         wait_for(bridge.client.is_connected, 45, "the bridge did not reconnect")
-        # a deployment the bridge can start (named after a flow, as `labops deploy` names them)
+        # a deployment the bridge can start (the lab's, as `labops deploy` names and tags them)
         deployment = cast(
             RunnerDeployment,
-            housekeeping.to_deployment(name="housekeeping", parameters={"config": str(path)}),
+            housekeeping.to_deployment(
+                name=deployment_name(lab), parameters={"config": str(path)}, tags=[lab_tag(lab)]
+            ),
         )
         probe_deployment = str(deployment.apply())
         request = f"{prefix}/run/housekeeping"

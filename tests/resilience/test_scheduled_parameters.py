@@ -26,10 +26,11 @@ from deployments.catalog import FLOWS, load_flow
 from deployments.definitions import deployment_specs
 from labops.config.loader import parse_config
 from labops.prefect_server import api_headers
+from labops.scope import deployment_name
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config.example.yaml"
-SPECS = {s.name: s for s in deployment_specs(parse_config({}), "/etc/labops/labops.yaml")}
+SPECS = {s.flow: s for s in deployment_specs(parse_config({}), "/etc/labops/labops.yaml")}
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
@@ -51,21 +52,22 @@ def _post(url: str, body: dict[str, Any]) -> httpx.Response:
 
 
 def _deployments(api: str, config: Path, timeout: float = 180) -> dict[str, dict[str, Any]]:
-    """Every deployment, once ``labops serve`` registered it with this config."""
+    """The lab's deployment of every flow (``<flow>/<lab>``), once ``labops serve`` registered
+    it with this config."""
+    lab = deployment_name(yaml.safe_load(config.read_text())["lab"]["name"])
     deadline = time.monotonic() + timeout
     found: dict[str, dict[str, Any]] = {}
     while time.monotonic() < deadline:
-        response = _post(
-            f"{api}/deployments/filter", {"deployments": {"name": {"any_": list(FLOWS)}}}
-        )
-        if response.status_code == 200:
-            found = {
-                d["name"]: d
-                for d in response.json()
-                if d["parameters"].get("config") == str(config)
-            }
-            if set(found) == set(FLOWS):
-                return found
+        for flow in set(FLOWS) - set(found):
+            response = httpx.get(
+                f"{api}/deployments/name/{flow}/{lab}", headers=api_headers(), timeout=30
+            )
+            if response.status_code == 200 and response.json()["parameters"].get("config") == str(
+                config
+            ):
+                found[flow] = response.json()
+        if set(found) == set(FLOWS):
+            return found
         time.sleep(0.5)
     raise AssertionError(f"serve registered only {sorted(found)}")
 

@@ -134,12 +134,18 @@ class PlatformPolicy(Strict):
         description="How long backups or patch apply wait for the other to finish changing "
         "the lab (they never run at once) before the run fails as could not start.",
     )
-    work_pool: str = Field("labops", description="Process work pool that workers poll.")
+    work_pool: str = Field(
+        "labops",
+        description="Process work pool that workers poll; one pool per lab (its workers run "
+        "every deployment in it): labs sharing a Prefect server need different pools.",
+    )
     mqtt_run_topic: str = Field(
-        "labops/run", description="Topic prefix the MQTT bridge listens on: <prefix>/<flow>."
+        "labops/run",
+        description="Topic prefix the MQTT bridge listens on: <prefix>/<flow>; labs sharing a "
+        "broker need different ones.",
     )
     mqtt_events_topic: str = Field(
-        "labops/events", description="Topic prefix of flow-run state changes."
+        "labops/events", description="Topic prefix of the state changes of the lab's flow runs."
     )
     late_after_minutes: float = Field(
         30, gt=0, description="Alert when a run stays Late or Pending longer than this."
