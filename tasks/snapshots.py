@@ -11,6 +11,7 @@ from prefect import task
 from blocks.proxmox import ProxmoxCredentials
 from labops.errors import ApiError
 from labops.models.pve import PveGuest, PveNode, PveSnapshot, PveTaskItem
+from tasks.pve import start_once
 
 _TASK_TIMEOUT_S = 600.0
 
@@ -61,7 +62,15 @@ def create_snapshot(
     client = pve.get_client()
     if any(s.name == name for s in client.snapshots(node, vmid)):
         return name
-    upid = client.snapshot_create(node, vmid, name, description)
+    # a lost answer: the snapshot task it may have started is followed, never started twice
+    upid = start_once(
+        client,
+        node,
+        vmid,
+        "vzsnapshot",
+        lambda: client.snapshot_create(node, vmid, name, description),
+        owner=client.token_id,
+    )
     _wait_ok(client, node, upid, f"snapshot {name} of {vmid}", _TASK_TIMEOUT_S)
     return name
 
@@ -72,7 +81,14 @@ def rollback_snapshot(pve: ProxmoxCredentials, node: str, vmid: int, name: str) 
     started again. CHANGES THE LAB."""
     client = pve.get_client()
     running = client.guest_state(node, "lxc", vmid).status == "running"
-    upid = client.snapshot_rollback(node, vmid, name, start=running)
+    upid = start_once(
+        client,
+        node,
+        vmid,
+        "vzrollback",
+        lambda: client.snapshot_rollback(node, vmid, name, start=running),
+        owner=client.token_id,
+    )
     _wait_ok(client, node, upid, f"rollback of {vmid} to {name}", _TASK_TIMEOUT_S)
 
 
@@ -83,16 +99,31 @@ def delete_snapshot(pve: ProxmoxCredentials, node: str, vmid: int, name: str) ->
     client = pve.get_client()
     if not any(s.name == name for s in client.snapshots(node, vmid)):
         return False
-    upid = client.snapshot_delete(node, vmid, name)
+    upid = start_once(
+        client,
+        node,
+        vmid,
+        "vzdelsnapshot",
+        lambda: client.snapshot_delete(node, vmid, name),
+        owner=client.token_id,
+    )
     _wait_ok(client, node, upid, f"deleting snapshot {name} of {vmid}", _TASK_TIMEOUT_S)
     return True
 
 
 @task(name="pve-guest-power", tags=["proxmox"])
 def set_power(pve: ProxmoxCredentials, node: str, vmid: int, action: str) -> None:
-    """Start or stop a container and wait for it. CHANGES THE LAB."""
+    """Start or stop a container and wait for it. CHANGES THE LAB. A lost answer is followed
+    to the task it started, never sent twice."""
     client = pve.get_client()
-    upid = client.power(node, "lxc", vmid, action)
+    upid = start_once(
+        client,
+        node,
+        vmid,
+        f"vz{action}",
+        lambda: client.power(node, "lxc", vmid, action),
+        owner=client.token_id,
+    )
     _wait_ok(client, node, upid, f"{action} of {vmid}", _TASK_TIMEOUT_S)
 
 

@@ -66,10 +66,12 @@ class Bus:
         self.client.disconnect()
 
 
-def lab_config(sandbox: SandboxHandle, work: Path, prefix: str) -> str:
+def lab_config(sandbox: SandboxHandle, work: Path, prefix: str, name: str) -> str:
     """The sandbox's config with quick policies: every guest due for a backup, an open patch
-    window, MQTT on the machine's broker under ``prefix``."""
+    window, MQTT on the machine's broker under ``prefix``. ``name``: the lab's own name, so the
+    two labs' runs (at the same time, on one Prefect server) hold slots of their own."""
     cfg = yaml.safe_load(sandbox.config_path.read_text())
+    cfg["lab"]["name"] = name
     cfg["lab"]["state_dir"] = str(work / "state")
     cfg["systems"]["mqtt"] = {"host": "127.0.0.1", "port": 1883, "topic_prefix": prefix}
     retry = {"timeout_s": 3, "attempts": 8, "backoff_s": 0.02, "backoff_max_s": 0.3}
@@ -225,8 +227,8 @@ def both_labs(
         labs = list(pool.map(lambda d: start_sandbox(d / "lab"), dirs))
     try:
         healthy, faulty = (
-            LabRuns(lab, lab_config(lab, d / "work", bus.prefix))
-            for lab, d in zip(labs, dirs, strict=True)
+            LabRuns(lab, lab_config(lab, d / "work", bus.prefix, name))
+            for lab, d, name in zip(labs, dirs, ("healthy", "faulty"), strict=True)
         )
         for system in ("pve", "pbs"):
             faulty.sandbox.set_faults(system, **FAULTS)

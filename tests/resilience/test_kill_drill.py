@@ -9,7 +9,10 @@ installs (heartbeats every 30 s here, the automation's window at its 90 s minimu
 neither Prefect's server nor a restarted serve process or worker marks them by itself.
 
 Runs on a private Prefect server (the zombie automation and the stuck runs must not touch the
-session server) and a private sandbox.
+session server) and a private sandbox. One lab's backups and patch apply never run at the same
+time (they share the lab's maintenance slot), so the drill gives the sandbox two labs of labops:
+one whose backup run is killed and one whose patch run is killed, each with its own deployments
+and runner, both killed at the same moment.
 """
 
 from __future__ import annotations
@@ -42,8 +45,10 @@ ZOMBIE_AFTER_S = 90  # the smallest window the config allows (3 heartbeats of 30
 ENDED = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-def drill_config(sandbox: SandboxHandle, work: Path) -> str:
+def drill_config(sandbox: SandboxHandle, work: Path, lab: str) -> str:
+    work.mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load(sandbox.config_path.read_text())
+    cfg["lab"]["name"] = lab
     cfg["lab"]["state_dir"] = str(work / "state")
     retry = {"timeout_s": 3, "attempts": 6, "backoff_s": 0.05, "backoff_max_s": 0.5}
     cfg["systems"]["proxmox"]["retry"] = retry
@@ -83,15 +88,12 @@ def drill_config(sandbox: SandboxHandle, work: Path) -> str:
     return str(path)
 
 
-DRILLED = ["backups", "patch-apply"]
-
-
 class Runner:
     """What runs the deployments, in its own session: ``python -m deployments.serve`` (serve
     mode), or a process worker of a pool the deployments were deployed to (``labops deploy
     --pool``; worker mode)."""
 
-    def __init__(self, mode: str, api_url: str, config: str, work: Path) -> None:
+    def __init__(self, mode: str, api_url: str, config: str, work: Path, flow: str) -> None:
         self.env = client_env(
             api_url,
             work / f"{mode}-home",
@@ -100,12 +102,12 @@ class Runner:
         )
         if mode == "serve":
             self.args = [sys.executable, "-m", "deployments.serve", "--config", config,
-                         "--only", *DRILLED]  # fmt: skip
+                         "--only", flow]  # fmt: skip
         else:
-            pool = f"drill-{os.getpid()}"
+            pool = f"drill-{os.getpid()}-{flow}"  # a pool serves one lab
             subprocess.run(
                 [sys.executable, "-m", "cli.main", "deploy", "--config", config, "--pool", pool,
-                 "--only", *DRILLED],
+                 "--only", flow],
                 cwd=ROOT, env=self.env, check=True, capture_output=True, timeout=180,
             )  # fmt: skip
             prefect = str(Path(sys.executable).with_name("prefect"))
@@ -248,11 +250,12 @@ def test_killed_mid_backup_and_patch_then_rerun(
     from tests.fixtures.prefect import pointing_at
 
     sb = make_sandbox()  # a seeded lab each: the other mode's drill upgraded its hosts
-    cfg = drill_config(sb, tmp_path)
+    labs = {flow: f"kill-{os.getpid()}-{flow}" for flow in ("patch-apply", "backups")}
+    cfgs = {flow: drill_config(sb, tmp_path / flow, lab) for flow, lab in labs.items()}
     with pointing_at(platform):  # what `labops housekeeping` installs on a self-hosted server
         assert ensure_zombie_automation.fn(ZOMBIE_AFTER_S) in ("created", "updated", "present")
-    api = Api(platform.api_url, yaml.safe_load(Path(cfg).read_text())["lab"]["name"])
-    serve = Runner(mode, platform.api_url, cfg, tmp_path)
+    apis = {flow: Api(platform.api_url, lab) for flow, lab in labs.items()}
+    runners = [Runner(mode, platform.api_url, cfgs[flow], tmp_path / flow, flow) for flow in labs]
     for host in PATCH_HOSTS:
         assert pending(sb, host), f"{host} has nothing to upgrade in the seeded lab"
     vmid_of = {
@@ -261,39 +264,42 @@ def test_killed_mid_backup_and_patch_then_rerun(
         if g.get("name") in PATCH_HOSTS
     }
     t0 = time.time() - 1
-    serve.start()
+    for runner in runners:
+        runner.start()
     try:
         wait_for(
-            lambda: api.deployment_id("backups") and api.deployment_id("patch-apply"),
+            lambda: all(api.deployment_id(flow) for flow, api in apis.items()),
             90,
             f"{mode}: the deployments are not there",
         )
         sb.set_faults("fleet", extra={"hanging_commands": {HANGING: "dist-upgrade"}})
         sb.set_faults("pve", latency_ms=20)  # vzdumps slow enough to kill one mid-run
-        patch_run = api.run("patch-apply", {"hosts": PATCH_HOSTS})
-        api.approve_when_paused(patch_run)
+        patch_run = apis["patch-apply"].run("patch-apply", {"hosts": PATCH_HOSTS})
+        apis["patch-apply"].approve_when_paused(patch_run)
         wait_for(
             lambda: not pending(sb, "gitea") and not pending(sb, "actual"),
             90,
             "the patch run upgraded nothing before the kill",
         )
-        backup_run = api.run("backups", {})
+        backup_run = apis["backups"].run("backups", {})
         wait_for(
             lambda: sum(pbs_backups_since(sb, t0).values()) >= 8,
             90,
             "the backup run backed nothing up before the kill",
         )
         killed_at = time.monotonic()
-        serve.kill_hard()
+        for runner in runners:
+            runner.kill_hard()
         assert pending(sb, HANGING), "the hanging host must not have been upgraded"
         states = {r: run_state(platform.api_url, r)[0] for r in (patch_run, backup_run)}
         assert set(states.values()) == {"RUNNING"}, states  # nobody told the server
 
         sb.reset_faults()
-        serve.start()  # "start it again"
-        # Backups and patch-apply never overlap (deployment limit 1, CANCEL_NEW): while the
-        # killed run still looks Running, a new run is refused rather than run beside it.
-        early = api.run("backups", {})
+        for runner in runners:
+            runner.start()  # "start it again"
+        # A lab-changing deployment never overlaps itself (deployment limit 1, CANCEL_NEW):
+        # while the killed run still looks Running, a new run is refused rather than run beside.
+        early = apis["backups"].run("backups", {})
         early_state = wait_state(platform.api_url, early, ENDED, 90, "the early rerun never ended")
         crashed = {}
         for run in (patch_run, backup_run):
@@ -307,21 +313,22 @@ def test_killed_mid_backup_and_patch_then_rerun(
             )
         crashed_after = time.monotonic() - killed_at
         # "run again", once the killed runs are known dead
-        rerun_patch = api.run("patch-apply", {"hosts": PATCH_HOSTS})
-        rerun_backup = api.run("backups", {})
-        api.approve_when_paused(rerun_patch)
+        rerun_patch = apis["patch-apply"].run("patch-apply", {"hosts": PATCH_HOSTS})
+        rerun_backup = apis["backups"].run("backups", {})
+        apis["patch-apply"].approve_when_paused(rerun_patch)
         final = {
             run: wait_state(platform.api_url, run, ENDED, 200, f"rerun {run} did not end")
             for run in (rerun_patch, rerun_backup)
         }
     finally:
-        serve.stop()
+        for runner in runners:
+            runner.stop()
         sb.reset_faults()
 
     assert final == {rerun_patch: "COMPLETED", rerun_backup: "COMPLETED"}, (
         final,
-        api.artifacts_text(rerun_patch)[-2000:],
-        serve.log.read_text()[-3000:],
+        apis["patch-apply"].artifacts_text(rerun_patch)[-2000:],
+        "\n".join(r.log.read_text()[-1500:] for r in runners),
     )
     assert set(crashed.values()) == {"CRASHED"}, crashed
     assert early_state == "CANCELLED", f"a run beside the killed one ended {early_state}"
@@ -341,7 +348,7 @@ def test_killed_mid_backup_and_patch_then_rerun(
     )
     assert snapshots[vmid_of[HANGING]] == 2, snapshots
     assert all(not pending(sb, h) for h in PATCH_HOSTS)
-    report = api.artifacts_text(rerun_patch)
+    report = apis["patch-apply"].artifacts_text(rerun_patch)
     assert HANGING in report and "labops-patch-" in report, report[-2000:]
     locked = {
         g["vmid"]: g["lock"] for g in sb.pve().cluster.resources.get(type="vm") if g.get("lock")
