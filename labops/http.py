@@ -251,7 +251,11 @@ class HttpClient:
             if resp.status_code in ok:
                 return resp
             message = _message(resp)
-            if resp.status_code == 429 or resp.status_code >= 500:
+            # 501 (not implemented) and 505 are the server's final word: asking again changes
+            # nothing.
+            if resp.status_code == 429 or (
+                resp.status_code >= 500 and resp.status_code not in (501, 505)
+            ):
                 raise RetryableStatus(
                     resp.status_code, message, parse_retry_after(resp.headers.get("Retry-After"))
                 )

@@ -99,6 +99,9 @@ class Guest:
     tags: list[str] = field(default_factory=list)
     pool: str | None = None
     lock: str | None = None  # "backup", "snapshot", ... while a task holds it
+    # Counts the boots PVE gave the guest (start, reboot), so the fleet sees a reboot it was
+    # too slow to see as "stopped" in between.
+    boots: int = 0
     maxmem: int = 1024**3
     maxdisk: int = 8 * 1024**3
     disk_used: int = 2 * 1024**3

@@ -285,12 +285,9 @@ def post_check(
 def reboot_container(ctx: LabContext, r: HostApply) -> None:
     if r.node is None or r.vmid is None:
         return
-    pve = ctx.pve_block()
-    try:
-        pve_tasks.set_power(pve, r.node, r.vmid, "reboot")
-    except Exception:
-        pve_tasks.set_power(pve, r.node, r.vmid, "stop")
-        pve_tasks.set_power(pve, r.node, r.vmid, "start")
+    # PVE's own reboot task: one request, followed to its task if the answer is lost; no
+    # stop + start of our own that a lost answer could leave half done (a stopped container).
+    pve_tasks.set_power(ctx.pve_block(), r.node, r.vmid, "reboot")
     r.rebooted = True
 
 

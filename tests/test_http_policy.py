@@ -63,6 +63,15 @@ def test_other_4xx_is_an_api_error_at_once(server: ScriptedServer) -> None:
     assert err.value.status == 404 and "no such agent" in str(err.value)
 
 
+def test_501_not_implemented_is_final_not_retried(server: ScriptedServer) -> None:
+    # PVE answers 501 for a method it does not have: asking four times changes nothing.
+    server.default = Reply(501, {"message": "Method 'POST /x' not implemented"})
+    with client(server) as c, pytest.raises(ApiError) as err:
+        c.request("POST", "/x", once=True)
+    assert len(server.requests) == 1
+    assert err.value.status == 501 and "not implemented" in str(err.value)
+
+
 def test_429_retry_after_is_waited(server: ScriptedServer) -> None:
     server.script = [Reply(429, {"message": "slow down"}, headers={"Retry-After": "1"})]
     server.default = Reply(200, {"ok": 1})

@@ -369,8 +369,9 @@ def test_killed_mid_batch_then_rerun(
 
 
 def test_container_restarted_only_when_its_own_packages_ask(sandbox: Any, tmp_path: Path) -> None:
-    """An Ubuntu container whose libc6 upgrade writes /run/reboot-required is restarted (stop +
-    start through PVE when it has no reboot endpoint); a Debian one next to it is not."""
+    """An Ubuntu container whose libc6 upgrade writes /run/reboot-required is rebooted through
+    PVE's own reboot task (one request, no stop + start of labops' own); a Debian one next to it
+    is not."""
     from flows.patching import patch_apply
 
     sandbox.control("fleet", "set_pending", host="traefik", packages=[{"name": "libc6"}])
@@ -384,6 +385,7 @@ def test_container_restarted_only_when_its_own_packages_ask(sandbox: Any, tmp_pa
         reboot="when-required",
         delete_snapshots_after_h=0,
     )
+    since = sandbox.journal_mark()
     state, _ = run_paused_flow(
         lambda: patch_apply(config=cfg, hosts=["traefik", "grafana"], return_state=True),
         cfg,
@@ -397,6 +399,12 @@ def test_container_restarted_only_when_its_own_packages_ask(sandbox: Any, tmp_pa
     node, vmid = guest(sandbox, "traefik")
     assert sandbox.pve().nodes(node).lxc(vmid).status.current.get()["status"] == "running"
     assert not sandbox.control("fleet", "state", host="traefik")["reboot_required"]
+    calls = [
+        (e["method"], e["path"].rsplit("/", 1)[-1])
+        for e in sandbox.journal(since, system="pve")
+        if f"/lxc/{vmid}/status/" in e.get("path", "")
+    ]
+    assert calls == [("POST", "reboot")], calls
 
 
 def test_scheduled_run_preapproved_by_policy(

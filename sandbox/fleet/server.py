@@ -103,6 +103,7 @@ class FleetService(Service):
         self._down_until: dict[str, float] = {}
         self._applied_locks: dict[str, float] = {}
         self._was_powered: dict[str, bool] = {}
+        self._boots_seen: dict[str, int] = {}
         self._kick: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -211,13 +212,21 @@ class FleetService(Service):
         guest = self.lab.guest(spec.vmid or 0)
         return guest is not None and guest.status == "running"
 
+    def _boots(self, name: str) -> int:
+        spec = self.specs[name]
+        guest = None if spec.kind == "node" else self.lab.guest(spec.vmid or 0)
+        return guest.boots if guest is not None else 0
+
     def _track_power(self) -> None:
         # A container started again through the PVE API, or a node powered back on, has booted:
         # reboot-required clears, the newest kernel runs, services needing a restart are fresh.
         with self.lab.lock:
             for name in self.specs:
                 up = self._powered(name)
-                if up and self._was_powered.get(name) is False:
+                boots = self._boots(name)
+                rebooted = boots != self._boots_seen.setdefault(name, boots)
+                self._boots_seen[name] = boots
+                if up and (self._was_powered.get(name) is False or rebooted):
                     st = self.lab.hosts.get(name)
                     if isinstance(st, HostState):
                         new_boot(st)

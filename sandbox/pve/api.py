@@ -1183,7 +1183,7 @@ async def _power(api: PveApi, req: Req, kind: str, action: str) -> Any:
         raise ApiError(500, f"{label} {g.vmid} is a template - operation not allowed")
     if action == "start" and g.status == "running":
         raise ApiError(500, f"{label} {g.vmid} already running")
-    if action in ("stop", "shutdown") and g.status != "running":
+    if action in ("stop", "shutdown", "reboot") and g.status != "running":
         raise ApiError(500, f"{label} {g.vmid} not running")
     prefix = "vz" if kind == "lxc" else "qm"
 
@@ -1200,8 +1200,18 @@ async def _power(api: PveApi, req: Req, kind: str, action: str) -> Any:
                         g.tags = split_list(str(value))
                     else:
                         api.config_edits.setdefault(g.vmid, {})[key] = value
+        if action == "reboot":
+            # PVE's reboot is a shutdown and a start in one task, the guest keeping its node.
+            g.status = "stopped"
+            await api.sleep(1.0)
+            g.status = "running"
+            g.boots += 1
+            await api.sleep(1.0)
+            return None
         await api.sleep(2.0 if action != "stop" else 0.5)
         g.status = "running" if action == "start" else "stopped"
+        if action == "start":
+            g.boots += 1
         return None
 
     return api.tasks.spawn(
@@ -1210,7 +1220,7 @@ async def _power(api: PveApi, req: Req, kind: str, action: str) -> Any:
 
 
 for _kind in ("lxc", "qemu"):
-    for _action in ("start", "stop", "shutdown"):
+    for _action in ("start", "stop", "shutdown", "reboot"):
 
         async def _handler(api: PveApi, req: Req, _k: str = _kind, _a: str = _action) -> Any:
             return await _power(api, req, _k, _a)
