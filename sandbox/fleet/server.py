@@ -311,14 +311,14 @@ class FleetService(Service):
             for host, secs in locks.items():
                 st = self.lab.hosts.get(host)
                 if st is not None and self._applied_locks.get(host) != secs:
-                    st.lock_until = time.time() + float(secs)
+                    st.lock_until, st.lock_hold_s = 0.0, float(secs)
                     st.lock_holder = holder
                     self._applied_locks[host] = secs
             for host in list(self._applied_locks):
                 if host not in locks:
                     st = self.lab.hosts.get(host)
                     if st is not None:
-                        st.lock_until = 0.0
+                        st.lock_until, st.lock_hold_s = 0.0, 0.0
                     del self._applied_locks[host]
 
     # ---------------------------------------------------------------------------- sessions
@@ -566,7 +566,8 @@ class FleetService(Service):
         spec = self.specs.get(st.name)
         data["port"] = spec.port if spec else None
         data["listening"] = st.name in self._servers
-        data["lock_held"] = st.lock_held()
+        # asking the state must not start a pending lock's timer
+        data["lock_held"] = st.lock_hold_s > 0 or st.lock_until > time.time()
         return data
 
     def _c_reset(self, payload: dict[str, Any]) -> dict[str, Any]:

@@ -67,6 +67,9 @@ class HostState:
     services: dict[str, str] = field(default_factory=dict)  # unit -> active|inactive|failed
     main_service: str | None = None
     lock_until: float = 0.0  # wall time until which an apt-get holds the dpkg/apt locks
+    # A lock fault's hold time starts when a command first meets the lock, not when the fault
+    # is set: however slow the client is to arrive, it finds the lock held for this long.
+    lock_hold_s: float = 0.0
     lock_pid: int = 0
     lock_holder: str = "apt-get"
     boot_id: str = ""
@@ -84,7 +87,10 @@ class HostState:
         return "alpine" if self.os.startswith("alpine") else "debian"
 
     def lock_held(self, now: float | None = None) -> bool:
-        return self.lock_until > (time.time() if now is None else now)
+        now = time.time() if now is None else now
+        if self.lock_hold_s > 0:
+            self.lock_until, self.lock_hold_s = now + self.lock_hold_s, 0.0
+        return self.lock_until > now
 
 
 def os_release(os_name: str) -> str:

@@ -1868,7 +1868,7 @@ def new_boot(st: HostState) -> None:
     st.needrestart_svc = []
     st.boot_id = str(uuid.uuid4())
     st.booted_at = time.time()
-    st.lock_until = 0.0
+    st.lock_until, st.lock_hold_s = 0.0, 0.0
     for unit in st.transient:  # transient units do not survive a boot, nor does /run
         st.services.pop(unit, None)
     st.transient = []
