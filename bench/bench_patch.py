@@ -91,14 +91,17 @@ def contender_labops(spec: dict[str, Any]) -> dict[str, Any]:
     import flows  # noqa: F401  (what every labops flow process imports: the heartbeat fix)
     from blocks.ssh import SshCredentials
     from labops.ssh import SshTarget
+    from labops.ssh_settings import SshSettings
     from tasks.ssh import CheckOptions, HostAccess, check_hosts
 
     imported = time.perf_counter()
     creds = SshCredentials(
-        user="root",
-        key_file=spec["key_file"],
-        known_hosts=spec["known_hosts"],
-        parallel=spec["parallel"],
+        settings=SshSettings(
+            user="root",
+            key_file=spec["key_file"],
+            known_hosts=spec["known_hosts"],
+            parallel=spec["parallel"],
+        )
     )
     hosts = [
         HostAccess(

@@ -1,23 +1,26 @@
-"""Shared base of the HTTP system blocks: base URL, TLS verification and the retry policy."""
+"""The base of every labops block: a system's settings plus its secrets, and nothing else.
+
+A block nests its system's settings model (declared once, beside the system's client, e.g.
+``labops.proxmox_settings.ProxmoxSettings``) in a ``settings`` field, and holds each secret as a
+``SecretStr`` field beside it, the way Prefect's own integrations nest client parameters in a
+credentials block. ``blocks.factory`` builds every block from its config section with one
+generic builder; ``get_client`` hands the settings and the revealed secret to the client.
+"""
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 import httpx
 from prefect.blocks.abstract import CredentialsBlock
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
-from labops.config.secrets import HELD_BY_BLOCK
-from labops.config.systems import HttpRetry, TlsOptions
 from labops.http import HttpClient
+from labops.http_settings import HttpSettings
 from labops.redact import register_secret
-
-# A config model needs a secret *reference*; a block carries the secret itself, so the model it
-# builds for a client gets this placeholder, which nothing ever resolves.
-SECRET_IN_BLOCK = HELD_BY_BLOCK
+from labops.settings import Strict
 
 
 def reveal(secret: SecretStr | None) -> str | None:
@@ -29,20 +32,77 @@ def reveal(secret: SecretStr | None) -> str | None:
     return value
 
 
-class HttpEndpointBlock(CredentialsBlock, abc.ABC):
+class SystemBlock(CredentialsBlock, abc.ABC):
+    """Base of every labops block: ``settings`` (the system's settings model) and its secrets.
+
+    Every other field of a subclass is a secret; ``blocks.factory`` fills each from the config
+    key of the same name (a secret reference), resolved when the block is built.
+    """
+
+    settings: Strict
+    required: ClassVar[tuple[str, ...]] = ()
+    """Settings this system cannot work without, although its config may leave them out."""
+
+    @classmethod
+    def settings_type(cls) -> type[Strict]:
+        """The settings model of this system (the type of the ``settings`` field)."""
+        return cast(type[Strict], cls.model_fields["settings"].annotation)
+
+    @classmethod
+    def secret_names(cls) -> list[str]:
+        """The block's secret fields: every field but ``settings`` (and Prefect's own)."""
+        return [n for n in cls.model_fields if n != "settings" and n != "block_type_slug"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_flat_settings(cls, data: Any) -> Any:
+        # Blocks saved before the settings were nested hold them at the top level: move them in,
+        # so such a block still loads (and a flat constructor call still works).
+        if not isinstance(data, dict) or "settings" in data:
+            return data
+        names = cls.settings_type().model_fields
+        nested = {k: v for k, v in data.items() if k in names}
+        rest = {k: v for k, v in data.items() if k not in names}
+        return {**rest, "settings": nested}
+
+    @model_validator(mode="after")
+    def _has_required_settings(self) -> Self:
+        missing = [n for n in self.required if getattr(self.settings, n) in (None, "")]
+        if missing:
+            raise ValueError(f"required for this system: {', '.join(missing)}")
+        return self
+
+    def with_settings(self, **changes: Any) -> Self:
+        """A copy of the block whose settings have ``changes`` (e.g. a shorter ``retry``)."""
+        return self.model_copy(update={"settings": self.settings.model_copy(update=changes)})
+
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any: ...
+
+    else:
+
+        def __getattr__(self, name: str) -> Any:
+            # Reading a setting straight off the block (``block.zone``) reads it from the nested
+            # settings: callers need not know where a block keeps them.
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                settings = self.__dict__.get("settings")
+                if name.startswith("_") or settings is None:
+                    raise
+                if name not in type(settings).model_fields:
+                    raise
+                return getattr(settings, name)
+
+
+class HttpEndpointBlock(SystemBlock, abc.ABC):  # an interface: Prefect registers no ABC
     """Base of every block that talks HTTP(S) to one system through ``labops.http.HttpClient``."""
 
     system_name: ClassVar[str] = "http"
+    required: ClassVar[tuple[str, ...]] = ("url",)
 
-    url: str = Field(..., description="Base URL of the system's API, e.g. https://host:port.")
-    tls: TlsOptions = Field(
-        default_factory=TlsOptions,
-        description="Certificate verification (on by default) and an optional CA bundle.",
-    )
-    retry: HttpRetry = Field(
-        default_factory=HttpRetry,
-        description="Timeout and retry policy of every request (never retries 401/403).",
-    )
+    settings: HttpSettings = Field(..., description="URL, TLS verification and retry policy.")
 
     def _http(
         self,
@@ -50,8 +110,9 @@ class HttpEndpointBlock(CredentialsBlock, abc.ABC):
         headers: Mapping[str, str] | None = None,
         auth: httpx.Auth | tuple[str, str] | None = None,
     ) -> HttpClient:
+        s = self.settings
         return HttpClient(
-            self.system_name, self.url, retry=self.retry, tls=self.tls, headers=headers, auth=auth
+            self.system_name, s.base_url, retry=s.retry, tls=s.tls, headers=headers, auth=auth
         )
 
     @abc.abstractmethod

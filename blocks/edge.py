@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 
 from blocks._base import HttpEndpointBlock, bearer, reveal
 from labops.http import HttpClient
+from labops.http_settings import StepCaSettings, TechnitiumSettings, TraefikSettings
 
 
 class TraefikApi(HttpEndpointBlock):
@@ -36,16 +37,16 @@ class TraefikApi(HttpEndpointBlock):
     """
     system_name: ClassVar[str] = "traefik"
 
-    username: str | None = Field(None, description="Basic-auth user of the API router, if any.")
-    password: SecretStr | None = Field(None, description="Basic-auth password, if any.")
-    entrypoint: str = Field(
-        "127.0.0.1:443", description="host:port of the websecure entrypoint to probe with SNI."
+    settings: TraefikSettings = Field(
+        ..., description="API URL, optional basic-auth user, the websecure entrypoint, TLS."
     )
+    password: SecretStr | None = Field(None, description="Basic-auth password, if any.")
 
     def get_client(self) -> HttpClient:
         """An ``HttpClient`` for the Traefik API (basic auth when a user is set)."""
         password = reveal(self.password)
-        auth = (self.username, password or "") if self.username else None
+        user = self.settings.username
+        auth = (user, password or "") if user else None
         return self._http(auth=auth)
 
 
@@ -73,6 +74,8 @@ class StepCa(HttpEndpointBlock):
     ```
     """
     system_name: ClassVar[str] = "step_ca"
+
+    settings: StepCaSettings = Field(..., description="URL of step-ca and its CA bundle.")
 
     def get_client(self) -> HttpClient:
         """An ``HttpClient`` for step-ca (its read endpoints need no credentials)."""
@@ -105,8 +108,8 @@ class TechnitiumDns(HttpEndpointBlock):
     """
     system_name: ClassVar[str] = "technitium"
 
+    settings: TechnitiumSettings = Field(..., description="API URL, internal zone, TLS.")
     token: SecretStr | None = Field(None, description="API token (Settings > Sessions).")
-    zone: str = Field(..., description="The internal zone, e.g. lab.internal.")
 
     def get_client(self) -> HttpClient:
         """An ``HttpClient`` sending the token as ``Authorization: Bearer`` (Technitium v15+)."""

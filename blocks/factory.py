@@ -1,56 +1,92 @@
 """Blocks built from the validated config, secrets resolved at this moment.
 
-A system whose config names ``block: NAME`` gets the saved block of that name instead; otherwise
-the block is built from the config's inline values and its secret references.
+Every system is one row of :data:`SYSTEMS` (where its section sits in the config, its block
+class); one builder turns any section into its block: the section's settings (the block's
+settings model, which the section inherits) and each of the block's secrets, resolved from the
+section's reference of the same name. A system whose config names ``block: NAME`` gets the saved
+block of that name instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from prefect.blocks.core import Block
 from prefect.blocks.fields import SecretDict
 from pydantic import BaseModel, SecretStr
 
-from blocks._base import HttpEndpointBlock
+from blocks._base import HttpEndpointBlock, SystemBlock
 from blocks.edge import StepCa, TechnitiumDns, TraefikApi
-from blocks.llm import LlmProvider, LlmProviders
+from blocks.llm import LlmProviders
 from blocks.notify import MqttBroker, TelegramBot
 from blocks.observability import BeszelHub, Loki, VictoriaMetrics
 from blocks.proxmox import PbsCredentials, ProxmoxCredentials
 from blocks.security import CrowdsecLapi, WazuhApi, WazuhIndexer
 from blocks.ssh import SshCredentials
 from labops.config import LabopsConfig, resolve_secret
+from labops.config.secrets import is_secret_field
 from labops.errors import ConfigError
 from labops.metrics_push import VictoriaMetricsPusher
 from labops.notify import MultiNotifier, Notifier
 
 B = TypeVar("B", bound=Block)
 
-HTTP_SYSTEMS: dict[str, type[HttpEndpointBlock]] = {
-    "traefik": TraefikApi,
-    "step_ca": StepCa,
-    "technitium": TechnitiumDns,
-    "wazuh_api": WazuhApi,
-    "wazuh_indexer": WazuhIndexer,
-    "crowdsec": CrowdsecLapi,
-    "victoriametrics": VictoriaMetrics,
-    "loki": Loki,
-    "beszel": BeszelHub,
-}
-"""System name (as ``http_block`` and ``LabContext.http`` take it) -> block class."""
+SecretsOf = Callable[[Any, str], dict[str, Any]]
+"""Builds a block's secret fields from its section, for a system whose secrets do not map one
+config key to one block field (the LLM chain: a key per model, one SecretDict in the block)."""
 
-BLOCK_TYPES: dict[str, type[Block]] = {
-    "proxmox": ProxmoxCredentials,
-    "pbs": PbsCredentials,
-    "ssh": SshCredentials,
-    **HTTP_SYSTEMS,
-    "telegram": TelegramBot,
-    "mqtt": MqttBroker,
-    "llm": LlmProviders,
+
+@dataclass(frozen=True)
+class System:
+    """One system labops knows: where its section is in the config and the block it becomes."""
+
+    path: tuple[str, ...]
+    """Attribute path of its section under ``config.systems``."""
+    block: type[SystemBlock]
+    secrets: SecretsOf | None = None
+
+    @property
+    def config_key(self) -> str:
+        return ".".join(("systems", *self.path))
+
+
+def _llm_keys(section: Any, where: str) -> dict[str, Any]:
+    keys: dict[str, str] = {}
+    for i, model in enumerate(section.models):
+        if model.api_key is not None:
+            key = resolve_secret(model.api_key, f"{where}.models.{i}.api_key")
+            keys[model.model] = key.get_secret_value()
+    return {"api_keys": SecretDict(keys)}
+
+
+SYSTEMS: dict[str, System] = {
+    "proxmox": System(("proxmox",), ProxmoxCredentials),
+    "pbs": System(("pbs",), PbsCredentials),
+    "ssh": System(("ssh",), SshCredentials),
+    "traefik": System(("traefik",), TraefikApi),
+    "step_ca": System(("step_ca",), StepCa),
+    "technitium": System(("technitium",), TechnitiumDns),
+    "wazuh_api": System(("wazuh", "api"), WazuhApi),
+    "wazuh_indexer": System(("wazuh", "indexer"), WazuhIndexer),
+    "crowdsec": System(("crowdsec",), CrowdsecLapi),
+    "victoriametrics": System(("victoriametrics",), VictoriaMetrics),
+    "loki": System(("loki",), Loki),
+    "beszel": System(("beszel",), BeszelHub),
+    "telegram": System(("telegram",), TelegramBot),
+    "mqtt": System(("mqtt",), MqttBroker),
+    "llm": System(("llm",), LlmProviders, secrets=_llm_keys),
 }
 """Every system labops knows, in the order `labops config check` lists them."""
+
+BLOCK_TYPES: dict[str, type[Block]] = {name: s.block for name, s in SYSTEMS.items()}
+"""System name (as ``block_for`` and ``LabContext.block`` take it) -> block class."""
+
+HTTP_SYSTEMS: dict[str, type[HttpEndpointBlock]] = {
+    name: s.block for name, s in SYSTEMS.items() if issubclass(s.block, HttpEndpointBlock)
+}
+"""System name (as ``http_block`` and ``LabContext.http`` take it) -> block class."""
 
 
 def normalise(system: str) -> str:
@@ -60,21 +96,23 @@ def normalise(system: str) -> str:
 
 def config_key(system: str) -> str:
     """The key path of a system in the config file (``wazuh_api`` -> ``systems.wazuh.api``)."""
-    if system.startswith("wazuh_"):
-        return f"systems.wazuh.{system.removeprefix('wazuh_')}"
-    return f"systems.{system}"
+    name = normalise(system)
+    return SYSTEMS[name].config_key if name in SYSTEMS else f"systems.{name}"
 
 
 def system_config(config: LabopsConfig, system: str) -> Any:
     """The config section of ``system``, or None when it is not configured."""
     name = normalise(system)
-    if name not in BLOCK_TYPES and name not in type(config.systems).model_fields:
-        known = ", ".join(BLOCK_TYPES)
-        raise ConfigError(f"unknown system {system!r} (known: {known})")
-    if name.startswith("wazuh_"):  # the Wazuh API and indexer are two systems under one key
-        wazuh = config.systems.wazuh
-        return None if wazuh is None else getattr(wazuh, name.removeprefix("wazuh_"))
-    return getattr(config.systems, name)
+    if name in SYSTEMS:
+        section: Any = config.systems
+        for attr in SYSTEMS[name].path:
+            section = getattr(section, attr)
+            if section is None:
+                return None
+        return section
+    if name in type(config.systems).model_fields:  # a group of systems (``wazuh``)
+        return getattr(config.systems, name)
+    raise ConfigError(f"unknown system {system!r} (known: {', '.join(SYSTEMS)})")
 
 
 def configured_systems(config: LabopsConfig) -> list[str]:
@@ -91,7 +129,7 @@ def block_for(config: LabopsConfig, system: str) -> Block:
     saved = getattr(section, "block", None)
     if saved:
         return _load_saved(BLOCK_TYPES[name], saved, config_key(name))
-    return _BUILDERS[name](section, config_key(name))
+    return build_block(SYSTEMS[name], section)
 
 
 def pve_block(config: LabopsConfig) -> ProxmoxCredentials:
@@ -157,164 +195,47 @@ def _load_saved(cls: type[B], name: str, where: str) -> B:
         ) from None
 
 
-def _secret(section: BaseModel, key: str, where: str) -> SecretStr | None:
-    ref = getattr(section, key)
-    return None if ref is None else resolve_secret(ref, f"{where}.{key}")
+def build_block(system: System, section: Any) -> SystemBlock:
+    """The block of ``system`` from its config section: the same settings, secrets resolved.
+
+    Raises:
+        ConfigError: naming the key when a setting or secret the system needs is missing, or a
+            secret reference cannot be resolved.
+    """
+    where = system.config_key
+    cls = system.block
+    settings_type = cls.settings_type()
+    settings = settings_type.model_validate(
+        {name: _settings_only(getattr(section, name)) for name in settings_type.model_fields}
+    )
+    for name in cls.required:
+        if getattr(settings, name) in (None, ""):
+            hint = " (or name a saved block with `block:`)" if name == "url" else ""
+            raise ConfigError(f"{where}.{name}: required for this system{hint}")
+    if system.secrets is not None:
+        secrets = system.secrets(section, where)
+    else:
+        secrets = {name: _secret(section, name, where) for name in cls.secret_names()}
+    for name, value in secrets.items():
+        if value is None and cls.model_fields[name].is_required():
+            raise ConfigError(f"{where}.{name}: required for this system")
+    return cls(settings=settings, **{k: v for k, v in secrets.items() if v is not None})
 
 
-def _required(value: SecretStr | None, where: str) -> SecretStr:
-    if value is None:
-        raise ConfigError(f"{where}: required for this system")
+def _settings_only(value: Any) -> Any:
+    """``value`` with every secret reference left out (a section's nested parts, e.g. the LLM
+    models, inherit their settings model and add a reference, which the block never holds)."""
+    if isinstance(value, BaseModel):
+        fields = type(value).model_fields
+        kept = [n for n, f in fields.items() if not is_secret_field(f)]
+        return {n: _settings_only(getattr(value, n)) for n in kept}
+    if isinstance(value, list | tuple):
+        return [_settings_only(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _settings_only(v) for k, v in value.items()}
     return value
 
 
-def _url(section: Any, where: str) -> str:
-    if section.url is None:
-        raise ConfigError(f"{where}.url: required (or name a saved block with `block:`)")
-    return str(section.url).rstrip("/")
-
-
-def _common(section: Any, where: str) -> dict[str, Any]:
-    return {"url": _url(section, where), "tls": section.tls, "retry": section.retry}
-
-
-def _proxmox(s: Any, where: str) -> Block:
-    return ProxmoxCredentials(
-        **_common(s, where),
-        token_id=s.token_id,
-        token_secret=_required(_secret(s, "token_secret", where), f"{where}.token_secret"),
-        nodes=s.nodes,
-    )
-
-
-def _pbs(s: Any, where: str) -> Block:
-    return PbsCredentials(
-        **_common(s, where),
-        token_id=s.token_id,
-        token_secret=_required(_secret(s, "token_secret", where), f"{where}.token_secret"),
-        datastore=s.datastore,
-        pve_storage=s.pve_storage,
-    )
-
-
-def _ssh(s: Any, where: str) -> Block:
-    return SshCredentials(
-        user=s.user,
-        key_file=s.key_file,
-        key_passphrase=_secret(s, "key_passphrase", where),
-        known_hosts=s.known_hosts,
-        trust_on_first_use=s.trust_on_first_use,
-        connect_timeout_s=s.connect_timeout_s,
-        command_timeout_s=s.command_timeout_s,
-        max_output_bytes=s.max_output_bytes,
-        jump_host=s.jump_host,
-        parallel=s.parallel,
-    )
-
-
-def _traefik(s: Any, where: str) -> Block:
-    return TraefikApi(
-        **_common(s, where),
-        username=s.username,
-        password=_secret(s, "password", where),
-        entrypoint=s.entrypoint,
-    )
-
-
-def _step_ca(s: Any, where: str) -> Block:
-    return StepCa(**_common(s, where))
-
-
-def _technitium(s: Any, where: str) -> Block:
-    return TechnitiumDns(**_common(s, where), token=_secret(s, "token", where), zone=s.zone)
-
-
-def _user_password(cls: type[HttpEndpointBlock]) -> Callable[[Any, str], Block]:
-    def build(s: Any, where: str) -> Block:
-        if not s.username:
-            raise ConfigError(f"{where}.username: required for this system")
-        return cls(
-            **_common(s, where),
-            username=s.username,
-            password=_required(_secret(s, "password", where), f"{where}.password"),
-        )
-
-    return build
-
-
-def _crowdsec(s: Any, where: str) -> Block:
-    return CrowdsecLapi(
-        **_common(s, where),
-        machine_id=s.machine_id,
-        machine_password=_secret(s, "machine_password", where),
-        bouncer_key=_secret(s, "bouncer_key", where),
-    )
-
-
-def _plain(cls: type[HttpEndpointBlock]) -> Callable[[Any, str], Block]:
-    def build(s: Any, where: str) -> Block:
-        return cls(**_common(s, where))
-
-    return build
-
-
-def _telegram(s: Any, where: str) -> Block:
-    return TelegramBot(
-        url=str(s.url).rstrip("/") if s.url else "https://api.telegram.org",
-        bot_token=_required(_secret(s, "bot_token", where), f"{where}.bot_token"),
-        chat_id=s.chat_id,
-        tls=s.tls,
-        retry=s.retry,
-    )
-
-
-def _mqtt(s: Any, where: str) -> Block:
-    return MqttBroker(
-        host=s.host,
-        port=s.port,
-        username=s.username,
-        password=_secret(s, "password", where),
-        tls=s.tls,
-        ca_bundle=s.ca_bundle,
-        topic_prefix=s.topic_prefix,
-        qos=s.qos,
-    )
-
-
-def _llm(s: Any, where: str) -> Block:
-    models = [
-        LlmProvider(model=m.model, api_base=str(m.api_base) if m.api_base else None)
-        for m in s.models
-    ]
-    keys: dict[str, str] = {}
-    for i, m in enumerate(s.models):
-        key = _secret(m, "api_key", f"{where}.models.{i}")
-        if key is not None:
-            keys[m.model] = key.get_secret_value()
-    return LlmProviders(
-        models=models,
-        api_keys=SecretDict(keys),
-        timeout_s=s.timeout_s,
-        max_input_tokens=s.max_input_tokens,
-        max_output_tokens=s.max_output_tokens,
-        max_cost_usd=s.max_cost_usd,
-    )
-
-
-_BUILDERS: dict[str, Callable[[Any, str], Block]] = {
-    "proxmox": _proxmox,
-    "pbs": _pbs,
-    "ssh": _ssh,
-    "traefik": _traefik,
-    "step_ca": _step_ca,
-    "technitium": _technitium,
-    "wazuh_api": _user_password(WazuhApi),
-    "wazuh_indexer": _user_password(WazuhIndexer),
-    "crowdsec": _crowdsec,
-    "victoriametrics": _plain(VictoriaMetrics),
-    "loki": _plain(Loki),
-    "beszel": _user_password(BeszelHub),
-    "telegram": _telegram,
-    "mqtt": _mqtt,
-    "llm": _llm,
-}
+def _secret(section: Any, key: str, where: str) -> SecretStr | None:
+    ref = getattr(section, key)
+    return None if ref is None else resolve_secret(ref, f"{where}.{key}")

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
-from prefect.blocks.abstract import CredentialsBlock
 from pydantic import Field, SecretStr
 
-from blocks._base import SECRET_IN_BLOCK, reveal
-from labops.config.systems import HttpRetry, MqttSystem, TlsOptions
+from blocks._base import SystemBlock, reveal
 from labops.http import HttpClient
+from labops.notify.settings import MqttSettings, TelegramSettings
 
 if TYPE_CHECKING:
     from labops.notify.mqtt import MqttNotifier
     from labops.notify.telegram import TelegramNotifier
 
 
-class TelegramBot(CredentialsBlock):
+class TelegramBot(SystemBlock):
     """A Telegram bot token and the chat that receives labops notifications.
 
     Example:
@@ -42,22 +40,24 @@ class TelegramBot(CredentialsBlock):
     ```
     """
 
-    url: str = Field("https://api.telegram.org", description="Bot API base URL.")
+    required: ClassVar[tuple[str, ...]] = ("url",)
+
+    settings: TelegramSettings = Field(
+        ..., description="Bot API URL, the chat that receives the messages, TLS and retries."
+    )
     bot_token: SecretStr = Field(..., description="The bot's token from @BotFather.")
-    chat_id: str = Field(..., description="Chat (or @channel) that receives the messages.")
-    tls: TlsOptions = Field(default_factory=TlsOptions, description="Certificate verification.")
-    retry: HttpRetry = Field(default_factory=HttpRetry, description="Timeout and retry policy.")
 
     def get_client(self) -> TelegramNotifier:
         """A ``labops.notify.telegram.TelegramNotifier`` sending to this chat."""
         from labops.notify.telegram import TelegramNotifier
 
         reveal(self.bot_token)
-        client = HttpClient("telegram", self.url, retry=self.retry, tls=self.tls)
-        return TelegramNotifier(self.url, self.bot_token, self.chat_id, client)
+        s = self.settings
+        client = HttpClient("telegram", s.base_url, retry=s.retry, tls=s.tls)
+        return TelegramNotifier(s.base_url, self.bot_token, s.chat_id, client)
 
 
-class MqttBroker(CredentialsBlock):
+class MqttBroker(SystemBlock):
     """An MQTT broker where labops publishes reports (Home Assistant, Node-RED...).
 
     Example:
@@ -81,26 +81,11 @@ class MqttBroker(CredentialsBlock):
     ```
     """
 
-    host: str = Field("127.0.0.1", description="Broker host.")
-    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 for TLS).")
-    username: str | None = Field(None, description="Login user, if the broker wants one.")
+    settings: MqttSettings = Field(
+        default_factory=MqttSettings,
+        description="Broker address, optional user and TLS, topic prefix, QoS.",
+    )
     password: SecretStr | None = Field(None, description="Login password.")
-    tls: bool = Field(False, description="Connect with TLS.")
-    ca_bundle: Path | None = Field(None, description="CA file verifying the broker (TLS).")
-    topic_prefix: str = Field("labops", description="Root of every topic labops publishes.")
-    qos: int = Field(1, ge=0, le=2, description="MQTT quality of service of the messages.")
-
-    def system(self) -> MqttSystem:
-        return MqttSystem(
-            host=self.host,
-            port=self.port,
-            username=self.username,
-            password=SECRET_IN_BLOCK if self.password else None,
-            tls=self.tls,
-            ca_bundle=self.ca_bundle,
-            topic_prefix=self.topic_prefix,
-            qos=self.qos,
-        )
 
     def get_client(self, lab: str | None = None) -> MqttNotifier:
         """A ``labops.notify.mqtt.MqttNotifier`` publishing under ``topic_prefix`` (and under
@@ -108,4 +93,4 @@ class MqttBroker(CredentialsBlock):
         from labops.notify.mqtt import MqttNotifier
 
         reveal(self.password)
-        return MqttNotifier(self.system(), self.password, lab=lab)
+        return MqttNotifier(self.settings, self.password, lab=lab)

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr
 from blocks._base import HttpEndpointBlock, reveal
 from labops.errors import ApiError, AuthFailed
 from labops.http import HttpClient
+from labops.http_settings import BeszelSettings, LokiSettings, VictoriaMetricsSettings
 from labops.metrics_push import VictoriaMetricsPusher
 
 
@@ -37,6 +38,8 @@ class VictoriaMetrics(HttpEndpointBlock):
     ```
     """
     system_name: ClassVar[str] = "victoriametrics"
+
+    settings: VictoriaMetricsSettings = Field(..., description="URL, TLS and retries.")
 
     def get_client(self) -> HttpClient:
         """An ``HttpClient`` for VictoriaMetrics (no auth by default)."""
@@ -73,11 +76,13 @@ class Loki(HttpEndpointBlock):
     """
     system_name: ClassVar[str] = "loki"
 
-    tenant: str | None = Field(None, description="X-Scope-OrgID of a multi-tenant Loki.")
+    settings: LokiSettings = Field(..., description="URL, tenant (X-Scope-OrgID), TLS.")
 
     def get_client(self) -> HttpClient:
         """An ``HttpClient`` for Loki (tenant header when set)."""
-        return self._http(headers={"X-Scope-OrgID": self.tenant} if self.tenant else None)
+        return self._http(
+            headers={"X-Scope-OrgID": tenant} if (tenant := self.settings.tenant) else None
+        )
 
 
 class BeszelHub(HttpEndpointBlock):
@@ -105,8 +110,9 @@ class BeszelHub(HttpEndpointBlock):
     ```
     """
     system_name: ClassVar[str] = "beszel"
+    required: ClassVar[tuple[str, ...]] = ("url", "username")
 
-    username: str = Field(..., description="User e-mail (PocketBase identity).")
+    settings: BeszelSettings = Field(..., description="Hub URL, user e-mail, TLS.")
     password: SecretStr = Field(..., description="The user's password.")
 
     def login(self) -> str:
@@ -115,7 +121,7 @@ class BeszelHub(HttpEndpointBlock):
             try:
                 body = client.post_json(
                     "/api/collections/users/auth-with-password",
-                    json={"identity": self.username, "password": reveal(self.password)},
+                    json={"identity": self.settings.username, "password": reveal(self.password)},
                 )
             except ApiError as exc:
                 # PocketBase answers a wrong password with 400, not 401

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
-from prefect.blocks.abstract import CredentialsBlock
 from pydantic import Field, SecretStr
 
-from blocks._base import SECRET_IN_BLOCK, reveal
-from labops.config.systems import HttpRetry, PbsSystem, ProxmoxNode, ProxmoxSystem, TlsOptions
+from blocks._base import SystemBlock, reveal
+from labops.proxmox_settings import PbsSettings, ProxmoxSettings
 
 if TYPE_CHECKING:
     from labops.proxmox import PbsClient, PveClient
 
-_TOKEN_ID = r"^[^@!]+@[^@!]+![A-Za-z0-9_.-]+$"
 
-
-class ProxmoxCredentials(CredentialsBlock):
-    """An API token of a Proxmox VE cluster, and how to reach its API.
+class ProxmoxCredentials(SystemBlock):
+    """An API token of a Proxmox VE cluster, and how to reach its API. Only reads: the client it
+    builds is what changes the lab, when a task tells it to.
 
     Example:
         ```python
@@ -40,37 +38,24 @@ class ProxmoxCredentials(CredentialsBlock):
     pve.version()
     ```
     """
+    required: ClassVar[tuple[str, ...]] = ("url",)
 
-    url: str = Field(..., description="Any node's API, e.g. https://pve1.lab:8006.")
-    token_id: str = Field(..., pattern=_TOKEN_ID, description="API token id: USER@REALM!TOKENID.")
-    token_secret: SecretStr = Field(..., description="The token's UUID secret.")
-    nodes: dict[str, ProxmoxNode] = Field(
-        default_factory=dict, description="Per-node API URL and SSH address overrides."
+    settings: ProxmoxSettings = Field(
+        ..., description="Any node's API URL, the token id, per-node overrides, TLS and retries."
     )
-    tls: TlsOptions = Field(default_factory=TlsOptions, description="Certificate verification.")
-    retry: HttpRetry = Field(default_factory=HttpRetry, description="Timeout and retry policy.")
-
-    def system(self) -> ProxmoxSystem:
-        """The settings as the config model the adapter takes (the secret stays in the block)."""
-        return ProxmoxSystem(
-            url=self.url,  # type: ignore[arg-type]
-            token_id=self.token_id,
-            token_secret=SECRET_IN_BLOCK,
-            nodes=self.nodes,
-            tls=self.tls,
-            retry=self.retry,
-        )
+    token_secret: SecretStr = Field(..., description="The token's UUID secret.")
 
     def get_client(self) -> PveClient:
         """A typed Proxmox VE client (``labops.proxmox.PveClient``)."""
         from labops.proxmox import PveClient
 
         reveal(self.token_secret)
-        return PveClient(self.system(), self.token_secret)
+        return PveClient(self.settings, self.token_secret)
 
 
-class PbsCredentials(CredentialsBlock):
-    """An API token of a Proxmox Backup Server, its datastore, and how to reach its API.
+class PbsCredentials(SystemBlock):
+    """An API token of a Proxmox Backup Server, its datastore, and how to reach its API. Only
+    reads: the client it builds is what changes the lab, when a task tells it to.
 
     Example:
         ```python
@@ -93,32 +78,16 @@ class PbsCredentials(CredentialsBlock):
     pbs.version()
     ```
     """
+    required: ClassVar[tuple[str, ...]] = ("url",)
 
-    url: str = Field(..., description="The PBS API, e.g. https://pbs.lab:8007.")
-    token_id: str = Field(..., pattern=_TOKEN_ID, description="API token id: USER@REALM!TOKENID.")
-    token_secret: SecretStr = Field(..., description="The token's UUID secret.")
-    datastore: str = Field("store1", description="Datastore holding the lab's backups.")
-    pve_storage: str | None = Field(
-        None, description="Name of the PVE storage that points at this datastore."
+    settings: PbsSettings = Field(
+        ..., description="The PBS API URL, the token id, the datastore, TLS and retries."
     )
-    tls: TlsOptions = Field(default_factory=TlsOptions, description="Certificate verification.")
-    retry: HttpRetry = Field(default_factory=HttpRetry, description="Timeout and retry policy.")
-
-    def system(self) -> PbsSystem:
-        """The settings as the config model the adapter takes (the secret stays in the block)."""
-        return PbsSystem(
-            url=self.url,  # type: ignore[arg-type]
-            token_id=self.token_id,
-            token_secret=SECRET_IN_BLOCK,
-            datastore=self.datastore,
-            pve_storage=self.pve_storage,
-            tls=self.tls,
-            retry=self.retry,
-        )
+    token_secret: SecretStr = Field(..., description="The token's UUID secret.")
 
     def get_client(self) -> PbsClient:
         """A typed PBS client (``labops.proxmox.PbsClient``)."""
         from labops.proxmox import PbsClient
 
         reveal(self.token_secret)
-        return PbsClient(self.system(), self.token_secret)
+        return PbsClient(self.settings, self.token_secret)

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr
 from blocks._base import HttpEndpointBlock, bearer, reveal
 from labops.errors import ApiError, ConfigError
 from labops.http import HttpClient
+from labops.http_settings import CrowdsecSettings, WazuhApiSettings, WazuhIndexerSettings
 
 
 class WazuhApi(HttpEndpointBlock):
@@ -36,14 +37,15 @@ class WazuhApi(HttpEndpointBlock):
     ```
     """
     system_name: ClassVar[str] = "wazuh_api"
+    required: ClassVar[tuple[str, ...]] = ("url", "username")
 
-    username: str = Field(..., description="API user, e.g. wazuh-wui.")
+    settings: WazuhApiSettings = Field(..., description="Manager API URL, API user, TLS.")
     password: SecretStr = Field(..., description="API user's password.")
 
     def login(self) -> str:
         """A fresh JWT from ``POST /security/user/authenticate`` (valid 900 s by default)."""
         password = reveal(self.password) or ""
-        with self._http(auth=(self.username, password)) as client:
+        with self._http(auth=(self.settings.username or "", password)) as client:
             body = client.post_json("/security/user/authenticate")
         token = (body or {}).get("data", {}).get("token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
@@ -83,13 +85,14 @@ class WazuhIndexer(HttpEndpointBlock):
     ```
     """
     system_name: ClassVar[str] = "wazuh_indexer"
+    required: ClassVar[tuple[str, ...]] = ("url", "username")
 
-    username: str = Field(..., description="Indexer user, e.g. admin.")
+    settings: WazuhIndexerSettings = Field(..., description="Indexer URL, its user, TLS.")
     password: SecretStr = Field(..., description="Indexer user's password.")
 
     def get_client(self) -> HttpClient:
         """An ``HttpClient`` with basic auth."""
-        return self._http(auth=(self.username, reveal(self.password) or ""))
+        return self._http(auth=(self.settings.username or "", reveal(self.password) or ""))
 
 
 class CrowdsecLapi(HttpEndpointBlock):
@@ -119,19 +122,20 @@ class CrowdsecLapi(HttpEndpointBlock):
     """
     system_name: ClassVar[str] = "crowdsec"
 
-    machine_id: str | None = Field(None, description="Machine (watcher) id, from cscli machines.")
+    settings: CrowdsecSettings = Field(..., description="LAPI URL, machine id, TLS.")
     machine_password: SecretStr | None = Field(None, description="The machine's password.")
     bouncer_key: SecretStr | None = Field(None, description="Bouncer API key (X-Api-Key).")
 
     def login(self) -> str:
         """A JWT from ``POST /v1/watchers/login`` (valid one hour)."""
-        if not self.machine_id or self.machine_password is None:
+        machine_id = self.settings.machine_id
+        if not machine_id or self.machine_password is None:
             raise ConfigError("crowdsec: machine_id and machine_password are needed for alerts")
         password = reveal(self.machine_password)
         with self._http() as client:
             body = client.post_json(
                 "/v1/watchers/login",
-                json={"machine_id": self.machine_id, "password": password},
+                json={"machine_id": machine_id, "password": password},
             )
         token = body.get("token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:

@@ -15,6 +15,7 @@ from typing import Any, cast
 from prefect.blocks.core import Block
 from pydantic import BaseModel
 
+from blocks._base import SystemBlock
 from blocks.edge import TechnitiumDns
 from blocks.factory import BLOCK_TYPES, block_for, config_key, system_config
 from blocks.llm import LlmProviders
@@ -23,9 +24,9 @@ from blocks.observability import BeszelHub
 from blocks.security import CrowdsecLapi, WazuhApi
 from blocks.ssh import SshCredentials
 from labops.config import LabopsConfig
-from labops.config.systems import HttpRetry
 from labops.errors import AuthFailed, ConfigError, LabopsError, Unreachable
 from labops.http import HttpClient
+from labops.http_settings import HttpRetry
 from labops.redact import redact
 
 
@@ -161,8 +162,8 @@ def check_beszel(block: BeszelHub, ctx: CheckContext) -> str:
 
 
 def check_telegram(block: TelegramBot, ctx: CheckContext) -> str:
-    token = block.bot_token.get_secret_value()
-    with HttpClient("telegram", f"{block.url}/bot{token}", retry=block.retry, tls=block.tls) as c:
+    token, s = block.bot_token.get_secret_value(), block.settings
+    with HttpClient("telegram", f"{s.base_url}/bot{token}", retry=s.retry, tls=s.tls) as c:
         body = c.get_json("/getMe")
     if not isinstance(body, dict) or not body.get("ok"):
         raise LabopsError(f"getMe answered {body!r}")
@@ -235,9 +236,9 @@ class _Skip(Exception):
 
 
 def endpoint_of(block: Block) -> str:
-    url = getattr(block, "url", None)
-    if isinstance(url, str):
-        return url
+    url = getattr(getattr(block, "settings", None), "url", None)
+    if url is not None:
+        return str(url).rstrip("/")
     if isinstance(block, MqttBroker):
         return f"{block.host}:{block.port}"
     if isinstance(block, SshCredentials):
@@ -247,12 +248,12 @@ def endpoint_of(block: Block) -> str:
 
 def _quick(block: Block, timeout_s: float) -> Block:
     # a check answers "does it work now": one try with a short timeout, not the flows' retries
-    if isinstance(getattr(block, "retry", None), HttpRetry):
-        return block.model_copy(
-            update={"retry": HttpRetry(timeout_s=timeout_s, attempts=1, backoff_s=0)}
-        )
+    if isinstance(block, SystemBlock) and isinstance(
+        getattr(block.settings, "retry", None), HttpRetry
+    ):
+        return block.with_settings(retry=HttpRetry(timeout_s=timeout_s, attempts=1, backoff_s=0))
     if isinstance(block, SshCredentials):
-        return block.model_copy(update={"connect_timeout_s": timeout_s})
+        return block.with_settings(connect_timeout_s=timeout_s)
     return block
 
 

@@ -59,7 +59,7 @@ def _with_timeout(block: Any, timeout_s: float) -> Any:
     themselves must fit: at least one retry when the policy has retries (a transient 500), and no
     more tries than the budget holds (a stalled source).
     """
-    retry = getattr(block, "retry", None)
+    retry = getattr(block.settings, "retry", None)
     if retry is None:
         return block
     per_try = min(retry.timeout_s, timeout_s if retry.attempts == 1 else timeout_s / 2)
@@ -67,7 +67,7 @@ def _with_timeout(block: Any, timeout_s: float) -> Any:
     if (per_try, attempts) == (retry.timeout_s, retry.attempts):
         return block
     fitted = retry.model_copy(update={"timeout_s": per_try, "attempts": attempts})
-    return block.model_copy(update={"retry": fitted})
+    return block.with_settings(retry=fitted)
 
 
 def _date_unread(

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import httpx
 
-from labops.config.systems import HttpRetry, TlsOptions
 from labops.errors import ApiError, AuthFailed, MaybeApplied, TlsRejected, Unreachable
 from labops.http_limits import (
     DeadlineExceeded,
@@ -29,6 +28,7 @@ from labops.http_limits import (
     deadline_transport,
     read_capped,
 )
+from labops.http_settings import HttpRetry, TlsOptions
 
 T = TypeVar("T")
 log = logging.getLogger("labops.http")

@@ -28,7 +28,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from labops.config.systems import HttpRetry
+from labops.http_settings import HttpRetry
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ labops errors through the one retry policy (labops.http.call_with_retry), and re
 INTERFACE (flows' engineers ADD methods they need here, each thin, typed and returning pydantic
 models from labops/models/pve.py or pbs.py; put them in the matching section of the class):
 
-    pve = PveClient(system: ProxmoxSystem, token_secret: SecretStr)
+    pve = PveClient(system: ProxmoxSettings, token_secret: SecretStr)
     pve.get(path, **params) -> Any ; pve.post(path, **params) -> Any
     pve.put(path, **params) -> Any ; pve.delete(path, **params) -> Any
     pve.version() -> PveVersion ; pve.nodes() -> list[PveNode]
@@ -19,7 +19,7 @@ models from labops/models/pve.py or pbs.py; put them in the matching section of 
     pve.set_guest_config(node, kind, vmid, values, delete=(), digest=None) -> None   (PUT, sync)
     pve.permissions(path) -> dict[str, bool]          (this token's privileges on path)
 
-    pbs = PbsClient(system: PbsSystem, token_secret: SecretStr)
+    pbs = PbsClient(system: PbsSettings, token_secret: SecretStr)
     pbs.get/post/put/delete ; pbs.version() ; pbs.datastores() -> list[PbsDatastore]
     pbs.snapshots(store=None, backup_type=None, backup_id=None, ns=None) -> list[PbsSnapshot]
     pbs.task_status(upid) -> PbsTaskStatus ; pbs.wait_task(upid, timeout_s, poll_s)
@@ -45,7 +45,6 @@ import requests
 from proxmoxer import ProxmoxAPI, ResourceException
 from pydantic import SecretStr
 
-from labops.config.systems import PbsSystem, ProxmoxSystem
 from labops.errors import ApiError, AuthFailed, CommandTimeout, MaybeApplied, Unreachable
 from labops.http import RetryableStatus, call_with_retry
 from labops.http_limits import CappedAdapter, DeadlineExceeded, ResponseTooLarge
@@ -75,6 +74,7 @@ from labops.models.pve import (
     PveVersion,
     TaskStatus,
 )
+from labops.proxmox_settings import PbsSettings, ProxmoxSettings
 
 # proxmoxer logs every request and full response bodies (tokens' results, configs) below WARNING.
 for _name in ("proxmoxer", "proxmoxer.core", "proxmoxer.backends.https"):
@@ -168,7 +168,7 @@ class ProxmoxClient:
 
     def __init__(
         self,
-        system: ProxmoxSystem | PbsSystem,
+        system: ProxmoxSettings | PbsSettings,
         token_secret: SecretStr,
         *,
         name: str,
@@ -333,7 +333,7 @@ class PveClient(ProxmoxClient):
     service = "PVE"
     privileges = _PVE_PRIVILEGES
 
-    def __init__(self, system: ProxmoxSystem, token_secret: SecretStr) -> None:
+    def __init__(self, system: ProxmoxSettings, token_secret: SecretStr) -> None:
         super().__init__(system, token_secret, name="proxmox", default_port=8006)
 
     # -- cluster and nodes --------------------------------------------------------------------
@@ -574,7 +574,7 @@ class PbsClient(ProxmoxClient):
     privileges = _PBS_PRIVILEGES
     node = "localhost"
 
-    def __init__(self, system: PbsSystem, token_secret: SecretStr) -> None:
+    def __init__(self, system: PbsSettings, token_secret: SecretStr) -> None:
         super().__init__(system, token_secret, name="pbs", default_port=8007)
         self.datastore = system.datastore
 

@@ -2,7 +2,7 @@
 
 INTERFACE (implemented by the foundation work; flows and tasks rely on exactly this):
 
-    runner = SshRunner(settings: SshSystem, key_passphrase: SecretStr | None = None)
+    runner = SshRunner(settings: SshSettings, key_passphrase: SecretStr | None = None)
     with runner.session(target: SshTarget) as s:        # one connection, many commands
         r: CommandResult = s.run("apt list --upgradable", timeout=60)
         r = s.run_in_guest(vmid=105, command="cat /etc/os-release")   # `pct exec` via the node
@@ -34,8 +34,8 @@ from typing import Any
 import paramiko
 from pydantic import BaseModel, Field, SecretStr
 
-from labops.config.systems import SshSystem
 from labops.errors import AuthFailed, CommandTimeout, ConfigError, HostKeyRejected, Unreachable
+from labops.ssh_settings import SshSettings
 
 log = logging.getLogger("labops.ssh")
 
@@ -156,7 +156,7 @@ def _same_key(known: dict[str, paramiko.PKey], key: paramiko.PKey) -> bool:
 class SshRunner:
     """Runs commands on hosts over SSH with the settings of ``systems.ssh``."""
 
-    def __init__(self, settings: SshSystem, key_passphrase: SecretStr | None = None) -> None:
+    def __init__(self, settings: SshSettings, key_passphrase: SecretStr | None = None) -> None:
         self.settings = settings
         self._passphrase = key_passphrase
         self._key: paramiko.PKey | None = None

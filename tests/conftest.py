@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.victoriametrics",
     "tests.fixtures.crowdsec",
     "tests.fixtures.caddy",
+    "tests.fixtures.all_systems",
 ]

@@ -21,6 +21,7 @@ from blocks.llm import LlmProviders
 from labops.config import load_config, parse_config
 from labops.errors import ConfigError
 from labops.http import HttpClient
+from labops.http_settings import TraefikSettings
 from labops.redact import redact
 
 DATA = Path(__file__).parent / "data" / "config"
@@ -29,27 +30,6 @@ BLOCK_MODULES = sorted(
     for p in (Path(__file__).parents[1] / "blocks").glob("*.py")
     if not p.stem.startswith("_") and p.stem not in ("context", "factory")
 )
-SECRETS = {
-    "LABOPS_TEST_PVE_SECRET": "pve-secret-0001",
-    "LABOPS_TEST_PBS_SECRET": "pbs-secret-0002",
-    "LABOPS_TEST_SSH_PASSPHRASE": "ssh-pass-0003",
-    "LABOPS_TEST_TRAEFIK_PASSWORD": "traefik-pw-0004",
-    "LABOPS_TEST_TECHNITIUM_TOKEN": "technitium-0005",
-    "LABOPS_TEST_WAZUH_PASSWORD": "wazuh-pw-0006",
-    "LABOPS_TEST_CROWDSEC_PASSWORD": "crowdsec-pw-0007",
-    "LABOPS_TEST_CROWDSEC_KEY": "crowdsec-key-0008",
-    "LABOPS_TEST_BESZEL_PASSWORD": "beszel-pw-0009",
-    "LABOPS_TEST_TELEGRAM_TOKEN": "123456:telegram-0010",
-    "LABOPS_TEST_MQTT_PASSWORD": "mqtt-pw-0011",
-    "LABOPS_TEST_LLM_KEY": "sk-llm-0012",
-}
-
-
-@pytest.fixture
-def secrets_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    for key, value in SECRETS.items():
-        monkeypatch.setenv(key, value)
-    return SECRETS
 
 
 def _secret_values(block: Block) -> list[str]:
@@ -146,24 +126,27 @@ def test_config_naming_a_saved_block_loads_it(
 ) -> None:
     from blocks.edge import TraefikApi
 
-    TraefikApi(url="http://127.0.0.1:9999", username="saved-user").save(
+    TraefikApi(settings=TraefikSettings(url="http://127.0.0.1:9999", username="saved-user")).save(
         "traefik-saved", overwrite=True
     )
     config = parse_config({"systems": {"traefik": {"block": "traefik-saved"}}})
     block = http_block(config, "traefik")
     assert isinstance(block, TraefikApi)
-    assert block.url == "http://127.0.0.1:9999" and block.username == "saved-user"
+    assert block.settings.base_url == "http://127.0.0.1:9999"
+    assert block.settings.username == "saved-user"
 
     from blocks.proxmox import ProxmoxCredentials
 
-    ProxmoxCredentials(
-        url="https://127.0.0.1:8006", token_id="ops@pve!saved", token_secret="saved-0013"
-    ).save("pve-saved", overwrite=True)
+    # the layout blocks were saved with before the settings were nested still loads
+    flat = {"url": "https://127.0.0.1:8006", "token_id": "ops@pve!saved"}
+    ProxmoxCredentials.model_validate({**flat, "token_secret": "saved-0013"}).save(
+        "pve-saved", overwrite=True
+    )
     path = tmp_path / "labops.yaml"
     path.write_text("systems:\n  proxmox:\n    block: pve-saved\n  ssh:\n    block: ssh-x\n")
     only_blocks = load_config(path)  # no token keys needed, no secret resolved
     pve = LabContext(config=only_blocks).pve_block()
-    assert pve.token_id == "ops@pve!saved"
+    assert pve.settings.token_id == "ops@pve!saved"
     assert pve.token_secret.get_secret_value() == "saved-0013"
     with pytest.raises(ConfigError, match=r"systems\.ssh\.block: no saved SSH Credentials"):
         LabContext(config=only_blocks).ssh_block()
@@ -209,7 +192,7 @@ def test_pve_and_ssh_clients_are_built(secrets_env: dict[str, str]) -> None:
     ctx = LabContext(config=load_config(DATA / "all_systems.yaml"))
     assert isinstance(ctx.pve(), PveClient)
     assert isinstance(ctx.ssh(), SshRunner)
-    assert ctx.ssh_block().key_file == DATA / "keys" / "id_ed25519"
+    assert ctx.ssh_block().settings.key_file == DATA / "keys" / "id_ed25519"
 
 
 def test_metrics_pusher_reaches_victoriametrics(victoriametrics: Any) -> None:

@@ -17,7 +17,9 @@ import yaml
 from blocks.edge import StepCa, TraefikApi
 from blocks.proxmox import ProxmoxCredentials
 from labops.config import load_config
+from labops.http_settings import StepCaSettings, TraefikSettings
 from labops.parsers.traefik import tls_hosts
+from labops.proxmox_settings import ProxmoxSettings
 from labops.tls.chain import TrustAnchors
 from labops.tls.check import check_endpoints
 from labops.tls.classify import CertStatus
@@ -81,7 +83,9 @@ def test_every_sandbox_case_is_classified_with_its_reason(sandbox: Any, cert_con
     config = load_config(str(cert_config))
     assert config.systems.step_ca is not None and config.systems.step_ca.url is not None
     ca = ca_certificates.fn(
-        StepCa(url=str(config.systems.step_ca.url), tls=config.systems.step_ca.tls)
+        StepCa(
+            settings=StepCaSettings(url=config.systems.step_ca.url, tls=config.systems.step_ca.tls)
+        )
     )
     assert ca.healthy and len(ca.roots) == 1 and len(ca.intermediates) == 1
     host, port = cases["entrypoint"].split(":")
@@ -105,7 +109,9 @@ def test_traefik_discovery_follows_pages(cert_config: Path) -> None:
     config = load_config(str(cert_config))
     t = config.systems.traefik
     assert t is not None
-    routers = http_routers.fn(TraefikApi(url=str(t.url), entrypoint=t.entrypoint), page_size=7)
+    routers = http_routers.fn(
+        TraefikApi(settings=TraefikSettings(url=t.url, entrypoint=t.entrypoint)), page_size=7
+    )
     assert len(routers) == 42
     hosts = tls_hosts(routers)
     names = [h for h, _ in hosts]
@@ -120,11 +126,8 @@ def test_proxmox_node_discovery(sandbox: Any, cert_config: Path) -> None:
     pve = config.systems.proxmox
     assert pve is not None
     block = ProxmoxCredentials(
-        url=str(pve.url),
-        token_id=pve.token_id,
+        settings=ProxmoxSettings(url=pve.url, token_id=pve.token_id, nodes=pve.nodes, tls=pve.tls),
         token_secret=sandbox.secret("pve_token"),
-        nodes=pve.nodes,
-        tls=pve.tls,
     )
     nodes = {n.node: n for n in node_certificates.fn(block)}
     assert set(nodes) == {"pve1", "pve2", "pve3", "pve4"}

@@ -17,6 +17,7 @@ from blocks.security import CrowdsecLapi
 from labops.config import load_config
 from labops.config.policies.digest import DigestPolicy, LogQuery, PromCheck
 from labops.errors import AuthFailed, Unreachable
+from labops.http_settings import VictoriaMetricsSettings
 from labops.reports import Severity
 from tasks.crowdsec import crowdsec_activity
 from tasks.loki import loki_queries
@@ -163,7 +164,7 @@ def test_crowdsec_no_match_is_null_and_bad_key_is_refused(crowdsec: Lapi) -> Non
 
 
 def test_crowdsec_down_is_unreachable(crowdsec: Lapi) -> None:
-    from labops.config.systems import HttpRetry
+    from labops.http_settings import HttpRetry
 
     dead = lapi_block(crowdsec, url="http://127.0.0.1:9", retry=HttpRetry(attempts=1))
     with pytest.raises(Unreachable):
@@ -214,7 +215,7 @@ def test_promql_checks_against_victoriametrics(victoriametrics: Any) -> None:
         PromCheck(name="Never there", query='absent(up{job="nope",digest_test="1"})'),
         PromCheck(name="Broken", query="up{{"),
     ]
-    block_ = VictoriaMetrics(url=victoriametrics.url)
+    block_ = VictoriaMetrics(settings=VictoriaMetricsSettings(url=victoriametrics.url))
     deadline = time.monotonic() + 15
     while True:  # freshly imported series take a moment to be searchable at an explicit time
         collected = promql_checks.fn(block_, checks, datetime.now(UTC))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, cast, get_args
 
 from pydantic import AfterValidator, SecretStr
 
@@ -36,8 +36,14 @@ HELD_BY_BLOCK = "env:LABOPS_SECRET_HELD_BY_BLOCK"
 
 
 def is_secret_field(field: Any) -> bool:
-    """Whether a pydantic field holds a :data:`SecretRef`."""
-    return any(getattr(m, "func", None) is _check_ref for m in getattr(field, "metadata", ()))
+    """Whether a pydantic field holds a :data:`SecretRef` (or an optional one)."""
+    if any(getattr(m, "func", None) is _check_ref for m in getattr(field, "metadata", ())):
+        return True
+    return any(  # ``SecretRef | None``: the reference's metadata sits on the union's member
+        getattr(m, "func", None) is _check_ref
+        for arg in get_args(getattr(field, "annotation", None))
+        for m in getattr(arg, "__metadata__", ())
+    )
 
 
 def resolve_secret(ref: str, where: str = "secret") -> SecretStr:

@@ -17,8 +17,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 
-from labops.config.systems import MqttSystem
 from labops.notify.base import Delivery, Notifier
+from labops.notify.settings import MqttSettings
 from labops.redact import redact
 from labops.reports import Notification
 from labops.scope import lab_slug
@@ -49,7 +49,7 @@ class MqttNotifier(Notifier):
 
     def __init__(
         self,
-        settings: MqttSystem,
+        settings: MqttSettings,
         password: SecretStr | None = None,
         *,
         retain: bool = False,
