@@ -381,4 +381,4 @@ def certificates(
         states.targets = {**kept, **states.targets}
     ctx.state.save(STATE_KEY, states)
     log.info("certificates: %s", report.counts())
-    return publish_report(report, ctx)
+    return publish_report(report, ctx.delivery())

@@ -125,13 +125,13 @@ def doc_reconcile(config: ConfigPath | None = None, dry_run: bool = True) -> Doc
     report = DocReport(lab=ctx.config.lab.name, dry_run=dry_run)
     if not policy.paths and policy.git is None:
         report.skipped.append("docs: no docs.paths or docs.git configured")
-        return publish_report(report, ctx)
+        return publish_report(report, ctx.delivery())
     checkout = Path(ctx.config.lab.state_dir) / "docs-repo"
     try:
         docs = read_docs(policy, checkout)
     except LabopsError as exc:
         report.failures.append(Failure(entity="docs", reason=str(exc)))
-        return cast("DocReport | State", publish_report(report, ctx))
+        return cast("DocReport | State", publish_report(report, ctx.delivery()))
     report.documents = sorted(docs.texts)
     report.not_read = docs.skipped
     report.commit = docs.commit
@@ -187,7 +187,7 @@ def doc_reconcile(config: ConfigPath | None = None, dry_run: bool = True) -> Doc
     report.previous_drift = previous.drifted if previous else None
     store.save("doc-reconcile", report)
     log.info("%d drifted, %d undocumented", report.drifted, len(report.undocumented))
-    return cast("DocReport | State", publish_report(report, ctx))
+    return cast("DocReport | State", publish_report(report, ctx.delivery()))
 
 
 __all__ = ["Status", "doc_reconcile"]

@@ -45,4 +45,4 @@ def housekeeping(
     report.artifacts_pruned = pruned.artifacts
     report.slots_released = release_orphan_slots(lab, dry_run=dry_run)
     report.zombie_automation = ensure_zombie_automation(policy.zombie_after_seconds, dry_run)
-    return cast("HousekeepingReport | State", publish_report(report, ctx))
+    return cast("HousekeepingReport | State", publish_report(report, ctx.delivery()))

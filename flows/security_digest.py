@@ -330,7 +330,7 @@ def security_digest(
             )
         except Exception as exc:  # a failed delivery step: named once, never hides the digest
             report.failures.append(Failure(entity=publish_latest.name, reason=str(exc)))
-    return publish_report(report, ctx)
+    return publish_report(report, ctx.delivery())
 
 
 def summarize(ctx: LabContext, findings: list[Any], period: str) -> LlmOutcome:
