@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from prefect.blocks.core import Block
 
     from blocks._base import HttpEndpointBlock
+    from blocks.delivery import Delivery
     from blocks.proxmox import PbsCredentials, ProxmoxCredentials
     from blocks.ssh import SshCredentials
     from labops.http import HttpClient
@@ -129,6 +130,12 @@ class LabContext:
         from blocks.factory import notifier_for
 
         return notifier_for(self.config)
+
+    def delivery(self) -> Delivery:
+        """What publishing a report needs: the lab's name, channels, metrics endpoint, UI."""
+        from blocks.delivery import delivery_for
+
+        return delivery_for(self.config, self.ui_url())
 
     def skipped(self, *systems: str) -> list[str]:
         """'<system>: not configured' for each named system that the config leaves out."""

@@ -172,13 +172,13 @@ def backups(
         )
     report.skipped += ctx.skipped("proxmox", "pbs")
     if not ctx.configured("proxmox"):
-        return publish_report(report, ctx)
+        return publish_report(report, ctx.delivery())
     block = ctx.pve_block()
     try:
         storage = default_storage(policy, ctx.config.systems.pbs)
     except ConfigError as exc:
         report.failures.append(Failure(entity="config", reason=str(exc)))
-        return publish_report(report, ctx)
+        return publish_report(report, ctx.delivery())
 
     # -- discover ------------------------------------------------------------------------------
     nodes = list_nodes(block)
@@ -292,4 +292,4 @@ def backups(
             report.failures.append(
                 Failure(entity="PBS maintenance", reason=f"state unreadable: {exc}", system="pbs")
             )
-    return publish_report(report, ctx)
+    return publish_report(report, ctx.delivery())

@@ -9,7 +9,6 @@ report, table artifact by time to expiry, notification on changes only, metrics.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -22,47 +21,35 @@ from prefect.utilities.annotations import quote
 
 from blocks.context import LabContext
 from blocks.edge import StepCa, TechnitiumDns, TraefikApi
+from labops.certificates.inventory import (
+    api_only_nodes,
+    ca_roots,
+    lab_targets,
+    missing_roots,
+    unread_nodes,
+)
+from labops.certificates.memory import remember
+from labops.certificates.renewed import planned, settle
+from labops.certificates.sources import Discovered
 from labops.config.policies.certificates import CertificatePolicy
 from labops.flow_params import ConfigPath
-from labops.models.certificates import effective_certificate
 from labops.reports import Failure
-from labops.tls.alerts import CertStates, plan_alerts
-from labops.tls.check import judge_ca_certificate
-from labops.tls.classify import CertStatus
-from labops.tls.discover import (
-    config_targets,
-    dns_targets,
-    system_bundle,
-    traefik_targets,
-    url_target,
-)
+from labops.tls.alerts import CertStates
+from labops.tls.discover import system_bundle
 from labops.tls.models import Target
 from labops.tls.renewal import renewal_candidates
-from labops.tls.report import CertificateReport, EndpointResult, RenewalResult
-from labops.tls.targets import merge_targets
+from labops.tls.report import CertificateReport, EndpointResult
 from tasks.publish import publish_report
-from tasks.stepca import CaBundle, ca_certificates
+from tasks.stepca import ca_certificates
 from tasks.technitium import zone_records
-from tasks.tls import (
-    NodeCertificates,
-    judge_api_certificate,
-    node_certificates,
-    probe_batch,
-    renew_node_certificate,
-)
+from tasks.tls import judge_api_certificate, node_certificates, probe_batch, renew_node_certificate
 from tasks.traefik import http_routers
 
 STATE_KEY = "certificates"
-NODE_GROUP = "nodes"
 
 
-def _pem_der(pem: str) -> bytes:
-    body = "".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))
-    return base64.b64decode(body)
-
-
-def _discover(ctx: LabContext, report: CertificateReport) -> dict[str, Any]:
-    """Ask every configured source at once; a source that fails is a failure, not a stop."""
+def _discover(ctx: LabContext, report: CertificateReport) -> Discovered:
+    """Ask every enabled, configured source at once; one that fails is a failure, not a stop."""
     policy = ctx.config.certificates
     wanted: dict[str, tuple[bool, Callable[[], PrefectFuture[Any]]]] = {
         "traefik": (
@@ -97,78 +84,20 @@ def _discover(ctx: LabContext, report: CertificateReport) -> dict[str, Any]:
             report.failures.append(
                 Failure(entity=name, reason=f"discovery failed: {exc}", system=name)
             )
-    return found
-
-
-def _targets(ctx: LabContext, found: dict[str, Any], report: CertificateReport) -> list[Target]:
-    policy = ctx.config.certificates
-    targets: list[Target] = []
-    if policy.sources.config:
-        targets += config_targets(ctx.config.inventory.endpoints)
-    entrypoint = None
-    if "traefik" in found:
-        block = ctx.block("traefik")
-        assert isinstance(block, TraefikApi)
-        entrypoint = block.entrypoint
-        targets += traefik_targets(found["traefik"], entrypoint)
-    if "technitium" in found:
-        records = [
-            (r.name, r.value)
-            for r in found["technitium"]
-            if r.type in ("A", "AAAA") and not r.disabled
-        ]
-        targets += dns_targets(
-            records, policy.dns.traefik_addresses, entrypoint, policy.dns.direct_ports
-        )
-    systems = ctx.config.systems
-    pve_bundle = system_bundle(systems.proxmox.tls if systems.proxmox else None)
-    for node in found.get("proxmox", []):
-        if not node.online:
-            report.skipped.append(f"node {node.node}: offline, certificate not checked")
-        elif node.url:
-            targets.append(
-                url_target(
-                    node.url,
-                    "node",
-                    "proxmox",
-                    node=node.node,
-                    group=NODE_GROUP,
-                    default_port=8006,
-                    ca_bundle=pve_bundle,
-                )
-            )
-    if policy.sources.pbs and ctx.config.systems.pbs is not None:
-        pbs_url = ctx.config.systems.pbs.url
-        if pbs_url is not None:
-            bundle = system_bundle(ctx.config.systems.pbs.tls)
-            targets.append(
-                url_target(str(pbs_url), "pbs", "pbs", default_port=8007, ca_bundle=bundle)
-            )
-    if "step_ca" in found and ctx.config.systems.step_ca and ctx.config.systems.step_ca.url:
-        step_ca = ctx.config.systems.step_ca
-        targets.append(
-            url_target(str(step_ca.url), "ca", "step_ca", ca_bundle=system_bundle(step_ca.tls))
-        )
-    for t in targets:
-        for s in t.sources:
-            source = s.split(":", 1)[0]
-            report.sources[source] = report.sources.get(source, 0) + 1
-    merged, report.duplicates = merge_targets(targets)
-    return merged
+    return Discovered(**found)
 
 
 def _probe(
-    targets: list[Target], ca: CaBundle | None, policy: CertificatePolicy
+    targets: list[Target], found: Discovered, policy: CertificatePolicy
 ) -> list[EndpointResult]:
-    roots = ca.roots if ca else []
-    inter = ca.intermediates if ca else []
+    """Probe in batches, the batches at once (one task run per batch, not per endpoint)."""
     size = policy.batch_size
     # quote(): Prefect would otherwise walk every field of every target looking for futures.
     futures = [
         probe_batch.submit(
             quote(targets[i : i + size]),
-            roots,
-            inter,
+            found.roots,
+            found.intermediates,
             policy,  # type: ignore[call-overload]
         )
         for i in range(0, len(targets), size)
@@ -176,128 +105,29 @@ def _probe(
     return [r for f in futures for r in f.result()]
 
 
-def _api_only_nodes(
-    nodes: list[NodeCertificates],
-    ca: CaBundle | None,
-    policy: CertificatePolicy,
-    bundle: str | None,
-) -> list[EndpointResult]:
-    """Nodes without a probe URL: judge the certificate the API says pveproxy serves."""
-    out = []
-    for node in nodes:
-        eff = effective_certificate(node.certificates)
-        if node.url or not node.online or eff is None or not eff.pem:
-            continue
-        target = Target(
-            name=f"{node.node}",
-            address=node.node,
-            port=8006,
-            kind="node",
-            node=node.node,
-            group=NODE_GROUP,
-            sources=("proxmox-api",),
-            ca_bundle=bundle,
-        )
-        out.append(
-            judge_api_certificate(
-                target, eff.pem, ca.roots if ca else [], ca.intermediates if ca else [], policy
-            )
-        )
-    return out
-
-
-def _ca_roots(ca: CaBundle, policy: CertificatePolicy) -> list[EndpointResult]:
-    now = datetime.now(UTC)
-    out = []
-    for i, pem in enumerate(ca.roots):
-        target = Target(
-            name=f"step-ca root {i + 1}",
-            address="step-ca",
-            port=443,
-            kind="ca",
-            sources=("step_ca:/roots",),
-        )
-        out.append(judge_ca_certificate(target, _pem_der(pem), policy, now))
-    return out
-
-
-def _renew(
-    ctx: LabContext,
-    report: CertificateReport,
-    nodes: list[NodeCertificates],
-    ca: CaBundle | None,
-    dry_run: bool,
-) -> None:
+def _renew(ctx: LabContext, report: CertificateReport, found: Discovered, dry_run: bool) -> None:
+    """Renew the ACME node certificates due, then check what each node serves afterwards."""
     policy = ctx.config.certificates
-    acme = {n.node for n in nodes if n.acme}
-    for result in renewal_candidates(report.endpoints, acme, policy.renewal.only_when):
-        node = result.target.node or ""
-        leaf = result.leaf
-        old = leaf.not_after if leaf else None
+    acme = {n.node for n in found.nodes if n.acme}
+    for due in renewal_candidates(report.endpoints, acme, policy.renewal.only_when):
         if dry_run:
-            report.renewals.append(
-                RenewalResult(
-                    node=node,
-                    action="planned",
-                    old_not_after=old,
-                    detail=f"would renew ({result.status.value}: {result.reason})",
-                )
-            )
+            report.renewals.append(planned(due))
             continue
         outcome = renew_node_certificate(
-            ctx.pve_block(), node, policy.renewal.force, policy.renewal.task_timeout_s
+            ctx.pve_block(),
+            due.target.node or "",
+            policy.renewal.force,
+            policy.renewal.task_timeout_s,
         )
-        if not outcome.ok:
-            report.renewals.append(
-                RenewalResult(
-                    node=node,
-                    action="failed",
-                    upid=outcome.upid,
-                    detail=outcome.detail,
-                    old_not_after=old,
-                )
-            )
-            report.failures.append(
-                Failure(
-                    entity=f"node {node}",
-                    system="proxmox",
-                    reason=f"certificate renewal failed: {outcome.detail}",
-                )
-            )
-            continue
-        # Check what the node serves now, not what the API says it stored.
-        fresh = _probe([result.target], ca, policy)[0]
-        new = fresh.leaf.not_after if fresh.leaf else None
-        if new is None or (old is not None and new <= old):
-            report.renewals.append(
-                RenewalResult(
-                    node=node,
-                    action="failed",
-                    upid=outcome.upid,
-                    old_not_after=old,
-                    new_not_after=new,
-                    detail="task OK but the node still serves the old certificate",
-                )
-            )
-            report.failures.append(
-                Failure(
-                    entity=f"node {node}", system="proxmox", reason="renewed certificate not served"
-                )
-            )
-            continue
-        report.renewals.append(
-            RenewalResult(
-                node=node,
-                action="renewed",
-                upid=outcome.upid,
-                old_not_after=old,
-                new_not_after=new,
-                detail=f"now {fresh.status.value}",
-            )
-        )
-        report.endpoints = [
-            fresh if e.target.key == result.target.key else e for e in report.endpoints
-        ]
+        served = _probe([due.target], found, policy)[0] if outcome.ok else None
+        line, failure = settle(due, outcome, served)
+        report.renewals.append(line)
+        if failure is not None:
+            report.failures.append(failure)
+        elif served is not None:
+            report.endpoints = [
+                served if e.target.key == due.target.key else e for e in report.endpoints
+            ]
 
 
 @flow(
@@ -308,6 +138,8 @@ def certificates(
     config: ConfigPath | None = None, dry_run: bool = False, renew: bool | None = None
 ) -> CertificateReport | State:
     """Find every certificate of the lab, validate and classify it, renew what may be renewed.
+    Reads only, unless renewal is on and ``dry_run`` off: then it CHANGES THE LAB (a Proxmox
+    node's ACME certificate is renewed).
 
     Args:
         config: Path of the labops config (default: ``LABOPS_CONFIG`` or ./labops.yaml).
@@ -322,45 +154,41 @@ def certificates(
     policy = ctx.config.certificates
     report = CertificateReport(dry_run=dry_run)
 
+    # 1. Discover: every source at once, then each endpoint once.
     found = _discover(ctx, report)
-    ca: CaBundle | None = found.get("step_ca")
-    targets = _targets(ctx, found, report)
+    traefik = cast(TraefikApi, ctx.block("traefik")) if found.traefik is not None else None
+    inventory = lab_targets(ctx.config, found, traefik.entrypoint if traefik else None)
+    report.skipped += inventory.skipped
+    report.sources, report.duplicates = inventory.sources, inventory.duplicates
     log.info(
-        "%d targets (%d duplicates merged) from %s", len(targets), report.duplicates, report.sources
+        "%d targets (%d duplicates merged) from %s",
+        len(inventory.targets),
+        report.duplicates,
+        report.sources,
     )
+    report.failures += missing_roots(policy)
 
-    for path in policy.trusted_roots:
-        if not path.is_file():
-            report.failures.append(
-                Failure(
-                    entity="certificates.trusted_roots",
-                    reason=f"{path}: no such file (root not trusted)",
-                )
-            )
+    # 2. Probe and classify; the report still goes out, saying what could not be checked.
     started = datetime.now(UTC)
     try:
-        report.endpoints = _probe(targets, ca, policy)
-    except Exception as exc:  # the report still goes out, saying what could not be checked
+        report.endpoints = _probe(inventory.targets, found, policy)
+    except Exception as exc:
         report.failures.append(Failure(entity="probing", reason=f"{type(exc).__name__}: {exc}"))
     report.probe_seconds = (datetime.now(UTC) - started).total_seconds()
-    nodes: list[NodeCertificates] = found.get("proxmox", [])
-    pve = ctx.config.systems.proxmox
-    report.endpoints += _api_only_nodes(nodes, ca, policy, system_bundle(pve.tls if pve else None))
-    if ca is not None:
-        report.endpoints += _ca_roots(ca, policy)
-    for node in nodes:
-        if node.error:
-            report.failures.append(
-                Failure(
-                    entity=f"node {node.node}",
-                    system="proxmox",
-                    reason=f"certificates/info: {node.error}",
-                )
-            )
 
+    # 3. What is read from APIs instead: nodes without a probe URL, the CA's own roots.
+    pve = ctx.config.systems.proxmox
+    for target, pem in api_only_nodes(found.nodes, system_bundle(pve.tls if pve else None)):
+        report.endpoints.append(
+            judge_api_certificate(target, pem, found.roots, found.intermediates, policy)
+        )
+    report.endpoints += ca_roots(found.roots, policy, datetime.now(UTC))
+    report.failures += unread_nodes(found.nodes)
+
+    # 4. Renew the ACME node certificates that are due (when enabled).
     if policy.renewal.enabled if renew is None else renew:
         try:
-            _renew(ctx, report, nodes, ca, dry_run)
+            _renew(ctx, report, found, dry_run)
         except Exception as exc:
             report.failures.append(
                 Failure(entity="renewal", system="proxmox", reason=f"{type(exc).__name__}: {exc}")
@@ -368,17 +196,8 @@ def certificates(
     else:
         report.skipped.append("renewal: disabled (certificates.renewal.enabled)")
 
+    # 5. Alert on changes only (states remembered between runs), then publish.
     previous = ctx.state.load(STATE_KEY, CertStates)
-    current = {e.target.key: (e.target.label, e.status, e.reason) for e in report.endpoints}
-    report.alerts, states = plan_alerts(previous, current, datetime.now(UTC), policy.reminder_hours)
-    for e in report.endpoints:  # unreachable since its first failed probe in a row
-        if e.status is CertStatus.UNREACHABLE and e.target.key in states.targets:
-            e.unknown_since = states.targets[e.target.key].since
-    if report.failed and previous is not None:
-        # A source that failed this time hid its targets: remember their last states, or they
-        # would all be "new" (and notified again) when the source answers next time.
-        kept = {k: v for k, v in previous.targets.items() if k not in current}
-        states.targets = {**kept, **states.targets}
-    ctx.state.save(STATE_KEY, states)
+    ctx.state.save(STATE_KEY, remember(report, previous, datetime.now(UTC), policy.reminder_hours))
     log.info("certificates: %s", report.counts())
-    return publish_report(report, ctx)
+    return publish_report(report, ctx.delivery())

@@ -19,18 +19,20 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.context import LabContext
 from blocks.llm import LlmProviders
-from labops.docs.compare import compare, undocumented
-from labops.docs.extract import extract_claims
 from labops.docs.models import Claim, LiveFacts, Status
-from labops.docs.patch import patched_texts, unified_diff
-from labops.docs.pin import apply_pins
+from labops.docs.reconcile import (
+    documented_claims,
+    fix_branch,
+    judge,
+    note_unavailable,
+    propose_patch,
+    record,
+)
 from labops.docs.report import DocReport
 from labops.errors import LabopsError
 from labops.flow_params import ConfigPath
-from labops.redact import contains_secret
 from labops.reports import Failure
 from labops.scope import artifact_key
-from labops.state import StateStore
 from tasks.docs import commit_fix, read_docs
 from tasks.live_facts import (
     beszel_facts,
@@ -43,7 +45,7 @@ from tasks.live_facts import (
 from tasks.llm import llm_doc_claims
 from tasks.publish import publish_report
 
-_SOURCES = {
+_FACTS = {  # source -> its task, in the order they are asked
     "proxmox": proxmox_facts,
     "traefik": traefik_facts,
     "technitium": technitium_facts,
@@ -57,29 +59,16 @@ def gather_live_facts(ctx: LabContext) -> LiveFacts:
     """Ask every configured source at once; a source that fails is named, not dropped."""
     live = LiveFacts()
     futures: dict[str, PrefectFuture[Any]] = {}
-    for source, fetch in _SOURCES.items():
+    for source, fetch in _FACTS.items():
         if not ctx.configured(source):
             live.unavailable[source] = "not configured"
             continue
         futures[source] = fetch.submit(ctx.block(source))  # type: ignore[attr-defined]
     for source, future in futures.items():
         try:
-            value = future.result()
+            record(live, source, future.result())
         except Exception as exc:  # one source down never hides the others
             live.unavailable[source] = f"failed: {exc}"
-            continue
-        if source == "proxmox":
-            live.nodes, live.guests, live.pve_version = value
-        elif source == "traefik":
-            live.routers = value
-        elif source == "technitium":
-            live.dns_records = value
-        elif source == "beszel":
-            live.beszel_systems = value
-        elif source == "victoriametrics":
-            live.scrape_targets = value
-        elif source == "wazuh_api":
-            live.wazuh_agents = value
     return live
 
 
@@ -125,69 +114,47 @@ def doc_reconcile(config: ConfigPath | None = None, dry_run: bool = True) -> Doc
     report = DocReport(lab=ctx.config.lab.name, dry_run=dry_run)
     if not policy.paths and policy.git is None:
         report.skipped.append("docs: no docs.paths or docs.git configured")
-        return publish_report(report, ctx)
+        return cast("DocReport | State", publish_report(report, ctx.delivery()))
+
+    # 1. Read the docs (a fresh checkout of their repository, or the folders).
     checkout = Path(ctx.config.lab.state_dir) / "docs-repo"
     try:
         docs = read_docs(policy, checkout)
     except LabopsError as exc:
         report.failures.append(Failure(entity="docs", reason=str(exc)))
-        return cast("DocReport | State", publish_report(report, ctx))
-    report.documents = sorted(docs.texts)
-    report.not_read = docs.skipped
-    report.commit = docs.commit
-    claims: list[Claim] = []
-    for name, text in docs.texts.items():
-        claims.extend(extract_claims(text, name))
-    claims = apply_pins(claims, docs.texts, policy.claims)
+        return cast("DocReport | State", publish_report(report, ctx.delivery()))
+    report.documents, report.not_read, report.commit = sorted(docs.texts), docs.skipped, docs.commit
+    # 2. Extract the claims, pinned sentences too.
+    claims = documented_claims(docs.texts, policy.claims)
     log.info("%d claims in %d documents", len(claims), len(docs.texts))
-
+    # 3. Gather the live facts; the optional LLM pass proposes claims from free prose.
     live = gather_live_facts(ctx)
     if policy.llm_pass:
         claims += propose_with_llm(ctx, docs.texts, claims, live, report)
-    for source, why in live.unavailable.items():
-        report.skipped.append(f"{source}: {why}")
-        if why.startswith("failed"):
-            report.failures.append(Failure(entity=source, reason=why, system=source))
-    report.verdicts = compare(claims, live)
-    report.undocumented = [
-        u
-        for u in undocumented(claims, live)
-        if not any(
-            u.entity.startswith(f"CT {v} ") or u.entity.startswith(f"VM {v} ")
-            for v in policy.ignore_guests
-        )
-    ]
-    patched = patched_texts(docs.texts, report.verdicts)
-    report.diff = unified_diff(docs.texts, patched)
-    if contains_secret(report.diff):  # a token pasted into a doc: it must not reach the UI
-        report.diff, patched = "", {}
-        report.failures.append(
-            Failure(
-                entity="proposed patch",
-                reason="refused: it holds a registered secret (take it out of the docs); "
-                "no diff published, nothing committed",
-            )
-        )
+    note_unavailable(report, live)
+    # 4. Compare, then propose a patch of what drifted.
+    judge(report, claims, live, policy.ignore_guests)
+    patched = propose_patch(report, docs.texts)
     if report.diff:
         create_markdown_artifact(
             f"```diff\n{report.diff}```",
             key=artifact_key(ctx.config.lab.name, "doc_reconcile", "patch"),
             description="Proposed patch of the drifted values",
         )
+    # 5. When allowed, commit the patch on a new branch (never the default one).
     if patched and policy.git is not None and policy.write and not dry_run:
-        stamp = datetime.now(UTC).strftime("%Y%m%d")
-        branch = f"{policy.git.branch_prefix}{stamp}-{(docs.commit or 'x')[:8]}"
+        branch = fix_branch(policy.git.branch_prefix, docs.commit, datetime.now(UTC))
         try:
             report.branch = commit_fix(policy.git, checkout, docs.commit or "", patched, branch)
         except LabopsError as exc:  # e.g. a file became a link: the fix is refused, named
             report.failures.append(Failure(entity="fix branch", reason=str(exc)))
 
-    store: StateStore = ctx.state
-    previous = store.load("doc-reconcile", DocReport)
+    # 6. Remember the drift (a notification when it appears or grows), then publish.
+    previous = ctx.state.load("doc-reconcile", DocReport)
     report.previous_drift = previous.drifted if previous else None
-    store.save("doc-reconcile", report)
+    ctx.state.save("doc-reconcile", report)
     log.info("%d drifted, %d undocumented", report.drifted, len(report.undocumented))
-    return cast("DocReport | State", publish_report(report, ctx))
+    return cast("DocReport | State", publish_report(report, ctx.delivery()))
 
 
 __all__ = ["Status", "doc_reconcile"]

@@ -37,12 +37,15 @@ def housekeeping(
     """
     ctx = LabContext.load(config)
     policy = ctx.config.platform
-    days = retention_days or policy.retention_days
-    report = HousekeepingReport(lab=ctx.config.lab.name, dry_run=dry_run, retention_days=days)
     lab = ctx.config.lab.name
+    days = retention_days or policy.retention_days
+    report = HousekeepingReport(lab=lab, dry_run=dry_run, retention_days=days)
+    # 1. Prune this lab's runs (with their artifacts and logs) older than the retention period.
     pruned = prune_flow_runs(datetime.now(UTC) - timedelta(days=days), dry_run, lab)
     report.flow_runs_pruned = pruned.flow_runs
     report.artifacts_pruned = pruned.artifacts
+    # 2. Release this lab's concurrency slots that no running run holds.
     report.slots_released = release_orphan_slots(lab, dry_run=dry_run)
+    # 3. Make sure a run whose heartbeats stop is marked Crashed.
     report.zombie_automation = ensure_zombie_automation(policy.zombie_after_seconds, dry_run)
-    return cast("HousekeepingReport | State", publish_report(report, ctx))
+    return cast("HousekeepingReport | State", publish_report(report, ctx.delivery()))

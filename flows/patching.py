@@ -68,7 +68,7 @@ def patch_check(
     report = PatchReport(operation="patch_check", mode="check")
     do_refresh = ctx.config.patching.refresh if refresh is None else refresh
     steps.check(ctx, report, do_refresh, hosts)
-    return publish_report(report, ctx)
+    return publish_report(report, ctx.delivery())
 
 
 # -- apply ----------------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def patch_apply(
                 reason=f"refused: outside the maintenance window (next opens {when})",
             )
         )
-        return publish_report(report, ctx)
+        return publish_report(report, ctx.delivery())
     run_key = _run_key()
     snap = plan.snapshot_name(run_key) if policy.snapshot_before else None
     # 1. check every host (a dry run refreshes no package list and starts nothing)
@@ -154,24 +154,24 @@ def patch_apply(
     rollout = steps.build_rollout(ctx, report.hosts, sec_only, set())
     if not rollout.steps:
         report.approval = "nothing to apply"
-        return publish_report(report, ctx)
+        return publish_report(report, ctx.delivery())
     if dry_run:
         steps.simulate(ctx, report, rollout, by_name, inv_hosts, sec_only)
-        return publish_report(report, ctx)
+        return publish_report(report, ctx.delivery())
     # 3. approval: the plan is published first, so the operator judges what will be done
     if policy.preapproved_scheduled and _is_scheduled():
         report.approval = "pre-approved (scheduled run, patching.preapproved_scheduled)"
     else:
         answer = _ask_approval(ctx, report, rollout, sec_only, window)
         if answer is None:
-            return publish_report(report, ctx)
+            return publish_report(report, ctx.delivery())
         if answer.exclude_hosts or answer.security_only != sec_only:
             sec_only = answer.security_only
             rollout = steps.build_rollout(ctx, report.hosts, sec_only, set(answer.exclude_hosts))
         closed = window.closed()
         if closed:
             steps.window_stop(report, rollout.steps, f"approved after the end: {closed}")
-            return publish_report(report, ctx)
+            return publish_report(report, ctx.delivery())
         needs = plan.plan_length(rollout, policy.step_estimate_s)
         if window.end is not None and now() + needs > window.end:  # approved late: say so
             late = (
@@ -189,7 +189,7 @@ def patch_apply(
             steps.execute(ctx, report, rollout, by_name, inv_hosts, snap, sec_only, window, run_key)
     except SlotBusy as exc:
         report.failures.append(Failure(entity="patch apply", reason=str(exc)))
-    return publish_report(report, ctx)
+    return publish_report(report, ctx.delivery())
 
 
 def _ask_approval(

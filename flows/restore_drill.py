@@ -136,14 +136,14 @@ def restore_drill(
     )
     report.skipped += ctx.skipped("proxmox")
     if not ctx.configured("proxmox"):
-        return publish_report(report, ctx)
+        return publish_report(report, ctx.delivery())
     with ExitStack() as held:
         busy = None if dry_run else _take_slot(held, ctx.config.lab.name)
         if busy:
             report.failures.append(Failure(entity="restore drill", reason=busy))
         else:
             _drill(ctx, report, vmid, scratch_vmid, node, storage)
-    return publish_report(report, ctx)
+    return publish_report(report, ctx.delivery())
 
 
 def _take_slot(held: ExitStack, lab: str) -> str | None:

@@ -24,13 +24,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from blocks.context import LabContext
 from blocks.llm import LlmProviders
 from labops.config.policies.digest import DigestPolicy
-from labops.digest.compare import PreviousDigest, compare, new_bans
-from labops.digest.findings import Collected, dedupe, rank, suppress
-from labops.digest.render import load_template, render_markdown
+from labops.digest.assemble import build_digest, remembered, render
+from labops.digest.collect import answered, describe, failed, fit_tries, skipped, timed_out
+from labops.digest.compare import PreviousDigest
+from labops.digest.findings import Collected
+from labops.digest.render import load_template
 from labops.digest.report import LlmOutcome, SecurityDigest, SourceStatus
-from labops.errors import ApiError, AuthFailed, LabopsError, Unreachable
 from labops.flow_params import ConfigPath, DigestPeriod
-from labops.outcome import CouldNotCheck, kind_of
 from labops.reports import Failure
 from tasks.crowdsec import crowdsec_activity
 from tasks.digest_sources import labops_results, publish_latest, pve_failed_tasks
@@ -52,49 +52,16 @@ class Source:
     enabled: bool = True
 
 
-def _with_timeout(block: Any, timeout_s: float) -> Any:
-    """The block with its retry policy fitted into the source's time budget.
-
-    A task thread cannot be interrupted, and the flow waits for it before it ends; so the tries
-    themselves must fit: at least one retry when the policy has retries (a transient 500), and no
-    more tries than the budget holds (a stalled source).
-    """
+def _within(block: Any, budget_s: float) -> Any:
+    """The block with its retry policy fitted into the source's time budget."""
     retry = getattr(block.settings, "retry", None)
     if retry is None:
         return block
-    per_try = min(retry.timeout_s, timeout_s if retry.attempts == 1 else timeout_s / 2)
-    attempts = max(1, min(retry.attempts, int(timeout_s // per_try)))
+    per_try, attempts = fit_tries(retry.timeout_s, retry.attempts, budget_s)
     if (per_try, attempts) == (retry.timeout_s, retry.attempts):
         return block
     fitted = retry.model_copy(update={"timeout_s": per_try, "attempts": attempts})
     return block.with_settings(retry=fitted)
-
-
-def _date_unread(
-    unread: list[SourceStatus], previous: PreviousDigest | None, now: datetime
-) -> dict[str, CouldNotCheck]:
-    """Date each source not read this time (failed, or skipped) from the first digest in a row
-    that did not read it, and say why its findings could not be checked. Skipped is no check
-    either: its earlier findings are not resolved by it."""
-    before = previous.unknown_since if previous else {}
-    out: dict[str, CouldNotCheck] = {}
-    for s in unread:
-        s.since = min(before.get(s.name, now), now)
-        kind = "skipped" if s.state == "skipped" else (s.kind or "error")
-        out[s.name] = CouldNotCheck(reason=s.detail, kind=kind, since=s.since)
-    return out
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, Unreachable):
-        return f"unreachable ({exc.message})"
-    if isinstance(exc, AuthFailed):
-        return f"refused the credentials ({exc.message})"
-    if isinstance(exc, ApiError):
-        return f"answered with an error ({exc.message})"
-    if isinstance(exc, LabopsError):
-        return f"failed ({exc})"
-    return f"failed ({type(exc).__name__}: {str(exc)[:200]})"
 
 
 def _sources(
@@ -169,46 +136,34 @@ def collect(
     """Start every configured source at once; wait for each within its own timeout."""
     statuses: list[SourceStatus] = []
     futures: dict[str, tuple[SourceStatus, PrefectFuture[Any], float]] = {}
-    results: dict[str, Collected] = {}
     started = time.monotonic()
     for src in _sources(ctx, policy, since, until):
         status = SourceStatus(name=src.name, label=src.label, covers=src.covers)
         statuses.append(status)
         if not src.enabled:
-            status.state, status.detail = "skipped", "nothing to check in the policy"
-            continue
-        if src.system is not None and not ctx.configured(src.system):
-            status.state, status.detail = "skipped", "not configured"
-            continue
-        timeout = policy.source_timeouts.get(src.name, policy.source_timeout_s)
-        try:
-            block = _with_timeout(ctx.block(src.system), timeout) if src.system else None
-            futures[src.name] = (status, src.submit(block), timeout)
-        except Exception as exc:  # a block that cannot be built (secret missing) fails alone
-            status.state, status.detail, status.kind = "failed", _describe(exc), kind_of(exc)
-    for name, (status, future, timeout) in futures.items():
-        left = max(0.0, started + timeout - time.monotonic())
-        future.wait(timeout=left)
+            skipped(status, "nothing to check in the policy")
+        elif src.system is not None and not ctx.configured(src.system):
+            skipped(status, "not configured")
+        else:
+            budget = policy.source_timeouts.get(src.name, policy.source_timeout_s)
+            try:
+                block = _within(ctx.block(src.system), budget) if src.system else None
+                futures[src.name] = (status, src.submit(block), budget)
+            except Exception as exc:  # a block that cannot be built (secret missing) fails alone
+                failed(status, exc)
+    results: dict[str, Collected] = {}
+    for name, (status, future, budget) in futures.items():
+        future.wait(timeout=max(0.0, started + budget - time.monotonic()))
         status.seconds = round(time.monotonic() - started, 3)
         state = future.state
+        value = future.result(raise_on_failure=False) if state.is_final() else None
         if not state.is_final():
-            status.state, status.detail = "failed", f"did not answer within {timeout:g} s"
-            status.kind = "timeout"
-            continue
-        value = future.result(raise_on_failure=False)
-        if isinstance(value, BaseException) or not state.is_completed():
+            timed_out(status, budget)
+        elif isinstance(value, BaseException) or not state.is_completed():
             error = value if isinstance(value, BaseException) else RuntimeError(state.message)
-            status.state, status.detail = "failed", _describe(error)
-            status.kind = kind_of(error)
-            if isinstance(error, Unreachable) and "timed out" in error.message:
-                # the request's own timeout is the budget: say it the same way as the deadline
-                status.detail = f"did not answer within {timeout:g} s"
-            continue
-        collected = cast(Collected, value)
-        collected.findings = [f.model_copy(update={"collector": name}) for f in collected.findings]
-        results[name] = collected
-        status.findings = len(collected.findings)
-        status.detail = collected.note
+            failed(status, error, budget)
+        else:
+            results[name] = answered(status, cast(Collected, value))
     return statuses, results
 
 
@@ -242,87 +197,36 @@ def security_digest(
     state_key = f"security-digest-{period}"
     previous = ctx.state.load(state_key, PreviousDigest)
 
+    # 1. Collect from every configured source at once, each within its own budget.
     statuses, results = collect(ctx, policy, since, until)
-    failed = [s for s in statuses if s.state == "failed"]
-    unread = [s for s in statuses if s.state != "ok"]
-    unknown_sources = _date_unread(unread, previous, until)
-    banned = sorted({ip for c in results.values() for ip in c.banned_ips})
-
-    findings = dedupe(f for c in results.values() for f in c.findings)
-    kept, hidden = suppress(
-        findings, policy.suppressions, banned if policy.suppress_banned_ips else ()
-    )
-    changes = compare(
-        kept,
+    # 2. Normalize, de-duplicate, suppress, compare with the previous digest, rank.
+    report, changes = build_digest(
+        statuses,
+        results,
         previous,
-        now=until,
-        unknown_sources=unknown_sources,
-        unknown_scopes={k: v for c in results.values() for k, v in c.unknown.items()},
-        checked_scopes=[s for c in results.values() for s in c.checked],
-    )
-    ranked = rank([*changes.findings, *changes.unknown])
-    fresh_bans = new_bans(banned, previous) if "crowdsec" in results else []
-
-    report = SecurityDigest(
+        policy,
+        lab=ctx.config.lab.name,
         period=period,
-        window_start=since,
-        window_end=until,
-        findings=ranked,
-        resolved=changes.resolved,
-        suppressed=hidden,
-        sources=statuses,
-        new_bans=fresh_bans,
-        banned_ips=banned,
+        since=since,
+        until=until,
         dry_run=dry_run,
-        mqtt_topic=policy.mqtt_topic,
-        lab=ctx.config.lab.name,
     )
-    report.failures = [Failure(entity=s.label, reason=s.problem(), system=s.name) for s in failed]
-    report.skipped = [f"{s.name}: {s.detail}" for s in statuses if s.state == "skipped"]
-
-    wants_llm = policy.llm_summary if llm_summary is None else llm_summary
-    if wants_llm:
-        report.llm = summarize(ctx, ranked[: policy.max_findings_shown], period)
-
-    report.rendered = render_markdown(
-        load_template(policy.template),
-        lab=ctx.config.lab.name,
-        period=period,
-        window_start=since,
-        window_end=until,
-        findings=ranked,
-        resolved=changes.resolved,
-        problems=report.problems,
-        sources_ok=[s.label for s in statuses if s.state == "ok"],
-        sources=[s.line() for s in statuses],
-        new_bans=fresh_bans,
-        suppressed_count=len(hidden),
-        summary=report.llm.summary,
-        summary_note=report.llm.note,
-        max_shown=policy.max_findings_shown,
-    )
+    # 3. The optional LLM summary, then the markdown.
+    if policy.llm_summary if llm_summary is None else llm_summary:
+        report.llm = summarize(ctx, report.findings[: policy.max_findings_shown], period)
+    report.rendered = render(report, load_template(policy.template), policy.max_findings_shown)
     log.info(
         "digest: %d finding(s), %d new, %d unknown, %d resolved, %d source(s) failed",
-        len(ranked),
+        len(report.findings),
         len(changes.new),
         len(changes.unknown),
         len(changes.resolved),
-        len(failed),
+        len(report.failures),
     )
-
+    # 4. Remember it for the next one (not on a dry run).
     if not dry_run:
-        # Unknown findings are carried over (with their first "since"): not known to be gone.
-        ctx.state.save(
-            state_key,
-            PreviousDigest(
-                window_end=until,
-                findings=ranked,
-                banned_ips=banned
-                if "crowdsec" in results
-                else (previous.banned_ips if previous else []),
-                unknown_since={s.name: s.since for s in unread if s.since is not None},
-            ),
-        )
+        ctx.state.save(state_key, remembered(report, previous))
+    # 5. Deliver: the latest digest retained on MQTT, then the report's own delivery.
     if ctx.configured("mqtt"):
         try:
             publish_latest(
@@ -330,7 +234,7 @@ def security_digest(
             )
         except Exception as exc:  # a failed delivery step: named once, never hides the digest
             report.failures.append(Failure(entity=publish_latest.name, reason=str(exc)))
-    return publish_report(report, ctx)
+    return publish_report(report, ctx.delivery())
 
 
 def summarize(ctx: LabContext, findings: list[Any], period: str) -> LlmOutcome:
@@ -344,4 +248,4 @@ def summarize(ctx: LabContext, findings: list[Any], period: str) -> LlmOutcome:
     try:
         return llm_summary(cast(LlmProviders, ctx.block("llm")), findings, period, hosts)
     except Exception as exc:
-        return LlmOutcome(note=f"the summary task failed ({_describe(exc)})")
+        return LlmOutcome(note=f"the summary task failed ({describe(exc)})")

@@ -11,7 +11,8 @@ from prefect.context import get_run_context
 from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
-from blocks.context import LabContext
+from blocks.delivery import CHANNELS, Delivery
+from blocks.observability import VictoriaMetrics
 from labops.errors import LabopsError
 from labops.outcome import Outcome
 from labops.redact import redact
@@ -42,25 +43,27 @@ def publish_artifacts(report: OperationReport) -> None:
 
 
 @task(name="push-metrics")
-def push_report_metrics(report: OperationReport, ctx: LabContext) -> State | None:
+def push_report_metrics(
+    report: OperationReport, metrics: VictoriaMetrics | None, unavailable: str | None = None
+) -> State | None:
     """Push the report's metrics, the run's outcome and the flow heartbeat to VictoriaMetrics
     (if configured), every series labelled with the lab. Changes nothing in the lab.
 
-    The HTTP policy retries; a push that still fails ends this task Failed, naming why."""
-    from blocks.factory import metrics_pusher
-
-    pusher = metrics_pusher(ctx.config)
-    if pusher is None:
+    The HTTP policy retries; a push that still fails ends this task Failed, naming why (so does
+    a configured endpoint whose block could not be built: ``unavailable`` says why)."""
+    if unavailable is not None:
+        return Failed(message=redact(unavailable))
+    if metrics is None:
         return None
     try:
-        pusher.push(report.pushed_metrics())
+        metrics.pusher().push(report.pushed_metrics())
     except LabopsError as exc:  # expected (VictoriaMetrics down): one line, no traceback
         return Failed(message=redact(str(exc)))
     return None
 
 
 @task(name="notify")
-def send_notification(report: OperationReport, ctx: LabContext) -> State | None:
+def send_notification(report: OperationReport, delivery: Delivery) -> State | None:
     """Send the report's notification, if it has one, to every configured channel. A channel
     that did not deliver ends this task Failed, naming it. Changes nothing in the lab."""
     message = report.notification()
@@ -68,9 +71,11 @@ def send_notification(report: OperationReport, ctx: LabContext) -> State | None:
         return None
     if report.flow_run_url and not message.link:
         message.link = report.flow_run_url
-    failed = [d for d in ctx.notifier().send_all(message) if not d.ok]
+    failed = [f"{c}: {why}" for c, why in delivery.unavailable.items() if c in CHANNELS]
+    sent = delivery.notifier().send_all(message)
+    failed += [f"{d.channel}: {d.detail}" for d in sent if not d.ok]
     if failed:
-        return Failed(message=redact("; ".join(f"{d.channel}: {d.detail}" for d in failed)))
+        return Failed(message=redact("; ".join(failed)))
     return None
 
 
@@ -82,28 +87,32 @@ def _step_failure(step: Any, state: State) -> str:
     return state.message or f"{step.name} failed"
 
 
-def publish_report(report: R, ctx: LabContext) -> R | State:
-    """End of every flow: deliver the report, then return its outcome as the run's state:
+def publish_report(report: R, delivery: Delivery) -> R | State:
+    """End of every flow: deliver the report (``delivery``: the lab's channels, metrics endpoint
+    and UI, ``LabContext.delivery()``), then return its outcome as the run's state:
     the report (Completed) when clean, a ``Findings`` state (COMPLETED type) carrying it when it
     found something, a ``Failed`` state carrying it when it could not do its job."""
     log = logging.getLogger("labops.publish")
     report.finished = utcnow()
-    report.lab = ctx.config.lab.name
+    report.lab = delivery.lab
     try:
         run = get_run_context()
         flow_run = getattr(run, "flow_run", None)
         if flow_run is not None:
-            report.flow_run_url = ctx.flow_run_url(flow_run.id)
+            report.flow_run_url = delivery.flow_run_url(flow_run.id)
     except Exception:  # outside a run (tests calling .fn): no link
         pass
     # quote(): otherwise Prefect walks every field of the report (thousands of rows) and of the
-    # config in ctx looking for futures, for each of these task runs: measured ~0.7 s per task
+    # blocks looking for futures, for each of these task runs: measured ~0.7 s per task
     # with a 1,000-row report.
     # Notification first, metrics next (they then count a failed notification), artifacts last
     # (they show every delivery failure). A failed step is a failure of the run, named once.
     for step, args in (
-        (send_notification, (quote(report), quote(ctx))),
-        (push_report_metrics, (quote(report), quote(ctx))),
+        (send_notification, (quote(report), quote(delivery))),
+        (
+            push_report_metrics,
+            (quote(report), quote(delivery.metrics), delivery.unavailable.get("victoriametrics")),
+        ),
         (publish_artifacts, (quote(report),)),
     ):
         state = step(*args, return_state=True)  # type: ignore[operator]

@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 from prefect import task
-from pydantic import BaseModel, Field
 
 from blocks.edge import StepCa
+from labops.certificates.sources import CaBundle
 from labops.errors import ApiError
-
-
-class CaBundle(BaseModel):
-    """PEMs the CA publishes; ``intermediates`` is empty on step-ca < 0.27.3 (no endpoint)."""
-
-    healthy: bool
-    roots: list[str] = Field(default_factory=list)
-    intermediates: list[str] = Field(default_factory=list)
 
 
 @task(name="step-ca-certificates", retries=1, tags=["step_ca"])

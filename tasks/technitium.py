@@ -9,17 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
-from pydantic import BaseModel
 
 from blocks.edge import TechnitiumDns
+from labops.certificates.sources import DnsRecord
 from labops.errors import ApiError, AuthFailed
-
-
-class DnsRecord(BaseModel):
-    name: str
-    type: str
-    value: str
-    disabled: bool = False
 
 
 def _response(body: Any, path: str) -> dict[str, Any]:

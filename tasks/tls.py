@@ -7,18 +7,18 @@ make the flow slower than the probing itself. Per-endpoint results travel in the
 
 from __future__ import annotations
 
-import base64
 import time
 from datetime import UTC, datetime
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field
 
 from blocks.proxmox import ProxmoxCredentials
+from labops.certificates.pem import pem_to_der
+from labops.certificates.renewed import RenewalOutcome
+from labops.certificates.sources import NodeCertificates
 from labops.config.policies.certificates import CertificatePolicy
 from labops.errors import LabopsError
-from labops.models.certificates import PveCertificateInfo
 from labops.tls.check import anchors_per_bundle, check_endpoints, judge, lab_anchors
 from labops.tls.models import Target
 from labops.tls.probe import RawProbe
@@ -49,11 +49,6 @@ def probe_batch(
     return results
 
 
-def _pem_to_der(pem: str) -> bytes:
-    body = "".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))
-    return base64.b64decode(body)
-
-
 @task(name="tls-judge-api-certificate", cache_policy=NO_CACHE)
 def judge_api_certificate(
     target: Target,
@@ -63,18 +58,9 @@ def judge_api_certificate(
     policy: CertificatePolicy,
 ) -> EndpointResult:
     """Classify a certificate read from an API (a node without a probe URL). Reads only."""
-    raw = RawProbe(target=target, chain_der=[_pem_to_der(pem)], chain_complete=False)
+    raw = RawProbe(target=target, chain_der=[pem_to_der(pem)], chain_complete=False)
     anchors = lab_anchors(roots_pem, intermediates_pem, policy, target.ca_bundle)
     return judge(raw, anchors, policy, datetime.now(UTC))
-
-
-class NodeCertificates(BaseModel):
-    node: str
-    online: bool
-    url: str | None = Field(None, description="The node's own API URL (probed).")
-    acme: bool = Field(False, description="ACME domains configured: renewal possible.")
-    certificates: list[PveCertificateInfo] = Field(default_factory=list)
-    error: str | None = None
 
 
 @task(name="pve-node-certificates", retries=1, tags=["proxmox"])
@@ -97,13 +83,6 @@ def node_certificates(block: ProxmoxCredentials) -> list[NodeCertificates]:
                 item.error = str(exc)
         out.append(item)
     return out
-
-
-class RenewalOutcome(BaseModel):
-    node: str
-    upid: str | None = None
-    ok: bool
-    detail: str = ""
 
 
 @task(name="pve-renew-acme-certificate", tags=["proxmox"])

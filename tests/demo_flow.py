@@ -47,7 +47,7 @@ def demo(
     report = DemoReport(operation="demo", dry_run=dry_run, count=count, finding=finding)
     if fail:
         report.failures.append(Failure(entity="guest 101 (dns)", reason="made to fail"))
-    return publish_report(report, ctx)
+    return publish_report(report, ctx.delivery())
 
 
 @flow(name="demo-no-dry-run")

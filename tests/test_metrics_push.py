@@ -71,14 +71,14 @@ def test_victoriametrics_down_is_unreachable() -> None:
 
 def _pushed_through_publish(report: Any, url: str) -> None:
     """What a flow's push-metrics step sends, to this VictoriaMetrics."""
-    from blocks.context import LabContext
+    from blocks.delivery import delivery_for
     from labops.config import LabopsConfig
     from tasks.publish import push_report_metrics
 
     config = LabopsConfig.model_validate(
         {"lab": {"name": report.lab}, "systems": {"victoriametrics": {"url": url}}}
     )
-    assert push_report_metrics.fn(report, LabContext(config=config)) is None
+    assert push_report_metrics.fn(report, delivery_for(config).metrics) is None
 
 
 def test_a_status_change_leaves_one_series_per_target_and_every_series_has_lab(

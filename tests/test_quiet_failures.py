@@ -160,7 +160,7 @@ def leaky(config: str, secret_file: str, crash: bool = False) -> Any:
         raise RuntimeError(f"GET https://pve.lab/api2/json?token={secret} failed")
     report = LeakyReport(operation="leaky")
     report.failures.append(Failure(entity="pve", reason=f"the answer quoted {secret}"))
-    return publish_report(report, ctx)
+    return publish_report(report, ctx.delivery())
 
 
 def test_a_secret_in_an_error_or_a_notification_is_masked_everywhere(

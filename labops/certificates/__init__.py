@@ -1,0 +1,1 @@
+"""Certificates: discovery, probing, classification, renewal and the report of the lab's TLS."""
