@@ -243,7 +243,7 @@ def upgrade_of(
 
 def protections(ctx: LabContext, rollout: plan.RolloutPlan, report: PatchReport) -> dict[str, str]:
     """How each planned host can be rolled back: its snapshot, a fresh backup, or nothing."""
-    from labops.planners.backups import default_storage
+    from labops.backups.plan import default_storage
     from tasks.pve import scan_backups
 
     policy = ctx.config.patching

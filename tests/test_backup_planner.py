@@ -7,30 +7,25 @@ from pathlib import Path
 
 import pytest
 
+from labops.backups.audit import (
+    find_new_backup,
+    guest_rows,
+    job_check,
+    orphans,
+    size_problem,
+    upid_start_time,
+    verification_status,
+)
+from labops.backups.limits import lanes
+from labops.backups.models import BackupCopy, BackupGuest, BackupOutcome, GuestPlan, PlanAction
+from labops.backups.plan import exclusion_reason, last_good, parse_tags, plan_backups, policy_for
+from labops.backups.report import GuestStatus
+from labops.backups.retention import prune_marks, retention_dry_run
+from labops.backups.vzdump import classify_exitstatus, is_lock_error
 from labops.config.loader import parse_config
 from labops.config.policies.backups import BackupPolicy, Retention
 from labops.errors import ConfigError
-from labops.models.backups import BackupCopy, BackupGuest, BackupOutcome, GuestPlan, PlanAction
 from labops.models.pve import PveBackupVolume, PveGuest
-from labops.planners.backup_audit import guest_rows, verification_status
-from labops.planners.backups import (
-    classify_exitstatus,
-    exclusion_reason,
-    find_new_backup,
-    is_lock_error,
-    job_check,
-    lanes,
-    last_good,
-    orphans,
-    parse_tags,
-    plan_backups,
-    policy_for,
-    prune_marks,
-    retention_dry_run,
-    size_problem,
-    upid_start_time,
-)
-from labops.reports_backups import GuestStatus
 
 DATA = Path(__file__).parent / "data" / "backups"
 DAY = 86400.0
@@ -265,9 +260,9 @@ def test_rows_after_a_run(lab: Lab) -> None:
 def test_guests_whose_storage_could_not_be_listed_are_unknown_not_stale(lab: Lab) -> None:
     """A storage that does not answer hides its guests' backups: those rows are "could not
     check (why, since when)", never stale, never fine; the first failed run is remembered."""
+    from labops.backups.audit import unreadable_storages
+    from labops.backups.report import BackupReport
     from labops.outcome import Checked, UnknownSince
-    from labops.planners.backup_audit import unreadable_storages
-    from labops.reports_backups import BackupReport
 
     now, guests, _ = lab
     policy = BackupPolicy()
@@ -331,7 +326,7 @@ def test_policy_errors_name_the_key() -> None:
 
 @pytest.mark.parametrize("name", ["vzdump-failed", "vzdump-locked", "vzdump-ok"])
 def test_vzdump_logs(name: str) -> None:
-    from labops.parsers.vzdump import vzdump_failure
+    from labops.backups.vzdump import vzdump_failure
 
     case = json.loads((DATA / f"{name}.json").read_text())
     reason = vzdump_failure(case["log"], case["vmid"])

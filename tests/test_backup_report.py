@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from labops.backups.models import JobCheck, OrphanGroup
+from labops.backups.report import BackupReport, GuestRow, GuestStatus, RestoreDrillReport
 from labops.metrics import render
-from labops.models.backups import JobCheck, OrphanGroup
 from labops.reports import Failure, Severity
-from labops.reports_backups import BackupReport, GuestRow, GuestStatus, RestoreDrillReport
 
 NOW = 1_795_770_230.0
 

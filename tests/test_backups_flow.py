@@ -71,7 +71,7 @@ def config(sandbox: SandboxHandle, directory: Path, **backups: Any) -> str:
 
 
 def report_of(state: Any) -> Any:
-    from labops.reports_backups import BackupReport, RestoreDrillReport
+    from labops.backups.report import BackupReport, RestoreDrillReport
 
     kinds = (BackupReport, RestoreDrillReport)
     if isinstance(state, kinds):
@@ -152,9 +152,9 @@ def test_a_start_whose_answer_is_lost_is_adopted_never_sent_twice(
     """The node takes the vzdump request but its answer never arrives: it is dropped, or the
     node acts on the request only after the client's timeout (a busy pvedaemon). The backup
     must follow the task that request began, whenever it appears, and never send another."""
+    from labops.backups.models import BackupGuest
     from labops.config import load_config
     from labops.config.secrets import resolve_secret
-    from labops.models.backups import BackupGuest
     from labops.proxmox import PveClient
     from tasks.pve import VzdumpSettings, run_backup
 
@@ -187,7 +187,7 @@ def test_dry_run_then_run_then_rerun_backs_up_once(
     lab_clean: SandboxHandle, prefect_server: Any, tmp_path: Path
 ) -> None:
     from flows.backups import backups
-    from labops.reports_backups import GuestStatus
+    from labops.backups.report import GuestStatus
 
     cfg = config(lab_clean, tmp_path)
     before = snapshots(lab_clean)
@@ -227,7 +227,7 @@ def test_faults_fail_only_their_guests_and_are_reported(
     tmp_path: Path,
 ) -> None:
     from flows.backups import backups
-    from labops.reports_backups import GuestStatus
+    from labops.backups.report import GuestStatus
 
     cfg_path = config(lab_clean, tmp_path, tiers={"short": {"rpo": "1s"}})
     cfg = yaml.safe_load(Path(cfg_path).read_text())
@@ -317,7 +317,7 @@ def test_killed_run_then_rerun_backs_up_each_guest_once(
     make_sandbox: Any, prefect_server: Any, tmp_path: Path
 ) -> None:
     from flows.backups import backups
-    from labops.reports_backups import GuestStatus
+    from labops.backups.report import GuestStatus
 
     lab_clean = make_sandbox()  # a lab of its own: no backup of this module's other tests
     # Every earlier backup must be older than the rerun's window (seeded nightly ones at 02:00

@@ -314,7 +314,7 @@ def test_backups_with_a_failed_verification_and_a_stale_verify_job_exit_3(
     report = json.loads(out)
     assert report["outcome"] == "findings" and report["highest_severity"] == "critical"
     # the seeded lab: one guest's latest verification failed, the verify job ran 9 days ago
-    from labops.reports_backups import BackupReport
+    from labops.backups.report import BackupReport
 
     found = BackupReport.model_validate(report).found()
     assert any(

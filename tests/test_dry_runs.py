@@ -193,7 +193,7 @@ def _run(flow: Callable[..., Any], config: Path, **params: Any) -> Any:
 
 def backups(config: Path) -> Any:
     from flows.backups import backups
-    from labops.reports_backups import GuestStatus
+    from labops.backups.report import GuestStatus
 
     report = _run(backups, config)
     assert report.rows(GuestStatus.WOULD_BACK_UP), "nothing due: the case proves nothing"

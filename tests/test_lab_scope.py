@@ -33,8 +33,8 @@ def test_two_labs_on_one_server_never_see_each_others_results(
 ) -> None:
     from flows.backups import backups
     from flows.security_digest import security_digest
+    from labops.backups.report import BackupReport
     from labops.digest.report import SecurityDigest
-    from labops.reports_backups import BackupReport
     from tasks.digest_sources import labops_results
 
     run = uuid.uuid4().hex[:6]

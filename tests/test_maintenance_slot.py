@@ -45,7 +45,7 @@ def test_backups_report_could_not_start_while_patch_apply_holds_the_slot(
     prefect_server: Any, sandbox: Any, tmp_path: Path
 ) -> None:
     from flows.backups import backups
-    from labops.reports_backups import BackupReport
+    from labops.backups.report import BackupReport
 
     guest = next(g for g in sandbox.pve().cluster.resources.get(type="vm") if not g.get("template"))
     cfg = derived_config(sandbox, tmp_path)

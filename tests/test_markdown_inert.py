@@ -18,6 +18,7 @@ import pytest
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from labops.backups.report import BackupReport, GuestRow, GuestStatus, RestoreDrillReport
 from labops.digest.findings import Finding
 from labops.digest.render import as_text, load_template, render_markdown
 from labops.docs.models import Claim, ClaimKind, Status, Undocumented, Verdict
@@ -25,7 +26,6 @@ from labops.docs.report import DocReport
 from labops.markdown import md_block, md_code, md_text
 from labops.models.patching import HostApply, HostCheck, PatchReport
 from labops.reports import Failure, Severity
-from labops.reports_backups import BackupReport, GuestRow, GuestStatus, RestoreDrillReport
 from labops.reports_platform import HousekeepingReport
 from labops.tls.classify import CertStatus, Classification
 from labops.tls.models import Target

@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from labops.backups.models import JobCheck
+from labops.backups.report import BackupReport, GuestRow, GuestStatus, RestoreDrillReport
 from labops.digest.findings import Finding
 from labops.digest.report import SecurityDigest, SourceStatus
 from labops.docs.models import Claim, ClaimKind, Status, Undocumented, Verdict
 from labops.docs.report import DocReport
 from labops.limits import limit_name
 from labops.metrics import Metric
-from labops.models.backups import JobCheck
 from labops.models.patching import HostCheck, PatchReport
 from labops.notify.mqtt import topic_for
 from labops.outcome import FailOn, Found, Outcome, Severity, judge
 from labops.parsers.packages import PendingUpdate
 from labops.reports import Failure, OperationReport
-from labops.reports_backups import BackupReport, GuestRow, GuestStatus, RestoreDrillReport
 from labops.reports_platform import HousekeepingReport
 from labops.scope import artifact_key, lab_slug, scoped_name
 from labops.tls.classify import CertStatus, Classification

@@ -12,17 +12,17 @@ from typing import Any, cast
 import pytest
 import yaml
 
-from labops.config import parse_config
-from labops.errors import ConfigError
-from labops.parsers.pve_net import interfaces, link_is_down, net_parts, with_link_down
-from labops.planners.restore_drill import (
+from labops.backups.drill import (
     DrillRefused,
     choose_guest,
     choose_scratch_vmid,
     network_changes,
     network_problems,
 )
-from labops.reports_backups import DrillHistory, DrillResult
+from labops.backups.report import DrillHistory, DrillResult
+from labops.config import parse_config
+from labops.errors import ConfigError
+from labops.parsers.pve_net import interfaces, link_is_down, net_parts, with_link_down
 from tests.fixtures.sandbox import SandboxHandle
 
 NODES = ("pve1", "pve2", "pve3", "pve4")
@@ -47,7 +47,7 @@ def config(sandbox: SandboxHandle, directory: Path, **drill: Any) -> str:
 
 
 def report_of(state: Any) -> Any:
-    from labops.reports_backups import RestoreDrillReport
+    from labops.backups.report import RestoreDrillReport
 
     value = state.result(raise_on_failure=False)
     assert isinstance(value, RestoreDrillReport), value
@@ -198,8 +198,8 @@ def test_drill_refuses_a_scratch_vmid_outside_its_range(
 
 
 def test_choice_of_guest_and_scratch_vmid() -> None:
+    from labops.backups.models import BackupCopy, BackupGuest
     from labops.config.policies.backups import BackupPolicy
-    from labops.models.backups import BackupCopy, BackupGuest
 
     guests = [BackupGuest(vmid=v, name=f"g{v}", node="pve1", type="lxc") for v in (101, 102, 103)]
     guests.append(BackupGuest(vmid=104, name="t", node="pve1", type="qemu", template=True))
@@ -322,7 +322,7 @@ def test_network_config_errors_name_the_field() -> None:
 
 
 def test_run_tag_destroy_decision_and_needed_privileges() -> None:
-    from labops.planners.restore_drill import (
+    from labops.backups.drill import (
         RestoreSeen,
         destroy_refusal,
         missing_privileges,

@@ -9,11 +9,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from labops.backups.models import JobCheck, OrphanGroup, RetentionGroup
+from labops.backups.plan import human_age
 from labops.markdown import md_text
 from labops.metrics import Metric
-from labops.models.backups import JobCheck, OrphanGroup, RetentionGroup
 from labops.outcome import Checked, CouldNotCheck, Found, UnknownSince, check_columns
-from labops.planners.backups import human_age
 from labops.reports import Notification, OperationReport, Severity
 
 

@@ -12,8 +12,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from labops.backups.models import BackupCopy, BackupGuest
+from labops.backups.plan import by_vmid, exclusion_reason, last_good
+from labops.backups.report import DrillHistory
 from labops.config.policies.backups import BackupPolicy, NetworkMode
-from labops.models.backups import BackupCopy, BackupGuest
 from labops.parsers.pve_net import (
     check_net_string,
     describe_net,
@@ -21,8 +23,6 @@ from labops.parsers.pve_net import (
     net_parts,
     with_link_down,
 )
-from labops.planners.backups import by_vmid, exclusion_reason, last_good
-from labops.reports_backups import DrillHistory
 
 
 class DrillChoice(BaseModel):

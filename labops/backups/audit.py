@@ -1,23 +1,26 @@
-"""After the run, pure: each guest's row (what happened, its recovery point, verification) and the
-coverage audit (templates without a backup, guests in no job, orphans)."""
+"""After the run, pure: each guest's row (what happened, its recovery point, verification), the
+checks of a new backup (listed, plausible size, verified recently), the PBS maintenance jobs, and
+the coverage audit (templates without a backup, guests in no job, orphans)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from labops.config.policies.backups import BackupPolicy
-from labops.models.backups import BackupCopy, BackupOutcome, GuestPlan, PlanAction
-from labops.outcome import CouldNotCheck
-from labops.planners.backups import (
-    by_vmid,
-    find_new_backup,
-    human_age,
-    last_good,
-    size_problem,
-    upid_start_time,
+from labops.backups.models import (
+    BackupCopy,
+    BackupOutcome,
+    GuestPlan,
+    JobCheck,
+    OrphanGroup,
+    PlanAction,
 )
-from labops.reports_backups import GuestRow, GuestStatus
+from labops.backups.plan import by_vmid, human_age, last_good
+from labops.backups.report import GuestRow, GuestStatus
+from labops.backups.vzdump import classify_exitstatus
+from labops.config.policies.backups import BackupPolicy, format_duration
+from labops.outcome import CouldNotCheck
 
 
 def verification_status(
@@ -194,3 +197,114 @@ def unreadable_storages(
             for name in every:
                 out.setdefault(name, reason)
     return out
+
+
+# --- checks after the run -------------------------------------------------------------------
+
+
+def upid_start_time(upid: str | None) -> float | None:
+    """Start time of a PVE (8 fields) or PBS (9 fields) UPID, epoch seconds."""
+    if not upid or not upid.startswith("UPID:"):
+        return None
+    parts = upid.split(":")
+    index = 5 if len(parts) >= 10 else 4  # PBS has the extra task-id field before starttime
+    try:
+        return float(int(parts[index], 16))
+    except (IndexError, ValueError):
+        return None
+
+
+def verification_problem(copy: BackupCopy | None, now: float, max_age_s: float) -> str | None:
+    """None when the backup was verified ok recently enough, else what is wrong."""
+    if copy is None:
+        return None
+    if copy.verify_state is None:
+        return "never verified"
+    if copy.verify_state != "ok":
+        return f"verification {copy.verify_state}"
+    verified_at = upid_start_time(copy.verify_upid)
+    if verified_at is None:
+        return "verification time unknown"
+    if now - verified_at > max_age_s:
+        return f"last verified {human_age(now - verified_at)} ago"
+    return None
+
+
+def size_problem(
+    new: BackupCopy, previous: BackupCopy | None, min_bytes: int, min_ratio: float
+) -> str | None:
+    """None when the new backup's size is plausible, else why it is not."""
+    if new.size < min_bytes:
+        return f"implausible size {new.size} bytes (below {min_bytes})"
+    if previous is not None and previous.size > 0 and new.size < previous.size * min_ratio:
+        return (
+            f"implausible size {new.size} bytes, under {min_ratio:.0%} of the previous "
+            f"backup ({previous.size} bytes)"
+        )
+    return None
+
+
+def find_new_backup(
+    copies: Sequence[BackupCopy], vmid: int, storage: str, started: float, slack_s: float = 5.0
+) -> BackupCopy | None:
+    """The backup a vzdump started at ``started`` produced, if storage lists it."""
+    candidates = [
+        c
+        for c in copies
+        if c.vmid == vmid and c.storage == storage and c.ctime >= started - slack_s
+    ]
+    return max(candidates, key=lambda c: c.ctime) if candidates else None
+
+
+def orphans(copies: Sequence[BackupCopy], existing_vmids: Iterable[int]) -> list[OrphanGroup]:
+    """Backups of guests the cluster no longer has, one entry per (guest, storage)."""
+    present = set(existing_vmids)
+    groups: dict[tuple[int, str], list[BackupCopy]] = defaultdict(list)
+    for copy in copies:
+        if copy.vmid not in present:
+            groups[(copy.vmid, copy.storage)].append(copy)
+    out = []
+    for (vmid, storage), items in sorted(groups.items()):
+        newest = max(items, key=lambda c: c.ctime)
+        out.append(
+            OrphanGroup(
+                vmid=vmid,
+                storage=storage,
+                count=len(items),
+                newest=newest.ctime,
+                size=sum(c.size for c in items),
+                notes=newest.notes,
+            )
+        )
+    return out
+
+
+def job_check(
+    job: str,
+    last_run: float | None,
+    state: str | None,
+    max_age_s: float,
+    now: float,
+    unknown: str = "",
+) -> JobCheck:
+    """Whether a PBS maintenance job ran successfully within ``max_age_s`` (unknown is not ok)."""
+    limit = format_duration(max_age_s) if max_age_s % 3600 == 0 else human_age(max_age_s)
+    if last_run is None:
+        return JobCheck(
+            job=job,
+            max_age_s=max_age_s,
+            ok=False,
+            state=state,
+            detail=unknown or f"no record of a {job} run",
+        )
+    age = now - last_run
+    failed = state is not None and classify_exitstatus(state) == "error"
+    ok = age <= max_age_s and not failed
+    detail = f"last run {human_age(age)} ago ({state or 'state unknown'}), limit {limit}"
+    if age > max_age_s:
+        detail = f"last run {human_age(age)} ago, older than {limit} ({state or 'state unknown'})"
+    elif failed:
+        detail = f"last run {human_age(age)} ago FAILED: {state}"
+    return JobCheck(
+        job=job, last_run=last_run, state=state, max_age_s=max_age_s, ok=ok, detail=detail
+    )

@@ -1,4 +1,4 @@
-"""vzdump task logs, pure: why a guest's backup failed.
+"""vzdump outcomes, pure: a task's exit status, a locked guest, why a guest's backup failed.
 
 vzdump writes ``ERROR: Backup of VM <vmid> failed - <reason>`` for each failed guest and ends
 the task with ``TASK ERROR: job errors``; the exit status alone never says why.
@@ -25,3 +25,21 @@ def vzdump_failure(lines: list[str], vmid: int) -> str | None:
         if other is None and line.startswith("ERROR:"):
             other = line.removeprefix("ERROR:").strip()
     return other
+
+
+def classify_exitstatus(exitstatus: str) -> str:
+    """``OK`` -> ok, ``WARNINGS: n`` -> warning, anything else -> error (as PVE classifies)."""
+    text = exitstatus.strip()
+    if text == "OK":
+        return "ok"
+    if text.startswith("WARNINGS"):
+        return "warning"
+    return "error"
+
+
+_LOCK = re.compile(r"\bis locked\b|\blocked \(|can't lock file|got timeout|lock.*timeout", re.I)
+
+
+def is_lock_error(text: str) -> bool:
+    """True for the messages PVE gives when a guest is locked by another operation."""
+    return bool(_LOCK.search(text or ""))
