@@ -2,7 +2,7 @@
 (apply: approval, maintenance window, snapshot, canaries, batches, rollback, reboots).
 
 The runbook, step by step; SSH and Proxmox calls live in tasks/, decisions in
-labops/planners/patching.py, parsing in labops/parsers/.
+labops/patching/plan.py, parsing in labops/parsers/.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pydantic import Field
 from blocks.context import LabContext
 from labops.flow_params import ConfigPath, HostList
 from labops.limits import SlotBusy, maintenance_slot
-from labops.models.patching import PatchReport
-from labops.planners import patching as plan
+from labops.patching import plan
+from labops.patching.report import PatchReport
 from labops.reports import Failure
 from tasks import patch_steps as steps
 from tasks.publish import publish_report

@@ -1,7 +1,7 @@
 """The steps of a patch run, each over the tasks of ``tasks.ssh``, ``tasks.snapshots`` and
 ``tasks.patch_host``: check, simulate, show the plan, re-check at approval, execute, reboot, settle
 snapshots. ``flows/patching.py`` calls them in runbook order; decisions stay in
-``labops/planners/patching.py``.
+``labops/patching/plan.py``.
 
 Which steps change the lab: :func:`check` only when ``stopped_containers: start-check-stop`` and
 not a dry run (it starts and stops containers); :func:`execute` and what it calls; snapshot
@@ -20,9 +20,9 @@ from prefect.futures import wait
 
 from blocks.context import LabContext
 from labops.config.inventory import Host
-from labops.models.patching import HostApply, HostCheck, PatchReport
 from labops.outcome import Checked, UnknownSince
-from labops.planners import patching as plan
+from labops.patching import plan
+from labops.patching.report import HostApply, HostCheck, PatchReport
 from labops.redact import redact
 from labops.reports import Failure
 from labops.scope import artifact_key

@@ -24,7 +24,7 @@ def derived_config(
 
 def report_of(state: Any) -> Any:
     """The PatchReport a flow returned (directly, or carried by its Failed state)."""
-    from labops.models.patching import PatchReport
+    from labops.patching.report import PatchReport
 
     if isinstance(state, PatchReport):
         return state

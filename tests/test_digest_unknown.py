@@ -17,9 +17,9 @@ from labops.digest.findings import Finding, rank
 from labops.digest.render import load_template, render_markdown
 from labops.digest.report import SecurityDigest, SourceStatus
 from labops.digest.sources import labops_row_findings
-from labops.models.patching import CHECKED, HostCheck, PatchReport
 from labops.outcome import Checked, CouldNotCheck, UnknownSince
-from labops.parsers.packages import PendingUpdate
+from labops.patching.packages import PendingUpdate
+from labops.patching.report import CHECKED, HostCheck, PatchReport
 from labops.reports import Severity
 from labops.tls.classify import CertStatus, Classification
 from labops.tls.classify import Finding as CertFinding
@@ -166,7 +166,7 @@ def test_a_host_that_could_not_be_checked_keeps_its_findings_unknown(kind: str) 
 def test_every_patch_state_is_named_in_the_shared_vocabulary() -> None:
     from typing import get_args
 
-    from labops.models.patching import CheckState
+    from labops.patching.report import CheckState
 
     assert set(CHECKED) == set(get_args(CheckState))
     assert {s for s, c in CHECKED.items() if c is Checked.UNKNOWN} == set(KINDS)

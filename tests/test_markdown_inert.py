@@ -24,7 +24,7 @@ from labops.digest.render import as_text, load_template, render_markdown
 from labops.docs.models import Claim, ClaimKind, Status, Undocumented, Verdict
 from labops.docs.report import DocReport
 from labops.markdown import md_block, md_code, md_text
-from labops.models.patching import HostApply, HostCheck, PatchReport
+from labops.patching.report import HostApply, HostCheck, PatchReport
 from labops.reports import Failure, Severity
 from labops.reports_platform import HousekeepingReport
 from labops.tls.classify import CertStatus, Classification

@@ -17,10 +17,10 @@ from labops.docs.models import Claim, ClaimKind, Status, Undocumented, Verdict
 from labops.docs.report import DocReport
 from labops.limits import limit_name
 from labops.metrics import Metric
-from labops.models.patching import HostCheck, PatchReport
 from labops.notify.mqtt import topic_for
 from labops.outcome import FailOn, Found, Outcome, Severity, judge
-from labops.parsers.packages import PendingUpdate
+from labops.patching.packages import PendingUpdate
+from labops.patching.report import HostCheck, PatchReport
 from labops.reports import Failure, OperationReport
 from labops.reports_platform import HousekeepingReport
 from labops.scope import artifact_key, lab_slug, scoped_name

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from labops.parsers import apk
+from labops.patching import apk
 
 DATA = Path(__file__).parent / "data" / "apk"
 

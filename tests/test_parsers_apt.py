@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from labops.parsers import apt
+from labops.patching import apt
 
 DATA = Path(__file__).parent / "data" / "apt"
 
@@ -90,7 +90,7 @@ def test_this_machine_through_real_sshd(sshd) -> None:  # type: ignore[no-untype
     the same combined command the flow runs."""
     from datetime import date
 
-    from labops.parsers.hostcheck import CHECK_COMMAND, parse_check_output
+    from labops.patching.hostcheck import CHECK_COMMAND, parse_check_output
     from labops.ssh import SshRunner
 
     result = SshRunner(sshd.settings()).run(sshd.target("self"), CHECK_COMMAND, timeout=60)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from labops.parsers.needrestart import parse_needrestart
+from labops.patching.needrestart import parse_needrestart
 
 DATA = Path(__file__).parent / "data" / "needrestart"
 

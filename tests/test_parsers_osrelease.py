@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from labops.parsers.hostcheck import parse_check_output
-from labops.parsers.osrelease import parse_os_release
+from labops.patching.hostcheck import parse_check_output
+from labops.patching.osrelease import parse_os_release
 
 DATA = Path(__file__).parent / "data"
 TODAY = date(2026, 11, 27)

@@ -299,7 +299,7 @@ def test_node_upgrade_detached_adopted_and_never_killed(sandbox: Any, tmp_path: 
     import threading
 
     from flows.patching import patch_apply
-    from labops.parsers.detached import POLL_COMMAND, parse_poll, start_command
+    from labops.patching.detached import POLL_COMMAND, parse_poll, start_command
 
     for node in ("pve1", "pve2"):
         sandbox.control("fleet", "set_pending", host=node, packages=[{"name": "pve-manager"}])

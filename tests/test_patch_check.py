@@ -15,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 def test_check_mode_whole_lab(sandbox: Any, tmp_path: Path, victoriametrics: Any) -> None:
     from flows.patching import patch_check
-    from labops.models.patching import PatchReport
+    from labops.patching.report import PatchReport
 
     cfg = derived_config(
         sandbox, tmp_path, systems={"victoriametrics": {"url": victoriametrics.url}}, refresh=True

@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from labops.config.policies.patching import MaintenanceWindow
-from labops.models.patching import HostCheck
 from labops.models.pve import PveTaskItem
-from labops.parsers.detached import parse_poll, start_command
-from labops.parsers.packages import PendingUpdate
-from labops.planners import patching as plan
+from labops.patching import plan
+from labops.patching.detached import parse_poll, start_command
+from labops.patching.packages import PendingUpdate
+from labops.patching.report import HostCheck
 
 
 class FakeClock:

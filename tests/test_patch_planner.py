@@ -9,11 +9,11 @@ from pydantic import ValidationError
 
 from labops.config.inventory import Host
 from labops.config.policies.patching import Exclusions, MaintenanceWindow, PatchPolicy
-from labops.parsers.hostcheck import HostFacts
-from labops.parsers.needrestart import NeedRestart
-from labops.parsers.osrelease import OsRelease
-from labops.parsers.packages import PendingUpdate, valid_package_name
-from labops.planners import patching as plan
+from labops.patching import plan
+from labops.patching.hostcheck import HostFacts
+from labops.patching.needrestart import NeedRestart
+from labops.patching.osrelease import OsRelease
+from labops.patching.packages import PendingUpdate, valid_package_name
 
 NODES = [
     plan.PveNodeInfo(name="pve1"),

@@ -22,7 +22,8 @@ from pydantic import BaseModel, ValidationError
 
 from labops.docs.extract import extract_claims
 from labops.models import certificates, pbs, pve
-from labops.parsers import apk, apt, hostcheck, needrestart, osrelease, traefik
+from labops.parsers import traefik
+from labops.patching import apk, apt, hostcheck, needrestart, osrelease
 from tests.fuzz.strategies import FUZZ, json_like, lines_of, mutated, text
 
 DATA = Path(__file__).resolve().parents[1] / "data"

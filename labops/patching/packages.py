@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shlex
+from collections.abc import Iterable
 
 from pydantic import BaseModel, Field
 
@@ -49,3 +51,13 @@ def shown(value: str, limit: int = 60) -> str:
     """A refused value as reports show it: quoted, control characters escaped, cut short."""
     text = repr(value[:limit])
     return text + ("..." if len(value) > limit else "")
+
+
+def shell_words(names: Iterable[str]) -> str:
+    """Values joined for a command line, each quoted for the shell."""
+    return " ".join(shlex.quote(n) for n in names)
+
+
+def shell_line(command: str, *args: str) -> str:
+    """``command`` (fixed text, a verb) followed by values, each quoted for the shell."""
+    return " ".join([command, *(shlex.quote(a) for a in args)])

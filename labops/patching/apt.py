@@ -1,4 +1,5 @@
-"""Parsers of apt output: upgradable list, held packages, simulated upgrades, lock errors.
+"""apt: the commands labops runs (check, refresh, upgrade, simulation) and the parsers of their
+output (upgradable list, held packages, simulated upgrades, lock errors).
 
 Security updates are told apart by the **suite** (``bookworm-security``, ``stable-security``,
 ``noble-security``): the Release ``Origin`` of Debian security updates is plain ``Debian``, so
@@ -8,10 +9,56 @@ the origin cannot tell them apart (what PVE's /apt/update shows).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel
 
-from labops.parsers.packages import PendingUpdate
+from labops.patching.packages import PendingUpdate, shell_line, shell_words
+
+UPGRADABLE_COMMAND = "apt list --upgradable 2>/dev/null"
+"""Check: the upgradable packages (:func:`parse_upgradable`)."""
+
+SHOWHOLD_COMMAND = "apt-mark showhold 2>/dev/null"
+"""Check: the packages the operator holds (:func:`parse_showhold`)."""
+
+_APT = "DEBIAN_FRONTEND=noninteractive apt-get -y -o DPkg::Lock::Timeout={lock}"
+_KEEP_CONF = "-o Dpkg::Options::=--force-confold"
+# A simulation as root: -s changes nothing, and Debug::NoLocking keeps it off the dpkg lock that a
+# running upgrade holds.
+_APT_SIMULATE = "apt-get -s -o Debug::NoLocking=1"
+
+
+def update_command(lock_timeout_s: int) -> str:
+    """Refresh the package lists, waiting up to ``lock_timeout_s`` for the dpkg lock (failures:
+    :func:`lock_holder`, :func:`failure_reason`)."""
+    return f"apt-get -q -o DPkg::Lock::Timeout={int(lock_timeout_s)} update"
+
+
+def upgrade_command(
+    verb: str, packages: Sequence[str], hold: Iterable[str], lock_wait_s: float
+) -> str:
+    """``apt-get <verb>`` of ``packages`` (empty: all), non-interactive, keeping config files
+    (CHANGES THE HOST).
+
+    A held package is ``apt-mark hold``-ed before the upgrade and unheld after it, whether it
+    succeeded or not; the command exits with the upgrade's status (or the hold's, when holding
+    failed and nothing was upgraded)."""
+    upgrade = shell_line(f"{_APT.format(lock=int(lock_wait_s))} {_KEEP_CONF} {verb}", *packages)
+    held = shell_words(hold)
+    if not held:
+        return upgrade
+    # `a && b; rc=$?` keeps the hold's failure when b never ran; the unhold always runs
+    return (
+        f"apt-mark hold {held} && {upgrade}; labops_rc=$?; apt-mark unhold {held}; exit $labops_rc"
+    )
+
+
+def simulate_command(verb: str, packages: Sequence[str], pins: Sequence[str] = ()) -> str:
+    """What :func:`upgrade_command` would do, changing nothing (:func:`parse_simulation`).
+    A hold is simulated without ``apt-mark`` (which writes): ``name=<installed version>`` in
+    ``pins`` keeps that package where it is, as the hold would."""
+    return shell_line(f"{_APT_SIMULATE} {verb}", *packages, *pins)
+
 
 # `apt list --upgradable`: name/suite[,suite] version arch [upgradable from: old]
 _UPGRADABLE = re.compile(

@@ -1,4 +1,5 @@
-"""Parsers of Alpine's apk output: ``apk version -l '<'``, pinned packages, ``apk upgrade -s``.
+"""Alpine's apk: the commands labops runs (check, refresh, upgrade, simulation) and the parsers
+of their output (``apk version -l '<'``, pinned packages, ``apk upgrade -s``).
 
 apk has no security flag for an upgrade (no security suite), so ``security`` stays None: unknown,
 never reported as "no security updates".
@@ -7,8 +8,30 @@ never reported as "no security updates".
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
-from labops.parsers.packages import PendingUpdate
+from labops.patching.packages import PendingUpdate, shell_line
+
+VERSION_COMMAND = "apk version -l '<' 2>/dev/null"
+"""Check: the upgradable packages (:func:`parse_version`)."""
+
+WORLD_COMMAND = "cat /etc/apk/world 2>/dev/null"
+"""Check: the world file, whose ``name=version`` entries are pins (:func:`parse_world_pins`)."""
+
+UPDATE_COMMAND = "apk update -q"
+"""Refresh the package index."""
+
+
+def upgrade_command(packages: Sequence[str]) -> str:
+    """``apk upgrade`` of ``packages`` (empty: all) (CHANGES THE HOST)."""
+    return shell_line("apk upgrade", *packages)
+
+
+def simulate_command(packages: Sequence[str]) -> str:
+    """What :func:`upgrade_command` would do, changing nothing
+    (:func:`parse_upgrade_simulation`)."""
+    return shell_line("apk upgrade -s", *packages)
+
 
 # "busybox-1.36.1-r29    < 1.36.1-r31" (an apk version is <digits...>[_suffix]-r<N>)
 _VERSION_LINE = re.compile(r"^(?P<pkg>\S+)\s+(?P<op>[<>=?~]+)\s+(?P<avail>\S+)")

@@ -1,4 +1,5 @@
-"""Parser of ``/etc/os-release`` and the end-of-life table of the releases a homelab runs."""
+"""``/etc/os-release``: the check command, its parser, and the end-of-life table of the releases a
+homelab runs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import shlex
 from datetime import date
 
 from pydantic import BaseModel, Field
+
+COMMAND = "cat /etc/os-release 2>/dev/null"
+"""Check: the distribution and release (:func:`parse_os_release`)."""
 
 # End of free security support (Debian: end of LTS; Ubuntu: end of standard support, ESM aside;
 # Alpine: end of the release's main-repository support). Keyed by (ID, release).

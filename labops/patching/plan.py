@@ -16,10 +16,17 @@ from pydantic import BaseModel, Field
 
 from labops.config.inventory import Host
 from labops.config.policies.patching import Exclusions, MaintenanceWindow
-from labops.models.patching import HostCheck
 from labops.models.pve import PveGuest, PveTaskItem
-from labops.parsers.hostcheck import HostFacts
-from labops.parsers.packages import PendingUpdate, shown, valid_package_name, valid_version
+from labops.patching import apk, apt
+from labops.patching.hostcheck import HostFacts
+from labops.patching.packages import (
+    PendingUpdate,
+    shell_words,
+    shown,
+    valid_package_name,
+    valid_version,
+)
+from labops.patching.report import HostCheck
 
 _DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -507,12 +514,6 @@ def _usable(manager: str | None, update: PendingUpdate) -> bool:
 
 # -- apply commands -------------------------------------------------------------------------------
 
-_APT = "DEBIAN_FRONTEND=noninteractive apt-get -y -o DPkg::Lock::Timeout={lock}"
-_KEEP_CONF = "-o Dpkg::Options::=--force-confold"
-# A simulation as root: -s changes nothing, and Debug::NoLocking keeps it off the dpkg lock that a
-# running upgrade holds.
-_APT_SIMULATE = "apt-get -s -o Debug::NoLocking=1"
-
 
 class Upgrade(BaseModel):
     """One host's upgrade, decided once (:func:`decide_upgrade`). :meth:`command` is what apply
@@ -535,26 +536,17 @@ class Upgrade(BaseModel):
         whether it succeeded or not; the command exits with the upgrade's status (or the
         hold's, when holding failed and nothing was upgraded)."""
         if self.manager == "apk":
-            return _line("apk upgrade", *self.packages)
-        base = f"{_APT.format(lock=int(lock_wait_s))} {_KEEP_CONF} {self.verb}"
-        upgrade = _line(base, *self.packages)
-        if not self.hold:
-            return upgrade
-        held = _words(self.hold)
-        # `a && b; rc=$?` keeps the hold's failure when b never ran; the unhold always runs
-        return (
-            f"apt-mark hold {held} && {upgrade}; labops_rc=$?; "
-            f"apt-mark unhold {held}; exit $labops_rc"
-        )
+            return apk.upgrade_command(self.packages)
+        return apt.upgrade_command(self.verb, self.packages, self.hold, lock_wait_s)
 
     def simulation(self) -> str:
         """What :meth:`command` would do, changing nothing. A hold is simulated without
         ``apt-mark`` (which writes): ``name=<installed version>`` on the dist-upgrade's command
         line keeps that package where it is, as the hold would."""
         if self.manager == "apk":
-            return _line("apk upgrade -s", *self.packages)
+            return apk.simulate_command(self.packages)
         pins = [f"{n}={v}" for n, v in self.hold.items() if v]
-        return _line(f"{_APT_SIMULATE} {self.verb}", *self.packages, *pins)
+        return apt.simulate_command(self.verb, self.packages, pins)
 
 
 def decide_upgrade(
@@ -614,20 +606,11 @@ def upgrade_holds(
     return list(hold)
 
 
-def _words(names: Iterable[str]) -> str:
-    return " ".join(shlex.quote(n) for n in names)
-
-
-def _line(command: str, *args: str) -> str:
-    """``command`` (fixed text, a verb) followed by values, each quoted for the shell."""
-    return " ".join([command, *(shlex.quote(a) for a in args)])
-
-
 def services_command(manager: Literal["apt", "apk"] | None, services: Sequence[str]) -> str:
     """Exit 0 only when every service is active (names quoted: they come from the config)."""
     if manager == "apk":
         return " && ".join(f"rc-service {shlex.quote(s)} status" for s in services)
-    return "systemctl is-active --quiet " + _words(services)
+    return "systemctl is-active --quiet " + shell_words(services)
 
 
 def plan_host(row: HostCheck, security_only: bool) -> PlanHost | None:

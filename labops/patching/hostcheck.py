@@ -1,4 +1,6 @@
-"""The one combined check command run on every host, and the parser of its sectioned output.
+"""The one combined check command run on every host, composed of each tool's check command
+(``apt.py``, ``apk.py``, ``needrestart.py``, ``osrelease.py``), and the parser of its sectioned
+output (each section goes to its tool's parser).
 
 One command per host (one SSH round trip): each section starts with a marker line, so one stdout
 carries os-release, the upgradable list (apt or apk), held packages, the reboot flag and its
@@ -13,22 +15,22 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from labops.parsers import apk, apt
-from labops.parsers.needrestart import NeedRestart, parse_needrestart
-from labops.parsers.osrelease import OsRelease, parse_os_release
-from labops.parsers.packages import PendingUpdate
+from labops.patching import apk, apt, needrestart, osrelease
+from labops.patching.needrestart import NeedRestart, parse_needrestart
+from labops.patching.osrelease import OsRelease, parse_os_release
+from labops.patching.packages import PendingUpdate
 
 MARK = "@@labops:"
 
 _SECTIONS: list[tuple[str, str]] = [
-    ("os-release", "cat /etc/os-release 2>/dev/null"),
-    ("apt-upgradable", "apt list --upgradable 2>/dev/null"),
-    ("apt-held", "apt-mark showhold 2>/dev/null"),
-    ("apk-upgradable", "apk version -l '<' 2>/dev/null"),
-    ("apk-world", "cat /etc/apk/world 2>/dev/null"),
+    ("os-release", osrelease.COMMAND),
+    ("apt-upgradable", apt.UPGRADABLE_COMMAND),
+    ("apt-held", apt.SHOWHOLD_COMMAND),
+    ("apk-upgradable", apk.VERSION_COMMAND),
+    ("apk-world", apk.WORLD_COMMAND),
     ("reboot-required", "test -e /run/reboot-required && echo yes"),
     ("reboot-pkgs", "cat /run/reboot-required.pkgs 2>/dev/null"),
-    ("needrestart", "needrestart -b 2>/dev/null"),
+    ("needrestart", needrestart.COMMAND),
     # sd_booted(3): systemd is the init system. Long node upgrades then run as a transient unit.
     ("systemd", "test -d /run/systemd/system && echo yes"),
 ]
@@ -41,9 +43,7 @@ CHECK_COMMAND = "; ".join(f"echo {MARK}{name}; {cmd}" for name, cmd in _SECTIONS
 
 def refresh_command(manager: Literal["apt", "apk"], lock_timeout_s: int) -> str:
     """Refresh the package lists; apt waits up to ``lock_timeout_s`` for the dpkg lock."""
-    if manager == "apk":
-        return "apk update -q"
-    return f"apt-get -q -o DPkg::Lock::Timeout={int(lock_timeout_s)} update"
+    return apk.UPDATE_COMMAND if manager == "apk" else apt.update_command(lock_timeout_s)
 
 
 class HostFacts(BaseModel):

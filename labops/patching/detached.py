@@ -18,7 +18,7 @@ import shlex
 
 from pydantic import BaseModel, Field
 
-from labops.parsers.hostcheck import MARK, split_sections
+from labops.patching.hostcheck import MARK, split_sections
 
 UNIT = "labops-upgrade"
 DIR = "/var/lib/labops"

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from labops.markdown import md_text
 from labops.metrics import Metric
 from labops.outcome import Checked, CouldNotCheck, Found, UnknownSince, check_columns
-from labops.parsers.packages import PendingUpdate
+from labops.patching.packages import PendingUpdate
 from labops.reports import Notification, OperationReport, Severity, utcnow
 
 CheckState = Literal[

@@ -1,4 +1,5 @@
-"""Parser of ``needrestart -b`` (batch mode, apt-dater style ``NEEDRESTART-KEY: value`` lines).
+"""needrestart: the check command ``needrestart -b`` and the parser of its output (batch mode,
+apt-dater style ``NEEDRESTART-KEY: value`` lines).
 
 Inside a container needrestart skips the kernel checks (no KCUR/KSTA): a container never needs a
 reboot for the host's kernel, which is what the patch flow relies on.
@@ -7,6 +8,9 @@ reboot for the host's kernel, which is what the patch flow relies on.
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
+
+COMMAND = "needrestart -b 2>/dev/null"
+"""Check: what needs a restart (:func:`parse_needrestart`); prints nothing where not installed."""
 
 _KERNEL_STATUS = {0: "unknown", 1: "current", 2: "abi-upgrade", 3: "version-upgrade"}
 
