@@ -22,24 +22,24 @@ from prefect.utilities.annotations import quote
 
 from blocks.context import LabContext
 from blocks.edge import StepCa, TechnitiumDns, TraefikApi
-from labops.config.policies.certificates import CertificatePolicy
-from labops.flow_params import ConfigPath
-from labops.models.certificates import effective_certificate
-from labops.reports import Failure
-from labops.tls.alerts import CertStates, plan_alerts
-from labops.tls.check import judge_ca_certificate
-from labops.tls.classify import CertStatus
-from labops.tls.discover import (
+from labops.certificates.alerts import CertStates, plan_alerts
+from labops.certificates.check import judge_ca_certificate
+from labops.certificates.classify import CertStatus
+from labops.certificates.discover import (
     config_targets,
     dns_targets,
     system_bundle,
     traefik_targets,
     url_target,
 )
-from labops.tls.models import Target
-from labops.tls.renewal import renewal_candidates
-from labops.tls.report import CertificateReport, EndpointResult, RenewalResult
-from labops.tls.targets import merge_targets
+from labops.certificates.models import Target
+from labops.certificates.pve import effective_certificate
+from labops.certificates.renewal import renewal_candidates
+from labops.certificates.report import CertificateReport, EndpointResult, RenewalResult
+from labops.certificates.targets import merge_targets
+from labops.config.policies.certificates import CertificatePolicy
+from labops.flow_params import ConfigPath
+from labops.reports import Failure
 from tasks.publish import publish_report
 from tasks.stepca import CaBundle, ca_certificates
 from tasks.technitium import zone_records

@@ -16,13 +16,13 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from blocks.proxmox import ProxmoxCredentials
+from labops.certificates.check import anchors_per_bundle, check_endpoints, judge, lab_anchors
+from labops.certificates.models import Target
+from labops.certificates.probe import RawProbe
+from labops.certificates.pve import PveCertificateInfo
+from labops.certificates.report import EndpointResult
 from labops.config.policies.certificates import CertificatePolicy
 from labops.errors import LabopsError
-from labops.models.certificates import PveCertificateInfo
-from labops.tls.check import anchors_per_bundle, check_endpoints, judge, lab_anchors
-from labops.tls.models import Target
-from labops.tls.probe import RawProbe
-from labops.tls.report import EndpointResult
 
 
 @task(name="tls-probe-batch", cache_policy=NO_CACHE)  # a probe is never served from a cache

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from labops.tls.classify import CertStatus
-from labops.tls.report import CertificateReport
+from labops.certificates.classify import CertStatus
+from labops.certificates.report import CertificateReport
 
 
 def test_flow_checks_a_real_acme_certificate(
@@ -63,9 +63,9 @@ def test_a_real_acme_chain_without_its_root_names_the_unknown_issuer(caddy_acme:
     """Caddy serves leaf + intermediate; with its root not trusted, the endpoint is untrusted
     with that root named as the unknown issuer (not "incomplete": no path to a trusted root);
     with the root as the endpoint's system CA bundle it is trusted."""
+    from labops.certificates.check import anchors_per_bundle, check_endpoints, lab_anchors
+    from labops.certificates.models import Target
     from labops.config.policies.certificates import CertificatePolicy
-    from labops.tls.check import anchors_per_bundle, check_endpoints, lab_anchors
-    from labops.tls.models import Target
 
     policy = CertificatePolicy(use_system_store=False)
     site = {"name": caddy_acme.site_name, "address": "127.0.0.1", "port": caddy_acme.site_port}

@@ -9,11 +9,11 @@ import datetime as dt
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import load_pem_x509_certificates
 
+from labops.certificates.chain import TrustAnchors, cert_info, check_chain
+from labops.certificates.check import judge
+from labops.certificates.models import ChainVerdict, Target
+from labops.certificates.probe import RawProbe
 from labops.config.policies.certificates import CertificatePolicy
-from labops.tls.chain import TrustAnchors, cert_info, check_chain
-from labops.tls.check import judge
-from labops.tls.models import ChainVerdict, Target
-from labops.tls.probe import RawProbe
 from sandbox.tls import SandboxCA, self_signed_server_cert
 
 NOW = dt.datetime.now(dt.UTC)
@@ -113,7 +113,7 @@ def test_a_systems_own_bundle_is_trusted_for_its_endpoints_only() -> None:
     import tempfile
     from pathlib import Path
 
-    from labops.tls.check import anchors_per_bundle, lab_anchors
+    from labops.certificates.check import anchors_per_bundle, lab_anchors
 
     cluster = SandboxCA.create("Proxmox Virtual Environment")
     node_leaf = cluster.issue_server_cert(["pve1.lab"], ["127.0.0.1"])

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from labops.certificates.alerts import AlertKind, CertStates, plan_alerts
+from labops.certificates.chain import hostname_matches
+from labops.certificates.classify import CertStatus, classify
+from labops.certificates.discover import dns_targets, split_hostport, traefik_targets
+from labops.certificates.models import CertInfo, ChainCheck, Target
+from labops.certificates.targets import merge_targets
 from labops.config.policies.certificates import CertificatePolicy, Thresholds
 from labops.parsers.traefik import parse_routers, rule_hosts, tls_hosts
-from labops.tls.alerts import AlertKind, CertStates, plan_alerts
-from labops.tls.chain import hostname_matches
-from labops.tls.classify import CertStatus, classify
-from labops.tls.discover import dns_targets, split_hostport, traefik_targets
-from labops.tls.models import CertInfo, ChainCheck, Target
-from labops.tls.targets import merge_targets
 
 DATA = Path(__file__).parent / "data" / "certs"
 CASES = sorted((DATA / "classify").glob("*.json"))

@@ -16,13 +16,13 @@ import yaml
 
 from blocks.edge import StepCa, TraefikApi
 from blocks.proxmox import ProxmoxCredentials
+from labops.certificates.chain import TrustAnchors
+from labops.certificates.check import check_endpoints
+from labops.certificates.classify import CertStatus
+from labops.certificates.models import Target
+from labops.certificates.report import CertificateReport
 from labops.config import load_config
 from labops.parsers.traefik import tls_hosts
-from labops.tls.chain import TrustAnchors
-from labops.tls.check import check_endpoints
-from labops.tls.classify import CertStatus
-from labops.tls.models import Target
-from labops.tls.report import CertificateReport
 from tasks.stepca import ca_certificates
 from tasks.tls import node_certificates
 from tasks.traefik import http_routers
@@ -229,7 +229,7 @@ def test_node_renewal_dry_run_failure_success(
 
 def test_technitium_records_become_targets_through_traefik(sandbox: Any, cert_config: Path) -> None:
     from blocks.factory import block_for
-    from labops.tls.discover import dns_targets
+    from labops.certificates.discover import dns_targets
     from tasks.technitium import zone_records
 
     config = load_config(str(cert_config))

@@ -12,6 +12,10 @@ from typing import Any
 
 import pytest
 
+from labops.certificates.classify import CertStatus, Classification
+from labops.certificates.classify import Finding as CertFinding
+from labops.certificates.models import Target
+from labops.certificates.report import CertificateReport, EndpointResult
 from labops.digest.compare import PreviousDigest, compare
 from labops.digest.findings import Finding, rank
 from labops.digest.render import load_template, render_markdown
@@ -21,10 +25,6 @@ from labops.outcome import Checked, CouldNotCheck, UnknownSince
 from labops.patching.packages import PendingUpdate
 from labops.patching.report import CHECKED, HostCheck, PatchReport
 from labops.reports import Severity
-from labops.tls.classify import CertStatus, Classification
-from labops.tls.classify import Finding as CertFinding
-from labops.tls.models import Target
-from labops.tls.report import CertificateReport, EndpointResult
 
 T1 = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -19,6 +19,9 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from labops.backups.report import BackupReport, GuestRow, GuestStatus, RestoreDrillReport
+from labops.certificates.classify import CertStatus, Classification
+from labops.certificates.models import Target
+from labops.certificates.report import CertificateReport, EndpointResult, RenewalResult
 from labops.digest.findings import Finding
 from labops.digest.render import as_text, load_template, render_markdown
 from labops.docs.models import Claim, ClaimKind, Status, Undocumented, Verdict
@@ -27,9 +30,6 @@ from labops.markdown import md_block, md_code, md_text
 from labops.patching.report import HostApply, HostCheck, PatchReport
 from labops.reports import Failure, Severity
 from labops.reports_platform import HousekeepingReport
-from labops.tls.classify import CertStatus, Classification
-from labops.tls.models import Target
-from labops.tls.report import CertificateReport, EndpointResult, RenewalResult
 
 EVIL = (
     "x]) \n\n# injected heading\n| a | b |\n|---|---|\n- item\n1. one\n"

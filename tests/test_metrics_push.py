@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from labops.certificates.report import CertificateReport
 from labops.config.systems import HttpRetry
 from labops.errors import ApiError, Unreachable
 from labops.http import HttpClient
 from labops.metrics import Metric, heartbeat
 from labops.metrics_push import VictoriaMetricsPusher
-from labops.tls.report import CertificateReport
 from tests.fixtures.sshd import free_port
 from tests.fixtures.victoriametrics import VictoriaMetrics
 
@@ -84,7 +84,7 @@ def _pushed_through_publish(report: Any, url: str) -> None:
 def test_a_status_change_leaves_one_series_per_target_and_every_series_has_lab(
     victoriametrics: VictoriaMetrics,
 ) -> None:
-    from labops.tls.classify import CertStatus
+    from labops.certificates.classify import CertStatus
     from tests.test_outcome import endpoint, sample_reports
 
     lab = f"lab-{uuid.uuid4().hex[:8]}"

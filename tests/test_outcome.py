@@ -11,6 +11,9 @@ import pytest
 
 from labops.backups.models import JobCheck
 from labops.backups.report import BackupReport, GuestRow, GuestStatus, RestoreDrillReport
+from labops.certificates.classify import CertStatus, Classification
+from labops.certificates.models import CertInfo, Target
+from labops.certificates.report import CertificateReport, EndpointResult
 from labops.digest.findings import Finding
 from labops.digest.report import SecurityDigest, SourceStatus
 from labops.docs.models import Claim, ClaimKind, Status, Undocumented, Verdict
@@ -24,9 +27,6 @@ from labops.patching.report import HostCheck, PatchReport
 from labops.reports import Failure, OperationReport
 from labops.reports_platform import HousekeepingReport
 from labops.scope import artifact_key, lab_slug, scoped_name
-from labops.tls.classify import CertStatus, Classification
-from labops.tls.models import CertInfo, Target
-from labops.tls.report import CertificateReport, EndpointResult
 from tests.test_backup_report import row
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

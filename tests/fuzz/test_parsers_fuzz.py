@@ -20,8 +20,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
+from labops.certificates import pve as certificates
 from labops.docs.extract import extract_claims
-from labops.models import certificates, pbs, pve
+from labops.models import pbs, pve
 from labops.parsers import traefik
 from labops.patching import apk, apt, hostcheck, needrestart, osrelease
 from tests.fuzz.strategies import FUZZ, json_like, lines_of, mutated, text

@@ -10,12 +10,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from labops.certificates.chain import TrustAnchors, cert_info, check_chain
+from labops.certificates.classify import classify
+from labops.certificates.models import ChainCheck, ChainVerdict, Target
+from labops.certificates.probe import RawProbe, probe_all
+from labops.certificates.report import EndpointResult
 from labops.config.policies.certificates import CertificatePolicy
-from labops.tls.chain import TrustAnchors, cert_info, check_chain
-from labops.tls.classify import classify
-from labops.tls.models import ChainCheck, ChainVerdict, Target
-from labops.tls.probe import RawProbe, probe_all
-from labops.tls.report import EndpointResult
 
 
 def lab_anchors(

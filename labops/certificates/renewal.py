@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from labops.tls.classify import CertStatus
-from labops.tls.report import EndpointResult
+from labops.certificates.classify import CertStatus
+from labops.certificates.report import EndpointResult
 
 _LEVELS = {
     "critical": {CertStatus.CRITICAL, CertStatus.EXPIRED},

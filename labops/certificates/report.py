@@ -7,13 +7,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from labops.certificates.alerts import Alert, AlertKind
+from labops.certificates.classify import CertStatus, Classification, human_duration
+from labops.certificates.models import CertInfo, Target
 from labops.markdown import md_text
 from labops.metrics import Metric
 from labops.outcome import Checked, CouldNotCheck, Found, check_columns
 from labops.reports import Notification, OperationReport, Severity
-from labops.tls.alerts import Alert, AlertKind
-from labops.tls.classify import CertStatus, Classification, human_duration
-from labops.tls.models import CertInfo, Target
 
 
 class EndpointResult(BaseModel):

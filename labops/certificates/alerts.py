@@ -12,8 +12,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from labops.certificates.classify import CertStatus
 from labops.reports import Severity
-from labops.tls.classify import CertStatus
 
 
 class TargetState(BaseModel):

@@ -12,9 +12,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from labops.certificates.models import CertInfo, ChainCheck, ChainVerdict
 from labops.config.policies.certificates import Thresholds
 from labops.reports import Severity
-from labops.tls.models import CertInfo, ChainCheck, ChainVerdict
 
 
 class CertStatus(StrEnum):

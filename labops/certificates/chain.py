@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from labops.tls.models import CertInfo, ChainCheck, ChainVerdict
+from labops.certificates.models import CertInfo, ChainCheck, ChainVerdict
 
 _SIG_NAMES = {
     v: k.lower().strip("_").replace("_", "-")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from labops.tls.models import Target
+from labops.certificates.models import Target
 
 _KIND_ORDER = ["ca", "node", "pbs", "service"]
 

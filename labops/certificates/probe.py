@@ -11,7 +11,8 @@ The alternatives were worse: pyOpenSSL is not installed and is slower per handsh
 the TLS Certificate message by hand only works up to TLS 1.2 (TLS 1.3 encrypts it).
 
 Verification is off in the handshake on purpose: an expired, self-signed or mismatched
-certificate must still be read so that it can be classified; :mod:`labops.tls.chain` validates it.
+certificate must still be read so that it can be classified; :mod:`labops.certificates.chain`
+validates it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from labops.tls.models import Target
+from labops.certificates.models import Target
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from labops.certificates.models import Target
 from labops.config.inventory import HttpsEndpoint
 from labops.config.systems import TlsOptions
 from labops.parsers.traefik import TraefikRouter, tls_hosts
-from labops.tls.models import Target
 
 
 def split_hostport(value: str, default_port: int = 443) -> tuple[str, int]:
