@@ -15,7 +15,7 @@ from labops.certificates.discover import dns_targets, split_hostport, traefik_ta
 from labops.certificates.models import CertInfo, ChainCheck, Target
 from labops.certificates.targets import merge_targets
 from labops.config.policies.certificates import CertificatePolicy, Thresholds
-from labops.parsers.traefik import parse_routers, rule_hosts, tls_hosts
+from labops.models.traefik import parse_routers, rule_hosts, tls_hosts
 
 DATA = Path(__file__).parent / "data" / "certs"
 CASES = sorted((DATA / "classify").glob("*.json"))

@@ -22,7 +22,7 @@ from labops.certificates.classify import CertStatus
 from labops.certificates.models import Target
 from labops.certificates.report import CertificateReport
 from labops.config import load_config
-from labops.parsers.traefik import tls_hosts
+from labops.models.traefik import tls_hosts
 from tasks.stepca import ca_certificates
 from tasks.tls import node_certificates
 from tasks.traefik import http_routers

@@ -22,7 +22,7 @@ from labops.backups.drill import (
 from labops.backups.report import DrillHistory, DrillResult
 from labops.config import parse_config
 from labops.errors import ConfigError
-from labops.parsers.pve_net import interfaces, link_is_down, net_parts, with_link_down
+from labops.models.pve_net import interfaces, link_is_down, net_parts, with_link_down
 from tests.fixtures.sandbox import SandboxHandle
 
 NODES = ("pve1", "pve2", "pve3", "pve4")

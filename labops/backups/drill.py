@@ -16,7 +16,7 @@ from labops.backups.models import BackupCopy, BackupGuest
 from labops.backups.plan import by_vmid, exclusion_reason, last_good
 from labops.backups.report import DrillHistory
 from labops.config.policies.backups import BackupPolicy, NetworkMode
-from labops.parsers.pve_net import (
+from labops.models.pve_net import (
     check_net_string,
     describe_net,
     link_is_down,

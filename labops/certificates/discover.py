@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from labops.certificates.models import Target
 from labops.config.inventory import HttpsEndpoint
 from labops.config.systems import TlsOptions
-from labops.parsers.traefik import TraefikRouter, tls_hosts
+from labops.models.traefik import TraefikRouter, tls_hosts
 
 
 def split_hostport(value: str, default_port: int = 443) -> tuple[str, int]:

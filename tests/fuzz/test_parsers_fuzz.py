@@ -22,8 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from labops.certificates import pve as certificates
 from labops.docs.extract import extract_claims
-from labops.models import pbs, pve
-from labops.parsers import traefik
+from labops.models import pbs, pve, traefik
 from labops.patching import apk, apt, hostcheck, needrestart, osrelease
 from tests.fuzz.strategies import FUZZ, json_like, lines_of, mutated, text
 
@@ -405,7 +404,7 @@ net_string = st.one_of(st.lists(net_part, max_size=8).map(",".join), text)
 @example("name=eth0,bridge=vmbr0,ip=10.0.0.5/24", "lxc")
 @example("virtio=BC:24:11:00:00:01,bridge=vmbr0,link_down=0", "qemu")
 def test_net_strings_unplugged_keep_every_other_part(value: str, kind: str | None) -> None:
-    from labops.parsers import pve_net
+    from labops.models import pve_net
 
     problem = pve_net.check_net_string(value, kind)
     assert problem is None or (isinstance(problem, str) and problem)
