@@ -26,10 +26,10 @@ from labops.digest.findings import Finding
 from labops.digest.render import as_text, load_template, render_markdown
 from labops.docs.models import Claim, ClaimKind, Status, Undocumented, Verdict
 from labops.docs.report import DocReport
+from labops.housekeeping import HousekeepingReport
 from labops.markdown import md_block, md_code, md_text
 from labops.patching.report import HostApply, HostCheck, PatchReport
 from labops.reports import Failure, Severity
-from labops.reports_platform import HousekeepingReport
 
 EVIL = (
     "x]) \n\n# injected heading\n| a | b |\n|---|---|\n- item\n1. one\n"

@@ -18,6 +18,7 @@ from labops.digest.findings import Finding
 from labops.digest.report import SecurityDigest, SourceStatus
 from labops.docs.models import Claim, ClaimKind, Status, Undocumented, Verdict
 from labops.docs.report import DocReport
+from labops.housekeeping import HousekeepingReport
 from labops.limits import limit_name
 from labops.metrics import Metric
 from labops.notify.mqtt import topic_for
@@ -25,7 +26,6 @@ from labops.outcome import FailOn, Found, Outcome, Severity, judge
 from labops.patching.packages import PendingUpdate
 from labops.patching.report import HostCheck, PatchReport
 from labops.reports import Failure, OperationReport
-from labops.reports_platform import HousekeepingReport
 from labops.scope import artifact_key, lab_slug, scoped_name
 from tests.test_backup_report import row
 

@@ -12,7 +12,7 @@ import yaml
 
 from deployments.overlaps import schedule_warnings
 from labops.config.loader import parse_config
-from labops.planners.schedules import Planned, overlaps
+from labops.schedules import Planned, overlaps
 
 ROOT = Path(__file__).resolve().parents[1]
 START = datetime(2026, 11, 30, tzinfo=UTC)  # a Monday
