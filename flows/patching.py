@@ -2,7 +2,7 @@
 (apply: approval, maintenance window, snapshot, canaries, batches, rollback, reboots).
 
 The runbook, step by step; SSH and Proxmox calls live in tasks/, decisions in
-labops/patching/plan.py, parsing in labops/parsers/.
+labops/patching/plan.py, commands and their parsing in labops/patching/<tool>.py.
 """
 
 from __future__ import annotations
