@@ -21,7 +21,7 @@ from prefect.futures import wait
 from blocks.context import LabContext
 from labops.config.inventory import Host
 from labops.outcome import Checked, UnknownSince
-from labops.patching import plan
+from labops.patching import plan, windows
 from labops.patching.report import HostApply, HostCheck, PatchReport
 from labops.redact import redact
 from labops.reports import Failure
@@ -419,7 +419,7 @@ def execute(
     inv_hosts: list[Host],
     snap: str | None,
     security_only: bool,
-    window: plan.WindowGuard,
+    window: windows.WindowGuard,
     job: str,
 ) -> None:
     """Apply the rollout step by step (CHANGES THE LAB): the window is asked before every step
@@ -486,7 +486,7 @@ def maybe_reboot(
     r: HostApply,
     by_name: dict[str, plan.Target],
     inv_hosts: list[Host],
-    window: plan.WindowGuard,
+    window: windows.WindowGuard,
 ) -> None:
     """Reboot a patched host that asks for it (CHANGES THE LAB), inside the window, and a node
     only while it is not busy; a reboot left out is said on the host and in the report."""

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from labops.config.policies.patching import MaintenanceWindow
 from labops.models.pve import PveTaskItem
-from labops.patching import plan
+from labops.patching import plan, windows
 from labops.patching.detached import parse_poll, start_command
 from labops.patching.packages import PendingUpdate
 from labops.patching.report import HostCheck
@@ -26,20 +26,20 @@ def test_window_guard_says_when_it_closed() -> None:
     including a window that runs past midnight."""
     paris = MaintenanceWindow(start="23:00", end="03:00", timezone="Europe/Paris")
     clock = FakeClock(datetime(2026, 11, 28, 22, 30, tzinfo=UTC))  # Sat 23:30 in Paris
-    guard = plan.WindowGuard([paris], clock)
+    guard = windows.WindowGuard([paris], clock)
     assert guard.closed() == ""
     assert guard.end is not None and guard.end.isoformat() == "2026-11-29T03:00:00+01:00"
     clock.at += timedelta(hours=3)  # Sun 02:30: still the Saturday window
     assert guard.closed() == ""
     clock.at += timedelta(minutes=31)  # 03:01
     assert guard.closed() == "window closed at 03:00"
-    never = plan.WindowGuard([paris], FakeClock(datetime(2026, 11, 28, 12, 0, tzinfo=UTC)))
+    never = windows.WindowGuard([paris], FakeClock(datetime(2026, 11, 28, 12, 0, tzinfo=UTC)))
     assert never.closed() == "outside the maintenance window"
     two = [
         MaintenanceWindow(start="02:00", end="04:00"),
         MaintenanceWindow(start="03:00", end="05:00"),
     ]
-    assert plan.open_until(two, datetime(2026, 11, 28, 3, 30, tzinfo=UTC)) == datetime(
+    assert windows.open_until(two, datetime(2026, 11, 28, 3, 30, tzinfo=UTC)) == datetime(
         2026, 11, 28, 5, 0, tzinfo=UTC
     )
 

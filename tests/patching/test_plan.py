@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from labops.config.inventory import Host
 from labops.config.policies.patching import Exclusions, MaintenanceWindow, PatchPolicy
-from labops.patching import plan
+from labops.patching import plan, windows
 from labops.patching.hostcheck import HostFacts
 from labops.patching.needrestart import NeedRestart
 from labops.patching.osrelease import OsRelease
@@ -82,13 +82,13 @@ def test_select_start_check_stop_and_exclusions() -> None:
 def test_window_timezone_and_midnight(utc: str, expected: bool) -> None:
     w = MaintenanceWindow(days=["sat"], start="23:00", end="03:00", timezone="Europe/Paris")
     now = datetime.fromisoformat(utc).replace(tzinfo=UTC)
-    assert plan.window_open(w, now) is expected
+    assert windows.window_open(w, now) is expected
 
 
 def test_next_opening() -> None:
     w = MaintenanceWindow(days=["sun"], start="02:00", end="04:00", timezone="UTC")
     now = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)  # a Friday
-    assert plan.next_opening([w], now) == datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
+    assert windows.next_opening([w], now) == datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
 
 
 def test_policy_validation_names_the_field() -> None:
