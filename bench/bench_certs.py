@@ -9,8 +9,9 @@ Measured in the same run:
 1. sequential ``openssl s_client | openssl x509`` per endpoint (what ssl-cert-check does), on a
    sample, extrapolated to all endpoints (stated);
 2. the floor: a bare asyncio/ssl handshake loop, 64 at once, reading the leaf;
-3. labops' probing stage (``labops.tls.check.check_endpoints``: handshake with SNI, full chain,
-   validation against the roots + system store, classification) - goal: within 1.5x the floor;
+3. labops' probing stage (``labops.certificates.check.check_endpoints``: handshake with SNI,
+   full chain, validation against the roots + system store, classification) -
+   goal: within 1.5x the floor;
 4. the whole ``certificates`` flow run (fixed costs included: flow and task runs, artifacts, state)
    against a real Prefect server started for the benchmark - goal: >= 10x faster than (1).
 """
@@ -161,10 +162,10 @@ def floor_seconds(endpoints: list[tuple[str, int]]) -> float:
 
 
 def labops_seconds(endpoints: list[tuple[str, int]], root: Path) -> tuple[float, dict[str, int]]:
+    from labops.certificates.chain import TrustAnchors
+    from labops.certificates.check import check_endpoints
+    from labops.certificates.models import Target
     from labops.config.policies.certificates import CertificatePolicy
-    from labops.tls.chain import TrustAnchors
-    from labops.tls.check import check_endpoints
-    from labops.tls.models import Target
 
     policy = CertificatePolicy(concurrency=CONCURRENCY)
     targets = [Target(name=n, address="127.0.0.1", port=p) for n, p in endpoints]
@@ -198,7 +199,7 @@ def flow_seconds(
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
     try:
         from flows.certificates import certificates
-        from labops.tls.report import CertificateReport
+        from labops.certificates.report import CertificateReport
 
         runs: dict[int, list[float]] = {}
         for n in sizes:

@@ -6,7 +6,7 @@
 Every contender checks the same hosts of the same sandbox (one asyncssh listener per host, a 2 s
 remote command delay through the fleet's ``command_delay_s`` knob, about what ``apt`` and
 ``needrestart -b`` take on a real container), 50 hosts at once, with the same combined check
-command (``labops.parsers.hostcheck.CHECK_COMMAND``) and strict host-key checking against the
+command (``labops.patching.hostcheck.CHECK_COMMAND``) and strict host-key checking against the
 sandbox's known_hosts:
 
 - labops: the check-mode core, i.e. the batched task ``tasks.ssh.check_hosts`` (SSH + parsing of
@@ -290,7 +290,7 @@ def write_inputs(
     work: Path, hosts: list[dict[str, Any]], ssh: dict[str, Any], parallel: int
 ) -> tuple[Path, Path]:
     """The contenders' spec file and Ansible's inventory for these hosts."""
-    from labops.parsers.hostcheck import CHECK_COMMAND
+    from labops.patching.hostcheck import CHECK_COMMAND
 
     spec = {
         "hosts": hosts,
@@ -323,7 +323,7 @@ def measure_size(
     env: dict[str, str],
 ) -> dict[str, dict[str, Any]]:
     """The three contenders, one after the other, over the same hosts."""
-    from labops.parsers.hostcheck import CHECK_COMMAND
+    from labops.patching.hostcheck import CHECK_COMMAND
 
     n = len(hosts)
     spec_file, inventory = write_inputs(work, hosts, ssh, parallel)

@@ -292,8 +292,8 @@ def check_tls_endpoints(config: LabopsConfig, timeout_s: float = 10.0) -> list[C
     handshake? One row per endpoint that does not; one row for all those that do. Bounded:
     ``timeout_s`` for the TCP connect and as much for the handshake, the certificates policy's
     concurrency at once. The certificate itself is the certificates flow's business."""
-    from labops.tls.discover import config_targets
-    from labops.tls.probe import RawProbe, probe_all
+    from labops.certificates.discover import config_targets
+    from labops.certificates.probe import RawProbe, probe_all
 
     targets = config_targets(config.inventory.endpoints)
     if not targets:

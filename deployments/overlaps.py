@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from labops.config import LabopsConfig
 from labops.config.policies.platform import run_minutes
 from labops.flow_params import CHANGES_LAB
-from labops.planners.schedules import Planned, overlaps
+from labops.schedules import Planned, overlaps
 
 HORIZON = timedelta(days=366)
 """How far ahead start times are compared: a year holds every weekday/month-day combination."""

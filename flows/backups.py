@@ -22,22 +22,18 @@ from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.context import LabContext
+from labops.backups.audit import guest_rows, orphans, templates_without_backup, unreadable_storages
+from labops.backups.limits import lanes
+from labops.backups.models import BackupOutcome, GuestPlan, PlanAction
+from labops.backups.plan import default_storage, plan_backups
+from labops.backups.report import BackupReport, GuestStatus
+from labops.backups.retention import retention_dry_run
 from labops.config.policies.backups import BackupPolicy
 from labops.errors import ConfigError, LabopsError
 from labops.flow_params import ConfigPath, VmidList
 from labops.limits import SlotBusy, ensure_limit, limit_name, maintenance_slot
-from labops.models.backups import BackupOutcome, GuestPlan, PlanAction
 from labops.outcome import UnknownSince
-from labops.planners.backup_audit import guest_rows, templates_without_backup, unreadable_storages
-from labops.planners.backups import (
-    default_storage,
-    lanes,
-    orphans,
-    plan_backups,
-    retention_dry_run,
-)
 from labops.reports import Failure
-from labops.reports_backups import BackupReport, GuestStatus
 from tasks.pbs import maintenance_checks
 from tasks.publish import publish_report
 from tasks.pve import (

@@ -21,6 +21,8 @@ from prefect.utilities.annotations import quote
 
 from blocks.context import LabContext
 from blocks.edge import StepCa, TechnitiumDns, TraefikApi
+from labops.certificates.alerts import CertStates
+from labops.certificates.discover import system_bundle
 from labops.certificates.inventory import (
     api_only_nodes,
     ca_roots,
@@ -29,16 +31,14 @@ from labops.certificates.inventory import (
     unread_nodes,
 )
 from labops.certificates.memory import remember
+from labops.certificates.models import Target
+from labops.certificates.renewal import renewal_candidates
 from labops.certificates.renewed import planned, settle
+from labops.certificates.report import CertificateReport, EndpointResult
 from labops.certificates.sources import Discovered
 from labops.config.policies.certificates import CertificatePolicy
 from labops.flow_params import ConfigPath
 from labops.reports import Failure
-from labops.tls.alerts import CertStates
-from labops.tls.discover import system_bundle
-from labops.tls.models import Target
-from labops.tls.renewal import renewal_candidates
-from labops.tls.report import CertificateReport, EndpointResult
 from tasks.publish import publish_report
 from tasks.stepca import ca_certificates
 from tasks.technitium import zone_records

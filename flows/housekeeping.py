@@ -16,7 +16,7 @@ from prefect.states import State
 
 from blocks.context import LabContext
 from labops.flow_params import ConfigPath, RetentionDays
-from labops.reports_platform import HousekeepingReport
+from labops.housekeeping import HousekeepingReport
 from tasks.prefect_admin import ensure_zombie_automation, prune_flow_runs, release_orphan_slots
 from tasks.publish import publish_report
 

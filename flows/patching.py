@@ -2,7 +2,7 @@
 (apply: approval, maintenance window, snapshot, canaries, batches, rollback, reboots).
 
 The runbook, step by step; SSH and Proxmox calls live in tasks/, decisions in
-labops/planners/patching.py, parsing in labops/parsers/.
+labops/patching/plan.py, commands and their parsing in labops/patching/<tool>.py.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pydantic import Field
 from blocks.context import LabContext
 from labops.flow_params import ConfigPath, HostList
 from labops.limits import SlotBusy, maintenance_slot
-from labops.models.patching import PatchReport
-from labops.planners import patching as plan
+from labops.patching import plan, windows
+from labops.patching.report import PatchReport
 from labops.reports import Failure
 from tasks import patch_steps as steps
 from tasks.publish import publish_report
@@ -132,9 +132,9 @@ def patch_apply(
     log = get_run_logger()
     policy = ctx.config.patching
     report = PatchReport(operation="patch_apply", mode="apply", dry_run=dry_run)
-    window = plan.WindowGuard(policy.windows, lambda: now())
+    window = windows.WindowGuard(policy.windows, lambda: now())
     if not dry_run and window.closed():
-        opening = plan.next_opening(policy.windows, now())
+        opening = windows.next_opening(policy.windows, now())
         when = opening.isoformat(timespec="minutes") if opening else "never (check the windows)"
         report.failures.append(
             Failure(
@@ -197,7 +197,7 @@ def _ask_approval(
     report: PatchReport,
     rollout: plan.RolloutPlan,
     sec_only: bool,
-    window: plan.WindowGuard,
+    window: windows.WindowGuard,
 ) -> PatchApproval | None:
     """Publish the plan and pause for the operator's answer (None: nothing is to be applied)."""
     policy = ctx.config.patching

@@ -33,14 +33,7 @@ from prefect.states import State
 
 from blocks.context import LabContext
 from blocks.proxmox import ProxmoxCredentials
-from labops.config.policies.backups import RestoreDrillPolicy
-from labops.config.systems import ProxmoxNode
-from labops.errors import ApiError, ConfigError, LabopsError
-from labops.flow_params import ConfigPath, NodeName, StorageId, Vmid
-from labops.limits import LEASE_S, ensure_limit, limit_name
-from labops.models.backups import BackupCopy, BackupGuest
-from labops.planners.backups import default_storage
-from labops.planners.restore_drill import (
+from labops.backups.drill import (
     DrillRefused,
     Need,
     RestoreSeen,
@@ -56,8 +49,15 @@ from labops.planners.restore_drill import (
     scratch_needs,
     source_needs,
 )
+from labops.backups.models import BackupCopy, BackupGuest
+from labops.backups.plan import default_storage
+from labops.backups.report import DrillHistory, DrillResult, RestoreDrillReport
+from labops.config.policies.backups import RestoreDrillPolicy
+from labops.config.systems import ProxmoxNode
+from labops.errors import ApiError, ConfigError, LabopsError
+from labops.flow_params import ConfigPath, NodeName, StorageId, Vmid
+from labops.limits import LEASE_S, ensure_limit, limit_name
 from labops.reports import Failure
-from labops.reports_backups import DrillHistory, DrillResult, RestoreDrillReport
 from labops.ssh import SshTarget
 from tasks.publish import publish_report
 from tasks.pve import (

@@ -12,7 +12,7 @@ characters and a bounded number of them), so that
   loads, without importing a flow (imports point down);
 - the MQTT bridge checks a message against the same models.
 
-``tests/test_flow_params.py`` fails when a flow's signature and its model here disagree.
+``tests/core/test_flow_params.py`` fails when a flow's signature and its model here disagree.
 """
 
 from __future__ import annotations

@@ -45,10 +45,10 @@ import requests
 from proxmoxer import ProxmoxAPI, ResourceException
 from pydantic import SecretStr
 
+from labops.certificates.pve import PveCertificateInfo
 from labops.errors import ApiError, AuthFailed, CommandTimeout, MaybeApplied, Unreachable
 from labops.http import RetryableStatus, call_with_retry
 from labops.http_limits import CappedAdapter, DeadlineExceeded, ResponseTooLarge
-from labops.models.certificates import PveCertificateInfo
 from labops.models.pbs import (
     PbsDatastore,
     PbsGcStatus,

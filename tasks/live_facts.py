@@ -12,7 +12,7 @@ from blocks.observability import BeszelHub, VictoriaMetrics
 from blocks.proxmox import ProxmoxCredentials
 from blocks.security import WazuhApi
 from labops.docs.models import LiveGuest, LiveRecord, LiveRouter
-from labops.parsers.traefik import rule_hosts
+from labops.models.traefik import rule_hosts
 from tasks.technitium import zone_records
 from tasks.traefik import http_routers
 

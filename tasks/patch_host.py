@@ -15,15 +15,15 @@ from prefect import task
 from pydantic import BaseModel, Field
 
 from blocks.context import LabContext
-from labops.models.patching import HostApply
-from labops.parsers.detached import (
+from labops.patching import plan
+from labops.patching.detached import (
     POLL_COMMAND,
     Detached,
     parse_poll,
     start_command,
     where_to_look,
 )
-from labops.planners import patching as plan
+from labops.patching.report import HostApply
 from tasks import snapshots as pve_tasks
 from tasks.ssh import CheckOptions, HostAccess, HostCommand, HostRun, check_hosts, run_command
 
@@ -32,7 +32,7 @@ _BOOK_LOCK = threading.Lock()  # patch_host threads update the same state file
 
 
 def failure_of(run: HostRun) -> str:
-    from labops.parsers.apt import failure_reason
+    from labops.patching.apt import failure_reason
 
     if run.state != "ok" or run.result is None:
         return f"{run.state}: {run.detail}"
@@ -41,7 +41,7 @@ def failure_of(run: HostRun) -> str:
 
 
 class Detach(BaseModel):
-    """A node's upgrade runs detached on the host (see ``labops.parsers.detached``)."""
+    """A node's upgrade runs detached on the host (see ``labops.patching.detached``)."""
 
     job: str = Field(..., description="The run starting it (kept on the host).")
     systemd: bool = Field(False, description="Start it as a transient unit (else nohup).")
@@ -234,7 +234,7 @@ def run_detached(ctx: LabContext, access: HostAccess, command: str, detach: Deta
     if state.status is None:
         why = f"the upgrade ended without an exit status (killed, or a reboot): see {look}"
     else:
-        from labops.parsers.apt import failure_reason
+        from labops.patching.apt import failure_reason
 
         why = f"exit {state.status}: {failure_reason(state.log_tail)}"
     return DetachedRun(state="failed", detail=why, adopted=adopted)

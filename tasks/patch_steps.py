@@ -1,7 +1,7 @@
 """The steps of a patch run, each over the tasks of ``tasks.ssh``, ``tasks.snapshots`` and
 ``tasks.patch_host``: check, simulate, show the plan, re-check at approval, execute, reboot, settle
 snapshots. ``flows/patching.py`` calls them in runbook order; decisions stay in
-``labops/planners/patching.py``.
+``labops/patching/plan.py``.
 
 Which steps change the lab: :func:`check` only when ``stopped_containers: start-check-stop`` and
 not a dry run (it starts and stops containers); :func:`execute` and what it calls; snapshot
@@ -20,9 +20,9 @@ from prefect.futures import wait
 
 from blocks.context import LabContext
 from labops.config.inventory import Host
-from labops.models.patching import HostApply, HostCheck, PatchReport
 from labops.outcome import Checked, UnknownSince
-from labops.planners import patching as plan
+from labops.patching import plan, windows
+from labops.patching.report import HostApply, HostCheck, PatchReport
 from labops.redact import redact
 from labops.reports import Failure
 from labops.scope import artifact_key
@@ -243,7 +243,7 @@ def upgrade_of(
 
 def protections(ctx: LabContext, rollout: plan.RolloutPlan, report: PatchReport) -> dict[str, str]:
     """How each planned host can be rolled back: its snapshot, a fresh backup, or nothing."""
-    from labops.planners.backups import default_storage
+    from labops.backups.plan import default_storage
     from tasks.pve import scan_backups
 
     policy = ctx.config.patching
@@ -419,7 +419,7 @@ def execute(
     inv_hosts: list[Host],
     snap: str | None,
     security_only: bool,
-    window: plan.WindowGuard,
+    window: windows.WindowGuard,
     job: str,
 ) -> None:
     """Apply the rollout step by step (CHANGES THE LAB): the window is asked before every step
@@ -486,7 +486,7 @@ def maybe_reboot(
     r: HostApply,
     by_name: dict[str, plan.Target],
     inv_hosts: list[Host],
-    window: plan.WindowGuard,
+    window: windows.WindowGuard,
 ) -> None:
     """Reboot a patched host that asks for it (CHANGES THE LAB), inside the window, and a node
     only while it is not busy; a reboot left out is said on the host and in the report."""

@@ -7,11 +7,11 @@ import time
 from prefect import task
 
 from blocks.proxmox import PbsCredentials
+from labops.backups.audit import job_check, upid_start_time
+from labops.backups.models import JobCheck
 from labops.config.policies.backups import PbsJobAges
 from labops.errors import ApiError, LabopsError
-from labops.models.backups import JobCheck
 from labops.models.pbs import PbsJobStatus
-from labops.planners.backups import job_check, upid_start_time
 from labops.proxmox import PbsClient
 
 

@@ -15,8 +15,9 @@ from prefect import get_run_logger, task
 from pydantic import BaseModel, Field
 
 from blocks.proxmox import ProxmoxCredentials
+from labops.backups.models import BackupCopy, BackupGuest, BackupOutcome, TaskResult
+from labops.backups.vzdump import classify_exitstatus, is_lock_error, vzdump_failure
 from labops.errors import LabopsError, MaybeApplied
-from labops.models.backups import BackupCopy, BackupGuest, BackupOutcome, TaskResult
 from labops.models.pve import (
     PveGuestConfig,
     PveGuestRef,
@@ -26,8 +27,6 @@ from labops.models.pve import (
     PveTaskStatus,
     PveUpid,
 )
-from labops.parsers.vzdump import vzdump_failure
-from labops.planners.backups import classify_exitstatus, is_lock_error
 from labops.proxmox import PveClient, TaskTimeout
 from labops.reports import Failure
 

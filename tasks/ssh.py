@@ -20,13 +20,8 @@ from pydantic import BaseModel, Field
 
 from blocks.ssh import SshCredentials
 from labops.errors import AuthFailed, CommandTimeout, HostKeyRejected, LabopsError, Unreachable
-from labops.parsers import apt
-from labops.parsers.hostcheck import (
-    CHECK_COMMAND,
-    HostFacts,
-    parse_check_output,
-    refresh_command,
-)
+from labops.patching import apt
+from labops.patching.hostcheck import CHECK_COMMAND, HostFacts, parse_check_output, refresh_command
 from labops.ssh import CommandResult, SshRunner, SshTarget
 
 RunState = Literal["ok", "unreachable", "host-key-rejected", "auth-failed", "timeout", "error"]

@@ -14,15 +14,15 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.proxmox import ProxmoxCredentials
+from labops.certificates.check import anchors_per_bundle, check_endpoints, judge, lab_anchors
+from labops.certificates.models import Target
 from labops.certificates.pem import pem_to_der
+from labops.certificates.probe import RawProbe
 from labops.certificates.renewed import RenewalOutcome
+from labops.certificates.report import EndpointResult
 from labops.certificates.sources import NodeCertificates
 from labops.config.policies.certificates import CertificatePolicy
 from labops.errors import LabopsError
-from labops.tls.check import anchors_per_bundle, check_endpoints, judge, lab_anchors
-from labops.tls.models import Target
-from labops.tls.probe import RawProbe
-from labops.tls.report import EndpointResult
 
 
 @task(name="tls-probe-batch", cache_policy=NO_CACHE)  # a probe is never served from a cache

@@ -8,7 +8,7 @@ from prefect import task
 
 from blocks.edge import TraefikApi
 from labops.errors import ApiError
-from labops.parsers.traefik import TraefikRouter, parse_routers
+from labops.models.traefik import TraefikRouter, parse_routers
 
 MAX_PAGES = 1000
 

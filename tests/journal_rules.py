@@ -13,7 +13,7 @@ READ_ONLY_COMMANDS = [
     # container for `pct exec`), and those are judged by this list.
     r"sh -c .+",
     r"pct exec \d+ -- .+",
-    # The host check (labops/parsers/hostcheck.py): section markers and reads.
+    # The host check (labops/patching/hostcheck.py): section markers and reads.
     r"echo @@labops:[a-z-]+",
     r"echo yes",  # `test -e /run/reboot-required && echo yes`
     r"test -e /run/reboot-required",

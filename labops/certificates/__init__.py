@@ -1,1 +1,5 @@
-"""Certificates: discovery, probing, classification, renewal and the report of the lab's TLS."""
+"""Certificates: probe TLS endpoints (asyncio), validate chains, classify with reasons, read what
+Proxmox says it serves (``pve.py``), and the report.
+
+Pure of Prefect: the tasks in ``tasks/tls.py`` wrap these for the certificates flow.
+"""

@@ -8,23 +8,23 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from labops.certificates.pem import pem_to_der
-from labops.certificates.sources import Discovered, NodeCertificates
-from labops.config import LabopsConfig
-from labops.config.policies.certificates import CertificatePolicy
-from labops.models.certificates import effective_certificate
-from labops.reports import Failure
-from labops.tls.check import judge_ca_certificate
-from labops.tls.discover import (
+from labops.certificates.check import judge_ca_certificate
+from labops.certificates.discover import (
     config_targets,
     dns_targets,
     system_bundle,
     traefik_targets,
     url_target,
 )
-from labops.tls.models import Target
-from labops.tls.report import EndpointResult
-from labops.tls.targets import merge_targets
+from labops.certificates.models import Target
+from labops.certificates.pem import pem_to_der
+from labops.certificates.pve import effective_certificate
+from labops.certificates.report import EndpointResult
+from labops.certificates.sources import Discovered, NodeCertificates
+from labops.certificates.targets import merge_targets
+from labops.config import LabopsConfig
+from labops.config.policies.certificates import CertificatePolicy
+from labops.reports import Failure
 
 NODE_GROUP = "nodes"
 """Group of the Proxmox node endpoints (one line per cluster in the report)."""

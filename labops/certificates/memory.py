@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from labops.tls.alerts import CertStates, plan_alerts
-from labops.tls.classify import CertStatus
-from labops.tls.report import CertificateReport
+from labops.certificates.alerts import CertStates, plan_alerts
+from labops.certificates.classify import CertStatus
+from labops.certificates.report import CertificateReport
 
 
 def remember(

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from labops.certificates.report import EndpointResult, RenewalResult
 from labops.reports import Failure
-from labops.tls.report import EndpointResult, RenewalResult
 
 
 class RenewalOutcome(BaseModel):

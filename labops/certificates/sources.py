@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from labops.models.certificates import PveCertificateInfo
-from labops.parsers.traefik import TraefikRouter
+from labops.certificates.pve import PveCertificateInfo
+from labops.models.traefik import TraefikRouter
 
 
 class NodeCertificates(BaseModel):

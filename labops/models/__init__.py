@@ -1,4 +1,5 @@
-"""API payload models of the systems labops talks to (one module per system)."""
+"""API payloads of the systems labops talks to: one module per system (``pve``, ``pbs``), plus
+the PVE net property string (``pve_net``) and Traefik routers (``traefik``)."""
 
 from labops.models.pbs import PbsDatastore, PbsSnapshot, PbsTaskStatus, PbsUpid, PbsVersion
 from labops.models.pve import (

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from labops.parsers.pve_net import interfaces
+from labops.models.pve_net import interfaces
 
 _TAG_SPLIT = re.compile(r"[;, ]+")
 _WARNINGS = re.compile(r"^WARNINGS: (\d+)$")

@@ -16,26 +16,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
+from labops.certificates import pve as certificates
 from labops.docs.extract import extract_claims
-from labops.models import certificates, pbs, pve
-from labops.parsers import apk, apt, hostcheck, needrestart, osrelease, traefik
+from labops.models import pbs, pve, traefik
+from labops.patching import apk, apt, hostcheck, needrestart, osrelease
 from tests.fuzz.strategies import FUZZ, json_like, lines_of, mutated, text
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+CASES = Path(__file__).resolve().parents[1] / "patching" / "cases"
 pytestmark = pytest.mark.timeout(120)
 
 word = st.text(st.characters(codec="ascii", categories=("L", "N")), min_size=1, max_size=12)
 version = st.from_regex(r"[0-9][0-9a-z.:~+]{0,10}(-r[0-9]{1,3})?", fullmatch=True)
 
 
-def seeded(area: str) -> st.SearchStrategy[str]:
-    """Real outputs from tests/data/<area>/, cut and spliced at random points."""
-    files = sorted((DATA / area).glob("*.txt"))
-    originals = [f.read_text() for f in files]
+def seeded(*areas: str) -> st.SearchStrategy[str]:
+    """Real outputs of the parser cases (tests/patching/cases/<area>/), cut and spliced at random
+    points."""
+    files = sorted(f for area in areas for f in (CASES / area).glob("*.yaml"))
+    originals = [str(yaml.safe_load(f.read_text())["output"]) for f in files]
     return st.tuples(
         st.sampled_from(originals), st.integers(0, 5000), st.integers(0, 5000), text
     ).map(lambda t: t[0][: t[1]] + t[3] + t[0][t[2] :])
@@ -58,7 +62,9 @@ inst_line = st.builds(
     version,
     st.sampled_from(["bookworm-security", "stable", ""]),
 )
-apt_text = st.one_of(lines_of(apt_line, inst_line, st.just("Listing... Done")), seeded("apt"))
+apt_text = st.one_of(
+    lines_of(apt_line, inst_line, st.just("Listing... Done")), seeded("apt", "hostcheck")
+)
 
 
 @FUZZ
@@ -403,7 +409,7 @@ net_string = st.one_of(st.lists(net_part, max_size=8).map(",".join), text)
 @example("name=eth0,bridge=vmbr0,ip=10.0.0.5/24", "lxc")
 @example("virtio=BC:24:11:00:00:01,bridge=vmbr0,link_down=0", "qemu")
 def test_net_strings_unplugged_keep_every_other_part(value: str, kind: str | None) -> None:
-    from labops.parsers import pve_net
+    from labops.models import pve_net
 
     problem = pve_net.check_net_string(value, kind)
     assert problem is None or (isinstance(problem, str) and problem)

@@ -28,7 +28,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.fixtures.sandbox import SandboxHandle, start_sandbox
-from tests.patch_helpers import run_paused_flow
+from tests.patching.helpers import run_paused_flow
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 

@@ -331,7 +331,7 @@ def test_apt_mark_and_the_hold_around_a_failing_node_upgrade(fleet: FleetHarness
     """apt-mark prints like apt's DoSelection (unchanged first, unknown names an error that does
     not stop the others); the patch flow's hold command keeps the failed upgrade's exit status,
     leaves the held package at its version and unholds exactly what it held."""
-    from labops.planners.patching import upgrade_command
+    from labops.patching.plan import upgrade_command
 
     node = "pve2"
     pending = [
@@ -397,7 +397,7 @@ def test_product_check_command_parses_on_every_os(fleet: FleetHarness) -> None:
     """labops' own one-round-trip check command, parsed by labops' parsers, on each OS kind."""
     from datetime import date
 
-    from labops.parsers.hostcheck import CHECK_COMMAND, parse_check_output
+    from labops.patching.hostcheck import CHECK_COMMAND, parse_check_output
 
     picks = {"pve1"}
     for os_name in ("debian12", "debian13", "ubuntu2404", "alpine320", "debian10"):
@@ -528,8 +528,8 @@ def test_systemd_run_transient_unit(fleet: FleetHarness) -> None:
 def test_detached_upgrade_started_polled_and_adopted(fleet: FleetHarness) -> None:
     """The product's detached upgrade: started as a transient unit on a node (nohup on Alpine),
     polled until it ends with its status and log; a second start meets the running one."""
-    from labops.parsers.detached import POLL_COMMAND, parse_poll, start_command
-    from labops.planners.patching import upgrade_command
+    from labops.patching.detached import POLL_COMMAND, parse_poll, start_command
+    from labops.patching.plan import upgrade_command
 
     node = "pve4"
     fleet.control("set_pending", {"host": node, "packages": ["pve-manager", "libc6"]})
@@ -564,7 +564,7 @@ def test_detached_upgrade_started_polled_and_adopted(fleet: FleetHarness) -> Non
 def test_dist_upgrade_with_a_package_pinned_on_the_command_line(fleet: FleetHarness) -> None:
     """`apt-get -s dist-upgrade name=<installed>` (the dry run's stand-in for a hold) keeps that
     package and says so as apt does; an unknown version is an error."""
-    from labops.planners.patching import decide_upgrade
+    from labops.patching.plan import decide_upgrade
 
     node = "pve1"
     pending = [

@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from labops.config.systems import Strict
-from labops.parsers.pve_net import NET_ID, check_net_string
+from labops.models.pve_net import NET_ID, check_net_string
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")

@@ -1,1 +1,0 @@
-"""parsers package."""

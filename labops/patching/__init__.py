@@ -1,0 +1,1 @@
+"""Patching: the host check (each tool's command beside its parser), the plan, the report."""

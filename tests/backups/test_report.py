@@ -1,0 +1,139 @@
+"""The backups report's four views: JSON, table/markdown artifacts, notification, metrics."""
+
+from __future__ import annotations
+
+import json
+
+from labops.backups.models import JobCheck, OrphanGroup
+from labops.backups.report import BackupReport, GuestRow, GuestStatus, RestoreDrillReport
+from labops.metrics import render
+from labops.reports import Failure, Severity
+
+NOW = 1_795_770_230.0
+
+
+def row(vmid: int, status: GuestStatus, age: float | None, **kw: object) -> GuestRow:
+    return GuestRow(
+        vmid=vmid,
+        name=f"ct{vmid}",
+        node="pve1",
+        tier="24h",
+        rpo_s=26 * 3600,
+        status=status,
+        last_good=None if age is None else NOW - age,
+        age_s=age,
+        size=2**30,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_clean_report_sends_nothing_and_has_every_column() -> None:
+    report = BackupReport(
+        guests=[
+            row(101, GuestStatus.BACKED_UP, 10.0, verified="ok 1d0h ago"),
+            row(102, GuestStatus.FRESH, 3600.0),
+        ]
+    )
+    assert report.notification() is None
+    assert not report.failed
+    assert list(report.table()[0]) == [
+        "guest",
+        "node",
+        "tier",
+        "last good backup",
+        "age",
+        "size",
+        "verified",
+        "status",
+        "severity",
+        "check",
+        "could not check",
+        "unknown since",
+    ]
+    assert report.table()[0]["check"] == "ok" and report.table()[0]["severity"] == "ok"
+    assert report.table()[0]["size"] == "1.0 GiB" and report.table()[1]["age"] == "1h00m"
+    restored = BackupReport.model_validate(json.loads(report.model_dump_json()))
+    assert restored.guests == report.guests
+
+
+def test_failures_stale_and_gaps_make_one_message() -> None:
+    report = BackupReport(
+        guests=[
+            row(101, GuestStatus.FAILED, 3 * 86400.0, reason="exit code 255"),
+            row(
+                102,
+                GuestStatus.FRESH,
+                3600.0,
+                verified="FAILED 1d ago",
+                problems=["verification failed 1d ago (pbs:x)"],
+            ),
+            row(103, GuestStatus.EXCLUDED, None),
+            row(9000, GuestStatus.TEMPLATE, None),
+        ],
+        failures=[Failure(entity="guest 101 (ct101)", reason="exit code 255")],
+        not_in_job=["guest 102 (ct102)"],
+        orphans=[OrphanGroup(vmid=199, storage="pbs", count=2, newest=NOW, size=2**30)],
+        templates_unprotected=["guest 9000 (ct9000)"],
+        pbs_jobs=[JobCheck(job="gc", max_age_s=8 * 86400, ok=False, detail="no record")],
+    )
+    assert report.failed and [r.vmid for r in report.stale] == [101]
+    message = report.notification()
+    assert message is not None and message.severity is Severity.CRITICAL
+    for text in (
+        "exit code 255",
+        "Stale:",
+        "guest 101 (ct101): last good 3d0h ago",
+        "Verification:",
+        "orphan backups of guest 199",
+        "template without a backup",
+        "PBS gc: no record",
+        "not in any backup job: guest 102",
+    ):
+        assert text in message.body, text
+    assert message.payload["counts"]["failed"] == 1 and message.payload["stale"] == [101]
+    assert "## Coverage gaps" in report.markdown()
+    assert "(stale)" in report.table()[0]["status"]
+
+
+def test_metrics_per_watched_guest() -> None:
+    report = BackupReport(
+        guests=[row(101, GuestStatus.BACKED_UP, 10.0), row(103, GuestStatus.EXCLUDED, 10.0)]
+    )
+    text = render(report.metrics())
+    assert 'labops_backup_age_seconds{guest="ct101",node="pve1",tier="24h",vmid="101"} 10.0' in text
+    assert "labops_backup_last_success_timestamp_seconds{" in text
+    assert 'vmid="103"' not in text  # excluded guests are not watched
+    assert 'labops_backup_guests{status="backed-up"} 1.0' in text
+
+
+def test_restore_drill_report_views() -> None:
+    ok = RestoreDrillReport(
+        vmid=101,
+        name="dns",
+        volid="pbs:backup/ct/101/x",
+        scratch_vmid=9900,
+        node="pve2",
+        storage="local-lvm",
+        ok=True,
+        duration_s=42.0,
+        steps=["restore", "start", "destroy"],
+        checks={"running": True},
+    )
+    assert ok.notification() is None
+    assert "# Restore drill: passed" in ok.markdown()
+    assert ok.table()[0]["result"] == "ok"
+    assert {m.name for m in ok.metrics()} == {
+        "labops_restore_drill_success",
+        "labops_restore_drill_last_success_timestamp_seconds",
+        "labops_restore_drill_duration_seconds",
+    }
+    bad = ok.model_copy(
+        update={
+            "ok": False,
+            "failures": [
+                Failure(entity="guest 101 (dns)", reason="start failed: CT 9900 is locked")
+            ],
+        }
+    )
+    message = bad.notification()
+    assert message is not None and "start failed" in message.body

@@ -1,0 +1,150 @@
+"""The deterministic claim extractor, the comparison and the patch, from sample docs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from labops.docs.compare import compare, undocumented
+from labops.docs.extract import extract_claims
+from labops.docs.models import ClaimKind, LiveFacts, Status
+from labops.docs.patch import patched_texts, unified_diff
+
+DATA = Path(__file__).parents[1] / "data" / "docs"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "infrastructure.md"
+
+
+def load(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+@pytest.fixture(scope="module")
+def live() -> LiveFacts:
+    return LiveFacts.model_validate(json.loads(load("live.json")))
+
+
+def verdicts_of(name: str, live: LiveFacts) -> dict[str, tuple[Status, str | None]]:
+    claims = extract_claims(load(name), name)
+    return {f"{v.claim.line}:{v.claim.subject}": (v.status, v.live) for v in compare(claims, live)}
+
+
+def test_prose_counts_guests_dns_and_versions(live: LiveFacts) -> None:
+    got = verdicts_of("prose.md", live)
+    assert got["3:Proxmox nodes"] == (Status.MATCH, "4")
+    assert got["3:LXC containers"] == (Status.DRIFTED, "14")
+    assert got["3:VMs"][0] == Status.MATCH  # the template is not a VM in the operator's sense
+    assert got["7:CT 100"][0] == Status.MATCH
+    assert got["7:CT 110"][0] == Status.MATCH
+    assert got["8:*.lab.internal"] == (Status.MATCH, "192.168.1.110")
+    assert got["9:HTTPS services"] == (Status.MATCH, "9")
+    assert got["9:scrape targets"] == (Status.MATCH, "6")
+    assert got["10:Beszel agents"] == (Status.DRIFTED, "16")
+    assert got["11:Proxmox VE"][0] == Status.MATCH
+
+
+def test_bullets_moved_node_changed_ip_and_unverifiable(live: LiveFacts) -> None:
+    claims = extract_claims(load("bullets.md"), "bullets.md")
+    by_subject = {
+        (c.line, c.subject): v for c, v in zip(claims, compare(claims, live), strict=True)
+    }
+    moved = by_subject[(3, "CT 102")]
+    assert moved.status == Status.DRIFTED and "runs on pve4" in moved.reason
+    assert moved.replacements == {"node": "pve4"}
+    changed_ip = by_subject[(4, "CT 104")]
+    assert changed_ip.status == Status.DRIFTED and changed_ip.replacements == {
+        "ip": "192.168.1.144"
+    }
+    assert by_subject[(5, "VMs")].status == Status.MATCH  # "About 3" is a bound, 2 is within it
+    assert by_subject[(6, "pve1 <-> pve2")].status == Status.UNVERIFIABLE
+    assert by_subject[(7, "blocked domains")].status == Status.UNVERIFIABLE
+
+
+def test_table_rows_are_guest_claims(live: LiveFacts) -> None:
+    claims = extract_claims(load("table.md"), "table.md")
+    assert [c.vmid for c in claims if c.kind == ClaimKind.GUEST] == [100, 108, 999]
+    verdicts = {v.claim.vmid: v for v in compare(claims, live)}
+    assert verdicts[100].status == Status.MATCH
+    assert verdicts[999].status == Status.DRIFTED and verdicts[999].live == "no such guest"
+
+
+@pytest.mark.parametrize(
+    ("text", "op", "value", "live_value", "holds"),
+    [
+        ("scraping 20+ targets", "ge", 20, 25, True),
+        ("scraping 20+ targets", "ge", 20, 19, False),
+        ("~650k blocked domains", "approx", 650_000, 700_000, True),
+        ("up to 8 VMs", "le", 8, 9, False),
+        ("over 30 containers", "ge", 30, 31, True),
+        ("1,200 containers", "eq", 1200, 1200, True),
+    ],
+)
+def test_bounds(text: str, op: str, value: int, live_value: int, holds: bool) -> None:
+    (claim,) = [c for c in extract_claims(text, "x.md") if c.kind == ClaimKind.COUNT]
+    assert claim.bound is not None
+    assert (claim.bound.op, claim.bound.value) == (op, value)
+    assert claim.bound.holds(live_value) is holds
+
+
+def test_units_and_ambiguous_nouns() -> None:
+    claims = extract_claims("10 MB Go agents on 62 nodes of the topology", "x.md")
+    counts = [c for c in claims if c.kind == ClaimKind.COUNT]
+    assert [(c.subject, c.fact) for c in counts] == [("nodes", None)]
+
+
+def test_patch_changes_only_drifted_values_and_applies(live: LiveFacts, tmp_path: Path) -> None:
+    names = ["prose.md", "bullets.md", "table.md"]
+    texts = {n: load(n) for n in names}
+    verdicts = [v for n in names for v in compare(extract_claims(texts[n], n), live)]
+    patched = patched_texts(texts, verdicts)
+    assert "14 LXC containers" in patched["prose.md"]
+    assert "16 agents" in patched["prose.md"]
+    assert "CT 102 step-ca on pve4 (192.168.1.102)" in patched["bullets.md"]
+    assert "CT 104 wazuh on pve2 (192.168.1.144)" in patched["bullets.md"]
+    assert "table.md" not in patched  # the missing guest is reported, not invented
+    diff = unified_diff(texts, patched)
+    changed = [
+        ln
+        for ln in diff.splitlines()
+        if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---"))
+    ]
+    assert len(changed) == 2 * 4  # four lines change, each one - and one +
+    for name, text in texts.items():
+        (tmp_path / name).write_text(text)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "p.diff").write_text(diff)
+    subprocess.run(["git", "apply", "--check", "p.diff"], cwd=tmp_path, check=True)
+
+
+def test_no_drift_gives_empty_diff(live: LiveFacts) -> None:
+    text = load("nodrift.md")
+    verdicts = compare(extract_claims(text, "nodrift.md"), live)
+    assert {v.status for v in verdicts} == {Status.MATCH}
+    assert unified_diff({"nodrift.md": text}, patched_texts({"nodrift.md": text}, verdicts)) == ""
+
+
+def test_undocumented_guests_and_routers(live: LiveFacts) -> None:
+    claims = extract_claims(load("prose.md"), "prose.md")
+    extra = undocumented(claims, live)
+    assert any(u.entity.startswith("CT 111 uptime-kuma") for u in extra)
+    assert not any("debian12-tpl" in u.entity for u in extra)
+    assert any(u.kind == "router" and "wiki.lab.internal" in u.entity for u in extra)
+
+
+def test_real_homelab_page() -> None:
+    if not SHARED.exists():
+        pytest.skip(f"{SHARED} is absent (shared fixtures sit beside the checkout)")
+    claims = extract_claims(SHARED.read_text(), "infrastructure.md")
+    facts = {(c.subject, c.bound.describe() if c.bound else c.vmid) for c in claims}
+    assert ("Proxmox nodes", "4") in facts
+    assert ("LXC containers", "53") in facts
+    assert ("HTTPS services", "39") in facts
+    assert ("scrape targets", ">= 20") in facts
+    assert ("Beszel agents", "30") in facts
+    assert ("CT 110", 110) in facts
+    guests = {c.vmid: c for c in claims if c.kind == ClaimKind.GUEST}
+    assert guests[100].node == "pve1" and guests[101].node == "pve2"
+    assert guests[110].name == "Traefik"
+    assert not any(c.subject == "Beszel agents" and c.bound and c.bound.value == 10 for c in claims)
