@@ -18,7 +18,7 @@ from labops.errors import ConfigError
 from labops.settings import Strict
 from tests.fixtures.all_systems import SECRETS
 
-DATA = Path(__file__).parent / "data" / "config"
+DATA = Path(__file__).parents[1] / "data" / "config"
 
 
 @pytest.fixture
