@@ -1,0 +1,1 @@
+"""Backups: planning, running and auditing vzdump backups and restore drills (no Prefect)."""
