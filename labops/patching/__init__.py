@@ -1,0 +1,1 @@
+"""Patching: checking pending updates and rolling them out (no Prefect)."""
