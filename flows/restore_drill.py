@@ -20,7 +20,6 @@ the original's address.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -34,7 +33,6 @@ from prefect.states import State
 from blocks.context import LabContext
 from blocks.proxmox import ProxmoxCredentials
 from labops.config.policies.backups import RestoreDrillPolicy
-from labops.config.systems import ProxmoxNode
 from labops.errors import ApiError, ConfigError, LabopsError
 from labops.flow_params import ConfigPath, NodeName, StorageId, Vmid
 from labops.limits import LEASE_S, ensure_limit, limit_name
@@ -58,7 +56,8 @@ from labops.planners.restore_drill import (
 )
 from labops.reports import Failure
 from labops.reports_backups import DrillHistory, DrillResult, RestoreDrillReport
-from labops.ssh import SshTarget
+from labops.ssh_targets import node_target
+from tasks.health import port_open
 from tasks.publish import publish_report
 from tasks.pve import (
     destroy_guest,
@@ -80,16 +79,6 @@ STATE_KEY = "restore-drills"
 PRIVILEGES_DOC = "docs/production.md, section 8"
 
 
-def node_target(ctx: LabContext, node: str) -> SshTarget:
-    """Where ``node`` answers SSH: the inventory's node entry, else systems.proxmox.nodes."""
-    for host in ctx.config.inventory.hosts:
-        if host.name == node and host.kind == "node":
-            return SshTarget(name=node, address=host.address or host.name, port=host.port)
-    pve = ctx.config.systems.proxmox
-    override = pve.nodes.get(node, ProxmoxNode()) if pve else ProxmoxNode()
-    return SshTarget(name=node, address=override.ssh_host or node, port=override.ssh_port)
-
-
 @contextmanager
 def step(name: str) -> Iterator[None]:
     """Name the drill step an API error happened in."""
@@ -97,14 +86,6 @@ def step(name: str) -> Iterator[None]:
         yield
     except LabopsError as exc:
         raise DrillRefused(f"{name} failed: {exc}") from exc
-
-
-def port_answers(host: str, port: int, timeout_s: float) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 @flow(name="restore-drill", log_prints=False)
@@ -418,7 +399,7 @@ def _run_checks(
 
             job = HostCommand(
                 access=HostAccess(
-                    name=f"scratch {scratch}", ssh=node_target(ctx, node), vmid=scratch
+                    name=f"scratch {scratch}", ssh=node_target(ctx.config, node), vmid=scratch
                 ),
                 command=drill.check_command,
                 timeout_s=max(5.0, drill.start_wait),
@@ -435,7 +416,7 @@ def _run_checks(
         if host is None:
             report.skipped.append("check port: restore_drill.check_host not set")
             return
-        ok = port_answers(host, drill.check_port, max(1.0, drill.start_wait))
+        ok = port_open(host, drill.check_port, max(1.0, drill.start_wait))
         report.checks[f"port {host}:{drill.check_port}"] = ok
         report.steps.append(f"check port {host}:{drill.check_port}: {'ok' if ok else 'closed'}")
         if not ok:
