@@ -32,6 +32,7 @@ from prefect.states import State
 
 from blocks.context import LabContext
 from blocks.proxmox import ProxmoxCredentials
+from labops.backups.drill_record import remember
 from labops.config.policies.backups import RestoreDrillPolicy
 from labops.errors import ApiError, ConfigError, LabopsError
 from labops.flow_params import ConfigPath, NodeName, StorageId, Vmid
@@ -55,7 +56,7 @@ from labops.planners.restore_drill import (
     source_needs,
 )
 from labops.reports import Failure
-from labops.reports_backups import DrillHistory, DrillResult, RestoreDrillReport
+from labops.reports_backups import DrillHistory, RestoreDrillReport
 from labops.ssh_targets import node_target
 from tasks.health import port_open
 from tasks.publish import publish_report
@@ -162,7 +163,7 @@ def _drill(
     drill = policy.restore_drill
     block = ctx.pve_block()
     history = ctx.state.load(STATE_KEY, DrillHistory) or DrillHistory()
-
+    # 1. discover: nodes, guests, their backups
     nodes = list_nodes(block)
     online = sorted(n.node for n in nodes if n.online)
     guests = list_guests(block)
@@ -173,6 +174,7 @@ def _drill(
         return
     copies, problems = scan_backups(block, [storage_name, *policy.scan_storages], online)
     report.failures += problems
+    # 2. choose the guest (drilled longest ago), its newest good backup and a free scratch vmid
     target = node or drill.node
     try:
         choice = choose_guest(
@@ -196,6 +198,7 @@ def _drill(
     if target not in online:
         report.failures.append(Failure(entity=f"node {target}", reason="offline: cannot restore"))
         return
+    # 3. the token must hold what the drill needs, before anything is restored
     needs = source_needs(guest.vmid, storage_name)
     needs += scratch_needs(report.storage, drill.pool, scratch, drill.network)
     lacking = _lacking(block, needs, report)
@@ -211,17 +214,9 @@ def _drill(
             "destroy it"
         )
         return
+    # 4. restore, tag, isolate, start, check, destroy; 5. remember the result
     _restore_and_check(ctx, report, block, guest, backup, scratch, target)
-    history.last[guest.vmid] = DrillResult(
-        vmid=guest.vmid,
-        name=guest.name,
-        ok=report.ok,
-        when=time.time(),
-        duration_s=report.duration_s,
-        volid=backup.volid,
-        reason="; ".join(f.reason for f in report.failures),
-    )
-    ctx.state.save(STATE_KEY, history)
+    ctx.state.save(STATE_KEY, remember(history, report, guest, backup.volid, time.time()))
 
 
 def _lacking(
