@@ -1,8 +1,9 @@
 """Patch sweep: what is pending on every node and container (check), and applying it safely
 (apply: approval, maintenance window, snapshot, canaries, batches, rollback, reboots).
 
-The runbook, step by step; SSH and Proxmox calls live in tasks/, decisions in
-labops/patching/plan.py, commands and their parsing in labops/patching/<tool>.py.
+The runbook, step by step; its steps in flows/patch_steps.py, SSH and Proxmox calls in tasks/,
+decisions in labops/patching/plan.py (the window in windows.py), report rows in
+labops/patching/rollout.py, each tool's commands and their parsing in labops/patching/<tool>.py.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from blocks.context import LabContext
+from flows import patch_steps as steps
 from labops.flow_params import ConfigPath, HostList
 from labops.limits import SlotBusy, maintenance_slot
 from labops.patching import plan, windows
 from labops.patching.report import PatchReport
+from labops.patching.rollout import window_stop
 from labops.reports import Failure
-from tasks import patch_steps as steps
 from tasks.publish import publish_report
 
 
@@ -129,67 +131,91 @@ def patch_apply(
         hosts: limit the run to these hosts.
     """
     ctx = LabContext.load(config)
-    log = get_run_logger()
     policy = ctx.config.patching
     report = PatchReport(operation="patch_apply", mode="apply", dry_run=dry_run)
     window = windows.WindowGuard(policy.windows, lambda: now())
-    if not dry_run and window.closed():
-        opening = windows.next_opening(policy.windows, now())
-        when = opening.isoformat(timespec="minutes") if opening else "never (check the windows)"
-        report.failures.append(
-            Failure(
-                entity="patch apply",
-                reason=f"refused: outside the maintenance window (next opens {when})",
-            )
-        )
+    # 0. never outside the maintenance window (a dry run may look at any time)
+    if not dry_run and _refused_outside_window(report, window):
         return publish_report(report, ctx.delivery())
     run_key = _run_key()
     snap = plan.snapshot_name(run_key) if policy.snapshot_before else None
     # 1. check every host (a dry run refreshes no package list and starts nothing)
-    targets, inv_hosts = steps.check(ctx, report, policy.refresh and not dry_run, hosts, dry_run)
+    targets = steps.check(ctx, report, policy.refresh and not dry_run, hosts, dry_run)
     steps.housekeep_snapshots(ctx, report, snap or "", dry_run)
     sec_only = policy.security_only if security_only is None else security_only
     by_name = {t.name: t for t in targets}
-    # 2. plan
+    # 2. plan: canaries, batches of containers, then the nodes one at a time
     rollout = steps.build_rollout(ctx, report.hosts, sec_only, set())
     if not rollout.steps:
         report.approval = "nothing to apply"
         return publish_report(report, ctx.delivery())
     if dry_run:
-        steps.simulate(ctx, report, rollout, by_name, inv_hosts, sec_only)
+        steps.simulate(ctx, report, rollout, by_name, sec_only)
         return publish_report(report, ctx.delivery())
     # 3. approval: the plan is published first, so the operator judges what will be done
     if policy.preapproved_scheduled and _is_scheduled():
         report.approval = "pre-approved (scheduled run, patching.preapproved_scheduled)"
     else:
-        answer = _ask_approval(ctx, report, rollout, sec_only, window)
-        if answer is None:
+        approved = _approved_rollout(ctx, report, rollout, by_name, sec_only, window)
+        if approved is None:
             return publish_report(report, ctx.delivery())
-        if answer.exclude_hosts or answer.security_only != sec_only:
-            sec_only = answer.security_only
-            rollout = steps.build_rollout(ctx, report.hosts, sec_only, set(answer.exclude_hosts))
-        closed = window.closed()
-        if closed:
-            steps.window_stop(report, rollout.steps, f"approved after the end: {closed}")
-            return publish_report(report, ctx.delivery())
-        needs = plan.plan_length(rollout, policy.step_estimate_s)
-        if window.end is not None and now() + needs > window.end:  # approved late: say so
-            late = (
-                f"window: closes at {window.end:%H:%M}, the plan needs about "
-                f"{needs.total_seconds() / 60:.0f} min: the steps past it will not run"
-            )
-            report.plan_changes.append(late)
-            log.warning("%s", late)
-        rollout = steps.recheck_approved(ctx, report, rollout, by_name, inv_hosts)
-    # 4. apply, step by step
+        rollout, sec_only = approved
+    # 4. apply, step by step, never while backups run (one maintenance slot per lab)
+    log = get_run_logger()
     log.info("rollout:\n%s", rollout.describe())
     wait = ctx.config.platform.maintenance_wait_minutes
-    try:  # never while backups run (one maintenance slot per lab)
+    try:
         with maintenance_slot(ctx.config.lab.name, wait, "patch apply", log):
-            steps.execute(ctx, report, rollout, by_name, inv_hosts, snap, sec_only, window, run_key)
+            steps.execute(ctx, report, rollout, by_name, snap, sec_only, window, run_key)
     except SlotBusy as exc:
         report.failures.append(Failure(entity="patch apply", reason=str(exc)))
     return publish_report(report, ctx.delivery())
+
+
+def _refused_outside_window(report: PatchReport, window: windows.WindowGuard) -> bool:
+    """True (and the report says why) when no maintenance window is open now."""
+    if not window.closed():
+        return False
+    opening = windows.next_opening(window.windows, now())
+    when = opening.isoformat(timespec="minutes") if opening else "never (check the windows)"
+    report.failures.append(
+        Failure(
+            entity="patch apply",
+            reason=f"refused: outside the maintenance window (next opens {when})",
+        )
+    )
+    return True
+
+
+def _approved_rollout(
+    ctx: LabContext,
+    report: PatchReport,
+    rollout: plan.RolloutPlan,
+    by_name: dict[str, plan.Target],
+    sec_only: bool,
+    window: windows.WindowGuard,
+) -> tuple[plan.RolloutPlan, bool] | None:
+    """Ask the operator; the rollout as approved (narrowed, re-checked) and whether it is
+    security only, or None when nothing is to be applied (rejected, unanswered, too late)."""
+    answer = _ask_approval(ctx, report, rollout, sec_only, window)
+    if answer is None:
+        return None
+    if answer.exclude_hosts or answer.security_only != sec_only:
+        sec_only = answer.security_only
+        rollout = steps.build_rollout(ctx, report.hosts, sec_only, set(answer.exclude_hosts))
+    closed = window.closed()
+    if closed:
+        window_stop(report, rollout.steps, f"approved after the end: {closed}")
+        return None
+    needs = plan.plan_length(rollout, ctx.config.patching.step_estimate_s)
+    if window.end is not None and now() + needs > window.end:  # approved late: say so
+        late = (
+            f"window: closes at {window.end:%H:%M}, the plan needs about "
+            f"{needs.total_seconds() / 60:.0f} min: the steps past it will not run"
+        )
+        report.plan_changes.append(late)
+        get_run_logger().warning("%s", late)
+    return steps.recheck_approved(ctx, report, rollout, by_name), sec_only
 
 
 def _ask_approval(

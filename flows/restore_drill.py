@@ -20,7 +20,6 @@ the original's address.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -49,16 +48,17 @@ from labops.backups.drill import (
     scratch_needs,
     source_needs,
 )
+from labops.backups.drill_record import remember
 from labops.backups.models import BackupCopy, BackupGuest
 from labops.backups.plan import default_storage
-from labops.backups.report import DrillHistory, DrillResult, RestoreDrillReport
+from labops.backups.report import DrillHistory, RestoreDrillReport
 from labops.config.policies.backups import RestoreDrillPolicy
-from labops.config.systems import ProxmoxNode
 from labops.errors import ApiError, ConfigError, LabopsError
 from labops.flow_params import ConfigPath, NodeName, StorageId, Vmid
 from labops.limits import LEASE_S, ensure_limit, limit_name
 from labops.reports import Failure
-from labops.ssh import SshTarget
+from labops.ssh_targets import node_target
+from tasks.health import port_open
 from tasks.publish import publish_report
 from tasks.pve import (
     destroy_guest,
@@ -80,16 +80,6 @@ STATE_KEY = "restore-drills"
 PRIVILEGES_DOC = "docs/production.md, section 8"
 
 
-def node_target(ctx: LabContext, node: str) -> SshTarget:
-    """Where ``node`` answers SSH: the inventory's node entry, else systems.proxmox.nodes."""
-    for host in ctx.config.inventory.hosts:
-        if host.name == node and host.kind == "node":
-            return SshTarget(name=node, address=host.address or host.name, port=host.port)
-    pve = ctx.config.systems.proxmox
-    override = pve.nodes.get(node, ProxmoxNode()) if pve else ProxmoxNode()
-    return SshTarget(name=node, address=override.ssh_host or node, port=override.ssh_port)
-
-
 @contextmanager
 def step(name: str) -> Iterator[None]:
     """Name the drill step an API error happened in."""
@@ -97,14 +87,6 @@ def step(name: str) -> Iterator[None]:
         yield
     except LabopsError as exc:
         raise DrillRefused(f"{name} failed: {exc}") from exc
-
-
-def port_answers(host: str, port: int, timeout_s: float) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 @flow(name="restore-drill", log_prints=False)
@@ -181,7 +163,7 @@ def _drill(
     drill = policy.restore_drill
     block = ctx.pve_block()
     history = ctx.state.load(STATE_KEY, DrillHistory) or DrillHistory()
-
+    # 1. discover: nodes, guests, their backups
     nodes = list_nodes(block)
     online = sorted(n.node for n in nodes if n.online)
     guests = list_guests(block)
@@ -192,6 +174,7 @@ def _drill(
         return
     copies, problems = scan_backups(block, [storage_name, *policy.scan_storages], online)
     report.failures += problems
+    # 2. choose the guest (drilled longest ago), its newest good backup and a free scratch vmid
     target = node or drill.node
     try:
         choice = choose_guest(
@@ -215,6 +198,7 @@ def _drill(
     if target not in online:
         report.failures.append(Failure(entity=f"node {target}", reason="offline: cannot restore"))
         return
+    # 3. the token must hold what the drill needs, before anything is restored
     needs = source_needs(guest.vmid, storage_name)
     needs += scratch_needs(report.storage, drill.pool, scratch, drill.network)
     lacking = _lacking(block, needs, report)
@@ -230,17 +214,9 @@ def _drill(
             "destroy it"
         )
         return
+    # 4. restore, tag, isolate, start, check, destroy; 5. remember the result
     _restore_and_check(ctx, report, block, guest, backup, scratch, target)
-    history.last[guest.vmid] = DrillResult(
-        vmid=guest.vmid,
-        name=guest.name,
-        ok=report.ok,
-        when=time.time(),
-        duration_s=report.duration_s,
-        volid=backup.volid,
-        reason="; ".join(f.reason for f in report.failures),
-    )
-    ctx.state.save(STATE_KEY, history)
+    ctx.state.save(STATE_KEY, remember(history, report, guest, backup.volid, time.time()))
 
 
 def _lacking(
@@ -418,7 +394,7 @@ def _run_checks(
 
             job = HostCommand(
                 access=HostAccess(
-                    name=f"scratch {scratch}", ssh=node_target(ctx, node), vmid=scratch
+                    name=f"scratch {scratch}", ssh=node_target(ctx.config, node), vmid=scratch
                 ),
                 command=drill.check_command,
                 timeout_s=max(5.0, drill.start_wait),
@@ -435,7 +411,7 @@ def _run_checks(
         if host is None:
             report.skipped.append("check port: restore_drill.check_host not set")
             return
-        ok = port_answers(host, drill.check_port, max(1.0, drill.start_wait))
+        ok = port_open(host, drill.check_port, max(1.0, drill.start_wait))
         report.checks[f"port {host}:{drill.check_port}"] = ok
         report.steps.append(f"check port {host}:{drill.check_port}: {'ok' if ok else 'closed'}")
         if not ok:

@@ -297,9 +297,12 @@ class ProxmoxClient:
         label: str,
         timeout_s: float,
         poll_s: float,
+        first_poll_s: float = 0.25,
     ) -> TaskStatus:
+        """The one task poller: read, then wait ``first_poll_s``, 1.5x longer each time up to
+        ``poll_s`` (short tasks end in well under a second, long ones cost few requests)."""
         deadline = time.monotonic() + timeout_s
-        interval = min(0.25, poll_s)  # short tasks end in well under a second
+        interval = min(first_poll_s, poll_s)
         while True:
             status = read()
             if not status.running:
@@ -356,11 +359,21 @@ class PveClient(ProxmoxClient):
         return PveTaskStatus.model_validate(self.get(f"nodes/{node}/tasks/{upid}/status"))
 
     def wait_task(
-        self, node: str, upid: str, timeout_s: float = 3600.0, poll_s: float = 2.0
+        self,
+        node: str,
+        upid: str,
+        timeout_s: float = 3600.0,
+        poll_s: float = 2.0,
+        *,
+        first_poll_s: float = 0.25,
     ) -> PveTaskStatus:
         """Poll until the task stops; raise :class:`TaskTimeout` when it outlives ``timeout_s``."""
         status = self._wait(
-            lambda: self.task_status(node, upid), f"{upid} on {node}", timeout_s, poll_s
+            lambda: self.task_status(node, upid),
+            f"{upid} on {node}",
+            timeout_s,
+            poll_s,
+            first_poll_s,
         )
         assert isinstance(status, PveTaskStatus)
         return status

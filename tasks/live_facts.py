@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from prefect import task
 
@@ -12,35 +11,35 @@ from blocks.observability import BeszelHub, VictoriaMetrics
 from blocks.proxmox import ProxmoxCredentials
 from blocks.security import WazuhApi
 from labops.docs.models import LiveGuest, LiveRecord, LiveRouter
+from labops.models.pve import PveGuestConfig
 from labops.models.traefik import rule_hosts
+from tasks.pve import client
 from tasks.technitium import zone_records
 from tasks.traefik import http_routers
 
 _NET_IP = re.compile(r"(?:^|,)ip=(?P<ip>[\d.]+)")
 
 
-def guest_ips(config: dict[str, Any]) -> list[str]:
+def guest_ips(config: PveGuestConfig) -> list[str]:
     """IPv4 addresses of a guest's config (LXC ``netN: ...,ip=A/B`` or QEMU ``ipconfigN``)."""
     ips = []
-    for key in sorted(config):
-        if re.fullmatch(r"(net|ipconfig)\d+", key):
-            m = _NET_IP.search(str(config[key]))
-            if m:
-                ips.append(m.group("ip"))
+    for _key, value in sorted({**config.nets, **config.ipconfigs}.items()):
+        m = _NET_IP.search(value)
+        if m:
+            ips.append(m.group("ip"))
     return ips
 
 
 @task(name="live-proxmox", retries=1, tags=["proxmox"])
 def proxmox_facts(block: ProxmoxCredentials) -> tuple[list[str], list[LiveGuest], str]:
     """Nodes, guests (id, name, node, type, status, tags, IPs) and the PVE version."""
-    pve = block.get_client()
+    pve = client(block)
     nodes = [n.node for n in pve.nodes()]
     guests = []
     for g in pve.guests():
         ips: list[str] = []
         if g.status != "unknown":
-            config = pve.get(f"nodes/{g.node}/{g.type}/{g.vmid}/config")
-            ips = guest_ips(config if isinstance(config, dict) else {})
+            ips = guest_ips(pve.guest_config(g.node, g.type, g.vmid))
         guests.append(
             LiveGuest(
                 vmid=g.vmid,
@@ -60,8 +59,7 @@ def proxmox_facts(block: ProxmoxCredentials) -> tuple[list[str], list[LiveGuest]
 def traefik_facts(block: TraefikApi) -> list[LiveRouter]:
     """Every HTTP router with its host names and whether it serves TLS."""
     return [
-        LiveRouter(name=r.name, hosts=rule_hosts(r.rule), tls=r.probed)
-        for r in http_routers.fn(block)
+        LiveRouter(name=r.name, hosts=rule_hosts(r.rule), tls=r.probed) for r in http_routers(block)
     ]
 
 
@@ -70,7 +68,7 @@ def technitium_facts(block: TechnitiumDns) -> list[LiveRecord]:
     """Enabled A/AAAA/CNAME records of the internal zone."""
     return [
         LiveRecord(name=r.name, type=r.type, value=r.value)
-        for r in zone_records.fn(block)
+        for r in zone_records(block)
         if not r.disabled
     ]
 

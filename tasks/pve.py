@@ -1,8 +1,12 @@
-"""Proxmox VE tasks: thin, typed wrappers over ``labops.proxmox.PveClient``.
+"""Proxmox VE tasks: the one PVE surface of the flows, thin, typed wrappers over
+``labops.proxmox.PveClient`` (one client per thread and block: :func:`client`).
 
 Reads are retried by the client's HTTP policy; a task that changes the lab says so in its
 docstring and is never retried by Prefect (a retried vzdump could back a guest up twice): where a
-start is ambiguous, the task looks at the node's task list instead of starting again.
+start is ambiguous, the task looks at the node's task list instead of starting again
+(:func:`start_once`), then follows the task to its end (:func:`follow`, the one poller).
+Sections: discovery, backups, guests (power, config, restore, destroy), LXC snapshots and node
+activity (patch flow).
 """
 
 from __future__ import annotations
@@ -12,22 +16,23 @@ import time
 from collections.abc import Callable, Sequence
 
 from prefect import get_run_logger, task
-from pydantic import BaseModel, Field
 
 from blocks.proxmox import ProxmoxCredentials
 from labops.backups.models import BackupCopy, BackupGuest, BackupOutcome, TaskResult
-from labops.backups.vzdump import classify_exitstatus, is_lock_error, vzdump_failure
-from labops.errors import LabopsError, MaybeApplied
+from labops.backups.vzdump import classify_exitstatus
+from labops.backups.vzdump_job import VzdumpSettings, run_backup
+from labops.errors import ApiError, LabopsError, MaybeApplied
 from labops.models.pve import (
+    PveGuest,
     PveGuestConfig,
     PveGuestRef,
     PveNode,
+    PveSnapshot,
     PveStorage,
     PveTaskItem,
-    PveTaskStatus,
     PveUpid,
 )
-from labops.proxmox import PveClient, TaskTimeout
+from labops.proxmox import PveClient
 from labops.reports import Failure
 
 _local = threading.local()
@@ -111,249 +116,6 @@ def guests_without_job(block: ProxmoxCredentials) -> list[PveGuestRef]:
 # -- one guest's backup -------------------------------------------------------------------------
 
 
-class VzdumpSettings(BaseModel):
-    """How one vzdump runs and how long the task waits around it."""
-
-    storage: str
-    mode: str = "snapshot"
-    compress: str | None = "zstd"
-    notes_template: str | None = None
-    protected: bool = False
-    task_timeout_s: float = 7200
-    poll_s: float = 2.0
-    lock_wait_s: float = 600
-    lock_retry_s: float = 15
-    start_attempts: int = Field(3, ge=1, description="Starts tried after a lost answer.")
-    lost_answer_wait_s: float = Field(
-        30.0,
-        ge=0,
-        description=(
-            "After a start whose answer was lost, how long the node's task list is watched for "
-            "the vzdump it may have begun (a busy node acts on a request its client gave up "
-            "on) before the start is sent again."
-        ),
-    )
-    listed_at: float | None = Field(
-        None,
-        description=(
-            "When the flow listed the existing backups (epoch). A vzdump of this guest that "
-            "ended OK after that made a backup the plan could not see (a killed run's task "
-            "finished meanwhile): no other is started."
-        ),
-    )
-
-
-def _wait_unlocked(
-    pve: PveClient,
-    guest: BackupGuest,
-    deadline: float,
-    retry_s: float,
-    sleep: Callable[[float], None],
-) -> str | None:
-    """Wait until the guest has no lock; return the lock still held at ``deadline``, else None."""
-    while True:
-        lock = pve.guest_state(guest.node, guest.type, guest.vmid).lock
-        if not lock:
-            return None
-        if time.time() + retry_s > deadline:
-            return lock
-        sleep(retry_s)
-
-
-def follow_task(
-    pve: PveClient,
-    node: str,
-    upid: str,
-    timeout_s: float,
-    poll_s: float,
-    sleep: Callable[[float], None] = time.sleep,
-) -> PveTaskStatus:
-    """Poll a task to its end: first after 20 ms, then 1.5x longer each time up to ``poll_s``.
-
-    Short backups end within a few polls and long ones cost few requests; the node slot is
-    held until the end is seen, so a late look delays the node's next guest.
-    """
-    deadline = time.monotonic() + timeout_s
-    interval = min(0.02, poll_s)
-    while True:
-        sleep(min(interval, max(0.0, deadline - time.monotonic())))
-        status = pve.task_status(node, upid)
-        if not status.running:
-            return status
-        if time.monotonic() >= deadline:
-            raise TaskTimeout(
-                "proxmox", f"task {upid} on {node} still running after {timeout_s:g}s"
-            )
-        interval = min(interval * 1.5, poll_s)
-
-
-def run_backup(
-    pve: PveClient,
-    guest: BackupGuest,
-    settings: VzdumpSettings,
-    sleep: Callable[[float], None] = time.sleep,
-    log: Callable[[str], None] = lambda _m: None,
-) -> BackupOutcome:
-    """Back up one guest and follow its task to the end (the body of :func:`backup_guest`)."""
-    out = BackupOutcome(vmid=guest.vmid, status="failed")
-    lock_deadline = time.time() + settings.lock_wait_s
-    if guest.lock:
-        out.lock_waits += 1
-        still = _wait_unlocked(pve, guest, lock_deadline, settings.lock_retry_s, sleep)
-        if still:
-            out.reason = f"locked ({still}) for longer than {settings.lock_wait_s:g}s"
-            return out
-    while True:
-        upid = _start_or_adopt(pve, guest, settings, out, log, sleep)
-        if upid is None:
-            return out
-        try:
-            status = follow_task(
-                pve, guest.node, upid, settings.task_timeout_s, settings.poll_s, sleep
-            )
-        except TaskTimeout:
-            out.upid = upid
-            out.reason = (
-                f"vzdump still running after {settings.task_timeout_s:g}s (left running; a "
-                "re-run waits for it instead of starting another)"
-            )
-            return out
-        out.upid, out.exitstatus = upid, status.exitstatus
-        out.started = float(status.starttime) if status.starttime else out.started
-        out.ended = time.time()
-        if status.succeeded:
-            out.status = "warning" if status.warnings else "ok"
-            out.reason = status.exitstatus or ""
-            return out
-        detail = vzdump_failure(pve.task_log(guest.node, upid), guest.vmid) or status.error or ""
-        if is_lock_error(detail) and time.time() + settings.lock_retry_s <= lock_deadline:
-            out.lock_waits += 1
-            log(f"{guest.label}: {detail}; waiting for the lock")
-            sleep(settings.lock_retry_s)
-            still = _wait_unlocked(pve, guest, lock_deadline, settings.lock_retry_s, sleep)
-            if still is None:
-                continue
-            detail = f"{detail} (still locked after {settings.lock_wait_s:g}s)"
-        out.reason = detail or "vzdump failed"
-        return out
-
-
-def _start_or_adopt(
-    pve: PveClient,
-    guest: BackupGuest,
-    settings: VzdumpSettings,
-    out: BackupOutcome,
-    log: Callable[[str], None],
-    sleep: Callable[[float], None] = time.sleep,
-) -> str | None:
-    """The UPID to follow: a running vzdump of this guest, else a new one. None when the
-    outcome is already decided (``out`` filled in)."""
-    since = int(settings.listed_at - settings.task_timeout_s) if settings.listed_at else None
-    known = pve.tasks(guest.node, vmid=guest.vmid, typefilter="vzdump", source="all", since=since)
-    mine = [t for t in known if t.id in (None, "", str(guest.vmid))]
-    running = [t for t in mine if t.running]
-    if running:
-        out.adopted = True
-        log(f"{guest.label}: a vzdump is already running ({running[0].upid}); waiting for it")
-        return running[0].upid
-    if settings.listed_at is not None:
-        done = [
-            t
-            for t in mine
-            if t.endtime is not None
-            and t.endtime >= settings.listed_at - 1
-            and t.status
-            and classify_exitstatus(t.status) != "error"
-        ]
-        if done:
-            out.status, out.upid, out.adopted = "fresh", done[0].upid, True
-            out.reason = "backed up meanwhile by a vzdump that ended after the plan was made"
-            return None
-    seen = {t.upid for t in known}
-    last_error: LabopsError | None = None
-    for _ in range(settings.start_attempts):
-        out.attempts += 1
-        t0 = time.time()
-        try:
-            upid = pve.vzdump(
-                guest.node,
-                guest.vmid,
-                settings.storage,
-                mode=settings.mode,
-                compress=settings.compress,
-                notes_template=settings.notes_template,
-                protected=settings.protected or None,
-            )
-        except MaybeApplied as exc:
-            # Sent, answer lost: the node may act on it now or seconds later. Watch its task
-            # list; send again only once it was read and showed nothing for the whole wait.
-            last_error = exc
-            found = _await_new_task(pve, guest, seen, t0, settings.lost_answer_wait_s, sleep)
-            if isinstance(found, PveTaskItem):
-                log(f"{guest.label}: {exc}; adopting the vzdump it started ({found.upid})")
-                return found.upid
-            if found is not None:
-                out.reason = (
-                    f"vzdump sent but its answer was lost ({exc.message}), and the task list "
-                    f"could not be read ({found}): not sent again, so it never runs twice"
-                )
-                return None
-            log(
-                f"{guest.label}: {exc}; no vzdump began within "
-                f"{settings.lost_answer_wait_s:g}s: sending it again"
-            )
-            continue
-        except LabopsError as exc:
-            # Refused with an answer (4xx, or 5xx after retries): a started task would be listed.
-            last_error = exc
-            new = _new_task(pve, guest, seen, t0)
-            if isinstance(new, PveTaskItem):
-                return new.upid
-            continue
-        if not upid.startswith("UPID:"):
-            out.reason = f"vzdump answered {upid!r}: the guest is not on node {guest.node}"
-            return None
-        out.started = t0
-        return upid
-    out.reason = f"vzdump could not be started: {last_error}"
-    return None
-
-
-def _new_task(
-    pve: PveClient, guest: BackupGuest, seen: set[str], t0: float
-) -> PveTaskItem | str | None:
-    """The guest's vzdump that is not in ``seen``; None when there is none; the reason as text
-    when the task list could not be read."""
-    try:
-        tasks = pve.tasks(
-            guest.node, vmid=guest.vmid, typefilter="vzdump", source="all", since=int(t0) - 60
-        )
-    except LabopsError as exc:
-        return str(exc)
-    fresh = [t for t in tasks if t.upid not in seen]
-    return fresh[0] if fresh else None
-
-
-def _await_new_task(
-    pve: PveClient,
-    guest: BackupGuest,
-    seen: set[str],
-    t0: float,
-    wait_s: float,
-    sleep: Callable[[float], None],
-) -> PveTaskItem | str | None:
-    """Look for the vzdump a lost start may have begun until ``wait_s`` after ``t0``: the task,
-    else None when the last look (at the end) found none, else why the list was unreadable."""
-    deadline = t0 + wait_s
-    pause = 0.2
-    while True:
-        found = _new_task(pve, guest, seen, t0)
-        if isinstance(found, PveTaskItem) or time.time() >= deadline:
-            return found
-        sleep(min(pause, max(0.0, deadline - time.time())))
-        pause = min(pause * 2, 5.0)
-
-
 # No tags: a tagged task run asks the Prefect API for tag concurrency slots when it starts,
 # measured at up to ~2 s against a busy SQLite-backed server, which is paid once per guest here;
 # the flow bounds these runs with its own node and storage limits instead.
@@ -380,19 +142,25 @@ def backup_guest(
 # -- restore drill ------------------------------------------------------------------------------
 
 
-def wait_result(
-    pve: PveClient, node: str, upid: str, timeout_s: float, poll_s: float
-) -> TaskResult:
+def follow(pve: PveClient, node: str, upid: str, timeout_s: float, poll_s: float) -> TaskResult:
+    """Follow a task to its end (the client's one poller) and say how it ended; ``TaskTimeout``
+    when it outlives ``timeout_s`` (the task is left running)."""
     status = pve.wait_task(node, upid, timeout_s, poll_s)
     exitstatus = status.exitstatus or "unknown"
-    kind = classify_exitstatus(exitstatus)
     return TaskResult(
         upid=upid,
-        status=kind,  # type: ignore[arg-type]
+        status=classify_exitstatus(exitstatus),  # type: ignore[arg-type]
         exitstatus=exitstatus,
         started=float(status.starttime) if status.starttime else None,
         ended=time.time(),
     )
+
+
+def _follow_ok(pve: PveClient, node: str, upid: str, what: str, timeout_s: float) -> None:
+    """Follow a task to its end; ``ApiError`` naming ``what`` when it failed."""
+    result = follow(pve, node, upid, timeout_s, poll_s=0.5)
+    if result.status == "error":
+        raise ApiError("proxmox", f"{what} failed: {result.exitstatus}")
 
 
 def start_once(
@@ -481,7 +249,7 @@ def wait_for_task(
 ) -> TaskResult:
     """Follow task ``upid`` to its end (``TaskTimeout`` when it outlives ``timeout_s``; the task
     is left running). Reads only."""
-    return wait_result(client(block), node, upid, timeout_s, poll_s)
+    return follow(client(block), node, upid, timeout_s, poll_s)
 
 
 @task(name="pve-token-privileges", tags=["proxmox"])
@@ -521,7 +289,16 @@ def power_guest(
     poll_s: float = 1.0,
     lost_answer_wait_s: float = 30.0,
 ) -> TaskResult:
-    """start | stop a guest (CHANGES THE LAB) and wait for the task."""
+    """start | stop | shutdown | reboot a guest (``kind`` lxc or qemu) and follow PVE's task to
+    its end (CHANGES THE LAB). The one way labops powers a guest.
+
+    A guest is started (stopped, rebooted) safely after a lost API answer here: the request is
+    sent once through :func:`start_once`, which, when the answer was lost, watches the node's
+    task list for up to ``lost_answer_wait_s`` and adopts the power task of this token that the
+    request began; it is sent again only when the list, read to the end of the wait, shows none,
+    and never when the list cannot be read. A reboot is PVE's own reboot task, never a stop and
+    start of labops' own that a lost answer could leave half done. A task that ended in error is
+    returned (``status == "error"``), not raised."""
     pve = client(block)
     prefix = "vz" if kind == "lxc" else "qm"
     upid = start_once(
@@ -530,9 +307,10 @@ def power_guest(
         vmid,
         f"{prefix}{action}",
         lambda: pve.power(node, kind, vmid, action),
+        owner=pve.token_id,
         wait_s=lost_answer_wait_s,
     )
-    return wait_result(pve, node, upid, timeout_s, poll_s)
+    return follow(pve, node, upid, timeout_s, poll_s)
 
 
 @task(name="pve-guest-config", tags=["proxmox"], task_run_name="config-{vmid}")
@@ -597,7 +375,7 @@ def destroy_guest(
             lambda: pve.power(node, kind, vmid, "stop"),
             wait_s=lost_answer_wait_s,
         )
-        wait_result(pve, node, stop, timeout_s, poll_s)
+        follow(pve, node, stop, timeout_s, poll_s)
     upid = start_once(
         pve,
         node,
@@ -606,4 +384,106 @@ def destroy_guest(
         lambda: pve.destroy(node, kind, vmid, purge=True),
         wait_s=lost_answer_wait_s,
     )
-    return wait_result(pve, node, upid, timeout_s, poll_s)
+    return follow(pve, node, upid, timeout_s, poll_s)
+
+
+# -- LXC snapshots and node activity (patch flow) ------------------------------------------------
+
+_SNAPSHOT_TIMEOUT_S = 600.0
+
+
+@task(name="pve-inventory", retries=2, retry_delay_seconds=2, tags=["proxmox"])
+def inventory(block: ProxmoxCredentials) -> tuple[list[PveNode], list[PveGuest]]:
+    """Nodes and guests of the cluster. Reads only."""
+    pve = client(block)
+    return pve.nodes(), pve.guests()
+
+
+@task(name="pve-guest-lock", retries=2, retry_delay_seconds=2, tags=["proxmox"])
+def guest_lock(block: ProxmoxCredentials, node: str, vmid: int) -> str | None:
+    """The lock a PVE task holds on a container (``backup``, ``snapshot``...), or None. Reads
+    only."""
+    return client(block).guest_state(node, "lxc", vmid).lock
+
+
+@task(name="pve-node-activity", retries=2, retry_delay_seconds=2, tags=["proxmox"])
+def node_activity(block: ProxmoxCredentials, node: str) -> tuple[list[PveTaskItem], list[PveGuest]]:
+    """The tasks running on ``node`` (``/nodes/{node}/tasks?source=active``) and the cluster's
+    guests with their locks: what says a node is busy. Reads only."""
+    pve = client(block)
+    return pve.tasks(node, source="active"), pve.guests()
+
+
+@task(name="pve-snapshot-create", tags=["proxmox"])
+def create_snapshot(
+    block: ProxmoxCredentials, node: str, vmid: int, name: str, description: str = ""
+) -> str:
+    """Snapshot a container and wait for it. CHANGES THE LAB. Idempotent: an existing snapshot of
+    that name (a re-run of the same run) is kept, not duplicated."""
+    pve = client(block)
+    if any(s.name == name for s in pve.snapshots(node, vmid)):
+        return name
+    # a lost answer: the snapshot task it may have started is followed, never started twice
+    upid = start_once(
+        pve,
+        node,
+        vmid,
+        "vzsnapshot",
+        lambda: pve.snapshot_create(node, vmid, name, description),
+        owner=pve.token_id,
+    )
+    _follow_ok(pve, node, upid, f"snapshot {name} of {vmid}", _SNAPSHOT_TIMEOUT_S)
+    return name
+
+
+@task(name="pve-snapshot-rollback", tags=["proxmox"])
+def rollback_snapshot(block: ProxmoxCredentials, node: str, vmid: int, name: str) -> None:
+    """Roll a container back to a snapshot and wait for it; a container that was running is
+    started again. CHANGES THE LAB."""
+    pve = client(block)
+    running = pve.guest_state(node, "lxc", vmid).status == "running"
+    upid = start_once(
+        pve,
+        node,
+        vmid,
+        "vzrollback",
+        lambda: pve.snapshot_rollback(node, vmid, name, start=running),
+        owner=pve.token_id,
+    )
+    _follow_ok(pve, node, upid, f"rollback of {vmid} to {name}", _SNAPSHOT_TIMEOUT_S)
+
+
+@task(name="pve-snapshot-delete", retries=1, retry_delay_seconds=3, tags=["proxmox"])
+def delete_snapshot(block: ProxmoxCredentials, node: str, vmid: int, name: str) -> bool:
+    """Delete a container snapshot and wait for it. CHANGES THE LAB. Returns False when it was
+    already gone (so a retry or a re-run does nothing twice)."""
+    pve = client(block)
+    if not any(s.name == name for s in pve.snapshots(node, vmid)):
+        return False
+    upid = start_once(
+        pve,
+        node,
+        vmid,
+        "vzdelsnapshot",
+        lambda: pve.snapshot_delete(node, vmid, name),
+        owner=pve.token_id,
+    )
+    _follow_ok(pve, node, upid, f"deleting snapshot {name} of {vmid}", _SNAPSHOT_TIMEOUT_S)
+    return True
+
+
+@task(name="pve-find-snapshots", retries=1, retry_delay_seconds=2, tags=["proxmox"])
+def find_snapshots(
+    block: ProxmoxCredentials, guests: list[tuple[str, str, int]], prefix: str
+) -> list[tuple[str, int, str]]:
+    """Snapshots whose name starts with ``prefix`` on each (host, node, vmid), as
+    (host, vmid, name); guests the API cannot list are left out. Reads only."""
+    pve = client(block)
+    found: list[tuple[str, int, str]] = []
+    for host, node, vmid in guests:
+        try:
+            snaps: list[PveSnapshot] = pve.snapshots(node, vmid)
+        except Exception:
+            continue
+        found += [(host, vmid, s.name) for s in snaps if s.name.startswith(prefix)]
+    return found

@@ -153,10 +153,10 @@ def test_a_start_whose_answer_is_lost_is_adopted_never_sent_twice(
     node acts on the request only after the client's timeout (a busy pvedaemon). The backup
     must follow the task that request began, whenever it appears, and never send another."""
     from labops.backups.models import BackupGuest
+    from labops.backups.vzdump_job import VzdumpSettings, run_backup
     from labops.config import load_config
     from labops.config.secrets import resolve_secret
     from labops.proxmox import PveClient
-    from tasks.pve import VzdumpSettings, run_backup
 
     system = load_config(str(lab_clean.config_path)).systems.proxmox
     assert system is not None

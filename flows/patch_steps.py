@@ -1,7 +1,7 @@
-"""The steps of a patch run, each over the tasks of ``tasks.ssh``, ``tasks.snapshots`` and
+"""The steps of a patch run, each over the tasks of ``tasks.ssh``, ``tasks.pve`` and
 ``tasks.patch_host``: check, simulate, show the plan, re-check at approval, execute, reboot, settle
 snapshots. ``flows/patching.py`` calls them in runbook order; decisions stay in
-``labops/patching/plan.py``.
+``labops/patching/plan.py``, report rows in ``labops/patching/rollout.py``.
 
 Which steps change the lab: :func:`check` only when ``stopped_containers: start-check-stop`` and
 not a dry run (it starts and stops containers); :func:`execute` and what it calls; snapshot
@@ -12,55 +12,55 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
 
 from blocks.context import LabContext
-from labops.config.inventory import Host
-from labops.outcome import Checked, UnknownSince
+from labops.errors import ApiError
+from labops.outcome import UnknownSince
 from labops.patching import plan, windows
 from labops.patching.report import HostApply, HostCheck, PatchReport
+from labops.patching.rollout import (
+    apply_row,
+    check_failure,
+    not_run,
+    record_result,
+    skipped_rows,
+    window_stop,
+)
 from labops.redact import redact
 from labops.reports import Failure
 from labops.scope import artifact_key
 from labops.ssh import SshTarget
-from tasks import snapshots as pve_tasks
+from labops.ssh_targets import inventory_hosts, node_target
+from tasks import pve as pve_tasks
 from tasks.patch_host import (
     SNAPSHOT_BOOK,
     Detach,
+    NodeWait,
+    PatchJob,
     patch_host,
-    reboot_container,
     reboot_node,
     wait_until_idle,
 )
 from tasks.ssh import CheckedHost, CheckOptions, HostAccess, HostCommand, check_hosts, run_batch
 
 PLAN_KEY = "patch-plan"
+_POWER_TIMEOUT_S = 600.0
 UNKNOWN_SINCE_KEY = "patch-check-unknown-since"
 
 
 # -- discovery and check -------------------------------------------------------------------------
 
 
-def node_hosts(ctx: LabContext) -> list[Host]:
-    """Inventory hosts plus the nodes' SSH addresses from ``systems.proxmox.nodes``."""
-    hosts = list(ctx.config.inventory.hosts)
-    names = {h.name for h in hosts}
-    pve = ctx.config.systems.proxmox
-    for name, node in (pve.nodes if pve else {}).items():
-        if name not in names and node.ssh_host:
-            hosts.append(Host(name=name, kind="node", address=node.ssh_host, port=node.ssh_port))
-    return hosts
-
-
-def access_of(target: plan.Target, hosts: list[Host]) -> HostAccess:
+def access_of(target: plan.Target, ctx: LabContext) -> HostAccess:
+    """How a target is reached: over SSH, or ``pct exec`` through its node."""
     if target.access == "pct" and target.node:
-        node = next(h for h in hosts if h.name == target.node)
-        ssh = SshTarget(name=target.node, address=node.address or node.name, port=node.port)
-        return HostAccess(name=target.name, ssh=ssh, vmid=target.vmid)
+        return HostAccess(
+            name=target.name, ssh=node_target(ctx.config, target.node), vmid=target.vmid
+        )
     return HostAccess(
         name=target.name, ssh=SshTarget(name=target.name, address=target.address, port=target.port)
     )
@@ -95,14 +95,14 @@ def check(
     refresh: bool,
     only_hosts: list[str] | None,
     dry_run: bool = False,
-) -> tuple[list[plan.Target], list[Host]]:
+) -> list[plan.Target]:
     """Discover targets, check them all, fill ``report.hosts``; returns the targets.
 
     In a dry run nothing is started: a stopped container that ``start-check-stop`` would start
     is reported as not checked, and the caller passes ``refresh=False``."""
     log = get_run_logger()
     policy = ctx.config.patching
-    hosts = node_hosts(ctx)
+    hosts = inventory_hosts(ctx.config)
     nodes, guests = _inventory(ctx, report)
     selection = plan.select_targets(
         nodes,
@@ -133,23 +133,12 @@ def check(
         skipped = [s for s in skipped if s.name in wanted]
         to_start = [t for t in to_start if t.name in wanted]
     now = datetime.now(UTC)
-    report.hosts = [
-        HostCheck(
-            host=s.name,
-            kind=s.kind,
-            node=s.node,
-            vmid=s.vmid,
-            state="skipped",
-            detail=s.reason,
-            last_checked=now,
-        )
-        for s in skipped
-    ]
+    report.hosts = skipped_rows(skipped, now)
     if not ctx.configured("ssh"):
         report.failures.append(Failure(entity="ssh", reason="not configured: no host checked"))
-        return [], hosts
+        return []
     started = power(ctx, report, to_start, "start")
-    accesses = [access_of(t, hosts) for t in targets]
+    accesses = [access_of(t, ctx) for t in targets]
     opts = CheckOptions(
         refresh=refresh,
         lock_wait_s=policy.lock_wait_s,
@@ -171,21 +160,8 @@ def check(
         detail = "; ".join(x for x in (c.run.detail, c.note) if x)
         row = plan.check_row(target, c.run.state, detail, c.facts, now, policy.exclusions.packages)
         report.hosts.append(row)
-        if row.check is Checked.UNKNOWN:
-            report.failures.append(
-                Failure(
-                    entity=f"host {row.host}", reason=f"{row.state}: {row.detail}", system="ssh"
-                )
-            )
-        elif row.refused:
-            report.failures.append(
-                Failure(
-                    entity=f"host {row.host}",
-                    reason="package names outside the package-name grammar, never used: "
-                    + ", ".join(row.refused[:5]),
-                    system="ssh",
-                )
-            )
+        if (failure := check_failure(row)) is not None:
+            report.failures.append(failure)
     report.hosts.sort(key=lambda h: (h.kind != "node", h.node or "", h.host))
     # "could not check since": the first failed check in a row, remembered across runs (a dry
     # run reads the memory but leaves it as it was)
@@ -194,7 +170,7 @@ def check(
     if not dry_run:
         ctx.state.save(UNKNOWN_SINCE_KEY, carried)
     log.info("checked %d hosts (%d skipped)", len(checked), len(skipped))
-    return targets, hosts
+    return targets
 
 
 def power(
@@ -206,13 +182,23 @@ def power(
         if t.node is None or t.vmid is None:
             continue
         try:
-            pve_tasks.set_power(ctx.pve_block(), t.node, t.vmid, action)
+            power_container(ctx, t.node, t.vmid, action)
             done.append(t)
         except Exception as exc:
             report.failures.append(
                 Failure(entity=f"host {t.name}", reason=f"{action} for the check failed: {exc}")
             )
     return done
+
+
+def power_container(ctx: LabContext, node: str, vmid: int, action: str) -> None:
+    """start | stop | reboot a container and wait for PVE's task (CHANGES THE LAB); ``ApiError``
+    when the task failed. A lost answer is followed to its task, never sent twice."""
+    result = pve_tasks.power_guest(
+        ctx.pve_block(), node, "lxc", vmid, action, timeout_s=_POWER_TIMEOUT_S, poll_s=0.5
+    )
+    if result.status == "error":
+        raise ApiError("proxmox", f"{action} of {vmid} failed: {result.exitstatus}")
 
 
 # -- the plan --------------------------------------------------------------------------------------
@@ -290,21 +276,6 @@ def publish_plan(
     return f"{ui_url}/artifacts/artifact/{table}" if table and ui_url else None
 
 
-def row_of(h: plan.PlanHost, step: plan.Step | None = None, **kw: Any) -> HostApply:
-    """A report row for a planned host (``kw``: outcome, detail, ...)."""
-    phase = "canary" if step is not None and step.phase == "canary" else "batch"
-    return HostApply(
-        host=h.name,
-        kind=h.kind,
-        node=h.node,
-        vmid=h.vmid,
-        phase=phase,  # type: ignore[arg-type]
-        batch=step.index if step is not None else 0,
-        held_back=h.held_back,
-        **kw,
-    )
-
-
 # -- dry run ---------------------------------------------------------------------------------------
 
 
@@ -313,7 +284,6 @@ def simulate(
     report: PatchReport,
     rollout: plan.RolloutPlan,
     by_name: dict[str, plan.Target],
-    inv_hosts: list[Host],
     security_only: bool,
 ) -> None:
     """Run each host's simulation: the very upgrade apply would run (named packages, security
@@ -322,7 +292,7 @@ def simulate(
     upgrades = {h.name: upgrade_of(ctx, h, rows[h.name], security_only) for h in rollout.hosts}
     jobs = [
         HostCommand(
-            access=access_of(by_name[h.name], inv_hosts),
+            access=access_of(by_name[h.name], ctx),
             command=upgrades[h.name].simulation(),
             timeout_s=ctx.config.patching.check_timeout_s,
         )
@@ -335,7 +305,7 @@ def simulate(
         s = steps[h.name]
         ok = r.state == "ok" and r.result is not None and r.result.ok
         report.applied.append(
-            row_of(
+            apply_row(
                 h,
                 s,
                 outcome="simulated" if ok else "failed",
@@ -360,14 +330,13 @@ def recheck_approved(
     report: PatchReport,
     rollout: plan.RolloutPlan,
     by_name: dict[str, plan.Target],
-    inv_hosts: list[Host],
 ) -> plan.RolloutPlan:
     """Check the approved hosts again (read-only, no refresh) and keep only what the plan showed:
     a host whose pending packages changed applies the approved ones that are still pending, new
     ones are never added; every change is said in the report."""
     rows = {h.host: h for h in report.hosts}
     names = [h.name for h in rollout.hosts]
-    accesses = [access_of(by_name[n], inv_hosts) for n in names]
+    accesses = [access_of(by_name[n], ctx) for n in names]
     policy = ctx.config.patching
     opts = CheckOptions(check_timeout_s=policy.check_timeout_s)
     checked = check_hosts(ctx.ssh_block(), accesses, opts, _parallel(ctx))
@@ -384,7 +353,7 @@ def recheck_approved(
             report.plan_changes.append(f"{h.name}: {change}")
             get_run_logger().warning("%s changed since the plan: %s", h.name, change)
         if keep is None:
-            report.applied.append(row_of(h, outcome="not-run", detail=change))
+            report.applied.append(apply_row(h, outcome="not-run", detail=change))
             if not row.known:
                 report.failures.append(Failure(entity=f"host {h.name}", reason=change))
     steps = []
@@ -398,25 +367,11 @@ def recheck_approved(
 # -- apply -----------------------------------------------------------------------------------------
 
 
-def _not_run(report: PatchReport, steps: list[plan.Step], why: str) -> None:
-    for later in steps:
-        report.applied += [row_of(h, later, outcome="not-run", detail=why) for h in later.hosts]
-
-
-def window_stop(report: PatchReport, steps: list[plan.Step], why: str) -> None:
-    """The window closed: what was left is reported as not run, and the run says so."""
-    report.stopped = why
-    _not_run(report, steps, why)
-    left = sum(len(s.hosts) for s in steps)
-    report.failures.append(Failure(entity="patch apply", reason=f"{why}: {left} hosts not run"))
-
-
 def execute(
     ctx: LabContext,
     report: PatchReport,
     rollout: plan.RolloutPlan,
     by_name: dict[str, plan.Target],
-    inv_hosts: list[Host],
     snap: str | None,
     security_only: bool,
     window: windows.WindowGuard,
@@ -436,48 +391,70 @@ def execute(
             log.warning("rollout stopped before %s %d: %s", step.phase, step.index, closed)
             window_stop(report, rollout.steps[index:], closed)
             break
-        futures = []
-        for h in step.hosts:
-            row = rows[h.name]
-            upgrade = upgrade_of(ctx, h, row, security_only)
-            detach = Detach(job=job, systemd=row.systemd) if h.kind == "node" else None
-            futures.append(
-                patch_host.with_options(name=f"patch-host {h.name}").submit(
-                    ctx.config_file,
-                    step,
-                    h.model_copy(update={"hold": list(upgrade.hold)}),
-                    access_of(by_name[h.name], inv_hosts),
-                    row.package_manager,
-                    snap if h.kind == "container" else None,
-                    upgrade.command(policy.lock_wait_s),
-                    detach,
-                )
+        ssh, pve = ctx.ssh_block(), ctx.pve_block() if ctx.configured("proxmox") else None
+        futures = [
+            patch_host.with_options(name=f"patch-host {h.name}").submit(
+                ssh, pve, patch_job(ctx, step, h, rows[h.name], by_name, snap, security_only, job)
             )
+            for h in step.hosts
+        ]
         wait(futures)
         canary_failed = False
         for h, fut in zip(step.hosts, futures, strict=True):
             try:
                 r: HostApply = fut.result()
             except Exception as exc:
-                r = row_of(h, step, outcome="failed", detail=f"{type(exc).__name__}: {exc}")
-            report.applied.append(r)
+                r = apply_row(h, step, outcome="failed", detail=f"{type(exc).__name__}: {exc}")
             done += 1
-            if r.outcome in ("failed", "rolled-back", "still-running"):
+            if record_result(report, r):
                 failed += 1
                 canary_failed |= step.phase == "canary"
-                report.failures.append(Failure(entity=f"host {r.host}", reason=r.detail))
-            elif r.outcome == "skipped" and r.kind == "node":
-                report.skipped.append(f"{r.host}: {r.detail}")
             elif r.outcome == "patched":
                 book_changed.append(r)
-                maybe_reboot(ctx, report, r, by_name, inv_hosts, window)
+                maybe_reboot(ctx, report, r, by_name, window)
         verdict = rule.verdict(failed, done, canary_failed)
         if verdict:
             report.stopped = f"after {step.phase} {step.index}: {verdict}"
             log.warning("rollout stopped: %s", report.stopped)
-            _not_run(report, rollout.steps[index + 1 :], "rollout stopped")
+            not_run(report, rollout.steps[index + 1 :], "rollout stopped")
             break
     settle_snapshots(ctx, report, book_changed)
+
+
+def patch_job(
+    ctx: LabContext,
+    step: plan.Step,
+    h: plan.PlanHost,
+    row: HostCheck,
+    by_name: dict[str, plan.Target],
+    snap: str | None,
+    security_only: bool,
+    run_key: str,
+) -> PatchJob:
+    """What ``patch_host`` is given for one host: the upgrade decided here, the policy's
+    timeouts and health check, and where the snapshot book is kept."""
+    policy = ctx.config.patching
+    upgrade = upgrade_of(ctx, h, row, security_only)
+    return PatchJob(
+        host=h.model_copy(update={"hold": list(upgrade.hold)}),
+        step=step.model_copy(update={"hosts": []}),
+        access=access_of(by_name[h.name], ctx),
+        manager=row.package_manager,
+        upgrade=upgrade.command(policy.lock_wait_s),
+        snapshot=snap if h.kind == "container" else None,
+        detach=Detach(job=run_key, systemd=row.systemd) if h.kind == "node" else None,
+        upgrade_timeout_s=policy.upgrade_timeout_s,
+        upgrade_poll_s=policy.upgrade_poll_s,
+        check_timeout_s=policy.check_timeout_s,
+        rollback_on_failure=policy.rollback_on_failure,
+        health=policy.health_for(h.name),
+        busy=_node_wait(ctx),
+        state_dir=ctx.config.lab.state_dir,
+    )
+
+
+def _node_wait(ctx: LabContext) -> NodeWait:
+    return NodeWait(wait_s=ctx.config.patching.busy_wait_s, poll_s=ctx.config.patching.busy_poll_s)
 
 
 def maybe_reboot(
@@ -485,14 +462,13 @@ def maybe_reboot(
     report: PatchReport,
     r: HostApply,
     by_name: dict[str, plan.Target],
-    inv_hosts: list[Host],
     window: windows.WindowGuard,
 ) -> None:
     """Reboot a patched host that asks for it (CHANGES THE LAB), inside the window, and a node
     only while it is not busy; a reboot left out is said on the host and in the report."""
     if ctx.config.patching.reboot == "never":
         return
-    access = access_of(by_name[r.host], inv_hosts)
+    access = access_of(by_name[r.host], ctx)
     after = check_hosts(ctx.ssh_block(), [access], CheckOptions(), 1)[0]
     facts = after.facts
     if facts is None:
@@ -504,7 +480,8 @@ def maybe_reboot(
         return
     why = window.closed()
     if not why and r.kind == "node":
-        busy = wait_until_idle(ctx, r.host)
+        pve = ctx.pve_block() if ctx.configured("proxmox") else None
+        busy = wait_until_idle(pve, r.host, _node_wait(ctx))
         why = f"node busy: {'; '.join(busy)}" if busy else ""
     if why:
         r.detail = "; ".join(x for x in (r.detail, f"reboot left for later: {why}") if x)
@@ -512,11 +489,18 @@ def maybe_reboot(
         return
     try:
         if r.kind == "node":
-            problem = reboot_node(ctx, r, access)
+            pve = ctx.pve_block() if ctx.configured("proxmox") else None
+            boot_s = ctx.config.patching.node_boot_timeout_s
+            problem = reboot_node(ctx.ssh_block(), pve, access, r.host, boot_s)
             if problem:
                 report.failures.append(Failure(entity=f"node {r.host}", reason=problem))
-        elif r.kind == "container":
-            reboot_container(ctx, r)
+            else:
+                r.rebooted = True
+        elif r.kind == "container" and r.node is not None and r.vmid is not None:
+            # PVE's own reboot task: one request, followed to its task if the answer is lost;
+            # no stop + start of our own that a lost answer could leave half done.
+            power_container(ctx, r.node, r.vmid, "reboot")
+            r.rebooted = True
     except Exception as exc:
         report.failures.append(Failure(entity=f"host {r.host}", reason=f"reboot: {exc}"))
     r.finished = datetime.now(UTC)  # the host's turn ends when it is back
