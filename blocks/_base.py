@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
+from typing import Any, ClassVar, Self, cast
 
 import httpx
 from prefect.blocks.abstract import CredentialsBlock
@@ -72,28 +72,17 @@ class SystemBlock(CredentialsBlock, abc.ABC):
             raise ValueError(f"required for this system: {', '.join(missing)}")
         return self
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        # A setting given at the top level would be dropped without a word (the settings are
+        # nested): refuse it, so a changed timeout or budget can never silently not apply.
+        misplaced = sorted(set(update or ()) & set(self.settings_type().model_fields))
+        if misplaced:
+            raise TypeError(f"{', '.join(misplaced)}: settings, change them with with_settings()")
+        return super().model_copy(update=update, deep=deep)
+
     def with_settings(self, **changes: Any) -> Self:
         """A copy of the block whose settings have ``changes`` (e.g. a shorter ``retry``)."""
         return self.model_copy(update={"settings": self.settings.model_copy(update=changes)})
-
-    if TYPE_CHECKING:
-
-        def __getattr__(self, name: str) -> Any: ...
-
-    else:
-
-        def __getattr__(self, name: str) -> Any:
-            # Reading a setting straight off the block (``block.zone``) reads it from the nested
-            # settings: callers need not know where a block keeps them.
-            try:
-                return super().__getattr__(name)
-            except AttributeError:
-                settings = self.__dict__.get("settings")
-                if name.startswith("_") or settings is None:
-                    raise
-                if name not in type(settings).model_fields:
-                    raise
-                return getattr(settings, name)
 
 
 class HttpEndpointBlock(SystemBlock, abc.ABC):  # an interface: Prefect registers no ABC

@@ -80,7 +80,7 @@ SYSTEMS: dict[str, System] = {
 }
 """Every system labops knows, in the order `labops config check` lists them."""
 
-BLOCK_TYPES: dict[str, type[Block]] = {name: s.block for name, s in SYSTEMS.items()}
+BLOCK_TYPES: dict[str, type[SystemBlock]] = {name: s.block for name, s in SYSTEMS.items()}
 """System name (as ``block_for`` and ``LabContext.block`` take it) -> block class."""
 
 HTTP_SYSTEMS: dict[str, type[HttpEndpointBlock]] = {
@@ -120,7 +120,7 @@ def configured_systems(config: LabopsConfig) -> list[str]:
     return [name for name in BLOCK_TYPES if system_config(config, name) is not None]
 
 
-def block_for(config: LabopsConfig, system: str) -> Block:
+def block_for(config: LabopsConfig, system: str) -> SystemBlock:
     """The block of any configured system; ``ConfigError`` naming it when it is not set up."""
     name = normalise(system)
     section = system_config(config, name)

@@ -81,7 +81,7 @@ def check_proxmox(block: Any, ctx: CheckContext) -> str:
 
 
 def check_pbs(block: Any, ctx: CheckContext) -> str:
-    return f"PBS {block.get_client().version().version}, datastore {block.datastore}"
+    return f"PBS {block.get_client().version().version}, datastore {block.settings.datastore}"
 
 
 def check_ssh(block: SshCredentials, ctx: CheckContext) -> str:
@@ -95,7 +95,7 @@ def check_ssh(block: SshCredentials, ctx: CheckContext) -> str:
     result = block.get_client().run(target, "true", timeout=ctx.timeout_s)
     if result.exit_status != 0:
         raise LabopsError(f"`true` exited {result.exit_status} on {host.name}")
-    return f"logged in to {host.name} as {block.user}"
+    return f"logged in to {host.name} as {block.settings.user}"
 
 
 def check_traefik(block: Any, ctx: CheckContext) -> str:
@@ -115,13 +115,13 @@ def check_technitium(block: TechnitiumDns, ctx: CheckContext) -> str:
     if status != "ok":
         raise LabopsError(f"status {status!r}: {body.get('errorMessage', '')}")
     zones = [z.get("name") for z in body.get("response", {}).get("zones", [])]
-    found = "found" if block.zone in zones else "NOT found"
-    return f"{len(zones)} zone(s), {block.zone} {found}"
+    found = "found" if block.settings.zone in zones else "NOT found"
+    return f"{len(zones)} zone(s), {block.settings.zone} {found}"
 
 
 def check_wazuh_api(block: WazuhApi, ctx: CheckContext) -> str:
     block.login()
-    return f"logged in as {block.username}"
+    return f"logged in as {block.settings.username}"
 
 
 def check_wazuh_indexer(block: Any, ctx: CheckContext) -> str:
@@ -132,9 +132,9 @@ def check_wazuh_indexer(block: Any, ctx: CheckContext) -> str:
 
 def check_crowdsec(block: CrowdsecLapi, ctx: CheckContext) -> str:
     parts = []
-    if block.machine_id and block.machine_password is not None:
+    if block.settings.machine_id and block.machine_password is not None:
         block.login()
-        parts.append(f"watcher {block.machine_id} logged in")
+        parts.append(f"watcher {block.settings.machine_id} logged in")
     if block.bouncer_key is not None:
         with block.get_client("bouncer") as client:
             decisions = client.get_json("/v1/decisions")
@@ -158,7 +158,7 @@ def check_loki(block: Any, ctx: CheckContext) -> str:
 
 def check_beszel(block: BeszelHub, ctx: CheckContext) -> str:
     block.login()
-    return f"logged in as {block.username}"
+    return f"logged in as {block.settings.username}"
 
 
 def check_telegram(block: TelegramBot, ctx: CheckContext) -> str:
@@ -167,7 +167,7 @@ def check_telegram(block: TelegramBot, ctx: CheckContext) -> str:
         body = c.get_json("/getMe")
     if not isinstance(body, dict) or not body.get("ok"):
         raise LabopsError(f"getMe answered {body!r}")
-    return f"bot @{body.get('result', {}).get('username', '?')}, chat {block.chat_id}"
+    return f"bot @{body.get('result', {}).get('username', '?')}, chat {block.settings.chat_id}"
 
 
 def check_mqtt(block: MqttBroker, ctx: CheckContext) -> str:
@@ -182,13 +182,13 @@ def check_mqtt(block: MqttBroker, ctx: CheckContext) -> str:
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="labops-config-check")
     client.on_connect = on_connect
-    if block.username:
+    if block.settings.username:
         password = block.password.get_secret_value() if block.password else None
-        client.username_pw_set(block.username, password)
-    if block.tls:
-        client.tls_set(ca_certs=str(block.ca_bundle) if block.ca_bundle else None)
+        client.username_pw_set(block.settings.username, password)
+    if block.settings.tls:
+        client.tls_set(ca_certs=str(block.settings.ca_bundle) if block.settings.ca_bundle else None)
     try:
-        client.connect(block.host, block.port, keepalive=10)
+        client.connect(block.settings.host, block.settings.port, keepalive=10)
     except OSError as exc:
         raise Unreachable("mqtt", str(exc)) from None
     client.loop_start()
@@ -203,11 +203,11 @@ def check_mqtt(block: MqttBroker, ctx: CheckContext) -> str:
     finally:
         client.disconnect()
         client.loop_stop()
-    return f"connected{' as ' + block.username if block.username else ''}"
+    return f"connected{' as ' + block.settings.username if block.settings.username else ''}"
 
 
 def check_llm(block: LlmProviders, ctx: CheckContext) -> str:
-    names = ", ".join(m.model for m in block.models)
+    names = ", ".join(m.model for m in block.settings.models)
     return f"config only (not contacted): {names}"
 
 
@@ -240,9 +240,9 @@ def endpoint_of(block: Block) -> str:
     if url is not None:
         return str(url).rstrip("/")
     if isinstance(block, MqttBroker):
-        return f"{block.host}:{block.port}"
+        return f"{block.settings.host}:{block.settings.port}"
     if isinstance(block, SshCredentials):
-        return f"{block.user}@<inventory>"
+        return f"{block.settings.user}@<inventory>"
     return "-"
 
 

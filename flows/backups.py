@@ -18,12 +18,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from blocks.context import LabContext
 from blocks.proxmox import ProxmoxCredentials
 from labops.backups.audit import guest_rows, orphans, templates_without_backup, unreadable_storages
+from labops.backups.limits import Submit, not_run, run_backups
 from labops.backups.models import BackupCopy, BackupGuest, BackupOutcome, GuestPlan, PlanAction
 from labops.backups.plan import default_storage, plan_backups
 from labops.backups.report import BackupReport
 from labops.backups.report_rows import judge_rows, not_in_job
 from labops.backups.retention import retention_dry_run
-from labops.backups.runner import Submit, not_run, run_backups
 from labops.backups.vzdump_job import VzdumpSettings
 from labops.config.policies.backups import BackupPolicy
 from labops.errors import ConfigError, LabopsError

@@ -157,7 +157,7 @@ def certificates(
     # 1. Discover: every source at once, then each endpoint once.
     found = _discover(ctx, report)
     traefik = cast(TraefikApi, ctx.block("traefik")) if found.traefik is not None else None
-    inventory = lab_targets(ctx.config, found, traefik.entrypoint if traefik else None)
+    inventory = lab_targets(ctx.config, found, traefik.settings.entrypoint if traefik else None)
     report.skipped += inventory.skipped
     report.sources, report.duplicates = inventory.sources, inventory.duplicates
     log.info(

@@ -235,7 +235,7 @@ def _lacking(
 
 
 def _permission_text(block: ProxmoxCredentials, lacking: list[str]) -> str:
-    return f"token {block.token_id} lacks {'; '.join(lacking)}; see {PRIVILEGES_DOC}"
+    return f"token {block.settings.token_id} lacks {'; '.join(lacking)}; see {PRIVILEGES_DOC}"
 
 
 def _restore_and_check(

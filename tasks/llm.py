@@ -43,10 +43,10 @@ def llm_summary(
         log.warning("redaction left %d value(s) in the prompt; not sent", len(leaked))
         return LlmOutcome(note=f"redaction incomplete ({len(leaked)} value(s)); not sent")
     budget = llm.Budget(
-        timeout_s=providers.timeout_s,
-        max_input_tokens=providers.max_input_tokens,
-        max_output_tokens=providers.max_output_tokens,
-        max_cost_usd=providers.max_cost_usd,
+        timeout_s=providers.settings.timeout_s,
+        max_input_tokens=providers.settings.max_input_tokens,
+        max_output_tokens=providers.settings.max_output_tokens,
+        max_cost_usd=providers.settings.max_cost_usd,
     )
     try:
         answer = llm.complete(providers.router_config(), providers.primary, messages, budget)
@@ -99,10 +99,10 @@ def llm_doc_claims(
     if redactor.leaked(messages[1]["content"]):
         return DocClaimsOutcome(note="redaction incomplete; not sent")
     budget = llm.Budget(
-        timeout_s=providers.timeout_s,
-        max_input_tokens=providers.max_input_tokens,
-        max_output_tokens=providers.max_output_tokens,
-        max_cost_usd=providers.max_cost_usd,
+        timeout_s=providers.settings.timeout_s,
+        max_input_tokens=providers.settings.max_input_tokens,
+        max_output_tokens=providers.settings.max_output_tokens,
+        max_cost_usd=providers.settings.max_cost_usd,
     )
     try:
         answer = llm.complete(providers.router_config(), providers.primary, messages, budget)

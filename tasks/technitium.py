@@ -33,7 +33,8 @@ def zone_records(block: TechnitiumDns) -> list[DnsRecord]:
     path = "/api/zones/records/get"
     with block.get_client() as client:
         body = client.get_json(
-            path, params={"domain": block.zone, "zone": block.zone, "listZone": "true"}
+            path,
+            params={"domain": block.settings.zone, "zone": block.settings.zone, "listZone": "true"},
         )
     out = []
     for r in _response(body, path).get("records", []):

@@ -72,7 +72,7 @@ def node_certificates(block: ProxmoxCredentials) -> list[NodeCertificates]:
     pve = block.get_client()
     out = []
     for n in pve.nodes():
-        override = block.nodes.get(n.node)
+        override = block.settings.nodes.get(n.node)
         url = str(override.url) if override and override.url else None
         item = NodeCertificates(node=n.node, online=n.online, url=url)
         if n.online:

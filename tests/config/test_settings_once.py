@@ -94,7 +94,7 @@ def test_a_block_saved_flat_still_loads_nested() -> None:
     )
     assert block.settings.base_url == "https://pve:8006"
     assert block.token_secret == SecretStr("s-1")
-    assert block.token_id == "a@pve!b"  # a setting read straight off the block
+    assert block.settings.token_id == "a@pve!b"  # a setting read straight off the block
 
 
 def test_with_settings_changes_only_the_settings() -> None:
@@ -117,3 +117,12 @@ def test_missing_required_pieces_name_their_key() -> None:
 
 def test_every_block_is_a_system_block() -> None:
     assert all(issubclass(s.block, SystemBlock) for s in SYSTEMS.values())
+
+
+@pytest.mark.parametrize("name", list(SYSTEMS))
+def test_a_setting_changed_at_the_top_level_is_refused_not_dropped(name: str, config: Any) -> None:
+    # model_copy(update={"timeout_s": 1}) on a nested block would change nothing, silently
+    block = block_for(config, name)
+    field = next(iter(block.settings_type().model_fields))
+    with pytest.raises(TypeError, match=field):
+        block.model_copy(update={field: getattr(block.settings, field)})

@@ -51,7 +51,7 @@ RAW = ["203.0.113.7", "pve1", "oracle", "nextcloud", "alice", "alice@example.com
 
 def providers(sandbox: Any, **kw: Any) -> Any:
     block = block_for(load_config(sandbox.config_path), "llm")
-    return block.model_copy(update=kw) if kw else block
+    return block.with_settings(**kw) if kw else block
 
 
 def prompts(sandbox: Any) -> list[dict[str, Any]]:
@@ -125,4 +125,5 @@ def test_every_model_stalling_times_out(sandbox_clean: Any) -> None:
     assert outcome.summary is None
     assert outcome.note and outcome.note.startswith("every model failed")
     assert "timed out" in outcome.note.lower() or "timeout" in outcome.note.lower()
-    assert elapsed < 10, elapsed
+    # without the 1 s timeout the two stalled models would hold it for 40 s
+    assert elapsed < 30, elapsed
