@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +97,7 @@ def test_check_faults_are_reported_never_up_to_date(sandbox_clean: Any, tmp_path
     known_hosts = Path(yaml.safe_load(Path(cfg).read_text())["systems"]["ssh"]["known_hosts"])
     before = known_hosts.read_bytes()
     hosts = ["gitea", "grafana", "jellyfin", "minio", "ollama", "postgres"]
-    started = time.monotonic()
     state = patch_check(config=cfg, refresh=True, hosts=hosts, return_state=True)
-    elapsed = time.monotonic() - started
     assert state.is_failed()
     report = report_of(state)
     rows = {h.host: h for h in report.hosts}
@@ -129,7 +126,6 @@ def test_check_faults_are_reported_never_up_to_date(sandbox_clean: Any, tmp_path
         row = report._row(rows[name])
         assert row["check"] == "unknown" and row["could not check"].startswith(f"{kind}: "), row
         assert row["unknown since"] == row["last checked"]
-    assert elapsed < 60
 
 
 def test_stopped_container_started_checked_and_stopped_again(sandbox: Any, tmp_path: Path) -> None:
