@@ -32,20 +32,18 @@ def progress(message: str) -> None:
 
 
 def use_local_server() -> str | None:
-    """Point Prefect at the server ``labops server start`` runs, unless PREFECT_API_URL is set.
+    """The Prefect API this process reports to: ``PREFECT_API_URL``, which ``cli.main`` sets to
+    the server ``labops server start`` recorded when it was not exported; None when there is
+    none (Prefect then starts a temporary server, and the run vanishes with it).
 
-    Without an API URL Prefect would start a throwaway server, and the run would vanish with it.
     A server that refuses this client's basic auth (``PREFECT_API_AUTH_STRING`` missing or not
     the server's) is a LabopsError here, before any flow run or deployment is half-made.
     """
     from labops import prefect_server
 
-    api: str | None = os.environ.get("PREFECT_API_URL") or None
+    api = os.environ.get(prefect_server.API_URL_ENV) or None
     if api is None:
-        info = prefect_server.status()
-        if info is None or not prefect_server.is_healthy(info.api_url):
-            return None
-        api = os.environ["PREFECT_API_URL"] = info.api_url
+        return None
     problem = prefect_server.access_problem(api)
     if problem:
         raise LabopsError(problem)

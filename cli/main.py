@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
+from labops import prefect_server
 from labops.errors import ConfigError, LabopsError, one_line
 from labops.outcome import EXIT_CONFIG, EXIT_FAILED
 from labops.redact import install_log_filter, redact
@@ -41,6 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before any command module imports Prefect, which reads its settings once, at import:
+    # telemetry off, and the API of the server `labops server start` recorded (unless exported).
+    touched = (prefect_server.API_URL_ENV, *prefect_server.NO_TELEMETRY_ENV)
+    saved = {key: os.environ.get(key) for key in touched}
+    for note in prefect_server.client_environment(os.environ):
+        print(f"labops: {note}", file=sys.stderr)
+    try:
+        return _main(argv)
+    finally:  # called in-process (tests): leave the caller's environment as it was
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     install_log_filter()  # expected errors as one line, secrets masked, from the first record
     try:

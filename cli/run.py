@@ -29,6 +29,12 @@ EXIT_CODES = f"""exit codes:
      "Findings", the report names the highest severity"""
 
 
+NO_SERVER = (
+    "labops: no labops server running (start one with `labops server start`); "
+    "this run uses a temporary server and will not show in the UI"
+)
+
+
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "run",
@@ -114,7 +120,7 @@ def handle(args: argparse.Namespace) -> int:
     api = use_local_server()
     progress(f"labops: running {args.flow} with {path}" + (" (dry run)" if args.dry_run else ""))
     if api is None:
-        progress("labops: PREFECT_API_URL is not set; the run goes to a temporary Prefect server")
+        progress(NO_SERVER)
     # the lab's tag, as its deployments' runs carry it: its bridge and housekeeping find the run
     with tags("labops", lab_tag(config.lab.name)):
         state = flow(return_state=True, **kwargs)

@@ -91,6 +91,8 @@ def _announce(info: prefect_server.ServerInfo) -> None:
     print(f"  log:  {info.log_file}")
     if info.auth:
         print(f"  auth: basic auth ({prefect_server.SERVER_AUTH_ENV}); /api/health stays open")
+    if info.home == prefect_server.default_home().resolve():  # where commands look for it
+        print(f"  labops commands started in {info.home.parent} report to it; from elsewhere:")
     print(f"export PREFECT_API_URL={info.api_url}")
     if info.auth:
         # the variable's name, never its value: this output ends up in terminals and logs

@@ -23,6 +23,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,6 +39,17 @@ LOG_FILE = "server.log"
 DB_URL_ENV = ("PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL")
 SERVER_AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"
 CLIENT_AUTH_ENV = "PREFECT_API_AUTH_STRING"
+API_URL_ENV = "PREFECT_API_URL"
+NO_TELEMETRY_ENV = {
+    # the server's telemetry heartbeat (a temporary server's too)
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # the client's SDK analytics (and the usual opt-out any other tool may honour)
+    "DO_NOT_TRACK": "1",
+    # orchestration telemetry is a Prefect Cloud feature; off in case a profile points there
+    "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
+}
+"""Set in every labops process and every server it starts: no telemetry attempt, ever (the
+machine may have no internet; an attempt logs an error and waits on DNS)."""
 
 
 class ServerError(LabopsError):
@@ -52,6 +65,7 @@ class ServerInfo(BaseModel):
     pid: int | None = None
     database: str = "sqlite"
     log_file: Path | None = None
+    started_at: datetime | None = None
     auth: bool = False
     """Started with ``PREFECT_SERVER_API_AUTH_STRING`` (basic auth); the string itself is never
     stored."""
@@ -267,9 +281,9 @@ def server_env(
     another server, or holding production secrets, must not shape a test server), basic auth only
     when ``auth_string`` (or ``extra_env``) gives it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(NO_TELEMETRY_ENV)
     env.update(
         PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_API_HOST=host,
         PREFECT_SERVER_API_PORT=str(port),
         PREFECT_SERVER_UI_ENABLED="true" if ui else "false",
@@ -319,19 +333,22 @@ def foreground_command(
     env = dict(os.environ)
     for key, value in (defaults or {}).items():
         env.setdefault(key, value)
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        **{HOST_ENV: host, PORT_ENV: str(port)},
-    )
+    env.update(NO_TELEMETRY_ENV)
+    env.update(PREFECT_HOME=str(home), **{HOST_ENV: host, PORT_ENV: str(port)})
     if not ui:
         env["PREFECT_SERVER_UI_ENABLED"] = "false"
     if database_url:
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = asyncpg_url(database_url)
     if env.get(SERVER_AUTH_ENV):
         env.setdefault(CLIENT_AUTH_ENV, env[SERVER_AUTH_ENV])
-    argv = [*_prefect_executable(), "server", "start", "--host", host, "--port", str(port)]
-    return argv, env
+    return _server_argv(host, port), env
+
+
+def _server_argv(host: str, port: int) -> list[str]:
+    return [
+        *_prefect_executable(),
+        *("server", "start", "--host", host, "--port", str(port), "--analytics-off"),
+    ]
 
 
 def start(
@@ -375,7 +392,7 @@ def start(
             log.write(f"{log_note}\n".encode())
             log.flush()
         proc = subprocess.Popen(
-            [*_prefect_executable(), "server", "start", "--host", host, "--port", str(port)],
+            _server_argv(host, port),
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -388,6 +405,7 @@ def start(
         host=host,
         port=port,
         pid=proc.pid,
+        started_at=datetime.now(UTC),
         database=database,
         log_file=log_file,
         auth=bool(env.get(SERVER_AUTH_ENV)),
@@ -435,6 +453,42 @@ def status(home: Path | None = None) -> ServerInfo | None:
     if info.pid is None or not _alive(info.pid):
         return None
     return info
+
+
+def recorded_server(home: Path | None = None) -> tuple[ServerInfo | None, str | None]:
+    """The server ``labops server start`` recorded in ``home`` (default ``./.prefect``) if it
+    answers, else None and why its record is ignored (None when there is no record at all).
+
+    A record whose process is gone is removed, so the reason is given once.
+    """
+    home = (home or default_home()).resolve()
+    path = home / STATE_FILE
+    try:
+        info = ServerInfo.model_validate(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError):
+        return None, f"ignoring {path}: not a server record"
+    if info.pid is None or not _alive(info.pid):
+        _forget(home)
+        return None, f"ignoring {path}: its server (pid {info.pid}) is gone"
+    if not is_healthy(info.api_url):
+        why = f"its server (pid {info.pid}) does not answer on {info.api_url}"
+        return None, f"ignoring {path}: {why}"
+    return info, None
+
+
+def client_environment(environ: MutableMapping[str, str], home: Path | None = None) -> list[str]:
+    """Prepare ``environ`` (a labops process's, before Prefect reads it) and return the notes
+    to print: telemetry off; ``PREFECT_API_URL`` the recorded server's when not set already (an
+    exported one wins)."""
+    environ.update(NO_TELEMETRY_ENV)
+    if environ.get(API_URL_ENV):
+        return []
+    info, why_not = recorded_server(home)
+    if info is not None:
+        environ[API_URL_ENV] = info.api_url
+    return [why_not] if why_not else []
 
 
 def _forget(home: Path) -> None:

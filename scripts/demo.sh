@@ -11,7 +11,8 @@ log() { printf '== %s\n' "$*" >&2; }
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 # install exactly like the tests do, without running them
-LABOPS_SETUP_ONLY=1 bash scripts/test.sh || { echo "setup failed" >&2; exit 1; }
+# (it checks `dpkg --audit` is empty and says in one line what failed)
+LABOPS_SETUP_ONLY=1 bash scripts/test.sh || exit 1
 
 LABOPS=.venv/bin/labops
 PY=.venv/bin/python
@@ -21,11 +22,11 @@ MQTT_BROKER=${LABOPS_DEMO_MQTT:-127.0.0.1:1883}
 MQTT_HOST=${MQTT_BROKER%:*}
 MQTT_PORT=${MQTT_BROKER##*:}
 MQTT_LOG=.labops/mqtt-messages.txt
-VM_BIN=/usr/bin/victoria-metrics
+VM_BIN=.cache/tools/victoria-metrics/usr/bin/victoria-metrics  # unpacked by scripts/test.sh
 VM_DIR=.labops/victoria-metrics
 VM_PID_FILE="$VM_DIR/victoria-metrics.pid"
 VM_URL=""
-export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
 export PREFECT_API_URL=http://127.0.0.1:4200/api
 
 # a pid file naming a live victoria-metrics on this data directory (not a recycled pid)
@@ -218,5 +219,5 @@ if [ -n "$VM_URL" ]; then
 else
   echo "Heartbeat:   skipped (no VictoriaMetrics)"
 fi
-echo "Run again:   export PREFECT_API_URL=$PREFECT_API_URL; $LABOPS run backups --config $CONFIG"
+echo "Run again:   $LABOPS run backups --config $CONFIG   (from this directory: the run shows in the UI)"
 echo "Stop:        $stop"

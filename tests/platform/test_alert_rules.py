@@ -20,9 +20,10 @@ from labops.config.policies.platform import PlatformPolicy
 from labops.metrics import Metric
 from labops.metrics import render as render_metrics
 from tests.fixtures.sshd import free_port
+from tests.fixtures.tools import tool
 from tests.fixtures.victoriametrics import VictoriaMetrics
 
-VMALERT = "/usr/bin/vmalert"
+VMALERT = tool("victoria-metrics", "usr/bin/vmalert")
 SHIPPED = Path(__file__).resolve().parents[2] / "deployments" / "alerts" / "labops-rules.yml"
 
 
