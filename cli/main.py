@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from cli.common import ArgumentParser
 from labops import prefect_server
 from labops.errors import ConfigError, LabopsError, one_line
 from labops.outcome import EXIT_CONFIG, EXIT_FAILED
@@ -32,7 +33,7 @@ COMMANDS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="labops", description="Operations of a self-hosted Proxmox homelab, as Prefect flows."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
