@@ -21,6 +21,7 @@ from labops.redact import install_log_filter, redact
 COMMANDS: dict[str, str] = {
     "run": "cli.run",
     "config": "cli.config_cmd",
+    "init": "cli.init_cmd",
     "server": "cli.server",
     "sandbox": "cli.sandbox",
     "deploy": "cli.deploy",
