@@ -1,9 +1,11 @@
-"""The words of the command line: help never cuts an operation name at its hyphen, and
-``labops sandbox status`` is a short table."""
+"""The words of the command line: help never cuts an operation name at its hyphen,
+``labops sandbox status`` is a short table, the README's stop command is the demo's."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +47,27 @@ def test_sandbox_status_is_a_short_table() -> None:
     assert lines[5].split() == ["pve", "28101,", "28102,", "28103", "(+2)", "up"]
     assert lines[6].startswith("wazuh") and "FAILED: OSError: port taken" in lines[6]
     assert len(lines) == 7
+
+
+def test_the_readme_stop_command_is_the_one_the_demo_prints() -> None:
+    """The demo's last line, with its variables as the script sets them, is the README's."""
+    root = Path(__file__).resolve().parents[1]
+    script = (root / "scripts" / "demo.sh").read_text()
+    stop = subprocess.run(
+        ["bash", "-c", _demo_stop_lines(script) + '\nprintf %s "$stop"'],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "VM_URL": "http://127.0.0.1:8428"},
+    ).stdout
+    assert stop == (
+        ".venv/bin/labops sandbox stop; .venv/bin/labops server stop; "
+        "kill $(cat .labops/victoria-metrics/victoria-metrics.pid)"
+    )
+    readme = " ".join((root / "README.md").read_text().split())
+    assert f"`{stop}`" in readme
+
+
+def _demo_stop_lines(script: str) -> str:
+    wanted = ("LABOPS=", "VM_DIR=", "VM_PID_FILE=", "stop=", '[ -n "$VM_URL" ] && stop+=')
+    return "\n".join(line for line in script.splitlines() if line.startswith(wanted))
