@@ -182,7 +182,8 @@ _SECTION_NOTES: dict[str, str] = {
         "Backups go to the PBS storage (else a storage holding backups); the restore drill\n"
         "restores its scratch guest onto restore_drill.storage. RPO tiers: 24h by default, 7d for\n"
         "guests tagged rpo-7d; guests tagged nobackup are skipped (see `labops config example`\n"
-        "for tiers, retention, limits)."
+        "for tiers, retention, limits). Give the drill a pool (restore_drill.pool, see\n"
+        "docs/production.md section 8) so its token changes only the guests in that pool."
     ),
     "patching": "Guests tagged nopatch are never patched.",
 }
