@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli.common import add_config_option
+from cli.common import RawDescriptionFormatter, add_config_option
 from labops.config import config_path, load_config
 from labops.errors import LabopsError
 
@@ -23,7 +23,7 @@ def add_parser(sub: Any) -> None:
         "alerts",
         help="print or write the vmalert rules that alert when a flow stops succeeding",
         description=(__doc__ or "").replace("``", "`"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionFormatter,
     )
     add_config_option(parser)
     parser.add_argument(

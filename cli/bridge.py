@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cli.common import add_config_option, load, progress
+from cli.common import RawDescriptionFormatter, add_config_option, load, progress
 
 
 def add_parser(sub: Any) -> None:
@@ -21,7 +21,7 @@ def add_parser(sub: Any) -> None:
         "bridge",
         help="connect the MQTT bus to Prefect: runs in, state changes and alerts out",
         description=(__doc__ or "").replace("``", "`"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionFormatter,
     )
     add_config_option(parser)
     parser.set_defaults(handler=handle)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from pathlib import Path
+from typing import Any
 
 from labops.config import LabopsConfig, config_path, load_config
 from labops.errors import LabopsError
@@ -48,3 +50,39 @@ def use_local_server() -> str | None:
     if problem:
         raise LabopsError(problem)
     return api
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help wrapped at spaces only: an operation name (``restore-drill``, ``patch-apply``) or an
+    option is never cut at its hyphen across two lines."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        text = " ".join(text.split())
+        return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        text = " ".join(text.split())
+        return textwrap.fill(
+            text,
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
+
+
+class RawDescriptionFormatter(HelpFormatter):
+    """The description and epilog as written (examples, tables); the rest as HelpFormatter."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """labops' parsers: :class:`HelpFormatter` unless a command asks for another one (the
+    sub-command parsers are of this class too: argparse makes them of their parent's)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from cli.common import add_config_option, load, progress
+from cli.common import RawDescriptionFormatter, add_config_option, load, progress
 from deployments.catalog import FLOWS
 from deployments.definitions import (
     DeploymentSpec,
@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
         "deploy",
         help="create or update every deployment (schedules, parameters) on the Prefect server",
         description=(__doc__ or "").replace("``", "`"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionFormatter,
     )
     add_config_option(parser)
     parser.add_argument(

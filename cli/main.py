@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from cli.common import ArgumentParser
 from labops import prefect_server
 from labops.errors import ConfigError, LabopsError, one_line
 from labops.outcome import EXIT_CONFIG, EXIT_FAILED
@@ -20,6 +21,7 @@ from labops.redact import install_log_filter, redact
 COMMANDS: dict[str, str] = {
     "run": "cli.run",
     "config": "cli.config_cmd",
+    "init": "cli.init_cmd",
     "server": "cli.server",
     "sandbox": "cli.sandbox",
     "deploy": "cli.deploy",
@@ -32,7 +34,7 @@ COMMANDS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="labops", description="Operations of a self-hosted Proxmox homelab, as Prefect flows."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -13,7 +13,7 @@ from prefect import tags
 from prefect.exceptions import ParameterTypeError
 from pydantic import BaseModel
 
-from cli.common import add_config_option, load, progress, use_local_server
+from cli.common import RawDescriptionFormatter, add_config_option, load, progress, use_local_server
 from deployments.catalog import FLOWS
 from labops.errors import ConfigError, LabopsError, one_line
 from labops.outcome import EXIT_CLEAN, EXIT_CONFIG, EXIT_FAILED, EXIT_FINDINGS, FailOn, Outcome
@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
         description="Run an operation as a Prefect flow and print its report. "
         f"Operations: {', '.join(FLOWS)}.",
         epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionFormatter,
     )
     parser.add_argument("flow", metavar="FLOW", help="operation to run: " + ", ".join(FLOWS))
     add_config_option(parser)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cli.common import add_config_option, load, progress
+from cli.common import RawDescriptionFormatter, add_config_option, load, progress
 from cli.deploy import chosen_specs, require_server
 from deployments.catalog import FLOWS
 
@@ -22,7 +22,7 @@ def add_parser(sub: Any) -> None:
         "serve",
         help="run every deployment's flow runs in this process (until stopped)",
         description=(__doc__ or "").replace("``", "`"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionFormatter,
     )
     add_config_option(parser)
     parser.add_argument(

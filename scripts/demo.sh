@@ -8,6 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf '== %s\n' "$*" >&2; }
+fail() { echo "demo failed: $*" >&2; exit 1; }
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 # install exactly like the tests do, without running them
@@ -16,7 +17,8 @@ LABOPS_SETUP_ONLY=1 bash scripts/test.sh || exit 1
 
 LABOPS=.venv/bin/labops
 PY=.venv/bin/python
-SANDBOX_DIR=.labops/sandbox
+SANDBOX_DIR=.labops/sandbox  # labops sandbox's default: its stop needs no --dir
+SETUP_LOG=.cache/setup.log  # scripts/test.sh's log: each step below appends its full output
 CONFIG="$SANDBOX_DIR/labops.yaml"
 MQTT_BROKER=${LABOPS_DEMO_MQTT:-127.0.0.1:1883}
 MQTT_HOST=${MQTT_BROKER%:*}
@@ -78,7 +80,8 @@ start_victoriametrics() {
 }
 
 log "starting the Prefect server (15-30 s)"
-"$LABOPS" server start || { echo "the Prefect server did not start" >&2; exit 1; }
+"$LABOPS" server start >>"$SETUP_LOG" 2>&1 \
+  || fail "the Prefect server did not start (see $SETUP_LOG)"
 
 start_victoriametrics
 sandbox_opts=(--time-scale 0.05)
@@ -92,8 +95,8 @@ else
 fi
 
 log "starting the sandbox homelab in $SANDBOX_DIR"
-"$LABOPS" sandbox start --dir "$SANDBOX_DIR" -- "${sandbox_opts[@]}" \
-  || { echo "the sandbox did not start" >&2; exit 1; }
+"$LABOPS" sandbox start --dir "$SANDBOX_DIR" -- "${sandbox_opts[@]}" >>"$SETUP_LOG" 2>&1 \
+  || fail "the sandbox did not start (see $SETUP_LOG and $SANDBOX_DIR/sandbox.log)"
 
 log "checking every system of the sandbox"
 "$LABOPS" config check --config "$CONFIG"
@@ -204,7 +207,7 @@ if [ -n "$MQTT_OK" ]; then
   fi
 fi
 
-stop="$LABOPS sandbox stop --dir $SANDBOX_DIR; $LABOPS server stop"
+stop="$LABOPS sandbox stop; $LABOPS server stop"
 [ -n "$VM_URL" ] && stop+="; kill \$(cat $VM_PID_FILE)"
 echo
 echo "Prefect UI:  http://127.0.0.1:4200   (flow runs, artifacts, logs)"

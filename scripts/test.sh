@@ -143,13 +143,15 @@ fi
 if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
   command -v mosquitto >/dev/null || fail "nothing on 127.0.0.1:1883 and Mosquitto is not installed (apt-get install mosquitto)"
   log "starting Mosquitto"
-  mosquitto -d -c /etc/mosquitto/mosquitto.conf
+  mosquitto -d -c /etc/mosquitto/mosquitto.conf >>"$SETUP_LOG" 2>&1 \
+    || fail "Mosquitto did not start (see $SETUP_LOG)"
 fi
 if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
   command -v pg_ctlcluster >/dev/null && [ -n "$(ls /etc/postgresql 2>/dev/null)" ] \
     || fail "nothing on 127.0.0.1:5432 and PostgreSQL is not installed (apt-get install postgresql)"
   log "starting PostgreSQL"
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start \
+    >>"$SETUP_LOG" 2>&1 || fail "PostgreSQL did not start (see $SETUP_LOG)"
 fi
 for port in 1883 5432; do
   for _ in $(seq 1 50); do
