@@ -337,12 +337,14 @@ def _cluster_name(pve: PveClient) -> str | None:
 
 def _traefik(url: str, entrypoint: str | None, timeout_s: float) -> TraefikFact:
     from blocks.edge import TraefikApi
-    from labops.parsers.traefik import tls_hosts
+    from labops.http_settings import HttpRetry, TraefikSettings
+    from labops.models.traefik import tls_hosts
     from tasks.traefik import http_routers
 
     entry = entrypoint or f"{urlsplit(url).hostname}:443"
     fact = TraefikFact(url=url.rstrip("/"), entrypoint=entry)
-    block = TraefikApi(url=url, entrypoint=entry, retry={"timeout_s": timeout_s, "attempts": 2})
+    retry = HttpRetry(timeout_s=timeout_s, attempts=2)
+    block = TraefikApi(settings=TraefikSettings(url=url, entrypoint=entry, retry=retry))
     try:
         routers = http_routers.fn(block)  # the task's body: no Prefect run for a CLI read
     except LabopsError as exc:

@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field
 
+from labops.backups.drill import Need, missing_privileges, scratch_needs, source_needs
 from labops.config.loader import parse_config
 from labops.config.model import LabopsConfig
-from labops.planners.restore_drill import Need, missing_privileges, scratch_needs, source_needs
 
 NO_PRIVILEGES = "(held)"
 """What the table shows for an operation whose privileges the token all holds."""
@@ -223,7 +223,7 @@ def render(facts: LabFacts, written_by: str = "labops init") -> str:
 def operation_needs(config: LabopsConfig, nodes: Sequence[str]) -> dict[str, list[Need]]:
     """What each operation that calls PVE calls it for, as privileges on paths
     (docs/production.md, section 8; housekeeping talks to Prefect only); the restore drill's
-    needs are the drill's own (labops.planners.restore_drill)."""
+    needs are the drill's own (labops.backups.drill)."""
     storage = config.backups.storage or (
         config.systems.pbs.pve_storage if config.systems.pbs else None
     )

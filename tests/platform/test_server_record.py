@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LABOPS = (
     "import sys\n"
     "from deployments.catalog import FLOWS\n"
-    "FLOWS['demo'] = 'tests.demo_flow:demo'\n"
+    "FLOWS['demo'] = 'tests.core.demo_flow:demo'\n"
     "from cli.main import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )

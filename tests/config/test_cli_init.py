@@ -18,7 +18,7 @@ from labops.config import load_config
 from tests.fixtures.sandbox import SandboxHandle
 
 LABOPS = [sys.executable, "-m", "cli.main"]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 

@@ -51,7 +51,7 @@ def test_sandbox_status_is_a_short_table() -> None:
 
 def test_the_readme_stop_command_is_the_one_the_demo_prints() -> None:
     """The demo's last line, with its variables as the script sets them, is the README's."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     script = (root / "scripts" / "demo.sh").read_text()
     stop = subprocess.run(
         ["bash", "-c", _demo_stop_lines(script) + '\nprintf %s "$stop"'],
