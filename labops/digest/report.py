@@ -229,4 +229,14 @@ class SecurityDigest(OperationReport):
             for s in self.sources
             if s.state != "skipped"
         )
+        # per source: only the ones that answered (a failed source's count is unknown, not 0)
+        out.extend(
+            Metric(
+                name="labops_digest_source_findings",
+                value=float(s.findings),
+                labels={**labels, "source": s.name},
+            )
+            for s in self.sources
+            if s.state == "ok"
+        )
         return out
