@@ -44,16 +44,16 @@ class DigestLine(BaseModel):
     unknown: CouldNotCheck | None = None
 
     def text(self) -> str:
-        """'[CRITICAL] NEW sshd brute force: pve1, pve2 (+3) x37'; a could-not-check line
+        """'[CRITICAL] NEW sshd brute force | pve1, pve2 (+3) | x37'; a could-not-check line
         ends with why and since when (outside text made inert)."""
         mark = " NEW" if self.status == "new" else ""
         named = ", ".join(md_text(e, 60) for e in self.entities[:MAX_HOSTS_NAMED])
         more = len(self.entities) - MAX_HOSTS_NAMED
         hosts = named + (f" (+{more})" if more > 0 else "")
-        line = f"[{self.severity.value.upper()}]{mark} {md_text(self.title, 120)}: {hosts}"
-        line += f" x{self.count}"
+        line = f"[{self.severity.value.upper()}]{mark} {md_text(self.title, 120)} | {hosts}"
+        line += f" | x{self.count}"
         if self.unknown is not None:
-            line += f"; {md_text(self.unknown.describe(), 160)}"
+            line += f" | {md_text(self.unknown.describe(), 160)}"
         return line
 
 

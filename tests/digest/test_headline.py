@@ -52,8 +52,8 @@ def test_one_rule_on_several_hosts_is_one_line_with_hosts_and_counts_summed() ->
     lines = group(busy_day())
     ssh = next(x for x in lines if x.rule == "5712")
     assert ssh.count == 60 and ssh.findings == 20 and len(ssh.entities) == 20
-    assert ssh.text().startswith("[WARNING] NEW sshd brute force (level 10): ct-00, ct-01")
-    assert ssh.text().endswith("(+14) x60")
+    assert ssh.text().startswith("[WARNING] NEW sshd brute force (level 10) | ct-00, ct-01")
+    assert ssh.text().endswith("(+14) | x60")
     rootkit = next(x for x in lines if x.rule == "510")
     assert rootkit.entities == ["pve2", "pve1"] and rootkit.count == 3
 
