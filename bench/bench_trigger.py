@@ -8,9 +8,10 @@ Against a Prefect server of its own (SQLite, temporary PREFECT_HOME), for
 - a process worker (``prefect worker start --pool P --type process``; the flow deployed to the
   pool with ``Flow.from_source(source=<bench dir>, entrypoint="trigger_flow.py:triggered")``),
 
-each with Prefect's default poll interval and with a shortened one
-(``PREFECT_RUNNER_POLL_FREQUENCY`` for serve, ``PREFECT_WORKER_QUERY_SECONDS`` for the worker;
-a pool per worker). All runners are
+each with Prefect's default poll interval (10 s) and with labops' default for its serve and
+worker units (``deployments/poll.py``, 1 s: ``PREFECT_RUNNER_POLL_FREQUENCY`` for serve,
+``PREFECT_WORKER_QUERY_SECONDS`` for the worker; a pool per worker); ``--quick`` measures both at
+labops' default only. All runners are
 started at once - their idle CPU and the server's, polling, is measured - then runs are triggered
 one at a time, round-robin over the runners, a few each. The flow's first task writes
 ``time.time()`` to a file named by a parameter; latency = that stamp - the moment before the
@@ -48,6 +49,7 @@ from bench.common import (
     median_max,
     tree_cpu_seconds,
 )
+from deployments.poll import POLL_S, SERVE_SETTING, WORKER_SETTING
 
 BENCHMARK = "trigger"
 FLOW_NAME = "bench-trigger"
@@ -220,7 +222,7 @@ class Runner:
     def start(self) -> None:
         env = client_env(self.api)
         if self.kind == "serve":
-            env["PREFECT_RUNNER_POLL_FREQUENCY"] = str(max(1, round(self.poll_s)))
+            env[SERVE_SETTING] = str(max(1, round(self.poll_s)))
             cmd = [sys.executable, "-m", "bench.trigger_flow", "serve", self.name]
         else:
             pool = f"{POOL}-{self.name}"  # a pool per worker: two workers would race for runs
@@ -232,7 +234,7 @@ class Runner:
                 capture_output=True,
                 timeout=180,
             )
-            env["PREFECT_WORKER_QUERY_SECONDS"] = f"{self.poll_s:g}"
+            env[WORKER_SETTING] = f"{self.poll_s:g}"
             prefect = Path(sys.executable).with_name("prefect")
             cmd = [str(prefect), "worker", "start", "--pool", pool, "--type", "process"]
         self.proc = start_process(cmd, env, self.log)
@@ -334,12 +336,8 @@ def process_floor(work: Path, reps: int = 3) -> float:
 def results_for(series: Series, floor: float) -> BenchResult:
     latencies = [t.latency_s for t in series.trials]
     median, worst = median_max(latencies)
-    default = series.poll_s == DEFAULT_POLL_S
-    setting = (
-        "PREFECT_RUNNER_POLL_FREQUENCY"
-        if series.runner == "serve"
-        else ("PREFECT_WORKER_QUERY_SECONDS")
-    )
+    default = {DEFAULT_POLL_S: " (Prefect default)", float(POLL_S): " (labops default)"}
+    setting = SERVE_SETTING if series.runner == "serve" else WORKER_SETTING
     notes = f"max {worst:.1f} s"
     if series.idle_cpu is not None:
         notes += f"; idle, the {series.runner} process uses {series.idle_cpu * 100:.1f}% of a core"
@@ -353,7 +351,7 @@ def results_for(series: Series, floor: float) -> BenchResult:
     return BenchResult(
         benchmark=BENCHMARK,
         name=f"create_flow_run -> first task, {series.runner}",
-        size=f"{setting}={series.poll_s:g}{' (default)' if default else ''}, {len(latencies)} runs",
+        size=f"{setting}={series.poll_s:g}{default.get(series.poll_s, '')}, {len(latencies)} runs",
         contender=median,
         contender_label="median",
         baseline=floor,
@@ -369,16 +367,17 @@ def recommendation(results: list[BenchResult], tuned_poll: float) -> str:
         "then starting a fresh flow process (interpreter + imports, the floor).",
     ]
     for r in results:
-        if "(default)" not in r.size:
+        if "(Prefect default)" not in r.size:
             lines.append(
                 f"  {r.name} with {r.size.split(',')[0]}: median {r.contender:.1f} s; "
                 + r.notes.split("; the median run")[0]
             )
     lines.append(
-        f"Recommended where an API- or event-triggered run should start within seconds: "
-        f"PREFECT_RUNNER_POLL_FREQUENCY={max(1, round(tuned_poll))} for serve and "
-        f"PREFECT_WORKER_QUERY_SECONDS={tuned_poll:g} (or a few seconds, if the idle CPU above "
-        "is too much for the host) for workers; keep the defaults for schedule-only deployments."
+        f"labops' serve and worker units poll every {POLL_S} s by default (deployments/poll.py) "
+        f"so that API- and event-triggered runs start within seconds; measured here at "
+        f"{SERVE_SETTING}={max(1, round(tuned_poll))} for serve and "
+        f"{WORKER_SETTING}={tuned_poll:g} for workers (set a few seconds in labops.env if the "
+        "idle CPU above is too much for the host)."
     )
     return "\n".join(lines)
 
@@ -386,7 +385,9 @@ def recommendation(results: list[BenchResult], tuned_poll: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--reps", type=int, help="triggered runs per setting (default 3)")
-    parser.add_argument("--tuned-poll", type=float, default=1.0, help="shortened poll, seconds")
+    parser.add_argument(
+        "--tuned-poll", type=float, default=float(POLL_S), help="short poll (labops' default), s"
+    )
     parser.add_argument("--runners", nargs="+", choices=["serve", "worker"])
     parser.add_argument("--deploy", nargs=2, metavar=("POOL", "NAME"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -394,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         deploy_to_pool(*args.deploy)
         return 0
     reps = args.reps or (2 if args.quick else 3)
-    kinds = args.runners or (["serve"] if args.quick else ["serve", "worker"])
+    kinds = args.runners or ["serve", "worker"]
     polls = [args.tuned_poll] if args.quick else [DEFAULT_POLL_S, args.tuned_poll]
     results: list[BenchResult] = []
     with tempfile.TemporaryDirectory(prefix="labops-bench-trigger-") as tmp:

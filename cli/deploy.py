@@ -28,6 +28,7 @@ from deployments.definitions import (
     retire_old_deployments,
 )
 from deployments.overlaps import schedule_warnings
+from deployments.poll import worker_env
 from labops.config import LabopsConfig
 from labops.errors import ConfigError, LabopsError
 from labops.scope import lab_slug, labs_of_tags
@@ -242,7 +243,8 @@ def handle(args: argparse.Namespace) -> int:
         progress(note)
     if pool is not None:
         print(f"\nStart one or more workers of {lab} (each with {args.source.resolve()}):")
-        print(f"  PREFECT_API_URL={api} prefect worker start --pool {pool}")
+        poll = " ".join(f"{k}={v}" for k, v in worker_env().items())  # API runs start at once
+        print(f"  PREFECT_API_URL={api} {poll} prefect worker start --pool {pool}")
     else:
         print(f"\nRun them (schedules, UI, API and MQTT runs) with one process for {lab}:")
         print(f"  labops serve --config {path}")

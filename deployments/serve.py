@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from deployments.definitions import deployment_specs, retire_old_deployments, runner_deployments
+from deployments.poll import serve_poll_s
 from labops.config import config_path, load_config
 from tasks.prefect_admin import ensure_zombie_automation
 
@@ -29,11 +30,13 @@ def serve(config: str | None = None, only: list[str] | None = None, limit: int =
     # A killed run must not hold "Running" (and the no-overlap slot) until housekeeping first runs.
     ensure_zombie_automation.fn(cfg.platform.zombie_after_seconds)
     # pause_on_shutdown=False: a restart (upgrade, reboot) must not silently pause schedules.
+    # query_seconds: API and MQTT runs start within about a second (deployments/poll.py).
     prefect_serve(
         *deployments,
         limit=limit,
         pause_on_shutdown=False,
         print_starting_message=True,
+        query_seconds=serve_poll_s(),
     )
 
 

@@ -4,7 +4,8 @@ and labops' own results, with what changed since the last one, sent even on a qu
 Runbook: collect from every configured source at once, each within its own timeout (a source that
 fails is named in the digest) -> normalize, de-duplicate, suppress the known-benign and what
 CrowdSec already bans -> compare with the previous digest (new / ongoing / resolved) -> rank ->
-render the markdown -> optional LLM summary (redacted, within budget) -> deliver (artifact,
+optional LLM summary (redacted, within budget) -> render the markdown (the artifact) and the
+headline (the message: at most 15 lines, one per rule across hosts) -> deliver (artifact,
 Telegram, MQTT with the latest retained, heartbeat) -> remember this digest for the next one.
 """
 
@@ -24,7 +25,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from blocks.context import LabContext
 from blocks.llm import LlmProviders
 from labops.config.policies.digest import DigestPolicy
-from labops.digest.assemble import build_digest, remembered, render
+from labops.digest.assemble import brief, build_digest, remembered, render
 from labops.digest.collect import answered, describe, failed, fit_tries, skipped, timed_out
 from labops.digest.compare import PreviousDigest
 from labops.digest.findings import Collected
@@ -215,6 +216,7 @@ def security_digest(
     if policy.llm_summary if llm_summary is None else llm_summary:
         report.llm = summarize(ctx, report.findings[: policy.max_findings_shown], period)
     report.rendered = render(report, load_template(policy.template), policy.max_findings_shown)
+    report.brief = brief(report)
     log.info(
         "digest: %d finding(s), %d new, %d unknown, %d resolved, %d source(s) failed",
         len(report.findings),

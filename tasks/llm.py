@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from blocks.llm import LlmProviders
 from labops.digest.findings import Finding
-from labops.digest.redaction import Redactor, llm_payload, redactor_for
+from labops.digest.redaction import Redactor, foreign_values, llm_payload, redactor_for
 from labops.digest.render import as_text
 from labops.digest.report import LlmOutcome
 from labops.docs.llm_claims import build_messages as doc_messages
@@ -26,7 +26,8 @@ def llm_summary(
     """Summarise the findings with the configured models; never raises.
 
     Sends only allow-listed fields with IPs, host names, user names and e-mails replaced by
-    placeholders; the answer is mapped back and returned as inert text. Changes nothing.
+    placeholders; the answer is mapped back and returned as inert text, or dropped when it names
+    an address, e-mail or placeholder the findings do not hold. Changes nothing.
     """
     try:
         log: logging.Logger | logging.LoggerAdapter[logging.Logger] = get_run_logger()
@@ -61,8 +62,19 @@ def llm_summary(
         answer.cost_usd,
         answer.seconds,
     )
+    restored = redactor.restore(answer.text)
+    foreign = foreign_values(restored, findings)
+    if foreign:  # it names what the digest does not hold: it followed something, not the data
+        log.warning("LLM summary dropped: it names %d value(s) not in the digest", len(foreign))
+        return LlmOutcome(
+            note=f"the summary named {len(foreign)} value(s) the digest does not hold; dropped",
+            model=answer.model,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            cost_usd=answer.cost_usd,
+        )
     return LlmOutcome(
-        summary=as_text(redactor.restore(answer.text)),
+        summary=as_text(restored),
         model=answer.model,
         prompt_tokens=answer.prompt_tokens,
         completion_tokens=answer.completion_tokens,

@@ -316,6 +316,8 @@ class BackupReport(OperationReport):
                 )
             if r.age_s is not None:
                 out.append(Metric(name="labops_backup_age_seconds", value=r.age_s, labels=labels))
+            if r.rpo_s is not None:  # beside the age, so a dashboard can hold one against the other
+                out.append(Metric(name="labops_backup_rpo_seconds", value=r.rpo_s, labels=labels))
             out.append(
                 Metric(name="labops_backup_stale", value=1.0 if r.stale else 0.0, labels=labels)
             )

@@ -9,8 +9,10 @@ from typing import Literal
 from labops.config.policies.digest import DigestPolicy
 from labops.digest.compare import Changes, PreviousDigest, compare, new_bans
 from labops.digest.findings import Collected, dedupe, rank, suppress
+from labops.digest.headline import MAX_LINES, headline
 from labops.digest.render import render_markdown
 from labops.digest.report import SecurityDigest, SourceStatus
+from labops.markdown import md_text
 from labops.outcome import CouldNotCheck
 from labops.reports import Failure
 
@@ -99,6 +101,41 @@ def render(report: SecurityDigest, template: str, max_shown: int) -> str:
         summary_note=report.llm.note,
         max_shown=max_shown,
     )
+
+
+def brief(report: SecurityDigest, max_lines: int = MAX_LINES) -> str:
+    """The message read in 30 seconds: the window, the sources that did not answer, the
+    headline, the optional LLM summary (below it, quoted), and where the rest is.
+
+    Only the report's own findings make the lines; the summary is a separate, quoted block, so
+    whatever a model answers cannot add, drop or reorder a line of the deterministic part.
+    """
+    lines = [
+        f"Window: {report.window_start:%Y-%m-%d %H:%M} to {report.window_end:%Y-%m-%d %H:%M} UTC"
+    ]
+    if report.problems:
+        lines += ["", "Sources that did not answer:"]
+        lines += [f"- {md_text(p, 300)}" for p in report.problems]
+    if report.findings:
+        shown = headline(report.findings, max_lines)
+        lines += ["", f"Findings ({len(report.findings)} row(s) in the table):"]
+        lines += [f"- {line}" for line in shown.lines()]
+    else:
+        lines += ["", f"All quiet: nothing at or above the thresholds this {_word(report)}."]
+    if report.new_bans:
+        lines += ["", f"{len(report.new_bans)} new CrowdSec ban(s) since the last digest."]
+    if report.resolved:
+        lines += [f"{len(report.resolved)} finding(s) resolved since the last digest."]
+    if report.llm.summary:
+        lines += ["", "Summary (LLM, read as text):", report.llm.summary]
+    elif report.llm.note:
+        lines += ["", f"No LLM summary: {md_text(report.llm.note, 300)}"]
+    lines += ["", "The full digest and the table of every finding are in the run's artifacts."]
+    return "\n".join(lines) + "\n"
+
+
+def _word(report: SecurityDigest) -> str:
+    return "day" if report.period == "daily" else "week"
 
 
 def remembered(report: SecurityDigest, previous: PreviousDigest | None) -> PreviousDigest:

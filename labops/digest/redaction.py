@@ -157,3 +157,16 @@ def users_in(line: str) -> list[str]:
     for pattern in _USER_PATTERNS:
         found.extend(m.group("u") for m in pattern.finditer(line))
     return list(dict.fromkeys(u for u in found if u))
+
+
+def foreign_values(answer: str, findings: Iterable[Finding]) -> list[str]:
+    """What a summary names that the findings sent do not: an address or e-mail from nowhere,
+    or a placeholder that was never handed out. The summary may only reorder and phrase the
+    digest; one that names something else followed an instruction, not the data."""
+    known = " ".join(
+        " ".join([f.title, f.entity, f.ip or "", f.rule or "", *f.users, *f.evidence])
+        for f in findings
+    )
+    named = [m.group(0) for pattern in (_IPV4, _EMAIL) for m in pattern.finditer(answer)]
+    named += [m.group(0) for m in _PLACEHOLDER.finditer(answer)]  # left after restore: unknown
+    return sorted({v for v in named if _PLACEHOLDER.fullmatch(v) or not _word(v).search(known)})

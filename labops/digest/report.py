@@ -88,7 +88,12 @@ class SecurityDigest(OperationReport):
     new_bans: list[str] = Field(default_factory=list)
     banned_ips: list[str] = Field(default_factory=list)
     llm: LlmOutcome = LlmOutcome()
-    rendered: str = Field("", description="The deterministic markdown digest.")
+    rendered: str = Field("", description="The deterministic markdown digest (the artifact).")
+    brief: str = Field(
+        "",
+        description="The message: the headline read in 30 seconds (labops.digest.headline); "
+        "empty: the message is the whole digest.",
+    )
     mqtt_topic: str = "security/digest"
 
     @property
@@ -157,7 +162,7 @@ class SecurityDigest(OperationReport):
         return Notification(
             title=title,
             severity=severity if self.findings or self.problems else Severity.OK,
-            body=self.rendered,
+            body=self.brief or self.rendered,
             topic=self.mqtt_topic,
             payload=self.payload(),
         )
@@ -223,5 +228,15 @@ class SecurityDigest(OperationReport):
             )
             for s in self.sources
             if s.state != "skipped"
+        )
+        # per source: only the ones that answered (a failed source's count is unknown, not 0)
+        out.extend(
+            Metric(
+                name="labops_digest_source_findings",
+                value=float(s.findings),
+                labels={**labels, "source": s.name},
+            )
+            for s in self.sources
+            if s.state == "ok"
         )
         return out

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from labops.digest.headline import headline
 from labops.digest.report import SecurityDigest
 from tests.fixtures.crowdsec import CrowdsecLapi
 
@@ -144,6 +145,10 @@ def test_digest_collects_ranks_delivers_and_remembers(
     texts = telegram_texts(sandbox_clean, sent_before)
     assert texts and texts[0].startswith(("\u26a0", "\U0001f6a8")) and "Security digest" in texts[0]
     assert all(len(t) <= 4096 for t in texts)
+    # the day reads in 30 seconds: one message, at most 15 finding lines, the rest behind the link
+    assert len(texts) == 1 and "table of every finding are in the run" in texts[0]
+    assert len(headline(first.findings).lines()) <= 15
+    assert first.brief and first.brief.count("\n- ") <= 15 and first.brief != first.rendered
 
     up = victoriametrics.wait_for('labops_digest_source_up{source="crowdsec"}')
     assert up and up[0]["value"][1] == "1"

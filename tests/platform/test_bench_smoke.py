@@ -104,8 +104,10 @@ def test_trigger_result_splits_the_median_run() -> None:
     ]
     result = trig.results_for(trig.Series(runner="worker", poll_s=10.0, trials=trials), 1.0)
     assert result.contender == 5.0 and result.ratio == 5.0
-    assert "QUERY_SECONDS=10 (default)" in result.size
+    assert "QUERY_SECONDS=10 (Prefect default)" in result.size
     assert "3.0 s until picked up" in result.notes and "max 9.0 s" in result.notes
+    short = trig.results_for(trig.Series(runner="serve", poll_s=1.0, trials=trials), 1.0)
+    assert short.size.startswith("PREFECT_RUNNER_POLL_FREQUENCY=1 (labops default)")
 
 
 @pytest.mark.slow

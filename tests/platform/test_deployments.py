@@ -134,7 +134,7 @@ def test_deploy_to_pool_postgres(
     config = write_config(tmp_path, work_pool="labops-pg")
     assert labops(["deploy", "--config", str(config), "--pool"]) == 0
     out = capsys.readouterr().out
-    assert "prefect worker start --pool labops-pg" in out
+    assert "PREFECT_WORKER_QUERY_SECONDS=1 prefect worker start --pool labops-pg" in out
     check_deployed(config, pool="labops-pg")
     with get_client(sync_client=True) as client:
         pool = client.read_work_pool("labops-pg")
@@ -293,6 +293,23 @@ def test_unit_is_hardened_and_runs_a_real_command(name: str) -> None:
     assert shown.returncode == 0, shown.stderr
     for option in (w.split("=")[0] for w in words if w.startswith("--")):
         assert option in shown.stdout, (name, option)
+
+
+def test_serve_and_workers_poll_every_second_unless_the_environment_says_otherwise() -> None:
+    from deployments.poll import POLL_S, SERVE_SETTING, WORKER_SETTING, serve_poll_s, worker_env
+    from labops.errors import ConfigError
+
+    assert POLL_S == 1
+    worker = (UNITS / "labops-worker@.service").read_text().splitlines()
+    assert f"Environment={WORKER_SETTING}={POLL_S}" in worker
+    # systemd lets EnvironmentFile= (labops.env) override Environment=
+    assert "EnvironmentFile=/etc/labops/labops.env" in worker
+    assert serve_poll_s({}) == POLL_S and worker_env({}) == {WORKER_SETTING: "1"}
+    assert serve_poll_s({SERVE_SETTING: "10"}) == 10
+    assert worker_env({WORKER_SETTING: "5"}) == {WORKER_SETTING: "5"}
+    for bad in ("0", "fast"):
+        with pytest.raises(ConfigError, match=SERVE_SETTING):
+            serve_poll_s({SERVE_SETTING: bad})
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
