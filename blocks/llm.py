@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect.blocks.fields import SecretDict
 from pydantic import Field, SecretStr
 
 from blocks._base import SystemBlock, reveal
 from labops.llm_settings import LlmSettings
+
+if TYPE_CHECKING:
+    from labops.llm import Budget
 
 
 class LlmProviders(SystemBlock):
@@ -47,6 +50,18 @@ class LlmProviders(SystemBlock):
     def primary(self) -> str:
         """The router's name of the first model; the others are its fallbacks."""
         return _alias(0)
+
+    def budget(self) -> Budget:
+        """The limits of one LLM call (time, tokens, cost), from the settings."""
+        from labops.llm import Budget
+
+        s = self.settings
+        return Budget(
+            timeout_s=s.timeout_s,
+            max_input_tokens=s.max_input_tokens,
+            max_output_tokens=s.max_output_tokens,
+            max_cost_usd=s.max_cost_usd,
+        )
 
     def router_config(self) -> dict[str, Any]:
         """Keyword arguments of ``litellm.Router``: one entry per model, ordered fallbacks."""

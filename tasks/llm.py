@@ -43,12 +43,7 @@ def llm_summary(
     if leaked:  # a placeholder pass missed a value it knows: do not send
         log.warning("redaction left %d value(s) in the prompt; not sent", len(leaked))
         return LlmOutcome(note=f"redaction incomplete ({len(leaked)} value(s)); not sent")
-    budget = llm.Budget(
-        timeout_s=providers.settings.timeout_s,
-        max_input_tokens=providers.settings.max_input_tokens,
-        max_output_tokens=providers.settings.max_output_tokens,
-        max_cost_usd=providers.settings.max_cost_usd,
-    )
+    budget = providers.budget()
     try:
         answer = llm.complete(providers.router_config(), providers.primary, messages, budget)
     except llm.NoSummary as exc:
@@ -110,12 +105,7 @@ def llm_doc_claims(
     messages = doc_messages(lines, redactor)
     if redactor.leaked(messages[1]["content"]):
         return DocClaimsOutcome(note="redaction incomplete; not sent")
-    budget = llm.Budget(
-        timeout_s=providers.settings.timeout_s,
-        max_input_tokens=providers.settings.max_input_tokens,
-        max_output_tokens=providers.settings.max_output_tokens,
-        max_cost_usd=providers.settings.max_cost_usd,
-    )
+    budget = providers.budget()
     try:
         answer = llm.complete(providers.router_config(), providers.primary, messages, budget)
     except llm.SecretInPrompt as exc:
