@@ -302,7 +302,10 @@ def job_check(
     ok = age <= max_age_s and not failed
     detail = f"last run {human_age(age)} ago ({state or 'state unknown'}), limit {limit}"
     if age > max_age_s:
-        detail = f"last run {human_age(age)} ago, older than {limit} ({state or 'state unknown'})"
+        result = f"last result {state}" if state else "last result unknown"
+        ago = human_age(age)
+        ago = ago.removesuffix("0h") if ago.endswith("d0h") else ago  # "9d", as the limit reads
+        detail = f"TOO OLD: last run {ago} ago, limit {limit} ({result})"
     elif failed:
         detail = f"last run {human_age(age)} ago FAILED: {state}"
     return JobCheck(

@@ -302,7 +302,8 @@ def test_guests_whose_storage_could_not_be_listed_are_unknown_not_stale(lab: Lab
 def test_job_checks() -> None:
     assert job_check("gc", 1000.0, "OK", 8 * DAY, 1000.0 + DAY).ok
     too_old = job_check("verify", 1000.0, "OK", 8 * DAY, 1000.0 + 9 * DAY)
-    assert not too_old.ok and "older than 8d" in too_old.detail
+    assert not too_old.ok
+    assert too_old.detail == "TOO OLD: last run 9d ago, limit 8d (last result OK)"
     assert not job_check("gc", 1000.0, "TASK ERROR", 8 * DAY, 1001.0).ok
     unknown = job_check("prune", None, None, 2 * DAY, 1.0, "no prune job configured")
     assert not unknown.ok and unknown.detail == "no prune job configured"
