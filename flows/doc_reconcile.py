@@ -33,12 +33,11 @@ from labops.errors import LabopsError
 from labops.flow_params import ConfigPath
 from labops.reports import Failure
 from labops.scope import artifact_key
+from tasks.doc_facts import dns_doc_facts, proxmox_doc_facts
 from tasks.docs import commit_fix, read_docs
 from tasks.live_facts import (
     beszel_facts,
-    proxmox_facts,
     scrape_target_facts,
-    technitium_facts,
     traefik_facts,
     wazuh_agent_facts,
 )
@@ -46,9 +45,9 @@ from tasks.llm import llm_doc_claims
 from tasks.publish import publish_report
 
 _FACTS = {  # source -> its task, in the order they are asked
-    "proxmox": proxmox_facts,
+    "proxmox": proxmox_doc_facts,
     "traefik": traefik_facts,
-    "technitium": technitium_facts,
+    "technitium": dns_doc_facts,
     "beszel": beszel_facts,
     "victoriametrics": scrape_target_facts,
     "wazuh_api": wazuh_agent_facts,

@@ -44,6 +44,7 @@ class ClaimKind(StrEnum):
     DNS = "dns"
     LINK = "link"
     VERSION = "version"
+    NODE = "node"  # a node's address and role ("pve2 | 192.168.1.12 | apps")
     PROSE = "prose"  # proposed by the LLM pass from free prose: listed, never applied
 
 
@@ -97,6 +98,9 @@ class LiveFacts(BaseModel):
     """What the live sources say; None = that source is not configured or failed."""
 
     nodes: list[str] | None = None
+    node_ips: dict[str, str] | None = Field(
+        None, description="Node -> its cluster address (PVE /cluster/status)."
+    )
     guests: list[LiveGuest] | None = None
     pve_version: str | None = None
     routers: list[LiveRouter] | None = None
@@ -111,11 +115,14 @@ class LiveFacts(BaseModel):
     def count(self, fact: str) -> int | None:
         """The live number behind a count fact key, or None when its source is absent."""
         guests = [g for g in self.guests or [] if not g.template]
+        if fact.startswith(("tag:", "node:")):
+            return self._scoped_count(fact, guests)
         table: dict[str, int | None] = {
             "nodes": len(self.nodes) if self.nodes is not None else None,
             "lxc": sum(g.type == "lxc" for g in guests) if self.guests is not None else None,
             "qemu": sum(g.type == "qemu" for g in guests) if self.guests is not None else None,
             "guests": len(guests) if self.guests is not None else None,
+            "routers": len(self.routers) if self.routers is not None else None,
             "https_services": (
                 len({h for r in self.routers if r.tls for h in r.hosts})
                 if self.routers is not None
@@ -130,6 +137,18 @@ class LiveFacts(BaseModel):
             "wazuh_agents": len(self.wazuh_agents) if self.wazuh_agents is not None else None,
         }
         return table.get(fact)
+
+    def _scoped_count(self, fact: str, guests: list[LiveGuest]) -> int | None:
+        """``tag:<tag>[:<kind>]`` (guests carrying a tag) or ``node:<node>:<kind>`` (guests on a
+        node); ``<kind>`` is lxc, qemu or guests. A node the lab does not have counts none."""
+        if self.guests is None:
+            return None
+        scope, name, kind = ([*fact.split(":"), "guests"])[:3]
+        if scope == "tag":
+            chosen = [g for g in guests if name in g.tags]
+        else:
+            chosen = [g for g in guests if g.node == name]
+        return sum(kind == "guests" or g.type == kind for g in chosen)
 
 
 class Status(StrEnum):

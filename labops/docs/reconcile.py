@@ -28,7 +28,8 @@ def documented_claims(texts: dict[str, str], pins: list[PinnedClaim]) -> list[Cl
 def record(live: LiveFacts, source: str, value: Any) -> None:
     """One source's answer (its task's return value) in the live facts."""
     if source == "proxmox":
-        live.nodes, live.guests, live.pve_version = value
+        live.nodes, live.guests, live.pve_version, *addresses = value
+        live.node_ips = addresses[0] if addresses else None
     elif source == "traefik":
         live.routers = value
     elif source == "technitium":
