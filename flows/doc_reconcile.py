@@ -24,6 +24,7 @@ from labops.docs.reconcile import (
     documented_claims,
     fix_branch,
     judge,
+    note_stale,
     note_unavailable,
     propose_patch,
     record,
@@ -132,7 +133,8 @@ def doc_reconcile(config: ConfigPath | None = None, dry_run: bool = True) -> Doc
         claims += propose_with_llm(ctx, docs.texts, claims, live, report)
     note_unavailable(report, live)
     # 4. Compare, then propose a patch of what drifted.
-    judge(report, claims, live, policy.ignore_guests)
+    judge(report, claims, live, policy.ignore_guests, policy.ignore_undocumented)
+    note_stale(report, docs.texts, datetime.now(UTC).date(), policy.stale_after_days)
     patched = propose_patch(report, docs.texts)
     if report.diff:
         create_markdown_artifact(
