@@ -1,17 +1,22 @@
-"""Live facts doc reconciliation needs beyond the shared ones: node addresses (PVE) and the
-records of every DNS zone (Technitium), so a wildcard in whatever zone a doc uses is checked.
-Read only."""
+"""Live facts doc reconciliation needs beyond the shared ones: node addresses (PVE), the
+records of every DNS zone (Technitium), so a wildcard in whatever zone a doc uses is checked,
+and what runbooks say about a host, checked on it (SSH). Read only."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from blocks.edge import TechnitiumDns
 from blocks.proxmox import ProxmoxCredentials
-from labops.docs.models import LiveGuest, LiveRecord
+from blocks.ssh import SshCredentials
+from labops.docs.models import Claim, HostProbe, LiveGuest, LiveRecord
+from labops.docs.runbook import HostTarget, probe_script, read_probe
+from labops.ssh import SshTarget
 from tasks.live_facts import proxmox_facts
+from tasks.ssh import HostAccess, HostCommand, run_many
 from tasks.technitium import _response
 
 
@@ -58,3 +63,40 @@ def dns_doc_facts(block: TechnitiumDns) -> list[LiveRecord]:
                     name = str(r["name"]).lower().rstrip(".")
                     records.append(LiveRecord(name=name, type=str(r["type"]), value=str(value)))
     return records
+
+
+@task(name="docs-host-checks", tags=["ssh"], cache_policy=NO_CACHE)
+def host_probe_facts(
+    ssh: SshCredentials,
+    targets: list[HostTarget],
+    claims: dict[str, list[Claim]],
+    parallel: int = 10,
+) -> dict[str, HostProbe]:
+    """Check runbook claims (paths, interfaces, units, commands, ports) on their hosts. Reads
+    only: each host runs one script of fixed read-only templates (``test -e``, ``systemctl
+    cat``, ``command -v``, ``ip -o link show``, ``ss -ltn``) with validated, quoted values;
+    nothing of the doc is run. A host that cannot be asked gets its error, never a verdict."""
+    jobs = [
+        HostCommand(
+            access=HostAccess(
+                name=t.ref,
+                ssh=SshTarget(name=t.node, address=t.address, port=t.port),
+                vmid=t.vmid,
+            ),
+            command=probe_script(claims[t.ref]),
+            timeout_s=60,
+        )
+        for t in targets
+    ]
+    runner = ssh.get_client()
+    try:
+        runs = run_many(runner, jobs, parallel)
+    finally:
+        runner.close()
+    out: dict[str, HostProbe] = {}
+    for t, run in zip(targets, runs, strict=True):
+        if run.state != "ok" or run.result is None:
+            out[t.ref] = HostProbe(host=t.ref, error=f"{run.state}: {run.detail}")
+        else:
+            out[t.ref] = read_probe(t.ref, claims[t.ref], run.result.stdout)
+    return out

@@ -13,6 +13,7 @@ from labops.docs.models import (
     Undocumented,
     Verdict,
 )
+from labops.docs.runbook import HOST_KINDS, judge_host_claim
 
 _SOURCE = {
     "nodes": "proxmox",
@@ -59,6 +60,8 @@ def _judge(claim: Claim, live: LiveFacts) -> Verdict:
         return _unverifiable(claim, "proposed by the LLM pass: pin it in docs.claims to check it")
     if claim.fact is None:
         return _unverifiable(claim, "no live source for this kind of claim (pin it in docs.claims)")
+    if claim.kind in HOST_KINDS:
+        return _judge_host(claim, live)
     scoped = claim.fact.startswith(("tag:", "node:"))  # guests per tag or node
     source = _SOURCE.get(claim.fact, "proxmox" if scoped else claim.fact)
     if source in live.unavailable:
@@ -88,6 +91,20 @@ def _judge(claim: Claim, live: LiveFacts) -> Verdict:
             replacements={} if ok else {"version": major_minor},
         )
     return _unverifiable(claim, "no live source")
+
+
+def _judge_host(claim: Claim, live: LiveFacts) -> Verdict:
+    if "ssh" in live.unavailable:
+        return _unverifiable(claim, f"ssh: {live.unavailable['ssh']}")
+    status, found, reason = judge_host_claim(claim, (live.hosts or {}).get(claim.name or ""))
+    return Verdict(
+        claim=claim,
+        status=Status(status),
+        documented=claim.value or "",
+        live=found or None,
+        source="ssh",
+        reason=reason,
+    )
 
 
 def _judge_count(claim: Claim, live: LiveFacts, source: str) -> Verdict:

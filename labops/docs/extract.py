@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from itertools import pairwise
 
 from labops.docs.models import Bound, Claim, ClaimKind, Span
+from labops.docs.runbook import host_claims
 
 IPV4 = r"(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)"
 
@@ -248,6 +249,7 @@ def _line_claims(
     yield from _dns(line, number, file)
     yield from _links(line, number, file)
     yield from _versions(line, number, file)
+    yield from host_claims(line, number, file, heading)
 
 
 def _sentence(line: str, start: int, end: int) -> tuple[int, str]:

@@ -45,6 +45,12 @@ class ClaimKind(StrEnum):
     LINK = "link"
     VERSION = "version"
     NODE = "node"  # a node's address and role ("pve2 | 192.168.1.12 | apps")
+    # What a runbook says about one host, checked on it read-only (labops.docs.runbook).
+    PATH = "path"
+    INTERFACE = "interface"
+    UNIT = "unit"
+    COMMAND = "command"
+    PORT = "port"
     PROSE = "prose"  # proposed by the LLM pass from free prose: listed, never applied
 
 
@@ -94,6 +100,18 @@ class LiveRecord(BaseModel):
     value: str
 
 
+class HostProbe(BaseModel):
+    """What one host answered to the checks of its claims (``error``: it could not be asked)."""
+
+    host: str
+    error: str | None = None
+    paths: dict[str, bool] = Field(default_factory=dict)
+    units: dict[str, bool] = Field(default_factory=dict)
+    commands: dict[str, bool] = Field(default_factory=dict)
+    links: list[str] | None = None
+    ports: list[int] | None = None
+
+
 class LiveFacts(BaseModel):
     """What the live sources say; None = that source is not configured or failed."""
 
@@ -108,6 +126,9 @@ class LiveFacts(BaseModel):
     beszel_systems: list[str] | None = None
     scrape_targets: list[str] | None = None
     wazuh_agents: list[str] | None = None
+    hosts: dict[str, HostProbe] | None = Field(
+        None, description="Host reference -> its HostProbe (runbook claims checked on it)."
+    )
     unavailable: dict[str, str] = Field(
         default_factory=dict, description="Source -> why its facts are missing."
     )
