@@ -174,7 +174,7 @@ def doc_reconcile(config: ConfigPath | None = None, dry_run: bool = True) -> Doc
     note_unavailable(report, live)
     # 4. Compare, then propose a patch of what drifted.
     judge(report, claims, live, policy.ignore_guests, policy.ignore_undocumented)
-    note_stale(report, docs.texts, datetime.now(UTC).date(), policy.stale_after_days)
+    note_stale(report, docs.texts, docs.changed, datetime.now(UTC).date(), policy.stale_after_days)
     patched = propose_patch(report, docs.texts)
     if report.diff:
         create_markdown_artifact(

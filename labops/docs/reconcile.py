@@ -72,11 +72,16 @@ def judge(
 
 
 def note_stale(
-    report: DocReport, texts: dict[str, str], today: date, max_age_days: int | None
+    report: DocReport,
+    texts: dict[str, str],
+    changed: dict[str, date],
+    today: date,
+    max_age_days: int | None,
 ) -> None:
-    """Docs older than allowed by their own review date, with their drifted claims counted."""
+    """Docs older than allowed by their own review date (else their last commit), with their
+    drifted claims counted."""
     if max_age_days is not None:
-        report.stale = stale_docs(texts, report.verdicts, today, max_age_days)
+        report.stale = stale_docs(texts, report.verdicts, today, max_age_days, changed)
 
 
 def propose_patch(report: DocReport, texts: dict[str, str]) -> dict[str, str]:

@@ -105,8 +105,8 @@ class DocReport(OperationReport):
         if self.stale:
             lines += ["", "## Stale docs", ""]
             lines += [
-                f"- {t(s.file)}: reviewed {s.reviewed} ({s.age_days} days ago), "
-                f"{s.drifted} drifted claim(s)"
+                f"- {t(s.file)}: {'reviewed' if s.dated_by == 'the doc' else 'last commit'} "
+                f"{s.reviewed} ({s.age_days} days ago), {s.drifted} drifted claim(s)"
                 for s in self.stale
             ]
         if self.undocumented:

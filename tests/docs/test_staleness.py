@@ -7,6 +7,7 @@ from datetime import date
 from labops.docs.models import Undocumented
 from labops.docs.report import DocReport
 from labops.docs.staleness import review_date, stale_docs
+from tasks.docs import last_changed
 
 
 def test_review_date_is_the_newest_the_doc_states() -> None:
@@ -30,3 +31,12 @@ def test_undocumented_is_one_line_per_kind() -> None:
     md = report.markdown()
     assert "42 traefik router(s) not mentioned" in md
     assert md.count("<details>") == 1
+
+
+def test_without_a_stated_date_the_last_commit_dates_a_doc() -> None:
+    log = b"@1764547200\n\ndocs/new.md\n@1700000000\n\ndocs/old.md\ndocs/new.md\nREADME.md\n"
+    changed = last_changed(log, "docs")
+    assert changed == {"new.md": date(2025, 12, 1), "old.md": date(2023, 11, 14)}
+    texts = {"new.md": "", "old.md": "", "dated.md": "Reviewed: 2026-05-01"}
+    stale = stale_docs(texts, [], date(2026, 6, 1), 365, changed | {"dated.md": date(2020, 1, 1)})
+    assert [(s.file, s.dated_by) for s in stale] == [("old.md", "last commit")]
