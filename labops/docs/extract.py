@@ -118,6 +118,11 @@ _TAG = re.compile(
     r"|[`'\"](?P<b>[\w-]+)[`'\"]\s+tag|\btag:\s*[`'\"]?(?P<c>[\w-]+)",
     re.I,
 )
+_SUBSET = re.compile(
+    r"\b(?:main|other|remaining|first|last|primary|secondary|big|small|always-on|new|old|"
+    r"spare|gpu|storage|backup|core|critical|public|internal|external|stopped|running)\b",
+    re.I,
+)
 _SENTENCE_END = re.compile(r"[.;!?](?:\s|$)")
 
 
@@ -162,9 +167,7 @@ def extract_claims(text: str, file: str) -> list[Claim]:
             heading = stripped
             parents = []
         scope = _list_scope(line, parents) or _heading_node(heading)
-        # "Nodes: 4" on a page about a Proxmox cluster counts its nodes
-        context = f"pve {heading}" if clustered else heading
-        claims.extend(_line_claims(line, number, file, context, scope, carry))
+        claims.extend(_line_claims(line, number, file, heading, scope, carry, clustered))
         following = lines[number] if number < len(lines) else ""
         claims.extend(_wrapped_wildcards(line, following, number, file))
         carry = _unfinished(line)
@@ -239,10 +242,18 @@ def _looks_like_heading(line: str) -> bool:
 
 
 def _line_claims(
-    line: str, number: int, file: str, heading: str, scope: str | None = None, carry: str = ""
+    line: str,
+    number: int,
+    file: str,
+    heading: str,
+    scope: str | None = None,
+    carry: str = "",
+    clustered: bool = False,
 ) -> Iterator[Claim]:
     yield from _counts(line, number, file, heading, scope, carry)
-    yield from _label_count(line, number, file, heading, scope)
+    # A stats label ("- **Nodes:** 4") on a page about a Proxmox cluster counts its nodes; in
+    # prose "62 nodes" may be anything's (a topology export's devices).
+    yield from _label_count(line, number, file, f"pve {heading}" if clustered else heading, scope)
     yield from _guests(line, number, file)
     yield from _nodes(line, number, file)
     yield from _ip_owners(line, number, file)
@@ -306,6 +317,8 @@ def _counts(
             continue  # "10 MB Go agents" counts megabytes, not agents
         noun = m.group("noun")
         fact, subject = _noun_fact(noun)
+        if _SUBSET.search(m.group("adj")):
+            fact = None  # "the two main nodes" are some of them: listed, not checked
         if fact == "@service":
             # the sentence may have begun on the line before ("Wazuh gathers logs from\n52 agents")
             fact, subject = _service_fact(f"{carry} {line}", len(carry) + 1 + m.start(), heading)

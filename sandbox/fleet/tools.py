@@ -864,7 +864,7 @@ _PORTS = {
     "redis-server": [6379],
     "mosquitto": [1883],
     "beszel": [8090],
-    "dns": [53, 5380],
+    "dns": [53, 853, 5380],
     "wazuh-manager": [1514, 1515, 55000],
     "proxmox-backup-proxy": [8007],
 }
