@@ -10,6 +10,7 @@ cannot map to a live fact is still returned, with ``fact=None``, so it is listed
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from itertools import pairwise
 
@@ -87,7 +88,8 @@ _DNS = re.compile(
 )
 # A wildcard anywhere with an address later on the line ("wildcard `*.home.arpa`, A record
 # 192.168.1.110"): the zone is whatever the doc uses.
-_WILDCARD = re.compile(rf"(?<![\w.*-])(?P<name>\*\.[\w-]+(?:\.[\w-]+)*)[^\n]*?(?P<ip>{IPV4})")
+_WILDCARD = re.compile(r"(?<![\w.*-])(?P<name>\*\.[\w-]+(?:\.[\w-]+)*)")
+_ANY_IP = re.compile(rf"(?<![\d.]){IPV4}(?!\.?\d)")
 _DNS_HINT = re.compile(r"point|resolv|->|\u2192|=|\*\.|goes|go\s|sends", re.IGNORECASE)
 _LINK = re.compile(
     r"(?<![\w.-])(?P<a>[A-Za-z][\w.-]*\w)\s*(?:<->|\u2194|<=>)\s*(?P<b>[A-Za-z](?:[\w.-]*\w)?)"
@@ -191,8 +193,9 @@ def _unfinished(line: str) -> str:
 
 def _wrapped_wildcards(line: str, following: str, number: int, file: str) -> Iterator[Claim]:
     """A wildcard whose address is on the next line of the paragraph (wrapped prose)."""
-    for m in re.finditer(r"(?<![\w.*-])(?P<name>\*\.[\w-]+(?:\.[\w-]+)*)", line):
-        if re.search(IPV4, line[m.end() :]) or not following.strip():
+    last_ip = max((m.start() for m in _ANY_IP.finditer(line)), default=-1)
+    for m in _WILDCARD.finditer(line):
+        if last_ip >= m.end() or not following.strip():
             continue
         ip = re.search(IPV4, following[:60])
         if ip and not re.search(r"\*\.", following[: ip.start()]):
@@ -263,27 +266,16 @@ def _line_claims(
     yield from host_claims(line, number, file, heading)
 
 
-def _sentence(line: str, start: int, end: int) -> tuple[int, str]:
-    """The sentence of ``line`` around ``start..end``: its offset and text."""
-    left = 0
-    for m in _SENTENCE_END.finditer(line, 0, start):
-        left = m.end()
-    right = _SENTENCE_END.search(line, end)
-    return left, line[left : right.start() if right else len(line)]
-
-
-def _service_fact(line: str, pos: int, heading: str) -> tuple[str | None, str]:
+def _service_fact(
+    line: str, pos: int, heading: str, named: list[tuple[int, str, str]] | None = None
+) -> tuple[str | None, str]:
     """The service a count of agents/hosts belongs to: the nearest one named before it on the
-    line, else after it, else in the heading."""
-    before: tuple[int, str, str] | None = None
-    after: tuple[int, str, str] | None = None
-    for pattern, fact, subject in _SERVICES:
-        for m in pattern.finditer(line):
-            if m.start() < pos and (before is None or m.start() > before[0]):
-                before = (m.start(), fact, subject)
-            if m.start() >= pos and (after is None or m.start() < after[0]):
-                after = (m.start(), fact, subject)
-    chosen = before or after
+    line, else after it, else in the heading. ``named``: the line's services by position, when
+    already found."""
+    if named is None:
+        named = _services_in(line)
+    i = bisect_left([start for start, _, _ in named], pos)
+    chosen = named[i - 1] if i else named[i] if i < len(named) else None
     if chosen:
         return chosen[1], chosen[2]
     for pattern, fact, subject in _SERVICES:
@@ -292,17 +284,61 @@ def _service_fact(line: str, pos: int, heading: str) -> tuple[str | None, str]:
     return None, "agents"
 
 
-def _scoped(fact: str, sentence: str, rel: int, rel_end: int, scope: str | None) -> str:
+def _services_in(text: str) -> list[tuple[int, str, str]]:
+    return sorted(
+        (m.start(), fact, subject)
+        for pattern, fact, subject in _SERVICES
+        for m in pattern.finditer(text)
+    )
+
+
+class _Sentences:
+    """A line's sentence boundaries, node names and tag phrases, found once: a long line of
+    counts must not make each count rescan it."""
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+        marks = list(_SENTENCE_END.finditer(line))
+        self.starts = [m.start() for m in marks]
+        self.ends = [m.end() for m in marks]
+        found = _nodes_in(line)
+        self.node_at = [m.start() for m in found]
+        self.node_names = [m.group("node") for m in found]
+        self._tags: dict[int, tuple[str | None, bool]] = {}
+
+    def bounds(self, start: int, end: int) -> tuple[int, int]:
+        i = bisect_right(self.ends, start)
+        left = self.ends[i - 1] if i else 0
+        j = bisect_left(self.starts, end)
+        return left, self.starts[j] if j < len(self.starts) else len(self.line)
+
+    def tag_and_total(self, left: int, right: int) -> tuple[str | None, bool]:
+        if left not in self._tags:
+            sentence = self.line[left:right]
+            tag = _TAG.search(sentence)
+            name = (tag.group("a") or tag.group("b") or tag.group("c")) if tag else None
+            self._tags[left] = (name, bool(_TOTAL.search(sentence)))
+        return self._tags[left]
+
+    def node_before(self, left: int, start: int) -> str | None:
+        i = bisect_left(self.node_at, start)
+        if i and self.node_at[i - 1] >= left:
+            return self.node_names[i - 1]
+        return None
+
+
+def _scoped(fact: str, index: _Sentences, start: int, end: int, scope: str | None) -> str:
     """A guest count narrowed to a tag ("tagged nobackup") or a node ("pve2 runs 31 CTs")."""
-    tag = _TAG.search(sentence)
+    left, right = index.bounds(start, end)
+    tag, total = index.tag_and_total(left, right)
     if tag:
-        return f"tag:{tag.group('a') or tag.group('b') or tag.group('c')}:{fact}"
-    if _TOTAL.search(sentence):
+        return f"tag:{tag}:{fact}"
+    if total:
         return fact
-    before = [m for m in _nodes_in(sentence[:rel])]
+    before = index.node_before(left, start)
     if before:
-        return f"node:{before[-1].group('node')}:{fact}"
-    on = re.match(r"\s*(?:on|at)\s+(?P<node>[a-z]{2,}-?\d{1,2})\b", sentence[rel_end:])
+        return f"node:{before}:{fact}"
+    on = re.match(r"\s*(?:on|at)\s+(?P<node>[a-z]{2,}-?\d{1,2})\b", index.line[end : end + 40])
     if on and node_token(on.group("node")):
         return f"node:{on.group('node')}:{fact}"
     return f"node:{scope}:{fact}" if scope else fact
@@ -312,6 +348,8 @@ def _counts(
     line: str, number: int, file: str, heading: str, scope: str | None = None, carry: str = ""
 ) -> Iterator[Claim]:
     context = f"{heading} {line}"
+    index: _Sentences | None = None
+    named: list[tuple[int, str, str]] | None = None
     for m in _COUNT.finditer(line):
         if _UNIT.search(m.group("adj")):
             continue  # "10 MB Go agents" counts megabytes, not agents
@@ -321,14 +359,18 @@ def _counts(
             fact = None  # "the two main nodes" are some of them: listed, not checked
         if fact == "@service":
             # the sentence may have begun on the line before ("Wazuh gathers logs from\n52 agents")
-            fact, subject = _service_fact(f"{carry} {line}", len(carry) + 1 + m.start(), heading)
+            if named is None:
+                named = _services_in(f"{carry} {line}")
+            fact, subject = _service_fact(
+                f"{carry} {line}", len(carry) + 1 + m.start(), heading, named
+            )
             subject = subject if fact else noun.lower()
         elif fact == "@nodes":
             clustered = _CLUSTER.search(context)
             fact, subject = ("nodes", "Proxmox nodes") if clustered else (None, "nodes")
         if fact in ("lxc", "qemu", "guests"):
-            left, sentence = _sentence(line, m.start(), m.end())
-            fact = _scoped(fact, sentence, m.start() - left, m.end() - left, scope)
+            index = index or _Sentences(line)
+            fact = _scoped(fact, index, m.start(), m.end(), scope)
             if fact.startswith(("tag:", "node:")):
                 subject = f"{subject} ({fact.split(':')[0]} {fact.split(':')[1]})"
         bound = _bound(m)
@@ -522,11 +564,17 @@ def _dns(line: str, number: int, file: str) -> Iterator[Claim]:
         return
     seen: set[str] = set()
     found = [
-        (m.group("name") or m.group("name2"), m, "ip" if m.group("ip") else "ip2")
+        (m.group("name") or m.group("name2"), m.span("ip" if m.group("ip") else "ip2"))
         for m in _DNS.finditer(line)
     ]
-    found += [(m.group("name"), m, "ip") for m in _WILDCARD.finditer(line)]
-    for name, m, ip_group in found:
+    # A wildcard with the next address on the line, found by position (no rescans).
+    ips = [m.span() for m in _ANY_IP.finditer(line)]
+    starts = [start for start, _ in ips]
+    for m in _WILDCARD.finditer(line):
+        i = bisect_left(starts, m.end())
+        if i < len(ips):
+            found.append((m.group("name"), ips[i]))
+    for name, (start, end) in found:
         if name in seen or not re.search(r"[A-Za-z]", name):
             continue
         seen.add(name)
@@ -537,11 +585,9 @@ def _dns(line: str, number: int, file: str) -> Iterator[Claim]:
             text=line.strip(),
             subject=name,
             fact="dns_records",
-            value=m.group(ip_group),
-            ip=m.group(ip_group),
-            spans={
-                "ip": Span(file=file, line=number, start=m.start(ip_group), end=m.end(ip_group))
-            },
+            value=line[start:end],
+            ip=line[start:end],
+            spans={"ip": Span(file=file, line=number, start=start, end=end)},
         )
 
 
