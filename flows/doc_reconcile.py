@@ -19,26 +19,28 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.context import LabContext
 from blocks.llm import LlmProviders
-from labops.docs.models import Claim, LiveFacts, Status
+from blocks.ssh import SshCredentials
+from labops.docs.models import Claim, HostProbe, LiveFacts, Status
 from labops.docs.reconcile import (
     documented_claims,
     fix_branch,
     judge,
+    note_stale,
     note_unavailable,
     propose_patch,
     record,
 )
 from labops.docs.report import DocReport
+from labops.docs.runbook import by_host, resolve_hosts
 from labops.errors import LabopsError
 from labops.flow_params import ConfigPath
 from labops.reports import Failure
 from labops.scope import artifact_key
+from tasks.doc_facts import dns_doc_facts, host_probe_facts, proxmox_doc_facts
 from tasks.docs import commit_fix, read_docs
 from tasks.live_facts import (
     beszel_facts,
-    proxmox_facts,
     scrape_target_facts,
-    technitium_facts,
     traefik_facts,
     wazuh_agent_facts,
 )
@@ -46,9 +48,9 @@ from tasks.llm import llm_doc_claims
 from tasks.publish import publish_report
 
 _FACTS = {  # source -> its task, in the order they are asked
-    "proxmox": proxmox_facts,
+    "proxmox": proxmox_doc_facts,
     "traefik": traefik_facts,
-    "technitium": technitium_facts,
+    "technitium": dns_doc_facts,
     "beszel": beszel_facts,
     "victoriametrics": scrape_target_facts,
     "wazuh_api": wazuh_agent_facts,
@@ -70,6 +72,43 @@ def gather_live_facts(ctx: LabContext) -> LiveFacts:
         except Exception as exc:  # one source down never hides the others
             live.unavailable[source] = f"failed: {exc}"
     return live
+
+
+def check_runbooks(
+    ctx: LabContext, claims: list[Claim], live: LiveFacts, report: DocReport
+) -> None:
+    """What the docs say about a host (paths, interfaces, units, commands, ports), checked on
+    it over SSH (``pct exec`` for a container). Reads only; a host that cannot be asked is a
+    failure, its claims stay unverified."""
+    hosts = by_host(claims)
+    if not hosts:
+        return
+    if not ctx.configured("ssh"):
+        live.unavailable["ssh"] = "not configured"
+        return
+    if live.guests is None:
+        live.unavailable["ssh"] = "hosts cannot be resolved without the Proxmox facts"
+        return
+    # A node's SSH address: the inventory's, else systems.proxmox.nodes (as patching has it).
+    pve = ctx.config.systems.proxmox
+    node_ssh = {
+        name: (node.ssh_host, node.ssh_port)
+        for name, node in (pve.nodes if pve else {}).items()
+        if node.ssh_host
+    }
+    for host in ctx.config.inventory.hosts:
+        if host.kind == "node" and host.access == "ssh":
+            node_ssh[host.name] = (host.address or host.name, host.port)
+    targets, unreachable = resolve_hosts(set(hosts), live, node_ssh)
+    live.hosts = {ref: HostProbe(host=ref, error=why) for ref, why in unreachable.items()}
+    try:
+        live.hosts |= host_probe_facts(cast("SshCredentials", ctx.block("ssh")), targets, hosts)
+    except Exception as exc:  # the other claims are still judged
+        live.unavailable["ssh"] = f"failed: {exc}"
+        return
+    for ref, probe in live.hosts.items():
+        if probe.error and ref not in unreachable:
+            report.failures.append(Failure(entity=f"host {ref}", reason=probe.error, system="ssh"))
 
 
 def propose_with_llm(
@@ -131,9 +170,11 @@ def doc_reconcile(config: ConfigPath | None = None, dry_run: bool = True) -> Doc
     live = gather_live_facts(ctx)
     if policy.llm_pass:
         claims += propose_with_llm(ctx, docs.texts, claims, live, report)
+    check_runbooks(ctx, claims, live, report)
     note_unavailable(report, live)
     # 4. Compare, then propose a patch of what drifted.
-    judge(report, claims, live, policy.ignore_guests)
+    judge(report, claims, live, policy.ignore_guests, policy.ignore_undocumented)
+    note_stale(report, docs.texts, docs.changed, datetime.now(UTC).date(), policy.stale_after_days)
     patched = propose_patch(report, docs.texts)
     if report.diff:
         create_markdown_artifact(

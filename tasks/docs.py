@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from datetime import UTC, date, datetime
 from pathlib import Path, PurePosixPath
 
 from prefect import task
@@ -30,6 +31,9 @@ class DocSet(BaseModel):
     commit: str | None = None
     skipped: list[str] = Field(
         default_factory=list, description="Files not read (symlinks, submodules, ...), with why."
+    )
+    changed: dict[str, date] = Field(
+        default_factory=dict, description="Day of the last commit touching each doc (git only)."
     )
 
 
@@ -76,7 +80,31 @@ def read_docs(policy: DocsPolicy, checkout_dir: Path) -> DocSet:
     files_git, skipped = select_tree(tree, policy.git.subdir)
     texts, unread = _blobs(checkout_dir, files_git)
     root = checkout_dir / policy.git.subdir if policy.git.subdir else checkout_dir
-    return DocSet(root=root, texts=texts, commit=commit, skipped=skipped + unread)
+    changed = last_changed(
+        _run_git(["-C", str(checkout_dir), "log", "--format=@%ct", "--name-only", commit]),
+        policy.git.subdir,
+    )
+    return DocSet(
+        root=root,
+        texts=texts,
+        commit=commit,
+        skipped=skipped + unread,
+        changed={name: day for name, day in changed.items() if name in texts},
+    )
+
+
+def last_changed(log: bytes, subdir: str) -> dict[str, date]:
+    """Day of the newest commit touching each file, from ``git log --format=@%ct --name-only``
+    (newest first), keyed by path relative to ``subdir``."""
+    prefix = subdir.strip("/") + "/" if subdir.strip("/") else ""
+    out: dict[str, date] = {}
+    day: date | None = None
+    for raw in log.decode("utf-8", errors="surrogateescape").splitlines():
+        if raw.startswith("@") and raw[1:].isdigit():
+            day = datetime.fromtimestamp(int(raw[1:]), UTC).date()
+        elif raw and day is not None and raw.startswith(prefix):
+            out.setdefault(raw[len(prefix) :], day)
+    return out
 
 
 def _fetch(git: DocsGit, checkout_dir: Path) -> str:

@@ -25,6 +25,14 @@ READ_ONLY_COMMANDS = [
     r"apt-mark showhold",
     r"apk version -l <",
     r"needrestart -b",
+    # Doc reconcile's runbook checks (labops/docs/runbook.py): its fixed read-only templates.
+    r"echo @@(path|unit|command|links|ports)",
+    r"echo @@rc=\d+",
+    r"test -e /[\w.@+/-]+",
+    r"systemctl cat [\w@.-]+\.(service|socket|timer)",
+    r"command -v [a-z][\w.+-]*",
+    r"ip -o link show",
+    r"ss -ltn",
     # The simulation a patch dry run shows: apt-get -s (never `update`), apk's --simulate.
     r"apt-get (-o \S+ |-q )*-s( -o \S+| -q)* (upgrade|dist-upgrade|full-upgrade|install)( \S+)*",
     r"apk upgrade (-s|--simulate)( \S+)*",

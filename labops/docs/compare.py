@@ -13,6 +13,7 @@ from labops.docs.models import (
     Undocumented,
     Verdict,
 )
+from labops.docs.runbook import HOST_KINDS, judge_host_claim
 
 _SOURCE = {
     "nodes": "proxmox",
@@ -21,6 +22,7 @@ _SOURCE = {
     "guests": "proxmox",
     "pve_version": "proxmox",
     "https_services": "traefik",
+    "routers": "traefik",
     "dns_records": "technitium",
     "beszel_agents": "beszel",
     "scrape_targets": "victoriametrics",
@@ -58,7 +60,10 @@ def _judge(claim: Claim, live: LiveFacts) -> Verdict:
         return _unverifiable(claim, "proposed by the LLM pass: pin it in docs.claims to check it")
     if claim.fact is None:
         return _unverifiable(claim, "no live source for this kind of claim (pin it in docs.claims)")
-    source = _SOURCE.get(claim.fact, claim.fact)
+    if claim.kind in HOST_KINDS:
+        return _judge_host(claim, live)
+    scoped = claim.fact.startswith(("tag:", "node:"))  # guests per tag or node
+    source = _SOURCE.get(claim.fact, "proxmox" if scoped else claim.fact)
     if source in live.unavailable:
         return _unverifiable(claim, f"{source}: {live.unavailable[source]}")
     if claim.kind == ClaimKind.COUNT:
@@ -67,6 +72,8 @@ def _judge(claim: Claim, live: LiveFacts) -> Verdict:
         return _judge_guest(claim, live)
     if claim.kind == ClaimKind.IP:
         return _judge_ip_owner(claim, live)
+    if claim.kind == ClaimKind.NODE:
+        return _judge_node(claim, live)
     if claim.kind == ClaimKind.DNS:
         return _judge_dns(claim, live)
     if claim.kind == ClaimKind.VERSION:
@@ -84,6 +91,20 @@ def _judge(claim: Claim, live: LiveFacts) -> Verdict:
             replacements={} if ok else {"version": major_minor},
         )
     return _unverifiable(claim, "no live source")
+
+
+def _judge_host(claim: Claim, live: LiveFacts) -> Verdict:
+    if "ssh" in live.unavailable:
+        return _unverifiable(claim, f"ssh: {live.unavailable['ssh']}")
+    status, found, reason = judge_host_claim(claim, (live.hosts or {}).get(claim.name or ""))
+    return Verdict(
+        claim=claim,
+        status=Status(status),
+        documented=claim.value or "",
+        live=found or None,
+        source="ssh",
+        reason=reason,
+    )
 
 
 def _judge_count(claim: Claim, live: LiveFacts, source: str) -> Verdict:
@@ -185,6 +206,36 @@ def _judge_ip_owner(claim: Claim, live: LiveFacts) -> Verdict:
         source="proxmox",
         reason="" if ok else f"{guest.name} has {', '.join(guest.ips) or 'no IP'}",
         replacements={} if ok or not guest.ips else {"ip": guest.ips[0]},
+    )
+
+
+def _judge_node(claim: Claim, live: LiveFacts) -> Verdict:
+    """A node's address against the cluster's; its role is the doc's own word (PVE knows no
+    roles), so only that the node exists backs it."""
+    if live.nodes is None:
+        return _unverifiable(claim, "proxmox: not configured")
+    documented = " ".join(p for p in (claim.node, claim.ip, claim.value) if p)
+    if claim.node not in live.nodes:
+        return Verdict(
+            claim=claim,
+            status=Status.DRIFTED,
+            documented=documented,
+            live="no such node",
+            source="proxmox",
+            reason=f"{claim.node} is not a node of the cluster",
+        )
+    address = (live.node_ips or {}).get(claim.node or "")
+    if claim.ip and address is None:
+        return _unverifiable(claim, f"proxmox: no address known for {claim.node}")
+    ok = not claim.ip or claim.ip == address
+    return Verdict(
+        claim=claim,
+        status=Status.MATCH if ok else Status.DRIFTED,
+        documented=documented,
+        live=f"{claim.node} {address or ''}".strip(),
+        source="proxmox",
+        reason="" if ok else f"{claim.node} is at {address}",
+        replacements={} if ok or not address else {"ip": address},
     )
 
 

@@ -10,22 +10,31 @@ cannot map to a live fact is still returned, with ``fact=None``, so it is listed
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from itertools import pairwise
 
 from labops.docs.models import Bound, Claim, ClaimKind, Span
+from labops.docs.runbook import host_claims
 
 IPV4 = r"(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)"
 
 # (noun regex, fact key or None when no live source exists, subject shown in reports)
 _NOUNS: list[tuple[str, str | None, str]] = [
-    (r"proxmox(?:\s+ve)?\s+nodes?|pve\s+nodes?|hypervisors?", "nodes", "Proxmox nodes"),
+    (
+        r"proxmox(?:\s+ve)?\s+(?:nodes?|hosts?|servers?)|pve\s+(?:nodes?|hosts?)|hypervisors?",
+        "nodes",
+        "Proxmox nodes",
+    ),
     (r"lxc\s+containers?|lxcs?|cts|ct\b|containers?", "lxc", "LXC containers"),
     (r"vms?\b|virtual\s+machines?", "qemu", "VMs"),
+    (r"guests?|workloads?", "guests", "guests"),
     (r"https\s+services?|tls\s+services?", "https_services", "HTTPS services"),
+    (r"(?:http\s+|proxy\s+|traefik\s+)?routers?", "routers", "Traefik routers"),
     (r"beszel\s+agents?", "beszel_agents", "Beszel agents"),
     (r"wazuh\s+agents?", "wazuh_agents", "Wazuh agents"),
-    (r"agents?", "@agents", "agents"),
+    (r"agents?", "@service", "agents"),
+    (r"(?:monitored\s+)?(?:hosts?|systems?|machines?)", "@service", "hosts"),
     (r"(?:scrape\s+)?targets?", "scrape_targets", "scrape targets"),
     (r"blocked\s+domains?|domains?", None, "blocked domains"),
     (r"playbooks?", None, "playbooks"),
@@ -35,12 +44,28 @@ _NOUNS: list[tuple[str, str | None, str]] = [
 ]
 _NOUN_RE = "|".join(f"(?:{n})" for n, _, _ in _NOUNS)
 
+_UNITS = [
+    *("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven"),
+    *("twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"),
+]
+_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_WORD_VALUES = {w: i for i, w in enumerate(_UNITS, start=1)} | {
+    w: 20 + 10 * i for i, w in enumerate(_TENS)
+}
+# "one" alone is mostly an article ("one container per service"): only "only one", "exactly
+# one", "just one" and "a single" count.
+_WORD_NUM = (
+    rf"(?:{'|'.join(_TENS)})(?:[- ](?:{'|'.join(_UNITS[:9])}))?"
+    rf"|(?:{'|'.join(_UNITS[1:])})|half\s+a\s+dozen|a\s+dozen|a\s+single"
+    r"|(?<=only\s)one|(?<=exactly\s)one|(?<=just\s)one"
+)
 _COUNT = re.compile(
     r"(?<![\w.:/-])"
-    r"(?P<prefix>~|≈|about\s|around\s|approx\.?\s|approximately\s|over\s|more\sthan\s|"
-    r"at\sleast\s|up\sto\s|under\s|fewer\sthan\s|less\sthan\s)?"
-    r"(?P<num>\d{1,3}(?:,\d{3})+|\d+)(?P<mult>[kKM])?(?P<plus>\+)?"
-    r"\s+(?P<adj>(?:[A-Za-z][\w-]*\s+){0,3}?)"
+    r"(?P<prefix>~|≈|about\s|around\s|approx\.?\s|approximately\s|roughly\s|over\s|"
+    r"more\sthan\s|at\sleast\s|up\sto\s|under\s|fewer\sthan\s|less\sthan\s|no\smore\sthan\s|"
+    r"only\s|exactly\s|just\s)?"
+    rf"(?P<num>\d{{1,3}}(?:,\d{{3}})+|\d+|{_WORD_NUM})(?P<mult>[kKM](?![\w-]))?(?P<plus>\+)?"
+    r"\s+(?:of\s+(?:the\s+|our\s+|its\s+)?)?(?P<adj>(?:[A-Za-z][\w-]*\s+){0,3}?)"
     rf"(?P<noun>{_NOUN_RE})(?![\w-])",
     re.IGNORECASE,
 )
@@ -55,11 +80,17 @@ _IP_OWNER = re.compile(rf"(?P<ip>{IPV4})(?:/\d+)?\s*\((?P<owner>[A-Za-z][^)]{{0,
 # Both start only where a token starts (the look-behinds) and only run on lines holding their
 # keyword: one long token (a URL, an inline image) must not make the scan quadratic.
 _DNS = re.compile(
-    rf"(?<![\w.*-])(?P<name>\*?\.?[\w-]*(?:\.[\w-]+)+)\s+(?:points?|resolves?|is\s+pointed)"
-    rf"\s+to\s+(?P<ip>{IPV4})"
-    rf"|(?<![\w.*-])(?P<name2>\*?\.?[\w-]*(?:\.[\w-]+)+)\s*(?:->|\u2192)\s*(?P<ip2>{IPV4})"
+    rf"(?<![\w.*-])[`'\"]?(?P<name>\*?\.?[\w-]*(?:\.[\w-]+)+)[`'\"]?\s+(?:(?:all\s+)?"
+    rf"(?:points?|resolves?|is\s+pointed|goes|go|sends?\s+everything)\s+(?:to|at)|=>|=)"
+    rf"\s+(?:the\s+)?(?:[A-Za-z][\w-]*\s+)?\(?`?(?P<ip>{IPV4})(?!\.?\d)"
+    rf"|(?<![\w.*-])[`'\"]?(?P<name2>\*?\.?[\w-]*(?:\.[\w-]+)+)[`'\"]?\s*(?:->|\u2192)"
+    rf"\s*(?:[A-Za-z][\w-]*\s+)?\(?`?(?P<ip2>{IPV4})(?!\.?\d)"
 )
-_DNS_HINT = re.compile(r"point|resolv|->|\u2192", re.IGNORECASE)
+# A wildcard anywhere with an address later on the line ("wildcard `*.home.arpa`, A record
+# 192.168.1.110"): the zone is whatever the doc uses.
+_WILDCARD = re.compile(r"(?<![\w.*-])(?P<name>\*\.[\w-]+(?:\.[\w-]+)*)")
+_ANY_IP = re.compile(rf"(?<![\d.]){IPV4}(?!\.?\d)")
+_DNS_HINT = re.compile(r"point|resolv|->|\u2192|=|\*\.|goes|go\s|sends", re.IGNORECASE)
 _LINK = re.compile(
     r"(?<![\w.-])(?P<a>[A-Za-z][\w.-]*\w)\s*(?:<->|\u2194|<=>)\s*(?P<b>[A-Za-z](?:[\w.-]*\w)?)"
 )
@@ -71,6 +102,42 @@ _UNIT = re.compile(r"^(?:[kKMGT]i?B|ms|s|sec|min|h|Gbps|Mbps|GHz|MHz|%|x)\b")
 _HEADING_MD = re.compile(r"^\s{0,3}#{1,6}\s+(?P<h>.+?)\s*#*\s*$")
 
 
+_SERVICES = [  # a count next to a service's name is that service's ("Beszel (30 hosts)")
+    (re.compile(r"beszel", re.I), "beszel_agents", "Beszel agents"),
+    (re.compile(r"wazuh", re.I), "wazuh_agents", "Wazuh agents"),
+    (
+        re.compile(r"victoria\s*metrics|vmagent|prometheus|scrap", re.I),
+        "scrape_targets",
+        "scrape targets",
+    ),
+]
+_CLUSTER = re.compile(r"proxmox|\bpve\b|cluster|hypervisor", re.I)
+_NODE_TOKEN = re.compile(r"(?<![\w.-])(?P<node>[a-z]{2,}-?\d{1,2})(?![\w.-])")
+_NOT_NODES = re.compile(r"^(?:vmbr|eth|ens|enp|wlan|bond|debian|ubuntu|alpine|win|rpo|ipv|tls)")
+_TOTAL = re.compile(r"\b(?:in\s+total|total|overall|in\s+all|altogether|across)\b", re.I)
+_TAG = re.compile(
+    r"\btag(?:ged)?\s+(?:with\s+)?(?:the\s+)?(?:tag\s+)?[`'\"]?(?P<a>[\w-]+)"
+    r"|[`'\"](?P<b>[\w-]+)[`'\"]\s+tag|\btag:\s*[`'\"]?(?P<c>[\w-]+)",
+    re.I,
+)
+_SUBSET = re.compile(
+    r"\b(?:main|other|remaining|first|last|primary|secondary|big|small|always-on|new|old|"
+    r"spare|gpu|storage|backup|core|critical|public|internal|external|stopped|running)\b",
+    re.I,
+)
+_SENTENCE_END = re.compile(r"[.;!?](?:\s|$)")
+
+
+def node_token(text: str) -> str | None:
+    """The node a short text names ("pve2", "node-3"), or None."""
+    m = _NODE_TOKEN.fullmatch(text.strip().strip("`*"))
+    return m.group("node") if m and not _NOT_NODES.match(m.group("node")) else None
+
+
+def _nodes_in(text: str) -> list[re.Match[str]]:
+    return [m for m in _NODE_TOKEN.finditer(text) if not _NOT_NODES.match(m.group("node"))]
+
+
 def extract_claims(text: str, file: str) -> list[Claim]:
     """Every claim of one document, in reading order."""
     claims: list[Claim] = []
@@ -78,6 +145,9 @@ def extract_claims(text: str, file: str) -> list[Claim]:
     in_code = False
     lines = text.splitlines()
     table: list[tuple[int, str]] = []
+    parents: list[tuple[int, str | None]] = []  # (indent, node) of the list items above
+    carry = ""  # the unfinished sentence a wrapped prose line continues
+    clustered = bool(_CLUSTER.search(text))
     for number, line in enumerate(lines, start=1):
         stripped = line.strip()
         if stripped.startswith("```") or stripped.startswith("~~~"):
@@ -89,44 +159,220 @@ def extract_claims(text: str, file: str) -> list[Claim]:
             table.append((number, line))
             continue
         if table:
-            claims.extend(_table_claims(table, file))
+            claims.extend(_table_claims(table, file, heading))
             table = []
         md = _HEADING_MD.match(line)
         if md:
             heading = md.group("h")
+            parents = []
         elif _looks_like_heading(stripped):
             heading = stripped
-        claims.extend(_line_claims(line, number, file, heading))
+            parents = []
+        scope = _list_scope(line, parents) or _heading_node(heading)
+        claims.extend(_line_claims(line, number, file, heading, scope, carry, clustered))
+        following = lines[number] if number < len(lines) else ""
+        claims.extend(_wrapped_wildcards(line, following, number, file))
+        carry = _unfinished(line)
     if table:
-        claims.extend(_table_claims(table, file))
+        claims.extend(_table_claims(table, file, heading))
     return claims
+
+
+def _unfinished(line: str) -> str:
+    """The tail of a prose line whose sentence goes on in the next line ("" otherwise)."""
+    text = line.strip()
+    if (
+        not text
+        or text.startswith(("#", "|", "-", "*", "+", ">"))
+        or _SENTENCE_END.search(text + " ", len(text) - 1)
+    ):
+        return ""
+    ends = list(_SENTENCE_END.finditer(text))
+    return text[ends[-1].end() :] if ends else text
+
+
+def _wrapped_wildcards(line: str, following: str, number: int, file: str) -> Iterator[Claim]:
+    """A wildcard whose address is on the next line of the paragraph (wrapped prose)."""
+    last_ip = max((m.start() for m in _ANY_IP.finditer(line)), default=-1)
+    for m in _WILDCARD.finditer(line):
+        if last_ip >= m.end() or not following.strip():
+            continue
+        ip = re.search(IPV4, following[:60])
+        if ip and not re.search(r"\*\.", following[: ip.start()]):
+            yield Claim(
+                kind=ClaimKind.DNS,
+                file=file,
+                line=number,
+                text=f"{line.strip()} {following.strip()}",
+                subject=m.group("name"),
+                fact="dns_records",
+                value=ip.group(0),
+                ip=ip.group(0),
+                spans={"ip": Span(file=file, line=number + 1, start=ip.start(), end=ip.end())},
+            )
+
+
+def _heading_node(heading: str) -> str | None:
+    words = re.split(r"[\s:(),\u2013\u2014-]+", heading.strip())
+    named = [w for w in words if node_token(w)]
+    return named[0] if len(named) == 1 and len(words) <= 4 else None
+
+
+def _list_scope(line: str, parents: list[tuple[int, str | None]]) -> str | None:
+    """The node a nested list item is about: the nearest item above it, less indented, that
+    starts with a node's name ("- pve2 (192.168.1.12)" over "  - 31 containers")."""
+    m = re.match(r"^(?P<indent>\s*)(?:[-*+]|\d+[.)])\s+(?P<item>.*)$", line)
+    if not m:
+        if line.strip():
+            parents.clear()
+        return None
+    indent = len(m.group("indent"))
+    while parents and parents[-1][0] >= indent:
+        parents.pop()
+    first = re.split(r"[\s:(),]+", m.group("item").strip().strip("*`"), maxsplit=1)[0]
+    parents.append((indent, node_token(first)))
+    return next((node for _, node in reversed(parents[:-1]) if node), None)
 
 
 def _looks_like_heading(line: str) -> bool:
     # Pages exported from HTML lose their '#': a short line without sentence punctuation.
-    return 0 < len(line) <= 40 and not re.search(r"[.:;,]$", line) and not _COUNT.search(line)
+    return (
+        0 < len(line) <= 40
+        and not re.search(r"[.:;,]$", line)
+        and not _COUNT.search(line)
+        and not line.startswith(("-", "*", "+", "|", ">"))
+    )
 
 
-def _line_claims(line: str, number: int, file: str, heading: str) -> Iterator[Claim]:
-    yield from _counts(line, number, file, heading)
+def _line_claims(
+    line: str,
+    number: int,
+    file: str,
+    heading: str,
+    scope: str | None = None,
+    carry: str = "",
+    clustered: bool = False,
+) -> Iterator[Claim]:
+    yield from _counts(line, number, file, heading, scope, carry)
+    # A stats label ("- **Nodes:** 4") on a page about a Proxmox cluster counts its nodes; in
+    # prose "62 nodes" may be anything's (a topology export's devices).
+    yield from _label_count(line, number, file, f"pve {heading}" if clustered else heading, scope)
     yield from _guests(line, number, file)
+    yield from _nodes(line, number, file)
     yield from _ip_owners(line, number, file)
     yield from _dns(line, number, file)
     yield from _links(line, number, file)
     yield from _versions(line, number, file)
+    yield from host_claims(line, number, file, heading)
 
 
-def _counts(line: str, number: int, file: str, heading: str) -> Iterator[Claim]:
-    context = f"{heading} {line}".lower()
+def _service_fact(
+    line: str, pos: int, heading: str, named: list[tuple[int, str, str]] | None = None
+) -> tuple[str | None, str]:
+    """The service a count of agents/hosts belongs to: the nearest one named before it on the
+    line, else after it, else in the heading. ``named``: the line's services by position, when
+    already found."""
+    if named is None:
+        named = _services_in(line)
+    i = bisect_left([start for start, _, _ in named], pos)
+    chosen = named[i - 1] if i else named[i] if i < len(named) else None
+    if chosen:
+        return chosen[1], chosen[2]
+    for pattern, fact, subject in _SERVICES:
+        if pattern.search(heading):
+            return fact, subject
+    return None, "agents"
+
+
+def _services_in(text: str) -> list[tuple[int, str, str]]:
+    return sorted(
+        (m.start(), fact, subject)
+        for pattern, fact, subject in _SERVICES
+        for m in pattern.finditer(text)
+    )
+
+
+class _Sentences:
+    """A line's sentence boundaries, node names and tag phrases, found once: a long line of
+    counts must not make each count rescan it."""
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+        marks = list(_SENTENCE_END.finditer(line))
+        self.starts = [m.start() for m in marks]
+        self.ends = [m.end() for m in marks]
+        found = _nodes_in(line)
+        self.node_at = [m.start() for m in found]
+        self.node_names = [m.group("node") for m in found]
+        self._tags: dict[int, tuple[str | None, bool]] = {}
+
+    def bounds(self, start: int, end: int) -> tuple[int, int]:
+        i = bisect_right(self.ends, start)
+        left = self.ends[i - 1] if i else 0
+        j = bisect_left(self.starts, end)
+        return left, self.starts[j] if j < len(self.starts) else len(self.line)
+
+    def tag_and_total(self, left: int, right: int) -> tuple[str | None, bool]:
+        if left not in self._tags:
+            sentence = self.line[left:right]
+            tag = _TAG.search(sentence)
+            name = (tag.group("a") or tag.group("b") or tag.group("c")) if tag else None
+            self._tags[left] = (name, bool(_TOTAL.search(sentence)))
+        return self._tags[left]
+
+    def node_before(self, left: int, start: int) -> str | None:
+        i = bisect_left(self.node_at, start)
+        if i and self.node_at[i - 1] >= left:
+            return self.node_names[i - 1]
+        return None
+
+
+def _scoped(fact: str, index: _Sentences, start: int, end: int, scope: str | None) -> str:
+    """A guest count narrowed to a tag ("tagged nobackup") or a node ("pve2 runs 31 CTs")."""
+    left, right = index.bounds(start, end)
+    tag, total = index.tag_and_total(left, right)
+    if tag:
+        return f"tag:{tag}:{fact}"
+    if total:
+        return fact
+    before = index.node_before(left, start)
+    if before:
+        return f"node:{before}:{fact}"
+    on = re.match(r"\s*(?:on|at)\s+(?P<node>[a-z]{2,}-?\d{1,2})\b", index.line[end : end + 40])
+    if on and node_token(on.group("node")):
+        return f"node:{on.group('node')}:{fact}"
+    return f"node:{scope}:{fact}" if scope else fact
+
+
+def _counts(
+    line: str, number: int, file: str, heading: str, scope: str | None = None, carry: str = ""
+) -> Iterator[Claim]:
+    context = f"{heading} {line}"
+    index: _Sentences | None = None
+    named: list[tuple[int, str, str]] | None = None
     for m in _COUNT.finditer(line):
         if _UNIT.search(m.group("adj")):
             continue  # "10 MB Go agents" counts megabytes, not agents
         noun = m.group("noun")
         fact, subject = _noun_fact(noun)
-        if fact == "@agents":
-            fact, subject = _agents_fact(context)
+        if _SUBSET.search(m.group("adj")):
+            fact = None  # "the two main nodes" are some of them: listed, not checked
+        if fact == "@service":
+            # the sentence may have begun on the line before ("Wazuh gathers logs from\n52 agents")
+            if named is None:
+                named = _services_in(f"{carry} {line}")
+            fact, subject = _service_fact(
+                f"{carry} {line}", len(carry) + 1 + m.start(), heading, named
+            )
+            subject = subject if fact else noun.lower()
         elif fact == "@nodes":
-            fact, subject = ("nodes", "Proxmox nodes") if "proxmox" in context else (None, "nodes")
+            clustered = _CLUSTER.search(context)
+            fact, subject = ("nodes", "Proxmox nodes") if clustered else (None, "nodes")
+        if fact in ("lxc", "qemu", "guests"):
+            index = index or _Sentences(line)
+            fact = _scoped(fact, index, m.start(), m.end(), scope)
+            if fact.startswith(("tag:", "node:")):
+                subject = f"{subject} ({fact.split(':')[0]} {fact.split(':')[1]})"
         bound = _bound(m)
         yield Claim(
             kind=ClaimKind.COUNT,
@@ -155,24 +401,37 @@ def _noun_fact(noun: str) -> tuple[str | None, str]:
     return None, noun.lower()
 
 
-def _agents_fact(context: str) -> tuple[str | None, str]:
-    if "beszel" in context:
-        return "beszel_agents", "Beszel agents"
-    if "wazuh" in context:
-        return "wazuh_agents", "Wazuh agents"
-    return None, "agents"
+def word_number(text: str) -> int | None:
+    """The value of a number written in words ("five", "twenty-one", "a dozen"), or None."""
+    words = re.sub(r"\s+", " ", text.lower().strip())
+    special = {"a dozen": 12, "half a dozen": 6, "a single": 1, "one": 1}
+    if words in special:
+        return special[words]
+    parts = re.split(r"[- ]", words)
+    if all(p in _WORD_VALUES for p in parts) and 1 <= len(parts) <= 2:
+        return sum(_WORD_VALUES[p] for p in parts)
+    return None
+
+
+def _number(text: str) -> int | None:
+    text = text.strip()
+    if re.fullmatch(r"\d{1,3}(?:,\d{3})+|\d+", text):
+        return int(text.replace(",", ""))
+    return word_number(text)
 
 
 def _bound(m: re.Match[str]) -> Bound:
-    value = int(m.group("num").replace(",", ""))
+    value = _number(m.group("num")) or 0
     mult = (m.group("mult") or "").lower()
     value *= {"k": 1000, "m": 1_000_000}.get(mult, 1)
     prefix = (m.group("prefix") or "").strip().lower()
     if m.group("plus") or prefix in {"over", "more than", "at least"}:
         return Bound(value=value, op="ge")
-    if prefix in {"up to", "under", "fewer than", "less than"}:
+    if prefix in {"up to", "under", "fewer than", "less than", "no more than"}:
         return Bound(value=value, op="le")
-    if prefix or mult:
+    if prefix in {"only", "exactly", "just"}:
+        return Bound(value=value)
+    if prefix or mult or "dozen" in m.group("num").lower():
         return Bound(value=value, op="approx")
     return Bound(value=value)
 
@@ -240,10 +499,52 @@ def _guests(line: str, number: int, file: str) -> Iterator[Claim]:
         )
 
 
+_NODE_IP = re.compile(
+    rf"(?<![\w.-])(?<!on\s)(?P<node>[a-z]{{2,}}-?\d{{1,2}})`?\s*(?:\(|:|at\s|is\s+(?:at\s+)?|on\s|"
+    rf"(?:answers|listens|lives|sits|is\s+reachable)\s+(?:at|on)\s|"
+    rf"\u2013|\u2014|-|=|->)\s*`?(?P<ip>{IPV4})(?!\.?\d)"
+    rf"|(?<![\d.])(?P<ip2>{IPV4})`?\s*(?:\(|:|\u2013|\u2014|-|is\s)\s*`?(?P<node2>[a-z]{{2,}}-?\d{{1,2}})(?![\w.-])"
+)
+
+
+def node_claim(
+    file: str,
+    number: int,
+    text: str,
+    node: str,
+    ip: str | None,
+    role: str | None = None,
+    ip_span: Span | None = None,
+) -> Claim:
+    """A node named with its address (and its role, from a node table)."""
+    return Claim(
+        kind=ClaimKind.NODE,
+        file=file,
+        line=number,
+        text=text.strip(),
+        subject=node,
+        fact="nodes",
+        node=node,
+        ip=ip,
+        value=role or None,
+        spans={"ip": ip_span} if ip_span else {},
+    )
+
+
+def _nodes(line: str, number: int, file: str) -> Iterator[Claim]:
+    for m in _NODE_IP.finditer(line):
+        node = m.group("node") or m.group("node2")
+        group = "ip" if m.group("ip") else "ip2"
+        if not node_token(node):
+            continue
+        span = Span(file=file, line=number, start=m.start(group), end=m.end(group))
+        yield node_claim(file, number, line, node, m.group(group), ip_span=span)
+
+
 def _ip_owners(line: str, number: int, file: str) -> Iterator[Claim]:
     for m in _IP_OWNER.finditer(line):
         owner = m.group("owner").strip()
-        if _GUEST.fullmatch(owner):
+        if _GUEST.fullmatch(owner) or node_token(owner):
             continue
         yield Claim(
             kind=ClaimKind.IP,
@@ -261,9 +562,22 @@ def _ip_owners(line: str, number: int, file: str) -> Iterator[Claim]:
 def _dns(line: str, number: int, file: str) -> Iterator[Claim]:
     if not _DNS_HINT.search(line):
         return
-    for m in _DNS.finditer(line):
-        name = m.group("name") or m.group("name2")
-        ip_group = "ip" if m.group("ip") else "ip2"
+    seen: set[str] = set()
+    found = [
+        (m.group("name") or m.group("name2"), m.span("ip" if m.group("ip") else "ip2"))
+        for m in _DNS.finditer(line)
+    ]
+    # A wildcard with the next address on the line, found by position (no rescans).
+    ips = [m.span() for m in _ANY_IP.finditer(line)]
+    starts = [start for start, _ in ips]
+    for m in _WILDCARD.finditer(line):
+        i = bisect_left(starts, m.end())
+        if i < len(ips):
+            found.append((m.group("name"), ips[i]))
+    for name, (start, end) in found:
+        if name in seen or not re.search(r"[A-Za-z]", name):
+            continue
+        seen.add(name)
         yield Claim(
             kind=ClaimKind.DNS,
             file=file,
@@ -271,11 +585,9 @@ def _dns(line: str, number: int, file: str) -> Iterator[Claim]:
             text=line.strip(),
             subject=name,
             fact="dns_records",
-            value=m.group(ip_group),
-            ip=m.group(ip_group),
-            spans={
-                "ip": Span(file=file, line=number, start=m.start(ip_group), end=m.end(ip_group))
-            },
+            value=line[start:end],
+            ip=line[start:end],
+            spans={"ip": Span(file=file, line=number, start=start, end=end)},
         )
 
 
@@ -310,26 +622,136 @@ def _versions(line: str, number: int, file: str) -> Iterator[Claim]:
 
 _COLUMNS = {
     "vmid": {"ct", "vmid", "id", "vm", "ct id", "vm id", "ctid"},
-    "name": {"name", "service", "hostname", "host", "container", "guest"},
+    "name": {"name", "service", "hostname", "host", "container", "guest", "node", "hypervisor"},
     "node": {"node", "pve node", "proxmox node", "hypervisor"},
-    "ip": {"ip", "ip address", "address", "ipv4"},
+    "ip": {"ip", "ip address", "address", "ipv4", "mgmt ip", "management ip"},
+    "role": {"role", "purpose", "function", "used for"},
 }
 
 
-def _table_claims(rows: list[tuple[int, str]], file: str) -> Iterator[Claim]:
-    """A Markdown table whose header names guest columns (CT/ID, name, node, IP)."""
-    if len(rows) < 3:
-        return
-    header = [c.strip().lower() for c in rows[0][1].strip().strip("|").split("|")]
+def _header_roles(header: list[str]) -> dict[int, str]:
     roles: dict[int, str] = {}
     for i, cell in enumerate(header):
         for role, names in _COLUMNS.items():
             if cell in names and role not in roles.values():
                 roles[i] = role
-    if "vmid" not in roles.values():
-        for number, line in rows[2:]:
-            yield from _line_claims(line, number, file, "")
+                break
+    return roles
+
+
+def _table_claims(rows: list[tuple[int, str]], file: str, heading: str = "") -> Iterator[Claim]:
+    """A Markdown table: guest rows (a CT/ID column), node rows (a first column of node names:
+    address, role and per-node counts), or any other table read row by row, each number cell
+    read with its column's header ("| Beszel | Hosts |" over "| ... | 30 |")."""
+    if len(rows) < 3:
         return
+    header = [c.strip().lower().strip("*") for c in rows[0][1].strip().strip("|").split("|")]
+    roles = _header_roles(header)
+    if "vmid" in roles.values():
+        yield from _guest_rows(rows, roles, file)
+        return
+    name_col = next((i for i, r in roles.items() if r == "name"), 0)
+    first_cells = [_cells(line) for _, line in rows[2:]]
+    is_node_table = all(
+        len(c) > name_col and node_token(line[c[name_col][0] : c[name_col][1]])
+        for c, (_, line) in zip(first_cells, rows[2:], strict=True)
+    )
+    for (number, line), cells in zip(rows[2:], first_cells, strict=True):
+        texts = [line[a:b] for a, b in cells]
+        node = node_token(texts[name_col]) if is_node_table and len(texts) > name_col else None
+        if node:
+            ip_col = next((i for i, r in roles.items() if r == "ip"), None)
+            role_col = next((i for i, r in roles.items() if r == "role"), None)
+            has_ip = ip_col is not None and ip_col < len(texts)
+            ip = re.search(IPV4, texts[ip_col]) if has_ip and ip_col is not None else None
+            span = None
+            if ip and ip_col is not None:
+                start = cells[ip_col][0] + ip.start()
+                span = Span(file=file, line=number, start=start, end=start + len(ip.group(0)))
+            role = texts[role_col] if role_col is not None and role_col < len(texts) else None
+            yield node_claim(file, number, line, node, ip.group(0) if ip else None, role, span)
+        label = texts[0] if texts else ""
+        for i, (start, end) in enumerate(cells):
+            if i == name_col or i >= len(header) or roles.get(i) in ("ip", "name"):
+                continue
+            yield from _cell_count(line, number, file, heading, header[i], label, start, end, node)
+        if not node:
+            yield from _line_claims(line, number, file, f"{heading} {' '.join(header)}")
+
+
+def _cell_count(
+    line: str,
+    number: int,
+    file: str,
+    heading: str,
+    column: str,
+    label: str,
+    start: int,
+    end: int,
+    node: str | None,
+) -> Iterator[Claim]:
+    """A cell holding only a number (or "~40", "20+", "five"): a count of its column's noun,
+    else of the row label's ("| Traefik routers | 42 |")."""
+    cell = line[start:end].strip()
+    start += len(line[start:end]) - len(line[start:end].lstrip())
+    m = _CELL_NUMBER.fullmatch(cell)
+    if not m:
+        return
+    others = [line[a:b] for a, b in _cells(line) if (a, b) != (start, end)]
+    phrases = [f"{m.group('num')} {text}" for text in (column, label, *others) if text]
+    for phrase in phrases:
+        counted = [
+            c
+            for c in _counts(phrase, number, file, f"{heading} {label} {column}", node)
+            if c.fact is not None
+        ]
+        if counted:
+            claim = counted[0]
+            value = _number(m.group("num")) or 0
+            prefix = (m.group("prefix") or "").strip()
+            op = "ge" if m.group("plus") or prefix.startswith(">") else "eq"
+            op = "le" if prefix.startswith("<") else "approx" if prefix in ("~", "≈") else op
+            num_start = start + m.start("num")
+            yield claim.model_copy(
+                update={
+                    "text": line.strip(),
+                    "bound": Bound(value=value, op=op),
+                    "value": cell,
+                    "spans": {
+                        "count": Span(
+                            file=file, line=number, start=num_start, end=start + m.end("num")
+                        )
+                    },
+                }
+            )
+            return
+
+
+_CELL_NUMBER = re.compile(
+    rf"(?P<prefix>~|≈|>=?\s?|<=?\s?)?(?P<num>\d+|{_WORD_NUM}|one)(?P<plus>\+)?", re.I
+)
+
+
+_LABEL = re.compile(
+    r"^\s*(?:[-*+]\s+)?\**(?P<label>[A-Za-z][\w ()/`'-]{1,40}?)\**\s*:\s*\**"
+    rf"(?P<cell>(?:~|≈)?\s?(?:\d+|{_WORD_NUM})\+?)\**\.?\s*$",
+    re.I,
+)
+
+
+def _label_count(
+    line: str, number: int, file: str, heading: str, scope: str | None
+) -> Iterator[Claim]:
+    """A label and its number ("- **Containers:** 53", "Traefik routers: 40")."""
+    m = _LABEL.match(line)
+    if m:
+        label = m.group("label")
+        yield from _cell_count(
+            line, number, file, heading, label, label, m.start("cell"), m.end("cell"), scope
+        )
+
+
+def _guest_rows(rows: list[tuple[int, str]], roles: dict[int, str], file: str) -> Iterator[Claim]:
     for number, line in rows[2:]:
         cells = _cells(line)
         values: dict[str, str] = {}
@@ -344,6 +766,7 @@ def _table_claims(rows: list[tuple[int, str]], file: str) -> Iterator[Claim]:
             continue
         spans.pop("vmid", None)
         spans.pop("name", None)
+        spans.pop("role", None)
         yield Claim(
             kind=ClaimKind.GUEST,
             file=file,

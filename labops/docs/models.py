@@ -44,6 +44,13 @@ class ClaimKind(StrEnum):
     DNS = "dns"
     LINK = "link"
     VERSION = "version"
+    NODE = "node"  # a node's address and role ("pve2 | 192.168.1.12 | apps")
+    # What a runbook says about one host, checked on it read-only (labops.docs.runbook).
+    PATH = "path"
+    INTERFACE = "interface"
+    UNIT = "unit"
+    COMMAND = "command"
+    PORT = "port"
     PROSE = "prose"  # proposed by the LLM pass from free prose: listed, never applied
 
 
@@ -93,10 +100,25 @@ class LiveRecord(BaseModel):
     value: str
 
 
+class HostProbe(BaseModel):
+    """What one host answered to the checks of its claims (``error``: it could not be asked)."""
+
+    host: str
+    error: str | None = None
+    paths: dict[str, bool] = Field(default_factory=dict)
+    units: dict[str, bool] = Field(default_factory=dict)
+    commands: dict[str, bool] = Field(default_factory=dict)
+    links: list[str] | None = None
+    ports: list[int] | None = None
+
+
 class LiveFacts(BaseModel):
     """What the live sources say; None = that source is not configured or failed."""
 
     nodes: list[str] | None = None
+    node_ips: dict[str, str] | None = Field(
+        None, description="Node -> its cluster address (PVE /cluster/status)."
+    )
     guests: list[LiveGuest] | None = None
     pve_version: str | None = None
     routers: list[LiveRouter] | None = None
@@ -104,6 +126,9 @@ class LiveFacts(BaseModel):
     beszel_systems: list[str] | None = None
     scrape_targets: list[str] | None = None
     wazuh_agents: list[str] | None = None
+    hosts: dict[str, HostProbe] | None = Field(
+        None, description="Host reference -> its HostProbe (runbook claims checked on it)."
+    )
     unavailable: dict[str, str] = Field(
         default_factory=dict, description="Source -> why its facts are missing."
     )
@@ -111,11 +136,14 @@ class LiveFacts(BaseModel):
     def count(self, fact: str) -> int | None:
         """The live number behind a count fact key, or None when its source is absent."""
         guests = [g for g in self.guests or [] if not g.template]
+        if fact.startswith(("tag:", "node:")):
+            return self._scoped_count(fact, guests)
         table: dict[str, int | None] = {
             "nodes": len(self.nodes) if self.nodes is not None else None,
             "lxc": sum(g.type == "lxc" for g in guests) if self.guests is not None else None,
             "qemu": sum(g.type == "qemu" for g in guests) if self.guests is not None else None,
             "guests": len(guests) if self.guests is not None else None,
+            "routers": len(self.routers) if self.routers is not None else None,
             "https_services": (
                 len({h for r in self.routers if r.tls for h in r.hosts})
                 if self.routers is not None
@@ -130,6 +158,18 @@ class LiveFacts(BaseModel):
             "wazuh_agents": len(self.wazuh_agents) if self.wazuh_agents is not None else None,
         }
         return table.get(fact)
+
+    def _scoped_count(self, fact: str, guests: list[LiveGuest]) -> int | None:
+        """``tag:<tag>[:<kind>]`` (guests carrying a tag) or ``node:<node>:<kind>`` (guests on a
+        node); ``<kind>`` is lxc, qemu or guests. A node the lab does not have counts none."""
+        if self.guests is None:
+            return None
+        scope, name, kind = ([*fact.split(":"), "guests"])[:3]
+        if scope == "tag":
+            chosen = [g for g in guests if name in g.tags]
+        else:
+            chosen = [g for g in guests if g.node == name]
+        return sum(kind == "guests" or g.type == kind for g in chosen)
 
 
 class Status(StrEnum):

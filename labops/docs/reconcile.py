@@ -5,7 +5,7 @@ secret) and the name of its branch (pure; the flow reads, asks and writes)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from labops.config.policies.docs import PinnedClaim
@@ -15,6 +15,7 @@ from labops.docs.models import Claim, LiveFacts
 from labops.docs.patch import patched_texts, unified_diff
 from labops.docs.pin import apply_pins
 from labops.docs.report import DocReport
+from labops.docs.staleness import stale_docs
 from labops.redact import contains_secret
 from labops.reports import Failure
 
@@ -28,7 +29,8 @@ def documented_claims(texts: dict[str, str], pins: list[PinnedClaim]) -> list[Cl
 def record(live: LiveFacts, source: str, value: Any) -> None:
     """One source's answer (its task's return value) in the live facts."""
     if source == "proxmox":
-        live.nodes, live.guests, live.pve_version = value
+        live.nodes, live.guests, live.pve_version, *addresses = value
+        live.node_ips = addresses[0] if addresses else None
     elif source == "traefik":
         live.routers = value
     elif source == "technitium":
@@ -51,14 +53,35 @@ def note_unavailable(report: DocReport, live: LiveFacts) -> None:
 
 
 def judge(
-    report: DocReport, claims: list[Claim], live: LiveFacts, ignore_guests: Iterable[int]
+    report: DocReport,
+    claims: list[Claim],
+    live: LiveFacts,
+    ignore_guests: Iterable[int],
+    ignore_kinds: Iterable[str] = (),
 ) -> None:
-    """Each claim against the lab, and what is live but undocumented (ignored guests aside)."""
+    """Each claim against the lab, and what is live but undocumented (ignored guests and
+    ignored kinds aside)."""
     ignored = [f"{kind} {vmid} " for vmid in ignore_guests for kind in ("CT", "VM")]
+    kinds = set(ignore_kinds)
     report.verdicts = compare(claims, live)
     report.undocumented = [
-        u for u in undocumented(claims, live) if not u.entity.startswith(tuple(ignored))
+        u
+        for u in undocumented(claims, live)
+        if not u.entity.startswith(tuple(ignored)) and u.kind not in kinds
     ]
+
+
+def note_stale(
+    report: DocReport,
+    texts: dict[str, str],
+    changed: dict[str, date],
+    today: date,
+    max_age_days: int | None,
+) -> None:
+    """Docs older than allowed by their own review date (else their last commit), with their
+    drifted claims counted."""
+    if max_age_days is not None:
+        report.stale = stale_docs(texts, report.verdicts, today, max_age_days, changed)
 
 
 def propose_patch(report: DocReport, texts: dict[str, str]) -> dict[str, str]:

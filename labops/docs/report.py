@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from labops.docs.models import Status, Undocumented, Verdict
+from labops.docs.staleness import StaleDoc
 from labops.markdown import md_block, md_code, md_text
 from labops.metrics import Metric
 from labops.outcome import Found
@@ -27,6 +28,9 @@ class DocReport(OperationReport):
     branch: str | None = Field(None, description="Branch holding the proposed fix, if written.")
     previous_drift: int | None = None
     llm_note: str = Field("", description="What the optional LLM pass did, or why it did not.")
+    stale: list[StaleDoc] = Field(
+        default_factory=list, description="Docs whose own review date is older than allowed."
+    )
 
     def count(self, status: Status) -> int:
         return sum(v.status == status for v in self.verdicts)
@@ -56,6 +60,12 @@ class DocReport(OperationReport):
                 shown=3,
             ),
             *Found.of(Severity.INFO, "claim(s) unverifiable", claims(Status.UNVERIFIABLE), shown=3),
+            *Found.of(
+                Severity.WARNING,
+                "doc(s) stale",
+                [f"{s.file} (reviewed {s.reviewed}, {s.drifted} drifted)" for s in self.stale],
+                shown=3,
+            ),
         ]
 
     def table(self) -> list[dict[str, Any]]:
@@ -92,9 +102,28 @@ class DocReport(OperationReport):
                 for v in self.verdicts
                 if v.status == Status.DRIFTED
             ]
+        if self.stale:
+            lines += ["", "## Stale docs", ""]
+            lines += [
+                f"- {t(s.file)}: {'reviewed' if s.dated_by == 'the doc' else 'last commit'} "
+                f"{s.reviewed} ({s.age_days} days ago), {s.drifted} drifted claim(s)"
+                for s in self.stale
+            ]
         if self.undocumented:
+            # One line per kind; the things themselves folded away (a lab has dozens).
             lines += ["", "## Live but undocumented", ""]
-            lines += [f"- {t(u.entity)} ({t(u.source)})" for u in self.undocumented]
+            kinds: dict[tuple[str, str], list[str]] = {}
+            for u in self.undocumented:
+                kinds.setdefault((u.kind, u.source), []).append(u.entity)
+            for (kind, source), entities in kinds.items():
+                lines += [
+                    f"<details><summary>{len(entities)} {t(source)} {t(kind)}(s) not mentioned"
+                    "</summary>",
+                    "",
+                    *[f"- {t(e)}" for e in entities],
+                    "",
+                    "</details>",
+                ]
         unverifiable = [v for v in self.verdicts if v.status == Status.UNVERIFIABLE]
         if unverifiable:
             lines += ["", "## Unverifiable", ""]

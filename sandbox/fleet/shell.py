@@ -330,6 +330,8 @@ _DEBIAN_PATHS = {
     "dpkg": "/usr/bin/dpkg",
     "dpkg-query": "/usr/bin/dpkg-query",
     "systemctl": "/usr/bin/systemctl",
+    "ip": "/usr/sbin/ip",
+    "ss": "/usr/bin/ss",
     "sudo": "/usr/bin/sudo",
     "bash": "/usr/bin/bash",
     "sh": "/usr/bin/sh",
@@ -367,6 +369,7 @@ _DEBIAN_PATHS = {
 }
 _ALPINE_PATHS = {
     "apk": "/sbin/apk",
+    "ip": "/sbin/ip",
     "rc-service": "/sbin/rc-service",
     "sh": "/bin/sh",
     "ash": "/bin/ash",

@@ -151,10 +151,25 @@ _DIRS = {
 }
 
 
+def service_paths(st: HostState) -> dict[str, str]:
+    """The configuration a host's own service keeps ("d" folder, "f" file): /etc/<service>/,
+    Traefik's static file and dynamic folder, a node's /etc/network/interfaces."""
+    if st.kind == "node":
+        return {"/etc/network": "d", "/etc/network/interfaces": "f", "/etc/pve/storage.cfg": "f"}
+    main = st.main_service or ""
+    out = {f"/etc/{main}": "d"} if main else {}
+    if main == "traefik":
+        out |= {"/etc/traefik/traefik.yml": "f", "/etc/traefik/dynamic": "d"}
+    return out
+
+
 def path_kind(sh: Shell, path: str) -> str | None:
     """ "f" file, "d" directory, "x" executable, None missing."""
+    path = path.rstrip("/") or "/"
     if path in _DIRS or (path == "/etc/pve" and sh.state.kind == "node"):
         return "d"
+    if path in service_paths(sh.state):
+        return service_paths(sh.state)[path]
     if path == "/run/systemd/system" and sh.state.family == "debian":
         return "d"  # systemd is PID 1 on Debian and Ubuntu (sd_booted); Alpine runs OpenRC
     if path == "/dev/null":
@@ -815,6 +830,21 @@ async def _systemctl(sh: Shell, argv: list[str], io: Io) -> int:
             )
             status = status or (0 if unit_state == "active" else 3)
         return status
+    if verb == "cat":
+        status = 0
+        for u in units:
+            if u not in st.services:
+                io.err.write(f"No files found for {u}.\n")
+                status = 1
+                continue
+            name = u.rsplit(".", 1)[0]
+            io.out.write(
+                f"# /usr/lib/systemd/system/{u}\n[Unit]\nDescription={name}\n"
+                "After=network-online.target\n\n[Service]\n"
+                f"ExecStart=/usr/bin/{name}\nRestart=on-failure\n\n"
+                "[Install]\nWantedBy=multi-user.target\n"
+            )
+        return status
     if verb == "list-units" or verb == "--failed":
         for u, s in sorted(st.services.items()):
             if "--failed" in argv and s != "failed":
@@ -823,6 +853,83 @@ async def _systemctl(sh: Shell, argv: list[str], io: Io) -> int:
         return 0
     io.err.write(f'Unknown command verb "{verb}".\n')
     return 1
+
+
+# Ports each service listens on (TCP), beside sshd's 22 where it runs.
+_PORTS = {
+    "pveproxy": [8006, 3128],
+    "traefik": [80, 443, 8080],
+    "grafana-server": [3000],
+    "postgresql": [5432],
+    "redis-server": [6379],
+    "mosquitto": [1883],
+    "beszel": [8090],
+    "dns": [53, 853, 5380],
+    "wazuh-manager": [1514, 1515, 55000],
+    "proxmox-backup-proxy": [8007],
+}
+
+
+def _mac(host: str, index: int) -> str:
+    digest = zlib.crc32(f"{host}/{index}".encode())
+    return "bc:24:11:" + ":".join(f"{(digest >> s) & 0xFF:02x}" for s in (16, 8, 0))
+
+
+def links(st: HostState) -> list[str]:
+    """The host's interfaces: a node's NIC and bridges (pve2 carries a second bridge), a
+    container's eth0 veth peer."""
+    if st.kind == "node":
+        return ["enp3s0", "vmbr0"] + (["vmbr1"] if st.name == "pve2" else [])
+    return ["eth0"]
+
+
+@tool("ip")
+async def _ip(sh: Shell, argv: list[str], io: Io) -> int:
+    """``ip [-o] link [show]`` as iproute2 prints it (``-o``: one line per link, ``\\`` joins)."""
+    args = [a for a in argv[1:] if a not in ("-o", "-oneline", "--oneline")]
+    if not args or args[0] not in ("link", "l") or args[1:] not in ([], ["show"], ["list"]):
+        io.err.write(f'Object "{args[0] if args else ""}" is unknown, try "ip help".\n')
+        return 255 if args else 1
+    one = len(args) != len(argv) - 1
+    sep = "\\    " if one else "\n    "
+    st = sh.state
+    io.out.write(
+        "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group "
+        f"default qlen 1000{sep}link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00\n"
+    )
+    for i, name in enumerate(links(st), start=2):
+        if st.kind == "node" and name.startswith("vmbr"):
+            flags, extra = "<BROADCAST,MULTICAST,UP,LOWER_UP>", "qdisc noqueue state UP"
+        elif st.kind == "node":
+            flags, extra = "<BROADCAST,MULTICAST,UP,LOWER_UP>", "qdisc mq master vmbr0 state UP"
+        else:
+            name = f"{name}@if{40 + i}"
+            flags, extra = "<BROADCAST,MULTICAST,UP,LOWER_UP>", "qdisc noqueue state UP"
+        tail = " link-netnsid 0" if st.kind != "node" else ""
+        io.out.write(
+            f"{i}: {name}: {flags} mtu 1500 {extra} mode DEFAULT group default qlen 1000{sep}"
+            f"link/ether {_mac(st.name, i)} brd ff:ff:ff:ff:ff:ff{tail}\n"
+        )
+    return 0
+
+
+@tool("ss")
+async def _ss(sh: Shell, argv: list[str], io: Io) -> int:
+    """``ss -ltn``: the listening TCP sockets, numeric, with ss's header."""
+    flags = "".join(a.lstrip("-") for a in argv[1:] if a.startswith("-"))
+    if not {"l", "t"} <= set(flags):
+        io.err.write("sandbox ss: only -ltn is modelled\n")
+        return 1
+    st = sh.state
+    ports = list(_PORTS.get(st.main_service or "", []))
+    if st.kind == "node" or st.sshd:
+        ports.append(22)
+    io.out.write("State  Recv-Q Send-Q Local Address:Port  Peer Address:PortProcess\n")
+    for port in sorted(set(ports)):
+        local = f"0.0.0.0:{port}"
+        io.out.write(f"LISTEN 0      4096   {local:>18}      0.0.0.0:*          \n")
+        io.out.write(f"LISTEN 0      4096   {f'[::]:{port}':>18}         [::]:*          \n")
+    return 0
 
 
 def broken_service(sh: Shell) -> str | None:

@@ -2,7 +2,8 @@
 
 The page is written from the lab itself, then changed the way docs drift in real life: the
 container count is off by two, one container moved node, one changed IP, and the newest
-container is missing from the table.
+container is missing from the table. Beside it a runbook about the proxy container and its
+node, whose paths, unit, port and bridge partly drifted (checked on the fleet over SSH).
 """
 
 from __future__ import annotations
@@ -29,7 +30,50 @@ def known_drift(lab: Lab) -> dict[str, Any]:
         "moved": {"vmid": moved.vmid, "documented": "pve1", "live": moved.node},
         "changed_ip": {"name": CHANGED_IP[0], "documented": CHANGED_IP[1]},
         "missing": newest.vmid,
+        "runbook": {"file": RUNBOOK, "drifted": runbook_drift(lab)},
     }
+
+
+RUNBOOK = "runbook-proxy.md"
+
+
+def render_runbook(lab: Lab) -> str:
+    """A runbook about the proxy container and its node, drifted the way runbooks drift: a
+    folder that was never created, a timer since replaced, a port moved, a bridge renamed."""
+    traefik = next(g for g in lab.guests if g.name == "traefik")
+    return "\n".join(
+        [
+            "# Runbook: reverse proxy",
+            "",
+            "Last reviewed: 2025-01-15",
+            "",
+            f"## traefik (CT {traefik.vmid})",
+            "",
+            "- Static config: `/etc/traefik/traefik.yml`; routes live in /etc/traefik/dynamic.",
+            "- Certificates are kept in /etc/traefik/acme.",
+            "- The unit is traefik.service; renewals run from traefik-renew.timer.",
+            "- It listens on port 443, the dashboard on port 8081.",
+            "- After a change: `systemctl reload traefik`.",
+            "",
+            f"## {traefik.node}",
+            "",
+            "- The lab VLAN is bridged on vmbr1, the uplink is enp3s0.",
+            "- Storage traffic goes over vmbr2.",
+            "",
+        ]
+    )
+
+
+def runbook_drift(lab: Lab) -> list[dict[str, Any]]:
+    """The runbook's drifted claims (file line, kind, value): what a check must find."""
+    traefik = next(g for g in lab.guests if g.name == "traefik")
+    host = f"CT {traefik.vmid}"
+    return [
+        {"line": 8, "kind": "path", "host": host, "value": "/etc/traefik/acme"},
+        {"line": 9, "kind": "unit", "host": host, "value": "traefik-renew.timer"},
+        {"line": 10, "kind": "port", "host": host, "value": "8081"},
+        {"line": 16, "kind": "interface", "host": traefik.node, "value": "vmbr2"},
+    ]
 
 
 def render_page(lab: Lab) -> str:
@@ -86,10 +130,11 @@ class DocsRepoService(Service):
             return
         work.mkdir(parents=True, exist_ok=True)
         (work / "infrastructure.md").write_text(render_page(self.ctx.lab), encoding="utf-8")
+        (work / RUNBOOK).write_text(render_runbook(self.ctx.lab), encoding="utf-8")
         env = ["-c", "user.name=sandbox", "-c", "user.email=sandbox@lab.internal"]
         for args in (
             ["init", "-q", "-b", "main"],
-            ["add", "infrastructure.md"],
+            ["add", "infrastructure.md", RUNBOOK],
             [*env, "commit", "-q", "-m", "Document the lab"],
         ):
             subprocess.run(["git", "-C", str(work), *args], check=True, capture_output=True)

@@ -1,7 +1,8 @@
 """Technitium DNS Server HTTP API: token auth, zones, records; errors come with HTTP 200.
 
 Records of the internal zone follow the lab: one A record per node and per guest, and the
-wildcard ``*.<domain>`` on Traefik's address, the way a homelab routes every service name.
+wildcard ``*.<domain>`` on Traefik's address, the way a homelab routes every service name. A
+second zone, ``home.arpa``, holds the home network's devices: the router and a wildcard on it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from sandbox.services import write_secret
 from sandbox.web import fault_middleware, serve
 
 _EPOCH = "2026-11-01T08:00:00Z"
+HOME_ZONE = "home.arpa"
+HOME_ROUTER = "192.168.1.1"
 
 
 class TechnitiumService(Service):
@@ -89,22 +92,27 @@ class TechnitiumService(Service):
     async def zones_list(self, request: web.Request) -> web.Response:
         if not await self._authorised(request):
             return self._error("invalid-token", "Invalid token or session expired.")
-        zone = {
-            "name": self.ctx.lab.domain,
-            "type": "Primary",
-            "internal": False,
-            "dnssecStatus": "Unsigned",
-            "soaSerial": 42,
-            "notifyFailed": False,
-            "notifyFailedFor": [],
-            "lastModified": _EPOCH,
-            "disabled": False,
-        }
-        return self._ok({"pageNumber": 1, "totalPages": 1, "totalZones": 1, "zones": [zone]})
+        zones = [
+            {
+                "name": name,
+                "type": "Primary",
+                "internal": False,
+                "dnssecStatus": "Unsigned",
+                "soaSerial": 42,
+                "notifyFailed": False,
+                "notifyFailedFor": [],
+                "lastModified": _EPOCH,
+                "disabled": False,
+            }
+            for name in (self.ctx.lab.domain, HOME_ZONE)
+        ]
+        return self._ok(
+            {"pageNumber": 1, "totalPages": 1, "totalZones": len(zones), "zones": zones}
+        )
 
-    def _records(self) -> list[dict[str, Any]]:
+    def _records(self, zone: str) -> list[dict[str, Any]]:
         lab = self.ctx.lab
-        domain = lab.domain
+        domain = zone
 
         def a(name: str, ip: str) -> dict[str, Any]:
             return {
@@ -133,6 +141,8 @@ class TechnitiumService(Service):
                 "minimum": 900,
             },
         }
+        if zone == HOME_ZONE:
+            return [soa, a(f"router.{zone}", HOME_ROUTER), a(f"*.{zone}", HOME_ROUTER)]
         with lab.lock:
             traefik = next((g for g in lab.guests if g.name == "traefik"), None)
             records = [soa]
@@ -154,9 +164,9 @@ class TechnitiumService(Service):
         zone = params.get("zone", domain).lower().rstrip(".")
         if not domain:
             return self._error("error", "Parameter 'domain' missing.")
-        if zone != self.ctx.lab.domain:
+        if zone not in (self.ctx.lab.domain, HOME_ZONE):
             return self._error("error", f"No such zone was found: {zone}")
-        records = self._records()
+        records = self._records(zone)
         if params.get("listZone", "false").lower() != "true":
             records = [r for r in records if r["name"] == domain]
         zone_info = {

@@ -30,6 +30,7 @@ from tests.journal_rules import mutating
 def test_the_read_only_list_is_tight() -> None:
     """The list lets the checks through and nothing that refreshes, upgrades or powers."""
     ok = ["apt-get -s -o Debug::NoLocking=1 dist-upgrade", "apk upgrade -s", "needrestart -b"]
+    ok += ["test -e /etc/traefik/dynamic", "systemctl cat traefik.service", "ss -ltn"]
     bad = [
         "apt-get -q -o DPkg::Lock::Timeout=120 update",
         "apt-get -s update",
@@ -41,6 +42,8 @@ def test_the_read_only_list_is_tight() -> None:
         "reboot",
         "systemctl restart nginx",
         "needrestart -r a",
+        "systemctl cat traefik.service ; reboot",
+        "command -v x && rm -rf /",
     ]
     entries = [{"kind": "exec", "host": "h", "argv": line.split()} for line in ok + bad]
     assert mutating(entries) == [f"h: {line}" for line in bad]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from markdown_it import MarkdownIt
@@ -26,6 +26,7 @@ from labops.digest.findings import Finding
 from labops.digest.render import as_text, load_template, render_markdown
 from labops.docs.models import Claim, ClaimKind, Status, Undocumented, Verdict
 from labops.docs.report import DocReport
+from labops.docs.staleness import StaleDoc
 from labops.housekeeping import HousekeepingReport
 from labops.markdown import md_block, md_code, md_text
 from labops.patching.report import HostApply, HostCheck, PatchReport
@@ -175,6 +176,7 @@ def docs(text: str) -> str:
             Verdict(claim=claim, status=Status.UNVERIFIABLE, documented=text, reason=text),
         ],
         undocumented=[Undocumented(kind="guest", entity=text, source=text)],
+        stale=[StaleDoc(file=text, reviewed=date(2024, 1, 1), age_days=700, drifted=1)],
         llm_note=text,
         skipped=[text],
         diff=f"--- a\n+++ b\n+{text}\n",

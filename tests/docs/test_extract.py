@@ -148,3 +148,34 @@ def test_real_homelab_page() -> None:
     assert guests[100].node == "pve1" and guests[101].node == "pve2"
     assert guests[110].name == "Traefik"
     assert not any(c.subject == "Beszel agents" and c.bound and c.bound.value == 10 for c in claims)
+
+
+@pytest.mark.parametrize(
+    ("text", "fact", "bound"),
+    [
+        ("Five hypervisors run the lab.", "nodes", "5"),
+        ("It runs thirty-one containers.", "lxc", "31"),
+        ("About a dozen VMs.", "qemu", "~12"),
+        ("Only one VM is left.", "qemu", "1"),
+        ("One container per service.", None, None),  # an article, not a count
+        ("The two main Proxmox nodes share a link.", None, "2"),  # some of them, not all
+        ("4 Proxmox nodes, self-hosted.\n\nlive topology · 62 nodes · exported.", "nodes", "4"),
+        ("A Proxmox cluster.\n\n- **Nodes:** 4", "nodes", "4"),
+        ("Beszel (30 hosts) and Wazuh (58 agents)", "beszel_agents", "30"),
+        ("pve2 runs 31 containers.", "node:pve2:lxc", "31"),
+        ("Three guests are tagged `nobackup`.", "tag:nobackup:guests", "3"),
+    ],
+)
+def test_counts_in_words_scopes_and_subsets(text: str, fact: str | None, bound: str) -> None:
+    counts = [c for c in extract_claims(text, "p.md") if c.kind == ClaimKind.COUNT]
+    if bound is None:
+        assert not counts
+        return
+    first = counts[0]
+    assert (first.fact, first.bound.describe() if first.bound else None) == (fact, bound)
+
+
+def test_nodes_in_prose_need_proxmox_near_them() -> None:
+    text = "4 Proxmox nodes, self-hosted.\n\nlive topology · 62 nodes · exported.\n"
+    counts = [c for c in extract_claims(text, "p.md") if c.kind == ClaimKind.COUNT]
+    assert [(c.line, c.fact) for c in counts] == [(1, "nodes"), (3, None)]

@@ -49,7 +49,7 @@ def test_known_drift_is_found_with_locations(
     assert ip and drift["changed_ip"]["documented"] in ip[0].documented
     assert any(u.entity.startswith(f"CT {drift['missing']} ") for u in report.undocumented)
     assert all(v.status == Status.UNVERIFIABLE for v in verdicts["pve1 <-> pve2"])
-    assert report.drifted == 3
+    assert report.drifted == 3 + len(drift["runbook"]["drifted"])
     assert report.commit and report.branch is None  # dry run: nothing written
 
     # The proposed patch applies to the checked commit and changes exactly the drifted values.
@@ -62,6 +62,29 @@ def test_known_drift_is_found_with_locations(
         ["git", "diff", "--numstat"], cwd=work, check=True, capture_output=True, text=True
     ).stdout.split()
     assert changed[:2] == ["3", "3"]
+
+
+def test_runbook_drift_is_checked_on_the_hosts_read_only(sandbox: Any, prefect_server: Any) -> None:
+    drift = sandbox.control("docs_repo", "known_drift")["runbook"]
+    _, report = run(sandbox.config_path, dry_run=True)
+    host_kinds = {"path", "interface", "unit", "command", "port"}
+    checked = [v for v in report.verdicts if v.claim.kind.value in host_kinds]
+    drifted = {
+        (v.claim.line, v.claim.kind.value, v.claim.name, v.claim.value)
+        for v in checked
+        if v.status == Status.DRIFTED
+    }
+    expected = {(d["line"], d["kind"], d["host"], d["value"]) for d in drift["drifted"]}
+    assert drifted == expected
+    assert all(v.claim.file == drift["file"] for v in checked)
+    matched = {v.claim.value for v in checked if v.status == Status.MATCH}
+    assert {"/etc/traefik/traefik.yml", "/etc/traefik/dynamic", "traefik.service", "443"} <= matched
+    assert {"systemctl", "vmbr1", "enp3s0"} <= matched
+    assert not [v for v in checked if v.status == Status.UNVERIFIABLE]
+    # The runbook says it was reviewed long ago: stale, with its drift counted.
+    (stale,) = report.stale
+    assert (stale.file, stale.drifted) == (drift["file"], len(expected))
+    assert "drifted" in report.markdown() and "Stale docs" in report.markdown()
 
 
 def test_write_commits_on_a_new_branch_never_the_default(sandbox: Any, prefect_server: Any) -> None:

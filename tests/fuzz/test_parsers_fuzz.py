@@ -375,6 +375,9 @@ def test_doc_extraction_never_raises(doc: str) -> None:
         pytest.param("x" * 6_000 + " <- nothing links", id="link"),
         pytest.param("1 " * 4_000 + "things", id="count"),
         pytest.param("CT 101 " * 1_100, id="guests"),
+        pytest.param("Beszel 1 agents " * 1_000, id="service-counts"),
+        pytest.param("*.a.b " * 2_000 + "192.168.1.1", id="wildcards"),
+        pytest.param("pve1 runs 3 containers tagged x. " * 300, id="scoped-counts"),
         pytest.param("| CT |" + "|" * 8_000 + "\n|---|\n| 101 |", id="table"),
         # an inline image: blank regions of a PNG encode to long runs of 'A'
         pytest.param(

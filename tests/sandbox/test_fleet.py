@@ -591,3 +591,23 @@ def test_dist_upgrade_with_a_package_pinned_on_the_command_line(fleet: FleetHarn
         "pve-manager",
         "pve-qemu-kvm",
     ]
+
+
+def test_links_listeners_and_unit_files_in_the_real_formats(fleet: FleetHarness) -> None:
+    """What doc reconciliation's runbook checks read: ``ip -o link show`` (one line per link,
+    ``\\`` joining), ``ss -ltn`` (header, IPv4 and IPv6 rows), ``systemctl cat`` and its error."""
+    status, out, _ = fleet.run("pve2", "ip -o link show")
+    assert status == 0
+    names = [re.match(r"^\d+: ([^:@]+)", line).group(1) for line in out.splitlines()]  # type: ignore[union-attr]
+    assert names == ["lo", "enp3s0", "vmbr0", "vmbr1"]
+    assert all("\\    link/" in line for line in out.splitlines())
+    status, out, _ = fleet.run("pve2", "ss -ltn")
+    lines = out.splitlines()
+    assert status == 0 and lines[0].startswith("State  Recv-Q Send-Q Local Address:Port")
+    assert any(re.match(r"^LISTEN\s+0\s+4096\s+0\.0\.0\.0:8006\s", ln) for ln in lines)
+    status, out, _ = fleet.run("pve2", "systemctl cat pveproxy.service")
+    assert status == 0 and out.startswith("# /usr/lib/systemd/system/pveproxy.service\n[Unit]")
+    status, _, err = fleet.run("pve2", "systemctl cat nope.service")
+    assert (status, err) == (1, "No files found for nope.service.\n")
+    assert fleet.run("pve2", "test -e /etc/network/interfaces")[0] == 0
+    assert fleet.run("pve2", "test -e /etc/traefik/acme")[0] == 1

@@ -70,6 +70,14 @@ class DocsPolicy(Strict):
     ignore_guests: list[int] = Field(
         default_factory=list, description="vmids never reported as undocumented."
     )
+    ignore_undocumented: list[Literal["guest", "router"]] = Field(
+        default_factory=list, description="Kinds of live things never reported as undocumented."
+    )
+    stale_after_days: int | None = Field(
+        365,
+        ge=1,
+        description="A doc whose own 'last reviewed/updated' date is older is stale (None: off).",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DocsPolicy:
