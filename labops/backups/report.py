@@ -431,7 +431,7 @@ class RestoreDrillReport(OperationReport):
             "## Steps",
             "",
         ]
-        lines += [f"1. {t(s)}" for s in self.steps] or ["nothing done"]
+        lines += [f"{i}. {t(s)}" for i, s in enumerate(self.steps, 1)] or ["nothing done"]
         if self.checks:
             lines += ["", "## Checks", ""]
             lines += [f"- {t(k)}: {'ok' if v else 'FAILED'}" for k, v in self.checks.items()]

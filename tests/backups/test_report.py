@@ -137,3 +137,10 @@ def test_restore_drill_report_views() -> None:
     )
     message = bad.notification()
     assert message is not None and "start failed" in message.body
+
+
+def test_drill_steps_are_numbered_in_order() -> None:
+    # the terminal shows the markdown as text: "1. 1. 1." would not count the steps
+    report = RestoreDrillReport(vmid=101, name="dns", steps=["restore", "tag", "start"])
+    text = report.markdown()
+    assert "1. restore\n2. tag\n3. start" in text
