@@ -161,7 +161,7 @@ def certificates(
     report.skipped += inventory.skipped
     report.sources, report.duplicates = inventory.sources, inventory.duplicates
     log.info(
-        "%d targets (%d duplicates merged) from %s",
+        "%d endpoints to probe (%d duplicates merged) from %s",
         len(inventory.targets),
         report.duplicates,
         report.sources,
@@ -199,5 +199,6 @@ def certificates(
     # 5. Alert on changes only (states remembered between runs), then publish.
     previous = ctx.state.load(STATE_KEY, CertStates)
     ctx.state.save(STATE_KEY, remember(report, previous, datetime.now(UTC), policy.reminder_hours))
-    log.info("certificates: %s", report.counts())
+    # the same count as the report's title: probed endpoints plus nodes read from the API
+    log.info("certificates: %d endpoints, %s", len(report.endpoints), report.counts())
     return publish_report(report, ctx.delivery())
