@@ -35,6 +35,11 @@ class Notification(BaseModel):
     topic: str = Field("", description="Suffix under the MQTT prefix, e.g. 'backups/report'.")
     payload: dict[str, Any] = Field(default_factory=dict)
     link: str | None = None
+    route_severity: Severity | None = Field(
+        None,
+        description="The severity routing judges when not this one's own: a 'fixed' notice "
+        "goes where the problem it closes went.",
+    )
 
 
 class OperationReport(BaseModel, abc.ABC):

@@ -16,7 +16,7 @@ from blocks.observability import VictoriaMetrics
 from labops.errors import LabopsError
 from labops.outcome import Outcome
 from labops.redact import redact
-from labops.reports import Failure, OperationReport, utcnow
+from labops.reports import Failure, Notification, OperationReport, utcnow
 from labops.scope import artifact_key
 
 R = TypeVar("R", bound=OperationReport)
@@ -71,8 +71,14 @@ def send_notification(report: OperationReport, delivery: Delivery) -> State | No
         return None
     if report.flow_run_url and not message.link:
         message.link = report.flow_run_url
+    return _send(report.operation, message, delivery)
+
+
+def _send(operation: str, message: Notification, delivery: Delivery) -> State | None:
+    """Send one message to every channel that takes it; Failed naming each one that did not."""
     failed = [f"{c}: {why}" for c, why in delivery.unavailable.items() if c in CHANNELS]
-    sent = delivery.notifier().send_all(message)
+    severity = message.route_severity or message.severity
+    sent = delivery.notifier(operation, severity).send_all(message)
     failed += [f"{d.channel}: {d.detail}" for d in sent if not d.ok]
     if failed:
         return Failed(message=redact("; ".join(failed)))
