@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from blocks.notify import MqttBroker, TelegramBot
 from blocks.observability import VictoriaMetrics
 from labops.config import LabopsConfig
+from labops.config.policies.platform import ExternalHeartbeat
 from labops.notify import MultiNotifier, Notifier
 from labops.notify.settings import AppriseTarget
 from labops.outcome import Severity
@@ -32,6 +33,11 @@ class Delivery(BaseModel):
         (), description="Apprise targets with their routing (secrets still references)."
     )
     metrics: VictoriaMetrics | None = None
+    heartbeats: dict[str, ExternalHeartbeat] = Field(
+        default_factory=dict,
+        description="Flow name -> the external dead-man's switch it pings (Healthchecks, "
+        "Uptime Kuma).",
+    )
     state_dir: Path | None = Field(
         None, description="The lab's state directory (what 'fixed' notices compare with)."
     )
@@ -84,6 +90,7 @@ def delivery_for(config: LabopsConfig, ui_url: str | None = None) -> Delivery:
             "unavailable": unavailable,
             "apprise": tuple(config.systems.apprise),
             "state_dir": config.lab.state_dir,
+            "heartbeats": dict(config.platform.external_heartbeat),
             **blocks,
         }
     )

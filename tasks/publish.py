@@ -13,8 +13,10 @@ from prefect.utilities.annotations import quote
 
 from blocks.delivery import CHANNELS, Delivery
 from blocks.observability import VictoriaMetrics
+from labops.config.policies.platform import ExternalHeartbeat
 from labops.errors import LabopsError
 from labops.outcome import Outcome
+from labops.pings import phase_of, pings_for, send_pings, summary
 from labops.redact import redact
 from labops.reports import Failure, Notification, OperationReport, utcnow
 from labops.scope import artifact_key
@@ -85,6 +87,28 @@ def _send(operation: str, message: Notification, delivery: Delivery) -> State | 
     return None
 
 
+@task(name="ping-heartbeat")
+def ping_heartbeat(
+    flow: str, heartbeat: ExternalHeartbeat | None, report: OperationReport
+) -> State | None:
+    """Tell the external dead-man's switch how the run ended: Healthchecks' success or
+    ``/fail`` with the run's summary as the body, Uptime Kuma's ``status=up|down``. Not for a
+    dry run. A ping that did not arrive ends this task Failed, naming the service. Changes
+    nothing in the lab."""
+    if heartbeat is None or report.dry_run:
+        return None
+    result = report.result()
+    run_ms = None
+    if report.finished is not None:
+        run_ms = int((report.finished - report.started).total_seconds() * 1000)
+    try:
+        pings = pings_for(flow, heartbeat, phase_of(result), summary(flow, result), run_ms)
+    except LabopsError as exc:  # a reference that does not resolve
+        return Failed(message=redact(str(exc)))
+    problems = send_pings(pings)
+    return Failed(message=redact("; ".join(problems))) if problems else None
+
+
 def _step_failure(step: Any, state: State) -> str:
     """Why a delivery step failed: its Failed state's message, or its exception's text."""
     value = state.result(raise_on_failure=False) if state.data is not None else None
@@ -101,24 +125,30 @@ def publish_report(report: R, delivery: Delivery) -> R | State:
     log = logging.getLogger("labops.publish")
     report.finished = utcnow()
     report.lab = delivery.lab
+    flow_name = report.operation.replace("_", "-")
     try:
         run = get_run_context()
         flow_run = getattr(run, "flow_run", None)
         if flow_run is not None:
             report.flow_run_url = delivery.flow_run_url(flow_run.id)
+        flow = getattr(run, "flow", None)
+        if flow is not None:
+            flow_name = flow.name
     except Exception:  # outside a run (tests calling .fn): no link
         pass
     # quote(): otherwise Prefect walks every field of the report (thousands of rows) and of the
     # blocks looking for futures, for each of these task runs: measured ~0.7 s per task
     # with a 1,000-row report.
-    # Notification first, metrics next (they then count a failed notification), artifacts last
-    # (they show every delivery failure). A failed step is a failure of the run, named once.
+    # Notification first, metrics next (they then count a failed notification), the external
+    # heartbeat next (its summary names both), artifacts last (they show every delivery
+    # failure). A failed step is a failure of the run, named once.
     for step, args in (
         (send_notification, (quote(report), quote(delivery))),
         (
             push_report_metrics,
             (quote(report), quote(delivery.metrics), delivery.unavailable.get("victoriametrics")),
         ),
+        (ping_heartbeat, (flow_name, quote(delivery.heartbeats.get(flow_name)), quote(report))),
         (publish_artifacts, (quote(report),)),
     ):
         state = step(*args, return_state=True)  # type: ignore[operator]

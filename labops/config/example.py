@@ -38,6 +38,8 @@ HEADER = """\
 """
 
 EXAMPLES: dict[str, Any] = {
+    "platform.external_heartbeat": {"backups": {}},
+    "platform.external_heartbeat.*.healthchecks": "https://hc-ping.com/{env:LABOPS_HC_BACKUPS}",
     "systems.apprise.*.name": "phone",
     "systems.apprise.*.url": "ntfys://{env:LABOPS_NTFY_TOKEN}@ntfy.lab.internal/labops",
     "systems.apprise.*.min_severity": "warning",
