@@ -121,6 +121,12 @@ class OperationReport(BaseModel, abc.ABC):
         )
         return with_lab(samples, self.lab)
 
+    def checked(self) -> set[str] | None:
+        """The entities this run looked at, when it looked at only part of its scope (a run
+        limited to some guests or hosts); None: its whole scope. A finding about an entity it
+        did not look at is never taken for resolved (``labops.fixed``)."""
+        return None
+
     def notification(self) -> Notification | None:
         """The message to send, or None when there is nothing worth a message."""
         return None

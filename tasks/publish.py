@@ -15,11 +15,13 @@ from blocks.delivery import CHANNELS, Delivery
 from blocks.observability import VictoriaMetrics
 from labops.config.policies.platform import ExternalHeartbeat
 from labops.errors import LabopsError
+from labops.fixed import Memory, advance, fixed_notification
 from labops.outcome import Outcome
 from labops.pings import phase_of, pings_for, send_pings, summary
 from labops.redact import redact
 from labops.reports import Failure, Notification, OperationReport, utcnow
 from labops.scope import artifact_key
+from labops.state import StateStore, lab_key
 
 R = TypeVar("R", bound=OperationReport)
 
@@ -87,6 +89,29 @@ def _send(operation: str, message: Notification, delivery: Delivery) -> State | 
     return None
 
 
+@task(name="notify-fixed")
+def notify_fixed(report: OperationReport, delivery: Delivery) -> State | None:
+    """Send one "fixed" notice when this run ends a series of failed runs or a finding that a
+    previous run reported is resolved (re-checked and gone), saying how long it lasted; then
+    remember what is still wrong (``labops.fixed``, in the lab's state directory). A dry run
+    changes nothing. A notice that could not be sent leaves the memory as it was (the next
+    good run says it again) and ends this task Failed. Changes nothing in the lab."""
+    if report.dry_run or delivery.state_dir is None:
+        return None
+    store = StateStore(delivery.state_dir)
+    key = lab_key(delivery.lab, f"fixed-{report.operation}")
+    memory = store.load(key, Memory) or Memory()
+    after, fixed = advance(memory, report.result(), utcnow(), checked=report.checked())
+    message = fixed_notification(report.operation, delivery.lab, fixed, report.flow_run_url)
+    if message is not None:
+        failed = _send(report.operation, message, delivery)
+        if failed is not None:
+            return failed
+    if after != memory:
+        store.save(key, after)
+    return None
+
+
 @task(name="ping-heartbeat")
 def ping_heartbeat(
     flow: str, heartbeat: ExternalHeartbeat | None, report: OperationReport
@@ -140,8 +165,8 @@ def publish_report(report: R, delivery: Delivery) -> R | State:
     # blocks looking for futures, for each of these task runs: measured ~0.7 s per task
     # with a 1,000-row report.
     # Notification first, metrics next (they then count a failed notification), the external
-    # heartbeat next (its summary names both), artifacts last (they show every delivery
-    # failure). A failed step is a failure of the run, named once.
+    # heartbeat next (its summary names both), then "fixed" (judged on all of that), artifacts
+    # last (they show every delivery failure). A failed step is a failure of the run, named once.
     for step, args in (
         (send_notification, (quote(report), quote(delivery))),
         (
@@ -149,6 +174,7 @@ def publish_report(report: R, delivery: Delivery) -> R | State:
             (quote(report), quote(delivery.metrics), delivery.unavailable.get("victoriametrics")),
         ),
         (ping_heartbeat, (flow_name, quote(delivery.heartbeats.get(flow_name)), quote(report))),
+        (notify_fixed, (quote(report), quote(delivery))),
         (publish_artifacts, (quote(report),)),
     ):
         state = step(*args, return_state=True)  # type: ignore[operator]
