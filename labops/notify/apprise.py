@@ -52,21 +52,22 @@ class AppriseNotifier(Notifier):
         self.target = target
         self.lab = lab
         self.channel = f"apprise:{target.name}"
-        self._url: SecretStr | None = None
+        self._plugins: list[Any] | None = None
         self._problem: str | None = None
 
     def prepare(self) -> None:
-        if self.target.url is None or self._url is not None:
+        if self._plugins is not None or self._problem is not None:
             return
         try:
-            self._url = resolve_url(self.target.url, f"apprise target {self.target.name}")
+            self._plugins = self._load_plugins()
+        except ChannelError as exc:
+            self._problem = str(exc)
         except Exception as exc:  # reported by deliver, as this channel's failure
-            self._problem = str(exc) or type(exc).__name__
+            self._problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
     def deliver(self, notification: Notification) -> Delivery:
         try:
-            plugins = self.plugins()
-            for plugin in plugins:
+            for plugin in self.plugins():
                 self._send(plugin, notification)
         except ChannelError as exc:
             return Delivery(channel=self.channel, ok=False, detail=redact(str(exc)))
@@ -84,15 +85,20 @@ class AppriseNotifier(Notifier):
     # -- the Apprise plugins behind the target ---------------------------------------------
 
     def plugins(self) -> list[Any]:
-        """The Apprise service objects of this target (a Prefect block may hold several)."""
+        """The Apprise service objects of this target (a Prefect block may hold several),
+        loaded once; raises ``ChannelError`` saying why they cannot be had."""
+        self.prepare()
+        if self._problem is not None:
+            raise ChannelError(self._problem)
+        return self._plugins or []
+
+    def _load_plugins(self) -> list[Any]:
+        """Resolve the URL's references (or load the saved block) and register every secret
+        in them for redaction, before anything is sent anywhere."""
         import apprise
 
         if self.target.url is not None:
-            self.prepare()
-            if self._problem is not None:
-                raise ChannelError(self._problem)
-            assert self._url is not None
-            url = self._url
+            url = resolve_url(self.target.url, f"apprise target {self.target.name}")
             plugin = apprise.Apprise.instantiate(url.get_secret_value())
             if not plugin:
                 raise ChannelError(
@@ -107,13 +113,14 @@ class AppriseNotifier(Notifier):
 
         name = self.target.prefect_block or ""
         try:
-            block = Block.load(name)
+            block: Any = Block.load(name)  # a sync call: this runs in a worker thread
         except (ValueError, RuntimeError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ChannelError(f"no saved Prefect notification block {name!r} ({first})") from None
-        url = getattr(block, "url", None)
-        if url is not None and hasattr(url, "get_secret_value"):
-            register_secret(url.get_secret_value())
+        for field in type(block).model_fields:  # the block's secrets: url, token, api key...
+            value = getattr(block, field, None)
+            if isinstance(value, SecretStr):
+                register_secret(value.get_secret_value())
         client = getattr(block, "_apprise_client", None)
         plugins = list(client) if client is not None else []
         if not plugins:

@@ -50,11 +50,12 @@ class Notifier(abc.ABC):
     def prepare(self) -> None:
         """Resolve what this channel needs before any channel sends (a secret resolved now is
         registered for redaction, so another channel's message can never carry it). Never
-        raises: a problem is kept for :meth:`deliver` to report."""
+        raises: a problem is kept for :meth:`deliver` to report. Called again, does nothing."""
         return None
 
     def send(self, notification: Notification) -> Delivery:
         """Deliver one notification, redacted; report problems in the Delivery, never raise."""
+        self.prepare()
         return self.deliver(redacted(notification))
 
     @abc.abstractmethod

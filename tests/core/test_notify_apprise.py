@@ -19,7 +19,7 @@ from labops.notify.settings import AppriseTarget
 from labops.outcome import Severity
 from labops.reports import Notification, OperationReport
 from tasks.publish import send_notification
-from tests.fixtures.receivers import GotifyReceiver, NtfyReceiver
+from tests.fixtures.receivers import GotifyReceiver, NtfyReceiver, Receiver
 
 LINK = "http://ui.lab:4200/runs/flow-run/0b7e"
 
@@ -228,3 +228,28 @@ def test_a_target_names_one_destination_and_names_are_unique() -> None:
                 }
             }
         )
+
+
+def test_a_saved_prefect_notification_block_is_a_target_by_name(
+    prefect_server: Any, ping_recorder: Receiver
+) -> None:
+    from prefect.blocks.notifications import MattermostWebhook
+    from pydantic import SecretStr
+
+    token = "mmHookToken4242"
+    MattermostWebhook(
+        hostname="127.0.0.1", port=ping_recorder.port, secure=False, token=SecretStr(token)
+    ).save("labops-test-mm", overwrite=True)
+    target = AppriseTarget(name="chat", prefect_block="mattermost-webhook/labops-test-mm")
+    note = Notification(title="backups on home", body=f"hook {token} seen", link=LINK)
+    delivered = AppriseNotifier(target).send(note)
+    assert delivered.ok, delivered.detail
+    assert token not in delivered.detail
+    (posted,) = ping_recorder.received
+    assert posted.method == "POST" and posted.path == f"/hooks/{token}"
+    text = posted.json()["text"]
+    assert text.endswith(LINK) and token not in text  # the block's secret is masked too
+
+    gone = AppriseTarget(name="chat", prefect_block="mattermost-webhook/no-such-block")
+    missing = AppriseNotifier(gone).send(note)
+    assert not missing.ok and "no saved Prefect notification block" in missing.detail
