@@ -28,6 +28,13 @@ class Route(Strict):
 
     def takes(self, operation: str | None, severity: Severity) -> bool:
         """Whether a notification of ``operation`` at ``severity`` goes to this target."""
-        if self.operations and operation is not None and operation not in self.operations:
-            return False
+        if self.operations and operation is not None:
+            wanted = {_same(o) for o in self.operations}
+            if _same(operation) not in wanted:
+                return False
         return severity.rank >= self.min_severity.rank
+
+
+def _same(name: str) -> str:
+    """Flow names (``restore-drill``) and report operations (``restore_drill``) alike."""
+    return name.strip().lower().replace("_", "-")

@@ -101,7 +101,7 @@ def test_routing_by_operation_and_minimum_severity(ntfy: NtfyReceiver) -> None:
             {
                 "name": "backups",
                 "url": f"{base}/backups",
-                "operations": ["backups", "restore-drill"],
+                "operations": ["backups", "patch-check"],
             },
             {"name": "all", "url": f"{base}/all"},
         ]
@@ -111,6 +111,7 @@ def test_routing_by_operation_and_minimum_severity(ntfy: NtfyReceiver) -> None:
         _report("backups", Severity.WARNING),
         _report("certificates", Severity.CRITICAL),
         _report("security-digest", Severity.OK),
+        _report("patch_check", Severity.INFO),  # the report's name of the flow patch-check
     ):
         assert send_notification.fn(report, delivery) is None
     got = [(m["topic"], m["title"]) for m in ntfy.messages()]
@@ -121,6 +122,8 @@ def test_routing_by_operation_and_minimum_severity(ntfy: NtfyReceiver) -> None:
             ("pager", "certificates on home"),
             ("all", "certificates on home"),
             ("all", "security-digest on home"),
+            ("backups", "patch_check on home"),
+            ("all", "patch_check on home"),
         ]
     )
 
