@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from blocks.ssh import SshCredentials
     from labops.http import HttpClient
     from labops.notify import MultiNotifier
+    from labops.outcome import Severity
     from labops.proxmox import PbsClient, PveClient
     from labops.ssh import SshRunner
 
@@ -126,11 +127,14 @@ class LabContext:
         """An authenticated ``HttpClient`` for an HTTP system (``traefik``, ``loki``...)."""
         return self.http_block(system).get_client()
 
-    def notifier(self) -> MultiNotifier:
-        """Every configured channel (Telegram, MQTT) behind one MultiNotifier."""
+    def notifier(
+        self, operation: str | None = None, severity: Severity | None = None
+    ) -> MultiNotifier:
+        """Every configured channel (Telegram, MQTT, the Apprise targets whose routing takes
+        ``operation`` at ``severity``; not given: all) behind one MultiNotifier."""
         from blocks.factory import notifier_for
 
-        return notifier_for(self.config)
+        return notifier_for(self.config, operation, severity)
 
     def delivery(self) -> Delivery:
         """What publishing a report needs: the lab's name, channels, metrics endpoint, UI."""

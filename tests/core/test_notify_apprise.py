@@ -256,3 +256,17 @@ def test_a_saved_prefect_notification_block_is_a_target_by_name(
     gone = AppriseTarget(name="chat", prefect_block="mattermost-webhook/no-such-block")
     missing = AppriseNotifier(gone).send(note)
     assert not missing.ok and "no saved Prefect notification block" in missing.detail
+
+
+def test_the_bridge_alerts_reach_the_apprise_targets_that_take_them() -> None:
+    from blocks.factory import notifier_for
+
+    config = _config(
+        [
+            {"name": "pager", "url": "ntfy://h/p", "min_severity": "critical"},
+            {"name": "certs", "url": "ntfy://h/c", "operations": ["certificates"]},
+        ]
+    )
+    alert = notifier_for(config, "backups", Severity.CRITICAL)
+    assert [n.channel for n in alert.notifiers] == ["apprise:pager"]
+    assert [n.channel for n in notifier_for(config).notifiers] == ["apprise:pager", "apprise:certs"]
