@@ -270,3 +270,30 @@ def test_the_bridge_alerts_reach_the_apprise_targets_that_take_them() -> None:
     alert = notifier_for(config, "backups", Severity.CRITICAL)
     assert [n.channel for n in alert.notifiers] == ["apprise:pager"]
     assert [n.channel for n in notifier_for(config).notifiers] == ["apprise:pager", "apprise:certs"]
+
+
+def test_config_check_asks_apprise_about_each_target_and_sends_nothing(
+    ntfy: NtfyReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cli.checks import Status, check_apprise_targets
+
+    monkeypatch.setenv("LABOPS_TEST_NTFY_TOKEN", "tk_checkme0042")
+    config = _config(
+        [
+            {
+                "name": "phone",
+                "url": f"ntfy://{{env:LABOPS_TEST_NTFY_TOKEN}}@127.0.0.1:{ntfy.port}/t",
+            },
+            {"name": "odd", "url": "nosuchservice://host/x"},
+            {"name": "gone", "url": "gotify://h/{env:LABOPS_TEST_UNSET_TOKEN}"},
+        ]
+    )
+    rows = {r.system: r for r in check_apprise_targets(config)}
+    assert rows["apprise:phone"].status is Status.OK and "ntfy" in rows["apprise:phone"].detail
+    assert (
+        rows["apprise:phone"].endpoint
+        == f"ntfy://{{env:LABOPS_TEST_NTFY_TOKEN}}@127.0.0.1:{ntfy.port}/t"
+    )
+    assert rows["apprise:odd"].status is Status.CONFIG_ERROR
+    assert "LABOPS_TEST_UNSET_TOKEN" in rows["apprise:gone"].detail
+    assert ntfy.received == []
