@@ -10,8 +10,12 @@ without I/O. The honest rules of :mod:`labops.outcome`:
 - a run that did its job ends the failing (one notice: how long the operation failed) and
   resolves each remembered finding whose entity it checked and no longer found (one notice for
   all of them, each with how long it lasted);
-- only findings naming their entities (``Found.of``) are remembered one by one; a finding
-  without names is never reported fixed (its text alone cannot say it went away).
+- a run limited to part of its scope (``hosts``, ``vmid``... given: :data:`SCOPE_PARAMETERS`)
+  resolves nothing it did not look at: only the entities its report says it checked
+  (``OperationReport.checked``), none when it does not say;
+- only findings naming their entities (``Found.of``) at warning and above are remembered one by
+  one; a finding without names is never reported fixed (its text alone cannot say it went
+  away), and notes (info) come and go without notices.
 """
 
 from __future__ import annotations
@@ -22,6 +26,18 @@ from pydantic import BaseModel, Field
 
 from labops.outcome import Found, Outcome, RunResult, Severity
 from labops.reports import Notification
+
+SCOPE_PARAMETERS = ("hosts", "guests", "vmid", "node", "storage")
+"""Flow parameters that narrow a run to part of the lab (``labops.flow_params``)."""
+
+
+def scope_checked(parameters: dict[str, object], checked: set[str] | None) -> set[str] | None:
+    """What a run may resolve: its whole scope (None) unless a parameter narrowed it; then
+    only what its report says it checked (nothing when it does not say)."""
+    narrowed = any(parameters.get(name) not in (None, [], "") for name in SCOPE_PARAMETERS)
+    if not narrowed:
+        return checked
+    return checked if checked is not None else set()
 
 
 class OpenFinding(BaseModel):
@@ -53,6 +69,8 @@ def _key(kind: str, name: str) -> str:
 def _entities(found: list[Found]) -> dict[str, OpenFinding]:
     out: dict[str, OpenFinding] = {}
     for f in found:
+        if f.severity.rank < Severity.WARNING.rank:
+            continue
         for name in f.names:
             out[_key(f.kind, name)] = OpenFinding(
                 kind=f.kind, name=name, severity=f.severity, since=datetime.min

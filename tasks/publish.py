@@ -15,7 +15,7 @@ from blocks.delivery import CHANNELS, Delivery
 from blocks.observability import VictoriaMetrics
 from labops.config.policies.platform import ExternalHeartbeat
 from labops.errors import LabopsError
-from labops.fixed import Memory, advance, fixed_notification
+from labops.fixed import Memory, advance, fixed_notification, scope_checked
 from labops.outcome import Outcome
 from labops.pings import phase_of, pings_for, send_pings, summary
 from labops.redact import redact
@@ -90,7 +90,9 @@ def _send(operation: str, message: Notification, delivery: Delivery) -> State | 
 
 
 @task(name="notify-fixed")
-def notify_fixed(report: OperationReport, delivery: Delivery) -> State | None:
+def notify_fixed(
+    report: OperationReport, delivery: Delivery, parameters: dict[str, Any] | None = None
+) -> State | None:
     """Send one "fixed" notice when this run ends a series of failed runs or a finding that a
     previous run reported is resolved (re-checked and gone), saying how long it lasted; then
     remember what is still wrong (``labops.fixed``, in the lab's state directory). A dry run
@@ -101,7 +103,8 @@ def notify_fixed(report: OperationReport, delivery: Delivery) -> State | None:
     store = StateStore(delivery.state_dir)
     key = lab_key(delivery.lab, f"fixed-{report.operation}")
     memory = store.load(key, Memory) or Memory()
-    after, fixed = advance(memory, report.result(), utcnow(), checked=report.checked())
+    checked = scope_checked(parameters or {}, report.checked())
+    after, fixed = advance(memory, report.result(), utcnow(), checked=checked)
     message = fixed_notification(report.operation, delivery.lab, fixed, report.flow_run_url)
     if message is not None:
         failed = _send(report.operation, message, delivery)
@@ -151,6 +154,7 @@ def publish_report(report: R, delivery: Delivery) -> R | State:
     report.finished = utcnow()
     report.lab = delivery.lab
     flow_name = report.operation.replace("_", "-")
+    parameters: dict[str, Any] = {}
     try:
         run = get_run_context()
         flow_run = getattr(run, "flow_run", None)
@@ -159,6 +163,7 @@ def publish_report(report: R, delivery: Delivery) -> R | State:
         flow = getattr(run, "flow", None)
         if flow is not None:
             flow_name = flow.name
+        parameters = dict(getattr(run, "parameters", None) or {})
     except Exception:  # outside a run (tests calling .fn): no link
         pass
     # quote(): otherwise Prefect walks every field of the report (thousands of rows) and of the
@@ -174,7 +179,7 @@ def publish_report(report: R, delivery: Delivery) -> R | State:
             (quote(report), quote(delivery.metrics), delivery.unavailable.get("victoriametrics")),
         ),
         (ping_heartbeat, (flow_name, quote(delivery.heartbeats.get(flow_name)), quote(report))),
-        (notify_fixed, (quote(report), quote(delivery))),
+        (notify_fixed, (quote(report), quote(delivery), quote(parameters))),
         (publish_artifacts, (quote(report),)),
     ):
         state = step(*args, return_state=True)  # type: ignore[operator]

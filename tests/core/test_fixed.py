@@ -138,3 +138,19 @@ def test_runs_send_one_fixed_notice_each_time_something_is_fixed(
     assert "102" not in notice["message"]
     guests(config, late=["102"], return_state=True)  # nothing new fixed: nothing sent
     assert len(ntfy.messages()) == 1
+
+
+def test_a_run_narrowed_to_some_hosts_resolves_only_what_it_says_it_checked() -> None:
+    from labops.fixed import scope_checked
+
+    assert scope_checked({"config": "x", "dry_run": False, "hosts": None}, None) is None
+    assert scope_checked({"hosts": ["pve1"]}, None) == set()
+    assert scope_checked({"vmid": 101}, {"101"}) == {"101"}
+    memory, _ = advance(Memory(), judge([], _found("101", "102")), T0)
+    _, fixed = advance(memory, judge([], []), T0 + timedelta(1), checked=set())
+    assert fixed == []
+
+
+def test_notes_come_and_go_without_notices() -> None:
+    memory, _ = advance(Memory(), judge([], Found.of(Severity.INFO, "note(s)", ["x"])), T0)
+    assert memory.findings == {}
