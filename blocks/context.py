@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from blocks.ssh import SshCredentials
     from labops.http import HttpClient
     from labops.notify import MultiNotifier
+    from labops.outcome import Severity
     from labops.proxmox import PbsClient, PveClient
     from labops.ssh import SshRunner
 
@@ -43,6 +44,7 @@ class LabContext:
         """Validate the config (secrets included) and prepare blocks lazily."""
         install_log_filter()
         cfg = load_config(config)
+        _ping_start(cfg)
         return cls(config=cfg, config_file=config)
 
     @cached_property
@@ -125,11 +127,14 @@ class LabContext:
         """An authenticated ``HttpClient`` for an HTTP system (``traefik``, ``loki``...)."""
         return self.http_block(system).get_client()
 
-    def notifier(self) -> MultiNotifier:
-        """Every configured channel (Telegram, MQTT) behind one MultiNotifier."""
+    def notifier(
+        self, operation: str | None = None, severity: Severity | None = None
+    ) -> MultiNotifier:
+        """Every configured channel (Telegram, MQTT, the Apprise targets whose routing takes
+        ``operation`` at ``severity``; not given: all) behind one MultiNotifier."""
         from blocks.factory import notifier_for
 
-        return notifier_for(self.config)
+        return notifier_for(self.config, operation, severity)
 
     def delivery(self) -> Delivery:
         """What publishing a report needs: the lab's name, channels, metrics endpoint, UI."""
@@ -140,3 +145,34 @@ class LabContext:
     def skipped(self, *systems: str) -> list[str]:
         """'<system>: not configured' for each named system that the config leaves out."""
         return [f"{name}: not configured" for name in systems if not self.configured(name)]
+
+
+def _ping_start(config: LabopsConfig) -> None:
+    """Tell the external dead-man's switch (``platform.external_heartbeat``) that the flow run
+    this load starts has started, unless it is a dry run or not a flow run at all. Without a
+    success or fail ping afterwards (``tasks.publish``), the service alerts: that is how a run
+    that dies before reporting is caught. A ping that does not arrive is logged, never fatal.
+    Reads nothing of the lab, changes nothing in it."""
+    if not config.platform.external_heartbeat:
+        return
+    from prefect.context import FlowRunContext
+
+    run = FlowRunContext.get()
+    if run is None or run.flow_run is None or run.flow is None:
+        return
+    if (run.parameters or {}).get("dry_run"):
+        return
+    flow = run.flow.name
+    heartbeat = config.platform.external_heartbeat.get(flow)  # type: ignore[call-overload]
+    if heartbeat is None:
+        return
+    import logging
+
+    from labops.pings import Phase, pings_for, send_pings
+
+    try:
+        problems = send_pings(pings_for(flow, heartbeat, Phase.START))
+    except Exception as exc:  # a secret reference that does not resolve: the end ping says it
+        problems = [str(exc)]
+    for problem in problems:
+        logging.getLogger("labops.pings").warning("start ping: %s", problem)

@@ -30,6 +30,7 @@ from labops.config.secrets import is_secret_field
 from labops.errors import ConfigError
 from labops.metrics_push import VictoriaMetricsPusher
 from labops.notify import MultiNotifier, Notifier
+from labops.outcome import Severity
 
 B = TypeVar("B", bound=Block)
 
@@ -164,13 +165,21 @@ def llm_block(config: LabopsConfig) -> LlmProviders:
     return cast(LlmProviders, block_for(config, "llm"))
 
 
-def notifier_for(config: LabopsConfig) -> MultiNotifier:
-    """Every configured channel behind one notifier (none configured: delivers nowhere)."""
+def notifier_for(
+    config: LabopsConfig, operation: str | None = None, severity: Severity | None = None
+) -> MultiNotifier:
+    """Every configured channel behind one notifier (none configured: delivers nowhere): the
+    Apprise targets whose routing takes ``operation`` at ``severity`` (not given: all)."""
+    from labops.notify.apprise import AppriseNotifier
+
     channels: list[Notifier] = []
     if config.systems.telegram is not None:
         channels.append(telegram_block(config).get_client())
     if config.systems.mqtt is not None:
         channels.append(mqtt_block(config).get_client(lab=config.lab.name))
+    for target in config.systems.apprise:
+        if severity is None or target.takes(operation, severity):
+            channels.append(AppriseNotifier(target, lab=config.lab.name))
     return MultiNotifier(channels)
 
 

@@ -326,14 +326,47 @@ def check_tls_endpoints(config: LabopsConfig, timeout_s: float = 10.0) -> list[C
     return failed
 
 
+def check_apprise_targets(config: LabopsConfig) -> list[CheckResult]:
+    """Does each Apprise target resolve (its secret references, or its saved Prefect block) and
+    does Apprise understand it? One row per target. Nothing is sent: a test message on every
+    config check would be noise on the operator's phone."""
+    from labops.notify.apprise import AppriseNotifier
+
+    rows = []
+    for target in config.systems.apprise:
+        notifier = AppriseNotifier(target, lab=config.lab.name)
+        try:
+            plugins = notifier.plugins()
+        except Exception as exc:  # a check must report, not crash the table
+            rows.append(
+                CheckResult(
+                    system=notifier.channel,
+                    endpoint=notifier.where(),
+                    status=Status.CONFIG_ERROR,
+                    detail=redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__),
+                )
+            )
+            continue
+        services = ", ".join(sorted({str(getattr(p, "service_name", "?")) for p in plugins}))
+        rows.append(
+            CheckResult(
+                system=notifier.channel,
+                endpoint=notifier.where(),
+                status=Status.OK,
+                detail=f"Apprise: {services} (nothing sent)",
+            )
+        )
+    return rows
+
+
 def check_all(config: LabopsConfig, timeout_s: float = 10.0) -> list[CheckResult]:
-    """Every known system, checked concurrently, in ``BLOCK_TYPES`` order, then the TLS
-    handshake of every configured certificate endpoint."""
+    """Every known system, checked concurrently, in ``BLOCK_TYPES`` order, then the Apprise
+    targets, then the TLS handshake of every configured certificate endpoint."""
     ctx = CheckContext(config=config, timeout_s=timeout_s)
     with ThreadPoolExecutor(max_workers=8) as pool:
         endpoints = pool.submit(check_tls_endpoints, config, timeout_s)
         systems = list(pool.map(lambda name: check_system(name, ctx), CHECKS))
-        return systems + endpoints.result()
+        return systems + check_apprise_targets(config) + endpoints.result()
 
 
 __all__ = [
@@ -342,6 +375,7 @@ __all__ = [
     "CheckResult",
     "Status",
     "check_all",
+    "check_apprise_targets",
     "check_system",
     "check_tls_endpoints",
     "config_key",

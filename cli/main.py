@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "serve": "cli.serve",
     "bridge": "cli.bridge",
     "alerts": "cli.alerts",
+    "healthchecks": "cli.healthchecks",
     "bench": "cli.bench",
 }
 """Command name -> module providing ``add_parser(subparsers)``."""

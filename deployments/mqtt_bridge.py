@@ -330,7 +330,7 @@ class Bridge:
             payload=change.model_dump(mode="json"),
             link=change.url,
         )
-        delivery = self.ctx.notifier().send(note)
+        delivery = self.ctx.notifier(change.flow, note.severity).send(note)
         log.warning("alert for %s: %s", change.flow_run_id, delivery.detail)
 
     async def _events(self) -> None:

@@ -223,6 +223,15 @@ class Found(BaseModel):
 
     severity: Severity
     what: str
+    kind: str = Field(
+        "",
+        exclude=True,
+        description="The kind of finding, without counts ('guest(s) past "
+        "their RPO'), when the finding names its entities.",
+    )
+    names: list[str] = Field(
+        default_factory=list, exclude=True, description="The entities found (all of them)."
+    )
 
     def line(self) -> str:
         return f"{self.severity.value}: {self.what}"
@@ -234,7 +243,8 @@ class Found(BaseModel):
         names = list(names)
         if not names:
             return []
-        return [cls(severity=severity, what=f"{len(names)} {what}: {listed(names, shown)}")]
+        text = f"{len(names)} {what}: {listed(names, shown)}"
+        return [cls(severity=severity, what=text, kind=what, names=names)]
 
 
 class RunResult(BaseModel):

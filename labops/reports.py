@@ -35,6 +35,11 @@ class Notification(BaseModel):
     topic: str = Field("", description="Suffix under the MQTT prefix, e.g. 'backups/report'.")
     payload: dict[str, Any] = Field(default_factory=dict)
     link: str | None = None
+    route_severity: Severity | None = Field(
+        None,
+        description="The severity routing judges when not this one's own: a 'fixed' notice "
+        "goes where the problem it closes went.",
+    )
 
 
 class OperationReport(BaseModel, abc.ABC):
@@ -115,6 +120,12 @@ class OperationReport(BaseModel, abc.ABC):
             + outcome_samples(self.operation, self.lab, result)
         )
         return with_lab(samples, self.lab)
+
+    def checked(self) -> set[str] | None:
+        """The entities this run looked at, when it looked at only part of its scope (a run
+        limited to some guests or hosts); None: its whole scope. A finding about an entity it
+        did not look at is never taken for resolved (``labops.fixed``)."""
+        return None
 
     def notification(self) -> Notification | None:
         """The message to send, or None when there is nothing worth a message."""

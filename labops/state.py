@@ -17,6 +17,14 @@ from pydantic import BaseModel
 M = TypeVar("M", bound=BaseModel)
 
 
+def lab_key(lab: str, name: str) -> str:
+    """The key of one lab's memory of ``name``: two labs sharing a state directory never read
+    each other's (``labops-<lab>-fixed-backups``)."""
+    from labops.scope import scoped_name
+
+    return scoped_name(lab, name)
+
+
 class StateStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory

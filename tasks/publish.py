@@ -13,11 +13,15 @@ from prefect.utilities.annotations import quote
 
 from blocks.delivery import CHANNELS, Delivery
 from blocks.observability import VictoriaMetrics
+from labops.config.policies.platform import ExternalHeartbeat
 from labops.errors import LabopsError
+from labops.fixed import Memory, advance, fixed_notification, scope_checked
 from labops.outcome import Outcome
+from labops.pings import phase_of, pings_for, send_pings, summary
 from labops.redact import redact
-from labops.reports import Failure, OperationReport, utcnow
+from labops.reports import Failure, Notification, OperationReport, utcnow
 from labops.scope import artifact_key
+from labops.state import StateStore, lab_key
 
 R = TypeVar("R", bound=OperationReport)
 
@@ -71,12 +75,66 @@ def send_notification(report: OperationReport, delivery: Delivery) -> State | No
         return None
     if report.flow_run_url and not message.link:
         message.link = report.flow_run_url
+    return _send(report.operation, message, delivery)
+
+
+def _send(operation: str, message: Notification, delivery: Delivery) -> State | None:
+    """Send one message to every channel that takes it; Failed naming each one that did not."""
     failed = [f"{c}: {why}" for c, why in delivery.unavailable.items() if c in CHANNELS]
-    sent = delivery.notifier().send_all(message)
+    severity = message.route_severity or message.severity
+    sent = delivery.notifier(operation, severity).send_all(message)
     failed += [f"{d.channel}: {d.detail}" for d in sent if not d.ok]
     if failed:
         return Failed(message=redact("; ".join(failed)))
     return None
+
+
+@task(name="notify-fixed")
+def notify_fixed(
+    report: OperationReport, delivery: Delivery, parameters: dict[str, Any] | None = None
+) -> State | None:
+    """Send one "fixed" notice when this run ends a series of failed runs or a finding that a
+    previous run reported is resolved (re-checked and gone), saying how long it lasted; then
+    remember what is still wrong (``labops.fixed``, in the lab's state directory). A dry run
+    changes nothing. A notice that could not be sent leaves the memory as it was (the next
+    good run says it again) and ends this task Failed. Changes nothing in the lab."""
+    if report.dry_run or delivery.state_dir is None:
+        return None
+    store = StateStore(delivery.state_dir)
+    key = lab_key(delivery.lab, f"fixed-{report.operation}")
+    memory = store.load(key, Memory) or Memory()
+    checked = scope_checked(parameters or {}, report.checked())
+    after, fixed = advance(memory, report.result(), utcnow(), checked=checked)
+    message = fixed_notification(report.operation, delivery.lab, fixed, report.flow_run_url)
+    if message is not None:
+        failed = _send(report.operation, message, delivery)
+        if failed is not None:
+            return failed
+    if after != memory:
+        store.save(key, after)
+    return None
+
+
+@task(name="ping-heartbeat")
+def ping_heartbeat(
+    flow: str, heartbeat: ExternalHeartbeat | None, report: OperationReport
+) -> State | None:
+    """Tell the external dead-man's switch how the run ended: Healthchecks' success or
+    ``/fail`` with the run's summary as the body, Uptime Kuma's ``status=up|down``. Not for a
+    dry run. A ping that did not arrive ends this task Failed, naming the service. Changes
+    nothing in the lab."""
+    if heartbeat is None or report.dry_run:
+        return None
+    result = report.result()
+    run_ms = None
+    if report.finished is not None:
+        run_ms = int((report.finished - report.started).total_seconds() * 1000)
+    try:
+        pings = pings_for(flow, heartbeat, phase_of(result), summary(flow, result), run_ms)
+    except LabopsError as exc:  # a reference that does not resolve
+        return Failed(message=redact(str(exc)))
+    problems = send_pings(pings)
+    return Failed(message=redact("; ".join(problems))) if problems else None
 
 
 def _step_failure(step: Any, state: State) -> str:
@@ -95,24 +153,33 @@ def publish_report(report: R, delivery: Delivery) -> R | State:
     log = logging.getLogger("labops.publish")
     report.finished = utcnow()
     report.lab = delivery.lab
+    flow_name = report.operation.replace("_", "-")
+    parameters: dict[str, Any] = {}
     try:
         run = get_run_context()
         flow_run = getattr(run, "flow_run", None)
         if flow_run is not None:
             report.flow_run_url = delivery.flow_run_url(flow_run.id)
+        flow = getattr(run, "flow", None)
+        if flow is not None:
+            flow_name = flow.name
+        parameters = dict(getattr(run, "parameters", None) or {})
     except Exception:  # outside a run (tests calling .fn): no link
         pass
     # quote(): otherwise Prefect walks every field of the report (thousands of rows) and of the
     # blocks looking for futures, for each of these task runs: measured ~0.7 s per task
     # with a 1,000-row report.
-    # Notification first, metrics next (they then count a failed notification), artifacts last
-    # (they show every delivery failure). A failed step is a failure of the run, named once.
+    # Notification first, metrics next (they then count a failed notification), the external
+    # heartbeat next (its summary names both), then "fixed" (judged on all of that), artifacts
+    # last (they show every delivery failure). A failed step is a failure of the run, named once.
     for step, args in (
         (send_notification, (quote(report), quote(delivery))),
         (
             push_report_metrics,
             (quote(report), quote(delivery.metrics), delivery.unavailable.get("victoriametrics")),
         ),
+        (ping_heartbeat, (flow_name, quote(delivery.heartbeats.get(flow_name)), quote(report))),
+        (notify_fixed, (quote(report), quote(delivery), quote(parameters))),
         (publish_artifacts, (quote(report),)),
     ):
         state = step(*args, return_state=True)  # type: ignore[operator]

@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.crowdsec",
     "tests.fixtures.caddy",
     "tests.fixtures.all_systems",
+    "tests.fixtures.receivers",
 ]

@@ -38,6 +38,11 @@ HEADER = """\
 """
 
 EXAMPLES: dict[str, Any] = {
+    "platform.external_heartbeat": {"backups": {}},
+    "platform.external_heartbeat.*.healthchecks": "https://hc-ping.com/{env:LABOPS_HC_BACKUPS}",
+    "systems.apprise.*.name": "phone",
+    "systems.apprise.*.url": "ntfys://{env:LABOPS_NTFY_TOKEN}@ntfy.lab.internal/labops",
+    "systems.apprise.*.min_severity": "warning",
     "systems.proxmox.url": "https://pve1.lab.internal:8006",
     "systems.proxmox.token_id": "labops@pve!labops",
     "systems.proxmox.token_secret": "env:LABOPS_PVE_TOKEN",

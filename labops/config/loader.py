@@ -90,7 +90,7 @@ def _describe(err: Any) -> str:
     if kind == "missing":
         return f"{path}: required key is missing"
     msg = err["msg"].removeprefix("Value error, ")
-    if msg.startswith("a secret must be a reference"):
+    if msg.startswith(("a secret must be a reference", "a password in a URL must be")):
         return f"{path}: {msg}"  # never echo what may be the secret itself
     if kind == "string_pattern_mismatch":
         pattern = (err.get("ctx") or {}).get("pattern", "")

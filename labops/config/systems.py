@@ -27,7 +27,7 @@ from labops.http_settings import (
     WazuhIndexerSettings,
 )
 from labops.llm_settings import LlmModelSettings, LlmSettings
-from labops.notify.settings import MqttSettings, TelegramSettings
+from labops.notify.settings import AppriseTarget, MqttSettings, TelegramSettings
 from labops.proxmox_settings import PbsSettings, ProxmoxNode, ProxmoxSettings
 from labops.settings import Strict
 from labops.ssh_settings import SshJump, SshSettings
@@ -193,4 +193,17 @@ class Systems(Strict):
     beszel: BeszelSystem | None = None
     telegram: TelegramSystem | None = None
     mqtt: MqttSystem | None = None
+    apprise: list[AppriseTarget] = Field(
+        default_factory=list,
+        description="More notification targets through Apprise (ntfy, Gotify, Pushover, e-mail, "
+        "Discord, Matrix, Slack...) or saved Prefect notification blocks, each with its routing.",
+    )
     llm: LlmSystem | None = None
+
+    @model_validator(mode="after")
+    def _target_names_unique(self) -> Systems:
+        names = [t.name for t in self.apprise]
+        doubled = sorted({n for n in names if names.count(n) > 1})
+        if doubled:
+            raise ValueError(f"apprise: target names must be unique ({', '.join(doubled)})")
+        return self

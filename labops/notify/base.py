@@ -34,21 +34,28 @@ def _redact_value(value: Any) -> Any:
 def redacted(notification: Notification) -> Notification:
     """A copy of ``notification`` with every registered secret masked (title, body, link and
     every string of the payload)."""
-    return Notification(
-        title=redact(notification.title),
-        severity=notification.severity,
-        body=redact(notification.body),
-        topic=notification.topic,
-        payload=_redact_value(notification.payload),
-        link=redact(notification.link) if notification.link else notification.link,
+    return notification.model_copy(
+        update={
+            "title": redact(notification.title),
+            "body": redact(notification.body),
+            "payload": _redact_value(notification.payload),
+            "link": redact(notification.link) if notification.link else notification.link,
+        }
     )
 
 
 class Notifier(abc.ABC):
     channel: str = "notifier"
 
+    def prepare(self) -> None:
+        """Resolve what this channel needs before any channel sends (a secret resolved now is
+        registered for redaction, so another channel's message can never carry it). Never
+        raises: a problem is kept for :meth:`deliver` to report. Called again, does nothing."""
+        return None
+
     def send(self, notification: Notification) -> Delivery:
         """Deliver one notification, redacted; report problems in the Delivery, never raise."""
+        self.prepare()
         return self.deliver(redacted(notification))
 
     @abc.abstractmethod
@@ -67,6 +74,8 @@ class MultiNotifier(Notifier):
     def send_all(self, notification: Notification) -> list[Delivery]:
         """One Delivery per channel. Not logged here: the caller names each failed channel once
         (``tasks.publish`` as a failure of the run's notify step)."""
+        for n in self.notifiers:
+            n.prepare()
         return [n.send(notification) for n in self.notifiers]
 
     def deliver(self, notification: Notification) -> Delivery:

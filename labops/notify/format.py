@@ -114,3 +114,50 @@ def split_message(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
         stack = after
     parts.append(prefix + body + _closing(stack))
     return [p for p in parts if p.strip()]
+
+
+# -- plain text for channels with their own length limits (Apprise targets) -----------------
+
+
+def fit_text(
+    body: str, link: str | None, limit: int, *, split: bool = True, marker: str = "\u2026"
+) -> list[str]:
+    """``body`` in parts of at most ``limit`` characters, each ending with ``link``.
+
+    The link is never cut: it is what leads from a short message to the whole report (the
+    artifact). ``split`` False keeps the first part only, marked as cut. Lines are kept whole
+    where they fit; a longer line is cut at a space when there is one.
+    """
+    tail = f"\n\n{link}" if link else ""
+    room = limit - len(tail)
+    if room < 20:  # the link alone fills the channel: the link, then, is the message
+        return [(link or body)[: max(limit, 1)]]
+    body = body.rstrip()
+    if len(body) <= room:
+        return [body + tail if body else (link or "")]
+    if not split:
+        cut = _cut(body, room - len(marker))
+        return [cut.rstrip() + marker + tail]
+    parts: list[str] = []
+    rest = body
+    while rest:
+        if len(rest) <= room:
+            parts.append(rest)
+            break
+        piece = _cut(rest, room)
+        parts.append(piece.rstrip())
+        rest = rest[len(piece) :].lstrip("\n")
+    return [p + tail for p in parts if p.strip()]
+
+
+def _cut(text: str, size: int) -> str:
+    """The longest head of ``text`` of at most ``size`` characters ending at a line break, else
+    at a space, else exactly ``size`` characters."""
+    head = text[:size]
+    if len(text) <= size:
+        return text
+    for sep in ("\n", " "):
+        at = head.rfind(sep)
+        if at > size // 3:
+            return head[: at + 1]
+    return head

@@ -23,8 +23,16 @@ from labops.flow_params import (
     is_list_parameter,
     parameter_names,
 )
+from labops.notify.settings import UrlTemplate
 
-__all__ = ["DeploymentName", "ParameterRule", "PlatformPolicy", "Schedule", "TriggerRule"]
+__all__ = [
+    "DeploymentName",
+    "ExternalHeartbeat",
+    "ParameterRule",
+    "PlatformPolicy",
+    "Schedule",
+    "TriggerRule",
+]
 
 ParameterValue = StrictBool | StrictInt | StrictStr
 
@@ -56,6 +64,34 @@ def _default_schedules() -> dict[DeploymentName, Schedule]:
         "doc-reconcile": Schedule(cron="0 8 * * 1"),
         "housekeeping": Schedule(cron="45 4 * * *"),
     }
+
+
+class ExternalHeartbeat(Strict):
+    """A dead-man's switch outside the lab for one flow: the services that expect its pings.
+
+    Healthchecks: ``<url>/start`` when a run starts, ``<url>`` when it did its job (clean or
+    findings), ``<url>/fail`` when it failed, the run's summary as the body. Uptime Kuma push
+    monitor: ``<url>?status=up|down&msg=<summary>&ping=<run time in ms>`` when it ends. A run
+    that dies before reporting leaves a start without an end: the service alerts on its own.
+    """
+
+    healthchecks: UrlTemplate | None = Field(
+        None,
+        description="Healthchecks ping URL of the check; its UUID or ping key is a secret, "
+        "give it as a reference: https://hc-ping.com/{env:LABOPS_HC_BACKUPS}.",
+    )
+    uptime_kuma: UrlTemplate | None = Field(
+        None,
+        description="Uptime Kuma push monitor URL without its query: "
+        "https://kuma.example.org/api/push/{env:LABOPS_KUMA_BACKUPS}.",
+    )
+    grace_minutes: int = Field(
+        60,  # labops.pings.DEFAULT_GRACE_MINUTES
+        ge=1,
+        le=7 * 24 * 60,
+        description="How late a run may be before the service alerts (the check's grace time; "
+        "`labops healthchecks` prints it with the schedule).",
+    )
 
 
 class ParameterRule(Strict):
@@ -169,6 +205,12 @@ class PlatformPolicy(Strict):
             "restore-drill": 170.0,
         },
         description="Dead-man's switch: alert when a flow's last success is older than this.",
+    )
+    external_heartbeat: dict[DeploymentName, ExternalHeartbeat] = Field(
+        default_factory=dict,
+        description="The dead-man's switch outside the lab, per flow: Healthchecks and Uptime "
+        "Kuma ping URLs (none by default). `labops healthchecks` prints each flow's schedule "
+        "as Healthchecks wants it.",
     )
 
     @field_validator("schedules", mode="after")
