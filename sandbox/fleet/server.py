@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncssh
 
-from sandbox.fleet import tools  # noqa: F401 - registers the command handlers
+from sandbox.fleet import listening, tools  # noqa: F401 - registers the command handlers
 from sandbox.fleet.shell import CallbackSink, ExitShell, Io, Rebooting, Shell
 from sandbox.fleet.state import (
     HostState,

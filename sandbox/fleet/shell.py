@@ -364,6 +364,8 @@ _DEBIAN_PATHS = {
     "echo": "/usr/bin/echo",
     "printf": "/usr/bin/printf",
     "nproc": "/usr/bin/nproc",
+    "ss": "/usr/bin/ss",
+    "curl": "/usr/bin/curl",
 }
 _ALPINE_PATHS = {
     "apk": "/sbin/apk",
@@ -398,6 +400,9 @@ _ALPINE_PATHS = {
     "echo": "/bin/echo",
     "printf": "/usr/bin/printf",
     "nproc": "/usr/bin/nproc",
+    "netstat": "/bin/netstat",
+    "wget": "/usr/bin/wget",
+    "rc-status": "/bin/rc-status",
 }
 BUILTINS = {
     "echo",
