@@ -6,8 +6,10 @@ longest ago) and a free vmid of the scratch range -> check that the token holds 
 needs -> restore the guest's newest good backup to that vmid, into restore_drill.pool -> tag the
 restored guest with this run (read back) -> take it off the production network
 (restore_drill.network, default isolate: every interface link_down=1, read back before the
-start) -> start it -> check it runs (and answers the configured command or port) -> destroy it
--> record the result and duration.
+start) -> start it -> check it runs -> prove from inside it that it serves (a healthy boot, then the
+guest's tcp/http/command checks; pct exec or the QEMU guest agent) -> destroy it -> record the
+result and its recovery time, compared with the guest's recent drills -> report the rotation
+(guests drilled within the period, the next due).
 
 The drill destroys a guest only when this run's restore task (its UPID) was seen to succeed, the
 guest carries this run's tag read back just before, and its vmid is in the scratch range; in

@@ -128,8 +128,7 @@ def config(sandbox: SandboxHandle, directory: Path, ssh: bool = True, **drill: A
         boot_wait=10,
         scratch_vmid_min=9910,
         scratch_vmid_max=9919,
-        guests=[VMID],
-        **drill,
+        **{"guests": [VMID], **drill},
     )
     if not ssh:
         cfg = yaml.safe_load(Path(path).read_text())
@@ -249,3 +248,38 @@ def test_a_container_without_ssh_is_could_not_check_never_passed(
     assert report.unchecked() == [
         f"guest {VMID} ({HOST}): could not check healthy boot (pct exec needs systems.ssh)"
     ]
+
+
+def test_a_vm_drills_like_a_container_through_its_guest_agent(
+    sandbox_clean: SandboxHandle, prefect_server: Any, tmp_path: Path
+) -> None:
+    from flows.restore_drill import restore_drill
+
+    vm = min(
+        int(g["vmid"])
+        for g in sandbox_clean.pve().cluster.resources.get(type="vm")
+        if g["type"] == "qemu" and not g.get("template") and int(g["vmid"]) < 9900
+    )
+    checks = {vm: [{"kind": "tcp", "port": 8080}, {"kind": "tcp", "port": 5432}]}
+    cfg = config(sandbox_clean, tmp_path, guests=[vm], checks=checks)
+    before = vmids(sandbox_clean)
+    mark = sandbox_clean.journal_mark()
+    state = restore_drill(config=cfg, vmid=vm, return_state=True)
+    report = state.result(raise_on_failure=False)
+    assert isinstance(report, RestoreDrillReport)
+    assert report.vmid == vm and state.is_failed(), report.markdown()
+    assert report.checks == {
+        "running": True,
+        "healthy boot": True,
+        "tcp 8080 listening": True,
+        "tcp 5432 listening": False,
+    }
+    assert "nothing listens on 5432" in report.failures[0].reason
+    scratch = report.scratch_vmid
+    execs = [
+        e
+        for e in sandbox_clean.journal(mark, system="pve")
+        if e["path"] == f"/nodes/{report.node}/qemu/{scratch}/agent/exec"
+    ]
+    assert len(execs) == 3 and all(e["args"]["command"][:2] == ["/bin/sh", "-c"] for e in execs)
+    assert vmids(sandbox_clean) == before
