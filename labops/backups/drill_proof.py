@@ -35,7 +35,8 @@ def healthy_boot_script(timeout_s: float) -> str:
             "&& exit 0",
             f"{has.format('systemctl')} && systemctl --failed --no-legend --plain && exit 1",
             f"{has.format('systemctl')} && exit 1",
-            f"{has.format('rc-status')} && rc-status --crashed | grep . && exit 1",
+            f"{has.format('rc-status')} && rc-status --crashed | grep -q . "
+            "&& echo 'crashed:' && rc-status --crashed && exit 1",
             f"{has.format('rc-status')} && rc-status --runlevel | grep -q '^default$' && exit 0",
             f"{has.format('rc-status')} && echo 'runlevel default not reached' && exit 1",
             "echo 'no systemd or OpenRC'; exit 3",

@@ -283,3 +283,34 @@ def test_a_vm_drills_like_a_container_through_its_guest_agent(
     ]
     assert len(execs) == 3 and all(e["args"]["command"][:2] == ["/bin/sh", "-c"] for e in execs)
     assert vmids(sandbox_clean) == before
+
+
+def test_an_alpine_container_proves_itself_with_openrc_and_busybox_tools(
+    sandbox_clean: SandboxHandle, prefect_server: Any, tmp_path: Path
+) -> None:
+    from flows.restore_drill import restore_drill
+
+    vmid, host = 109, "beszel"  # Alpine 3.20: OpenRC, busybox netstat and wget, no ss or curl
+    checks = {vmid: [{"kind": "tcp", "port": 8080}, {"kind": "http", "port": 8080}]}
+    cfg = config(sandbox_clean, tmp_path, guests=[vmid], checks=checks)
+    state = restore_drill(config=cfg, vmid=vmid, return_state=True)
+    report = state.result(raise_on_failure=False)
+    assert state.is_completed() and report.ok, report.markdown()
+    assert report.checks == {
+        "running": True,
+        "healthy boot": True,
+        "tcp 8080 listening": True,
+        "http 127.0.0.1:8080/": True,
+    }
+    assert "runlevel" not in " ".join(report.steps)  # default reached: nothing to say
+
+    services = dict(sandbox_clean.control("fleet", "state", host=host)["services"])
+    crashed = {**services, "cron": "crashed"}
+    sandbox_clean.control("fleet", "patch_state", host=host, set={"services": crashed})
+    try:
+        state = restore_drill(config=cfg, vmid=vmid, return_state=True)
+    finally:
+        sandbox_clean.control("fleet", "patch_state", host=host, set={"services": services})
+    report = state.result(raise_on_failure=False)
+    assert state.is_failed() and report.checks["healthy boot"] is False
+    assert report.failures[0].reason == "not a healthy boot: crashed:\ncron"
