@@ -137,10 +137,10 @@ def config(sandbox: SandboxHandle, directory: Path, ssh: bool = True, **drill: A
     return path
 
 
-def drill(cfg: str) -> tuple[Any, RestoreDrillReport]:
+def drill(cfg: str, vmid: int = VMID) -> tuple[Any, RestoreDrillReport]:
     from flows.restore_drill import restore_drill
 
-    state = restore_drill(config=cfg, vmid=VMID, return_state=True)
+    state = restore_drill(config=cfg, vmid=vmid, return_state=True)
     report = state.result(raise_on_failure=False)
     assert isinstance(report, RestoreDrillReport), report
     return state, report
@@ -253,8 +253,6 @@ def test_a_container_without_ssh_is_could_not_check_never_passed(
 def test_a_vm_drills_like_a_container_through_its_guest_agent(
     sandbox_clean: SandboxHandle, prefect_server: Any, tmp_path: Path
 ) -> None:
-    from flows.restore_drill import restore_drill
-
     vm = min(
         int(g["vmid"])
         for g in sandbox_clean.pve().cluster.resources.get(type="vm")
@@ -264,9 +262,7 @@ def test_a_vm_drills_like_a_container_through_its_guest_agent(
     cfg = config(sandbox_clean, tmp_path, guests=[vm], checks=checks)
     before = vmids(sandbox_clean)
     mark = sandbox_clean.journal_mark()
-    state = restore_drill(config=cfg, vmid=vm, return_state=True)
-    report = state.result(raise_on_failure=False)
-    assert isinstance(report, RestoreDrillReport)
+    state, report = drill(cfg, vm)
     assert report.vmid == vm and state.is_failed(), report.markdown()
     assert report.checks == {
         "running": True,
@@ -288,29 +284,21 @@ def test_a_vm_drills_like_a_container_through_its_guest_agent(
 def test_an_alpine_container_proves_itself_with_openrc_and_busybox_tools(
     sandbox_clean: SandboxHandle, prefect_server: Any, tmp_path: Path
 ) -> None:
-    from flows.restore_drill import restore_drill
-
     vmid, host = 109, "beszel"  # Alpine 3.20: OpenRC, busybox netstat and wget, no ss or curl
     checks = {vmid: [{"kind": "tcp", "port": 8080}, {"kind": "http", "port": 8080}]}
     cfg = config(sandbox_clean, tmp_path, guests=[vmid], checks=checks)
-    state = restore_drill(config=cfg, vmid=vmid, return_state=True)
-    report = state.result(raise_on_failure=False)
+    state, report = drill(cfg, vmid)
     assert state.is_completed() and report.ok, report.markdown()
-    assert report.checks == {
-        "running": True,
-        "healthy boot": True,
-        "tcp 8080 listening": True,
-        "http 127.0.0.1:8080/": True,
-    }
+    passed = ("running", "healthy boot", "tcp 8080 listening", "http 127.0.0.1:8080/")
+    assert report.checks == dict.fromkeys(passed, True)
     assert "runlevel" not in " ".join(report.steps)  # default reached: nothing to say
 
     services = dict(sandbox_clean.control("fleet", "state", host=host)["services"])
     crashed = {**services, "cron": "crashed"}
     sandbox_clean.control("fleet", "patch_state", host=host, set={"services": crashed})
     try:
-        state = restore_drill(config=cfg, vmid=vmid, return_state=True)
+        state, report = drill(cfg, vmid)
     finally:
         sandbox_clean.control("fleet", "patch_state", host=host, set={"services": services})
-    report = state.result(raise_on_failure=False)
     assert state.is_failed() and report.checks["healthy boot"] is False
     assert report.failures[0].reason == "not a healthy boot: crashed:\ncron"
