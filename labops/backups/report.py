@@ -569,14 +569,20 @@ class RestoreDrillReport(OperationReport):
         return out
 
     def notification(self) -> Notification | None:
-        if not self.failures:
+        """On a failed drill (or one that could not check the guest): critical; on findings (a
+        recovery-time regression, guests overdue in the rotation): warning; else nothing."""
+        found = self.found()
+        failed = bool(self.failures or self.not_checked)
+        if not failed and not found:
             return None
         return Notification(
-            title=f"Restore drill {self.lab}: FAILED",
-            severity=Severity.CRITICAL,
+            title=f"Restore drill {self.lab}: {'FAILED' if failed else 'findings'}",
+            severity=Severity.CRITICAL if failed else Severity.WARNING,
             body="\n".join(
                 [f"guest {self.vmid} ({self.name}), backup {self.volid or '-'}"]
                 + [f"- {f.entity}: {f.reason}" for f in self.failures]
+                + [f"- could not check {x}" for x in self.not_checked]
+                + [f"- {f.line()}" for f in found]
             ),
             topic="backups/restore-drill",
             payload={
@@ -584,5 +590,9 @@ class RestoreDrillReport(OperationReport):
                 "ok": self.ok,
                 "scratch_vmid": self.scratch_vmid,
                 "failures": [f.model_dump() for f in self.failures],
+                "not_checked": self.not_checked,
+                "rto_s": self.times.rto_s,
+                "rto_regression": self.rto_regression,
+                "found": [f.line() for f in found],
             },
         )

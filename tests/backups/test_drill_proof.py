@@ -110,8 +110,14 @@ def test_report_a_regression_and_overdue_guests_are_findings_could_not_check_fai
     assert ("labops_drill_coverage_ratio", None) in names
     text = report.markdown()
     assert "## Recovery time" in text and "REGRESSION" in text and "## Rotation" in text
+    note = report.notification()
+    assert note is not None and note.title.endswith("findings") and "REGRESSION" not in note.body
+    assert note.payload["rto_regression"] == report.rto_regression
     report.not_checked.append("healthy boot (pct exec needs systems.ssh)")
     assert report.result().outcome == Outcome.FAILED
+    note = report.notification()
+    assert note is not None and note.title.endswith("FAILED")
+    assert "- could not check healthy boot (pct exec needs systems.ssh)" in note.body
 
 
 # -- on the sandbox, through the flow -----------------------------------------------------------
