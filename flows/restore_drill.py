@@ -6,8 +6,10 @@ longest ago) and a free vmid of the scratch range -> check that the token holds 
 needs -> restore the guest's newest good backup to that vmid, into restore_drill.pool -> tag the
 restored guest with this run (read back) -> take it off the production network
 (restore_drill.network, default isolate: every interface link_down=1, read back before the
-start) -> start it -> check it runs (and answers the configured command or port) -> destroy it
--> record the result and duration.
+start) -> start it -> check it runs -> prove from inside it that it serves (a healthy boot, then the
+guest's tcp/http/command checks; pct exec or the QEMU guest agent) -> destroy it -> record the
+result and its recovery time, compared with the guest's recent drills -> report the rotation
+(guests drilled within the period, the next due).
 
 The drill destroys a guest only when this run's restore task (its UPID) was seen to succeed, the
 guest carries this run's tag read back just before, and its vmid is in the scratch range; in
@@ -21,7 +23,7 @@ the original's address.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
 from prefect import flow, get_run_logger
@@ -39,6 +41,7 @@ from labops.backups.drill import (
     choose_guest,
     choose_scratch_vmid,
     destroy_refusal,
+    drill_scope,
     missing_privileges,
     network_changes,
     network_done,
@@ -47,6 +50,13 @@ from labops.backups.drill import (
     run_tag,
     scratch_needs,
     source_needs,
+)
+from labops.backups.drill_proof import (
+    check_script,
+    coverage,
+    guest_checks,
+    healthy_boot_script,
+    rto_regression,
 )
 from labops.backups.drill_record import remember
 from labops.backups.models import BackupCopy, BackupGuest
@@ -58,6 +68,7 @@ from labops.flow_params import ConfigPath, NodeName, StorageId, Vmid
 from labops.limits import LEASE_S, ensure_limit, limit_name
 from labops.reports import Failure
 from labops.ssh_targets import node_target
+from tasks.guest_exec import GuestRun, run_in_guest
 from tasks.health import port_open
 from tasks.publish import publish_report
 from tasks.pve import (
@@ -213,10 +224,21 @@ def _drill(
             f"{network_intent(drill.network, drill.replace_nets)}, start it, check it and "
             "destroy it"
         )
+        report.coverage = coverage(
+            drill_scope(guests, policy), history.when(), time.time(), drill.period
+        )
         return
-    # 4. restore, tag, isolate, start, check, destroy; 5. remember the result
+    # 4. restore, tag, isolate, start, prove it serves, destroy
     _restore_and_check(ctx, report, block, guest, backup, scratch, target)
-    ctx.state.save(STATE_KEY, remember(history, report, guest, backup.volid, time.time()))
+    # 5. its recovery time against its recent drills; remember it; the rotation
+    past = history.rtos.get(guest.vmid, [])
+    if report.ok and report.times.rto_s is not None:
+        report.rto_baseline_s, report.rto_regression = rto_regression(
+            report.times.rto_s, past, drill.rto_regression, drill.rto_baseline
+        )
+    now = time.time()
+    ctx.state.save(STATE_KEY, remember(history, report, guest, backup.volid, now))
+    report.coverage = coverage(drill_scope(guests, policy), history.when(), now, drill.period)
 
 
 def _lacking(
@@ -257,10 +279,12 @@ def _restore_and_check(
             "restoring %s (%s) as %d on %s", guest.label, backup.volid, scratch, target
         )
         _restore(block, report, seen, backup, drill, wait)
+        report.times.restore_s = time.monotonic() - started
         with step("tag"):
             _mark(block, report, seen, tag)
         with step("network"):
             _prepare_network(block, report, drill, target, guest, scratch)
+        booting = time.monotonic()
         with step("start"):
             result = power_guest(
                 block,
@@ -277,13 +301,16 @@ def _restore_and_check(
         report.checks["running"] = status == "running"
         if status != "running":
             raise DrillRefused(f"not running {drill.start_wait:g}s after start ({status})")
-        _run_checks(ctx, report, target, scratch, guest.type)
+        _prove(ctx, report, guest, target, scratch, booting)
+        _run_checks(ctx, report)
+        if not report.not_checked:
+            report.times.rto_s = time.monotonic() - started
     except (DrillRefused, LabopsError) as exc:
         report.failures.append(Failure(entity=guest.label, reason=str(exc), system="proxmox"))
     finally:
         _clean_up(block, report, seen, drill, tag, wait)
     report.duration_s = time.monotonic() - started
-    report.ok = not report.failures
+    report.ok = not report.failures and not report.not_checked
 
 
 def _restore(
@@ -380,32 +407,67 @@ def _prepare_network(
         get_run_logger().warning("%s", done)
 
 
-def _run_checks(
-    ctx: LabContext, report: RestoreDrillReport, node: str, scratch: int, kind: str
+def _prove(
+    ctx: LabContext,
+    report: RestoreDrillReport,
+    guest: BackupGuest,
+    node: str,
+    scratch: int,
+    booting: float,
 ) -> None:
+    """Prove the scratch guest serves, from inside it: a healthy boot (waited for up to
+    boot_wait from the start), then each per-guest check. A check that could not run is "could
+    not check", never passed; a failed one fails the drill after every check has run."""
     drill = ctx.config.backups.restore_drill
-    if drill.check_command:
-        if kind != "lxc":
-            report.steps.append("check command skipped: pct exec works on containers only")
-        elif not ctx.configured("ssh"):
-            report.skipped.append("check command: ssh not configured")
-        else:
-            from tasks.ssh import HostAccess, HostCommand, run_command
+    ssh = ctx.ssh_block() if ctx.configured("ssh") else None
+    target = node_target(ctx.config, node) if ssh is not None else None
 
-            job = HostCommand(
-                access=HostAccess(
-                    name=f"scratch {scratch}", ssh=node_target(ctx.config, node), vmid=scratch
-                ),
-                command=drill.check_command,
-                timeout_s=max(5.0, drill.start_wait),
-            )
-            run = run_command(ctx.ssh_block(), job)
-            ok = run.state == "ok" and run.result is not None and run.result.ok
-            report.checks[f"command {drill.check_command!r}"] = ok
-            report.steps.append(f"check command: {'ok' if ok else run.detail or 'failed'}")
-            if not ok:
-                detail = run.detail or (run.result.stderr.strip()[:200] if run.result else "")
-                raise DrillRefused(f"check command failed: {detail or run.state}")
+    def run(script: str, timeout_s: float) -> GuestRun:
+        return run_in_guest(
+            ctx.pve_block(), ssh, target, node, guest.type, scratch, script, timeout_s
+        )
+
+    if drill.healthy_boot:
+        with step("healthy boot"):
+            boot = _healthy_boot(run, booting + drill.boot_wait)
+        report.steps.append(f"check healthy boot: {boot.state} {boot.output}".strip())
+        if boot.state == "unreachable" or boot.exit_status == 3:
+            report.not_checked.append(f"healthy boot ({boot.detail or boot.output})")
+            return
+        report.checks["healthy boot"] = boot.state == "ok"
+        if boot.state != "ok":
+            raise DrillRefused(f"not a healthy boot: {boot.output or boot.exit_status}")
+    report.times.boot_s = time.monotonic() - booting
+    failed = []
+    for check in guest_checks(guest, drill.checks, drill.check_command):
+        with step(f"check {check.label}"):
+            ran = run(check_script(check, drill.start_wait), max(5.0, drill.start_wait))
+        report.steps.append(f"check {check.label}: {ran.state} {ran.output}".strip())
+        if ran.state == "unreachable":
+            report.not_checked.append(f"{check.label} ({ran.detail})")
+            continue
+        report.checks[check.label] = ran.state == "ok"
+        if ran.state != "ok":
+            failed.append(f"{check.label} (exit {ran.exit_status}: {ran.output or 'no output'})")
+    if failed:
+        raise DrillRefused(f"in-guest check(s) failed: {'; '.join(failed)}")
+
+
+def _healthy_boot(run: Callable[[str, float], GuestRun], deadline: float) -> GuestRun:
+    """Run the healthy-boot script until the guest answers (a container's pct exec or a VM's
+    agent may not answer yet right after the start) or ``deadline`` passes."""
+    while True:
+        left = deadline - time.monotonic()
+        ran = run(healthy_boot_script(max(1.0, left)), max(5.0, left))
+        if ran.state != "unreachable" or not ran.retry or left <= 1.0:
+            return ran
+        time.sleep(min(2.0, left / 4))
+
+
+def _run_checks(ctx: LabContext, report: RestoreDrillReport) -> None:
+    """The check from labops's side: restore_drill.check_port on check_host (network: replace
+    or keep)."""
+    drill = ctx.config.backups.restore_drill
     if drill.check_port:
         host = drill.check_host
         if host is None:

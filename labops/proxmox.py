@@ -59,6 +59,7 @@ from labops.models.pbs import (
     PbsVersion,
 )
 from labops.models.pve import (
+    PveAgentExecStatus,
     PveBackupJob,
     PveBackupVolume,
     PveGuest,
@@ -458,6 +459,16 @@ class PveClient(ProxmoxClient):
     def guest_state(self, node: str, kind: str, vmid: int) -> PveGuestState:
         data = self.get(f"nodes/{node}/{kind}/{vmid}/status/current")
         return PveGuestState.model_validate(data)
+
+    def agent_exec(self, node: str, vmid: int, command: list[str]) -> int:
+        """Start ``command`` inside VM ``vmid`` through its QEMU guest agent; the agent's pid.
+        Runs whatever ``command`` does (the drill's checks only read)."""
+        data = self.post(f"nodes/{node}/qemu/{vmid}/agent/exec", command=command)
+        return int(data["pid"])
+
+    def agent_exec_status(self, node: str, vmid: int, pid: int) -> PveAgentExecStatus:
+        data = self.get(f"nodes/{node}/qemu/{vmid}/agent/exec-status", pid=pid)
+        return PveAgentExecStatus.model_validate(data)
 
     def restore(
         self,

@@ -59,15 +59,8 @@ def choose_guest(
         if backup is None:
             raise DrillRefused(f"{guest.label} has no good backup to restore")
         return DrillChoice(guest=guest, backup=backup, reason="asked for")
-    wanted = set(policy.restore_drill.guests)
     candidates: list[tuple[float, int, BackupGuest, BackupCopy]] = []
-    for guest in guests:
-        if guest.template:
-            continue
-        if wanted and guest.vmid not in wanted:
-            continue
-        if not wanted and exclusion_reason(guest, policy.selection, policy) is not None:
-            continue
+    for guest in drill_scope(guests, policy):
         if nodes is not None and guest.node not in nodes:
             continue
         backup = last_good(groups.get(guest.vmid, []))
@@ -80,6 +73,18 @@ def choose_guest(
     when, _, guest, backup = min(candidates, key=lambda c: (c[0], c[1]))
     reason = "never drilled" if when == 0 else "drilled longest ago"
     return DrillChoice(guest=guest, backup=backup, reason=reason)
+
+
+def drill_scope(guests: Iterable[BackupGuest], policy: BackupPolicy) -> list[BackupGuest]:
+    """The guests the drills rotate over: ``restore_drill.guests`` when set, else every guest
+    the backup policy selects; never a template."""
+    wanted = set(policy.restore_drill.guests)
+    return [
+        g
+        for g in guests
+        if not g.template
+        and (g.vmid in wanted if wanted else exclusion_reason(g, policy.selection, policy) is None)
+    ]
 
 
 def choose_scratch_vmid(

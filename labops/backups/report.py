@@ -9,8 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from labops.backups.drill_proof import DrillCoverage, DrillTimes
 from labops.backups.models import JobCheck, OrphanGroup, RetentionGroup
 from labops.backups.plan import human_age
+from labops.config.policies.backups import format_duration
 from labops.markdown import md_text
 from labops.metrics import Metric
 from labops.outcome import Checked, CouldNotCheck, Found, UnknownSince, check_columns
@@ -370,12 +372,19 @@ class DrillResult(BaseModel):
     duration_s: float | None = None
     volid: str | None = None
     reason: str = ""
+    times: DrillTimes | None = None
 
 
 class DrillHistory(BaseModel):
-    """What the drill flow remembers in the state store: the last drill of each guest."""
+    """What the drill flow remembers in the state store: the last drill of each guest, and the
+    recovery times of its recent passed drills (oldest first)."""
 
     last: dict[int, DrillResult] = Field(default_factory=dict)
+    rtos: dict[int, list[float]] = Field(default_factory=dict)
+
+    def when(self) -> dict[int, float]:
+        """vmid -> when the guest was last drilled."""
+        return {vmid: r.when for vmid, r in self.last.items()}
 
 
 class RestoreDrillReport(OperationReport):
@@ -400,6 +409,42 @@ class RestoreDrillReport(OperationReport):
     ok: bool = False
     duration_s: float | None = None
     reason: str = Field("", description="Why this guest was chosen, or why the drill failed.")
+    times: DrillTimes = Field(default_factory=DrillTimes)
+    rto_baseline_s: float | None = Field(
+        None, description="The guest's recent recovery time (median of its last passed drills)."
+    )
+    rto_regression: str | None = Field(
+        None, description="Why this drill's recovery time is a regression (a finding)."
+    )
+    coverage: DrillCoverage | None = None
+    not_checked: list[str] = Field(
+        default_factory=list,
+        description="Checks that could not run inside the scratch guest, each with why.",
+    )
+
+    def unchecked(self) -> list[str]:
+        return [f"{self.label}: could not check {x}" for x in self.not_checked]
+
+    def found(self) -> list[Found]:
+        """Warning: a recovery time above the guest's baseline by more than the configured
+        margin; guests in scope not drilled within the period. A drill that failed (a check, the
+        restore, the boot) is a failure, not a finding."""
+        out = []
+        if self.rto_regression:
+            out.append(
+                Found(severity=Severity.WARNING, what=f"{self.label}: {self.rto_regression}")
+            )
+        if self.coverage is not None:
+            out += Found.of(
+                Severity.WARNING,
+                f"guest(s) not drilled within {format_duration(self.coverage.period_s)}",
+                [g.label for g in self.coverage.overdue],
+            )
+        return out
+
+    @property
+    def label(self) -> str:
+        return f"guest {self.vmid} ({self.name})" if self.name else f"guest {self.vmid}"
 
     def table(self) -> list[dict[str, Any]]:
         return [
@@ -435,12 +480,53 @@ class RestoreDrillReport(OperationReport):
         if self.checks:
             lines += ["", "## Checks", ""]
             lines += [f"- {t(k)}: {'ok' if v else 'FAILED'}" for k, v in self.checks.items()]
+        lines += self._recovery_lines() + self._coverage_lines()
+        if self.not_checked:
+            lines += ["", "## Could not check", ""] + [f"- {t(x)}" for x in self.not_checked]
         if self.left:
             lines += ["", "## Left for the operator", ""] + [f"- {t(x)}" for x in self.left]
         if self.failures:
             lines += ["", "## Failures", ""]
             lines += [f"- {t(f.entity)}: {t(f.reason)}" for f in self.failures]
         return "\n".join(lines)
+
+    def _recovery_lines(self) -> list[str]:
+        times = self.times
+        if times.restore_s is None:
+            return []
+        lines = ["", "## Recovery time", ""]
+        lines.append(f"- restore: {human_age(times.restore_s)}")
+        lines.append(f"- start to healthy boot: {human_age(times.boot_s)}")
+        lines.append(f"- total (restore to service checked): {human_age(times.rto_s)}")
+        if self.rto_baseline_s is not None:
+            lines.append(f"- baseline: {human_age(self.rto_baseline_s)}")
+        if self.rto_regression:
+            lines.append(f"- REGRESSION: {md_text(self.rto_regression)}")
+        return lines
+
+    def _coverage_lines(self) -> list[str]:
+        cov = self.coverage
+        if cov is None:
+            return []
+        lines = [
+            "",
+            "## Rotation",
+            "",
+            f"- drilled within {format_duration(cov.period_s)}: {cov.drilled} of {cov.in_scope} "
+            f"guest(s) ({cov.percent:.0f}%); keeping up takes {cov.pace_per_week:.1f} drill(s) "
+            "a week",
+        ]
+        if cov.overdue:
+            names = ", ".join(md_text(g.label) for g in cov.overdue[:10])
+            more = f" and {len(cov.overdue) - 10} more" if len(cov.overdue) > 10 else ""
+            lines.append(f"- overdue, oldest first: {names}{more}")
+        lines += ["", "| next due | last drill | due |", "|---|---|---|"]
+        lines += [
+            f"| {md_text(g.label)} | {_when(g.last_drill) if g.last_drill else 'never'} "
+            f"| {_when(g.due) if g.due else 'now'} |"
+            for g in cov.next_due
+        ]
+        return lines
 
     def metrics(self) -> list[Metric]:
         if self.dry_run or self.vmid is None:
@@ -467,17 +553,38 @@ class RestoreDrillReport(OperationReport):
                     labels=labels,
                 )
             )
+        phases = {
+            "restore": self.times.restore_s,
+            "boot": self.times.boot_s,
+            "total": self.times.rto_s,
+        }
+        out += [
+            Metric(name="labops_drill_rto_seconds", value=v, labels={**labels, "phase": k})
+            for k, v in phases.items()
+            if v is not None
+        ]
+        if self.coverage is not None:
+            out += [
+                Metric(name="labops_drill_coverage_ratio", value=self.coverage.percent / 100),
+                Metric(name="labops_drill_overdue_guests", value=float(len(self.coverage.overdue))),
+            ]
         return out
 
     def notification(self) -> Notification | None:
-        if not self.failures:
+        """On a failed drill (or one that could not check the guest): critical; on findings (a
+        recovery-time regression, guests overdue in the rotation): warning; else nothing."""
+        found = self.found()
+        failed = bool(self.failures or self.not_checked)
+        if not failed and not found:
             return None
         return Notification(
-            title=f"Restore drill {self.lab}: FAILED",
-            severity=Severity.CRITICAL,
+            title=f"Restore drill {self.lab}: {'FAILED' if failed else 'findings'}",
+            severity=Severity.CRITICAL if failed else Severity.WARNING,
             body="\n".join(
                 [f"guest {self.vmid} ({self.name}), backup {self.volid or '-'}"]
                 + [f"- {f.entity}: {f.reason}" for f in self.failures]
+                + [f"- could not check {x}" for x in self.not_checked]
+                + [f"- {f.line()}" for f in found]
             ),
             topic="backups/restore-drill",
             payload={
@@ -485,5 +592,9 @@ class RestoreDrillReport(OperationReport):
                 "ok": self.ok,
                 "scratch_vmid": self.scratch_vmid,
                 "failures": [f.model_dump() for f in self.failures],
+                "not_checked": self.not_checked,
+                "rto_s": self.times.rto_s,
+                "rto_regression": self.rto_regression,
+                "found": [f.line() for f in found],
             },
         )

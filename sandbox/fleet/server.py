@@ -23,8 +23,8 @@ from typing import Any
 
 import asyncssh
 
-from sandbox.fleet import tools  # noqa: F401 - registers the command handlers
-from sandbox.fleet.shell import CallbackSink, ExitShell, Io, Rebooting, Shell
+from sandbox.fleet import listening, tools  # noqa: F401 - registers the command handlers
+from sandbox.fleet.shell import BufferSink, CallbackSink, ExitShell, Io, Rebooting, Shell
 from sandbox.fleet.state import (
     HostState,
     host_names,
@@ -33,6 +33,7 @@ from sandbox.fleet.state import (
     seed_hosts,
 )
 from sandbox.fleet.tools import new_boot
+from sandbox.lab import Guest
 from sandbox.service import Context, Faults, Service
 
 log = logging.getLogger("sandbox.fleet")
@@ -132,6 +133,7 @@ class FleetService(Service):
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "hostkeys").mkdir(exist_ok=True)
         seed_hosts(self.lab)
+        self.lab.shared["guest-agent"] = self.agent_exec
         no_sshd = no_sshd_names(self.lab)
         for name, kind, guest in host_names(self.lab):
             port = self.ctx.port() if name not in no_sshd else None
@@ -486,6 +488,20 @@ class FleetService(Service):
         self._enforce_now()
         self.kick()
         return result
+
+    async def agent_exec(self, guest: Guest, argv: list[str]) -> tuple[int, str, str]:
+        """Run ``argv`` (no shell, like the QEMU guest agent) inside VM ``guest``: its host
+        state is made on first use (VMs are no SSH hosts); exit status, stdout, stderr."""
+        with self.lab.lock:
+            if guest.name not in self.lab.hosts:
+                self.lab.hosts[guest.name] = new_host_state(self.lab, guest.name, "vm", guest)
+        out, err = BufferSink(), BufferSink()
+        sh = Shell(self, guest.name, "lxc")
+        try:
+            code = await sh.exec_argv(argv, Io(out, err, ""))
+        except ExitShell as e:
+            code = e.code
+        return code, out.value(), err.value()
 
     def on_faults_changed(self) -> None:
         """Called by the runner's control API after ``POST /_sandbox/faults/fleet``."""

@@ -366,6 +366,7 @@ _DEBIAN_PATHS = {
     "echo": "/usr/bin/echo",
     "printf": "/usr/bin/printf",
     "nproc": "/usr/bin/nproc",
+    "curl": "/usr/bin/curl",
 }
 _ALPINE_PATHS = {
     "apk": "/sbin/apk",
@@ -401,6 +402,9 @@ _ALPINE_PATHS = {
     "echo": "/bin/echo",
     "printf": "/usr/bin/printf",
     "nproc": "/usr/bin/nproc",
+    "netstat": "/bin/netstat",
+    "wget": "/usr/bin/wget",
+    "rc-status": "/bin/rc-status",
 }
 BUILTINS = {
     "echo",

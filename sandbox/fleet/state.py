@@ -47,7 +47,7 @@ class HostState:
     """Everything a command on the host can see or change. Plain data only (deep-copyable)."""
 
     name: str
-    kind: str  # "node" | "container"
+    kind: str  # "node" | "container" | "vm" (a VM: reached only through its guest agent)
     os: str  # debian10 | debian12 | debian13 | ubuntu2404 | alpine320
     vmid: int | None = None
     node: str | None = None

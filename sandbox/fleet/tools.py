@@ -856,20 +856,6 @@ async def _systemctl(sh: Shell, argv: list[str], io: Io) -> int:
 
 
 # Ports each service listens on (TCP), beside sshd's 22 where it runs.
-_PORTS = {
-    "pveproxy": [8006, 3128],
-    "traefik": [80, 443, 8080],
-    "grafana-server": [3000],
-    "postgresql": [5432],
-    "redis-server": [6379],
-    "mosquitto": [1883],
-    "beszel": [8090],
-    "dns": [53, 853, 5380],
-    "wazuh-manager": [1514, 1515, 55000],
-    "proxmox-backup-proxy": [8007],
-}
-
-
 def _mac(host: str, index: int) -> str:
     digest = zlib.crc32(f"{host}/{index}".encode())
     return "bc:24:11:" + ":".join(f"{(digest >> s) & 0xFF:02x}" for s in (16, 8, 0))
@@ -910,25 +896,6 @@ async def _ip(sh: Shell, argv: list[str], io: Io) -> int:
             f"{i}: {name}: {flags} mtu 1500 {extra} mode DEFAULT group default qlen 1000{sep}"
             f"link/ether {_mac(st.name, i)} brd ff:ff:ff:ff:ff:ff{tail}\n"
         )
-    return 0
-
-
-@tool("ss")
-async def _ss(sh: Shell, argv: list[str], io: Io) -> int:
-    """``ss -ltn``: the listening TCP sockets, numeric, with ss's header."""
-    flags = "".join(a.lstrip("-") for a in argv[1:] if a.startswith("-"))
-    if not {"l", "t"} <= set(flags):
-        io.err.write("sandbox ss: only -ltn is modelled\n")
-        return 1
-    st = sh.state
-    ports = list(_PORTS.get(st.main_service or "", []))
-    if st.kind == "node" or st.sshd:
-        ports.append(22)
-    io.out.write("State  Recv-Q Send-Q Local Address:Port  Peer Address:PortProcess\n")
-    for port in sorted(set(ports)):
-        local = f"0.0.0.0:{port}"
-        io.out.write(f"LISTEN 0      4096   {local:>18}      0.0.0.0:*          \n")
-        io.out.write(f"LISTEN 0      4096   {f'[::]:{port}':>18}         [::]:*          \n")
     return 0
 
 

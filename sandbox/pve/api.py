@@ -2325,3 +2325,6 @@ async def permissions_dump(api: PveApi, req: Req) -> Any:
         if privs:
             out[p] = {k: int(v) for k, v in sorted(privs.items())}
     return out
+
+
+from sandbox.pve import agent  # noqa: E402, F401 - registers the guest agent routes

@@ -116,9 +116,14 @@ def test_drill_restores_checks_and_destroys_then_picks_the_next_guest(
     report = report_of(state)
     assert state.is_completed(), report.markdown()
     assert report.ok and report.scratch_vmid == 9900 and report.vmid == dry.vmid
-    assert report.checks == {"running": True, "command 'cat /etc/os-release'": True}
+    assert report.checks == {
+        "running": True,
+        "healthy boot": True,
+        "command 'cat /etc/os-release'": True,
+    }
     steps = [s.split(" ")[0] for s in report.steps]
-    assert steps == ["restore", "tag", "network", "start", "check", "destroy"]
+    assert steps == ["restore", "tag", "network", "start", "check", "check", "destroy"]
+    assert report.steps[4].startswith("check healthy boot: ok")
     assert report.steps[2].startswith("network isolate: net0, net1 unplugged (link_down=1")
     assert report.duration_s is not None and report.duration_s > 0
     assert vmids(sandbox_clean) == before  # scratch destroyed, nothing else touched
@@ -546,6 +551,7 @@ def test_the_drill_completes_with_exactly_the_documented_acl(
         "tag",
         "network",
         "start",
+        "check",  # the healthy boot, through pct exec (SSH to the node: no PVE privilege)
         "destroy",
     ]
     assert vmids(lab) == before

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from labops.backups.drill_proof import DrillCoverage, DrillTimes
 from labops.backups.models import JobCheck
 from labops.backups.report import BackupReport, GuestRow, GuestStatus, RestoreDrillReport
 from labops.certificates.classify import CertStatus, Classification
@@ -252,7 +253,15 @@ def sample_reports(lab: str) -> list[OperationReport]:
     claim = Claim(kind=ClaimKind.COUNT, file="infra.md", line=3, text="12 lxc", subject="lxc")
     return [
         BackupReport(lab=lab, guests=[guest(101, GuestStatus.BACKED_UP, 2)]),
-        RestoreDrillReport(lab=lab, vmid=101, name="dns", ok=True, duration_s=42.0),
+        RestoreDrillReport(
+            lab=lab,
+            vmid=101,
+            name="dns",
+            ok=True,
+            duration_s=42.0,
+            times=DrillTimes(restore_s=20.0, boot_s=10.0, rto_s=40.0),
+            coverage=DrillCoverage(period_s=90 * 86400.0, in_scope=2, drilled=1),
+        ),
         CertificateReport(lab=lab, endpoints=[endpoint("a.lab", CertStatus.OK)]),
         PatchReport(
             lab=lab,

@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from labops.config.policies.drill_checks import GuestCheck
 from labops.config.systems import Strict
 from labops.models.pve_net import NET_ID, check_net_string
 
@@ -193,7 +194,11 @@ class RestoreDrillPolicy(_Policy):
         description="Guests drilled in turn (empty: every selected guest with a backup).",
     )
     check_command: str | None = Field(
-        None, description="Command run in a restored container (pct exec); must exit 0."
+        None,
+        description=(
+            "Command run inside every scratch guest (pct exec for a container, the QEMU guest "
+            "agent for a VM); must exit 0."
+        ),
     )
     check_host: str | None = Field(
         None, description="Address the restored guest answers on, for check_port."
@@ -205,6 +210,38 @@ class RestoreDrillPolicy(_Policy):
         description="TCP port that must accept (needs network: replace or keep).",
     )
     start_wait: Duration = Field(60, description="How long the scratch guest may take to run.")
+    healthy_boot: bool = Field(
+        True,
+        description=(
+            "Check that the scratch guest booted healthy: `systemctl is-system-running --wait` "
+            "(OpenRC: runlevel default reached, no crashed service), through pct exec for a "
+            "container and the QEMU guest agent for a VM."
+        ),
+    )
+    boot_wait: Duration = Field(
+        300, description="How long the scratch guest may take from start to a healthy boot."
+    )
+    checks: dict[int, list[GuestCheck]] = Field(
+        default_factory=dict,
+        description=(
+            "Per-guest checks inside the scratch guest, by the original's vmid: "
+            "{kind: tcp, port: 5432}, {kind: http, port: 8080, path: /health}, "
+            "{kind: command, command: ...}. Guest tags drill-tcp-<port> and drill-http-<port> "
+            "add tcp and http (path /) checks too."
+        ),
+    )
+    period: Duration = Field(
+        90 * 86400,
+        description="Every guest in scope is drilled within this period (the rotation).",
+    )
+    rto_regression: float = Field(
+        0.5,
+        gt=0,
+        description="A drill slower than its guest's recent drills by more than this is a finding.",
+    )
+    rto_baseline: int = Field(
+        3, ge=1, le=20, description="How many recent passed drills of a guest make its baseline."
+    )
     timeout: Duration = Field(1800, description="Restore task timeout.")
     network: NetworkMode = Field(
         "isolate",
