@@ -291,11 +291,12 @@ def test_an_alpine_container_proves_itself_with_openrc_and_busybox_tools(
     sandbox_clean: SandboxHandle, prefect_server: Any, tmp_path: Path
 ) -> None:
     vmid, host = 109, "beszel"  # Alpine 3.20: OpenRC, busybox netstat and wget, no ss or curl
-    checks = {vmid: [{"kind": "tcp", "port": 8080}, {"kind": "http", "port": 8080}]}
+    # the Beszel hub listens on 8090
+    checks = {vmid: [{"kind": "tcp", "port": 8090}, {"kind": "http", "port": 8090}]}
     cfg = config(sandbox_clean, tmp_path, guests=[vmid], checks=checks)
     state, report = drill(cfg, vmid)
     assert state.is_completed() and report.ok, report.markdown()
-    passed = ("running", "healthy boot", "tcp 8080 listening", "http 127.0.0.1:8080/")
+    passed = ("running", "healthy boot", "tcp 8090 listening", "http 127.0.0.1:8090/")
     assert report.checks == dict.fromkeys(passed, True)
     assert "runlevel" not in " ".join(report.steps)  # default reached: nothing to say
 
