@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from prefect import task
 from pydantic import BaseModel, Field
@@ -83,8 +84,10 @@ class _Cache:
 
 
 def _get(url: str, policy: CvePolicy, system: str) -> Any:
-    with HttpClient(system, url, retry=policy.retry) as client:
-        return client.request("GET", "").json()
+    parts = urlsplit(url)  # the client's base is the origin; the feed's path is asked for
+    with HttpClient(system, f"{parts.scheme}://{parts.netloc}", retry=policy.retry) as client:
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        return client.request("GET", path or "/").json()
 
 
 def _feed(
@@ -132,7 +135,8 @@ def _kev_released(data: Any) -> datetime | None:
 
 
 def _tracker_reduce(raw: Any) -> dict[str, Any]:
-    """Only the urgencies: ``{source: {cve: {codename: urgency}}}``."""
+    """Only the urgencies, in the tracker's own shape (``{source: {cve: {"releases": {codename:
+    {"urgency": ...}}}}}``): what ``labops.patching.cves.tracker_urgency`` reads."""
     if not isinstance(raw, dict):
         raise ValueError("debian tracker: expected a JSON object")
     out: dict[str, Any] = {}
@@ -143,12 +147,12 @@ def _tracker_reduce(raw: Any) -> dict[str, Any]:
             releases = entry.get("releases") if isinstance(entry, dict) else None
             if isinstance(releases, dict):
                 urg = {
-                    code: r.get("urgency")
+                    code: {"urgency": r["urgency"]}
                     for code, r in releases.items()
                     if isinstance(r, dict) and isinstance(r.get("urgency"), str)
                 }
                 if urg:
-                    out.setdefault(source, {})[cve] = urg
+                    out.setdefault(source, {})[cve] = {"releases": urg}
     return out
 
 
@@ -260,13 +264,8 @@ def lookup(policy: CvePolicy, state_dir: Path, hosts: list[HostPackages]) -> Cve
             for vid in core.fixed_by(ids.get(q1.key, []), ids.get(q2.key, [])):
                 adv = advisories[vid]
                 src = core.source_name(name)
-                for cve, sev, score, sev_from, in_kev in core.rate(
-                    adv,
-                    kev,
-                    core.tracker_urgency(tracker, src, adv.cves[0], h.codename)
-                    if adv.cves
-                    else None,
-                ):
+                urgency = {c: core.tracker_urgency(tracker, src, c, h.codename) for c in adv.cves}
+                for cve, sev, score, sev_from, in_kev in core.rate(adv, kev, urgency):
                     rows_out.append(
                         core.PackageCve(
                             package=name,

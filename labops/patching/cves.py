@@ -279,18 +279,23 @@ class FeedState(BaseModel):
 
 
 def rate(
-    adv: Advisory, kev: set[str], urgency: str | None
+    adv: Advisory, kev: set[str], urgency: dict[str, str | None] | None = None
 ) -> list[tuple[str, CveSeverity, float | None, str, bool]]:
-    """(cve, severity, score, severity_from, kev) of every CVE of an advisory."""
-    if adv.score is not None:
-        sev, src = severity_of_score(adv.score), "cvss"
-    elif severity_of_word(adv.word) != "unknown":
-        sev, src = severity_of_word(adv.word), "ubuntu"
-    elif severity_of_word(urgency) != "unknown":
-        sev, src = severity_of_word(urgency), "debian-tracker"
-    else:
-        sev, src = "unknown", ""
-    return [(c, sev, adv.score, src, c in kev) for c in adv.cves]
+    """(cve, severity, score, severity_from, kev) of every CVE of an advisory; ``urgency``: the
+    Debian tracker's word per CVE, used when the advisory has no score and no word."""
+    out: list[tuple[str, CveSeverity, float | None, str, bool]] = []
+    for c in adv.cves:
+        word = (urgency or {}).get(c)
+        if adv.score is not None:
+            sev, src = severity_of_score(adv.score), "cvss"
+        elif severity_of_word(adv.word) != "unknown":
+            sev, src = severity_of_word(adv.word), "ubuntu"
+        elif severity_of_word(word) != "unknown":
+            sev, src = severity_of_word(word), "debian-tracker"
+        else:
+            sev, src = "unknown", ""
+        out.append((c, sev, adv.score, src, c in kev))
+    return out
 
 
 def fixed_by(before: list[str], after: list[str]) -> list[str]:

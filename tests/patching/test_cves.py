@@ -76,10 +76,10 @@ def test_parse_advisory_cves_and_scores() -> None:
     assert ubuntu.score is None and ubuntu.word == "medium"
     assert cves.rate(ubuntu, set(), None) == [("CVE-2025-9230", "medium", None, "ubuntu", False)]
     bare = cves.parse_advisory({"id": "DEBIAN-CVE-2025-61984", "upstream": ["CVE-2025-61984"]})
-    assert cves.rate(bare, {"CVE-2025-61984"}, "low") == [
+    assert cves.rate(bare, {"CVE-2025-61984"}, {"CVE-2025-61984": "low"}) == [
         ("CVE-2025-61984", "low", None, "debian-tracker", True)
     ]
-    assert cves.rate(bare, set(), "not yet assigned")[0][1] == "unknown"
+    assert cves.rate(bare, set(), {"CVE-2025-61984": "not yet assigned"})[0][1] == "unknown"
     with pytest.raises(ValueError):
         cves.parse_advisory({"aliases": []})
 
