@@ -503,14 +503,14 @@ class PatchReport(OperationReport):
                                 labels={**labels, "severity": sev, "kev": str(kev).lower()},
                             )
                         )
-        for f in self.cve_feeds:
-            out.append(
-                Metric(
-                    name="labops_patch_cve_feed_age_hours",
-                    value=f.age_h if f.age_h is not None else -1.0,
-                    labels={"lab": self.lab, "feed": f.name, "health": f.health},
+        for f in self.cve_feeds:  # states are values: 0 fresh, 1 stale, 2 unreachable
+            labels = {"lab": self.lab, "feed": f.name}
+            health = {"fresh": 0.0, "stale": 1.0, "unreachable": 2.0}[f.health]
+            out.append(Metric(name="labops_patch_cve_feed_health", value=health, labels=labels))
+            if f.age_h is not None:
+                out.append(
+                    Metric(name="labops_patch_cve_feed_age_hours", value=f.age_h, labels=labels)
                 )
-            )
         return out
 
     def notification(self) -> Notification | None:

@@ -32,4 +32,10 @@ class CvePolicy(Strict):
         12.0, ge=0, description="Cached feeds and OSV answers younger than this are not fetched."
     )
     osv_batch: int = Field(1000, ge=1, le=1000, description="Queries per /v1/querybatch call.")
-    retry: HttpRetry = Field(default_factory=lambda: HttpRetry(attempts=2, timeout_s=15.0))
+    retry: HttpRetry = Field(
+        # the tracker's JSON is tens of MB (all of Debian's CVEs): room above the 64 MB default
+        default_factory=lambda: HttpRetry(
+            attempts=2, timeout_s=30.0, max_response_bytes=256 * 1024**2
+        ),
+        description="Timeouts, retries and the largest answer read, for every CVE source.",
+    )
