@@ -168,6 +168,8 @@ def _osv_ids(
             out[q.key] = list(hit.get("ids", []))
         else:
             todo.append(q)
+    if not todo:
+        return out
     with HttpClient("osv", policy.osv_url, retry=policy.retry) as client:
         for i in range(0, len(todo), policy.osv_batch):
             chunk = todo[i : i + policy.osv_batch]
@@ -184,12 +186,17 @@ def _advisories(
     ids: set[str], policy: CvePolicy, cache: _Cache, result: CveLookup
 ) -> dict[str, core.Advisory]:
     out: dict[str, core.Advisory] = {}
+    todo = []
+    for vid in sorted(ids):
+        hit = cache.get("vulns", vid, None)  # an advisory's CVEs do not change
+        if hit is not None:
+            out[vid] = core.Advisory.model_validate(hit["advisory"])
+        else:
+            todo.append(vid)
+    if not todo:
+        return out
     with HttpClient("osv", policy.osv_url, retry=policy.retry) as client:
-        for vid in sorted(ids):
-            hit = cache.get("vulns", vid, None)  # an advisory's CVEs do not change
-            if hit is not None:
-                out[vid] = core.Advisory.model_validate(hit["advisory"])
-                continue
+        for vid in todo:
             result.osv_calls += 1
             adv = core.parse_advisory(client.request("GET", f"/v1/vulns/{vid}").json())
             cache.put("vulns", vid, advisory=adv.model_dump())
