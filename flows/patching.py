@@ -144,6 +144,7 @@ def patch_apply(
     snap = plan.snapshot_name(run_key) if policy.snapshot_before else None
     # 1. check every host (a dry run refreshes no package list and starts nothing)
     targets = steps.check(ctx, report, policy.refresh and not dry_run, hosts, dry_run)
+    steps.cves(ctx, report)  # the plan names the CVEs it fixes (reads only)
     steps.housekeep_snapshots(ctx, report, snap or "", dry_run)
     sec_only = policy.security_only if security_only is None else security_only
     by_name = {t.name: t for t in targets}

@@ -160,6 +160,25 @@ class HostApply(BaseModel):
     finished: datetime | None = None
 
 
+def cve_plan_line(rows: list[HostCheck], planned: set[str]) -> str | None:
+    """The approval's line on CVEs of the planned hosts (None when no lookup ran): how many the
+    plan fixes, which known-exploited ones on which hosts (exposed first), where unknown."""
+    looked = [h for h in rows if h.host in planned and (h.cves or h.cve_unchecked is not None)]
+    if not looked and not any(h.cves or h.cve_unchecked for h in rows):
+        return None
+    fixed = {c.cve for h in looked for c in h.cves}
+    kev = sorted((h for h in looked if h.kev), key=lambda h: (not h.exposed, h.host))
+    line = f"- CVEs fixed by the plan: {len(fixed)}"
+    if kev:
+        names = ", ".join(h.host + (" (exposed)" if h.exposed else "") for h in kev[:8])
+        exploited = ", ".join(sorted({c.cve for h in kev for c in h.kev}))
+        line += f"; known exploited ({exploited}) on {names}"
+    unknown = [h.host for h in looked if h.cve_unchecked]
+    if unknown:
+        line += f"; CVEs unknown on {len(unknown)} host(s)"
+    return line
+
+
 def _cve_cell(h: HostCheck) -> str:
     """The compliance table's CVE cell: count, KEV count, worst severity ('?' when unknown)."""
     if h.cve_unchecked:
@@ -223,7 +242,9 @@ class PatchReport(OperationReport):
 
     def unchecked(self) -> list[str]:
         """A CVE source with no answer and no cached copy, and hosts whose CVEs it left unknown:
-        never "no CVEs"."""
+        never "no CVEs" (check mode: apply was there to patch, the plan names them)."""
+        if self.mode != "check":
+            return []
         out = [f"cve source {f.line()}" for f in self.cve_feeds if f.health == "unreachable"]
         return out + [f"{h.host}: CVEs: {h.cve_unchecked}" for h in self.hosts if h.cve_unchecked]
 

@@ -205,3 +205,18 @@ def test_digest_puts_exploited_exposed_on_top() -> None:
     assert summary and summary[0].severity is Severity.CRITICAL
     assert summary[0].title == "exploited CVE pending on 1 exposed host(s) (+1 not exposed)"
     assert {f.entity for f in got.findings if f.rule == "patching:kev"} == {"web", "db"}
+
+
+def test_approval_names_the_cves_the_plan_fixes() -> None:
+    from labops.patching.report import cve_plan_line
+
+    rows = _report().hosts
+    line = cve_plan_line(rows, {"kevweb", "web", "none"})
+    assert line == "- CVEs fixed by the plan: 2; known exploited (CVE-3) on kevweb (exposed)"
+    rows[1].cve_unchecked = "osv: down"
+    assert (cve_plan_line(rows, {"web"}) or "").endswith("CVEs unknown on 1 host(s)")
+    assert cve_plan_line([_host("a")], {"a"}) is None  # no lookup ran: nothing said
+    apply = _report()
+    apply.mode = "apply"
+    apply.hosts[0].cve_unchecked = "osv: down"
+    assert apply.unchecked() == []  # apply is judged by what it patched
