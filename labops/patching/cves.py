@@ -15,6 +15,7 @@ the distribution's own word (Ubuntu priority, Debian tracker urgency), else ``un
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -23,6 +24,9 @@ from pydantic import BaseModel, Field
 CveSeverity = Literal["critical", "high", "medium", "low", "unknown"]
 SEVERITIES: list[CveSeverity] = ["critical", "high", "medium", "low", "unknown"]
 _RANK = {s: i for i, s in enumerate(reversed(SEVERITIES))}  # unknown 0 ... critical 4
+
+# OSV ids: a prefix and an id (DSA-6015-1, UBUNTU-CVE-2025-9230, GHSA-xxxx-xxxx-xxxx, CVE-...).
+_ADVISORY_ID = re.compile(r"[A-Za-z][A-Za-z0-9]*-[A-Za-z0-9._:-]{1,120}")
 
 # Binary package -> source package, where they differ, for the packages a homelab's pending
 # list is made of (OSV keys Debian/Ubuntu/Alpine advisories by source package).
@@ -164,7 +168,11 @@ def batch_ids(answer: Any, count: int) -> list[list[str]]:
     out = []
     for item in results:
         vulns = item.get("vulns") or [] if isinstance(item, dict) else []
-        out.append([str(v["id"]) for v in vulns if isinstance(v, dict) and "id" in v])
+        ids = [str(v["id"]) for v in vulns if isinstance(v, dict) and "id" in v]
+        bad = [i for i in ids if not _ADVISORY_ID.fullmatch(i)]
+        if bad:  # an id goes into a URL path (/v1/vulns/{id}): only OSV's id grammar
+            raise ValueError(f"osv querybatch: advisory id outside the id grammar: {bad[0][:60]!r}")
+        out.append(ids)
     return out
 
 

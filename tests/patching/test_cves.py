@@ -85,12 +85,14 @@ def test_parse_advisory_cves_and_scores() -> None:
 
 
 def test_batch_ids_and_kev() -> None:
-    answer = {"results": [{"vulns": [{"id": "A", "modified": "x"}]}, {}]}
-    assert cves.batch_ids(answer, 2) == [["A"], []]
+    answer = {"results": [{"vulns": [{"id": "DSA-1-1", "modified": "x"}]}, {}]}
+    assert cves.batch_ids(answer, 2) == [["DSA-1-1"], []]
     with pytest.raises(ValueError):
         cves.batch_ids(answer, 3)  # an answer that does not fit the question is refused
     with pytest.raises(ValueError):
         cves.batch_ids({"error": 1}, 1)
+    with pytest.raises(ValueError, match="id grammar"):  # never put into a URL path
+        cves.batch_ids({"results": [{"vulns": [{"id": "../../admin?x=1"}]}]}, 1)
     ids, released = cves.parse_kev(
         {"dateReleased": "2025-12-01T15:00:00.000Z", "vulnerabilities": [{"cveID": "CVE-1"}]}
     )
