@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
 
 from blocks.context import LabContext
+from blocks.edge import TraefikApi
 from labops.errors import ApiError
 from labops.outcome import UnknownSince
 from labops.patching import plan, windows
+from labops.patching.cves import os_of_label
+from labops.patching.exposure import exposures
 from labops.patching.report import HostApply, HostCheck, PatchReport
 from labops.patching.rollout import (
     apply_row,
@@ -36,6 +40,7 @@ from labops.scope import artifact_key
 from labops.ssh import SshTarget
 from labops.ssh_targets import inventory_hosts, node_target
 from tasks import pve as pve_tasks
+from tasks.cves import HostPackages, cve_lookup
 from tasks.patch_host import (
     SNAPSHOT_BOOK,
     Detach,
@@ -46,6 +51,7 @@ from tasks.patch_host import (
     wait_until_idle,
 )
 from tasks.ssh import CheckedHost, CheckOptions, HostAccess, HostCommand, check_hosts, run_batch
+from tasks.traefik import http_routers
 
 PLAN_KEY = "patch-plan"
 _POWER_TIMEOUT_S = 600.0
@@ -569,3 +575,45 @@ def settle_snapshots(ctx: LabContext, report: PatchReport, patched: list[HostApp
         )
         r.snapshot_kept = True
     ctx.state.save(SNAPSHOT_BOOK, book)
+
+
+# -- CVEs and exposure (patching.cves) ------------------------------------------------------------
+
+
+def cves(ctx: LabContext, report: PatchReport) -> None:
+    """The CVEs each checked host's pending updates fix, with KEV flags (tasks/cves.py), and which
+    hosts Traefik exposes. Reads only. Off without ``patching.cves`` (the report says so)."""
+    policy = ctx.config.patching.cves
+    if policy is None:
+        return
+    checked = [h for h in report.hosts if h.known and h.packages]
+    asks = []
+    for h in checked:
+        os_id, version = os_of_label(h.os)
+        codename = h.os.split("(")[-1].rstrip(")") if "(" in h.os else None
+        pkgs = [(p.name, p.from_version, p.to_version) for p in h.packages if p.from_version]
+        asks.append(
+            HostPackages(
+                host=h.host, os_id=os_id, version_id=version, codename=codename, packages=pkgs
+            )
+        )
+    found = cve_lookup(policy, ctx.config.lab.state_dir, asks)
+    report.cve_feeds = found.feeds
+    by_host = {r.host: r for r in found.hosts}
+    for h in checked:
+        got = by_host.get(h.host)
+        if got is not None:
+            h.cves, h.cve_unchecked = got.cves, got.could_not_check
+    if not ctx.configured("traefik"):
+        report.skipped.append("exposure: traefik not configured (no host counted as exposed)")
+        return
+    try:
+        routers = http_routers(cast(TraefikApi, ctx.block("traefik")))
+    except Exception as exc:
+        report.failures.append(
+            Failure(entity="traefik", reason=f"exposure unknown: {exc}", system="traefik")
+        )
+        return
+    seen = exposures(routers, [h.host for h in report.hosts])
+    for h in report.hosts:
+        h.exposed = [e.line() for e in seen.get(h.host, [])]

@@ -56,7 +56,9 @@ def patch_check(
     combined command: upgradable packages with versions and suites (security = a ``-security``
     suite), held packages, reboot-required and its packages, ``needrestart -b``, os-release
     (end-of-life releases flagged). Unreachable hosts, refused host keys and failed logins are
-    reported as such, never as up to date.
+    reported as such, never as up to date. With ``patching.cves``: the CVEs each pending update
+    fixes (OSV, Debian tracker, CISA KEV), ranked known-exploited first, then severity x
+    exposure (Traefik routers).
 
     Args:
         config: labops config path (None: LABOPS_CONFIG or ./labops.yaml).
@@ -70,6 +72,7 @@ def patch_check(
     report = PatchReport(operation="patch_check", mode="check")
     do_refresh = ctx.config.patching.refresh if refresh is None else refresh
     steps.check(ctx, report, do_refresh, hosts)
+    steps.cves(ctx, report)  # CVEs fixed by the pending updates, KEV flags, exposure
     return publish_report(report, ctx.delivery())
 
 
@@ -141,6 +144,7 @@ def patch_apply(
     snap = plan.snapshot_name(run_key) if policy.snapshot_before else None
     # 1. check every host (a dry run refreshes no package list and starts nothing)
     targets = steps.check(ctx, report, policy.refresh and not dry_run, hosts, dry_run)
+    steps.cves(ctx, report)  # the plan names the CVEs it fixes (reads only)
     steps.housekeep_snapshots(ctx, report, snap or "", dry_run)
     sec_only = policy.security_only if security_only is None else security_only
     by_name = {t.name: t for t in targets}

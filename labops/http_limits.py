@@ -13,6 +13,7 @@ byte) and reads at most ``retry.max_response_bytes``:
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import itertools
 import socket
@@ -175,12 +176,20 @@ class DeadlineBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
+@functools.cache
+def _default_context(verify: bool) -> ssl.SSLContext:
+    return httpx.create_ssl_context(verify=verify)
+
+
 def deadline_transport(verify: ssl.SSLContext | bool) -> httpx.HTTPTransport:
     """httpx's transport on a connection pool whose sockets keep the thread's deadline (httpx
     takes no network backend, so the pool is replaced; same limits as httpx's default)."""
-    transport = httpx.HTTPTransport(verify=verify)
+    # One context, built once: loading the trust store costs ~0.2 s, per client it added up (the
+    # default store's context is shared by every client of the process; nothing changes it).
+    context = verify if isinstance(verify, ssl.SSLContext) else _default_context(verify)
+    transport = httpx.HTTPTransport(verify=context)
     transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(verify=verify),
+        ssl_context=context,
         max_connections=100,
         max_keepalive_connections=20,
         keepalive_expiry=5.0,

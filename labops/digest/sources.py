@@ -343,6 +343,8 @@ def labops_row_findings(flow: str, rows: Iterable[dict[str, Any]], reported: dat
     ``reported``: when the table was written (the "since" of a row that does not say).
     """
     out = Collected()
+    exploited: list[Finding] = []
+    exposed: list[Finding] = []
     for row in _objs(rows):
         values = {str(k).lower(): str(v) for k, v in row.items()}
         entity = next((values[k] for k in _ENTITY_COLUMNS if values.get(k)), "?")
@@ -372,7 +374,54 @@ def labops_row_findings(flow: str, rows: Iterable[dict[str, Any]], reported: dat
         out.checked.append(scope)
         if state.check is Checked.FOUND:
             out.findings += _found(flow, entity, scope, values)
+            kev = _kev_finding(flow, entity, scope, values)
+            if kev is not None:
+                exploited.append(kev)
+                if values.get("exposed"):
+                    exposed.append(kev)
+    if exploited:  # at the top of the digest: one line, exposed hosts first
+        where = (
+            f"{len(exposed)} exposed host(s)"
+            + (
+                f" (+{len(exploited) - len(exposed)} not exposed)"
+                if len(exploited) > len(exposed)
+                else ""
+            )
+            if exposed
+            else f"{len(exploited)} host(s) (none exposed)"
+        )
+        out.findings.append(
+            Finding(
+                source="labops",
+                severity=Severity.CRITICAL,
+                title=f"exploited CVE pending on {where}",
+                entity=", ".join(f.entity for f in (exposed or exploited)[:5]),
+                rule=f"{flow}:kev-summary",
+                scope=f"{flow}|kev",
+                evidence=[e for f in exploited for e in f.evidence][:10],
+            )
+        )
+        out.findings += exploited
     return out
+
+
+def _kev_finding(flow: str, entity: str, scope: str, values: dict[str, str]) -> Finding | None:
+    """The patch check's ``cves`` cell naming known-exploited CVEs (``4 (high, KEV: CVE-...)``),
+    with the Traefik routers of its ``exposed`` cell as evidence."""
+    cell = values.get("cves", "")
+    if "KEV:" not in cell:
+        return None
+    cves = cell.split("KEV:", 1)[1].strip(" )")
+    exposed = values.get("exposed", "")
+    return Finding(
+        source="labops",
+        severity=Severity.CRITICAL,
+        title=f"{flow}: known-exploited CVE pending ({cves[:120]})",
+        entity=entity,
+        rule=f"{flow}:kev",
+        scope=scope,
+        evidence=[f"{entity}: {cves[:200]}" + (f" via {exposed[:150]}" if exposed else "")],
+    )
 
 
 def _found(flow: str, entity: str, scope: str, values: dict[str, str]) -> list[Finding]:

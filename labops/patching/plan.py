@@ -25,7 +25,7 @@ from labops.patching.packages import (
     valid_package_name,
     valid_version,
 )
-from labops.patching.report import HostCheck
+from labops.patching.report import HostCheck, cve_plan_line
 
 
 class PveNodeInfo(BaseModel):
@@ -731,6 +731,9 @@ def approval_summary(
         f"({len(rollout.steps)} steps).",
         f"- Left out: {left} hosts (why: in the table).",
     ]
+    cves = cve_plan_line(list(rows), {h.name for h in hosts})
+    if cves:
+        lines.append(cves)
     if link:
         lines.append(f"- Every host, package and protection: [plan table]({link})")
     return "\n".join(lines)

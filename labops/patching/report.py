@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from labops.markdown import md_text
 from labops.metrics import Metric
 from labops.outcome import Checked, CouldNotCheck, Found, UnknownSince, check_columns
+from labops.patching.cves import SEVERITIES, FeedState, PackageCve, rank_key, worst
 from labops.patching.packages import PendingUpdate
 from labops.reports import Notification, OperationReport, Severity, utcnow
 
@@ -77,6 +78,21 @@ class HostCheck(BaseModel):
     unknown_since: datetime | None = Field(
         None, description="When the first failed check in a row ran (kept across runs)."
     )
+    cves: list[PackageCve] = Field(
+        default_factory=list, description="CVEs the pending updates fix (patching.cves)."
+    )
+    cve_unchecked: str | None = Field(
+        None, description="Why the CVEs of this host's updates could not be looked up."
+    )
+    exposed: list[str] = Field(
+        default_factory=list,
+        description="Traefik routers sending traffic to this host (router: rule @ entrypoints).",
+    )
+
+    @property
+    def kev(self) -> list[PackageCve]:
+        """Pending fixes of known-exploited CVEs."""
+        return [c for c in self.cves if c.kev]
 
     @property
     def check(self) -> Checked | None:
@@ -144,6 +160,36 @@ class HostApply(BaseModel):
     finished: datetime | None = None
 
 
+def cve_plan_line(rows: list[HostCheck], planned: set[str]) -> str | None:
+    """The approval's line on CVEs of the planned hosts (None when no lookup ran): how many the
+    plan fixes, which known-exploited ones on which hosts (exposed first), where unknown."""
+    looked = [h for h in rows if h.host in planned and (h.cves or h.cve_unchecked is not None)]
+    if not looked and not any(h.cves or h.cve_unchecked for h in rows):
+        return None
+    fixed = {c.cve for h in looked for c in h.cves}
+    kev = sorted((h for h in looked if h.kev), key=lambda h: (not h.exposed, h.host))
+    line = f"- CVEs fixed by the plan: {len(fixed)}"
+    if kev:
+        names = ", ".join(h.host + (" (exposed)" if h.exposed else "") for h in kev[:8])
+        exploited = ", ".join(sorted({c.cve for h in kev for c in h.kev}))
+        line += f"; known exploited ({exploited}) on {names}"
+    unknown = [h.host for h in looked if h.cve_unchecked]
+    if unknown:
+        line += f"; CVEs unknown on {len(unknown)} host(s)"
+    return line
+
+
+def _cve_cell(h: HostCheck) -> str:
+    """The compliance table's CVE cell: count, KEV count, worst severity ('?' when unknown)."""
+    if h.cve_unchecked:
+        return "?"
+    if not h.cves:
+        return "0"
+    kev = sorted({c.cve for c in h.kev})
+    named = f", KEV: {' '.join(kev)}" if kev else ""
+    return f"{len({c.cve for c in h.cves})} ({worst(h.cves)}{named})"
+
+
 def _simulated_upgrades(simulation: str, held_back: list[str]) -> int:
     """Packages a dry run's output would upgrade (``Inst`` of apt-get -s, ``(i/n)`` of apk -s),
     less the held-back ones: the simulation cannot hold them without changing the host."""
@@ -180,6 +226,27 @@ class PatchReport(OperationReport):
         default_factory=list, description="labops snapshots from earlier runs still present."
     )
     deleted_snapshots: list[str] = Field(default_factory=list)
+    cve_feeds: list[FeedState] = Field(
+        default_factory=list,
+        description="How each CVE source answered (empty: patching.cves not configured).",
+    )
+
+    def ranked_cves(self) -> list[tuple[HostCheck, PackageCve]]:
+        """Every pending CVE fix, known-exploited first, then severity x exposure."""
+        rows = [(h, c) for h in self.hosts for c in h.cves]
+        return sorted(
+            rows,
+            key=lambda hc: (rank_key(hc[1].kev, hc[1].severity, bool(hc[0].exposed)), hc[1].cve),
+            reverse=True,
+        )
+
+    def unchecked(self) -> list[str]:
+        """A CVE source with no answer and no cached copy, and hosts whose CVEs it left unknown:
+        never "no CVEs" (check mode: apply was there to patch, the plan names them)."""
+        if self.mode != "check":
+            return []
+        out = [f"cve source {f.line()}" for f in self.cve_feeds if f.health == "unreachable"]
+        return out + [f"{h.host}: CVEs: {h.cve_unchecked}" for h in self.hosts if h.cve_unchecked]
 
     def date_unknown(self, book: UnknownSince) -> UnknownSince:
         """Date every host that could not be checked from its first failed check in a row (as
@@ -211,7 +278,12 @@ class PatchReport(OperationReport):
                 }
                 for a in self.applied
             ]
-        return [self._row(h) for h in self.hosts]
+        rows = [self._row(h) for h in self.hosts]
+        if self.cve_feeds:  # only when looked up: a "0" must mean none found
+            for row, h in zip(rows, self.hosts, strict=True):
+                row["cves"] = _cve_cell(h) if h.known else "?"
+                row["exposed"] = "; ".join(h.exposed)
+        return rows
 
     @staticmethod
     def _row(h: HostCheck) -> dict[str, Any]:
@@ -282,9 +354,79 @@ class PatchReport(OperationReport):
                 "host(s) with packages held back",
                 [a.host for a in self.applied if a.held_back],
             )
+        if self.mode == "check":
+            out += self._cve_found()
         return out + Found.of(
             Severity.WARNING, "labops snapshot(s) left behind", self.leftover_snapshots
         )
+
+    def _cve_found(self) -> list[Found]:
+        """Critical: a known-exploited CVE pending (exposed hosts named first). Warning: a high or
+        critical CVE pending, a stale CVE source."""
+        kev = [h for h in self.hosts if h.kev]
+        kev.sort(key=lambda h: (not h.exposed, h.host))
+        out = Found.of(
+            Severity.CRITICAL,
+            "host(s) with a known-exploited CVE pending",
+            [h.host + (" (exposed)" if h.exposed else "") for h in kev],
+        )
+        out += Found.of(
+            Severity.WARNING,
+            "host(s) with a high or critical CVE pending",
+            [h.host for h in self.hosts if not h.kev and worst(h.cves) in ("critical", "high")],
+        )
+        return out + Found.of(
+            Severity.WARNING,
+            "CVE source(s) stale",
+            [f.line() for f in self.cve_feeds if f.health == "stale"],
+        )
+
+    def cve_headline(self) -> str | None:
+        """One line for the top of the digest and the notification, e.g. "exploited CVE pending
+        on 3 exposed containers" (None when no known-exploited CVE is pending)."""
+        kev = [h for h in self.hosts if h.kev]
+        if not kev:
+            return None
+        exposed = [h for h in kev if h.exposed]
+        cves = sorted({c.cve for h in kev for c in h.kev})
+        where = (
+            f"{len(exposed)} exposed host(s) ({', '.join(h.host for h in exposed[:5])})"
+            + (f" and {len(kev) - len(exposed)} other(s)" if len(kev) > len(exposed) else "")
+            if exposed
+            else f"{len(kev)} host(s) ({', '.join(h.host for h in kev[:5])})"
+        )
+        return f"exploited CVE pending on {where}: {', '.join(cves[:5])}"
+
+    def _cve_markdown(self) -> list[str]:
+        t = md_text
+        if not self.cve_feeds:
+            return ["", "CVE lookup: not configured (patching.cves)."]
+        lines = ["", "## CVEs fixed by pending updates"]
+        lines.append("Sources: " + t("; ".join(f.line() for f in self.cve_feeds)))
+        headline = self.cve_headline()
+        if headline:
+            lines.append(f"**{t(headline)}**")
+        ranked = self.ranked_cves()
+        if ranked:
+            lines += ["", "| rank | host | exposed | package | CVE | severity | KEV |"]
+            lines.append("|---|---|---|---|---|---|---|")
+            for i, (h, c) in enumerate(ranked[:50], 1):
+                score = f" {c.score:.1f}" if c.score is not None else ""
+                via = f" ({c.severity_from})" if c.severity_from else ""
+                lines.append(
+                    f"| {i} | {t(h.host)} | {t('; '.join(h.exposed)) if h.exposed else 'no'} | "
+                    f"{t(c.package)} {t(c.to_version)} | {t(c.cve)} | {c.severity}{score}{via} | "
+                    f"{'yes' if c.kev else ''} |"
+                )
+            if len(ranked) > 50:
+                lines.append(f"... and {len(ranked) - 50} more")
+        else:
+            lines.append("No CVE fixed by a pending update.")
+        unchecked = [h for h in self.hosts if h.cve_unchecked]
+        if unchecked:
+            lines += ["", "CVEs could not be checked:"]
+            lines += [f"- {t(h.host)}: {t(h.cve_unchecked or '')}" for h in unchecked]
+        return lines
 
     def markdown(self) -> str:
         t = md_text
@@ -329,6 +471,8 @@ class PatchReport(OperationReport):
                 "## Excluded packages left pending (patching.exclusions.packages)",
                 *[f"- {t(h.host)}: {t(', '.join(h.excluded))}" for h in excluded],
             ]
+        if self.mode == "check":
+            lines += self._cve_markdown()
         refused = [h for h in self.hosts if h.refused]
         if refused:
             lines += [
@@ -369,6 +513,25 @@ class PatchReport(OperationReport):
                         name="labops_patch_security_updates", value=float(h.security), labels=labels
                     )
                 )
+            if self.cve_feeds and not h.cve_unchecked:  # unknown is never 0 CVEs
+                for sev in SEVERITIES:
+                    for kev in (True, False):
+                        n = sum(1 for c in h.cves if c.severity == sev and c.kev == kev)
+                        out.append(
+                            Metric(
+                                name="labops_patch_cves",
+                                value=float(n),
+                                labels={**labels, "severity": sev, "kev": str(kev).lower()},
+                            )
+                        )
+        for f in self.cve_feeds:  # states are values: 0 fresh, 1 stale, 2 unreachable
+            labels = {"lab": self.lab, "feed": f.name}
+            health = {"fresh": 0.0, "stale": 1.0, "unreachable": 2.0}[f.health]
+            out.append(Metric(name="labops_patch_cve_feed_health", value=health, labels=labels))
+            if f.age_h is not None:
+                out.append(
+                    Metric(name="labops_patch_cve_feed_age_hours", value=f.age_h, labels=labels)
+                )
         return out
 
     def notification(self) -> Notification | None:
@@ -385,6 +548,10 @@ class PatchReport(OperationReport):
             patched = sum(1 for a in self.applied if a.outcome == "patched")
             title = f"Patch apply: {patched} patched, {len(self.failures)} failed"
         body = [self.markdown().split("\n", 2)[-1].split("\n## ")[0].strip()]
+        headline = self.cve_headline()
+        if headline:
+            body.insert(0, headline)
+            severity = max(severity, Severity.CRITICAL, key=lambda s: s.rank)
         worst = sorted((h for h in self.hosts if h.known and h.security), key=lambda h: -h.security)
         if worst:
             body.append(

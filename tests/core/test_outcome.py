@@ -24,6 +24,7 @@ from labops.limits import limit_name
 from labops.metrics import Metric
 from labops.notify.mqtt import topic_for
 from labops.outcome import FailOn, Found, Outcome, Severity, judge
+from labops.patching.cves import FeedState
 from labops.patching.packages import PendingUpdate
 from labops.patching.report import HostCheck, PatchReport
 from labops.reports import Failure, OperationReport
@@ -266,6 +267,7 @@ def sample_reports(lab: str) -> list[OperationReport]:
         PatchReport(
             lab=lab,
             hosts=[host("ct-a", packages=[update("openssl", True)], package_manager="apt")],
+            cve_feeds=[FeedState(name="kev", url="http://kev", health="fresh", age_h=2.0)],
         ),
         SecurityDigest(
             lab=lab,

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
+from labops.config.policies.cves import CvePolicy
 from labops.config.systems import Strict
 from labops.patching.packages import valid_package_name
 
@@ -170,6 +171,9 @@ class PatchPolicy(Strict):
     )
     node_boot_timeout_s: float = Field(600.0, gt=0, description="Wait for a rebooted node.")
     parallel: int = Field(50, ge=1, le=1000, description="Hosts checked at once.")
+    cves: CvePolicy | None = Field(
+        None, description="CVE lookup of pending updates (OSV, Debian tracker, KEV); None: off."
+    )
 
     @model_validator(mode="after")
     def _canaries_not_excluded(self) -> PatchPolicy:
