@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
 
 from blocks.context import LabContext
+from flows import patch_gate
 from labops.errors import ApiError
 from labops.outcome import UnknownSince
 from labops.patching import plan, windows
@@ -287,7 +288,10 @@ def simulate(
     security_only: bool,
 ) -> None:
     """Run each host's simulation: the very upgrade apply would run (named packages, security
-    only, exclusions, holds), as ``apt-get -s`` / ``apk upgrade -s``. Read-only."""
+    only, exclusions, holds), as ``apt-get -s`` / ``apk upgrade -s``. Read-only. The backup
+    gate says which guests it would back up first and which it would refuse."""
+    gated = [patch_gate.gated(ctx, report, s, dry_run=True)[0] for s in rollout.steps]
+    rollout = plan.RolloutPlan(steps=[s for s in gated if s.hosts])
     rows = {h.host: h for h in report.hosts}
     upgrades = {h.name: upgrade_of(ctx, h, rows[h.name], security_only) for h in rollout.hosts}
     jobs = [
@@ -392,9 +396,15 @@ def execute(
             window_stop(report, rollout.steps[index:], closed)
             break
         ssh, pve = ctx.ssh_block(), ctx.pve_block() if ctx.configured("proxmox") else None
+        # no guest is upgraded without a recent enough backup (patching.require_backup)
+        step, backups = patch_gate.gated(ctx, report, step)
         futures = [
             patch_host.with_options(name=f"patch-host {h.name}").submit(
-                ssh, pve, patch_job(ctx, step, h, rows[h.name], by_name, snap, security_only, job)
+                ssh,
+                pve,
+                patch_job(ctx, step, h, rows[h.name], by_name, snap, security_only, job).model_copy(
+                    update={"backup": backups[h.name].backup if h.name in backups else None}
+                ),
             )
             for h in step.hosts
         ]

@@ -137,6 +137,12 @@ class HostApply(BaseModel):
     snapshot_kept: bool = False
     rolled_back: bool = False
     rebooted: bool = False
+    rollback_point: str | None = Field(
+        None, description="What a failed upgrade goes back to: a snapshot, or the gate's backup."
+    )
+    restore: str | None = Field(
+        None, description="How to restore the gate's backup (when it is the rollback point)."
+    )
     command: str | None = Field(None, description="The upgrade command apply runs (dry run).")
     simulated: str | None = Field(None, description="The command the dry run ran instead.")
     simulation: str | None = Field(None, description="apt-get -s output (dry run).")
@@ -180,6 +186,11 @@ class PatchReport(OperationReport):
         default_factory=list, description="labops snapshots from earlier runs still present."
     )
     deleted_snapshots: list[str] = Field(default_factory=list)
+    gate_backups: list[str] = Field(
+        default_factory=list,
+        description="Backups labops took (or would take, dry run) because a guest had no "
+        "recent enough one (patching.require_backup), and how each ended.",
+    )
 
     def date_unknown(self, book: UnknownSince) -> UnknownSince:
         """Date every host that could not be checked from its first failed check in a row (as
@@ -319,9 +330,16 @@ class PatchReport(OperationReport):
                 extra = f" ({n} upgraded)" if n else ""
                 kept = f", held back: {t(', '.join(a.held_back))}" if a.held_back else ""
                 detail = f" - {t(a.detail)}" if a.detail else ""
+                point = f", rollback point: {t(a.rollback_point)}" if a.rollback_point else ""
                 lines.append(
-                    f"- {a.phase} {a.batch}: {t(a.host)}: {a.outcome}{extra}{sim}{kept}{detail}"
+                    f"- {a.phase} {a.batch}: {t(a.host)}: {a.outcome}{extra}{sim}{kept}{point}"
+                    f"{detail}"
                 )
+                if a.restore and a.outcome == "failed":
+                    lines.append(f"  - {t(a.restore)}")
+            if self.gate_backups:
+                lines += ["", "## Backups taken before patching (patching.require_backup)"]
+                lines += [f"- {t(g)}" for g in self.gate_backups]
         excluded = [h for h in self.hosts if h.excluded]
         if excluded:
             lines += [

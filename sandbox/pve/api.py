@@ -1538,6 +1538,11 @@ async def snapshot_create(api: PveApi, req: Req) -> Any:
 
     async def body(task: Task) -> int | None:
         _locked_error(api, g)
+        # fault ``no_snapshot_vmids``: a container with a bind mount (or on storage without
+        # snapshots); PVE's snapshot task ends with this error
+        unsnappable = api.faults.extra.get("no_snapshot_vmids") or []
+        if g.vmid in unsnappable or str(g.vmid) in unsnappable:
+            raise TaskError("snapshot feature is not available")
         snaps = api.snapshots.setdefault(g.vmid, [])
         if any(s.name == name for s in snaps) or name == "current":
             raise TaskError(f"snapshot name '{name}' already used")

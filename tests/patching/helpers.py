@@ -22,6 +22,19 @@ def derived_config(
     return str(path)
 
 
+def pending_of(sandbox: Any, host: str) -> list[str]:
+    """The names of the updates pending on a sandbox host."""
+    return sorted(sandbox.control("fleet", "state", host=host)["pending"])
+
+
+def guest(sandbox: Any, name: str) -> tuple[str, int]:
+    """The node and vmid of the sandbox guest named ``name``."""
+    for g in sandbox.pve().cluster.resources.get(type="vm"):
+        if g.get("name") == name:
+            return g["node"], int(g["vmid"])
+    raise KeyError(name)
+
+
 def report_of(state: Any) -> Any:
     """The PatchReport a flow returned (directly, or carried by its Failed state)."""
     from labops.patching.report import PatchReport

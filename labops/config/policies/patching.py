@@ -89,6 +89,29 @@ class HealthCheck(Strict):
     timeout_s: float = Field(30.0, gt=0)
 
 
+class RequireBackup(Strict):
+    """Backup-gated apply: a guest is patched only after a recent enough good backup of it
+    (taken now by labops when there is none); a guest without one is skipped, never patched."""
+
+    enabled: bool = Field(False, description="Gate every guest's upgrade on a backup.")
+    max_age_h: float = Field(
+        24.0, gt=0, description="The newest good backup must be at most this old."
+    )
+    verified: bool = Field(
+        False, description="Only a backup whose verification passed counts (PBS verify)."
+    )
+    storage: str | None = Field(
+        None,
+        description="Where the gate's backups are looked for and written (None: the backups "
+        "policy's default storage).",
+    )
+    backup_now: bool = Field(
+        True,
+        description="Run vzdump for a guest without a good enough backup (within the backups' "
+        "per-node/per-storage limits) and wait for it; off: skip such a guest.",
+    )
+
+
 class PatchPolicy(Strict):
     """What the patching flow does and its limits."""
 
@@ -165,6 +188,7 @@ class PatchPolicy(Strict):
         description="A guest with a backup this recent counts as protected in the plan (when no "
         "snapshot is taken before its upgrade).",
     )
+    require_backup: RequireBackup = RequireBackup()
     lock_wait_s: float = Field(
         120.0, ge=0, description="How long to wait for a held dpkg/apt lock before failing."
     )
