@@ -18,7 +18,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
 
 from blocks.context import LabContext
-from flows import patch_gate
+from flows import patch_drain, patch_gate
 from labops.errors import ApiError
 from labops.outcome import UnknownSince
 from labops.patching import plan, windows
@@ -499,13 +499,20 @@ def maybe_reboot(
         return
     try:
         if r.kind == "node":
+            # its guests away first (patching.drain); a failed migration: no reboot
+            drained, why = patch_drain.drain(ctx, report, r.host)
+            if why:
+                r.detail = "; ".join(x for x in (r.detail, f"reboot not done: {why}") if x)
+                report.failures.append(Failure(entity=f"node {r.host}", reason=f"drain: {why}"))
+                return
             pve = ctx.pve_block() if ctx.configured("proxmox") else None
             boot_s = ctx.config.patching.node_boot_timeout_s
             problem = reboot_node(ctx.ssh_block(), pve, access, r.host, boot_s)
-            if problem:
+            if problem:  # its guests stay where they went: said in the report
                 report.failures.append(Failure(entity=f"node {r.host}", reason=problem))
             else:
                 r.rebooted = True
+                patch_drain.undrain(ctx, report, drained)
         elif r.kind == "container" and r.node is not None and r.vmid is not None:
             # PVE's own reboot task: one request, followed to its task if the answer is lost;
             # no stop + start of our own that a lost answer could leave half done.

@@ -186,6 +186,10 @@ class PatchReport(OperationReport):
         default_factory=list, description="labops snapshots from earlier runs still present."
     )
     deleted_snapshots: list[str] = Field(default_factory=list)
+    drains: list[str] = Field(
+        default_factory=list,
+        description="Each rebooted node's drain (moves, shutdowns, pinned guests) and return.",
+    )
     gate_backups: list[str] = Field(
         default_factory=list,
         description="Backups labops took (or would take, dry run) because a guest had no "
@@ -337,6 +341,9 @@ class PatchReport(OperationReport):
                 )
                 if a.restore and a.outcome == "failed":
                     lines.append(f"  - {t(a.restore)}")
+            if self.drains:
+                lines += ["", "## Node drains (patching.drain)"]
+                lines += [f"- {t(d)}" for d in self.drains]
             if self.gate_backups:
                 lines += ["", "## Backups taken before patching (patching.require_backup)"]
                 lines += [f"- {t(g)}" for g in self.gate_backups]

@@ -90,19 +90,19 @@ def test_failed_backup_means_never_patched_and_the_others_go_on(
     sandbox_clean: Any, tmp_path: Path
 ) -> None:
     sb = sandbox_clean
-    prime(sb, "immich", "gitea")
-    _, vmid = guest(sb, "immich")
-    before = pending_of(sb, "immich")
+    prime(sb, "mealie", "gitea")
+    _, vmid = guest(sb, "mealie")
+    before = pending_of(sb, "mealie")
     sb.set_faults("pve", extra={"failing_vmids": [vmid]})
     report = apply(
-        sb, tmp_path, ["immich", "gitea"], require_backup={"enabled": True, "max_age_h": 0.1}
+        sb, tmp_path, ["mealie", "gitea"], require_backup={"enabled": True, "max_age_h": 0.1}
     )
     done = {a.host: a for a in report.applied}
-    assert done["immich"].outcome == "skipped" and "backup gate" in done["immich"].detail
-    assert "exit code 255" in done["immich"].detail
-    assert pending_of(sb, "immich") == before, "a guest whose backup failed is never patched"
+    assert done["mealie"].outcome == "skipped" and "backup gate" in done["mealie"].detail
+    assert "exit code 255" in done["mealie"].detail
+    assert pending_of(sb, "mealie") == before, "a guest whose backup failed is never patched"
     assert done["gitea"].outcome == "patched"
-    assert [f.entity for f in report.failures] == ["host immich"]
+    assert [f.entity for f in report.failures] == ["host mealie"]
     assert report.result().outcome == "failed"
 
 

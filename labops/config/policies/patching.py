@@ -112,6 +112,25 @@ class RequireBackup(Strict):
     )
 
 
+class Drain(Strict):
+    """What happens to a node's running guests before the node reboots (the issue's
+    ``patching.reboot.drain``; ``reboot`` stays the when)."""
+
+    mode: Literal["migrate", "shutdown", "none"] = Field(
+        "none",
+        description="migrate: VMs live, containers by restart, to the online node with the most "
+        "free memory, back after the node returns healthy; shutdown: clean shutdown, started "
+        "after; none: left to the reboot.",
+    )
+    pinned: Literal["shutdown", "refuse"] = Field(
+        "shutdown",
+        description="Guests local resources pin (passthrough, bind mount, device) in migrate "
+        "mode: shut down and started after, or refuse the node's reboot.",
+    )
+    migrate_back: bool = Field(True, description="Move migrated guests home after the reboot.")
+    task_timeout_s: float = Field(1800.0, gt=0, description="Longest wait for one migration.")
+
+
 class PatchPolicy(Strict):
     """What the patching flow does and its limits."""
 
@@ -149,6 +168,7 @@ class PatchPolicy(Strict):
         24.0, ge=0, description="Snapshots of healthy hosts are deleted after this (0: at once)."
     )
     reboot: Literal["never", "when-required"] = Field("when-required")
+    drain: Drain = Drain()
     security_only: bool = Field(False, description="Apply only security updates by default.")
     preapproved_scheduled: bool = Field(
         False, description="Scheduled (deployment) runs apply without waiting for approval."
