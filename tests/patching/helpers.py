@@ -110,3 +110,37 @@ def run_paused_flow(
         raise out["error"]
     assert "state" in out, "flow did not finish"
     return out["state"], paused
+
+
+def prime(sandbox: Any, *hosts: str) -> None:
+    """Give every host one pending update (so each is in the plan)."""
+    for h in hosts:
+        sandbox.control("fleet", "set_pending", host=h, packages=[f"gate-{h}"])
+
+
+def apply_approved(sandbox: Any, tmp_path: Path, hosts: list[str], **patching: Any) -> Any:
+    """Run patch apply on ``hosts`` in an open window, every host in one batch, and approve
+    it; its report."""
+    from flows.patching import patch_apply
+
+    cfg = derived_config(
+        sandbox,
+        tmp_path,
+        windows=[{"start": "00:00", "end": "23:59"}],
+        refresh=False,
+        canary_count=0,
+        max_failures=5,
+        max_fail_ratio=1.0,
+        batch_size=len(hosts),
+        per_node_parallel=len(hosts),
+        delete_snapshots_after_h=0,
+        **patching,
+    )
+    state, paused = run_paused_flow(
+        lambda: patch_apply(config=cfg, hosts=hosts, return_state=True),
+        cfg,
+        {"approve": True},
+        timeout=180,
+    )
+    assert paused is not None
+    return report_of(state)

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.patching.helpers import derived_config, guest, pending_of, report_of, run_paused_flow
+from tests.patching.helpers import apply_approved as apply
+from tests.patching.helpers import derived_config, guest, pending_of, prime, report_of
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 OPEN = [{"start": "00:00", "end": "23:59"}]
@@ -35,38 +36,6 @@ def backups_of(sandbox: Any, vmid: int) -> list[str]:
                 if v.get("vmid") is not None and int(v["vmid"]) == vmid:
                     found.add(v["volid"])
     return sorted(found)
-
-
-def prime(sandbox: Any, *hosts: str) -> None:
-    """Give every host one pending update (so each is in the plan)."""
-    for h in hosts:
-        sandbox.control("fleet", "set_pending", host=h, packages=[f"gate-{h}"])
-
-
-def apply(sandbox: Any, tmp_path: Path, hosts: list[str], **patching: Any) -> Any:
-    from flows.patching import patch_apply
-
-    cfg = derived_config(
-        sandbox,
-        tmp_path,
-        windows=OPEN,
-        refresh=False,
-        canary_count=0,
-        max_failures=5,
-        max_fail_ratio=1.0,
-        batch_size=len(hosts),
-        per_node_parallel=len(hosts),
-        delete_snapshots_after_h=0,
-        **patching,
-    )
-    state, paused = run_paused_flow(
-        lambda: patch_apply(config=cfg, hosts=hosts, return_state=True),
-        cfg,
-        {"approve": True},
-        timeout=180,
-    )
-    assert paused is not None
-    return report_of(state)
 
 
 def test_too_old_backup_is_taken_now_then_patched(sandbox_clean: Any, tmp_path: Path) -> None:
