@@ -186,6 +186,11 @@ class PatchReport(OperationReport):
         default_factory=list, description="labops snapshots from earlier runs still present."
     )
     deleted_snapshots: list[str] = Field(default_factory=list)
+    overlaps: list[str] = Field(
+        default_factory=list,
+        description="Scheduled jobs (PVE backup, PBS verify/prune, labops) running in the "
+        "window; a backup of a node being patched refuses that node.",
+    )
     drains: list[str] = Field(
         default_factory=list,
         description="Each rebooted node's drain (moves, shutdowns, pinned guests) and return.",
@@ -341,6 +346,9 @@ class PatchReport(OperationReport):
                 )
                 if a.restore and a.outcome == "failed":
                     lines.append(f"  - {t(a.restore)}")
+            if self.overlaps:
+                lines += ["", "## Jobs in the window"]
+                lines += [f"- {t(o)}" for o in self.overlaps]
             if self.drains:
                 lines += ["", "## Node drains (patching.drain)"]
                 lines += [f"- {t(d)}" for d in self.drains]

@@ -169,6 +169,12 @@ class PatchPolicy(Strict):
     )
     reboot: Literal["never", "when-required"] = Field("when-required")
     drain: Drain = Drain()
+    overlaps: Literal["refuse-same-node", "list"] = Field(
+        "refuse-same-node",
+        description="Jobs running while the apply is expected to run (PVE backup, PBS verify/"
+        "prune, labops schedules) are listed; refuse-same-node: a PVE backup job touching a "
+        "node being patched refuses that node and its guests.",
+    )
     security_only: bool = Field(False, description="Apply only security updates by default.")
     preapproved_scheduled: bool = Field(
         False, description="Scheduled (deployment) runs apply without waiting for approval."
