@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 
@@ -146,3 +148,11 @@ def apply_approved(sandbox: Any, tmp_path: Path, hosts: list[str], **patching: A
     )
     assert paused is not None
     return report_of(state)
+
+
+@pytest.fixture
+def fleet_as_seeded(sandbox: Any) -> Iterator[None]:
+    """After the test, every host of the session sandbox as seeded (pending updates, kernels),
+    for the tests that read the seeded lab."""
+    yield
+    sandbox.control("fleet", "reset", keep_faults=True)

@@ -4,21 +4,17 @@ node's reboot and puts back what had moved."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.patching.helpers import apply_approved
+from tests.patching.helpers import (
+    apply_approved,
+    fleet_as_seeded,  # noqa: F401 (a fixture)
+)
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-@pytest.fixture(autouse=True)
-def _fleet_reset(sandbox: Any) -> Iterator[None]:
-    yield
-    sandbox.control("fleet", "reset", keep_faults=True)
+pytestmark = pytest.mark.usefixtures("prefect_server", "fleet_as_seeded")
 
 
 def on_node(sandbox: Any, node: str) -> dict[int, str]:

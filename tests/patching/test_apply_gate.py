@@ -4,24 +4,23 @@ rollback point where no snapshot can be taken, and a dry run backs nothing up.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.patching.helpers import apply_approved as apply
-from tests.patching.helpers import derived_config, guest, pending_of, prime, report_of
+from tests.patching.helpers import (
+    derived_config,
+    fleet_as_seeded,  # noqa: F401 (a fixture)
+    guest,
+    pending_of,
+    prime,
+    report_of,
+)
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = pytest.mark.usefixtures("prefect_server", "fleet_as_seeded")
 OPEN = [{"start": "00:00", "end": "23:59"}]
-
-
-@pytest.fixture(autouse=True)
-def _fleet_reset(sandbox: Any) -> Iterator[None]:
-    """The fleet as it started after each test (the session's other tests expect it)."""
-    yield
-    sandbox.control("fleet", "reset", keep_faults=True)
 
 
 def backups_of(sandbox: Any, vmid: int) -> list[str]:

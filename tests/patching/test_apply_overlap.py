@@ -3,7 +3,6 @@ refuses them (never patched, no approval asked for nothing); other jobs are list
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,16 +11,17 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from tests.patching.helpers import derived_config, pending_of, prime, report_of, run_paused_flow
+from tests.patching.helpers import (
+    derived_config,
+    fleet_as_seeded,  # noqa: F401 (a fixture)
+    pending_of,
+    prime,
+    report_of,
+    run_paused_flow,
+)
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = pytest.mark.usefixtures("prefect_server", "fleet_as_seeded")
 OPEN = [{"start": "00:00", "end": "23:59"}]
-
-
-@pytest.fixture(autouse=True)
-def _fleet_reset(sandbox: Any) -> Iterator[None]:
-    yield
-    sandbox.control("fleet", "reset", keep_faults=True)
 
 
 def at(sandbox: Any, hour: int, minute: int) -> datetime:
