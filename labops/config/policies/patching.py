@@ -113,8 +113,8 @@ class RequireBackup(Strict):
 
 
 class Drain(Strict):
-    """What happens to a node's running guests before the node reboots (the issue's
-    ``patching.reboot.drain``; ``reboot`` stays the when)."""
+    """What happens to a node's running guests around its reboot (``reboot`` says when a node
+    reboots, ``drain`` what its guests do meanwhile)."""
 
     mode: Literal["migrate", "shutdown", "none"] = Field(
         "none",
