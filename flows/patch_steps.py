@@ -20,6 +20,7 @@ from prefect.futures import wait
 
 from blocks.context import LabContext
 from blocks.edge import TraefikApi
+from flows import patch_drain, patch_gate
 from labops.errors import ApiError
 from labops.outcome import UnknownSince
 from labops.patching import plan, windows
@@ -293,7 +294,10 @@ def simulate(
     security_only: bool,
 ) -> None:
     """Run each host's simulation: the very upgrade apply would run (named packages, security
-    only, exclusions, holds), as ``apt-get -s`` / ``apk upgrade -s``. Read-only."""
+    only, exclusions, holds), as ``apt-get -s`` / ``apk upgrade -s``. Read-only. The backup
+    gate says which guests it would back up first and which it would refuse."""
+    gated = [patch_gate.gated(ctx, report, s, dry_run=True)[0] for s in rollout.steps]
+    rollout = plan.RolloutPlan(steps=[s for s in gated if s.hosts])
     rows = {h.host: h for h in report.hosts}
     upgrades = {h.name: upgrade_of(ctx, h, rows[h.name], security_only) for h in rollout.hosts}
     jobs = [
@@ -398,9 +402,15 @@ def execute(
             window_stop(report, rollout.steps[index:], closed)
             break
         ssh, pve = ctx.ssh_block(), ctx.pve_block() if ctx.configured("proxmox") else None
+        # no guest is upgraded without a recent enough backup (patching.require_backup)
+        step, backups = patch_gate.gated(ctx, report, step)
         futures = [
             patch_host.with_options(name=f"patch-host {h.name}").submit(
-                ssh, pve, patch_job(ctx, step, h, rows[h.name], by_name, snap, security_only, job)
+                ssh,
+                pve,
+                patch_job(ctx, step, h, rows[h.name], by_name, snap, security_only, job).model_copy(
+                    update={"backup": backups[h.name].backup if h.name in backups else None}
+                ),
             )
             for h in step.hosts
         ]
@@ -495,13 +505,20 @@ def maybe_reboot(
         return
     try:
         if r.kind == "node":
+            # its guests away first (patching.drain); a failed migration: no reboot
+            drained, why = patch_drain.drain(ctx, report, r.host)
+            if why:
+                r.detail = "; ".join(x for x in (r.detail, f"reboot not done: {why}") if x)
+                report.failures.append(Failure(entity=f"node {r.host}", reason=f"drain: {why}"))
+                return
             pve = ctx.pve_block() if ctx.configured("proxmox") else None
             boot_s = ctx.config.patching.node_boot_timeout_s
             problem = reboot_node(ctx.ssh_block(), pve, access, r.host, boot_s)
-            if problem:
+            if problem:  # its guests stay where they went: said in the report
                 report.failures.append(Failure(entity=f"node {r.host}", reason=problem))
             else:
                 r.rebooted = True
+                patch_drain.undrain(ctx, report, drained)
         elif r.kind == "container" and r.node is not None and r.vmid is not None:
             # PVE's own reboot task: one request, followed to its task if the answer is lost;
             # no stop + start of our own that a lost answer could leave half done.

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from blocks.context import LabContext
 from flows import patch_steps as steps
+from flows.patch_overlap import check_overlaps
 from labops.flow_params import ConfigPath, HostList
 from labops.limits import SlotBusy, maintenance_slot
 from labops.patching import plan, windows
@@ -150,6 +151,9 @@ def patch_apply(
     by_name = {t.name: t for t in targets}
     # 2. plan: canaries, batches of containers, then the nodes one at a time
     rollout = steps.build_rollout(ctx, report.hosts, sec_only, set())
+    # never together with a backup of a node being patched; other jobs in the window listed
+    window.closed()  # remembers the end of the open window
+    rollout = check_overlaps(ctx, report, rollout, now(), window.end)
     if not rollout.steps:
         report.approval = "nothing to apply"
         return publish_report(report, ctx.delivery())

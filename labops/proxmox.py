@@ -542,6 +542,12 @@ class PveClient(ProxmoxClient):
         """start | stop | shutdown a guest. Changes the lab; returns the UPID."""
         return str(self.post(f"nodes/{node}/{kind}/{vmid}/status/{action}"))
 
+    def migrate(self, node: str, kind: str, vmid: int, target: str, *, running: bool) -> str:
+        """Migrate guest ``vmid`` to ``target``: a running VM live (``online``), a running
+        container by restart (``restart``). Changes the lab; returns the UPID."""
+        flag = ({"online": True} if kind == "qemu" else {"restart": True}) if running else {}
+        return str(self.post(f"nodes/{node}/{kind}/{vmid}/migrate", target=target, **flag))
+
     def destroy(self, node: str, kind: str, vmid: int, *, purge: bool = True) -> str:
         """Destroy guest ``vmid`` and its disks. Changes the lab; returns the UPID."""
         return str(self.delete(f"nodes/{node}/{kind}/{vmid}", purge=purge))

@@ -20,8 +20,9 @@ from pydantic import BaseModel, Field
 
 from blocks.proxmox import ProxmoxCredentials
 from blocks.ssh import SshCredentials
+from labops.backups.models import BackupCopy
 from labops.config.policies.patching import HealthCheck
-from labops.patching import plan
+from labops.patching import gate, plan
 from labops.patching.apt import failure_reason
 from labops.patching.detached import (
     POLL_COMMAND,
@@ -86,6 +87,11 @@ class PatchJob(BaseModel):
     health: HealthCheck = Field(default_factory=HealthCheck)
     busy: NodeWait = Field(default_factory=NodeWait)
     state_dir: Path = Field(..., description="Where the snapshot book is kept.")
+    backup: BackupCopy | None = Field(
+        None,
+        description="The guest's backup that passed the backup gate: its rollback point when no "
+        "snapshot is taken (or none can be).",
+    )
 
 
 @task(name="patch-host", cache_policy=NO_CACHE)
@@ -106,14 +112,21 @@ def patch_host(ssh: SshCredentials, pve: ProxmoxCredentials | None, job: PatchJo
             return result
         if job.snapshot:
             _book(job.state_dir, host, job.snapshot)
-            create_snapshot(
-                ct_pve,
-                host.node,
-                host.vmid,
-                job.snapshot,
-                f"labops patch run before: {', '.join(host.packages[:8])}",
-            )
-            result.snapshot = job.snapshot
+            try:
+                create_snapshot(
+                    ct_pve,
+                    host.node,
+                    host.vmid,
+                    job.snapshot,
+                    f"labops patch run before: {', '.join(host.packages[:8])}",
+                )
+                result.snapshot = job.snapshot
+            except Exception as exc:
+                if job.backup is None:  # no rollback point at all: never patched
+                    raise
+                # a bind mount or storage without snapshots: the gate's backup is the way back
+                result.detail = f"no snapshot ({exc})"
+    result.rollback_point = gate.rollback_point(result.snapshot, job.backup)
     if host.kind == "node" and host.node:
         busy = wait_until_idle(pve, host.node, job.busy)
         if busy:
@@ -133,7 +146,11 @@ def patch_host(ssh: SshCredentials, pve: ProxmoxCredentials | None, job: PatchJo
     else:
         result.outcome = "failed"
         result.detail = "; ".join(x for x in (result.detail, problem) if x)
-        if ct_pve is not None and job.snapshot and job.rollback_on_failure:
+        if not result.snapshot and job.backup is not None and host.vmid is not None:
+            kind: Literal["lxc", "qemu"] = "qemu" if host.kind == "vm" else "lxc"
+            node = host.node or "<node>"
+            result.restore = gate.restore_hint(kind, node, host.vmid, job.backup)
+        if ct_pve is not None and result.snapshot and job.snapshot and job.rollback_on_failure:
             assert host.node is not None and host.vmid is not None
             try:
                 rollback_snapshot(ct_pve, host.node, host.vmid, job.snapshot)

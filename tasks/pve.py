@@ -313,6 +313,34 @@ def power_guest(
     return follow(pve, node, upid, timeout_s, poll_s)
 
 
+@task(name="pve-migrate", task_run_name="migrate-{vmid}-to-{target}")
+def migrate_guest(
+    block: ProxmoxCredentials,
+    node: str,
+    kind: str,
+    vmid: int,
+    target: str,
+    timeout_s: float = 1800.0,
+    lost_answer_wait_s: float = 30.0,
+) -> TaskResult:
+    """Migrate a guest to ``target`` and follow PVE's task to its end (CHANGES THE LAB): a
+    running VM live, a running container by restart. Sent once (:func:`start_once`: a lost
+    answer is followed to the migration task it started); a failed task is returned
+    (``status == "error"``), not raised."""
+    pve = client(block)
+    running = pve.guest_state(node, kind, vmid).status == "running"
+    upid = start_once(
+        pve,
+        node,
+        vmid,
+        "vzmigrate" if kind == "lxc" else "qmigrate",
+        lambda: pve.migrate(node, kind, vmid, target, running=running),
+        owner=pve.token_id,
+        wait_s=lost_answer_wait_s,
+    )
+    return follow(pve, node, upid, timeout_s, 1.0)
+
+
 @task(name="pve-guest-config", tags=["proxmox"], task_run_name="config-{vmid}")
 def guest_config(block: ProxmoxCredentials, node: str, kind: str, vmid: int) -> PveGuestConfig:
     """The config of guest ``vmid`` (network interfaces, digest). Reads only."""

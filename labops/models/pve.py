@@ -327,6 +327,11 @@ class PveGuestConfig(Payload):
     ipconfigs: dict[str, str] = Field(
         default_factory=dict, description="ipconfigN (a VM's cloud-init addresses)."
     )
+    local: dict[str, str] = Field(
+        default_factory=dict,
+        description="Keys that may tie the guest to its node: hostpciN, usbN (VMs), mpN, devN "
+        "(containers).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -334,7 +339,13 @@ class PveGuestConfig(Payload):
         if not isinstance(data, dict) or "nets" in data:
             return data
         ipconfigs = {k: str(v) for k, v in data.items() if re.fullmatch(r"ipconfig\d+", k)}
-        return {**data, "nets": interfaces(data), "ipconfigs": dict(sorted(ipconfigs.items()))}
+        local = {k: str(v) for k, v in data.items() if re.fullmatch(r"(hostpci|usb|mp|dev)\d+", k)}
+        return {
+            **data,
+            "nets": interfaces(data),
+            "ipconfigs": dict(sorted(ipconfigs.items())),
+            "local": dict(sorted(local.items())),
+        }
 
     @field_validator("tags", mode="before")
     @classmethod

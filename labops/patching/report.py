@@ -153,6 +153,12 @@ class HostApply(BaseModel):
     snapshot_kept: bool = False
     rolled_back: bool = False
     rebooted: bool = False
+    rollback_point: str | None = Field(
+        None, description="What a failed upgrade goes back to: a snapshot, or the gate's backup."
+    )
+    restore: str | None = Field(
+        None, description="How to restore the gate's backup (when it is the rollback point)."
+    )
     command: str | None = Field(None, description="The upgrade command apply runs (dry run).")
     simulated: str | None = Field(None, description="The command the dry run ran instead.")
     simulation: str | None = Field(None, description="apt-get -s output (dry run).")
@@ -226,6 +232,20 @@ class PatchReport(OperationReport):
         default_factory=list, description="labops snapshots from earlier runs still present."
     )
     deleted_snapshots: list[str] = Field(default_factory=list)
+    overlaps: list[str] = Field(
+        default_factory=list,
+        description="Scheduled jobs (PVE backup, PBS verify/prune, labops) running in the "
+        "window; a backup of a node being patched refuses that node.",
+    )
+    drains: list[str] = Field(
+        default_factory=list,
+        description="Each rebooted node's drain (moves, shutdowns, pinned guests) and return.",
+    )
+    gate_backups: list[str] = Field(
+        default_factory=list,
+        description="Backups labops took (or would take, dry run) because a guest had no "
+        "recent enough one (patching.require_backup), and how each ended.",
+    )
     cve_feeds: list[FeedState] = Field(
         default_factory=list,
         description="How each CVE source answered (empty: patching.cves not configured).",
@@ -461,9 +481,22 @@ class PatchReport(OperationReport):
                 extra = f" ({n} upgraded)" if n else ""
                 kept = f", held back: {t(', '.join(a.held_back))}" if a.held_back else ""
                 detail = f" - {t(a.detail)}" if a.detail else ""
+                point = f", rollback point: {t(a.rollback_point)}" if a.rollback_point else ""
                 lines.append(
-                    f"- {a.phase} {a.batch}: {t(a.host)}: {a.outcome}{extra}{sim}{kept}{detail}"
+                    f"- {a.phase} {a.batch}: {t(a.host)}: {a.outcome}{extra}{sim}{kept}{point}"
+                    f"{detail}"
                 )
+                if a.restore and a.outcome == "failed":
+                    lines.append(f"  - {t(a.restore)}")
+            if self.overlaps:
+                lines += ["", "## Jobs in the window"]
+                lines += [f"- {t(o)}" for o in self.overlaps]
+            if self.drains:
+                lines += ["", "## Node drains (patching.drain)"]
+                lines += [f"- {t(d)}" for d in self.drains]
+            if self.gate_backups:
+                lines += ["", "## Backups taken before patching (patching.require_backup)"]
+                lines += [f"- {t(g)}" for g in self.gate_backups]
         excluded = [h for h in self.hosts if h.excluded]
         if excluded:
             lines += [

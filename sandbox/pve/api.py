@@ -1228,6 +1228,74 @@ for _kind in ("lxc", "qemu"):
         router.add("POST", f"/nodes/{{node}}/{_kind}/{{vmid}}/status/{_action}", _handler)
 
 
+# ---- migrate ---------------------------------------------------------------------------------
+
+
+async def _migrate(api: PveApi, req: Req, kind: str) -> Any:
+    """``POST /nodes/{node}/{lxc|qemu}/{vmid}/migrate``: a running VM needs ``online=1`` (live),
+    a running container ``restart=1`` (stopped, moved, started on the target). Faults:
+    ``pinned_vmids`` (a local device or bind mount: the task ends in PVE's error) and
+    ``failing_migrations`` (the task fails: "migration aborted")."""
+    g = api.guest_on(req.params["node"], int(req.params["vmid"]), kind)
+    target = req.str("target") or ""
+    if api.lab.node(target) is None:
+        raise param_error("target", f"no such cluster node '{target}'")
+    if target == g.node:
+        raise ApiError(500, f"target is local node '{target}'")
+    if not api.node_online(target):
+        raise ApiError(500, f"target node '{target}' is not online")
+    running = g.status == "running"
+    if kind == "qemu" and running and not req.bool("online"):
+        raise ApiError(500, "can't migrate running VM without --online")
+    if kind == "lxc" and running and req.bool("online"):
+        raise ApiError(500, "lxc live migration is currently not implemented")
+    if kind == "lxc" and running and not req.bool("restart"):
+        raise ApiError(500, "running container can only be restarted")
+    restart = kind == "lxc" and running
+
+    async def body(task: Task) -> int | None:
+        _locked_error(api, g)
+        pinned = api.faults.extra.get("pinned_vmids") or []
+        if g.vmid in pinned or str(g.vmid) in pinned:
+            raise TaskError(
+                "can't migrate VM which uses local devices: hostpci0"
+                if kind == "qemu"
+                else "cannot migrate local bind mount point 'mp0'"
+            )
+        failing = api.faults.extra.get("failing_migrations") or []
+        g.lock = "migrate"
+        try:
+            label = "CT" if kind == "lxc" else "VM"
+            task.log(f"starting migration of {label} {g.vmid} to node '{target}'")
+            if restart:
+                g.status = "stopped"
+            await api.sleep(1.0)
+            if g.vmid in failing or str(g.vmid) in failing:
+                if restart:
+                    g.status = "running"
+                raise TaskError("migration aborted")
+            g.node = target
+            if restart:
+                await api.sleep(0.5)
+                g.status = "running"
+                g.boots += 1
+            task.log("migration finished successfully")
+        finally:
+            g.lock = None
+        return None
+
+    task_type = "vzmigrate" if kind == "lxc" else "qmigrate"
+    return api.tasks.spawn(g.node, task_type, str(g.vmid), req.authid, body, vmids=[g.vmid]).upid
+
+
+for _kind in ("lxc", "qemu"):
+
+    async def _migrate_handler(api: PveApi, req: Req, _k: str = _kind) -> Any:
+        return await _migrate(api, req, _k)
+
+    router.add("POST", f"/nodes/{{node}}/{_kind}/{{vmid}}/migrate", _migrate_handler)
+
+
 # ---- create / restore / destroy -----------------------------------------------------------
 
 
@@ -1538,6 +1606,11 @@ async def snapshot_create(api: PveApi, req: Req) -> Any:
 
     async def body(task: Task) -> int | None:
         _locked_error(api, g)
+        # fault ``no_snapshot_vmids``: a container with a bind mount (or on storage without
+        # snapshots); PVE's snapshot task ends with this error
+        unsnappable = api.faults.extra.get("no_snapshot_vmids") or []
+        if g.vmid in unsnappable or str(g.vmid) in unsnappable:
+            raise TaskError("snapshot feature is not available")
         snaps = api.snapshots.setdefault(g.vmid, [])
         if any(s.name == name for s in snaps) or name == "current":
             raise TaskError(f"snapshot name '{name}' already used")

@@ -177,7 +177,16 @@ def dry_config(sandbox: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     }
     # Stopped containers started for their check and the package lists refreshed: what a dry
     # run must not do.
-    cfg["patching"] = {"stopped_containers": "start-check-stop", "refresh": True}
+    # Every guest gated on a backup newer than it has (the gate would run vzdump) and nodes
+    # drained by migration: what a dry run must not do either. Overlaps only listed: the
+    # sandbox's nightly backup jobs must not refuse every host near 02:00.
+    cfg["patching"] = {
+        "stopped_containers": "start-check-stop",
+        "refresh": True,
+        "require_backup": {"enabled": True, "max_age_h": 0.01},
+        "drain": {"mode": "migrate"},
+        "overlaps": "list",
+    }
     cfg.setdefault("platform", {})["retention_days"] = 1
     cfg["platform"]["zombie_after_seconds"] = 4321  # differs from any existing: "would update"
     assert cfg["docs"]["git"] and cfg["docs"]["write"]  # the sandbox's docs repository
@@ -245,6 +254,7 @@ def patch_apply(config: Path) -> Any:
 
     report = _run(patch_apply, config)
     assert any(a.outcome == "simulated" for a in report.applied)
+    assert any(" would back up " in g for g in report.gate_backups), report.gate_backups
     return report
 
 

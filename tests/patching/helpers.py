@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 
@@ -14,12 +16,27 @@ def derived_config(
     """The sandbox's config with a ``patching`` section, a private state dir and, optionally,
     more systems (e.g. VictoriaMetrics)."""
     cfg = yaml.safe_load(Path(sandbox.config_path).read_text())
-    cfg["patching"] = patching
+    # the sandbox's nightly backup jobs (02:00, 02:30) would refuse runs near them: these tests
+    # list overlaps only, unless they ask (tests/patching/test_apply_overlap.py)
+    cfg["patching"] = {"overlaps": "list", **patching}
     cfg["systems"].update(systems or {})
     cfg["lab"]["state_dir"] = str(directory / "state")
     path = directory / "labops.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
+
+
+def pending_of(sandbox: Any, host: str) -> list[str]:
+    """The names of the updates pending on a sandbox host."""
+    return sorted(sandbox.control("fleet", "state", host=host)["pending"])
+
+
+def guest(sandbox: Any, name: str) -> tuple[str, int]:
+    """The node and vmid of the sandbox guest named ``name``."""
+    for g in sandbox.pve().cluster.resources.get(type="vm"):
+        if g.get("name") == name:
+            return g["node"], int(g["vmid"])
+    raise KeyError(name)
 
 
 def report_of(state: Any) -> Any:
@@ -97,3 +114,45 @@ def run_paused_flow(
         raise out["error"]
     assert "state" in out, "flow did not finish"
     return out["state"], paused
+
+
+def prime(sandbox: Any, *hosts: str) -> None:
+    """Give every host one pending update (so each is in the plan)."""
+    for h in hosts:
+        sandbox.control("fleet", "set_pending", host=h, packages=[f"gate-{h}"])
+
+
+def apply_approved(sandbox: Any, tmp_path: Path, hosts: list[str], **patching: Any) -> Any:
+    """Run patch apply on ``hosts`` in an open window, every host in one batch, and approve
+    it; its report."""
+    from flows.patching import patch_apply
+
+    cfg = derived_config(
+        sandbox,
+        tmp_path,
+        windows=[{"start": "00:00", "end": "23:59"}],
+        refresh=False,
+        canary_count=0,
+        max_failures=5,
+        max_fail_ratio=1.0,
+        batch_size=len(hosts),
+        per_node_parallel=len(hosts),
+        delete_snapshots_after_h=0,
+        **patching,
+    )
+    state, paused = run_paused_flow(
+        lambda: patch_apply(config=cfg, hosts=hosts, return_state=True),
+        cfg,
+        {"approve": True},
+        timeout=180,
+    )
+    assert paused is not None
+    return report_of(state)
+
+
+@pytest.fixture
+def fleet_as_seeded(sandbox: Any) -> Iterator[None]:
+    """After the test, every host of the session sandbox as seeded (pending updates, kernels),
+    for the tests that read the seeded lab."""
+    yield
+    sandbox.control("fleet", "reset", keep_faults=True)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.patching.helpers import derived_config, report_of, run_paused_flow
+from tests.patching.helpers import derived_config, guest, pending_of, report_of, run_paused_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 REPO = Path(__file__).resolve().parents[2]
@@ -24,20 +24,9 @@ OPEN = [
 ]
 
 
-def pending_of(sandbox: Any, host: str) -> list[str]:
-    return sorted(sandbox.control("fleet", "state", host=host)["pending"])
-
-
 def snapshots_of(sandbox: Any, node: str, vmid: int) -> list[str]:
     snaps = sandbox.pve().nodes(node).lxc(vmid).snapshot.get()
     return [s["name"] for s in snaps if s["name"] != "current"]
-
-
-def guest(sandbox: Any, name: str) -> tuple[str, int]:
-    for g in sandbox.pve().cluster.resources.get(type="vm"):
-        if g.get("name") == name:
-            return g["node"], int(g["vmid"])
-    raise KeyError(name)
 
 
 def test_refused_outside_the_window(sandbox: Any, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import yaml
 
 from labops.scope import artifact_key
 from tests.journal_rules import is_mutating
-from tests.patching.helpers import derived_config, report_of, run_paused_flow
+from tests.patching.helpers import derived_config, guest, pending_of, report_of, run_paused_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 OPEN = [{"start": "00:00", "end": "23:59"}]
@@ -29,17 +29,6 @@ def _fleet_as_seeded(sandbox: Any) -> Any:
     session sandbox back as seeded afterwards, for the tests that read the seeded lab."""
     yield
     sandbox.control("fleet", "reset", keep_faults=True)
-
-
-def pending_of(sandbox: Any, host: str) -> list[str]:
-    return sorted(sandbox.control("fleet", "state", host=host)["pending"])
-
-
-def guest(sandbox: Any, name: str) -> tuple[str, int]:
-    for g in sandbox.pve().cluster.resources.get(type="vm"):
-        if g.get("name") == name:
-            return g["node"], int(g["vmid"])
-    raise KeyError(name)
 
 
 def test_dry_run_changes_nothing_and_simulates_the_apply_command(

@@ -90,6 +90,48 @@ class HealthCheck(Strict):
     timeout_s: float = Field(30.0, gt=0)
 
 
+class RequireBackup(Strict):
+    """Backup-gated apply: a guest is patched only after a recent enough good backup of it
+    (taken now by labops when there is none); a guest without one is skipped, never patched."""
+
+    enabled: bool = Field(False, description="Gate every guest's upgrade on a backup.")
+    max_age_h: float = Field(
+        24.0, gt=0, description="The newest good backup must be at most this old."
+    )
+    verified: bool = Field(
+        False, description="Only a backup whose verification passed counts (PBS verify)."
+    )
+    storage: str | None = Field(
+        None,
+        description="Where the gate's backups are looked for and written (None: the backups "
+        "policy's default storage).",
+    )
+    backup_now: bool = Field(
+        True,
+        description="Run vzdump for a guest without a good enough backup (within the backups' "
+        "per-node/per-storage limits) and wait for it; off: skip such a guest.",
+    )
+
+
+class Drain(Strict):
+    """What happens to a node's running guests around its reboot (``reboot`` says when a node
+    reboots, ``drain`` what its guests do meanwhile)."""
+
+    mode: Literal["migrate", "shutdown", "none"] = Field(
+        "none",
+        description="migrate: VMs live, containers by restart, to the online node with the most "
+        "free memory, back after the node returns healthy; shutdown: clean shutdown, started "
+        "after; none: left to the reboot.",
+    )
+    pinned: Literal["shutdown", "refuse"] = Field(
+        "shutdown",
+        description="Guests local resources pin (passthrough, bind mount, device) in migrate "
+        "mode: shut down and started after, or refuse the node's reboot.",
+    )
+    migrate_back: bool = Field(True, description="Move migrated guests home after the reboot.")
+    task_timeout_s: float = Field(1800.0, gt=0, description="Longest wait for one migration.")
+
+
 class PatchPolicy(Strict):
     """What the patching flow does and its limits."""
 
@@ -127,6 +169,13 @@ class PatchPolicy(Strict):
         24.0, ge=0, description="Snapshots of healthy hosts are deleted after this (0: at once)."
     )
     reboot: Literal["never", "when-required"] = Field("when-required")
+    drain: Drain = Drain()
+    overlaps: Literal["refuse-same-node", "list"] = Field(
+        "refuse-same-node",
+        description="Jobs running while the apply is expected to run (PVE backup, PBS verify/"
+        "prune, labops schedules) are listed; refuse-same-node: a PVE backup job touching a "
+        "node being patched refuses that node and its guests.",
+    )
     security_only: bool = Field(False, description="Apply only security updates by default.")
     preapproved_scheduled: bool = Field(
         False, description="Scheduled (deployment) runs apply without waiting for approval."
@@ -166,6 +215,7 @@ class PatchPolicy(Strict):
         description="A guest with a backup this recent counts as protected in the plan (when no "
         "snapshot is taken before its upgrade).",
     )
+    require_backup: RequireBackup = RequireBackup()
     lock_wait_s: float = Field(
         120.0, ge=0, description="How long to wait for a held dpkg/apt lock before failing."
     )

@@ -1,0 +1,151 @@
+"""Backup-gated apply on the sandbox (patching.require_backup): vzdump through the PVE API when a
+guest's backup is too old, a guest whose backup fails is never patched, the backup is the
+rollback point where no snapshot can be taken, and a dry run backs nothing up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.patching.helpers import apply_approved as apply
+from tests.patching.helpers import (
+    derived_config,
+    fleet_as_seeded,  # noqa: F401 (a fixture)
+    guest,
+    pending_of,
+    prime,
+    report_of,
+)
+
+pytestmark = pytest.mark.usefixtures("prefect_server", "fleet_as_seeded")
+OPEN = [{"start": "00:00", "end": "23:59"}]
+
+
+def backups_of(sandbox: Any, vmid: int) -> list[str]:
+    """Every backup volume of ``vmid`` on every storage every node lists."""
+    pve = sandbox.pve()
+    found: set[str] = set()
+    for n in pve.nodes.get():
+        if n.get("status") != "online":
+            continue
+        for st in pve.nodes(n["node"]).storage.get(content="backup"):
+            for v in pve.nodes(n["node"]).storage(st["storage"]).content.get(content="backup"):
+                if v.get("vmid") is not None and int(v["vmid"]) == vmid:
+                    found.add(v["volid"])
+    return sorted(found)
+
+
+def test_too_old_backup_is_taken_now_then_patched(sandbox_clean: Any, tmp_path: Path) -> None:
+    sb = sandbox_clean
+    prime(sb, "paperless")
+    _, vmid = guest(sb, "paperless")
+    before = backups_of(sb, vmid)
+    report = apply(sb, tmp_path, ["paperless"], require_backup={"enabled": True, "max_age_h": 0.1})
+    done = {a.host: a for a in report.applied}
+    assert done["paperless"].outcome == "patched", report.failures
+    assert done["paperless"].rollback_point.startswith("snapshot labops-patch-")
+    assert any(
+        g.startswith("paperless: vzdump to ") and g.endswith(": ok") for g in report.gate_backups
+    )
+    new = set(backups_of(sb, vmid)) - set(before)
+    assert len(new) == 1, "exactly one backup taken by the gate"
+    assert "Backups taken before patching" in report.markdown()
+
+
+def test_failed_backup_means_never_patched_and_the_others_go_on(
+    sandbox_clean: Any, tmp_path: Path
+) -> None:
+    sb = sandbox_clean
+    prime(sb, "mealie", "gitea")
+    _, vmid = guest(sb, "mealie")
+    before = pending_of(sb, "mealie")
+    sb.set_faults("pve", extra={"failing_vmids": [vmid]})
+    report = apply(
+        sb, tmp_path, ["mealie", "gitea"], require_backup={"enabled": True, "max_age_h": 0.1}
+    )
+    done = {a.host: a for a in report.applied}
+    assert done["mealie"].outcome == "skipped" and "backup gate" in done["mealie"].detail
+    assert "exit code 255" in done["mealie"].detail
+    assert pending_of(sb, "mealie") == before, "a guest whose backup failed is never patched"
+    assert done["gitea"].outcome == "patched"
+    assert [f.entity for f in report.failures] == ["host mealie"]
+    assert report.result().outcome == "failed"
+
+
+def test_no_snapshot_possible_the_backup_is_the_rollback_point(
+    sandbox_clean: Any, tmp_path: Path
+) -> None:
+    """A container PVE cannot snapshot (bind mount): patched with its fresh backup as the
+    rollback point; when its upgrade fails the report names the exact restore."""
+    sb = sandbox_clean
+    prime(sb, "grafana", "homepage")
+    node_a, vmid_a = guest(sb, "grafana")
+    node_b, vmid_b = guest(sb, "homepage")
+    sb.set_faults("pve", extra={"no_snapshot_vmids": [vmid_a, vmid_b]})
+    sb.set_faults("fleet", extra={"failing_upgrade_hosts": ["homepage"]})
+    report = apply(
+        sb, tmp_path, ["grafana", "homepage"], require_backup={"enabled": True, "max_age_h": 0.1}
+    )
+    done = {a.host: a for a in report.applied}
+    ok, bad = done["grafana"], done["homepage"]
+    assert ok.outcome == "patched" and ok.snapshot is None
+    assert ok.rollback_point and ok.rollback_point.startswith("backup ")
+    assert "snapshot feature is not available" in ok.detail
+    assert bad.outcome == "failed" and not bad.rolled_back
+    volid = bad.rollback_point.removeprefix("backup ")  # type: ignore[union-attr]
+    assert bad.restore and f"pct restore {vmid_b} {volid} --force 1" in bad.restore
+    assert f"POST /nodes/{node_b}/lxc vmid={vmid_b} ostemplate={volid}" in bad.restore
+    assert f"pct restore {vmid_b}" in report.markdown()
+    assert node_a
+
+
+def test_no_snapshot_and_no_gate_is_never_patched(sandbox_clean: Any, tmp_path: Path) -> None:
+    sb = sandbox_clean
+    prime(sb, "uptime-kuma")
+    _, vmid = guest(sb, "uptime-kuma")
+    before = pending_of(sb, "uptime-kuma")
+    sb.set_faults("pve", extra={"no_snapshot_vmids": [vmid]})
+    report = apply(sb, tmp_path, ["uptime-kuma"])
+    done = {a.host: a for a in report.applied}
+    assert done["uptime-kuma"].outcome == "failed"
+    assert pending_of(sb, "uptime-kuma") == before
+
+
+def test_unlistable_backups_refuse_every_guest(sandbox_clean: Any, tmp_path: Path) -> None:
+    """Unknown is never fine: backups that cannot be listed pass no guest."""
+    sb = sandbox_clean
+    prime(sb, "nextcloud")
+    before = pending_of(sb, "nextcloud")
+    report = apply(
+        sb, tmp_path, ["nextcloud"], require_backup={"enabled": True, "storage": "no-such-store"}
+    )
+    done = {a.host: a for a in report.applied}
+    assert done["nextcloud"].outcome == "skipped"
+    assert "cannot list the backups on no-such-store" in done["nextcloud"].detail
+    assert pending_of(sb, "nextcloud") == before
+
+
+def test_dry_run_says_what_it_would_back_up_and_backs_up_nothing(
+    sandbox_clean: Any, tmp_path: Path
+) -> None:
+    from flows.patching import patch_apply
+
+    sb = sandbox_clean
+    prime(sb, "vaultwarden")
+    _, vmid = guest(sb, "vaultwarden")
+    before, pending = backups_of(sb, vmid), pending_of(sb, "vaultwarden")
+    cfg = derived_config(
+        sb,
+        tmp_path,
+        windows=OPEN,
+        refresh=False,
+        require_backup={"enabled": True, "max_age_h": 0.1},
+    )
+    report = report_of(
+        patch_apply(config=cfg, dry_run=True, hosts=["vaultwarden"], return_state=True)
+    )
+    assert report.gate_backups and report.gate_backups[0].startswith("vaultwarden: would back up")
+    assert {a.host: a.outcome for a in report.applied} == {"vaultwarden": "simulated"}
+    assert backups_of(sb, vmid) == before and pending_of(sb, "vaultwarden") == pending
