@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "deploy": "cli.deploy",
     "serve": "cli.serve",
     "bridge": "cli.bridge",
+    "approvals": "cli.approvals",
     "alerts": "cli.alerts",
     "bench": "cli.bench",
 }
