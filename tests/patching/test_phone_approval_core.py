@@ -73,3 +73,16 @@ def test_phone_text_escapes_outside_text() -> None:
     html = approval.phone_html("**Patch plan**: <b>evil</b> & [plan table](http://ui/x)", "t")
     assert "<b>Patch plan</b>" in html and "&lt;b&gt;evil&lt;/b&gt; &amp;" in html
     assert '<a href="http://ui/x">plan table</a>' in html
+
+
+def test_canaries_only_keeps_the_canary_step() -> None:
+    from labops.patching import plan
+
+    hosts = [
+        plan.PlanHost(name=f"ct{i}", kind="container", node="pve1", packages=["x"])
+        for i in range(4)
+    ] + [plan.PlanHost(name="pve1", kind="node", node="pve1", packages=["y"])]
+    rollout = plan.plan_rollout(hosts, ["ct2"], 1, 2, 2)
+    kept, waiting = plan.canaries_only(rollout)
+    assert [h.name for h in kept.hosts] == ["ct2"]
+    assert sorted(waiting) == ["ct0", "ct1", "ct3", "pve1"]
