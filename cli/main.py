@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "deploy": "cli.deploy",
     "serve": "cli.serve",
     "bridge": "cli.bridge",
+    "approvals": "cli.approvals",
     "alerts": "cli.alerts",
     "healthchecks": "cli.healthchecks",
     "bench": "cli.bench",

@@ -21,6 +21,7 @@ from pydantic import Field
 from blocks.context import LabContext
 from flows import patch_steps as steps
 from flows.patch_overlap import check_overlaps
+from flows.patch_phone import PhoneApproval
 from labops.flow_params import ConfigPath, HostList
 from labops.limits import SlotBusy, maintenance_slot
 from labops.patching import plan, windows
@@ -36,6 +37,9 @@ class PatchApproval(RunInput):
     approve: bool = Field(False, description="Apply the plan (unticked: reject it).")
     exclude_hosts: list[str] = Field(default_factory=list, description="Leave these hosts out.")
     security_only: bool = Field(False, description="Apply only security updates.")
+    canaries_only: bool = Field(
+        False, description="Apply the canary step only (the rest waits for a later run)."
+    )
     note: str = Field("", description="Why (kept in the report).")
 
 
@@ -211,6 +215,9 @@ def _approved_rollout(
     if answer.exclude_hosts or answer.security_only != sec_only:
         sec_only = answer.security_only
         rollout = steps.build_rollout(ctx, report.hosts, sec_only, set(answer.exclude_hosts))
+    if answer.canaries_only:
+        rollout, waiting = plan.canaries_only(rollout)
+        report.skipped += [f"{name}: waits (canaries only approved)" for name in waiting]
     closed = window.closed()
     if closed:
         window_stop(report, rollout.steps, f"approved after the end: {closed}")
@@ -241,11 +248,14 @@ def _ask_approval(
     table = plan.plan_table(rollout, report.hosts, guards, sec_only)
     summary = plan.approval_summary(rollout, report.hosts, guards, sec_only, window.end, needs)
     link = steps.publish_plan(table, summary, ctx.config.lab.name, ctx.ui_url())
+    shown = plan.approval_summary(rollout, report.hosts, guards, sec_only, window.end, needs, link)
     description = (
-        plan.approval_summary(rollout, report.hosts, guards, sec_only, window.end, needs, link)
+        shown
         + f"\n\n```\n{rollout.describe()}\n```\nApprove, narrow (exclude hosts, security only) "
         "or reject."
     )
+    phone = PhoneApproval(ctx, shown)  # the same summary on the phone
+    phone.ask(rollout, sec_only, policy.approval_timeout_s)
     try:
         answer = pause_flow_run(
             wait_for_input=PatchApproval.with_initial_data(
@@ -258,7 +268,12 @@ def _ask_approval(
         report.failures.append(
             Failure(entity="patch apply", reason=f"no approval: {type(exc).__name__}: {exc}")
         )
+        phone.close(f"No decision: the approval expired ({type(exc).__name__})", False)
         return None
+    phone.close(
+        f"{'Approved' if answer.approve else 'Rejected'} in the Prefect UI",
+        "from Telegram by" in answer.note,
+    )
     if not answer.approve:
         report.approval = f"rejected{': ' + answer.note if answer.note else ''}"
         report.skipped.append("apply: rejected by the operator")
@@ -266,6 +281,8 @@ def _ask_approval(
     if answer.exclude_hosts:
         report.narrowed.append(f"hosts excluded: {', '.join(answer.exclude_hosts)}")
         report.skipped += [f"{name}: excluded at approval" for name in answer.exclude_hosts]
+    if answer.canaries_only:
+        report.narrowed.append("canaries only")
     if answer.security_only != sec_only:
         report.narrowed.append(
             "security updates only" if answer.security_only else "all updates (not only security)"

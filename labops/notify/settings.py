@@ -32,6 +32,11 @@ class TelegramSettings(HttpSettings):
         description="Bot API base URL.",
     )
     chat_id: str = Field(..., description="Chat or @channel that receives the messages.")
+    approvers: list[int] = Field(
+        default_factory=list,
+        description="Telegram user ids who may approve or reject a paused patch plan from the "
+        "chat's buttons (`labops approvals` listens); empty: no buttons, approval in the UI only.",
+    )
 
 
 class MqttSettings(Strict):

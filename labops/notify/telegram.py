@@ -60,6 +60,13 @@ class TelegramNotifier(Notifier):
         self.max_wait_s = max_wait_s
         self.sleep: Callable[[float], None] = time.sleep
 
+    def url(self, method: str) -> str:
+        """The Bot API URL of ``method`` (it holds the token: never log it unmasked)."""
+        return f"{self.api_url}/bot{self._token.get_secret_value()}/{method}"
+
+    def token(self) -> SecretStr:
+        return self._token
+
     def _mask(self, text: str) -> str:
         return redact(text.replace(self._token.get_secret_value(), MASK))
 
@@ -87,7 +94,7 @@ class TelegramNotifier(Notifier):
 
         Raises labops errors from the HTTP policy (401 -> AuthFailed, network -> Unreachable).
         """
-        url = f"{self.api_url}/bot{self._token.get_secret_value()}/sendMessage"
+        url = self.url("sendMessage")
         payload: dict[str, Any] = {
             "chat_id": self.chat_id,
             "text": html,

@@ -297,6 +297,13 @@ class RolloutPlan(BaseModel):
         return "\n".join(lines)
 
 
+def canaries_only(rollout: RolloutPlan) -> tuple[RolloutPlan, list[str]]:
+    """The rollout cut to its canary step(s), and the hosts left waiting for a later run."""
+    kept = [s for s in rollout.steps if s.phase == "canary"]
+    waiting = [h.name for s in rollout.steps if s.phase != "canary" for h in s.hosts]
+    return RolloutPlan(steps=kept), waiting
+
+
 def _pack(hosts: list[PlanHost], size: int, per_node: int) -> list[list[PlanHost]]:
     """Greedy batches of at most ``size`` hosts with at most ``per_node`` per node."""
     pending = list(hosts)

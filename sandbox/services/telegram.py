@@ -1,4 +1,5 @@
-"""The Telegram Bot API, as far as labops uses it: ``getMe`` and ``sendMessage`` over HTTPS.
+"""The Telegram Bot API, as far as labops uses it, over HTTPS: ``getMe``, ``sendMessage`` (with an
+inline keyboard), ``editMessageText``, ``getUpdates`` (long polling), ``answerCallbackQuery``.
 
 Answers like api.telegram.org: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error_code",
 "description"[, "parameters": {"retry_after"}]}``. Checks what the real API checks for a message:
@@ -10,8 +11,19 @@ Faults (``telegram``): ``error_rate`` (500), ``latency_ms``, ``reset_rate``, ``s
 ``extra.flood_next`` (answer the next N sendMessage calls with 429), ``extra.retry_after``
 (seconds in those 429s, default 1), ``extra.chat_rate_per_s`` (per-chat limit, default 20).
 
-Control actions: ``messages`` (every accepted message, oldest first), ``clear``, ``flood``
-(``{"count": N, "retry_after": S}``), ``token`` (the bot token and chat id).
+Inline keyboards are checked like the real API: rows of buttons, each with a ``text`` and exactly
+one action (``callback_data`` of 1-64 bytes or ``url``), else ``400 BUTTON_DATA_INVALID`` and the
+like. A press is made by the control action ``press``: it queues an ``Update`` holding a
+``callback_query`` (``id``, ``from``, ``message``, ``chat_instance``, ``data``) for ``getUpdates``,
+which confirms updates below its ``offset`` and waits up to ``timeout`` seconds for new ones. A
+query is answered once, within 15 minutes of the press (Telegram's limit), else ``400 query is too
+old and response timeout expired or query ID is invalid``. An edit to the same text and keyboard is
+``400 message is not modified``.
+
+Control actions: ``messages`` (every accepted message, oldest first, with its current text, keyboard
+and edits), ``clear``, ``flood`` (``{"count": N, "retry_after": S}``), ``token`` (the bot token and
+chat id), ``press`` (``{"message_id", "data", "user": {"id", "username", "first_name"}}``; ``data``
+may be any string, as a forged client could send), ``answers`` (every answered callback query).
 """
 
 from __future__ import annotations
@@ -129,6 +141,10 @@ class TelegramService(Service):
         self.bot_id = bot_id
         self.chat_id = str(-(10**12) - ctx.rng.randint(10**8, 9 * 10**8))  # a group chat
         self.messages: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []  # not yet confirmed by a getUpdates offset
+        self.queries: dict[str, dict[str, Any]] = {}  # callback query id -> press (and answer)
+        self.answers: list[dict[str, Any]] = []
+        self._next_update = ctx.rng.randint(10**8, 9 * 10**8)
         self._next_id = 1
         self._recent: dict[str, deque[float]] = {}
         self._runner: web.AppRunner | None = None
@@ -186,7 +202,58 @@ class TelegramService(Service):
             return {"flood_next": extra["flood_next"], "retry_after": extra["retry_after"]}
         if action == "token":
             return {"token": self.token, "chat_id": self.chat_id}
+        if action == "press":
+            return self._press(payload)
+        if action == "answers":
+            return {"answers": list(self.answers)}
         raise KeyError(action)
+
+    def _press(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """A user pressing an inline button: one callback_query update for getUpdates."""
+        message_id = int(payload["message_id"])
+        record = self._message(message_id)
+        if record is None:
+            raise ValueError(f"no message {message_id}")
+        user = payload.get("user") or {}
+        sender = {
+            "id": int(user.get("id", 1)),
+            "is_bot": False,
+            "first_name": str(user.get("first_name", "Operator")),
+            "language_code": "en",
+        }
+        if user.get("username"):
+            sender["username"] = str(user["username"])
+        query_id = str(self.ctx.rng.randint(10**18, 9 * 10**18))
+        query = {
+            "id": query_id,
+            "from": sender,
+            "message": self._message_object(record),
+            "chat_instance": str(-abs(hash((self.chat_id, sender["id"]))) % 10**19),
+            "data": str(payload["data"]),
+        }
+        self.queries[query_id] = {"at": time.monotonic(), "answered": False}
+        self.updates.append({"update_id": self._next_update, "callback_query": query})
+        self._next_update += 1
+        return {"callback_query_id": query_id, "update_id": self._next_update - 1}
+
+    def _message(self, message_id: int) -> dict[str, Any] | None:
+        return next((m for m in self.messages if m["message_id"] == message_id), None)
+
+    def _message_object(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A stored message as the Bot API's Message object."""
+        out: dict[str, Any] = {
+            "message_id": record["message_id"],
+            "from": {"id": self.bot_id, "is_bot": True, "first_name": "labops",
+                     "username": "labops_sandbox_bot"},
+            "chat": {"id": int(record["chat_id"]), "title": "homelab ops", "type": "supergroup"},
+            "date": record["date"],
+            "text": record["text"],
+        }  # fmt: skip
+        if record.get("edit_date"):
+            out["edit_date"] = record["edit_date"]
+        if record.get("reply_markup"):
+            out["reply_markup"] = record["reply_markup"]
+        return out
 
     # -- HTTP ---------------------------------------------------------------------------------
 
@@ -214,6 +281,12 @@ class TelegramService(Service):
                 return _ok(self._me())
             if method.lower() == "sendmessage":
                 return _ok(self._send_message(args))
+            if method.lower() == "editmessagetext":
+                return _ok(self._edit_message(args))
+            if method.lower() == "answercallbackquery":
+                return _ok(self._answer(args))
+            if method.lower() == "getupdates":
+                return _ok(await self._get_updates(args))
             raise TelegramError(404, "Not Found")
         except TelegramError as exc:
             return exc.response()
@@ -238,25 +311,17 @@ class TelegramService(Service):
         self._check_flood(chat_id)
         text = str(args.get("text") or "")
         parse_mode = args.get("parse_mode")
-        plain = text
-        if isinstance(parse_mode, str) and parse_mode.upper() == "HTML":
-            try:
-                plain = parse_html(text)
-            except EntityError as exc:
-                raise TelegramError(400, f"Bad Request: can't parse entities: {exc}") from None
-        elif parse_mode not in (None, "", "Markdown", "MarkdownV2"):
-            raise TelegramError(400, f"Bad Request: unsupported parse_mode {parse_mode!r}")
-        if not plain.strip():
-            raise TelegramError(400, "Bad Request: message text is empty")
-        if len(plain) > MAX_TEXT:
-            raise TelegramError(400, "Bad Request: message is too long")
-        message = {
+        plain = _plain_text(text, parse_mode)
+        markup = _inline_keyboard(args.get("reply_markup"))
+        message: dict[str, Any] = {
             "message_id": self._next_id,
             "from": {"id": self.bot_id, "is_bot": True, "first_name": "labops"},
             "chat": {"id": int(chat_id), "title": "homelab ops", "type": "supergroup"},
             "date": int(time.time()),
             "text": plain,
         }
+        if markup:
+            message["reply_markup"] = markup
         self._next_id += 1
         self.messages.append(
             {
@@ -266,10 +331,84 @@ class TelegramService(Service):
                 "raw": text,
                 "parse_mode": parse_mode,
                 "date": message["date"],
+                "reply_markup": markup,
+                "edits": [],
             }
         )
         del self.messages[:-10000]  # bounded memory over long runs
         return message
+
+    def _edit_message(self, args: dict[str, Any]) -> dict[str, Any]:
+        if args.get("inline_message_id"):
+            raise TelegramError(400, "Bad Request: MESSAGE_ID_INVALID")
+        chat_id = str(args.get("chat_id", "")).strip()
+        if not chat_id:
+            raise TelegramError(400, "Bad Request: chat_id is empty")
+        if chat_id != self.chat_id:
+            raise TelegramError(400, "Bad Request: chat not found")
+        try:
+            message_id = int(args.get("message_id", 0))
+        except (TypeError, ValueError):
+            raise TelegramError(400, "Bad Request: message_id is invalid") from None
+        record = self._message(message_id)
+        if record is None:
+            raise TelegramError(400, "Bad Request: message to edit not found")
+        text = str(args.get("text") or "")
+        plain = _plain_text(text, args.get("parse_mode"))
+        markup = _inline_keyboard(args.get("reply_markup"))
+        if plain == record["text"] and markup == record.get("reply_markup"):
+            raise TelegramError(
+                400,
+                "Bad Request: message is not modified: specified new message content and reply "
+                "markup are exactly the same as a current content and reply markup of the message",
+            )
+        record["edits"].append({"text": record["text"], "reply_markup": record.get("reply_markup")})
+        record.update(text=plain, raw=text, parse_mode=args.get("parse_mode"),
+                      reply_markup=markup, edit_date=int(time.time()))  # fmt: skip
+        return self._message_object(record)
+
+    def _answer(self, args: dict[str, Any]) -> bool:
+        query_id = str(args.get("callback_query_id", ""))
+        query = self.queries.get(query_id)
+        too_old = query is None or time.monotonic() - query["at"] > 15 * 60
+        if too_old or query is None or query["answered"]:
+            raise TelegramError(
+                400,
+                "Bad Request: query is too old and response timeout expired or query ID is invalid",
+            )
+        text = str(args.get("text") or "")
+        if len(text) > 200:
+            raise TelegramError(400, "Bad Request: MESSAGE_TOO_LONG")
+        query["answered"] = True
+        show_alert = args.get("show_alert") in (True, "true", "True", "1")
+        self.answers.append({"callback_query_id": query_id, "text": text, "show_alert": show_alert})
+        return True
+
+    async def _get_updates(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            offset = int(args.get("offset") or 0)
+            limit = min(max(int(args.get("limit") or 100), 1), 100)
+            timeout = max(float(args.get("timeout") or 0), 0.0)
+        except (TypeError, ValueError):
+            raise TelegramError(400, "Bad Request: wrong parameter value") from None
+        allowed = args.get("allowed_updates")
+        if isinstance(allowed, str):
+            try:
+                allowed = json.loads(allowed)
+            except ValueError:
+                raise TelegramError(400, "Bad Request: can't parse allowed_updates") from None
+        if offset:  # confirms every update below it, as the real API forgets them
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        deadline = time.monotonic() + min(timeout, 50.0)
+        while True:
+            ready = [
+                u for u in self.updates
+                if (not offset or u["update_id"] >= offset)
+                and (not allowed or any(k in allowed for k in u if k != "update_id"))
+            ]  # fmt: skip
+            if ready or time.monotonic() >= deadline:
+                return ready[:limit]
+            await asyncio.sleep(0.05)
 
     def _check_flood(self, chat_id: str) -> None:
         extra = self.ctx.faults_for(self.name).extra
@@ -287,6 +426,54 @@ class TelegramService(Service):
         if len(recent) >= limit:
             raise TelegramError(429, "Too Many Requests: retry after 1", retry_after=1)
         recent.append(now)
+
+
+def _plain_text(text: str, parse_mode: Any) -> str:
+    """The text a chat shows; the real API's checks of entities and length."""
+    plain = text
+    if isinstance(parse_mode, str) and parse_mode.upper() == "HTML":
+        try:
+            plain = parse_html(text)
+        except EntityError as exc:
+            raise TelegramError(400, f"Bad Request: can't parse entities: {exc}") from None
+    elif parse_mode not in (None, "", "Markdown", "MarkdownV2"):
+        raise TelegramError(400, f"Bad Request: unsupported parse_mode {parse_mode!r}")
+    if not plain.strip():
+        raise TelegramError(400, "Bad Request: message text is empty")
+    if len(plain) > MAX_TEXT:
+        raise TelegramError(400, "Bad Request: message is too long")
+    return plain
+
+
+def _inline_keyboard(markup: Any) -> dict[str, Any] | None:
+    """An InlineKeyboardMarkup checked as the Bot API checks it (None: no keyboard)."""
+    if markup in (None, ""):
+        return None
+    if isinstance(markup, str):  # form-encoded requests carry it as JSON text
+        try:
+            markup = json.loads(markup)
+        except ValueError:
+            raise TelegramError(
+                400, "Bad Request: can't parse reply keyboard markup JSON object"
+            ) from None
+    if not isinstance(markup, dict) or "inline_keyboard" not in markup:
+        raise TelegramError(400, "Bad Request: unsupported reply_markup")
+    rows = markup["inline_keyboard"]
+    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+        raise TelegramError(400, 'Bad Request: field "inline_keyboard" must be an Array of Arrays')
+    for row in rows:
+        for button in row:
+            if not isinstance(button, dict) or not str(button.get("text") or "").strip():
+                raise TelegramError(
+                    400, "Bad Request: text buttons are unallowed in the inline keyboard"
+                )
+            actions = [k for k in ("callback_data", "url", "switch_inline_query") if k in button]
+            if len(actions) != 1:
+                raise TelegramError(400, 'Bad Request: can\'t find field "callback_data"')
+            data = button.get("callback_data")
+            if data is not None and not 1 <= len(str(data).encode("utf-8")) <= 64:
+                raise TelegramError(400, "Bad Request: BUTTON_DATA_INVALID")
+    return {"inline_keyboard": rows} if any(rows) else None
 
 
 def _ok(result: Any) -> web.Response:
