@@ -9,6 +9,7 @@ backup on its storage -> audit verification, coverage, retention and PBS mainten
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
@@ -17,6 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.context import LabContext
 from blocks.proxmox import ProxmoxCredentials
+from labops.backups.archive import ArchiveMemory, audit_archive
 from labops.backups.audit import guest_rows, orphans, templates_without_backup, unreadable_storages
 from labops.backups.limits import Submit, not_run, run_backups
 from labops.backups.models import BackupCopy, BackupGuest, BackupOutcome, GuestPlan, PlanAction
@@ -37,6 +39,7 @@ from tasks.pve import backup_guest, guests_without_job, list_guests, list_nodes,
 
 MAX_LANES = 16
 UNKNOWN_SINCE_KEY = "backups-unknown-since"
+ARCHIVE_KEY = "backups-archived"
 
 
 @flow(
@@ -169,7 +172,15 @@ def _audit(
         report.failures.append(
             Failure(entity="backup jobs", reason=f"not-backed-up list unreadable: {exc}")
         )
-    report.orphans = orphans(copies, [g.vmid for g in guests])
+    # backups of deleted guests: kept on purpose (protected, or listed) or a coverage gap
+    seen = ctx.state.load(ARCHIVE_KEY, ArchiveMemory)
+    archive = audit_archive(
+        orphans(copies, [g.vmid for g in guests]), policy.archived, datetime.now(UTC).date(), seen
+    )
+    report.orphans, report.archived = archive.orphans, archive.archived
+    report.archive_changes = archive.changes
+    if not report.dry_run:  # a dry run changes nothing, not even the memory of the archive
+        ctx.state.save(ARCHIVE_KEY, archive.memory)
     report.templates_unprotected = templates_without_backup(report.guests)
     report.retention_options = policy.retention.options()
     report.retention = retention_dry_run(copies, policy.retention)

@@ -54,6 +54,7 @@ from labops.models.pbs import (
     PbsGcStatus,
     PbsJobStatus,
     PbsSnapshot,
+    PbsSyncJob,
     PbsTaskItem,
     PbsTaskStatus,
     PbsVersion,
@@ -659,6 +660,11 @@ class PbsClient(ProxmoxClient):
     def prune_jobs(self, store: str | None = None) -> list[PbsJobStatus]:
         data = self.get("admin/prune", store=store or self.datastore)
         return [PbsJobStatus.model_validate(j) for j in data or []]
+
+    def sync_jobs(self) -> list[PbsSyncJob]:
+        """Every sync job, pull and push (``sync-direction=all``; older PBS ignore it)."""
+        data = self.get("admin/sync", **{"sync-direction": "all"})
+        return [PbsSyncJob.model_validate(j) for j in data or []]
 
     def tasks(
         self, typefilter: str | None = None, since: int | None = None, limit: int = 500

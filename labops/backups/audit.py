@@ -274,6 +274,7 @@ def orphans(copies: Sequence[BackupCopy], existing_vmids: Iterable[int]) -> list
                 newest=newest.ctime,
                 size=sum(c.size for c in items),
                 notes=newest.notes,
+                protected=sum(c.protected for c in items),
             )
         )
     return out

@@ -171,6 +171,11 @@ class OrphanGroup(BaseModel):
     newest: float
     size: int
     notes: str | None = None
+    protected: int = Field(0, description="How many of these backups are protected.")
+
+    @property
+    def key(self) -> str:
+        return f"{self.vmid}@{self.storage}"
 
 
 class JobCheck(BaseModel):

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from labops.backups.archive import ArchivedGroup
 from labops.backups.drill_proof import DrillCoverage, DrillTimes
 from labops.backups.models import JobCheck, OrphanGroup, RetentionGroup
 from labops.backups.plan import human_age
@@ -119,6 +120,12 @@ class BackupReport(OperationReport):
         default_factory=list, description="Guests in no scheduled backup job (PVE's own view)."
     )
     orphans: list[OrphanGroup] = Field(default_factory=list)
+    archived: list[ArchivedGroup] = Field(
+        default_factory=list, description="Backups of deleted guests kept on purpose."
+    )
+    archive_changes: list[str] = Field(
+        default_factory=list, description="What changed in the archived backups since last run."
+    )
     templates_unprotected: list[str] = Field(default_factory=list)
     retention_options: dict[str, int] = Field(default_factory=dict)
     retention: list[RetentionGroup] = Field(default_factory=list)
@@ -170,6 +177,7 @@ class BackupReport(OperationReport):
                 [r.label for r in verification if not r.verify_failed],
             ),
             *Found.of(Severity.WARNING, "coverage gap(s)", self.gaps, shown=3),
+            *Found.of(Severity.WARNING, "archived backup change(s)", self.archive_changes, shown=3),
             *Found.of(
                 Severity.WARNING,
                 "guest(s) backed up with warnings",
@@ -275,6 +283,17 @@ class BackupReport(OperationReport):
             lines.append("")
         if self.gaps:
             lines += ["## Coverage gaps", ""] + [f"- {t(g)}" for g in self.gaps] + [""]
+        if self.archived or self.archive_changes:
+            lines += ["## Archived (backups of deleted guests kept on purpose)", ""]
+            lines += [f"- CHANGED: {t(c)}" for c in self.archive_changes]
+            lines += [
+                f"- guest {a.vmid} on {t(a.storage)}: {a.count} backup(s), {_size(a.size)}, "
+                f"newest {_when(a.newest)}, {t(a.why)}"
+                + (f", keep until {a.keep_until}" if a.keep_until else "")
+                + (f" - {t(a.note)}" if a.note else "")
+                for a in self.archived
+            ]
+            lines.append("")
         if self.pbs_jobs:
             lines += ["## PBS maintenance", ""]
             lines += [
@@ -328,11 +347,13 @@ class BackupReport(OperationReport):
                 Metric(name="labops_backup_guests", value=float(n), labels={"status": status})
             )
         out.append(Metric(name="labops_backup_coverage_gaps", value=float(len(self.gaps))))
+        out.append(Metric(name="labops_backup_archived_groups", value=float(len(self.archived))))
         return out
 
     def notification(self) -> Notification | None:
         stale, gaps, verif = self.stale, self.gaps, self.verification_problems
-        if not (self.failures or stale or gaps or verif):
+        changed = self.archive_changes
+        if not (self.failures or stale or gaps or verif or changed):
             return None
         severity = Severity.CRITICAL if self.failures else Severity.WARNING
         body: list[str] = [self.headline()]
@@ -346,6 +367,8 @@ class BackupReport(OperationReport):
             body += ["", "Verification:"] + [f"- {r.label}: {r.verified}" for r in verif]
         if gaps:
             body += ["", "Coverage gaps:"] + [f"- {g}" for g in gaps]
+        if changed:
+            body += ["", "Archived backups changed:"] + [f"- {c}" for c in changed]
         return Notification(
             title=f"Backups {self.lab}: " + ("FAILED" if self.failures else "attention needed"),
             severity=severity,
@@ -358,6 +381,7 @@ class BackupReport(OperationReport):
                 "failures": [f.model_dump() for f in self.failures],
                 "stale": [r.vmid for r in stale],
                 "gaps": gaps,
+                "archive_changes": changed,
             },
         )
 

@@ -157,3 +157,22 @@ class PbsTaskItem(Payload):
     worker_type: str | None = Field(None, alias="worker_type")
     worker_id: str | None = Field(None, alias="worker_id")
     status: str | None = None
+
+
+class PbsSyncJob(Payload):
+    """A sync job of ``GET /admin/sync`` (pull: ``remote`` -> ``store``; push, PBS 3.3+:
+    ``store`` -> ``remote``'s ``remote-store``); ``ns``/``remote-ns`` are the namespaces."""
+
+    id: str
+    store: str
+    ns: str | None = None
+    remote: str | None = None
+    remote_store: str = Field(..., alias="remote-store")
+    remote_ns: str | None = Field(None, alias="remote-ns")
+    sync_direction: str = Field("pull", alias="sync-direction")
+    group_filter: list[str] = Field(default_factory=list, alias="group-filter")
+    max_depth: int | None = Field(None, alias="max-depth")
+    schedule: str | None = None
+    last_run_upid: str | None = Field(None, alias="last-run-upid")
+    last_run_state: str | None = Field(None, alias="last-run-state")
+    last_run_endtime: int | None = Field(None, alias="last-run-endtime")

@@ -476,6 +476,18 @@ async def verify_jobs(api: PbsApi, req: Req) -> Any:
     return [dict(j) for j in api.store.verify_jobs if store is None or j["store"] == store]
 
 
+@route("GET", "/admin/sync")
+async def sync_jobs(api: PbsApi, req: Req) -> Any:
+    """Sync jobs with their last run (``sync-direction`` all: pull and push, PBS 3.3+)."""
+    store = req.get("store")
+    return [dict(j) for j in api.store.sync_jobs if store is None or j["store"] == store]
+
+
+@route("GET", "/config/remote")
+async def remotes(api: PbsApi, req: Req) -> Any:
+    return [dict(r) for r in api.store.remotes]
+
+
 @route("POST", "/admin/verify/{id}/run")
 async def verify_job_run(api: PbsApi, req: Req) -> Any:
     job = next((j for j in api.store.verify_jobs if j["id"] == req.params["id"]), None)

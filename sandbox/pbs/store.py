@@ -112,6 +112,8 @@ class Datastore:
     corrupt: set[tuple[str, str, int]] = field(default_factory=set)
     seed: dict[str, Any] = field(default_factory=dict)  # what the seed made special
     prune_jobs: list[dict[str, Any]] = field(default_factory=list)
+    sync_jobs: list[dict[str, Any]] = field(default_factory=list)  # sync.cfg, with run state
+    remotes: list[dict[str, Any]] = field(default_factory=list)  # remote.cfg (no passwords)
     # Finished tasks of the seeded history: (upid, type, id, start, end, exitstatus, lines).
     history: list[tuple[str, str, str, int, int, str, list[str]]] = field(default_factory=list)
 
@@ -280,7 +282,66 @@ def seed_store(lab: Lab, now: float | None = None) -> Datastore:
             "next-run": night0 + DAY + 2 * 3600,
         }
     ]
+    # Off-site: a push job of the containers to the remote PBS "pbs2" whose last run ended
+    # "sync failed with some errors." for two groups (one owner check, one lost connection).
+    sync_start = night0 + 4 * 3600 - DAY
+    sync_id = "store1:pbs2:offsite::s-offsite"
+    sync_upid = pbs_upid("syncjob", sync_id, "root@pam", sync_start)
+    ct_groups = sorted({s.bid for s in store.listing(btype="ct")}, key=int)
+    bad_groups = [f"ct/{b}" for b in ct_groups[1:3]]
+    store.remotes = [
+        {
+            "name": "pbs2",
+            "host": "pbs2.offsite.example",
+            "port": 8007,
+            "auth-id": "sync@pbs!push",
+            "fingerprint": "64:d3:ff:3a:50:38:53:5a:9b:f7:50:aa:01:02:03:04:05:06:07:08:"
+            "09:0a:0b:0c:0d:0e:0f:10:11:12:ab:fe",
+            "comment": "off-site PBS",
+        }
+    ]
+    store.sync_jobs = [
+        {
+            "id": "s-offsite",
+            "store": store.name,
+            "remote": "pbs2",
+            "remote-store": "offsite",
+            "remote-ns": "home",
+            "sync-direction": "push",
+            "group-filter": ["type:ct", "exclude:group:ct/100"],
+            "remove-vanished": False,
+            "schedule": "daily",
+            "comment": "containers off-site",
+            "last-run-upid": sync_upid,
+            "last-run-state": "sync failed with some errors.",
+            "last-run-endtime": sync_start + 420,
+            "next-run": night0 + DAY + 4 * 3600,
+        }
+    ]
+    sync_lines = [
+        f"Starting datastore sync job '{sync_id}'",
+        "sync datastore 'store1' to 'pbs2/offsite'",
+        "----",
+        "Syncing datastore 'store1', root namespace into datastore 'offsite', namespace 'home'",
+        f"found {len(ct_groups) - 1} groups to sync (out of {len(ct_groups)} total)",
+    ]
+    sync_lines += [
+        f"sync group {g} failed - "
+        + ("owner check failed (sync@pbs != root@pam)" if i == 0 else "connection reset by peer")
+        for i, g in enumerate(bad_groups)
+    ]
+    sync_lines.append("TASK ERROR: sync failed with some errors.")
+    store.seed["sync_failed_groups"] = bad_groups
     store.history = [
+        (
+            sync_upid,
+            "syncjob",
+            sync_id,
+            sync_start,
+            sync_start + 420,
+            "sync failed with some errors.",
+            sync_lines,
+        ),
         (
             old_upid,
             "verificationjob",

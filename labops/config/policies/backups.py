@@ -1,9 +1,11 @@
 """Policy of the backups operation (owned by its flow): what is backed up, how often, where, how
-fast, what counts as verified, and how the weekly restore drill runs."""
+fast, what counts as verified, how the weekly restore drill runs, what must be off-site (PBS
+sync jobs) and which backups of deleted guests are kept on purpose (archived)."""
 
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -296,6 +298,39 @@ def _default_tiers() -> dict[str, RpoTier]:
     return {"24h": RpoTier(rpo=26 * 3600), "7d": RpoTier(rpo=7 * 86400 + 2 * 3600)}
 
 
+class ArchivedGuest(_Policy):
+    """Backups of a deleted guest kept on purpose: shown, never a coverage gap."""
+
+    vmid: int = Field(..., ge=1, description="The deleted guest's id.")
+    note: str | None = Field(None, max_length=200, description="Why it is kept.")
+    keep_until: date | None = Field(
+        None, description="Keep until this day; after it the archive is flagged again."
+    )
+
+
+class OffsitePolicy(_Policy):
+    """Off-site copies: how old a guest's newest copy on each off-site target may be."""
+
+    targets: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Off-site targets every covered guest must have a copy on, as PBS names them "
+            "('remote:store' or 'remote:store/ns' for push jobs, 'store' or 'store/ns' on "
+            "this PBS for pull jobs); empty: every target a sync job writes to."
+        ),
+    )
+    rpo: Duration = Field(7 * 86400, description="Default off-site RPO (newest copy age).")
+    tier_tags: dict[str, Duration] = Field(
+        default_factory=dict, description="Guest tag -> off-site RPO (the shortest one wins)."
+    )
+    guests: dict[int, Duration] = Field(
+        default_factory=dict, description="Per-guest off-site RPO (wins over tags)."
+    )
+    exclude_tags: list[str] = Field(
+        default_factory=lambda: ["no-offsite"], description="Guests never expected off-site."
+    )
+
+
 class BackupPolicy(_Policy):
     """What the backups flow does and its limits."""
 
@@ -376,6 +411,13 @@ class BackupPolicy(_Policy):
     retention: Retention = Retention()
     pbs_jobs: PbsJobAges = PbsJobAges()
     restore_drill: RestoreDrillPolicy = RestoreDrillPolicy()
+    archived: list[ArchivedGuest] = Field(
+        default_factory=list,
+        description="Backups of deleted guests kept on purpose (never a coverage gap).",
+    )
+    offsite: OffsitePolicy | None = Field(
+        None, description="Off-site copies per guest (PBS sync jobs); None: not audited."
+    )
 
     @model_validator(mode="after")
     def _tiers_exist(self) -> BackupPolicy:
