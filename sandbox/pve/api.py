@@ -2325,3 +2325,9 @@ async def permissions_dump(api: PveApi, req: Req) -> Any:
         if privs:
             out[p] = {k: int(v) for k, v in sorted(privs.items())}
     return out
+
+
+# The guest agent routes live in their own module; registered last, beside the others.
+from sandbox.pve import agent as _agent  # noqa: E402
+
+_agent.register(route)
