@@ -74,6 +74,7 @@ from labops.models.pve import (
     PveVersion,
     TaskStatus,
 )
+from labops.models.pve_agent import AgentExecStarted, AgentExecStatus
 from labops.proxmox_settings import PbsSettings, ProxmoxSettings
 
 # proxmoxer logs every request and full response bodies (tokens' results, configs) below WARNING.
@@ -578,6 +579,25 @@ class PveClient(ProxmoxClient):
     def snapshot_delete(self, node: str, vmid: int, name: str) -> str:
         """Delete snapshot ``name`` of container ``vmid``. Changes the lab; returns the UPID."""
         return str(self.delete(f"nodes/{node}/lxc/{vmid}/snapshot/{name}"))
+
+    # -- QEMU guest agent (VMs without SSH) ---------------------------------------------------
+
+    def agent_ping(self, node: str, vmid: int) -> None:
+        """Ask VM ``vmid``'s guest agent to answer; raises ApiError when it is not running.
+        Only reads."""
+        self.post(f"nodes/{node}/qemu/{vmid}/agent/ping")
+
+    def agent_exec(self, node: str, vmid: int, argv: Sequence[str]) -> AgentExecStarted:
+        """Start ``argv`` (program + arguments, no shell) in VM ``vmid`` through its guest agent.
+        What it changes depends on the command; returns the agent's pid."""
+        data = self.post(f"nodes/{node}/qemu/{vmid}/agent/exec", command=list(argv))
+        return AgentExecStarted.model_validate(data)
+
+    def agent_exec_status(self, node: str, vmid: int, pid: int) -> AgentExecStatus:
+        """Where process ``pid`` of the guest agent is (the agent forgets it once it reported
+        it exited). Only reads."""
+        data = self.get(f"nodes/{node}/qemu/{vmid}/agent/exec-status", pid=pid)
+        return AgentExecStatus.model_validate(data)
 
 
 class PbsClient(ProxmoxClient):
