@@ -58,6 +58,10 @@ class AgentRuntime(HostJobs):
     def faults(self) -> Faults:
         return self.api.faults  # type: ignore[no-any-return]
 
+    def record_exec(self, host: str, argv: list[str], via: str | None) -> None:
+        """Every simple command the VM's shell runs, in the sandbox's journal (as the fleet)."""
+        self.api.ctx.journal.exec(host, argv, via)
+
     def request_reboot(self, name: str) -> None:
         guest = next((g for g in self.lab.guests if g.name == name), None)
         if guest is not None:
