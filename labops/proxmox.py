@@ -100,6 +100,10 @@ _PVE_PRIVILEGES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"/apt/"), "Sys.Modify on /nodes/<node> (apt/update needs more than Sys.Audit)"),
     (re.compile(r"/certificates/acme"), "Sys.Modify on /nodes/<node>"),
     (re.compile(r"/snapshot"), "VM.Snapshot on /vms/<vmid>"),
+    (
+        re.compile(r"/qemu/\d+/agent/"),
+        "VM.GuestAgent.Unrestricted on /vms/<vmid> (commands through the guest agent)",
+    ),
     (re.compile(r"/storage/[^/]+/content"), "Datastore.Audit on /storage/<storage>"),
     (re.compile(r"^cluster/backup"), "Sys.Audit on /"),
     (re.compile(r"^nodes/[^/]+/(status|tasks)"), "Sys.Audit on /nodes/<node>"),

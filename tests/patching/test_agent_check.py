@@ -116,3 +116,10 @@ def test_hanging_command_times_out_as_could_not_check(private_clean: SandboxHand
     private_clean.set_faults("pve", extra={"agent_hanging": [800]})
     facts = check_vm(_client(private_clean), "pve2", 800, TODAY, timeout_s=0.3, poll_s=0.05)
     assert facts.problem is not None and "still running" in facts.problem
+
+
+def test_a_refused_agent_call_names_the_privilege() -> None:
+    from labops.proxmox import _PVE_PRIVILEGES, _privilege_hint
+
+    hint = _privilege_hint(_PVE_PRIVILEGES, "nodes/pve2/qemu/800/agent/exec")
+    assert hint.startswith("VM.GuestAgent.Unrestricted on /vms/<vmid>")
