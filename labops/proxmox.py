@@ -60,7 +60,6 @@ from labops.models.pbs import (
     PbsVersion,
 )
 from labops.models.pve import (
-    PveAgentExecStatus,
     PveBackupJob,
     PveBackupVolume,
     PveGuest,
@@ -76,6 +75,7 @@ from labops.models.pve import (
     PveVersion,
     TaskStatus,
 )
+from labops.models.pve_agent import AgentExecStarted, AgentExecStatus
 from labops.proxmox_settings import PbsSettings, ProxmoxSettings
 
 # proxmoxer logs every request and full response bodies (tokens' results, configs) below WARNING.
@@ -101,6 +101,10 @@ _PVE_PRIVILEGES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"/apt/"), "Sys.Modify on /nodes/<node> (apt/update needs more than Sys.Audit)"),
     (re.compile(r"/certificates/acme"), "Sys.Modify on /nodes/<node>"),
     (re.compile(r"/snapshot"), "VM.Snapshot on /vms/<vmid>"),
+    (
+        re.compile(r"/qemu/\d+/agent/"),
+        "VM.GuestAgent.Unrestricted on /vms/<vmid> (commands through the guest agent)",
+    ),
     (re.compile(r"/storage/[^/]+/content"), "Datastore.Audit on /storage/<storage>"),
     (re.compile(r"^cluster/backup"), "Sys.Audit on /"),
     (re.compile(r"^nodes/[^/]+/(status|tasks)"), "Sys.Audit on /nodes/<node>"),
@@ -461,16 +465,6 @@ class PveClient(ProxmoxClient):
         data = self.get(f"nodes/{node}/{kind}/{vmid}/status/current")
         return PveGuestState.model_validate(data)
 
-    def agent_exec(self, node: str, vmid: int, command: list[str]) -> int:
-        """Start ``command`` inside VM ``vmid`` through its QEMU guest agent; the agent's pid.
-        Runs whatever ``command`` does (the drill's checks only read)."""
-        data = self.post(f"nodes/{node}/qemu/{vmid}/agent/exec", command=command)
-        return int(data["pid"])
-
-    def agent_exec_status(self, node: str, vmid: int, pid: int) -> PveAgentExecStatus:
-        data = self.get(f"nodes/{node}/qemu/{vmid}/agent/exec-status", pid=pid)
-        return PveAgentExecStatus.model_validate(data)
-
     def restore(
         self,
         node: str,
@@ -596,6 +590,25 @@ class PveClient(ProxmoxClient):
     def snapshot_delete(self, node: str, vmid: int, name: str) -> str:
         """Delete snapshot ``name`` of container ``vmid``. Changes the lab; returns the UPID."""
         return str(self.delete(f"nodes/{node}/lxc/{vmid}/snapshot/{name}"))
+
+    # -- QEMU guest agent (VMs without SSH) ---------------------------------------------------
+
+    def agent_ping(self, node: str, vmid: int) -> None:
+        """Ask VM ``vmid``'s guest agent to answer; raises ApiError when it is not running.
+        Only reads."""
+        self.post(f"nodes/{node}/qemu/{vmid}/agent/ping")
+
+    def agent_exec(self, node: str, vmid: int, argv: Sequence[str]) -> AgentExecStarted:
+        """Start ``argv`` (program + arguments, no shell) in VM ``vmid`` through its guest agent.
+        What it changes depends on the command; returns the agent's pid."""
+        data = self.post(f"nodes/{node}/qemu/{vmid}/agent/exec", command=list(argv))
+        return AgentExecStarted.model_validate(data)
+
+    def agent_exec_status(self, node: str, vmid: int, pid: int) -> AgentExecStatus:
+        """Where process ``pid`` of the guest agent is (the agent forgets it once it reported
+        it exited). Only reads."""
+        data = self.get(f"nodes/{node}/qemu/{vmid}/agent/exec-status", pid=pid)
+        return AgentExecStatus.model_validate(data)
 
 
 class PbsClient(ProxmoxClient):

@@ -5,7 +5,6 @@ drill's checks only read)."""
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 from prefect import task
@@ -15,6 +14,7 @@ from pydantic import BaseModel, Field
 from blocks.proxmox import ProxmoxCredentials
 from blocks.ssh import SshCredentials
 from labops.errors import LabopsError
+from labops.guest_agent import run_command
 from labops.ssh import SshTarget
 from tasks.pve import client
 from tasks.ssh import HostAccess, HostCommand, run_one
@@ -64,21 +64,14 @@ def _in_container(
 def _in_vm(
     pve: ProxmoxCredentials, node: str, vmid: int, script: str, timeout_s: float, poll_s: float
 ) -> GuestRun:
-    api = client(pve)
-    deadline = time.monotonic() + timeout_s
     try:
-        pid = api.agent_exec(node, vmid, ["/bin/sh", "-c", script])
-        while True:
-            status = api.agent_exec_status(node, vmid, pid)
-            if status.exited:
-                break
-            if time.monotonic() >= deadline:
-                return GuestRun(state="unreachable", detail=f"guest agent: pid {pid} still running")
-            time.sleep(poll_s)
+        res = run_command(
+            client(pve), node, vmid, ["/bin/sh", "-c", script], timeout_s=timeout_s, poll_s=poll_s
+        )
     except LabopsError as exc:
         return GuestRun(state="unreachable", detail=f"guest agent: {exc}")
-    output = _tail(status.out_data + status.err_data)
-    code = status.exitcode if status.exitcode is not None else 128 + (status.signal or 0)
+    output = _tail(res.stdout + res.stderr)
+    code = res.exit_code if res.exit_code is not None else 128 + (res.signal or 0)
     return GuestRun(state="ok" if code == 0 else "failed", exit_status=code, output=output)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 READ_ONLY_COMMANDS = [
     # Wrappers: the sandbox journals the commands they run as entries of their own (inside the
     # container for `pct exec`), and those are judged by this list.
-    r"sh -c .+",
+    r"(/bin/)?sh -c .+",  # /bin/sh: the guest agent runs argv without a shell of its own
     r"pct exec \d+ -- .+",
     # The host check (labops/patching/hostcheck.py): section markers and reads.
     r"echo @@labops:[a-z-]+",
@@ -38,6 +38,9 @@ READ_ONLY_COMMANDS = [
     r"apk upgrade (-s|--simulate)( \S+)*",
 ]
 _READ_ONLY = [re.compile(p) for p in READ_ONLY_COMMANDS]
+# PVE requests that only carry a command to a VM's guest agent (what the VM then ran is journaled
+# as "exec" entries, judged by the list above) or ask whether the agent answers.
+_AGENT_CARRIERS = re.compile(r"/nodes/[^/]+/qemu/\d+/agent/(exec|ping)")
 
 
 def is_mutating(entry: dict[str, Any]) -> bool:
@@ -50,6 +53,8 @@ def mutating(entries: list[dict[str, Any]]) -> list[str]:
     out = []
     for e in entries:
         if e["kind"] == "http":  # the journal holds every PVE/PBS request but reads and logins
+            if _AGENT_CARRIERS.fullmatch(e["path"]):
+                continue
             out.append(f"{e['system']} {e['method']} {e['path']} {e['args']}")
         elif e["kind"] == "exec":
             line = " ".join(e["argv"])

@@ -369,18 +369,3 @@ class PveNodeStatus(Payload):
     uptime: int | None = None
     pveversion: str | None = None
     kversion: str | None = None
-
-
-class PveAgentExecStatus(Payload):
-    """``GET /nodes/{node}/qemu/{vmid}/agent/exec-status``: a command the QEMU guest agent ran."""
-
-    exited: bool = False
-    exitcode: int | None = None
-    signal: int | None = None
-    out_data: str = Field("", alias="out-data")
-    err_data: str = Field("", alias="err-data")
-
-    @field_validator("exited", mode="before")
-    @classmethod
-    def _flag(cls, value: object) -> object:
-        return bool(int(value)) if isinstance(value, int | str) and str(value).isdigit() else value

@@ -65,7 +65,9 @@ class Target(BaseModel):
     kind: Literal["node", "container", "vm", "host"]
     address: str
     port: int = 22
-    access: Literal["ssh", "pct"] = "ssh"
+    access: Literal["ssh", "pct", "agent"] = Field(
+        "ssh", description="agent: a VM without an SSH address, through its QEMU guest agent."
+    )
     node: str | None = None
     vmid: int | None = None
     tags: list[str] = Field(default_factory=list)
@@ -166,10 +168,9 @@ def select_targets(
         if g.node not in online:
             sel.skipped.append(Skip(**base, reason=f"node {g.node} offline"))
             continue
-        access = host.access if host else container_access
+        access: Literal["ssh", "pct", "agent"] = host.access if host else container_access
         if kind == "vm" and (host is None or access == "pct"):
-            sel.skipped.append(Skip(**base, reason="VM without an SSH address in inventory"))
-            continue
+            access = "agent"  # no SSH address: checked through PVE's QEMU guest agent
         if kind == "container" and access == "ssh" and host is None:
             sel.skipped.append(Skip(**base, reason="no SSH address in inventory.hosts"))
             continue
@@ -552,6 +553,8 @@ def plan_host(row: HostCheck, security_only: bool) -> PlanHost | None:
     """The rollout entry of a checked host, or None when there is nothing to apply."""
     if not row.known or not row.packages:
         return None
+    if row.access == "agent":
+        return None  # applying through the guest agent is not built yet: the check shows it
     # held packages stay held: apt refuses to upgrade them by name, dist-upgrade skips them
     held = set(row.held)
     security = [p.name for p in row.packages if p.security and p.name not in held]

@@ -49,7 +49,7 @@ class HostCheck(BaseModel):
     kind: Literal["node", "container", "vm", "host"] = "container"
     node: str | None = None
     vmid: int | None = None
-    access: Literal["ssh", "pct"] = "ssh"
+    access: Literal["ssh", "pct", "agent"] = "ssh"
     state: CheckState
     detail: str = ""
     os: str = "unknown"

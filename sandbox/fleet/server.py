@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 import threading
@@ -24,7 +23,8 @@ from typing import Any
 import asyncssh
 
 from sandbox.fleet import listening, tools  # noqa: F401 - registers the command handlers
-from sandbox.fleet.shell import BufferSink, CallbackSink, ExitShell, Io, Rebooting, Shell
+from sandbox.fleet.jobs import HostJobs
+from sandbox.fleet.shell import CallbackSink, ExitShell, Io, Rebooting, Shell
 from sandbox.fleet.state import (
     HostState,
     host_names,
@@ -33,7 +33,6 @@ from sandbox.fleet.state import (
     seed_hosts,
 )
 from sandbox.fleet.tools import new_boot
-from sandbox.lab import Guest
 from sandbox.service import Context, Faults, Service
 
 log = logging.getLogger("sandbox.fleet")
@@ -111,8 +110,7 @@ class FleetService(Service):
         self._reconciler: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[Any]] = set()
         # background processes of each host (`cmd &`, systemd-run): pid -> task
-        self._jobs: dict[str, dict[int, asyncio.Task[Any]]] = {}
-        self._pids = itertools.count(4000)
+        self.jobs = HostJobs(first_pid=4000)
         self.client_key_file = self.dir / "id_ed25519"
         self.known_hosts_file = self.dir / "known_hosts"
         self.client_public: asyncssh.SSHKey
@@ -133,7 +131,6 @@ class FleetService(Service):
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "hostkeys").mkdir(exist_ok=True)
         seed_hosts(self.lab)
-        self.lab.shared["guest-agent"] = self.agent_exec
         no_sshd = no_sshd_names(self.lab)
         for name, kind, guest in host_names(self.lab):
             port = self.ctx.port() if name not in no_sshd else None
@@ -174,8 +171,8 @@ class FleetService(Service):
 
     async def stop(self) -> None:
         tasks = [t for t in [self._reconciler, *self._bg] if t is not None]
-        for host in list(self._jobs):
-            self._end_jobs(host)
+        for host in self.jobs.hosts_with_jobs():
+            self.jobs.end_jobs(host)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -233,7 +230,7 @@ class FleetService(Service):
                     if isinstance(st, HostState):
                         new_boot(st)
                 if not up and self._was_powered.get(name):
-                    self._end_jobs(name)  # a stopped container's processes are gone
+                    self.jobs.end_jobs(name)  # a stopped container's processes are gone
                 self._was_powered[name] = up
 
     async def _reconcile(self) -> None:
@@ -382,30 +379,18 @@ class FleetService(Service):
         self.ctx.journal.exec(host, argv, via)
 
     def session_pid(self, host: str) -> int:
-        return next(self._pids)
+        return self.jobs.session_pid(host)
 
     def start_job(self, host: str, run: Callable[[int], Awaitable[int]]) -> int:
         """A background process of ``host``: it outlives the SSH session that started it and
         ends with the host (reboot, stop) or when ``run`` returns."""
-        pid = next(self._pids)
-        jobs = self._jobs.setdefault(host, {})
-        task = asyncio.ensure_future(run(pid))
-        jobs[pid] = task
-        task.add_done_callback(lambda _t: jobs.pop(pid, None))
-        return pid
+        return self.jobs.start_job(host, run)
 
     def job_alive(self, host: str, pid: int) -> bool:
-        task = self._jobs.get(host, {}).get(pid)
-        return task is not None and not task.done()
+        return self.jobs.job_alive(host, pid)
 
     def stop_job(self, host: str, pid: int) -> None:
-        task = self._jobs.get(host, {}).get(pid)
-        if task is not None:
-            task.cancel()
-
-    def _end_jobs(self, host: str) -> None:
-        for task in list(self._jobs.get(host, {}).values()):
-            task.cancel()
+        self.jobs.stop_job(host, pid)
 
     def request_reboot(self, name: str) -> None:
         assert self._loop is not None
@@ -429,7 +414,7 @@ class FleetService(Service):
         await asyncio.sleep(0.1)  # let the command's output reach the client first
         for h in affected:
             self._abort_connections(h)
-            self._end_jobs(h)
+            self.jobs.end_jobs(h)
         self._close_listener(name)
         self.kick()
         await asyncio.sleep(down)
@@ -488,20 +473,6 @@ class FleetService(Service):
         self._enforce_now()
         self.kick()
         return result
-
-    async def agent_exec(self, guest: Guest, argv: list[str]) -> tuple[int, str, str]:
-        """Run ``argv`` (no shell, like the QEMU guest agent) inside VM ``guest``: its host
-        state is made on first use (VMs are no SSH hosts); exit status, stdout, stderr."""
-        with self.lab.lock:
-            if guest.name not in self.lab.hosts:
-                self.lab.hosts[guest.name] = new_host_state(self.lab, guest.name, "vm", guest)
-        out, err = BufferSink(), BufferSink()
-        sh = Shell(self, guest.name, "lxc")
-        try:
-            code = await sh.exec_argv(argv, Io(out, err, ""))
-        except ExitShell as e:
-            code = e.code
-        return code, out.value(), err.value()
 
     def on_faults_changed(self) -> None:
         """Called by the runner's control API after ``POST /_sandbox/faults/fleet``."""

@@ -1,61 +1,177 @@
-"""The QEMU guest agent of a VM, as PVE exposes it: ``POST .../agent/exec`` starts a command
-(``command``: program + arguments, no shell) and answers its pid at once; ``GET
-.../agent/exec-status?pid=`` says ``exited`` 0 until it ends, then its ``exitcode`` and
-``out-data``/``err-data``. The command runs in the VM's host of the SSH fleet (the fleet
-registers ``lab.shared["guest-agent"]``). A VM not running, or with ``agent`` off in its config,
-has no agent to answer."""
+"""The QEMU guest agent endpoints of a VM (``/nodes/{node}/qemu/{vmid}/agent/...``).
+
+As PVE does it (qemu-server's ``PVE::API2::Qemu::Agent`` over ``PVE::QemuServer::Agent``):
+``exec`` takes ``command`` as an array (program + arguments, no shell: a script needs
+``["/bin/sh", "-c", ...]``) and answers ``{"pid": N}`` at once; ``exec-status`` answers
+``exited`` and, once exited, ``exitcode``, ``out-data``/``err-data`` (already base64-decoded by
+PVE) and ``out-truncated``/``err-truncated`` when the agent's capture buffer overflowed; the agent
+forgets a pid after reporting it exited. ``ping`` answers ``{"result": {}}``. Without a
+configured, enabled, answering agent every call fails with PVE's own message in a 500.
+
+Commands run against the VM's simulated OS state (``lab.hosts[vm name]``, created on first use
+with the fleet's seeding), through the fleet's shell interpreter: nothing is spawned.
+
+Fault knobs (``extra`` of the ``pve`` faults): ``agent_down`` (vmids whose agent does not
+answer), ``agent_hanging`` (vmids whose commands never exit), ``agent_output_limit`` (bytes of
+stdout/stderr captured; QEMU's own buffer is 16 MiB).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from sandbox.pve.api import PveApi, Req, guest_config, route
+from sandbox.fleet.jobs import HostJobs
+from sandbox.fleet.shell import BufferSink, ExitShell, Io, Rebooting, Shell
+from sandbox.fleet.state import new_host_state
+from sandbox.lab import Guest, Lab
 from sandbox.pve.http import ApiError
 
-_pids = itertools.count(1000)
-# (vmid, pid) -> the running command; a finished one's result is read once, like the agent's.
-_runs: dict[tuple[int, int], asyncio.Task[tuple[int, str, str]]] = {}
+if TYPE_CHECKING:
+    from sandbox.pve.api import PveApi, Req
+    from sandbox.service import Faults
+
+# qga/commands.c GUEST_EXEC_MAX_OUTPUT: what the agent keeps of each stream.
+MAX_OUTPUT = 16 * 1024 * 1024
 
 
-def _agent(api: PveApi, req: Req) -> Any:
-    g = api.guest_on(req.params["node"], int(req.params["vmid"]), "qemu")
-    agent = str(guest_config(api, g).get("agent", "0")).split(",")[0]
-    if agent not in ("1", "enabled=1"):
+@dataclass
+class _Proc:
+    task: asyncio.Task[int]
+    out: BufferSink
+    err: BufferSink
+
+
+class AgentRuntime(HostJobs):
+    """What the fleet's shell needs (``sandbox.fleet.shell.Runtime``), for commands started by
+    the guest agent of the VMs of one PVE API."""
+
+    def __init__(self, api: PveApi) -> None:
+        super().__init__(first_pid=1200)
+        self.api = api
+        self.lab: Lab = api.lab
+        self.time_scale = float(api.ctx.time_scale)
+        self.procs: dict[int, dict[int, _Proc]] = {}
+
+    def faults(self) -> Faults:
+        return self.api.faults  # type: ignore[no-any-return]
+
+    def record_exec(self, host: str, argv: list[str], via: str | None) -> None:
+        """Every simple command the VM's shell runs, in the sandbox's journal (as the fleet)."""
+        self.api.ctx.journal.exec(host, argv, via)
+
+    def request_reboot(self, name: str) -> None:
+        guest = next((g for g in self.lab.guests if g.name == name), None)
+        if guest is not None:
+            with self.lab.lock:
+                guest.boots += 1
+            self.end_jobs(name)
+
+
+def runtime(api: PveApi) -> AgentRuntime:
+    rt = getattr(api, "_agent_runtime", None)
+    if rt is None:
+        rt = AgentRuntime(api)
+        api._agent_runtime = rt  # type: ignore[attr-defined]
+    return rt
+
+
+def _listed(api: PveApi, knob: str, vmid: int) -> bool:
+    table = api.faults.extra.get(knob) or ()
+    return vmid in table or str(vmid) in table
+
+
+def available(api: PveApi, guest: Guest) -> None:
+    """Fail as ``PVE::QemuServer::Agent::agent_available`` does, in its order."""
+    from sandbox.pve.api import guest_config
+
+    conf = guest_config(api, guest)
+    if "agent" not in conf:
         raise ApiError(500, "No QEMU guest agent configured")
-    run = api.lab.shared.get("guest-agent")
-    if g.status != "running" or run is None:
+    if guest.status != "running":
+        raise ApiError(500, f"VM {guest.vmid} is not running")
+    # A disabled agent has no socket QEMU could reach: PVE says it is not running.
+    enabled = str(conf["agent"]).split(",")[0].removeprefix("enabled=")
+    if enabled not in ("1", "yes", "on", "true") or _listed(api, "agent_down", guest.vmid):
         raise ApiError(500, "QEMU guest agent is not running")
-    return g, run
 
 
-@route("POST", "/nodes/{node}/qemu/{vmid}/agent/exec")
-async def agent_exec(api: PveApi, req: Req) -> Any:
-    g, run = _agent(api, req)
+def _vm(api: PveApi, req: Req) -> Guest:
+    node = req.params["node"]
+    vmid = int(req.params["vmid"])
+    guest = api.guest_on(node, vmid, "qemu")
+    available(api, guest)
+    with api.lab.lock:
+        if guest.name not in api.lab.hosts:
+            api.lab.hosts[guest.name] = new_host_state(api.lab, guest.name, "vm", guest)
+    return guest
+
+
+async def ping(api: PveApi, req: Req) -> Any:
+    _vm(api, req)
+    return {"result": {}}
+
+
+async def exec_(api: PveApi, req: Req) -> Any:
+    guest = _vm(api, req)
     command = req.args.get("command")
-    argv = [command] if isinstance(command, str) else list(command or [])
+    argv = [command] if isinstance(command, str) else [str(c) for c in command or []]
     if not argv:
-        raise ApiError(400, "Parameter verification failed.", {"command": "property is missing"})
-    pid = next(_pids)
-    _runs[(g.vmid, pid)] = asyncio.ensure_future(run(g, argv))
+        raise ApiError(400, "Parameter verification failed.", {"command": "no command given"})
+    stdin = str(req.args.get("input-data") or "")
+    rt = runtime(api)
+    out, err = BufferSink(), BufferSink()
+    hanging = _listed(api, "agent_hanging", guest.vmid)
+
+    async def run() -> int:
+        if hanging:
+            await asyncio.Event().wait()
+        shell = Shell(rt, guest.name, "lxc")  # argv is exec'd with no shell, as by the agent
+        try:
+            return await shell.exec_argv(argv, Io(out, err, stdin))
+        except Rebooting:
+            return 0
+        except ExitShell as e:
+            return e.code
+
+    pid = rt.session_pid(guest.name)
+    rt.procs.setdefault(guest.vmid, {})[pid] = _Proc(asyncio.ensure_future(run()), out, err)
     return {"pid": pid}
 
 
-@route("GET", "/nodes/{node}/qemu/{vmid}/agent/exec-status")
-async def agent_exec_status(api: PveApi, req: Req) -> Any:
-    g, _ = _agent(api, req)
-    key = (g.vmid, int(req.args.get("pid") or 0))
-    task = _runs.get(key)
-    if task is None:
-        raise ApiError(500, f"Agent error: PID {key[1]} does not exist")
-    if not task.done():
+def _capture(text: str, limit: int) -> tuple[str, bool]:
+    data = text.encode()
+    if len(data) <= limit:
+        return text, False
+    return data[:limit].decode(errors="replace"), True
+
+
+async def exec_status(api: PveApi, req: Req) -> Any:
+    guest = _vm(api, req)
+    pid = int(req.args["pid"])
+    procs = runtime(api).procs.get(guest.vmid, {})
+    proc = procs.get(pid)
+    if proc is None:
+        raise ApiError(500, "Agent error: Invalid parameter 'pid'")
+    await asyncio.sleep(0)  # let a command that needs no time finish, as a real guest would
+    if not proc.task.done():
         return {"exited": 0}
-    del _runs[key]
-    code, out, err = task.result()
-    answer: dict[str, Any] = {"exited": 1, "exitcode": code}
-    if out:
-        answer["out-data"] = out
-    if err:
-        answer["err-data"] = err
+    del procs[pid]  # the agent forgets a process once it has reported it exited
+    limit = int(api.faults.extra.get("agent_output_limit") or MAX_OUTPUT)
+    answer: dict[str, Any] = {"exited": 1, "exitcode": proc.task.result()}
+    for key, sink in (("out", proc.out), ("err", proc.err)):
+        text, truncated = _capture(sink.value(), limit)
+        if text:
+            answer[f"{key}-data"] = text
+        if truncated:
+            answer[f"{key}-truncated"] = 1
     return answer
+
+
+def register(route: Callable[[str, str], Callable[[Any], Any]]) -> None:
+    base = "/nodes/{node}/qemu/{vmid}/agent"
+    route("POST", f"{base}/ping")(ping)
+    route("POST", f"{base}/exec")(exec_)
+    route("GET", f"{base}/exec-status")(exec_status)

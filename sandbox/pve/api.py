@@ -2400,4 +2400,7 @@ async def permissions_dump(api: PveApi, req: Req) -> Any:
     return out
 
 
-from sandbox.pve import agent  # noqa: E402, F401 - registers the guest agent routes
+# The guest agent routes live in their own module; registered last, beside the others.
+from sandbox.pve import agent as _agent  # noqa: E402
+
+_agent.register(route)

@@ -44,7 +44,8 @@ HOSTS = [
 def test_select_targets() -> None:
     sel = plan.select_targets(NODES, GUESTS, HOSTS, Exclusions(tags=["nopatch"]), "ssh")
     names = {t.name: t for t in sel.targets}
-    assert set(names) == {"pve1", "pve2", "dns", "web-renamed", "nosshd", "vps"}
+    assert set(names) == {"pve1", "pve2", "dns", "web-renamed", "nosshd", "vps", "vm"}
+    assert names["vm"].access == "agent"  # no SSH address: through its QEMU guest agent
     assert names["dns"].port == 2200 and names["web-renamed"].vmid == 101  # matched by vmid
     assert names["nosshd"].access == "pct" and names["nosshd"].node == "pve1"
     why = {s.name: s.reason for s in sel.skipped}
@@ -53,7 +54,6 @@ def test_select_targets() -> None:
         "db": "stopped",
         "keep": "excluded by tag nopatch",
         "off": "node pve3 offline",
-        "vm": "VM without an SSH address in inventory",
     }
     assert "tpl" not in why  # templates are neither patched nor reported
 
