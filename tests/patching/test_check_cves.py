@@ -82,7 +82,8 @@ def test_check_with_cves_kev_and_exposure(
     top = [f for f in said.findings if f.rule == "patching:kev-summary"]
     assert top and top[0].title.startswith("exploited CVE pending on")
     # metrics: per host, severity and kev; the KEV count reached VictoriaMetrics
-    series = victoriametrics.wait_for('labops_patch_cves{kev="true"}', 1)
+    query = 'labops_patch_cves{kev="true"} > 0'
+    series = victoriametrics.wait_for(query, len(kev_hosts), timeout=90)
     pushed = {s["metric"]["host"] for s in series if float(s["value"][1]) > 0}
     assert pushed == {h.host for h in kev_hosts}
 

@@ -167,7 +167,8 @@ def test_reject_from_the_phone_changes_nothing(sandbox: Any, tmp_path: Path) -> 
 
 
 def test_expired_pause_is_too_late(sandbox: Any, tmp_path: Path) -> None:
-    cfg = _config(sandbox, tmp_path, approval_timeout_s=3)
+    # long enough that a loaded machine's flow reaches its pause before the pause ends
+    cfg = _config(sandbox, tmp_path, approval_timeout_s=20)
     listener = _listener(cfg)
     before = pending_of(sandbox, "postgres")
     run = Run(sandbox, cfg, "postgres")

@@ -84,15 +84,20 @@ def _housekeeping_runs(srv: AuthServer) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
     tmp = tmp_path_factory.mktemp("prefect-auth")
-    home, port = tmp / "prefect", server.free_port()
+    home = tmp / "prefect"
     config = tmp / "labops.yaml"
     config.write_text(yaml.safe_dump({"lab": {"name": "authlab", "state_dir": str(tmp / "st")}}))
     try:
-        started = _labops(
-            "server", "start", "--home", str(home), "--port", str(port), "--no-ui",
-            "--config", str(config),
-            env=_env(PREFECT_SERVER_API_AUTH_STRING=AUTH),
-        )  # fmt: skip
+        for _ in range(3):
+            # a free port may be taken by another test's server before this one binds it
+            port = server.free_port()
+            started = _labops(
+                "server", "start", "--home", str(home), "--port", str(port), "--no-ui",
+                "--config", str(config),
+                env=_env(PREFECT_SERVER_API_AUTH_STRING=AUTH),
+            )  # fmt: skip
+            if "already serves a Prefect server" not in started.stderr:
+                break
         assert started.returncode == 0, started.stderr
         yield AuthServer(home, f"http://127.0.0.1:{port}/api", config, tmp, started)
     finally:

@@ -346,7 +346,9 @@ def test_killed_mid_backup_and_patch_then_rerun(
         "a host the killed run had upgraded was upgraded again",
         snapshots,
     )
-    assert snapshots[vmid_of[HANGING]] == 2, snapshots
+    # the rerun snapshots it anew; the killed run had snapshotted it too, unless the kill landed
+    # before that step (the kill's moment depends on how fast the machine is): never more
+    assert snapshots[vmid_of[HANGING]] in (1, 2), snapshots
     assert all(not pending(sb, h) for h in PATCH_HOSTS)
     report = apis["patch-apply"].artifacts_text(rerun_patch)
     assert HANGING in report and "labops-patch-" in report, report[-2000:]
