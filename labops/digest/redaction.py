@@ -51,6 +51,8 @@ class Redactor:
         self._forward: dict[str, str] = {}
         self._back: dict[str, str] = {}
         self._counts: dict[str, int] = {}
+        self._by_value: dict[str, str] = {}  # real value -> its first placeholder
+        self._sweep: tuple[int, re.Pattern[str] | None] | None = None
         self._hosts = sorted({h for h in hosts if h and len(h) > 1}, key=len, reverse=True)
         self._users = sorted({u for u in users if u and len(u) > 1}, key=len, reverse=True)
 
@@ -66,6 +68,7 @@ class Redactor:
             name = f"{kind}_{self._counts[kind]}"
             self._forward[key] = name
             self._back[name] = value
+            self._by_value.setdefault(value, name)
         return self._forward[key]
 
     def redact(self, text: str) -> str:
@@ -79,7 +82,19 @@ class Redactor:
         for host in self._hosts:
             text = _word(host).sub(lambda m: self._placeholder("HOST", m.group(0)), text)
         text = _FQDN.sub(lambda m: self._placeholder("HOST", m.group(0)), text)
-        return _SYSLOG_HOST.sub(self._syslog_host, text)
+        text = _SYSLOG_HOST.sub(self._syslog_host, text)
+        # A value one line gave away by its position ("backup01 cron[12]:") is the same value
+        # where it stands alone in another line: every value learnt so far is swept once more.
+        known = self._known_values()
+        return known.sub(lambda m: self._by_value[m.group(0)], text) if known else text
+
+    def _known_values(self) -> re.Pattern[str] | None:
+        if self._sweep is None or self._sweep[0] != len(self._by_value):
+            values = sorted(self._by_value, key=len, reverse=True)
+            alternatives = "|".join(re.escape(v) for v in values)
+            pattern = re.compile(rf"(?<![\w.-])(?:{alternatives})(?![\w-])") if values else None
+            self._sweep = (len(self._by_value), pattern)
+        return self._sweep[1]
 
     def _syslog_host(self, match: re.Match[str]) -> str:
         host = match.group("h")
@@ -118,7 +133,17 @@ def _word(value: str) -> re.Pattern[str]:
 
 
 def llm_payload(findings: Iterable[Finding], redactor: Redactor) -> list[dict[str, Any]]:
-    """The allow-listed, redacted view of the findings that may leave the lab."""
+    """The allow-listed, redacted view of the findings that may leave the lab.
+
+    Two passes: a value learnt from a later finding (a host name a syslog line gives away) is
+    also hidden where an earlier finding mentions it alone; the placeholders stay the same.
+    """
+    findings = list(findings)
+    _payload(findings, redactor)
+    return _payload(findings, redactor)
+
+
+def _payload(findings: list[Finding], redactor: Redactor) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for f in findings:
         row: dict[str, Any] = {}

@@ -61,6 +61,8 @@ def candidates(texts: dict[str, str], claims: Iterable[Claim]) -> list[Candidate
 
 
 def build_messages(lines: list[Candidate], redactor: Redactor) -> list[dict[str, str]]:
+    for c in lines:  # a first pass learns every value, so no line keeps one a later line gave away
+        redactor.redact(c.text)
     body = "\n".join(f"{c.id}: {redactor.redact(c.text)}" for c in lines)
     return [
         {"role": "system", "content": SYSTEM_PROMPT},

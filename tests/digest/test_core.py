@@ -477,3 +477,21 @@ def test_labops_flow_tables() -> None:
     assert said["patching"].unknown["patching|oldformat"].since == T0
     assert said["backups"].unknown["backups|900 template"].kind == "skipped"
     assert "backups|900 template" not in said["backups"].checked
+
+
+def test_a_host_one_line_gives_away_is_hidden_in_every_line() -> None:
+    """A name learnt from a syslog line of a later finding ("backup01 cron[12]:") is hidden
+    where an earlier finding mentions it alone; nothing known is left for the leak check."""
+    alone = f("disk full", "pve1", evidence=["rsync to backup01 ran out of space"], first_seen=T0)
+    syslog = f(
+        "cron errors",
+        "pve1",
+        evidence=["Dec  5 10:01:20 backup01 cron[12]: (root) ERROR"],
+        first_seen=T0,
+    )
+    r = redactor_for([alone, syslog])
+    dumped = json.dumps(llm_payload([alone, syslog], r))
+    assert "backup01" not in dumped
+    assert r.leaked(dumped) == []
+    host = next(k for k, v in r.mapping.items() if v == "backup01")
+    assert dumped.count(host) == 2  # one value, one placeholder, in both findings
