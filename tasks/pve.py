@@ -172,35 +172,58 @@ def start_once(
     owner: str | None = None,
     wait_s: float = 30.0,
     sleep: Callable[[float], None] = time.sleep,
+    sends: int = 3,
 ) -> str:
     """Start a lab-changing task at most once. When the answer to the request was lost, the
     node may act on it now or seconds later (a busy pvedaemon): its task list is watched for up
     to ``wait_s`` and the task that appears is adopted; the request is sent again only when the
-    list, read at the end, still shows none. When the list cannot be read it is never sent again
-    (``MaybeApplied`` is raised). ``owner``: adopt only a task whose UPID names this user or
-    token."""
+    list, read at the end, still shows none (at most ``sends`` requests in all, each one after a
+    list that proved the one before started nothing). When the list cannot be read it is never
+    sent again (``MaybeApplied`` is raised). ``owner``: adopt only a task whose UPID names this
+    user or token."""
     since = int(time.time()) - 5
-    try:
-        return start()
-    except MaybeApplied as lost:
-        deadline = time.monotonic() + wait_s
-        pause = 0.2
-        while True:
-            try:
-                listed = pve.tasks(node, vmid=vmid, typefilter=task_type, since=since)
-            except LabopsError as exc:
-                raise MaybeApplied(
-                    lost.system,
-                    f"{lost.message}; the task list could not be read ({exc}), so it is not "
-                    "sent again",
-                ) from None
-            for item in listed:
-                if owner is None or _upid_user(item.upid) == owner:
-                    return item.upid  # newest first: the one this request started
-            if time.monotonic() >= deadline:
-                return start()
-            sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, 5.0)
+    for attempt in range(1, sends + 1):
+        try:
+            return start()
+        except MaybeApplied as lost:
+            if attempt == sends:
+                raise
+            adopted = _adopt_started(pve, node, vmid, task_type, owner, since, wait_s, lost, sleep)
+            if adopted is not None:
+                return adopted
+    raise AssertionError("unreachable: the last send returns or raises")
+
+
+def _adopt_started(
+    pve: PveClient,
+    node: str,
+    vmid: int,
+    task_type: str,
+    owner: str | None,
+    since: int,
+    wait_s: float,
+    lost: MaybeApplied,
+    sleep: Callable[[float], None],
+) -> str | None:
+    """The UPID of the task a lost request started, watched for up to ``wait_s``; None when the
+    list, read at the end, shows none."""
+    deadline = time.monotonic() + wait_s
+    pause = 0.2
+    while True:
+        try:
+            listed = pve.tasks(node, vmid=vmid, typefilter=task_type, since=since)
+        except LabopsError as exc:
+            raise MaybeApplied(
+                lost.system,
+                f"{lost.message}; the task list could not be read ({exc}), so it is not sent again",
+            ) from None
+        for item in listed:
+            if owner is None or _upid_user(item.upid) == owner:
+                return item.upid  # newest first: the one this request started
+        if time.monotonic() >= deadline:
+            return None
+        sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 5.0)
 
 
 def _upid_user(upid: str) -> str | None:

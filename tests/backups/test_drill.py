@@ -654,3 +654,43 @@ def test_a_lost_answer_whose_task_appears_late_is_followed_never_sent_twice() ->
     with pytest.raises(MaybeApplied, match="could not be read"):
         start_once(cast(Any, Pve(None)), "pve1", 9900, "vzstart", start, sleep=naps.append)
     assert sent == ["POST"]
+
+
+def test_a_resent_request_whose_answer_is_lost_again_is_watched_again() -> None:
+    """The resend after an empty task list can lose its answer too (a flaky link): the list is
+    watched again before a third send; after the last send lost, MaybeApplied is raised."""
+    from labops.errors import MaybeApplied
+    from labops.models.pve import PveTaskItem
+    from tasks.pve import start_once
+
+    class Pve:
+        looks = 0
+
+        def tasks(self, node: str, **_: Any) -> list[PveTaskItem]:
+            self.looks += 1
+            return []  # none of the lost requests reached the node
+
+    def starter(lost: int) -> tuple[list[str], Any]:
+        sent: list[str] = []
+
+        def start() -> str:
+            sent.append("POST")
+            if len(sent) <= lost:
+                raise MaybeApplied("proxmox", "answer lost")
+            return "UPID:landed"
+
+        return sent, start
+
+    sent, start = starter(lost=2)
+    pve = Pve()
+    got = start_once(cast(Any, pve), "pve1", 116, "vzsnapshot", start, wait_s=0.05, sleep=noop)
+    assert got == "UPID:landed" and sent == ["POST"] * 3 and pve.looks >= 2
+
+    sent, start = starter(lost=3)
+    with pytest.raises(MaybeApplied, match="answer lost"):
+        start_once(cast(Any, Pve()), "pve1", 116, "vzsnapshot", start, wait_s=0.05, sleep=noop)
+    assert sent == ["POST"] * 3
+
+
+def noop(_: float) -> None:
+    """A sleep that does not sleep: the deadline still bounds the watch."""
