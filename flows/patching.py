@@ -28,6 +28,7 @@ from labops.patching import plan, windows
 from labops.patching.report import PatchReport
 from labops.patching.rollout import window_stop
 from labops.reports import Failure
+from tasks.prefect_admin import finish_after_expired_pause
 from tasks.publish import publish_report
 
 
@@ -269,6 +270,7 @@ def _ask_approval(
             Failure(entity="patch apply", reason=f"no approval: {type(exc).__name__}: {exc}")
         )
         phone.close(f"No decision: the approval expired ({type(exc).__name__})", False)
+        finish_after_expired_pause("approval expired: nothing applied, the report follows")
         return None
     phone.close(
         f"{'Approved' if answer.approve else 'Rejected'} in the Prefect UI",

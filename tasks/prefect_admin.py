@@ -206,3 +206,19 @@ def ensure_zombie_automation(after_seconds: int, dry_run: bool = False) -> str:
         ],
     ).create()
     return "created" if not existing else "updated"
+
+
+def finish_after_expired_pause(note: str) -> None:
+    """Move this flow run from its expired pause back to Running so it can end with its report.
+
+    The server refuses any state after an expired pause (it fails the run "never resumed", with
+    no result); the run still has to say what it did, so the transition is forced. Changes only
+    this run's state in Prefect, nothing in the lab."""
+    from prefect.context import FlowRunContext
+    from prefect.states import Running
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return  # called outside a flow run: nothing paused
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(ctx.flow_run.id, Running(message=note), force=True)
