@@ -27,6 +27,7 @@ LOG = f"{DIR}/upgrade.log"
 STATUS = f"{DIR}/upgrade.rc"
 JOB = f"{DIR}/upgrade.job"
 PID = "/run/labops-upgrade.pid"  # /run is emptied at boot: a pid there is from this boot
+BUSY = f"{UNIT}: an upgrade is running; not started again"
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -43,11 +44,19 @@ def start_command(job: str, command: str, systemd: bool) -> str:
     """The command that starts ``command`` detached and returns at once (CHANGES THE HOST).
 
     ``job`` names the run that started it (kept in :data:`JOB`, shown when a later run adopts
-    it). The previous status and log are cleared first, so a poll never reads an old result.
+    it). The previous status and log are cleared first, so a poll never reads an old result;
+    but never while an upgrade runs (another run may have started one since this run's poll):
+    then it exits 1 with :data:`BUSY` and leaves that upgrade's pid, job and log as they are.
     """
     if not _JOB_ID.fullmatch(job):
         raise ValueError(f"job id {job!r}: letters, digits, . _ - only")
-    prepare = (
+    busy = (
+        f"systemctl is-active --quiet {UNIT}"
+        if systemd
+        else f'! test -e {STATUS} && read pid 2>/dev/null < {PID} && kill -0 "$pid" 2>/dev/null'
+    )
+    guard = f"{busy} && echo {shlex.quote(BUSY)} >&2 && exit 1; "
+    prepare = guard + (
         f"mkdir -p {DIR} && rm -f {STATUS} {PID} && printf '%s\\n' {shlex.quote(_script(command))} "
         f"> {SCRIPT} && echo {job} > {JOB} && : > {LOG}"
     )

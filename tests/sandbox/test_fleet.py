@@ -528,22 +528,28 @@ def test_systemd_run_transient_unit(fleet: FleetHarness) -> None:
 def test_detached_upgrade_started_polled_and_adopted(fleet: FleetHarness) -> None:
     """The product's detached upgrade: started as a transient unit on a node (nohup on Alpine),
     polled until it ends with its status and log; a second start meets the running one."""
-    from labops.patching.detached import POLL_COMMAND, parse_poll, start_command
+    from labops.patching.detached import BUSY, POLL_COMMAND, parse_poll, start_command
     from labops.patching.plan import upgrade_command
 
     node = "pve4"
     fleet.control("set_pending", {"host": node, "packages": ["pve-manager", "libc6"]})
     fleet.control("set_faults", {"command_delay_s": 0})
     upgrade = upgrade_command("node", "apt", None, 10)
-    start = start_command("run-1", upgrade, systemd=True)
-    assert fleet.run(node, start) == (0, "", "")
+    # a unit that runs until it is killed: a second start meets it, whatever the machine's speed
+    assert fleet.run(node, start_command("run-1", "sleep 3600", systemd=True)) == (0, "", "")
     first = parse_poll(fleet.run(node, POLL_COMMAND)[1])
-    assert first.job == "run-1" and first.complete
-    # a second start while it runs is refused by systemd (the caller polls and adopts first)
-    if first.running:
-        rc, _, err = fleet.run(node, start_command("run-2", upgrade, systemd=True))
-        assert rc == 1 and "labops-upgrade.service was already loaded" in err
-    assert _wait(lambda: parse_poll(fleet.run(node, POLL_COMMAND)[1]).finished, 15)
+    assert first.job == "run-1" and first.running and not first.finished
+    rc, _, err = fleet.run(node, start_command("run-2", upgrade, systemd=True))
+    assert (rc, err.strip()) == (1, BUSY)  # refused before it touched run-1's files
+    again = parse_poll(fleet.run(node, POLL_COMMAND)[1])
+    assert again.job == "run-1" and again.running
+    # systemd itself refuses a second unit of that name, the last line behind the guard
+    rc, _, err = fleet.run(node, "systemd-run --unit=labops-upgrade --collect --quiet true")
+    assert rc == 1 and "labops-upgrade.service was already loaded" in err
+    assert fleet.run(node, 'read pid < /run/labops-upgrade.pid && kill "$pid"')[0] == 0
+    assert _wait(lambda: fleet.run(node, "systemctl is-active labops-upgrade")[0] == 3, 60)
+    assert fleet.run(node, start_command("run-3", upgrade, systemd=True)) == (0, "", "")
+    assert _wait(lambda: parse_poll(fleet.run(node, POLL_COMMAND)[1]).finished, 60)
     done = parse_poll(fleet.run(node, POLL_COMMAND)[1])
     assert done.status == 0 and "Setting up pve-manager" in done.log_tail
     assert not fleet.control("state", {"host": node})["pending"]
@@ -553,10 +559,16 @@ def test_detached_upgrade_started_polled_and_adopted(fleet: FleetHarness) -> Non
         for h in fleet.hosts(os="alpine320", sshd=True)
         if set(fleet.lab.hosts[h].pending) - set(fleet.lab.hosts[h].held)
     )
-    assert fleet.run(alpine, start_command("run-3", "apk upgrade", systemd=False))[0] == 0
-    assert _wait(lambda: parse_poll(fleet.run(alpine, POLL_COMMAND)[1]).finished, 15)
+    assert fleet.run(alpine, start_command("run-4", "sleep 3600", systemd=False))[0] == 0
+    assert _wait(lambda: parse_poll(fleet.run(alpine, POLL_COMMAND)[1]).running, 60)
+    rc, _, err = fleet.run(alpine, start_command("run-5", "apk upgrade", systemd=False))
+    assert (rc, err.strip()) == (1, BUSY)
+    assert fleet.run(alpine, 'read pid < /run/labops-upgrade.pid && kill "$pid"')[0] == 0
+    assert _wait(lambda: not parse_poll(fleet.run(alpine, POLL_COMMAND)[1]).running, 60)
+    assert fleet.run(alpine, start_command("run-4", "apk upgrade", systemd=False))[0] == 0
+    assert _wait(lambda: parse_poll(fleet.run(alpine, POLL_COMMAND)[1]).finished, 60)
     done = parse_poll(fleet.run(alpine, POLL_COMMAND)[1])
-    assert done.status == 0 and done.job == "run-3" and "Upgrading" in done.log_tail
+    assert done.status == 0 and done.job == "run-4" and "Upgrading" in done.log_tail
     st = fleet.control("state", {"host": alpine})
     assert set(st["pending"]) <= set(st["held"])  # what is pinned in the world file stays
 
