@@ -34,6 +34,7 @@ from labops.docs.report import DocReport
 from labops.docs.runbook import by_host, resolve_hosts
 from labops.errors import LabopsError
 from labops.flow_params import ConfigPath
+from labops.markdown import md_block
 from labops.reports import Failure
 from labops.scope import artifact_key
 from tasks.doc_facts import dns_doc_facts, host_probe_facts, proxmox_doc_facts
@@ -178,7 +179,7 @@ def doc_reconcile(config: ConfigPath | None = None, dry_run: bool = True) -> Doc
     patched = propose_patch(report, docs.texts)
     if report.diff:
         create_markdown_artifact(
-            f"```diff\n{report.diff}```",
+            md_block(report.diff, "diff"),  # a doc line of backticks cannot close the fence
             key=artifact_key(ctx.config.lab.name, "doc_reconcile", "patch"),
             description="Proposed patch of the drifted values",
         )

@@ -54,6 +54,35 @@ def md_text(value: object, max_chars: int = MAX_CHARS) -> str:
     return _LINE_START.sub(lambda m: m.group(1) + WORD_JOINER, text, count=1)
 
 
+CELL_CHARS = 60
+"""Widest text kept in a table cell: the UI cuts a wider column off at its edge. A longer value
+is shortened in the cell with a mark (``[1]``) and written out in full below the table."""
+
+
+def md_table(
+    headers: list[str], rows: list[list[object]], cell_chars: int = CELL_CHARS
+) -> list[str]:
+    """A markdown table, every cell made inert (:func:`md_text`) and at most ``cell_chars``
+    wide; the full text of each shortened cell follows the table as a numbered note."""
+    notes: list[str] = []
+
+    def cell(value: object) -> str:
+        text = md_text(value)
+        if isinstance(value, Inert) or len(text) <= cell_chars:
+            return text
+        notes.append(text)
+        mark = f" \u2026 ({len(notes)})"
+        return text[: cell_chars - len(mark)].rstrip() + mark
+
+    lines = ["| " + " | ".join(md_text(h) for h in headers) + " |"]
+    lines.append("|" + "---|" * len(headers))
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    if notes:
+        lines.append("")
+        lines += [f"- ({k}) {text}" for k, text in enumerate(notes, 1)]
+    return lines
+
+
 def md_code(value: object) -> str:
     """``value`` as an inline code span (a path, a commit), on one line, whatever its backticks."""
     text = " ".join(_printable(str(value)).split()).replace("|", "\u00a6")

@@ -14,7 +14,7 @@ from labops.backups.drill_proof import DrillCoverage, DrillTimes
 from labops.backups.models import JobCheck, OrphanGroup, RetentionGroup
 from labops.backups.plan import human_age
 from labops.config.policies.backups import format_duration
-from labops.markdown import md_text
+from labops.markdown import md_table, md_text
 from labops.metrics import Metric
 from labops.outcome import Checked, CouldNotCheck, Found, UnknownSince, check_columns
 from labops.reports import Notification, OperationReport, Severity
@@ -544,12 +544,15 @@ class RestoreDrillReport(OperationReport):
             names = ", ".join(md_text(g.label) for g in cov.overdue[:10])
             more = f" and {len(cov.overdue) - 10} more" if len(cov.overdue) > 10 else ""
             lines.append(f"- overdue, oldest first: {names}{more}")
-        lines += ["", "| next due | last drill | due |", "|---|---|---|"]
-        lines += [
-            f"| {md_text(g.label)} | {_when(g.last_drill) if g.last_drill else 'never'} "
-            f"| {_when(g.due) if g.due else 'now'} |"
+        rows: list[list[object]] = [
+            [
+                g.label,
+                _when(g.last_drill) if g.last_drill else "never",
+                _when(g.due) if g.due else "now",
+            ]
             for g in cov.next_due
         ]
+        lines += ["", *md_table(["next due", "last drill", "due"], rows)]
         return lines
 
     def metrics(self) -> list[Metric]:

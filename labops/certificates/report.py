@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from labops.certificates.alerts import Alert, AlertKind
 from labops.certificates.classify import CertStatus, Classification, human_duration
 from labops.certificates.models import CertInfo, Target
-from labops.markdown import md_text
+from labops.markdown import md_table, md_text
 from labops.metrics import Metric
 from labops.outcome import Checked, CouldNotCheck, Found, check_columns
 from labops.reports import Notification, OperationReport, Severity
@@ -141,16 +141,19 @@ class CertificateReport(OperationReport):
         ]
         bad = [e for e in self.by_expiry() if e.status is not CertStatus.OK]
         if bad:
-            lines += ["| target | status | left | reason |", "|---|---|---|---|"]
+            rows: list[list[object]] = []
             for e in bad:
                 left = e.classification.seconds_left
                 unknown = e.could_not_check(self.started)
-                reason = unknown.describe() if unknown else e.reason
-                lines.append(
-                    f"| {t(e.target.label)} | {e.status.value} | "
-                    f"{human_duration(left) if left is not None else '-'} | "
-                    f"{t(reason)} |"
+                rows.append(
+                    [
+                        e.target.label,
+                        e.status.value,
+                        human_duration(left) if left is not None else "-",
+                        unknown.describe() if unknown else e.reason,
+                    ]
                 )
+            lines += md_table(["target", "status", "left", "reason"], rows)
             lines.append("")
         if self.renewals:
             lines.append("## Renewals")

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from labops.markdown import md_text
+from labops.markdown import md_table, md_text
 from labops.metrics import Metric
 from labops.outcome import Checked, CouldNotCheck, Found, UnknownSince, check_columns
 from labops.patching.cves import SEVERITIES, FeedState, PackageCve, rank_key, worst
@@ -428,16 +428,16 @@ class PatchReport(OperationReport):
             lines.append(f"**{t(headline)}**")
         ranked = self.ranked_cves()
         if ranked:
-            lines += ["", "| rank | host | exposed | package | CVE | severity | KEV |"]
-            lines.append("|---|---|---|---|---|---|---|")
+            rows: list[list[object]] = []
             for i, (h, c) in enumerate(ranked[:50], 1):
                 score = f" {c.score:.1f}" if c.score is not None else ""
                 via = f" ({c.severity_from})" if c.severity_from else ""
-                lines.append(
-                    f"| {i} | {t(h.host)} | {t('; '.join(h.exposed)) if h.exposed else 'no'} | "
-                    f"{t(c.package)} {t(c.to_version)} | {t(c.cve)} | {c.severity}{score}{via} | "
-                    f"{'yes' if c.kev else ''} |"
-                )
+                exposed = "; ".join(h.exposed) if h.exposed else "no"
+                package = f"{c.package} {c.to_version}"
+                kev = "yes" if c.kev else ""
+                rows.append([i, h.host, exposed, package, c.cve, f"{c.severity}{score}{via}", kev])
+            headers = ["rank", "host", "exposed", "package", "CVE", "severity", "KEV"]
+            lines += ["", *md_table(headers, rows)]
             if len(ranked) > 50:
                 lines.append(f"... and {len(ranked) - 50} more")
         else:

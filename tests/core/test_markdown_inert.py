@@ -39,7 +39,9 @@ EVIL = (
     "www.evil.example mail@evil.example https://evil.example/bare <https://evil.example/auto>"
     "\r\n> quote\u2028line\x00end"
 )
-PLAIN = "plain words"
+# as long as EVIL: a value wider than a table cell is shortened there and written out below the
+# table for both, so the two documents differ only where the attacker's text would add something
+PLAIN = " ".join(["plain words"] * 30)
 GFM_AUTOLINKS = re.compile(r"(?i)https?://|www\.|[\w.+-]+@[\w-]+\.\w")
 PARSER = MarkdownIt("commonmark").enable("table")
 INLINE_NOISE = {"text", "em_open", "em_close", "strong_open", "strong_close"}
@@ -74,6 +76,20 @@ def assert_inert(build: Callable[[str], str]) -> None:
     seen = shown_text(hostile)
     assert not GFM_AUTOLINKS.search(seen), GFM_AUTOLINKS.findall(seen)
     assert "evil" in seen  # shown, as text, not dropped
+
+
+def test_a_table_cell_is_never_wider_than_the_ui_shows() -> None:
+    """A long value is cut in its cell with a numbered mark, and written out in full below."""
+    from labops.markdown import CELL_CHARS, md_table
+
+    reason = "TLS handshake failed: " + "certificate signed by an unknown authority " * 4
+    lines = md_table(["target", "reason"], [["traefik.lab.internal:443", reason], ["b", "ok"]])
+    tokens = PARSER.parse("\n".join(lines))
+    cells = [t.content for t in tokens if t.type == "inline" and t.map and t.map[0] < 4]
+    assert cells[:2] == ["target", "reason"] and len(cells) == 6
+    assert all(len(c) <= CELL_CHARS for c in cells), cells
+    assert cells[3].endswith("\u2026 (1)") and cells[5] == "ok"
+    assert lines[-1] == f"- (1) {md_text(reason)}"  # the full text, below the table
 
 
 def test_md_text_is_one_inert_line() -> None:
