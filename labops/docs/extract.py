@@ -70,8 +70,11 @@ _COUNT = re.compile(
     re.IGNORECASE,
 )
 _GUEST = re.compile(r"\b(?P<kind>CT|VM|LXC)\s?(?P<id>\d{3,9})\b")
-_NAME_BEFORE = re.compile(r"(?P<name>[A-Za-z][\w.-]*)\s+\(\s*(?:CT|VM|LXC)\s?\d+\s*\)$")
-_NAME_BEFORE_BARE = re.compile(r"(?P<name>[A-Za-z][\w.-]*)\s+$")
+# Both only look at the end of the text before a guest id (_BEFORE_CHARS), from a word start:
+# searched over the whole line before each of a thousand ids, they made a long line quadratic.
+_NAME_BEFORE = re.compile(r"(?<![\w.-])(?P<name>[A-Za-z][\w.-]*)\s+\(\s*(?:CT|VM|LXC)\s?\d+\s*\)$")
+_NAME_BEFORE_BARE = re.compile(r"(?<![\w.-])(?P<name>[A-Za-z][\w.-]*)\s+$")
+_BEFORE_CHARS = 120
 _PAREN_AFTER = re.compile(r"^\s*\((?P<inner>[^)]{1,40})\)")
 _NAME_AFTER = re.compile(r"^\s*[:\u2013-]?\s*(?P<name>[a-z][\w.-]*[a-z0-9])\b")
 _ON_NODE = re.compile(r"\bon\s+(?P<node>[a-z][\w-]*\d)\b")
@@ -446,12 +449,12 @@ def _guests(line: str, number: int, file: str) -> Iterator[Claim]:
         spans: dict[str, Span] = {}
         name: str | None = None
         node: str | None = None
-        before = line[: m.end()]
-        nb = _NAME_BEFORE.search(before + ")") if line[m.end() :].startswith(")") else None
+        before = line[max(0, m.end() - _BEFORE_CHARS) : m.end()]
+        nb = _NAME_BEFORE.search(before + ")") if line.startswith(")", m.end()) else None
         if nb:
             name = nb.group("name")
         else:
-            bare = _NAME_BEFORE_BARE.search(line[: m.start()])
+            bare = _NAME_BEFORE_BARE.search(line[max(0, m.start() - _BEFORE_CHARS) : m.start()])
             if bare and bare.group("name").lower() not in _ROLES | _STOP:
                 name = bare.group("name")
         paren = _PAREN_AFTER.match(clause)

@@ -388,10 +388,14 @@ def test_doc_extraction_never_raises(doc: str) -> None:
     ],
 )
 def test_doc_extraction_is_fast_on_long_lines(doc: str) -> None:
-    """One 6,000-character line must not stall the doc-reconcile run (linear work is ~10 ms)."""
-    started = time.monotonic()
+    """One 6,000-character line must not stall the doc-reconcile run (linear work is ~10-90 ms).
+
+    The CPU time of this thread is measured, not the wall clock: a loaded machine delays the
+    test, it does not make the extractor do more work. A backtracking pattern or a search over
+    the whole line per match costs seconds here."""
+    started = time.thread_time()
     extract_claims(doc, "big.md")
-    assert time.monotonic() - started < 1.0
+    assert time.thread_time() - started < 2.0
 
 
 # -- PVE net strings (a guest config's netN, as the restore drill reads them) ---------------
