@@ -34,6 +34,7 @@ from labops.limits import SlotBusy, maintenance_slot
 from labops.outcome import UnknownSince
 from labops.reports import Failure
 from tasks.pbs import maintenance_checks
+from tasks.progress import Progress
 from tasks.publish import publish_report
 from tasks.pve import backup_guest, guests_without_job, list_guests, list_nodes, scan_backups
 
@@ -95,12 +96,14 @@ def backups(
     # 3. back up, within the node and storage limits, never while patch apply runs
     outcomes: dict[int, BackupOutcome] = {}
     if todo and not dry_run:
+        done = Progress(lab, "backups", len(todo), "guests")  # in the UI and the log
         wait = ctx.config.platform.maintenance_wait_minutes
         try:
             with maintenance_slot(lab, wait, "backups", get_run_logger()):
-                outcomes = run_backups(todo, policy, lab, listed_at, _submitter(block))
+                outcomes = run_backups(todo, policy, lab, listed_at, _submitter(block), done.saw)
         except SlotBusy as exc:  # each guest's row says why it was not backed up
             outcomes = not_run(todo, str(exc))
+            done.advance(len(todo), note="not run: the maintenance slot is busy")
         report.vzdump_started = sum(o.attempts > 0 and not o.adopted for o in outcomes.values())
         # 4. confirm: list the storages again
         copies, unlisted = scan_backups(block, storages, online)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from prefect import flow, get_run_logger
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectFuture, as_completed
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
@@ -39,6 +39,7 @@ from labops.certificates.sources import Discovered
 from labops.config.policies.certificates import CertificatePolicy
 from labops.flow_params import ConfigPath
 from labops.reports import Failure
+from tasks.progress import Progress
 from tasks.publish import publish_report
 from tasks.stepca import ca_certificates
 from tasks.technitium import zone_records
@@ -88,9 +89,13 @@ def _discover(ctx: LabContext, report: CertificateReport) -> Discovered:
 
 
 def _probe(
-    targets: list[Target], found: Discovered, policy: CertificatePolicy
+    targets: list[Target],
+    found: Discovered,
+    policy: CertificatePolicy,
+    done: Progress | None = None,
 ) -> list[EndpointResult]:
-    """Probe in batches, the batches at once (one task run per batch, not per endpoint)."""
+    """Probe in batches, the batches at once (one task run per batch, not per endpoint);
+    ``done`` counts each batch's endpoints as the batch ends."""
     size = policy.batch_size
     # quote(): Prefect would otherwise walk every field of every target looking for futures.
     futures = [
@@ -102,6 +107,9 @@ def _probe(
         )
         for i in range(0, len(targets), size)
     ]
+    for future in as_completed(futures):
+        if done is not None:
+            done.saw(future.result())
     return [r for f in futures for r in f.result()]
 
 
@@ -170,8 +178,9 @@ def certificates(
 
     # 2. Probe and classify; the report still goes out, saying what could not be checked.
     started = datetime.now(UTC)
+    probed = Progress(ctx.config.lab.name, "certificates", len(inventory.targets), "endpoints")
     try:
-        report.endpoints = _probe(inventory.targets, found, policy)
+        report.endpoints = _probe(inventory.targets, found, policy, probed)
     except Exception as exc:
         report.failures.append(Failure(entity="probing", reason=f"{type(exc).__name__}: {exc}"))
     report.probe_seconds = (datetime.now(UTC) - started).total_seconds()

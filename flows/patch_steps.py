@@ -51,6 +51,7 @@ from tasks.patch_host import (
     reboot_node,
     wait_until_idle,
 )
+from tasks.progress import Progress
 from tasks.pve_agent import agent_check
 from tasks.ssh import CheckedHost, CheckOptions, HostAccess, HostCommand, check_hosts, run_batch
 from tasks.traefik import http_routers
@@ -425,6 +426,7 @@ def execute(
     rule = plan.StopRule(max_failures=policy.max_failures, max_fail_ratio=policy.max_fail_ratio)
     done = failed = 0
     book_changed: list[HostApply] = []
+    hosts_done = Progress(ctx.config.lab.name, "patch_apply", len(rollout.hosts), "hosts")
     for index, step in enumerate(rollout.steps):
         closed = window.closed()
         if closed:
@@ -433,7 +435,9 @@ def execute(
             break
         ssh, pve = ctx.ssh_block(), ctx.pve_block() if ctx.configured("proxmox") else None
         # no guest is upgraded without a recent enough backup (patching.require_backup)
+        planned = len(step.hosts)
         step, backups = patch_gate.gated(ctx, report, step)
+        hosts_done.advance(planned - len(step.hosts), note="refused by the backup gate")
         futures = [
             patch_host.with_options(name=f"patch-host {h.name}").submit(
                 ssh,
@@ -452,6 +456,7 @@ def execute(
             except Exception as exc:
                 r = apply_row(h, step, outcome="failed", detail=f"{type(exc).__name__}: {exc}")
             done += 1
+            hosts_done.advance(note=f"{h.name} {r.outcome}")
             if record_result(report, r):
                 failed += 1
                 canary_failed |= step.phase == "canary"

@@ -70,6 +70,7 @@ from labops.reports import Failure
 from labops.ssh_targets import node_target
 from tasks.guest_exec import GuestRun, run_in_guest
 from tasks.health import port_open
+from tasks.progress import Progress
 from tasks.publish import publish_report
 from tasks.pve import (
     destroy_guest,
@@ -88,6 +89,9 @@ from tasks.pve import (
 )
 
 STATE_KEY = "restore-drills"
+# Progress: discover, choose, privileges (a dry run ends there), restore, tag and isolate,
+# start, prove it serves, clean up, record.
+DRILL_STEPS, DRY_RUN_STEPS = 9, 3
 PRIVILEGES_DOC = "docs/production.md, section 8"
 
 
@@ -174,6 +178,8 @@ def _drill(
     drill = policy.restore_drill
     block = ctx.pve_block()
     history = ctx.state.load(STATE_KEY, DrillHistory) or DrillHistory()
+    steps = DRY_RUN_STEPS if report.dry_run else DRILL_STEPS
+    done = Progress(ctx.config.lab.name, "restore_drill", steps, "drill steps")
     # 1. discover: nodes, guests, their backups
     nodes = list_nodes(block)
     online = sorted(n.node for n in nodes if n.online)
@@ -185,6 +191,7 @@ def _drill(
         return
     copies, problems = scan_backups(block, [storage_name, *policy.scan_storages], online)
     report.failures += problems
+    done.advance(note="discovered")
     # 2. choose the guest (drilled longest ago), its newest good backup and a free scratch vmid
     target = node or drill.node
     try:
@@ -202,6 +209,7 @@ def _drill(
         return
     guest, backup = choice.guest, choice.backup
     target = target or guest.node
+    done.advance(note=f"chose {guest.label}")
     report.vmid, report.name, report.volid = guest.vmid, guest.name, backup.volid
     report.backup_time, report.scratch_vmid = backup.ctime, scratch
     report.node, report.storage = target, storage or drill.storage
@@ -217,6 +225,7 @@ def _drill(
         reason = f"permission: {_permission_text(block, lacking)}; nothing was restored"
         report.failures.append(Failure(entity="restore drill", reason=reason, system="proxmox"))
         return
+    done.advance(note="privileges checked")
     if report.dry_run:
         report.steps.append(
             f"would restore {backup.volid} as {scratch} on {target}/{report.storage}"
@@ -229,7 +238,7 @@ def _drill(
         )
         return
     # 4. restore, tag, isolate, start, prove it serves, destroy
-    _restore_and_check(ctx, report, block, guest, backup, scratch, target)
+    _restore_and_check(ctx, report, block, guest, backup, scratch, target, done)
     # 5. its recovery time against its recent drills; remember it; the rotation
     past = history.rtos.get(guest.vmid, [])
     if report.ok and report.times.rto_s is not None:
@@ -238,6 +247,7 @@ def _drill(
         )
     now = time.time()
     ctx.state.save(STATE_KEY, remember(history, report, guest, backup.volid, now))
+    done.advance(note="recorded")
     report.coverage = coverage(drill_scope(guests, policy), history.when(), now, drill.period)
 
 
@@ -268,6 +278,7 @@ def _restore_and_check(
     backup: BackupCopy,
     scratch: int,
     target: str,
+    done: Progress,
 ) -> None:
     drill = ctx.config.backups.restore_drill
     wait = ctx.config.backups.lost_answer_wait  # a lost answer: watch the task list this long
@@ -280,10 +291,12 @@ def _restore_and_check(
         )
         _restore(block, report, seen, backup, drill, wait)
         report.times.restore_s = time.monotonic() - started
+        done.advance(note="restored")
         with step("tag"):
             _mark(block, report, seen, tag)
         with step("network"):
             _prepare_network(block, report, drill, target, guest, scratch)
+        done.advance(note="tagged and isolated")
         booting = time.monotonic()
         with step("start"):
             result = power_guest(
@@ -301,14 +314,17 @@ def _restore_and_check(
         report.checks["running"] = status == "running"
         if status != "running":
             raise DrillRefused(f"not running {drill.start_wait:g}s after start ({status})")
+        done.advance(note="running")
         _prove(ctx, report, guest, target, scratch, booting)
         _run_checks(ctx, report)
+        done.advance(note="checked")
         if not report.not_checked:
             report.times.rto_s = time.monotonic() - started
     except (DrillRefused, LabopsError) as exc:
         report.failures.append(Failure(entity=guest.label, reason=str(exc), system="proxmox"))
     finally:
         _clean_up(block, report, seen, drill, tag, wait)
+        done.advance(note="cleaned up")
     report.duration_s = time.monotonic() - started
     report.ok = not report.failures and not report.not_checked
 

@@ -65,6 +65,8 @@ class Pending(Protocol):
 
 Submit = Callable[[GuestPlan, VzdumpSettings], Pending]
 Hold = Callable[[list[str]], AbstractContextManager[object]]
+Known = Callable[[list[BackupOutcome]], None]
+"""Told the outcomes of guests as they become known, from the lane's thread."""
 
 
 def slot(kind: str, key: str, policy: BackupPolicy, lab: str) -> str:
@@ -106,9 +108,11 @@ def run_backups(
     lab: str,
     listed_at: float,
     submit: Submit,
+    known: Known | None = None,
 ) -> dict[int, BackupOutcome]:
     """Back up ``todo`` (CHANGES THE LAB through ``submit``), at most ``per_node_limit``
-    backups per node and ``per_storage_limit`` per storage at once, across runs of this lab."""
+    backups per node and ``per_storage_limit`` per storage at once, across runs of this lab.
+    ``known`` is told each guest's outcome as soon as it is known (from the lanes' threads)."""
     for node in {p.guest.node for p in todo}:
         ensure_limit(slot("node", node, policy, lab), policy.per_node_limit)
     for st in {p.policy.storage for p in todo if p.policy}:
@@ -131,6 +135,7 @@ def run_backups(
         lambda plan: submit(plan, settings_for(plan, policy, listed_at)),
         hold,
         lambda kind, key: slot(kind, key, policy, lab),
+        known,
     )
 
 
@@ -139,6 +144,7 @@ def run_lanes(
     submit: Callable[[GuestPlan], Pending],
     hold: Hold,
     slot_of: Callable[[str, str], str],
+    known: Known | None = None,
 ) -> dict[int, BackupOutcome]:
     """Run each lane's backups one after another, all lanes at once.
 
@@ -155,6 +161,8 @@ def run_lanes(
     def record(plan: GuestPlan, outcome: BackupOutcome) -> None:
         with guard:
             outcomes[plan.guest.vmid] = outcome
+        if known is not None:
+            known([outcome])
 
     def run(lane: list[GuestPlan]) -> None:
         try:
@@ -175,6 +183,8 @@ def run_lanes(
             missed = not_run(left, f"not run: {type(exc).__name__}: {exc}")
             with guard:
                 outcomes.update(missed)
+            if known is not None and missed:
+                known(list(missed.values()))
 
     # Each thread runs in a copy of the flow's context, so its task submissions belong to it.
     threads = [

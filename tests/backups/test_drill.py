@@ -20,9 +20,11 @@ from labops.backups.drill import (
     network_problems,
 )
 from labops.backups.report import DrillHistory, DrillResult
-from labops.config import parse_config
+from labops.config import load_config, parse_config
 from labops.errors import ConfigError
 from labops.models.pve_net import interfaces, link_is_down, net_parts, with_link_down
+from tasks.progress import progress_key
+from tests.core.test_progress import run_artifact
 from tests.fixtures.sandbox import SandboxHandle
 
 NODES = ("pve1", "pve2", "pve3", "pve4")
@@ -116,6 +118,9 @@ def test_drill_restores_checks_and_destroys_then_picks_the_next_guest(
     report = report_of(state)
     assert state.is_completed(), report.markdown()
     assert report.ok and report.scratch_vmid == 9900 and report.vmid == dry.vmid
+    drill_key = progress_key(load_config(Path(cfg)).lab.name, "restore_drill")
+    progress = run_artifact(state.state_details.flow_run_id, drill_key)
+    assert (float(progress.data), progress.description) == (100.0, "9 of 9 drill steps (recorded)")
     assert report.checks == {
         "running": True,
         "healthy boot": True,
@@ -147,6 +152,9 @@ def test_drill_restores_checks_and_destroys_then_picks_the_next_guest(
     failed = report_of(state)
     assert state.is_failed()
     assert failed.vmid != first and not failed.ok
+    # the UI shows where it stopped: restored and isolated, not started, cleaned up, recorded
+    progress = run_artifact(state.state_details.flow_run_id, drill_key)
+    assert progress.description == "7 of 9 drill steps (recorded)"
     assert failed.failures[0].entity == f"guest {failed.vmid} ({failed.name})"
     assert "start failed" in failed.failures[0].reason
     assert failed.steps[-1].startswith("destroy 9900")

@@ -20,6 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
+from labops.config import load_config
+from tasks.progress import progress_key
+from tests.core.test_progress import run_artifact
 from tests.fixtures.sandbox import REPO, SandboxHandle, start_sandbox
 
 
@@ -210,6 +213,12 @@ def test_dry_run_then_run_then_rerun_backs_up_once(
     assert first.vzdump_started == len(due)
     row = next(r for r in first.guests if r.vmid == min(due))
     assert row.age_s is not None and row.age_s < 60 and row.size and row.upid
+    # the UI showed how far it got: every guest to back up, counted as its outcome arrived
+    progress = run_artifact(
+        state.state_details.flow_run_id, progress_key(load_config(Path(cfg)).lab.name, "backups")
+    )
+    assert float(progress.data) == 100.0
+    assert progress.description == f"{len(due)} of {len(due)} guests"
 
     mark = lab_clean.journal_mark()
     again = report_of(backups(config=cfg, return_state=True))

@@ -352,3 +352,23 @@ def test_system_endpoints_are_judged_with_their_systems_ca_bundle(
     assert row["could not check"] == "unreachable: connection refused"
     assert row["unknown since"]
     assert gone_row(_run(path))["unknown since"] == row["unknown since"]  # the first failure
+
+
+def test_the_run_leaves_its_progress_artifact(
+    sandbox: Any, node_config: Path, prefect_server: Any
+) -> None:
+    """Every endpoint to probe is counted in the UI's progress artifact as its batch ends."""
+    import re
+
+    from flows.certificates import certificates
+    from tasks.progress import progress_key
+    from tests.core.test_progress import run_artifact
+
+    state = certificates(config=str(node_config), return_state=True)
+    report = state.result(raise_on_failure=False)
+    assert isinstance(report, CertificateReport), report
+    lab = load_config(node_config).lab.name
+    progress = run_artifact(state.state_details.flow_run_id, progress_key(lab, "certificates"))
+    assert float(progress.data) == 100.0
+    counted = re.fullmatch(r"(\d+) of (\d+) endpoints", progress.description)
+    assert counted and counted[1] == counted[2] and int(counted[1]) > 0, progress.description

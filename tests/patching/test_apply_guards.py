@@ -15,7 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
+from labops.config import load_config
 from labops.scope import artifact_key
+from tasks.progress import progress_key
+from tests.core.test_progress import run_artifact
 from tests.journal_rules import is_mutating
 from tests.patching.helpers import derived_config, guest, pending_of, report_of, run_paused_flow
 
@@ -241,6 +244,11 @@ def test_window_closing_mid_run_stops_cleanly(
     )
     assert pending_of(sandbox, "n8n") == ["tzdata"] and pending_of(sandbox, "docmost") == ["tzdata"]
     assert report.deleted_snapshots and "authentik" in report.deleted_snapshots[0]
+    # the UI's progress stops where the rollout did: the canary of the three hosts
+    key = progress_key(load_config(Path(cfg)).lab.name, "patch_apply")
+    progress = run_artifact(state.state_details.flow_run_id, key)
+    assert progress.description == "1 of 3 hosts (authentik patched)"
+    assert round(float(progress.data)) == 33
 
 
 def test_busy_nodes_are_neither_upgraded_nor_rebooted(sandbox_clean: Any, tmp_path: Path) -> None:
