@@ -3,7 +3,8 @@
 Runbook: discover guests, nodes and existing backups -> plan each guest (skip when its last good
 backup is inside its window: this is what makes re-runs and retries safe) -> run one vzdump per
 guest, at most N per node and M per storage (Prefect concurrency limits) -> confirm each new
-backup on its storage -> audit verification, coverage, retention and PBS maintenance -> report.
+backup on its storage -> audit verification, coverage, retention and PBS maintenance -> each
+guest's newest off-site copy (PBS sync jobs) against its off-site RPO -> report.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from labops.backups.archive import ArchiveMemory, audit_archive
 from labops.backups.audit import guest_rows, orphans, templates_without_backup, unreadable_storages
 from labops.backups.limits import Submit, not_run, run_backups
 from labops.backups.models import BackupCopy, BackupGuest, BackupOutcome, GuestPlan, PlanAction
+from labops.backups.offsite import unchecked_rows
 from labops.backups.plan import default_storage, plan_backups
 from labops.backups.report import BackupReport
 from labops.backups.report_rows import judge_rows, not_in_job
@@ -33,7 +35,7 @@ from labops.flow_params import ConfigPath, VmidList
 from labops.limits import SlotBusy, maintenance_slot
 from labops.outcome import UnknownSince
 from labops.reports import Failure
-from tasks.pbs import maintenance_checks
+from tasks.pbs import maintenance_checks, offsite_checks
 from tasks.progress import Progress
 from tasks.publish import publish_report
 from tasks.pve import backup_guest, guests_without_job, list_guests, list_nodes, scan_backups
@@ -41,6 +43,7 @@ from tasks.pve import backup_guest, guests_without_job, list_guests, list_nodes,
 MAX_LANES = 16
 UNKNOWN_SINCE_KEY = "backups-unknown-since"
 ARCHIVE_KEY = "backups-archived"
+OFFSITE_UNKNOWN_SINCE_KEY = "backups-offsite-unknown-since"
 
 
 @flow(
@@ -118,6 +121,11 @@ def backups(
     ctx.state.save(UNKNOWN_SINCE_KEY, report.date_unknown(book))
     judge_rows(report)
     _audit(ctx, report, block, policy, guests, copies)
+
+    # 6. off-site copies: each watched guest's newest copy on each target the sync jobs feed
+    if policy.offsite is not None and ctx.configured("pbs"):
+        watched = {r.vmid for r in report.guests if r.watched}
+        _offsite(ctx, report, [g for g in guests if g.vmid in watched], policy)
     return publish_report(report, ctx.delivery())
 
 
@@ -194,3 +202,16 @@ def _audit(
             report.failures.append(
                 Failure(entity="PBS maintenance", reason=f"state unreadable: {exc}", system="pbs")
             )
+
+
+def _offsite(
+    ctx: LabContext, report: BackupReport, guests: list[BackupGuest], policy: BackupPolicy
+) -> None:
+    """Off-site rows per guest and target; could not check is dated from its first run."""
+    assert policy.offsite is not None
+    try:
+        report.offsite = offsite_checks(ctx.pbs_block(), guests, policy.offsite)
+    except LabopsError as exc:  # could not check: unknown rows, never "every copy fresh"
+        report.offsite = unchecked_rows(guests, policy.offsite, f"PBS unreadable: {exc}")
+    book = ctx.state.load(OFFSITE_UNKNOWN_SINCE_KEY, UnknownSince) or UnknownSince()
+    ctx.state.save(OFFSITE_UNKNOWN_SINCE_KEY, report.date_offsite_unknown(book))

@@ -52,6 +52,7 @@ from labops.http_limits import CappedAdapter, DeadlineExceeded, ResponseTooLarge
 from labops.models.pbs import (
     PbsDatastore,
     PbsGcStatus,
+    PbsGroup,
     PbsJobStatus,
     PbsSnapshot,
     PbsSyncJob,
@@ -119,6 +120,7 @@ _PBS_PRIVILEGES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"/verify$"), "Datastore.Verify on /datastore/<store>"),
     (re.compile(r"/prune"), "Datastore.Prune on /datastore/<store>"),
     (re.compile(r"^admin/datastore"), "Datastore.Audit on /datastore/<store>"),
+    (re.compile(r"^config/remote"), "Remote.Audit on /remote/<remote>"),
     (re.compile(r"/tasks"), "Sys.Audit on /system/tasks (or own tasks only)"),
 ]
 
@@ -646,6 +648,18 @@ class PbsClient(ProxmoxClient):
             params["backup-id"] = str(backup_id)
         data = self.get(f"admin/datastore/{store or self.datastore}/snapshots", **params)
         return [PbsSnapshot.model_validate(s) for s in data]
+
+    def groups(self, store: str | None = None, ns: str | None = None) -> list[PbsGroup]:
+        """Backup groups of ``store`` in namespace ``ns`` (root: None), each with its newest
+        snapshot's time."""
+        data = self.get(f"admin/datastore/{store or self.datastore}/groups", ns=ns or None)
+        return [PbsGroup.model_validate(g) for g in data or []]
+
+    def remote_groups(self, remote: str, store: str, ns: str | None = None) -> list[PbsGroup]:
+        """Backup groups of datastore ``store`` on ``remote`` (a PBS this one syncs with) in
+        namespace ``ns``, as this PBS reads them over the remote's own credentials."""
+        data = self.get(f"config/remote/{remote}/scan/{store}/groups", namespace=ns or None)
+        return [PbsGroup.model_validate(g) for g in data or []]
 
     # -- tasks --------------------------------------------------------------------------------
 

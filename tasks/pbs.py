@@ -8,10 +8,19 @@ from prefect import task
 
 from blocks.proxmox import PbsCredentials
 from labops.backups.audit import job_check, upid_start_time
-from labops.backups.models import JobCheck
-from labops.config.policies.backups import PbsJobAges
+from labops.backups.models import BackupGuest, JobCheck
+from labops.backups.offsite import (
+    OffsiteRow,
+    SyncRun,
+    offsite_rows,
+    parse_target,
+    sync_run,
+    target_of,
+    unchecked_rows,
+)
+from labops.config.policies.backups import OffsitePolicy, PbsJobAges
 from labops.errors import ApiError, LabopsError
-from labops.models.pbs import PbsJobStatus
+from labops.models.pbs import PbsJobStatus, PbsSyncJob
 from labops.proxmox import PbsClient
 
 
@@ -75,3 +84,48 @@ def maintenance_checks(block: PbsCredentials, ages: PbsJobAges) -> list[JobCheck
             )
         )
     return checks
+
+
+def _last_run(pbs: PbsClient, job: PbsSyncJob) -> SyncRun:
+    """The job's last run; its log only when it did not end OK (it names the failed groups)."""
+    if job.last_run_upid is None or job.last_run_state in (None, "OK"):
+        return sync_run(job)
+    try:
+        return sync_run(job, pbs.task_log(job.last_run_upid))
+    except LabopsError as exc:  # the state alone still says partial or failed
+        run = sync_run(job)
+        return run.model_copy(update={"detail": f"{run.detail} (log unreadable: {exc})"})
+
+
+def _newest_copies(pbs: PbsClient, target: str) -> dict[str, float]:
+    """Group -> newest copy time on ``target`` (a remote's datastore through this PBS)."""
+    remote, store, ns = parse_target(target)
+    groups = pbs.remote_groups(remote, store, ns) if remote else pbs.groups(store, ns)
+    return {g.group: float(g.last_backup) for g in groups}
+
+
+@task(name="pbs-offsite-copies", tags=["pbs"])
+def offsite_checks(
+    block: PbsCredentials, guests: list[BackupGuest], policy: OffsitePolicy
+) -> list[OffsiteRow]:
+    """Each guest's newest copy on each off-site target, against its off-site RPO: the sync
+    jobs (pull and push), their last runs (a partial failure names its groups) and the groups
+    each target holds. Reads only.
+
+    Sync jobs that cannot be read leave every guest unknown; a target that cannot be read
+    leaves its rows unknown: never fine.
+    """
+    pbs = block.get_client()
+    try:
+        jobs = pbs.sync_jobs()
+    except LabopsError as exc:
+        return unchecked_rows(guests, policy, f"sync jobs unreadable: {exc}")
+    runs = {j.id: _last_run(pbs, j) for j in jobs}
+    newest: dict[str, dict[str, float]] = {}
+    unreadable: dict[str, str] = {}
+    for target in list(policy.targets) or sorted({target_of(j) for j in jobs}):
+        try:
+            newest[target] = _newest_copies(pbs, target)
+        except LabopsError as exc:
+            unreadable[target] = str(exc)
+    return offsite_rows(guests, pbs.datastore, jobs, runs, newest, policy, time.time(), unreadable)

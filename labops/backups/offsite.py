@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
@@ -60,6 +61,16 @@ def target_of(job: PbsSyncJob) -> str:
     return _path(job.store, job.ns)
 
 
+def parse_target(target: str) -> tuple[str | None, str, str | None]:
+    """``remote:store/ns`` -> (remote, store, ns); a target on this PBS has no remote, the root
+    namespace is None."""
+    remote, sep, path = target.partition(":")
+    if not sep:
+        remote, path = "", target
+    store, _, ns = path.partition("/")
+    return remote or None, store, ns or None
+
+
 def source_of(job: PbsSyncJob) -> str:
     """What a job copies from: a push job's local ``store[/ns]``, a pull job's remote one."""
     if job.sync_direction == "push":
@@ -111,6 +122,15 @@ def sync_run(job: PbsSyncJob, log: Iterable[str] = ()) -> SyncRun:
     return SyncRun(job=job.id, target=target, state="failed", detail=state)
 
 
+class OffsiteStatus(StrEnum):
+    OK = "ok"
+    STALE = "stale"  # newest copy older than the off-site RPO
+    NO_COPY = "no-copy"  # covered, but the target holds no copy of the group
+    NO_JOB = "no-job"  # no sync job copies the group to the target
+    SYNC_FAILED = "sync-failed"  # the last run of a job covering it failed (for its group)
+    UNKNOWN = "unknown"  # could not check
+
+
 class OffsiteRow(BaseModel):
     """One guest on one off-site target."""
 
@@ -123,6 +143,7 @@ class OffsiteRow(BaseModel):
     jobs: list[str] = Field(default_factory=list, description="Sync jobs covering the guest.")
     problem: str | None = None
     unknown: str | None = Field(None, description="Why the copy could not be checked.")
+    status: OffsiteStatus = OffsiteStatus.OK
 
     @property
     def label(self) -> str:
@@ -145,11 +166,13 @@ def offsite_rows(
     newest: Mapping[str, Mapping[str, float]],
     policy: OffsitePolicy,
     now: float,
+    unreadable: Mapping[str, str] | None = None,
 ) -> list[OffsiteRow]:
     """Every watched guest on every off-site target. ``primary``: where its backups live
     (``store[/ns]``); ``newest``: target -> group -> newest copy time on that target (a target
-    missing from it could not be read: no age is claimed). A copy older than the guest's RPO, no
-    copy, no job covering the guest, or a last run that failed for its group is a problem."""
+    missing from it could not be read: no age is claimed; ``unreadable`` says why). A copy older
+    than the guest's RPO, no copy, no job covering the guest, or a last run that failed for its
+    group (or failed outright) is a problem."""
     targets = list(policy.targets) or sorted({target_of(j) for j in jobs})
     out: list[OffsiteRow] = []
     for g in guests:
@@ -171,23 +194,58 @@ def offsite_rows(
             when = seen.get(group) if seen is not None else None
             if when is not None:
                 row.newest, row.age_s = when, now - when
-            failed = [
-                f"sync job {j.id} failed for {group}: {runs[j.id].failed_groups[group]}"
-                for j in covering
-                if j.id in runs and group in runs[j.id].failed_groups
-            ]
+            failed = [_failed_for(runs[j.id], group) for j in covering if j.id in runs]
+            failed = [f for f in failed if f]
             if not covering:
                 row.problem = f"no sync job copies {group} to {target}"
+                row.status = OffsiteStatus.NO_JOB
             elif seen is None:  # could not check: neither fresh nor stale
-                row.unknown = f"{target} could not be read"
+                why = (unreadable or {}).get(target)
+                row.unknown = f"{target} could not be read" + (f": {why}" if why else "")
+                row.status = OffsiteStatus.UNKNOWN
             elif row.age_s is None:
-                row.problem = f"no copy of {group} on {target}"
+                row.problem, row.status = f"no copy of {group} on {target}", OffsiteStatus.NO_COPY
             elif row.age_s > rpo:
                 row.problem = (
                     f"newest copy on {target} is {human_age(row.age_s)} old "
                     f"(off-site RPO {human_age(rpo)})"
                 )
-            if failed:
+                row.status = OffsiteStatus.STALE
+            if failed:  # known even when the target is not: named beside any other problem
                 row.problem = "; ".join(p for p in (row.problem, failed[0]) if p)
+                row.status = OffsiteStatus.SYNC_FAILED
             out.append(row)
+    return out
+
+
+def _failed_for(run: SyncRun, group: str) -> str | None:
+    """Why ``run`` failed for ``group``: the group's own line of a partial run, or the whole
+    run's failure; None when it synced the group (or its failed groups are not named)."""
+    if group in run.failed_groups:
+        return f"sync job {run.job} failed for {group}: {run.failed_groups[group]}"
+    if run.state == "failed":
+        return f"sync job {run.job} failed: {run.detail}"
+    return None
+
+
+def unchecked_rows(
+    guests: Sequence[BackupGuest], policy: OffsitePolicy, reason: str
+) -> list[OffsiteRow]:
+    """Every watched guest's off-site copies when the sync jobs could not be read: unknown on
+    each configured target (on one row named ``?`` when the policy names none), never fine."""
+    out: list[OffsiteRow] = []
+    for g in guests:
+        if g.template or any(t in g.tags for t in policy.exclude_tags):
+            continue
+        out += [
+            OffsiteRow(
+                vmid=g.vmid,
+                name=g.name,
+                target=target,
+                rpo_s=offsite_rpo(g, policy),
+                unknown=reason,
+                status=OffsiteStatus.UNKNOWN,
+            )
+            for target in policy.targets or ["?"]
+        ]
     return out

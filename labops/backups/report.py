@@ -4,6 +4,7 @@ and markdown artifacts, one notification, metrics)."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -12,6 +13,7 @@ from pydantic import BaseModel, Field
 from labops.backups.archive import ArchivedGroup
 from labops.backups.drill_proof import DrillCoverage, DrillTimes
 from labops.backups.models import JobCheck, OrphanGroup, RetentionGroup
+from labops.backups.offsite import OffsiteRow
 from labops.backups.plan import human_age
 from labops.config.policies.backups import format_duration
 from labops.markdown import md_table, md_text
@@ -132,6 +134,56 @@ class BackupReport(OperationReport):
     pbs_jobs: list[JobCheck] = Field(default_factory=list)
     vzdump_started: int = Field(0, description="vzdump tasks this run started.")
     warnings: list[str] = Field(default_factory=list)
+    offsite: list[OffsiteRow] = Field(
+        default_factory=list, description="Each guest's newest copy on each off-site target."
+    )
+    offsite_since: dict[str, datetime] = Field(
+        default_factory=dict, description="Off-site row key -> since when it could not be checked."
+    )
+
+    # --- off-site copies ----------------------------------------------------------------------
+
+    @staticmethod
+    def offsite_key(row: OffsiteRow) -> str:
+        return f"{row.vmid}@{row.target}"
+
+    def offsite_check(self, row: OffsiteRow) -> tuple[Checked, CouldNotCheck | None]:
+        """found (a known problem: stale, missing, no job, a failed sync, even when the target
+        itself could not be read), unknown (the copy could not be checked: why, since when),
+        else ok."""
+        unknown = None
+        if row.unknown is not None:
+            since = self.offsite_since.get(self.offsite_key(row), self.started)
+            unknown = CouldNotCheck(reason=row.unknown, since=since)
+        if row.problem:
+            return Checked.FOUND, unknown
+        return (Checked.UNKNOWN, unknown) if unknown else (Checked.OK, None)
+
+    @property
+    def offsite_problems(self) -> list[OffsiteRow]:
+        return [r for r in self.offsite if r.problem]
+
+    @property
+    def offsite_unknown(self) -> list[OffsiteRow]:
+        return [r for r in self.offsite if r.unknown is not None and not r.problem]
+
+    def date_offsite_unknown(self, book: UnknownSince) -> UnknownSince:
+        """Date every off-site row that could not be checked from its first such run; returns
+        the memory for the next run (see :meth:`date_unknown`)."""
+        book = book.carry(
+            {self.offsite_key(r): self.started for r in self.offsite if r.unknown is not None},
+            [self.offsite_key(r) for r in self.offsite if r.unknown is None],
+        )
+        self.offsite_since = {
+            self.offsite_key(r): book.since.get(self.offsite_key(r), self.started)
+            for r in self.offsite
+            if r.unknown is not None
+        }
+        return book
+
+    def unchecked(self) -> list[str]:
+        """Off-site copies that could not be checked, one line per target and reason."""
+        return sorted({f"off-site copies on {r.target}: {r.unknown}" for r in self.offsite_unknown})
 
     # --- derived -----------------------------------------------------------------------------
 
@@ -183,6 +235,11 @@ class BackupReport(OperationReport):
                 "guest(s) backed up with warnings",
                 [r.label for r in self.rows(GuestStatus.WARNING)],
             ),
+            *Found.of(
+                Severity.WARNING,
+                "guest(s) without a fresh off-site copy",
+                [f"{r.label} on {r.target}" for r in self.offsite_problems],
+            ),
             *Found.of(Severity.INFO, "note(s)", self.warnings, shown=3),
         ]
 
@@ -196,6 +253,34 @@ class BackupReport(OperationReport):
     # --- views ------------------------------------------------------------------------------
 
     def table(self) -> list[dict[str, Any]]:
+        """One row per guest, then one per guest and off-site target (its own entity)."""
+        return self._guest_table() + self._offsite_table()
+
+    def _offsite_table(self) -> list[dict[str, Any]]:
+        rows = []
+        for r in self.offsite:
+            check, unknown = self.offsite_check(r)
+            rows.append(
+                {
+                    "guest": f"{r.vmid} {r.name}".strip() + f" off-site {r.target}",
+                    "node": "-",
+                    "tier": f"off-site {format_duration(r.rpo_s)}",
+                    "last good backup": _when(r.newest),
+                    "age": human_age(r.age_s),
+                    "size": "-",
+                    "verified": "-",
+                    # the digest names a finding by the status up to its first ":"
+                    "status": f"off-site {r.status.value}"
+                    + (f": {r.problem}" if r.problem else ""),
+                    "severity": (
+                        Severity.WARNING if check is not Checked.OK else Severity.OK
+                    ).value,
+                    **check_columns(check, unknown),
+                }
+            )
+        return rows
+
+    def _guest_table(self) -> list[dict[str, Any]]:
         return [
             {
                 "guest": f"{r.vmid} {r.name}".strip(),
@@ -248,6 +333,10 @@ class BackupReport(OperationReport):
         gaps = self.gaps
         if gaps:
             parts.append(f"{len(gaps)} coverage gap(s)")
+        if self.offsite_problems:
+            parts.append(f"{len(self.offsite_problems)} off-site problem(s)")
+        if self.offsite_unknown:
+            parts.append(f"{len(self.offsite_unknown)} off-site copies could not be checked")
         return ", ".join(parts)
 
     def markdown(self) -> str:
@@ -294,6 +383,7 @@ class BackupReport(OperationReport):
                 for a in self.archived
             ]
             lines.append("")
+        lines += self._offsite_lines()
         if self.pbs_jobs:
             lines += ["## PBS maintenance", ""]
             lines += [
@@ -318,8 +408,60 @@ class BackupReport(OperationReport):
         lines += [f"vzdump tasks started: {self.vzdump_started}"]
         return "\n".join(lines)
 
-    def metrics(self) -> list[Metric]:
+    def _offsite_lines(self) -> list[str]:
+        if not self.offsite:
+            return []
+        t = md_text
+        lines = [
+            "## Off-site copies",
+            "",
+            "| guest | target | newest copy | age | off-site RPO | sync jobs | state |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in self.offsite:
+            check, unknown = self.offsite_check(r)
+            state = r.problem or (unknown.describe() if unknown else "ok")
+            if r.problem and unknown:
+                state += f"; {unknown.describe()}"
+            lines.append(
+                f"| {t(r.label)} | {t(r.target)} | {_when(r.newest)} | {human_age(r.age_s)} "
+                f"| {format_duration(r.rpo_s)} | {t(', '.join(r.jobs) or '-')} "
+                f"| {check.value}: {t(state)} |"
+            )
+        return [*lines, ""]
+
+    def _offsite_metrics(self) -> list[Metric]:
         out: list[Metric] = []
+        for r in self.offsite:
+            labels = {"vmid": str(r.vmid), "guest": r.name or str(r.vmid), "target": r.target}
+            check, _ = self.offsite_check(r)
+            # unknown: no age series (never a made-up 0), and its own indicator
+            out.append(
+                Metric(
+                    name="labops_backup_offsite_unknown",
+                    value=1.0 if r.unknown is not None else 0.0,
+                    labels=labels,
+                )
+            )
+            if r.age_s is not None:
+                out.append(
+                    Metric(name="labops_backup_offsite_age_seconds", value=r.age_s, labels=labels)
+                )
+            out.append(
+                Metric(name="labops_backup_offsite_rpo_seconds", value=r.rpo_s, labels=labels)
+            )
+            if check is not Checked.UNKNOWN:
+                out.append(
+                    Metric(
+                        name="labops_backup_offsite_problem",
+                        value=1.0 if check is Checked.FOUND else 0.0,
+                        labels=labels,
+                    )
+                )
+        return out
+
+    def metrics(self) -> list[Metric]:
+        out: list[Metric] = self._offsite_metrics()
         for r in self.guests:
             if not r.watched or r.unknown is not None:  # unknown: no series, never a 0
                 continue
@@ -352,10 +494,12 @@ class BackupReport(OperationReport):
 
     def notification(self) -> Notification | None:
         stale, gaps, verif = self.stale, self.gaps, self.verification_problems
-        changed = self.archive_changes
-        if not (self.failures or stale or gaps or verif or changed):
+        changed, offsite = self.archive_changes, self.offsite_problems
+        unchecked = self.unchecked()
+        if not (self.failures or stale or gaps or verif or changed or offsite or unchecked):
             return None
-        severity = Severity.CRITICAL if self.failures else Severity.WARNING
+        failed = bool(self.failures or unchecked)  # could not check: the run failed too
+        severity = Severity.CRITICAL if failed else Severity.WARNING
         body: list[str] = [self.headline()]
         if self.failures:
             body += ["", "Failed:"] + [f"- {f.entity}: {f.reason}" for f in self.failures]
@@ -369,8 +513,12 @@ class BackupReport(OperationReport):
             body += ["", "Coverage gaps:"] + [f"- {g}" for g in gaps]
         if changed:
             body += ["", "Archived backups changed:"] + [f"- {c}" for c in changed]
+        if offsite:
+            body += ["", "Off-site copies:"] + [f"- {r.label}: {r.problem}" for r in offsite]
+        if unchecked:
+            body += ["", "Could not check:"] + [f"- {u}" for u in unchecked]
         return Notification(
-            title=f"Backups {self.lab}: " + ("FAILED" if self.failures else "attention needed"),
+            title=f"Backups {self.lab}: " + ("FAILED" if failed else "attention needed"),
             severity=severity,
             body="\n".join(body),
             topic="backups/report",
@@ -382,6 +530,7 @@ class BackupReport(OperationReport):
                 "stale": [r.vmid for r in stale],
                 "gaps": gaps,
                 "archive_changes": changed,
+                "offsite": [r.model_dump() for r in offsite],
             },
         )
 

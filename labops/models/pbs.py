@@ -73,6 +73,27 @@ class PbsSnapshot(Payload):
         return None if self.verification is None else self.verification.state == "ok"
 
 
+class PbsGroup(Payload):
+    """One backup group of ``GET /admin/datastore/{store}/groups`` or of a remote's
+    ``GET /config/remote/{name}/scan/{store}/groups``."""
+
+    backup_type: str = Field(..., alias="backup-type", description="vm | ct | host")
+    backup_id: str = Field(..., alias="backup-id")
+    last_backup: int = Field(..., alias="last-backup", description="Newest snapshot (epoch s).")
+    backup_count: int | None = Field(None, alias="backup-count")
+    owner: str | None = None
+
+    @field_validator("backup_id", mode="before")
+    @classmethod
+    def _id(cls, value: Any) -> str:
+        return str(value)
+
+    @property
+    def group(self) -> str:
+        """``ct/101``, as the sync job log and group filters name it."""
+        return f"{self.backup_type}/{self.backup_id}"
+
+
 class PbsTaskStatus(TaskStatus):
     """A PBS task's status (``exitstatus`` OK, 'WARNINGS: n', 'unknown' or the error)."""
 

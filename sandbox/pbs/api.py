@@ -288,18 +288,23 @@ async def snapshot_delete(api: PbsApi, req: Req) -> Any:
 
 @route("GET", "/admin/datastore/{store}/groups")
 async def groups(api: PbsApi, req: Req) -> Any:
+    return _group_items(api.store.listing(req.get("backup-type")))
+
+
+def _group_items(snaps: list[Snapshot]) -> list[dict[str, Any]]:
+    """PBS's ``GroupListItem`` of each backup group (``snaps`` oldest first)."""
     by_group: dict[tuple[str, str], list[Snapshot]] = {}
-    for s in api.store.listing(req.get("backup-type")):
+    for s in snaps:
         by_group.setdefault((s.btype, s.bid), []).append(s)
     out = []
-    for (btype, bid), snaps in sorted(by_group.items()):
-        last = snaps[-1]
+    for (btype, bid), group in sorted(by_group.items()):
+        last = group[-1]
         out.append(
             {
                 "backup-type": btype,
                 "backup-id": bid,
                 "last-backup": last.btime,
-                "backup-count": len(snaps),
+                "backup-count": len(group),
                 "files": [f["filename"] for f in last.files],
                 "owner": last.owner,
             }
@@ -486,6 +491,36 @@ async def sync_jobs(api: PbsApi, req: Req) -> Any:
 @route("GET", "/config/remote")
 async def remotes(api: PbsApi, req: Req) -> Any:
     return [dict(r) for r in api.store.remotes]
+
+
+@route("GET", "/config/remote/{name}/scan/{remote_store}/groups")
+async def remote_groups(api: PbsApi, req: Req) -> Any:
+    """The backup groups of a remote's datastore in one namespace (``namespace``, not ``ns``,
+    on this endpoint), as this PBS reads them from the remote with the remote's credentials.
+    ``faults.extra["remote_down"]`` (remote names) makes the remote unreachable."""
+    name, rstore = req.params["name"], req.params["remote_store"]
+    remote = next((r for r in api.store.remotes if r["name"] == name), None)
+    if remote is None:
+        raise ApiError(404, f"remote '{name}' does not exist.")
+    if name in (api.faults.extra.get("remote_down") or []):
+        raise ApiError(
+            400,
+            f"error trying to connect: error connecting to https://{remote['host']}:"
+            f"{remote['port']}/ - tcp connect error: Connection refused (os error 111)",
+        )
+    ns = str(req.get("namespace") or "")
+    if not any(r == name and st == rstore for r, st, _ in api.store.remote_stores):
+        raise ApiError(400, f"datastore '{rstore}' does not exist")
+    snaps = api.store.remote_stores.get((name, rstore, ns))
+    if snaps is None:
+        raise ApiError(400, f"namespace '{ns}' does not exist")
+    btype = req.get("backup-type")
+    return _group_items(
+        sorted(
+            (s for s in snaps if btype is None or s.btype == btype),
+            key=lambda s: (s.btype, s.bid, s.btime),
+        )
+    )
 
 
 @route("POST", "/admin/verify/{id}/run")

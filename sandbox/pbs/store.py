@@ -9,7 +9,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from sandbox.lab import Guest, Lab
@@ -114,6 +114,9 @@ class Datastore:
     prune_jobs: list[dict[str, Any]] = field(default_factory=list)
     sync_jobs: list[dict[str, Any]] = field(default_factory=list)  # sync.cfg, with run state
     remotes: list[dict[str, Any]] = field(default_factory=list)  # remote.cfg (no passwords)
+    # What the remotes' datastores hold, by (remote, datastore, namespace; "" the root one):
+    # the copies sync jobs pushed there, as the remote lists them.
+    remote_stores: dict[tuple[str, str, str], list[Snapshot]] = field(default_factory=dict)
     # Finished tasks of the seeded history: (upid, type, id, start, end, exitstatus, lines).
     history: list[tuple[str, str, str, int, int, str, list[str]]] = field(default_factory=list)
 
@@ -332,6 +335,19 @@ def seed_store(lab: Lab, now: float | None = None) -> Datastore:
     ]
     sync_lines.append("TASK ERROR: sync failed with some errors.")
     store.seed["sync_failed_groups"] = bad_groups
+    # pbs2's datastore "offsite", namespace "home": the copies the push job made. A sync keeps
+    # each snapshot's backup time; the groups its last run failed for last synced a week before
+    # it (their newest copy is eight days old: past the default off-site RPO).
+    copies: list[Snapshot] = []
+    for bid in ct_groups[1:]:
+        until = sync_start - (7 * DAY if f"ct/{bid}" in bad_groups else 0)
+        copies += [
+            replace(s, owner="sync@pbs!push", verification=None, protected=False)
+            for s in store.listing("ct", bid)
+            if s.btime < until
+        ]
+    store.remote_stores[("pbs2", "offsite", "home")] = copies
+    store.remote_stores[("pbs2", "offsite", "")] = []
     store.history = [
         (
             sync_upid,

@@ -7,10 +7,13 @@ from typing import Any
 
 from labops.backups.models import BackupGuest
 from labops.backups.offsite import (
+    OffsiteStatus,
     filter_allows,
     offsite_rows,
+    parse_target,
     sync_run,
     target_of,
+    unchecked_rows,
 )
 from labops.config.policies.backups import OffsitePolicy
 from labops.models.pbs import PbsSyncJob
@@ -117,3 +120,101 @@ def test_namespaces_and_unreadable_targets() -> None:
     assert row.unknown == "pbs2:offsite could not be read"
     (row,) = offsite_rows(guests, "store1/lab", [ns_job], {}, {"pbs2:offsite": {}}, policy, NOW)
     assert row.problem == "no copy of ct/101 on pbs2:offsite"
+
+
+def test_target_names_parse_back_into_remote_store_and_namespace() -> None:
+    assert parse_target("pbs2:offsite/home/lab") == ("pbs2", "offsite", "home/lab")
+    assert parse_target("pbs2:offsite") == ("pbs2", "offsite", None)
+    assert parse_target("offsite/lab") == (None, "offsite", "lab")
+    assert parse_target("store2") == (None, "store2", None)
+
+
+def test_each_row_says_which_problem_and_a_failed_run_reaches_every_group() -> None:
+    policy = OffsitePolicy(rpo=7 * DAY)
+    guests = [guest(101), guest(102), guest(103), guest(100, kind="qemu")]
+    jobs = [job(**{"group-filter": ["type:ct"]})]
+    fresh = {"pbs2:offsite": {"ct/101": NOW - DAY, "ct/102": NOW - 8 * DAY}}
+    rows = {r.vmid: r for r in offsite_rows(guests, "store1", jobs, {}, fresh, policy, NOW)}
+    assert rows[101].status is OffsiteStatus.OK and rows[101].problem is None
+    assert rows[102].status is OffsiteStatus.STALE
+    assert rows[103].status is OffsiteStatus.NO_COPY
+    assert rows[100].status is OffsiteStatus.NO_JOB
+
+    # A run that failed outright (not partial) is a problem of every group the job covers,
+    # even one whose copy is still fresh, and known even when the target cannot be read.
+    down = sync_run(job(**{"last-run-state": "remote unreachable"}))
+    rows = {
+        r.vmid: r
+        for r in offsite_rows(
+            guests, "store1", jobs, {"s-offsite": down}, {}, policy, NOW, {"pbs2:offsite": "tls"}
+        )
+    }
+    assert rows[101].status is OffsiteStatus.SYNC_FAILED
+    assert rows[101].problem == "sync job s-offsite failed: remote unreachable"
+    assert rows[101].unknown == "pbs2:offsite could not be read: tls"
+
+
+def test_unreadable_sync_jobs_leave_every_watched_guest_unknown() -> None:
+    policy = OffsitePolicy(targets=["pbs2:offsite", "offsite"])
+    guests = [guest(101), guest(102, tags=["no-offsite"])]
+    rows = unchecked_rows(guests, policy, "sync jobs unreadable: 403")
+    assert [(r.vmid, r.target, r.status) for r in rows] == [
+        (101, "pbs2:offsite", OffsiteStatus.UNKNOWN),
+        (101, "offsite", OffsiteStatus.UNKNOWN),
+    ]
+    assert all(r.problem is None and r.unknown for r in rows)
+    assert [r.target for r in unchecked_rows(guests, OffsitePolicy(), "x")] == ["?"]
+
+
+def test_report_table_metrics_and_digest_carry_each_offsite_row() -> None:
+    from datetime import UTC, datetime
+
+    from labops.backups.report import BackupReport
+    from labops.digest.sources import labops_row_findings
+
+    policy = OffsitePolicy(rpo=7 * DAY)
+    guests = [guest(101), guest(102), guest(103)]
+    partial = sync_run(
+        job(**{"last-run-state": "sync failed with some errors."}),
+        ["sync group ct/102 failed - connection reset by peer"],
+    )
+    newest = {"pbs2:offsite": {"ct/101": NOW - DAY, "ct/102": NOW - 9 * DAY}}
+    report = BackupReport(lab="t")
+    report.offsite = offsite_rows(
+        guests, "store1", [job()], {"s-offsite": partial}, newest, policy, NOW
+    )
+    report.offsite += offsite_rows(
+        [guest(101)],
+        "store1",
+        [job(id="s2", **{"remote-store": "cold"})],
+        {},
+        {},
+        policy,
+        NOW,
+        {"pbs2:cold": "connection refused"},
+    )
+    found = " ".join(f.what for f in report.found())
+    assert "guest 102 (g102) on pbs2:offsite" in found and "guest 103" in found
+    assert "guest 101 (g101) on pbs2:offsite" not in found
+    assert report.unchecked() == [
+        "off-site copies on pbs2:cold: pbs2:cold could not be read: connection refused"
+    ]
+    assert report.failed  # could not check is never clean
+
+    metrics = {(m.name, m.labels.get("vmid"), m.labels.get("target")): m for m in report.metrics()}
+    age = metrics[("labops_backup_offsite_age_seconds", "101", "pbs2:offsite")]
+    assert age.value == DAY and age.labels["guest"] == "g101"
+    assert ("labops_backup_offsite_age_seconds", "101", "pbs2:cold") not in metrics
+    assert metrics[("labops_backup_offsite_unknown", "101", "pbs2:cold")].value == 1.0
+    assert metrics[("labops_backup_offsite_unknown", "101", "pbs2:offsite")].value == 0.0
+    assert metrics[("labops_backup_offsite_problem", "102", "pbs2:offsite")].value == 1.0
+
+    md = report.markdown()
+    assert "## Off-site copies" in md and "sync job s-offsite failed for ct/102" in md
+
+    said = labops_row_findings("backups", report.table(), datetime(2026, 5, 1, tzinfo=UTC))
+    assert "backups|101 g101 off-site pbs2:offsite" in said.checked
+    assert "backups|101 g101 off-site pbs2:cold" in said.unknown
+    titles = {f.entity: f.title for f in said.findings}
+    assert titles["102 g102 off-site pbs2:offsite"] == "backups: off-site sync-failed"
+    assert titles["103 g103 off-site pbs2:offsite"] == "backups: off-site no-copy"

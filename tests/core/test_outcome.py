@@ -11,6 +11,7 @@ import pytest
 
 from labops.backups.drill_proof import DrillCoverage, DrillTimes
 from labops.backups.models import JobCheck
+from labops.backups.offsite import OffsiteRow
 from labops.backups.report import BackupReport, GuestRow, GuestStatus, RestoreDrillReport
 from labops.certificates.classify import CertStatus, Classification
 from labops.certificates.models import CertInfo, Target
@@ -253,7 +254,20 @@ def sample_reports(lab: str) -> list[OperationReport]:
     """One report of every operation, each with enough rows for every metric it can push."""
     claim = Claim(kind=ClaimKind.COUNT, file="infra.md", line=3, text="12 lxc", subject="lxc")
     return [
-        BackupReport(lab=lab, guests=[guest(101, GuestStatus.BACKED_UP, 2)]),
+        BackupReport(
+            lab=lab,
+            guests=[guest(101, GuestStatus.BACKED_UP, 2)],
+            offsite=[
+                OffsiteRow(
+                    vmid=101,
+                    name="g101",
+                    target="pbs2:offsite",
+                    rpo_s=7 * 86400,
+                    newest=1.0,
+                    age_s=3600.0,
+                )
+            ],
+        ),
         RestoreDrillReport(
             lab=lab,
             vmid=101,
