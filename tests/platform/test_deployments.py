@@ -269,6 +269,7 @@ def unit(name: str) -> configparser.ConfigParser:
         "labops-serve.service",
         "labops-worker@.service",
         "labops-bridge.service",
+        "labops-approvals.service",
     ],
 )
 def test_unit_is_hardened_and_runs_a_real_command(name: str) -> None:
@@ -293,6 +294,16 @@ def test_unit_is_hardened_and_runs_a_real_command(name: str) -> None:
     assert shown.returncode == 0, shown.stderr
     for option in (w.split("=")[0] for w in words if w.startswith("--")):
         assert option in shown.stdout, (name, option)
+
+
+def test_every_long_running_command_has_a_unit() -> None:
+    """The production install supervises each listener labops has: the server, the flows, the
+    MQTT bridge and the phone-approval listener (a paused run can't be approved from the phone
+    when nothing polls Telegram)."""
+    commands = {
+        " ".join(unit(p.name)["Service"]["ExecStart"].split()[1:2]) for p in UNITS.glob("*.service")
+    }
+    assert {"server", "serve", "bridge", "approvals"} <= commands, commands
 
 
 def test_serve_and_workers_poll_every_second_unless_the_environment_says_otherwise() -> None:
