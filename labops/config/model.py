@@ -23,8 +23,9 @@ class Lab(Strict):
         "homelab",
         min_length=1,
         description="Shown in reports and notifications; every artifact key, concurrency limit, "
-        "metric (label lab) and MQTT topic of the lab carries it, so labs sharing one Prefect "
-        "server, VictoriaMetrics or broker never see each other's results.",
+        "metric (label lab) and MQTT notification topic of the lab carries it, so labs sharing "
+        "one Prefect server, VictoriaMetrics or broker never see each other's results (the "
+        "bridge's run and event prefixes are set per lab under platform).",
     )
     timezone: str = Field("UTC", description="IANA zone for schedules and windows.")
     ui_url: str | None = Field(
