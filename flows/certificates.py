@@ -41,9 +41,10 @@ from labops.flow_params import ConfigPath
 from labops.reports import Failure
 from tasks.progress import Progress
 from tasks.publish import publish_report
+from tasks.pve import node_certificates, renew_node_certificate
 from tasks.stepca import ca_certificates
 from tasks.technitium import zone_records
-from tasks.tls import judge_api_certificate, node_certificates, probe_batch, renew_node_certificate
+from tasks.tls import judge_api_certificate, probe_batch
 from tasks.traefik import http_routers
 
 STATE_KEY = "certificates"

@@ -63,6 +63,7 @@ from labops.models.pbs import (
 from labops.models.pve import (
     PveBackupJob,
     PveBackupVolume,
+    PveClusterMember,
     PveGuest,
     PveGuestConfig,
     PveGuestRef,
@@ -354,6 +355,10 @@ class PveClient(ProxmoxClient):
 
     def nodes(self) -> list[PveNode]:
         return [PveNode.model_validate(n) for n in self.get("nodes")]
+
+    def cluster_status(self) -> list[PveClusterMember]:
+        """``GET /cluster/status``: the cluster entry and one entry per node with its address."""
+        return [PveClusterMember.model_validate(m) for m in self.get("cluster/status") or []]
 
     # -- guests -------------------------------------------------------------------------------
 

@@ -16,26 +16,20 @@ from labops.docs.models import Claim, HostProbe, LiveGuest, LiveRecord
 from labops.docs.runbook import HostTarget, probe_script, read_probe
 from labops.ssh import SshTarget
 from tasks.live_facts import proxmox_facts
+from tasks.pve import client
 from tasks.ssh import HostAccess, HostCommand, run_many
 from tasks.technitium import _response
-
-
-def node_addresses(status: Any) -> dict[str, str]:
-    """Node -> address from PVE ``/cluster/status`` (its ``type: node`` entries carry ``ip``)."""
-    out: dict[str, str] = {}
-    for entry in status if isinstance(status, list) else []:
-        if isinstance(entry, dict) and entry.get("type") == "node" and entry.get("ip"):
-            out[str(entry.get("name"))] = str(entry["ip"])
-    return out
 
 
 @task(name="live-proxmox-docs", retries=1, tags=["proxmox"])
 def proxmox_doc_facts(
     block: ProxmoxCredentials,
 ) -> tuple[list[str], list[LiveGuest], str, dict[str, str]]:
-    """Nodes, guests, the PVE version and each node's address. Reads only."""
-    nodes, guests, version = proxmox_facts.fn(block)
-    return nodes, guests, version, node_addresses(block.get_client().get("cluster/status"))
+    """Nodes, guests, the PVE version and each node's address (``/cluster/status``). Reads only."""
+    pve = client(block)
+    nodes, guests, version = proxmox_facts(pve)
+    addresses = {m.name: m.ip for m in pve.cluster_status() if m.type == "node" and m.ip}
+    return nodes, guests, version, addresses
 
 
 def zone_names(response: dict[str, Any]) -> list[str]:

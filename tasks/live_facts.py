@@ -8,12 +8,11 @@ from prefect import task
 
 from blocks.edge import TechnitiumDns, TraefikApi
 from blocks.observability import BeszelHub, VictoriaMetrics
-from blocks.proxmox import ProxmoxCredentials
 from blocks.security import WazuhApi
 from labops.docs.models import LiveGuest, LiveRecord, LiveRouter
 from labops.models.pve import PveGuestConfig
 from labops.models.traefik import rule_hosts
-from tasks.pve import client
+from labops.proxmox import PveClient
 from tasks.technitium import zone_records
 from tasks.traefik import http_routers
 
@@ -30,10 +29,9 @@ def guest_ips(config: PveGuestConfig) -> list[str]:
     return ips
 
 
-@task(name="live-proxmox", retries=1, tags=["proxmox"])
-def proxmox_facts(block: ProxmoxCredentials) -> tuple[list[str], list[LiveGuest], str]:
-    """Nodes, guests (id, name, node, type, status, tags, IPs) and the PVE version."""
-    pve = client(block)
+def proxmox_facts(pve: PveClient) -> tuple[list[str], list[LiveGuest], str]:
+    """Nodes, guests (id, name, node, type, status, tags, IPs) and the PVE version: the body
+    of the doc task, a plain function so a task can use it without nesting a task run."""
     nodes = [n.node for n in pve.nodes()]
     guests = []
     for g in pve.guests():

@@ -21,6 +21,8 @@ from blocks.proxmox import ProxmoxCredentials
 from labops.backups.models import BackupCopy, BackupGuest, BackupOutcome, TaskResult
 from labops.backups.vzdump import classify_exitstatus
 from labops.backups.vzdump_job import VzdumpSettings, run_backup
+from labops.certificates.renewed import RenewalOutcome
+from labops.certificates.sources import NodeCertificates
 from labops.errors import ApiError, LabopsError, MaybeApplied
 from labops.models.pve import (
     PveGuest,
@@ -538,3 +540,50 @@ def find_snapshots(
             continue
         found += [(host, vmid, s.name) for s in snaps if s.name.startswith(prefix)]
     return found
+
+
+# -- node certificates (certificates flow) ------------------------------------------------
+
+
+@task(name="pve-node-certificates", retries=1, tags=["proxmox"])
+def node_certificates(block: ProxmoxCredentials) -> list[NodeCertificates]:
+    """Each node's certificate files and ACME setup (``certificates/info``, node config).
+
+    A node that does not answer is listed with its error; the others go on. Reads only.
+    """
+    pve = client(block)
+    out = []
+    for n in pve.nodes():
+        override = block.settings.nodes.get(n.node)
+        url = str(override.url) if override and override.url else None
+        item = NodeCertificates(node=n.node, online=n.online, url=url)
+        if n.online:
+            try:
+                item.certificates = pve.certificates_info(n.node)
+                item.acme = pve.acme_domains_configured(n.node)
+            except LabopsError as exc:
+                item.error = str(exc)
+        out.append(item)
+    return out
+
+
+@task(name="pve-renew-acme-certificate", tags=["proxmox"])
+def renew_node_certificate(
+    block: ProxmoxCredentials, node: str, force: bool, timeout_s: float
+) -> RenewalOutcome:
+    """Order the renewal of a node's ACME certificate and wait for the task. CHANGES THE NODE.
+
+    Not retried by Prefect: a second order would be a second renewal.
+    """
+    pve = client(block)
+    try:
+        upid = pve.renew_acme_certificate(node, force=force)
+    except LabopsError as exc:
+        return RenewalOutcome(node=node, ok=False, detail=f"refused: {exc}")
+    try:
+        status = pve.wait_task(node, upid, timeout_s=timeout_s, poll_s=1.0)
+    except LabopsError as exc:
+        return RenewalOutcome(node=node, upid=upid, ok=False, detail=str(exc))
+    if status.succeeded:
+        return RenewalOutcome(node=node, upid=upid, ok=True, detail="task OK")
+    return RenewalOutcome(node=node, upid=upid, ok=False, detail=f"task failed: {status.error}")

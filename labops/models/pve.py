@@ -36,6 +36,21 @@ class PveVersion(Payload):
     repoid: str | None = None
 
 
+class PveClusterMember(Payload):
+    """One item of ``GET /cluster/status``: the cluster itself or a node (with its address)."""
+
+    type: str
+    name: str = ""
+    ip: str | None = None
+    online: bool = False
+    local: bool = False
+
+    @field_validator("online", "local", mode="before")
+    @classmethod
+    def _bool(cls, value: Any) -> bool:
+        return _to_bool(value)
+
+
 class PveNode(Payload):
     """One item of ``GET /nodes``."""
 

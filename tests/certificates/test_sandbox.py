@@ -25,8 +25,8 @@ from labops.config import load_config
 from labops.http_settings import StepCaSettings, TraefikSettings
 from labops.models.traefik import tls_hosts
 from labops.proxmox_settings import ProxmoxSettings
+from tasks.pve import node_certificates
 from tasks.stepca import ca_certificates
-from tasks.tls import node_certificates
 from tasks.traefik import http_routers
 
 # case host prefix -> words the reason must contain (the status comes from the sandbox).
