@@ -372,3 +372,13 @@ def test_the_run_leaves_its_progress_artifact(
     assert float(progress.data) == 100.0
     counted = re.fullmatch(r"(\d+) of (\d+) endpoints", progress.description)
     assert counted and counted[1] == counted[2] and int(counted[1]) > 0, progress.description
+
+    # The run's log counts endpoints the way the report's title does (probed plus the nodes
+    # read from the API), not only the probed ones.
+    from tests.core.test_quiet_failures import flow_run_logs
+
+    title = report.markdown().splitlines()[0]
+    assert title == f"# Certificates: {len(report.endpoints)} endpoints", title
+    logs = flow_run_logs(state.state_details.flow_run_id, want="certificates: ")
+    done = [m for m in logs if m.startswith("certificates: ")]
+    assert done and done[-1].startswith(f"certificates: {len(report.endpoints)} endpoints"), done
