@@ -29,10 +29,15 @@ def replication_target(node: str) -> str:
 
 
 def bounded(text: str, limit: int = ERROR_MAX) -> str:
-    """Untrusted text for a report: one line, printable characters only, at most ``limit``."""
+    """Untrusted text for a report: one line, printable characters only, at most ``limit``.
+    A long text keeps its start and its end (a failed command's reason is at its end: ``...
+    failed: exit code 255``), the middle replaced by ``…``."""
     flat = "".join(c if c.isprintable() else " " for c in one_line(text))
     flat = " ".join(flat.split())
-    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+    if len(flat) <= limit:
+        return flat
+    head = (limit - 1) // 2
+    return flat[:head] + "…" + flat[len(flat) - (limit - 1 - head) :]
 
 
 def _watched(guest: BackupGuest, policy: OffsitePolicy) -> bool:

@@ -54,7 +54,7 @@ def test_the_guests_offsite_tier_sets_the_rpo() -> None:
 
 def test_a_failing_job_is_a_problem_with_its_bounded_error() -> None:
     j = job(103, "pve4")
-    error = "command 'pvesm export ...' failed: exit code 255\n\x1b[31m" + "x" * 2000
+    error = "command 'pvesm export " + "x" * 2000 + "'\n\x1b[31m failed: exit code 255"
     (row,) = replication_rows(
         [guest(103)],
         [j],
@@ -134,5 +134,6 @@ def test_only_watched_replicated_guests_get_rows() -> None:
 
 def test_bounded_keeps_short_text_and_cuts_long_text() -> None:
     assert bounded("a\tb\n c") == "a b; c"
-    cut = bounded("y" * 1000, limit=50)
-    assert len(cut) == 50 and cut.endswith("…")
+    cut = bounded("start " + "y" * 1000 + " exit code 255", limit=50)
+    assert len(cut) == 50 and cut.startswith("start ") and cut.endswith(" exit code 255")
+    assert "…" in cut
