@@ -2209,20 +2209,31 @@ def _next_sync(job: ReplicationJob, now: float) -> int:
     return int(now // step + 1) * step
 
 
+def _replication_unreadable(api: PveApi, where: str) -> bool:
+    """Fault ``replication_unreadable``: true for every node, or a list of node names and
+    ``cluster`` (the job config itself)."""
+    broken = api.faults.extra.get("replication_unreadable")
+    return broken is True or (isinstance(broken, list) and where in broken)
+
+
 @route("GET", "/cluster/replication")
 async def replication_jobs(api: PveApi, req: Req) -> Any:
     """Only the jobs of guests the caller may audit (VM.Audit on /vms/<vmid>)."""
+    if _replication_unreadable(api, "cluster"):  # pmxcfs lost quorum or is not mounted
+        raise ApiError(
+            500,
+            "unable to open file '/etc/pve/replication.cfg' - Transport endpoint is not connected",
+        )
     return [j.config() for j in api.replication if api.can(req, f"/vms/{j.guest}", ["VM.Audit"])]
 
 
 @route("GET", "/nodes/{node}/replication")
 async def replication_status(api: PveApi, req: Req) -> Any:
     """``pvesr status``: the jobs of the guests now on the node, disabled ones too.
-    ``faults.extra["replication_unreadable"]`` (node names, or true for every node): the
-    node's replication state file cannot be read."""
+    Fault ``replication_unreadable`` naming the node (or true): its replication state file
+    cannot be read."""
     node = req.params["node"]
-    broken = api.faults.extra.get("replication_unreadable")
-    if broken is True or (isinstance(broken, list) and node in broken):
+    if _replication_unreadable(api, node):
         raise ApiError(
             500,
             "unable to open file '/var/lib/pve-manager/pve-replication-state.json' - "

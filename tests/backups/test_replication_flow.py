@@ -123,3 +123,23 @@ def test_replication_turned_off_adds_no_rows(
     )
     report = report_of(backups(config=cfg, dry_run=True, return_state=True))
     assert report.offsite and {r.target for r in report.offsite} == {TARGET}
+
+
+def test_unreadable_replication_jobs_fail_the_run_without_rows(
+    sandbox_clean: SandboxHandle, prefect_server: Any, tmp_path: Path
+) -> None:
+    """Which guests replicate is unknown: a failure of the run, no made-up rows; the PBS sync
+    rows are still there."""
+    from flows.backups import backups
+
+    sandbox_clean.set_faults("pve", extra={"replication_unreadable": ["cluster"]})
+    state = backups(
+        config=replication_config(sandbox_clean, tmp_path), dry_run=True, return_state=True
+    )
+    report = report_of(state)
+
+    assert state.is_failed()
+    (failure,) = [f for f in report.failures if f.entity == "replication jobs"]
+    assert "/etc/pve/replication.cfg" in failure.reason and failure.system == "proxmox"
+    assert not [r for r in report.offsite if r.target.startswith("replication:")]
+    assert {r.target for r in report.offsite} == {TARGET}
