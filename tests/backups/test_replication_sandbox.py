@@ -105,3 +105,33 @@ def test_an_unreadable_replication_state_is_could_not_check(
         f"replication status of {broken} could not be read" in (r.unknown or "") for r in on_broken
     )
     assert all(r.status is not OffsiteStatus.UNKNOWN for r in rows if r not in on_broken)
+
+
+def test_a_token_sees_the_replication_of_the_guests_it_may_audit(
+    private_sandbox: SandboxHandle,
+) -> None:
+    """PVE lists a job only with VM.Audit on its guest: a token auditing one guest sees that
+    guest's job alone, in the config and in its node's status."""
+    from proxmoxer import ProxmoxAPI
+
+    root = private_sandbox.pve()
+    jobs = root.cluster.replication.get()
+    seen = jobs[0]
+    try:
+        root.access.users.post(userid="audit@pve")
+        secret = root.access.users("audit@pve").token("repl").post(privsep=0)["value"]
+        root.access.acl.put(path=f"/vms/{seen['guest']}", roles="PVEAuditor", users="audit@pve")
+        pve = ProxmoxAPI(
+            "127.0.0.1",
+            port=private_sandbox.port("pve"),
+            user="audit@pve",
+            token_name="repl",
+            token_value=secret,
+            verify_ssl=str(private_sandbox.ca_path),
+            timeout=10,
+        )
+        assert [j["id"] for j in pve.cluster.replication.get()] == [seen["id"]]
+        listed = [s["id"] for n in ("pve1", "pve2") for s in pve.nodes(n).replication.get()]
+        assert listed == [seen["id"]]
+    finally:
+        private_sandbox.control("pve", "access-reset")
