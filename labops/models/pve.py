@@ -293,8 +293,8 @@ class PveReplicationJob(Payload):
 
 class PveReplicationState(PveReplicationJob):
     """One job of ``GET /nodes/{node}/replication`` (``pvesr status``): its config plus the
-    state the node keeps (``pve-replication-state.json``). ``last_sync`` 0: never synced;
-    ``next_sync`` is absent for a disabled job, ``pid`` present while a sync runs."""
+    state the node keeps (``pve-replication-state.json``), each state field only once set:
+    ``last_sync`` 0 or absent: never synced; ``pid`` present while a sync runs."""
 
     last_sync: int = 0
     last_try: int = 0
