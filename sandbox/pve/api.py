@@ -2210,10 +2210,12 @@ def _next_sync(job: ReplicationJob, now: float) -> int:
 
 
 def _replication_unreadable(api: PveApi, where: str) -> bool:
-    """Fault ``replication_unreadable``: true for every node, or a list of node names and
-    ``cluster`` (the job config itself)."""
+    """Fault ``replication_unreadable``: true for every node's status, or a list of node names
+    and ``cluster`` (the job config itself, named alone)."""
     broken = api.faults.extra.get("replication_unreadable")
-    return broken is True or (isinstance(broken, list) and where in broken)
+    if broken is True:
+        return where != "cluster"
+    return isinstance(broken, list) and where in broken
 
 
 @route("GET", "/cluster/replication")
