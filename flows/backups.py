@@ -4,7 +4,8 @@ Runbook: discover guests, nodes and existing backups -> plan each guest (skip wh
 backup is inside its window: this is what makes re-runs and retries safe) -> run one vzdump per
 guest, at most N per node and M per storage (Prefect concurrency limits) -> confirm each new
 backup on its storage -> audit verification, coverage, retention and PBS maintenance -> each
-guest's newest off-site copy (PBS sync jobs) against its off-site RPO -> report.
+guest's newest off-site copy (PBS sync jobs, PVE storage replication) against its off-site RPO ->
+report.
 """
 
 from __future__ import annotations
@@ -38,7 +39,14 @@ from labops.reports import Failure
 from tasks.pbs import maintenance_checks, offsite_checks
 from tasks.progress import Progress
 from tasks.publish import publish_report
-from tasks.pve import backup_guest, guests_without_job, list_guests, list_nodes, scan_backups
+from tasks.pve import (
+    backup_guest,
+    guests_without_job,
+    list_guests,
+    list_nodes,
+    replication_checks,
+    scan_backups,
+)
 
 MAX_LANES = 16
 UNKNOWN_SINCE_KEY = "backups-unknown-since"
@@ -122,10 +130,11 @@ def backups(
     judge_rows(report)
     _audit(ctx, report, block, policy, guests, copies)
 
-    # 6. off-site copies: each watched guest's newest copy on each target the sync jobs feed
-    if policy.offsite is not None and ctx.configured("pbs"):
+    # 6. off-site copies: each watched guest's newest copy on each target the sync jobs feed,
+    # and its PVE storage replication jobs' last syncs
+    if policy.offsite is not None:
         watched = {r.vmid for r in report.guests if r.watched}
-        _offsite(ctx, report, [g for g in guests if g.vmid in watched], policy)
+        _offsite(ctx, report, block, [g for g in guests if g.vmid in watched], policy)
     return publish_report(report, ctx.delivery())
 
 
@@ -205,13 +214,30 @@ def _audit(
 
 
 def _offsite(
-    ctx: LabContext, report: BackupReport, guests: list[BackupGuest], policy: BackupPolicy
+    ctx: LabContext,
+    report: BackupReport,
+    block: ProxmoxCredentials,
+    guests: list[BackupGuest],
+    policy: BackupPolicy,
 ) -> None:
-    """Off-site rows per guest and target; could not check is dated from its first run."""
+    """Off-site rows per guest and target (PBS sync copies when PBS is configured, PVE storage
+    replication unless turned off); could not check is dated from its first run."""
     assert policy.offsite is not None
-    try:
-        report.offsite = offsite_checks(ctx.pbs_block(), guests, policy.offsite)
-    except LabopsError as exc:  # could not check: unknown rows, never "every copy fresh"
-        report.offsite = unchecked_rows(guests, policy.offsite, f"PBS unreadable: {exc}")
+    if ctx.configured("pbs"):
+        try:
+            report.offsite = offsite_checks(ctx.pbs_block(), guests, policy.offsite)
+        except LabopsError as exc:  # could not check: unknown rows, never "every copy fresh"
+            report.offsite = unchecked_rows(guests, policy.offsite, f"PBS unreadable: {exc}")
+    if policy.offsite.replication:
+        try:
+            report.offsite += replication_checks(block, guests, policy.offsite)
+        except LabopsError as exc:  # which guests replicate is unknown: the run cannot be clean
+            report.failures.append(
+                Failure(
+                    entity="replication jobs",
+                    reason=f"PVE storage replication unreadable: {exc}",
+                    system="proxmox",
+                )
+            )
     book = ctx.state.load(OFFSITE_UNKNOWN_SINCE_KEY, UnknownSince) or UnknownSince()
     ctx.state.save(OFFSITE_UNKNOWN_SINCE_KEY, report.date_offsite_unknown(book))

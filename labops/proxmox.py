@@ -70,6 +70,8 @@ from labops.models.pve import (
     PveGuestState,
     PveNode,
     PveNodeStatus,
+    PveReplicationJob,
+    PveReplicationState,
     PveSnapshot,
     PveStorage,
     PveTaskItem,
@@ -462,6 +464,17 @@ class PveClient(ProxmoxClient):
 
     def backup_jobs(self) -> list[PveBackupJob]:
         return [PveBackupJob.model_validate(j) for j in self.get("cluster/backup") or []]
+
+    def replication_jobs(self) -> list[PveReplicationJob]:
+        """Every storage replication job of the cluster (``/cluster/replication``)."""
+        data = self.get("cluster/replication")
+        return [PveReplicationJob.model_validate(j) for j in data or []]
+
+    def replication_status(self, node: str) -> list[PveReplicationState]:
+        """The replication jobs of the guests on ``node`` with their last sync, failures and
+        next run (``pvesr status``), disabled jobs included."""
+        data = self.get(f"nodes/{node}/replication")
+        return [PveReplicationState.model_validate(j) for j in data or []]
 
     def not_backed_up(self) -> list[PveGuestRef]:
         """Guests that no scheduled backup job covers."""

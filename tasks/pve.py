@@ -19,16 +19,20 @@ from prefect import get_run_logger, task
 
 from blocks.proxmox import ProxmoxCredentials
 from labops.backups.models import BackupCopy, BackupGuest, BackupOutcome, TaskResult
+from labops.backups.offsite import OffsiteRow
+from labops.backups.replication import replication_rows
 from labops.backups.vzdump import classify_exitstatus
 from labops.backups.vzdump_job import VzdumpSettings, run_backup
 from labops.certificates.renewed import RenewalOutcome
 from labops.certificates.sources import NodeCertificates
+from labops.config.policies.backups import OffsitePolicy
 from labops.errors import ApiError, LabopsError, MaybeApplied
 from labops.models.pve import (
     PveGuest,
     PveGuestConfig,
     PveGuestRef,
     PveNode,
+    PveReplicationState,
     PveSnapshot,
     PveStorage,
     PveTaskItem,
@@ -113,6 +117,29 @@ def scan_backups(
 def guests_without_job(block: ProxmoxCredentials) -> list[PveGuestRef]:
     """Guests no scheduled backup job covers (``/cluster/backup-info/not-backed-up``)."""
     return client(block).not_backed_up()
+
+
+@task(name="pve-replication", tags=["proxmox"])
+def replication_checks(
+    block: ProxmoxCredentials, guests: list[BackupGuest], policy: OffsitePolicy
+) -> list[OffsiteRow]:
+    """Each watched guest's PVE storage replication jobs as off-site rows: the cluster's jobs,
+    then ``pvesr status`` of each node holding a replicated guest. Reads only.
+
+    The job list unreadable raises (nobody can tell which guests are replicated); a node whose
+    status cannot be read leaves its guests' rows unknown, never fresh.
+    """
+    pve = client(block)
+    jobs = pve.replication_jobs()
+    where = {g.vmid: g.node for g in guests}
+    status: dict[str, PveReplicationState] = {}
+    unreadable: dict[str, str] = {}
+    for node in sorted({where[j.guest] for j in jobs if j.guest in where}):
+        try:
+            status |= {s.id: s for s in pve.replication_status(node)}
+        except LabopsError as exc:
+            unreadable[node] = str(exc)
+    return replication_rows(guests, jobs, status, policy, time.time(), unreadable)
 
 
 # -- one guest's backup -------------------------------------------------------------------------

@@ -128,6 +128,7 @@ class OffsiteStatus(StrEnum):
     NO_COPY = "no-copy"  # covered, but the target holds no copy of the group
     NO_JOB = "no-job"  # no sync job copies the group to the target
     SYNC_FAILED = "sync-failed"  # the last run of a job covering it failed (for its group)
+    DISABLED = "disabled"  # the job that copies it is disabled (PVE storage replication)
     UNKNOWN = "unknown"  # could not check
 
 

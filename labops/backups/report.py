@@ -415,7 +415,7 @@ class BackupReport(OperationReport):
         lines = [
             "## Off-site copies",
             "",
-            "| guest | target | newest copy | age | off-site RPO | sync jobs | state |",
+            "| guest | target | newest copy | age | off-site RPO | jobs | state |",
             "|---|---|---|---|---|---|---|",
         ]
         for r in self.offsite:

@@ -285,6 +285,42 @@ class PveBackupJob(Payload):
         return None if value is None else str(value)
 
 
+class PveReplicationJob(Payload):
+    """One storage replication job of ``GET /cluster/replication`` (``replication.cfg``): the
+    guest, the node it copies to and whether it is disabled; id ``<guest>-<jobnum>``."""
+
+    id: str
+    guest: int
+    target: str
+    jobnum: int | None = None
+    schedule: str = "*/15"  # PVE's default when the job sets none
+    disable: bool = False
+    rate: float | None = None
+    comment: str | None = None
+    source: str | None = None
+    remove_job: str | None = None
+
+    @field_validator("disable", mode="before")
+    @classmethod
+    def _flags(cls, value: Any) -> bool:
+        return _to_bool(value)
+
+
+class PveReplicationState(PveReplicationJob):
+    """One job of ``GET /nodes/{node}/replication`` (``pvesr status``): its config plus the
+    state the node keeps (``pve-replication-state.json``), each state field only once set:
+    ``last_sync`` 0 or absent: never synced; ``pid`` present while a sync runs."""
+
+    last_sync: int = 0
+    last_try: int = 0
+    fail_count: int = 0
+    error: str | None = None
+    duration: float | None = None
+    next_sync: int | None = None
+    pid: int | None = None
+    vmtype: str | None = None
+
+
 class PveGuestRef(Payload):
     """One item of ``GET /cluster/backup-info/not-backed-up``."""
 

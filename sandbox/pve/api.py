@@ -48,11 +48,13 @@ from sandbox.pve.params import declaration
 from sandbox.pve.state import (
     DAY,
     LocalVolume,
+    ReplicationJob,
     SnapshotRec,
     guest_stats,
     seed_apt,
     seed_jobs,
     seed_local,
+    seed_replication,
 )
 from sandbox.pve.tasks import Task, TaskError, TaskManager
 from sandbox.tls import cert_info
@@ -133,6 +135,7 @@ class PveApi:
         self.store = shared_store(self.lab)
         self.jobs = seed_jobs(self.lab)
         self.local: list[LocalVolume] = seed_local(self.lab, now)
+        self.replication = seed_replication(self.lab, now)
         self.snapshots: dict[int, list[SnapshotRec]] = {}
         self.apt = {n.name: seed_apt(n.name, ctx.rng) for n in self.lab.nodes}
         self.apt_checked = {n.name: int(now - 5 * 3600) for n in self.lab.nodes}
@@ -2191,6 +2194,65 @@ async def not_backed_up(api: PveApi, req: Req) -> Any:
         for g in sorted(api.lab.guests, key=lambda g: g.vmid)
         if g.vmid not in covered and not g.template
     ]
+
+
+# ---- storage replication -----------------------------------------------------------------
+
+
+def _next_sync(job: ReplicationJob, now: float) -> int:
+    """When the node runs the job next: the next ``*/N`` minute mark, a failing job backed off
+    (pvesr retries after 5 and 10 minutes, then every 30)."""
+    m = re.fullmatch(r"\*/(\d+)", job.schedule)
+    step = 60 * (int(m.group(1)) if m else 15)
+    if job.fail_count:
+        return job.last_try + 60 * (5 * job.fail_count if job.fail_count < 3 else 30)
+    return int(now // step + 1) * step
+
+
+def _replication_unreadable(api: PveApi, where: str) -> bool:
+    """Fault ``replication_unreadable``: true for every node's status, or a list of node names
+    and ``cluster`` (the job config itself, named alone)."""
+    broken = api.faults.extra.get("replication_unreadable")
+    if broken is True:
+        return where != "cluster"
+    return isinstance(broken, list) and where in broken
+
+
+@route("GET", "/cluster/replication")
+async def replication_jobs(api: PveApi, req: Req) -> Any:
+    """Only the jobs of guests the caller may audit (VM.Audit on /vms/<vmid>)."""
+    if _replication_unreadable(api, "cluster"):  # pmxcfs lost quorum or is not mounted
+        raise ApiError(
+            500,
+            "unable to open file '/etc/pve/replication.cfg' - Transport endpoint is not connected",
+        )
+    return [j.config() for j in api.replication if api.can(req, f"/vms/{j.guest}", ["VM.Audit"])]
+
+
+@route("GET", "/nodes/{node}/replication")
+async def replication_status(api: PveApi, req: Req) -> Any:
+    """``pvesr status``: the jobs of the guests now on the node, disabled ones too.
+    Fault ``replication_unreadable`` naming the node (or true): its replication state file
+    cannot be read."""
+    node = req.params["node"]
+    if _replication_unreadable(api, node):
+        raise ApiError(
+            500,
+            "unable to open file '/var/lib/pve-manager/pve-replication-state.json' - "
+            "Input/output error",
+        )
+    wanted = req.str("guest")
+    now = time.time()
+    out = []
+    for j in sorted(api.replication, key=lambda j: j.id):
+        g = api.lab.guest(j.guest)
+        if g is None or g.node != node or j.target == node:
+            continue
+        if wanted is not None and str(j.guest) != wanted:
+            continue
+        if api.can(req, f"/vms/{j.guest}", ["VM.Audit"]):
+            out.append(j.status(g.type, _next_sync(j, now)))
+    return out
 
 
 # ---- apt, config, certificates ------------------------------------------------------------

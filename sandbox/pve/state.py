@@ -209,6 +209,120 @@ def seed_jobs(lab: Lab) -> list[BackupJob]:
     ]
 
 
+@dataclass
+class ReplicationJob:
+    """A storage replication job (``replication.cfg``) and the state its source node keeps
+    (``pve-replication-state.json``): ``last_sync`` 0 until a sync succeeded."""
+
+    guest: int
+    jobnum: int
+    target: str
+    source: str  # the node the guest was on when the job last ran (PVE notes it to see moves)
+    schedule: str = "*/15"
+    disable: bool = False
+    rate: float | None = None
+    comment: str = ""
+    last_sync: int = 0
+    last_try: int = 0
+    fail_count: int = 0
+    error: str | None = None
+    duration: float | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.guest}-{self.jobnum}"
+
+    def config(self) -> dict[str, Any]:
+        """Its ``GET /cluster/replication`` item (booleans 0/1, unset options absent)."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "type": "local",
+            "guest": self.guest,
+            "jobnum": self.jobnum,
+            "target": self.target,
+            "schedule": self.schedule,
+            "source": self.source,
+        }
+        if self.disable:
+            out["disable"] = 1
+        if self.rate is not None:
+            out["rate"] = self.rate
+        if self.comment:
+            out["comment"] = self.comment
+        return out
+
+    def status(self, vmtype: str, next_sync: int) -> dict[str, Any]:
+        """Its ``GET /nodes/{node}/replication`` item: the config, the guest type, the kept
+        state (error and duration only once set) and the next sync."""
+        out = {**self.config(), "vmtype": vmtype, "next_sync": next_sync}
+        out["last_sync"], out["last_try"], out["fail_count"] = (
+            self.last_sync,
+            self.last_try,
+            self.fail_count,
+        )
+        if self.error is not None:
+            out["error"] = self.error
+        if self.duration is not None:
+            out["duration"] = self.duration
+        return out
+
+
+def _zfs_send_failure(g: Guest, job: str, target: str, stamp: int) -> str:
+    """The error ``pvesr`` keeps when the volume export to ``target`` fails (ssh refused)."""
+    vol = f"local-zfs:subvol-{g.vmid}-disk-0"
+    snap = f"__replicate_{job}_{stamp}__"
+    return (
+        f"command 'set -o pipefail && pvesm export {vol} zfs - -with-snapshots 1 -snapshot "
+        f"{snap} | /usr/bin/ssh -e none -o 'BatchMode=yes' -o 'HostKeyAlias={target}' "
+        f"root@{target} -- pvesm import {vol} zfs - -with-snapshots 1 -snapshot {snap} "
+        "-allow-rename 0' failed: exit code 255"
+    )
+
+
+def seed_replication(lab: Lab, now: float) -> list[ReplicationJob]:
+    """Three ZFS replication jobs of infra containers: one healthy (synced minutes ago), one
+    failing for a day (its target refuses ssh; last good sync two days ago) and one disabled
+    (last synced three weeks ago)."""
+    infra = [g for g in lab.guests if "infra" in g.tags and g.type == "lxc" and not g.template]
+    on = {n: [g for g in infra if g.node == n] for n in ("pve1", "pve2")}
+    if not on["pve1"] or len(on["pve2"]) < 2:
+        return []
+    ok, failing, disabled = (
+        on["pve2"][0],
+        on["pve1"][1 if len(on["pve1"]) > 1 else 0],
+        on["pve2"][1],
+    )
+    t = int(now)
+    return [
+        ReplicationJob(
+            ok.vmid, 0, "pve1", "pve2", last_sync=t - 540, last_try=t - 540, duration=3.41, rate=50
+        ),
+        ReplicationJob(
+            failing.vmid,
+            0,
+            "pve4",
+            "pve1",
+            last_sync=t - 2 * DAY,
+            last_try=t - 300,
+            fail_count=96,
+            error=_zfs_send_failure(failing, f"{failing.vmid}-0", "pve4", t - 300),
+            duration=1.07,
+        ),
+        ReplicationJob(
+            disabled.vmid,
+            0,
+            "pve4",
+            "pve2",
+            schedule="*/30",
+            disable=True,
+            comment="paused while pve4's pool is rebuilt",
+            last_sync=t - 21 * DAY,
+            last_try=t - 21 * DAY,
+            duration=12.9,
+        ),
+    ]
+
+
 def seed_local(lab: Lab, now: float) -> list[LocalVolume]:
     """A few old weekly archives on pve1's local storage (the disabled weekly job's leftovers)."""
     out = []

@@ -22,7 +22,9 @@ def remote_copies(sandbox: SandboxHandle) -> dict[str, int]:
 
 
 def offsite_config(sandbox: SandboxHandle, directory: Path) -> str:
-    return config(sandbox, directory, offsite={"rpo": "7d", "targets": [TARGET]})
+    """PBS sync copies alone (the replication rows have their own tests)."""
+    offsite = {"rpo": "7d", "targets": [TARGET], "replication": False}
+    return config(sandbox, directory, offsite=offsite)
 
 
 def test_offsite_rows_name_partial_failures_uncovered_guests_and_fresh_copies(

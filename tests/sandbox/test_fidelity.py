@@ -25,9 +25,29 @@ SCHEMA_FILE = REFERENCE / "pve-api-schema.json"
 # Fields real PVE returns beyond its own schema (homelab-api-facts.md):
 # storage content adds content/subtype (pve-storage Storage.pm volume_list, §1.8);
 # task status adds tokenid for token-owned tasks (pve-manager Tasks.pm $convert_token_task, §1.2);
-# backup jobs carry type "vzdump" from jobs.cfg (pve-manager API2/Backup.pm, §1.9).
+# backup jobs carry type "vzdump" from jobs.cfg (pve-manager API2/Backup.pm, §1.9);
+# replication status items are the job's config plus the node's kept state (pve-manager
+# API2/Replication.pm status, pve-guest-common ReplicationState.pm job_status).
 IMPLEMENTATION_EXTRAS = {
     "/cluster/backup": {"type"},
+    "/nodes/{node}/replication": {
+        "guest",
+        "jobnum",
+        "type",
+        "target",
+        "schedule",
+        "source",
+        "disable",
+        "rate",
+        "comment",
+        "vmtype",
+        "next_sync",
+        "last_sync",
+        "last_try",
+        "fail_count",
+        "error",
+        "duration",
+    },
     "/nodes/{node}/storage/{storage}/content": {"content", "subtype"},
     "/nodes/{node}/tasks/{upid}/status": {"tokenid"},
 }
@@ -134,6 +154,12 @@ def test_responses_match_schema(sb: SandboxHandle, schema: dict[str, Any]) -> No
         schema, "/nodes/{node}/certificates/info", pve.nodes("pve1").certificates.info.get()
     )
     _assert_matches(schema, "/cluster/backup", pve.cluster.backup.get())
+    _assert_matches(schema, "/cluster/replication", pve.cluster.replication.get())
+    _assert_matches(
+        schema,
+        "/nodes/{node}/replication",
+        pve.nodes("pve1").replication.get() + pve.nodes("pve2").replication.get(),
+    )
     _assert_matches(
         schema, "/cluster/backup-info/not-backed-up", pve("cluster/backup-info/not-backed-up").get()
     )

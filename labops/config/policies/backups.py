@@ -329,6 +329,13 @@ class OffsitePolicy(_Policy):
     exclude_tags: list[str] = Field(
         default_factory=lambda: ["no-offsite"], description="Guests never expected off-site."
     )
+    replication: bool = Field(
+        True,
+        description=(
+            "Also check PVE storage replication: each replicated guest gets an off-site row per "
+            "job on target 'replication:<node>', aged from its last sync."
+        ),
+    )
 
 
 class BackupPolicy(_Policy):
