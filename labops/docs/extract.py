@@ -103,6 +103,7 @@ _ROLE = re.compile(
     rf"(?=\s*(?:$|[.,;:!?)(\u2013\u2014]|(?:{_ROLE_STOP})\b))"
     r")",
 )
+_ROLE_NOUN = re.compile(r"\s+(?:node|host|hypervisor|server|box|machine)$")
 _NOT_ROLES = re.compile(r"^(?:only|same|other|whole|entire|one|last|next)\b")
 _GUEST = re.compile(r"\b(?P<kind>CT|VM|LXC)\s?(?P<id>\d{3,9})\b")
 # Both only look at the end of the text before a guest id (_BEFORE_CHARS), from a word start:
@@ -201,7 +202,7 @@ def extract_claims(text: str, file: str) -> list[Claim]:
             and stripped
             and current[-1][0] == number - 1
             and not (fence or in_code or md or item or stripped.startswith("|"))
-            and not (heading_like and _SENTENCE_END.search(current[-1][1].rstrip() + " "))
+            and not (heading_like and current[-1][1].rstrip().endswith((".", ";", "!", "?")))
         )
         if fence:
             in_code = not in_code
@@ -486,11 +487,19 @@ def _list_scope(line: str, parents: list[tuple[int, str | None]]) -> str | None:
     return next((node for _, node in reversed(parents[:-1]) if node), None)
 
 
+# A line ending in a word broken by a hyphen or in a word no heading ends with ("the", "from")
+# is the start of a wrapped sentence, however short.
+_GOES_ON = re.compile(
+    r"(?:[A-Za-z]-|\b(?:the|a|an|of|to|and|or|is|are|from|with|for|in|on|at|by|as))$", re.I
+)
+
+
 def _looks_like_heading(line: str) -> bool:
     # Pages exported from HTML lose their '#': a short line without sentence punctuation.
     return (
         0 < len(line) <= 40
         and not re.search(r"[.:;,]$", line)
+        and not _GOES_ON.search(line)
         and not _COUNT.search(line)
         and not line.startswith(("-", "*", "+", "|", ">"))
     )
@@ -801,11 +810,11 @@ def _roles(line: str, number: int, file: str) -> Iterator[Claim]:
         return
     for m in _ROLE.finditer(line):
         group = "role" if m.group("role") else "role2"
-        role = m.group(group)
+        role = _ROLE_NOUN.sub("", m.group(group))  # "a spare host": the role is "spare"
         if not node_token(m.group("node")) or _NOT_ROLES.match(role):
             continue
         claim = node_claim(file, number, line, m.group("node"), None, role)
-        span = Span(file=file, line=number, start=m.start(group), end=m.end(group))
+        span = Span(file=file, line=number, start=m.start(group), end=m.start(group) + len(role))
         yield claim.model_copy(update={"spans": {"role": span}})
 
 
