@@ -239,15 +239,24 @@ def test_a_part_of_them_without_a_resolved_set_is_unverifiable_with_why(live: Li
 
 
 @pytest.mark.parametrize(
-    ("text", "fact", "bound"),
+    ("text", "expected"),
     [
-        ("The lab runs twenty two containers.", "lxc", "22"),
-        ("Wazuh collects from fifty-eight agents.", "wazuh_agents", "58"),
-        ("Sixty One VMs.", "qemu", "61"),
+        ("The lab runs twenty two containers.", [(1, "lxc", "22")]),
+        ("Sixty One VMs.", [(1, "qemu", "61")]),
+        (
+            "The lab runs 53 containers, thirty-one of them on pve2.",
+            [(1, "lxc", "53"), (1, "node:pve2:lxc", "31")],
+        ),
+        (
+            "We keep fifty-six guests; twenty two of them are tagged `app`.",
+            [(1, "guests", "56"), (1, "tag:app:guests", "22")],
+        ),
+        # a compound broken at its hyphen by the wrap is one number, not "eight agents"
+        ("Wazuh collects logs and alerts from fifty-\neight agents.", [(1, "wazuh_agents", "58")]),
     ],
 )
-def test_compound_word_numbers(text: str, fact: str, bound: str) -> None:
-    assert counts_of(text) == [(1, fact, bound)]
+def test_compound_word_numbers(text: str, expected: list[tuple[int, str, str]]) -> None:
+    assert counts_of(text) == expected
 
 
 WRAPPED = (
