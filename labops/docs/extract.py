@@ -202,7 +202,7 @@ def extract_claims(text: str, file: str) -> list[Claim]:
             and stripped
             and current[-1][0] == number - 1
             and not (fence or in_code or md or item or stripped.startswith("|"))
-            and not (heading_like and current[-1][1].rstrip().endswith((".", ";", "!", "?")))
+            and _continues(current[-1][1], stripped, heading_like)
         )
         if fence:
             in_code = not in_code
@@ -291,7 +291,7 @@ def _rejoined(
     new: list[Claim] = []
     text = par.text
     found = [
-        *_counts(text, 0, file, heading, scope),
+        *_counts(text, 0, file, heading, scope, paragraph=True),
         *_guests(text, 0, file),
         *_nodes(text, 0, file),
         *_ip_owners(text, 0, file),
@@ -494,6 +494,26 @@ _GOES_ON = re.compile(
 )
 
 
+_ENDS_NUMBER = re.compile(rf"(?:\d|\b(?:{_WORD_NUM}|one))$", re.IGNORECASE)
+
+
+def _continues(previous: str, line: str, heading_like: bool) -> bool:
+    """Whether ``line`` goes on with the paragraph of the line before it: after a finished
+    sentence unless it is a heading; after an unfinished one only where the words ask for more
+    (a comma, "the", a number, a broken word) or go on in lower case. Pages exported from HTML
+    put each block on its own line without a full stop ("Result: 30 agents" after "Rejected:
+    ..."): those are not one sentence."""
+    previous = previous.rstrip()
+    if previous.endswith((".", ";", "!", "?")):
+        return not heading_like
+    return bool(
+        previous.endswith(",")
+        or _GOES_ON.search(previous)
+        or _ENDS_NUMBER.search(previous)
+        or re.match(r"[a-z0-9(`*]", line)
+    )
+
+
 def _looks_like_heading(line: str) -> bool:
     # Pages exported from HTML lose their '#': a short line without sentence punctuation.
     return (
@@ -607,8 +627,16 @@ def _scoped(fact: str, index: _Sentences, start: int, end: int, scope: str | Non
 
 
 def _counts(
-    line: str, number: int, file: str, heading: str, scope: str | None = None, carry: str = ""
+    line: str,
+    number: int,
+    file: str,
+    heading: str,
+    scope: str | None = None,
+    carry: str = "",
+    paragraph: bool = False,
 ) -> Iterator[Claim]:
+    """The counts of a line (or, ``paragraph``, of a paragraph's joined text, where whether
+    "nodes" are Proxmox's is asked of the sentence, not of the whole paragraph)."""
     context = f"{heading} {line}"
     index: _Sentences | None = None
     named: list[tuple[int, str, str]] | None = None
@@ -629,6 +657,10 @@ def _counts(
             )
             subject = subject if fact else noun.lower()
         elif fact == "@nodes":
+            if paragraph:
+                index = index or _Sentences(line)
+                left, right = index.bounds(m.start(), m.end())
+                context = f"{heading} {line[left:right]}"
             clustered = _CLUSTER.search(context)
             fact, subject = ("nodes", "Proxmox nodes") if clustered else (None, "nodes")
         if fact in ("lxc", "qemu", "guests"):

@@ -316,3 +316,25 @@ def test_a_role_is_unverifiable_on_a_node_that_exists_drifted_on_one_that_does_n
     assert "no live source knows node roles" in verdicts["pve2"].reason
     assert verdicts["pve9"].status == Status.DRIFTED and verdicts["pve9"].live == "no such node"
     assert extract_claims("pve2 is the only node with a GPU.", "p.md") == []
+
+
+def test_lines_of_a_page_exported_from_html_are_not_one_sentence() -> None:
+    # Each block on its own line, no full stops: "62 nodes" is the topology's, not Proxmox's,
+    # though the paragraph names Proxmox, and the Beszel count stays on its own line.
+    text = (
+        "4 Proxmox nodes, 53 LXC containers, fully self-hosted. Not a single paid service.\n"
+        "∷ live topology · 62 nodes · exported from Homelable\n"
+        "hover any card for hostname & IP\n"
+        "Overview\n"
+        "The infrastructure runs on 4 heterogeneous Proxmox VE nodes.\n"
+        "Beszel\n"
+        "Rejected: Grafana + node_exporter (complex to maintain)\n"
+        "Result: 30 deployed agents, instant overview\n"
+    )
+    assert counts_of(text) == [
+        (1, "nodes", "4"),
+        (1, "lxc", "53"),
+        (2, "?nodes", "62"),
+        (5, "nodes", "4"),
+        (8, "beszel_agents", "30"),
+    ]
