@@ -242,8 +242,8 @@ def _with_paragraphs(
 ) -> list[Claim]:
     """The claims of the lines, completed by reading each paragraph as one text: what a
     sentence wrapped over lines says, and the parts ("thirty-one of them") of a set counted
-    before. A claim the lines already hold keeps its line; one only the paragraph shows is
-    reported at the line where its sentence starts."""
+    before. A claim the lines already read right keeps its line; one only the paragraph shows
+    (or reads right) is reported at the line where its sentence starts."""
     by_line: dict[int, list[int]] = {}
     for i, claim in enumerate(claims):
         by_line.setdefault(claim.line, []).append(i)
@@ -260,9 +260,8 @@ def _with_paragraphs(
             if claims[i].kind == ClaimKind.COUNT and start is not None:
                 anchored.append((start, claims[i]))
         added.extend(_parts(par, anchored, file))
-    if not added:
-        return claims
-    return sorted([*claims, *added], key=lambda c: c.line)  # stable: reading order per line
+    # Stable: reading order within a line; a claim moved to its sentence's line moves up.
+    return sorted([*claims, *added], key=lambda c: c.line)
 
 
 def _rejoined(
