@@ -59,7 +59,9 @@ def _judge(claim: Claim, live: LiveFacts) -> Verdict:
     if claim.source == "llm":
         return _unverifiable(claim, "proposed by the LLM pass: pin it in docs.claims to check it")
     if claim.fact is None:
-        return _unverifiable(claim, "no live source for this kind of claim (pin it in docs.claims)")
+        return _unverifiable(
+            claim, claim.note or "no live source for this kind of claim (pin it in docs.claims)"
+        )
     if claim.kind in HOST_KINDS:
         return _judge_host(claim, live)
     scoped = claim.fact.startswith(("tag:", "node:"))  # guests per tag or node
@@ -223,6 +225,14 @@ def _judge_node(claim: Claim, live: LiveFacts) -> Verdict:
             live="no such node",
             source="proxmox",
             reason=f"{claim.node} is not a node of the cluster",
+        )
+    if not claim.ip and claim.value:
+        # A role alone ("pve2 is the backup node"): PVE knows no roles, so the node's existence
+        # is all that could be confirmed, and calling the role right would be a guess.
+        return _unverifiable(
+            claim,
+            f"{claim.node} is a node of the cluster; no live source knows node roles "
+            f"({claim.value!r} is the doc's word)",
         )
     address = (live.node_ips or {}).get(claim.node or "")
     if claim.ip and address is None:

@@ -9,12 +9,14 @@ cannot map to a live fact is still returned, with ``fact=None``, so it is listed
 
 from __future__ import annotations
 
+import heapq
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from itertools import pairwise
 
 from labops.docs.models import Bound, Claim, ClaimKind, Span
+from labops.docs.paragraph import Paragraph, join_lines
 from labops.docs.runbook import host_claims
 
 IPV4 = r"(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)"
@@ -69,6 +71,40 @@ _COUNT = re.compile(
     rf"(?P<noun>{_NOUN_RE})(?![\w-])",
     re.IGNORECASE,
 )
+# "no VMs", "no containers": a count of none, only where the words end the statement ("pve1:
+# no VMs", "runs no VMs and 7 containers"), not "no VMs are exposed", which counts nothing.
+_ZERO = re.compile(
+    r"(?<![\w.:/-])(?P<prefix>)(?P<num>no)(?P<mult>)(?P<plus>)\s+(?P<adj>)"
+    r"(?P<noun>vms|virtual\s+machines|lxc\s+containers|containers|lxcs|cts|guests)(?![\w-])"
+    r"(?=\s*(?:$|[.,;:!?)\u2013\u2014]|(?:and|or|but|on|yet|left|anymore|at\s+all|so\s+far)\b))",
+    re.IGNORECASE,
+)
+# "thirty-one of them": a part of the set the sentence (or the one before) counted.
+_OF_THEM = re.compile(  # not "if one of them fails": a condition counts nothing
+    r"(?<![\w.:/-])(?<!if\s)(?<!when\s)(?<!unless\s)(?<!whether\s)"
+    r"(?P<prefix>only\s|exactly\s|just\s)?"
+    rf"(?P<num>\d+|{_WORD_NUM}|one)(?P<mult>)(?P<plus>)\s+of\s+(?:them|these|those)\b",
+    re.IGNORECASE,
+)
+_PART_KIND = re.compile(
+    r"^\s*(?:are|is|being)\s+(?P<noun>lxc\s+containers|containers|cts|lxcs|vms|virtual\s+machines"
+    r"|container|vm|https\s+services?|tls\s+services?)(?![\w-])",
+    re.IGNORECASE,
+)
+_PART_NODE = re.compile(r"\b(?:on|at)\s+`?(?P<node>[a-z]{2,}-?\d{1,2})(?![\w-])(?!\.\w)")
+# A node's role in prose: "pve2 is the backup node", "pve3 acts as the quorum tiebreaker".
+_ROLE_STOP = r"and|for|with|when|while|but|so|between|in|on|of|to|at|during|if|because|since"
+_ROLE = re.compile(
+    r"(?<![\w.-])`?(?P<node>[a-z]{2,}-?\d{1,2})`?,?\s+(?:"
+    r"(?:is|stays|remains)\s+(?:the|a|an|our)\s+(?P<role>[a-z][\w-]*(?:\s+[a-z][\w-]*){0,2}?)"
+    r"\s+(?:node|host|hypervisor|server|box|machine)(?![\w-])"
+    r"|(?:acts|serves|works|doubles|is\s+used)\s+as\s+(?:(?:the|a|an|our)\s+)?"
+    rf"(?P<role2>[a-z][\w-]*(?:\s+(?!(?:{_ROLE_STOP})\b)[a-z][\w-]*){{0,2}})"
+    rf"(?=\s*(?:$|[.,;:!?)(\u2013\u2014]|(?:{_ROLE_STOP})\b))"
+    r")",
+)
+_ROLE_NOUN = re.compile(r"\s+(?:node|host|hypervisor|server|box|machine)$")
+_NOT_ROLES = re.compile(r"^(?:only|same|other|whole|entire|one|last|next)\b")
 _GUEST = re.compile(r"\b(?P<kind>CT|VM|LXC)\s?(?P<id>\d{3,9})\b")
 # Both only look at the end of the text before a guest id (_BEFORE_CHARS), from a word start:
 # searched over the whole line before each of a thousand ids, they made a long line quadratic.
@@ -151,9 +187,24 @@ def extract_claims(text: str, file: str) -> list[Claim]:
     parents: list[tuple[int, str | None]] = []  # (indent, node) of the list items above
     carry = ""  # the unfinished sentence a wrapped prose line continues
     clustered = bool(_CLUSTER.search(text))
+    # Paragraphs (prose or one list item with its continuation lines), each with the heading
+    # and node scope of its first line: read again as one text once their lines are read.
+    paragraphs: list[tuple[list[tuple[int, str]], str, str | None]] = []
     for number, line in enumerate(lines, start=1):
         stripped = line.strip()
-        if stripped.startswith("```") or stripped.startswith("~~~"):
+        fence = stripped.startswith("```") or stripped.startswith("~~~")
+        md = None if in_code or fence else _HEADING_MD.match(line)
+        current = paragraphs[-1][0] if paragraphs else None
+        item = re.match(r"^\s*(?:[-*+]|\d+[.)])\s", line)
+        heading_like = not md and _looks_like_heading(stripped)
+        goes_on = (
+            current is not None
+            and stripped
+            and current[-1][0] == number - 1
+            and not (fence or in_code or md or item or stripped.startswith("|"))
+            and _continues(current[-1][1], stripped, heading_like)
+        )
+        if fence:
             in_code = not in_code
             continue
         if in_code:
@@ -164,21 +215,219 @@ def extract_claims(text: str, file: str) -> list[Claim]:
         if table:
             claims.extend(_table_claims(table, file, heading))
             table = []
-        md = _HEADING_MD.match(line)
         if md:
             heading = md.group("h")
             parents = []
-        elif _looks_like_heading(stripped):
+        elif heading_like and not goes_on:
             heading = stripped
             parents = []
         scope = _list_scope(line, parents) or _heading_node(heading)
+        if goes_on and current is not None:
+            current.append((number, line))
+        elif stripped and not md and not heading_like:
+            paragraphs.append(([(number, line)], heading, scope))
         claims.extend(_line_claims(line, number, file, heading, scope, carry, clustered))
         following = lines[number] if number < len(lines) else ""
         claims.extend(_wrapped_wildcards(line, following, number, file))
         carry = _unfinished(line)
     if table:
         claims.extend(_table_claims(table, file, heading))
-    return claims
+    return _with_paragraphs(claims, paragraphs, file)
+
+
+def _with_paragraphs(
+    claims: list[Claim],
+    paragraphs: list[tuple[list[tuple[int, str]], str, str | None]],
+    file: str,
+) -> list[Claim]:
+    """The claims of the lines, completed by reading each paragraph as one text: what a
+    sentence wrapped over lines says, and the parts ("thirty-one of them") of a set counted
+    before. A claim the lines already read right keeps its line; one only the paragraph shows
+    (or reads right) is reported at the line where its sentence starts."""
+    by_line: dict[int, list[int]] = {}
+    for i, claim in enumerate(claims):
+        by_line.setdefault(claim.line, []).append(i)
+    added: list[Claim] = []
+    for lines, heading, scope in paragraphs:
+        par = join_lines(lines)
+        mine = [i for number, _ in lines for i in by_line.get(number, [])]
+        anchored: list[tuple[int, Claim]] = []  # claims of the joined text, where they stand
+        if len(lines) > 1:
+            added.extend(_rejoined(par, claims, mine, file, heading, scope, anchored))
+        for i in mine:
+            span = claims[i].spans.get("count")
+            start = par.offset(span.line, span.start) if span else None
+            if claims[i].kind == ClaimKind.COUNT and start is not None:
+                anchored.append((start, claims[i]))
+        added.extend(_parts(par, anchored, file))
+    # Stable: reading order within a line; a claim moved to its sentence's line moves up.
+    return sorted([*claims, *added], key=lambda c: c.line)
+
+
+def _rejoined(
+    par: Paragraph,
+    claims: list[Claim],
+    mine: list[int],
+    file: str,
+    heading: str,
+    scope: str | None,
+    anchored: list[tuple[int, Claim]],
+) -> list[Claim]:
+    """Claims of a paragraph read as one text: one the lines found too (a value at the same
+    place) is replaced in ``claims`` when the whole sentence says more about it; the others
+    are returned. Each placed count is added to ``anchored`` with its offset in the text."""
+    at: dict[tuple[str, str, int], int] = {}  # (kind, start/end, offset) -> index in claims
+    guests: dict[int, int] = {}
+    for i in mine:
+        claim = claims[i]
+        if claim.kind == ClaimKind.GUEST and claim.vmid is not None:
+            guests.setdefault(claim.vmid, i)
+        for span in claim.spans.values():
+            start = par.offset(span.line, span.start)
+            if start is not None:
+                at.setdefault((claim.kind.value, "s", start), i)
+                at.setdefault((claim.kind.value, "e", start + span.end - span.start), i)
+    new: list[Claim] = []
+    text = par.text
+    found = [
+        *_counts(text, 0, file, heading, scope, paragraph=True),
+        *_guests(text, 0, file),
+        *_nodes(text, 0, file),
+        *_ip_owners(text, 0, file),
+        *_dns(text, 0, file),
+        *_versions(text, 0, file),
+        *_roles(text, 0, file),
+    ]
+    for claim in found:
+        kind = claim.kind.value
+        same = next(
+            (
+                at[key]
+                for span in claim.spans.values()
+                for key in ((kind, "s", span.start), (kind, "e", span.end))
+                if key in at
+            ),
+            guests.get(claim.vmid) if claim.vmid is not None else None,
+        )
+        if same is None and not claim.spans:
+            continue  # nothing places it: the lines' reading stands
+        anchor = min((span.start for span in claim.spans.values()), default=0)
+        placed = _placed(claim, par, anchor, file)
+        if same is None:
+            new.append(placed)
+        elif _says_more(placed, claims[same]):
+            claims[same] = placed  # read right only over the lines: where its sentence starts
+        else:
+            continue
+        if placed.kind == ClaimKind.COUNT:
+            anchored.append((anchor, placed))
+    return new
+
+
+def _says_more(joined: Claim, lines: Claim) -> bool:
+    fields: tuple[str, ...] = ("fact", "subject", "bound", "name", "node", "ip")
+    if joined.kind != ClaimKind.COUNT:  # a count's words ("53 LXC" / "53 LXC containers") aside
+        fields = (*fields, "value")
+    return any(getattr(joined, f) != getattr(lines, f) for f in fields) and not (
+        joined.kind == ClaimKind.GUEST
+        and sum(getattr(joined, f) is not None for f in ("name", "node", "ip"))
+        < sum(getattr(lines, f) is not None for f in ("name", "node", "ip"))
+    )
+
+
+_MAX_TEXT = 400  # a claim's text in a long paragraph: its sentence, cut around the claim
+
+
+def _placed(claim: Claim, par: Paragraph, anchor: int, file: str) -> Claim:
+    """A claim read in a paragraph's joined text, put back on its lines: its spans where they
+    stand (one a line break cuts is dropped: it cannot be patched in place), its line the
+    line its sentence starts on, its text the sentence."""
+    spans: dict[str, Span] = {}
+    for key, span in claim.spans.items():
+        if par.same_line(span.start, span.end):
+            number, column = par.locate(span.start)
+            spans[key] = Span(
+                file=file, line=number, start=column, end=column + span.end - span.start
+            )
+    _, start, end = par.sentence(anchor)
+    if end - start > _MAX_TEXT:
+        start, end = max(start, anchor - _MAX_TEXT // 2), min(end, anchor + _MAX_TEXT // 2)
+    first = start + len(par.text[start:end]) - len(par.text[start:end].lstrip())
+    return claim.model_copy(
+        update={
+            "line": par.locate(first)[0],
+            "text": par.text[start:end].strip(),
+            "spans": spans,
+        }
+    )
+
+
+def _parts(par: Paragraph, anchored: list[tuple[int, Claim]], file: str) -> Iterator[Claim]:
+    """ "Thirty-one of them live on pve2": a part of what the sentence, or the one before,
+    counted. Narrowed to a node, a tag or a kind it is a count of its own; a part picked by
+    anything else ("one of them is only on for backups"), or of a set not counted nearby, is
+    listed as unverifiable, never taken as the whole."""
+    sets = sorted(anchored, key=lambda s: s[0])
+    starts = [start for start, _ in sets]
+    for m in _OF_THEM.finditer(par.text):
+        i = bisect_left(starts, m.start("num"))
+        if i < len(sets) and sets[i][0] == m.start("num"):
+            continue  # "39 of them HTTPS services": a count of its own noun, read already
+        index, _, end = par.sentence(m.start())
+        whole = sets[i - 1][1] if i and par.sentence(sets[i - 1][0])[0] >= index - 1 else None
+        rest = par.text[m.end() : min(end, m.end() + 200)]
+        fact, subject, note = _part_of(whole, rest)
+        placed = _placed(
+            Claim(
+                kind=ClaimKind.COUNT,
+                file=file,
+                line=0,
+                text="",
+                subject=subject,
+                fact=fact,
+                bound=_bound(m),
+                value=m.group(0).strip(),
+                note=note,
+                spans={"count": Span(file=file, line=0, start=m.start("num"), end=m.end("num"))},
+            ),
+            par,
+            m.start(),
+            file,
+        )
+        yield placed
+
+
+def _part_of(whole: Claim | None, rest: str) -> tuple[str | None, str, str | None]:
+    """(fact, subject, why not checkable) of "N of them" + the rest of its sentence."""
+    if whole is None:
+        return (
+            None,
+            "a part of them",
+            "what 'them' are is not counted in this sentence or the one before",
+        )
+    base = (whole.fact or "").split(":")[-1]
+    subject = whole.subject.split(" (")[0]
+    kind = _PART_KIND.match(rest)
+    noun_fact = _noun_fact(kind.group("noun"))[0] if kind else None
+    node = _PART_NODE.search(rest)
+    node_name = node.group("node") if node and node_token(node.group("node")) else None
+    tag = _TAG.search(rest)
+    tag_name = (tag.group("a") or tag.group("b") or tag.group("c")) if tag else None
+    scoped = whole.fact is not None and ":" in whole.fact
+    if not scoped and base in ("lxc", "qemu", "guests"):
+        if noun_fact in ("lxc", "qemu") and base == "guests" and not (node_name or tag_name):
+            return noun_fact, _noun_fact(kind.group("noun"))[1] if kind else subject, None
+        if (node_name or tag_name) and not noun_fact:
+            scope = f"node:{node_name}" if node_name else f"tag:{tag_name}"
+            label = f"node {node_name}" if node_name else f"tag {tag_name}"
+            return f"{scope}:{base}", f"{subject} ({label})", None
+    if base == "routers" and noun_fact == "https_services":
+        return "https_services", "HTTPS services", None
+    return (
+        None,
+        f"{subject} (a part of them)",
+        f"a part of the {subject} picked by what no live source tells",
+    )
 
 
 def _unfinished(line: str) -> str:
@@ -237,11 +486,39 @@ def _list_scope(line: str, parents: list[tuple[int, str | None]]) -> str | None:
     return next((node for _, node in reversed(parents[:-1]) if node), None)
 
 
+# A line ending in a word broken by a hyphen or in a word no heading ends with ("the", "from")
+# is the start of a wrapped sentence, however short.
+_GOES_ON = re.compile(
+    r"(?:[A-Za-z]-|\b(?:the|a|an|of|to|and|or|is|are|from|with|for|in|on|at|by|as))$", re.I
+)
+
+
+_ENDS_NUMBER = re.compile(rf"(?:\d|\b(?:{_WORD_NUM}|one))$", re.IGNORECASE)
+
+
+def _continues(previous: str, line: str, heading_like: bool) -> bool:
+    """Whether ``line`` goes on with the paragraph of the line before it: after a finished
+    sentence unless it is a heading; after an unfinished one only where the words ask for more
+    (a comma, "the", a number, a broken word) or go on in lower case. Pages exported from HTML
+    put each block on its own line without a full stop ("Result: 30 agents" after "Rejected:
+    ..."): those are not one sentence."""
+    previous = previous.rstrip()
+    if previous.endswith((".", ";", "!", "?")):
+        return not heading_like
+    return bool(
+        previous.endswith(",")
+        or _GOES_ON.search(previous)
+        or _ENDS_NUMBER.search(previous)
+        or re.match(r"[a-z0-9(`*]", line)
+    )
+
+
 def _looks_like_heading(line: str) -> bool:
     # Pages exported from HTML lose their '#': a short line without sentence punctuation.
     return (
         0 < len(line) <= 40
         and not re.search(r"[.:;,]$", line)
+        and not _GOES_ON.search(line)
         and not _COUNT.search(line)
         and not line.startswith(("-", "*", "+", "|", ">"))
     )
@@ -266,6 +543,7 @@ def _line_claims(
     yield from _dns(line, number, file)
     yield from _links(line, number, file)
     yield from _versions(line, number, file)
+    yield from _roles(line, number, file)
     yield from host_claims(line, number, file, heading)
 
 
@@ -348,12 +626,21 @@ def _scoped(fact: str, index: _Sentences, start: int, end: int, scope: str | Non
 
 
 def _counts(
-    line: str, number: int, file: str, heading: str, scope: str | None = None, carry: str = ""
+    line: str,
+    number: int,
+    file: str,
+    heading: str,
+    scope: str | None = None,
+    carry: str = "",
+    paragraph: bool = False,
 ) -> Iterator[Claim]:
+    """The counts of a line (or, ``paragraph``, of a paragraph's joined text, where whether
+    "nodes" are Proxmox's is asked of the sentence, not of the whole paragraph)."""
     context = f"{heading} {line}"
     index: _Sentences | None = None
     named: list[tuple[int, str, str]] | None = None
-    for m in _COUNT.finditer(line):
+    matches = heapq.merge(_COUNT.finditer(line), _ZERO.finditer(line), key=lambda m: m.start())
+    for m in matches:
         if _UNIT.search(m.group("adj")):
             continue  # "10 MB Go agents" counts megabytes, not agents
         noun = m.group("noun")
@@ -369,6 +656,10 @@ def _counts(
             )
             subject = subject if fact else noun.lower()
         elif fact == "@nodes":
+            if paragraph:
+                index = index or _Sentences(line)
+                left, right = index.bounds(m.start(), m.end())
+                context = f"{heading} {line[left:right]}"
             clustered = _CLUSTER.search(context)
             fact, subject = ("nodes", "Proxmox nodes") if clustered else (None, "nodes")
         if fact in ("lxc", "qemu", "guests"):
@@ -542,6 +833,20 @@ def _nodes(line: str, number: int, file: str) -> Iterator[Claim]:
             continue
         span = Span(file=file, line=number, start=m.start(group), end=m.end(group))
         yield node_claim(file, number, line, node, m.group(group), ip_span=span)
+
+
+def _roles(line: str, number: int, file: str) -> Iterator[Claim]:
+    """A node's role said in prose ("pve2 is the backup node")."""
+    if " as " not in line and " is " not in line and "remains" not in line and "stays" not in line:
+        return
+    for m in _ROLE.finditer(line):
+        group = "role" if m.group("role") else "role2"
+        role = _ROLE_NOUN.sub("", m.group(group))  # "a spare host": the role is "spare"
+        if not node_token(m.group("node")) or _NOT_ROLES.match(role):
+            continue
+        claim = node_claim(file, number, line, m.group("node"), None, role)
+        span = Span(file=file, line=number, start=m.start(group), end=m.start(group) + len(role))
+        yield claim.model_copy(update={"spans": {"role": span}})
 
 
 def _ip_owners(line: str, number: int, file: str) -> Iterator[Claim]:

@@ -75,6 +75,9 @@ class Claim(BaseModel):
         default_factory=dict, description="Where each documented value stands, for patching."
     )
     source: Literal["extractor", "pinned", "llm"] = "extractor"
+    note: str | None = Field(
+        None, description="Why a claim without a live fact cannot be checked, when known."
+    )
 
 
 class LiveGuest(BaseModel):

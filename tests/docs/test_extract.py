@@ -10,7 +10,7 @@ import pytest
 
 from labops.docs.compare import compare, undocumented
 from labops.docs.extract import extract_claims
-from labops.docs.models import ClaimKind, LiveFacts, Status
+from labops.docs.models import ClaimKind, LiveFacts, Span, Status
 from labops.docs.patch import patched_texts, unified_diff
 
 DATA = Path(__file__).parents[1] / "data" / "docs"
@@ -179,3 +179,162 @@ def test_nodes_in_prose_need_proxmox_near_them() -> None:
     text = "4 Proxmox nodes, self-hosted.\n\nlive topology · 62 nodes · exported.\n"
     counts = [c for c in extract_claims(text, "p.md") if c.kind == ClaimKind.COUNT]
     assert [(c.line, c.fact) for c in counts] == [(1, "nodes"), (3, None)]
+
+
+def counts_of(text: str) -> list[tuple[int, str | None, str]]:
+    """(line, fact or ?subject, bound) of each count claim of a text."""
+    return [
+        (c.line, c.fact or f"?{c.subject}", c.bound.describe() if c.bound else "")
+        for c in extract_claims(text, "p.md")
+        if c.kind == ClaimKind.COUNT
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("- pve1 (192.168.1.11)\n  - no VMs\n", [(2, "node:pve1:qemu", "0")]),
+        ("pve3 runs no containers.", [(1, "node:pve3:lxc", "0")]),
+        ("The lab has no VMs and 53 containers.", [(1, "qemu", "0"), (1, "lxc", "53")]),
+        ("No VMs are exposed to the internet.", []),  # says nothing of how many there are
+    ],
+)
+def test_no_vms_is_a_count_of_none(text: str, expected: list[tuple[int, str, str]]) -> None:
+    assert counts_of(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "part"),
+    [
+        ("The lab runs 53 containers. Thirty-one of them live on pve2.", ("node:pve2:lxc", "31")),
+        ("We keep 56 guests; twenty two of them are tagged `app`.", ("tag:app:guests", "22")),
+        ("We keep 56 guests, and only three of them are VMs.", ("qemu", "3")),
+        (
+            "Traefik has 42 routers; thirty-nine of them are HTTPS services.",
+            ("https_services", "39"),
+        ),
+        # a part picked by what no live source knows: listed, never taken for the whole set
+        (
+            "Five hypervisors; only one of them is on for backups.",
+            ("?Proxmox nodes (a part of them)", "1"),
+        ),
+        # nothing counted in this sentence or the one before: "them" is not resolved
+        ("Only one of them is reachable from outside.", ("?a part of them", "1")),
+        (
+            "The lab has 4 Proxmox nodes. It is old. It is loud. One of them is new.",
+            ("?a part of them", "1"),
+        ),
+    ],
+)
+def test_a_part_of_them_is_counted_against_the_set_before(text: str, part: tuple[str, str]) -> None:
+    assert counts_of(text)[-1][1:] == part
+
+
+def test_a_part_of_them_without_a_resolved_set_is_unverifiable_with_why(live: LiveFacts) -> None:
+    claims = extract_claims("Only one of them is reachable from outside.", "p.md")
+    (verdict,) = compare(claims, live)
+    assert verdict.status == Status.UNVERIFIABLE
+    assert "not counted in this sentence or the one before" in verdict.reason
+    assert counts_of("If one of them fails, restart it.") == []  # a condition counts nothing
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The lab runs twenty two containers.", [(1, "lxc", "22")]),
+        ("Sixty One VMs.", [(1, "qemu", "61")]),
+        (
+            "The lab runs 53 containers, thirty-one of them on pve2.",
+            [(1, "lxc", "53"), (1, "node:pve2:lxc", "31")],
+        ),
+        (
+            "We keep fifty-six guests; twenty two of them are tagged `app`.",
+            [(1, "guests", "56"), (1, "tag:app:guests", "22")],
+        ),
+        # a compound broken at its hyphen by the wrap is one number, not "eight agents"
+        ("Wazuh collects logs and alerts from fifty-\neight agents.", [(1, "wazuh_agents", "58")]),
+    ],
+)
+def test_compound_word_numbers(text: str, expected: list[tuple[int, str, str]]) -> None:
+    assert counts_of(text) == expected
+
+
+WRAPPED = (
+    "# Lab\n"
+    "\n"
+    "The rack under the stairs is the whole lab. It is built from four\n"
+    "Proxmox nodes, and Traefik fronts forty-\n"
+    "two routers; Wazuh gathers logs and alerts from every guest through fifty\n"
+    "agents.\n"
+)
+
+
+def test_a_sentence_wrapped_over_lines_is_one_claim_where_it_starts() -> None:
+    assert sorted(counts_of(WRAPPED)) == [
+        (3, "nodes", "4"),
+        (3, "routers", "42"),  # not "two routers" on line 5: its sentence starts on line 3
+        (5, "wazuh_agents", "50"),
+    ]
+    claims = {c.fact: c for c in extract_claims(WRAPPED, "lab.md")}
+    assert claims["nodes"].text.startswith("It is built from four Proxmox nodes")
+    assert claims["nodes"].spans["count"] == Span(file="lab.md", line=3, start=61, end=65)
+    assert "count" not in claims["routers"].spans  # cut by a line break: not patched in place
+
+
+def test_a_wrapped_drifted_count_is_patched_on_its_own_line() -> None:
+    live = LiveFacts(nodes=["pve1", "pve2", "pve3"], routers=[], wazuh_agents=["a"] * 50)
+    verdicts = compare(extract_claims(WRAPPED, "lab.md"), live)
+    patched = patched_texts({"lab.md": WRAPPED}, verdicts)["lab.md"]
+    assert "It is built from 3\nProxmox nodes" in patched
+    assert "forty-\ntwo routers" in patched  # drifted, but no place to patch it
+
+
+def test_a_list_item_wrapped_over_lines_is_read_whole() -> None:
+    text = "- Monitoring\n  - Wazuh collects logs and alerts from\n    58 agents\n"
+    assert counts_of(text) == [(2, "wazuh_agents", "58")]
+
+
+@pytest.mark.parametrize(
+    ("text", "node", "role"),
+    [
+        ("pve2 is the backup node.", "pve2", "backup"),
+        ("The third box, pve3, acts as the quorum tiebreaker.", "pve3", "quorum tiebreaker"),
+        ("In the end pve4 serves as a spare host for tests.", "pve4", "spare"),
+        ("Since the move pve1 is the\ninfrastructure node of the lab.", "pve1", "infrastructure"),
+    ],
+)
+def test_node_roles_in_prose(text: str, node: str, role: str) -> None:
+    roles = [(c.node, c.value) for c in extract_claims(text, "p.md") if c.kind == ClaimKind.NODE]
+    assert roles == [(node, role)]
+
+
+def test_a_role_is_unverifiable_on_a_node_that_exists_drifted_on_one_that_does_not() -> None:
+    live = LiveFacts(nodes=["pve1", "pve2"], node_ips={"pve1": "192.168.1.11"})
+    text = "pve2 is the backup node. pve9 acts as the quorum tiebreaker."
+    verdicts = {v.claim.subject: v for v in compare(extract_claims(text, "p.md"), live)}
+    assert verdicts["pve2"].status == Status.UNVERIFIABLE
+    assert "no live source knows node roles" in verdicts["pve2"].reason
+    assert verdicts["pve9"].status == Status.DRIFTED and verdicts["pve9"].live == "no such node"
+    assert extract_claims("pve2 is the only node with a GPU.", "p.md") == []
+
+
+def test_lines_of_a_page_exported_from_html_are_not_one_sentence() -> None:
+    # Each block on its own line, no full stops: "62 nodes" is the topology's, not Proxmox's,
+    # though the paragraph names Proxmox, and the Beszel count stays on its own line.
+    text = (
+        "4 Proxmox nodes, 53 LXC containers, fully self-hosted. Not a single paid service.\n"
+        "∷ live topology · 62 nodes · exported from Homelable\n"
+        "hover any card for hostname & IP\n"
+        "Overview\n"
+        "The infrastructure runs on 4 heterogeneous Proxmox VE nodes.\n"
+        "Beszel\n"
+        "Rejected: Grafana + node_exporter (complex to maintain)\n"
+        "Result: 30 deployed agents, instant overview\n"
+    )
+    assert counts_of(text) == [
+        (1, "nodes", "4"),
+        (1, "lxc", "53"),
+        (2, "?nodes", "62"),
+        (5, "nodes", "4"),
+        (8, "beszel_agents", "30"),
+    ]

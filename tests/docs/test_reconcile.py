@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+from pydantic import ValidationError
+
+from labops.config.policies.docs import DocsPolicy
 from labops.docs import reconcile
-from labops.docs.models import LiveFacts, LiveGuest, Status
+from labops.docs.models import LiveFacts, LiveGuest, LiveRouter, Status
 from labops.docs.report import DocReport
 from labops.redact import register_secret
 
@@ -65,3 +69,22 @@ def test_the_fix_branch_names_the_day_and_the_checked_commit() -> None:
         "labops/doc-drift-20261205-01234567"
     )
     assert reconcile.fix_branch("fix-", None, now) == "fix-20261205-x"
+
+
+def test_undocumented_things_are_grouped_by_kind_and_ignorable_per_kind() -> None:
+    live = live_lab()
+    live.routers = [
+        LiveRouter(name=f"r{i}@docker", hosts=[f"app{i}.lab.internal"], tls=True) for i in range(3)
+    ]
+    claims = reconcile.documented_claims({"lab.md": DOC}, [])
+    report = DocReport(lab="t")
+    reconcile.judge(report, claims, live, [])
+    assert sorted({u.kind for u in report.undocumented}) == ["guest", "router"]
+    md = report.markdown()
+    assert "2 proxmox guest(s) not mentioned" in md and "3 traefik router(s) not mentioned" in md
+    policy = DocsPolicy.model_validate({"ignore_undocumented": ["router"]})
+    reconcile.judge(report, claims, live, [], policy.ignore_undocumented)
+    assert [u.kind for u in report.undocumented] == ["guest", "guest"]
+    assert "router(s) not mentioned" not in report.markdown()
+    with pytest.raises(ValidationError):
+        DocsPolicy.model_validate({"ignore_undocumented": ["vm"]})  # not a kind: refused

@@ -379,6 +379,11 @@ def test_doc_extraction_never_raises(doc: str) -> None:
         pytest.param("*.a.b " * 2_000 + "192.168.1.1", id="wildcards"),
         pytest.param("pve1 runs 3 containers tagged x. " * 300, id="scoped-counts"),
         pytest.param("| CT |" + "|" * 8_000 + "\n|---|\n| 101 |", id="table"),
+        # one paragraph of a thousand wrapped lines, read again as one text
+        pytest.param("CT 101 on pve1\n" * 1_100, id="wrapped-guests"),
+        pytest.param("Beszel 1 agents and\n" * 1_000, id="wrapped-service-counts"),
+        pytest.param("3 containers, one of them on pve2,\n" * 1_000, id="wrapped-parts"),
+        pytest.param("pve1 is the backup node and\n" * 1_000, id="wrapped-roles"),
         # an inline image: blank regions of a PNG encode to long runs of 'A'
         pytest.param(
             "![x](data:image/png;base64,iVBOR" + "A" * 6_000 + ")",
