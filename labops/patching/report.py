@@ -153,6 +153,9 @@ class HostApply(BaseModel):
     snapshot_kept: bool = False
     rolled_back: bool = False
     rebooted: bool = False
+    reboot_left: str | None = Field(
+        None, description="Why a reboot the host asked for after its upgrade was left for later."
+    )
     rollback_point: str | None = Field(
         None, description="What a failed upgrade goes back to: a snapshot, or the gate's backup."
     )
@@ -222,6 +225,11 @@ class PatchReport(OperationReport):
     narrowed: list[str] = Field(
         default_factory=list,
         description="How the approval narrowed the plan (hosts excluded, security only).",
+    )
+    widening_refused: list[str] = Field(
+        default_factory=list,
+        description="What the approval asked beyond the plan shown (e.g. all updates of a "
+        "security-only plan): refused, only what the plan showed is applied.",
     )
     plan_changes: list[str] = Field(
         default_factory=list,
@@ -374,6 +382,11 @@ class PatchReport(OperationReport):
                 "host(s) with packages held back",
                 [a.host for a in self.applied if a.held_back],
             )
+            out += Found.of(
+                Severity.WARNING,
+                "patched host(s) still needing a reboot (left for later)",
+                [a.host for a in self.applied if a.reboot_left],
+            )
         if self.mode == "check":
             out += self._cve_found()
         return out + Found.of(
@@ -419,7 +432,7 @@ class PatchReport(OperationReport):
 
     def _cve_markdown(self) -> list[str]:
         t = md_text
-        if not self.cve_feeds:
+        if not self.cve_feeds and not any(h.cve_unchecked for h in self.hosts):
             return ["", "CVE lookup: not configured (patching.cves)."]
         lines = ["", "## CVEs fixed by pending updates"]
         lines.append("Sources: " + t("; ".join(f.line() for f in self.cve_feeds)))
@@ -467,6 +480,9 @@ class PatchReport(OperationReport):
                 lines.append(f"Approval: {t(self.approval)}")
             if self.narrowed:
                 lines.append(f"Narrowed at approval: {t('; '.join(self.narrowed))}")
+            if self.widening_refused:
+                beyond = t("; ".join(self.widening_refused))
+                lines.append(f"**Refused at approval (beyond the plan shown):** {beyond}")
             if self.stopped:
                 lines.append(f"**Stopped:** {t(self.stopped)}")
             if self.plan_changes:
