@@ -37,7 +37,11 @@ class PatchApproval(RunInput):
 
     approve: bool = Field(False, description="Apply the plan (unticked: reject it).")
     exclude_hosts: list[str] = Field(default_factory=list, description="Leave these hosts out.")
-    security_only: bool = Field(False, description="Apply only security updates.")
+    security_only: bool = Field(
+        False,
+        description="Apply only security updates (narrows only: a plan of security updates "
+        "only is never widened to all updates).",
+    )
     canaries_only: bool = Field(
         False, description="Apply the canary step only (the rest waits for a later run)."
     )

@@ -787,7 +787,7 @@ def approval_summary(
         f"({len(rollout.steps)} steps).",
         f"- Left out: {left} hosts (why: in the table).",
     ]
-    cves = cve_plan_line(list(rows), {h.name for h in hosts})
+    cves = cve_plan_line(list(rows), {h.name for h in hosts}, {h.name: h.packages for h in hosts})
     if cves:
         lines.append(cves)
     if link:

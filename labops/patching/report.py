@@ -6,6 +6,7 @@ notifier sends ``notification()`` and VictoriaMetrics gets ``metrics()``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -169,18 +170,30 @@ class HostApply(BaseModel):
     finished: datetime | None = None
 
 
-def cve_plan_line(rows: list[HostCheck], planned: set[str]) -> str | None:
+def cve_plan_line(
+    rows: list[HostCheck], planned: set[str], packages: Mapping[str, Sequence[str]] | None = None
+) -> str | None:
     """The approval's line on CVEs of the planned hosts (None when no lookup ran): how many the
-    plan fixes, which known-exploited ones on which hosts (exposed first), where unknown."""
+    plan fixes, which known-exploited ones on which hosts (exposed first), where unknown.
+    ``packages``: each planned host's planned packages (a security-only plan leaves some out;
+    None: all its pending ones)."""
     looked = [h for h in rows if h.host in planned and (h.cves or h.cve_unchecked is not None)]
     if not looked and not any(h.cves or h.cve_unchecked for h in rows):
         return None
-    fixed = {c.cve for h in looked for c in h.cves}
-    kev = sorted((h for h in looked if h.kev), key=lambda h: (not h.exposed, h.host))
+
+    def fixes(h: HostCheck) -> list[PackageCve]:
+        if packages is None or h.host not in packages:
+            return h.cves
+        return [c for c in h.cves if c.package in set(packages[h.host])]
+
+    fixed = {c.cve for h in looked for c in fixes(h)}
+    kev = sorted(
+        (h for h in looked if any(c.kev for c in fixes(h))), key=lambda h: (not h.exposed, h.host)
+    )
     line = f"- CVEs fixed by the plan: {len(fixed)}"
     if kev:
         names = ", ".join(h.host + (" (exposed)" if h.exposed else "") for h in kev[:8])
-        exploited = ", ".join(sorted({c.cve for h in kev for c in h.kev}))
+        exploited = ", ".join(sorted({c.cve for h in kev for c in fixes(h) if c.kev}))
         line += f"; known exploited ({exploited}) on {names}"
     unknown = [h.host for h in looked if h.cve_unchecked]
     if unknown:

@@ -206,6 +206,11 @@ def test_plan_table_counts_the_cves_of_the_planned_packages() -> None:
         "alpine": "not checked: no OSV ecosystem for alpine ?",
     }
     assert cells(True, None)["web"] == "3 CVEs, 1 KEV"
+    # the approval's summary counts the same: tzdata's CVE is not fixed by a security-only plan
+    secure = plan.plan_rollout([p for r in rows if (p := plan.plan_host(r, True))], [], 0, 5, 5)
+    text = plan.approval_summary(secure, rows, {}, True, None, timedelta(0))
+    line = "- CVEs fixed by the plan: 3; known exploited (CVE-2) on web; CVEs unknown on 1 host(s)"
+    assert line in text.splitlines()
     assert cells(False, "patching.cves not configured") == {
         "web": "not checked: patching.cves not configured",
         "clean": "not checked: patching.cves not configured",
