@@ -530,6 +530,9 @@ def maybe_reboot(
     if not needs:
         return
     why = window.closed()
+    if r.kind == "node":  # a node may be down for its whole boot wait: that must fit the window
+        boot = timedelta(seconds=ctx.config.patching.node_boot_timeout_s)
+        why = window.leaves(boot, "a node's reboot (node_boot_timeout_s)")
     if not why and r.kind == "node":
         pve = ctx.pve_block() if ctx.configured("proxmox") else None
         busy = wait_until_idle(pve, r.host, _node_wait(ctx))

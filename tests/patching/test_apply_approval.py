@@ -221,3 +221,30 @@ def test_reboot_the_window_no_longer_allows_is_left_for_later(
     assert [f.kind for f in report.found()] == [
         "patched host(s) still needing a reboot (left for later)"
     ]
+
+
+def test_node_reboot_longer_than_the_window_left_is_left_for_later(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """02:55, the window closes at 03:00 and a node's reboot may take 10 min
+    (``node_boot_timeout_s``): the node is upgraded, its new kernel waits for a later reboot,
+    and the run says so."""
+    import flows.patching as patching
+
+    opened = datetime.now(UTC).replace(hour=2, minute=55, second=0, microsecond=0)
+    monkeypatch.setattr(patching, "now", lambda: opened)
+    cfg = closing_at_three(
+        sandbox, tmp_path, reboot="when-required", node_boot_timeout_s=600, step_estimate_s=60
+    )
+    state, _ = answered(cfg, ["pve1"], {"approve": True})
+    report = report_of(state)
+    assert not report.failures, report.failures
+    (row,) = report.applied
+    assert row.outcome == "patched" and not row.rebooted
+    assert row.reboot_left == (
+        "window closes at 03:00, sooner than a node's reboot (node_boot_timeout_s) may take "
+        "(10 min)"
+    )
+    after = sandbox.control("fleet", "state", host="pve1")
+    assert not after["pending"] and after["kernel_running"] < max(after["kernels"])
+    assert not report.drains and state.name == "Findings"

@@ -74,6 +74,18 @@ def test_node_busy_with_backup_restore_migration_or_a_locked_guest() -> None:
     assert plan.node_busy("pve3", tasks, guests) == []
 
 
+def test_window_guard_says_when_what_is_left_is_too_short() -> None:
+    """A reboot may start only while the window leaves it the time it may take."""
+    clock = FakeClock(datetime(2026, 11, 28, 2, 45, tzinfo=UTC))
+    guard = windows.WindowGuard([MaintenanceWindow(start="01:00", end="03:00")], clock)
+    assert guard.leaves(timedelta(minutes=15), "a reboot") == ""  # 02:45 + 15 min: just fits
+    assert guard.leaves(timedelta(minutes=16), "a reboot") == (
+        "window closes at 03:00, sooner than a reboot may take (16 min)"
+    )
+    clock.at += timedelta(minutes=20)
+    assert guard.leaves(timedelta(0), "a reboot") == "window closed at 03:00"
+
+
 def _row(host: str, kind: str, pending: dict[str, str], **kw: object) -> HostCheck:
     return HostCheck(
         host=host,
