@@ -530,7 +530,7 @@ def maybe_reboot(
     if not needs:
         return
     why = window.closed()
-    if r.kind == "node":  # a node may be down for its whole boot wait: that must fit the window
+    if not why and r.kind == "node":  # down for up to its boot wait: that must fit the window
         boot = timedelta(seconds=ctx.config.patching.node_boot_timeout_s)
         why = window.leaves(boot, "a node's reboot (node_boot_timeout_s)")
     if not why and r.kind == "node":
