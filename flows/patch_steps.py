@@ -530,11 +530,15 @@ def maybe_reboot(
     if not needs:
         return
     why = window.closed()
+    if not why and r.kind == "node":  # down for up to its boot wait: that must fit the window
+        boot = timedelta(seconds=ctx.config.patching.node_boot_timeout_s)
+        why = window.leaves(boot, "a node's reboot (node_boot_timeout_s)")
     if not why and r.kind == "node":
         pve = ctx.pve_block() if ctx.configured("proxmox") else None
         busy = wait_until_idle(pve, r.host, _node_wait(ctx))
         why = f"node busy: {'; '.join(busy)}" if busy else ""
     if why:
+        r.reboot_left = why
         r.detail = "; ".join(x for x in (r.detail, f"reboot left for later: {why}") if x)
         report.skipped.append(f"{r.host}: reboot left for later ({why})")
         return
@@ -632,6 +636,14 @@ def settle_snapshots(ctx: LabContext, report: PatchReport, patched: list[HostApp
 # -- CVEs and exposure (patching.cves) ------------------------------------------------------------
 
 
+def no_cve_lookup(ctx: LabContext, report: PatchReport) -> str | None:
+    """Why the CVEs of the pending updates were not looked up (None: :func:`cves` asked the
+    sources; each host's own ``cve_unchecked`` says where they did not answer)."""
+    if ctx.config.patching.cves is None:
+        return "patching.cves not configured"
+    return None if report.cve_feeds else "the CVE lookup did not run"
+
+
 def cves(ctx: LabContext, report: PatchReport) -> None:
     """The CVEs each checked host's pending updates fix, with KEV flags (tasks/cves.py), and which
     hosts Traefik exposes. Reads only. Off without ``patching.cves`` (the report says so)."""
@@ -649,12 +661,20 @@ def cves(ctx: LabContext, report: PatchReport) -> None:
                 host=h.host, os_id=os_id, version_id=version, codename=codename, packages=pkgs
             )
         )
-    found = cve_lookup(policy, ctx.config.lab.state_dir, asks)
-    report.cve_feeds = found.feeds
-    by_host = {r.host: r for r in found.hosts}
+    failed = ""
+    try:
+        found = cve_lookup(policy, ctx.config.lab.state_dir, asks)
+        report.cve_feeds = found.feeds
+        by_host = {r.host: r for r in found.hosts}
+    except Exception as exc:  # CVEs unknown on every host, never "none"; the plan still shows
+        failed = f"CVE lookup failed: {type(exc).__name__}: {exc}"[:300]
+        report.skipped.append(failed)
+        by_host = {}
     for h in checked:
         got = by_host.get(h.host)
-        if got is not None:
+        if got is None:
+            h.cve_unchecked = failed or "the CVE lookup gave no answer"
+        else:
             h.cves, h.cve_unchecked = got.cves, got.could_not_check
     if not ctx.configured("traefik"):
         report.skipped.append("exposure: traefik not configured (no host counted as exposed)")

@@ -37,7 +37,11 @@ class PatchApproval(RunInput):
 
     approve: bool = Field(False, description="Apply the plan (unticked: reject it).")
     exclude_hosts: list[str] = Field(default_factory=list, description="Leave these hosts out.")
-    security_only: bool = Field(False, description="Apply only security updates.")
+    security_only: bool = Field(
+        False,
+        description="Apply only security updates (narrows only: a plan of security updates "
+        "only is never widened to all updates).",
+    )
     canaries_only: bool = Field(
         False, description="Apply the canary step only (the rest waits for a later run)."
     )
@@ -213,14 +217,18 @@ def _approved_rollout(
     answer = _ask_approval(ctx, report, rollout, sec_only, window)
     if answer is None:
         return None
-    if answer.exclude_hosts or answer.security_only != sec_only:
-        sec_only = answer.security_only
-        rollout = steps.build_rollout(ctx, report.hosts, sec_only, set(answer.exclude_hosts))
+    # the plan shown is the plan applied: the answer narrows it (never rebuilt from the checks,
+    # where a host the plan refused would come back), and never widens it
+    narrow = answer.security_only and not sec_only
+    rollout = plan.narrowed(rollout, answer.exclude_hosts, narrow)
+    sec_only = sec_only or answer.security_only
     if answer.canaries_only:
         rollout, waiting = plan.canaries_only(rollout)
         report.skipped += [f"{name}: waits (canaries only approved)" for name in waiting]
     closed = window.closed()
-    if closed:
+    if closed:  # an approval is for the window it was asked in, never the next one
+        report.approval = f"{report.approval}, too late ({closed}): nothing applied"
+        get_run_logger().warning("approved after the window: %s; nothing applied", closed)
         window_stop(report, rollout.steps, f"approved after the end: {closed}")
         return None
     needs = plan.plan_length(rollout, ctx.config.patching.step_estimate_s)
@@ -246,7 +254,8 @@ def _ask_approval(
     window.closed()  # remembers the end of the open window
     guards = steps.protections(ctx, rollout, report)
     needs = plan.plan_length(rollout, policy.step_estimate_s)
-    table = plan.plan_table(rollout, report.hosts, guards, sec_only)
+    no_cves = steps.no_cve_lookup(ctx, report)
+    table = plan.plan_table(rollout, report.hosts, guards, sec_only, no_cves)
     summary = plan.approval_summary(rollout, report.hosts, guards, sec_only, window.end, needs)
     link = steps.publish_plan(table, summary, ctx.config.lab.name, ctx.ui_url())
     shown = plan.approval_summary(rollout, report.hosts, guards, sec_only, window.end, needs, link)
@@ -285,13 +294,16 @@ def _ask_approval(
         report.skipped += [f"{name}: excluded at approval" for name in answer.exclude_hosts]
     if answer.canaries_only:
         report.narrowed.append("canaries only")
-    if answer.security_only != sec_only:
-        report.narrowed.append(
-            "security updates only" if answer.security_only else "all updates (not only security)"
-        )
+    if answer.security_only and not sec_only:
+        report.narrowed.append("security updates only")
+    wider = plan.widening(sec_only, answer.security_only)
+    if wider:  # the operator approved what was shown, not more
+        report.widening_refused.append(wider)
+        get_run_logger().warning("approval asked beyond the plan shown, refused: %s", wider)
     report.approval = (
         "approved"
         + (" (narrowed)" if report.narrowed else "")
+        + (" (widening refused)" if report.widening_refused else "")
         + (f": {answer.note}" if answer.note else "")
     )
     return answer

@@ -305,6 +305,36 @@ def canaries_only(rollout: RolloutPlan) -> tuple[RolloutPlan, list[str]]:
     return RolloutPlan(steps=kept), waiting
 
 
+def narrowed(rollout: RolloutPlan, exclude: Iterable[str], security_only: bool) -> RolloutPlan:
+    """The rollout shown for approval, narrowed by the answer: ``exclude``-d hosts left out and,
+    with ``security_only``, each guest's non-security packages (a node keeps its dist-upgrade,
+    as :func:`plan_host` plans it). Only ever removes: no host, package or step the plan did not
+    show comes in (a host it refused stays out), and the steps keep their phase and index."""
+    out = set(exclude)
+    steps = []
+    for s in rollout.steps:
+        hosts = []
+        for h in s.hosts:
+            if h.name in out:
+                continue
+            if security_only and h.kind != "node":
+                sec = set(h.security_packages)
+                h = h.model_copy(update={"packages": [n for n in h.packages if n in sec]})
+            if h.packages:
+                hosts.append(h)
+        if hosts:
+            steps.append(s.model_copy(update={"hosts": hosts}))
+    return RolloutPlan(steps=steps)
+
+
+def widening(shown_security_only: bool, answer_security_only: bool) -> str:
+    """What an answer asks beyond the plan shown ("" when nothing): all updates of a plan that
+    showed security updates only. The form's other fields can only narrow."""
+    if shown_security_only and not answer_security_only:
+        return "all updates (the plan showed security updates only; only those are applied)"
+    return ""
+
+
 def _pack(hosts: list[PlanHost], size: int, per_node: int) -> list[list[PlanHost]]:
     """Greedy batches of at most ``size`` hosts with at most ``per_node`` per node."""
     pending = list(hosts)
@@ -677,13 +707,29 @@ def _marked(host: PlanHost) -> str:
     return ", ".join(f"{n} (security)" if n in sec else n for n in host.packages)
 
 
+def cve_cell(row: HostCheck, packages: Sequence[str], no_lookup: str | None) -> str:
+    """The plan table's CVE/KEV cell of a planned host: how many CVEs its planned packages fix
+    and how many of those are known exploited ("3 CVEs, 1 KEV"), or why that is not known
+    (``no_lookup``: why no CVE lookup ran; None: it ran). Never "0" for unknown."""
+    if row.cve_unchecked:
+        return f"not checked: {row.cve_unchecked}"
+    if no_lookup:
+        return f"not checked: {no_lookup}"
+    planned = set(packages)
+    fixed = {c.cve for c in row.cves if c.package in planned}
+    kev = {c.cve for c in row.cves if c.package in planned and c.kev}
+    return f"{len(fixed)} CVE{'' if len(fixed) == 1 else 's'}, {len(kev)} KEV"
+
+
 def plan_table(
     rollout: RolloutPlan,
     rows: Sequence[HostCheck],
     protections: Mapping[str, str],
     security_only: bool,
+    no_cve_lookup: str | None = "the CVE lookup did not run",
 ) -> list[dict[str, str]]:
-    """The plan as a table: one row per host, planned or left out (with why)."""
+    """The plan as a table: one row per host, planned or left out (with why). ``no_cve_lookup``
+    says why the CVEs of the pending updates were not looked up (None: they were)."""
     phase = {h.name: f"{s.phase} {s.index}" for s in rollout.steps for h in s.hosts}
     planned = {h.name: h for h in rollout.hosts}
     out = []
@@ -698,7 +744,7 @@ def plan_table(
                 "node": row.node or "",
                 "packages": _marked(h) if h else "",
                 "security": str(len(h.security_packages)) if h else "",
-                "cve/kev": "not checked" if h else "",
+                "cve/kev": cve_cell(row, h.packages, no_cve_lookup) if h else "",
                 "held/excluded": ", ".join(kept),
                 "reboot expected": ("yes" if h.reboot_expected else "no") if h else "",
                 "protection": protections.get(row.host, "none") if h else "",
@@ -741,7 +787,7 @@ def approval_summary(
         f"({len(rollout.steps)} steps).",
         f"- Left out: {left} hosts (why: in the table).",
     ]
-    cves = cve_plan_line(list(rows), {h.name for h in hosts})
+    cves = cve_plan_line(list(rows), {h.name for h in hosts}, {h.name: h.packages for h in hosts})
     if cves:
         lines.append(cves)
     if link:

@@ -6,6 +6,7 @@ notifier sends ``notification()`` and VictoriaMetrics gets ``metrics()``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -153,6 +154,9 @@ class HostApply(BaseModel):
     snapshot_kept: bool = False
     rolled_back: bool = False
     rebooted: bool = False
+    reboot_left: str | None = Field(
+        None, description="Why a reboot the host asked for after its upgrade was left for later."
+    )
     rollback_point: str | None = Field(
         None, description="What a failed upgrade goes back to: a snapshot, or the gate's backup."
     )
@@ -166,18 +170,30 @@ class HostApply(BaseModel):
     finished: datetime | None = None
 
 
-def cve_plan_line(rows: list[HostCheck], planned: set[str]) -> str | None:
+def cve_plan_line(
+    rows: list[HostCheck], planned: set[str], packages: Mapping[str, Sequence[str]] | None = None
+) -> str | None:
     """The approval's line on CVEs of the planned hosts (None when no lookup ran): how many the
-    plan fixes, which known-exploited ones on which hosts (exposed first), where unknown."""
+    plan fixes, which known-exploited ones on which hosts (exposed first), where unknown.
+    ``packages``: each planned host's planned packages (a security-only plan leaves some out;
+    None: all its pending ones)."""
     looked = [h for h in rows if h.host in planned and (h.cves or h.cve_unchecked is not None)]
     if not looked and not any(h.cves or h.cve_unchecked for h in rows):
         return None
-    fixed = {c.cve for h in looked for c in h.cves}
-    kev = sorted((h for h in looked if h.kev), key=lambda h: (not h.exposed, h.host))
+
+    def fixes(h: HostCheck) -> list[PackageCve]:
+        if packages is None or h.host not in packages:
+            return h.cves
+        return [c for c in h.cves if c.package in set(packages[h.host])]
+
+    fixed = {c.cve for h in looked for c in fixes(h)}
+    kev = sorted(
+        (h for h in looked if any(c.kev for c in fixes(h))), key=lambda h: (not h.exposed, h.host)
+    )
     line = f"- CVEs fixed by the plan: {len(fixed)}"
     if kev:
         names = ", ".join(h.host + (" (exposed)" if h.exposed else "") for h in kev[:8])
-        exploited = ", ".join(sorted({c.cve for h in kev for c in h.kev}))
+        exploited = ", ".join(sorted({c.cve for h in kev for c in fixes(h) if c.kev}))
         line += f"; known exploited ({exploited}) on {names}"
     unknown = [h.host for h in looked if h.cve_unchecked]
     if unknown:
@@ -222,6 +238,11 @@ class PatchReport(OperationReport):
     narrowed: list[str] = Field(
         default_factory=list,
         description="How the approval narrowed the plan (hosts excluded, security only).",
+    )
+    widening_refused: list[str] = Field(
+        default_factory=list,
+        description="What the approval asked beyond the plan shown (e.g. all updates of a "
+        "security-only plan): refused, only what the plan showed is applied.",
     )
     plan_changes: list[str] = Field(
         default_factory=list,
@@ -374,6 +395,11 @@ class PatchReport(OperationReport):
                 "host(s) with packages held back",
                 [a.host for a in self.applied if a.held_back],
             )
+            out += Found.of(
+                Severity.WARNING,
+                "patched host(s) still needing a reboot (left for later)",
+                [a.host for a in self.applied if a.reboot_left],
+            )
         if self.mode == "check":
             out += self._cve_found()
         return out + Found.of(
@@ -419,7 +445,7 @@ class PatchReport(OperationReport):
 
     def _cve_markdown(self) -> list[str]:
         t = md_text
-        if not self.cve_feeds:
+        if not self.cve_feeds and not any(h.cve_unchecked for h in self.hosts):
             return ["", "CVE lookup: not configured (patching.cves)."]
         lines = ["", "## CVEs fixed by pending updates"]
         lines.append("Sources: " + t("; ".join(f.line() for f in self.cve_feeds)))
@@ -467,6 +493,9 @@ class PatchReport(OperationReport):
                 lines.append(f"Approval: {t(self.approval)}")
             if self.narrowed:
                 lines.append(f"Narrowed at approval: {t('; '.join(self.narrowed))}")
+            if self.widening_refused:
+                beyond = t("; ".join(self.widening_refused))
+                lines.append(f"**Refused at approval (beyond the plan shown):** {beyond}")
             if self.stopped:
                 lines.append(f"**Stopped:** {t(self.stopped)}")
             if self.plan_changes:

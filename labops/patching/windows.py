@@ -77,3 +77,14 @@ class WindowGuard:
         if self.end is None:
             return "outside the maintenance window"
         return f"window closed at {self.end:%H:%M}"
+
+    def leaves(self, need: timedelta, what: str) -> str:
+        """ "" while a window is open for ``need`` more, else why not: closed, or closing before
+        ``what`` (e.g. a node's reboot) may be over."""
+        closed = self.closed()
+        if closed or self.end is None or self.clock() + need <= self.end:
+            return closed
+        return (
+            f"window closes at {self.end:%H:%M}, sooner than {what} may take "
+            f"({need.total_seconds() / 60:.0f} min)"
+        )

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from labops.config.policies.patching import MaintenanceWindow
 from labops.models.pve import PveTaskItem
 from labops.patching import plan, windows
+from labops.patching.cves import PackageCve
 from labops.patching.detached import parse_poll, start_command
 from labops.patching.packages import PendingUpdate
 from labops.patching.report import HostCheck
@@ -71,6 +72,18 @@ def test_node_busy_with_backup_restore_migration_or_a_locked_guest() -> None:
         f"HA migration running (hamigrate 101, {task('hamigrate').upid})",
     ]
     assert plan.node_busy("pve3", tasks, guests) == []
+
+
+def test_window_guard_says_when_what_is_left_is_too_short() -> None:
+    """A reboot may start only while the window leaves it the time it may take."""
+    clock = FakeClock(datetime(2026, 11, 28, 2, 45, tzinfo=UTC))
+    guard = windows.WindowGuard([MaintenanceWindow(start="01:00", end="03:00")], clock)
+    assert guard.leaves(timedelta(minutes=15), "a reboot") == ""  # 02:45 + 15 min: just fits
+    assert guard.leaves(timedelta(minutes=16), "a reboot") == (
+        "window closes at 03:00, sooner than a reboot may take (16 min)"
+    )
+    clock.at += timedelta(minutes=20)
+    assert guard.leaves(timedelta(0), "a reboot") == "window closed at 03:00"
 
 
 def _row(host: str, kind: str, pending: dict[str, str], **kw: object) -> HostCheck:
@@ -143,7 +156,7 @@ def test_plan_table_and_summary_say_what_will_be_done() -> None:
         "node": "pve1",
         "packages": "libc6 (security)",
         "security": "1",
-        "cve/kev": "not checked",
+        "cve/kev": "not checked: the CVE lookup did not run",
         "held/excluded": "nginx",
         "reboot expected": "no",
         "protection": "snapshot",
@@ -171,6 +184,80 @@ def test_plan_table_and_summary_say_what_will_be_done() -> None:
     assert "[plan table](http://ui/artifacts/artifact/1)" in text
     assert plan.protection(planned[0], True, 3.0, 26) == "fresh backup (3 h old)"
     assert plan.protection(planned[0], True, 30.0, 26) == "none"
+
+
+def _fix(package: str, cve: str, kev: bool = False) -> PackageCve:
+    return PackageCve(package=package, to_version="2", cve=cve, advisory=f"DSA-{cve}", kev=kev)
+
+
+def test_plan_table_counts_the_cves_of_the_planned_packages() -> None:
+    """The cve/kev cell counts the CVEs (and the known-exploited ones) the planned packages fix;
+    unknown stays "not checked" with why, never a count."""
+    web = _row("web", "container", {"libc6": "2", "libssl3": "2", "tzdata": "2"}, node="pve1")
+    web.cves = [
+        _fix("libc6", "CVE-1"),
+        _fix("libssl3", "CVE-2", kev=True),
+        _fix("libssl3", "CVE-3"),
+        _fix("libc6", "CVE-3"),  # one CVE fixed by two packages counts once
+        _fix("tzdata", "CVE-4", kev=True),  # not a security update: out of a security-only plan
+    ]
+    clean = _row("clean", "container", {"libz": "2"}, node="pve1")
+    lost = _row("alpine", "container", {"libcrypto3": "2"}, node="pve1")
+    lost.cve_unchecked = "no OSV ecosystem for alpine ?"
+    rows = [web, clean, lost]
+
+    def cells(security_only: bool, no_lookup: str | None) -> dict[str, str]:
+        planned = [p for r in rows if (p := plan.plan_host(r, security_only))]
+        rollout = plan.plan_rollout(planned, [], 0, 5, 5)
+        table = plan.plan_table(rollout, rows, {}, security_only, no_lookup)
+        return {r["host"]: r["cve/kev"] for r in table}
+
+    assert cells(False, None) == {
+        "web": "4 CVEs, 2 KEV",
+        "clean": "0 CVEs, 0 KEV",
+        "alpine": "not checked: no OSV ecosystem for alpine ?",
+    }
+    assert cells(True, None)["web"] == "3 CVEs, 1 KEV"
+    # the approval's summary counts the same: tzdata's CVE is not fixed by a security-only plan
+    secure = plan.plan_rollout([p for r in rows if (p := plan.plan_host(r, True))], [], 0, 5, 5)
+    text = plan.approval_summary(secure, rows, {}, True, None, timedelta(0))
+    line = "- CVEs fixed by the plan: 3; known exploited (CVE-2) on web; CVEs unknown on 1 host(s)"
+    assert line in text.splitlines()
+    assert cells(False, "patching.cves not configured") == {
+        "web": "not checked: patching.cves not configured",
+        "clean": "not checked: patching.cves not configured",
+        "alpine": "not checked: no OSV ecosystem for alpine ?",
+    }
+    web.cves = [_fix("libssl3", "CVE-2", kev=True)]
+    assert cells(False, None)["web"] == "1 CVE, 1 KEV"
+
+
+def test_an_approval_narrows_the_plan_shown_and_never_widens_it() -> None:
+    """Excluded hosts and security only are cut from the plan shown (its steps as shown); a host
+    the plan refused never comes back, a security-only plan is never widened to all updates."""
+    rows = [
+        _row("pve1", "node", {"pve-manager": "2", "libpve": "2"}, node="pve1"),
+        _row("web", "container", {"libc6": "2", "tzdata": "2"}, node="pve1"),
+        _row("db", "container", {"libpq5": "2"}, node="pve1"),
+        _row("tz", "container", {"tzdata": "2"}, node="pve1"),
+    ]
+    planned = [p for r in rows if (p := plan.plan_host(r, security_only=False))]
+    full = plan.plan_rollout(planned, [], 1, 1, 1)
+    # the plan shown left db out (say a backup job refused it)
+    shown = plan.RolloutPlan(steps=[s for s in full.steps if all(h.name != "db" for h in s.hosts)])
+    assert [h.name for h in shown.hosts] == ["web", "tz", "pve1"]
+    cut = plan.narrowed(shown, ["tz"], security_only=True)
+    assert [(s.phase, s.index, [h.name for h in s.hosts]) for s in cut.steps] == [
+        ("canary", 1, ["web"]),
+        ("node", 1, ["pve1"]),
+    ]
+    assert cut.hosts[0].packages == ["libc6"]  # security only: tzdata left out
+    assert cut.hosts[1].packages == ["pve-manager", "libpve"]  # a node keeps its dist-upgrade
+    assert plan.narrowed(shown, [], security_only=True).hosts == cut.hosts  # tz: nothing left
+    assert plan.narrowed(shown, ["nowhere"], security_only=False) == shown
+    assert plan.widening(True, False).startswith("all updates (the plan showed security")
+    assert plan.widening(True, True) == plan.widening(False, True) == ""
+    assert plan.widening(False, False) == ""
 
 
 def test_detached_poll_and_start_command() -> None:
