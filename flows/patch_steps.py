@@ -157,14 +157,18 @@ def check(
         check_timeout_s=policy.check_timeout_s,
     )
     checked: list[CheckedHost] = check_hosts(ctx.ssh_block(), accesses, opts, _parallel(ctx))
+    # A container just started may not run its sshd yet (a loaded node boots slowly): ask the
+    # unreachable ones again until they answer or started_ssh_wait_s has passed.
     booting = [
         i for i, t in enumerate(targets) if t in started and checked[i].run.state == "unreachable"
     ]
-    if booting:  # a container just started may not run its sshd yet: one more try
+    deadline = time.monotonic() + policy.started_ssh_wait_s
+    while booting and time.monotonic() < deadline:
         time.sleep(3)
         again = check_hosts(ctx.ssh_block(), [accesses[i] for i in booting], opts, _parallel(ctx))
         for i, c in zip(booting, again, strict=True):
             checked[i] = c
+        booting = [i for i in booting if checked[i].run.state == "unreachable"]
     power(ctx, report, started, "stop")
     now = datetime.now(UTC)
     for target, c in zip(targets, checked, strict=True):

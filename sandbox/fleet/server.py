@@ -101,6 +101,7 @@ class FleetService(Service):
         self._servers: dict[str, tuple[asyncssh.SSHAcceptor, str]] = {}
         self._conns: dict[str, dict[asyncssh.SSHServerConnection, set[asyncio.Task[Any]]]] = {}
         self._down_until: dict[str, float] = {}
+        self._seen_running: set[str] = set()
         self._applied_locks: dict[str, float] = {}
         self._was_powered: dict[str, bool] = {}
         self._boots_seen: dict[str, int] = {}
@@ -196,7 +197,14 @@ class FleetService(Service):
             return bool(node and node.online)
         guest = self.lab.guest(spec.vmid or 0)
         if guest is None or guest.status != "running" or guest.name not in self.lab.hosts:
+            self._seen_running.discard(name)
             return False
+        if name not in self._seen_running:  # just started: a slow sshd answers only later
+            self._seen_running.add(name)
+            delay = (self.faults().extra.get("slow_sshd") or {}).get(name)
+            if isinstance(delay, int | float) and delay > 0:
+                self._down_until[name] = now + float(delay)
+                return False
         node = self.lab.node(guest.node)
         return bool(node and node.online) and self._down_until.get(guest.node, 0) <= now
 

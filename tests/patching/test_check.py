@@ -75,6 +75,29 @@ def test_check_mode_whole_lab(sandbox: Any, tmp_path: Path, victoriametrics: Any
     assert victoriametrics.wait_for('labops_flow_up{flow="patch_check"}')
 
 
+def test_a_started_container_whose_sshd_is_slow_is_asked_until_it_answers(
+    sandbox_clean: Any, tmp_path: Path
+) -> None:
+    """start-check-stop: a container whose sshd answers 10 s after its start is checked, not
+    left unreachable after one more try."""
+    from flows.patching import patch_check
+
+    sb = sandbox_clean
+    stopped = [
+        g
+        for g in sb.pve().cluster.resources.get(type="vm")
+        if g["type"] == "lxc" and g["status"] == "stopped" and not g.get("template")
+    ]
+    name = stopped[0]["name"]
+    sb.set_faults("fleet", extra={"slow_sshd": {name: 10}})
+    cfg = derived_config(sb, tmp_path, refresh=False, stopped_containers="start-check-stop")
+    report = report_of(patch_check(config=cfg, hosts=[name], return_state=True))
+    row = next(h for h in report.hosts if h.host == name)
+    assert row.known, row
+    status = sb.pve().nodes(stopped[0]["node"]).lxc(stopped[0]["vmid"]).status.current.get()
+    assert status["status"] == "stopped"
+
+
 def test_check_faults_are_reported_never_up_to_date(sandbox_clean: Any, tmp_path: Path) -> None:
     """Unreachable, changed host key (refused, known_hosts untouched), auth failure, a held
     dpkg lock (waited for) and a hanging command (timed out), in one run."""

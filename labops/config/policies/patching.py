@@ -220,6 +220,12 @@ class PatchPolicy(Strict):
         120.0, ge=0, description="How long to wait for a held dpkg/apt lock before failing."
     )
     node_boot_timeout_s: float = Field(600.0, gt=0, description="Wait for a rebooted node.")
+    started_ssh_wait_s: float = Field(
+        120.0,
+        ge=0,
+        description="How long a container started for its check (start-check-stop) may take "
+        "to answer SSH; it is asked again every few seconds until then.",
+    )
     parallel: int = Field(50, ge=1, le=1000, description="Hosts checked at once.")
     cves: CvePolicy | None = Field(
         None, description="CVE lookup of pending updates (OSV, Debian tracker, KEV); None: off."
