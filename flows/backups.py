@@ -3,7 +3,8 @@
 Runbook: discover guests, nodes and existing backups -> plan each guest (skip when its last good
 backup is inside its window: this is what makes re-runs and retries safe) -> run one vzdump per
 guest, at most N per node and M per storage (Prefect concurrency limits) -> confirm each new
-backup on its storage -> audit verification, coverage, retention and PBS maintenance -> each
+backup on its storage -> audit verification, coverage, retention, PBS maintenance and whether
+PBS's verify and prune jobs reach each namespace the backups are in -> each
 guest's newest off-site copy (PBS sync jobs) against its off-site RPO -> report.
 """
 
@@ -23,6 +24,12 @@ from labops.backups.archive import ArchiveMemory, audit_archive
 from labops.backups.audit import guest_rows, orphans, templates_without_backup, unreadable_storages
 from labops.backups.limits import Submit, not_run, run_backups
 from labops.backups.models import BackupCopy, BackupGuest, BackupOutcome, GuestPlan, PlanAction
+from labops.backups.namespaces import (
+    backup_namespaces,
+    guest_locations,
+    pbs_locations,
+    unknown_coverage,
+)
 from labops.backups.offsite import unchecked_rows
 from labops.backups.plan import default_storage, plan_backups
 from labops.backups.report import BackupReport
@@ -35,10 +42,17 @@ from labops.flow_params import ConfigPath, VmidList
 from labops.limits import SlotBusy, maintenance_slot
 from labops.outcome import UnknownSince
 from labops.reports import Failure
-from tasks.pbs import maintenance_checks, offsite_checks
+from tasks.pbs import maintenance_checks, namespace_checks, offsite_checks
 from tasks.progress import Progress
 from tasks.publish import publish_report
-from tasks.pve import backup_guest, guests_without_job, list_guests, list_nodes, scan_backups
+from tasks.pve import (
+    backup_guest,
+    guests_without_job,
+    list_guests,
+    list_nodes,
+    scan_backups,
+    storage_configs,
+)
 
 MAX_LANES = 16
 UNKNOWN_SINCE_KEY = "backups-unknown-since"
@@ -121,6 +135,7 @@ def backups(
     ctx.state.save(UNKNOWN_SINCE_KEY, report.date_unknown(book))
     judge_rows(report)
     _audit(ctx, report, block, policy, guests, copies)
+    _namespaces(ctx, report, block, storages, copies)
 
     # 6. off-site copies: each watched guest's newest copy on each target the sync jobs feed
     if policy.offsite is not None and ctx.configured("pbs"):
@@ -202,6 +217,33 @@ def _audit(
             report.failures.append(
                 Failure(entity="PBS maintenance", reason=f"state unreadable: {exc}", system="pbs")
             )
+
+
+def _namespaces(
+    ctx: LabContext,
+    report: BackupReport,
+    block: ProxmoxCredentials,
+    storages: list[str],
+    copies: list[BackupCopy],
+) -> None:
+    """Where each guest's backups are (PBS storages by datastore and namespace, from PVE's
+    storage configs) and whether PBS's verify and prune jobs reach each namespace holding them.
+    Configs or jobs that cannot be read leave the coverage unknown, never fine."""
+    try:
+        locations = pbs_locations(storage_configs(block))
+    except LabopsError as exc:
+        if ctx.configured("pbs"):
+            datastore = ctx.pbs_block().settings.datastore
+            reason = f"PVE storage configs unreadable: {exc}"
+            report.namespaces = unknown_coverage(storages, reason, datastore)
+        locations = {}
+    where = guest_locations(copies, locations)
+    for row in report.guests:
+        row.locations = where.get(row.vmid, [])
+    if locations and ctx.configured("pbs"):
+        namespaces = backup_namespaces(storages, locations)
+        if namespaces:
+            report.namespaces = namespace_checks(ctx.pbs_block(), namespaces)
 
 
 def _offsite(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prefect import task
 
 from blocks.proxmox import PbsCredentials
 from labops.backups.audit import job_check, upid_start_time
 from labops.backups.models import BackupGuest, JobCheck
+from labops.backups.namespaces import JobKind, JobsRead, NamespaceCoverage, namespace_coverage
 from labops.backups.offsite import (
     OffsiteRow,
     SyncRun,
@@ -84,6 +86,28 @@ def maintenance_checks(block: PbsCredentials, ages: PbsJobAges) -> list[JobCheck
             )
         )
     return checks
+
+
+@task(name="pbs-namespace-jobs", tags=["pbs"])
+def namespace_checks(
+    block: PbsCredentials, namespaces: dict[tuple[str, str], list[str]]
+) -> list[NamespaceCoverage]:
+    """Whether PBS's verify and prune jobs reach each namespace holding backups
+    (``(datastore, namespace) -> PVE storages``), by each job's ``ns`` and ``max-depth``. Reads
+    only. Jobs that cannot be read leave their namespaces unknown, never covered."""
+    pbs = block.get_client()
+    readers: dict[JobKind, Callable[[str], list[PbsJobStatus]]] = {
+        "verify": pbs.verify_jobs,
+        "prune": pbs.prune_jobs,
+    }
+    jobs: dict[tuple[JobKind, str], JobsRead] = {}
+    for store in sorted({store for store, _ in namespaces}):
+        for kind, read in readers.items():
+            try:
+                jobs[(kind, store)] = read(store)
+            except LabopsError as exc:
+                jobs[(kind, store)] = f"{kind} jobs unreadable: {exc}"
+    return namespace_coverage(namespaces, jobs)
 
 
 def _last_run(pbs: PbsClient, job: PbsSyncJob) -> SyncRun:
