@@ -25,8 +25,10 @@ from labops.backups.audit import guest_rows, orphans, templates_without_backup, 
 from labops.backups.limits import Submit, not_run, run_backups
 from labops.backups.models import BackupCopy, BackupGuest, BackupOutcome, GuestPlan, PlanAction
 from labops.backups.namespaces import (
+    PbsLocation,
     backup_namespaces,
     guest_locations,
+    guest_places,
     pbs_locations,
     unknown_coverage,
 )
@@ -135,12 +137,13 @@ def backups(
     ctx.state.save(UNKNOWN_SINCE_KEY, report.date_unknown(book))
     judge_rows(report)
     _audit(ctx, report, block, policy, guests, copies)
-    _namespaces(ctx, report, block, storages, copies)
+    locations = _namespaces(ctx, report, block, storages, copies)
 
     # 6. off-site copies: each watched guest's newest copy on each target the sync jobs feed
     if policy.offsite is not None and ctx.configured("pbs"):
         watched = {r.vmid for r in report.guests if r.watched}
-        _offsite(ctx, report, [g for g in guests if g.vmid in watched], policy)
+        where = guest_places(copies, locations)
+        _offsite(ctx, report, [g for g in guests if g.vmid in watched], policy, where)
     return publish_report(report, ctx.delivery())
 
 
@@ -225,10 +228,11 @@ def _namespaces(
     block: ProxmoxCredentials,
     storages: list[str],
     copies: list[BackupCopy],
-) -> None:
+) -> dict[str, PbsLocation]:
     """Where each guest's backups are (PBS storages by datastore and namespace, from PVE's
     storage configs) and whether PBS's verify and prune jobs reach each namespace holding them.
-    Configs or jobs that cannot be read leave the coverage unknown, never fine."""
+    Configs or jobs that cannot be read leave the coverage unknown, never fine. Returns the PBS
+    storages' locations (none when the configs could not be read)."""
     try:
         locations = pbs_locations(storage_configs(block))
     except LabopsError as exc:
@@ -244,15 +248,21 @@ def _namespaces(
         namespaces = backup_namespaces(storages, locations)
         if namespaces:
             report.namespaces = namespace_checks(ctx.pbs_block(), namespaces)
+    return locations
 
 
 def _offsite(
-    ctx: LabContext, report: BackupReport, guests: list[BackupGuest], policy: BackupPolicy
+    ctx: LabContext,
+    report: BackupReport,
+    guests: list[BackupGuest],
+    policy: BackupPolicy,
+    where: dict[int, list[str]],
 ) -> None:
-    """Off-site rows per guest and target; could not check is dated from its first run."""
+    """Off-site rows per guest and target (a sync job must read the namespace its backups are
+    in); could not check is dated from its first run."""
     assert policy.offsite is not None
     try:
-        report.offsite = offsite_checks(ctx.pbs_block(), guests, policy.offsite)
+        report.offsite = offsite_checks(ctx.pbs_block(), guests, policy.offsite, where)
     except LabopsError as exc:  # could not check: unknown rows, never "every copy fresh"
         report.offsite = unchecked_rows(guests, policy.offsite, f"PBS unreadable: {exc}")
     book = ctx.state.load(OFFSITE_UNKNOWN_SINCE_KEY, UnknownSince) or UnknownSince()

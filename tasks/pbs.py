@@ -130,13 +130,18 @@ def _newest_copies(pbs: PbsClient, target: str) -> dict[str, float]:
 
 @task(name="pbs-offsite-copies", tags=["pbs"])
 def offsite_checks(
-    block: PbsCredentials, guests: list[BackupGuest], policy: OffsitePolicy
+    block: PbsCredentials,
+    guests: list[BackupGuest],
+    policy: OffsitePolicy,
+    where: dict[int, list[str]] | None = None,
 ) -> list[OffsiteRow]:
     """Each guest's newest copy on each off-site target, against its off-site RPO: the sync
     jobs (pull and push), their last runs (a partial failure names its groups) and the groups
     each target holds. Reads only.
 
-    Sync jobs that cannot be read leave every guest unknown; a target that cannot be read
+    ``where``: guest -> the PBS places (``store[/ns]``) its backups are in (default: the root
+    namespace of the configured datastore). Sync jobs that cannot be read leave every guest
+    unknown; a target that cannot be read
     leaves its rows unknown: never fine.
     """
     pbs = block.get_client()
@@ -152,4 +157,6 @@ def offsite_checks(
             newest[target] = _newest_copies(pbs, target)
         except LabopsError as exc:
             unreadable[target] = str(exc)
-    return offsite_rows(guests, pbs.datastore, jobs, runs, newest, policy, time.time(), unreadable)
+    return offsite_rows(
+        guests, pbs.datastore, jobs, runs, newest, policy, time.time(), unreadable, where
+    )

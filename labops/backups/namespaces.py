@@ -85,6 +85,19 @@ def guest_locations(
     }
 
 
+def guest_places(
+    copies: Iterable[BackupCopy], locations: Mapping[str, PbsLocation]
+) -> dict[int, list[str]]:
+    """Guest -> where on PBS its backups are (``store1``, ``store1/home``): what a sync job must
+    read to copy them off-site. Backups on storages not on PBS are no PBS place."""
+    held: dict[int, set[str]] = {}
+    for copy in copies:
+        loc = locations.get(copy.storage)
+        if loc is not None:
+            held.setdefault(copy.vmid, set()).add(loc.where)
+    return {vmid: sorted(places) for vmid, places in held.items()}
+
+
 def covers(job: PbsJobStatus, datastore: str, ns: str) -> bool:
     """Whether ``job`` (verify or prune) reaches namespace ``ns`` of ``datastore``."""
     if job.store is not None and job.store != datastore:

@@ -14,6 +14,7 @@ from labops.backups.namespaces import (
     backup_namespaces,
     covers,
     guest_locations,
+    guest_places,
     namespace_coverage,
     normal_ns,
     pbs_locations,
@@ -91,6 +92,15 @@ def test_guest_locations_label_each_storage_once() -> None:
     ]
     located = guest_locations(copies, pbs_locations(CONFIGS))
     assert located == {101: ["pbs (store1)", "pbs-home (store1/home)"], 102: ["local"]}
+
+
+def test_guest_places_are_the_pbs_datastores_and_namespaces_of_its_copies() -> None:
+    def copy(vmid: int, storage: str) -> BackupCopy:
+        return BackupCopy(volid=f"{storage}:x", storage=storage, vmid=vmid, ctime=1)
+
+    copies = [copy(101, "pbs"), copy(101, "pbs-home"), copy(102, "local"), copy(103, "pbs-home")]
+    places = guest_places(copies, pbs_locations(CONFIGS))
+    assert places == {101: ["store1", "store1/home"], 103: ["store1/home"]}
 
 
 @pytest.mark.parametrize(
