@@ -15,8 +15,9 @@ from labops.outcome import Outcome
 from tests.backups.test_flow import config, report_of
 from tests.fixtures.sandbox import SandboxHandle
 
+# How the report names the two PBS storages: PVE's name, then the datastore and namespace
+# (PVE's volume ids leave the namespace out: pbs-home:backup/vm/800/<time>).
 ROOT, HOME = "pbs (store1)", "pbs-home (store1/home)"
-# PVE's volume ids of a PBS storage: <storage>:backup/<type>/<id>/<time>, without the namespace
 
 
 def ns_config(sandbox: SandboxHandle, directory: Path) -> str:
