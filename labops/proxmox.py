@@ -709,15 +709,22 @@ class PbsClient(ProxmoxClient):
         return [PbsTaskItem.model_validate(t) for t in data or []]
 
     def prune_dry_run(
-        self, backup_type: str, backup_id: str, keep: dict[str, int], store: str | None = None
+        self,
+        backup_type: str,
+        backup_id: str,
+        keep: dict[str, int],
+        store: str | None = None,
+        ns: str | None = None,
     ) -> list[dict[str, Any]]:
-        """What a prune of one group would keep and remove; changes nothing."""
+        """What a prune of one group (in namespace ``ns``; root: None) would keep and remove;
+        changes nothing."""
         return list(
             self.post(
                 f"admin/datastore/{store or self.datastore}/prune",
                 **{
                     "backup-type": backup_type,
                     "backup-id": backup_id,
+                    "ns": ns or None,
                     "dry-run": True,
                     **keep,
                 },

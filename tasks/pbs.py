@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -94,8 +95,15 @@ def namespace_checks(
 ) -> list[NamespaceCoverage]:
     """Whether PBS's verify and prune jobs reach each namespace holding backups
     (``(datastore, namespace) -> PVE storages``), by each job's ``ns`` and ``max-depth``. Reads
-    only. Jobs that cannot be read leave their namespaces unknown, never covered."""
+    only. Jobs that cannot be read leave their namespaces unknown, never covered. The backup
+    groups of each namespace are listed in it (``ns``): an empty one needs no job yet; one that
+    cannot be listed counts as holding backups."""
     pbs = block.get_client()
+    groups: dict[tuple[str, str], int] = {}
+    for store, ns in namespaces:
+        # not known: the namespace counts as holding backups (a gap when no job reaches it)
+        with contextlib.suppress(LabopsError):
+            groups[(store, ns)] = len(pbs.groups(store, ns))
     readers: dict[JobKind, Callable[[str], list[PbsJobStatus]]] = {
         "verify": pbs.verify_jobs,
         "prune": pbs.prune_jobs,
@@ -107,7 +115,7 @@ def namespace_checks(
                 jobs[(kind, store)] = read(store)
             except LabopsError as exc:
                 jobs[(kind, store)] = f"{kind} jobs unreadable: {exc}"
-    return namespace_coverage(namespaces, jobs)
+    return namespace_coverage(namespaces, jobs, groups)
 
 
 def _last_run(pbs: PbsClient, job: PbsSyncJob) -> SyncRun:

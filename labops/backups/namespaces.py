@@ -122,6 +122,7 @@ class NamespaceCoverage(BaseModel):
     )
     storages: list[str] = Field(default_factory=list, description="PVE storages writing there.")
     jobs: list[str] = Field(default_factory=list, description="Ids of the jobs that reach it.")
+    groups: int | None = Field(None, description="Backup groups PBS lists in it (None: not read).")
     unknown: str | None = Field(None, description="Why the jobs could not be checked.")
 
     @property
@@ -130,9 +131,9 @@ class NamespaceCoverage(BaseModel):
 
     @property
     def gap(self) -> str | None:
-        """``PBS verify: no job covers namespace home (store1)``; None when covered or
-        unknown."""
-        if self.unknown is not None or self.jobs:
+        """``PBS verify: no job covers namespace home (store1)``; None when covered, unknown, or
+        PBS holds no backup group there (nothing to verify or prune yet)."""
+        if self.unknown is not None or self.jobs or self.groups == 0:
             return None
         return (
             f"PBS {self.kind}: no job covers namespace {ns_name(self.namespace)} ({self.datastore})"
@@ -167,15 +168,22 @@ JobsRead = Sequence[PbsJobStatus] | str
 def namespace_coverage(
     namespaces: Mapping[tuple[str, str], Sequence[str]],
     jobs: Mapping[tuple[JobKind, str], JobsRead],
+    groups: Mapping[tuple[str, str], int] | None = None,
 ) -> list[NamespaceCoverage]:
     """One row per namespace and job kind. ``jobs``: (kind, datastore) -> the jobs read, or why
-    they could not be read (a missing entry counts as not read: unknown, never covered)."""
+    they could not be read (a missing entry counts as not read: unknown, never covered).
+    ``groups``: (datastore, namespace) -> backup groups PBS lists there; a namespace missing from
+    it was not read and counts as holding backups."""
     rows: list[NamespaceCoverage] = []
     for (datastore, ns), storages in sorted(namespaces.items()):
         for kind in JOB_KINDS:
             read = jobs.get((kind, datastore), f"{kind} jobs of {datastore} not read")
             row = NamespaceCoverage(
-                kind=kind, datastore=datastore, namespace=ns, storages=sorted(storages)
+                kind=kind,
+                datastore=datastore,
+                namespace=ns,
+                storages=sorted(storages),
+                groups=(groups or {}).get((datastore, ns)),
             )
             if isinstance(read, str):
                 row.unknown = read

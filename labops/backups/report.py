@@ -415,7 +415,11 @@ class BackupReport(OperationReport):
                 + (
                     f"could not check - {t(n.unknown)}"
                     if n.unknown is not None
-                    else (f"ok - {t(', '.join(n.jobs))}" if n.jobs else "NO JOB")
+                    else (
+                        f"ok - {t(', '.join(n.jobs))}"
+                        if n.jobs
+                        else ("no job, no backup group yet" if n.groups == 0 else "NO JOB")
+                    )
                 )
                 for n in self.namespaces
             ]

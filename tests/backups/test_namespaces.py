@@ -166,6 +166,18 @@ def test_no_job_at_all_is_a_gap_for_every_namespace() -> None:
     ]
 
 
+def test_an_empty_namespace_needs_no_job_yet_one_not_listed_does() -> None:
+    where = backup_namespaces(["pbs", "pbs-home"], pbs_locations(CONFIGS))
+    none: dict[tuple[JobKind, str], JobsRead] = {("verify", "store1"): [], ("prune", "store1"): []}
+    rows = namespace_coverage(where, none, {("store1", "home"): 0})  # the root was not listed
+    assert [(r.namespace, r.groups, r.gap is not None) for r in rows] == [
+        ("", None, True),
+        ("", None, True),
+        ("home", 0, False),
+        ("home", 0, False),
+    ]
+
+
 def test_unreadable_jobs_leave_the_namespace_unknown_never_covered() -> None:
     where = backup_namespaces(["pbs-home", "pbs-other"], pbs_locations(CONFIGS))
     jobs: dict[tuple[JobKind, str], JobsRead] = {

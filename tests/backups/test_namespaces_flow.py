@@ -64,6 +64,7 @@ def test_backups_are_read_in_their_namespace_and_its_job_coverage_is_audited(
     assert coverage["verify", "home"].jobs == ["v-daily"]  # the root, every level below
     assert coverage["prune", ""].jobs == ["p-daily"]
     assert coverage["prune", "home"].jobs == []  # the root only: max-depth 0
+    assert coverage["prune", "home"].groups == len(home_vmids)  # listed with ns=home
     assert "PBS prune: no job covers namespace home (store1)" in report.gaps
     assert [g for g in report.gaps if "no job covers" in g] == [
         "PBS prune: no job covers namespace home (store1)"
