@@ -3,9 +3,9 @@
 Runbook: discover guests, nodes and existing backups -> plan each guest (skip when its last good
 backup is inside its window: this is what makes re-runs and retries safe) -> run one vzdump per
 guest, at most N per node and M per storage (Prefect concurrency limits) -> confirm each new
-backup on its storage -> audit verification, coverage, retention and PBS maintenance -> each
-guest's newest off-site copy (PBS sync jobs, PVE storage replication) against its off-site RPO ->
-report.
+backup on its storage -> audit verification, coverage, retention, PBS maintenance and whether
+PBS's verify and prune jobs reach each namespace the backups are in -> each guest's newest
+off-site copy (PBS sync jobs, PVE storage replication) against its off-site RPO -> report.
 """
 
 from __future__ import annotations
@@ -24,6 +24,14 @@ from labops.backups.archive import ArchiveMemory, audit_archive
 from labops.backups.audit import guest_rows, orphans, templates_without_backup, unreadable_storages
 from labops.backups.limits import Submit, not_run, run_backups
 from labops.backups.models import BackupCopy, BackupGuest, BackupOutcome, GuestPlan, PlanAction
+from labops.backups.namespaces import (
+    PbsLocation,
+    backup_namespaces,
+    guest_locations,
+    guest_places,
+    pbs_locations,
+    unknown_coverage,
+)
 from labops.backups.offsite import unchecked_rows
 from labops.backups.plan import default_storage, plan_backups
 from labops.backups.report import BackupReport
@@ -36,7 +44,7 @@ from labops.flow_params import ConfigPath, VmidList
 from labops.limits import SlotBusy, maintenance_slot
 from labops.outcome import UnknownSince
 from labops.reports import Failure
-from tasks.pbs import maintenance_checks, offsite_checks
+from tasks.pbs import maintenance_checks, namespace_checks, offsite_checks
 from tasks.progress import Progress
 from tasks.publish import publish_report
 from tasks.pve import (
@@ -46,6 +54,7 @@ from tasks.pve import (
     list_nodes,
     replication_checks,
     scan_backups,
+    storage_configs,
 )
 
 MAX_LANES = 16
@@ -129,12 +138,14 @@ def backups(
     ctx.state.save(UNKNOWN_SINCE_KEY, report.date_unknown(book))
     judge_rows(report)
     _audit(ctx, report, block, policy, guests, copies)
+    locations = _namespaces(ctx, report, block, storages, copies)
 
     # 6. off-site copies: each watched guest's newest copy on each target the sync jobs feed,
     # and its PVE storage replication jobs' last syncs
     if policy.offsite is not None:
         watched = {r.vmid for r in report.guests if r.watched}
-        _offsite(ctx, report, block, [g for g in guests if g.vmid in watched], policy)
+        where = guest_places(copies, locations)
+        _offsite(ctx, report, block, [g for g in guests if g.vmid in watched], policy, where)
     return publish_report(report, ctx.delivery())
 
 
@@ -213,19 +224,50 @@ def _audit(
             )
 
 
+def _namespaces(
+    ctx: LabContext,
+    report: BackupReport,
+    block: ProxmoxCredentials,
+    storages: list[str],
+    copies: list[BackupCopy],
+) -> dict[str, PbsLocation]:
+    """Where each guest's backups are (PBS storages by datastore and namespace, from PVE's
+    storage configs) and whether PBS's verify and prune jobs reach each namespace holding them.
+    Configs or jobs that cannot be read leave the coverage unknown, never fine. Returns the PBS
+    storages' locations (none when the configs could not be read)."""
+    try:
+        locations = pbs_locations(storage_configs(block))
+    except LabopsError as exc:
+        if ctx.configured("pbs"):
+            datastore = ctx.pbs_block().settings.datastore
+            reason = f"PVE storage configs unreadable: {exc}"
+            report.namespaces = unknown_coverage(storages, reason, datastore)
+        locations = {}
+    where = guest_locations(copies, locations)
+    for row in report.guests:
+        row.locations = where.get(row.vmid, [])
+    if locations and ctx.configured("pbs"):
+        namespaces = backup_namespaces(storages, locations)
+        if namespaces:
+            report.namespaces = namespace_checks(ctx.pbs_block(), namespaces)
+    return locations
+
+
 def _offsite(
     ctx: LabContext,
     report: BackupReport,
     block: ProxmoxCredentials,
     guests: list[BackupGuest],
     policy: BackupPolicy,
+    where: dict[int, list[str]],
 ) -> None:
-    """Off-site rows per guest and target (PBS sync copies when PBS is configured, PVE storage
-    replication unless turned off); could not check is dated from its first run."""
+    """Off-site rows per guest and target (PBS sync copies when PBS is configured: a sync job
+    must read the namespace the guest's backups are in; PVE storage replication unless turned
+    off); could not check is dated from its first run."""
     assert policy.offsite is not None
     if ctx.configured("pbs"):
         try:
-            report.offsite = offsite_checks(ctx.pbs_block(), guests, policy.offsite)
+            report.offsite = offsite_checks(ctx.pbs_block(), guests, policy.offsite, where)
         except LabopsError as exc:  # could not check: unknown rows, never "every copy fresh"
             report.offsite = unchecked_rows(guests, policy.offsite, f"PBS unreadable: {exc}")
     if policy.offsite.replication:

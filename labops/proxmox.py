@@ -18,10 +18,12 @@ models from labops/models/pve.py or pbs.py; put them in the matching section of 
     pve.guest_config(node, kind, vmid) -> PveGuestConfig
     pve.set_guest_config(node, kind, vmid, values, delete=(), digest=None) -> None   (PUT, sync)
     pve.permissions(path) -> dict[str, bool]          (this token's privileges on path)
+    pve.storage_configs() -> list[PveStorageConfig]   (GET /storage: datastore, namespace)
 
     pbs = PbsClient(system: PbsSettings, token_secret: SecretStr)
     pbs.get/post/put/delete ; pbs.version() ; pbs.datastores() -> list[PbsDatastore]
     pbs.snapshots(store=None, backup_type=None, backup_id=None, ns=None) -> list[PbsSnapshot]
+    pbs.verify_jobs(store=None), pbs.prune_jobs(store=None) -> list[PbsJobStatus] (ns, max-depth)
     pbs.task_status(upid) -> PbsTaskStatus ; pbs.wait_task(upid, timeout_s, poll_s)
     pbs.task_log(upid) -> list[str]      (PBS UPIDs have 9 fields; proxmoxer's decode_upid fails)
 
@@ -74,6 +76,7 @@ from labops.models.pve import (
     PveReplicationState,
     PveSnapshot,
     PveStorage,
+    PveStorageConfig,
     PveTaskItem,
     PveTaskStatus,
     PveVersion,
@@ -110,6 +113,7 @@ _PVE_PRIVILEGES: list[tuple[re.Pattern[str], str]] = [
         "VM.GuestAgent.Unrestricted on /vms/<vmid> (commands through the guest agent)",
     ),
     (re.compile(r"/storage/[^/]+/content"), "Datastore.Audit on /storage/<storage>"),
+    (re.compile(r"^storage$"), "Datastore.Audit on /storage/<storage>"),
     (re.compile(r"^cluster/backup"), "Sys.Audit on /"),
     (re.compile(r"^nodes/[^/]+/(status|tasks)"), "Sys.Audit on /nodes/<node>"),
     (
@@ -455,6 +459,11 @@ class PveClient(ProxmoxClient):
             for s in self.get(f"nodes/{node}/storage", content=content) or []
         ]
 
+    def storage_configs(self) -> list[PveStorageConfig]:
+        """The cluster's storage definitions (``GET /storage``): a PBS storage's datastore and
+        namespace. Lists only storages the token may audit."""
+        return [PveStorageConfig.model_validate(s) for s in self.get("storage") or []]
+
     def backup_volumes(
         self, node: str, storage: str, vmid: int | None = None
     ) -> list[PveBackupVolume]:
@@ -718,15 +727,22 @@ class PbsClient(ProxmoxClient):
         return [PbsTaskItem.model_validate(t) for t in data or []]
 
     def prune_dry_run(
-        self, backup_type: str, backup_id: str, keep: dict[str, int], store: str | None = None
+        self,
+        backup_type: str,
+        backup_id: str,
+        keep: dict[str, int],
+        store: str | None = None,
+        ns: str | None = None,
     ) -> list[dict[str, Any]]:
-        """What a prune of one group would keep and remove; changes nothing."""
+        """What a prune of one group (in namespace ``ns``; root: None) would keep and remove;
+        changes nothing."""
         return list(
             self.post(
                 f"admin/datastore/{store or self.datastore}/prune",
                 **{
                     "backup-type": backup_type,
                     "backup-id": backup_id,
+                    "ns": ns or None,
                     "dry-run": True,
                     **keep,
                 },

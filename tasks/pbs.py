@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 
 from prefect import task
 
 from blocks.proxmox import PbsCredentials
 from labops.backups.audit import job_check, upid_start_time
 from labops.backups.models import BackupGuest, JobCheck
+from labops.backups.namespaces import JobKind, JobsRead, NamespaceCoverage, namespace_coverage
 from labops.backups.offsite import (
     OffsiteRow,
     SyncRun,
@@ -86,6 +89,35 @@ def maintenance_checks(block: PbsCredentials, ages: PbsJobAges) -> list[JobCheck
     return checks
 
 
+@task(name="pbs-namespace-jobs", tags=["pbs"])
+def namespace_checks(
+    block: PbsCredentials, namespaces: dict[tuple[str, str], list[str]]
+) -> list[NamespaceCoverage]:
+    """Whether PBS's verify and prune jobs reach each namespace holding backups
+    (``(datastore, namespace) -> PVE storages``), by each job's ``ns`` and ``max-depth``. Reads
+    only. Jobs that cannot be read leave their namespaces unknown, never covered. The backup
+    groups of each namespace are listed in it (``ns``): an empty one needs no job yet; one that
+    cannot be listed counts as holding backups."""
+    pbs = block.get_client()
+    groups: dict[tuple[str, str], int] = {}
+    for store, ns in namespaces:
+        # not known: the namespace counts as holding backups (a gap when no job reaches it)
+        with contextlib.suppress(LabopsError):
+            groups[(store, ns)] = len(pbs.groups(store, ns))
+    readers: dict[JobKind, Callable[[str], list[PbsJobStatus]]] = {
+        "verify": pbs.verify_jobs,
+        "prune": pbs.prune_jobs,
+    }
+    jobs: dict[tuple[JobKind, str], JobsRead] = {}
+    for store in sorted({store for store, _ in namespaces}):
+        for kind, read in readers.items():
+            try:
+                jobs[(kind, store)] = read(store)
+            except LabopsError as exc:
+                jobs[(kind, store)] = f"{kind} jobs unreadable: {exc}"
+    return namespace_coverage(namespaces, jobs, groups)
+
+
 def _last_run(pbs: PbsClient, job: PbsSyncJob) -> SyncRun:
     """The job's last run; its log only when it did not end OK (it names the failed groups)."""
     if job.last_run_upid is None or job.last_run_state in (None, "OK"):
@@ -106,13 +138,18 @@ def _newest_copies(pbs: PbsClient, target: str) -> dict[str, float]:
 
 @task(name="pbs-offsite-copies", tags=["pbs"])
 def offsite_checks(
-    block: PbsCredentials, guests: list[BackupGuest], policy: OffsitePolicy
+    block: PbsCredentials,
+    guests: list[BackupGuest],
+    policy: OffsitePolicy,
+    where: dict[int, list[str]] | None = None,
 ) -> list[OffsiteRow]:
     """Each guest's newest copy on each off-site target, against its off-site RPO: the sync
     jobs (pull and push), their last runs (a partial failure names its groups) and the groups
     each target holds. Reads only.
 
-    Sync jobs that cannot be read leave every guest unknown; a target that cannot be read
+    ``where``: guest -> the PBS places (``store[/ns]``) its backups are in (default: the root
+    namespace of the configured datastore). Sync jobs that cannot be read leave every guest
+    unknown; a target that cannot be read
     leaves its rows unknown: never fine.
     """
     pbs = block.get_client()
@@ -128,4 +165,6 @@ def offsite_checks(
             newest[target] = _newest_copies(pbs, target)
         except LabopsError as exc:
             unreadable[target] = str(exc)
-    return offsite_rows(guests, pbs.datastore, jobs, runs, newest, policy, time.time(), unreadable)
+    return offsite_rows(
+        guests, pbs.datastore, jobs, runs, newest, policy, time.time(), unreadable, where
+    )

@@ -35,6 +35,7 @@ from labops.models.pve import (
     PveReplicationState,
     PveSnapshot,
     PveStorage,
+    PveStorageConfig,
     PveTaskItem,
     PveUpid,
 )
@@ -74,6 +75,14 @@ def list_guests(block: ProxmoxCredentials) -> list[BackupGuest]:
 def list_storages(block: ProxmoxCredentials, node: str) -> list[PveStorage]:
     """Storages ``node`` sees that hold backups. Reads only."""
     return client(block).storages(node, content="backup")
+
+
+@task(name="pve-storage-configs", tags=["proxmox"])
+def storage_configs(block: ProxmoxCredentials) -> list[PveStorageConfig]:
+    """The cluster's storage definitions (``GET /storage``): where each PBS storage keeps its
+    backups (datastore and namespace; PVE lists a PBS storage's content in its namespace only).
+    Reads only."""
+    return client(block).storage_configs()
 
 
 @task(name="pve-backups", tags=["proxmox"], task_run_name="backups-{storage}-via-{node}")

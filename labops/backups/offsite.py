@@ -168,10 +168,13 @@ def offsite_rows(
     policy: OffsitePolicy,
     now: float,
     unreadable: Mapping[str, str] | None = None,
+    where: Mapping[int, Sequence[str]] | None = None,
 ) -> list[OffsiteRow]:
     """Every watched guest on every off-site target. ``primary``: where its backups live
-    (``store[/ns]``); ``newest``: target -> group -> newest copy time on that target (a target
-    missing from it could not be read: no age is claimed; ``unreadable`` says why). A copy older
+    (``store[/ns]``), unless ``where`` names a guest's own places (its PBS storages' datastore
+    and namespace: a job reading any of them covers it); ``newest``: target -> group -> newest
+    copy time on that target (a target missing from it could not be read: no age is claimed;
+    ``unreadable`` says why). A copy older
     than the guest's RPO, no copy, no job covering the guest, or a last run that failed for its
     group (or failed outright) is a problem."""
     targets = list(policy.targets) or sorted({target_of(j) for j in jobs})
@@ -180,12 +183,16 @@ def offsite_rows(
         if g.template or any(t in g.tags for t in policy.exclude_tags):
             continue
         group, rpo = group_of(g), offsite_rpo(g, policy)
+        places = (where or {}).get(g.vmid) or [primary]
         for target in targets:
             covering = [
                 j
                 for j in jobs
                 if target_of(j) == target
-                and _in_namespace(source_of(j).rpartition(":")[2], primary, j.max_depth)
+                and any(
+                    _in_namespace(source_of(j).rpartition(":")[2], place, j.max_depth)
+                    for place in places
+                )
                 and filter_allows(j.group_filter, group)
             ]
             row = OffsiteRow(

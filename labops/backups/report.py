@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from labops.backups.archive import ArchivedGroup
 from labops.backups.drill_proof import DrillCoverage, DrillTimes
 from labops.backups.models import JobCheck, OrphanGroup, RetentionGroup
+from labops.backups.namespaces import NamespaceCoverage, ns_name
 from labops.backups.offsite import OffsiteRow
 from labops.backups.plan import human_age
 from labops.config.policies.backups import format_duration
@@ -63,6 +64,10 @@ class GuestRow(BaseModel):
     age_s: float | None = None
     size: int | None = None
     verified: str = Field("-", description="ok | never | failed | verified Nd ago ...")
+    locations: list[str] = Field(
+        default_factory=list,
+        description="Storages holding its backups, PBS ones with datastore/namespace.",
+    )
     problems: list[str] = Field(default_factory=list)
     upid: str | None = None
     duration_s: float | None = None
@@ -132,6 +137,10 @@ class BackupReport(OperationReport):
     retention_options: dict[str, int] = Field(default_factory=dict)
     retention: list[RetentionGroup] = Field(default_factory=list)
     pbs_jobs: list[JobCheck] = Field(default_factory=list)
+    namespaces: list[NamespaceCoverage] = Field(
+        default_factory=list,
+        description="Whether PBS's verify and prune jobs reach each namespace holding backups.",
+    )
     vzdump_started: int = Field(0, description="vzdump tasks this run started.")
     warnings: list[str] = Field(default_factory=list)
     offsite: list[OffsiteRow] = Field(
@@ -182,8 +191,12 @@ class BackupReport(OperationReport):
         return book
 
     def unchecked(self) -> list[str]:
-        """Off-site copies that could not be checked, one line per target and reason."""
-        return sorted({f"off-site copies on {r.target}: {r.unknown}" for r in self.offsite_unknown})
+        """Off-site copies that could not be checked, one line per target and reason; PBS
+        namespaces whose verify or prune coverage could not be checked."""
+        offsite = sorted(
+            {f"off-site copies on {r.target}: {r.unknown}" for r in self.offsite_unknown}
+        )
+        return offsite + [n.unchecked for n in self.namespaces if n.unchecked]
 
     # --- derived -----------------------------------------------------------------------------
 
@@ -208,6 +221,7 @@ class BackupReport(OperationReport):
         ]
         out += [f"template without a backup: {t}" for t in self.templates_unprotected]
         out += [f"PBS {j.job}: {j.detail}" for j in self.pbs_jobs if not j.ok]
+        out += [n.gap for n in self.namespaces if n.gap]
         return out
 
     def found(self) -> list[Found]:
@@ -268,6 +282,7 @@ class BackupReport(OperationReport):
                     "last good backup": _when(r.newest),
                     "age": human_age(r.age_s),
                     "size": "-",
+                    "locations": r.target,
                     "verified": "-",
                     # the digest names a finding by the status up to its first ":"
                     "status": f"off-site {r.status.value}"
@@ -289,6 +304,7 @@ class BackupReport(OperationReport):
                 "last good backup": _when(r.last_good),
                 "age": human_age(r.age_s),
                 "size": _size(r.size),
+                "locations": ", ".join(r.locations) or "-",
                 "verified": r.verified,
                 "status": r.status.value + (" (stale)" if r.stale else ""),
                 "severity": r.severity.value,
@@ -389,6 +405,23 @@ class BackupReport(OperationReport):
             lines += [
                 f"- {t(j.job)}: {'ok' if j.ok else 'TOO OLD'} - {t(j.detail)}"
                 for j in self.pbs_jobs
+            ]
+            lines.append("")
+        if self.namespaces:
+            lines += ["## PBS namespaces", ""]
+            lines += [
+                f"- {n.kind} of namespace {t(ns_name(n.namespace))} ({t(n.datastore)}, "
+                f"{t(', '.join(n.storages))}): "
+                + (
+                    f"could not check - {t(n.unknown)}"
+                    if n.unknown is not None
+                    else (
+                        f"ok - {t(', '.join(n.jobs))}"
+                        if n.jobs
+                        else ("no job, no backup group yet" if n.groups == 0 else "NO JOB")
+                    )
+                )
+                for n in self.namespaces
             ]
             lines.append("")
         if self.retention:

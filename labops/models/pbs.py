@@ -158,10 +158,14 @@ class PbsGcStatus(Payload):
 
 
 class PbsJobStatus(Payload):
-    """A verify or prune job of ``GET /admin/verify`` / ``GET /admin/prune``."""
+    """A verify or prune job of ``GET /admin/verify`` / ``GET /admin/prune``: the job's config
+    (``ns``: the namespace it starts at, the root when unset; ``max-depth``: how many levels
+    below it, all when unset) flattened with its schedule state."""
 
     id: str
     store: str | None = None
+    ns: str | None = None
+    max_depth: int | None = Field(None, alias="max-depth")
     schedule: str | None = None
     last_run_upid: str | None = Field(None, alias="last-run-upid")
     last_run_state: str | None = Field(None, alias="last-run-state")

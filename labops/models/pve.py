@@ -260,6 +260,25 @@ class PveStorage(Payload):
         return _to_bool(value)
 
 
+class PveStorageConfig(Payload):
+    """One storage definition of ``GET /storage`` (the cluster's storage.cfg; secrets are never
+    returned). A ``pbs`` storage names its datastore and the namespace its backups go to (unset:
+    the root namespace)."""
+
+    storage: str
+    type: str
+    content: str = ""
+    datastore: str | None = None
+    namespace: str | None = None
+    server: str | None = None
+    disable: bool = False
+
+    @field_validator("disable", mode="before")
+    @classmethod
+    def _disable(cls, value: Any) -> bool:
+        return _to_bool(value)
+
+
 class PveBackupJob(Payload):
     """One scheduled job of ``GET /cluster/backup``."""
 

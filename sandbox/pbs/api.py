@@ -23,6 +23,8 @@ from sandbox.pbs.store import (
     PBS_NODE,
     Datastore,
     Snapshot,
+    ns_covers,
+    ns_path,
     pbs_upid,
     prune_marks,
     shared_store,
@@ -197,6 +199,24 @@ class PbsApi:
         }
         return web.json_response({"data": data})
 
+    def ns(self, req: Req) -> str:
+        """The request's namespace (``ns``; the root when absent), which must exist."""
+        ns = ns_path(req.get("ns"))
+        if ns not in self.store.namespaces():
+            raise ApiError(400, f"namespace '{ns}' does not exist")
+        return ns
+
+    def job_config(self, kind: str) -> None:
+        """Fault ``extra.job_config_unreadable`` of system pbs (a list of ``verify``/``prune``,
+        or true for both): the job config file cannot be read, as when it does not parse."""
+        broken = self.faults.extra.get("job_config_unreadable")
+        if broken is True or (isinstance(broken, list) and kind in broken):
+            name = "verification" if kind == "verify" else "prune"
+            raise ApiError(
+                400,
+                f"unable to parse {name} job config - line 3: unknown section type 'vrfy'",
+            )
+
     def find(self, req: Req) -> Snapshot:
         btype, bid, btime = req.get("backup-type"), req.get("backup-id"), req.int("backup-time")
         if btype is None or bid is None or btime is None:
@@ -206,6 +226,8 @@ class PbsApi:
                 "parameter is missing and it is not optional",
             )
         snap = self.store.snapshots.get((str(btype), str(bid), btime))
+        if snap is not None and snap.ns != self.ns(req):
+            snap = None
         if snap is None:
             raise ApiError(
                 404,
@@ -271,8 +293,9 @@ async def ds_status(api: PbsApi, req: Req) -> Any:
 
 @route("GET", "/admin/datastore/{store}/snapshots")
 async def snapshots(api: PbsApi, req: Req) -> Any:
+    """The snapshots of one namespace (``ns``; the root when absent, never the ones below)."""
     btype, bid = req.get("backup-type"), req.get("backup-id")
-    return [s.item() for s in api.store.listing(btype, bid)]
+    return [s.item() for s in api.store.listing(btype, bid, api.ns(req))]
 
 
 @route("DELETE", "/admin/datastore/{store}/snapshots")
@@ -288,7 +311,7 @@ async def snapshot_delete(api: PbsApi, req: Req) -> Any:
 
 @route("GET", "/admin/datastore/{store}/groups")
 async def groups(api: PbsApi, req: Req) -> Any:
-    return _group_items(api.store.listing(req.get("backup-type")))
+    return _group_items(api.store.listing(req.get("backup-type"), ns=api.ns(req)))
 
 
 def _group_items(snaps: list[Snapshot]) -> list[dict[str, Any]]:
@@ -357,7 +380,7 @@ async def prune_group(api: PbsApi, req: Req) -> Any:
             "parameter verification errors\n\nparameter 'backup-id': "
             "parameter is missing and it is not optional",
         )
-    snaps = api.store.listing(str(btype), str(bid))
+    snaps = api.store.listing(str(btype), str(bid), api.ns(req))
     marks = prune_marks(snaps, _keeps(req))
     dry = req.bool("dry-run")
     result = [
@@ -454,10 +477,11 @@ async def verify(api: PbsApi, req: Req) -> Any:
         snaps = [api.find(req)]
         kind, wid = "verify_snapshot", f"{api.store.name}:{btype}/{bid}/{snaps[0].iso()}"
     elif bid is not None and btype is not None:
-        snaps = api.store.listing(str(btype), str(bid))
+        snaps = api.store.listing(str(btype), str(bid), api.ns(req))
         kind, wid = "verify_group", f"{api.store.name}:{btype}/{bid}"
     else:
-        snaps = api.store.listing()
+        top, depth = api.ns(req), req.int("max-depth")
+        snaps = [s for s in api.store.listing(ns=None) if ns_covers(top, depth, s.ns)]
         kind, wid = "verify", api.store.name
     ignore = req.bool("ignore-verified", True)
     outdated = req.int("outdated-after")
@@ -471,12 +495,14 @@ async def verify(api: PbsApi, req: Req) -> Any:
 
 @route("GET", "/admin/prune")
 async def prune_jobs(api: PbsApi, req: Req) -> Any:
+    api.job_config("prune")
     store = req.get("store")
     return [dict(j) for j in api.store.prune_jobs if store is None or j["store"] == store]
 
 
 @route("GET", "/admin/verify")
 async def verify_jobs(api: PbsApi, req: Req) -> Any:
+    api.job_config("verify")
     store = req.get("store")
     return [dict(j) for j in api.store.verify_jobs if store is None or j["store"] == store]
 
@@ -534,7 +560,12 @@ async def verify_job_run(api: PbsApi, req: Req) -> Any:
             await _verify(
                 api,
                 task,
-                api.store.listing(),
+                # the job's namespace and max-depth levels below it
+                [
+                    s
+                    for s in api.store.listing(ns=None)
+                    if ns_covers(job.get("ns"), job.get("max-depth"), s.ns)
+                ],
                 bool(job["ignore-verified"]),
                 job.get("outdated-after"),
             )

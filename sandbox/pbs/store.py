@@ -17,6 +17,25 @@ from sandbox.lab import Guest, Lab
 DAY = 86400
 PBS_NODE = "pbs"
 PVE_OWNER = "root@pam!pve"
+# The namespace of the datastore that PVE's second PBS storage ``pbs-home`` writes to.
+HOME_NS = "home"
+
+
+def ns_path(ns: Any) -> str:
+    """A namespace parameter as a path (``a/b``), the root as ``""``."""
+    return "/".join(part for part in str(ns or "").split("/") if part)
+
+
+def ns_covers(start: Any, max_depth: int | None, ns: str) -> bool:
+    """Whether a job on namespace ``start`` going ``max_depth`` levels down reaches ``ns``."""
+    top = ns_path(start)
+    if top == ns:
+        depth = 0
+    elif not top or ns.startswith(top + "/"):
+        depth = ns.count("/") + 1 - (top.count("/") + 1 if top else 0)
+    else:
+        return False
+    return max_depth is None or depth <= max_depth
 
 
 def pbs_escape(text: str) -> str:
@@ -47,6 +66,9 @@ class Snapshot:
     comment: str | None = None
     protected: bool = False
     verification: dict[str, str] | None = None  # {"state": "ok"|"failed", "upid": ...}
+    # Its namespace ("" the root). Not part of the key: the sandbox never holds one guest's
+    # backups of the same second in two namespaces (seeded ones are minutes apart).
+    ns: str = ""
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -123,13 +145,23 @@ class Datastore:
     def add(self, snap: Snapshot) -> None:
         self.snapshots[snap.key] = snap
 
-    def listing(self, btype: str | None = None, bid: str | None = None) -> list[Snapshot]:
+    def listing(
+        self, btype: str | None = None, bid: str | None = None, ns: str | None = ""
+    ) -> list[Snapshot]:
+        """Snapshots of namespace ``ns`` (the root by default, as PBS lists without ``ns``;
+        None: every namespace)."""
         snaps = [
             s
             for s in self.snapshots.values()
-            if (btype is None or s.btype == btype) and (bid is None or s.bid == bid)
+            if (btype is None or s.btype == btype)
+            and (bid is None or s.bid == bid)
+            and (ns is None or s.ns == ns)
         ]
         return sorted(snaps, key=lambda s: (s.btype, s.bid, s.btime))
+
+    def namespaces(self) -> list[str]:
+        """Every namespace of the datastore (the root, ``home``, and any a snapshot is in)."""
+        return sorted({"", HOME_NS} | {s.ns for s in self.snapshots.values()})
 
     @property
     def used(self) -> int:
@@ -230,6 +262,24 @@ def seed_store(lab: Lab, now: float | None = None) -> Datastore:
                 verification={"state": "ok", "upid": old_upid},
             )
         )
+    # Namespace "home" (PVE storage pbs-home): the VMs' nightly copies of the last five nights,
+    # half an hour after their root ones, by a second PVE job.
+    home_vmids = [g.vmid for g in eligible if g.type == "qemu"]
+    for idx, guest in enumerate(g for g in eligible if g.vmid in home_vmids):
+        for night in range(0, 5):
+            btime = night0 - night * DAY + 1800 + idx * 41 + rng.randint(0, 20)
+            if btime > now:
+                continue
+            store.add(
+                Snapshot(
+                    btype="vm",
+                    bid=str(guest.vmid),
+                    btime=btime,
+                    files=snapshot_files("vm", int(guest.disk_used * 0.6)),
+                    comment=f"{guest.name} ({guest.node})",
+                    ns=HOME_NS,  # never verified: the verify job last ran before these
+                )
+            )
     # A host backup, which PVE's storage view must skip.
     store.add(
         Snapshot(
@@ -266,6 +316,7 @@ def seed_store(lab: Lab, now: float | None = None) -> Datastore:
         "failed_verification_vmid": failed_vmid,
         "recently_verified_vmids": sorted(recently_verified),
         "verify_job_last_run": verify_job_run,
+        "home_vmids": home_vmids,
     }
     prune_start = night0 + 2 * 3600 - DAY
     prune_upid = pbs_upid("prunejob", "store1:p-daily", "root@pam", prune_start)
@@ -278,6 +329,8 @@ def seed_store(lab: Lab, now: float | None = None) -> Datastore:
             "keep-daily": 7,
             "keep-weekly": 4,
             "keep-monthly": 6,
+            # the root namespace only: written before namespace "home" existed
+            "max-depth": 0,
             "comment": "nightly prune",
             "last-run-upid": prune_upid,
             "last-run-state": "OK",

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from sandbox.lab import Guest, Node
 from sandbox.pbs.store import (
+    HOME_NS,
     Snapshot,
     backup_type,
     prune_marks,
@@ -64,6 +65,13 @@ if TYPE_CHECKING:
 
 API = "/api2/json"
 VERSION = {"version": "9.1.1", "release": "9.1", "repoid": "42db4a6cf33dac83", "console": "xtermjs"}
+# PVE's storages of type pbs: the one datastore, each in its namespace ("" the root one).
+PBS_STORAGES = {"pbs": "", "pbs-home": HOME_NS}
+_PBS_FINGERPRINT = (
+    "ab:13:9d:6e:2c:01:7f:44:90:3b:5e:c8:21:0a:77:f2:"
+    "1c:d9:43:88:6b:02:e5:3f:91:ad:c4:58:7e:10:b6:29"
+)
+_STORAGE_CFG_DIGEST = "6c2b0a3de9f1f04b7e5d3c08a1f2e9b47c6d5a10"
 _CONFIGID = re.compile(r"^[a-z][a-z0-9_-]+$", re.IGNORECASE)
 _UPID = re.compile(
     r"^UPID:(?P<node>[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?):(?P<pid>[0-9A-Fa-f]{8}):"
@@ -586,16 +594,51 @@ class PveApi:
                 "used": 310 * 1024**3,
                 "avail": 490 * 1024**3,
             },
+        ] + [
             {
-                "storage": "pbs",
+                "storage": name,
                 "type": "pbs",
                 "content": "backup",
                 "shared": 1,
                 "total": self.store.total,
                 "used": self.store.used,
                 "avail": self.store.total - self.store.used,
-            },
+            }
+            for name in PBS_STORAGES
         ]
+
+    def storage_configs(self) -> list[dict[str, Any]]:
+        """``storage.cfg`` as ``GET /storage`` returns it (the PBS password is never listed)."""
+        pbs: dict[str, Any] = {
+            "type": "pbs",
+            "content": "backup",
+            "server": "pbs.lab.internal",
+            "datastore": self.store.name,
+            "username": "pve@pbs",
+            "fingerprint": _PBS_FINGERPRINT,
+            "prune-backups": _DEFAULT_PRUNE["pbs"],
+        }
+        out: list[dict[str, Any]] = [
+            {
+                "storage": "local",
+                "type": "dir",
+                "path": "/var/lib/vz",
+                "content": "backup,iso,vztmpl",
+                "prune-backups": _DEFAULT_PRUNE["local"],
+            },
+            {
+                "storage": "local-lvm",
+                "type": "lvmthin",
+                "thinpool": "data",
+                "vgname": "pve",
+                "content": "images,rootdir",
+            },
+            {"storage": "pbs", **pbs},
+            {"storage": "pbs-home", **pbs, "namespace": HOME_NS},
+        ]
+        for item in out:  # PVE adds the digest of the whole file to every entry
+            item["digest"] = _STORAGE_CFG_DIGEST
+        return out
 
     def storage_conf(self, node: str, storage: str) -> dict[str, Any]:
         for s in self.storages(node):
@@ -623,14 +666,15 @@ class PveApi:
                 if v.protected:
                     item["protected"] = 1
                 out.append(item)
-        elif storage == "pbs":
-            for s in self.store.listing():
+        elif storage in PBS_STORAGES:
+            # PVE lists a PBS storage's content in the namespace of its config only
+            for s in self.store.listing(ns=PBS_STORAGES[storage]):
                 if s.btype not in ("ct", "vm") or not s.bid.isdigit():
                     continue
                 if vmid is not None and int(s.bid) != vmid:
                     continue
                 item = {
-                    "volid": f"pbs:backup/{s.btype}/{s.bid}/{s.iso()}",
+                    "volid": f"{storage}:backup/{s.btype}/{s.bid}/{s.iso()}",
                     "content": "backup",
                     "subtype": "lxc" if s.btype == "ct" else "qemu",
                     "format": f"pbs-{s.btype}",
@@ -648,8 +692,9 @@ class PveApi:
         return sorted(out, key=lambda i: str(i["volid"]).lower())
 
     def find_volume(self, volid: str) -> tuple[str, Any] | None:
-        if volid.startswith("pbs:backup/"):
-            m = re.match(r"^pbs:backup/(ct|vm)/(\d+)/(\S+Z)$", volid)
+        storage = volid.split(":", 1)[0]
+        if storage in PBS_STORAGES:
+            m = re.match(r"^[\w-]+:backup/(ct|vm)/(\d+)/(\S+Z)$", volid)
             if not m:
                 return None
             try:
@@ -657,7 +702,8 @@ class PveApi:
             except ValueError:
                 return None
             snap = self.store.snapshots.get((m.group(1), m.group(2), btime))
-            return ("pbs", snap) if snap else None
+            found = snap is not None and snap.ns == PBS_STORAGES[storage]
+            return ("pbs", snap) if found else None
         for v in self.local:
             if v.volid == volid:
                 return ("local", v)
@@ -1794,7 +1840,7 @@ async def _backup_one(api: PveApi, task: Task, g: Guest, storage: str, mode: str
         btime = int(time.time())
         iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(btime))
         btype = backup_type(g)
-        if storage == "pbs":
+        if storage in PBS_STORAGES:
             if g.type == "lxc" and effective_mode == "snapshot":
                 task.log("INFO: create storage snapshot 'vzdump'")
             task.log(f"INFO: creating Proxmox Backup Server archive '{btype}/{g.vmid}/{iso}'")
@@ -1809,8 +1855,8 @@ async def _backup_one(api: PveApi, task: Task, g: Guest, storage: str, mode: str
             )
         duration = 1.5 + g.disk_used / (150 * 1024**2)
         failure = api.failing(g.vmid)
-        if storage == "pbs" and api.pbs_down():
-            failure = "could not activate storage 'pbs': pbs: " + str(api.pbs_down())
+        if storage in PBS_STORAGES and api.pbs_down():
+            failure = f"could not activate storage '{storage}': {storage}: {api.pbs_down()}"
         if failure:
             await api.sleep(duration / 3)
             task.log(f"ERROR: Backup of VM {g.vmid} failed - {failure}")
@@ -1824,7 +1870,7 @@ async def _backup_one(api: PveApi, task: Task, g: Guest, storage: str, mode: str
                 else "WARN: unable to freeze guest filesystems - guest-agent not running"
             )
         size = int(g.disk_used * 0.62)
-        if storage == "pbs":
+        if storage in PBS_STORAGES:
             task.log(
                 f"INFO: root.pxar: had to backup {_fmt_size(size / 9)} of "
                 f"{_fmt_size(g.disk_used)} (compressed {_fmt_size(size / 25)}) in "
@@ -1843,7 +1889,7 @@ async def _backup_one(api: PveApi, task: Task, g: Guest, storage: str, mode: str
         protected = req.bool("protected")
         if protected:
             task.log("INFO: marking backup as protected")
-        if storage == "pbs":
+        if storage in PBS_STORAGES:
             api.store.add(
                 Snapshot(
                     btype=btype,
@@ -1852,6 +1898,7 @@ async def _backup_one(api: PveApi, task: Task, g: Guest, storage: str, mode: str
                     files=snapshot_files(btype, size),
                     comment=notes,
                     protected=protected,
+                    ns=PBS_STORAGES[storage],
                 )
             )
         else:
@@ -2022,6 +2069,23 @@ async def task_stop(api: PveApi, req: Req) -> Any:
 # ---- storage ------------------------------------------------------------------------------
 
 
+@route("GET", "/storage")
+async def storage_index(api: PveApi, req: Req) -> Any:
+    """The cluster's storage.cfg, entries the caller may audit or allocate on (``type`` filters).
+    Fault ``extra.storage_cfg_unreadable`` of system pve: pmxcfs does not hand the file out."""
+    if api.faults.extra.get("storage_cfg_unreadable"):
+        raise ApiError(500, "error with cfs lock 'file-storage_cfg': got lock request timeout")
+    kind = req.str("type")
+    return [
+        dict(s)
+        for s in api.storage_configs()
+        if (kind is None or s["type"] == kind)
+        and api.can(
+            req, f"/storage/{s['storage']}", ["Datastore.Audit", "Datastore.AllocateSpace"], True
+        )
+    ]
+
+
 @route("GET", "/nodes/{node}/storage")
 async def storage_list(api: PveApi, req: Req) -> Any:
     out = []
@@ -2035,7 +2099,7 @@ async def storage_list(api: PveApi, req: Req) -> Any:
             continue
         item = dict(s)
         item.update(active=1, enabled=1, used_fraction=round(s["used"] / s["total"], 6))
-        if s["storage"] == "pbs" and api.pbs_down():
+        if s["storage"] in PBS_STORAGES and api.pbs_down():
             item = {k: item[k] for k in ("storage", "type", "content", "shared", "enabled")}
             item["active"] = 0
         if req.str("storage") and req.str("storage") != s["storage"]:
@@ -2063,8 +2127,8 @@ async def storage_status(api: PveApi, req: Req) -> Any:
 async def storage_content(api: PveApi, req: Req) -> Any:
     node, storage = req.params["node"], req.params["storage"]
     api.storage_conf(node, storage)
-    if storage == "pbs" and api.pbs_down():
-        raise ApiError(500, f"pbs: {api.pbs_down()}")
+    if storage in PBS_STORAGES and api.pbs_down():
+        raise ApiError(500, f"{storage}: {api.pbs_down()}")
     content = req.str("content")
     if content and content != "backup":
         return []
@@ -2112,7 +2176,11 @@ class _Prunable:
     subtype: str
 
 
-_DEFAULT_PRUNE = {"pbs": "keep-daily=7,keep-weekly=4,keep-monthly=3", "local": "keep-last=3"}
+_DEFAULT_PRUNE = {
+    "pbs": "keep-daily=7,keep-weekly=4,keep-monthly=3",
+    "pbs-home": "keep-daily=7,keep-weekly=4,keep-monthly=3",
+    "local": "keep-last=3",
+}
 
 
 @route("GET", "/nodes/{node}/storage/{storage}/prunebackups")

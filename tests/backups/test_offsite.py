@@ -122,6 +122,27 @@ def test_namespaces_and_unreadable_targets() -> None:
     assert row.problem == "no copy of ct/101 on pbs2:offsite"
 
 
+def test_each_guest_is_covered_by_a_job_reading_a_namespace_its_backups_are_in() -> None:
+    policy = OffsitePolicy(targets=["pbs2:offsite"])
+    root_only = job(**{"max-depth": 0})  # store1's root namespace, nothing below
+    guests = [guest(101), guest(102), guest(103)]
+    where = {101: ["store1"], 102: ["store1/home"], 103: ["store1", "store1/home"]}
+    fresh = {"pbs2:offsite": {f"ct/{v}": NOW - 60 for v in (101, 102, 103)}}
+    rows = {
+        r.vmid: r
+        for r in offsite_rows(guests, "store1", [root_only], {}, fresh, policy, NOW, where=where)
+    }
+    assert rows[101].problem is None and rows[103].problem is None
+    assert rows[102].problem == "no sync job copies ct/102 to pbs2:offsite"
+    # a job on namespace home reaches only the guests with backups there
+    home = job(id="s-home", ns="home")
+    rows = {
+        r.vmid: r
+        for r in offsite_rows(guests, "store1", [home], {}, fresh, policy, NOW, None, where)
+    }
+    assert [v for v, r in sorted(rows.items()) if r.jobs == ["s-home"]] == [102, 103]
+
+
 def test_target_names_parse_back_into_remote_store_and_namespace() -> None:
     assert parse_target("pbs2:offsite/home/lab") == ("pbs2", "offsite", "home/lab")
     assert parse_target("pbs2:offsite") == ("pbs2", "offsite", None)

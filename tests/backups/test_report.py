@@ -43,6 +43,7 @@ def test_clean_report_sends_nothing_and_has_every_column() -> None:
         "last good backup",
         "age",
         "size",
+        "locations",
         "verified",
         "status",
         "severity",

@@ -156,3 +156,36 @@ def test_prune_jobs_and_task_history(sb: SandboxHandle) -> None:
     verify_upid = pbs.admin.verify.get()[0]["last-run-upid"]
     status = pbs.nodes("localhost").tasks(verify_upid).status.get()
     assert status["status"] == "stopped" and status["type"] == "verificationjob"
+
+
+def test_namespaces_list_apart_and_pve_names_them_in_its_storage_config(sb: SandboxHandle) -> None:
+    """Namespace ``home`` holds the VMs' copies of PVE storage ``pbs-home``: PBS lists a
+    namespace only when asked with ``ns`` (the root without it), and PVE's ``GET /storage``
+    gives each PBS storage its datastore and namespace; the jobs carry ``ns``/``max-depth``."""
+    pbs = sb.pbs()
+    home_vmids = sb.state()["services"]["pbs"]["seed"]["home_vmids"]
+    ds = pbs.admin.datastore("store1")
+    home = ds.snapshots.get(ns="home")
+    assert home and {int(s["backup-id"]) for s in home} == set(home_vmids)
+    root_times = {s["backup-time"] for s in ds.snapshots.get(**{"backup-type": "vm"})}
+    assert not root_times & {s["backup-time"] for s in home}
+    assert {g["backup-id"] for g in ds.groups.get(ns="home")} == {str(v) for v in home_vmids}
+    with pytest.raises(ResourceException) as err:
+        ds.snapshots.get(ns="nowhere")
+    assert err.value.status_code == 400
+    (prune,) = pbs.admin.prune.get(store="store1")
+    assert prune["max-depth"] == 0 and "ns" not in prune
+    assert "max-depth" not in pbs.admin.verify.get(store="store1")[0]
+
+    storages = {s["storage"]: s for s in sb.pve().storage.get(type="pbs")}
+    assert set(storages) == {"pbs", "pbs-home"}
+    assert storages["pbs-home"]["namespace"] == "home" and "namespace" not in storages["pbs"]
+    assert storages["pbs-home"]["datastore"] == "store1" and "password" not in storages["pbs-home"]
+    content = sb.pve().nodes("pve2").storage("pbs-home").content.get(content="backup")
+    assert {v["volid"].split("/")[0] for v in content} == {"pbs-home:backup"}
+    assert len(content) == len(home)
+
+    sb.set_faults("pbs", extra={"job_config_unreadable": ["prune"]})
+    with pytest.raises(ResourceException) as err:
+        pbs.admin.prune.get(store="store1")
+    assert err.value.status_code == 400 and pbs.admin.verify.get(store="store1")
