@@ -207,10 +207,13 @@ def test_dry_run_then_run_then_rerun_backs_up_once(
     first = report_of(state)
     assert state.is_completed(), first.failure_summary()
     backed = {r.vmid for r in first.rows(GuestStatus.BACKED_UP)}
-    assert backed == due
-    assert new_snapshots(lab_clean, before) == Counter({v: 1 for v in due})
-    assert vzdump_posts(lab_clean, mark) == Counter({v: 1 for v in due})
-    assert first.vzdump_started == len(due)
+    # Fresh before the test (a seeded nightly backup from 02:00, an earlier test's backup) can
+    # turn due between two runs when it passes the 10-minute RPO's refresh point: rightly, once.
+    fresh_before = {r.vmid for r in dry.rows(GuestStatus.FRESH)}
+    assert due <= backed and backed - due <= fresh_before, (backed, due)
+    assert new_snapshots(lab_clean, before) == Counter({v: 1 for v in backed})
+    assert vzdump_posts(lab_clean, mark) == Counter({v: 1 for v in backed})
+    assert first.vzdump_started == len(backed)
     row = next(r for r in first.guests if r.vmid == min(due))
     assert row.age_s is not None and row.age_s < 60 and row.size and row.upid
     # the UI showed how far it got: every guest to back up, counted as its outcome arrived
@@ -218,14 +221,17 @@ def test_dry_run_then_run_then_rerun_backs_up_once(
         state.state_details.flow_run_id, progress_key(load_config(Path(cfg)).lab.name, "backups")
     )
     assert float(progress.data) == 100.0
-    assert progress.description == f"{len(due)} of {len(due)} guests"
+    assert progress.description == f"{len(backed)} of {len(backed)} guests"
 
     mark = lab_clean.journal_mark()
     again = report_of(backups(config=cfg, return_state=True))
-    assert again.vzdump_started == 0 and not vzdump_posts(lab_clean, mark)
-    fresh_before = {r.vmid for r in dry.rows(GuestStatus.FRESH)}  # earlier tests' backups
-    assert {r.vmid for r in again.rows(GuestStatus.FRESH)} == due | fresh_before
-    assert new_snapshots(lab_clean, before) == Counter({v: 1 for v in due})
+    posts = vzdump_posts(lab_clean, mark)
+    assert not set(posts) & backed, posts  # nothing this test backed up is backed up again
+    crossed = set(posts)
+    assert crossed <= fresh_before and all(n == 1 for n in posts.values()), posts
+    assert again.vzdump_started == len(crossed)
+    assert {r.vmid for r in again.rows(GuestStatus.FRESH)} == (backed | fresh_before) - crossed
+    assert new_snapshots(lab_clean, before) == Counter({v: 1 for v in backed | crossed})
 
 
 def test_faults_fail_only_their_guests_and_are_reported(
