@@ -217,17 +217,14 @@ def test_dry_run_through_the_agent_sends_no_write(sandbox_clean: Any, tmp_path: 
     assert pending_of(sb, VM) == ["openssl"] and _vm_snapshots(sb, node, vmid) == snapshots
 
 
-def test_retry_never_sends_the_detached_start_twice(sandbox_clean: Any, tmp_path: Path) -> None:
-    """The upgrade of a VM runs detached through its agent. A retry of the same run (its first
-    try gave up while the upgrade ran, or after it ended) polls first and takes that upgrade's
-    end as its result: the start is sent once, whatever the timing."""
+def _vm_job(sb: Any, tmp_path: Path, run: str, before: str = "") -> tuple[Runners, Any]:
+    """The agent runner of the sandbox's PVE and a PatchJob upgrading openssl in the VM
+    detached for run ``run`` (``before``: shell words run before the upgrade)."""
     from labops.config import load_config
     from labops.config.secrets import resolve_secret
-    from labops.patching.detached import POLL_COMMAND, parse_poll
     from labops.proxmox import PveClient
-    from tasks.patch_host import Detach, PatchJob, run_detached
+    from tasks.patch_host import Detach, PatchJob
 
-    sb = sandbox_clean
     node, vmid = guest(sb, VM)
     sb.pve().nodes(node).qemu(vmid).agent.ping.post()
     sb.control("fleet", "set_pending", host=VM, packages=[{"name": "openssl"}], held=[])
@@ -237,19 +234,32 @@ def test_retry_never_sends_the_detached_start_twice(sandbox_clean: Any, tmp_path
         None, AgentRunner(PveClient(system, resolve_secret(system.token_secret)), poll_s=0.05)
     )
     upgrade = plan.decide_upgrade("vm", "apt", ["openssl"]).command(30)
-    access = HostAccess(name=VM, ssh=SshTarget(name=VM, address=node), vmid=vmid, via="agent")
     job = PatchJob(
         host=plan.PlanHost(name=VM, kind="vm", node=node, vmid=vmid, packages=["openssl"]),
         step=plan.Step(phase="batch", index=1, hosts=[]),
-        access=access,
+        access=HostAccess(name=VM, ssh=SshTarget(name=VM, address=node), vmid=vmid, via="agent"),
         manager="apt",
-        upgrade=f"sleep 2; {upgrade}",  # the sandbox sleeps in real seconds
-        detach=Detach(job="retry-run", systemd=True),
-        upgrade_timeout_s=0,  # the first try gives up after its first poll
+        upgrade=before + upgrade,
+        detach=Detach(job=run, systemd=True),
+        upgrade_timeout_s=120,
         upgrade_poll_s=0.05,
         check_timeout_s=30,
         state_dir=tmp_path,
     )
+    return runner, job
+
+
+def test_retry_never_sends_the_detached_start_twice(sandbox_clean: Any, tmp_path: Path) -> None:
+    """The upgrade of a VM runs detached through its agent. A retry of the same run (its first
+    try gave up while the upgrade ran, or after it ended) polls first and takes that upgrade's
+    end as its result: the start is sent once, whatever the timing."""
+    from labops.patching.detached import POLL_COMMAND, parse_poll
+    from tasks.patch_host import run_detached
+
+    sb = sandbox_clean
+    runner, job = _vm_job(sb, tmp_path, "retry-run", "sleep 2; ")  # real seconds in the sandbox
+    access = job.access
+    job = job.model_copy(update={"upgrade_timeout_s": 0})  # the first try gives up at once
     mark = sb.journal_mark()
     first = run_detached(runner, job)
     assert first.state in ("still-running", "ok"), first  # "ok" only on a very slow machine
@@ -262,3 +272,33 @@ def test_retry_never_sends_the_detached_start_twice(sandbox_clean: Any, tmp_path
     assert pending_of(sb, VM) == []
     poll = run_one(runner, HostCommand(access=access, command=POLL_COMMAND, timeout_s=30))
     assert poll.result is not None and parse_poll(poll.result.stdout).job == "retry-run"
+
+
+def test_killed_runs_upgrade_adopted_before_this_runs_starts(
+    sandbox_clean: Any, tmp_path: Path
+) -> None:
+    """An upgrade a killed run left running in the VM is waited for through the agent, never
+    doubled; this run's starts only once it ended."""
+    from labops.patching.detached import start_command
+    from tasks.patch_host import run_detached
+
+    sb = sandbox_clean
+    runner, job = _vm_job(sb, tmp_path, "new-run")
+    mark = sb.journal_mark()
+    killed = HostCommand(
+        access=job.access, command=start_command("killed-run", "sleep 2", True), timeout_s=30
+    )
+    assert run_one(runner, killed).state == "ok"
+    done = run_detached(runner, job)
+    assert done.state == "ok", done
+    # adopted while it ran (the usual case), or found ended already on a very slow machine
+    assert done.adopted in ("killed-run (ended with status 0)", None), done
+    starts = _starts(sb.journal(mark))
+    assert len(starts) == 2  # the killed run's and this run's, once each
+    ended = [
+        e["seq"]
+        for e in sb.journal(mark)
+        if e["kind"] == "exec" and e.get("host") == VM and e["argv"][:1] == ["mv"]
+    ]
+    assert ended and ended[0] < starts[1]["seq"]  # ours began after the adopted one ended
+    assert pending_of(sb, VM) == []
