@@ -32,6 +32,7 @@ from labops.guest_agent import AgentNotRunning, AgentRunner
 from labops.patching import apt
 from labops.patching.hostcheck import CHECK_COMMAND, HostFacts, parse_check_output, refresh_command
 from labops.ssh import CommandResult, SshRunner, SshTarget
+from tasks.pve import client
 
 RunState = Literal["ok", "unreachable", "host-key-rejected", "auth-failed", "timeout", "error"]
 
@@ -81,12 +82,8 @@ def _session(runner: Runner, access: HostAccess) -> Any:
 
 
 def runners(ssh: SshCredentials, pve: ProxmoxCredentials | None) -> Runners:
-    """SSH and, when Proxmox is configured, the guest agent (its calls bounded as the check's)."""
-    agent = None
-    if pve is not None:
-        from tasks.pve import client
-
-        agent = AgentRunner(client(pve))
+    """SSH and, when Proxmox is configured, the guest agents of its VMs."""
+    agent = AgentRunner(client(pve)) if pve is not None else None
     return Runners(ssh.get_client(), agent)
 
 
