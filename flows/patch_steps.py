@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Literal, cast
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -20,6 +20,7 @@ from prefect.futures import wait
 
 from blocks.context import LabContext
 from blocks.edge import TraefikApi
+from blocks.proxmox import ProxmoxCredentials
 from flows import patch_drain, patch_gate
 from labops.errors import ApiError
 from labops.outcome import UnknownSince
@@ -65,7 +66,15 @@ UNKNOWN_SINCE_KEY = "patch-check-unknown-since"
 
 
 def access_of(target: plan.Target, ctx: LabContext) -> HostAccess:
-    """How a target is reached: over SSH, or ``pct exec`` through its node."""
+    """How a target is reached: over SSH, ``pct exec`` through its node, or (a VM without SSH)
+    through its QEMU guest agent on its node."""
+    if target.access == "agent" and target.node and target.vmid is not None:
+        return HostAccess(
+            name=target.name,
+            ssh=SshTarget(name=target.name, address=target.node),
+            vmid=target.vmid,
+            via="agent",
+        )
     if target.access == "pct" and target.node:
         return HostAccess(
             name=target.name, ssh=node_target(ctx.config, target.node), vmid=target.vmid
@@ -73,6 +82,11 @@ def access_of(target: plan.Target, ctx: LabContext) -> HostAccess:
     return HostAccess(
         name=target.name, ssh=SshTarget(name=target.name, address=target.address, port=target.port)
     )
+
+
+def _pve(ctx: LabContext) -> ProxmoxCredentials | None:
+    """The Proxmox block when configured (VMs through their guest agent, snapshots, reboots)."""
+    return ctx.pve_block() if ctx.configured("proxmox") else None
 
 
 def _parallel(ctx: LabContext) -> int:
@@ -233,11 +247,12 @@ def power(
     return done
 
 
-def power_container(ctx: LabContext, node: str, vmid: int, action: str) -> None:
-    """start | stop | reboot a container and wait for PVE's task (CHANGES THE LAB); ``ApiError``
-    when the task failed. A lost answer is followed to its task, never sent twice."""
+def power_container(ctx: LabContext, node: str, vmid: int, action: str, kind: str = "lxc") -> None:
+    """start | stop | reboot a container (``kind`` qemu: a VM) and wait for PVE's task (CHANGES
+    THE LAB); ``ApiError`` when the task failed. A lost answer is followed to its task, never
+    sent twice."""
     result = pve_tasks.power_guest(
-        ctx.pve_block(), node, "lxc", vmid, action, timeout_s=_POWER_TIMEOUT_S, poll_s=0.5
+        ctx.pve_block(), node, kind, vmid, action, timeout_s=_POWER_TIMEOUT_S, poll_s=0.5
     )
     if result.status == "error":
         raise ApiError("proxmox", f"{action} of {vmid} failed: {result.exitstatus}")
@@ -343,7 +358,8 @@ def simulate(
         )
         for h in rollout.hosts
     ]
-    runs = run_batch(ctx.ssh_block(), jobs, ctx.config.patching.parallel)
+    # a VM without SSH simulates through its guest agent: a read-only command, as over SSH
+    runs = run_batch(ctx.ssh_block(), jobs, ctx.config.patching.parallel, _pve(ctx))
     steps = {h.name: s for s in rollout.steps for h in s.hosts}
     lock = ctx.config.patching.lock_wait_s
     for h, r, job in zip(rollout.hosts, runs, jobs, strict=True):
@@ -384,7 +400,7 @@ def recheck_approved(
     accesses = [access_of(by_name[n], ctx) for n in names]
     policy = ctx.config.patching
     opts = CheckOptions(check_timeout_s=policy.check_timeout_s)
-    checked = check_hosts(ctx.ssh_block(), accesses, opts, _parallel(ctx))
+    checked = check_hosts(ctx.ssh_block(), accesses, opts, _parallel(ctx), _pve(ctx))
     now = datetime.now(UTC)
     approved: dict[str, plan.PlanHost | None] = {}
     for h, c in zip(rollout.hosts, checked, strict=True):
@@ -490,14 +506,18 @@ def patch_job(
     timeouts and health check, and where the snapshot book is kept."""
     policy = ctx.config.patching
     upgrade = upgrade_of(ctx, h, row, security_only)
+    access = access_of(by_name[h.name], ctx)
+    # a VM through its agent upgrades detached, as a node: an exec cannot be killed when its
+    # poll times out, and a retry must find (never start again) what is running there
+    detached = h.kind == "node" or access.via == "agent"
     return PatchJob(
         host=h.model_copy(update={"hold": list(upgrade.hold)}),
         step=step.model_copy(update={"hosts": []}),
-        access=access_of(by_name[h.name], ctx),
+        access=access,
         manager=row.package_manager,
         upgrade=upgrade.command(policy.lock_wait_s),
-        snapshot=snap if h.kind == "container" else None,
-        detach=Detach(job=run_key, systemd=row.systemd) if h.kind == "node" else None,
+        snapshot=snap if h.kind in ("container", "vm") and h.vmid is not None else None,
+        detach=Detach(job=run_key, systemd=row.systemd) if detached else None,
         upgrade_timeout_s=policy.upgrade_timeout_s,
         upgrade_poll_s=policy.upgrade_poll_s,
         check_timeout_s=policy.check_timeout_s,
@@ -524,7 +544,7 @@ def maybe_reboot(
     if ctx.config.patching.reboot == "never":
         return
     access = access_of(by_name[r.host], ctx)
-    after = check_hosts(ctx.ssh_block(), [access], CheckOptions(), 1)[0]
+    after = check_hosts(ctx.ssh_block(), [access], CheckOptions(), 1, _pve(ctx))[0]
     facts = after.facts
     if facts is None:
         return
@@ -562,10 +582,11 @@ def maybe_reboot(
             else:
                 r.rebooted = True
                 patch_drain.undrain(ctx, report, drained)
-        elif r.kind == "container" and r.node is not None and r.vmid is not None:
+        elif r.kind in ("container", "vm") and r.node is not None and r.vmid is not None:
             # PVE's own reboot task: one request, followed to its task if the answer is lost;
             # no stop + start of our own that a lost answer could leave half done.
-            power_container(ctx, r.node, r.vmid, "reboot")
+            kind = "qemu" if r.kind == "vm" else "lxc"
+            power_container(ctx, r.node, r.vmid, "reboot", kind)
             r.rebooted = True
     except Exception as exc:
         report.failures.append(Failure(entity=f"host {r.host}", reason=f"reboot: {exc}"))
@@ -585,18 +606,18 @@ def housekeep_snapshots(ctx: LabContext, report: PatchReport, current: str, dry_
     if not dry_run:
         for rec in book.due(datetime.now(UTC)):
             try:
-                pve_tasks.delete_snapshot(pve, rec.node, rec.vmid, rec.name)
+                pve_tasks.delete_snapshot(pve, rec.node, rec.vmid, rec.name, rec.kind)
                 book.drop(rec.vmid, rec.name)
                 report.deleted_snapshots.append(f"{rec.host}: {rec.name}")
             except Exception as exc:
                 report.skipped.append(f"snapshot {rec.name} of {rec.host} not deleted: {exc}")
         ctx.state.save(SNAPSHOT_BOOK, book)
-    cts = [
-        (h.host, h.node, h.vmid)
+    guests = [
+        (h.host, h.node, h.vmid, "lxc" if h.kind == "container" else "qemu")
         for h in report.hosts
-        if h.kind == "container" and h.node and h.vmid is not None and h.state != "skipped"
+        if h.kind in ("container", "vm") and h.node and h.vmid is not None and h.state != "skipped"
     ]
-    found = pve_tasks.find_snapshots(pve, cts, "labops-patch-")  # type: ignore[arg-type]
+    found = pve_tasks.find_snapshots(pve, guests, "labops-patch-")  # type: ignore[arg-type]
     report.leftover_snapshots = plan.leftovers(found, book, current)
 
 
@@ -611,9 +632,10 @@ def settle_snapshots(ctx: LabContext, report: PatchReport, patched: list[HostApp
     for r in report.applied:
         if not r.snapshot or r.vmid is None or r.node is None:
             continue
+        kind: Literal["lxc", "qemu"] = "qemu" if r.kind == "vm" else "lxc"
         if r in patched and keep.total_seconds() == 0:
             try:
-                pve_tasks.delete_snapshot(ctx.pve_block(), r.node, r.vmid, r.snapshot)
+                pve_tasks.delete_snapshot(ctx.pve_block(), r.node, r.vmid, r.snapshot, kind)
                 book.drop(r.vmid, r.snapshot)
                 report.deleted_snapshots.append(f"{r.host}: {r.snapshot}")
             except Exception as exc:
@@ -631,6 +653,7 @@ def settle_snapshots(ctx: LabContext, report: PatchReport, patched: list[HostApp
                 created=now,
                 status=status,  # type: ignore[arg-type]
                 delete_after=now + keep if r in patched else None,
+                kind=kind,
             )
         )
         r.snapshot_kept = True

@@ -1,5 +1,6 @@
 """Running a command in a VM through PVE's QEMU guest agent: start it, poll until it exited,
-within a timeout and an output limit.
+within a timeout and an output limit; and :class:`AgentRunner`, the same with the interface of
+the SSH runner, through which patch apply reaches VMs without SSH.
 
 The agent runs argv without a shell, so a command line goes as ``["/bin/sh", "-c", line]``.
 A VM whose agent is not configured, not enabled or not answering raises
@@ -12,8 +13,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from labops.errors import ApiError, CommandTimeout
+from labops.errors import ApiError, CommandTimeout, ConfigError
 from labops.models.pve_agent import AgentExecStarted, AgentExecStatus, AgentResult
+from labops.ssh import CommandResult, SshTarget
 
 NOT_RUNNING = "guest agent not running"
 
@@ -95,3 +97,88 @@ def run_command(
         stderr=err,
         truncated=out_cut or err_cut or status.out_truncated or status.err_truncated,
     )
+
+
+# -- the runner of patch apply (the SSH runner's interface) ---------------------------------------
+
+
+class AgentSession:
+    """Commands in the VMs of one PVE node, through their guest agents, with the interface of
+    :class:`labops.ssh.SshSession`: :meth:`run_in_guest` runs a shell command line in VM
+    ``vmid`` and answers a :class:`labops.ssh.CommandResult`. There is no connection to hold:
+    every command is one ``exec`` and the polls of its ``exec-status``."""
+
+    def __init__(self, runner: AgentRunner, node: str, name: str) -> None:
+        self.runner = runner
+        self.node = node
+        self.name = name
+
+    def __enter__(self) -> AgentSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def run(self, command: str, timeout: float | None = None) -> CommandResult:
+        """Refused: the agent runs commands inside a VM, never on the node itself."""
+        raise ConfigError(f"{self.name}: the guest agent runs commands in a VM only (no vmid)")
+
+    def run_in_guest(self, vmid: int, command: str, timeout: float | None = None) -> CommandResult:
+        """Run ``command`` (``sh -c``) in VM ``vmid`` and wait until it exited; a non-zero exit
+        is in the result, a command still running after ``timeout`` raises CommandTimeout (it
+        is left running: the agent has no kill). A command ended by a signal exits 128+signal,
+        as a shell says."""
+        r = self.runner
+        started = r.clock()
+        result = run_command(
+            r.api,
+            self.node,
+            vmid,
+            shell_argv(command),
+            timeout_s=timeout if timeout is not None else r.timeout_s,
+            poll_s=r.poll_s,
+            max_output=r.max_output,
+            clock=r.clock,
+            sleep=r.sleep,
+        )
+        code = result.exit_code if result.exit_code is not None else 128 + (result.signal or 0)
+        return CommandResult(
+            host=self.name,
+            command=command,
+            exit_status=code,
+            stdout=result.stdout,
+            stderr=result.stderr,
+            truncated=result.truncated,
+            duration_s=round(r.clock() - started, 3),
+        )
+
+
+class AgentRunner:
+    """Runs commands in VMs through PVE's QEMU guest agent with the interface of
+    :class:`labops.ssh.SshRunner`, so that the steps of patch apply (the check, the detached
+    upgrade and its polls, the post-check) run unchanged on a VM without SSH: ``session(target)``
+    takes the VM's node as ``target.address``, and the session runs in the VM by vmid."""
+
+    def __init__(
+        self,
+        api: AgentApi,
+        *,
+        timeout_s: float = 120.0,
+        poll_s: float = 0.5,
+        max_output: int = 4 * 1024 * 1024,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.api = api
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+        self.max_output = max_output
+        self.clock = clock
+        self.sleep = sleep
+
+    def session(self, target: SshTarget) -> AgentSession:
+        """The VMs of node ``target.address`` (``target.name`` names the host in results)."""
+        return AgentSession(self, target.address, target.name)
+
+    def close(self) -> None:
+        """Nothing to close: the PVE client is shared."""

@@ -256,13 +256,18 @@ def operation_needs(config: LabopsConfig, nodes: Sequence[str]) -> dict[str, lis
             for n in nodes
         ]
     readers = [*see, Need(paths=["/storage"], privs=["Datastore.Audit"], why="read storages")]
+    # VMs without SSH are checked and upgraded through their QEMU guest agent (agent/exec)
+    agent = Need(
+        paths=["/vms"], privs=["VM.GuestAgent.Unrestricted"], why="commands in VMs without SSH"
+    )
     return {
         "backups": backups,
         "restore-drill": restore,
         "certificates": certificates,
-        "patch-check": [*see, *per_node],
+        "patch-check": [*see, *per_node, agent],
         "patch-apply": [
             *see,
+            agent,
             Need(
                 paths=["/vms"],
                 privs=["VM.Snapshot", "VM.Snapshot.Rollback", "VM.PowerMgmt"],

@@ -594,31 +594,42 @@ class PveClient(ProxmoxClient):
         """Order the renewal of the node's ACME certificate. Changes the node; returns the UPID."""
         return str(self.put(f"nodes/{node}/certificates/acme/certificate", force=force))
 
-    # -- LXC snapshots and node status (patch flow) ----------------------------------------------
+    # -- snapshots (LXC and QEMU) and node status (patch flow) -------------------------------------
 
     def node_status(self, node: str) -> PveNodeStatus:
         return PveNodeStatus.model_validate(self.get(f"nodes/{node}/status"))
 
-    def snapshots(self, node: str, vmid: int) -> list[PveSnapshot]:
-        """Snapshots of container ``vmid`` (without the pseudo entry ``current``)."""
-        data = self.get(f"nodes/{node}/lxc/{vmid}/snapshot") or []
+    def snapshots(self, node: str, vmid: int, kind: str = "lxc") -> list[PveSnapshot]:
+        """Snapshots of guest ``vmid`` (``kind`` lxc or qemu), without the pseudo entry
+        ``current``."""
+        data = self.get(f"nodes/{node}/{_kind(kind)}/{vmid}/snapshot") or []
         return [PveSnapshot.model_validate(s) for s in data if s.get("name") != "current"]
 
-    def snapshot_create(self, node: str, vmid: int, name: str, description: str = "") -> str:
-        """Snapshot container ``vmid`` as ``name``. Changes the lab; returns the UPID."""
+    def snapshot_create(
+        self, node: str, vmid: int, name: str, description: str = "", kind: str = "lxc"
+    ) -> str:
+        """Snapshot guest ``vmid`` as ``name`` (a VM without its RAM). Changes the lab; returns
+        the UPID."""
         return str(
-            self.post(f"nodes/{node}/lxc/{vmid}/snapshot", snapname=name, description=description)
+            self.post(
+                f"nodes/{node}/{_kind(kind)}/{vmid}/snapshot",
+                snapname=name,
+                description=description,
+            )
         )
 
-    def snapshot_rollback(self, node: str, vmid: int, name: str, *, start: bool = False) -> str:
-        """Roll container ``vmid`` back to snapshot ``name`` (PVE stops a running container for
-        it; ``start`` starts it again). Changes the lab; returns the UPID."""
+    def snapshot_rollback(
+        self, node: str, vmid: int, name: str, *, start: bool = False, kind: str = "lxc"
+    ) -> str:
+        """Roll guest ``vmid`` back to snapshot ``name`` (PVE stops a running guest for it;
+        ``start`` starts it again). Changes the lab; returns the UPID."""
         params = {"start": True} if start else {}
-        return str(self.post(f"nodes/{node}/lxc/{vmid}/snapshot/{name}/rollback", **params))
+        path = f"nodes/{node}/{_kind(kind)}/{vmid}/snapshot/{name}/rollback"
+        return str(self.post(path, **params))
 
-    def snapshot_delete(self, node: str, vmid: int, name: str) -> str:
-        """Delete snapshot ``name`` of container ``vmid``. Changes the lab; returns the UPID."""
-        return str(self.delete(f"nodes/{node}/lxc/{vmid}/snapshot/{name}"))
+    def snapshot_delete(self, node: str, vmid: int, name: str, kind: str = "lxc") -> str:
+        """Delete snapshot ``name`` of guest ``vmid``. Changes the lab; returns the UPID."""
+        return str(self.delete(f"nodes/{node}/{_kind(kind)}/{vmid}/snapshot/{name}"))
 
     # -- QEMU guest agent (VMs without SSH) ---------------------------------------------------
 
@@ -638,6 +649,13 @@ class PveClient(ProxmoxClient):
         it exited). Only reads."""
         data = self.get(f"nodes/{node}/qemu/{vmid}/agent/exec-status", pid=pid)
         return AgentExecStatus.model_validate(data)
+
+
+def _kind(kind: str) -> str:
+    """The API's path word of a guest kind (a value from outside never shapes a path)."""
+    if kind not in ("lxc", "qemu"):
+        raise ValueError(f"guest kind {kind!r}: lxc or qemu")
+    return kind
 
 
 class PbsClient(ProxmoxClient):

@@ -1,9 +1,11 @@
 """Applying updates to one host, and rebooting a node, for the patch sweep. CHANGES HOSTS.
 
-Used by the patch-apply flow: snapshot (containers), upgrade, post-check, roll back on failure
-(:func:`patch_host`); reboot a node and wait until it and its guests are back
-(:func:`reboot_node`). A container's reboot is PVE's own (``tasks.pve.power_guest``). Both tasks
-take the blocks and a plain job value: nothing here reads the config or resolves secrets.
+Used by the patch-apply flow: snapshot (containers and VMs), upgrade, post-check, roll back on
+failure (:func:`patch_host`); reboot a node and wait until it and its guests are back
+(:func:`reboot_node`). A guest's reboot is PVE's own (``tasks.pve.power_guest``). A VM without
+SSH is upgraded through its QEMU guest agent (``access.via`` agent): the same steps over
+:class:`labops.guest_agent.AgentRunner`, its upgrade detached as a node's. Both tasks take the
+blocks and a plain job value: nothing here reads the config or resolves secrets.
 """
 
 from __future__ import annotations
@@ -33,11 +35,19 @@ from labops.patching.detached import (
 )
 from labops.patching.report import HostApply
 from labops.patching.rollout import apply_row
-from labops.ssh import SshRunner
 from labops.state import StateStore
 from tasks.health import probe_url
 from tasks.pve import client, create_snapshot, guest_lock, node_activity, rollback_snapshot
-from tasks.ssh import CheckOptions, HostAccess, HostCommand, HostRun, check_many, run_one
+from tasks.ssh import (
+    CheckOptions,
+    HostAccess,
+    HostCommand,
+    HostRun,
+    Runner,
+    check_many,
+    run_one,
+    runners,
+)
 
 SNAPSHOT_BOOK = "patch-snapshots"
 _BOOK_LOCK = threading.Lock()  # patch_host threads update the same state file
@@ -78,8 +88,12 @@ class PatchJob(BaseModel):
     access: HostAccess
     manager: str | None = Field(None, description="apt | apk (the check's answer).")
     upgrade: str = Field(..., description="The upgrade command.")
-    snapshot: str | None = Field(None, description="Snapshot name (containers), None: none.")
-    detach: Detach | None = Field(None, description="Run the upgrade detached (nodes).")
+    snapshot: str | None = Field(
+        None, description="Snapshot name (containers and VMs), None: none."
+    )
+    detach: Detach | None = Field(
+        None, description="Run the upgrade detached (nodes, VMs through their guest agent)."
+    )
     upgrade_timeout_s: float
     upgrade_poll_s: float
     check_timeout_s: float
@@ -96,17 +110,19 @@ class PatchJob(BaseModel):
 
 @task(name="patch-host", cache_policy=NO_CACHE)
 def patch_host(ssh: SshCredentials, pve: ProxmoxCredentials | None, job: PatchJob) -> HostApply:
-    """Patch one host: snapshot (containers), upgrade, post-check, roll back on failure.
-    CHANGES THE HOST. A container being backed up is skipped for now; a node is upgraded only
+    """Patch one host: snapshot (containers and VMs), upgrade, post-check, roll back on failure.
+    CHANGES THE HOST. A guest being backed up is skipped for now; a node is upgraded only
     while no backup, restore or migration runs on it and none of its guests is locked, and its
-    upgrade runs detached (``job.detach``): a poll timeout reports it still running, never kills
-    it. ``pve`` None: Proxmox is not configured (no snapshot, a node counts as busy)."""
+    upgrade runs detached (``job.detach``; a VM through its guest agent too): a poll timeout
+    reports it still running, never kills it. ``pve`` None: Proxmox is not configured (no
+    snapshot, a node counts as busy, no VM is reached through its agent)."""
     host = job.host
     result = apply_row(host, job.step, started=datetime.now(UTC))
-    is_ct = host.kind == "container" and host.vmid is not None and host.node is not None
-    ct_pve = pve if is_ct else None
-    if ct_pve is not None and host.node and host.vmid is not None:
-        lock = guest_lock(ct_pve, host.node, host.vmid)
+    is_guest = host.kind in ("container", "vm") and host.vmid is not None and host.node is not None
+    guest_pve = pve if is_guest else None
+    kind: Literal["lxc", "qemu"] = "qemu" if host.kind == "vm" else "lxc"
+    if guest_pve is not None and host.node and host.vmid is not None:
+        lock = guest_lock(guest_pve, host.node, host.vmid, kind)
         if lock == "backup":
             result.outcome, result.detail = "skipped", "being backed up (PVE lock backup)"
             return result
@@ -114,11 +130,12 @@ def patch_host(ssh: SshCredentials, pve: ProxmoxCredentials | None, job: PatchJo
             _book(job.state_dir, host, job.snapshot)
             try:
                 create_snapshot(
-                    ct_pve,
+                    guest_pve,
                     host.node,
                     host.vmid,
                     job.snapshot,
                     f"labops patch run before: {', '.join(host.packages[:8])}",
+                    kind,
                 )
                 result.snapshot = job.snapshot
             except Exception as exc:
@@ -132,7 +149,7 @@ def patch_host(ssh: SshCredentials, pve: ProxmoxCredentials | None, job: PatchJo
         if busy:
             result.outcome, result.detail = "skipped", f"node busy: {'; '.join(busy)}"
             return result
-    runner = ssh.get_client()
+    runner = runners(ssh, pve if job.access.via == "agent" else None)
     try:
         problem = _upgrade(runner, job, result)
         if result.outcome == "still-running":
@@ -147,13 +164,12 @@ def patch_host(ssh: SshCredentials, pve: ProxmoxCredentials | None, job: PatchJo
         result.outcome = "failed"
         result.detail = "; ".join(x for x in (result.detail, problem) if x)
         if not result.snapshot and job.backup is not None and host.vmid is not None:
-            kind: Literal["lxc", "qemu"] = "qemu" if host.kind == "vm" else "lxc"
             node = host.node or "<node>"
             result.restore = gate.restore_hint(kind, node, host.vmid, job.backup)
-        if ct_pve is not None and result.snapshot and job.snapshot and job.rollback_on_failure:
+        if guest_pve is not None and result.snapshot and job.snapshot and job.rollback_on_failure:
             assert host.node is not None and host.vmid is not None
             try:
-                rollback_snapshot(ct_pve, host.node, host.vmid, job.snapshot)
+                rollback_snapshot(guest_pve, host.node, host.vmid, job.snapshot, kind)
                 result.outcome, result.rolled_back = "rolled-back", True
                 result.detail = f"{problem}; rolled back to {job.snapshot}"
             except Exception as exc:
@@ -175,12 +191,13 @@ def _book(state_dir: Path, host: plan.PlanHost, name: str) -> None:
                 vmid=host.vmid,
                 name=name,
                 created=datetime.now(UTC),
+                kind="qemu" if host.kind == "vm" else "lxc",
             )
         )
         state.save(SNAPSHOT_BOOK, book)
 
 
-def _upgrade(runner: SshRunner, job: PatchJob, result: HostApply) -> str:
+def _upgrade(runner: Runner, job: PatchJob, result: HostApply) -> str:
     """Run the upgrade; "" when it succeeded, else why not (``result`` notes an adopted or a
     still running upgrade)."""
     if job.detach is None:
@@ -217,7 +234,7 @@ def wait_until_idle(pve: ProxmoxCredentials | None, node: str, wait: NodeWait) -
         time.sleep(min(wait.poll_s, left))
 
 
-def _poll(runner: SshRunner, access: HostAccess) -> Detached | None:
+def _poll(runner: Runner, access: HostAccess) -> Detached | None:
     run = run_one(runner, HostCommand(access=access, command=POLL_COMMAND, timeout_s=30))
     if run.state != "ok" or run.result is None:
         return None
@@ -226,7 +243,7 @@ def _poll(runner: SshRunner, access: HostAccess) -> Detached | None:
 
 
 def _wait_detached(
-    runner: SshRunner, access: HostAccess, deadline: float, poll_s: float
+    runner: Runner, access: HostAccess, deadline: float, poll_s: float
 ) -> Detached | None:
     """Poll until the detached command ended (finished or lost) or ``deadline`` passes; returns
     the last state seen (None: no poll answered)."""
@@ -242,12 +259,15 @@ def _wait_detached(
         time.sleep(min(poll_s, left))
 
 
-def run_detached(runner: SshRunner, job: PatchJob) -> DetachedRun:
+def run_detached(runner: Runner, job: PatchJob) -> DetachedRun:
     """Run the job's upgrade detached on the host and poll it until it ends (CHANGES THE HOST).
 
-    An upgrade already running there (a killed run's, or this task's before a retry) is adopted:
-    waited for, never doubled; then this run's upgrade starts. Past ``upgrade_timeout_s`` the
-    result is "still running" with where to look; nothing is ever killed."""
+    The host is polled first, and the start is never sent beside an upgrade it shows: one
+    running there (a killed run's, or this task's before a retry) is adopted and waited for,
+    never doubled; one this very run started (``detach.job``) is not started again either,
+    running or finished: its end is this host's result (a retry after the start was sent). Only
+    another run's upgrade, once it ended, is followed by this run's. Past ``upgrade_timeout_s``
+    the result is "still running" with where to look; nothing is ever killed."""
     assert job.detach is not None
     access, detach = job.access, job.detach
     deadline = time.monotonic() + job.upgrade_timeout_s
@@ -255,13 +275,18 @@ def run_detached(runner: SshRunner, job: PatchJob) -> DetachedRun:
     still = f"still running after {job.upgrade_timeout_s:g}s (not stopped): {look}"
     adopted = None
     first = _poll(runner, access)
+    ours = first is not None and first.job == detach.job
     if first is not None and first.running:
         adopted = first.job or "an earlier run"
         state = _wait_detached(runner, access, deadline, job.upgrade_poll_s)
         if state is None or not (state.finished or state.lost):
             why = f"the upgrade started by {adopted} is {still}"
             return DetachedRun(state="still-running", detail=why, adopted=adopted)
+        if ours:  # this run's own upgrade (sent before a retry): its end is the result
+            return _ended(state, look, adopted)
         adopted += f" (ended with status {state.status})" if state.finished else " (ended)"
+    elif first is not None and ours and first.finished:
+        return _ended(first, look, first.job)  # this run's upgrade ended before the retry
     start = run_one(
         runner,
         HostCommand(
@@ -275,6 +300,11 @@ def run_detached(runner: SshRunner, job: PatchJob) -> DetachedRun:
     state = _wait_detached(runner, access, deadline, job.upgrade_poll_s)
     if state is None or not (state.finished or state.lost):
         return DetachedRun(state="still-running", detail=f"upgrade {still}", adopted=adopted)
+    return _ended(state, look, adopted)
+
+
+def _ended(state: Detached, look: str, adopted: str | None) -> DetachedRun:
+    """The result of a detached upgrade that ended (finished, or lost without a status)."""
     if state.status == 0:
         return DetachedRun(state="ok", adopted=adopted)
     if state.status is None:
@@ -284,7 +314,7 @@ def run_detached(runner: SshRunner, job: PatchJob) -> DetachedRun:
     return DetachedRun(state="failed", detail=why, adopted=adopted)
 
 
-def post_check(runner: SshRunner, job: PatchJob) -> str:
+def post_check(runner: Runner, job: PatchJob) -> str:
     """ "" when the host is healthy after its upgrade, else why not."""
     host, access, health = job.host, job.access, job.health
     after = check_many(runner, [access], CheckOptions(check_timeout_s=job.check_timeout_s), 1)

@@ -476,7 +476,7 @@ def destroy_guest(
     return follow(pve, node, upid, timeout_s, poll_s)
 
 
-# -- LXC snapshots and node activity (patch flow) ------------------------------------------------
+# -- snapshots (LXC and QEMU) and node activity (patch flow) ---------------------------------------
 
 _SNAPSHOT_TIMEOUT_S = 600.0
 
@@ -489,10 +489,10 @@ def inventory(block: ProxmoxCredentials) -> tuple[list[PveNode], list[PveGuest]]
 
 
 @task(name="pve-guest-lock", retries=2, retry_delay_seconds=2, tags=["proxmox"])
-def guest_lock(block: ProxmoxCredentials, node: str, vmid: int) -> str | None:
-    """The lock a PVE task holds on a container (``backup``, ``snapshot``...), or None. Reads
+def guest_lock(block: ProxmoxCredentials, node: str, vmid: int, kind: str = "lxc") -> str | None:
+    """The lock a PVE task holds on a guest (``backup``, ``snapshot``...), or None. Reads
     only."""
-    return client(block).guest_state(node, "lxc", vmid).lock
+    return client(block).guest_state(node, kind, vmid).lock
 
 
 @task(name="pve-node-activity", retries=2, retry_delay_seconds=2, tags=["proxmox"])
@@ -503,22 +503,33 @@ def node_activity(block: ProxmoxCredentials, node: str) -> tuple[list[PveTaskIte
     return pve.tasks(node, source="active"), pve.guests()
 
 
+def _snap_task(kind: str, verb: str) -> str:
+    """PVE's task type of a snapshot action: vzsnapshot / qmsnapshot, ...rollback, ..."""
+    return ("vz" if kind == "lxc" else "qm") + verb
+
+
 @task(name="pve-snapshot-create", tags=["proxmox"])
 def create_snapshot(
-    block: ProxmoxCredentials, node: str, vmid: int, name: str, description: str = ""
+    block: ProxmoxCredentials,
+    node: str,
+    vmid: int,
+    name: str,
+    description: str = "",
+    kind: str = "lxc",
 ) -> str:
-    """Snapshot a container and wait for it. CHANGES THE LAB. Idempotent: an existing snapshot of
-    that name (a re-run of the same run) is kept, not duplicated."""
+    """Snapshot a guest (``kind`` lxc or qemu; a VM without its RAM) and wait for it. CHANGES
+    THE LAB. Idempotent: an existing snapshot of that name (a re-run of the same run) is kept,
+    not duplicated."""
     pve = client(block)
-    if any(s.name == name for s in pve.snapshots(node, vmid)):
+    if any(s.name == name for s in pve.snapshots(node, vmid, kind)):
         return name
     # a lost answer: the snapshot task it may have started is followed, never started twice
     upid = start_once(
         pve,
         node,
         vmid,
-        "vzsnapshot",
-        lambda: pve.snapshot_create(node, vmid, name, description),
+        _snap_task(kind, "snapshot"),
+        lambda: pve.snapshot_create(node, vmid, name, description, kind),
         owner=pve.token_id,
     )
     _follow_ok(pve, node, upid, f"snapshot {name} of {vmid}", _SNAPSHOT_TIMEOUT_S)
@@ -526,35 +537,39 @@ def create_snapshot(
 
 
 @task(name="pve-snapshot-rollback", tags=["proxmox"])
-def rollback_snapshot(block: ProxmoxCredentials, node: str, vmid: int, name: str) -> None:
-    """Roll a container back to a snapshot and wait for it; a container that was running is
-    started again. CHANGES THE LAB."""
+def rollback_snapshot(
+    block: ProxmoxCredentials, node: str, vmid: int, name: str, kind: str = "lxc"
+) -> None:
+    """Roll a guest back to a snapshot and wait for it; a guest that was running is started
+    again (a VM's snapshot has no RAM: PVE stops it for the rollback). CHANGES THE LAB."""
     pve = client(block)
-    running = pve.guest_state(node, "lxc", vmid).status == "running"
+    running = pve.guest_state(node, kind, vmid).status == "running"
     upid = start_once(
         pve,
         node,
         vmid,
-        "vzrollback",
-        lambda: pve.snapshot_rollback(node, vmid, name, start=running),
+        _snap_task(kind, "rollback"),
+        lambda: pve.snapshot_rollback(node, vmid, name, start=running, kind=kind),
         owner=pve.token_id,
     )
     _follow_ok(pve, node, upid, f"rollback of {vmid} to {name}", _SNAPSHOT_TIMEOUT_S)
 
 
 @task(name="pve-snapshot-delete", retries=1, retry_delay_seconds=3, tags=["proxmox"])
-def delete_snapshot(block: ProxmoxCredentials, node: str, vmid: int, name: str) -> bool:
-    """Delete a container snapshot and wait for it. CHANGES THE LAB. Returns False when it was
+def delete_snapshot(
+    block: ProxmoxCredentials, node: str, vmid: int, name: str, kind: str = "lxc"
+) -> bool:
+    """Delete a guest's snapshot and wait for it. CHANGES THE LAB. Returns False when it was
     already gone (so a retry or a re-run does nothing twice)."""
     pve = client(block)
-    if not any(s.name == name for s in pve.snapshots(node, vmid)):
+    if not any(s.name == name for s in pve.snapshots(node, vmid, kind)):
         return False
     upid = start_once(
         pve,
         node,
         vmid,
-        "vzdelsnapshot",
-        lambda: pve.snapshot_delete(node, vmid, name),
+        _snap_task(kind, "delsnapshot"),
+        lambda: pve.snapshot_delete(node, vmid, name, kind),
         owner=pve.token_id,
     )
     _follow_ok(pve, node, upid, f"deleting snapshot {name} of {vmid}", _SNAPSHOT_TIMEOUT_S)
@@ -563,15 +578,18 @@ def delete_snapshot(block: ProxmoxCredentials, node: str, vmid: int, name: str) 
 
 @task(name="pve-find-snapshots", retries=1, retry_delay_seconds=2, tags=["proxmox"])
 def find_snapshots(
-    block: ProxmoxCredentials, guests: list[tuple[str, str, int]], prefix: str
+    block: ProxmoxCredentials,
+    guests: list[tuple[str, str, int]] | list[tuple[str, str, int, str]],
+    prefix: str,
 ) -> list[tuple[str, int, str]]:
-    """Snapshots whose name starts with ``prefix`` on each (host, node, vmid), as
-    (host, vmid, name); guests the API cannot list are left out. Reads only."""
+    """Snapshots whose name starts with ``prefix`` on each (host, node, vmid[, kind]) (kind lxc
+    when not given), as (host, vmid, name); guests the API cannot list are left out. Reads
+    only."""
     pve = client(block)
     found: list[tuple[str, int, str]] = []
-    for host, node, vmid in guests:
+    for host, node, vmid, *rest in guests:
         try:
-            snaps: list[PveSnapshot] = pve.snapshots(node, vmid)
+            snaps: list[PveSnapshot] = pve.snapshots(node, vmid, rest[0] if rest else "lxc")
         except Exception:
             continue
         found += [(host, vmid, s.name) for s in snaps if s.name.startswith(prefix)]

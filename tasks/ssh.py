@@ -18,22 +18,73 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from blocks.proxmox import ProxmoxCredentials
 from blocks.ssh import SshCredentials
-from labops.errors import AuthFailed, CommandTimeout, HostKeyRejected, LabopsError, Unreachable
+from labops.errors import (
+    AuthFailed,
+    CommandTimeout,
+    ConfigError,
+    HostKeyRejected,
+    LabopsError,
+    Unreachable,
+)
+from labops.guest_agent import AgentNotRunning, AgentRunner
 from labops.patching import apt
 from labops.patching.hostcheck import CHECK_COMMAND, HostFacts, parse_check_output, refresh_command
 from labops.ssh import CommandResult, SshRunner, SshTarget
+from tasks.pve import client
 
 RunState = Literal["ok", "unreachable", "host-key-rejected", "auth-failed", "timeout", "error"]
 
 
 class HostAccess(BaseModel):
     """How to run a command on one host: SSH to ``ssh``, and inside guest ``vmid`` through
-    ``pct exec`` when it is set (``ssh`` is then the guest's node)."""
+    ``pct exec`` when it is set (``ssh`` is then the guest's node); with ``via`` agent, inside VM
+    ``vmid`` through its QEMU guest agent (``ssh.address`` is then the VM's PVE node, never
+    connected to)."""
 
     name: str
     ssh: SshTarget
     vmid: int | None = None
+    via: Literal["ssh", "agent"] = "ssh"
+
+
+class Runners:
+    """The runner of each way a host is reached: SSH (``pct exec`` too) and the guest agent.
+    One object for the steps of patch apply, so that a step reads the same for every host."""
+
+    def __init__(self, ssh: SshRunner | None, agent: AgentRunner | None = None) -> None:
+        self.ssh = ssh
+        self.agent = agent
+
+    def session(self, access: HostAccess) -> Any:
+        """A session for ``access`` (an SSH or an agent session: the same methods)."""
+        if access.via == "agent":
+            if self.agent is None or access.vmid is None:
+                raise ConfigError(f"{access.name}: the guest agent needs proxmox and a vmid")
+            return self.agent.session(access.ssh)
+        if self.ssh is None:
+            raise ConfigError(f"{access.name}: SSH is not configured")
+        return self.ssh.session(access.ssh)
+
+    def close(self) -> None:
+        if self.ssh is not None:
+            self.ssh.close()
+
+
+Runner = SshRunner | Runners
+
+
+def _session(runner: Runner, access: HostAccess) -> Any:
+    if isinstance(runner, Runners):
+        return runner.session(access)
+    return Runners(runner).session(access)
+
+
+def runners(ssh: SshCredentials, pve: ProxmoxCredentials | None) -> Runners:
+    """SSH and, when Proxmox is configured, the guest agents of its VMs."""
+    agent = AgentRunner(client(pve)) if pve is not None else None
+    return Runners(ssh.get_client(), agent)
 
 
 class HostRun(BaseModel):
@@ -55,6 +106,8 @@ class HostCommand(BaseModel):
 
 
 def _state_of(exc: Exception) -> RunState:
+    if isinstance(exc, AgentNotRunning):  # the VM's way in is down, as a refused SSH port
+        return "unreachable"
     if isinstance(exc, HostKeyRejected):
         return "host-key-rejected"
     if isinstance(exc, AuthFailed):
@@ -72,12 +125,12 @@ def _describe(exc: Exception) -> str:
     return str(message or f"{type(exc).__name__}: {exc}")
 
 
-def run_one(runner: SshRunner, job: HostCommand) -> HostRun:
+def run_one(runner: Runner, job: HostCommand) -> HostRun:
     """Run one command on one host; every failure becomes the row's state."""
     started = time.monotonic()
     access = job.access
     try:
-        with runner.session(access.ssh) as s:
+        with _session(runner, access) as s:
             if access.vmid is not None:
                 result = s.run_in_guest(access.vmid, job.command, timeout=job.timeout_s)
             else:
@@ -98,7 +151,7 @@ def run_one(runner: SshRunner, job: HostCommand) -> HostRun:
 
 
 def run_many(
-    runner: SshRunner,
+    runner: Runner,
     jobs: Sequence[HostCommand],
     parallel: int,
     on_done: Callable[[HostRun], None] | None = None,
@@ -119,8 +172,14 @@ def run_many(
 
 
 @task(name="ssh-run-batch", tags=["ssh"], cache_policy=NO_CACHE)
-def run_batch(ssh: SshCredentials, jobs: list[HostCommand], parallel: int = 50) -> list[HostRun]:
-    """Run commands on a batch of hosts over SSH (``pct exec`` for guests reached via their node).
+def run_batch(
+    ssh: SshCredentials,
+    jobs: list[HostCommand],
+    parallel: int = 50,
+    pve: ProxmoxCredentials | None = None,
+) -> list[HostRun]:
+    """Run commands on a batch of hosts over SSH (``pct exec`` for guests reached via their node;
+    VMs whose access is ``agent`` through their guest agent, which needs ``pve``).
 
     Changes hosts only if the commands do: the patch flow passes read-only check commands in
     check mode. At most ``parallel`` connections at once; each host gets its own row.
@@ -129,11 +188,12 @@ def run_batch(ssh: SshCredentials, jobs: list[HostCommand], parallel: int = 50) 
         ssh: the SSH credentials block.
         jobs: host + command + timeout for each host.
         parallel: hosts worked on at the same time.
+        pve: the Proxmox credentials (None: a VM reached through its agent fails as an error).
 
     Returns:
         One ``HostRun`` per job, in the jobs' order.
     """
-    runner = ssh.get_client()
+    runner = runners(ssh, pve)
     try:
         return run_many(runner, jobs, parallel)
     finally:
@@ -196,7 +256,7 @@ def _refresh(session: Any, access: HostAccess, opts: CheckOptions) -> str:
         time.sleep(min(2.0, max(deadline - time.monotonic(), 0.1)))
 
 
-def check_one(runner: SshRunner, access: HostAccess, opts: CheckOptions) -> tuple[HostRun, str]:
+def check_one(runner: Runner, access: HostAccess, opts: CheckOptions) -> tuple[HostRun, str]:
     """Refresh (optional) and run the combined check command on one host, in one connection.
 
     Returns the run of the check command and the refresh note.
@@ -204,7 +264,7 @@ def check_one(runner: SshRunner, access: HostAccess, opts: CheckOptions) -> tupl
     started = time.monotonic()
     note = ""
     try:
-        with runner.session(access.ssh) as s:
+        with _session(runner, access) as s:
             if opts.refresh:
                 note = _refresh(s, access, opts)
             if access.vmid is not None:
@@ -229,7 +289,7 @@ class CheckedHost(BaseModel):
 
 
 def check_many(
-    runner: SshRunner,
+    runner: Runner,
     hosts: Sequence[HostAccess],
     opts: CheckOptions,
     parallel: int,
@@ -260,7 +320,11 @@ def check_many(
 
 @task(name="ssh-patch-check", tags=["ssh"], cache_policy=NO_CACHE)
 def check_hosts(
-    ssh: SshCredentials, hosts: list[HostAccess], opts: CheckOptions, parallel: int = 50
+    ssh: SshCredentials,
+    hosts: list[HostAccess],
+    opts: CheckOptions,
+    parallel: int = 50,
+    pve: ProxmoxCredentials | None = None,
 ) -> list[CheckedHost]:
     """Check pending updates on a batch of hosts (read-only; ``apt-get update`` only refreshes
     the package lists when ``opts.refresh`` is set).
@@ -274,8 +338,9 @@ def check_hosts(
         hosts: where and how to reach each host.
         opts: refresh, lock wait and timeouts.
         parallel: hosts checked at the same time.
+        pve: the Proxmox credentials, for VMs reached through their guest agent.
     """
-    runner = ssh.get_client()
+    runner = runners(ssh, pve)
     try:
         return check_many(runner, hosts, opts, parallel)
     finally:

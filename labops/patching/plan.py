@@ -115,7 +115,8 @@ def select_targets(
 
     A guest is matched to its inventory host by vmid, then by name; a guest with no inventory
     entry is reached through its node with ``pct exec`` when the default access says so, and is
-    skipped (reported) when there is no way to reach it. VMs are not patched (no ``pct exec``).
+    skipped (reported) when there is no way to reach it. A VM without an SSH address is reached
+    through its QEMU guest agent (``access`` agent).
     """
     by_vmid = {h.vmid: h for h in hosts if h.vmid is not None}
     by_name = {h.name: h for h in hosts}
@@ -583,8 +584,6 @@ def plan_host(row: HostCheck, security_only: bool) -> PlanHost | None:
     """The rollout entry of a checked host, or None when there is nothing to apply."""
     if not row.known or not row.packages:
         return None
-    if row.access == "agent":
-        return None  # applying through the guest agent is not built yet: the check shows it
     # held packages stay held: apt refuses to upgrade them by name, dist-upgrade skips them
     held = set(row.held)
     security = [p.name for p in row.packages if p.security and p.name not in held]
@@ -680,9 +679,9 @@ def recheck_at_approval(
 
 
 def protection(host: PlanHost, snapshot: bool, backup_age_h: float | None, fresh_h: float) -> str:
-    """How a host can be rolled back: an LXC snapshot taken before its upgrade, a backup younger
-    than ``fresh_h`` hours, or nothing."""
-    if snapshot and host.kind == "container" and host.vmid is not None:
+    """How a host can be rolled back: a PVE snapshot (container or VM) taken before its upgrade,
+    a backup younger than ``fresh_h`` hours, or nothing."""
+    if snapshot and host.kind in ("container", "vm") and host.vmid is not None:
         return "snapshot"
     if backup_age_h is not None and backup_age_h <= fresh_h:
         return f"fresh backup ({backup_age_h:.0f} h old)"
@@ -742,6 +741,9 @@ def plan_table(
                 "host": row.host,
                 "phase": phase.get(row.host, "left out"),
                 "node": row.node or "",
+                # how the upgrade reaches the host: ssh, pct (through its node) or agent (a VM
+                # without SSH, through its QEMU guest agent)
+                "access": row.access,
                 "packages": _marked(h) if h else "",
                 "security": str(len(h.security_packages)) if h else "",
                 "cve/kev": cve_cell(row, h.packages, no_cve_lookup) if h else "",
@@ -805,6 +807,9 @@ class SnapshotRecord(BaseModel):
     created: datetime
     status: Literal["in-progress", "keep-until", "rolled-back"] = "in-progress"
     delete_after: datetime | None = None
+    kind: Literal["lxc", "qemu"] = Field(
+        "lxc", description="The guest's kind (books written before VMs had snapshots: lxc)."
+    )
 
 
 class SnapshotBook(BaseModel):
@@ -836,5 +841,5 @@ def leftovers(found: Sequence[tuple[str, int, str]], book: SnapshotBook, current
     for host, vmid, name in found:
         if name == current or (vmid, name) in planned or not is_labops_snapshot(name):
             continue
-        out.append(f"{host} (CT {vmid}): {name}")
+        out.append(f"{host} ({vmid}): {name}")
     return sorted(out)

@@ -1258,6 +1258,8 @@ async def apt_upgrade(
             restart = _services_to_restart(st)
         if name == "libc6" and st.os.startswith("ubuntu"):
             _set_reboot(st, name)
+        if name.startswith("linux-image-") and st.kind == "vm":
+            _set_reboot(st, name)  # a VM boots its own kernel (containers share the node's)
     for pull in new:
         if pull[0].startswith("proxmox-kernel-"):
             if PVE_KERNEL_NEW not in st.kernels:

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from sandbox.fleet.jobs import HostJobs
 from sandbox.fleet.shell import BufferSink, ExitShell, Io, Rebooting, Shell
-from sandbox.fleet.state import new_host_state
+from sandbox.fleet.state import HostState, new_host_state
+from sandbox.fleet.tools import new_boot
 from sandbox.lab import Guest, Lab
 from sandbox.pve.http import ApiError
 
@@ -67,7 +68,18 @@ class AgentRuntime(HostJobs):
         if guest is not None:
             with self.lab.lock:
                 guest.boots += 1
-            self.end_jobs(name)
+            booted(self.api, guest)
+
+
+def booted(api: PveApi, guest: Guest) -> None:
+    """What a boot of VM ``guest`` does to its simulated OS (PVE's reboot or start, a rollback
+    that starts it, a ``reboot`` inside it): its processes are gone, reboot-required clears, the
+    newest kernel runs (as the fleet does for its hosts)."""
+    runtime(api).end_jobs(guest.name)
+    with api.lab.lock:
+        st = api.lab.hosts.get(guest.name)
+        if isinstance(st, HostState):
+            new_boot(st)
 
 
 def runtime(api: PveApi) -> AgentRuntime:

@@ -1042,7 +1042,7 @@ def guest_config(api: PveApi, g: Guest) -> dict[str, Any]:
         conf["lock"] = lock
     if g.template:
         conf["template"] = 1
-    snaps = api.snapshots.get(g.vmid) if g.type == "lxc" else None
+    snaps = api.snapshots.get(g.vmid)
     if snaps:
         conf["parent"] = snaps[-1].name
     conf["digest"] = _digest(conf)
@@ -1255,12 +1255,18 @@ async def _power(api: PveApi, req: Req, kind: str, action: str) -> Any:
             await api.sleep(1.0)
             g.status = "running"
             g.boots += 1
+            if kind == "qemu":
+                _agent.booted(api, g)
             await api.sleep(1.0)
             return None
         await api.sleep(2.0 if action != "stop" else 0.5)
         g.status = "running" if action == "start" else "stopped"
         if action == "start":
             g.boots += 1
+        if kind == "qemu" and action == "start":
+            _agent.booted(api, g)
+        elif kind == "qemu":
+            _agent.runtime(api).end_jobs(g.name)  # the VM's processes end with it
         return None
 
     return api.tasks.spawn(
@@ -1615,12 +1621,24 @@ async def qemu_destroy(api: PveApi, req: Req) -> Any:
     return await _destroy(api, req, "qemu")
 
 
-# ---- LXC snapshots -----------------------------------------------------------------------
+# ---- snapshots (LXC and QEMU) -------------------------------------------------------------
+# One implementation for both kinds, as PVE's AbstractConfig does it: a snapshot keeps a deep copy
+# of the guest's simulated OS state; rollback puts it back. A QEMU snapshot is taken without RAM
+# (``vmstate`` 0), so a running VM is stopped for its rollback and started again only with
+# ``start`` (as qemu-server's rollback does); its agent's processes end with it.
+
+_SNAP_TASKS = {
+    "lxc": ("vzsnapshot", "vzrollback", "vzdelsnapshot"),
+    "qemu": ("qmsnapshot", "qmrollback", "qmdelsnapshot"),
+}
 
 
-@route("GET", "/nodes/{node}/lxc/{vmid}/snapshot")
-async def snapshot_list(api: PveApi, req: Req) -> Any:
-    g = api.guest_on(req.params["node"], int(req.params["vmid"]), "lxc")
+def _snap_guest(api: PveApi, req: Req, kind: str) -> Guest:
+    return api.guest_on(req.params["node"], int(req.params["vmid"]), kind)
+
+
+async def _snapshot_list(api: PveApi, req: Req, kind: str) -> Any:
+    g = _snap_guest(api, req, kind)
     snaps = api.snapshots.get(g.vmid, [])
     out: list[dict[str, Any]] = []
     for s in snaps:
@@ -1629,6 +1647,8 @@ async def snapshot_list(api: PveApi, req: Req) -> Any:
             "snaptime": s.snaptime,
             "description": s.description,
         }
+        if kind == "qemu":
+            item["vmstate"] = 0
         if s.parent:
             item["parent"] = s.parent
         out.append(item)
@@ -1643,15 +1663,16 @@ async def snapshot_list(api: PveApi, req: Req) -> Any:
     return out
 
 
-@route("POST", "/nodes/{node}/lxc/{vmid}/snapshot")
-async def snapshot_create(api: PveApi, req: Req) -> Any:
-    g = api.guest_on(req.params["node"], int(req.params["vmid"]), "lxc")
+async def _snapshot_create(api: PveApi, req: Req, kind: str) -> Any:
+    g = _snap_guest(api, req, kind)
     name = req.str("snapname") or ""
     if not name:
         raise param_error("snapname", "property is missing and it is not optional")
     if not _CONFIGID.match(name) or len(name) > 40:
         raise param_error("snapname", f"invalid format - invalid configuration ID '{name}'")
     description = req.str("description", "") or ""
+    if kind == "qemu" and req.bool("vmstate"):
+        raise ApiError(500, "the sandbox does not save RAM (vmstate) in snapshots")
 
     async def body(task: Task) -> int | None:
         _locked_error(api, g)
@@ -1665,7 +1686,10 @@ async def snapshot_create(api: PveApi, req: Req) -> Any:
             raise TaskError(f"snapshot name '{name}' already used")
         g.lock = "snapshot"
         try:
-            task.log(f"create storage snapshot '{name}'")
+            if kind == "lxc":
+                task.log(f"create storage snapshot '{name}'")
+            else:
+                task.log(f"snapshotting 'drive-scsi0' (local-lvm:vm-{g.vmid}-disk-0)")
             await api.sleep(1.0)
             with api.lab.lock:
                 had = g.name in api.lab.hosts
@@ -1684,7 +1708,8 @@ async def snapshot_create(api: PveApi, req: Req) -> Any:
             g.lock = None
         return None
 
-    return api.tasks.spawn(g.node, "vzsnapshot", str(g.vmid), req.authid, body, vmids=[g.vmid]).upid
+    task_type = _SNAP_TASKS[kind][0]
+    return api.tasks.spawn(g.node, task_type, str(g.vmid), req.authid, body, vmids=[g.vmid]).upid
 
 
 def _find_snap(api: PveApi, g: Guest, name: str) -> SnapshotRec:
@@ -1694,9 +1719,8 @@ def _find_snap(api: PveApi, g: Guest, name: str) -> SnapshotRec:
     raise ApiError(500, f"snapshot '{name}' does not exist")
 
 
-@route("POST", "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/rollback")
-async def snapshot_rollback(api: PveApi, req: Req) -> Any:
-    g = api.guest_on(req.params["node"], int(req.params["vmid"]), "lxc")
+async def _snapshot_rollback(api: PveApi, req: Req, kind: str) -> Any:
+    g = _snap_guest(api, req, kind)
     snap = _find_snap(api, g, req.params["snapname"])
 
     async def body(task: Task) -> int | None:
@@ -1704,6 +1728,9 @@ async def snapshot_rollback(api: PveApi, req: Req) -> Any:
         g.lock = "rollback"
         try:
             was_running = g.status == "running"
+            if kind == "qemu" and was_running:
+                g.status = "stopped"  # no RAM in the snapshot: the VM is stopped for it
+                _agent.runtime(api).end_jobs(g.name)
             await api.sleep(1.5)
             with api.lab.lock:
                 if snap.had_state:
@@ -1712,16 +1739,19 @@ async def snapshot_rollback(api: PveApi, req: Req) -> Any:
                     api.lab.hosts.pop(g.name, None)
             if req.bool("start") and was_running:
                 g.status = "running"
+                if kind == "qemu":
+                    g.boots += 1
+                    _agent.booted(api, g)
         finally:
             g.lock = None
         return None
 
-    return api.tasks.spawn(g.node, "vzrollback", str(g.vmid), req.authid, body, vmids=[g.vmid]).upid
+    task_type = _SNAP_TASKS[kind][1]
+    return api.tasks.spawn(g.node, task_type, str(g.vmid), req.authid, body, vmids=[g.vmid]).upid
 
 
-@route("DELETE", "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}")
-async def snapshot_delete(api: PveApi, req: Req) -> Any:
-    g = api.guest_on(req.params["node"], int(req.params["vmid"]), "lxc")
+async def _snapshot_delete(api: PveApi, req: Req, kind: str) -> Any:
+    g = _snap_guest(api, req, kind)
     snap = _find_snap(api, g, req.params["snapname"])
 
     async def body(task: Task) -> int | None:
@@ -1736,9 +1766,33 @@ async def snapshot_delete(api: PveApi, req: Req) -> Any:
             snaps.remove(snap)
         return None
 
-    return api.tasks.spawn(
-        g.node, "vzdelsnapshot", str(g.vmid), req.authid, body, vmids=[g.vmid]
-    ).upid
+    task_type = _SNAP_TASKS[kind][2]
+    return api.tasks.spawn(g.node, task_type, str(g.vmid), req.authid, body, vmids=[g.vmid]).upid
+
+
+def _snapshot_routes(kind: str) -> tuple[Any, Any, Any, Any]:
+    async def listing(api: PveApi, req: Req) -> Any:
+        return await _snapshot_list(api, req, kind)
+
+    async def create(api: PveApi, req: Req) -> Any:
+        return await _snapshot_create(api, req, kind)
+
+    async def rollback(api: PveApi, req: Req) -> Any:
+        return await _snapshot_rollback(api, req, kind)
+
+    async def delete(api: PveApi, req: Req) -> Any:
+        return await _snapshot_delete(api, req, kind)
+
+    base = f"/nodes/{{node}}/{kind}/{{vmid}}/snapshot"
+    router.add("GET", base, listing)
+    router.add("POST", base, create)
+    router.add("POST", f"{base}/{{snapname}}/rollback", rollback)
+    router.add("DELETE", f"{base}/{{snapname}}", delete)
+    return listing, create, rollback, delete
+
+
+snapshot_list, snapshot_create, snapshot_rollback, snapshot_delete = _snapshot_routes("lxc")
+_snapshot_routes("qemu")
 
 
 # ---- vzdump --------------------------------------------------------------------------------

@@ -379,6 +379,8 @@ def test_the_run_leaves_its_progress_artifact(
 
     title = report.markdown().splitlines()[0]
     assert title == f"# Certificates: {len(report.endpoints)} endpoints", title
-    logs = flow_run_logs(state.state_details.flow_run_id, want="certificates: ")
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    logs = flow_run_logs(run_id, want="certificates: ")
     done = [m for m in logs if m.startswith("certificates: ")]
     assert done and done[-1].startswith(f"certificates: {len(report.endpoints)} endpoints"), done

@@ -101,6 +101,7 @@ def test_missing_privileges_per_operation() -> None:
             "VM.PowerMgmt",
             "VM.Snapshot",
             "VM.Snapshot.Rollback",
+            "VM.GuestAgent.Unrestricted",
             "Datastore.Audit",
             "Datastore.AllocateSpace",
         ]
@@ -116,6 +117,8 @@ def test_missing_privileges_per_operation() -> None:
         m.startswith("Datastore.AllocateSpace on /storage/pbs-main") for m in missing["backups"]
     )
     assert "Sys.Audit on /nodes/pve1 (read node pve1)" in missing["certificates"]
+    agent = "VM.GuestAgent.Unrestricted on /vms (commands in VMs without SSH)"
+    assert agent in missing["patch-check"] and agent in missing["patch-apply"]
     assert any(m.startswith("VM.Allocate on /vms/9900") for m in missing["restore-drill"])
 
     table = privilege_table({"backups": [], "patch-apply": ["VM.Snapshot on /vms (x)"]})

@@ -154,6 +154,7 @@ def test_plan_table_and_summary_say_what_will_be_done() -> None:
         "host": "web",
         "phase": "canary 1",
         "node": "pve1",
+        "access": "ssh",
         "packages": "libc6 (security)",
         "security": "1",
         "cve/kev": "not checked: the CVE lookup did not run",

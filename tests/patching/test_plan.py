@@ -157,7 +157,7 @@ def test_leftovers() -> None:
         ("c", 3, "labops-patch-now"),
         ("d", 4, "manual"),
     ]
-    assert plan.leftovers(found, book, "labops-patch-now") == ["b (CT 2): labops-patch-killed"]
+    assert plan.leftovers(found, book, "labops-patch-now") == ["b (2): labops-patch-killed"]
     assert [r.name for r in book.due(datetime.now(UTC))] == ["labops-patch-old"]
 
 

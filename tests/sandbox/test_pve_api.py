@@ -219,6 +219,59 @@ def test_snapshot_rollback_restores_host_state(sb: SandboxHandle) -> None:
     assert exc.value.status_code == 400
 
 
+def _agent_run(pve: Any, node: str, vmid: int, line: str) -> dict[str, Any]:
+    """Run ``line`` in VM ``vmid`` through its guest agent and wait for its end."""
+    pid = pve.nodes(node).qemu(vmid).agent.exec.post(command=["/bin/sh", "-c", line])["pid"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status: dict[str, Any] = pve.nodes(node).qemu(vmid).agent("exec-status").get(pid=pid)
+        if status["exited"]:
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"{line!r} did not end")
+
+
+def test_qemu_snapshot_rollback_and_reboot_as_pve_does(sb: SandboxHandle) -> None:
+    """A VM's snapshot (qmsnapshot, no RAM), an upgrade through its agent, the rollback
+    (qmrollback: stopped for it, started again with ``start``) and delete (qmdelsnapshot)."""
+    pve = sb.pve()
+    node, vmid = "pve2", 800
+    vm = pve.nodes(node).qemu(vmid)
+    vm.agent.ping.post()  # the VM's OS state exists from its first agent call
+    kernel = "linux-image-amd64"
+    sb.control("fleet", "set_pending", host="haos", packages=[{"name": kernel}])
+    upid = vm.snapshot.post(snapname="pre-upgrade", description="before apt")
+    assert ":qmsnapshot:800:" in upid
+    assert wait_task(pve, node, upid)["exitstatus"] == "OK"
+    listed = vm.snapshot.get()
+    assert [s["name"] for s in listed] == ["pre-upgrade", "current"]
+    assert listed[0]["vmstate"] == 0 and listed[1]["parent"] == "pre-upgrade"
+    assert vm.config.get()["parent"] == "pre-upgrade"
+    done = _agent_run(pve, node, vmid, "DEBIAN_FRONTEND=noninteractive apt-get -y dist-upgrade")
+    assert done["exitcode"] == 0, done
+    after = sb.control("fleet", "state", host="haos")
+    assert not after["pending"] and after["reboot_required"]  # a VM's kernel asks for a reboot
+    upid = vm.snapshot("pre-upgrade").rollback.post(start=1)
+    assert ":qmrollback:800:" in upid
+    assert wait_task(pve, node, upid)["exitstatus"] == "OK"
+    assert vm.status.current.get()["status"] == "running"
+    assert sorted(sb.control("fleet", "state", host="haos")["pending"]) == [kernel]
+    # upgraded again, then PVE's reboot task: the VM boots, reboot-required clears
+    line = f"apt-get -y install --only-upgrade {kernel}"
+    assert _agent_run(pve, node, vmid, line)["exitcode"] == 0
+    assert sb.control("fleet", "state", host="haos")["reboot_required"]
+    upid = vm.status.reboot.post()
+    assert ":qmreboot:800:" in upid and wait_task(pve, node, upid)["exitstatus"] == "OK"
+    assert not sb.control("fleet", "state", host="haos")["reboot_required"]
+    upid = vm.snapshot("pre-upgrade").delete()
+    assert ":qmdelsnapshot:800:" in upid
+    assert wait_task(pve, node, upid)["exitstatus"] == "OK"
+    assert [s["name"] for s in vm.snapshot.get()] == ["current"]
+    with pytest.raises(ResourceException) as exc:
+        vm.snapshot.post(snapname="1bad")
+    assert exc.value.status_code == 400
+
+
 def test_restore_and_destroy(sb: SandboxHandle) -> None:
     pve = sb.pve()
     vol = pve.nodes("pve1").storage("pbs").content.get(content="backup", vmid=101)[-1]["volid"]
