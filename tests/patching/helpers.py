@@ -152,7 +152,9 @@ def apply_approved(sandbox: Any, tmp_path: Path, hosts: list[str], **patching: A
 
 @pytest.fixture
 def fleet_as_seeded(sandbox: Any) -> Iterator[None]:
-    """After the test, every host of the session sandbox as seeded (pending updates, kernels),
-    for the tests that read the seeded lab."""
+    """Before and after the test, every host of the session sandbox as seeded (pending updates,
+    kernels), for the tests that read the seeded lab: a test of another file that ran earlier in
+    the same process may have patched the host this one patches."""
+    sandbox.control("fleet", "reset", keep_faults=True)
     yield
     sandbox.control("fleet", "reset", keep_faults=True)
