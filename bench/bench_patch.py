@@ -145,6 +145,7 @@ def contender_labops(spec: dict[str, Any]) -> dict[str, Any]:
 
     ok = bench_check()
     flow_s = time.perf_counter() - imported
+    flow_cpu = time.process_time() - import_cpu
     return {
         "ok": ok,
         "import_s": imported - started,
@@ -154,6 +155,7 @@ def contender_labops(spec: dict[str, Any]) -> dict[str, Any]:
         "flow_s": flow_s,
         # imports + everything of the flow run but the sweep (creating, starting, finishing it)
         "fixed_s": imported - started + flow_s - sweep.get("s", 0.0),
+        "fixed_cpu_s": import_cpu + flow_cpu - sweep.get("cpu", 0.0),
     }
 
 
@@ -333,9 +335,9 @@ def emit_results(
             size=size,
             baseline_label="paramiko pool's imports",
             goal="<= 1.5 s",
-            notes=f"imports {lab['import_s']:.2f} s ({lab['import_cpu_s']:.2f} s CPU from the "
-            f"interpreter's start), flow run without the sweep "
-            f"{lab['flow_s'] - lab['task_s']:.2f} s{load}",
+            notes=f"CPU {lab['fixed_cpu_s']:.2f} s (from the interpreter's start); imports "
+            f"{lab['import_s']:.2f} s ({lab['import_cpu_s']:.2f} s CPU), flow run without the "
+            f"sweep {lab['flow_s'] - lab['task_s']:.2f} s{load}",
         )
         fixed.met = lab["fixed_s"] <= 1.5  # an absolute goal, not a ratio
         emit(fixed)
