@@ -17,6 +17,7 @@ from typing import Literal, cast
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
+from prefect.utilities.annotations import quote
 
 from blocks.context import LabContext
 from blocks.edge import TraefikApi
@@ -95,6 +96,15 @@ def _parallel(ctx: LabContext) -> int:
     return min(policy.parallel, ssh.parallel) if ssh else policy.parallel
 
 
+def _check_hosts(
+    ctx: LabContext, accesses: list[HostAccess], opts: CheckOptions
+) -> list[CheckedHost]:
+    """The check task over ``accesses``. They go in quoted: Prefect would otherwise walk every
+    host's model twice (task inputs, future resolution) looking for futures they cannot hold."""
+    hosts = cast(list[HostAccess], quote(accesses))
+    return check_hosts(ctx.ssh_block(), hosts, opts, _parallel(ctx), _pve(ctx))
+
+
 def _inventory(
     ctx: LabContext, report: PatchReport
 ) -> tuple[list[plan.PveNodeInfo], list[plan.PveGuestInfo]]:
@@ -170,7 +180,7 @@ def check(
         refresh_timeout_s=policy.refresh_timeout_s,
         check_timeout_s=policy.check_timeout_s,
     )
-    checked: list[CheckedHost] = check_hosts(ctx.ssh_block(), accesses, opts, _parallel(ctx))
+    checked = _check_hosts(ctx, accesses, opts)
     # A container just started may not run its sshd yet (a loaded node boots slowly): ask the
     # unreachable ones again until they answer or started_ssh_wait_s has passed.
     booting = [
@@ -179,7 +189,7 @@ def check(
     deadline = time.monotonic() + policy.started_ssh_wait_s
     while booting and time.monotonic() < deadline:
         time.sleep(3)
-        again = check_hosts(ctx.ssh_block(), [accesses[i] for i in booting], opts, _parallel(ctx))
+        again = _check_hosts(ctx, [accesses[i] for i in booting], opts)
         for i, c in zip(booting, again, strict=True):
             checked[i] = c
         booting = [i for i in booting if checked[i].run.state == "unreachable"]
@@ -400,7 +410,7 @@ def recheck_approved(
     accesses = [access_of(by_name[n], ctx) for n in names]
     policy = ctx.config.patching
     opts = CheckOptions(check_timeout_s=policy.check_timeout_s)
-    checked = check_hosts(ctx.ssh_block(), accesses, opts, _parallel(ctx), _pve(ctx))
+    checked = _check_hosts(ctx, accesses, opts)
     now = datetime.now(UTC)
     approved: dict[str, plan.PlanHost | None] = {}
     for h, c in zip(rollout.hosts, checked, strict=True):

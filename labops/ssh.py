@@ -20,6 +20,7 @@ host, sessions share one Transport to the jump host and each opens its own direc
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import select
@@ -32,6 +33,7 @@ from types import TracebackType
 from typing import Any
 
 import paramiko
+from paramiko.hostkeys import HostKeyEntry
 from pydantic import BaseModel, Field, SecretStr
 
 from labops.errors import AuthFailed, CommandTimeout, ConfigError, HostKeyRejected, Unreachable
@@ -85,13 +87,21 @@ def _lock_for(path: Path) -> threading.Lock:
 
 
 class KnownHosts:
-    """known_hosts parsed once and re-read only when the file changes (mtime, size)."""
+    """known_hosts parsed once and re-read only when the file changes (mtime, size).
+
+    Plain host names are indexed in a dict: paramiko's ``HostKeys.lookup`` compares the name with
+    every entry of the file, so a sweep over N hosts listed in a file of N entries would cost
+    N x N comparisons. Hashed (``|1|...``) entries cannot be indexed and are still matched one by
+    one, but only those. Every entry of a name counts, in file order (first of a key type wins),
+    as in paramiko, and ``@revoked``/``@cert-authority`` lines are ignored the same way.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = _lock_for(path)
         self._stamp: tuple[float, int] | None = None
-        self._keys = paramiko.HostKeys()
+        self._plain: dict[str, list[tuple[int, paramiko.PKey]]] = {}
+        self._hashed: list[tuple[int, str, paramiko.PKey]] = []
         self._cache: dict[str, dict[str, paramiko.PKey]] = {}
 
     def _stat(self) -> tuple[float, int] | None:
@@ -105,10 +115,44 @@ class KnownHosts:
         stamp = self._stat()
         if stamp == self._stamp and self._stamp is not None:
             return
-        keys = paramiko.HostKeys()
-        if stamp is not None:
-            keys.load(str(self.path))
-        self._keys, self._cache, self._stamp = keys, {}, stamp
+        plain: dict[str, list[tuple[int, paramiko.PKey]]] = {}
+        hashed: list[tuple[int, str, paramiko.PKey]] = []
+        for i, entry in enumerate(self._entries() if stamp is not None else []):
+            for host in entry.hostnames:
+                if host.startswith("|1|"):
+                    hashed.append((i, host, entry.key))
+                else:
+                    plain.setdefault(host, []).append((i, entry.key))
+        self._plain, self._hashed, self._cache, self._stamp = plain, hashed, {}, stamp
+
+    def _entries(self) -> list[HostKeyEntry]:
+        """The file's entries as paramiko's ``HostKeys.load`` reads them (bad lines skipped)."""
+        entries = []
+        with open(self.path, encoding="utf-8", errors="replace") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                line = raw.strip()
+                if not line or line.startswith("#"):
+                    continue
+                try:
+                    entry = HostKeyEntry.from_line(line, lineno)
+                except paramiko.SSHException:
+                    continue
+                if entry is not None and entry.key is not None:
+                    entries.append(entry)
+        return entries
+
+    def _find(self, name: str) -> dict[str, paramiko.PKey]:
+        matches = list(self._plain.get(name, ()))
+        if not name.startswith("|1|"):
+            matches += [
+                (i, key)
+                for i, host, key in self._hashed
+                if hmac.compare_digest(paramiko.HostKeys.hash_host(name, host), host)
+            ]
+        found: dict[str, paramiko.PKey] = {}
+        for _, key in sorted(matches, key=lambda m: m[0]):
+            found.setdefault(key.get_name(), key)
+        return found
 
     def lookup(self, name: str) -> dict[str, paramiko.PKey]:
         """Known keys of ``name`` by key type (empty: unknown host)."""
@@ -116,8 +160,7 @@ class KnownHosts:
             self._refresh()
             found = self._cache.get(name)
             if found is None:
-                entry = self._keys.lookup(name)
-                found = {t: entry[t] for t in entry} if entry is not None else {}
+                found = self._find(name)
                 self._cache[name] = found
             return found
 
@@ -125,7 +168,7 @@ class KnownHosts:
         """Append one entry (trust on first use); existing entries are never rewritten."""
         with self._lock:
             self._refresh()
-            if self._keys.lookup(name) is not None:
+            if self._find(name):
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as fh:

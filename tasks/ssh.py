@@ -28,6 +28,7 @@ from labops.errors import (
     LabopsError,
     Unreachable,
 )
+from labops.gctune import fewer_collections
 from labops.guest_agent import AgentNotRunning, AgentRunner
 from labops.patching import apt
 from labops.patching.hostcheck import CHECK_COMMAND, HostFacts, parse_check_output, refresh_command
@@ -160,7 +161,10 @@ def run_many(
     if not jobs:
         return []
     workers = max(1, min(parallel, len(jobs)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="labops-ssh") as pool:
+    with (
+        fewer_collections(),
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="labops-ssh") as pool,
+    ):
         futures = [pool.submit(run_one, runner, job) for job in jobs]
         results = []
         for fut in futures:
@@ -312,9 +316,12 @@ def check_many(
 
     if not hosts:
         return []
-    with ThreadPoolExecutor(
-        max_workers=max(1, min(parallel, len(hosts))), thread_name_prefix="labops-check"
-    ) as pool:
+    with (
+        fewer_collections(),
+        ThreadPoolExecutor(
+            max_workers=max(1, min(parallel, len(hosts))), thread_name_prefix="labops-check"
+        ) as pool,
+    ):
         return list(pool.map(one, hosts))
 
 

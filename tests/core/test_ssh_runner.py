@@ -67,6 +67,26 @@ def test_trust_on_first_use_records_the_key(sshd: Sshd, tmp_path: Path) -> None:
     assert known.read_text().count("\n") == 1
 
 
+def test_hashed_and_many_known_hosts_entries(sshd: Sshd, tmp_path: Path) -> None:
+    """The known_hosts index finds hashed (``ssh-keygen -H``) names and, among hundreds of
+    entries, the first key of a type in file order; a changed key after it does not win."""
+    import paramiko
+
+    other = " ".join(write_ed25519_key(tmp_path / "other_host_key").split()[:2])
+    filler = "".join(f"[10.9.{i // 250}.{i % 250}]:22 {other}\n" for i in range(600))
+    hashed = paramiko.HostKeys.hash_host(sshd.known_name)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"# comment\nshort line\n{filler}{hashed} {sshd.host_key_line}\n")
+    assert SshRunner(sshd.settings(known_hosts=known)).run(sshd.target(), "true").ok
+    # a plain entry with another key after the hashed one: the first of the type still counts
+    known.write_text(known.read_text() + f"{sshd.known_name} {other}\n")
+    assert SshRunner(sshd.settings(known_hosts=known)).run(sshd.target(), "true").ok
+    # and before it: refused as a changed key
+    known.write_text(f"{sshd.known_name} {other}\n{hashed} {sshd.host_key_line}\n")
+    with pytest.raises(HostKeyRejected, match="host key CHANGED"):
+        SshRunner(sshd.settings(known_hosts=known)).run(sshd.target(), "true")
+
+
 def test_command_timeout_closes_the_channel(sshd: Sshd) -> None:
     runner = SshRunner(sshd.settings())
     with runner.session(sshd.target()) as s:
