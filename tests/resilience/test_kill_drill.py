@@ -74,6 +74,8 @@ def drill_config(sandbox: SandboxHandle, work: Path, lab: str) -> str:
                 "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
             }
         ],
+        # listed, never refused: the sandbox's nightly backup jobs would refuse a node near them
+        "overlaps": "list",
         "refresh": False,
         "canary_count": 0,
         "batch_size": 3,
