@@ -80,22 +80,7 @@ def test_a_started_container_whose_sshd_is_slow_is_asked_until_it_answers(
 ) -> None:
     """start-check-stop: a container whose sshd answers 10 s after its start is checked, not
     left unreachable after one more try."""
-    from flows.patching import patch_check
-
-    sb = sandbox_clean
-    stopped = [
-        g
-        for g in sb.pve().cluster.resources.get(type="vm")
-        if g["type"] == "lxc" and g["status"] == "stopped" and not g.get("template")
-    ]
-    name = stopped[0]["name"]
-    sb.set_faults("fleet", extra={"slow_sshd": {name: 10}})
-    cfg = derived_config(sb, tmp_path, refresh=False, stopped_containers="start-check-stop")
-    report = report_of(patch_check(config=cfg, hosts=[name], return_state=True))
-    row = next(h for h in report.hosts if h.host == name)
-    assert row.known, row
-    status = sb.pve().nodes(stopped[0]["node"]).lxc(stopped[0]["vmid"]).status.current.get()
-    assert status["status"] == "stopped"
+    check_a_stopped_container(sandbox_clean, tmp_path, slow_sshd_s=10)
 
 
 def test_check_faults_are_reported_never_up_to_date(sandbox_clean: Any, tmp_path: Path) -> None:
@@ -151,7 +136,8 @@ def test_check_faults_are_reported_never_up_to_date(sandbox_clean: Any, tmp_path
         assert row["unknown since"] == row["last checked"]
 
 
-def test_stopped_container_started_checked_and_stopped_again(sandbox: Any, tmp_path: Path) -> None:
+def check_a_stopped_container(sandbox: Any, tmp_path: Path, slow_sshd_s: float = 0) -> None:
+    """start-check-stop on the first stopped container: it is checked, then stopped again."""
     from flows.patching import patch_check
 
     stopped = [
@@ -161,9 +147,15 @@ def test_stopped_container_started_checked_and_stopped_again(sandbox: Any, tmp_p
     ]
     assert stopped
     name = stopped[0]["name"]
+    if slow_sshd_s:
+        sandbox.set_faults("fleet", extra={"slow_sshd": {name: slow_sshd_s}})
     cfg = derived_config(sandbox, tmp_path, refresh=False, stopped_containers="start-check-stop")
     report = report_of(patch_check(config=cfg, hosts=[name], return_state=True))
     row = next(h for h in report.hosts if h.host == name)
     assert row.known, row
     status = sandbox.pve().nodes(stopped[0]["node"]).lxc(stopped[0]["vmid"]).status.current.get()
     assert status["status"] == "stopped"
+
+
+def test_stopped_container_started_checked_and_stopped_again(sandbox: Any, tmp_path: Path) -> None:
+    check_a_stopped_container(sandbox, tmp_path)
