@@ -295,6 +295,41 @@ def test_certificates_all_untrusted_exits_3_and_unreachable_exits_1(
     assert _flow_run(report).state.name == "Failed"
 
 
+def test_the_terminal_shows_how_far_a_run_got(
+    sandbox: Any, prefect_server: Any, tmp_path: Path
+) -> None:
+    """`labops run` in a terminal counts the endpoints up to the total, as the UI's progress
+    artifact does: its own output, a separate process, the way an operator starts it."""
+    import os
+    import subprocess
+    import sys
+
+    cases = sandbox.control("traefik", "cases")
+    address, port = cases["entrypoint"].split(":")
+    names = sorted(cases["routers"])[:3]
+    policy = {
+        "handshake_timeout_s": 5.0,
+        "connect_timeout_s": 5.0,
+        "sources": {k: False for k in ("traefik", "technitium", "proxmox", "pbs", "step_ca")},
+    }
+    endpoints = [{"name": n, "address": address, "port": int(port)} for n in names]
+    cfg = _sandbox_config(
+        sandbox, tmp_path, inventory={"endpoints": endpoints}, certificates=policy
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "run", "certificates", "--config", str(cfg)],
+        cwd=Path(__file__).parents[2],
+        env={**os.environ, "PREFECT_API_URL": prefect_server.api_url},
+        capture_output=True,
+        text=True,
+        timeout=300,  # bounds a hang, not the speed
+    )
+    assert done.returncode in (0, 3), done.stderr[-3000:]
+    counts = re.findall(r"progress: (\d+)/(\d+) endpoints", done.stderr + done.stdout)
+    assert counts, done.stderr[-3000:]
+    assert counts[-1] == (str(len(names)), str(len(names))), counts
+
+
 def _direct_endpoints(sandbox: Any) -> list[dict[str, Any]]:
     import yaml
 
