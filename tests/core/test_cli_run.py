@@ -258,16 +258,11 @@ def test_certificates_all_untrusted_exits_3_and_unreachable_exits_1(
     sandbox: Any, prefect_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cases = sandbox.control("traefik", "cases")
-    address, port = cases["entrypoint"].split(":")
     untrusted = [name for name, status in cases["routers"].items() if status == "untrusted"]
     offline = next(name for name in cases["direct"] if name.startswith("offline."))
     direct = {e["name"]: e for e in _direct_endpoints(sandbox)}
-    policy = {
-        "handshake_timeout_s": 2.0,
-        "connect_timeout_s": 2.0,
-        "sources": {k: False for k in ("traefik", "technitium", "proxmox", "pbs", "step_ca")},
-    }
-    endpoints = [{"name": n, "address": address, "port": int(port)} for n in untrusted]
+    policy = _endpoints_only(2.0)
+    endpoints = _router_endpoints(cases, untrusted)
     cfg = _sandbox_config(
         sandbox, tmp_path, inventory={"endpoints": endpoints}, certificates=policy
     )
@@ -305,16 +300,10 @@ def test_the_terminal_shows_how_far_a_run_got(
     import sys
 
     cases = sandbox.control("traefik", "cases")
-    address, port = cases["entrypoint"].split(":")
     names = sorted(cases["routers"])[:3]
-    policy = {
-        "handshake_timeout_s": 5.0,
-        "connect_timeout_s": 5.0,
-        "sources": {k: False for k in ("traefik", "technitium", "proxmox", "pbs", "step_ca")},
-    }
-    endpoints = [{"name": n, "address": address, "port": int(port)} for n in names]
+    endpoints = _router_endpoints(cases, names)
     cfg = _sandbox_config(
-        sandbox, tmp_path, inventory={"endpoints": endpoints}, certificates=policy
+        sandbox, tmp_path, inventory={"endpoints": endpoints}, certificates=_endpoints_only(5.0)
     )
     done = subprocess.run(
         [sys.executable, "-m", "cli.main", "run", "certificates", "--config", str(cfg)],
@@ -328,6 +317,21 @@ def test_the_terminal_shows_how_far_a_run_got(
     counts = re.findall(r"progress: (\d+)/(\d+) endpoints", done.stderr + done.stdout)
     assert counts, done.stderr[-3000:]
     assert counts[-1] == (str(len(names)), str(len(names))), counts
+
+
+def _endpoints_only(timeout_s: float) -> dict[str, Any]:
+    """A certificates policy probing only the inventory's endpoints."""
+    return {
+        "handshake_timeout_s": timeout_s,
+        "connect_timeout_s": timeout_s,
+        "sources": {k: False for k in ("traefik", "technitium", "proxmox", "pbs", "step_ca")},
+    }
+
+
+def _router_endpoints(cases: dict[str, Any], names: list[str]) -> list[dict[str, Any]]:
+    """Inventory endpoints for the sandbox Traefik routers ``names``, at its entrypoint."""
+    address, port = cases["entrypoint"].split(":")
+    return [{"name": n, "address": address, "port": int(port)} for n in names]
 
 
 def _direct_endpoints(sandbox: Any) -> list[dict[str, Any]]:
