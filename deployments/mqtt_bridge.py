@@ -4,7 +4,8 @@
   the lab's deployment of that flow (``backups/<lab>``) when ``platform.triggers`` allows it
   (:mod:`labops.triggers`); anything else is refused with one escaped warning line. Retained
   messages are ignored (a reconnect must not start runs again) and a ``request_id`` starts at
-  most one run.
+  most one run. The lab's bridges share one subscription (:func:`run_subscription`): with two
+  of them on one broker each request still reaches only one.
 - every state change of a flow run of the lab (Prefect events; a run is the lab's when it
   carries the tag ``lab:<lab>``) is published as JSON on ``<events topic>/<flow>/<state>``.
 - a Failed, Crashed or TimedOut run of the lab notifies Telegram and MQTT once, with a link to
@@ -165,6 +166,14 @@ class AlertBook:
             return True
 
 
+def run_subscription(run_topic: str, lab: str) -> str:
+    """The bridge's topic filter: ``<run_topic>/+`` as an MQTT shared subscription of the group
+    ``labops-bridge-<lab>`` (``$share/<group>/<filter>``, MQTT 5 and Mosquitto's 3.1.1 too), so
+    the broker delivers each run request to exactly one of the lab's bridges. Retained messages
+    are never delivered to a shared subscription."""
+    return f"$share/labops-bridge-{lab_slug(lab)}/{run_topic.rstrip('/')}/+"
+
+
 class Bridge:
     """Runs until stopped: MQTT in, Prefect events out, alerts once."""
 
@@ -185,6 +194,11 @@ class Bridge:
         # Prefect's settings live in context variables, which threads (paho's network loop, the
         # event stream) do not inherit: every callback runs in a copy of the creator's context.
         self._context = contextvars.copy_context()
+        # Two bridges of one lab on one broker (a second host, a restart overlapping the old
+        # process) must not both take a request: a shared subscription hands each message to
+        # one member of the group, whatever the request carries (a request_id or not).
+        self.subscription = run_subscription(self.policy.mqtt_run_topic, ctx.config.lab.name)
+        self.subscribed = threading.Event()
         self.client = self._mqtt_client()
         # Import every flow now: payloads are then checked without importing on the MQTT thread,
         # and Prefect's one-time logging setup happens before the bridge logs anything.
@@ -215,6 +229,7 @@ class Bridge:
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _on_connect(
@@ -224,8 +239,20 @@ class Bridge:
             log.warning("MQTT broker refused the bridge: %s", reason)
             return
         # Subscriptions do not survive a reconnect: renew them every time.
-        client.subscribe(f"{self.policy.mqtt_run_topic.rstrip('/')}/+", qos=1)
-        log.info("bridge connected; listening on %s/+", self.policy.mqtt_run_topic)
+        client.subscribe(self.subscription, qos=1)
+        log.info(
+            "bridge connected; listening on %s/+ (shared by the lab's bridges: each request "
+            "reaches one of them)",
+            self.policy.mqtt_run_topic,
+        )
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: Any, reasons: Any, props: Any
+    ) -> None:
+        if any(getattr(r, "is_failure", False) for r in reasons):
+            log.warning("MQTT broker refused the subscription %s: %s", self.subscription, reasons)
+            return
+        self.subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._in_context(self._handle_message, msg)

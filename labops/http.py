@@ -1,6 +1,7 @@
 """The one HTTP policy: timeouts, retries with exponential backoff and jitter, fail-fast on auth.
 
-Retried: connection errors, timeouts, 5xx and 429 (``Retry-After`` honoured). Never retried: 401 and
+Retried: connection errors, timeouts, 5xx and 429 (``Retry-After`` honoured); a request that must
+not happen twice (``once``, a change) only when it surely was not acted on. Never retried: 401 and
 403 (``AuthFailed``) and other 4xx (``ApiError``), whose message names the system and what to fix.
 The same policy wraps non-httpx clients (proxmoxer) through :func:`call_with_retry`.
 
@@ -126,7 +127,8 @@ def classify_httpx(
 ) -> Callable[[BaseException], BaseException | None]:
     """Map httpx's errors onto the policy's. ``once``: the request has an effect that must not
     happen twice (a chat message): after it may have reached the server (a timeout or a dropped
-    connection while waiting for the answer) it is not repeated, it raises ``MaybeApplied``."""
+    connection while waiting for the answer, or a 5xx other than 503) it is not repeated, it
+    raises ``MaybeApplied``; 429 and 503 (refused before any work) are still retried."""
 
     def maybe_applied(exc: object) -> MaybeApplied:
         return MaybeApplied(
@@ -137,6 +139,10 @@ def classify_httpx(
 
     def classify(exc: BaseException) -> BaseException | None:
         if isinstance(exc, RetryableStatus):
+            if once and exc.status not in (429, 503):
+                # a 5xx other than 503 does not prove the server did nothing (a gateway's 502
+                # or 504 after forwarding, a 500 after the message was stored)
+                return maybe_applied(f"HTTP {exc.status} {exc.message}")
             return exc
         if isinstance(exc, DeadlineExceeded):
             return maybe_applied(exc) if once else Unreachable(system, str(exc))

@@ -30,8 +30,10 @@ models from labops/models/pve.py or pbs.py; put them in the matching section of 
 Retries: reads (GET) are retried on connection errors, timeouts, 5xx and 429. POST, PUT and
 DELETE start something in PVE/PBS (a backup, an ACME renewal, a snapshot removal), so they are
 retried only when the server cannot have acted on them: the connection was never made, or the
-server answered 5xx/429. One whose answer was lost after sending (read timeout, reset) raises
-ApiError at once rather than risk doing the work twice.
+server answered 429, 503 or 595 (pveproxy could not connect to the node). One whose answer was
+lost after sending (read timeout, reset) or that was answered another 5xx (PVE's 500 may follow
+partial work; 596 may come after the request reached the node) raises MaybeApplied at once
+rather than risk doing the work twice.
 Booleans in parameters are sent as 1/0 (PVE rejects "True").
 """
 
@@ -153,6 +155,13 @@ def _error_text(exc: ResourceException) -> str:
     if errors:
         return f"{content} {errors}".strip()
     return content or str(exc.status_message or "")
+
+
+# Answers that prove the server did not act on a request, so a change may be sent again: 429
+# (rate limited) and 503 (not serving) refuse it before any work, and 595 is pveproxy's
+# "Errors during connection establishment, proxy handshake" (AnyEvent::HTTP's code when it
+# could not even connect to the node it forwards to). Every other 5xx of a change is final.
+_NOT_ACTED_ON = (429, 503, 595)
 
 
 def _never_sent(exc: requests.RequestException | DeadlineExceeded) -> bool:
@@ -300,8 +309,16 @@ class ProxmoxClient:
             return AuthFailed(
                 self.name, f"token {self.token_id} refused for {what} ({status} {text}): {hint}"
             )
-        if status in (429, 595, 596) or status >= 500:
+        if status in _NOT_ACTED_ON or (method == "GET" and status >= 500):
             return RetryableStatus(status, f"{what}: {text}")
+        if status >= 500 and status != 501:
+            # A change answered 5xx may have been (partly) done: PVE answers 500 for an error
+            # raised after the work began, and 596 when pveproxy lost the node after sending.
+            return MaybeApplied(
+                self.name,
+                f"{what} failed: {status} {text}; it may have been (partly) applied, so it is "
+                "not repeated: check the guest and the task list before retrying",
+            )
         return ApiError(self.name, f"{what} failed: {status} {text}", status)
 
     # -- tasks (shared polling) ---------------------------------------------------------------

@@ -285,6 +285,7 @@ class PveApi:
             injected = await inject_faults(request, self.faults, self.ctx.rng, path)
             if injected:
                 raise injected
+            self._fail_first(path)
             if path == "/access/ticket":
                 return await self._ticket_endpoint(request)
             authid = await self._authenticate(request)
@@ -307,6 +308,12 @@ class PveApi:
             if self._matching(self.faults.extra.get("drop_answer"), path):
                 abort_connection(request)  # acted on, but the answer never leaves
                 raise Dropped
+            failed_after = request.method != "GET" and self._matching(
+                self.faults.extra.get("error_after"), path
+            )
+            if failed_after:  # acted on, then PVE's 500 (an error raised after the work began)
+                text = failed_after if isinstance(failed_after, str) else "got timeout"
+                raise ApiError(500, text)
         except Dropped:
             return web.Response(status=500)  # the connection is gone; nobody reads this
         except Denied as exc:
@@ -325,6 +332,17 @@ class PveApi:
             charset="utf-8",
             headers={"Server": "pve-api-daemon/3.0", "Cache-Control": "max-age=0"},
         )
+
+    def _fail_first(self, path: str) -> None:
+        """``fail_first`` (``{"/agent/exec-status": 2}``): the next 2 requests on such a path
+        are answered 500 before anything is done (a transient fault; the count goes down)."""
+        table = self.faults.extra.get("fail_first")
+        if not isinstance(table, dict):
+            return
+        key = next((k for k in table if k in path), None)
+        if key is not None and int(table[key]) > 0:
+            table[key] = int(table[key]) - 1
+            raise ApiError(500, "internal error - sandbox injected fault")
 
     @staticmethod
     def _matching(knob: Any, path: str) -> Any:

@@ -146,8 +146,12 @@ def settle(sandbox: SandboxHandle, mark: int, after_s: float, timeout: float = 1
 
 @pytest.mark.parametrize(
     "fault",
-    [{"act_late": {"/vzdump": 4}}, {"drop_answer": ["/vzdump"]}],
-    ids=["acted-on-after-the-client-gave-up", "answer-dropped"],
+    [
+        {"act_late": {"/vzdump": 4}},
+        {"drop_answer": ["/vzdump"]},
+        {"error_after": {"/vzdump": "got timeout"}},
+    ],
+    ids=["acted-on-after-the-client-gave-up", "answer-dropped", "answered-500-after-starting"],
 )
 def test_a_start_whose_answer_is_lost_is_adopted_never_sent_twice(
     lab_clean: SandboxHandle, fault: dict[str, Any]

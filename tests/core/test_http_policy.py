@@ -113,8 +113,9 @@ def test_a_request_with_an_effect_is_not_repeated_once_it_may_have_arrived(
     server: ScriptedServer,
 ) -> None:
     """A chat message whose answer was lost (dropped connection, read timeout) may have been
-    posted: sent once, reported as maybe applied. Refused with an error status, it was not
-    applied and is tried again; one that never left (connection refused) is tried again too."""
+    posted: sent once, reported as maybe applied; so may one answered 500, 502 or 504. Refused
+    with 503 or 429, it was not applied and is tried again; one that never left (connection
+    refused) is tried again too."""
     server.script = [Reply(drop=True)]
     server.default = Reply(200, {"ok": True})
     with client(server) as c, pytest.raises(MaybeApplied, match="may have been applied"):
@@ -135,10 +136,17 @@ def test_a_request_with_an_effect_is_not_repeated_once_it_may_have_arrived(
     assert len(server.requests) == 3
 
     server.requests.clear()
-    server.script = [Reply(502)]
-    with client(server) as c:  # an error status: not applied, tried again
+    server.script = [Reply(503), Reply(429)]
+    with client(server) as c:  # refused before any work (503, 429): not applied, tried again
         assert c.request("POST", "/sendMessage", json={"text": "hi"}, once=True).json()
-    assert len(server.requests) == 2
+    assert len(server.requests) == 3
+
+    for status in (500, 502, 504):  # a gateway's or server's error may follow the work
+        server.requests.clear()
+        server.script = [Reply(status, {"description": "Bad Gateway"})]
+        with client(server) as c, pytest.raises(MaybeApplied, match=f"HTTP {status} Bad Gateway"):
+            c.request("POST", "/sendMessage", json={"text": "hi"}, once=True)
+        assert len(server.requests) == 1, status
 
     retry = HttpRetry(attempts=3, backoff_s=0.01, jitter=0.0, timeout_s=1)
     gone = HttpClient("telegram", f"http://127.0.0.1:{free_port()}", retry=retry)

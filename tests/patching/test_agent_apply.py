@@ -302,3 +302,58 @@ def test_killed_runs_upgrade_adopted_before_this_runs_starts(
     ]
     assert ended and ended[0] < starts[1]["seq"]  # ours began after the adopted one ended
     assert pending_of(sb, VM) == []
+
+
+def test_exec_answered_500_after_it_ran_is_not_sent_again(
+    sandbox_clean: Any, tmp_path: Path
+) -> None:
+    """PVE answers the agent's exec 500 after the command began (its error came after the
+    work): the command ran once, is never sent again, and the host's row says it failed and
+    that the command may have run. The polls (GETs) of a command are still retried."""
+    sb = sandbox_clean
+    runner, job = _vm_job(sb, tmp_path, "once-run")
+    access = job.access
+    marker = "/tmp/labops-ran-once"
+    sb.set_faults("pve", extra={"error_after": {"/agent/exec": "got timeout"}})
+    mark = sb.journal_mark()
+    row = run_one(runner, HostCommand(access=access, command=f"touch {marker}", timeout_s=30))
+    entries = sb.journal(mark)
+    posts = [e for e in entries if e["kind"] == "http" and e["path"].endswith("/agent/exec")]
+    ran = [e for e in entries if e["kind"] == "exec" and e.get("host") == VM]
+    assert len(posts) == 1, posts  # the old policy sent it 4 times
+    assert [e["argv"] for e in ran if e["argv"][0] == "touch"] == [["touch", marker]], ran
+    assert row.state != "ok" and row.result is None, row
+    assert "500 got timeout" in row.detail and "may have been" in row.detail, row.detail
+
+    # a read answered 500 twice is retried and the command's end is still seen
+    sb.set_faults("pve", extra={"error_after": None, "fail_first": {"/agent/exec-status": 2}})
+    mark = sb.journal_mark()
+    row = run_one(runner, HostCommand(access=access, command="echo polled", timeout_s=30))
+    assert row.state == "ok" and row.result is not None, row
+    assert row.result.stdout.strip() == "polled"
+    assert sb.state()["faults"]["pve"]["extra"]["fail_first"] == {"/agent/exec-status": 0}
+    assert len([e for e in sb.journal(mark) if e["kind"] == "http"]) == 1
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_vm_whose_agent_is_down_asked_once_reported_could_not_check(
+    sandbox_clean: Any, tmp_path: Path
+) -> None:
+    """PVE's 500 "QEMU guest agent is not running" cannot be fixed by asking again: the exec is
+    sent once and the VM is reported "could not check" with that reason."""
+    from flows.patching import patch_check
+
+    sb = sandbox_clean
+    _node, vmid = guest(sb, VM)
+    cfg = derived_config(sb, tmp_path, check_timeout_s=10)
+    sb.set_faults("pve", extra={"agent_down": [vmid]})
+    mark = sb.journal_mark()
+    report = report_of(patch_check(config=cfg, hosts=[VM], return_state=True))
+    (row,) = [h for h in report.hosts if h.host == VM]
+    assert not row.known and "could not check: guest agent not running" in row.detail, row
+    posts = [
+        e
+        for e in sb.journal(mark)
+        if e["kind"] == "http" and e["path"].endswith(f"/qemu/{vmid}/agent/exec")
+    ]
+    assert len(posts) == 1, posts

@@ -264,3 +264,112 @@ def test_corrupt_bridge_state_is_reported_rebuilt_and_never_silences(
     # and remembers from now on: the same failure does not alert again
     bridge.handle_event(failed_event(run_id))
     assert len(sub.wait_for(3, timeout=2)) == 2
+
+
+# -- two bridges of one lab on one broker ------------------------------------------------------
+
+
+def test_two_bridges_on_one_broker_start_one_run_per_message(
+    prefect_server: Any, tmp_path: Path, mqtt: MqttBroker
+) -> None:
+    """Two bridges of one lab on the machine's Mosquitto (a second host, or a restart that
+    overlaps the old process) and one request without a request_id: exactly one flow run.
+    Sentinel messages published after it are kept coming until each bridge handled one: a
+    broker delivers one publisher's messages to a client in order, so by then the request
+    reached every bridge it ever will."""
+    import contextvars
+    import threading
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterTags,
+    )
+
+    from deployments.definitions import deployment_specs, runner_deployments
+    from labops.config import load_config
+
+    lab = f"twin-{uuid.uuid4().hex[:6]}"
+    config = {
+        "lab": {"name": lab, "state_dir": str(tmp_path / "state")},
+        "systems": {"mqtt": {"host": mqtt.host, "port": mqtt.port, "topic_prefix": mqtt.prefix}},
+        "platform": {
+            "mqtt_run_topic": f"{mqtt.prefix}/run",
+            "mqtt_events_topic": f"{mqtt.prefix}/events",
+        },
+    }
+    path = tmp_path / "labops.yaml"
+    path.write_text(yaml.safe_dump(config))
+    specs = [s for s in deployment_specs(load_config(path), path) if s.flow == "housekeeping"]
+    deployment_id = runner_deployments(specs)[0].apply()
+
+    bridges = [Bridge(LabContext.load(str(path))) for _ in range(2)]
+    handled: list[list[str]] = [[], []]
+    for seen, bridge in zip(handled, bridges, strict=True):
+        original = bridge._handle_message
+
+        def record(msg: Any, seen: list[str] = seen, original: Any = original) -> None:
+            seen.append(bytes(msg.payload).decode())
+            original(msg)
+
+        bridge._handle_message = record  # type: ignore[method-assign]
+    threads = [
+        threading.Thread(target=contextvars.copy_context().run, args=(b.run, 60), daemon=True)
+        for b in bridges
+    ]
+    for thread in threads:
+        thread.start()
+    publisher = mqtt_client()
+    topic = f"{mqtt.prefix}/run/housekeeping"
+
+    def until_each_handled(word: str) -> None:
+        deadline = time.monotonic() + 90  # bounds a hang, not a speed
+        while not all(word in seen for seen in handled):
+            assert time.monotonic() < deadline, handled
+            publisher.publish(topic, word, qos=1).wait_for_publish(30)
+            time.sleep(0.3)
+
+    try:
+        until_each_handled("warm-up")  # both bridges connected and subscribed
+        publisher.publish(topic, json.dumps({"dry_run": True}), qos=1).wait_for_publish(30)
+        until_each_handled("sentinel")
+    finally:
+        for bridge in bridges:
+            bridge.stop()
+        for thread in threads:
+            thread.join(20)
+        publisher.loop_stop()
+        publisher.disconnect()
+    requests = [p for seen in handled for p in seen if p not in ("warm-up", "sentinel")]
+    started = [r for b in bridges for r in b.started]
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(  # the scheduler's runs of the deployment are not asked
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["mqtt"])),
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        )
+        for run in runs:  # nobody serves them here
+            client.delete_flow_run(run.id)
+        client.delete_deployment(deployment_id)
+    assert len(requests) == 1, handled  # the old plain subscription gave each bridge a copy
+    assert len(started) == 1 and [str(r.id) for r in runs] == started, (started, runs)
+
+
+def test_the_bridges_subscription_is_shared_per_lab() -> None:
+    from deployments.mqtt_bridge import run_subscription
+
+    assert run_subscription("labops/run/", "homelab") == "$share/labops-bridge-homelab/labops/run/+"
+    shared = run_subscription("labops/run", "Home Lab/#+")
+    group = shared.split("/")[1]
+    assert group.startswith("labops-bridge-home-lab-") and not set(group) & set("/#+")
+
+
+def mqtt_client() -> mqtt.Client:
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+    client.connect("127.0.0.1", 1883)
+    client.loop_start()
+    return client
