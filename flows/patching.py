@@ -289,9 +289,15 @@ def _ask_approval(
         report.approval = f"rejected{': ' + answer.note if answer.note else ''}"
         report.skipped.append("apply: rejected by the operator")
         return None
-    if answer.exclude_hosts:
-        report.narrowed.append(f"hosts excluded: {', '.join(answer.exclude_hosts)}")
-        report.skipped += [f"{name}: excluded at approval" for name in answer.exclude_hosts]
+    # the form is input from outside: only names the plan showed are echoed as they are
+    excluded, unknown = plan.split_exclusions(rollout, answer.exclude_hosts)
+    answer = answer.model_copy(update={"exclude_hosts": excluded})
+    if excluded:
+        report.narrowed.append(f"hosts excluded: {', '.join(excluded)}")
+        report.skipped += [f"{name}: excluded at approval" for name in excluded]
+    if unknown:
+        report.narrowed.append(unknown)
+        get_run_logger().warning("approval: %s", unknown)
     if answer.canaries_only:
         report.narrowed.append("canaries only")
     if answer.security_only and not sec_only:

@@ -6,6 +6,7 @@ targets, a rollout plan, a window verdict and a stop verdict.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -326,6 +327,36 @@ def narrowed(rollout: RolloutPlan, exclude: Iterable[str], security_only: bool) 
         if hosts:
             steps.append(s.model_copy(update={"hosts": hosts}))
     return RolloutPlan(steps=steps)
+
+
+UNKNOWN_SHOWN = 3
+"""Unknown names of an approval's ``exclude_hosts`` quoted at most (the rest only counted)."""
+_NOT_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def inert_name(value: object, limit: int = 40) -> str:
+    """A name from outside made safe for any report, message or log line: only letters,
+    digits, ``.``, ``_`` and ``-`` kept (each other character a ``?``), at most ``limit``."""
+    text = _NOT_NAME.sub("?", value if isinstance(value, str) else repr(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def split_exclusions(rollout: RolloutPlan, exclude: Iterable[object]) -> tuple[list[str], str]:
+    """The answer's ``exclude_hosts`` that the plan shows (in the plan's order, each once), and
+    one bounded line about the others ("" when none): the form is input from outside, so a
+    name the plan never showed is never echoed as it came, only as :func:`inert_name`, at most
+    :data:`UNKNOWN_SHOWN` of them and the rest counted."""
+    asked = list(exclude)
+    planned = [h.name for s in rollout.steps for h in s.hosts]
+    known = [n for n in dict.fromkeys(planned) if n in asked]
+    unknown = list(dict.fromkeys(n for n in asked if n not in set(planned)))
+    if not unknown:
+        return known, ""
+    quoted = ", ".join(f"'{inert_name(n)}'" for n in unknown[:UNKNOWN_SHOWN])
+    more = len(unknown) - UNKNOWN_SHOWN
+    tail = f" (and {more} more)" if more > 0 else ""
+    noun = "host" if len(unknown) == 1 else "hosts"
+    return known, f"unknown {noun} ignored (not in the plan): {quoted}{tail}"
 
 
 def widening(shown_security_only: bool, answer_security_only: bool) -> str:

@@ -248,3 +248,44 @@ def test_node_reboot_longer_than_the_window_left_is_left_for_later(
     after = sandbox.control("fleet", "state", host="pve1")
     assert not after["pending"] and after["kernel_running"] < max(after["kernels"])
     assert not report.drains and state.name == "Findings"
+
+
+HOSTILE = [
+    "![x](http://evil.example/p.png)",
+    "<img src=x onerror=alert(1)>",
+    "pve9\n## Approved by root",
+    *[f"ghost-{n}" for n in range(40)],
+]
+
+
+def test_excluded_hosts_the_plan_never_showed_are_ignored_bounded_and_inert(
+    sandbox: Any, tmp_path: Path
+) -> None:
+    """The approval form is input from outside: names in ``exclude_hosts`` that the plan never
+    showed exclude nothing and are never echoed as they came. The report (its markdown, the
+    notification sent from it, its skipped list) says "unknown hosts ignored" once, with at
+    most three names made inert and the rest counted; the excluded host of the plan is named."""
+    kept, left_out = debian12(sandbox, 2)
+    for host in (kept, left_out):
+        sandbox.control(
+            "fleet", "set_pending", host=host, packages=[{**LIBSSL3, "security": True}], held=[]
+        )
+    cfg = derived_config(
+        sandbox, tmp_path, windows=OPEN, refresh=False, canary_count=0, delete_snapshots_after_h=0
+    )
+    answer = {"approve": True, "exclude_hosts": [left_out, *HOSTILE, left_out]}
+    state, _ = answered(cfg, [kept, left_out], answer)
+    report = report_of(state)
+    assert [a.host for a in report.applied] == [kept], report.applied
+    assert pending_of(sandbox, left_out) == ["libssl3"]
+    unknown = (
+        "unknown hosts ignored (not in the plan): '??x??http???evil.example?p.png?', "
+        "'?img?src?x?onerror?alert?1??', 'pve9????Approved?by?root' (and 40 more)"
+    )
+    assert report.narrowed == [f"hosts excluded: {left_out}", unknown]
+    assert report.skipped == [f"{left_out}: excluded at approval"]
+    notification = report.notification()
+    assert notification is not None
+    for text in (report.markdown(), notification.body, "\n".join(report.skipped)):
+        assert "evil.example/" not in text and "<img" not in text and "ghost-" not in text
+        assert "## Approved" not in text
