@@ -133,23 +133,28 @@ def test_dry_run_against_real_sshd_and_apt_changes_nothing(sshd: Any, tmp_path: 
     """The same dry run against this machine's apt over a real sshd: /var/lib/apt/lists and
     /var/lib/dpkg/status are unchanged (listing, mtimes, hashes), and the simulation is the
     command apply would run (security only named upgrade; a node's dist-upgrade with its
-    excluded package pinned, not held)."""
-    import subprocess
-
+    excluded package pinned, not held). apt sees a world of the test's own (a local repository
+    with two security updates and a regular one, through ``APT_CONFIG`` set by the login's key),
+    so the test never depends on what this machine has pending."""
     from flows.patching import patch_apply
+    from tests.fixtures.local_apt import SECURITY, build_local_apt
+    from tests.fixtures.sshd import write_ed25519_key
 
-    pending = subprocess.run(
-        ["apt", "list", "--upgradable"], capture_output=True, text=True, check=False
-    ).stdout
-    security = sorted(
-        line.split("/")[0] for line in pending.splitlines() if "-security" in line.split(" ")[0]
-    )
-    if len(security) < 2:
-        pytest.skip("this machine has fewer than two security updates pending")
+    world = build_local_apt(tmp_path / "apt")
+    key = tmp_path / "apt_key"
+    line = write_ed25519_key(key, "labops-local-apt")
+    authorized = sshd.dir / "authorized_keys"
+    keys_before = authorized.read_text()
+    authorized.write_text(f'{keys_before}environment="APT_CONFIG={world.config}" {line}\n')
+    security = sorted(SECURITY)
     excluded = security[0]
 
     def snapshot() -> dict[str, tuple[float, str]]:
-        paths = [Path("/var/lib/dpkg/status"), *sorted(Path("/var/lib/apt/lists").rglob("*"))]
+        paths = [
+            Path("/var/lib/dpkg/status"),
+            *sorted(Path("/var/lib/apt/lists").rglob("*")),
+            *world.state_files(),
+        ]
         return {
             str(p): (
                 p.stat().st_mtime,
@@ -164,7 +169,7 @@ def test_dry_run_against_real_sshd_and_apt_changes_nothing(sshd: Any, tmp_path: 
         "systems": {
             "ssh": {
                 "user": "root",
-                "key_file": str(sshd.client_key),
+                "key_file": str(key),
                 "known_hosts": str(sshd.known_hosts),
             }
         },
@@ -185,7 +190,10 @@ def test_dry_run_against_real_sshd_and_apt_changes_nothing(sshd: Any, tmp_path: 
     path = tmp_path / "labops.yaml"
     path.write_text(yaml.safe_dump(cfg))
     before = snapshot()
-    report = report_of(patch_apply(config=str(path), dry_run=True, return_state=True))
+    try:
+        report = report_of(patch_apply(config=str(path), dry_run=True, return_state=True))
+    finally:
+        authorized.write_text(keys_before)
     assert snapshot() == before
     sims = {a.host: a for a in report.applied}
     assert sims["self"].outcome == "simulated", sims["self"].detail
