@@ -247,7 +247,12 @@ class ProxmoxClient:
         """DELETE ``path``; retried only when the server surely did not act on it."""
         return self._call("DELETE", path, params)
 
-    def _call(self, method: str, path: str, params: dict[str, Any]) -> Any:
+    def post_read(self, path: str, **params: Any) -> Any:
+        """POST ``path`` that only reads (a guest agent ping, a prune dry run): retried as a
+        GET is."""
+        return self._call("POST", path, params, changes=False)
+
+    def _call(self, method: str, path: str, params: dict[str, Any], changes: bool = True) -> Any:
         path = path.strip("/")
         sendable = {k: _wire(v) for k, v in params.items() if v is not None}
         resource = self._api(path)
@@ -261,16 +266,18 @@ class ProxmoxClient:
                 return resource.put(**sendable)
             return resource.delete(**sendable)
 
-        return call_with_retry(self.name, once, self.retry, self._classifier(method, path))
+        changes = changes and method != "GET"
+        classify = self._classifier(method, path, changes)
+        return call_with_retry(self.name, once, self.retry, classify)
 
     def _classifier(
-        self, method: str, path: str
+        self, method: str, path: str, changes: bool
     ) -> Callable[[BaseException], BaseException | None]:
         what = f"{method} /{path}"
 
         def classify(exc: BaseException) -> BaseException | None:
             if isinstance(exc, ResourceException):
-                return self._map_status(exc, method, path)
+                return self._map_status(exc, method, path, changes)
             if isinstance(exc, ResponseTooLarge):
                 return ApiError(self.name, f"{what}: {exc}")
             if isinstance(exc, requests.exceptions.SSLError):
@@ -280,7 +287,7 @@ class ProxmoxClient:
                     f"systems.{self.name}.tls.ca_bundle to the CA that signed its certificate",
                 )
             if isinstance(exc, requests.RequestException | DeadlineExceeded):
-                if method != "GET" and not _never_sent(exc):
+                if changes and not _never_sent(exc):
                     return MaybeApplied(
                         self.name,
                         f"{what}: {_describe(exc)} after the request was sent; it may have been "
@@ -291,7 +298,9 @@ class ProxmoxClient:
 
         return classify
 
-    def _map_status(self, exc: ResourceException, method: str, path: str) -> BaseException:
+    def _map_status(
+        self, exc: ResourceException, method: str, path: str, changes: bool
+    ) -> BaseException:
         status = int(exc.status_code)
         text = _error_text(exc)
         what = f"{method} /{path}"
@@ -309,7 +318,7 @@ class ProxmoxClient:
             return AuthFailed(
                 self.name, f"token {self.token_id} refused for {what} ({status} {text}): {hint}"
             )
-        if status in _NOT_ACTED_ON or (method == "GET" and status >= 500):
+        if status in _NOT_ACTED_ON or (not changes and status >= 500):
             return RetryableStatus(status, f"{what}: {text}")
         if status >= 500 and status != 501:
             # A change answered 5xx may have been (partly) done: PVE answers 500 for an error
@@ -653,7 +662,7 @@ class PveClient(ProxmoxClient):
     def agent_ping(self, node: str, vmid: int) -> None:
         """Ask VM ``vmid``'s guest agent to answer; raises ApiError when it is not running.
         Only reads."""
-        self.post(f"nodes/{node}/qemu/{vmid}/agent/ping")
+        self.post_read(f"nodes/{node}/qemu/{vmid}/agent/ping")
 
     def agent_exec(self, node: str, vmid: int, argv: Sequence[str]) -> AgentExecStarted:
         """Start ``argv`` (program + arguments, no shell) in VM ``vmid`` through its guest agent.
@@ -772,7 +781,7 @@ class PbsClient(ProxmoxClient):
         """What a prune of one group (in namespace ``ns``; root: None) would keep and remove;
         changes nothing."""
         return list(
-            self.post(
+            self.post_read(
                 f"admin/datastore/{store or self.datastore}/prune",
                 **{
                     "backup-type": backup_type,

@@ -195,6 +195,43 @@ def test_post_is_not_repeated_when_the_answer_is_lost(fake: ScriptedServer) -> N
     assert fake.requests[0].body == b"vmid=101&protected=1&remove=0"  # PVE wants 1/0
 
 
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (500, "QEMU guest agent is not running"),  # PVE's 500 also follows partial work
+        (502, "Bad Gateway"),  # a proxy in front of pveproxy, after forwarding
+        (596, "Broken pipe"),  # pveproxy lost the node after sending it the request
+    ],
+)
+def test_a_change_answered_5xx_is_not_sent_again(
+    fake: ScriptedServer, status: int, reason: str
+) -> None:
+    fake.default = Reply(status, {"data": None}, reason=reason)
+    with pytest.raises(MaybeApplied, match=f"{status} {reason}.*not repeated"):
+        _pve(fake).post("nodes/pve1/qemu/100/agent/exec", command=["apt-get", "upgrade"])
+    assert len(fake.requests) == 1  # the old policy sent it 4 times
+
+
+def test_a_change_refused_before_any_work_is_retried(fake: ScriptedServer) -> None:
+    """429, 503 and pveproxy's 595 (it could not connect to the node: nothing forwarded)."""
+    fake.script = [
+        Reply(595, {"data": None}, reason="Errors during connection establishment"),
+        Reply(503, {"data": None}, reason="Service Unavailable"),
+        Reply(429, {"data": None}, reason="Too Many Requests"),
+    ]
+    fake.default = Reply(200, {"data": "UPID:pve1:1:2:3:vzdump:101:root@pam:"})
+    four = FAST.model_copy(update={"attempts": 4})
+    assert _pve(fake, four).post("nodes/pve1/vzdump", vmid=101).startswith("UPID:")
+    assert len(fake.requests) == 4
+
+
+def test_a_post_that_only_reads_is_retried_as_a_get(fake: ScriptedServer) -> None:
+    fake.script = [Reply(500, {"data": None}, reason="got timeout")]
+    fake.default = Reply(200, {"data": {"result": {}}})
+    _pve(fake).agent_ping("pve1", 100)
+    assert len(fake.requests) == 2
+
+
 def test_get_is_retried_after_a_timeout(fake: ScriptedServer) -> None:
     fake.script = [Reply(200, {"data": []}, delay_s=1.0)]
     fake.default = Reply(200, {"data": [{"node": "pve1", "status": "online"}]})
