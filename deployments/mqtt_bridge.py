@@ -169,8 +169,8 @@ class AlertBook:
 def run_subscription(run_topic: str, lab: str) -> str:
     """The bridge's topic filter: ``<run_topic>/+`` as an MQTT shared subscription of the group
     ``labops-bridge-<lab>`` (``$share/<group>/<filter>``, MQTT 5 and Mosquitto's 3.1.1 too), so
-    the broker delivers each run request to exactly one of the lab's bridges. Retained messages
-    are never delivered to a shared subscription."""
+    the broker delivers each run request to exactly one of the lab's bridges (a retained one
+    may still be replayed on subscribing: it is refused as before)."""
     return f"$share/labops-bridge-{lab_slug(lab)}/{run_topic.rstrip('/')}/+"
 
 
