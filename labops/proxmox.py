@@ -53,6 +53,7 @@ from labops.http import RetryableStatus, call_with_retry
 from labops.http_limits import CappedAdapter, DeadlineExceeded, ResponseTooLarge
 from labops.models.pbs import (
     PbsDatastore,
+    PbsDatastoreConfig,
     PbsGcStatus,
     PbsGroup,
     PbsJobStatus,
@@ -676,6 +677,10 @@ class PbsClient(ProxmoxClient):
 
     def datastores(self) -> list[PbsDatastore]:
         return [PbsDatastore.model_validate(d) for d in self.get("admin/datastore")]
+
+    def datastore_configs(self) -> list[PbsDatastoreConfig]:
+        """The datastores' configs (``gc-schedule`` among them)."""
+        return [PbsDatastoreConfig.model_validate(d) for d in self.get("config/datastore") or []]
 
     # -- snapshots ----------------------------------------------------------------------------
 
