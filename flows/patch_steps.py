@@ -564,9 +564,13 @@ def maybe_reboot(
     if not needs:
         return
     why = window.closed()
-    if not why and r.kind == "node":  # down for up to its boot wait: that must fit the window
-        boot = timedelta(seconds=ctx.config.patching.node_boot_timeout_s)
-        why = window.leaves(boot, "a node's reboot (node_boot_timeout_s)")
+    if not why:  # down for up to its boot wait (a guest's: its allowance): that must fit
+        p = ctx.config.patching
+        if r.kind == "node":
+            boot, what = p.node_boot_timeout_s, "a node's reboot (node_boot_timeout_s)"
+        else:
+            boot, what = p.guest_boot_allowance_s, "a guest's reboot (guest_boot_allowance_s)"
+        why = window.leaves(timedelta(seconds=boot), what)
     if not why and r.kind == "node":
         pve = ctx.pve_block() if ctx.configured("proxmox") else None
         busy = wait_until_idle(pve, r.host, _node_wait(ctx))

@@ -220,6 +220,12 @@ class PatchPolicy(Strict):
         120.0, ge=0, description="How long to wait for a held dpkg/apt lock before failing."
     )
     node_boot_timeout_s: float = Field(600.0, gt=0, description="Wait for a rebooted node.")
+    guest_boot_allowance_s: float = Field(
+        180.0,
+        gt=0,
+        description="How long a container's or VM's reboot may take: a guest is rebooted only "
+        "while the window stays open that long, else its reboot is left for later.",
+    )
     started_ssh_wait_s: float = Field(
         120.0,
         ge=0,
