@@ -23,6 +23,7 @@ from blocks.context import LabContext
 from blocks.edge import TraefikApi
 from blocks.proxmox import ProxmoxCredentials
 from flows import patch_drain, patch_gate
+from labops.backups.models import BackupCopy
 from labops.errors import ApiError
 from labops.outcome import UnknownSince
 from labops.patching import plan, windows
@@ -390,6 +391,13 @@ def simulate(
             report.failures.append(
                 Failure(entity=f"host {h.name}", reason=f"simulation: {r.state} {r.detail}")
             )
+    if ctx.config.patching.require_backup.auto_restore:  # said, never done, in a dry run
+        report.gate_backups += [
+            f"{h.name}: would be restored from its backup automatically if its upgrade failed "
+            "with no snapshot (require_backup.auto_restore)"
+            for h in rollout.hosts
+            if h.kind in ("container", "vm") and h.vmid is not None
+        ]
     report.approval = "dry run: nothing changed"
 
 
@@ -485,6 +493,8 @@ def execute(
                 r: HostApply = fut.result()
             except Exception as exc:
                 r = apply_row(h, step, outcome="failed", detail=f"{type(exc).__name__}: {exc}")
+            gate_backup = backups[h.name].backup if h.name in backups else None
+            maybe_restore(ctx, r, gate_backup, window)
             done += 1
             hosts_done.advance(note=f"{h.name} {r.outcome}")
             if record_result(report, r):
@@ -500,6 +510,34 @@ def execute(
             not_run(report, rollout.steps[index + 1 :], "rollout stopped")
             break
     settle_snapshots(ctx, report, book_changed)
+
+
+def maybe_restore(
+    ctx: LabContext, r: HostApply, backup: BackupCopy | None, window: windows.WindowGuard
+) -> None:
+    """Restore a guest whose upgrade failed from the gate's fresh backup, its rollback point
+    when no snapshot could be taken (CHANGES THE LAB), when ``require_backup.auto_restore`` says
+    so and the window is still open; the outcome is said on the host (``restored``)."""
+    if not ctx.config.patching.require_backup.auto_restore or r.outcome != "failed":
+        return
+    if r.snapshot or backup is None or r.node is None or r.vmid is None or not r.restore:
+        return  # a snapshot is rolled back by patch_host; no backup: nothing to restore
+    closed = window.closed()
+    if closed:
+        r.restored = f"not restored automatically: {closed}"
+        return
+    kind = "qemu" if r.kind == "vm" else "lxc"
+    get_run_logger().warning("%s: upgrade failed, restoring %s", r.host, backup.volid)
+    problem = pve_tasks.restore_over_guest(
+        ctx.pve_block(), r.node, kind, r.vmid, backup.volid, power_timeout_s=_POWER_TIMEOUT_S
+    )
+    if problem:
+        r.restored = f"restore failed: {problem}"
+        r.detail = "; ".join(x for x in (r.detail, f"AUTOMATIC RESTORE FAILED: {problem}") if x)
+        return
+    r.restored = f"restored from {backup.volid}"
+    r.outcome, r.rolled_back = "rolled-back", True
+    r.detail = "; ".join(x for x in (r.detail, f"restored from backup {backup.volid}") if x)
 
 
 def patch_job(

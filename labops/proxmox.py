@@ -531,6 +531,18 @@ class PveClient(ProxmoxClient):
             )
         )
 
+    def restore_over(self, node: str, kind: str, vmid: int, volid: str) -> str:
+        """Restore backup ``volid`` OVER the existing (stopped) guest ``vmid``, as
+        ``pct restore --force`` / ``qmrestore --force`` do; its disks go back to the storages
+        its backed-up config names. Changes the lab; returns the UPID."""
+        if kind == "lxc":
+            return str(
+                self.post(
+                    f"nodes/{node}/lxc", vmid=vmid, ostemplate=volid, restore=True, force=True
+                )
+            )
+        return str(self.post(f"nodes/{node}/qemu", vmid=vmid, archive=volid, force=True))
+
     def permissions(self, path: str) -> dict[str, bool]:
         """The privileges this token holds on ``path`` (``GET /access/permissions``: every user
         and token may read its own), each with its propagate flag."""

@@ -111,6 +111,13 @@ class RequireBackup(Strict):
         description="Run vzdump for a guest without a good enough backup (within the backups' "
         "per-node/per-storage limits) and wait for it; off: skip such a guest.",
     )
+    auto_restore: bool = Field(
+        False,
+        description="When a guest's upgrade fails and its fresh backup is its rollback point (no "
+        "snapshot possible), restore it from that backup over itself through the PVE API "
+        "(stopped first, started again if it ran), while the window is open; off: the report "
+        "names the exact restore command and API call only.",
+    )
 
 
 class Drain(Strict):
