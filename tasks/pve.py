@@ -374,16 +374,52 @@ def _power(
     lost_answer_wait_s: float,
 ) -> TaskResult:
     prefix = "vz" if kind == "lxc" else "qm"
-    upid = start_once(
-        pve,
-        node,
-        vmid,
-        f"{prefix}{action}",
-        lambda: pve.power(node, kind, vmid, action),
-        owner=pve.token_id,
-        wait_s=lost_answer_wait_s,
-    )
+    try:
+        upid = start_once(
+            pve,
+            node,
+            vmid,
+            f"{prefix}{action}",
+            lambda: pve.power(node, kind, vmid, action),
+            owner=pve.token_id,
+            wait_s=lost_answer_wait_s,
+        )
+    except MaybeApplied as lost:
+        # The answer was lost and the task list could not tell: the guest's own status does.
+        reached = _power_reached(pve, node, kind, vmid, action, lost_answer_wait_s)
+        if reached is None:
+            raise
+        return TaskResult(
+            upid="",
+            status="ok",
+            exitstatus=f"OK (its answer was lost: {lost.message}; the guest is {reached} now)",
+            ended=time.time(),
+        )
     return follow(pve, node, upid, timeout_s, poll_s)
+
+
+_POWER_GOAL = {"start": "running", "stop": "stopped", "shutdown": "stopped"}
+
+
+def _power_reached(
+    pve: PveClient, node: str, kind: str, vmid: int, action: str, wait_s: float
+) -> str | None:
+    """The guest's status once it shows what ``action`` was for, watched for up to ``wait_s``;
+    None when it never does (or cannot be read): the action is not taken as done."""
+    goal = _POWER_GOAL.get(action)
+    if goal is None:  # a reboot leaves the status as it was: it proves nothing
+        return None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            status = pve.guest_state(node, kind, vmid).status
+        except LabopsError:
+            return None
+        if status == goal:
+            return status
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(1.0)
 
 
 @task(name="pve-restore-over", tags=["proxmox"], task_run_name="restore-{vmid}-from-backup")

@@ -2031,6 +2031,8 @@ def _task_item(t: Task) -> dict[str, Any]:
 @route("GET", "/nodes/{node}/tasks")
 async def task_list(api: PveApi, req: Req) -> Any:
     node = req.params["node"]
+    if api.faults.extra.get("tasks_unreadable"):  # fault: the task index cannot be read
+        raise ApiError(500, f"unable to read task index of node '{node}' - Input/output error")
     source = req.str("source", "archive")
     typefilter = req.str("typefilter")
     vmid = req.int("vmid")
