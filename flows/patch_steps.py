@@ -55,7 +55,6 @@ from tasks.patch_host import (
     wait_until_idle,
 )
 from tasks.progress import Progress
-from tasks.pve_agent import agent_check
 from tasks.ssh import CheckedHost, CheckOptions, HostAccess, HostCommand, check_hosts, run_batch
 from tasks.traefik import http_routers
 
@@ -172,8 +171,7 @@ def check(
         report.failures.append(Failure(entity="ssh", reason="not configured: no host checked"))
         return []
     started = power(ctx, report, to_start, "start")
-    via_agent = [t for t in targets if t.access == "agent"]
-    targets = [t for t in targets if t.access != "agent"]
+    # one check path for every host: SSH, pct exec through the node, or a VM's guest agent
     accesses = [access_of(t, ctx) for t in targets]
     opts = CheckOptions(
         refresh=refresh,
@@ -202,9 +200,6 @@ def check(
         report.hosts.append(row)
         if (failure := check_failure(row)) is not None:
             report.failures.append(failure)
-    agent_rows = check_via_agent(ctx, via_agent)
-    report.hosts += agent_rows
-    report.failures += [f for row in agent_rows if (f := check_failure(row)) is not None]
     report.hosts.sort(key=lambda h: (h.kind != "node", h.node or "", h.host))
     # "could not check since": the first failed check in a row, remembered across runs (a dry
     # run reads the memory but leaves it as it was)
@@ -212,28 +207,8 @@ def check(
     carried = report.date_unknown(book)
     if not dry_run:
         ctx.state.save(UNKNOWN_SINCE_KEY, carried)
-    log.info("checked %d hosts (%d skipped)", len(checked) + len(via_agent), len(skipped))
-    return targets + via_agent
-
-
-def check_via_agent(ctx: LabContext, targets: list[plan.Target]) -> list[HostCheck]:
-    """Check rows of VMs without an SSH address, through their QEMU guest agent (one at a time:
-    each is a few API calls). Reads only."""
-    if not targets:
-        return []
-    if not ctx.configured("proxmox"):
-        return [
-            plan.check_row(t, "error", "could not check: proxmox not configured", None, _now())
-            for t in targets
-        ]
-    policy = ctx.config.patching
-    today = datetime.now(UTC).date()
-    rows = []
-    for t in targets:
-        assert t.node is not None and t.vmid is not None  # PVE guests carry both
-        facts = agent_check(ctx.pve_block(), t.node, t.vmid, today, policy.check_timeout_s)
-        rows.append(plan.check_row(t, "ok", "", facts, _now(), policy.exclusions.packages))
-    return rows
+    log.info("checked %d hosts (%d skipped)", len(checked), len(skipped))
+    return targets
 
 
 def _now() -> datetime:
