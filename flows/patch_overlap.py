@@ -1,4 +1,5 @@
-"""The jobs that run inside a patch window: every PVE backup job, PBS verify and prune job and
+"""The jobs that run inside a patch window: every PVE backup job, PBS verify, prune, sync and
+garbage collection job (GC: the datastore's ``gc-schedule``) and
 labops schedule whose run overlaps [now, window end) is listed in the report; a PVE backup job
 touching a node being patched refuses that node and its guests (a job whose schedule cannot be
 read counts as touching it). Decisions in ``labops/patching/overlap.py``. Reads only.
@@ -13,7 +14,7 @@ from blocks.context import LabContext
 from labops.config.policies.platform import run_minutes
 from labops.flow_params import CHANGES_LAB
 from labops.patching import plan
-from labops.patching.overlap import Job, JobOverlap, overlaps
+from labops.patching.overlap import Job, JobKind, JobOverlap, overlaps
 from labops.patching.report import PatchReport
 from labops.patching.rollout import apply_row
 from labops.reports import Failure
@@ -45,15 +46,15 @@ def jobs_of(ctx: LabContext, start: datetime, end: datetime, report: PatchReport
     if ctx.configured("pbs"):
         try:
             pbs = ctx.pbs_block().get_client()
-            for kind, listed in (
-                ("pbs-verify", pbs.verify_jobs()),
-                ("pbs-prune", pbs.prune_jobs()),
-            ):
-                jobs += [
-                    Job(kind=kind, name=j.id, schedule=j.schedule)  # type: ignore[arg-type]
-                    for j in listed
-                    if j.schedule
-                ]
+            listed: list[tuple[JobKind, str, str | None]] = [
+                *(("pbs-verify", j.id, j.schedule) for j in pbs.verify_jobs()),
+                *(("pbs-prune", j.id, j.schedule) for j in pbs.prune_jobs()),
+                # pull and push sync jobs of every datastore
+                *(("pbs-sync", j.id, j.schedule) for j in pbs.sync_jobs()),
+                # garbage collection is no job of its own: its schedule is the datastore's
+                *(("pbs-gc", d.name, d.gc_schedule) for d in pbs.datastore_configs()),
+            ]
+            jobs += [Job(kind=k, name=n, schedule=s) for k, n, s in listed if s]
         except Exception as exc:
             report.failures.append(
                 Failure(entity="PBS jobs", reason=f"overlap check: {exc}", system="pbs")

@@ -23,6 +23,7 @@ from blocks.context import LabContext
 from blocks.edge import TraefikApi
 from blocks.proxmox import ProxmoxCredentials
 from flows import patch_drain, patch_gate
+from labops.backups.models import BackupCopy
 from labops.errors import ApiError
 from labops.outcome import UnknownSince
 from labops.patching import plan, windows
@@ -54,7 +55,6 @@ from tasks.patch_host import (
     wait_until_idle,
 )
 from tasks.progress import Progress
-from tasks.pve_agent import agent_check
 from tasks.ssh import CheckedHost, CheckOptions, HostAccess, HostCommand, check_hosts, run_batch
 from tasks.traefik import http_routers
 
@@ -171,8 +171,7 @@ def check(
         report.failures.append(Failure(entity="ssh", reason="not configured: no host checked"))
         return []
     started = power(ctx, report, to_start, "start")
-    via_agent = [t for t in targets if t.access == "agent"]
-    targets = [t for t in targets if t.access != "agent"]
+    # one check path for every host: SSH, pct exec through the node, or a VM's guest agent
     accesses = [access_of(t, ctx) for t in targets]
     opts = CheckOptions(
         refresh=refresh,
@@ -201,9 +200,6 @@ def check(
         report.hosts.append(row)
         if (failure := check_failure(row)) is not None:
             report.failures.append(failure)
-    agent_rows = check_via_agent(ctx, via_agent)
-    report.hosts += agent_rows
-    report.failures += [f for row in agent_rows if (f := check_failure(row)) is not None]
     report.hosts.sort(key=lambda h: (h.kind != "node", h.node or "", h.host))
     # "could not check since": the first failed check in a row, remembered across runs (a dry
     # run reads the memory but leaves it as it was)
@@ -211,28 +207,8 @@ def check(
     carried = report.date_unknown(book)
     if not dry_run:
         ctx.state.save(UNKNOWN_SINCE_KEY, carried)
-    log.info("checked %d hosts (%d skipped)", len(checked) + len(via_agent), len(skipped))
-    return targets + via_agent
-
-
-def check_via_agent(ctx: LabContext, targets: list[plan.Target]) -> list[HostCheck]:
-    """Check rows of VMs without an SSH address, through their QEMU guest agent (one at a time:
-    each is a few API calls). Reads only."""
-    if not targets:
-        return []
-    if not ctx.configured("proxmox"):
-        return [
-            plan.check_row(t, "error", "could not check: proxmox not configured", None, _now())
-            for t in targets
-        ]
-    policy = ctx.config.patching
-    today = datetime.now(UTC).date()
-    rows = []
-    for t in targets:
-        assert t.node is not None and t.vmid is not None  # PVE guests carry both
-        facts = agent_check(ctx.pve_block(), t.node, t.vmid, today, policy.check_timeout_s)
-        rows.append(plan.check_row(t, "ok", "", facts, _now(), policy.exclusions.packages))
-    return rows
+    log.info("checked %d hosts (%d skipped)", len(checked), len(skipped))
+    return targets
 
 
 def _now() -> datetime:
@@ -390,6 +366,13 @@ def simulate(
             report.failures.append(
                 Failure(entity=f"host {h.name}", reason=f"simulation: {r.state} {r.detail}")
             )
+    if ctx.config.patching.require_backup.auto_restore:  # said, never done, in a dry run
+        report.gate_backups += [
+            f"{h.name}: would be restored from its backup automatically if its upgrade failed "
+            "with no snapshot (require_backup.auto_restore)"
+            for h in rollout.hosts
+            if h.kind in ("container", "vm") and h.vmid is not None
+        ]
     report.approval = "dry run: nothing changed"
 
 
@@ -485,6 +468,8 @@ def execute(
                 r: HostApply = fut.result()
             except Exception as exc:
                 r = apply_row(h, step, outcome="failed", detail=f"{type(exc).__name__}: {exc}")
+            gate_backup = backups[h.name].backup if h.name in backups else None
+            maybe_restore(ctx, r, gate_backup, window)
             done += 1
             hosts_done.advance(note=f"{h.name} {r.outcome}")
             if record_result(report, r):
@@ -500,6 +485,34 @@ def execute(
             not_run(report, rollout.steps[index + 1 :], "rollout stopped")
             break
     settle_snapshots(ctx, report, book_changed)
+
+
+def maybe_restore(
+    ctx: LabContext, r: HostApply, backup: BackupCopy | None, window: windows.WindowGuard
+) -> None:
+    """Restore a guest whose upgrade failed from the gate's fresh backup, its rollback point
+    when no snapshot could be taken (CHANGES THE LAB), when ``require_backup.auto_restore`` says
+    so and the window is still open; the outcome is said on the host (``restored``)."""
+    if not ctx.config.patching.require_backup.auto_restore or r.outcome != "failed":
+        return
+    if r.snapshot or backup is None or r.node is None or r.vmid is None or not r.restore:
+        return  # a snapshot is rolled back by patch_host; no backup: nothing to restore
+    closed = window.closed()
+    if closed:
+        r.restored = f"not restored automatically: {closed}"
+        return
+    kind = "qemu" if r.kind == "vm" else "lxc"
+    get_run_logger().warning("%s: upgrade failed, restoring %s", r.host, backup.volid)
+    problem = pve_tasks.restore_over_guest(
+        ctx.pve_block(), r.node, kind, r.vmid, backup.volid, power_timeout_s=_POWER_TIMEOUT_S
+    )
+    if problem:
+        r.restored = f"restore failed: {problem}"
+        r.detail = "; ".join(x for x in (r.detail, f"AUTOMATIC RESTORE FAILED: {problem}") if x)
+        return
+    r.restored = f"restored from {backup.volid}"
+    r.outcome, r.rolled_back = "rolled-back", True
+    r.detail = "; ".join(x for x in (r.detail, f"restored from backup {backup.volid}") if x)
 
 
 def patch_job(
@@ -564,9 +577,13 @@ def maybe_reboot(
     if not needs:
         return
     why = window.closed()
-    if not why and r.kind == "node":  # down for up to its boot wait: that must fit the window
-        boot = timedelta(seconds=ctx.config.patching.node_boot_timeout_s)
-        why = window.leaves(boot, "a node's reboot (node_boot_timeout_s)")
+    if not why:  # down for up to its boot wait (a guest's: its allowance): that must fit
+        p = ctx.config.patching
+        if r.kind == "node":
+            boot, what = p.node_boot_timeout_s, "a node's reboot (node_boot_timeout_s)"
+        else:
+            boot, what = p.guest_boot_allowance_s, "a guest's reboot (guest_boot_allowance_s)"
+        why = window.leaves(timedelta(seconds=boot), what)
     if not why and r.kind == "node":
         pve = ctx.pve_block() if ctx.configured("proxmox") else None
         busy = wait_until_idle(pve, r.host, _node_wait(ctx))

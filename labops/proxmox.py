@@ -55,6 +55,7 @@ from labops.http import RetryableStatus, call_with_retry
 from labops.http_limits import CappedAdapter, DeadlineExceeded, ResponseTooLarge
 from labops.models.pbs import (
     PbsDatastore,
+    PbsDatastoreConfig,
     PbsGcStatus,
     PbsGroup,
     PbsJobStatus,
@@ -556,6 +557,18 @@ class PveClient(ProxmoxClient):
             )
         )
 
+    def restore_over(self, node: str, kind: str, vmid: int, volid: str) -> str:
+        """Restore backup ``volid`` OVER the existing (stopped) guest ``vmid``, as
+        ``pct restore --force`` / ``qmrestore --force`` do; its disks go back to the storages
+        its backed-up config names. Changes the lab; returns the UPID."""
+        if kind == "lxc":
+            return str(
+                self.post(
+                    f"nodes/{node}/lxc", vmid=vmid, ostemplate=volid, restore=True, force=True
+                )
+            )
+        return str(self.post(f"nodes/{node}/qemu", vmid=vmid, archive=volid, force=True))
+
     def permissions(self, path: str) -> dict[str, bool]:
         """The privileges this token holds on ``path`` (``GET /access/permissions``: every user
         and token may read its own), each with its propagate flag."""
@@ -702,6 +715,10 @@ class PbsClient(ProxmoxClient):
 
     def datastores(self) -> list[PbsDatastore]:
         return [PbsDatastore.model_validate(d) for d in self.get("admin/datastore")]
+
+    def datastore_configs(self) -> list[PbsDatastoreConfig]:
+        """The datastores' configs (``gc-schedule`` among them)."""
+        return [PbsDatastoreConfig.model_validate(d) for d in self.get("config/datastore") or []]
 
     # -- snapshots ----------------------------------------------------------------------------
 

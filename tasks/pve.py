@@ -360,18 +360,112 @@ def power_guest(
     and never when the list cannot be read. A reboot is PVE's own reboot task, never a stop and
     start of labops' own that a lost answer could leave half done. A task that ended in error is
     returned (``status == "error"``), not raised."""
-    pve = client(block)
+    return _power(client(block), node, kind, vmid, action, timeout_s, poll_s, lost_answer_wait_s)
+
+
+def _power(
+    pve: PveClient,
+    node: str,
+    kind: str,
+    vmid: int,
+    action: str,
+    timeout_s: float,
+    poll_s: float,
+    lost_answer_wait_s: float,
+) -> TaskResult:
     prefix = "vz" if kind == "lxc" else "qm"
-    upid = start_once(
-        pve,
-        node,
-        vmid,
-        f"{prefix}{action}",
-        lambda: pve.power(node, kind, vmid, action),
-        owner=pve.token_id,
-        wait_s=lost_answer_wait_s,
-    )
+    try:
+        upid = start_once(
+            pve,
+            node,
+            vmid,
+            f"{prefix}{action}",
+            lambda: pve.power(node, kind, vmid, action),
+            owner=pve.token_id,
+            wait_s=lost_answer_wait_s,
+        )
+    except MaybeApplied as lost:
+        # The answer was lost and the task list could not tell: the guest's own status does.
+        reached = _power_reached(pve, node, kind, vmid, action, lost_answer_wait_s)
+        if reached is None:
+            raise
+        return TaskResult(
+            upid="",
+            status="ok",
+            exitstatus=f"OK (its answer was lost: {lost.message}; the guest is {reached} now)",
+            ended=time.time(),
+        )
     return follow(pve, node, upid, timeout_s, poll_s)
+
+
+_POWER_GOAL = {"start": "running", "stop": "stopped", "shutdown": "stopped"}
+
+
+def _power_reached(
+    pve: PveClient, node: str, kind: str, vmid: int, action: str, wait_s: float
+) -> str | None:
+    """The guest's status once it shows what ``action`` was for, watched for up to ``wait_s``;
+    None when it never does (or cannot be read): the action is not taken as done."""
+    goal = _POWER_GOAL.get(action)
+    if goal is None:  # a reboot leaves the status as it was: it proves nothing
+        return None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            status = pve.guest_state(node, kind, vmid).status
+        except LabopsError:
+            return None
+        if status == goal:
+            return status
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(1.0)
+
+
+@task(name="pve-restore-over", tags=["proxmox"], task_run_name="restore-{vmid}-from-backup")
+def restore_over_guest(
+    block: ProxmoxCredentials,
+    node: str,
+    kind: str,
+    vmid: int,
+    volid: str,
+    timeout_s: float = 3600.0,
+    power_timeout_s: float = 600.0,
+    lost_answer_wait_s: float = 30.0,
+) -> str:
+    """Put guest ``vmid`` back to its backup ``volid``, over itself (CHANGES THE LAB): stopped
+    first when it runs (PVE refuses to restore over a running guest), restored with ``force``
+    (``POST /nodes/{node}/lxc restore=1 ostemplate=`` / ``POST /nodes/{node}/qemu archive=``),
+    the task followed to its end, then started again when it was running. Every request is sent
+    at most once (a lost answer is followed to its task). Returns "" when done, else what failed
+    (never raises for a failed step: the caller reports it per guest)."""
+    pve = client(block)
+    try:
+        was = pve.guest_state(node, kind, vmid).status
+        if was == "running":
+            done = _power(pve, node, kind, vmid, "stop", power_timeout_s, 1.0, lost_answer_wait_s)
+            if done.status == "error":
+                return f"stop before the restore failed: {done.exitstatus}"
+        task_type = "vzrestore" if kind == "lxc" else "qmrestore"
+        upid = start_once(
+            pve,
+            node,
+            vmid,
+            task_type,
+            lambda: pve.restore_over(node, kind, vmid, volid),
+            owner=pve.token_id,
+            wait_s=lost_answer_wait_s,
+        )
+        done = follow(pve, node, upid, timeout_s, 1.0)
+        if done.status == "error":
+            return f"restore task failed: {done.exitstatus}"
+        if was == "running":
+            done = _power(pve, node, kind, vmid, "start", power_timeout_s, 1.0, lost_answer_wait_s)
+            if done.status == "error":
+                return f"restored, but the start after it failed: {done.exitstatus}"
+    except LabopsError as exc:
+        return str(exc)
+    return ""
 
 
 @task(name="pve-migrate", task_run_name="migrate-{vmid}-to-{target}")

@@ -29,7 +29,7 @@ from labops.errors import (
     Unreachable,
 )
 from labops.gctune import fewer_collections
-from labops.guest_agent import AgentNotRunning, AgentRunner
+from labops.guest_agent import NOT_RUNNING, AgentNotRunning, AgentRunner
 from labops.patching import apt
 from labops.patching.hostcheck import CHECK_COMMAND, HostFacts, parse_check_output, refresh_command
 from labops.ssh import CommandResult, SshRunner, SshTarget
@@ -275,6 +275,10 @@ def check_one(runner: Runner, access: HostAccess, opts: CheckOptions) -> tuple[H
                 result = s.run_in_guest(access.vmid, CHECK_COMMAND, timeout=opts.check_timeout_s)
             else:
                 result = s.run(CHECK_COMMAND, timeout=opts.check_timeout_s)
+    except AgentNotRunning:  # unknown, never "up to date": said as every check says it
+        run = HostRun(host=access.name, state="error", detail=f"could not check: {NOT_RUNNING}")
+        run.duration_s = round(time.monotonic() - started, 3)
+        return run, note
     except Exception as exc:  # one host's failure must never stop the others
         run = HostRun(host=access.name, state=_state_of(exc), detail=_describe(exc))
         run.duration_s = round(time.monotonic() - started, 3)
@@ -307,8 +311,8 @@ def check_many(
         facts = None
         if run.result is not None:
             facts = parse_check_output(run.result.stdout, day)
-            if run.result.truncated and facts.problem is None:
-                facts.problem = "output cut at max_output_bytes"
+            if run.result.truncated:  # the cut is the cause; the parser's complaint follows it
+                facts.problem = "could not check: output cut at max_output_bytes"
             run.result = run.result.model_copy(
                 update={"stdout": "", "stderr": run.result.stderr[-2000:]}
             )

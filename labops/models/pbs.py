@@ -26,6 +26,15 @@ class PbsDatastore(Payload):
     backend_type: str | None = Field(None, alias="backend-type")
 
 
+class PbsDatastoreConfig(Payload):
+    """One item of ``GET /config/datastore`` (the fields labops reads): the datastore's
+    garbage collection runs on its ``gc-schedule`` (a calendar event; unset: never)."""
+
+    name: str
+    path: str | None = None
+    gc_schedule: str | None = Field(None, alias="gc-schedule")
+
+
 class PbsSnapshotFile(Payload):
     filename: str
     size: int | None = None

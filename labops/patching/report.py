@@ -163,6 +163,12 @@ class HostApply(BaseModel):
     restore: str | None = Field(
         None, description="How to restore the gate's backup (when it is the rollback point)."
     )
+    restored: str | None = Field(
+        None,
+        description="The automatic restore from the gate's backup after a failed upgrade "
+        "(require_backup.auto_restore): 'restored from <volid>', 'restore failed: <why>' or why "
+        "it was not done.",
+    )
     command: str | None = Field(None, description="The upgrade command apply runs (dry run).")
     simulated: str | None = Field(None, description="The command the dry run ran instead.")
     simulation: str | None = Field(None, description="apt-get -s output (dry run).")
@@ -517,6 +523,8 @@ class PatchReport(OperationReport):
                 )
                 if a.restore and a.outcome == "failed":
                     lines.append(f"  - {t(a.restore)}")
+                if a.restored:
+                    lines.append(f"  - automatic restore: {t(a.restored)}")
             if self.overlaps:
                 lines += ["", "## Jobs in the window"]
                 lines += [f"- {t(o)}" for o in self.overlaps]

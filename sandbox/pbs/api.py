@@ -514,6 +514,16 @@ async def sync_jobs(api: PbsApi, req: Req) -> Any:
     return [dict(j) for j in api.store.sync_jobs if store is None or j["store"] == store]
 
 
+@route("GET", "/config/datastore")
+async def datastore_configs(api: PbsApi, req: Req) -> Any:
+    """datastore.cfg: garbage collection's schedule lives here (``gc-schedule``)."""
+    st = api.store
+    out = {"name": st.name, "path": f"/mnt/datastore/{st.name}", "comment": "lab backups"}
+    if st.gc.get("schedule"):
+        out["gc-schedule"] = st.gc["schedule"]
+    return [out]
+
+
 @route("GET", "/config/remote")
 async def remotes(api: PbsApi, req: Req) -> Any:
     return [dict(r) for r in api.store.remotes]

@@ -151,6 +151,9 @@ class PveApi:
         # Guest configs are made up from the lab's Guest records; what a PUT .../config set
         # (value) or deleted (None) is kept here, by vmid, until the guest is destroyed.
         self.config_edits: dict[int, dict[str, Any]] = {}
+        # (vmid, backup time) -> deep copy of the guest's host state when vzdump read it: a
+        # restore over the guest puts that state back (packages, as a real restore would)
+        self.backed_up_states: dict[tuple[int, int], Any] = {}
         # Each guest start with the config it started with (control action "starts").
         self.starts: list[dict[str, Any]] = []
         self._seed_tasks(now)
@@ -1501,13 +1504,19 @@ async def _create(api: PveApi, req: Req, kind: str) -> Any:
     vol = api.find_volume(source) if restore else None
     if restore and vol is None:
         raise ApiError(500, f"volume '{source}' does not exist")
+    if existing is not None and existing.status == "running":
+        label = "CT" if kind == "lxc" else "VM"
+        raise ApiError(500, f"unable to restore {label} {vmid} - {label} is running")
     orig: Guest | None = None
     size = 1024**3
+    backed_up: Any = None
     if vol is not None:
         kind_of, obj = vol
         orig_vmid = int(obj.bid) if kind_of == "pbs" else obj.vmid
         orig = api.lab.guest(orig_vmid)
         size = obj.size
+        when = obj.btime if kind_of == "pbs" else obj.ctime
+        backed_up = api.backed_up_states.get((orig_vmid, when))
     name = req.str("hostname") or (orig.name if orig else f"restored-{vmid}")
     given_tags = req.str("tags")
     guest = Guest(
@@ -1571,6 +1580,9 @@ async def _create(api: PveApi, req: Req, kind: str) -> Any:
                 task.log(f"extracting archive '{source}'")
                 await api.sleep(3.0)
             guest.lock = None
+            if existing is not None and backed_up is not None and orig is existing:
+                with api.lab.lock:  # restored over itself: back to what its backup holds
+                    api.lab.hosts[guest.name] = copy.deepcopy(backed_up)
             if pool:
                 guest.pool = pool  # add_vm_to_pool, once the guest exists
             if req.bool("start"):
@@ -1985,6 +1997,8 @@ async def _backup_one(api: PveApi, task: Task, g: Guest, storage: str, mode: str
                     protected=protected,
                 )
             )
+        if g.name in api.lab.hosts:
+            api.backed_up_states[(g.vmid, btime)] = copy.deepcopy(api.lab.hosts[g.name])
         if g.type == "lxc" and effective_mode == "snapshot":
             task.log("INFO: cleanup temporary 'vzdump' snapshot")
         # Logged durations are lab time (unscaled), like the archive sizes they go with.
@@ -2035,6 +2049,8 @@ def _task_item(t: Task) -> dict[str, Any]:
 @route("GET", "/nodes/{node}/tasks")
 async def task_list(api: PveApi, req: Req) -> Any:
     node = req.params["node"]
+    if api.faults.extra.get("tasks_unreadable"):  # fault: the task index cannot be read
+        raise ApiError(500, f"unable to read task index of node '{node}' - Input/output error")
     source = req.str("source", "archive")
     typefilter = req.str("typefilter")
     vmid = req.int("vmid")

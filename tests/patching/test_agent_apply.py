@@ -357,3 +357,35 @@ def test_vm_whose_agent_is_down_asked_once_reported_could_not_check(
         if e["kind"] == "http" and e["path"].endswith(f"/qemu/{vmid}/agent/exec")
     ]
     assert len(posts) == 1, posts
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_vm_start_whose_answer_is_lost_is_adopted_from_its_status(
+    sandbox_clean: Any, tmp_path: Path
+) -> None:
+    """A VM started again (after a drain's shutdown, a rollback) whose start answer is lost
+    after it was acted on, while the node's task list cannot be read: the VM's own status shows
+    it running, so the start is taken as done (never sent twice). A reboot's lost answer is not
+    taken as done: the status cannot tell one happened."""
+    from blocks.context import LabContext
+    from labops.errors import MaybeApplied
+    from tasks.pve import power_guest
+
+    sb = sandbox_clean
+    node, vmid = guest(sb, VM)
+    block = LabContext.load(derived_config(sb, tmp_path)).pve_block()
+    assert power_guest.fn(block, node, "qemu", vmid, "shutdown").status == "ok"
+    mark = sb.journal_mark()
+    sb.set_faults("pve", extra={"drop_answer": ["/status/start"], "tasks_unreadable": True})
+    done = power_guest.fn(block, node, "qemu", vmid, "start", lost_answer_wait_s=60)
+    assert done.status == "ok" and "the guest is running now" in done.exitstatus
+    assert sb.pve().nodes(node).qemu(vmid).status.current.get()["status"] == "running"
+    starts = [
+        e
+        for e in sb.journal(mark, system="pve")
+        if e["method"] == "POST" and e["path"].endswith(f"/qemu/{vmid}/status/start")
+    ]
+    assert len(starts) == 1, starts
+    sb.set_faults("pve", extra={"drop_answer": ["/status/reboot"], "tasks_unreadable": True})
+    with pytest.raises(MaybeApplied):
+        power_guest.fn(block, node, "qemu", vmid, "reboot", lost_answer_wait_s=1)

@@ -9,13 +9,26 @@ from datetime import date
 import pytest
 
 from labops.errors import ApiError, CommandTimeout
-from labops.guest_agent import AgentNotRunning, run_command
+from labops.guest_agent import AgentApi, AgentNotRunning, AgentRunner, run_command
 from labops.models.pve_agent import AgentExecStarted, AgentExecStatus
-from labops.patching.agentcheck import check_vm
 from labops.proxmox import PveClient
+from labops.ssh import SshTarget
+from tasks.ssh import CheckedHost, CheckOptions, HostAccess, Runners, check_many
 from tests.fixtures.sandbox import SandboxHandle
 
 TODAY = date(2026, 12, 5)
+
+
+def check_vm(
+    api: AgentApi, node: str, vmid: int, today: date, *, timeout_s: float, poll_s: float = 0.5
+) -> CheckedHost:
+    """VM ``vmid`` checked as the patch check flow checks every host: its one check path and
+    runner (``tasks.ssh.check_many``), the VM reached through its guest agent."""
+    access = HostAccess(name="vm", ssh=SshTarget(name="vm", address=node), vmid=vmid, via="agent")
+    runner = Runners(None, AgentRunner(api, poll_s=poll_s))
+    opts = CheckOptions(check_timeout_s=timeout_s)
+    (checked,) = check_many(runner, [access], opts, 1, today)
+    return checked
 
 
 class FakeAgent:
@@ -83,8 +96,9 @@ def test_agent_not_running_is_its_own_error() -> None:
 
 def test_truncated_check_output_is_never_up_to_date() -> None:
     agent = FakeAgent([_status(exited=1, exitcode=0, **{"out-truncated": True})])
-    facts = check_vm(agent, "pve2", 800, TODAY, timeout_s=1)
-    assert facts.problem is not None and facts.problem.startswith("could not check")
+    facts = check_vm(agent, "pve2", 800, TODAY, timeout_s=1).facts
+    assert facts is not None and facts.problem is not None
+    assert facts.problem.startswith("could not check")
 
 
 def _client(private_clean: SandboxHandle) -> PveClient:
@@ -100,22 +114,22 @@ def _client(private_clean: SandboxHandle) -> PveClient:
 
 
 def test_vm_checked_through_the_agent_with_the_same_parser(private_clean: SandboxHandle) -> None:
-    facts = check_vm(_client(private_clean), "pve2", 800, TODAY, timeout_s=20, poll_s=0.05)
-    assert facts.problem is None
+    facts = check_vm(_client(private_clean), "pve2", 800, TODAY, timeout_s=20, poll_s=0.05).facts
+    assert facts is not None and facts.problem is None
     assert facts.package_manager == "apt" and facts.os.id == "debian"
 
 
 def test_vm_without_a_running_agent_could_not_be_checked(private_clean: SandboxHandle) -> None:
     private_clean.set_faults("pve", extra={"agent_down": [800]})
-    facts = check_vm(_client(private_clean), "pve2", 800, TODAY, timeout_s=20, poll_s=0.05)
-    assert facts.problem == "could not check: guest agent not running"
-    assert facts.pending == []
+    checked = check_vm(_client(private_clean), "pve2", 800, TODAY, timeout_s=20, poll_s=0.05)
+    assert checked.run.detail == "could not check: guest agent not running"
+    assert checked.run.state == "error" and checked.facts is None  # no pending list: unknown
 
 
 def test_hanging_command_times_out_as_could_not_check(private_clean: SandboxHandle) -> None:
     private_clean.set_faults("pve", extra={"agent_hanging": [800]})
-    facts = check_vm(_client(private_clean), "pve2", 800, TODAY, timeout_s=0.3, poll_s=0.05)
-    assert facts.problem is not None and "still running" in facts.problem
+    checked = check_vm(_client(private_clean), "pve2", 800, TODAY, timeout_s=0.3, poll_s=0.05)
+    assert checked.run.state == "timeout" and "still running" in checked.run.detail
 
 
 def test_a_refused_agent_call_names_the_privilege() -> None:

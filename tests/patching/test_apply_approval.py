@@ -289,3 +289,45 @@ def test_excluded_hosts_the_plan_never_showed_are_ignored_bounded_and_inert(
     for text in (report.markdown(), notification.body, "\n".join(report.skipped)):
         assert "evil.example/" not in text and "<img" not in text and "ghost-" not in text
         assert "## Approved" not in text
+
+
+def test_guest_reboot_longer_than_the_window_left_is_left_for_later(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """02:55, the window closes at 03:00 and a guest's reboot may take 10 min
+    (``guest_boot_allowance_s``): the container is upgraded, its reboot waits for later (no
+    reboot request sent), and the run says so as it does for a node."""
+    import flows.patching as patching
+
+    sandbox.control("fleet", "set_pending", host="traefik", packages=[{"name": "libc6"}])
+    opened = datetime.now(UTC).replace(hour=2, minute=55, second=0, microsecond=0)
+    monkeypatch.setattr(patching, "now", lambda: opened)
+    cfg = closing_at_three(
+        sandbox,
+        tmp_path,
+        canary_count=0,
+        reboot="when-required",
+        guest_boot_allowance_s=600,
+        step_estimate_s=60,
+        delete_snapshots_after_h=0,
+    )
+    _node, vmid = guest(sandbox, "traefik")
+    mark = sandbox.journal_mark()
+    state, _ = answered(cfg, ["traefik"], {"approve": True})
+    report = report_of(state)
+    assert not report.failures, report.failures
+    (row,) = report.applied
+    why = (
+        "window closes at 03:00, sooner than a guest's reboot (guest_boot_allowance_s) may take "
+        "(10 min)"
+    )
+    assert row.outcome == "patched" and not row.rebooted
+    assert row.reboot_left == why
+    assert f"traefik: reboot left for later ({why})" in report.skipped
+    reboots = [
+        e
+        for e in sandbox.journal(mark, system="pve")
+        if e.get("path", "").endswith(f"/lxc/{vmid}/status/reboot")
+    ]
+    assert not reboots, reboots
+    assert state.name == "Findings"

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.journal_rules import is_mutating
 from tests.patching.helpers import apply_approved as apply
 from tests.patching.helpers import (
     derived_config,
@@ -101,6 +102,73 @@ def test_no_snapshot_possible_the_backup_is_the_rollback_point(
     assert node_a
 
 
+def test_auto_restore_puts_a_failed_guest_back_from_its_backup(
+    sandbox_clean: Any, tmp_path: Path
+) -> None:
+    """require_backup.auto_restore: a running container PVE cannot snapshot whose upgrade fails
+    is stopped, restored over itself from the gate's fresh backup (POST /nodes/{node}/lxc
+    restore=1 force=1, checked against PVE's schema) and started again; its packages are those
+    of the backup. The report says so per guest; the other guest is untouched."""
+    sb = sandbox_clean
+    prime(sb, "grafana", "homepage")
+    node, vmid = guest(sb, "homepage")
+    _, other = guest(sb, "grafana")
+    before = pending_of(sb, "homepage")
+    sb.set_faults("pve", extra={"no_snapshot_vmids": [vmid, other]})
+    sb.set_faults("fleet", extra={"failing_upgrade_hosts": ["homepage"]})
+    mark = sb.journal_mark()
+    report = apply(
+        sb,
+        tmp_path,
+        ["grafana", "homepage"],
+        require_backup={"enabled": True, "max_age_h": 0.1, "auto_restore": True},
+    )
+    done = {a.host: a for a in report.applied}
+    bad = done["homepage"]
+    volid = bad.rollback_point.removeprefix("backup ")  # type: ignore[union-attr]
+    assert bad.restored == f"restored from {volid}", bad.detail
+    assert bad.outcome == "rolled-back" and bad.rolled_back
+    assert done["grafana"].outcome == "patched" and done["grafana"].restored is None
+    assert pending_of(sb, "homepage") == before, "the backup's packages are back"
+    assert sb.pve().nodes(node).lxc(vmid).status.current.get()["status"] == "running"
+    writes = [
+        (e["method"], e["path"].split("/api2/json")[-1], e.get("args") or {})
+        for e in sb.journal(mark, system="pve")
+        if e["method"] != "GET"
+    ]
+    mine = [w for w in writes if f"/lxc/{vmid}/status/" in w[1] or w[1] == f"/nodes/{node}/lxc"]
+    assert [(m, p.rsplit("/", 1)[-1]) for m, p, _ in mine] == [
+        ("POST", "stop"),
+        ("POST", "lxc"),
+        ("POST", "start"),
+    ]
+    args = mine[1][2]
+    assert args["ostemplate"] == volid and int(args["vmid"]) == vmid
+    assert str(args["restore"]) in ("1", "True", "true") and str(args["force"]) in ("1", "True")
+    assert f"automatic restore: restored from {volid}" in report.markdown()
+
+
+def test_auto_restore_that_fails_is_reported_with_its_reason(
+    sandbox_clean: Any, tmp_path: Path
+) -> None:
+    sb = sandbox_clean
+    prime(sb, "homepage")
+    _, vmid = guest(sb, "homepage")
+    sb.set_faults("pve", extra={"no_snapshot_vmids": [vmid], "failing_restores": [vmid]})
+    sb.set_faults("fleet", extra={"failing_upgrade_hosts": ["homepage"]})
+    report = apply(
+        sb,
+        tmp_path,
+        ["homepage"],
+        require_backup={"enabled": True, "max_age_h": 0.1, "auto_restore": True},
+    )
+    (bad,) = report.applied
+    assert bad.outcome == "failed" and not bad.rolled_back
+    assert bad.restored and bad.restored.startswith("restore failed: restore task failed: ")
+    assert "zstd" in bad.restored and "AUTOMATIC RESTORE FAILED" in bad.detail
+    assert bad.restore and "pct restore" in bad.restore  # the way to do it by hand, still named
+
+
 def test_no_snapshot_and_no_gate_is_never_patched(sandbox_clean: Any, tmp_path: Path) -> None:
     sb = sandbox_clean
     prime(sb, "uptime-kuma")
@@ -149,3 +217,32 @@ def test_dry_run_says_what_it_would_back_up_and_backs_up_nothing(
     assert report.gate_backups and report.gate_backups[0].startswith("vaultwarden: would back up")
     assert {a.host: a.outcome for a in report.applied} == {"vaultwarden": "simulated"}
     assert backups_of(sb, vmid) == before and pending_of(sb, "vaultwarden") == pending
+
+
+def test_dry_run_says_it_would_restore_and_changes_nothing(
+    sandbox_clean: Any, tmp_path: Path
+) -> None:
+    from flows.patching import patch_apply
+
+    sb = sandbox_clean
+    prime(sb, "vaultwarden")
+    pending = pending_of(sb, "vaultwarden")
+    cfg = derived_config(
+        sb,
+        tmp_path,
+        windows=OPEN,
+        refresh=False,
+        require_backup={"enabled": True, "max_age_h": 0.1, "auto_restore": True},
+    )
+    mark = sb.journal_mark()
+    report = report_of(
+        patch_apply(config=cfg, dry_run=True, hosts=["vaultwarden"], return_state=True)
+    )
+    assert (
+        "vaultwarden: would be restored from its backup automatically if its upgrade failed "
+        "with no snapshot (require_backup.auto_restore)"
+    ) in report.gate_backups
+    assert "would be restored from its backup automatically" in report.markdown()
+    changed = [e for e in sb.journal(mark) if is_mutating(e)]
+    assert not changed, changed[:5]
+    assert pending_of(sb, "vaultwarden") == pending

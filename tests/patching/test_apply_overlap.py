@@ -3,7 +3,7 @@ refuses them (never patched, no approval asked for nothing); other jobs are list
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -76,3 +76,33 @@ def test_list_mode_names_the_job_and_goes_on(
     report = report_of(state)
     assert any(o.startswith("overlaps: pve-backup backup-2c5f1e8a-91d3") for o in report.overlaps)
     assert {a.host: a.outcome for a in report.applied} == {"dns-primary": "patched"}
+
+
+def test_pbs_sync_and_gc_jobs_are_read_for_overlaps(sandbox_clean: Any, tmp_path: Path) -> None:
+    """The sandbox PBS's sync job (``/admin/sync``) and garbage collection (the datastore's
+    ``gc-schedule`` in ``/config/datastore``) run daily at 00:00: a window across midnight lists
+    them with the verify and prune jobs, a window at noon lists none of them."""
+    from blocks.context import LabContext
+    from flows.patch_overlap import jobs_of
+    from labops.patching.overlap import overlaps
+    from labops.patching.report import PatchReport
+
+    sb = sandbox_clean
+    ctx = LabContext.load(derived_config(sb, tmp_path, canary_count=0))
+    report = PatchReport()
+
+    def pbs_kinds(start: datetime, end: datetime) -> dict[str, str]:
+        found = overlaps(jobs_of(ctx, start, end, report), start, end, ["pve1"])
+        return {o.job.kind: o.job.name for o in found if o.job.kind.startswith("pbs-")}
+
+    night = at(sb, 23, 50)
+    in_window = pbs_kinds(night, night + timedelta(minutes=30))
+    assert in_window == {
+        "pbs-verify": "v-daily",
+        "pbs-prune": "p-daily",
+        "pbs-sync": "s-offsite",
+        "pbs-gc": "store1",
+    }
+    noon = at(sb, 12, 0)
+    assert pbs_kinds(noon, noon + timedelta(minutes=30)) == {}
+    assert report.failures == []

@@ -111,6 +111,13 @@ class RequireBackup(Strict):
         description="Run vzdump for a guest without a good enough backup (within the backups' "
         "per-node/per-storage limits) and wait for it; off: skip such a guest.",
     )
+    auto_restore: bool = Field(
+        False,
+        description="When a guest's upgrade fails and its fresh backup is its rollback point (no "
+        "snapshot possible), restore it from that backup over itself through the PVE API "
+        "(stopped first, started again if it ran), while the window is open; off: the report "
+        "names the exact restore command and API call only.",
+    )
 
 
 class Drain(Strict):
@@ -220,6 +227,12 @@ class PatchPolicy(Strict):
         120.0, ge=0, description="How long to wait for a held dpkg/apt lock before failing."
     )
     node_boot_timeout_s: float = Field(600.0, gt=0, description="Wait for a rebooted node.")
+    guest_boot_allowance_s: float = Field(
+        180.0,
+        gt=0,
+        description="How long a container's or VM's reboot may take: a guest is rebooted only "
+        "while the window stays open that long, else its reboot is left for later.",
+    )
     started_ssh_wait_s: float = Field(
         120.0,
         ge=0,
