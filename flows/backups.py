@@ -33,7 +33,7 @@ from labops.backups.namespaces import (
     unknown_coverage,
 )
 from labops.backups.offsite import unchecked_rows
-from labops.backups.plan import default_storage, plan_backups
+from labops.backups.plan import backup_storages, default_storage, plan_backups
 from labops.backups.report import BackupReport
 from labops.backups.report_rows import judge_rows, not_in_job
 from labops.backups.retention import retention_dry_run
@@ -103,7 +103,7 @@ def backups(
     online = sorted(n.node for n in nodes if n.online)
     report.offline_nodes = sorted(n.node for n in nodes if not n.online)
     guests = list_guests(block)
-    storages = _storages(policy, storage)
+    storages = backup_storages(policy, storage)
     listed_at = time.time()
     copies, unlisted = scan_backups(block, storages, online)
     report.failures += unlisted
@@ -156,15 +156,6 @@ def _narrowed(policy: BackupPolicy, vmids: list[int] | None) -> BackupPolicy:
     wanted = sorted(set(vmids) | set(policy.selection.vmids))
     return policy.model_copy(
         update={"selection": policy.selection.model_copy(update={"vmids": wanted})}
-    )
-
-
-def _storages(policy: BackupPolicy, storage: str) -> list[str]:
-    """Every storage whose backups count: the default, the scanned ones, tiers' and guests'."""
-    return sorted(
-        {storage, *policy.scan_storages}
-        | {t.storage for t in policy.tiers.values() if t.storage}
-        | {o.storage for o in policy.guests.values() if o.storage}
     )
 
 

@@ -600,6 +600,11 @@ class RestoreDrillReport(OperationReport):
     vmid: int | None = None
     name: str = ""
     volid: str | None = None
+    backup_location: str | None = Field(
+        None,
+        description="Where the backup is: its PVE storage, and for PBS its datastore and "
+        "namespace (pbs-home (store1/home)); PVE's volume id names the storage only.",
+    )
     backup_time: float | None = None
     scratch_vmid: int | None = None
     node: str | None = None
@@ -672,7 +677,8 @@ class RestoreDrillReport(OperationReport):
             f"# Restore drill: {result}",
             "",
             f"- guest: {self.vmid} {t(self.name)}",
-            f"- backup: {t(self.volid or '-')} ({_when(self.backup_time)})",
+            f"- backup: {t(self.volid or '-')} ({_when(self.backup_time)})"
+            + (f", on {t(self.backup_location)}" if self.backup_location else ""),
             f"- restored as: {self.scratch_vmid or '-'} on {t(self.node or '-')}"
             f" / {t(self.storage or '-')}",
             f"- marked with: tag {t(self.tag or '-')}, pool {t(self.pool or '-')}",
