@@ -35,7 +35,7 @@ from labops.backups.namespaces import (
 from labops.backups.offsite import unchecked_rows
 from labops.backups.plan import backup_storages, default_storage, plan_backups
 from labops.backups.report import BackupReport
-from labops.backups.report_rows import judge_rows, not_in_job
+from labops.backups.report_rows import job_gaps, judge_rows, not_in_job
 from labops.backups.retention import retention_dry_run
 from labops.backups.vzdump_job import VzdumpSettings
 from labops.config.policies.backups import BackupPolicy
@@ -49,6 +49,7 @@ from tasks.progress import Progress
 from tasks.publish import publish_report
 from tasks.pve import (
     backup_guest,
+    backup_jobs,
     guests_without_job,
     list_guests,
     list_nodes,
@@ -137,7 +138,7 @@ def backups(
     book = ctx.state.load(UNKNOWN_SINCE_KEY, UnknownSince) or UnknownSince()
     ctx.state.save(UNKNOWN_SINCE_KEY, report.date_unknown(book))
     judge_rows(report)
-    _audit(ctx, report, block, policy, guests, copies)
+    _audit(ctx, report, block, policy, guests, copies, storages)
     locations = _namespaces(ctx, report, block, storages, copies)
 
     # 6. off-site copies: each watched guest's newest copy on each target the sync jobs feed,
@@ -186,13 +187,22 @@ def _audit(
     policy: BackupPolicy,
     guests: list[BackupGuest],
     copies: list[BackupCopy],
+    storages: list[str],
 ) -> None:
-    """Coverage (guests in no job, orphans, templates), retention and PBS maintenance."""
+    """Coverage (guests in no job, or in no enabled job writing where their backups count;
+    orphans, templates), retention and PBS maintenance."""
     try:
         report.not_in_job = not_in_job(guests_without_job(block), report)
     except LabopsError as exc:  # could not check: a failure, never "every guest in a job"
         report.failures.append(
             Failure(entity="backup jobs", reason=f"not-backed-up list unreadable: {exc}")
+        )
+    try:
+        watched = [r.vmid for r in report.guests if r.watched]
+        report.job_gaps = job_gaps(guests, backup_jobs(block), storages, watched)
+    except LabopsError as exc:  # could not check: a failure, never "every job writes there"
+        report.failures.append(
+            Failure(entity="backup jobs", reason=f"job list unreadable: {exc}", system="proxmox")
         )
     # backups of deleted guests: kept on purpose (protected, or listed) or a coverage gap
     seen = ctx.state.load(ARCHIVE_KEY, ArchiveMemory)

@@ -28,6 +28,7 @@ from labops.certificates.sources import NodeCertificates
 from labops.config.policies.backups import OffsitePolicy
 from labops.errors import ApiError, LabopsError, MaybeApplied
 from labops.models.pve import (
+    PveBackupJob,
     PveGuest,
     PveGuestConfig,
     PveGuestRef,
@@ -126,6 +127,13 @@ def scan_backups(
 def guests_without_job(block: ProxmoxCredentials) -> list[PveGuestRef]:
     """Guests no scheduled backup job covers (``/cluster/backup-info/not-backed-up``)."""
     return client(block).not_backed_up()
+
+
+@task(name="pve-backup-jobs", tags=["proxmox"])
+def backup_jobs(block: ProxmoxCredentials) -> list[PveBackupJob]:
+    """The cluster's scheduled backup jobs (``/cluster/backup``): what each selects, where it
+    writes, whether it is enabled. Reads only."""
+    return client(block).backup_jobs()
 
 
 @task(name="pve-replication", tags=["proxmox"])

@@ -126,6 +126,11 @@ class BackupReport(OperationReport):
     not_in_job: list[str] = Field(
         default_factory=list, description="Guests in no scheduled backup job (PVE's own view)."
     )
+    job_gaps: list[str] = Field(
+        default_factory=list,
+        description="Guests in a backup job, but none enabled that writes where their backups "
+        "count.",
+    )
     orphans: list[OrphanGroup] = Field(default_factory=list)
     archived: list[ArchivedGroup] = Field(
         default_factory=list, description="Backups of deleted guests kept on purpose."
@@ -215,6 +220,7 @@ class BackupReport(OperationReport):
     def gaps(self) -> list[str]:
         """Coverage gaps: guests in no job, orphans, unprotected templates, stale PBS jobs."""
         out = [f"not in any backup job: {g}" for g in self.not_in_job]
+        out += self.job_gaps
         out += [
             f"orphan backups of guest {o.vmid} on {o.storage}: {o.count} ({_size(o.size)})"
             for o in self.orphans

@@ -187,15 +187,21 @@ class BackupJob:
 
 
 def seed_jobs(lab: Lab) -> list[BackupJob]:
-    """Nightly PBS jobs covering most guests; two apps and the "nobackup" guests fall through."""
+    """Nightly PBS jobs covering most guests; two apps and the "nobackup" guests fall through.
+    A second nightly job writes the VMs to storage pbs-home (namespace home of the datastore),
+    half an hour after the infra one: the copies the PBS seed holds there."""
     wanted = [g for g in lab.guests if not g.template and "nobackup" not in g.tags]
     infra = [g.vmid for g in wanted if "infra" in g.tags]
     apps = [g.vmid for g in wanted if "infra" not in g.tags]
+    vms = [g.vmid for g in wanted if g.type == "qemu"]
     forgotten = apps[3:5]  # added to the lab after the job was written
     apps = [v for v in apps if v not in forgotten]
     return [
         BackupJob("backup-2c5f1e8a-91d3", "*-*-* 02:00", "pbs", infra, comment="infra nightly"),
         BackupJob("backup-7a0b4d62-e5f1", "*-*-* 02:30", "pbs", apps, comment="apps nightly"),
+        BackupJob(
+            "backup-5e3a9f14-c7d2", "*-*-* 02:30", "pbs-home", vms, comment="VMs to namespace home"
+        ),
         BackupJob(
             "backup-d41e9c07-3b28",
             "sun 01:00",
