@@ -268,7 +268,8 @@ def _offsite(
     assert policy.offsite is not None
     if ctx.configured("pbs"):
         try:
-            report.offsite = offsite_checks(ctx.pbs_block(), guests, policy.offsite, where)
+            far = ctx.pbs_offsite_block() if ctx.configured("pbs_offsite") else None
+            report.offsite = offsite_checks(ctx.pbs_block(), guests, policy.offsite, where, far)
         except LabopsError as exc:  # could not check: unknown rows, never "every copy fresh"
             report.offsite = unchecked_rows(guests, policy.offsite, f"PBS unreadable: {exc}")
     if policy.offsite.replication:
