@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from blocks._base import HttpEndpointBlock
     from blocks.delivery import Delivery
-    from blocks.proxmox import PbsCredentials, ProxmoxCredentials
+    from blocks.proxmox import PbsCredentials, PbsOffsiteCredentials, ProxmoxCredentials
     from blocks.ssh import SshCredentials
     from labops.http import HttpClient
     from labops.notify import MultiNotifier
@@ -95,6 +95,10 @@ class LabContext:
 
     def pbs_block(self) -> PbsCredentials:
         return cast("PbsCredentials", self.block("pbs"))
+
+    def pbs_offsite_block(self) -> PbsOffsiteCredentials:
+        """The off-site PBS (``systems.pbs_offsite``), read directly."""
+        return cast("PbsOffsiteCredentials", self.block("pbs_offsite"))
 
     def ssh_block(self) -> SshCredentials:
         return cast("SshCredentials", self.block("ssh"))

@@ -22,7 +22,7 @@ from blocks.edge import StepCa, TechnitiumDns, TraefikApi
 from blocks.llm import LlmProviders
 from blocks.notify import MqttBroker, TelegramBot
 from blocks.observability import BeszelHub, Loki, VictoriaMetrics
-from blocks.proxmox import PbsCredentials, ProxmoxCredentials
+from blocks.proxmox import PbsCredentials, PbsOffsiteCredentials, ProxmoxCredentials
 from blocks.security import CrowdsecLapi, WazuhApi, WazuhIndexer
 from blocks.ssh import SshCredentials
 from labops.config import LabopsConfig, resolve_secret
@@ -65,6 +65,7 @@ def _llm_keys(section: Any, where: str) -> dict[str, Any]:
 SYSTEMS: dict[str, System] = {
     "proxmox": System(("proxmox",), ProxmoxCredentials),
     "pbs": System(("pbs",), PbsCredentials),
+    "pbs_offsite": System(("pbs_offsite",), PbsOffsiteCredentials),
     "ssh": System(("ssh",), SshCredentials),
     "traefik": System(("traefik",), TraefikApi),
     "step_ca": System(("step_ca",), StepCa),

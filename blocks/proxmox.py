@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import Field, SecretStr
 
 from blocks._base import SystemBlock, reveal
-from labops.proxmox_settings import PbsSettings, ProxmoxSettings
+from labops.proxmox_settings import PbsOffsiteSettings, PbsSettings, ProxmoxSettings
 
 if TYPE_CHECKING:
     from labops.proxmox import PbsClient, PveClient
@@ -91,3 +91,37 @@ class PbsCredentials(SystemBlock):
 
         reveal(self.token_secret)
         return PbsClient(self.settings, self.token_secret)
+
+
+class PbsOffsiteCredentials(PbsCredentials):
+    """An API token of the off-site Proxmox Backup Server, its datastore, its name as off-site
+    targets use it and the remote name it gives the home PBS. Only reads.
+
+    Example:
+        ```python
+        from blocks.proxmox import PbsOffsiteCredentials
+
+        far = PbsOffsiteCredentials.load("pbs-offsite")
+        jobs = far.get_client().sync_jobs()
+        ```
+    """
+
+    _block_type_name = "PBS Off-site Credentials"
+    _description = (
+        "The off-site Proxmox Backup Server: API token, URL, datastore, TLS, its name in off-site "
+        "targets and its remote name for the home PBS."
+    )
+    _code_example = """
+    ```python
+    from blocks.proxmox import PbsOffsiteCredentials
+
+    block = PbsOffsiteCredentials.load("BLOCK_NAME")
+    pbs = block.get_client()
+    pbs.sync_jobs()
+    ```
+    """
+
+    settings: PbsOffsiteSettings = Field(  # type: ignore[assignment]
+        ...,
+        description="The off-site PBS's API URL, token id, datastore, name and home remote.",
+    )

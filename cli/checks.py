@@ -214,6 +214,7 @@ def check_llm(block: LlmProviders, ctx: CheckContext) -> str:
 CHECKS: dict[str, Check] = {
     "proxmox": check_proxmox,
     "pbs": check_pbs,
+    "pbs_offsite": check_pbs,
     "ssh": check_ssh,
     "traefik": check_traefik,
     "step_ca": check_step_ca,

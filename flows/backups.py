@@ -33,9 +33,9 @@ from labops.backups.namespaces import (
     unknown_coverage,
 )
 from labops.backups.offsite import unchecked_rows
-from labops.backups.plan import default_storage, plan_backups
+from labops.backups.plan import backup_storages, default_storage, plan_backups
 from labops.backups.report import BackupReport
-from labops.backups.report_rows import judge_rows, not_in_job
+from labops.backups.report_rows import job_gaps, judge_rows, not_in_job
 from labops.backups.retention import retention_dry_run
 from labops.backups.vzdump_job import VzdumpSettings
 from labops.config.policies.backups import BackupPolicy
@@ -49,6 +49,7 @@ from tasks.progress import Progress
 from tasks.publish import publish_report
 from tasks.pve import (
     backup_guest,
+    backup_jobs,
     guests_without_job,
     list_guests,
     list_nodes,
@@ -103,7 +104,7 @@ def backups(
     online = sorted(n.node for n in nodes if n.online)
     report.offline_nodes = sorted(n.node for n in nodes if not n.online)
     guests = list_guests(block)
-    storages = _storages(policy, storage)
+    storages = backup_storages(policy, storage)
     listed_at = time.time()
     copies, unlisted = scan_backups(block, storages, online)
     report.failures += unlisted
@@ -137,7 +138,7 @@ def backups(
     book = ctx.state.load(UNKNOWN_SINCE_KEY, UnknownSince) or UnknownSince()
     ctx.state.save(UNKNOWN_SINCE_KEY, report.date_unknown(book))
     judge_rows(report)
-    _audit(ctx, report, block, policy, guests, copies)
+    _audit(ctx, report, block, policy, guests, copies, storages)
     locations = _namespaces(ctx, report, block, storages, copies)
 
     # 6. off-site copies: each watched guest's newest copy on each target the sync jobs feed,
@@ -156,15 +157,6 @@ def _narrowed(policy: BackupPolicy, vmids: list[int] | None) -> BackupPolicy:
     wanted = sorted(set(vmids) | set(policy.selection.vmids))
     return policy.model_copy(
         update={"selection": policy.selection.model_copy(update={"vmids": wanted})}
-    )
-
-
-def _storages(policy: BackupPolicy, storage: str) -> list[str]:
-    """Every storage whose backups count: the default, the scanned ones, tiers' and guests'."""
-    return sorted(
-        {storage, *policy.scan_storages}
-        | {t.storage for t in policy.tiers.values() if t.storage}
-        | {o.storage for o in policy.guests.values() if o.storage}
     )
 
 
@@ -195,13 +187,22 @@ def _audit(
     policy: BackupPolicy,
     guests: list[BackupGuest],
     copies: list[BackupCopy],
+    storages: list[str],
 ) -> None:
-    """Coverage (guests in no job, orphans, templates), retention and PBS maintenance."""
+    """Coverage (guests in no job, or in no enabled job writing where their backups count;
+    orphans, templates), retention and PBS maintenance."""
     try:
         report.not_in_job = not_in_job(guests_without_job(block), report)
     except LabopsError as exc:  # could not check: a failure, never "every guest in a job"
         report.failures.append(
             Failure(entity="backup jobs", reason=f"not-backed-up list unreadable: {exc}")
+        )
+    try:
+        watched = [r.vmid for r in report.guests if r.watched]
+        report.job_gaps = job_gaps(guests, backup_jobs(block), storages, watched)
+    except LabopsError as exc:  # could not check: a failure, never "every job writes there"
+        report.failures.append(
+            Failure(entity="backup jobs", reason=f"job list unreadable: {exc}", system="proxmox")
         )
     # backups of deleted guests: kept on purpose (protected, or listed) or a coverage gap
     seen = ctx.state.load(ARCHIVE_KEY, ArchiveMemory)
@@ -267,7 +268,8 @@ def _offsite(
     assert policy.offsite is not None
     if ctx.configured("pbs"):
         try:
-            report.offsite = offsite_checks(ctx.pbs_block(), guests, policy.offsite, where)
+            far = ctx.pbs_offsite_block() if ctx.configured("pbs_offsite") else None
+            report.offsite = offsite_checks(ctx.pbs_block(), guests, policy.offsite, where, far)
         except LabopsError as exc:  # could not check: unknown rows, never "every copy fresh"
             report.offsite = unchecked_rows(guests, policy.offsite, f"PBS unreadable: {exc}")
     if policy.offsite.replication:

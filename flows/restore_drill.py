@@ -60,7 +60,8 @@ from labops.backups.drill_proof import (
 )
 from labops.backups.drill_record import remember
 from labops.backups.models import BackupCopy, BackupGuest
-from labops.backups.plan import default_storage
+from labops.backups.namespaces import location_label, pbs_locations
+from labops.backups.plan import backup_storages, default_storage
 from labops.backups.report import DrillHistory, RestoreDrillReport
 from labops.config.policies.backups import RestoreDrillPolicy
 from labops.errors import ApiError, ConfigError, LabopsError
@@ -83,6 +84,7 @@ from tasks.pve import (
     set_guest_network,
     set_guest_tags,
     start_restore,
+    storage_configs,
     token_privileges,
     used_vmids,
     wait_for_task,
@@ -189,7 +191,10 @@ def _drill(
     except ConfigError as exc:
         report.failures.append(Failure(entity="config", reason=str(exc)))
         return
-    copies, problems = scan_backups(block, [storage_name, *policy.scan_storages], online)
+    # every storage whose backups count, as the backups flow reads them: a guest whose backups
+    # are in a PBS namespace is found only through the PVE storage that names that namespace
+    storages = backup_storages(policy, storage_name)
+    copies, problems = scan_backups(block, storages, online)
     report.failures += problems
     done.advance(note="discovered")
     # 2. choose the guest (drilled longest ago), its newest good backup and a free scratch vmid
@@ -211,6 +216,7 @@ def _drill(
     target = target or guest.node
     done.advance(note=f"chose {guest.label}")
     report.vmid, report.name, report.volid = guest.vmid, guest.name, backup.volid
+    report.backup_location = _location(block, backup)
     report.backup_time, report.scratch_vmid = backup.ctime, scratch
     report.node, report.storage = target, storage or drill.storage
     report.reason = choice.reason
@@ -218,7 +224,7 @@ def _drill(
         report.failures.append(Failure(entity=f"node {target}", reason="offline: cannot restore"))
         return
     # 3. the token must hold what the drill needs, before anything is restored
-    needs = source_needs(guest.vmid, storage_name)
+    needs = source_needs(guest.vmid, backup.storage)
     needs += scratch_needs(report.storage, drill.pool, scratch, drill.network)
     lacking = _lacking(block, needs, report)
     if lacking:
@@ -228,7 +234,8 @@ def _drill(
     done.advance(note="privileges checked")
     if report.dry_run:
         report.steps.append(
-            f"would restore {backup.volid} as {scratch} on {target}/{report.storage}"
+            f"would restore {backup.volid} from {report.backup_location} as {scratch} on "
+            f"{target}/{report.storage}"
             f"{f' into pool {drill.pool}' if drill.pool else ''}, tag it {report.tag}, "
             f"{network_intent(drill.network, drill.replace_nets)}, start it, check it and "
             "destroy it"
@@ -249,6 +256,15 @@ def _drill(
     ctx.state.save(STATE_KEY, remember(history, report, guest, backup.volid, now))
     done.advance(note="recorded")
     report.coverage = coverage(drill_scope(guests, policy), history.when(), now, drill.period)
+
+
+def _location(block: ProxmoxCredentials, backup: BackupCopy) -> str:
+    """Where ``backup`` is: its storage, for PBS with the datastore and namespace PVE's storage
+    config names (the volume id does not); the storage alone when the configs are unreadable."""
+    try:
+        return location_label(backup.storage, pbs_locations(storage_configs(block)))
+    except LabopsError:
+        return backup.storage
 
 
 def _lacking(

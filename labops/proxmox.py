@@ -512,6 +512,11 @@ class PveClient(ProxmoxClient):
         data = self.get(f"nodes/{node}/replication")
         return [PveReplicationState.model_validate(j) for j in data or []]
 
+    def replication_log(self, node: str, job: str) -> list[str]:
+        """The log ``node`` keeps of replication job ``job``'s last run (every line:
+        ``limit=0``), ``<local time> <job>: <message>`` each."""
+        return self._log_lines(self.get(f"nodes/{node}/replication/{job}/log", start=0, limit=0))
+
     def not_backed_up(self) -> list[PveGuestRef]:
         """Guests that no scheduled backup job covers."""
         data = self.get("cluster/backup-info/not-backed-up")

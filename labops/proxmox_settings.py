@@ -40,3 +40,22 @@ class PbsSettings(HttpSettings):
     pve_storage: str | None = Field(
         None, description="Name of the PVE storage that points at this datastore."
     )
+
+
+class PbsOffsiteSettings(PbsSettings):
+    """The off-site Proxmox Backup Server, read directly: its datastore (``datastore``), the
+    pull sync jobs it runs to copy the lab's backups from the home PBS (``systems.pbs``, one of
+    its remotes) and their task logs. Its targets are named ``<name>:<store>[/<ns>]``, like a
+    push job's on the home PBS: name it as the home PBS's remote.cfg names it, and push targets
+    to it are read directly too."""
+
+    name: str = Field(
+        ...,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]*$",
+        description="How targets name this PBS (as the home PBS's remote for it, e.g. pbs2).",
+    )
+    home_remote: str = Field(
+        ...,
+        description="The name this PBS's remote.cfg gives the home PBS (systems.pbs): its pull "
+        "jobs from that remote are the lab's off-site copies.",
+    )

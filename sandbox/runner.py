@@ -37,7 +37,7 @@ from sandbox.lab import generate_lab
 from sandbox.service import Context, Service
 from sandbox.tls import SandboxCA
 
-CORE_MODULES = ("sandbox.pve", "sandbox.pbs", "sandbox.fleet")
+CORE_MODULES = ("sandbox.pve", "sandbox.pbs", "sandbox.pbs.offsite", "sandbox.fleet")
 
 
 def discover() -> list[tuple[str, type[Service] | None, str | None]]:

@@ -8,13 +8,14 @@ from collections.abc import Callable
 
 from prefect import task
 
-from blocks.proxmox import PbsCredentials
+from blocks.proxmox import PbsCredentials, PbsOffsiteCredentials
 from labops.backups.audit import job_check, upid_start_time
 from labops.backups.models import BackupGuest, JobCheck
 from labops.backups.namespaces import JobKind, JobsRead, NamespaceCoverage, namespace_coverage
 from labops.backups.offsite import (
     OffsiteRow,
     SyncRun,
+    offsite_pulls,
     offsite_rows,
     parse_target,
     sync_run,
@@ -118,21 +119,28 @@ def namespace_checks(
     return namespace_coverage(namespaces, jobs, groups)
 
 
-def _last_run(pbs: PbsClient, job: PbsSyncJob) -> SyncRun:
-    """The job's last run; its log only when it did not end OK (it names the failed groups)."""
+def _last_run(pbs: PbsClient, job: PbsSyncJob, on: str | None = None) -> SyncRun:
+    """The job's last run on ``pbs`` (``on``: the off-site PBS's name, for its pull jobs); its
+    log only when it did not end OK (it names the failed groups)."""
     if job.last_run_upid is None or job.last_run_state in (None, "OK"):
-        return sync_run(job)
+        return sync_run(job, on=on)
     try:
-        return sync_run(job, pbs.task_log(job.last_run_upid))
+        return sync_run(job, pbs.task_log(job.last_run_upid), on)
     except LabopsError as exc:  # the state alone still says partial or failed
-        run = sync_run(job)
+        run = sync_run(job, on=on)
         return run.model_copy(update={"detail": f"{run.detail} (log unreadable: {exc})"})
 
 
-def _newest_copies(pbs: PbsClient, target: str) -> dict[str, float]:
-    """Group -> newest copy time on ``target`` (a remote's datastore through this PBS)."""
+def _newest_copies(
+    pbs: PbsClient, target: str, offsite: tuple[str, PbsClient] | None = None
+) -> dict[str, float]:
+    """Group -> newest copy time on ``target``: a datastore of this PBS, of the off-site PBS
+    (``offsite``: its name and client; read directly), or of a remote through this PBS."""
     remote, store, ns = parse_target(target)
-    groups = pbs.remote_groups(remote, store, ns) if remote else pbs.groups(store, ns)
+    if remote and offsite is not None and remote == offsite[0]:
+        groups = offsite[1].groups(store, ns)
+    else:
+        groups = pbs.remote_groups(remote, store, ns) if remote else pbs.groups(store, ns)
     return {g.group: float(g.last_backup) for g in groups}
 
 
@@ -142,15 +150,19 @@ def offsite_checks(
     guests: list[BackupGuest],
     policy: OffsitePolicy,
     where: dict[int, list[str]] | None = None,
+    offsite: PbsOffsiteCredentials | None = None,
 ) -> list[OffsiteRow]:
     """Each guest's newest copy on each off-site target, against its off-site RPO: the sync
     jobs (pull and push), their last runs (a partial failure names its groups) and the groups
     each target holds. Reads only.
 
     ``where``: guest -> the PBS places (``store[/ns]``) its backups are in (default: the root
-    namespace of the configured datastore). Sync jobs that cannot be read leave every guest
-    unknown; a target that cannot be read
-    leaves its rows unknown: never fine.
+    namespace of the configured datastore). ``offsite``: the off-site PBS (``systems.
+    pbs_offsite``), read directly: its pull jobs from the home PBS (its remote
+    ``settings.home_remote``), their task logs, and its datastore for every target named after
+    it (``settings.name``). Sync jobs that cannot be read leave every guest unknown (the
+    off-site PBS's: its targets); a target that cannot be read leaves its rows unknown: never
+    fine.
     """
     pbs = block.get_client()
     try:
@@ -158,13 +170,36 @@ def offsite_checks(
     except LabopsError as exc:
         return unchecked_rows(guests, policy, f"sync jobs unreadable: {exc}")
     runs = {j.id: _last_run(pbs, j) for j in jobs}
+    on: dict[str, str] = {}
+    jobs_unread: dict[str, str] = {}
+    remote = None
+    if offsite is not None:
+        offsite_name, home_remote = offsite.settings.name, offsite.settings.home_remote
+        remote = (offsite_name, offsite.get_client())
+        try:
+            pulls = offsite_pulls(remote[1].sync_jobs(), offsite_name, home_remote)
+        except LabopsError as exc:
+            pulls, jobs_unread[offsite_name] = [], f"sync jobs of {offsite_name} unreadable: {exc}"
+        on = {j.id: offsite_name for j in pulls}
+        runs |= {j.id: _last_run(remote[1], j, offsite_name) for j in pulls}
+        jobs = [*jobs, *pulls]
     newest: dict[str, dict[str, float]] = {}
     unreadable: dict[str, str] = {}
-    for target in list(policy.targets) or sorted({target_of(j) for j in jobs}):
+    for target in list(policy.targets) or sorted({target_of(j, on.get(j.id)) for j in jobs}):
         try:
-            newest[target] = _newest_copies(pbs, target)
+            newest[target] = _newest_copies(pbs, target, remote)
         except LabopsError as exc:
             unreadable[target] = str(exc)
     return offsite_rows(
-        guests, pbs.datastore, jobs, runs, newest, policy, time.time(), unreadable, where
+        guests,
+        pbs.datastore,
+        jobs,
+        runs,
+        newest,
+        policy,
+        time.time(),
+        unreadable,
+        where,
+        on,
+        jobs_unread,
     )

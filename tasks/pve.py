@@ -20,7 +20,7 @@ from prefect import get_run_logger, task
 from blocks.proxmox import ProxmoxCredentials
 from labops.backups.models import BackupCopy, BackupGuest, BackupOutcome, TaskResult
 from labops.backups.offsite import OffsiteRow
-from labops.backups.replication import replication_rows
+from labops.backups.replication import failing, log_reason, replication_rows
 from labops.backups.vzdump import classify_exitstatus
 from labops.backups.vzdump_job import VzdumpSettings, run_backup
 from labops.certificates.renewed import RenewalOutcome
@@ -28,6 +28,7 @@ from labops.certificates.sources import NodeCertificates
 from labops.config.policies.backups import OffsitePolicy
 from labops.errors import ApiError, LabopsError, MaybeApplied
 from labops.models.pve import (
+    PveBackupJob,
     PveGuest,
     PveGuestConfig,
     PveGuestRef,
@@ -128,15 +129,24 @@ def guests_without_job(block: ProxmoxCredentials) -> list[PveGuestRef]:
     return client(block).not_backed_up()
 
 
+@task(name="pve-backup-jobs", tags=["proxmox"])
+def backup_jobs(block: ProxmoxCredentials) -> list[PveBackupJob]:
+    """The cluster's scheduled backup jobs (``/cluster/backup``): what each selects, where it
+    writes, whether it is enabled. Reads only."""
+    return client(block).backup_jobs()
+
+
 @task(name="pve-replication", tags=["proxmox"])
 def replication_checks(
     block: ProxmoxCredentials, guests: list[BackupGuest], policy: OffsitePolicy
 ) -> list[OffsiteRow]:
     """Each watched guest's PVE storage replication jobs as off-site rows: the cluster's jobs,
-    then ``pvesr status`` of each node holding a replicated guest. Reads only.
+    then ``pvesr status`` of each node holding a replicated guest, then the log of each failing
+    job (why it failed: the status keeps only the failed command). Reads only.
 
     The job list unreadable raises (nobody can tell which guests are replicated); a node whose
-    status cannot be read leaves its guests' rows unknown, never fresh.
+    status cannot be read leaves its guests' rows unknown, never fresh; a log that cannot be
+    read leaves the status's error as the reason, saying so.
     """
     pve = client(block)
     jobs = pve.replication_jobs()
@@ -148,7 +158,18 @@ def replication_checks(
             status |= {s.id: s for s in pve.replication_status(node)}
         except LabopsError as exc:
             unreadable[node] = str(exc)
-    return replication_rows(guests, jobs, status, policy, time.time(), unreadable)
+    reasons: dict[str, str] = {}
+    for job in jobs:
+        state = status.get(job.id)
+        if state is None or not failing(state) or job.guest not in where:
+            continue
+        try:  # the log is on the node that ran the job: the guest's
+            why = log_reason(pve.replication_log(where[job.guest], job.id), job.id)
+        except LabopsError as exc:
+            why = f"{state.error or 'failed'} (its log could not be read: {exc})"
+        if why:
+            reasons[job.id] = why
+    return replication_rows(guests, jobs, status, policy, time.time(), unreadable, reasons)
 
 
 # -- one guest's backup -------------------------------------------------------------------------

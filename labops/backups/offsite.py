@@ -53,12 +53,23 @@ def _path(store: str, ns: str | None) -> str:
     return f"{store}/{ns}" if ns else store
 
 
-def target_of(job: PbsSyncJob) -> str:
+def target_of(job: PbsSyncJob, on: str | None = None) -> str:
     """Where a job's copies land, as the policy names targets: a push job's
-    ``remote:store[/ns]``, a pull job's local ``store[/ns]``."""
+    ``remote:store[/ns]``, a pull job's local ``store[/ns]``, or ``on:store[/ns]`` for a pull
+    job that runs on the off-site PBS named ``on``."""
     if job.sync_direction == "push":
         return f"{job.remote}:{_path(job.remote_store, job.remote_ns)}"
-    return _path(job.store, job.ns)
+    return f"{on}:{_path(job.store, job.ns)}" if on else _path(job.store, job.ns)
+
+
+def offsite_pulls(jobs: Iterable[PbsSyncJob], name: str, home_remote: str) -> list[PbsSyncJob]:
+    """The pull jobs of the off-site PBS ``name`` that copy from the home PBS (its remote
+    ``home_remote``), their ids prefixed ``name/`` to keep them apart from the home PBS's."""
+    return [
+        j.model_copy(update={"id": f"{name}/{j.id}"})
+        for j in jobs
+        if j.sync_direction != "push" and j.remote == home_remote
+    ]
 
 
 def parse_target(target: str) -> tuple[str | None, str, str | None]:
@@ -100,11 +111,12 @@ class SyncRun(BaseModel):
     failed_groups: dict[str, str] = Field(default_factory=dict, description="group -> why")
 
 
-def sync_run(job: PbsSyncJob, log: Iterable[str] = ()) -> SyncRun:
-    """Judge a job's last run from its state and task log. ``sync failed with some errors.``
-    is PBS's end of a run where some groups synced and others did not: each failed group is
-    named in the log (``sync group vm/100 failed - ...``)."""
-    target = target_of(job)
+def sync_run(job: PbsSyncJob, log: Iterable[str] = (), on: str | None = None) -> SyncRun:
+    """Judge a job's last run from its state and task log (``on``: the off-site PBS a pull job
+    runs on). ``sync failed with some errors.`` is PBS's end of a run where some groups synced
+    and others did not: each failed group is named in the log (``sync group vm/100 failed -
+    ...``), pull or push alike."""
+    target = target_of(job, on)
     state = job.last_run_state
     if state is None or job.last_run_endtime is None:
         return SyncRun(job=job.id, target=target, state="never", detail="never ran")
@@ -169,15 +181,24 @@ def offsite_rows(
     now: float,
     unreadable: Mapping[str, str] | None = None,
     where: Mapping[int, Sequence[str]] | None = None,
+    on: Mapping[str, str] | None = None,
+    jobs_unread: Mapping[str, str] | None = None,
 ) -> list[OffsiteRow]:
     """Every watched guest on every off-site target. ``primary``: where its backups live
     (``store[/ns]``), unless ``where`` names a guest's own places (its PBS storages' datastore
     and namespace: a job reading any of them covers it); ``newest``: target -> group -> newest
     copy time on that target (a target missing from it could not be read: no age is claimed;
-    ``unreadable`` says why). A copy older
-    than the guest's RPO, no copy, no job covering the guest, or a last run that failed for its
-    group (or failed outright) is a problem."""
-    targets = list(policy.targets) or sorted({target_of(j) for j in jobs})
+    ``unreadable`` says why); ``on``: job id -> the off-site PBS it runs on (its pull jobs);
+    ``jobs_unread``: off-site PBS name -> why its sync jobs could not be read (its targets
+    without a job are then unknown, not uncovered). A copy older than the guest's RPO, no copy,
+    no job covering the guest, or a last run that failed for its group (or failed outright) is
+    a problem."""
+    hosts = on or {}
+
+    def lands(j: PbsSyncJob) -> str:
+        return target_of(j, hosts.get(j.id))
+
+    targets = list(policy.targets) or sorted({lands(j) for j in jobs})
     out: list[OffsiteRow] = []
     for g in guests:
         if g.template or any(t in g.tags for t in policy.exclude_tags):
@@ -188,7 +209,7 @@ def offsite_rows(
             covering = [
                 j
                 for j in jobs
-                if target_of(j) == target
+                if lands(j) == target
                 and any(
                     _in_namespace(source_of(j).rpartition(":")[2], place, j.max_depth)
                     for place in places
@@ -204,7 +225,11 @@ def offsite_rows(
                 row.newest, row.age_s = when, now - when
             failed = [_failed_for(runs[j.id], group) for j in covering if j.id in runs]
             failed = [f for f in failed if f]
-            if not covering:
+            unread = (jobs_unread or {}).get(parse_target(target)[0] or "")
+            if not covering and unread is not None:  # its jobs could not be read: unknown
+                row.unknown = f"sync jobs copying to {target} could not be read: {unread}"
+                row.status = OffsiteStatus.UNKNOWN
+            elif not covering:
                 row.problem = f"no sync job copies {group} to {target}"
                 row.status = OffsiteStatus.NO_JOB
             elif seen is None:  # could not check: neither fresh nor stale

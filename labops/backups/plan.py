@@ -112,6 +112,17 @@ def default_storage(policy: BackupPolicy, pbs: PbsSystem | None) -> str:
     return storage
 
 
+def backup_storages(policy: BackupPolicy, storage: str) -> list[str]:
+    """Every storage whose backups count: the default, the scanned ones, tiers' and guests'
+    (a PBS storage is one datastore and namespace: a guest written to a namespace is found
+    only through the storage whose config names it)."""
+    return sorted(
+        {storage, *policy.scan_storages}
+        | {t.storage for t in policy.tiers.values() if t.storage}
+        | {o.storage for o in policy.guests.values() if o.storage}
+    )
+
+
 # --- recovery points ------------------------------------------------------------------------
 
 

@@ -4,13 +4,17 @@ against the guest's off-site RPO (the same tiers as its PBS sync copies).
 
 A job that keeps failing (``fail_count``, ``error``) or is disabled is a problem, named with its
 job id; a job whose status its guest's node could not give is could-not-check, never fresh. The
-error text comes from the node (a command line, ssh's complaint): it is put on one line,
-stripped of control characters and cut short before it reaches a report.
+status keeps only the failed command (``command '... | ssh ...' failed: exit code 255``); why it
+failed is in the job's log (``/nodes/{node}/replication/{id}/log``, the last run only): the
+lines the run wrote that are none of pvesr's own steps, such as ssh's ``Host key verification
+failed.``. Text from the node is put on one line, stripped of control characters and cut short
+before it reaches a report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 
 from labops.backups.models import BackupGuest
 from labops.backups.offsite import OffsiteRow, OffsiteStatus, offsite_rpo
@@ -40,6 +44,62 @@ def bounded(text: str, limit: int = ERROR_MAX) -> str:
     return flat[:head] + "…" + flat[len(flat) - (limit - 1 - head) :]
 
 
+# A log line: "2026-12-06 05:55:00 101-0: <message>".
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (?P<job>[1-9]\d*-\d+): (?P<msg>.*)$")
+_END_ERROR = "end replication job with error: "
+# pvesr's own steps (PVE::Replication, the storage export/import), which say nothing of a
+# failure: everything else a failed run logged is the failing command's own complaint.
+_STEPS = (
+    "start replication job",
+    "guest => ",
+    "volumes => ",
+    "create snapshot ",
+    "using secure transmission",
+    "using insecure transmission",
+    "full sync ",
+    "incremental sync ",
+    "send from ",
+    "full send of ",
+    "total estimated size",
+    "TIME ",
+    "successfully imported",
+    "delete previous replication snapshot",
+    "delete stale replication snapshot",
+    "freeze guest filesystem",
+    "thaw guest filesystem",
+    "end replication job",
+)
+_PROGRESS = re.compile(r"^\d\d:\d\d:\d\d\s+\S+\s+\S+@\S+$")  # zfs send's per-second lines
+CAUSE_LINES = 3  # a failed run's complaints kept (the last ones: nearest the failure)
+
+
+def log_reason(lines: Iterable[str], job: str) -> str | None:
+    """Why ``job``'s last run failed, from its log: the run's own complaints (the lines that
+    are none of pvesr's steps, the last few) and the error its end line names; None when the
+    log shows no failed run (it ended well, or holds no run of this job)."""
+    run: list[str] = []
+    for line in lines:
+        m = _LOG_LINE.match(line.strip())
+        if m is None or m.group("job") != job:
+            if run and line.strip():  # a message of several lines goes on without a stamp
+                run.append(line.strip())
+            continue
+        msg = m.group("msg").strip()
+        if msg == "start replication job":
+            run = []
+        run.append(msg)
+    end = next((m for m in reversed(run) if m.startswith("end replication job")), None)
+    if end is None or not end.startswith(_END_ERROR):
+        return None
+    causes = [m for m in run if m and not m.startswith(_STEPS) and not _PROGRESS.match(m)][
+        -CAUSE_LINES:
+    ]
+    error = end.removeprefix(_END_ERROR).strip()
+    if not causes:
+        return error or None
+    return f"{'; '.join(causes)} ({error})" if error else "; ".join(causes)
+
+
 def _watched(guest: BackupGuest, policy: OffsitePolicy) -> bool:
     return not guest.template and not any(t in guest.tags for t in policy.exclude_tags)
 
@@ -51,11 +111,13 @@ def replication_rows(
     policy: OffsitePolicy,
     now: float,
     unreadable: Mapping[str, str] | None = None,
+    reasons: Mapping[str, str] | None = None,
 ) -> list[OffsiteRow]:
     """One row per replication job of a watched guest. ``jobs``: the cluster's job config;
     ``status``: job id -> its state as the guest's node reports it; ``unreadable``: node -> why
-    its replication status could not be read. Jobs of guests not in ``guests`` (not watched,
-    excluded, gone) have no row."""
+    its replication status could not be read; ``reasons``: failed job id -> why, from its log
+    (:func:`log_reason`), or why the log could not tell. Jobs of guests not in ``guests`` (not
+    watched, excluded, gone) have no row."""
     by_vmid = {g.vmid: g for g in guests if _watched(g, policy)}
     out: list[OffsiteRow] = []
     for job in sorted(jobs, key=lambda j: (j.guest, j.jobnum or 0, j.id)):
@@ -80,14 +142,26 @@ def replication_rows(
             )
             row.status = OffsiteStatus.UNKNOWN
         else:
-            _judge(row, job, state, now)
+            _judge(row, job, state, now, (reasons or {}).get(job.id))
         out.append(row)
     return out
 
 
-def _judge(row: OffsiteRow, job: PveReplicationJob, state: PveReplicationState, now: float) -> None:
-    """Age from the last good sync; then, in order of what to fix first: disabled, failing,
-    never synced, older than the RPO."""
+def failing(state: PveReplicationState) -> bool:
+    """Whether the job's last runs failed (its log says why)."""
+    return state.fail_count > 0 or bool(state.error)
+
+
+def _judge(
+    row: OffsiteRow,
+    job: PveReplicationJob,
+    state: PveReplicationState,
+    now: float,
+    reason: str | None = None,
+) -> None:
+    """Age from the last good sync; then, in order of what to fix first: disabled, failing
+    (why: ``reason``, from its log, else the status's error), never synced, older than the
+    RPO."""
     name = f"replication job {job.id} to {job.target}"
     if state.last_sync > 0:
         row.newest, row.age_s = float(state.last_sync), max(0.0, now - state.last_sync)
@@ -95,9 +169,10 @@ def _judge(row: OffsiteRow, job: PveReplicationJob, state: PveReplicationState, 
     if job.disable or state.disable:
         problems.append(f"{name} is disabled")
         row.status = OffsiteStatus.DISABLED
-    if state.fail_count > 0 or state.error:
+    if failing(state):
         times = f" {state.fail_count} time(s) in a row" if state.fail_count > 0 else ""
-        why = f": {bounded(state.error)}" if state.error else ""
+        text = reason or state.error
+        why = f": {bounded(text)}" if text else ""
         problems.append(f"{name} failed{times}{why}")
         if row.status is OffsiteStatus.OK:
             row.status = OffsiteStatus.SYNC_FAILED

@@ -126,6 +126,11 @@ class BackupReport(OperationReport):
     not_in_job: list[str] = Field(
         default_factory=list, description="Guests in no scheduled backup job (PVE's own view)."
     )
+    job_gaps: list[str] = Field(
+        default_factory=list,
+        description="Guests in a backup job, but none enabled that writes where their backups "
+        "count.",
+    )
     orphans: list[OrphanGroup] = Field(default_factory=list)
     archived: list[ArchivedGroup] = Field(
         default_factory=list, description="Backups of deleted guests kept on purpose."
@@ -215,6 +220,7 @@ class BackupReport(OperationReport):
     def gaps(self) -> list[str]:
         """Coverage gaps: guests in no job, orphans, unprotected templates, stale PBS jobs."""
         out = [f"not in any backup job: {g}" for g in self.not_in_job]
+        out += self.job_gaps
         out += [
             f"orphan backups of guest {o.vmid} on {o.storage}: {o.count} ({_size(o.size)})"
             for o in self.orphans
@@ -600,6 +606,11 @@ class RestoreDrillReport(OperationReport):
     vmid: int | None = None
     name: str = ""
     volid: str | None = None
+    backup_location: str | None = Field(
+        None,
+        description="Where the backup is: its PVE storage, and for PBS its datastore and "
+        "namespace (pbs-home (store1/home)); PVE's volume id names the storage only.",
+    )
     backup_time: float | None = None
     scratch_vmid: int | None = None
     node: str | None = None
@@ -672,7 +683,8 @@ class RestoreDrillReport(OperationReport):
             f"# Restore drill: {result}",
             "",
             f"- guest: {self.vmid} {t(self.name)}",
-            f"- backup: {t(self.volid or '-')} ({_when(self.backup_time)})",
+            f"- backup: {t(self.volid or '-')} ({_when(self.backup_time)})"
+            + (f", on {t(self.backup_location)}" if self.backup_location else ""),
             f"- restored as: {self.scratch_vmid or '-'} on {t(self.node or '-')}"
             f" / {t(self.storage or '-')}",
             f"- marked with: tag {t(self.tag or '-')}, pool {t(self.pool or '-')}",

@@ -28,7 +28,7 @@ from labops.http_settings import (
 )
 from labops.llm_settings import LlmModelSettings, LlmSettings
 from labops.notify.settings import AppriseTarget, MqttSettings, TelegramSettings
-from labops.proxmox_settings import PbsSettings, ProxmoxNode, ProxmoxSettings
+from labops.proxmox_settings import PbsOffsiteSettings, PbsSettings, ProxmoxNode, ProxmoxSettings
 from labops.settings import Strict
 from labops.ssh_settings import SshJump, SshSettings
 
@@ -77,6 +77,12 @@ class ProxmoxSystem(ProxmoxSettings, Section):
 
 class PbsSystem(PbsSettings, Section):
     """Proxmox Backup Server API (https://host:8007)."""
+
+    token_secret: SecretRef = Field(..., description="The token's secret (a reference).")
+
+
+class PbsOffsiteSystem(PbsOffsiteSettings, Section):
+    """The off-site Proxmox Backup Server (https://host:8007), read directly."""
 
     token_secret: SecretRef = Field(..., description="The token's secret (a reference).")
 
@@ -182,6 +188,9 @@ class Systems(Strict):
 
     proxmox: ProxmoxSystem | None = None
     pbs: PbsSystem | None = None
+    pbs_offsite: PbsOffsiteSystem | None = Field(
+        None, description="The off-site PBS, when labops can reach it (read only)."
+    )
     ssh: SshSystem | None = None
     traefik: TraefikSystem | None = None
     step_ca: StepCaSystem | None = None

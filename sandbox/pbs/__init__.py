@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from sandbox.pbs.api import PbsApi
-from sandbox.pbs.store import shared_store
+from sandbox.pbs.store import Datastore, shared_store
 from sandbox.service import Context, Service
 from sandbox.services import ca_bundle_path, write_secret
 from sandbox.tls import server_ssl_context
@@ -37,8 +37,14 @@ class PbsService(Service):
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
 
+    host_name = "pbs"  # its certificate's names: pbs, pbs.<domain>
+
+    def datastore(self) -> Datastore:
+        """The one datastore it serves."""
+        return shared_store(self.ctx.lab)
+
     async def start(self) -> None:
-        self.api = PbsApi(self)
+        self.api = PbsApi(self, self.datastore())
         app = web.Application(client_max_size=4 * 1024**2)
         app.router.add_route("*", "/api2/json/{tail:.*}", self.api.handle)
         self._runner = web.AppRunner(
@@ -46,23 +52,24 @@ class PbsService(Service):
         )
         await self._runner.setup()
         domain = self.ctx.lab.domain
+        host = self.host_name
         cert = self.ctx.ca.issue_server_cert(
-            ["pbs", f"pbs.{domain}", "localhost"],
+            [host, f"{host}.{domain}", "localhost"],
             ["127.0.0.1"],
             days=730,
-            common_name=f"pbs.{domain}",
+            common_name=f"{host}.{domain}",
         )
         self.port = self.ctx.port()
         self._ssl = server_ssl_context(cert.chain_pem, cert.key_pem)
         await self.on_faults_changed()
-        self.token_ref = write_secret(self.ctx, "pbs_token", self.token_secret)
-        write_secret(self.ctx, "pbs_password", self.password)
+        self.token_ref = write_secret(self.ctx, f"{self.name}_token", self.token_secret)
+        write_secret(self.ctx, f"{self.name}_password", self.password)
 
     async def on_faults_changed(self) -> None:
         """Fault ``extra.offline`` of system pbs: the port refuses connections (PVE's storage
         ``pbs`` turns inactive and backups to it fail)."""
         assert self._runner is not None
-        offline = bool(self.ctx.faults_for("pbs").extra.get("offline"))
+        offline = bool(self.ctx.faults_for(self.name).extra.get("offline"))
         if offline and self._site is not None:
             site, self._site = self._site, None
             await site.stop()
@@ -93,7 +100,7 @@ class PbsService(Service):
         }
 
     def state(self) -> dict[str, Any]:
-        store = shared_store(self.ctx.lab)
+        store = self.datastore()
         return {
             "port": self.port,
             "datastore": store.name,
@@ -103,7 +110,7 @@ class PbsService(Service):
         }
 
     def control(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        store = shared_store(self.ctx.lab)
+        store = self.datastore()
         if action == "corrupt":  # {"backup-type": "ct", "backup-id": "101"} (all its snapshots)
             btype, bid = str(payload["backup-type"]), str(payload["backup-id"])
             keys = [s.key for s in store.listing(btype, bid)]

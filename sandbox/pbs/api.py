@@ -84,12 +84,13 @@ class Req:
 
 
 class PbsApi:
-    def __init__(self, service: PbsService) -> None:
+    def __init__(self, service: PbsService, store: Datastore | None = None) -> None:
+        """``store``: the one datastore this PBS serves (default: the lab's, PVE writes there)."""
         self.svc = service
         self.ctx = service.ctx
         self.token_id = "root@pam!labops"
         self.token_secret = service.token_secret
-        self.store: Datastore = shared_store(self.ctx.lab)
+        self.store: Datastore = store if store is not None else shared_store(self.ctx.lab)
         self.tasks = TaskManager(lambda t: pbs_upid(t.type, t.id, t.authid, t.starttime))
         self._key = secrets.token_bytes(32)
         for upid, kind, wid, start, end, exitstatus, lines in self.store.history:
@@ -100,7 +101,7 @@ class PbsApi:
 
     @property
     def faults(self) -> Any:
-        return self.ctx.faults_for("pbs")
+        return self.ctx.faults_for(self.svc.name)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds * self.ctx.time_scale)
@@ -126,7 +127,7 @@ class PbsApi:
             if store is not None and store != self.store.name:
                 raise ApiError(400, f"datastore '{store}' does not exist")
             if request.method != "GET":
-                self.ctx.journal.http("pbs", request.method, path, args)
+                self.ctx.journal.http(self.svc.name, request.method, path, args)
             result = await r.handler(self, Req(params, args, authid))
         except Dropped:
             return web.Response(status=500)
@@ -509,7 +510,11 @@ async def verify_jobs(api: PbsApi, req: Req) -> Any:
 
 @route("GET", "/admin/sync")
 async def sync_jobs(api: PbsApi, req: Req) -> Any:
-    """Sync jobs with their last run (``sync-direction`` all: pull and push, PBS 3.3+)."""
+    """Sync jobs with their last run (``sync-direction`` all: pull and push, PBS 3.3+). Fault
+    ``extra.job_config_unreadable`` naming ``sync``: sync.cfg does not parse."""
+    broken = api.faults.extra.get("job_config_unreadable")
+    if isinstance(broken, list) and "sync" in broken:
+        raise ApiError(400, "unable to parse sync job config - line 7: missing property 'store'")
     store = req.get("store")
     return [dict(j) for j in api.store.sync_jobs if store is None or j["store"] == store]
 

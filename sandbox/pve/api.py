@@ -2411,6 +2411,33 @@ async def replication_status(api: PveApi, req: Req) -> Any:
     return out
 
 
+@route("GET", "/nodes/{node}/replication/{id}/log")
+async def replication_log(api: PveApi, req: Req) -> Any:
+    """A job's log as the node keeps it (its last run; ``start``/``limit`` as a task log's,
+    every line without ``limit``). VM.Audit on the guest or Sys.Audit on the node. A node
+    where the job never ran has no file: PVE answers one line saying so."""
+    node, jobid = req.params["node"], req.params["id"]
+    if not re.fullmatch(r"[1-9][0-9]{2,8}-\d{1,9}", jobid):
+        raise ApiError(
+            400, "Parameter verification failed.", {"id": "value does not match the regex pattern"}
+        )
+    guest = int(jobid.split("-")[0])
+    if not api.can(req, f"/vms/{guest}", ["VM.Audit"]):
+        api.access.check(req.authid, f"/nodes/{node}", ["Sys.Audit"])
+    job = next((j for j in api.replication if j.id == jobid), None)
+    g = api.lab.guest(guest)
+    if job is None or g is None or g.node != node or not job.log:
+        lines = ["unable to open file - No such file or directory"]
+    else:
+        lines = list(job.log)
+    start = req.int("start", 0) or 0
+    limit = req.int("limit", 0) or 0
+    chunk = lines[start:] if limit == 0 else lines[start : start + limit]
+    return Result(
+        [{"n": start + i + 1, "t": line} for i, line in enumerate(chunk)], {"total": len(lines)}
+    )
+
+
 # ---- apt, config, certificates ------------------------------------------------------------
 
 

@@ -187,15 +187,21 @@ class BackupJob:
 
 
 def seed_jobs(lab: Lab) -> list[BackupJob]:
-    """Nightly PBS jobs covering most guests; two apps and the "nobackup" guests fall through."""
+    """Nightly PBS jobs covering most guests; two apps and the "nobackup" guests fall through.
+    A second nightly job writes the VMs to storage pbs-home (namespace home of the datastore),
+    half an hour after the infra one: the copies the PBS seed holds there."""
     wanted = [g for g in lab.guests if not g.template and "nobackup" not in g.tags]
     infra = [g.vmid for g in wanted if "infra" in g.tags]
     apps = [g.vmid for g in wanted if "infra" not in g.tags]
+    vms = [g.vmid for g in wanted if g.type == "qemu"]
     forgotten = apps[3:5]  # added to the lab after the job was written
     apps = [v for v in apps if v not in forgotten]
     return [
         BackupJob("backup-2c5f1e8a-91d3", "*-*-* 02:00", "pbs", infra, comment="infra nightly"),
         BackupJob("backup-7a0b4d62-e5f1", "*-*-* 02:30", "pbs", apps, comment="apps nightly"),
+        BackupJob(
+            "backup-5e3a9f14-c7d2", "*-*-* 02:30", "pbs-home", vms, comment="VMs to namespace home"
+        ),
         BackupJob(
             "backup-d41e9c07-3b28",
             "sun 01:00",
@@ -227,6 +233,9 @@ class ReplicationJob:
     fail_count: int = 0
     error: str | None = None
     duration: float | None = None
+    # Its log on the source node (/var/log/pve/replicate/<id>): the last run only, as pvesr
+    # rewrites the file each run; "<local time> <id>: <message>" per line.
+    log: list[str] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -267,6 +276,10 @@ class ReplicationJob:
         return out
 
 
+# The failing seeded job's complaint, in its log only (the node's status keeps the command).
+REPLICATION_CAUSE = "Host key verification failed."
+
+
 def _zfs_send_failure(g: Guest, job: str, target: str, stamp: int) -> str:
     """The error ``pvesr`` keeps when the volume export to ``target`` fails (ssh refused)."""
     vol = f"local-zfs:subvol-{g.vmid}-disk-0"
@@ -277,6 +290,44 @@ def _zfs_send_failure(g: Guest, job: str, target: str, stamp: int) -> str:
         f"root@{target} -- pvesm import {vol} zfs - -with-snapshots 1 -snapshot {snap} "
         "-allow-rename 0' failed: exit code 255"
     )
+
+
+def _log_time(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _replication_log(
+    g: Guest, job: str, start: int, last_sync: int, cause: str | None, error: str | None
+) -> list[str]:
+    """The log ``pvesr`` writes for one run of ``job`` (ZFS, incremental from ``last_sync``):
+    the steps, then the command's own complaint (``cause``) and the end line with the error."""
+    kind = "CT" if g.type == "lxc" else "VM"
+    vol = f"local-zfs:subvol-{g.vmid}-disk-0"
+    snap, base = f"__replicate_{job}_{start}__", f"__replicate_{job}_{last_sync}__"
+    steps = [
+        "start replication job",
+        f"guest => {kind} {g.vmid}, running => {1000 + g.vmid if g.status == 'running' else 0}",
+        f"volumes => {vol}",
+        f"create snapshot '{snap}' on {vol}",
+        "using secure transmission, rate limit: none",
+        f"incremental sync '{vol}' ({base} => {snap})",
+    ]
+    if cause is None:
+        steps += [
+            f"send from @{base} to rpool/data/subvol-{g.vmid}-disk-0@{snap} estimated size is "
+            "2.13M",
+            "total estimated size is 2.13M",
+            f"successfully imported '{vol}'",
+            f"delete previous replication snapshot '{base}' on {vol}",
+            "end replication job",
+        ]
+    else:
+        steps += [
+            cause,
+            f"delete previous replication snapshot '{snap}' on {vol}",
+            f"end replication job with error: {error}",
+        ]
+    return [f"{_log_time(start + i // 3)} {job}: {line}" for i, line in enumerate(steps)]
 
 
 def seed_replication(lab: Lab, now: float) -> list[ReplicationJob]:
@@ -293,9 +344,18 @@ def seed_replication(lab: Lab, now: float) -> list[ReplicationJob]:
         on["pve2"][1],
     )
     t = int(now)
+    error = _zfs_send_failure(failing, f"{failing.vmid}-0", "pve4", t - 300)
     return [
         ReplicationJob(
-            ok.vmid, 0, "pve1", "pve2", last_sync=t - 540, last_try=t - 540, duration=3.41, rate=50
+            ok.vmid,
+            0,
+            "pve1",
+            "pve2",
+            last_sync=t - 540,
+            last_try=t - 540,
+            duration=3.41,
+            rate=50,
+            log=_replication_log(ok, f"{ok.vmid}-0", t - 540, t - 1440, None, None),
         ),
         ReplicationJob(
             failing.vmid,
@@ -305,8 +365,13 @@ def seed_replication(lab: Lab, now: float) -> list[ReplicationJob]:
             last_sync=t - 2 * DAY,
             last_try=t - 300,
             fail_count=96,
-            error=_zfs_send_failure(failing, f"{failing.vmid}-0", "pve4", t - 300),
+            error=error,
             duration=1.07,
+            # the status keeps only the failed command; its log says why: pve4 was
+            # reinstalled and no longer has the key the source node knows it by
+            log=_replication_log(
+                failing, f"{failing.vmid}-0", t - 300, t - 2 * DAY, REPLICATION_CAUSE, error
+            ),
         ),
         ReplicationJob(
             disabled.vmid,
@@ -319,6 +384,9 @@ def seed_replication(lab: Lab, now: float) -> list[ReplicationJob]:
             last_sync=t - 21 * DAY,
             last_try=t - 21 * DAY,
             duration=12.9,
+            log=_replication_log(
+                disabled, f"{disabled.vmid}-0", t - 21 * DAY, t - 21 * DAY - 1800, None, None
+            ),
         ),
     ]
 

@@ -6,6 +6,7 @@ Every drill destroys what it restored, so the shared sandbox is left as it was f
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -491,6 +492,49 @@ def test_a_failed_restore_destroys_nothing(
     assert report.failures[0].reason.startswith("restore failed: unable to restore CT 9900 - ")
     assert len(report.left) == 1 and "did not succeed (failed: unable to restore" in report.left[0]
     assert 9900 in vmids(lab)
+
+
+def test_a_guest_whose_backups_are_in_a_pbs_namespace_is_restored_from_there(
+    lab: SandboxHandle, prefect_server: Any, tmp_path: Path
+) -> None:
+    """A VM whose backups are only in namespace home of store1 (PVE storage pbs-home, the
+    guest's own storage) is drilled from there: the drill reads every storage the backups flow
+    reads, not only the default one, checks its privileges on that storage and names the
+    namespace (PVE's volume id names the storage alone)."""
+    from flows.restore_drill import restore_drill
+
+    vm = min(lab.state()["services"]["pbs"]["seed"]["home_vmids"])
+    store = lab.pbs().admin.datastore("store1")
+    for s in store.snapshots.get(**{"backup-type": "vm", "backup-id": str(vm)}):  # the root's
+        store.snapshots.delete(
+            **{"backup-type": "vm", "backup-id": str(vm), "backup-time": s["backup-time"]}
+        )
+    home = store.snapshots.get(ns="home", **{"backup-type": "vm", "backup-id": str(vm)})
+    newest = max(int(s["backup-time"]) for s in home)
+    path = Path(config(lab, tmp_path))
+    cfg = yaml.safe_load(path.read_text())
+    cfg["backups"]["guests"] = {vm: {"storage": "pbs-home"}}
+    path.write_text(yaml.safe_dump(cfg))
+    before = vmids(lab)
+
+    dry = report_of(restore_drill(config=str(path), vmid=vm, dry_run=True, return_state=True))
+    volid = f"pbs-home:backup/vm/{vm}/{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(newest))}"
+    assert (dry.volid, dry.backup_time) == (volid, newest), dry.markdown()
+    assert dry.steps[0].startswith(f"would restore {volid} from pbs-home (store1/home) as 9900")
+
+    mark = lab.journal_mark()
+    state = restore_drill(config=str(path), vmid=vm, return_state=True)
+    report = report_of(state)
+    assert state.is_completed() and report.ok, report.markdown()
+    assert report.backup_location == "pbs-home (store1/home)"
+    assert "on pbs-home (store1/home)" in report.markdown()
+    restores = [
+        e["args"]
+        for e in lab.journal(mark, system="pve")
+        if (e["method"], e["path"]) == ("POST", f"/nodes/{report.node}/qemu")
+    ]
+    assert [r["archive"] for r in restores] == [volid]
+    assert vmids(lab) == before
 
 
 def test_two_drills_never_overlap(lab: SandboxHandle, prefect_server: Any, tmp_path: Path) -> None:

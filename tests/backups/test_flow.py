@@ -43,9 +43,15 @@ def lab_clean(lab: SandboxHandle) -> Iterator[SandboxHandle]:
         lab.reset_faults()
 
 
-def config(sandbox: SandboxHandle, directory: Path, **backups: Any) -> str:
-    """The sandbox's config with a fast backups policy (every guest due: RPO 10 minutes)."""
+def config(
+    sandbox: SandboxHandle, directory: Path, *, offsite_pbs: bool = False, **backups: Any
+) -> str:
+    """The sandbox's config with a fast backups policy (every guest due: RPO 10 minutes);
+    the off-site PBS (systems.pbs_offsite) only with ``offsite_pbs``: without it, off-site
+    copies are read through the home PBS's remote, as before that system existed."""
     cfg = yaml.safe_load(Path(sandbox.config_path).read_text())
+    if not offsite_pbs:
+        cfg["systems"].pop("pbs_offsite", None)
     policy: dict[str, Any] = {
         "tiers": {"short": {"rpo": "10m"}, "7d": {"rpo": "7d"}},
         "default_tier": "short",

@@ -109,3 +109,39 @@ def test_unreadable_storage_configs_are_could_not_check(
     home_vmid = min(sandbox_clean.state()["services"]["pbs"]["seed"]["home_vmids"])
     row = next(r for r in report.guests if r.vmid == home_vmid)
     assert row.locations == ["pbs", "pbs-home"]
+
+
+def test_the_job_audit_sees_which_storage_each_job_writes_to(
+    sandbox_clean: SandboxHandle, prefect_server: Any, tmp_path: Path
+) -> None:
+    """The seeded lab's second nightly job writes the VMs to pbs-home. With pbs-home as the
+    storage whose backups count, the VMs are covered by it; the containers' jobs write to pbs
+    only: each is a coverage gap (PVE's not-backed-up list does not see it, as it counts any
+    job). With both storages counted, no guest is such a gap."""
+    from flows.backups import backups
+
+    jobs = sandbox_clean.pve().cluster.backup.get()
+    home_job = [j for j in jobs if j["storage"] == "pbs-home"]
+    home_vmids = set(sandbox_clean.state()["services"]["pbs"]["seed"]["home_vmids"])
+    assert len(home_job) == 1 and home_job[0]["enabled"] == 1
+    assert {int(v) for v in home_job[0]["vmid"].split(",")} == home_vmids
+
+    both = run(sandbox_clean, tmp_path / "both")
+    assert both.job_gaps == []
+
+    only_home = report_of(
+        backups(
+            config=config(sandbox_clean, tmp_path / "home", storage="pbs-home"),
+            dry_run=True,
+            return_state=True,
+        )
+    )
+    gaps = {int(g.split()[1]): g for g in only_home.job_gaps}
+    in_no_job = {int(g.split()[1]) for g in only_home.not_in_job}
+    watched = {r.vmid for r in only_home.guests if r.watched}
+    assert not home_vmids & set(gaps)  # the pbs-home job covers the VMs
+    assert set(gaps) == watched - home_vmids - in_no_job and gaps
+    container = gaps[min(gaps)]
+    assert "write where its backups do not count (pbs-home)" in container
+    assert "(to pbs)" in container
+    assert container in only_home.gaps

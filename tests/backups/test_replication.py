@@ -7,7 +7,7 @@ from typing import Any
 
 from labops.backups.models import BackupGuest
 from labops.backups.offsite import OffsiteStatus
-from labops.backups.replication import ERROR_MAX, bounded, replication_rows
+from labops.backups.replication import ERROR_MAX, bounded, log_reason, replication_rows
 from labops.config.policies.backups import OffsitePolicy
 from labops.models.pve import PveReplicationJob, PveReplicationState
 
@@ -137,3 +137,56 @@ def test_bounded_keeps_short_text_and_cuts_long_text() -> None:
     cut = bounded("start " + "y" * 1000 + " exit code 255", limit=50)
     assert len(cut) == 50 and cut.startswith("start ") and cut.endswith(" exit code 255")
     assert "…" in cut
+
+
+FAILED_LOG = [
+    "2026-12-06 05:55:00 101-0: start replication job",
+    "2026-12-06 05:55:00 101-0: guest => CT 101, running => 1101",
+    "2026-12-06 05:55:00 101-0: volumes => local-zfs:subvol-101-disk-0",
+    "2026-12-06 05:55:01 101-0: create snapshot '__replicate_101-0_1765000500__' on "
+    "local-zfs:subvol-101-disk-0",
+    "2026-12-06 05:55:01 101-0: using secure transmission, rate limit: none",
+    "2026-12-06 05:55:01 101-0: incremental sync 'local-zfs:subvol-101-disk-0' "
+    "(__replicate_101-0_1764827700__ => __replicate_101-0_1765000500__)",
+    "2026-12-06 05:55:02 101-0: ssh: connect to host 10.0.0.14 port 22: No route to host",
+    "2026-12-06 05:55:02 101-0: delete previous replication snapshot "
+    "'__replicate_101-0_1765000500__' on local-zfs:subvol-101-disk-0",
+    "2026-12-06 05:55:02 101-0: end replication job with error: command 'zfs send' failed: "
+    "exit code 255",
+]
+
+
+def test_log_reason_names_the_commands_complaint_and_the_error() -> None:
+    assert log_reason(FAILED_LOG, "101-0") == (
+        "ssh: connect to host 10.0.0.14 port 22: No route to host "
+        "(command 'zfs send' failed: exit code 255)"
+    )
+    # only the last run counts (pvesr rewrites the log; a copy may hold two runs)
+    ok_run = [
+        "2026-12-06 06:10:00 101-0: start replication job",
+        "2026-12-06 06:10:03 101-0: end replication job",
+    ]
+    assert log_reason(FAILED_LOG + ok_run, "101-0") is None
+    # no complaint of its own: the end line's error
+    assert log_reason([FAILED_LOG[0], FAILED_LOG[-1]], "101-0") == (
+        "command 'zfs send' failed: exit code 255"
+    )
+    # PVE's answer for a node without the file, another job's log, nothing: no reason
+    assert log_reason(["unable to open file - No such file or directory"], "101-0") is None
+    assert log_reason(FAILED_LOG, "102-0") is None
+
+
+def test_a_reason_from_the_log_replaces_the_status_error_in_the_row() -> None:
+    guest = BackupGuest(vmid=101, name="dns", node="pve1", type="lxc")
+    job = PveReplicationJob(id="101-0", guest=101, target="pve4")
+    state = PveReplicationState(
+        id="101-0", guest=101, target="pve4", last_sync=1, fail_count=3, error="exit code 255"
+    )
+    plain = replication_rows([guest], [job], {"101-0": state}, OffsitePolicy(), 100.0)
+    assert plain[0].problem is not None and ": exit code 255" in plain[0].problem
+    why = {"101-0": "Host key verification failed. (exit code 255)"}
+    rows = replication_rows([guest], [job], {"101-0": state}, OffsitePolicy(), 100.0, None, why)
+    assert rows[0].status is OffsiteStatus.SYNC_FAILED
+    assert "failed 3 time(s) in a row: Host key verification failed. (exit code 255)" in (
+        rows[0].problem or ""
+    )

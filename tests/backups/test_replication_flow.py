@@ -143,3 +143,27 @@ def test_unreadable_replication_jobs_fail_the_run_without_rows(
     assert "/etc/pve/replication.cfg" in failure.reason and failure.system == "proxmox"
     assert not [r for r in report.offsite if r.target.startswith("replication:")]
     assert {r.target for r in report.offsite} == {TARGET}
+
+
+def test_a_failing_jobs_reason_comes_from_its_log(
+    sandbox_clean: SandboxHandle, prefect_server: Any, tmp_path: Path
+) -> None:
+    """The node's status keeps only the failed command (``... failed: exit code 255``); the
+    job's log says why (the target's host key): the row, a finding, carries both."""
+    from flows.backups import backups
+
+    report = report_of(
+        backups(config=replication_config(sandbox_clean, tmp_path), dry_run=True, return_state=True)
+    )
+    failing = next(
+        r
+        for r in report.offsite
+        if r.status is OffsiteStatus.SYNC_FAILED and r.target.startswith("replication:")
+    )
+    job = failing.jobs[0]
+    problem = failing.problem or ""
+    assert f"replication job {job} to pve4 failed 96 time(s) in a row: " in problem
+    assert "Host key verification failed. (command 'set -o pipefail" in problem
+    assert problem.endswith("failed: exit code 255)")
+    assert f"{failing.label} on {failing.target}" in [n for f in report.found() for n in f.names]
+    assert "Host key verification failed." in report.markdown()

@@ -13,7 +13,7 @@ import pytest
 
 from labops.backups.models import BackupGuest
 from labops.backups.offsite import OffsiteStatus
-from labops.backups.replication import replication_rows
+from labops.backups.replication import log_reason, replication_rows
 from labops.config import load_config
 from labops.config.policies.backups import OffsitePolicy
 from labops.config.secrets import resolve_secret
@@ -135,3 +135,26 @@ def test_a_token_sees_the_replication_of_the_guests_it_may_audit(
         assert listed == [seen["id"]]
     finally:
         private_sandbox.control("pve", "access-reset")
+
+
+def test_a_jobs_log_is_served_on_its_guests_node_only(pve: PveClient) -> None:
+    """``/nodes/{node}/replication/{id}/log``: the last run's lines on the node that ran it
+    (the failing job's ends with its error, the ssh complaint before); another node has no file."""
+    guests = {g.vmid: BackupGuest.from_pve(g) for g in pve.guests()}
+    status, _ = _status(pve, {guests[j.guest].node for j in pve.replication_jobs()})
+    failing = next(s for s in status.values() if s.fail_count > 0)
+    node = guests[failing.guest].node
+    lines = pve.replication_log(node, failing.id)
+    assert lines[0].endswith(f"{failing.id}: start replication job")
+    assert lines[-1].endswith(f"{failing.id}: end replication job with error: {failing.error}")
+    assert log_reason(lines, failing.id) == f"Host key verification failed. ({failing.error})"
+    healthy = next(s for s in status.values() if s.fail_count == 0 and not s.disable)
+    assert (
+        log_reason(pve.replication_log(guests[healthy.guest].node, healthy.id), healthy.id) is None
+    )
+    elsewhere = next(n for n in ("pve1", "pve2", "pve3") if n != node)
+    assert pve.replication_log(elsewhere, failing.id) == [
+        "unable to open file - No such file or directory"
+    ]
+    two = pve.get(f"nodes/{node}/replication/{failing.id}/log", start=1, limit=2)
+    assert [r["n"] for r in two] == [2, 3]

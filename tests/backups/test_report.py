@@ -145,3 +145,34 @@ def test_drill_steps_are_numbered_in_order() -> None:
     report = RestoreDrillReport(vmid=101, name="dns", steps=["restore", "tag", "start"])
     text = report.markdown()
     assert "1. restore\n2. tag\n3. start" in text
+
+
+def test_job_gaps_by_what_each_job_selects_and_where_it_writes() -> None:
+    from labops.backups.models import BackupGuest
+    from labops.backups.report_rows import job_gaps, job_includes
+    from labops.models.pve import PveBackupJob
+
+    def g(vmid: int, node: str = "pve1", pool: str | None = None) -> BackupGuest:
+        return BackupGuest(vmid=vmid, name=f"g{vmid}", node=node, type="lxc", pool=pool)
+
+    def job(id_: str, storage: str, **kw: object) -> PveBackupJob:
+        return PveBackupJob.model_validate({"id": id_, "storage": storage, **kw})
+
+    every = job("all", "pbs", all=1, exclude="102", node="pve1")
+    assert job_includes(every, g(101)) and not job_includes(every, g(102))
+    assert not job_includes(every, g(103, node="pve2"))
+    assert job_includes(job("p", "pbs", pool="prod"), g(104, pool="prod"))
+    assert not job_includes(job("v", "pbs", vmid="1010,105"), g(101))
+
+    jobs = [
+        job("nightly", "pbs", vmid="101"),
+        job("old", "pbs", vmid="102", enabled=0),
+        job("local", "local", vmid="103,101"),
+    ]
+    guests = [g(101), g(102), g(103), g(104)]
+    assert job_gaps(guests, jobs, ["pbs"], [101, 102, 103, 104]) == [
+        "guest 102 (g102) is only in disabled backup job(s): old",
+        "guest 103 (g103): its backup job(s) local (to local) write where its backups do not "
+        "count (pbs)",
+    ]  # 104 is in no job: PVE's own not-backed-up list names it
+    assert job_gaps(guests, jobs, ["pbs"], [101]) == []  # only watched guests

@@ -295,6 +295,14 @@ def test_backup_jobs_and_not_backed_up(sb: SandboxHandle) -> None:
     assert missing and all({"vmid", "type"} <= set(m) for m in missing)
     covered = {int(v) for j in jobs for v in j["vmid"].split(",") if v}
     assert not covered & {m["vmid"] for m in missing}
+    # the VMs' second nightly job writes to namespace home (storage pbs-home)
+    home = [j for j in jobs if j["storage"] == "pbs-home"]
+    vms = {
+        int(g["vmid"])
+        for g in pve.cluster.resources.get(type="vm")
+        if g["type"] == "qemu" and not g.get("template") and "nobackup" not in g.get("tags", "")
+    }
+    assert len(home) == 1 and {int(v) for v in home[0]["vmid"].split(",")} == vms
 
 
 def test_apt_and_certificates(sb: SandboxHandle) -> None:
