@@ -124,6 +124,7 @@ def run_backup(
                 settings.task_timeout_s,
                 settings.poll_s,
                 first_poll_s=FIRST_POLL_S,
+                read_first=False,  # just started or adopted: at most one first poll later
             )
         except TaskTimeout:
             out.upid = upid
