@@ -22,7 +22,7 @@ from blocks.context import LabContext
 from blocks.proxmox import ProxmoxCredentials
 from labops.backups.archive import ArchiveMemory, audit_archive
 from labops.backups.audit import guest_rows, orphans, templates_without_backup, unreadable_storages
-from labops.backups.limits import Submit, not_run, run_backups
+from labops.backups.limits import Submit, Tell, not_run, run_backups
 from labops.backups.models import BackupCopy, BackupGuest, BackupOutcome, GuestPlan, PlanAction
 from labops.backups.namespaces import (
     PbsLocation,
@@ -48,7 +48,7 @@ from tasks.pbs import maintenance_checks, namespace_checks, offsite_checks
 from tasks.progress import Progress
 from tasks.publish import publish_report
 from tasks.pve import (
-    backup_guest,
+    backup_guests,
     backup_jobs,
     guests_without_job,
     list_guests,
@@ -172,10 +172,16 @@ def _log_plan(plans: list[GuestPlan], todo: list[GuestPlan]) -> None:
 
 
 def _submitter(block: ProxmoxCredentials) -> Submit:
-    """Submit one guest's backup task (the runner waits for it inside the guest's slots)."""
+    """Submit one task that backs up a lane's guests of one storage (the runner waits for it
+    inside the lane's slots)."""
 
-    def submit(plan: GuestPlan, settings: VzdumpSettings) -> PrefectFuture[BackupOutcome]:
-        return backup_guest.submit(block, plan.guest, settings)
+    def submit(
+        jobs: list[tuple[GuestPlan, VzdumpSettings]], tell: Tell
+    ) -> PrefectFuture[list[BackupOutcome]]:
+        first = jobs[0][1]
+        return backup_guests.submit(
+            block, jobs[0][0].guest.node, first.storage, [(p.guest, s) for p, s in jobs], tell
+        )
 
     return submit
 

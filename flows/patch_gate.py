@@ -2,7 +2,7 @@
 upgraded, each must have a recent enough good backup; labops backs up the others now, within the
 backups' per-node/per-storage limits, and waits. A guest still without one is skipped and
 reported, never patched. Decisions in ``labops/patching/gate.py``; vzdump through the backups'
-own runner (``labops/backups/limits.py``) and task (``tasks.pve.backup_guest``).
+own runner (``labops/backups/limits.py``) and task (``tasks.pve.backup_guests``).
 
 CHANGES THE LAB (writes backups), except in a dry run, which only says what it would back up.
 """
@@ -16,7 +16,7 @@ from prefect.futures import PrefectFuture
 
 from blocks.context import LabContext
 from blocks.proxmox import ProxmoxCredentials
-from labops.backups.limits import Submit, run_backups
+from labops.backups.limits import Submit, Tell, run_backups
 from labops.backups.models import BackupCopy, BackupOutcome, GuestPlan, PlanAction
 from labops.backups.plan import default_storage, policy_for
 from labops.backups.vzdump_job import VzdumpSettings
@@ -25,7 +25,7 @@ from labops.patching import gate, plan
 from labops.patching.report import PatchReport
 from labops.patching.rollout import apply_row
 from labops.reports import Failure
-from tasks.pve import backup_guest, list_guests, list_nodes, scan_backups
+from tasks.pve import backup_guests, list_guests, list_nodes, scan_backups
 
 Verdicts = dict[str, gate.GateVerdict]
 
@@ -133,7 +133,12 @@ def _back_up(
 
 
 def _submitter(block: ProxmoxCredentials) -> Submit:
-    def submit(p: GuestPlan, settings: VzdumpSettings) -> PrefectFuture[BackupOutcome]:
-        return backup_guest.submit(block, p.guest, settings)
+    def submit(
+        jobs: list[tuple[GuestPlan, VzdumpSettings]], tell: Tell
+    ) -> PrefectFuture[list[BackupOutcome]]:
+        first = jobs[0][1]
+        return backup_guests.submit(
+            block, jobs[0][0].guest.node, first.storage, [(p.guest, s) for p, s in jobs], tell
+        )
 
     return submit

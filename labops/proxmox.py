@@ -340,11 +340,17 @@ class ProxmoxClient:
         timeout_s: float,
         poll_s: float,
         first_poll_s: float = 0.25,
+        read_first: bool = True,
     ) -> TaskStatus:
         """The one task poller: read, then wait ``first_poll_s``, 1.5x longer each time up to
-        ``poll_s`` (short tasks end in well under a second, long ones cost few requests)."""
+        ``poll_s`` (short tasks end in well under a second, long ones cost few requests).
+        ``read_first=False``: wait ``first_poll_s`` before the first read (a task just started
+        is running; reading it at once costs a request and the node's time)."""
         deadline = time.monotonic() + timeout_s
         interval = min(first_poll_s, poll_s)
+        if not read_first:
+            self.sleep(min(interval, timeout_s))
+            interval = min(interval * 1.5, poll_s)
         while True:
             status = read()
             if not status.running:
@@ -412,14 +418,17 @@ class PveClient(ProxmoxClient):
         poll_s: float = 2.0,
         *,
         first_poll_s: float = 0.25,
+        read_first: bool = True,
     ) -> PveTaskStatus:
-        """Poll until the task stops; raise :class:`TaskTimeout` when it outlives ``timeout_s``."""
+        """Poll until the task stops; raise :class:`TaskTimeout` when it outlives ``timeout_s``
+        (``read_first=False``: the first read after ``first_poll_s``, for a task just started)."""
         status = self._wait(
             lambda: self.task_status(node, upid),
             f"{upid} on {node}",
             timeout_s,
             poll_s,
             first_poll_s,
+            read_first,
         )
         assert isinstance(status, PveTaskStatus)
         return status

@@ -63,7 +63,9 @@ class Pending(Protocol):
     def result(self, timeout: float | None = ..., raise_on_failure: bool = ...) -> Any: ...
 
 
-Submit = Callable[[GuestPlan, VzdumpSettings], Pending]
+Tell = Callable[[BackupOutcome], None]
+Submit = Callable[[list[tuple[GuestPlan, VzdumpSettings]], Tell], Pending]
+"""Submit one task that backs up a lane's guests of one storage in order, telling each outcome."""
 Hold = Callable[[list[str]], AbstractContextManager[object]]
 Known = Callable[[list[BackupOutcome]], None]
 """Told the outcomes of guests as they become known, from the lane's thread."""
@@ -132,7 +134,7 @@ def run_backups(
 
     return run_lanes(
         lanes(todo, policy.per_node_limit),
-        lambda plan: submit(plan, settings_for(plan, policy, listed_at)),
+        lambda group, tell: submit([(p, settings_for(p, policy, listed_at)) for p in group], tell),
         hold,
         lambda kind, key: slot(kind, key, policy, lab),
         known,
@@ -141,12 +143,13 @@ def run_backups(
 
 def run_lanes(
     plan_lanes: list[list[GuestPlan]],
-    submit: Callable[[GuestPlan], Pending],
+    submit: Callable[[list[GuestPlan], Tell], Pending],
     hold: Hold,
     slot_of: Callable[[str, str], str],
     known: Known | None = None,
 ) -> dict[int, BackupOutcome]:
-    """Run each lane's backups one after another, all lanes at once.
+    """Run each lane's backups one after another, all lanes at once: one submitted task per
+    lane and storage backs its guests up in order and tells each outcome as it is known.
 
     A lane takes its node's and its storage's concurrency slots together (one ``hold``) and
     keeps them over all its guests of that storage. Taking slots per guest instead costs a
@@ -158,25 +161,36 @@ def run_lanes(
     outcomes: dict[int, BackupOutcome] = {}
     guard = threading.Lock()
 
-    def record(plan: GuestPlan, outcome: BackupOutcome) -> None:
+    def record(outcome: BackupOutcome) -> None:
         with guard:
-            outcomes[plan.guest.vmid] = outcome
+            if outcome.vmid in outcomes:  # told once, and returned again at the end
+                return
+            outcomes[outcome.vmid] = outcome
         if known is not None:
             known([outcome])
 
     def run(lane: list[GuestPlan]) -> None:
         try:
-            for storage, group in groupby(lane, key=lambda p: p.policy.storage if p.policy else ""):
+            for storage, grouped in groupby(
+                lane, key=lambda p: p.policy.storage if p.policy else ""
+            ):
+                group = list(grouped)
                 with hold([slot_of("node", lane[0].guest.node), slot_of("storage", storage)]):
-                    for plan in group:
-                        result = submit(plan).result(raise_on_failure=False)
-                        if not isinstance(result, BackupOutcome):
-                            result = BackupOutcome(
-                                vmid=plan.guest.vmid,
-                                status="failed",
-                                reason=f"backup task crashed: {result}",
-                            )
-                        record(plan, result)
+                    result = submit(group, record).result(raise_on_failure=False)
+                told = result if isinstance(result, list) else []
+                for outcome in told:
+                    if isinstance(outcome, BackupOutcome):
+                        record(outcome)
+                with guard:
+                    left = [p for p in group if p.guest.vmid not in outcomes]
+                for plan in left:  # the task crashed before this guest's outcome was known
+                    record(
+                        BackupOutcome(
+                            vmid=plan.guest.vmid,
+                            status="failed",
+                            reason=f"backup task crashed: {result}",
+                        )
+                    )
         except Exception as exc:  # no slot in time, or the Prefect API gone
             with guard:
                 left = [p for p in lane if p.guest.vmid not in outcomes]

@@ -9,7 +9,7 @@ locked by another operation is waited for; a failure says why (the task log's ow
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -19,12 +19,18 @@ from labops.errors import LabopsError, MaybeApplied
 from labops.models.pve import PveTaskItem
 from labops.proxmox import PveClient, TaskTimeout
 
+# A guest's vzdump tasks read while the lane's previous guest was still backing up are used
+# instead of reading them again only when read this recently (the same lag as between reading
+# and starting; a long wait for a lock or a long vzdump before means they are read again).
+LOOKED_AHEAD_FRESH_S = 1.0
+
 # A short backup ends within a few polls, so the first look comes soon; the node's slot is held
 # until the end is seen, and a late look would delay the node's next guest.
 FIRST_POLL_S = 0.02
 
 Sleep = Callable[[float], None]
 Log = Callable[[str], None]
+Tell = Callable[[BackupOutcome], None]
 
 
 class VzdumpSettings(BaseModel):
@@ -59,14 +65,43 @@ class VzdumpSettings(BaseModel):
     )
 
 
+class LookedAhead(BaseModel):
+    """A guest's vzdump tasks as read before its turn (``read_at``: monotonic, before the read)."""
+
+    read_at: float
+    tasks: list[PveTaskItem]
+
+
+def vzdump_tasks(pve: PveClient, guest: BackupGuest, settings: VzdumpSettings) -> list[PveTaskItem]:
+    """The guest's vzdump tasks that may have made or be making a backup the plan did not see."""
+    since = int(settings.listed_at - settings.task_timeout_s) if settings.listed_at else None
+    return pve.tasks(guest.node, vmid=guest.vmid, typefilter="vzdump", source="all", since=since)
+
+
+def look_ahead(pve: PveClient, guest: BackupGuest, settings: VzdumpSettings) -> LookedAhead | None:
+    """Read the guest's vzdump tasks ahead of its turn; None when they could not be read (they
+    are read again at its turn)."""
+    read_at = time.monotonic()
+    try:
+        return LookedAhead(read_at=read_at, tasks=vzdump_tasks(pve, guest, settings))
+    except LabopsError:
+        return None
+
+
 def run_backup(
     pve: PveClient,
     guest: BackupGuest,
     settings: VzdumpSettings,
     sleep: Sleep = time.sleep,
     log: Log = lambda _m: None,
+    ahead: LookedAhead | None = None,
+    while_running: Callable[[], None] = lambda: None,
 ) -> BackupOutcome:
-    """Back up one guest and follow its task to the end. CHANGES THE LAB (writes a backup)."""
+    """Back up one guest and follow its task to the end. CHANGES THE LAB (writes a backup).
+
+    ``ahead``: its vzdump tasks read before its turn, used when still fresh. ``while_running``
+    is called once its vzdump runs, before waiting for it (the lane reads the next guest's
+    tasks meanwhile)."""
     out = BackupOutcome(vmid=guest.vmid, status="failed")
     lock_deadline = time.time() + settings.lock_wait_s
     if guest.lock:
@@ -76,9 +111,12 @@ def run_backup(
             out.reason = f"locked ({still}) for longer than {settings.lock_wait_s:g}s"
             return out
     while True:
-        upid = _start_or_adopt(pve, guest, settings, out, log, sleep)
+        upid = _start_or_adopt(pve, guest, settings, out, log, sleep, ahead)
+        ahead = None  # a second start (after a lock error) reads the tasks again
         if upid is None:
             return out
+        while_running()
+        while_running = _nothing
         try:
             status = pve.wait_task(
                 guest.node,
@@ -86,6 +124,7 @@ def run_backup(
                 settings.task_timeout_s,
                 settings.poll_s,
                 first_poll_s=FIRST_POLL_S,
+                read_first=False,  # just started or adopted: at most one first poll later
             )
         except TaskTimeout:
             out.upid = upid
@@ -114,6 +153,48 @@ def run_backup(
         return out
 
 
+def run_lane(
+    pve: PveClient,
+    jobs: Sequence[tuple[BackupGuest, VzdumpSettings]],
+    tell: Tell,
+    log: Log = lambda _m: None,
+    warn: Log = lambda _m: None,
+    sleep: Sleep = time.sleep,
+) -> list[BackupOutcome]:
+    """Back up ``jobs`` one after another on one node lane (CHANGES THE LAB). Each guest's
+    outcome is told as soon as it is known and named in one log line (a failure in one warning);
+    a guest failing in any way, even a bug, never stops the next."""
+    outcomes: list[BackupOutcome] = []
+    ahead: list[LookedAhead | None] = [None]
+    for i, (guest, settings) in enumerate(jobs):
+        mine, ahead[0] = ahead[0], None
+        after = jobs[i + 1] if i + 1 < len(jobs) else None
+
+        def read_next(after: tuple[BackupGuest, VzdumpSettings] | None = after) -> None:
+            if after is not None:  # the next guest's tasks, read while this vzdump runs
+                ahead[0] = look_ahead(pve, *after)
+
+        try:
+            outcome = run_backup(
+                pve, guest, settings, sleep=sleep, log=log, ahead=mine, while_running=read_next
+            )
+        except Exception as exc:  # a bug fails this guest only, never the next
+            outcome = BackupOutcome(
+                vmid=guest.vmid, status="failed", reason=f"{type(exc).__name__}: {exc}"
+            )
+        if outcome.status == "failed":
+            warn(f"{guest.label}: {outcome.reason}")
+        else:
+            log(f"{guest.label}: {outcome.status} ({outcome.upid})")
+        outcomes.append(outcome)
+        tell(outcome)
+    return outcomes
+
+
+def _nothing() -> None:
+    return None
+
+
 def _wait_unlocked(
     pve: PveClient, guest: BackupGuest, deadline: float, retry_s: float, sleep: Sleep
 ) -> str | None:
@@ -134,11 +215,14 @@ def _start_or_adopt(
     out: BackupOutcome,
     log: Log,
     sleep: Sleep,
+    ahead: LookedAhead | None = None,
 ) -> str | None:
     """The UPID to follow: a running vzdump of this guest, else a new one. None when the
     outcome is already decided (``out`` filled in)."""
-    since = int(settings.listed_at - settings.task_timeout_s) if settings.listed_at else None
-    known = pve.tasks(guest.node, vmid=guest.vmid, typefilter="vzdump", source="all", since=since)
+    if ahead is not None and time.monotonic() - ahead.read_at <= LOOKED_AHEAD_FRESH_S:
+        known = ahead.tasks
+    else:
+        known = vzdump_tasks(pve, guest, settings)
     mine = [t for t in known if t.id in (None, "", str(guest.vmid))]
     running = [t for t in mine if t.running]
     if running:

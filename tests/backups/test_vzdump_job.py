@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from labops.backups.models import BackupGuest
-from labops.backups.vzdump_job import VzdumpSettings, run_backup
+from labops.backups.vzdump_job import VzdumpSettings, run_backup, run_lane
 from labops.errors import MaybeApplied
 from labops.models.pve import PveGuestState, PveTaskItem, PveTaskStatus
 
@@ -135,3 +135,115 @@ def test_an_answer_naming_no_task_means_the_guest_is_elsewhere() -> None:
     pve.starts = ["OK"]
     out = run(pve, guest(), settings())
     assert out.status == "failed" and "not on node pve1" in out.reason
+
+
+# -- a node lane: one guest after another, the next one's tasks read during the vzdump ---------
+
+
+class LanePve(FakePve):
+    """Every guest's vzdump starts (or raises what ``raises`` says) and ends OK; each call is
+    written down in order, with the guest it was for."""
+
+    def __init__(self, raises: dict[int, Exception] | None = None) -> None:
+        super().__init__()
+        self.raises = raises or {}
+        self.calls: list[str] = []
+        self.listed_for: dict[int, list[PveTaskItem]] = {}
+
+    def tasks(self, node: str, **kw: Any) -> list[PveTaskItem]:
+        self.calls.append(f"tasks {kw['vmid']}")
+        return list(self.listed_for.get(kw["vmid"], []))
+
+    def vzdump(self, node: str, vmid: int, storage: str, **_kw: Any) -> str:
+        self.calls.append(f"vzdump {vmid}")
+        self.posts += 1
+        if vmid in self.raises:
+            raise self.raises[vmid]
+        return UPID.replace(":101:", f":{vmid}:")
+
+    def wait_task(self, node: str, upid: str, *_a: Any, **_kw: Any) -> PveTaskStatus:
+        self.calls.append(f"wait {upid.split(':')[6]}")
+        return ended("OK", upid)
+
+
+def lane_guest(vmid: int) -> BackupGuest:
+    return BackupGuest(vmid=vmid, name=f"g{vmid}", node="pve1", type="lxc")
+
+
+def run_the_lane(pve: LanePve, vmids: list[int]) -> tuple[list[Any], list[Any], list[str]]:
+    told: list[Any] = []
+    warnings: list[str] = []
+    s = settings(listed_at=1_700_000_000.0)
+    outs = run_lane(
+        cast(Any, pve),
+        [(lane_guest(v), s) for v in vmids],
+        told.append,
+        warn=warnings.append,
+        sleep=pve.sleeps.append,
+    )
+    return outs, told, warnings
+
+
+def test_a_guest_whose_backup_raised_fails_alone_and_the_lane_goes_on() -> None:
+    pve = LanePve(raises={102: RuntimeError("bug in a parser")})
+    outs, told, warnings = run_the_lane(pve, [101, 102, 103])
+    assert [(o.vmid, o.status) for o in outs] == [(101, "ok"), (102, "failed"), (103, "ok")]
+    assert "RuntimeError: bug in a parser" in outs[1].reason
+    assert told == outs  # each guest told once, as it ended
+    assert warnings == ["guest 102 (g102): RuntimeError: bug in a parser"]  # named once
+
+
+def test_the_next_guests_tasks_are_read_while_the_vzdump_runs() -> None:
+    pve = LanePve()
+    run_the_lane(pve, [101, 102, 103])
+    # one task-list read per guest, the next guest's between the start and the wait
+    assert pve.calls == [
+        "tasks 101",
+        "vzdump 101",
+        "tasks 102",
+        "wait 101",
+        "vzdump 102",
+        "tasks 103",
+        "wait 102",
+        "vzdump 103",
+        "wait 103",
+    ]
+
+
+def test_tasks_read_ahead_too_long_ago_are_read_again(monkeypatch: Any) -> None:
+    import labops.backups.vzdump_job as job
+
+    monkeypatch.setattr(job, "LOOKED_AHEAD_FRESH_S", -1.0)  # every look-ahead is stale
+    pve = LanePve()
+    run_the_lane(pve, [101, 102])
+    ahead = ["tasks 101", "vzdump 101", "tasks 102", "wait 101"]
+    assert pve.calls == [*ahead, "tasks 102", "vzdump 102", "wait 102"]  # read again at its turn
+
+
+def test_a_killed_runs_vzdump_seen_ahead_is_adopted_not_started_again() -> None:
+    pve = LanePve()
+    running = PveTaskItem(
+        upid=UPID.replace(":101:", ":102:"), node="pve1", type="vzdump", id="102", starttime=1
+    )
+    pve.listed_for[102] = [running]
+    outs, _told, _w = run_the_lane(pve, [101, 102])
+    assert (outs[1].status, outs[1].adopted, outs[1].attempts) == ("ok", True, 0)
+    assert "vzdump 102" not in pve.calls
+
+
+def test_the_poller_can_wait_before_its_first_read() -> None:
+    from types import SimpleNamespace
+
+    from labops.proxmox import PveClient
+
+    naps: list[float] = []
+    reads: list[float] = []
+    statuses = [True, False]
+
+    def read() -> Any:
+        reads.append(sum(naps))
+        return SimpleNamespace(running=statuses.pop(0))
+
+    me = SimpleNamespace(sleep=naps.append, name="proxmox")
+    PveClient._wait(cast(Any, me), read, "t", 60, 0.05, first_poll_s=0.02, read_first=False)
+    assert reads == [0.02, 0.02 + 0.03]  # no read at once: a task just started is running
