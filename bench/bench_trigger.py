@@ -80,6 +80,7 @@ class Trial(BaseModel):
     picked_up_s: float | None
     running_s: float | None
     created_s: float | None = None  # through the bus: until the bridge created the run
+    states: list[str] = []  # the run's state names in order
 
 
 class Series(BaseModel):
@@ -131,6 +132,13 @@ def state_times(api: str, flow_run_id: str) -> dict[str, float]:
         stamp = _epoch(state["timestamp"])
         first[state["type"]] = min(first.get(state["type"], stamp), stamp)
     return first
+
+
+def state_names(api: str, flow_run_id: str) -> list[str]:
+    """The run's states in order, by name (a wait for a concurrency slot shows here)."""
+    response = call("GET", f"{api}/flow_run_states/", params={"flow_run_id": flow_run_id})
+    response.raise_for_status()
+    return [s["name"] for s in sorted(response.json(), key=lambda s: s["timestamp"])]
 
 
 def _epoch(iso: str) -> float:
@@ -190,6 +198,7 @@ def split(
         picked_up_s=None if pending is None else pending - posted,
         running_s=None if running is None else running - posted,
         created_s=None if created is None else created - posted,
+        states=state_names(api, run_id),
     )
 
 
@@ -514,7 +523,8 @@ def run_trials(
                     print(
                         f"  {runner.kind} via {channel} (poll {runner.poll_s:g} s) run "
                         f"{rep + 1}: {trial.latency_s:5.2f} s ({bridge}picked up "
-                        f"{_s(trial.picked_up_s)}, running {_s(trial.running_s)})",
+                        f"{_s(trial.picked_up_s)}, running {_s(trial.running_s)}; "
+                        f"{' > '.join(trial.states)})",
                         flush=True,
                     )
     finally:
