@@ -1,30 +1,42 @@
-"""API trigger to running: ``POST /api/deployments/{id}/create_flow_run`` to the first task.
+"""API and bus trigger to running: ``POST /api/deployments/{id}/create_flow_run`` or a message on
+labops' MQTT run topic, to the first task.
 
     .venv/bin/python -m bench.bench_trigger [--quick] [--reps 3] [--tuned-poll 1]
+        [--runners serve worker labops-serve labops-worker] [--worker-command labops|prefect]
 
 Against a Prefect server of its own (SQLite, temporary PREFECT_HOME), for
 
-- a serve process (``python -m bench.trigger_flow serve NAME``: ``flow.serve``), and
+- a serve process (``python -m bench.trigger_flow serve NAME``: ``flow.serve``),
 - a process worker (``prefect worker start --pool P --type process``; the flow deployed to the
-  pool with ``Flow.from_source(source=<bench dir>, entrypoint="trigger_flow.py:triggered")``),
+  pool with ``Flow.from_source(source=<bench dir>, entrypoint="trigger_flow.py:triggered")``,
+  started with labops' flow-run command at labops' poll, with Prefect's own launcher at
+  Prefect's poll; ``--worker-command`` picks one for both),
+- ``labops serve --only housekeeping`` and a process worker running labops' own deployment of
+  ``housekeeping`` (``labops deploy --pool``'s way), each for a lab of its own whose
+  ``labops bridge`` listens on the machine's Mosquitto (127.0.0.1:1883): a real labops flow
+  (dry run; its imports, its config), triggered through the REST API and through the bus
+  (``<run topic>/housekeeping`` with a ``request_id``; the bridge creates the run),
 
 each with Prefect's default poll interval (10 s) and with labops' default for its serve and
 worker units (``deployments/poll.py``, 1 s: ``PREFECT_RUNNER_POLL_FREQUENCY`` for serve,
 ``PREFECT_WORKER_QUERY_SECONDS`` for the worker; a pool per worker); ``--quick`` measures both at
 labops' default only. All runners are
 started at once - their idle CPU and the server's, polling, is measured - then runs are triggered
-one at a time, round-robin over the runners, a few each. The flow's first task writes
-``time.time()`` to a file named by a parameter; latency = that stamp - the moment before the
-POST. The run's state history splits it: waiting to be picked up (SCHEDULED -> PENDING: the poll
-interval), starting the flow process (PENDING -> RUNNING: interpreter, imports, loading the flow)
-and running -> first task. The baseline is the floor any runner that starts a fresh process
-pays: a Python process importing prefect and the flow module and writing the stamp.
+one at a time, round-robin over the runners, a few each. The bench flow's first task writes
+``time.time()`` to a file named by a parameter; a labops flow's first task is the task run that
+started first (its start time on the server); latency = that moment - the moment before the POST
+or the publish. The run's state history splits it: waiting to be picked up (SCHEDULED ->
+PENDING: the poll interval; through the bus, the bridge creating the run comes first), starting
+the flow process (PENDING -> RUNNING: interpreter, imports, loading the flow) and running ->
+first task. The baseline is the floor any runner that starts a fresh process pays: a Python
+process importing prefect and the bench flow module and writing the stamp.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import random
 import signal
@@ -37,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from pydantic import BaseModel
 
 from bench.common import (
@@ -49,11 +62,14 @@ from bench.common import (
     median_max,
     tree_cpu_seconds,
 )
+from deployments.definitions import flow_run_command
 from deployments.poll import POLL_S, SERVE_SETTING, WORKER_SETTING
 
 BENCHMARK = "trigger"
 FLOW_NAME = "bench-trigger"
 POOL = "bench-trigger-pool"
+LAB_FLOW = "housekeeping"  # read-only as a dry run, needs nothing but the Prefect server
+BROKER = ("127.0.0.1", 1883)
 DEFAULT_POLL_S = 10.0  # PREFECT_RUNNER_POLL_FREQUENCY and PREFECT_WORKER_QUERY_SECONDS, 3.9.1
 
 
@@ -63,6 +79,8 @@ class Trial(BaseModel):
     latency_s: float
     picked_up_s: float | None
     running_s: float | None
+    created_s: float | None = None  # through the bus: until the bridge created the run
+    states: list[str] = []  # the run's state names in order
 
 
 class Series(BaseModel):
@@ -70,6 +88,8 @@ class Series(BaseModel):
     poll_s: float
     trials: list[Trial]
     idle_cpu: float | None = None  # share of a core the idle runner uses, polling
+    channel: str = "rest"  # how runs are created: "rest" (create_flow_run) or "mqtt"
+    command: str = "labops"  # a worker's flow-run launcher: labops' command or Prefect's
 
 
 # --- talking to the server ---------------------------------------------------------------------
@@ -93,14 +113,14 @@ def call(method: str, url: str, **kwargs: Any) -> httpx.Response:
     raise AssertionError("unreachable")
 
 
-def wait_for_deployment(api: str, name: str, timeout_s: float = 120) -> str:
+def wait_for_deployment(api: str, flow: str, name: str, timeout_s: float = 120) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        response = call("GET", f"{api}/deployments/name/{FLOW_NAME}/{name}")
+        response = call("GET", f"{api}/deployments/name/{flow}/{name}")
         if response.status_code == 200:
             return str(response.json()["id"])
         time.sleep(0.3)
-    raise RuntimeError(f"deployment {FLOW_NAME}/{name} did not appear within {timeout_s:.0f} s")
+    raise RuntimeError(f"deployment {flow}/{name} did not appear within {timeout_s:.0f} s")
 
 
 def state_times(api: str, flow_run_id: str) -> dict[str, float]:
@@ -112,6 +132,13 @@ def state_times(api: str, flow_run_id: str) -> dict[str, float]:
         stamp = _epoch(state["timestamp"])
         first[state["type"]] = min(first.get(state["type"], stamp), stamp)
     return first
+
+
+def state_names(api: str, flow_run_id: str) -> list[str]:
+    """The run's states in order, by name (a wait for a concurrency slot shows here)."""
+    response = call("GET", f"{api}/flow_run_states/", params={"flow_run_id": flow_run_id})
+    response.raise_for_status()
+    return [s["name"] for s in sorted(response.json(), key=lambda s: s["timestamp"])]
 
 
 def _epoch(iso: str) -> float:
@@ -133,33 +160,110 @@ def wait_until_final(api: str, flow_run_id: str, timeout_s: float = 120) -> str:
 
 
 def trigger_once(api: str, deployment_id: str, stamp_file: Path, timeout_s: float) -> Trial:
+    """A run of the bench flow through the REST API; its first task stamps ``stamp_file``."""
     stamp_file.unlink(missing_ok=True)
     posted = time.time()
     # a retried POST counts from the first attempt: the caller waited for it too
-    response = call(
-        "POST",
-        f"{api}/deployments/{deployment_id}/create_flow_run",
-        # the key makes a retried POST return the run the first one may have created
-        json={"parameters": {"path": str(stamp_file)}, "idempotency_key": uuid.uuid4().hex},
-    )
-    response.raise_for_status()
-    run_id = str(response.json()["id"])
+    run_id = create_run(api, deployment_id, {"path": str(stamp_file)})
     deadline = time.monotonic() + timeout_s
     while not stamp_file.exists() or not stamp_file.read_text().strip():
         if time.monotonic() > deadline:
             raise RuntimeError(f"flow run {run_id}: first task did not start in {timeout_s:.0f} s")
         time.sleep(0.02)
     started = float(stamp_file.read_text())
-    final = wait_until_final(api, run_id)
+    final = wait_until_final(api, run_id, timeout_s)
     if final != "COMPLETED":
         print(f"  note: flow run {run_id} ended {final}", flush=True)
+    return split(api, run_id, posted, started)
+
+
+def create_run(api: str, deployment_id: str, parameters: dict[str, Any]) -> str:
+    response = call(
+        "POST",
+        f"{api}/deployments/{deployment_id}/create_flow_run",
+        # the key makes a retried POST return the run the first one may have created
+        json={"parameters": parameters, "idempotency_key": uuid.uuid4().hex},
+    )
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
+def split(
+    api: str, run_id: str, posted: float, started: float, created: float | None = None
+) -> Trial:
     states = state_times(api, run_id)
     pending, running = states.get("PENDING"), states.get("RUNNING")
     return Trial(
         latency_s=started - posted,
         picked_up_s=None if pending is None else pending - posted,
         running_s=None if running is None else running - posted,
+        created_s=None if created is None else created - posted,
+        states=state_names(api, run_id),
     )
+
+
+def run_ids(api: str, deployment_id: str) -> dict[str, float]:
+    """The deployment's latest runs: id -> created (epoch seconds)."""
+    response = call(
+        "POST",
+        f"{api}/flow_runs/filter",
+        json={
+            "deployments": {"id": {"any_": [deployment_id]}},
+            "sort": "EXPECTED_START_TIME_DESC",
+            "limit": 20,
+        },
+    )
+    response.raise_for_status()
+    return {str(r["id"]): _epoch(r["created"]) for r in response.json()}
+
+
+def new_run(api: str, deployment_id: str, known: set[str], timeout_s: float) -> tuple[str, float]:
+    """The run of the deployment that is not in ``known`` (the bridge just created it)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        fresh = {k: v for k, v in run_ids(api, deployment_id).items() if k not in known}
+        if fresh:
+            run_id = min(fresh, key=lambda k: fresh[k])
+            return run_id, fresh[run_id]
+        time.sleep(0.05)
+    raise RuntimeError(f"no run of deployment {deployment_id} appeared in {timeout_s:.0f} s")
+
+
+def first_task_start(api: str, run_id: str, timeout_s: float = 60) -> float:
+    """When the flow run's first task run started (epoch seconds, as the server recorded it)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = call(
+            "POST",
+            f"{api}/task_runs/filter",
+            json={"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200},
+        )
+        response.raise_for_status()
+        starts = [_epoch(t["start_time"]) for t in response.json() if t.get("start_time")]
+        if starts:
+            return min(starts)
+        time.sleep(0.2)  # task runs reach the server as events, a moment after they happen
+    raise RuntimeError(f"flow run {run_id}: no task run recorded in {timeout_s:.0f} s")
+
+
+class Publisher:
+    """One MQTT connection to the machine's broker, kept open: connecting is not the bridge's
+    cost."""
+
+    def __init__(self) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        self.client.connect(*BROKER)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        self.client.publish(topic, json.dumps(payload), qos=1).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
 
 
 # --- the runners -------------------------------------------------------------------------------
@@ -189,8 +293,9 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def deploy_to_pool(pool: str, name: str) -> None:
-    """Child mode: create the process pool if missing and deploy the flow to it from source."""
+def deploy_to_pool(pool: str, name: str, command: str) -> None:
+    """Child mode: create the process pool if missing and deploy the bench flow to it from
+    source, started with labops' flow-run command or (``command`` "prefect") Prefect's own."""
     from prefect import Flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -206,28 +311,92 @@ def deploy_to_pool(pool: str, name: str) -> None:
             )
         )
     flow: Any = Flow.from_source(source=str(REPO / "bench"), entrypoint="trigger_flow.py:triggered")
-    flow.deploy(name=name, work_pool_name=pool, print_next_steps=False, ignore_warnings=True)
+    variables = {"command": flow_run_command()} if command == "labops" else {}
+    flow.deploy(
+        name=name,
+        work_pool_name=pool,
+        job_variables=variables,
+        print_next_steps=False,
+        ignore_warnings=True,
+    )
+
+
+def deploy_lab_to_pool(pool: str, config: str) -> None:
+    """Child mode: labops' deployment of the lab flow on a process pool, as ``labops deploy
+    --pool`` makes it (no schedule)."""
+    from cli.deploy import ensure_process_pool
+    from deployments.definitions import deploy_to_pool as labops_deploy
+    from deployments.definitions import deployment_specs
+    from labops.config import load_config
+
+    ensure_process_pool(pool)
+    spec = next(s for s in deployment_specs(load_config(config), config) if s.flow == LAB_FLOW)
+    labops_deploy([spec.model_copy(update={"cron": None})], pool, REPO)
 
 
 class Runner:
-    """One serve process or process worker with its own deployment (and pool, for a worker)."""
+    """One runner with its own deployment (and pool, for a worker): a serve process or process
+    worker of the bench flow, or of a labops flow for a lab of its own (``labops-serve``,
+    ``labops-worker``), whose ``labops bridge`` takes runs from the bus."""
 
-    def __init__(self, kind: str, poll_s: float, api: str, work: Path) -> None:
-        self.kind, self.poll_s, self.api = kind, poll_s, api
+    def __init__(
+        self, kind: str, poll_s: float, api: str, work: Path, command: str = "labops"
+    ) -> None:
+        self.kind, self.poll_s, self.api, self.command = kind, poll_s, api, command
         self.name = f"{kind}-{poll_s:g}s-{uuid.uuid4().hex[:6]}"
         self.log = work / f"{self.name}.log"
+        self.work = work
         self.proc: subprocess.Popen[bytes] | None = None
+        self.bridge: subprocess.Popen[bytes] | None = None
+        self.publisher: Publisher | None = None
         self.deployment_id = ""
+        self.labops = kind.startswith("labops-")
+        self.channels = ["rest", "mqtt"] if self.labops else ["rest"]
+        self.topic = f"bench-{uuid.uuid4().hex[:8]}"
+        self.config = work / f"{self.name}.yaml"
+
+    @property
+    def flow(self) -> str:
+        return LAB_FLOW if self.labops else FLOW_NAME
+
+    @property
+    def pool(self) -> str:
+        return f"{POOL}-{self.name}"  # a pool per worker: two workers would race for runs
+
+    def _write_config(self) -> None:
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "lab": {"name": self.name, "state_dir": str(self.work / self.name)},
+                    "systems": {
+                        "mqtt": {"host": BROKER[0], "port": BROKER[1], "topic_prefix": self.topic}
+                    },
+                    "platform": {
+                        "mqtt_run_topic": f"{self.topic}/run",
+                        "mqtt_events_topic": f"{self.topic}/events",
+                    },
+                }
+            )
+        )
 
     def start(self) -> None:
         env = client_env(self.api)
+        bin_dir = Path(sys.executable).parent
+        if self.labops:
+            self._write_config()
         if self.kind == "serve":
             env[SERVE_SETTING] = str(max(1, round(self.poll_s)))
             cmd = [sys.executable, "-m", "bench.trigger_flow", "serve", self.name]
+        elif self.kind == "labops-serve":
+            env[SERVE_SETTING] = str(max(1, round(self.poll_s)))
+            cmd = [str(bin_dir / "labops"), "serve", "--config", str(self.config)]
+            cmd += ["--only", LAB_FLOW]
         else:
-            pool = f"{POOL}-{self.name}"  # a pool per worker: two workers would race for runs
+            deploy = ["--deploy-lab", self.pool, str(self.config)] if self.labops else [
+                "--deploy", self.pool, self.name, self.command
+            ]  # fmt: skip
             subprocess.run(
-                [sys.executable, "-m", "bench.bench_trigger", "--deploy", pool, self.name],
+                [sys.executable, "-m", "bench.bench_trigger", *deploy],
                 cwd=REPO,
                 env=env,
                 check=True,
@@ -235,30 +404,77 @@ class Runner:
                 timeout=180,
             )
             env[WORKER_SETTING] = f"{self.poll_s:g}"
-            prefect = Path(sys.executable).with_name("prefect")
-            cmd = [str(prefect), "worker", "start", "--pool", pool, "--type", "process"]
+            cmd = [str(bin_dir / "prefect"), "worker", "start", "--pool", self.pool]
+            cmd += ["--type", "process"]
         self.proc = start_process(cmd, env, self.log)
+        if self.labops:
+            bridge = [str(bin_dir / "labops"), "bridge", "--config", str(self.config)]
+            self.bridge = start_process(bridge, env, self.work / f"{self.name}-bridge.log")
 
     def ready(self, timeout_s: float = 120) -> None:
-        self.deployment_id = wait_for_deployment(self.api, self.name)
-        if self.kind != "worker":
-            return  # serve creates its deployment once it is up
         deadline = time.monotonic() + timeout_s
+        self.deployment_id = wait_for_deployment(self.api, self.flow, self.deployment_name)
+        if self.bridge is not None:
+            self.publisher = Publisher()
+            self._warm_up(deadline)
+        if not self.kind.endswith("worker"):
+            return  # serve creates its deployment once it is up
         while time.monotonic() < deadline:  # the deployment predates the worker: wait for it
-            workers = call("POST", f"{self.api}/work_pools/{POOL}-{self.name}/workers/filter")
+            workers = call("POST", f"{self.api}/work_pools/{self.pool}/workers/filter")
             if workers.status_code == 200 and workers.json():
                 return
             time.sleep(0.3)
         raise RuntimeError(f"worker {self.name} did not register within {timeout_s:.0f} s")
 
-    def trigger(self, stamp_file: Path) -> Trial:
+    def _warm_up(self, deadline: float) -> None:
+        """One run through the bus before the trials (the bridge logs nothing a bench can wait
+        for): the same request id, sent until the bridge has subscribed, starts one run."""
+        assert self.publisher is not None and self.bridge is not None
+        request = {"request_id": f"warm-up-{self.name}"}
+        while not run_ids(self.api, self.deployment_id):
+            if time.monotonic() > deadline or self.bridge.poll() is not None:
+                log = (self.work / f"{self.name}-bridge.log").read_text(errors="replace")
+                raise RuntimeError(f"the bridge of {self.name} started no run: {log[-2000:]}")
+            self.publisher.publish(f"{self.topic}/run/{LAB_FLOW}", request)
+            time.sleep(1)
+        for run_id in run_ids(self.api, self.deployment_id):
+            wait_until_final(self.api, run_id, max(deadline - time.monotonic(), 60))
+
+    @property
+    def deployment_name(self) -> str:
+        if not self.labops:
+            return self.name
+        from labops.scope import deployment_name
+
+        return deployment_name(self.name)
+
+    def trigger(self, channel: str, stamp_file: Path) -> Trial:
         if self.proc is None or self.proc.poll() is not None:
             raise RuntimeError(f"{self.kind} is not running; see {self.log}")
-        return trigger_once(self.api, self.deployment_id, stamp_file, self.poll_s * 3 + 60)
+        timeout_s = self.poll_s * 3 + 60
+        if not self.labops:
+            return trigger_once(self.api, self.deployment_id, stamp_file, timeout_s)
+        known = set(run_ids(self.api, self.deployment_id))
+        created: float | None = None
+        posted = time.time()
+        if channel == "rest":
+            run_id = create_run(self.api, self.deployment_id, {"dry_run": True})
+        else:
+            assert self.publisher is not None
+            self.publisher.publish(f"{self.topic}/run/{LAB_FLOW}", {"request_id": uuid.uuid4().hex})
+            run_id, created = new_run(self.api, self.deployment_id, known, timeout_s)
+        final = wait_until_final(self.api, run_id, timeout_s)
+        if final != "COMPLETED":
+            print(f"  note: flow run {run_id} ended {final}", flush=True)
+        started = first_task_start(self.api, run_id)
+        return split(self.api, run_id, posted, started, created)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
+        if self.publisher is not None:
+            self.publisher.close()
+        for proc in (self.bridge, self.proc):
+            if proc is not None:
+                stop_process(proc)
 
 
 def cpu_rates(pids: dict[str, int], seconds: float) -> dict[str, float]:
@@ -273,7 +489,13 @@ def run_trials(
 ) -> list[Series]:
     """Every runner started at once (idle pollers cost little: measured), then one trial at a
     time, round-robin over the runners so that a change of machine load hits all alike."""
-    series = {id(r): Series(runner=r.kind, poll_s=r.poll_s, trials=[]) for r in runners}
+    series = {
+        (id(r), channel): Series(
+            runner=r.kind, poll_s=r.poll_s, trials=[], channel=channel, command=r.command
+        )
+        for r in runners
+        for channel in r.channels
+    }
     try:
         server_alone = cpu_rates({"server": server_pid}, idle_s)["server"]
         for runner in runners:
@@ -288,20 +510,23 @@ def run_trials(
             f"{idle['server'] * 100:.1f}% with the {len(runners)} runners polling",
             flush=True,
         )
-        for runner in runners:
-            series[id(runner)].idle_cpu = idle.get(runner.name)
+        for (key, _), one in series.items():
+            one.idle_cpu = idle.get(next(r.name for r in runners if id(r) == key))
         for rep in range(reps):
             for runner in runners:
-                # runs are created at arbitrary moments of the poll cycle, as an operator would
-                time.sleep(random.uniform(0, 1))
-                trial = runner.trigger(work / f"{runner.name}-{rep}.stamp")
-                series[id(runner)].trials.append(trial)
-                print(
-                    f"  {runner.kind} (poll {runner.poll_s:g} s) run {rep + 1}: "
-                    f"{trial.latency_s:5.2f} s (picked up {_s(trial.picked_up_s)}, running "
-                    f"{_s(trial.running_s)})",
-                    flush=True,
-                )
+                for channel in runner.channels:
+                    # runs are created at arbitrary moments of the poll cycle, as operators do
+                    time.sleep(random.uniform(0, 1))
+                    trial = runner.trigger(channel, work / f"{runner.name}-{rep}.stamp")
+                    series[(id(runner), channel)].trials.append(trial)
+                    bridge = "" if trial.created_s is None else f"created {trial.created_s:.2f} s, "
+                    print(
+                        f"  {runner.kind} via {channel} (poll {runner.poll_s:g} s) run "
+                        f"{rep + 1}: {trial.latency_s:5.2f} s ({bridge}picked up "
+                        f"{_s(trial.picked_up_s)}, running {_s(trial.running_s)}; "
+                        f"{' > '.join(trial.states)})",
+                        flush=True,
+                    )
     finally:
         for runner in runners:
             runner.stop()
@@ -337,20 +562,28 @@ def results_for(series: Series, floor: float) -> BenchResult:
     latencies = [t.latency_s for t in series.trials]
     median, worst = median_max(latencies)
     default = {DEFAULT_POLL_S: " (Prefect default)", float(POLL_S): " (labops default)"}
-    setting = SERVE_SETTING if series.runner == "serve" else WORKER_SETTING
+    setting = SERVE_SETTING if series.runner.endswith("serve") else WORKER_SETTING
+    runner = series.runner.replace("labops-", f"labops {LAB_FLOW}, ")
     notes = f"max {worst:.1f} s"
+    if series.runner.endswith("worker"):
+        launcher = {"labops": "labops' (python -m prefect.engine)", "prefect": "Prefect's"}
+        notes += f"; flow runs started with {launcher[series.command]} command"
     if series.idle_cpu is not None:
         notes += f"; idle, the {series.runner} process uses {series.idle_cpu * 100:.1f}% of a core"
     typical = sorted(series.trials, key=lambda t: t.latency_s)[(len(series.trials) - 1) // 2]
     if typical.picked_up_s is not None and typical.running_s is not None:
+        created = typical.created_s
         notes += (
-            f"; the median run: {typical.picked_up_s:.1f} s until picked up (polling), "
+            "; the median run: "
+            + ("" if created is None else f"{created:.1f} s until the bridge created it, ")
+            + f"{typical.picked_up_s:.1f} s until picked up (polling), "
             f"{typical.running_s - typical.picked_up_s:.1f} s starting the flow process, "
             f"{typical.latency_s - typical.running_s:.1f} s from running to the first task"
         )
     return BenchResult(
         benchmark=BENCHMARK,
-        name=f"create_flow_run -> first task, {series.runner}",
+        name=f"{'MQTT publish' if series.channel == 'mqtt' else 'create_flow_run'} -> first task, "
+        f"{runner}",
         size=f"{setting}={series.poll_s:g}{default.get(series.poll_s, '')}, {len(latencies)} runs",
         contender=median,
         contender_label="median",
@@ -382,20 +615,40 @@ def recommendation(results: list[BenchResult], tuned_poll: float) -> str:
     return "\n".join(lines)
 
 
+KINDS = ["serve", "worker", "labops-serve", "labops-worker"]
+
+
+def default_command(poll_s: float) -> str:
+    """A worker at Prefect's default poll uses Prefect's launcher: that row is Prefect's."""
+    return "prefect" if poll_s == DEFAULT_POLL_S else "labops"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--reps", type=int, help="triggered runs per setting (default 3)")
     parser.add_argument(
         "--tuned-poll", type=float, default=float(POLL_S), help="short poll (labops' default), s"
     )
-    parser.add_argument("--runners", nargs="+", choices=["serve", "worker"])
-    parser.add_argument("--deploy", nargs=2, metavar=("POOL", "NAME"), help=argparse.SUPPRESS)
+    parser.add_argument("--runners", nargs="+", choices=KINDS, help="default: all")
+    parser.add_argument(
+        "--worker-command",
+        choices=["labops", "prefect"],
+        help="the bench flow's worker starts runs with labops' command or Prefect's launcher "
+        "(default: labops' at labops' poll, Prefect's at Prefect's poll)",
+    )
+    parser.add_argument(
+        "--deploy", nargs=3, metavar=("POOL", "NAME", "CMD"), help=argparse.SUPPRESS
+    )
+    parser.add_argument("--deploy-lab", nargs=2, metavar=("POOL", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.deploy:
         deploy_to_pool(*args.deploy)
         return 0
+    if args.deploy_lab:
+        deploy_lab_to_pool(*args.deploy_lab)
+        return 0
     reps = args.reps or (2 if args.quick else 3)
-    kinds = args.runners or ["serve", "worker"]
+    kinds = args.runners or KINDS
     polls = [args.tuned_poll] if args.quick else [DEFAULT_POLL_S, args.tuned_poll]
     results: list[BenchResult] = []
     with tempfile.TemporaryDirectory(prefix="labops-bench-trigger-") as tmp:
@@ -404,7 +657,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fresh process floor (python + import prefect + the flow module): {floor:.2f} s")
         with bench_server(work / "prefect-home") as info:
             api: str = info.api_url  # type: ignore[attr-defined]
-            runners = [Runner(kind, poll, api, work) for kind in kinds for poll in polls]
+            runners = [
+                Runner(kind, poll, api, work, args.worker_command or default_command(poll))
+                for kind in kinds
+                # labops' own flows at labops' poll only: Prefect's default shows on the others
+                for poll in (polls if kind in ("serve", "worker") else [args.tuned_poll])
+            ]
             pid: int = info.pid  # type: ignore[attr-defined]
             for series in run_trials(runners, reps, work, pid, 2.0 if args.quick else 4.0):
                 result = results_for(series, floor)

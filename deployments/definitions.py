@@ -8,6 +8,8 @@ never replace each other's deployments, schedules or config path.
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import Any, cast
 
@@ -121,10 +123,27 @@ def runner_deployments(specs: list[DeploymentSpec]) -> list[Any]:
     return out
 
 
+def flow_run_command(python: str = sys.executable) -> str:
+    """The command a process worker starts each of labops' flow runs with: ``python -m
+    prefect.engine`` with this interpreter (the job variable ``command`` of every deployment).
+
+    Left unset, Prefect 3.9's process worker starts ``python -m
+    prefect.runner._workspace_supervisor`` instead, which imports Prefect, runs the deployment's
+    pull steps and only then execs ``python -m prefect.engine``, which imports Prefect again:
+    two interpreter starts per run, about 1 s more than serve before the first task
+    (bench/bench_trigger.py). With a command set, the worker starts the engine directly, and the
+    engine runs the pull steps itself (``load_flow_from_flow_run``). The interpreter is the one
+    deploying: workers need the same checkout and virtualenv at the same paths, as they already
+    need for the flows' source (``/opt/labops`` in production).
+    """
+    return shlex.join([python, "-m", "prefect.engine"])
+
+
 def deploy_to_pool(specs: list[DeploymentSpec], work_pool: str, source: Path) -> list[str]:
     """Create or update every deployment on a process work pool; returns the deployment ids.
 
-    Workers on other hosts need the same checkout at the same path (or a shared one).
+    Workers on other hosts need the same checkout and virtualenv at the same paths (or shared
+    ones): each run starts with :func:`flow_run_command`.
     """
     from prefect import Flow
 
@@ -135,6 +154,7 @@ def deploy_to_pool(specs: list[DeploymentSpec], work_pool: str, source: Path) ->
         )
         deployment_id = flow.deploy(
             work_pool_name=work_pool,
+            job_variables={"command": flow_run_command()},
             print_next_steps=False,
             ignore_warnings=True,
             **_deploy_kwargs(spec),

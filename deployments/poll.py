@@ -6,6 +6,15 @@ serve, measured by ``bench/bench_trigger.py``; 2.0 s at a 1 s poll). labops' ser
 worker units poll every second: an idle runner then costs well under 1 % of a core (same bench).
 An operator who prefers fewer requests sets the Prefect variable in /etc/labops/labops.env; the
 environment wins over this default.
+
+Why not shorter: in Prefect 3.9 ``PREFECT_WORKER_QUERY_SECONDS`` is a float, but
+``PREFECT_RUNNER_POLL_FREQUENCY`` is an int (a "0.5" in the environment fails Prefect's settings in
+every process), so sub-second polling would need a variable of labops' own for serve. It would
+save about a quarter of a second of the median (half the interval), while every runner's queries
+to the server double (idle, the bench's server used ~9.5 % of a core with two workers at 0.5 s
+against 3-6 % with two to four runners at 1 s); after the flow-run command fix
+(deployments/definitions.py) a run of a labops flow reaches its first task in about 2 s median
+at 1 s, through the API and the bus alike (bench/bench_trigger.py), so 1 s stays.
 """
 
 from __future__ import annotations

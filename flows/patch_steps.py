@@ -22,7 +22,6 @@ from prefect.utilities.annotations import quote
 from blocks.context import LabContext
 from blocks.edge import TraefikApi
 from blocks.proxmox import ProxmoxCredentials
-from flows import patch_drain, patch_gate
 from labops.backups.models import BackupCopy
 from labops.errors import ApiError
 from labops.outcome import UnknownSince
@@ -332,6 +331,8 @@ def simulate(
     """Run each host's simulation: the very upgrade apply would run (named packages, security
     only, exclusions, holds), as ``apt-get -s`` / ``apk upgrade -s``. Read-only. The backup
     gate says which guests it would back up first and which it would refuse."""
+    from flows import patch_gate  # apply only: a patch check's flow process never loads it
+
     gated = [patch_gate.gated(ctx, report, s, dry_run=True)[0] for s in rollout.steps]
     rollout = plan.RolloutPlan(steps=[s for s in gated if s.hosts])
     rows = {h.host: h for h in report.hosts}
@@ -433,6 +434,8 @@ def execute(
 ) -> None:
     """Apply the rollout step by step (CHANGES THE LAB): the window is asked before every step
     and every reboot; the stop rule after every step; snapshots are settled at the end."""
+    from flows import patch_gate  # apply only: a patch check's flow process never loads it
+
     log = get_run_logger()
     policy = ctx.config.patching
     rows = {h.host: h for h in report.hosts}
@@ -595,6 +598,8 @@ def maybe_reboot(
         return
     try:
         if r.kind == "node":
+            from flows import patch_drain  # node reboots only
+
             # its guests away first (patching.drain); a failed migration: no reboot
             drained, why = patch_drain.drain(ctx, report, r.host)
             if why:

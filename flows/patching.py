@@ -21,7 +21,6 @@ from pydantic import Field
 from blocks.context import LabContext
 from flows import patch_steps as steps
 from flows.patch_overlap import check_overlaps
-from flows.patch_phone import PhoneApproval
 from labops.flow_params import ConfigPath, HostList
 from labops.limits import SlotBusy, maintenance_slot
 from labops.patching import plan, windows
@@ -264,6 +263,8 @@ def _ask_approval(
         + f"\n\n```\n{rollout.describe()}\n```\nApprove, narrow (exclude hosts, security only) "
         "or reject."
     )
+    from flows.patch_phone import PhoneApproval  # apply only: a patch check never loads it
+
     phone = PhoneApproval(ctx, shown)  # the same summary on the phone
     phone.ask(rollout, sec_only, policy.approval_timeout_s)
     try:

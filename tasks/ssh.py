@@ -33,7 +33,6 @@ from labops.guest_agent import NOT_RUNNING, AgentNotRunning, AgentRunner
 from labops.patching import apt
 from labops.patching.hostcheck import CHECK_COMMAND, HostFacts, parse_check_output, refresh_command
 from labops.ssh import CommandResult, SshRunner, SshTarget
-from tasks.pve import client
 
 RunState = Literal["ok", "unreachable", "host-key-rejected", "auth-failed", "timeout", "error"]
 
@@ -84,7 +83,12 @@ def _session(runner: Runner, access: HostAccess) -> Any:
 
 def runners(ssh: SshCredentials, pve: ProxmoxCredentials | None) -> Runners:
     """SSH and, when Proxmox is configured, the guest agents of its VMs."""
-    agent = AgentRunner(client(pve)) if pve is not None else None
+    agent = None
+    if pve is not None:
+        # only here: a sweep of SSH hosts alone never imports the Proxmox tasks (~0.1 s)
+        from tasks.pve import client
+
+        agent = AgentRunner(client(pve))
     return Runners(ssh.get_client(), agent)
 
 

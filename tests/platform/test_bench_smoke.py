@@ -140,3 +140,27 @@ def test_quick_orchestration_benchmark_writes_a_table_with_ratios(tmp_path: Path
     assert all(re.search(r"\| [0-9.,e+]+x \|", row) for row in per_task)
     assert any("growth" in row for row in rows)
     assert (tmp_path / "orchestration.log").read_text().count(RESULT_PREFIX) == len(rows)
+
+
+def test_trigger_rows_name_the_bus_the_labops_flow_and_the_worker_launcher() -> None:
+    trials = [
+        trig.Trial(latency_s=2.0, picked_up_s=0.6, running_s=1.9, created_s=0.1),
+        trig.Trial(latency_s=1.5, picked_up_s=0.3, running_s=1.4, created_s=0.05),
+        trig.Trial(latency_s=3.0, picked_up_s=1.0, running_s=2.9, created_s=0.2),
+    ]
+    bus = trig.results_for(
+        trig.Series(runner="labops-worker", poll_s=1.0, trials=trials, channel="mqtt"), 1.0
+    )
+    assert bus.name == "MQTT publish -> first task, labops housekeeping, worker"
+    assert bus.size.startswith("PREFECT_WORKER_QUERY_SECONDS=1 (labops default)")
+    assert "0.1 s until the bridge created it" in bus.notes
+    assert "labops' (python -m prefect.engine) command" in bus.notes
+    posted = [t.model_copy(update={"created_s": None}) for t in trials]
+    rest = trig.results_for(
+        trig.Series(runner="worker", poll_s=10.0, trials=posted, command="prefect"), 1.0
+    )
+    assert rest.name == "create_flow_run -> first task, worker"
+    assert "Prefect's command" in rest.notes and "bridge" not in rest.notes
+    served = trig.results_for(trig.Series(runner="labops-serve", poll_s=1.0, trials=trials), 1.0)
+    assert served.size.startswith("PREFECT_RUNNER_POLL_FREQUENCY=1")
+    assert "command" not in served.notes

@@ -7,6 +7,7 @@ import configparser
 import contextlib
 import itertools
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pydantic import TypeAdapter
 
 from cli.main import main as labops
 from deployments.catalog import FLOWS, NO_OVERLAP
+from deployments.definitions import flow_run_command
 from labops import prefect_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,6 +143,10 @@ def test_deploy_to_pool_postgres(
         assert client.api_url is not None and str(prefect_postgres.port) in str(client.api_url)
     assert pool.type == "process"
     assert "command" in pool.base_job_template["variables"]["properties"]
+    # each run starts the engine directly with this interpreter (one Prefect import, not two)
+    for deployment in read_labops_deployments(set(FLOWS)).values():
+        assert deployment.job_variables == {"command": flow_run_command()}
+    assert shlex.split(flow_run_command()) == [sys.executable, "-m", "prefect.engine"]
 
 
 def test_deploy_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

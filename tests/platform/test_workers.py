@@ -1,5 +1,9 @@
 """Worker mode: two real ``prefect worker start`` processes share the runs of one work pool.
 
+Every run starts with labops' flow-run command (``python -m prefect.engine``), not Prefect's
+workspace supervisor, which imports Prefect twice per run: the runs completing here prove that
+the engine started directly finds, loads and runs the flow from the deployment's source.
+
 Which worker ran a run is read from the server, not from logs: a worker labels every flow run it
 takes with ``prefect.worker.name`` before starting it. Each worker runs one flow at a time
 (``--limit 1``), so while one is busy the other must take the next run.
@@ -21,7 +25,7 @@ import pytest
 import yaml
 
 from cli.deploy import ensure_process_pool
-from deployments.definitions import deploy_to_pool, deployment_specs
+from deployments.definitions import deploy_to_pool, deployment_specs, flow_run_command
 from labops import prefect_server
 from labops.config import load_config
 
@@ -102,9 +106,11 @@ def test_two_workers_share_one_pool(workers: dict[str, Any]) -> None:
             if all(r.state is not None and r.state.is_final() for r in current):
                 break
             time.sleep(1)
+        deployment = client.read_deployment(uuid.UUID(deployment_id))
     elapsed = time.monotonic() - started
     logs = "".join((tmp / f"{n}.log").read_text(errors="replace")[-1500:] for n in workers["names"])
     assert [r.state_name for r in current] == ["Completed"] * RUNS, logs
+    assert deployment.job_variables == {"command": flow_run_command()}
     by_worker = Counter(r.labels.get("prefect.worker.name") for r in current)
     print(f"{RUNS} runs on 2 workers in {elapsed:.1f} s: {dict(by_worker)}")
     assert set(by_worker) == set(workers["names"]), (by_worker, logs)
