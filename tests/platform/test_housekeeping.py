@@ -10,6 +10,12 @@ from typing import Any
 from prefect import flow, tags
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowFilter,
+    FlowFilterName,
+)
 
 from labops.limits import limit_name
 from labops.scope import lab_tag
@@ -28,8 +34,10 @@ def probe(tag: str) -> str:
 
 
 def run_ids(name: str) -> set[str]:
+    # filtered on the server: the session's server holds more runs than one page by now
+    probes = FlowFilter(name=FlowFilterName(any_=["housekeeping-probe"]))
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(limit=200)
+        runs = client.read_flow_runs(flow_filter=probes)
     return {str(r.id) for r in runs if str(r.parameters.get("tag", "")).startswith(name)}
 
 
@@ -54,7 +62,8 @@ def test_prune_keeps_recent_runs_and_deletes_old_ones(prefect_server: object) ->
     assert not run_ids("old")
     assert len(run_ids("new")) == 1
     with get_client(sync_client=True) as client:
-        keys = {a.key for a in client.read_artifacts(limit=200)}
+        wanted = ArtifactFilter(key=ArtifactFilterKey(any_=["probe-new-1", "probe-old-1"]))
+        keys = {a.key for a in client.read_artifacts(artifact_filter=wanted)}
     assert "probe-new-1" in keys and "probe-old-1" not in keys
 
 
