@@ -103,13 +103,14 @@ def test_no_snapshot_possible_the_backup_is_the_rollback_point(
 
 
 def test_auto_restore_puts_a_failed_guest_back_from_its_backup(
-    sandbox_clean: Any, tmp_path: Path
+    private_clean: Any, tmp_path: Path
 ) -> None:
     """require_backup.auto_restore: a running container PVE cannot snapshot whose upgrade fails
     is stopped, restored over itself from the gate's fresh backup (POST /nodes/{node}/lxc
     restore=1 force=1, checked against PVE's schema) and started again; its packages are those
-    of the backup. The report says so per guest; the other guest is untouched."""
-    sb = sandbox_clean
+    of the backup. The report says so per guest; the other guest is untouched. (A lab of the
+    module's own: restores replace guests, and a failed one leaves none.)"""
+    sb = private_clean
     prime(sb, "grafana", "homepage")
     node, vmid = guest(sb, "homepage")
     _, other = guest(sb, "grafana")
@@ -149,9 +150,11 @@ def test_auto_restore_puts_a_failed_guest_back_from_its_backup(
 
 
 def test_auto_restore_that_fails_is_reported_with_its_reason(
-    sandbox_clean: Any, tmp_path: Path
+    private_clean: Any, tmp_path: Path
 ) -> None:
-    sb = sandbox_clean
+    """A failed automatic restore is reported with PVE's reason and the way to restore by hand.
+    The sandbox removes a guest whose forced restore failed: the module's own lab."""
+    sb = private_clean
     prime(sb, "homepage")
     _, vmid = guest(sb, "homepage")
     sb.set_faults("pve", extra={"no_snapshot_vmids": [vmid], "failing_restores": [vmid]})
