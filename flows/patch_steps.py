@@ -655,7 +655,8 @@ def housekeep_snapshots(ctx: LabContext, report: PatchReport, current: str, dry_
 
 def settle_snapshots(ctx: LabContext, report: PatchReport, patched: list[HostApply]) -> None:
     """Healthy hosts' snapshots: deleted now (keep time 0) or booked for later deletion.
-    Rolled-back hosts keep theirs (the operator looks at them), reported as kept."""
+    Every other host keeps its snapshot (the operator looks at it), reported as kept and booked
+    as rolled back only when the host went back to it."""
     if not ctx.configured("proxmox"):
         return
     policy = ctx.config.patching
@@ -675,7 +676,7 @@ def settle_snapshots(ctx: LabContext, report: PatchReport, patched: list[HostApp
                 r.snapshot_kept = True
             continue
         now = datetime.now(UTC)
-        status = "keep-until" if r in patched else "rolled-back"
+        status = plan.settled_status(r in patched, r.rolled_back)
         book.upsert(
             plan.SnapshotRecord(
                 host=r.host,
@@ -683,7 +684,7 @@ def settle_snapshots(ctx: LabContext, report: PatchReport, patched: list[HostApp
                 vmid=r.vmid,
                 name=r.snapshot,
                 created=now,
-                status=status,  # type: ignore[arg-type]
+                status=status,
                 delete_after=now + keep if r in patched else None,
                 kind=kind,
             )

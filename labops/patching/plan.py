@@ -828,6 +828,19 @@ def approval_summary(
     return "\n".join(lines)
 
 
+SnapshotStatus = Literal["in-progress", "keep-until", "rolled-back", "kept"]
+
+
+def settled_status(patched: bool, rolled_back: bool) -> SnapshotStatus:
+    """What a settled run's snapshot is kept as: ``keep-until`` for a patched host (deleted when
+    its keep time ends), ``rolled-back`` only when the host really went back to it, else
+    ``kept`` (the upgrade failed and was not rolled back, or still ran at the timeout: the
+    snapshot is the operator's way back, never deleted by labops)."""
+    if patched:
+        return "keep-until"
+    return "rolled-back" if rolled_back else "kept"
+
+
 class SnapshotRecord(BaseModel):
     """A snapshot labops made, kept in the state store until it is deleted."""
 
@@ -836,7 +849,7 @@ class SnapshotRecord(BaseModel):
     vmid: int
     name: str
     created: datetime
-    status: Literal["in-progress", "keep-until", "rolled-back"] = "in-progress"
+    status: SnapshotStatus = "in-progress"
     delete_after: datetime | None = None
     kind: Literal["lxc", "qemu"] = Field(
         "lxc", description="The guest's kind (books written before VMs had snapshots: lxc)."

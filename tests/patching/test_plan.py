@@ -345,3 +345,15 @@ def test_excluded_packages_held_around_a_node_dist_upgrade() -> None:
 def test_eol_flag_uses_the_date() -> None:
     os = OsRelease(id="alpine", version_id="3.20.3")
     assert os.is_eol(date(2026, 4, 2)) and not os.is_eol(date(2026, 3, 31))
+
+
+@pytest.mark.parametrize(
+    ("patched", "rolled_back", "status"),
+    [(True, False, "keep-until"), (False, True, "rolled-back"), (False, False, "kept")],
+)
+def test_a_snapshot_is_booked_rolled_back_only_when_the_host_went_back_to_it(
+    patched: bool, rolled_back: bool, status: str
+) -> None:
+    """A guest whose upgrade still ran at the timeout (or whose rollback failed) keeps its
+    snapshot as ``kept``: the book used to call every unpatched host's snapshot rolled back."""
+    assert plan.settled_status(patched, rolled_back) == status
