@@ -507,7 +507,14 @@ def maybe_restore(
     kind = "qemu" if r.kind == "vm" else "lxc"
     get_run_logger().warning("%s: upgrade failed, restoring %s", r.host, backup.volid)
     problem = pve_tasks.restore_over_guest(
-        ctx.pve_block(), r.node, kind, r.vmid, backup.volid, power_timeout_s=_POWER_TIMEOUT_S
+        ctx.pve_block(),
+        r.node,
+        kind,
+        r.vmid,
+        backup.volid,
+        timeout_s=ctx.config.patching.require_backup.restore_timeout_s,
+        power_timeout_s=_POWER_TIMEOUT_S,
+        lost_answer_wait_s=ctx.config.backups.lost_answer_wait,
     )
     if problem:
         r.restored = f"restore failed: {problem}"

@@ -172,6 +172,76 @@ def test_auto_restore_that_fails_is_reported_with_its_reason(
     assert bad.restore and "pct restore" in bad.restore  # the way to do it by hand, still named
 
 
+def test_auto_restore_puts_a_failed_vm_back_from_its_backup(
+    private_clean: Any, tmp_path: Path
+) -> None:
+    """A VM reached through its guest agent, on storage PVE cannot snapshot, whose upgrade
+    fails: the gate's fresh backup is restored over it (POST /nodes/{node}/qemu archive=<volid>
+    force=1 after a stop) and it is started again with the backed-up OS."""
+    sb = private_clean
+    vm = "haos"
+    node, vmid = guest(sb, vm)
+    sb.pve().nodes(node).qemu(vmid).agent.ping.post()  # its OS exists from the first agent call
+    sb.control("fleet", "set_pending", host=vm, packages=[{"name": "openssl"}], held=[])
+    sb.set_faults("pve", extra={"no_snapshot_vmids": [vmid], "failing_upgrade_hosts": [vm]})
+    mark = sb.journal_mark()
+    report = apply(
+        sb,
+        tmp_path,
+        [vm],
+        require_backup={"enabled": True, "max_age_h": 0.1, "auto_restore": True},
+    )
+    (bad,) = report.applied
+    assert bad.kind == "vm" and bad.snapshot is None
+    volid = bad.rollback_point.removeprefix("backup ")  # type: ignore[union-attr]
+    assert bad.restored == f"restored from {volid}", bad.detail
+    assert bad.outcome == "rolled-back" and bad.rolled_back
+    assert pending_of(sb, vm) == ["openssl"], "the backed-up OS is back"
+    assert sb.pve().nodes(node).qemu(vmid).status.current.get()["status"] == "running"
+    writes = [
+        (e["path"].split("/api2/json")[-1], e.get("args") or {})
+        for e in sb.journal(mark, system="pve")
+        if e["method"] == "POST"
+        and (f"/qemu/{vmid}/status/" in e["path"] or e["path"].endswith(f"/nodes/{node}/qemu"))
+    ]
+    assert [p.rsplit("/", 1)[-1] for p, _ in writes] == ["stop", "qemu", "start"], writes
+    args = writes[1][1]
+    assert args["archive"] == volid and int(args["vmid"]) == vmid
+    assert str(args["force"]) in ("1", "True", "true")
+
+
+def test_no_automatic_restore_once_the_window_closed(private_clean: Any, tmp_path: Path) -> None:
+    """The window is asked again before an automatic restore: once it closed, the guest is left
+    as it is, the report says why, and nothing is sent to PVE."""
+    from datetime import UTC, datetime
+
+    from blocks.context import LabContext
+    from flows.patch_steps import maybe_restore
+    from labops.backups.models import BackupCopy
+    from labops.config.policies.patching import MaintenanceWindow
+    from labops.patching import windows
+    from labops.patching.report import HostApply
+
+    sb = private_clean
+    node, vmid = guest(sb, "homepage")
+    cfg = derived_config(
+        sb, tmp_path, require_backup={"enabled": True, "max_age_h": 0.1, "auto_restore": True}
+    )
+    volid = f"pbs:backup/ct/{vmid}/2026-12-06T01:00:00Z"
+    r = HostApply(host="homepage", node=node, vmid=vmid, outcome="failed", restore="pct restore")
+    backup = BackupCopy(volid=volid, storage="pbs", vmid=vmid, ctime=0)
+    times = iter([datetime(2026, 12, 6, 3, 0, tzinfo=UTC), datetime(2026, 12, 6, 5, 0, tzinfo=UTC)])
+    guard = windows.WindowGuard(
+        [MaintenanceWindow.model_validate({"start": "02:00", "end": "04:00"})], lambda: next(times)
+    )
+    assert guard.closed() == ""  # open when the run began
+    mark = sb.journal_mark()
+    maybe_restore(LabContext.load(cfg), r, backup, guard)
+    assert r.restored == "not restored automatically: window closed at 04:00"
+    assert r.outcome == "failed" and not r.rolled_back
+    assert [e for e in sb.journal(mark, system="pve") if e["method"] != "GET"] == []
+
+
 def test_no_snapshot_and_no_gate_is_never_patched(sandbox_clean: Any, tmp_path: Path) -> None:
     sb = sandbox_clean
     prime(sb, "uptime-kuma")

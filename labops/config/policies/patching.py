@@ -118,6 +118,12 @@ class RequireBackup(Strict):
         "(stopped first, started again if it ran), while the window is open; off: the report "
         "names the exact restore command and API call only.",
     )
+    restore_timeout_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How long an automatic restore's PVE task is followed; one that outlives it "
+        "is reported 'restore failed' with the task left running (never started twice).",
+    )
 
 
 class Drain(Strict):
