@@ -223,12 +223,12 @@ def test_no_automatic_restore_once_the_window_closed(private_clean: Any, tmp_pat
     from labops.patching.report import HostApply
 
     sb = private_clean
-    node, vmid = guest(sb, "homepage")
+    node, vmid = guest(sb, "grafana")
     cfg = derived_config(
         sb, tmp_path, require_backup={"enabled": True, "max_age_h": 0.1, "auto_restore": True}
     )
     volid = f"pbs:backup/ct/{vmid}/2026-12-06T01:00:00Z"
-    r = HostApply(host="homepage", node=node, vmid=vmid, outcome="failed", restore="pct restore")
+    r = HostApply(host="grafana", node=node, vmid=vmid, outcome="failed", restore="pct restore")
     backup = BackupCopy(volid=volid, storage="pbs", vmid=vmid, ctime=0)
     times = iter([datetime(2026, 12, 6, 3, 0, tzinfo=UTC), datetime(2026, 12, 6, 5, 0, tzinfo=UTC)])
     guard = windows.WindowGuard(
