@@ -10,7 +10,13 @@ from pydantic import BaseModel, Field
 
 from blocks.llm import LlmProviders
 from labops.digest.findings import Finding
-from labops.digest.redaction import Redactor, foreign_values, llm_payload, redactor_for
+from labops.digest.redaction import (
+    Redactor,
+    foreign_values,
+    llm_payload,
+    payload_text,
+    redactor_for,
+)
 from labops.digest.render import as_text
 from labops.digest.report import LlmOutcome
 from labops.docs.llm_claims import build_messages as doc_messages
@@ -38,8 +44,9 @@ def llm_summary(
     except ImportError as exc:  # litellm missing from this install
         return LlmOutcome(note=f"litellm is not available ({exc})")
     redactor = redactor_for(findings, hosts)
-    messages = llm.build_messages(llm_payload(findings, redactor), period)
-    leaked = redactor.leaked(messages[1]["content"])
+    payload = llm_payload(findings, redactor)
+    messages = llm.build_messages(payload, period)
+    leaked = redactor.leaked(payload_text(payload))
     if leaked:  # a placeholder pass missed a value it knows: do not send
         log.warning("redaction left %d value(s) in the prompt; not sent", len(leaked))
         return LlmOutcome(note=f"redaction incomplete ({len(leaked)} value(s)); not sent")

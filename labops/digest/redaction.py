@@ -163,6 +163,17 @@ def _payload(findings: list[Finding], redactor: Redactor) -> list[dict[str, Any]
     return out
 
 
+def payload_text(payload: list[dict[str, Any]]) -> str:
+    """The redacted values of a payload, one per line: what :meth:`Redactor.leaked` checks. Not
+    the prompt itself, whose JSON keys ("rule", "status") and frame are words a redacted value
+    may also be (``"Alert rule 5503: ..."`` makes "rule" a syslog host name)."""
+    values: list[str] = []
+    for row in payload:
+        for value in row.values():
+            values.extend(str(v) for v in (value if isinstance(value, list) else [value]))
+    return "\n".join(values)
+
+
 def redactor_for(findings: Iterable[Finding], hosts: Iterable[str] = ()) -> Redactor:
     """A redactor knowing the entities and users of these findings, plus the inventory's hosts."""
     findings = list(findings)

@@ -88,6 +88,29 @@ def test_prompt_is_redacted_and_answer_mapped_back(sandbox_clean: Any) -> None:
     assert outcome.prompt_tokens > 0 and outcome.completion_tokens > 0
 
 
+def test_a_word_of_the_prompt_frame_hidden_as_a_host_does_not_stop_the_summary(
+    sandbox_clean: Any,
+) -> None:
+    """ "Alert rule 5503: ..." reads like a syslog line from a host named "rule", so "rule" is
+    hidden in the data; the JSON key "rule" of the prompt is no leak. (The check used to read
+    the whole prompt: a Wazuh alert worded so made the digest skip its summary.)"""
+    odd = Finding(
+        source="wazuh",
+        severity=Severity.WARNING,
+        title="integrity check",
+        entity="pve1",
+        rule="550",
+        evidence=["Alert rule 5503: checksum changed"],
+    )
+    before = len(prompts(sandbox_clean))
+    outcome = llm_summary.fn(providers(sandbox_clean), [*FINDINGS, odd], "daily", ["pve1"])
+    assert outcome.note is None and outcome.summary, outcome
+    sent = prompts(sandbox_clean)[before:]
+    data = json.loads(sent[0]["messages"][1]["content"].split("\n", 1)[1])
+    (line,) = data["findings"][2]["evidence"]
+    assert re.fullmatch(r"Alert HOST_\d+ 5503: checksum changed", line), line
+
+
 @pytest.mark.parametrize("status", [500, 429])
 def test_first_provider_failing_falls_back_to_the_second(sandbox_clean: Any, status: int) -> None:
     sandbox_clean.set_faults("llm", extra={"fail_models": {"sandbox-primary": status}})
