@@ -110,7 +110,7 @@ def llm_doc_claims(
         return DocClaimsOutcome(note="no prose left for the LLM pass")
     redactor = Redactor(hosts=hosts)
     messages = doc_messages(lines, redactor)
-    if redactor.leaked(messages[1]["content"]):
+    if redactor.leaked(messages[1]["content"].split("\n", 1)[1]):  # the lines, not the frame
         return DocClaimsOutcome(note="redaction incomplete; not sent")
     budget = providers.budget()
     try:

@@ -174,3 +174,17 @@ def test_an_instruction_in_an_alert_title_cannot_add_to_the_digest(sandbox_clean
     assert phrased.summary is not None
     assert "203.0.113.7" in phrased.summary and "](" not in phrased.summary
     assert phrased.summary.startswith("> ")
+
+
+def test_doc_lines_naming_a_word_of_the_prompt_frame_are_still_sent(sandbox_clean: Any) -> None:
+    """A doc line "Document lines: 12 hosts" reads like a syslog line from a host named
+    "Document", which is hidden in the line; the prompt's own "Document lines" frame is no leak
+    (the check used to read the whole prompt and refuse the LLM pass)."""
+    from tasks.llm import llm_doc_claims
+
+    before = len(prompts(sandbox_clean))
+    texts = {"infra.md": "Document lines: 12 hosts on 192.168.1.0/24\n"}
+    outcome = llm_doc_claims.fn(providers(sandbox_clean), texts, [], ["pve1"])
+    assert outcome.note != "redaction incomplete; not sent", outcome
+    sent = prompts(sandbox_clean)[before:]
+    assert sent and "192.168.1.0/24" not in json.dumps(sent[0]["messages"])
