@@ -1,7 +1,7 @@
-"""Benchmark: patch check mode over 50, 200 and 500 sandbox hosts on real SSH, three contenders.
+"""Benchmark: patch check mode over 50, 200 and 500 sandbox hosts on real SSH, four contenders.
 
     .venv/bin/python -m bench.bench_patch [--hosts 50 200 500] [--parallel 50] [--delay 2]
-                                          [--instant 50 200 500]
+        [--instant 50 200 500] [--no-warm] [--database sqlite|postgres]
 
 Every contender checks the same hosts of the same sandbox (one asyncssh listener per host, a 2 s
 remote command delay through the fleet's ``command_delay_s`` knob, about what ``apt`` and
@@ -12,6 +12,12 @@ sandbox's known_hosts:
 - labops: the check-mode core, i.e. the batched task ``tasks.ssh.check_hosts`` (SSH + parsing of
   every host into HostFacts) run inside a Prefect flow against a local Prefect server; the
   process's imports and the flow run's fixed cost are included;
+- labops, warm start (what ``labops worker`` does): the same flow (``bench/patch_flow.py``)
+  deployed from this checkout with labops' flow-run command; per measurement a run is created
+  through the API and started with that command (``python -m labops.warm_start``, as the worker
+  would), which the warm starter forks from a process that imported Prefect and labops once. Its
+  CPU is the client's + the forked run's (reported by the starter from ``wait4``) + the starter's
+  own; it runs 3 times per size and each measure's median is reported (``--no-warm`` skips it);
 - Ansible ad-hoc: ``ansible all -i <inventory> -m raw -a '<command>' -f 50``;
 - a bare paramiko thread pool (the floor): connect, check the host key, exec, read; no parsing.
 
@@ -32,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -40,7 +47,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -98,71 +105,32 @@ def contender_paramiko(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def contender_labops(spec: dict[str, Any]) -> dict[str, Any]:
+def contender_labops(spec: dict[str, Any], spec_file: str) -> dict[str, Any]:
     started = time.perf_counter()
-    from prefect import flow, task
-    from prefect.utilities.annotations import quote
-
-    import flows  # noqa: F401  (what every labops flow process imports: the heartbeat fix)
-    from blocks.ssh import SshCredentials
-    from labops.ssh import SshTarget
-    from labops.ssh_settings import SshSettings
-    from tasks.ssh import CheckOptions, HostAccess, check_hosts
+    from bench.patch_flow import bench_patch_check
 
     imported = time.perf_counter()
     import_cpu = time.process_time()  # from the interpreter's start
-    creds = SshCredentials(
-        settings=SshSettings(
-            user="root",
-            key_file=spec["key_file"],
-            known_hosts=spec["known_hosts"],
-            parallel=spec["parallel"],
-        )
-    )
-    hosts = [
-        HostAccess(
-            name=h["name"], ssh=SshTarget(name=h["name"], address=h["address"], port=h["port"])
-        )
-        for h in spec["hosts"]
-    ]
-    sweep: dict[str, float] = {}
-
-    @task(name="bench-inventory", tags=["proxmox"])
-    def inventory(n: int) -> int:
-        return n
-
-    @flow(name="bench-patch-check")
-    def bench_check() -> int:
-        # The patch flow runs its (tagged) inventory tasks before the check: the process's first
-        # tagged task run starts the API clients, events worker and tag-concurrency service, a
-        # one-time cost that belongs to the fixed cost, not to the sweep.
-        inventory(len(hosts))
-        t, c = time.perf_counter(), time.process_time()
-        quoted = cast(list[HostAccess], quote(hosts))  # as flows.patch_steps passes them
-        checked = check_hosts(creds, quoted, CheckOptions(), spec["parallel"])
-        sweep["s"], sweep["cpu"] = time.perf_counter() - t, time.process_time() - c
-        return sum(1 for c in checked if c.run.state == "ok" and c.facts and not c.facts.problem)
-
-    ok = bench_check()
+    sweep = bench_patch_check(spec_file)
     flow_s = time.perf_counter() - imported
     flow_cpu = time.process_time() - import_cpu
     return {
-        "ok": ok,
+        "ok": sweep["ok"],
         "import_s": imported - started,
         "import_cpu_s": import_cpu,
-        "task_s": sweep.get("s", 0.0),
-        "task_cpu_s": sweep.get("cpu", 0.0),
+        "task_s": sweep["task_s"],
+        "task_cpu_s": sweep["task_cpu_s"],
         "flow_s": flow_s,
         # imports + everything of the flow run but the sweep (creating, starting, finishing it)
-        "fixed_s": imported - started + flow_s - sweep.get("s", 0.0),
-        "fixed_cpu_s": import_cpu + flow_cpu - sweep.get("cpu", 0.0),
+        "fixed_s": imported - started + flow_s - sweep["task_s"],
+        "fixed_cpu_s": import_cpu + flow_cpu - sweep["task_cpu_s"],
     }
 
 
 def run_child(kind: str, spec_file: str) -> None:
     spec = json.loads(Path(spec_file).read_text())
     started = time.perf_counter()
-    result = {"paramiko": contender_paramiko, "labops": contender_labops}[kind](spec)
+    result = contender_labops(spec, spec_file) if kind == "labops" else contender_paramiko(spec)
     result["inner_wall_s"] = time.perf_counter() - started
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -219,7 +187,7 @@ def measure(argv: list[str], env: dict[str, str], n: int) -> dict[str, Any]:
             result.update(json.loads(line[7:]))
     if proc.returncode != 0:
         result["error"] = (err or out)[-800:]
-    result["stdout"] = out
+    result["stdout"], result["stderr"] = out, err
     return result
 
 
@@ -356,6 +324,86 @@ def emit_results(
     )
 
 
+def emit_warm(
+    n: int,
+    parallel: int,
+    delay: float,
+    warm: dict[str, Any],
+    ans: dict[str, Any],
+    floor: dict[str, Any],
+) -> None:
+    """The rows of a run started warm by ``labops worker``'s starter (same hosts, same sweep)."""
+    from bench.common import compare, emit
+
+    size = f"{n} hosts, {parallel} at once, delay {delay:g} s"
+    how = "warm start (labops worker)"
+    load = f"; load average {warm['load']:.1f} at start" if "load" in warm else ""
+    if "error" in warm or "task_s" not in warm:
+        print(f"labops-warm: {warm.get('error', 'no result')}")
+        return
+    lo, hi = warm.get("cpu_ms_range", (warm["cpu_ms_per_host"],) * 2)
+    t_lo, t_hi = warm.get("task_s_range", (warm["task_s"],) * 2)
+    cpu = (
+        f"median of {warm.get('reps', 1)} runs (CPU {lo:.1f}-{hi:.1f} ms/host, sweep "
+        f"{t_lo:.2f}-{t_hi:.2f} s): client {warm['client_cpu_s']:.2f} s + forked run "
+        f"{warm['run_cpu_s']:.2f} s + starter {warm['starter_cpu_s']:.2f} s CPU"
+    )
+    emit(
+        compare(
+            "patch",
+            f"controller CPU per host vs Ansible, {how}",
+            warm["cpu_ms_per_host"],
+            ans["cpu_ms_per_host"],
+            at_most=0.2,
+            size=size,
+            baseline_label="ansible",
+            unit="ms",
+            notes=f"{cpu}; peak RSS of the run {warm['run_peak_mb']:.0f} MB{load}",
+        )
+    )
+    emit(
+        compare(
+            "patch",
+            f"check sweep wall vs bare paramiko pool, {how}",
+            warm["wall_s"],
+            floor["wall_s"],
+            at_most=1.3,
+            size=size,
+            baseline_label="paramiko pool",
+            notes="the run's command started to its exit vs the pool's whole process" + load,
+        )
+    )
+    for measure, ours, theirs in (
+        ("wall", "task_s", "sweep_s"),
+        ("CPU", "task_cpu_s", "sweep_cpu_s"),
+    ):
+        emit(
+            compare(
+                "patch",
+                f"check sweep inside the flow vs the pool's own sweep, {measure}, {how}",
+                warm[ours],
+                floor[theirs],
+                at_most=1.1,
+                size=size,
+                baseline_label="paramiko pool's sweep",
+                notes="the check task called in the forked run; "
+                f"runs' sweeps {t_lo:.2f}-{t_hi:.2f} s{load}",
+            )
+        )
+    fixed = compare(
+        "patch",
+        f"fixed cost per run, {how}",
+        warm["wall_s"] - warm["task_s"],
+        floor["import_s"],
+        size=size,
+        baseline_label="paramiko pool's imports",
+        goal="<= 1.5 s",
+        notes=f"the run's command started to its exit, less the sweep; {cpu}{load}",
+    )
+    fixed.met = warm["wall_s"] - warm["task_s"] <= 1.5
+    emit(fixed)
+
+
 def write_inputs(
     work: Path, hosts: list[dict[str, Any]], ssh: dict[str, Any], parallel: int
 ) -> tuple[Path, Path]:
@@ -385,14 +433,101 @@ def write_inputs(
     return spec_file, inventory
 
 
+class WarmWorker:
+    """``labops worker``'s way of starting runs, without the polling: a warm starter, a deployment
+    of the bench flow whose command is labops' flow-run command, and per measurement one run
+    created through the API and started by that command (what the worker would exec)."""
+
+    def __init__(self, work: Path, env: dict[str, str], api: str, reps: int = 3) -> None:
+        self.work, self.api, self.reps = work, api, reps
+        self.socket = work / "starter.sock"
+        self.env = {**env, "LABOPS_WARM_SOCKET": str(self.socket)}
+        deployed = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--child", "deploy"],
+            cwd=REPO, env=env, check=True, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        line = next(x for x in deployed.stdout.splitlines() if x.startswith("RESULT "))
+        self.deployment_id = json.loads(line[7:])["deployment_id"]
+        self.log = (work / "starter.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "deployments.warm_starter", "--socket", str(self.socket)],
+            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 300
+        while not self.socket.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((work / "starter.log").read_text()[-2000:])
+            time.sleep(0.1)
+
+    def measure(self, spec_file: Path, n: int) -> dict[str, Any]:
+        import httpx
+        import psutil
+
+        result_file = spec_file.with_suffix(".warm.json")
+        created = httpx.post(
+            f"{self.api}/deployments/{self.deployment_id}/create_flow_run",
+            json={"parameters": {"spec_file": str(spec_file), "result_file": str(result_file)}},
+            timeout=60,
+        )
+        created.raise_for_status()
+        env = {**self.env, "PREFECT__FLOW_RUN_ID": created.json()["id"]}
+        starter = psutil.Process(self.proc.pid).cpu_times()
+        r = measure([sys.executable, "-m", "labops.warm_start"], env, n)
+        after = psutil.Process(self.proc.pid).cpu_times()
+        r["client_cpu_s"] = r["cpu_s"]
+        r["starter_cpu_s"] = (after.user + after.system) - (starter.user + starter.system)
+        found = re.search(r"ended \((-?\d+)\), CPU ([0-9.]+) s, peak RSS ([0-9.]+) MB", r["stderr"])
+        if found is None or "forked from the starter" not in r["stderr"]:
+            r["error"] = "not started warm: " + r["stderr"][-800:]
+            return r
+        r["run_cpu_s"] = float(found.group(2))
+        r["cpu_s"] += r["run_cpu_s"] + r["starter_cpu_s"]
+        r["cpu_ms_per_host"] = r["cpu_s"] / n * 1000
+        r["run_peak_mb"] = float(found.group(3))
+        if result_file.exists():
+            r.update(json.loads(result_file.read_text()))
+        return r
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def deploy_warm() -> None:
+    """(child) Deploy the bench flow from this checkout with labops' flow-run command."""
+    from prefect import Flow
+
+    from cli.deploy import ensure_process_pool
+    from deployments.definitions import flow_run_command
+
+    ensure_process_pool("bench-patch-warm")
+    flow: Any = Flow.from_source(
+        source=str(REPO), entrypoint="bench/patch_flow.py:bench_patch_check"
+    )
+    deployment_id = flow.deploy(
+        name="bench-patch-warm",
+        work_pool_name="bench-patch-warm",
+        job_variables={"command": flow_run_command()},
+        print_next_steps=False,
+        ignore_warnings=True,
+    )
+    print("RESULT " + json.dumps({"deployment_id": str(deployment_id)}), flush=True)
+
+
 def measure_size(
     work: Path,
     hosts: list[dict[str, Any]],
     ssh: dict[str, Any],
     parallel: int,
     env: dict[str, str],
+    warm: WarmWorker | None = None,
+    only: list[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The three contenders, one after the other, over the same hosts."""
+    """The contenders, one after the other, over the same hosts."""
     from labops.patching.hostcheck import CHECK_COMMAND
 
     n = len(hosts)
@@ -408,6 +543,8 @@ def measure_size(
     }  # fmt: skip
     results: dict[str, dict[str, Any]] = {}
     for name, argv in runs.items():
+        if only and name not in only:
+            continue
         print(f"{n} hosts: running {name} ...", flush=True)
         r = measure(argv, env, n)
         if name == "ansible":
@@ -419,8 +556,37 @@ def measure_size(
             r["cpu_ms_per_host"] = r["cpu_s"] / n * 1000
             r["orphan_cpu_s"] = extra
         r.pop("stdout", None)
+        r.pop("stderr", None)
         results[name] = r
+    if warm is not None:
+        print(f"{n} hosts: running labops-warm x{warm.reps} ...", flush=True)
+        results["labops-warm"] = median_run([warm.measure(spec_file, n) for _ in range(warm.reps)])
     return results
+
+
+MEDIAN_KEYS = ("wall_s", "cpu_s", "cpu_ms_per_host", "task_s", "task_cpu_s", "client_cpu_s",
+               "run_cpu_s", "starter_cpu_s", "run_peak_mb", "load")  # fmt: skip
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several runs of a cheap contender: each measure's median (a stray 2 s
+    wait for the SQLite server's write lock in one run says nothing about the others)."""
+    good = [r for r in runs if "error" not in r]
+    if not good:
+        return runs[0]
+    out = dict(good[0])
+    for key in MEDIAN_KEYS:
+        values = sorted(r[key] for r in good if key in r)
+        if values:
+            out[key] = values[len(values) // 2]
+    out["ok"] = min(r.get("ok", 0) for r in good)
+    out["reps"] = len(good)
+    out["cpu_ms_range"] = (min(r["cpu_ms_per_host"] for r in good),
+                           max(r["cpu_ms_per_host"] for r in good))  # fmt: skip
+    out["task_s_range"] = (min(r["task_s"] for r in good), max(r["task_s"] for r in good))
+    out.pop("stdout", None)
+    out.pop("stderr", None)
+    return out
 
 
 def report_size(n: int, parallel: int, delay: float, results: dict[str, dict[str, Any]]) -> None:
@@ -450,6 +616,8 @@ def report_size(n: int, parallel: int, delay: float, results: dict[str, dict[str
         f" 2x faster than Ansible needs {ans['wall_s'] / 2:.1f} s"
     )
     emit_results(n, parallel, delay, lab, ans, floor)
+    if "labops-warm" in results:
+        emit_warm(n, parallel, delay, results["labops-warm"], ans, floor)
     if "import_s" in lab:
         print(
             f"inside the labops process: imports {lab['import_s']:.2f}s, flow run"
@@ -475,17 +643,33 @@ def main() -> int:
         default=[50, 200, 500],
         help="sizes measured again with no remote delay: the controllers' own overhead",
     )
-    ap.add_argument("--child", choices=["paramiko", "labops"])
+    ap.add_argument("--child", choices=["paramiko", "labops", "deploy"])
+    ap.add_argument(
+        "--no-warm", action="store_true", help="skip the warm-start (labops worker) contender"
+    )
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        choices=["paramiko", "labops", "ansible"],
+        help="(diagnosis) run only these cold contenders (and the warm one); prints no rows",
+    )
+    ap.add_argument(
+        "--database", choices=["sqlite", "postgres"], default="sqlite", help="the Prefect server's"
+    )
+    ap.add_argument("--reps", type=int, default=1, help="(with --only) measure each case N times")
     ap.add_argument("--spec")
     ap.add_argument("--quick", action="store_true", help="smoke run: 20 hosts, 0.5 s delay")
     args = ap.parse_args()
     if args.quick:
         args.hosts, args.delay, args.instant = [min(min(args.hosts), 20)], 0.5, []
+    if args.child == "deploy":
+        deploy_warm()
+        return 0
     if args.child:
         run_child(args.child, args.spec)
         return 0
 
-    from labops.prefect_server import free_port, start, stop
+    from bench.common import bench_server
     from tests.fixtures.sandbox import start_sandbox
 
     cases = [(n, args.delay) for n in sorted(set(args.hosts))]
@@ -496,9 +680,10 @@ def main() -> int:
     sandbox = start_sandbox(
         work / "sandbox", containers=int(most * 1.25) + 8, vms=0, time_scale=1.0, timeout=180
     )
-    prefect_home = work / "prefect"
-    info = start(prefect_home, port=free_port(), ui=False, timeout_s=180)
+    server = bench_server(work / "prefect", args.database)
+    info: Any = server.__enter__()
     measured: dict[tuple[int, float], dict[str, dict[str, Any]]] = {}
+    warm: WarmWorker | None = None
     try:
         import yaml
 
@@ -526,12 +711,31 @@ def main() -> int:
             ANSIBLE_SSH_CONTROL_PATH_DIR=str(work / "cp"),
             ANSIBLE_NOCOLOR="1",
         )
+        if not args.no_warm:
+            warm = WarmWorker(work, env, info.api_url)
         for n, delay in cases:
             sandbox.set_faults("fleet", extra={"command_delay_s": delay})
             chosen = hosts[:n]
-            measured[len(chosen), delay] = measure_size(work, chosen, ssh, args.parallel, env)
+            if args.only:
+                for rep in range(args.reps):
+                    got = measure_size(work, chosen, ssh, args.parallel, env, warm, args.only)
+                    for name, r in got.items():
+                        keys = (
+                            "wall_s",
+                            "cpu_ms_per_host",
+                            "task_s",
+                            "task_cpu_s",
+                            "slowest_s",
+                            "ok",
+                        )
+                        print(f"{n} hosts, delay {delay:g}, rep {rep + 1}, {name}:", end="")
+                        print("".join(f" {k}={r[k]:.3g}" for k in keys if k in r))
+                continue
+            measured[len(chosen), delay] = measure_size(work, chosen, ssh, args.parallel, env, warm)
     finally:
-        stop(prefect_home)
+        if warm is not None:
+            warm.stop()
+        server.__exit__(None, None, None)
         sandbox.stop()
         shutil.rmtree(work, ignore_errors=True)  # the contract: leave nothing behind
 

@@ -404,8 +404,11 @@ class Runner:
                 timeout=180,
             )
             env[WORKER_SETTING] = f"{self.poll_s:g}"
-            cmd = [str(bin_dir / "prefect"), "worker", "start", "--pool", self.pool]
-            cmd += ["--type", "process"]
+            if self.labops and self.command == "labops":  # labops' worker: warm starts
+                cmd = [str(bin_dir / "labops"), "worker", "--pool", self.pool]
+            else:
+                cmd = [str(bin_dir / "prefect"), "worker", "start", "--pool", self.pool]
+                cmd += ["--type", "process"]
         self.proc = start_process(cmd, env, self.log)
         if self.labops:
             bridge = [str(bin_dir / "labops"), "bridge", "--config", str(self.config)]
@@ -566,8 +569,11 @@ def results_for(series: Series, floor: float) -> BenchResult:
     runner = series.runner.replace("labops-", f"labops {LAB_FLOW}, ")
     notes = f"max {worst:.1f} s"
     if series.runner.endswith("worker"):
-        launcher = {"labops": "labops' (python -m prefect.engine)", "prefect": "Prefect's"}
-        notes += f"; flow runs started with {launcher[series.command]} command"
+        if series.runner == "labops-worker" and series.command == "labops":
+            notes += "; `labops worker`: runs forked from its warm starter"
+        else:
+            launcher = {"labops": "labops' (python -m labops.warm_start)", "prefect": "Prefect's"}
+            notes += f"; flow runs started with {launcher[series.command]} command"
     if series.idle_cpu is not None:
         notes += f"; idle, the {series.runner} process uses {series.idle_cpu * 100:.1f}% of a core"
     typical = sorted(series.trials, key=lambda t: t.latency_s)[(len(series.trials) - 1) // 2]

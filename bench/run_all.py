@@ -30,7 +30,7 @@ BENCH_DIR = REPO / "bench"
 DEFAULT_OUTPUT = BENCH_DIR / "results" / "latest.md"
 # the fixed order: cheap and self-contained first, then the sandbox-heavy ones
 PREFERRED_ORDER = ["orchestration", "trigger", "certs", "backups", "patch"]
-DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_TIMEOUT_S = 900.0  # the patch bench: 6 sizes x 4 contenders, the warm one 3 times
 
 
 class ModuleRun(BaseModel):

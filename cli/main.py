@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "sandbox": "cli.sandbox",
     "deploy": "cli.deploy",
     "serve": "cli.serve",
+    "worker": "cli.worker",
     "bridge": "cli.bridge",
     "approvals": "cli.approvals",
     "alerts": "cli.alerts",

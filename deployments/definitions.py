@@ -124,19 +124,23 @@ def runner_deployments(specs: list[DeploymentSpec]) -> list[Any]:
 
 
 def flow_run_command(python: str = sys.executable) -> str:
-    """The command a process worker starts each of labops' flow runs with: ``python -m
-    prefect.engine`` with this interpreter (the job variable ``command`` of every deployment).
+    """The command a process worker starts each of labops' flow runs with (the job variable
+    ``command`` of every deployment): ``python -m labops.warm_start`` with this interpreter.
+
+    Under ``labops worker`` that client has the warm starter fork the run from a process that
+    imported Prefect and the flows once (labops/warm_start.py); anywhere else (a plain ``prefect
+    worker start``, a starter that is down or refuses) it becomes ``python -m prefect.engine``.
 
     Left unset, Prefect 3.9's process worker starts ``python -m
     prefect.runner._workspace_supervisor`` instead, which imports Prefect, runs the deployment's
     pull steps and only then execs ``python -m prefect.engine``, which imports Prefect again:
     two interpreter starts per run, about 1 s more than serve before the first task
-    (bench/bench_trigger.py). With a command set, the worker starts the engine directly, and the
-    engine runs the pull steps itself (``load_flow_from_flow_run``). The interpreter is the one
-    deploying: workers need the same checkout and virtualenv at the same paths, as they already
-    need for the flows' source (``/opt/labops`` in production).
+    (bench/bench_trigger.py). With a command set, the engine runs the pull steps itself
+    (``load_flow_from_flow_run``). The interpreter is the one deploying: workers need the same
+    checkout and virtualenv at the same paths, as they already need for the flows' source
+    (``/opt/labops`` in production).
     """
-    return shlex.join([python, "-m", "prefect.engine"])
+    return shlex.join([python, "-m", "labops.warm_start"])
 
 
 def deploy_to_pool(specs: list[DeploymentSpec], work_pool: str, source: Path) -> list[str]:

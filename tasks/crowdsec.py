@@ -14,7 +14,7 @@ def since_param(hours: int) -> str:
     return f"{hours}h"
 
 
-@task(name="crowdsec-activity", tags=["crowdsec"])
+@task(name="crowdsec-activity")
 def crowdsec_activity(
     lapi: CrowdsecLapi,
     window_hours: int,

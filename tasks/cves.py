@@ -302,7 +302,7 @@ def _dedupe(rows: list[core.PackageCve]) -> list[core.PackageCve]:
     return list(seen.values())
 
 
-@task(name="cve-lookup", tags=["cves"])
+@task(name="cve-lookup")
 def cve_lookup(policy: CvePolicy, state_dir: Path, hosts: list[HostPackages]) -> CveLookup:
     """CVEs of the pending updates (OSV, Debian tracker, KEV; cached). Reads only."""
     return lookup(policy, state_dir, hosts)

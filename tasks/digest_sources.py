@@ -22,7 +22,7 @@ LABOPS_TABLES = {
 }
 
 
-@task(name="pve-failed-tasks", tags=["proxmox"])
+@task(name="pve-failed-tasks")
 def pve_failed_tasks(block: ProxmoxCredentials, since: datetime) -> Collected:
     """Tasks of the cluster that failed in the window (``GET /cluster/tasks``). Reads only."""
     tasks = block.get_client().cluster_tasks()
@@ -46,7 +46,7 @@ def _latest_table(key: str) -> tuple[list[dict[str, Any]], datetime | None] | No
     return [r for r in rows if isinstance(r, dict)], created
 
 
-@task(name="labops-results", tags=["prefect"])
+@task(name="labops-results")
 def labops_results(lab: str, stale_after_hours: int, now: datetime) -> Collected:
     """The latest table artifacts of the backups, certificates and patch flows of ``lab`` (never
     another lab's on the same server). Reads only.
@@ -83,7 +83,7 @@ def labops_results(lab: str, stale_after_hours: int, now: datetime) -> Collected
     return out
 
 
-@task(name="mqtt-retain-latest", tags=["mqtt"])
+@task(name="mqtt-retain-latest")
 def publish_latest(broker: Any, lab: str, topic: str, payload: dict[str, Any]) -> str:
     """Publish ``payload`` retained on ``<prefix>/<lab>/<topic>/latest`` (QoS from config), so a
     dashboard that subscribes later still gets the last digest. Returns the full topic."""

@@ -21,7 +21,7 @@ from tasks.ssh import HostAccess, HostCommand, run_many
 from tasks.technitium import _response
 
 
-@task(name="live-proxmox-docs", retries=1, tags=["proxmox"])
+@task(name="live-proxmox-docs", retries=1)
 def proxmox_doc_facts(
     block: ProxmoxCredentials,
 ) -> tuple[list[str], list[LiveGuest], str, dict[str, str]]:
@@ -41,7 +41,7 @@ def zone_names(response: dict[str, Any]) -> list[str]:
     ]
 
 
-@task(name="live-dns-all-zones", retries=1, tags=["technitium"])
+@task(name="live-dns-all-zones", retries=1)
 def dns_doc_facts(block: TechnitiumDns) -> list[LiveRecord]:
     """Enabled A/AAAA/CNAME records of every zone the server holds. Reads only."""
     records: list[LiveRecord] = []
@@ -59,7 +59,7 @@ def dns_doc_facts(block: TechnitiumDns) -> list[LiveRecord]:
     return records
 
 
-@task(name="docs-host-checks", tags=["ssh"], cache_policy=NO_CACHE)
+@task(name="docs-host-checks", cache_policy=NO_CACHE)
 def host_probe_facts(
     ssh: SshCredentials,
     targets: list[HostTarget],

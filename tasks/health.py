@@ -8,7 +8,7 @@ import httpx
 from prefect import task
 
 
-@task(name="http-health", tags=["health"])
+@task(name="http-health")
 def probe_url(url: str, timeout_s: float = 10.0, ca_bundle: str | None = None) -> str:
     """GET ``url``; returns "" when it answers 2xx/3xx, else why not. Reads only."""
     try:
@@ -20,7 +20,7 @@ def probe_url(url: str, timeout_s: float = 10.0, ca_bundle: str | None = None) -
     return ""
 
 
-@task(name="tcp-port", tags=["health"])
+@task(name="tcp-port")
 def port_open(host: str, port: int, timeout_s: float) -> bool:
     """Whether ``host`` accepts a TCP connection on ``port`` within ``timeout_s``. Reads only."""
     try:

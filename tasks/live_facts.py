@@ -53,7 +53,7 @@ def proxmox_facts(pve: PveClient) -> tuple[list[str], list[LiveGuest], str]:
     return nodes, guests, pve.version().version
 
 
-@task(name="live-traefik", retries=1, tags=["traefik"])
+@task(name="live-traefik", retries=1)
 def traefik_facts(block: TraefikApi) -> list[LiveRouter]:
     """Every HTTP router with its host names and whether it serves TLS."""
     return [
@@ -61,7 +61,7 @@ def traefik_facts(block: TraefikApi) -> list[LiveRouter]:
     ]
 
 
-@task(name="live-technitium", retries=1, tags=["technitium"])
+@task(name="live-technitium", retries=1)
 def technitium_facts(block: TechnitiumDns) -> list[LiveRecord]:
     """Enabled A/AAAA/CNAME records of the internal zone."""
     return [
@@ -71,7 +71,7 @@ def technitium_facts(block: TechnitiumDns) -> list[LiveRecord]:
     ]
 
 
-@task(name="live-beszel", retries=1, tags=["beszel"])
+@task(name="live-beszel", retries=1)
 def beszel_facts(block: BeszelHub) -> list[str]:
     """Names of the systems (agents) the Beszel hub knows."""
     client = block.get_client()
@@ -87,7 +87,7 @@ def beszel_facts(block: BeszelHub) -> list[str]:
         page += 1
 
 
-@task(name="live-scrape-targets", retries=1, tags=["victoriametrics"])
+@task(name="live-scrape-targets", retries=1)
 def scrape_target_facts(block: VictoriaMetrics) -> list[str]:
     """Active scrape targets of VictoriaMetrics (``/api/v1/targets``)."""
     body = block.get_client().get_json("/api/v1/targets")
@@ -95,7 +95,7 @@ def scrape_target_facts(block: VictoriaMetrics) -> list[str]:
     return [str(t.get("scrapeUrl") or t.get("labels", {}).get("instance", "")) for t in active]
 
 
-@task(name="live-wazuh-agents", retries=1, tags=["wazuh"])
+@task(name="live-wazuh-agents", retries=1)
 def wazuh_agent_facts(block: WazuhApi) -> list[str]:
     """Names of the Wazuh agents (the manager itself, agent 000, is not an agent)."""
     with block.get_client() as client:

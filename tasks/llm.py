@@ -25,7 +25,7 @@ from labops.docs.llm_claims import parse_proposals
 from labops.docs.models import Claim
 
 
-@task(name="llm-summary", tags=["llm"])
+@task(name="llm-summary")
 def llm_summary(
     providers: LlmProviders, findings: list[Finding], period: str, hosts: list[str]
 ) -> LlmOutcome:
@@ -92,7 +92,7 @@ class DocClaimsOutcome(BaseModel):
     refused: bool = Field(False, description="Not sent: the input held a registered secret.")
 
 
-@task(name="llm-doc-claims", tags=["llm"])
+@task(name="llm-doc-claims")
 def llm_doc_claims(
     providers: LlmProviders, texts: dict[str, str], found: list[Claim], hosts: list[str]
 ) -> DocClaimsOutcome:

@@ -16,7 +16,7 @@ def _ns(when: datetime) -> str:
     return str(int(when.timestamp() * 1_000_000_000))
 
 
-@task(name="loki-queries", tags=["loki"])
+@task(name="loki-queries")
 def loki_queries(
     loki: Loki, queries: list[LogQuery], since: datetime, until: datetime
 ) -> Collected:

@@ -45,7 +45,7 @@ def _prune_from_tasks(pbs: PbsClient, max_age: float, now: float) -> JobCheck:
     return job_check("prune (task)", newest.endtime, newest.status, max_age, now)
 
 
-@task(name="pbs-maintenance", tags=["pbs"])
+@task(name="pbs-maintenance")
 def maintenance_checks(block: PbsCredentials, ages: PbsJobAges) -> list[JobCheck]:
     """Whether PBS's prune, garbage collection and verify jobs ran recently. Reads only.
 
@@ -90,7 +90,7 @@ def maintenance_checks(block: PbsCredentials, ages: PbsJobAges) -> list[JobCheck
     return checks
 
 
-@task(name="pbs-namespace-jobs", tags=["pbs"])
+@task(name="pbs-namespace-jobs")
 def namespace_checks(
     block: PbsCredentials, namespaces: dict[tuple[str, str], list[str]]
 ) -> list[NamespaceCoverage]:
@@ -144,7 +144,7 @@ def _newest_copies(
     return {g.group: float(g.last_backup) for g in groups}
 
 
-@task(name="pbs-offsite-copies", tags=["pbs"])
+@task(name="pbs-offsite-copies")
 def offsite_checks(
     block: PbsCredentials,
     guests: list[BackupGuest],

@@ -61,25 +61,25 @@ def client(block: ProxmoxCredentials) -> PveClient:
 # -- discovery ----------------------------------------------------------------------------------
 
 
-@task(name="pve-nodes", tags=["proxmox"])
+@task(name="pve-nodes")
 def list_nodes(block: ProxmoxCredentials) -> list[PveNode]:
     """The cluster's nodes and whether each is online. Reads only."""
     return client(block).nodes()
 
 
-@task(name="pve-guests", tags=["proxmox"])
+@task(name="pve-guests")
 def list_guests(block: ProxmoxCredentials) -> list[BackupGuest]:
     """Every guest of ``/cluster/resources`` (templates included). Reads only."""
     return [BackupGuest.from_pve(g) for g in client(block).guests()]
 
 
-@task(name="pve-storages", tags=["proxmox"])
+@task(name="pve-storages")
 def list_storages(block: ProxmoxCredentials, node: str) -> list[PveStorage]:
     """Storages ``node`` sees that hold backups. Reads only."""
     return client(block).storages(node, content="backup")
 
 
-@task(name="pve-storage-configs", tags=["proxmox"])
+@task(name="pve-storage-configs")
 def storage_configs(block: ProxmoxCredentials) -> list[PveStorageConfig]:
     """The cluster's storage definitions (``GET /storage``): where each PBS storage keeps its
     backups (datastore and namespace; PVE lists a PBS storage's content in its namespace only).
@@ -87,7 +87,7 @@ def storage_configs(block: ProxmoxCredentials) -> list[PveStorageConfig]:
     return client(block).storage_configs()
 
 
-@task(name="pve-backups", tags=["proxmox"], task_run_name="backups-{storage}-via-{node}")
+@task(name="pve-backups", task_run_name="backups-{storage}-via-{node}")
 def list_backups(block: ProxmoxCredentials, node: str, storage: str) -> list[BackupCopy]:
     """Backups on ``storage`` as ``node`` lists them (content=backup). Reads only."""
     copies = (BackupCopy.from_volume(v) for v in client(block).backup_volumes(node, storage))
@@ -124,20 +124,20 @@ def scan_backups(
     return copies, problems
 
 
-@task(name="pve-not-backed-up", tags=["proxmox"])
+@task(name="pve-not-backed-up")
 def guests_without_job(block: ProxmoxCredentials) -> list[PveGuestRef]:
     """Guests no scheduled backup job covers (``/cluster/backup-info/not-backed-up``)."""
     return client(block).not_backed_up()
 
 
-@task(name="pve-backup-jobs", tags=["proxmox"])
+@task(name="pve-backup-jobs")
 def backup_jobs(block: ProxmoxCredentials) -> list[PveBackupJob]:
     """The cluster's scheduled backup jobs (``/cluster/backup``): what each selects, where it
     writes, whether it is enabled. Reads only."""
     return client(block).backup_jobs()
 
 
-@task(name="pve-replication", tags=["proxmox"])
+@task(name="pve-replication")
 def replication_checks(
     block: ProxmoxCredentials, guests: list[BackupGuest], policy: OffsitePolicy
 ) -> list[OffsiteRow]:
@@ -300,13 +300,13 @@ def _upid_user(upid: str) -> str | None:
         return None
 
 
-@task(name="pve-vmids", tags=["proxmox"])
+@task(name="pve-vmids")
 def used_vmids(block: ProxmoxCredentials) -> list[int]:
     """Every vmid the cluster uses (guests and templates). Reads only."""
     return sorted(g.vmid for g in client(block).guests())
 
 
-@task(name="pve-restore", tags=["proxmox"], task_run_name="restore-{volid}-as-{vmid}")
+@task(name="pve-restore", task_run_name="restore-{volid}-as-{vmid}")
 def start_restore(
     block: ProxmoxCredentials,
     node: str,
@@ -333,7 +333,7 @@ def start_restore(
     )
 
 
-@task(name="pve-wait-task", tags=["proxmox"])
+@task(name="pve-wait-task")
 def wait_for_task(
     block: ProxmoxCredentials, node: str, upid: str, timeout_s: float, poll_s: float = 2.0
 ) -> TaskResult:
@@ -342,14 +342,14 @@ def wait_for_task(
     return follow(client(block), node, upid, timeout_s, poll_s)
 
 
-@task(name="pve-token-privileges", tags=["proxmox"])
+@task(name="pve-token-privileges")
 def token_privileges(block: ProxmoxCredentials, paths: list[str]) -> dict[str, list[str]]:
     """The privileges the configured token holds on each of ``paths``. Reads only."""
     pve = client(block)
     return {path: sorted(pve.permissions(path)) for path in dict.fromkeys(paths)}
 
 
-@task(name="pve-set-tags", tags=["proxmox"], task_run_name="tags-{vmid}")
+@task(name="pve-set-tags", task_run_name="tags-{vmid}")
 def set_guest_tags(
     block: ProxmoxCredentials,
     node: str,
@@ -368,7 +368,7 @@ def set_guest_tags(
         pve.set_guest_config(node, kind, vmid, {"tags": ";".join(tags)})
 
 
-@task(name="pve-power", tags=["proxmox"], task_run_name="{action}-{vmid}")
+@task(name="pve-power", task_run_name="{action}-{vmid}")
 def power_guest(
     block: ProxmoxCredentials,
     node: str,
@@ -451,7 +451,7 @@ def _power_reached(
         time.sleep(1.0)
 
 
-@task(name="pve-restore-over", tags=["proxmox"], task_run_name="restore-{vmid}-from-backup")
+@task(name="pve-restore-over", task_run_name="restore-{vmid}-from-backup")
 def restore_over_guest(
     block: ProxmoxCredentials,
     node: str,
@@ -525,13 +525,13 @@ def migrate_guest(
     return follow(pve, node, upid, timeout_s, 1.0)
 
 
-@task(name="pve-guest-config", tags=["proxmox"], task_run_name="config-{vmid}")
+@task(name="pve-guest-config", task_run_name="config-{vmid}")
 def guest_config(block: ProxmoxCredentials, node: str, kind: str, vmid: int) -> PveGuestConfig:
     """The config of guest ``vmid`` (network interfaces, digest). Reads only."""
     return client(block).guest_config(node, kind, vmid)
 
 
-@task(name="pve-set-network", tags=["proxmox"], task_run_name="network-{vmid}")
+@task(name="pve-set-network", task_run_name="network-{vmid}")
 def set_guest_network(
     block: ProxmoxCredentials,
     node: str,
@@ -551,7 +551,7 @@ def set_guest_network(
         pve.set_guest_config(node, kind, vmid, nets)
 
 
-@task(name="pve-guest-state", tags=["proxmox"])
+@task(name="pve-guest-state")
 def guest_running(block: ProxmoxCredentials, node: str, kind: str, vmid: int, wait_s: float) -> str:
     """Wait up to ``wait_s`` for the guest to report ``running``; return its last status."""
     pve = client(block)
@@ -563,7 +563,7 @@ def guest_running(block: ProxmoxCredentials, node: str, kind: str, vmid: int, wa
         time.sleep(min(1.0, max(0.05, deadline - time.time())))
 
 
-@task(name="pve-destroy", tags=["proxmox"], task_run_name="destroy-{vmid}")
+@task(name="pve-destroy", task_run_name="destroy-{vmid}")
 def destroy_guest(
     block: ProxmoxCredentials,
     node: str,
@@ -604,21 +604,21 @@ def destroy_guest(
 _SNAPSHOT_TIMEOUT_S = 600.0
 
 
-@task(name="pve-inventory", retries=2, retry_delay_seconds=2, tags=["proxmox"])
+@task(name="pve-inventory", retries=2, retry_delay_seconds=2)
 def inventory(block: ProxmoxCredentials) -> tuple[list[PveNode], list[PveGuest]]:
     """Nodes and guests of the cluster. Reads only."""
     pve = client(block)
     return pve.nodes(), pve.guests()
 
 
-@task(name="pve-guest-lock", retries=2, retry_delay_seconds=2, tags=["proxmox"])
+@task(name="pve-guest-lock", retries=2, retry_delay_seconds=2)
 def guest_lock(block: ProxmoxCredentials, node: str, vmid: int, kind: str = "lxc") -> str | None:
     """The lock a PVE task holds on a guest (``backup``, ``snapshot``...), or None. Reads
     only."""
     return client(block).guest_state(node, kind, vmid).lock
 
 
-@task(name="pve-node-activity", retries=2, retry_delay_seconds=2, tags=["proxmox"])
+@task(name="pve-node-activity", retries=2, retry_delay_seconds=2)
 def node_activity(block: ProxmoxCredentials, node: str) -> tuple[list[PveTaskItem], list[PveGuest]]:
     """The tasks running on ``node`` (``/nodes/{node}/tasks?source=active``) and the cluster's
     guests with their locks: what says a node is busy. Reads only."""
@@ -631,7 +631,7 @@ def _snap_task(kind: str, verb: str) -> str:
     return ("vz" if kind == "lxc" else "qm") + verb
 
 
-@task(name="pve-snapshot-create", tags=["proxmox"])
+@task(name="pve-snapshot-create")
 def create_snapshot(
     block: ProxmoxCredentials,
     node: str,
@@ -659,7 +659,7 @@ def create_snapshot(
     return name
 
 
-@task(name="pve-snapshot-rollback", tags=["proxmox"])
+@task(name="pve-snapshot-rollback")
 def rollback_snapshot(
     block: ProxmoxCredentials, node: str, vmid: int, name: str, kind: str = "lxc"
 ) -> None:
@@ -678,7 +678,7 @@ def rollback_snapshot(
     _follow_ok(pve, node, upid, f"rollback of {vmid} to {name}", _SNAPSHOT_TIMEOUT_S)
 
 
-@task(name="pve-snapshot-delete", retries=1, retry_delay_seconds=3, tags=["proxmox"])
+@task(name="pve-snapshot-delete", retries=1, retry_delay_seconds=3)
 def delete_snapshot(
     block: ProxmoxCredentials, node: str, vmid: int, name: str, kind: str = "lxc"
 ) -> bool:
@@ -699,7 +699,7 @@ def delete_snapshot(
     return True
 
 
-@task(name="pve-find-snapshots", retries=1, retry_delay_seconds=2, tags=["proxmox"])
+@task(name="pve-find-snapshots", retries=1, retry_delay_seconds=2)
 def find_snapshots(
     block: ProxmoxCredentials,
     guests: list[tuple[str, str, int]] | list[tuple[str, str, int, str]],
@@ -722,7 +722,7 @@ def find_snapshots(
 # -- node certificates (certificates flow) ------------------------------------------------
 
 
-@task(name="pve-node-certificates", retries=1, tags=["proxmox"])
+@task(name="pve-node-certificates", retries=1)
 def node_certificates(block: ProxmoxCredentials) -> list[NodeCertificates]:
     """Each node's certificate files and ACME setup (``certificates/info``, node config).
 
@@ -744,7 +744,7 @@ def node_certificates(block: ProxmoxCredentials) -> list[NodeCertificates]:
     return out
 
 
-@task(name="pve-renew-acme-certificate", tags=["proxmox"])
+@task(name="pve-renew-acme-certificate")
 def renew_node_certificate(
     block: ProxmoxCredentials, node: str, force: bool, timeout_s: float
 ) -> RenewalOutcome:

@@ -179,7 +179,7 @@ def run_many(
     return results
 
 
-@task(name="ssh-run-batch", tags=["ssh"], cache_policy=NO_CACHE)
+@task(name="ssh-run-batch", cache_policy=NO_CACHE)
 def run_batch(
     ssh: SshCredentials,
     jobs: list[HostCommand],
@@ -208,7 +208,7 @@ def run_batch(
         runner.close()
 
 
-@task(name="ssh-run", tags=["ssh"], cache_policy=NO_CACHE)
+@task(name="ssh-run", cache_policy=NO_CACHE)
 def run_command(ssh: SshCredentials, job: HostCommand) -> HostRun:
     """Run one command on one host (used for the steps of apply mode, one host at a time).
 
@@ -333,7 +333,7 @@ def check_many(
         return list(pool.map(one, hosts))
 
 
-@task(name="ssh-patch-check", tags=["ssh"], cache_policy=NO_CACHE)
+@task(name="ssh-patch-check", cache_policy=NO_CACHE)
 def check_hosts(
     ssh: SshCredentials,
     hosts: list[HostAccess],

@@ -9,7 +9,7 @@ from labops.certificates.sources import CaBundle
 from labops.errors import ApiError
 
 
-@task(name="step-ca-certificates", retries=1, tags=["step_ca"])
+@task(name="step-ca-certificates", retries=1)
 def ca_certificates(block: StepCa) -> CaBundle:
     """``/health``, ``/roots`` and ``/intermediates`` (both answer 201 Created). Reads only."""
     with block.get_client() as client:

@@ -27,7 +27,7 @@ def _response(body: Any, path: str) -> dict[str, Any]:
     return response if isinstance(response, dict) else {}
 
 
-@task(name="technitium-zone-records", retries=1, tags=["technitium"])
+@task(name="technitium-zone-records", retries=1)
 def zone_records(block: TechnitiumDns) -> list[DnsRecord]:
     """A, AAAA and CNAME records of the internal zone (``zones/records/get?listZone=true``)."""
     path = "/api/zones/records/get"

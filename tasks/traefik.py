@@ -13,7 +13,7 @@ from labops.models.traefik import TraefikRouter, parse_routers
 MAX_PAGES = 1000
 
 
-@task(name="traefik-routers", retries=1, tags=["traefik"])
+@task(name="traefik-routers", retries=1)
 def http_routers(block: TraefikApi, page_size: int = 100) -> list[TraefikRouter]:
     """Every HTTP router (``/api/http/routers``), following ``X-Next-Page``. Reads only."""
     client = block.get_client()

@@ -12,7 +12,7 @@ from labops.digest.findings import Collected
 from labops.digest.sources import prom_findings
 
 
-@task(name="promql-checks", tags=["victoriametrics"])
+@task(name="promql-checks")
 def promql_checks(vm: VictoriaMetrics, checks: list[PromCheck], at: datetime) -> Collected:
     """Evaluate each check at ``at`` (``GET /api/v1/query``); every series returned is a finding.
 

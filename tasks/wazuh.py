@@ -45,7 +45,7 @@ def alert_query(since: datetime, until: datetime, min_level: int, size: int) -> 
     }
 
 
-@task(name="wazuh-alerts", tags=["wazuh"])
+@task(name="wazuh-alerts")
 def wazuh_alerts(
     indexer: WazuhIndexer,
     since: datetime,
@@ -73,7 +73,7 @@ def wazuh_alerts(
     return Collected(findings=wazuh_alert_findings(docs, critical_level), note=note)
 
 
-@task(name="wazuh-agents", tags=["wazuh"])
+@task(name="wazuh-agents")
 def wazuh_agents(api: WazuhApi, statuses: list[str]) -> Collected:
     """Agents in the given states (disconnected, never connected). Reads only."""
     if not statuses:

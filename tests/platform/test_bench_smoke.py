@@ -154,7 +154,9 @@ def test_trigger_rows_name_the_bus_the_labops_flow_and_the_worker_launcher() -> 
     assert bus.name == "MQTT publish -> first task, labops housekeeping, worker"
     assert bus.size.startswith("PREFECT_WORKER_QUERY_SECONDS=1 (labops default)")
     assert "0.1 s until the bridge created it" in bus.notes
-    assert "labops' (python -m prefect.engine) command" in bus.notes
+    assert "`labops worker`: runs forked from its warm starter" in bus.notes
+    plain = trig.results_for(trig.Series(runner="worker", poll_s=1.0, trials=trials), 1.0)
+    assert "labops' (python -m labops.warm_start) command" in plain.notes
     posted = [t.model_copy(update={"created_s": None}) for t in trials]
     rest = trig.results_for(
         trig.Series(runner="worker", poll_s=10.0, trials=posted, command="prefect"), 1.0

@@ -146,7 +146,7 @@ def test_deploy_to_pool_postgres(
     # each run starts the engine directly with this interpreter (one Prefect import, not two)
     for deployment in read_labops_deployments(set(FLOWS)).values():
         assert deployment.job_variables == {"command": flow_run_command()}
-    assert shlex.split(flow_run_command()) == [sys.executable, "-m", "prefect.engine"]
+    assert shlex.split(flow_run_command()) == [sys.executable, "-m", "labops.warm_start"]
 
 
 def test_deploy_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -309,7 +309,7 @@ def test_every_long_running_command_has_a_unit() -> None:
     commands = {
         " ".join(unit(p.name)["Service"]["ExecStart"].split()[1:2]) for p in UNITS.glob("*.service")
     }
-    assert {"server", "serve", "bridge", "approvals"} <= commands, commands
+    assert {"server", "serve", "worker", "bridge", "approvals"} <= commands, commands
 
 
 def test_serve_and_workers_poll_every_second_unless_the_environment_says_otherwise() -> None:
