@@ -29,6 +29,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -110,6 +111,16 @@ def cold_start(reason: str) -> NoReturn:
     os.execv(sys.executable, argv)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pid reused by another user's process: ours is gone
+        return False
+    return True
+
+
 def _exit_like(status: int) -> NoReturn:
     """Exit as the child did: the same code, or death by the same signal."""
     code = os.waitstatus_to_exitcode(status)
@@ -158,7 +169,12 @@ def main() -> NoReturn:
         except InterruptedError:  # pragma: no cover (PEP 475 retries reads)
             continue
         if not line:
+            # The run may still be going: reporting an end now would let the worker call it
+            # crashed while it runs. Stay until it is gone (its exit status died with the
+            # starter, so it is reported as 1; a run that finished keeps its final state).
             _note("the starter went away before the flow run process ended")
+            while child and _alive(child):
+                time.sleep(0.5)
             os._exit(1)
         message = json.loads(line)
         if "refused" in message:

@@ -296,3 +296,74 @@ def test_labops_worker_starts_its_runs_warm(deployed: dict[str, Any]) -> None:
             worker.terminate()
             wait_or_kill(worker, 120)
     assert worker.returncode == 0
+
+
+def test_a_run_outlives_a_killed_starter_and_its_client_waits_for_it(
+    deployed: dict[str, Any], starter: dict[str, Any]
+) -> None:
+    """The starter dying must not make the worker call a running run crashed: the client stays
+    until the run's process is gone, and the run keeps the state it ended in."""
+    out, release = deployed["tmp"] / "hold-orphan", deployed["tmp"] / "release"
+    params = {"out": str(out), "seconds": WAIT_S, "until": str(release)}
+    run_id = create_run(deployed["ids"]["hold"], params)
+    proc = client(deployed["env"], run_id, **{SOCKET_ENV: str(starter["socket"])})
+    pid = wait_for(out, proc)
+    starter["proc"].kill()
+    starter["proc"].wait(WAIT_S)
+    time.sleep(1)  # an early exit would come at once, on the starter's EOF
+    assert proc.poll() is None, "the client ended while its run was still going"
+    release.touch()
+    proc.wait(WAIT_S)
+    assert gone(pid)
+    assert proc.returncode == 1  # the exit status died with the starter
+    assert final_state(run_id) == "Completed"
+
+
+def test_an_upgrade_restarts_the_starter_and_runs_start_warm_again(
+    deployed: dict[str, Any],
+) -> None:
+    """``pip install`` into the starter's site-packages: the next run starts cold (never on the
+    old code), the starter replaces itself once idle, and the run after that is warm again."""
+    site = deployed["tmp"] / "lib" / "site-packages"
+    site.mkdir(parents=True)
+    env = {**deployed["env"], "PYTHONPATH": str(site)}
+    sock = deployed["tmp"] / "up.sock"
+    log_path = deployed["tmp"] / "up.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deployments.warm_starter", "--socket", str(sock)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+
+            def start(tag: str) -> tuple[int, int, str]:
+                deadline = time.monotonic() + WAIT_S
+                while not sock.exists():
+                    assert proc.poll() is None, log_path.read_text()
+                    assert time.monotonic() < deadline, log_path.read_text()
+                    time.sleep(0.1)
+                who = deployed["tmp"] / f"who-{tag}"
+                run_id = create_run(deployed["ids"]["whoami"], {"out": str(who)})
+                c = client(env, run_id, **{SOCKET_ENV: str(sock)})
+                _, err = c.communicate(timeout=WAIT_S)
+                assert c.returncode == 0 and final_state(run_id) == "Completed", err
+                pid, ppid = map(int, who.read_text().split())
+                return pid, ppid, err
+
+            _, ppid, _ = start("before")
+            assert ppid == proc.pid  # warm
+            (site / "newpkg-1.0.dist-info").mkdir()
+            old = site.stat().st_mtime_ns
+            os.utime(site, ns=(old + 1_000_000, old + 1_000_000))
+            _, ppid, err = start("during")
+            assert "changed since the starter started" in err and ppid != proc.pid, err
+            deadline = time.monotonic() + WAIT_S
+            while "warm starter restarting" not in log_path.read_text():
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+            _, ppid, err = start("after")
+            assert ppid == proc.pid, err  # the same pid, a fresh image: warm again
+            assert log_path.read_text().count("warm starter ready") == 2
+        finally:
+            proc.terminate()
+            wait_or_kill(proc, 60)

@@ -17,9 +17,9 @@ def whoami(out: str) -> int:
 
 
 @flow(name="warm-hold")
-def hold(out: str, seconds: float) -> None:
-    """Record its pid, then wait (until killed, in the tests)."""
+def hold(out: str, seconds: float, until: str = "") -> None:
+    """Record its pid, then wait ``seconds`` or until the file ``until`` exists."""
     Path(out).write_text(str(os.getpid()))
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (until and Path(until).exists()):
         time.sleep(0.2)
