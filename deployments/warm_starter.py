@@ -217,6 +217,16 @@ class Starter:
     @staticmethod
     def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
         head, fds, _, _ = socket.recv_fds(conn, 65536, 3)
+        try:
+            return Starter._parse(conn, head), list(fds)
+        except BaseException:
+            for fd in fds:  # a bad request must not leak the descriptors it carried
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            raise
+
+    @staticmethod
+    def _parse(conn: socket.socket, head: bytes) -> dict[str, Any]:
         while len(head) < 4:
             more = conn.recv(4 - len(head))
             if not more:
@@ -231,7 +241,7 @@ class Starter:
             if not more:
                 raise ValueError("request cut short")
             body += more
-        return decode_request(bytes(body[:size])), list(fds)
+        return decode_request(bytes(body[:size]))
 
     def _refusal(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> str | None:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))

@@ -367,3 +367,26 @@ def test_an_upgrade_restarts_the_starter_and_runs_start_warm_again(
         finally:
             proc.terminate()
             wait_or_kill(proc, 60)
+
+
+def test_a_malformed_request_is_dropped_without_leaking_its_descriptors(
+    deployed: dict[str, Any], starter: dict[str, Any]
+) -> None:
+    """Anything of this user's may connect: garbage is dropped, the descriptors it carried are
+    closed (a starter that kept them would run out of them), and the next run is served."""
+    import socket
+
+    fd_dir = Path(f"/proc/{starter['proc'].pid}/fd")
+    before = len(list(fd_dir.iterdir()))
+    for _ in range(5):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s, open(os.devnull) as null:
+            s.connect(str(starter["socket"]))
+            socket.send_fds(s, [b"\x00\x00\x00\x05hello"], [null.fileno()] * 3)
+            assert s.recv(100) == b""  # dropped: no answer, closed
+    assert len(list(fd_dir.iterdir())) == before
+    out = deployed["tmp"] / "who-after-garbage"
+    run_id = create_run(deployed["ids"]["whoami"], {"out": str(out)})
+    proc = client(deployed["env"], run_id, **{SOCKET_ENV: str(starter["socket"])})
+    _, err = proc.communicate(timeout=WAIT_S)
+    assert proc.returncode == 0 and "forked from the starter" in err, err
+    assert "dropped a request" in starter["log"].read_text()
