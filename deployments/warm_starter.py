@@ -79,6 +79,9 @@ def preload() -> list[str]:
         importlib.import_module(name)
     import gc
 
+    from labops.prefect_patches import shared_tls_context
+
+    shared_tls_context()  # the API clients' CA bundle, loaded once for every child
     gc.freeze()  # children share these pages until they write to them
     return modules
 
