@@ -113,6 +113,11 @@ def changed_file(snapshot: dict[str, int]) -> str | None:
     return None
 
 
+def other_threads() -> list[str]:
+    """Names of the threads besides the main one (the starter must have none to fork safely)."""
+    return [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+
+
 def settings_env() -> dict[str, str]:
     """The Prefect settings this process imported with, as environment values."""
     from prefect.settings import get_current_settings
@@ -257,6 +262,9 @@ class Starter:
             return f"interpreter {request['executable']} is not the starter's {sys.executable}"
         if self.stopping:
             return "the starter is stopping"
+        others = other_threads()
+        if others:  # a fork copies only this thread: locks the others hold would stay held
+            return f"threads running in the starter ({', '.join(others[:3])}): not safe to fork"
         changed = self.stale or changed_file(self.code)
         if changed:
             self.stale = changed

@@ -24,6 +24,7 @@ import pytest
 
 from cli.deploy import ensure_process_pool
 from cli.worker import wait_or_kill
+from deployments import warm_starter
 from deployments.warm_starter import Starter, changed_file, code_files
 from labops import prefect_server
 from labops.warm_start import SOCKET_ENV, encode_request, env_mismatch
@@ -54,7 +55,11 @@ def test_env_rule_serves_same_settings_and_refuses_others() -> None:
     assert "PYTHONPATH" in str(env_mismatch({**ours, "PYTHONPATH": "/evil"}, ours, settings))
 
 
-def test_starter_refuses_once_the_code_changed(tmp_path: Path) -> None:
+def test_starter_refuses_once_the_code_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # this test process has threads of its own (pytest-xdist, Prefect): the starter has none
+    monkeypatch.setattr(warm_starter, "other_threads", list)
     source = tmp_path / "mod.py"
     source.write_text("x = 1\n")
     starter = Starter(tmp_path / "s.sock")
@@ -70,6 +75,14 @@ def test_starter_refuses_once_the_code_changed(tmp_path: Path) -> None:
             assert "changed since the starter started" in str(starter._refusal(a, request, fds))
             # stays refused (and restarts itself once idle) even if the file is put back
             assert starter.stale == str(source)
+            # something started a thread in the starter (a library doing so at import): a fork
+            # would copy a process whose other threads may hold locks, so it refuses
+            starter.stale, starter.code = None, {}
+            monkeypatch.setattr(warm_starter, "other_threads", lambda: ["sneaky"])
+            assert "threads running in the starter (sneaky)" in str(
+                starter._refusal(a, request, fds)
+            )
+            monkeypatch.setattr(warm_starter, "other_threads", list)
             other = {**request, "executable": "/usr/bin/python3-other"}
             starter.stale = None
             starter.code = {}
