@@ -179,6 +179,10 @@ def main() -> NoReturn:
         message = json.loads(line)
         if "refused" in message:
             sock.close()
+            if pending:  # told to stop before anything ran: nothing to start, cold or warm
+                _note(f"stopped by signal {pending[0]} before the run started")
+                signal.signal(pending[0], signal.SIG_DFL)
+                os.kill(os.getpid(), pending[0])
             cold_start(f"starter refused: {message['refused']}")
         if "started" in message:
             child = int(message["started"])

@@ -108,6 +108,52 @@ def test_an_installed_package_makes_the_starter_stale(
     assert changed_file(snapshot) == str(site)
 
 
+def test_a_cancel_before_the_starter_answers_starts_nothing(tmp_path: Path) -> None:
+    """The worker cancels (SIGTERM) while the client waits for the starter's answer, and the
+    answer is a refusal: the client must not go on to start the run cold."""
+    import socket
+    import threading
+
+    path = tmp_path / "fake.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    got, signalled = threading.Event(), threading.Event()
+
+    def fake_starter() -> None:
+        conn, _ = server.accept()
+        with conn:
+            _, fds, _, _ = socket.recv_fds(conn, 65536, 3)
+            for fd in fds:
+                os.close(fd)
+            got.set()
+            signalled.wait(WAIT_S)
+            conn.sendall(b'{"refused": "a test says no"}\n')
+
+    thread = threading.Thread(target=fake_starter, daemon=True)
+    thread.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labops.warm_start"],
+        cwd=ROOT,
+        env={**os.environ, SOCKET_ENV: str(path), "PREFECT__FLOW_RUN_ID": str(uuid.uuid4())},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert got.wait(WAIT_S), "the client never sent its request"
+        # The client installs its handlers right after sending; were it slower than this, the
+        # signal would simply kill it, which passes too. A signal sent before the answer is
+        # handled before the answer is read.
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        signalled.set()
+        _, err = proc.communicate(timeout=WAIT_S)
+    finally:
+        server.close()
+    assert proc.returncode == -signal.SIGTERM, err
+    assert "cold start" not in err, err
+
+
 def test_request_round_trip_is_bounded() -> None:
     data = encode_request({"A": "1"}, "/", sys.executable)
     assert int.from_bytes(data[:4], "big") == len(data) - 4
