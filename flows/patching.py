@@ -30,6 +30,9 @@ from labops.reports import Failure
 from tasks.prefect_admin import finish_after_expired_pause
 from tasks.publish import publish_report
 
+NOTE_MAX = 500
+"""Longest approval note the Resume form accepts (characters)."""
+
 
 class PatchApproval(RunInput):
     """The operator's answer to a patch plan (the Resume form in the Prefect UI)."""
@@ -44,7 +47,9 @@ class PatchApproval(RunInput):
     canaries_only: bool = Field(
         False, description="Apply the canary step only (the rest waits for a later run)."
     )
-    note: str = Field("", description="Why (kept in the report).")
+    # Free text from the form or a Telegram name: bounded here, refused by the form beyond it,
+    # and escaped wherever the report shows it.
+    note: str = Field("", max_length=NOTE_MAX, description="Why (kept in the report).")
 
 
 @flow(

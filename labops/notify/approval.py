@@ -135,11 +135,20 @@ def keyboard(
     return {"inline_keyboard": [row[:2], row[2:]] if canaries else [row]}
 
 
+NAME_MAX = 64  # Telegram's own limit for a first name; a username is at most 32
+
+
 def who(user: dict[str, Any]) -> str:
-    """The presser as the report and the chat name them: ``@name (id)``."""
+    """The presser as the report and the chat name them: ``@name (id)``. The name comes from
+    Telegram's update (chosen by the presser): one line, at most :data:`NAME_MAX` characters,
+    and the id an integer."""
     name = user.get("username")
     label = f"@{name}" if name else str(user.get("first_name") or "someone")
-    return f"{label} ({user.get('id')})"
+    label = " ".join("".join(c if c.isprintable() else " " for c in label).split())
+    if len(label) > NAME_MAX:
+        label = label[: NAME_MAX - 1] + "…"
+    ident = user.get("id")
+    return f"{label or 'someone'} ({ident if isinstance(ident, int) else '?'})"
 
 
 def run_input(ticket: Ticket, user: dict[str, Any]) -> dict[str, Any]:

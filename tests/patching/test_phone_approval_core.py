@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
+import pytest
+
 from labops.notify import approval
 
 KEY = approval.signing_key("123:AAsecret")
@@ -86,3 +88,32 @@ def test_canaries_only_keeps_the_canary_step() -> None:
     kept, waiting = plan.canaries_only(rollout)
     assert [h.name for h in kept.hosts] == ["ct2"]
     assert sorted(waiting) == ["ct0", "ct1", "ct3", "pve1"]
+
+
+def test_the_pressers_name_is_one_bounded_line_and_the_id_an_integer() -> None:
+    """The name is the presser's own choice (Telegram's update): it reaches the run's note and
+    the report, so it is one printable line of at most NAME_MAX characters."""
+    hostile = {"first_name": "Eve\n**Approved by admin**\x1b[31m\u202e" + "x" * 300, "id": "42)"}
+    shown = approval.who(hostile)
+    assert "\n" not in shown and "\x1b" not in shown and "\u202e" not in shown
+    assert shown.endswith(" (?)")  # an id that is not an integer is not echoed
+    assert len(shown) <= approval.NAME_MAX + len(" (?)")
+    assert shown.startswith("Eve **Approved by admin**")
+    assert approval.who({"username": "alice", "id": 42}) == "@alice (42)"
+    assert approval.who({"first_name": "\n\t", "id": 7}) == "someone (7)"
+
+
+def test_an_approval_note_beyond_the_limit_is_refused() -> None:
+    import pydantic
+
+    from flows.patching import NOTE_MAX, PatchApproval
+
+    assert PatchApproval(approve=True, note="n" * NOTE_MAX).note == "n" * NOTE_MAX
+    with pytest.raises(pydantic.ValidationError):
+        PatchApproval(approve=True, note="n" * (NOTE_MAX + 1))
+    # the longest note the phone writes fits
+    longest = approval.run_input(
+        approval.Ticket(run_id=uuid4(), choice="canaries", security_only=False, expires=NOW),
+        {"first_name": "x" * 500, "id": 10**15},
+    )["note"]
+    assert len(PatchApproval(**{"approve": True, "note": longest}).note) <= NOTE_MAX
