@@ -499,23 +499,11 @@ class WarmWorker:
 
 def deploy_warm() -> None:
     """(child) Deploy the bench flow from this checkout with labops' flow-run command."""
-    from prefect import Flow
+    from bench.common import deploy_from_checkout
 
-    from cli.deploy import ensure_process_pool
-    from deployments.definitions import flow_run_command
-
-    ensure_process_pool("bench-patch-warm")
-    flow: Any = Flow.from_source(
-        source=str(REPO), entrypoint="bench/patch_flow.py:bench_patch_check"
-    )
-    deployment_id = flow.deploy(
-        name="bench-patch-warm",
-        work_pool_name="bench-patch-warm",
-        job_variables={"command": flow_run_command()},
-        print_next_steps=False,
-        ignore_warnings=True,
-    )
-    print("RESULT " + json.dumps({"deployment_id": str(deployment_id)}), flush=True)
+    entrypoint = "bench/patch_flow.py:bench_patch_check"
+    deployment_id = deploy_from_checkout("bench-patch-warm", "bench-patch-warm", REPO, entrypoint)
+    print("RESULT " + json.dumps({"deployment_id": deployment_id}), flush=True)
 
 
 def measure_size(

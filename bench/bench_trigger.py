@@ -58,11 +58,11 @@ from bench.common import (
     bench_parser,
     bench_server,
     client_env,
+    deploy_from_checkout,
     emit,
     median_max,
     tree_cpu_seconds,
 )
-from deployments.definitions import flow_run_command
 from deployments.poll import POLL_S, SERVE_SETTING, WORKER_SETTING
 
 BENCHMARK = "trigger"
@@ -296,29 +296,8 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 def deploy_to_pool(pool: str, name: str, command: str) -> None:
     """Child mode: create the process pool if missing and deploy the bench flow to it from
     source, started with labops' flow-run command or (``command`` "prefect") Prefect's own."""
-    from prefect import Flow
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
-    from prefect.workers.process import ProcessWorker
-
-    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
-        client.create_work_pool(
-            WorkPoolCreate(
-                name=pool,
-                type="process",
-                base_job_template=ProcessWorker.get_default_base_job_template(),
-            )
-        )
-    flow: Any = Flow.from_source(source=str(REPO / "bench"), entrypoint="trigger_flow.py:triggered")
-    variables = {"command": flow_run_command()} if command == "labops" else {}
-    flow.deploy(
-        name=name,
-        work_pool_name=pool,
-        job_variables=variables,
-        print_next_steps=False,
-        ignore_warnings=True,
-    )
+    entrypoint = "trigger_flow.py:triggered"
+    deploy_from_checkout(pool, name, REPO / "bench", entrypoint, labops_command=command == "labops")
 
 
 def deploy_lab_to_pool(pool: str, config: str) -> None:

@@ -37,6 +37,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 from pydantic import BaseModel, ConfigDict
@@ -264,6 +265,29 @@ def bench_server(home: Path, database: str = "sqlite") -> Iterator[object]:
         if url:
             with contextlib.suppress(Exception):
                 prefect_server.drop_postgres_database(url)
+
+
+def deploy_from_checkout(
+    pool: str, name: str, source: Path, entrypoint: str, labops_command: bool = True
+) -> str:
+    """Deploy a bench flow from this checkout to the process pool ``pool`` (created if missing),
+    its runs started with labops' flow-run command (``labops_command``) or Prefect's own
+    launcher; returns the deployment id. The process's PREFECT_API_URL names the server."""
+    from prefect import Flow
+
+    from cli.deploy import ensure_process_pool
+    from deployments.definitions import flow_run_command
+
+    ensure_process_pool(pool)
+    flow: Any = Flow.from_source(source=str(source), entrypoint=entrypoint)
+    deployment_id = flow.deploy(
+        name=name,
+        work_pool_name=pool,
+        job_variables={"command": flow_run_command()} if labops_command else {},
+        print_next_steps=False,
+        ignore_warnings=True,
+    )
+    return str(deployment_id)
 
 
 def client_env(api_url: str, **extra: str) -> dict[str, str]:

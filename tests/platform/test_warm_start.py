@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-from cli.deploy import ensure_process_pool
 from cli.worker import wait_or_kill
 from deployments import warm_starter
 from deployments.warm_starter import Starter, changed_file, code_files
@@ -164,21 +163,13 @@ def test_request_round_trip_is_bounded() -> None:
 
 @pytest.fixture
 def deployed(prefect_server: prefect_server.ServerInfo, tmp_path: Path) -> dict[str, Any]:
-    from prefect import Flow
+    from bench.common import deploy_from_checkout
 
     pool = f"labops-warm-{uuid.uuid4().hex[:6]}"
-    ensure_process_pool(pool)
-    ids = {}
-    for name in ("whoami", "hold"):
-        flow: Any = Flow.from_source(source=str(ROOT), entrypoint=f"{ENTRY}:{name}")
-        ids[name] = str(
-            flow.deploy(
-                name=f"{name}-{pool}",
-                work_pool_name=pool,
-                print_next_steps=False,
-                ignore_warnings=True,
-            )
-        )
+    ids = {
+        name: deploy_from_checkout(pool, f"{name}-{pool}", ROOT, f"{ENTRY}:{name}")
+        for name in ("whoami", "hold")
+    }
     env = {**os.environ, "PREFECT_API_URL": prefect_server.api_url}
     return {"pool": pool, "ids": ids, "env": env, "tmp": tmp_path}
 
@@ -321,18 +312,7 @@ def test_a_killed_client_takes_its_run_down(
 
 def test_labops_worker_starts_its_runs_warm(deployed: dict[str, Any]) -> None:
     """``labops worker`` (what the systemd unit runs): a Prefect process worker whose runs the
-    deployment's command hands to the worker's own starter."""
-    from prefect.client.orchestration import get_client
-
-    from deployments.definitions import flow_run_command
-
-    with get_client(sync_client=True) as api:
-        api.update_deployment(
-            uuid.UUID(deployed["ids"]["whoami"]),
-            __import__("prefect.client.schemas.actions", fromlist=["x"]).DeploymentUpdate(
-                job_variables={"command": flow_run_command()}
-            ),
-        )
+    deployment's command (labops' flow-run command) hands to the worker's own starter."""
     log_path = deployed["tmp"] / "worker.log"
     env = {**deployed["env"], "PREFECT_WORKER_QUERY_SECONDS": "1"}
     with log_path.open("wb") as log:
