@@ -9,6 +9,7 @@ session server, and the server itself generates the runs for those nights.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
@@ -36,18 +37,23 @@ def dst_probe() -> None:
 def _runs_per_local_day(api_url: str, deployment_id: str, around: date) -> Counter[date]:
     start = datetime.combine(around - timedelta(days=2), datetime.min.time(), BERLIN)
     end = datetime.combine(around + timedelta(days=3), datetime.min.time(), BERLIN)
+    window = {
+        "start_time": start.astimezone(UTC).isoformat(),
+        "end_time": end.astimezone(UTC).isoformat(),
+        # the server stops at 3 runs / 1 hour unless asked for the whole window
+        "min_runs": 50,
+        "max_runs": 50,
+        "min_time": (end - start).total_seconds(),
+    }
     with httpx.Client(base_url=api_url, timeout=30) as http:
-        http.post(
-            f"/deployments/{deployment_id}/schedule",
-            json={
-                "start_time": start.astimezone(UTC).isoformat(),
-                "end_time": end.astimezone(UTC).isoformat(),
-                # the server stops at 3 runs / 1 hour unless asked for the whole window
-                "min_runs": 50,
-                "max_runs": 50,
-                "min_time": (end - start).total_seconds(),
-            },
-        ).raise_for_status()
+        # A loaded SQLite server answers 503 (SQLITE_BUSY) now and then; Prefect's own client
+        # retries it, and scheduling the same window again creates nothing twice.
+        for _ in range(10):
+            scheduled = http.post(f"/deployments/{deployment_id}/schedule", json=window)
+            if scheduled.status_code != 503:
+                break
+            time.sleep(1)
+        scheduled.raise_for_status()
         runs = http.post(
             "/flow_runs/filter",
             json={"deployments": {"id": {"any_": [deployment_id]}}, "limit": 200},
