@@ -11,9 +11,16 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.patching.helpers import derived_config, report_of
+from tests.patching.helpers import (
+    derived_config,
+    fleet_as_seeded,  # noqa: F401 (a fixture)
+    report_of,
+)
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+# The hosts checked here must have their seeded pending updates: test_apply.py patches pve1 and
+# gitea in the session sandbox, and when it ran earlier on the same worker the CVE lookups had
+# nothing to ask (a loaded new-user run failed on it).
+pytestmark = pytest.mark.usefixtures("prefect_server", "fleet_as_seeded")
 
 
 def _cves(sandbox: Any) -> dict[str, Any]:
